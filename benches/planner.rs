@@ -1,0 +1,2 @@
+//! Benchmark: request plan size against the minimum (being built).
+fn main() {}

@@ -1,0 +1,112 @@
+//! Configuration: the resolved, validated shape of /etc/gasdtu/gasdtu.toml that the rest of the
+//! daemon consumes (gateway, buses, devices with their points resolved from profiles), and the
+//! loader that produces it. Loading reads files; everything after the read is pure so that
+//! `gasdtu check`, the daemon and (later) MQTT config pushes share one validator.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::{ComputedSpec, PointSpec};
+
+pub const DEFAULT_PATH: &str = "/etc/gasdtu/gasdtu.toml";
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    /// In file order of names (sorted by name).
+    pub buses: Vec<BusConfig>,
+    /// Enabled and disabled devices, sorted by name.
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    pub id: String,
+    /// Default /var/lib/gasdtu.
+    pub state_dir: PathBuf,
+    /// Searched in order for `profile = "..."`; the built-in profiles come last.
+    pub profile_dirs: Vec<PathBuf>,
+    /// tracing filter, default "info".
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusConfig {
+    pub name: String,
+    pub transport: Transport,
+    /// Response timeout per transaction.
+    pub timeout: Duration,
+    /// Silence kept between the end of one transaction and the next request
+    /// (RS-485 turnaround / inter-frame delay).
+    pub turnaround: Duration,
+    /// Extra attempts after a failed transaction (timeout, CRC, I/O), not after an exception.
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// Modbus RTU on a serial line.
+    Rtu(SerialSettings),
+    /// Modbus TCP (MBAP framing).
+    Tcp { host: String, port: u16 },
+    /// RTU framing carried over a TCP socket (serial device servers in transparent mode).
+    RtuOverTcp { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialSettings {
+    pub port: String,
+    pub baud: u32,
+    pub parity: Parity,
+    /// 7 or 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+}
+
+impl SerialSettings {
+    /// Bits on the wire per character: start + data + parity + stop.
+    pub fn bits_per_char(&self) -> u32 {
+        1 + self.data_bits as u32 + u32::from(self.parity != Parity::None) + self.stop_bits as u32
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    pub name: String,
+    pub bus: String,
+    /// Modbus unit id (1..=247; 0 is broadcast and refused; 255 allowed for TCP).
+    pub unit: u8,
+    /// Poll interval, aligned to wall-clock boundaries (default 5m).
+    pub poll: Duration,
+    /// Offset from the aligned boundary (must be below `poll`).
+    pub phase: Duration,
+    /// Most registers in one read (1..=125), default 125.
+    pub max_registers: u16,
+    /// Largest hole bridged in one read, default 10.
+    pub max_gap: u16,
+    /// Consecutive failed cycles before the device is marked offline (default 3).
+    pub offline_after: u32,
+    pub enabled: bool,
+    /// The profile the points came from, if any.
+    pub profile: Option<String>,
+    pub points: Vec<PointSpec>,
+    pub computed: Vec<ComputedSpec>,
+}
+
+impl DeviceConfig {
+    pub fn limits(&self) -> crate::planner::Limits {
+        crate::planner::Limits {
+            max_registers: self.max_registers,
+            max_gap: self.max_gap,
+        }
+    }
+}

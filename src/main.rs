@@ -1,0 +1,80 @@
+//! The `gasdtu` binary: parses the command line and hands each subcommand to its module under
+//! `cli/`. Owns process concerns only (logging set-up, exit codes); no logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gasdtu::cli;
+
+#[derive(Parser)]
+#[command(
+    name = "gasdtu",
+    version,
+    about = "Gas-utility DTU daemon: Modbus acquisition, buffering and MQTT forwarding"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, default_value = gasdtu::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Log level or tracing filter (overrides the config's gateway.log_level).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run(cli::run::RunArgs),
+    /// Validate the configuration and report every error (exit 0 valid, 1 invalid, 2 unreadable).
+    Check(cli::check::CheckArgs),
+    /// Run the whole pipeline on an embedded default: simulated meters and a live view.
+    Demo(cli::demo::DemoArgs),
+    /// Find which unit ids answer on a bus.
+    Scan(cli::scan::ScanArgs),
+    /// One-shot read of registers or bits, decoded and printed as a table.
+    Read(cli::read::ReadArgs),
+    /// Write a coil or register (asks for confirmation unless --yes).
+    Write(cli::write::WriteArgs),
+    /// Serve simulated Modbus devices over TCP or a serial line.
+    Simulate(cli::simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = cli::Global {
+        config: cli.config,
+        log_level: cli.log_level,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gasdtu: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run(a) => cli::run::run(a, &global).await,
+            Command::Check(a) => cli::check::run(a, &global).await,
+            Command::Demo(a) => cli::demo::run(a, &global).await,
+            Command::Scan(a) => cli::scan::run(a, &global).await,
+            Command::Read(a) => cli::read::run(a, &global).await,
+            Command::Write(a) => cli::write::run(a, &global).await,
+            Command::Simulate(a) => cli::simulate::run(a, &global).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("gasdtu: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The Modbus device simulator behind `gasdtu simulate` and `gasdtu demo`. (being built)
