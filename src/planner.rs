@@ -123,3 +123,40 @@ pub fn plan(points: &[PointSpec], limits: Limits) -> Result<Vec<Block>, PlanErro
     }
     Ok(blocks)
 }
+
+/// Bytes on the wire for one RTU read transaction of `block`: the request frame
+/// (unit, function, start, count, CRC = 8 bytes) and a normal response (unit, function, byte
+/// count, data, CRC).
+pub fn rtu_frame_bytes(block: &Block) -> (u32, u32) {
+    let data = if block.table.is_bits() {
+        (block.count as u32).div_ceil(8)
+    } else {
+        block.count as u32 * 2
+    };
+    (8, 5 + data)
+}
+
+/// Theoretical time one poll of `blocks` occupies an RTU line: every character costs
+/// `bits_per_char` bit times, every frame is followed by the 3.5-character silence the spec
+/// requires (1.75 ms fixed above 19200 baud), and the master keeps `turnaround` between
+/// transactions. Device processing time is not included (it is unknown until measured).
+pub fn rtu_wire_time(
+    blocks: &[Block],
+    baud: u32,
+    bits_per_char: u32,
+    turnaround: std::time::Duration,
+) -> std::time::Duration {
+    let baud = baud.max(1) as f64;
+    let char_s = bits_per_char as f64 / baud;
+    let silence_s = if baud > 19200.0 {
+        0.00175
+    } else {
+        3.5 * char_s
+    };
+    let mut total = 0.0;
+    for b in blocks {
+        let (req, resp) = rtu_frame_bytes(b);
+        total += (req + resp) as f64 * char_s + 2.0 * silence_s + turnaround.as_secs_f64();
+    }
+    std::time::Duration::from_secs_f64(total)
+}
