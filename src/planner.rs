@@ -202,10 +202,12 @@ mod tests {
         }
     }
 
+    /// (table, address, type) of one point.
+    type Pt = (Table, u16, T);
     type Row = (
         &'static str,
         Limits,
-        Vec<(Table, u16, T)>,
+        Vec<Pt>,
         Vec<(Table, u16, u16, Vec<usize>)>,
     );
 
@@ -312,7 +314,7 @@ mod tests {
     #[test]
     fn plan_errors() {
         #[rustfmt::skip]
-        let rows: Vec<(Limits, Vec<(Table, u16, T)>, PlanError)> = vec![
+        let rows: Vec<(Limits, Vec<Pt>, PlanError)> = vec![
             (lim(16, 10), vec![(H, 0, T::U16), (H, 10, T::String(40))],
                 PlanError::TooWide { point: "p1".into(), width: 20, limit: 16 }),
             (lim(2, 10), vec![(I, 0, T::U64)],
