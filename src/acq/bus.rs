@@ -1,0 +1,348 @@
+//! The bus task: the one owner of a bus. It holds the bus's `Link`, the request plans of the
+//! devices on it and their wall-clock schedules, and serializes every transaction on the bus.
+//! A silent device costs its own timeout and retries once per cycle (its remaining blocks are
+//! skipped), an exception spoils only its block, and the other devices still report in the
+//! same cycle. It turns replies into samples (decoder, computed points), tracks online/offline
+//! per device and sends one `SampleBatch` per device and cycle into the acquisition channel.
+//! It never touches storage or the uplink.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::acq::link::{Link, TxError};
+use crate::acq::schedule;
+use crate::codec;
+use crate::config::{BusConfig, DeviceConfig};
+use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
+use crate::planner::{self, Block};
+
+/// Poll state of one device on the bus.
+struct DevicePoller {
+    cfg: DeviceConfig,
+    name: Arc<str>,
+    blocks: Vec<Block>,
+    names: Vec<Arc<str>>,
+    units: Vec<Option<Arc<str>>>,
+    computed_names: Vec<Arc<str>>,
+    computed_units: Vec<Option<Arc<str>>>,
+    next: SystemTime,
+    failed_cycles: u32,
+    online: bool,
+}
+
+impl DevicePoller {
+    fn new(cfg: DeviceConfig, now: SystemTime) -> Result<DevicePoller, planner::PlanError> {
+        let blocks = planner::plan(&cfg.points, cfg.limits())?;
+        Ok(DevicePoller {
+            name: Arc::from(cfg.name.as_str()),
+            names: cfg
+                .points
+                .iter()
+                .map(|p| Arc::from(p.name.as_str()))
+                .collect(),
+            units: cfg
+                .points
+                .iter()
+                .map(|p| p.unit.as_deref().map(Arc::from))
+                .collect(),
+            computed_names: cfg
+                .computed
+                .iter()
+                .map(|c| Arc::from(c.name.as_str()))
+                .collect(),
+            computed_units: cfg
+                .computed
+                .iter()
+                .map(|c| c.unit.as_deref().map(Arc::from))
+                .collect(),
+            next: schedule::next_slot(now, cfg.poll, cfg.phase),
+            blocks,
+            cfg,
+            failed_cycles: 0,
+            // Unknown until the first cycle; assume online so the first failure is reported
+            // as a transition.
+            online: true,
+        })
+    }
+}
+
+/// The long-lived task that owns one bus.
+pub struct BusTask {
+    bus: BusConfig,
+    link: Link,
+    devices: Vec<DevicePoller>,
+    tx: mpsc::Sender<SampleBatch>,
+    /// Poll immediately at start instead of waiting for the first aligned slot.
+    poll_at_start: bool,
+}
+
+impl BusTask {
+    /// Build the task for `bus` and the enabled devices on it. Devices whose points cannot be
+    /// planned are left out with an error log (the config check refuses them anyway).
+    pub fn new(
+        bus: BusConfig,
+        devices: Vec<DeviceConfig>,
+        tx: mpsc::Sender<SampleBatch>,
+    ) -> BusTask {
+        let now = SystemTime::now();
+        let mut pollers = Vec::new();
+        for d in devices
+            .into_iter()
+            .filter(|d| d.enabled && d.bus == bus.name)
+        {
+            let name = d.name.clone();
+            match DevicePoller::new(d, now) {
+                Ok(p) => pollers.push(p),
+                Err(e) => {
+                    tracing::error!(device = %name, "cannot plan reads, device left out: {e}")
+                }
+            }
+        }
+        BusTask {
+            link: Link::new(bus.clone()),
+            bus,
+            devices: pollers,
+            tx,
+            poll_at_start: false,
+        }
+    }
+
+    /// Poll every device once right away, then follow the aligned schedule (used by the demo
+    /// and the commissioning views so nobody waits five minutes for a first reading).
+    pub fn poll_at_start(mut self, yes: bool) -> Self {
+        self.poll_at_start = yes;
+        self
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Total read transactions one cycle of every device costs.
+    pub fn reads_per_cycle(&self) -> usize {
+        self.devices.iter().map(|d| d.blocks.len()).sum()
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(
+            bus = %self.bus.name,
+            target = %self.link.target(),
+            devices = self.devices.len(),
+            reads_per_cycle = self.reads_per_cycle(),
+            "bus task started"
+        );
+        if self.devices.is_empty() {
+            shutdown.cancelled().await;
+            return;
+        }
+        if self.poll_at_start {
+            let now = SystemTime::now();
+            for i in 0..self.devices.len() {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if !self.poll_device(i, now).await {
+                    return;
+                }
+            }
+        }
+        loop {
+            let Some(next) = self.devices.iter().map(|d| d.next).min() else {
+                return;
+            };
+            let wait = next
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // Poll every device that is due, in name order, one transaction at a time.
+            let now = SystemTime::now();
+            for i in 0..self.devices.len() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                let slot = self.devices[i].next;
+                if slot > now {
+                    continue;
+                }
+                if !self.poll_device(i, slot).await {
+                    return;
+                }
+                let d = &mut self.devices[i];
+                let (next, skipped) =
+                    schedule::after(slot, SystemTime::now(), d.cfg.poll, d.cfg.phase);
+                if skipped > 0 {
+                    tracing::warn!(
+                        bus = %self.bus.name, device = %d.name, skipped,
+                        "poll overran its interval; missed slots skipped (bus too slow for the schedule?)"
+                    );
+                }
+                d.next = next;
+            }
+        }
+        tracing::info!(bus = %self.bus.name, "bus task stopped");
+    }
+
+    /// Poll device `i` for `slot`; false if the sample channel is closed (shutdown).
+    async fn poll_device(&mut self, i: usize, slot: SystemTime) -> bool {
+        let batch = poll_once(&mut self.link, &mut self.devices[i], slot, &self.bus.name).await;
+        self.tx.send(batch).await.is_ok()
+    }
+}
+
+async fn poll_once(
+    link: &mut Link,
+    d: &mut DevicePoller,
+    slot: SystemTime,
+    bus: &str,
+) -> SampleBatch {
+    let n = d.cfg.points.len();
+    let mut values: Vec<Option<(Result<Value, BadReason>, SystemTime)>> = vec![None; n];
+    let mut answered = false;
+    let mut silent: Option<TxError> = None;
+    for b in &d.blocks {
+        let res = match &silent {
+            // The device did not answer this cycle: do not spend another timeout on it.
+            Some(e) => Err(e.clone()),
+            None => link.read(d.cfg.unit, b.table, b.start, b.count).await,
+        };
+        let read_at = SystemTime::now();
+        match res {
+            Ok(regs) => {
+                answered = true;
+                for &pi in &b.points {
+                    let p = &d.cfg.points[pi];
+                    let off = b.offset_of(p);
+                    let v = match regs.get(off..) {
+                        Some(r) => {
+                            codec::decode_point(p, r).map_err(|e| BadReason::Decode(e.to_string()))
+                        }
+                        None => Err(BadReason::Protocol(format!(
+                            "reply had {} registers, point needs offset {off}",
+                            regs.len()
+                        ))),
+                    };
+                    values[pi] = Some((v, read_at));
+                }
+            }
+            Err(e) => {
+                if e.device_answered() {
+                    answered = true;
+                }
+                if e.device_silent() && silent.is_none() {
+                    silent = Some(e.clone());
+                }
+                let reason = e.bad_reason();
+                for &pi in &b.points {
+                    values[pi] = Some((Err(reason.clone()), read_at));
+                }
+            }
+        }
+    }
+
+    let mut samples = Vec::with_capacity(n + d.cfg.computed.len());
+    let mut by_name: HashMap<&str, (Option<f64>, Option<&BadReason>, SystemTime)> = HashMap::new();
+    for (pi, v) in values.iter().enumerate() {
+        let (res, read_at) = match v {
+            Some((r, t)) => (r.clone(), *t),
+            None => (Err(BadReason::Protocol("point not planned".into())), slot),
+        };
+        let sample = match res {
+            Ok(val) => Sample {
+                point: d.names[pi].clone(),
+                value: Some(val),
+                unit: d.units[pi].clone(),
+                quality: Quality::Good,
+                read_at,
+            },
+            Err(r) => Sample {
+                point: d.names[pi].clone(),
+                value: None,
+                unit: d.units[pi].clone(),
+                quality: Quality::Bad(r),
+                read_at,
+            },
+        };
+        samples.push(sample);
+    }
+    for s in &samples {
+        let bad = match &s.quality {
+            Quality::Good => None,
+            Quality::Bad(r) => Some(r),
+        };
+        by_name.insert(
+            &s.point,
+            (s.value.as_ref().and_then(Value::as_f64), bad, s.read_at),
+        );
+    }
+    let mut computed = Vec::with_capacity(d.cfg.computed.len());
+    for (ci, c) in d.cfg.computed.iter().enumerate() {
+        let mut sum = 0.0;
+        let mut bad: Option<String> = None;
+        let mut read_at = slot;
+        for (term, factor) in &c.terms {
+            match by_name.get(term.as_str()) {
+                Some((Some(x), None, t)) => {
+                    sum += x * factor;
+                    read_at = read_at.max(*t);
+                }
+                Some((_, Some(r), _)) => {
+                    bad.get_or_insert_with(|| format!("{term}: {r}"));
+                }
+                _ => {
+                    bad.get_or_insert_with(|| format!("{term}: no value"));
+                }
+            }
+        }
+        computed.push(Sample {
+            point: d.computed_names[ci].clone(),
+            value: if bad.is_none() {
+                Some(Value::Float(sum))
+            } else {
+                None
+            },
+            unit: d.computed_units[ci].clone(),
+            quality: match bad {
+                None => Quality::Good,
+                Some(b) => Quality::Bad(BadReason::Input(b)),
+            },
+            read_at,
+        });
+    }
+    samples.extend(computed);
+
+    if answered {
+        if !d.online {
+            tracing::info!(bus, device = %d.name, "device back online");
+        }
+        d.failed_cycles = 0;
+        d.online = true;
+    } else {
+        d.failed_cycles = d.failed_cycles.saturating_add(1);
+        if d.online && d.failed_cycles >= d.cfg.offline_after {
+            d.online = false;
+            let why = samples
+                .iter()
+                .find_map(|s| match &s.quality {
+                    Quality::Bad(r) => Some(r.to_string()),
+                    Quality::Good => None,
+                })
+                .unwrap_or_default();
+            tracing::warn!(bus, device = %d.name, cycles = d.failed_cycles, "device offline: {why}");
+        }
+    }
+    SampleBatch {
+        device: d.name.clone(),
+        bus: Arc::from(bus),
+        slot,
+        samples,
+        online: d.online,
+        failed_cycles: d.failed_cycles,
+    }
+}

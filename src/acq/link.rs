@@ -1,0 +1,589 @@
+//! The Modbus master link of one bus: opens the transport (serial RTU, Modbus TCP, RTU over
+//! TCP) through tokio-modbus, and runs single transactions with the bus's response timeout,
+//! retries and inter-frame turnaround. It classifies every failure honestly (timeout, CRC,
+//! exception, protocol, I/O) by tapping the bytes that came back, reopens a vanished port with
+//! backoff, and never panics on what the line delivers. It owns no schedule: callers (the bus
+//! task, the commissioning CLI) decide what to read and when.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_modbus::client::{Context, Reader, Writer};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::Slave;
+
+use crate::config::{BusConfig, Parity, SerialSettings, Transport};
+use crate::model::{exception_meaning, BadReason, Table};
+
+/// Why one transaction (after its retries) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TxError {
+    /// Nothing (or nothing usable) came back within the timeout, on every attempt.
+    #[error("timeout after {timeout:?} ({attempts} attempts)")]
+    Timeout { timeout: Duration, attempts: u32 },
+    /// A reply came back with a bad CRC, on the last attempt.
+    #[error("CRC error in reply ({attempts} attempts): {detail}")]
+    Crc { attempts: u32, detail: String },
+    /// The device answered with a Modbus exception (never retried: the device is alive).
+    #[error("exception {code} ({})", meaning(.code))]
+    Exception { code: u8 },
+    /// A reply that does not answer the request (wrong unit, function, garbage), last attempt.
+    #[error("invalid reply ({attempts} attempts): {detail}")]
+    Protocol { attempts: u32, detail: String },
+    /// The transport cannot be used (port missing, connection refused, I/O error).
+    #[error("{0}")]
+    Io(String),
+}
+
+impl TxError {
+    /// The sample quality reason this failure gives the points it covered.
+    pub fn bad_reason(&self) -> BadReason {
+        match self {
+            TxError::Timeout { .. } => BadReason::Timeout,
+            TxError::Crc { .. } => BadReason::Crc,
+            TxError::Exception { code } => BadReason::Exception {
+                code: *code,
+                meaning: exception_meaning(*code).to_string(),
+            },
+            TxError::Protocol { detail, .. } => BadReason::Protocol(detail.clone()),
+            TxError::Io(s) => BadReason::Io(s.clone()),
+        }
+    }
+
+    /// True when the device gave no sign of life (so its other blocks this cycle are skipped).
+    pub fn device_silent(&self) -> bool {
+        matches!(self, TxError::Timeout { .. })
+    }
+
+    /// True when the device answered at all (an exception or a garbled reply is an answer).
+    pub fn device_answered(&self) -> bool {
+        matches!(
+            self,
+            TxError::Exception { .. } | TxError::Crc { .. } | TxError::Protocol { .. }
+        )
+    }
+}
+
+fn meaning(code: &u8) -> &'static str {
+    exception_meaning(*code)
+}
+
+/// Outcome of one attempt, before retry policy.
+#[derive(Debug)]
+enum Attempt {
+    Timeout,
+    Crc(String),
+    Protocol(String),
+    Io(String),
+}
+
+/// What a failed attempt's stray bytes say about the line. Pure; tested below.
+/// `unit` is the unit the request went to; `rx` the bytes received during the attempt.
+fn classify_stray(unit: u8, rx: &[u8]) -> Attempt {
+    if rx.is_empty() {
+        return Attempt::Timeout;
+    }
+    let hex = hex_prefix(rx, 16);
+    if rx[0] == unit && rx.len() >= 5 {
+        // Expected frame length from the function code, as the reply claims it.
+        let func = rx[1];
+        let len = match func {
+            0x01..=0x04 => Some(3 + rx[2] as usize + 2),
+            0x05 | 0x06 | 0x0F | 0x10 => Some(8),
+            f if f & 0x80 != 0 => Some(5),
+            _ => None,
+        };
+        if let Some(len) = len {
+            if rx.len() >= len {
+                let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&rx[..len - 2]);
+                let got = u16::from_le_bytes([rx[len - 2], rx[len - 1]]);
+                if crc != got {
+                    return Attempt::Crc(format!(
+                        "expected CRC 0x{crc:04X}, got 0x{got:04X} in {hex}"
+                    ));
+                }
+            } else {
+                return Attempt::Protocol(format!(
+                    "incomplete reply: {} of {len} bytes ({hex})",
+                    rx.len()
+                ));
+            }
+        }
+    }
+    Attempt::Protocol(format!("unexpected bytes on the line: {hex}"))
+}
+
+fn hex_prefix(b: &[u8], max: usize) -> String {
+    let mut s: String = b
+        .iter()
+        .take(max)
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if b.len() > max {
+        s.push_str(&format!(" … ({} bytes)", b.len()));
+    }
+    s
+}
+
+/// Records every byte read from the transport during the current attempt.
+#[derive(Default)]
+struct TapLog {
+    rx: Mutex<Vec<u8>>,
+}
+
+impl TapLog {
+    fn take(&self) -> Vec<u8> {
+        match self.rx.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+}
+
+/// A transport wrapper that keeps a copy of what it reads (bounded), so a timed-out
+/// transaction can still say whether the device sent garbage, a bad CRC, or nothing.
+struct Tap<T> {
+    inner: T,
+    log: Arc<TapLog>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let new = &buf.filled()[before..];
+            if let Ok(mut g) = self.log.rx.lock() {
+                if g.len() < 1024 {
+                    g.extend_from_slice(new);
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+struct Conn {
+    ctx: Context,
+    tap: Arc<TapLog>,
+}
+
+/// Reopen backoff bounds for a transport that cannot be opened.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Counters a link keeps about its own traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub transactions: u64,
+    pub attempts: u64,
+    pub failures: u64,
+    pub opens: u64,
+    pub open_failures: u64,
+}
+
+/// A Modbus master on one bus. Opens lazily; reopens after failures with backoff.
+pub struct Link {
+    bus: BusConfig,
+    conn: Option<Conn>,
+    /// When the last transaction ended (for the turnaround delay).
+    last_end: Option<Instant>,
+    /// No open attempt before this instant (backoff after a failed open).
+    next_open: Option<Instant>,
+    backoff: Duration,
+    last_open_error: Option<String>,
+    pub stats: LinkStats,
+}
+
+impl Link {
+    pub fn new(bus: BusConfig) -> Link {
+        Link {
+            bus,
+            conn: None,
+            last_end: None,
+            next_open: None,
+            backoff: BACKOFF_MIN,
+            last_open_error: None,
+            stats: LinkStats::default(),
+        }
+    }
+
+    pub fn bus(&self) -> &BusConfig {
+        &self.bus
+    }
+
+    /// True when the transport is open.
+    pub fn is_open(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Where this link goes, for messages ("/dev/ttyUSB0", "10.0.0.5:502").
+    pub fn target(&self) -> String {
+        match &self.bus.transport {
+            Transport::Rtu(s) => s.port.clone(),
+            Transport::Tcp { host, port } | Transport::RtuOverTcp { host, port } => {
+                format!("{host}:{port}")
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Result<(), TxError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if let Some(t) = self.next_open {
+            if Instant::now() < t {
+                let wait = t.saturating_duration_since(Instant::now());
+                return Err(TxError::Io(format!(
+                    "{} unavailable ({}); next attempt in {:.1}s",
+                    self.target(),
+                    self.last_open_error.as_deref().unwrap_or("not open"),
+                    wait.as_secs_f64()
+                )));
+            }
+        }
+        self.stats.opens += 1;
+        let tap = Arc::new(TapLog::default());
+        let res = match &self.bus.transport {
+            Transport::Rtu(s) => open_serial(s).map(|port| {
+                tokio_modbus::client::rtu::attach_slave(
+                    Tap {
+                        inner: port,
+                        log: tap.clone(),
+                    },
+                    Slave(1),
+                )
+            }),
+            Transport::Tcp { host, port } => connect_tcp(host, *port, self.bus.timeout)
+                .await
+                .map(|s| tokio_modbus::client::tcp::attach_slave(s, Slave(1))),
+            Transport::RtuOverTcp { host, port } => {
+                connect_tcp(host, *port, self.bus.timeout).await.map(|s| {
+                    tokio_modbus::client::rtu::attach_slave(
+                        Tap {
+                            inner: s,
+                            log: tap.clone(),
+                        },
+                        Slave(1),
+                    )
+                })
+            }
+        };
+        match res {
+            Ok(ctx) => {
+                if self.last_open_error.take().is_some() {
+                    tracing::info!(bus = %self.bus.name, target = %self.target(), "bus transport is back");
+                }
+                self.conn = Some(Conn { ctx, tap });
+                self.next_open = None;
+                self.backoff = BACKOFF_MIN;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.open_failures += 1;
+                let msg = format!("cannot open {}: {e}", self.target());
+                if self.last_open_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(bus = %self.bus.name, "{msg}; retrying with backoff");
+                }
+                self.last_open_error = Some(msg.clone());
+                // Jitter so that several gateways (or buses) do not retry in lockstep.
+                let jitter =
+                    Duration::from_millis(fastrand::u64(0..=self.backoff.as_millis() as u64 / 4));
+                self.next_open = Some(Instant::now() + self.backoff + jitter);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                Err(TxError::Io(msg))
+            }
+        }
+    }
+
+    /// Close the transport (it is reopened by the next transaction). Used after any failure
+    /// so stale bytes of a late reply can never be taken for the next answer.
+    pub fn close(&mut self) {
+        self.conn = None;
+    }
+
+    async fn turnaround(&mut self) {
+        if let Some(end) = self.last_end {
+            let due = end + self.bus.turnaround;
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+    }
+
+    /// Read `count` registers (or bits, as 0/1) from `table` of `unit`.
+    pub async fn read(
+        &mut self,
+        unit: u8,
+        table: Table,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, TxError> {
+        self.transact(
+            unit,
+            Op::Read {
+                table,
+                start,
+                count,
+            },
+        )
+        .await
+    }
+
+    /// Write holding registers (function 6 for one, 16 for several).
+    pub async fn write_registers(
+        &mut self,
+        unit: u8,
+        start: u16,
+        values: &[u16],
+    ) -> Result<(), TxError> {
+        self.transact(
+            unit,
+            Op::WriteRegs {
+                start,
+                values: values.to_vec(),
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Write one coil (function 5).
+    pub async fn write_coil(&mut self, unit: u8, addr: u16, value: bool) -> Result<(), TxError> {
+        self.transact(unit, Op::WriteCoil { addr, value })
+            .await
+            .map(|_| ())
+    }
+
+    async fn transact(&mut self, unit: u8, op: Op) -> Result<Vec<u16>, TxError> {
+        self.stats.transactions += 1;
+        let attempts_max = self.bus.retries + 1;
+        let mut last = Attempt::Timeout;
+        for attempt in 1..=attempts_max {
+            if let Err(e) = self.open().await {
+                self.stats.failures += 1;
+                return Err(e);
+            }
+            self.turnaround().await;
+            self.stats.attempts += 1;
+            let timeout = self.bus.timeout;
+            let Some(conn) = self.conn.as_mut() else {
+                continue;
+            };
+            conn.tap.take();
+            conn.ctx.set_slave(Slave(unit));
+            let fut = run_op(&mut conn.ctx, &op);
+            let res = tokio::time::timeout(timeout, fut).await;
+            self.last_end = Some(Instant::now());
+            let stray = conn.tap.take();
+            let outcome = match res {
+                Ok(Ok(Ok(v))) => return Ok(v),
+                Ok(Ok(Err(code))) => {
+                    self.stats.failures += 1;
+                    return Err(TxError::Exception { code });
+                }
+                Ok(Err(tokio_modbus::Error::Transport(e))) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        Attempt::Protocol(e.to_string())
+                    } else {
+                        Attempt::Io(format!("i/o error on {}: {e}", self.target()))
+                    }
+                }
+                Ok(Err(tokio_modbus::Error::Protocol(p))) => Attempt::Protocol(p.to_string()),
+                Err(_elapsed) => classify_stray(unit, &stray),
+            };
+            tracing::debug!(bus = %self.bus.name, unit, attempt, ?outcome, "transaction attempt failed");
+            // Never reuse a transport after a failure: a late reply must not answer the next
+            // request. Reopening costs well under a millisecond.
+            self.conn = None;
+            let io_fail = matches!(outcome, Attempt::Io(_));
+            last = outcome;
+            if io_fail {
+                // The port itself failed (unplugged adapter, broken socket): reopen once now,
+                // then the backoff takes over.
+                self.next_open = None;
+            }
+        }
+        self.stats.failures += 1;
+        Err(match last {
+            Attempt::Timeout => TxError::Timeout {
+                timeout: self.bus.timeout,
+                attempts: attempts_max,
+            },
+            Attempt::Crc(detail) => TxError::Crc {
+                attempts: attempts_max,
+                detail,
+            },
+            Attempt::Protocol(detail) => TxError::Protocol {
+                attempts: attempts_max,
+                detail,
+            },
+            Attempt::Io(s) => TxError::Io(s),
+        })
+    }
+}
+
+enum Op {
+    Read {
+        table: Table,
+        start: u16,
+        count: u16,
+    },
+    WriteRegs {
+        start: u16,
+        values: Vec<u16>,
+    },
+    WriteCoil {
+        addr: u16,
+        value: bool,
+    },
+}
+
+type OpResult = Result<Result<Vec<u16>, u8>, tokio_modbus::Error>;
+
+async fn run_op(ctx: &mut Context, op: &Op) -> OpResult {
+    fn bits(v: Vec<bool>) -> Vec<u16> {
+        v.into_iter().map(u16::from).collect()
+    }
+    let r = match op {
+        Op::Read {
+            table,
+            start,
+            count,
+        } => match table {
+            Table::Coil => ctx.read_coils(*start, *count).await.map(|r| r.map(bits)),
+            Table::DiscreteInput => ctx
+                .read_discrete_inputs(*start, *count)
+                .await
+                .map(|r| r.map(bits)),
+            Table::InputRegister => ctx.read_input_registers(*start, *count).await,
+            Table::HoldingRegister => ctx.read_holding_registers(*start, *count).await,
+        },
+        Op::WriteRegs { start, values } => {
+            let r = if values.len() == 1 {
+                ctx.write_single_register(*start, values[0]).await
+            } else {
+                ctx.write_multiple_registers(*start, values).await
+            };
+            r.map(|r| r.map(|()| Vec::new()))
+        }
+        Op::WriteCoil { addr, value } => ctx
+            .write_single_coil(*addr, *value)
+            .await
+            .map(|r| r.map(|()| Vec::new())),
+    };
+    r.map(|inner| inner.map_err(u8::from))
+}
+
+fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
+    use tokio_serial::SerialPort;
+    let builder = tokio_serial::new(&s.port, s.baud)
+        .data_bits(match s.data_bits {
+            7 => tokio_serial::DataBits::Seven,
+            _ => tokio_serial::DataBits::Eight,
+        })
+        .stop_bits(match s.stop_bits {
+            2 => tokio_serial::StopBits::Two,
+            _ => tokio_serial::StopBits::One,
+        })
+        .parity(match s.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .flow_control(tokio_serial::FlowControl::None);
+    let port = tokio_serial::SerialStream::open(&builder).map_err(io::Error::from)?;
+    // Discard whatever a device sent while nobody listened.
+    port.clear(tokio_serial::ClearBuffer::Input)
+        .map_err(io::Error::from)?;
+    Ok(port)
+}
+
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    let fut = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(timeout.max(Duration::from_secs(1)), fut).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn classify_stray_bytes() {
+        // (unit, bytes received, expected class)
+        let cases: &[(u8, &str, &str)] = &[
+            (1, "", "timeout"),
+            // Valid-length read reply with its CRC's bytes flipped.
+            (1, "01 03 02 00 2A 39 B9", "crc"),
+            // Exception reply with a wrong CRC.
+            (1, "01 83 02 00 00", "crc"),
+            // Half a reply.
+            (1, "01 03 04 00 2A", "protocol"),
+            // Another unit's frame or line noise.
+            (2, "01 03 02 00 2A 38 5B", "protocol"),
+            (1, "FF 00 13", "protocol"),
+        ];
+        for (unit, rx, want) in cases {
+            let got = match classify_stray(*unit, &hex(rx)) {
+                Attempt::Timeout => "timeout",
+                Attempt::Crc(_) => "crc",
+                Attempt::Protocol(_) => "protocol",
+                Attempt::Io(_) => "io",
+            };
+            assert_eq!(got, *want, "unit {unit} bytes [{rx}]");
+        }
+    }
+
+    #[test]
+    fn a_good_frame_is_not_called_a_crc_error() {
+        // 01 03 02 00 2A + correct CRC: if such a frame is stray, it is not a CRC error.
+        let mut f = hex("01 03 02 00 2A");
+        let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        assert!(matches!(classify_stray(1, &f), Attempt::Protocol(_)));
+    }
+}
