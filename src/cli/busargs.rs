@@ -143,7 +143,15 @@ mod tests {
 
     #[test]
     fn bus_args_become_a_bus_config() {
-        let b = parse(&["--serial", "/dev/ttyUSB0", "--baud", "19200", "--parity", "none"]).unwrap();
+        let b = parse(&[
+            "--serial",
+            "/dev/ttyUSB0",
+            "--baud",
+            "19200",
+            "--parity",
+            "none",
+        ])
+        .unwrap();
         assert_eq!(
             b.transport,
             Transport::Rtu(SerialSettings {
@@ -157,7 +165,15 @@ mod tests {
         assert_eq!(b.timeout, Duration::from_secs(1));
         assert_eq!(b.retries, 0);
 
-        let b = parse(&["--tcp", "10.0.0.5:502", "--timeout", "250ms", "--retries", "2"]).unwrap();
+        let b = parse(&[
+            "--tcp",
+            "10.0.0.5:502",
+            "--timeout",
+            "250ms",
+            "--retries",
+            "2",
+        ])
+        .unwrap();
         assert_eq!(
             b.transport,
             Transport::Tcp {
@@ -190,7 +206,10 @@ mod tests {
             (&["--rtu-over-tcp", "h:99999"], "expected HOST:PORT"),
             (&["--serial", "/dev/x", "--data-bits", "9"], "invalid value"),
             (&["--serial", "/dev/x", "--parity", "mark"], "invalid value"),
-            (&["--serial", "/dev/x", "--timeout", "soon"], "invalid value"),
+            (
+                &["--serial", "/dev/x", "--timeout", "soon"],
+                "invalid value",
+            ),
         ];
         for (args, want) in rows {
             let e = parse(args).unwrap_err();

@@ -135,9 +135,7 @@ impl ValueArgs {
             TypeArg::Bit => match self.bit {
                 Some(n) => DataType::BitOfRegister(n),
                 None => {
-                    return Err(
-                        "--type bit on a register table needs --bit N (0-15)".to_string()
-                    )
+                    return Err("--type bit on a register table needs --bit N (0-15)".to_string())
                 }
             },
             TypeArg::String => match (self.length, count) {
@@ -162,10 +160,12 @@ impl ValueArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Addresses are 0-based protocol addresses, as sent on the wire: \
+#[command(
+    after_help = "Addresses are 0-based protocol addresses, as sent on the wire: \
     holding register 40001 of a manual is --table holding --address 0, 30011 is \
     --table input --address 10.\n\nExit status: 0 read and decoded, 1 Modbus error or \
-    undecodable value, 2 bad arguments.")]
+    undecodable value, 2 bad arguments."
+)]
 pub struct ReadArgs {
     #[command(flatten)]
     pub bus: BusArgs,
@@ -467,7 +467,10 @@ mod tests {
         }
         // (arguments, fragment of the error)
         let bad: &[(&str, &str)] = &[
-            ("--address 0 --type f32 --count 3", "not a whole number of f32"),
+            (
+                "--address 0 --type f32 --count 3",
+                "not a whole number of f32",
+            ),
             ("--address 0 --count 126", "limited to 125 registers"),
             ("--address 65535 --type u32", "runs past address 65535"),
             ("--table coil --address 0 --type u16", "holds single bits"),
@@ -511,14 +514,26 @@ mod tests {
             show_value(&Value::Float(1234.0 * 0.1), DataType::U16, true),
             "123.4"
         );
-        assert_eq!(show_value(&Value::Float(f64::NAN), DataType::F32, false), "NaN");
-        assert_eq!(show_value(&Value::UInt(u64::MAX), DataType::U64, false), "18446744073709551615");
+        assert_eq!(
+            show_value(&Value::Float(f64::NAN), DataType::F32, false),
+            "NaN"
+        );
+        assert_eq!(
+            show_value(&Value::UInt(u64::MAX), DataType::U64, false),
+            "18446744073709551615"
+        );
         assert_eq!(show_raw(Table::Coil, &[1, 0, 1]), "1 0 1");
         // 0000 4178 read as ABCD is a denormal: exponent notation, not 40 zeros.
         let tiny = Value::Float(f32::from_bits(0x0000_4178) as f64);
         assert_eq!(show_value(&tiny, DataType::F32, false), "2.3486e-41");
-        assert_eq!(show_value(&Value::Float(1e20), DataType::F64, false), "1e20");
-        assert_eq!(show_value(&Value::Float(-0.5), DataType::F64, false), "-0.5");
+        assert_eq!(
+            show_value(&Value::Float(1e20), DataType::F64, false),
+            "1e20"
+        );
+        assert_eq!(
+            show_value(&Value::Float(-0.5), DataType::F64, false),
+            "-0.5"
+        );
     }
 
     #[test]
@@ -540,8 +555,10 @@ mod tests {
         );
         let (json, failed) = render_json(3, &p, &cmd.read.value, &items);
         assert!(failed);
-        let lines: Vec<serde_json::Value> =
-            json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["value"], serde_json::json!(123.4));
         assert_eq!(lines[0]["table"], "holding");
         assert_eq!(lines[0]["raw"], serde_json::json!([0x1234]));

@@ -72,7 +72,10 @@ pub fn classify(r: Result<Vec<u16>, TxError>) -> Result<Probe, TxError> {
 pub async fn run(args: ScanArgs, global: &Global) -> anyhow::Result<u8> {
     super::init_logging(global.log_level.as_deref().unwrap_or("error"));
     if args.from > args.to {
-        eprintln!("gasdtu scan: --from {} is above --to {}", args.from, args.to);
+        eprintln!(
+            "gasdtu scan: --from {} is above --to {}",
+            args.from, args.to
+        );
         return Ok(2);
     }
     let bus = match args.bus.to_bus_config(Duration::from_millis(200)) {
@@ -169,11 +172,15 @@ mod tests {
     #[test]
     fn probe_results() {
         let t = Duration::from_millis(200);
-        let rows: Vec<(Result<Vec<u16>, TxError>, Result<Probe, ()>)> = vec![
+        // (what the link returned, what the scan makes of it; Err = the scan stops)
+        type Row = (Result<Vec<u16>, TxError>, Result<Probe, ()>);
+        let rows: Vec<Row> = vec![
             (Ok(vec![7]), Ok(Probe::Value(vec![7]))),
             (
                 Err(TxError::Exception { code: 2 }),
-                Ok(Probe::Exception("exception 2 (illegal data address)".into())),
+                Ok(Probe::Exception(
+                    "exception 2 (illegal data address)".into(),
+                )),
             ),
             (
                 Err(TxError::Timeout {

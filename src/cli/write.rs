@@ -25,9 +25,11 @@ pub enum WriteTableArg {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Addresses are 0-based protocol addresses (holding register 40001 of a \
+#[command(
+    after_help = "Addresses are 0-based protocol addresses (holding register 40001 of a \
     manual is --address 0).\n\nExit status: 0 written, 1 Modbus error or declined at the \
-    prompt, 2 bad arguments or no confirmation possible.")]
+    prompt, 2 bad arguments or no confirmation possible."
+)]
 pub struct WriteArgs {
     #[command(flatten)]
     pub bus: BusArgs,
@@ -148,7 +150,10 @@ fn ask(question: &str) -> std::io::Result<bool> {
     err.flush()?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
@@ -258,7 +263,9 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
                 show_raw(plan.table, &back)
             ));
             let same = match plan.data_type {
-                DataType::BitOfRegister(n) => back.first().map(|r| r >> n & 1) == Some(regs[0] >> n & 1),
+                DataType::BitOfRegister(n) => {
+                    back.first().map(|r| r >> n & 1) == Some(regs[0] >> n & 1)
+                }
                 DataType::Bool => back.first().map(|&b| b != 0) == Some(regs[0] != 0),
                 _ => back == regs,
             };
