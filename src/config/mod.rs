@@ -3,6 +3,21 @@
 //! loader that produces it. Loading reads files; everything after the read is pure so that
 //! `gasdtu check`, the daemon and (later) MQTT config pushes share one validator.
 
+mod diag;
+mod doc;
+mod load;
+mod points;
+pub mod profiles;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use diag::{ConfigError, ConfigWarning, LoadError};
+pub use load::{
+    load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR,
+};
+pub use report::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,0 +1,1 @@
+//! Tests of the config loader (placeholder while building).
