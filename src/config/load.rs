@@ -77,20 +77,21 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
     if let Field::Value(mut sec, _) = root.table(&mut d, "buses") {
         for (name, entry) in sec.named_tables(&mut d) {
             bus_spans.insert(name.clone(), entry.span.clone());
-            let parsed = parse_bus(&mut d, &name, entry);
-            bus_kinds.insert(name.clone(), parsed.as_ref().map(|(_, k, _)| *k));
-            if let Some((bus, _, port_span)) = parsed {
-                if let Transport::Rtu(s) = &bus.transport {
-                    if let Some(other) = rtu_ports.get(&s.port) {
-                        d.error(
-                            &format!("buses.{name}.port"),
-                            port_span,
-                            format!("serial port {} is already used by bus `{other}`: one bus per port (put both devices on one bus)", s.port),
-                        );
-                    } else {
-                        rtu_ports.insert(s.port.clone(), name.clone());
-                    }
+            let mut serial_port = None;
+            let parsed = parse_bus(&mut d, &name, entry, &mut serial_port);
+            bus_kinds.insert(name.clone(), parsed.as_ref().map(|(_, k)| *k));
+            if let Some((port, port_span)) = serial_port {
+                if let Some(other) = rtu_ports.get(&port) {
+                    d.error(
+                        &format!("buses.{name}.port"),
+                        Some(port_span),
+                        format!("serial port {port} is already used by bus `{other}`: one bus per port (put both devices on one bus)"),
+                    );
+                } else {
+                    rtu_ports.insert(port, name.clone());
                 }
+            }
+            if let Some((bus, _)) = parsed {
                 buses.push(bus);
             }
         }
@@ -218,11 +219,14 @@ const ALL_BUS_KEYS: &[&str] = &[
     "kind", "port", "baud", "parity", "data_bits", "stop_bits", "timeout", "turnaround", "retries", "host",
 ];
 
+/// One `[buses.<name>]` entry. `serial_port` receives an RTU bus's port even when other keys
+/// are invalid, so that a port used twice is reported in the same pass.
 fn parse_bus(
     d: &mut Diags<'_>,
     name: &str,
     mut sec: Section<'_, '_>,
-) -> Option<(BusConfig, Kind, Option<Range<usize>>)> {
+    serial_port: &mut Option<(String, Range<usize>)>,
+) -> Option<(BusConfig, Kind)> {
     points::check_name(d, &sec.path, sec.span.clone(), name);
     let f = sec.string(d, "kind");
     let kind = match sec.required(d, "kind", "rtu, tcp or rtu_over_tcp", f) {
@@ -255,7 +259,6 @@ fn parse_bus(
         .duration(d, "turnaround", Duration::ZERO, Duration::from_secs(10))
         .or(turnaround_default);
     let retries = sec.int(d, "retries", 0, 10).or(1);
-    let mut port_span = None;
     let transport = if rtu {
         let f = sec.string(d, "port");
         let port = match sec.required(d, "port", "serial device, e.g. /dev/ttyUSB0", f) {
@@ -264,7 +267,7 @@ fn parse_bus(
                 None
             }
             Field::Value(s, sp) => {
-                port_span = Some(sp);
+                *serial_port = Some((s.clone(), sp));
                 Some(s)
             }
             _ => None,
@@ -351,7 +354,6 @@ fn parse_bus(
             retries: retries? as u32,
         },
         kind,
-        port_span,
     ))
 }
 
@@ -483,8 +485,7 @@ fn parse_device(
     let default_order = device_order
         .or(profile.as_ref().map(|p| p.default_order))
         .unwrap_or_default();
-    let (inline_points, pts_ok) = points::parse_points(d, &mut sec, default_order);
-    let (inline_computed, comp_ok) = points::parse_computeds(d, &mut sec);
+    let entries = points::parse_entries(d, &mut sec, default_order);
     let sec_span = sec.span.clone();
     sec.finish(d, |_| None);
 
@@ -510,19 +511,19 @@ fn parse_device(
             });
         }
     }
-    for ip in inline_points {
+    for ip in entries.points {
         match pts.iter_mut().find(|p| p.spec.name == ip.spec.name) {
             Some(slot) => *slot = ip,
             None => pts.push(ip),
         }
     }
-    for ic in inline_computed {
+    for ic in entries.computed {
         match comp.iter_mut().find(|c| c.spec.name == ic.spec.name) {
             Some(slot) => *slot = ic,
             None => comp.push(ic),
         }
     }
-    if pts.is_empty() && pts_ok && profile_ok && profile_id.is_none() {
+    if pts.is_empty() && entries.ok && profile_ok && profile_id.is_none() {
         d.error(&prefix, sec_span, "device has no points: set `profile` or add [devices.<name>.points.<point>] entries");
     }
     let max_registers = max_registers.ok()?;
@@ -537,10 +538,10 @@ fn parse_device(
             .or(profile.as_ref().and_then(|p| p.max_gap))
             .unwrap_or(10),
     };
-    if pts_ok && comp_ok && profile_ok {
-        points::check_set(d, &prefix, &pts, &comp, limits);
+    if profile_ok {
+        points::check_set(d, &prefix, &pts, &comp, &entries.broken, limits);
     }
-    if !(pts_ok && comp_ok && profile_ok) {
+    if !(entries.ok && profile_ok) {
         return None;
     }
     Some((

@@ -305,58 +305,68 @@ pub(crate) fn parse_computed(
     })
 }
 
-/// Read every `[points.*]` of a section (the table under `key`), with a default order.
-pub(crate) fn parse_points(
+/// The `[points.*]` and `[computed.*]` entries of one section.
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    pub points: Vec<PointDraft>,
+    pub computed: Vec<ComputedDraft>,
+    /// Names of entries that had errors (already reported): they still count as declared,
+    /// so other checks do not pile up "no point named" errors on top.
+    pub broken: Vec<String>,
+    /// Every entry parsed (no errors in any of them).
+    pub ok: bool,
+}
+
+/// Read every `[points.*]` (with `default_order`) and `[computed.*]` of a section.
+pub(crate) fn parse_entries(
     d: &mut Diags<'_>,
     sec: &mut Section<'_, '_>,
     default_order: WordOrder,
-) -> (Vec<PointDraft>, bool) {
-    let mut out = Vec::new();
-    let mut ok = true;
+) -> Entries {
+    let mut e = Entries {
+        ok: true,
+        ..Entries::default()
+    };
     match sec.table(d, "points") {
         Field::Value(mut t, _) => {
             for (name, entry) in t.named_tables(d) {
                 match parse_point(d, entry, &name, default_order) {
-                    Some(p) => out.push(p),
-                    None => ok = false,
+                    Some(p) => e.points.push(p),
+                    None => e.broken.push(name),
                 }
             }
             t.finish(d, |_| None);
         }
-        Field::Invalid => ok = false,
+        Field::Invalid => e.ok = false,
         Field::Absent => {}
     }
-    (out, ok)
-}
-
-/// Read every `[computed.*]` of a section.
-pub(crate) fn parse_computeds(d: &mut Diags<'_>, sec: &mut Section<'_, '_>) -> (Vec<ComputedDraft>, bool) {
-    let mut out = Vec::new();
-    let mut ok = true;
     match sec.table(d, "computed") {
         Field::Value(mut t, _) => {
             for (name, entry) in t.named_tables(d) {
                 match parse_computed(d, entry, &name) {
-                    Some(c) => out.push(c),
-                    None => ok = false,
+                    Some(c) => e.computed.push(c),
+                    None => e.broken.push(name),
                 }
             }
             t.finish(d, |_| None);
         }
-        Field::Invalid => ok = false,
+        Field::Invalid => e.ok = false,
         Field::Absent => {}
     }
-    (out, ok)
+    e.ok &= e.broken.is_empty();
+    e
 }
 
 /// Check a complete point set (a profile, or a device after merging): computed points name
 /// existing read points (not themselves, not other computed points, not strings), no name is
-/// both read and computed, and the planner accepts the points under `limits`.
+/// both read and computed, and the planner accepts the points under `limits`. `broken` names
+/// entries that failed to parse: terms naming them are not judged again.
 pub(crate) fn check_set(
     d: &mut Diags<'_>,
     prefix: &str,
     points: &[PointDraft],
     computed: &[ComputedDraft],
+    broken: &[String],
     limits: Limits,
 ) {
     for c in computed {
@@ -370,7 +380,9 @@ pub(crate) fn check_set(
         }
         for ((term, _), span) in c.spec.terms.iter().zip(&c.term_spans) {
             let tpath = join(&join(&cpath, "terms"), term);
-            if *term == c.spec.name {
+            if broken.contains(term) {
+                // The entry it names has its own errors.
+            } else if *term == c.spec.name {
                 d.error(&tpath, span.clone(), "a computed point cannot use itself");
             } else if computed.iter().any(|o| o.spec.name == *term) {
                 d.error(

@@ -137,20 +137,17 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
         Field::Invalid => None,
     };
     let default_order = header.as_ref().map(|h| h.default_order).unwrap_or_default();
-    let (pts, pts_ok) = points::parse_points(&mut d, &mut root, default_order);
-    let (comp, comp_ok) = points::parse_computeds(&mut d, &mut root);
+    let entries = points::parse_entries(&mut d, &mut root, default_order);
     root.finish(&mut d, |_| None);
-    if pts.is_empty() && pts_ok {
+    if entries.points.is_empty() && entries.ok {
         d.error("points", None, "a profile needs at least one [points.<name>] entry");
     }
     if let Some(h) = &header {
-        if pts_ok && comp_ok {
-            let limits = Limits {
-                max_registers: h.max_registers.unwrap_or(125),
-                max_gap: h.max_gap.unwrap_or(10),
-            };
-            points::check_set(&mut d, "", &pts, &comp, limits);
-        }
+        let limits = Limits {
+            max_registers: h.max_registers.unwrap_or(125),
+            max_gap: h.max_gap.unwrap_or(10),
+        };
+        points::check_set(&mut d, "", &entries.points, &entries.computed, &entries.broken, limits);
     }
     match header {
         Some(h) if d.errors.is_empty() => Ok(Profile {
@@ -161,8 +158,8 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
             default_order: h.default_order,
             max_registers: h.max_registers,
             max_gap: h.max_gap,
-            points: pts.into_iter().map(|p: PointDraft| p.spec).collect(),
-            computed: comp.into_iter().map(|c: ComputedDraft| c.spec).collect(),
+            points: entries.points.into_iter().map(|p: PointDraft| p.spec).collect(),
+            computed: entries.computed.into_iter().map(|c: ComputedDraft| c.spec).collect(),
         }),
         _ => Err(d.errors),
     }
