@@ -158,7 +158,11 @@ impl<'a, 'i> Section<'a, 'i> {
             Some(v) => match float_of(v.get_ref()) {
                 Some(x) if x.is_finite() => Field::Value(x, v.span()),
                 Some(_) => {
-                    d.error(&self.key_path(key), Some(v.span()), "must be a finite number");
+                    d.error(
+                        &self.key_path(key),
+                        Some(v.span()),
+                        "must be a finite number",
+                    );
                     Field::Invalid
                 }
                 None => {
@@ -192,29 +196,31 @@ impl<'a, 'i> Section<'a, 'i> {
     ) -> Field<Duration> {
         let path = self.key_path(key);
         match self.string(d, key) {
-            Field::Value(s, span) => match humantime::parse_duration(s.trim()) {
-                Ok(t) if t >= lo && t <= hi => Field::Value(t, span),
-                Ok(_) => {
-                    d.error(
-                        &path,
-                        Some(span),
-                        format!(
-                            "duration {s:?} is out of range {}..={}",
-                            humantime::format_duration(lo),
-                            humantime::format_duration(hi)
-                        ),
-                    );
-                    Field::Invalid
-                }
-                Err(e) => {
-                    d.error(
+            Field::Value(s, span) => {
+                match humantime::parse_duration(s.trim()) {
+                    Ok(t) if t >= lo && t <= hi => Field::Value(t, span),
+                    Ok(_) => {
+                        d.error(
+                            &path,
+                            Some(span),
+                            format!(
+                                "duration {s:?} is out of range {}..={}",
+                                humantime::format_duration(lo),
+                                humantime::format_duration(hi)
+                            ),
+                        );
+                        Field::Invalid
+                    }
+                    Err(e) => {
+                        d.error(
                         &path,
                         Some(span),
                         format!("invalid duration {s:?}: {e} (write e.g. \"5m\", \"30s\", \"250ms\")"),
                     );
-                    Field::Invalid
+                        Field::Invalid
+                    }
                 }
-            },
+            }
             Field::Absent => Field::Absent,
             Field::Invalid => Field::Invalid,
         }
@@ -305,7 +311,11 @@ impl<'a, 'i> Section<'a, 'i> {
             let x = match float_of(v.get_ref()) {
                 Some(x) if x.is_finite() => Some(x),
                 Some(_) => {
-                    d.error(&self.key_path(&name), Some(v.span()), "must be a finite number");
+                    d.error(
+                        &self.key_path(&name),
+                        Some(v.span()),
+                        "must be a finite number",
+                    );
                     None
                 }
                 None => {
@@ -380,10 +390,7 @@ fn float_of(v: &DeValue<'_>) -> Option<f64> {
 }
 
 /// Parse a TOML document, reporting every syntax error with line and column.
-pub(crate) fn parse_document<'i>(
-    d: &mut Diags<'_>,
-    text: &'i str,
-) -> Option<Spanned<DeTable<'i>>> {
+pub(crate) fn parse_document<'i>(d: &mut Diags<'_>, text: &'i str) -> Option<Spanned<DeTable<'i>>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     if errors.is_empty() {
         return Some(doc);

@@ -115,7 +115,10 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
                         d.error(
                             &format!("devices.{name}.unit"),
                             unit_span,
-                            format!("unit {} on bus `{}` is already used by device `{other}`", dev.unit, dev.bus),
+                            format!(
+                                "unit {} on bus `{}` is already used by device `{other}`",
+                                dev.unit, dev.bus
+                            ),
                         );
                     } else {
                         units.insert(key, name.clone());
@@ -157,7 +160,11 @@ fn default_dirs() -> Vec<String> {
     DEFAULT_PROFILE_DIRS.iter().map(|s| s.to_string()).collect()
 }
 
-fn parse_gateway(d: &mut Diags<'_>, mut sec: Section<'_, '_>, base_dir: &Path) -> Option<GatewayConfig> {
+fn parse_gateway(
+    d: &mut Diags<'_>,
+    mut sec: Section<'_, '_>,
+    base_dir: &Path,
+) -> Option<GatewayConfig> {
     let f = sec.string(d, "id");
     let id = match sec.required(d, "id", "this gateway's id, [A-Za-z0-9_-]{1,64}", f) {
         Field::Value(s, sp) => {
@@ -216,7 +223,16 @@ enum Kind {
 const RTU_ONLY: &[&str] = &["baud", "parity", "data_bits", "stop_bits"];
 const TCP_ONLY: &[&str] = &["host"];
 const ALL_BUS_KEYS: &[&str] = &[
-    "kind", "port", "baud", "parity", "data_bits", "stop_bits", "timeout", "turnaround", "retries", "host",
+    "kind",
+    "port",
+    "baud",
+    "parity",
+    "data_bits",
+    "stop_bits",
+    "timeout",
+    "turnaround",
+    "retries",
+    "host",
 ];
 
 /// One `[buses.<name>]` entry. `serial_port` receives an RTU bus's port even when other keys
@@ -235,7 +251,11 @@ fn parse_bus(
             "tcp" => Some(Kind::Tcp),
             "rtu_over_tcp" => Some(Kind::RtuOverTcp),
             _ => {
-                d.error(&sec.key_path("kind"), Some(sp), format!("unknown bus kind {s:?}: use rtu, tcp or rtu_over_tcp"));
+                d.error(
+                    &sec.key_path("kind"),
+                    Some(sp),
+                    format!("unknown bus kind {s:?}: use rtu, tcp or rtu_over_tcp"),
+                );
                 None
             }
         },
@@ -253,8 +273,17 @@ fn parse_bus(
         Kind::Tcp => (Duration::from_secs(3), Duration::ZERO),
     };
     let timeout = sec
-        .duration(d, "timeout", Duration::from_millis(10), Duration::from_secs(60))
-        .or(if kind == Kind::RtuOverTcp { Duration::from_secs(3) } else { timeout_default });
+        .duration(
+            d,
+            "timeout",
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+        )
+        .or(if kind == Kind::RtuOverTcp {
+            Duration::from_secs(3)
+        } else {
+            timeout_default
+        });
     let turnaround = sec
         .duration(d, "turnaround", Duration::ZERO, Duration::from_secs(10))
         .or(turnaround_default);
@@ -275,7 +304,14 @@ fn parse_bus(
         let baud = match sec.int(d, "baud", 1, 10_000_000) {
             Field::Value(b, sp) if !BAUD_RATES.contains(&(b as u32)) => {
                 let rates: Vec<String> = BAUD_RATES.iter().map(|r| r.to_string()).collect();
-                d.error(&sec.key_path("baud"), Some(sp), format!("{b} is not a standard rate: use one of {}", rates.join(", ")));
+                d.error(
+                    &sec.key_path("baud"),
+                    Some(sp),
+                    format!(
+                        "{b} is not a standard rate: use one of {}",
+                        rates.join(", ")
+                    ),
+                );
                 None
             }
             f => f.or(9600).map(|b| b as u32),
@@ -286,7 +322,11 @@ fn parse_bus(
                 "even" => Some(Parity::Even),
                 "odd" => Some(Parity::Odd),
                 _ => {
-                    d.error(&sec.key_path("parity"), Some(sp), format!("unknown parity {s:?}: use none, even or odd"));
+                    d.error(
+                        &sec.key_path("parity"),
+                        Some(sp),
+                        format!("unknown parity {s:?}: use none, even or odd"),
+                    );
                     None
                 }
             },
@@ -294,14 +334,22 @@ fn parse_bus(
         };
         let data_bits = match sec.int(d, "data_bits", 0, 255) {
             Field::Value(b, sp) if b != 7 && b != 8 => {
-                d.error(&sec.key_path("data_bits"), Some(sp), format!("{b} data bits: use 7 or 8"));
+                d.error(
+                    &sec.key_path("data_bits"),
+                    Some(sp),
+                    format!("{b} data bits: use 7 or 8"),
+                );
                 None
             }
             f => f.or(8).map(|b| b as u8),
         };
         let stop_bits = match sec.int(d, "stop_bits", 0, 255) {
             Field::Value(b, sp) if b != 1 && b != 2 => {
-                d.error(&sec.key_path("stop_bits"), Some(sp), format!("{b} stop bits: use 1 or 2"));
+                d.error(
+                    &sec.key_path("stop_bits"),
+                    Some(sp),
+                    format!("{b} stop bits: use 1 or 2"),
+                );
                 None
             }
             f => f.or(1).map(|b| b as u8),
@@ -319,7 +367,11 @@ fn parse_bus(
         let f = sec.string(d, "host");
         let host = match sec.required(d, "host", "IP address or host name", f) {
             Field::Value(s, sp) if s.trim().is_empty() || s.contains(char::is_whitespace) => {
-                d.error(&sec.key_path("host"), Some(sp), format!("invalid host {s:?}"));
+                d.error(
+                    &sec.key_path("host"),
+                    Some(sp),
+                    format!("invalid host {s:?}"),
+                );
                 None
             }
             f => f.or(String::new()),
@@ -338,9 +390,13 @@ fn parse_bus(
     };
     sec.finish(d, |k| {
         if RTU_ONLY.contains(&k) && !rtu {
-            Some(format!("`{k}` applies only to kind = \"rtu\", this bus is {kind_name:?}"))
+            Some(format!(
+                "`{k}` applies only to kind = \"rtu\", this bus is {kind_name:?}"
+            ))
         } else if TCP_ONLY.contains(&k) && rtu {
-            Some(format!("`{k}` applies only to kind = \"tcp\" or \"rtu_over_tcp\", this bus is \"rtu\""))
+            Some(format!(
+                "`{k}` applies only to kind = \"tcp\" or \"rtu_over_tcp\", this bus is \"rtu\""
+            ))
         } else {
             None
         }
@@ -382,7 +438,14 @@ fn parse_device(
                 d.error(
                     &sec.key_path("bus"),
                     Some(sp),
-                    format!("no bus named `{b}` (buses: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    format!(
+                        "no bus named `{b}` (buses: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
                 );
                 (None, None)
             }
@@ -395,21 +458,38 @@ fn parse_device(
     let unit = match unit_field {
         Field::Value(u, sp) => {
             if u == 0 {
-                d.error(&sec.key_path("unit"), Some(sp), "unit 0 is the broadcast address and cannot be polled: use 1..=247");
+                d.error(
+                    &sec.key_path("unit"),
+                    Some(sp),
+                    "unit 0 is the broadcast address and cannot be polled: use 1..=247",
+                );
                 None
             } else if u == 255 && bus_kind == Some(Kind::Tcp) || u <= 247 {
                 Some(u as u8)
             } else if u == 255 {
-                d.error(&sec.key_path("unit"), Some(sp), "unit 255 is only allowed on kind = \"tcp\" buses: use 1..=247");
+                d.error(
+                    &sec.key_path("unit"),
+                    Some(sp),
+                    "unit 255 is only allowed on kind = \"tcp\" buses: use 1..=247",
+                );
                 None
             } else {
-                d.error(&sec.key_path("unit"), Some(sp), format!("unit {u} is reserved: use 1..=247 (255 on tcp)"));
+                d.error(
+                    &sec.key_path("unit"),
+                    Some(sp),
+                    format!("unit {u} is reserved: use 1..=247 (255 on tcp)"),
+                );
                 None
             }
         }
         _ => None,
     };
-    let poll_field = sec.duration(d, "poll", Duration::from_secs(1), Duration::from_secs(86400));
+    let poll_field = sec.duration(
+        d,
+        "poll",
+        Duration::from_secs(1),
+        Duration::from_secs(86400),
+    );
     let poll_span = poll_field.span();
     let poll = poll_field.or(Duration::from_secs(300));
     let phase_field = sec.duration(d, "phase", Duration::ZERO, Duration::from_secs(86400));
@@ -420,7 +500,11 @@ fn parse_device(
             d.error(
                 &sec.key_path("phase"),
                 phase_span,
-                format!("phase {} must be shorter than poll {}", humantime::format_duration(ph), humantime::format_duration(p)),
+                format!(
+                    "phase {} must be shorter than poll {}",
+                    humantime::format_duration(ph),
+                    humantime::format_duration(p)
+                ),
             );
         }
         if poll_span.is_some() && (p.subsec_nanos() != 0 || 86400 % p.as_secs().max(1) != 0) {
@@ -439,7 +523,11 @@ fn parse_device(
         Field::Value(s, sp) => match WordOrder::parse(&s) {
             Some(o) => Some(Some(o)),
             None => {
-                d.error(&sec.key_path("order"), Some(sp), format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"));
+                d.error(
+                    &sec.key_path("order"),
+                    Some(sp),
+                    format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"),
+                );
                 None
             }
         },
@@ -454,20 +542,34 @@ fn parse_device(
             let entry = match cache.get(&id) {
                 Some(Some(p)) => Some(p.clone()),
                 Some(None) => {
-                    d.error(&path, Some(sp), format!("profile {id:?} is unavailable (see the errors above)"));
+                    d.error(
+                        &path,
+                        Some(sp),
+                        format!("profile {id:?} is unavailable (see the errors above)"),
+                    );
                     None
                 }
                 None => {
                     let found = match profiles::find_profile(&id, ctx.profile_dirs) {
                         Ok(Some(p)) => Some(p),
                         Ok(None) => {
-                            d.error(&path, Some(sp), profiles::not_found_message(&id, ctx.profile_dirs));
+                            d.error(
+                                &path,
+                                Some(sp),
+                                profiles::not_found_message(&id, ctx.profile_dirs),
+                            );
                             None
                         }
                         Err(errs) => {
                             let n = errs.len();
                             d.errors.extend(errs);
-                            d.error(&path, Some(sp), format!("profile {id:?} is invalid ({n} errors in the profile file)"));
+                            d.error(
+                                &path,
+                                Some(sp),
+                                format!(
+                                    "profile {id:?} is invalid ({n} errors in the profile file)"
+                                ),
+                            );
                             None
                         }
                     };
@@ -524,7 +626,11 @@ fn parse_device(
         }
     }
     if pts.is_empty() && entries.ok && profile_ok && profile_id.is_none() {
-        d.error(&prefix, sec_span, "device has no points: set `profile` or add [devices.<name>.points.<point>] entries");
+        d.error(
+            &prefix,
+            sec_span,
+            "device has no points: set `profile` or add [devices.<name>.points.<point>] entries",
+        );
     }
     let max_registers = max_registers.ok()?;
     let max_gap = max_gap.ok()?;
@@ -564,9 +670,17 @@ fn parse_device(
 }
 
 /// Warnings on a valid configuration: empty buses and poll cycles that do not fit the wire.
-fn warn_config(d: &mut Diags<'_>, config: &Config, bus_spans: &HashMap<String, Option<Range<usize>>>) {
+fn warn_config(
+    d: &mut Diags<'_>,
+    config: &Config,
+    bus_spans: &HashMap<String, Option<Range<usize>>>,
+) {
     if config.devices.iter().all(|dv| !dv.enabled) {
-        d.warn("devices", None, "no enabled devices: the daemon will poll nothing");
+        d.warn(
+            "devices",
+            None,
+            "no enabled devices: the daemon will poll nothing",
+        );
     }
     let mut used: BTreeMap<&str, usize> = BTreeMap::new();
     for dv in config.devices.iter().filter(|dv| dv.enabled) {

@@ -13,9 +13,7 @@ mod report;
 mod tests;
 
 pub use diag::{ConfigError, ConfigWarning, LoadError};
-pub use load::{
-    load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR,
-};
+pub use load::{load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
 pub use report::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;

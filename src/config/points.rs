@@ -12,7 +12,8 @@ use super::diag::Diags;
 use super::doc::{join, Field, Section};
 
 /// Type names accepted in `type = "..."`, for messages.
-pub(crate) const TYPE_NAMES: &str = "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, string";
+pub(crate) const TYPE_NAMES: &str =
+    "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, string";
 
 /// A point as written, before it is merged into a device.
 #[derive(Debug, Clone)]
@@ -119,25 +120,42 @@ pub(crate) fn parse_point(
     let scale = scale.or(1.0);
     let offset = offset.or(0.0);
     if let Some(dt) = data_type {
-        let numeric = !matches!(dt, DataType::Bool | DataType::BitOfRegister(_) | DataType::String(_));
+        let numeric = !matches!(
+            dt,
+            DataType::Bool | DataType::BitOfRegister(_) | DataType::String(_)
+        );
         if !numeric {
             if scale_span.is_some() && scale != Some(1.0) {
-                d.error(&sec.key_path("scale"), scale_span.clone(), format!("scale applies only to numeric types, not {dt}"));
+                d.error(
+                    &sec.key_path("scale"),
+                    scale_span.clone(),
+                    format!("scale applies only to numeric types, not {dt}"),
+                );
             }
             if offset_span.is_some() && offset != Some(0.0) {
-                d.error(&sec.key_path("offset"), offset_span, format!("offset applies only to numeric types, not {dt}"));
+                d.error(
+                    &sec.key_path("offset"),
+                    offset_span,
+                    format!("offset applies only to numeric types, not {dt}"),
+                );
             }
         }
     }
     if scale == Some(0.0) {
-        d.error(&sec.key_path("scale"), scale_span, "scale must not be 0 (the value would be constant)");
+        d.error(
+            &sec.key_path("scale"),
+            scale_span,
+            "scale must not be 0 (the value would be constant)",
+        );
     }
     if let (Some(table), Some(true)) = (table, writable) {
         if !matches!(table, Table::Coil | Table::HoldingRegister) {
             d.error(
                 &sec.key_path("writable"),
                 writable_span.clone(),
-                format!("{table} points are read-only: only coil and holding points may be writable"),
+                format!(
+                    "{table} points are read-only: only coil and holding points may be writable"
+                ),
             );
         } else if let Some(DataType::BitOfRegister(_)) = data_type {
             d.error(
@@ -203,13 +221,19 @@ fn resolve_type(
     let bit_v = match bit {
         Field::Value(b, sp) => {
             if !is_bit {
-                d.error(&sec.key_path("bit"), Some(sp.clone()), format!("`bit` is only valid with type = \"bit\", not {t:?}"));
+                d.error(
+                    &sec.key_path("bit"),
+                    Some(sp.clone()),
+                    format!("`bit` is only valid with type = \"bit\", not {t:?}"),
+                );
                 ok = false;
             } else if table.is_bits() {
                 d.error(
                     &sec.key_path("bit"),
                     Some(sp.clone()),
-                    format!("`bit` selects a bit of a register; {table} points are single bits already"),
+                    format!(
+                        "`bit` selects a bit of a register; {table} points are single bits already"
+                    ),
                 );
                 ok = false;
             }
@@ -221,7 +245,11 @@ fn resolve_type(
         }
         Field::Absent => {
             if is_bit && !table.is_bits() {
-                sec.missing(d, "bit", "which bit 0..15 of the register, 0 = least significant");
+                sec.missing(
+                    d,
+                    "bit",
+                    "which bit 0..15 of the register, 0 = least significant",
+                );
                 ok = false;
             }
             None
@@ -230,7 +258,11 @@ fn resolve_type(
     let length_v = match length {
         Field::Value(n, sp) => {
             if !is_string {
-                d.error(&sec.key_path("length"), Some(sp.clone()), format!("`length` is only valid with type = \"string\", not {t:?}"));
+                d.error(
+                    &sec.key_path("length"),
+                    Some(sp.clone()),
+                    format!("`length` is only valid with type = \"string\", not {t:?}"),
+                );
                 ok = false;
             }
             Some(*n as u16)
@@ -253,7 +285,11 @@ fn resolve_type(
         Some(_) => None,
         None => {
             if !is_string {
-                d.error(&sec.key_path("type"), Some(tspan), format!("unknown type {t:?}: use one of {TYPE_NAMES}"));
+                d.error(
+                    &sec.key_path("type"),
+                    Some(tspan),
+                    format!("unknown type {t:?}: use one of {TYPE_NAMES}"),
+                );
             }
             None
         }
@@ -269,7 +305,12 @@ pub(crate) fn parse_computed(
     let span = sec.span.clone();
     check_name(d, &sec.path, span.clone(), name);
     let f = sec.table(d, "terms");
-    let terms = match sec.required(d, "terms", "point name = factor, e.g. { volume_int = 1.0, volume_frac = 1.0 }", f) {
+    let terms = match sec.required(
+        d,
+        "terms",
+        "point name = factor, e.g. { volume_int = 1.0, volume_frac = 1.0 }",
+        f,
+    ) {
         Field::Value(mut t, tspan) => {
             let items = t.numbers(d);
             if items.is_empty() {
@@ -375,7 +416,10 @@ pub(crate) fn check_set(
             d.error(
                 &cpath,
                 c.span.clone(),
-                format!("`{}` is both a read point and a computed point", c.spec.name),
+                format!(
+                    "`{}` is both a read point and a computed point",
+                    c.spec.name
+                ),
             );
         }
         for ((term, _), span) in c.spec.terms.iter().zip(&c.term_spans) {
@@ -416,7 +460,10 @@ pub(crate) fn check_set(
             ),
             PlanError::PastEnd { point, .. } => (point.clone(), e.to_string()),
         };
-        let span = points.iter().find(|p| p.spec.name == name).and_then(|p| p.span.clone());
+        let span = points
+            .iter()
+            .find(|p| p.spec.name == name)
+            .and_then(|p| p.span.clone());
         d.error(&join(&join(prefix, "points"), &name), span, msg);
     }
 }

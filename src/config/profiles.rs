@@ -32,11 +32,26 @@ pub struct Profile {
 }
 
 static BUILTIN: &[(&str, &str)] = &[
-    ("evc-dcba", include_str!("../../configs/profiles/evc-dcba.toml")),
-    ("mvt-dpspt", include_str!("../../configs/profiles/mvt-dpspt.toml")),
-    ("turbine-bcd", include_str!("../../configs/profiles/turbine-bcd.toml")),
-    ("pt-float", include_str!("../../configs/profiles/pt-float.toml")),
-    ("pt-int16", include_str!("../../configs/profiles/pt-int16.toml")),
+    (
+        "evc-dcba",
+        include_str!("../../configs/profiles/evc-dcba.toml"),
+    ),
+    (
+        "mvt-dpspt",
+        include_str!("../../configs/profiles/mvt-dpspt.toml"),
+    ),
+    (
+        "turbine-bcd",
+        include_str!("../../configs/profiles/turbine-bcd.toml"),
+    ),
+    (
+        "pt-float",
+        include_str!("../../configs/profiles/pt-float.toml"),
+    ),
+    (
+        "pt-int16",
+        include_str!("../../configs/profiles/pt-int16.toml"),
+    ),
 ];
 
 /// The profiles compiled into the binary: (id, TOML text).
@@ -115,7 +130,10 @@ fn parse_profile_as(text: &str, origin: &str, id: &str) -> Result<Profile, Vec<C
             path: "profile.id".to_string(),
             line: None,
             column: None,
-            message: format!("profile id {:?} does not match its file name {id}.toml", p.id),
+            message: format!(
+                "profile id {:?} does not match its file name {id}.toml",
+                p.id
+            ),
         }]);
     }
     Ok(p)
@@ -131,7 +149,11 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
     let header = match root.table(&mut d, "profile") {
         Field::Value(sec, _) => parse_header(&mut d, sec),
         Field::Absent => {
-            d.error("profile", None, "missing [profile] section (id, name, follows, description, default_order)");
+            d.error(
+                "profile",
+                None,
+                "missing [profile] section (id, name, follows, description, default_order)",
+            );
             None
         }
         Field::Invalid => None,
@@ -140,14 +162,25 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
     let entries = points::parse_entries(&mut d, &mut root, default_order);
     root.finish(&mut d, |_| None);
     if entries.points.is_empty() && entries.ok {
-        d.error("points", None, "a profile needs at least one [points.<name>] entry");
+        d.error(
+            "points",
+            None,
+            "a profile needs at least one [points.<name>] entry",
+        );
     }
     if let Some(h) = &header {
         let limits = Limits {
             max_registers: h.max_registers.unwrap_or(125),
             max_gap: h.max_gap.unwrap_or(10),
         };
-        points::check_set(&mut d, "", &entries.points, &entries.computed, &entries.broken, limits);
+        points::check_set(
+            &mut d,
+            "",
+            &entries.points,
+            &entries.computed,
+            &entries.broken,
+            limits,
+        );
     }
     match header {
         Some(h) if d.errors.is_empty() => Ok(Profile {
@@ -158,8 +191,16 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
             default_order: h.default_order,
             max_registers: h.max_registers,
             max_gap: h.max_gap,
-            points: entries.points.into_iter().map(|p: PointDraft| p.spec).collect(),
-            computed: entries.computed.into_iter().map(|c: ComputedDraft| c.spec).collect(),
+            points: entries
+                .points
+                .into_iter()
+                .map(|p: PointDraft| p.spec)
+                .collect(),
+            computed: entries
+                .computed
+                .into_iter()
+                .map(|c: ComputedDraft| c.spec)
+                .collect(),
         }),
         _ => Err(d.errors),
     }
@@ -192,7 +233,12 @@ fn parse_header(d: &mut Diags<'_>, mut sec: Section<'_, '_>) -> Option<Header> {
         }
     };
     let name = text(&mut sec, d, "name", "a human name");
-    let follows = text(&mut sec, d, "follows", "the document the register map follows");
+    let follows = text(
+        &mut sec,
+        d,
+        "follows",
+        "the document the register map follows",
+    );
     let description = text(&mut sec, d, "description", "what the device is");
     let f = sec.string(d, "default_order");
     let default_order = match sec.required(d, "default_order", "ABCD, CDAB, BADC or DCBA", f) {

@@ -117,7 +117,8 @@ pub fn bus_timing(config: &Config) -> Vec<BusTiming> {
                 };
                 reads += blocks.len();
                 if let Transport::Rtu(s) = &bus.transport {
-                    wire += planner::rtu_wire_time(&blocks, s.baud, s.bits_per_char(), bus.turnaround);
+                    wire +=
+                        planner::rtu_wire_time(&blocks, s.baud, s.bits_per_char(), bus.turnaround);
                 }
             }
             let shortest_poll = devs.iter().map(|d| d.poll).min();
@@ -172,5 +173,8 @@ pub fn summary(config: &Config) -> Summary {
 /// The info lines `gasdtu check` prints for a valid configuration: one per bus, e.g.
 /// `bus rs485a: 3 devices, 11 reads/cycle, wire time 412 ms at 9600 baud, shortest poll 5m: ok`.
 pub fn check_report(loaded: &Loaded) -> Vec<String> {
-    bus_timing(&loaded.config).iter().map(BusTiming::line).collect()
+    bus_timing(&loaded.config)
+        .iter()
+        .map(BusTiming::line)
+        .collect()
 }

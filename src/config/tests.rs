@@ -44,7 +44,10 @@ fn ok(text: &str) -> Loaded {
         Ok(l) => l,
         Err(e) => panic!(
             "expected a valid config, got:\n{}",
-            e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }
@@ -141,7 +144,11 @@ fn each_error_is_reported_with_its_key_path() {
         match hit {
             None => failures.push(format!(
                 "{case}: no error at {path} containing {fragment:?}; got:\n  {}",
-                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  ")
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
             )),
             Some(e) => {
                 if e.origin != "test.toml" {
@@ -225,7 +232,11 @@ fn toml_syntax_errors_have_line_and_column() {
         assert!(e.message.starts_with("TOML syntax error"), "{e}");
         assert_eq!(e.line, Some(line), "{text:?}: {e}");
         assert_eq!(e.column, Some(col), "{text:?}: {e}");
-        assert!(e.to_string().starts_with(&format!("test.toml:{line}:{col}: ")), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("test.toml:{line}:{col}: ")),
+            "{e}"
+        );
     }
 }
 
@@ -300,7 +311,10 @@ profile = "pt-float"
             port: 502
         }
     );
-    assert_eq!((s.timeout, s.turnaround), (Duration::from_secs(3), Duration::from_millis(50)));
+    assert_eq!(
+        (s.timeout, s.turnaround),
+        (Duration::from_secs(3), Duration::from_millis(50))
+    );
     let t = &c.buses[2];
     assert_eq!(
         t.transport,
@@ -325,7 +339,10 @@ profile = "pt-float"
         (p.table, p.address, p.data_type, p.order),
         (Table::HoldingRegister, 3, DataType::F32, WordOrder::Abcd)
     );
-    assert_eq!((p.scale, p.offset, p.unit.clone(), p.writable), (1.0, 0.0, None, false));
+    assert_eq!(
+        (p.scale, p.offset, p.unit.clone(), p.writable),
+        (1.0, 0.0, None, false)
+    );
     // Unit 255 is fine on TCP.
     assert_eq!(c.devices[1].unit, 255);
 }
@@ -385,23 +402,46 @@ profile = "turbine-bcd"
     let cdab = dev("evc_cdab");
     assert_eq!(order(cdab, "volume_standard_int"), WordOrder::Cdab);
     assert_eq!(order(cdab, "pressure"), WordOrder::Cdab);
-    assert_eq!(order(cdab, "battery"), WordOrder::Abcd, "points pinning their own order keep it");
-    assert_eq!(cdab.max_registers, 20, "device limit overrides the profile's");
+    assert_eq!(
+        order(cdab, "battery"),
+        WordOrder::Abcd,
+        "points pinning their own order keep it"
+    );
+    assert_eq!(
+        cdab.max_registers, 20,
+        "device limit overrides the profile's"
+    );
 
     assert_eq!(order(dev("mvt_default"), "diff_pressure"), WordOrder::Cdab);
     let mvt = dev("mvt_abcd");
     assert_eq!(order(mvt, "diff_pressure"), WordOrder::Abcd);
     let temp = mvt.points.iter().find(|p| p.name == "temperature").unwrap();
     assert_eq!(temp.address, 410, "inline point replaced the profile's");
-    assert_eq!(mvt.points.iter().filter(|p| p.name == "temperature").count(), 1);
-    assert!(mvt.points.iter().any(|p| p.name == "tag" && p.data_type == DataType::String(8)));
+    assert_eq!(
+        mvt.points
+            .iter()
+            .filter(|p| p.name == "temperature")
+            .count(),
+        1
+    );
+    assert!(mvt
+        .points
+        .iter()
+        .any(|p| p.name == "tag" && p.data_type == DataType::String(8)));
 
     let tm = dev("tm");
     assert_eq!((tm.max_registers, tm.max_gap), (16, 4));
-    let vs = tm.computed.iter().find(|c| c.name == "volume_standard").unwrap();
+    let vs = tm
+        .computed
+        .iter()
+        .find(|c| c.name == "volume_standard")
+        .unwrap();
     assert_eq!(
         vs.terms,
-        vec![("volume_standard_hi".to_string(), 10000.0), ("volume_standard_lo".to_string(), 1.0)]
+        vec![
+            ("volume_standard_hi".to_string(), 10000.0),
+            ("volume_standard_lo".to_string(), 1.0)
+        ]
     );
 }
 
@@ -413,7 +453,10 @@ fn computed_points_resolve() {
     let c = ok(&text).config;
     let comp = &c.devices[0].computed[0];
     assert_eq!(comp.name, "total");
-    assert_eq!(comp.terms, vec![("p".to_string(), 1.0), ("q".to_string(), 0.5)]);
+    assert_eq!(
+        comp.terms,
+        vec![("p".to_string(), 1.0), ("q".to_string(), 0.5)]
+    );
     assert_eq!(comp.unit.as_deref(), Some("m3"));
 }
 
@@ -441,17 +484,26 @@ fn wire_time_warning_when_a_slow_bus_cannot_fit_the_poll() {
     assert!(w.line.is_some());
     let report = check_report(&loaded);
     assert!(
-        report.iter().any(|l| l.starts_with("bus a: 10 devices, 10 reads/cycle, wire time ")
-            && l.ends_with("at 9600 baud, shortest poll 1s: OVERRUN")),
+        report.iter().any(
+            |l| l.starts_with("bus a: 10 devices, 10 reads/cycle, wire time ")
+                && l.ends_with("at 9600 baud, shortest poll 1s: OVERRUN")
+        ),
         "{report:?}"
     );
 
     // The same bus at 115200 baud and a 5 s poll fits easily: no warning.
     let fast = doc(&rest)
-        .replace("port = \"/dev/ttyS0\"", "port = \"/dev/ttyS0\"\nbaud = 115200")
+        .replace(
+            "port = \"/dev/ttyS0\"",
+            "port = \"/dev/ttyS0\"\nbaud = 115200",
+        )
         .replace("poll = \"1s\"", "poll = \"5s\"");
     let loaded = ok(&fast);
-    assert!(loaded.warnings.iter().all(|w| w.path != "buses.a"), "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings.iter().all(|w| w.path != "buses.a"),
+        "{:?}",
+        loaded.warnings
+    );
     assert_eq!(bus_timing(&loaded.config)[0].verdict, Verdict::Ok);
 
     // Six correctors at 1 s (about 0.7 s of wire): over half the poll is "tight".
@@ -464,7 +516,10 @@ fn wire_time_warning_when_a_slow_bus_cannot_fit_the_poll() {
     let loaded = ok(&doc(&six));
     let t = bus_timing(&loaded.config);
     assert_eq!(t[0].verdict, Verdict::Tight, "{:?}", t[0]);
-    assert!(loaded.warnings.iter().any(|w| w.path == "buses.a" && w.message.contains("tight")));
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.path == "buses.a" && w.message.contains("tight")));
 }
 
 #[test]
@@ -506,26 +561,54 @@ fn canonical_unit(name: &str) -> Option<Option<&'static str>> {
 #[test]
 fn builtin_profiles_load_clean_and_use_the_canonical_model() {
     let ids: Vec<&str> = profiles::builtin().iter().map(|(id, _)| *id).collect();
-    assert_eq!(ids, ["evc-dcba", "mvt-dpspt", "turbine-bcd", "pt-float", "pt-int16"]);
+    assert_eq!(
+        ids,
+        [
+            "evc-dcba",
+            "mvt-dpspt",
+            "turbine-bcd",
+            "pt-float",
+            "pt-int16"
+        ]
+    );
     for (id, _) in profiles::builtin() {
         let p = profiles::resolve_profile(id, &[]).unwrap_or_else(|e| {
-            panic!("{id}: {}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+            panic!(
+                "{id}: {}",
+                e.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
         });
         assert_eq!(p.id, *id);
         assert!(!p.follows.is_empty() && !p.name.is_empty() && !p.description.is_empty());
         for pt in &p.points {
             let unit = canonical_unit(&pt.name)
                 .unwrap_or_else(|| panic!("{id}: {} is not a canonical point name", pt.name));
-            if pt.name.ends_with("_hi") || pt.name.ends_with("_lo") || pt.name.ends_with("_int") || pt.name.ends_with("_frac") {
+            if pt.name.ends_with("_hi")
+                || pt.name.ends_with("_lo")
+                || pt.name.ends_with("_int")
+                || pt.name.ends_with("_frac")
+            {
                 continue;
             }
             assert_eq!(pt.unit.as_deref(), unit, "{id}: unit of {}", pt.name);
             if pt.name.starts_with("status_") {
-                assert!(matches!(pt.data_type, DataType::BitOfRegister(_)), "{id}: {}", pt.name);
+                assert!(
+                    matches!(pt.data_type, DataType::BitOfRegister(_)),
+                    "{id}: {}",
+                    pt.name
+                );
             }
         }
         for c in &p.computed {
-            assert_eq!(c.unit.as_deref(), canonical_unit(&c.name).flatten(), "{id}: {}", c.name);
+            assert_eq!(
+                c.unit.as_deref(),
+                canonical_unit(&c.name).flatten(),
+                "{id}: {}",
+                c.name
+            );
         }
         // Each profile plans within its own limits.
         let limits = crate::planner::Limits {
@@ -537,14 +620,28 @@ fn builtin_profiles_load_clean_and_use_the_canonical_model() {
     // The model-specific shapes the brief asks for.
     let evc = profiles::resolve_profile("evc-dcba", &[]).unwrap();
     assert_eq!(evc.default_order, WordOrder::Dcba);
-    let int = evc.points.iter().find(|p| p.name == "volume_standard_int").unwrap();
-    let frac = evc.points.iter().find(|p| p.name == "volume_standard_frac").unwrap();
-    assert_eq!((int.data_type, frac.data_type), (DataType::U32, DataType::F32));
+    let int = evc
+        .points
+        .iter()
+        .find(|p| p.name == "volume_standard_int")
+        .unwrap();
+    let frac = evc
+        .points
+        .iter()
+        .find(|p| p.name == "volume_standard_frac")
+        .unwrap();
+    assert_eq!(
+        (int.data_type, frac.data_type),
+        (DataType::U32, DataType::F32)
+    );
     let mvt = profiles::resolve_profile("mvt-dpspt", &[]).unwrap();
     assert_eq!(mvt.default_order, WordOrder::Cdab);
     let tm = profiles::resolve_profile("turbine-bcd", &[]).unwrap();
     assert_eq!(tm.max_registers, Some(16));
-    assert!(tm.points.iter().any(|p| p.name == "volume_measured_hi" && p.data_type == DataType::Bcd16));
+    assert!(tm
+        .points
+        .iter()
+        .any(|p| p.name == "volume_measured_hi" && p.data_type == DataType::Bcd16));
     let pt16 = profiles::resolve_profile("pt-int16", &[]).unwrap();
     let pr = pt16.points.iter().find(|p| p.name == "pressure").unwrap();
     assert_eq!((pr.data_type, pr.scale), (DataType::I16, 0.01));
@@ -556,7 +653,11 @@ fn example_config_loads_clean() {
     let loaded = load_file(&path).unwrap_or_else(|e| match e {
         LoadError::Invalid { errors, .. } => panic!(
             "{}",
-            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
         e => panic!("{e}"),
     });
@@ -601,7 +702,11 @@ profile = "pt-float"
     // Relative profile_dirs resolve against base_dir.
     let l = parse_str(text, "gw.toml", dir.path()).unwrap();
     assert_eq!(l.config.gateway.profile_dirs, vec![profiles_dir.clone()]);
-    let p = l.config.devices[0].points.iter().find(|p| p.name == "pressure").unwrap();
+    let p = l.config.devices[0]
+        .points
+        .iter()
+        .find(|p| p.name == "pressure")
+        .unwrap();
     assert_eq!(p.address, 40);
 
     let broken = format!("{text}[devices.e]\nbus = \"a\"\nunit = 2\nprofile = \"broken\"\n[devices.f]\nbus = \"a\"\nunit = 3\nprofile = \"broken\"\n");
@@ -611,11 +716,16 @@ profile = "pt-float"
     assert_eq!(in_profile.len(), 1, "{errors:#?}");
     assert_eq!(in_profile[0].path, "points.pressure.writable");
     assert_eq!(in_profile[0].line, Some(11));
-    assert!(errors.iter().any(|e| e.path == "devices.e.profile" && e.origin == "gw.toml"));
-    assert!(errors.iter().any(|e| e.path == "devices.f.profile" && e.origin == "gw.toml"));
+    assert!(errors
+        .iter()
+        .any(|e| e.path == "devices.e.profile" && e.origin == "gw.toml"));
+    assert!(errors
+        .iter()
+        .any(|e| e.path == "devices.f.profile" && e.origin == "gw.toml"));
 
     // The same errors through the public resolver.
-    let errs = profiles::resolve_profile("broken", &[profiles_dir.clone()]).unwrap_err();
+    let errs =
+        profiles::resolve_profile("broken", std::slice::from_ref(&profiles_dir)).unwrap_err();
     assert_eq!(errs[0].origin, file);
     assert!(profiles::resolve_profile("../etc/passwd", &[profiles_dir]).is_err());
 }
@@ -632,7 +742,9 @@ fn profile_documents_are_validated_like_configs() {
     for (text, path, fragment) in cases {
         let errors = profiles::parse_profile(text, "x.toml").unwrap_err();
         assert!(
-            errors.iter().any(|e| e.path == path && e.message.contains(fragment) && e.origin == "x.toml"),
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(fragment) && e.origin == "x.toml"),
             "{path}: {errors:#?}"
         );
     }
