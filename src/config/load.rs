@@ -537,6 +537,14 @@ fn parse_device(
     // The profile, looked up once per id for the whole document.
     let profile_field = sec.string(d, "profile");
     let (profile_id, profile, profile_ok) = match profile_field {
+        Field::Value(id, sp) if !points::valid_name(&id) => {
+            d.error(
+                &sec.key_path("profile"),
+                Some(sp),
+                format!("invalid profile id {id:?}: use 1 to 64 of A-Z a-z 0-9 _ - (the file is <id>.toml)"),
+            );
+            (None, None, false)
+        }
         Field::Value(id, sp) => {
             let path = sec.key_path("profile");
             let entry = match cache.get(&id) {

@@ -88,6 +88,7 @@ fn each_error_is_reported_with_its_key_path() {
         ("missing unit", doc("[devices.d]\nbus = \"a\"\nprofile = \"pt-float\"\n"), "devices.d.unit", "missing required key `unit`"),
         ("duplicate unit on a bus", doc("[devices.d]\nbus = \"a\"\nunit = 7\nprofile = \"pt-float\"\n[devices.e]\nbus = \"a\"\nunit = 7\nprofile = \"pt-int16\"\n"), "devices.e.unit", "already used by device `d`"),
         ("unknown profile", doc("[devices.d]\nbus = \"a\"\nunit = 1\nprofile = \"nope\"\n"), "devices.d.profile", "unknown profile \"nope\""),
+        ("profile id with a path", doc("[devices.d]\nbus = \"a\"\nunit = 1\nprofile = \"../x\"\n"), "devices.d.profile", "invalid profile id"),
         ("poll below 1s", doc("[devices.d]\nbus = \"a\"\nunit = 1\npoll = \"500ms\"\nprofile = \"pt-float\"\n"), "devices.d.poll", "out of range"),
         ("phase not below poll", doc("[devices.d]\nbus = \"a\"\nunit = 1\npoll = \"1m\"\nphase = \"1m\"\nprofile = \"pt-float\"\n"), "devices.d.phase", "must be shorter than poll"),
         ("max_registers 0", doc("[devices.d]\nbus = \"a\"\nunit = 1\nmax_registers = 0\nprofile = \"pt-float\"\n"), "devices.d.max_registers", "out of range 1..=125"),
