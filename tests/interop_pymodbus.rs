@@ -9,8 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use gasdtu::config::{BusConfig, Config, DeviceConfig, GatewayConfig, Parity, SerialSettings, Transport};
-use gasdtu::model::{BadReason, DataType, PointSpec, Quality, SampleBatch, Table, Value, WordOrder};
+use gasdtu::config::{
+    BusConfig, Config, DeviceConfig, GatewayConfig, Parity, SerialSettings, Transport,
+};
+use gasdtu::model::{
+    BadReason, DataType, PointSpec, Quality, SampleBatch, Table, Value, WordOrder,
+};
 use tokio_util::sync::CancellationToken;
 
 fn pt(name: &str, table: Table, address: u16, data_type: DataType, order: WordOrder) -> PointSpec {
@@ -111,7 +115,11 @@ fn value(b: &SampleBatch, point: &str) -> Value {
 
 fn assert_unit1(b: &SampleBatch) {
     let f = |p| value(b, p).as_f64().unwrap();
-    assert!((f("pressure") - 101.325).abs() < 1e-4, "pressure {}", f("pressure"));
+    assert!(
+        (f("pressure") - 101.325).abs() < 1e-4,
+        "pressure {}",
+        f("pressure")
+    );
     assert_eq!(f("temperature"), 15.5);
     assert_eq!(value(b, "big"), Value::UInt(3_000_000_000));
     assert_eq!(value(b, "neg"), Value::Int(-1234));
@@ -165,7 +173,18 @@ fn reads_and_decodes_a_pymodbus_device_over_tcp() {
         bus,
         vec![
             device("meter1", "lan", 1, unit1_points()),
-            device("meter2", "lan", 2, vec![pt("r0", Table::HoldingRegister, 0, DataType::U16, WordOrder::Abcd)]),
+            device(
+                "meter2",
+                "lan",
+                2,
+                vec![pt(
+                    "r0",
+                    Table::HoldingRegister,
+                    0,
+                    DataType::U16,
+                    WordOrder::Abcd,
+                )],
+            ),
         ],
     );
     let (got, _) = collect(cfg, 2);
@@ -192,7 +211,15 @@ fn shared_rtu_bus_with_a_dead_slave_still_reports_the_others() {
         turnaround: Duration::from_millis(5),
         retries: 1,
     };
-    let r0 = || vec![pt("r0", Table::HoldingRegister, 0, DataType::U16, WordOrder::Abcd)];
+    let r0 = || {
+        vec![pt(
+            "r0",
+            Table::HoldingRegister,
+            0,
+            DataType::U16,
+            WordOrder::Abcd,
+        )]
+    };
     let mut dead_points = unit1_points();
     dead_points.truncate(3);
     let cfg = config(
@@ -203,7 +230,13 @@ fn shared_rtu_bus_with_a_dead_slave_still_reports_the_others() {
             // timeout (with its retry); the rest are skipped this cycle.
             device("b_dead", "rs485", 9, {
                 let mut p = dead_points;
-                p.push(pt("far", Table::InputRegister, 0, DataType::U16, WordOrder::Abcd));
+                p.push(pt(
+                    "far",
+                    Table::InputRegister,
+                    0,
+                    DataType::U16,
+                    WordOrder::Abcd,
+                ));
                 p.push(pt("coil", Table::Coil, 0, DataType::Bool, WordOrder::Abcd));
                 p
             }),
@@ -214,7 +247,11 @@ fn shared_rtu_bus_with_a_dead_slave_still_reports_the_others() {
     assert_unit1(&got["a_meter1"]);
     assert_eq!(value(&got["c_meter2"], "r0"), Value::UInt(7));
     let dead = &got["b_dead"];
-    assert!(!dead.online, "offline_after = 1: one silent cycle marks it offline: {:?}", dead.samples);
+    assert!(
+        !dead.online,
+        "offline_after = 1: one silent cycle marks it offline: {:?}",
+        dead.samples
+    );
     assert_eq!(dead.failed_cycles, 1);
     for s in &dead.samples {
         assert_eq!(s.quality, Quality::Bad(BadReason::Timeout), "{}", s.point);
@@ -225,5 +262,8 @@ fn shared_rtu_bus_with_a_dead_slave_still_reports_the_others() {
         took < timeout * 2 + Duration::from_millis(2500),
         "cycle took {took:?}; a dead slave must cost only its own timeout and retry"
     );
-    assert!(took >= timeout * 2, "the dead unit was given its timeout and retry ({took:?})");
+    assert!(
+        took >= timeout * 2,
+        "the dead unit was given its timeout and retry ({took:?})"
+    );
 }

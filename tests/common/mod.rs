@@ -52,8 +52,12 @@ impl Proc {
                 }
             }
         });
-        rx.recv_timeout(deadline)
-            .unwrap_or_else(|_| panic!("{}: no line containing the marker within {deadline:?}", self.name))
+        rx.recv_timeout(deadline).unwrap_or_else(|_| {
+            panic!(
+                "{}: no line containing the marker within {deadline:?}",
+                self.name
+            )
+        })
     }
 }
 
@@ -82,7 +86,9 @@ pub fn free_port() -> u16 {
 /// Wait until something accepts connections on 127.0.0.1:port.
 pub fn wait_port(port: u16, deadline: Duration) {
     wait_for(&format!("127.0.0.1:{port} to accept"), deadline, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
     });
 }
 
@@ -138,6 +144,10 @@ impl PtyPair {
         wait_for("socat pty links", Duration::from_secs(10), || {
             (a.exists() && b.exists()).then_some(())
         });
-        PtyPair { a, b, _socat: socat }
+        PtyPair {
+            a,
+            b,
+            _socat: socat,
+        }
     }
 }
