@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::model::{ComputedSpec, PointSpec};
 
+pub mod profiles;
+
 pub const DEFAULT_PATH: &str = "/etc/gasdtu/gasdtu.toml";
 
 /// The whole validated configuration.
