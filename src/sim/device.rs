@@ -15,9 +15,12 @@ use crate::model::{ComputedSpec, DataType, PointSpec, Table, Value};
 use super::frame::{decode_request, encode_response, Request, Response};
 use super::values::{split, ValueModel};
 
-/// Why a device operation was refused.
+/// Why a simulator operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum DeviceError {
+pub enum SimError {
+    /// Occurs when an operation names a unit id the simulator does not serve.
+    #[error("no simulated device has unit id {0}")]
+    UnknownUnit(u8),
     /// Occurs when `set` names a point the device does not have.
     #[error("unit {unit} has no point `{point}`")]
     UnknownPoint { unit: u8, point: String },
@@ -119,9 +122,9 @@ impl SimDevice {
 
     /// Pin a point (or a computed point, which then drives its terms) to a value until
     /// `unset`.
-    pub fn set(&mut self, point: &str, value: Value) -> Result<(), DeviceError> {
+    pub fn set(&mut self, point: &str, value: Value) -> Result<(), SimError> {
         if !self.has_name(point) {
-            return Err(DeviceError::UnknownPoint {
+            return Err(SimError::UnknownPoint {
                 unit: self.unit,
                 point: point.to_string(),
             });
