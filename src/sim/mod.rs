@@ -10,13 +10,16 @@
 pub mod device;
 pub mod fault;
 pub mod frame;
-pub mod values;
 pub mod serial;
 pub mod server;
 pub mod tcp;
+pub mod values;
 
 pub use device::{SimDevice, SimError};
 pub use fault::{FaultKind, FaultRule, Faults};
 pub use serial::SerialServer;
 pub use server::{Outcome, Simulator};
 pub use tcp::{TcpFraming, TcpServer};
+
+#[cfg(test)]
+mod tests_io;

@@ -124,7 +124,9 @@ impl SerialServer {
                     reported = false;
                     match self.serve(stream).await {
                         Stop::Shutdown => return,
-                        Stop::Lost(why) => warn!(port = %port, "serial port lost: {why}; reopening"),
+                        Stop::Lost(why) => {
+                            warn!(port = %port, "serial port lost: {why}; reopening")
+                        }
                     }
                 }
                 Err(e) => {
