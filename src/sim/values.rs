@@ -268,7 +268,8 @@ mod tests {
         let terms = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
             v.iter().map(|(n, f)| (n.to_string(), *f)).collect()
         };
-        let cases: Vec<(f64, Vec<(String, f64)>, Vec<f64>)> = vec![
+        type Case = (f64, Vec<(String, f64)>, Vec<f64>);
+        let cases: Vec<Case> = vec![
             // integer + fraction
             (
                 123_456.75,
