@@ -148,7 +148,19 @@ impl SimDevice {
                 None => self.model.value(&c.name, t),
             };
             out.insert(c.name.clone(), Value::Float(canonical));
-            for (term, part) in split(canonical, &c.terms) {
+            // Among terms of equal weight the integer-typed one takes the whole part and the
+            // float one the fraction (an integer + fraction totalizer).
+            let mut terms = c.terms.clone();
+            terms.sort_by_key(|(name, _)| {
+                self.points.iter().any(|p| {
+                    &p.name == name
+                        && matches!(
+                            p.data_type,
+                            crate::model::DataType::F32 | crate::model::DataType::F64
+                        )
+                })
+            });
+            for (term, part) in split(canonical, &terms) {
                 out.insert(term, Value::Float(part));
             }
         }
