@@ -645,7 +645,7 @@ fn builtin_profiles_load_clean_and_use_the_canonical_model() {
         .any(|p| p.name == "volume_measured_hi" && p.data_type == DataType::Bcd16));
     let pt16 = profiles::resolve_profile("pt-int16", &[]).unwrap();
     let pr = pt16.points.iter().find(|p| p.name == "pressure").unwrap();
-    assert_eq!((pr.data_type, pr.scale), (DataType::I16, 0.01));
+    assert_eq!((pr.data_type, pr.scale), (DataType::I16, 0.1));
 }
 
 #[test]
