@@ -1,10 +1,393 @@
-//! `gasdtu simulate`: (being built).
+//! `gasdtu simulate`: serve simulated Modbus devices built from profiles over Modbus TCP, RTU
+//! over TCP and/or a serial line (a real port or one end of a pty pair), with injectable
+//! faults, until SIGINT/SIGTERM or `--duration`. Turns flags into a `sim::Simulator` and
+//! starts its transports; all behaviour lives in `crate::sim`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Global;
+use crate::config::profiles::resolve_profile;
+use crate::config::{Parity, SerialSettings};
+use crate::model::{ComputedSpec, PointSpec, Value};
+use crate::sim::{FaultRule, Faults, SimDevice, Simulator};
+
+const DEFAULT_PROFILE_DIRS: [&str; 2] = ["/etc/gasdtu/profiles", "/usr/share/gasdtu/profiles"];
 
 #[derive(Debug, clap::Args)]
-pub struct SimulateArgs {}
+#[command(after_help = "\
+Examples:
+  gasdtu simulate --tcp 127.0.0.1:5020 --device 1:evc-dcba --device 2:pt-float
+  gasdtu simulate --serial /tmp/b --baud 9600 --parity even --device 1:evc-dcba \\
+      --fault crc=0.1 --fault 2:slow=0.2:800ms --set 1:pressure=450
 
-pub async fn run(_args: SimulateArgs, _global: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("gasdtu simulate is not built yet")
+Faults (--fault, repeatable): [UNIT:]KIND[=PROBABILITY][:ARG]; without UNIT the fault hits
+every unit, the probability defaults to 1.
+  timeout          no reply to this request
+  crc              RTU: reply with a corrupted CRC; TCP: reply with a lying length field
+  exception[:N]    exception reply with code N (default 4, server device failure)
+  garbage          random bytes instead of, or in front of, the reply
+  slow:DURATION    reply after DURATION (e.g. slow=0.2:800ms)
+  dead             never answer
+e.g. --fault crc=0.1 --fault slow=0.2:800ms --fault 3:exception=0.05:6 --fault 4:dead
+
+Values follow the point names of the gas data model (daily flow cycle in UTC, rising
+totalizers, pressure noise around 400 kPa, temperature around 10 °C); --set pins one.")]
+pub struct SimulateArgs {
+    // Boxed: the options are large and live in the binary's subcommand enum.
+    #[command(flatten)]
+    opts: Box<SimulateOptions>,
+}
+
+/// The options of `gasdtu simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateOptions {
+    /// Serve Modbus TCP on this address (e.g. 127.0.0.1:5020).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Serve RTU framing over TCP on this address (like a serial device server).
+    #[arg(long, value_name = "ADDR")]
+    rtu_over_tcp: Option<SocketAddr>,
+    /// Serve RTU on this serial port (or one end of a pty pair); reopened if it vanishes.
+    #[arg(long, value_name = "PATH")]
+    serial: Option<String>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    #[arg(long, default_value = "none", value_parser = ["none", "even", "odd"])]
+    parity: String,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
+    data_bits: u8,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    stop_bits: u8,
+    /// Answer at once on serial instead of after the frames' wire time at the baud.
+    #[arg(long)]
+    no_timing: bool,
+    /// A device to simulate: UNIT:PROFILE (repeatable).
+    #[arg(long = "device", value_name = "UNIT:PROFILE", required = true)]
+    devices: Vec<String>,
+    /// Longest register read a unit accepts (longer reads get exception 3): UNIT:N.
+    #[arg(long = "max-registers", value_name = "UNIT:N")]
+    max_registers: Vec<String>,
+    /// Inject a fault (repeatable); see below.
+    #[arg(long = "fault", value_name = "SPEC")]
+    faults: Vec<String>,
+    /// Pin a point to a value: UNIT:NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "UNIT:NAME=VALUE")]
+    sets: Vec<String>,
+    /// Seed for value noise and fault dice (random if absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Extra directory searched for profiles (before the default ones).
+    #[arg(long = "profile-dir", value_name = "DIR")]
+    profile_dirs: Vec<PathBuf>,
+    /// Stop by itself after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+fn split_unit<'a>(flag: &str, s: &'a str) -> anyhow::Result<(u8, &'a str)> {
+    let (u, rest) = s
+        .split_once(':')
+        .with_context(|| format!("--{flag} `{s}`: expected UNIT:..."))?;
+    let unit = u
+        .parse::<u8>()
+        .ok()
+        .filter(|&u| u >= 1)
+        .with_context(|| format!("--{flag} `{s}`: unit `{u}` is not a number in 1..=255"))?;
+    Ok((unit, rest))
+}
+
+/// Parse a --set value: bool, integer, float, else text.
+fn parse_value(s: &str) -> Value {
+    match s {
+        "true" | "on" => Value::Bool(true),
+        "false" | "off" => Value::Bool(false),
+        _ => {
+            if let Ok(i) = s.parse::<i64>() {
+                Value::Int(i)
+            } else if let Ok(x) = s.parse::<f64>() {
+                Value::Float(x)
+            } else {
+                Value::Text(s.to_string())
+            }
+        }
+    }
+}
+
+/// What the simulator needs from a profile.
+struct ProfileParts {
+    id: String,
+    max_registers: Option<u16>,
+    points: Vec<PointSpec>,
+    computed: Vec<ComputedSpec>,
+}
+
+/// The simulator the flags describe (profiles from the profile directories), and a one-line
+/// description of its units.
+fn build(args: &SimulateOptions) -> anyhow::Result<(Simulator, String)> {
+    let mut dirs = args.profile_dirs.clone();
+    dirs.extend(DEFAULT_PROFILE_DIRS.iter().map(PathBuf::from));
+    build_with(args, |id| {
+        let p = resolve_profile(id, &dirs).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            list.join("; ")
+        })?;
+        Ok(ProfileParts {
+            id: p.id,
+            max_registers: p.max_registers,
+            points: p.points,
+            computed: p.computed,
+        })
+    })
+}
+
+fn build_with(
+    args: &SimulateOptions,
+    resolve: impl Fn(&str) -> Result<ProfileParts, String>,
+) -> anyhow::Result<(Simulator, String)> {
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    let mut devices: Vec<SimDevice> = Vec::new();
+    let mut summary = Vec::new();
+    for spec in &args.devices {
+        let (unit, profile_id) = split_unit("device", spec)?;
+        if devices.iter().any(|d| d.unit() == unit) {
+            bail!("--device `{spec}`: unit {unit} is given twice");
+        }
+        let profile = resolve(profile_id)
+            .map_err(|e| anyhow::anyhow!("--device `{spec}`: profile `{profile_id}`: {e}"))?;
+        let mut d = SimDevice::new(unit, &profile.id, profile.points, profile.computed)
+            .with_seed(seed.wrapping_add(unit as u64));
+        if let Some(n) = profile.max_registers {
+            d = d.with_max_registers(n);
+        }
+        summary.push(format!(
+            "unit {unit} = {} ({} points)",
+            profile.id,
+            d.points().len()
+        ));
+        devices.push(d);
+    }
+    for spec in &args.max_registers {
+        let (unit, n) = split_unit("max-registers", spec)?;
+        let n: u16 = n
+            .parse()
+            .ok()
+            .filter(|n| (1..=125).contains(n))
+            .with_context(|| format!("--max-registers `{spec}`: `{n}` is not in 1..=125"))?;
+        let Some(d) = devices.iter_mut().find(|d| d.unit() == unit) else {
+            bail!("--max-registers `{spec}`: no --device has unit {unit}");
+        };
+        *d = d.clone().with_max_registers(n);
+    }
+    let rules = args
+        .faults
+        .iter()
+        .map(|s| FaultRule::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fault_text: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+    let sim = Simulator::new(devices, Faults::new(rules, args.seed));
+    for spec in &args.sets {
+        let (unit, rest) = split_unit("set", spec)?;
+        let (name, value) = rest
+            .split_once('=')
+            .with_context(|| format!("--set `{spec}`: expected UNIT:NAME=VALUE"))?;
+        sim.set(unit, name, parse_value(value))
+            .with_context(|| format!("--set `{spec}`"))?;
+    }
+    let mut text = summary.join(", ");
+    if !fault_text.is_empty() {
+        text.push_str(&format!("; faults: {}", fault_text.join(", ")));
+    }
+    Ok((sim, text))
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(args: SimulateArgs, global: &Global) -> anyhow::Result<u8> {
+    let args = args.opts;
+    super::init_logging(global.log_level.as_deref().unwrap_or("info"));
+    if args.tcp.is_none() && args.rtu_over_tcp.is_none() && args.serial.is_none() {
+        bail!("nothing to serve on: give --tcp ADDR, --rtu-over-tcp ADDR and/or --serial PATH");
+    }
+    let (sim, units) = build(&args)?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut listening = Vec::new();
+    if let Some(addr) = args.tcp {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on tcp {addr}"))?;
+        listening.push(format!("tcp {}", l.local_addr().unwrap_or(addr)));
+        let (s, t) = (sim.clone(), shutdown.clone());
+        tasks.spawn(async move { s.serve_tcp(l, t).await });
+    }
+    if let Some(addr) = args.rtu_over_tcp {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on rtu-over-tcp {addr}"))?;
+        listening.push(format!("rtu-over-tcp {}", l.local_addr().unwrap_or(addr)));
+        let (s, t) = (sim.clone(), shutdown.clone());
+        tasks.spawn(async move { s.serve_rtu_over_tcp(l, t).await });
+    }
+    if let Some(port) = &args.serial {
+        let settings = SerialSettings {
+            port: port.clone(),
+            baud: args.baud,
+            parity: match args.parity.as_str() {
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                _ => Parity::None,
+            },
+            data_bits: args.data_bits,
+            stop_bits: args.stop_bits,
+        };
+        listening.push(format!(
+            "serial {port} {} {}{}{}{}",
+            settings.baud,
+            settings.data_bits,
+            &args.parity[..1].to_uppercase(),
+            settings.stop_bits,
+            if args.no_timing { " (no timing)" } else { "" }
+        ));
+        let (s, t, timing) = (sim.clone(), shutdown.clone(), !args.no_timing);
+        tasks.spawn(async move { s.serve_serial(settings, timing, t).await });
+    }
+    tasks.close();
+    eprintln!(
+        "gasdtu simulate: serving on {}; {}",
+        listening.join(", "),
+        units
+    );
+    match args.duration {
+        Some(d) => {
+            tokio::select! {
+                _ = terminated() => {}
+                _ = tokio::time::sleep(d) => {}
+            }
+        }
+        None => terminated().await,
+    }
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("gasdtu simulate: transports did not stop within 5 s; exiting anyway");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DataType, Table, WordOrder};
+    use clap::Parser;
+
+    /// Every profile id resolves to one `pressure` u16 point, except `missing`.
+    fn fake(id: &str) -> Result<ProfileParts, String> {
+        if id == "missing" {
+            return Err("not found in /nowhere".into());
+        }
+        Ok(ProfileParts {
+            id: id.into(),
+            max_registers: None,
+            points: vec![PointSpec {
+                name: "pressure".into(),
+                table: Table::HoldingRegister,
+                address: 0,
+                data_type: DataType::U16,
+                order: WordOrder::Abcd,
+                scale: 1.0,
+                offset: 0.0,
+                unit: None,
+                writable: false,
+            }],
+            computed: vec![],
+        })
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn args(argv: &[&str]) -> SimulateOptions {
+        *Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+            .opts
+    }
+
+    #[test]
+    fn builds_devices_limits_faults_and_pins() {
+        let a = args(&[
+            "--tcp",
+            "127.0.0.1:0",
+            "--device",
+            "1:any",
+            "--device",
+            "7:other",
+            "--max-registers",
+            "7:4",
+            "--fault",
+            "7:exception=0.5:6",
+            "--set",
+            "1:pressure=450",
+            "--seed",
+            "3",
+        ]);
+        let (sim, text) = build_with(&a, fake).unwrap();
+        assert_eq!(sim.units(), vec![1, 7]);
+        assert_eq!(sim.with_device(7, |d| d.max_registers()).unwrap(), 4);
+        assert!(text.contains("unit 7 = other"), "{text}");
+        assert!(text.contains("exception:6"), "{text}");
+        let pinned = sim
+            .with_device(1, |d| d.values_at(std::time::SystemTime::now()))
+            .unwrap();
+        assert!(pinned.contains(&("pressure".into(), Value::Int(450))));
+    }
+
+    #[test]
+    fn refuses_bad_flags() {
+        for argv in [
+            &["--device", "x:evc"][..],
+            &["--device", "0:evc"],
+            &["--device", "1:a", "--device", "1:b"],
+            &["--device", "1:a", "--max-registers", "2:10"],
+            &["--device", "1:a", "--max-registers", "1:200"],
+            &["--device", "1:a", "--fault", "boom"],
+            &["--device", "1:a", "--set", "1:nope=3"],
+            &["--device", "1:a", "--set", "1:pressure"],
+            &["--device", "1:missing"],
+        ] {
+            assert!(build_with(&args(argv), fake).is_err(), "{argv:?} accepted");
+        }
+    }
 }

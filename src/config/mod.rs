@@ -2,6 +2,27 @@
 //! daemon consumes (gateway, buses, devices with their points resolved from profiles), and the
 //! loader that produces it. Loading reads files; everything after the read is pure so that
 //! `gasdtu check`, the daemon and (later) MQTT config pushes share one validator.
+//!
+//! Layout: `load` (entry points `load_file`/`parse_str`, gateway section, cross-entry checks),
+//! `bus` and `device` (one entry each), `points` (point and computed entries, shared with
+//! profiles), `profiles` (profile lookup and the built-in copies of configs/profiles),
+//! `doc` (typed reader over the spanned TOML tree that reports unknown keys), `diag` (errors,
+//! warnings, positions), `report` (per-bus request plan and wire time for `gasdtu check`).
+
+mod bus;
+mod device;
+mod diag;
+mod doc;
+mod load;
+mod points;
+pub mod profiles;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use diag::{ConfigError, ConfigWarning, LoadError};
+pub use load::{load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
+pub use report::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,283 @@
+//! One `[devices.<name>]` entry: bus and unit, poll schedule, read limits, and its points,
+//! merged from its profile (looked up once per document) and its inline entries, then checked
+//! as a whole (computed terms, request plan). Pure apart from reading profile files.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::WordOrder;
+use crate::planner::Limits;
+
+use super::bus::Kind;
+use super::diag::Diags;
+use super::doc::{Field, Section};
+use super::points::{self, ComputedDraft, PointDraft};
+use super::profiles::{self, Profile};
+use super::DeviceConfig;
+
+/// What a device entry is checked against.
+pub(crate) struct DeviceCtx<'a> {
+    pub bus_kinds: &'a HashMap<String, Option<Kind>>,
+    pub profile_dirs: &'a [PathBuf],
+}
+
+pub(crate) fn parse_device(
+    d: &mut Diags<'_>,
+    name: &str,
+    mut sec: Section<'_, '_>,
+    ctx: &DeviceCtx<'_>,
+    cache: &mut HashMap<String, Option<Profile>>,
+) -> Option<(DeviceConfig, Option<Range<usize>>)> {
+    let prefix = sec.path.clone();
+    points::check_name(d, &prefix, sec.span.clone(), name);
+    let f = sec.string(d, "bus");
+    let (bus, bus_kind) = match sec.required(d, "bus", "the name of a [buses.<name>] section", f) {
+        Field::Value(b, sp) => match ctx.bus_kinds.get(&b) {
+            Some(k) => (Some(b), *k),
+            None => {
+                let mut known: Vec<&String> = ctx.bus_kinds.keys().collect();
+                known.sort();
+                let known: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+                d.error(
+                    &sec.key_path("bus"),
+                    Some(sp),
+                    format!(
+                        "no bus named `{b}` (buses: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                (None, None)
+            }
+        },
+        _ => (None, None),
+    };
+    let f = sec.int(d, "unit", 0, 255);
+    let unit_field = sec.required(d, "unit", "Modbus unit id 1..=247", f);
+    let unit_span = unit_field.span();
+    let unit = match unit_field {
+        Field::Value(u, sp) => {
+            if u == 0 {
+                d.error(
+                    &sec.key_path("unit"),
+                    Some(sp),
+                    "unit 0 is the broadcast address and cannot be polled: use 1..=247",
+                );
+                None
+            } else if u == 255 && bus_kind == Some(Kind::Tcp) || u <= 247 {
+                Some(u as u8)
+            } else if u == 255 {
+                d.error(
+                    &sec.key_path("unit"),
+                    Some(sp),
+                    "unit 255 is only allowed on kind = \"tcp\" buses: use 1..=247",
+                );
+                None
+            } else {
+                d.error(
+                    &sec.key_path("unit"),
+                    Some(sp),
+                    format!("unit {u} is reserved: use 1..=247 (255 on tcp)"),
+                );
+                None
+            }
+        }
+        _ => None,
+    };
+    let poll_field = sec.duration(
+        d,
+        "poll",
+        Duration::from_secs(1),
+        Duration::from_secs(86400),
+    );
+    let poll_span = poll_field.span();
+    let poll = poll_field.or(Duration::from_secs(300));
+    let phase_field = sec.duration(d, "phase", Duration::ZERO, Duration::from_secs(86400));
+    let phase_span = phase_field.span();
+    let phase = phase_field.or(Duration::ZERO);
+    if let (Some(p), Some(ph)) = (poll, phase) {
+        if ph >= p {
+            d.error(
+                &sec.key_path("phase"),
+                phase_span,
+                format!(
+                    "phase {} must be shorter than poll {}",
+                    humantime::format_duration(ph),
+                    humantime::format_duration(p)
+                ),
+            );
+        }
+        if poll_span.is_some() && (p.subsec_nanos() != 0 || 86400 % p.as_secs().max(1) != 0) {
+            d.warn(
+                &sec.key_path("poll"),
+                poll_span,
+                format!("poll {} does not divide a day evenly: polls will not fall on the same clock times every day", humantime::format_duration(p)),
+            );
+        }
+    }
+    let max_registers = sec.int(d, "max_registers", 1, 125).opt();
+    let max_gap = sec.int(d, "max_gap", 0, 125).opt();
+    let offline_after = sec.int(d, "offline_after", 1, 10_000).or(3);
+    let enabled = sec.boolean(d, "enabled").or(true);
+    let order = match sec.string(d, "order") {
+        Field::Value(s, sp) => match WordOrder::parse(&s) {
+            Some(o) => Some(Some(o)),
+            None => {
+                d.error(
+                    &sec.key_path("order"),
+                    Some(sp),
+                    format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"),
+                );
+                None
+            }
+        },
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
+    // The profile, looked up once per id for the whole document.
+    let profile_field = sec.string(d, "profile");
+    let (profile_id, profile, profile_ok) = match profile_field {
+        Field::Value(id, sp) if !points::valid_name(&id) => {
+            d.error(
+                &sec.key_path("profile"),
+                Some(sp),
+                format!("invalid profile id {id:?}: use 1 to 64 of A-Z a-z 0-9 _ - (the file is <id>.toml)"),
+            );
+            (None, None, false)
+        }
+        Field::Value(id, sp) => {
+            let path = sec.key_path("profile");
+            let entry = match cache.get(&id) {
+                Some(Some(p)) => Some(p.clone()),
+                Some(None) => {
+                    d.error(
+                        &path,
+                        Some(sp),
+                        format!("profile {id:?} is unavailable (see the errors above)"),
+                    );
+                    None
+                }
+                None => {
+                    let found = match profiles::find_profile(&id, ctx.profile_dirs) {
+                        Ok(Some(p)) => Some(p),
+                        Ok(None) => {
+                            d.error(
+                                &path,
+                                Some(sp),
+                                profiles::not_found_message(&id, ctx.profile_dirs),
+                            );
+                            None
+                        }
+                        Err(errs) => {
+                            let n = errs.len();
+                            d.errors.extend(errs);
+                            d.error(
+                                &path,
+                                Some(sp),
+                                format!(
+                                    "profile {id:?} is invalid ({n} errors in the profile file)"
+                                ),
+                            );
+                            None
+                        }
+                    };
+                    cache.insert(id.clone(), found.clone());
+                    found
+                }
+            };
+            let ok = entry.is_some();
+            (Some(id), entry, ok)
+        }
+        Field::Absent => (None, None, true),
+        Field::Invalid => (None, None, false),
+    };
+    let device_order = order.flatten();
+    let default_order = device_order
+        .or(profile.as_ref().map(|p| p.default_order))
+        .unwrap_or_default();
+    let entries = points::parse_entries(d, &mut sec, default_order);
+    let sec_span = sec.span.clone();
+    sec.finish(d, |_| None);
+
+    // Merge: profile points (device order replacing the profile default), then inline
+    // entries, which replace profile entries of the same name.
+    let mut pts: Vec<PointDraft> = Vec::new();
+    let mut comp: Vec<ComputedDraft> = Vec::new();
+    if let Some(p) = &profile {
+        for spec in &p.points {
+            let mut spec = spec.clone();
+            if let Some(o) = device_order {
+                if spec.order == p.default_order {
+                    spec.order = o;
+                }
+            }
+            pts.push(PointDraft { spec, span: None });
+        }
+        for c in &p.computed {
+            comp.push(ComputedDraft {
+                term_spans: vec![None; c.terms.len()],
+                spec: c.clone(),
+                span: None,
+            });
+        }
+    }
+    for ip in entries.points {
+        match pts.iter_mut().find(|p| p.spec.name == ip.spec.name) {
+            Some(slot) => *slot = ip,
+            None => pts.push(ip),
+        }
+    }
+    for ic in entries.computed {
+        match comp.iter_mut().find(|c| c.spec.name == ic.spec.name) {
+            Some(slot) => *slot = ic,
+            None => comp.push(ic),
+        }
+    }
+    if pts.is_empty() && entries.ok && profile_ok && profile_id.is_none() {
+        d.error(
+            &prefix,
+            sec_span,
+            "device has no points: set `profile` or add [devices.<name>.points.<point>] entries",
+        );
+    }
+    let max_registers = max_registers.ok()?;
+    let max_gap = max_gap.ok()?;
+    let limits = Limits {
+        max_registers: max_registers
+            .map(|v| v as u16)
+            .or(profile.as_ref().and_then(|p| p.max_registers))
+            .unwrap_or(125),
+        max_gap: max_gap
+            .map(|v| v as u16)
+            .or(profile.as_ref().and_then(|p| p.max_gap))
+            .unwrap_or(10),
+    };
+    if profile_ok {
+        points::check_set(d, &prefix, &pts, &comp, &entries.broken, limits);
+    }
+    if !(entries.ok && profile_ok) {
+        return None;
+    }
+    Some((
+        DeviceConfig {
+            name: name.to_string(),
+            bus: bus?,
+            unit: unit?,
+            poll: poll?,
+            phase: phase?,
+            max_registers: limits.max_registers,
+            max_gap: limits.max_gap,
+            offline_after: offline_after? as u32,
+            enabled: enabled?,
+            profile: profile_id,
+            points: pts.into_iter().map(|p| p.spec).collect(),
+            computed: comp.into_iter().map(|c| c.spec).collect(),
+        },
+        unit_span,
+    ))
+}

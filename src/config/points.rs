@@ -1,0 +1,469 @@
+//! Point and computed-point entries, shared by device profiles and inline device points: turns
+//! one `[points.<name>]` / `[computed.<name>]` table into a `PointSpec` / `ComputedSpec`, and
+//! checks a device's (or profile's) whole point set: computed terms, address ranges and what
+//! the request planner accepts. No I/O.
+
+use std::ops::Range;
+
+use crate::model::{ComputedSpec, DataType, PointSpec, Table, WordOrder};
+use crate::planner::{self, Limits, PlanError};
+
+use super::diag::Diags;
+use super::doc::{join, Field, Section};
+
+/// Type names accepted in `type = "..."`, for messages.
+pub(crate) const TYPE_NAMES: &str =
+    "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, string";
+
+/// A point as written, before it is merged into a device.
+#[derive(Debug, Clone)]
+pub(crate) struct PointDraft {
+    pub spec: PointSpec,
+    /// Key span of the entry in its own file (`None` once it crosses into another file).
+    pub span: Option<Range<usize>>,
+}
+
+/// A computed point as written.
+#[derive(Debug, Clone)]
+pub(crate) struct ComputedDraft {
+    pub spec: ComputedSpec,
+    pub span: Option<Range<usize>>,
+    /// Key span of each term, parallel to `spec.terms`.
+    pub term_spans: Vec<Option<Range<usize>>>,
+}
+
+/// `[A-Za-z0-9_-]{1,64}`: names that become MQTT topic levels or JSON keys.
+pub(crate) fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub(crate) fn check_name(d: &mut Diags<'_>, path: &str, span: Option<Range<usize>>, name: &str) {
+    if !valid_name(name) {
+        d.error(
+            path,
+            span,
+            format!("invalid name {name:?}: use 1 to 64 of A-Z a-z 0-9 _ -"),
+        );
+    }
+}
+
+/// Parse one `[points.<name>]` entry. `default_order` applies when the entry names none.
+pub(crate) fn parse_point(
+    d: &mut Diags<'_>,
+    mut sec: Section<'_, '_>,
+    name: &str,
+    default_order: WordOrder,
+) -> Option<PointDraft> {
+    let span = sec.span.clone();
+    check_name(d, &sec.path, span.clone(), name);
+    let f = sec.string(d, "table");
+    let table = match sec.required(d, "table", "coil, discrete, input or holding", f) {
+        Field::Value(s, sp) => match Table::parse(&s) {
+            Some(t) => Some(t),
+            None => {
+                d.error(
+                    &sec.key_path("table"),
+                    Some(sp),
+                    format!("unknown table {s:?}: use coil, discrete, input or holding"),
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let f = sec.int(d, "address", 0, 65535);
+    let address_field = sec.required(d, "address", "0-based protocol address", f);
+    let address_span = address_field.span();
+    let address = match address_field {
+        Field::Value(a, _) => Some(a as u16),
+        _ => None,
+    };
+    let f = sec.string(d, "type");
+    let type_field = sec.required(d, "type", TYPE_NAMES, f);
+    let bit = sec.int(d, "bit", 0, 15);
+    let length = sec.int(d, "length", 1, 250);
+    let order = match sec.string(d, "order") {
+        Field::Value(s, sp) => match WordOrder::parse(&s) {
+            Some(o) => Some(Some(o)),
+            None => {
+                d.error(
+                    &sec.key_path("order"),
+                    Some(sp),
+                    format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"),
+                );
+                None
+            }
+        },
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
+    let scale = sec.float(d, "scale");
+    let offset = sec.float(d, "offset");
+    let unit = sec.string(d, "unit").or(String::new());
+    let unit_ok = unit.is_some();
+    let writable = sec.boolean(d, "writable");
+    let writable_span = writable.span();
+    let writable = writable.or(false);
+
+    // The data type, refined by table, bit and length.
+    let data_type = match (&type_field, table) {
+        (Field::Value(t, tspan), Some(table)) => {
+            resolve_type(d, &sec, t, tspan.clone(), table, &bit, &length)
+        }
+        _ => None,
+    };
+    let scale_span = scale.span();
+    let offset_span = offset.span();
+    let scale = scale.or(1.0);
+    let offset = offset.or(0.0);
+    if let Some(dt) = data_type {
+        let numeric = !matches!(
+            dt,
+            DataType::Bool | DataType::BitOfRegister(_) | DataType::String(_)
+        );
+        if !numeric {
+            if scale_span.is_some() && scale != Some(1.0) {
+                d.error(
+                    &sec.key_path("scale"),
+                    scale_span.clone(),
+                    format!("scale applies only to numeric types, not {dt}"),
+                );
+            }
+            if offset_span.is_some() && offset != Some(0.0) {
+                d.error(
+                    &sec.key_path("offset"),
+                    offset_span,
+                    format!("offset applies only to numeric types, not {dt}"),
+                );
+            }
+        }
+    }
+    if scale == Some(0.0) {
+        d.error(
+            &sec.key_path("scale"),
+            scale_span,
+            "scale must not be 0 (the value would be constant)",
+        );
+    }
+    if let (Some(table), Some(true)) = (table, writable) {
+        if !matches!(table, Table::Coil | Table::HoldingRegister) {
+            d.error(
+                &sec.key_path("writable"),
+                writable_span.clone(),
+                format!(
+                    "{table} points are read-only: only coil and holding points may be writable"
+                ),
+            );
+        } else if let Some(DataType::BitOfRegister(_)) = data_type {
+            d.error(
+                &sec.key_path("writable"),
+                writable_span,
+                "a bit of a register cannot be writable: writing it would overwrite the other 15 bits",
+            );
+        }
+    }
+    if let (Some(a), Some(dt)) = (address, data_type) {
+        let end = a as u32 + dt.width() as u32;
+        if end > 65536 {
+            d.error(
+                &sec.key_path("address"),
+                address_span,
+                format!(
+                    "{dt} at address {a} needs {} registers and runs past address 65535",
+                    dt.width()
+                ),
+            );
+        }
+    }
+    sec.finish(d, |_| None);
+    if !unit_ok {
+        return None;
+    }
+    Some(PointDraft {
+        spec: PointSpec {
+            name: name.to_string(),
+            table: table?,
+            address: address?,
+            data_type: data_type?,
+            order: order?.unwrap_or(default_order),
+            scale: scale?,
+            offset: offset?,
+            unit: unit.filter(|u| !u.is_empty()),
+            writable: writable?,
+        },
+        span,
+    })
+}
+
+fn resolve_type(
+    d: &mut Diags<'_>,
+    sec: &Section<'_, '_>,
+    t: &str,
+    tspan: Range<usize>,
+    table: Table,
+    bit: &Field<i64>,
+    length: &Field<i64>,
+) -> Option<DataType> {
+    let is_bit = matches!(t, "bit" | "bool");
+    let is_string = t == "string";
+    let mut ok = true;
+    if table.is_bits() && !is_bit {
+        d.error(
+            &sec.key_path("type"),
+            Some(tspan.clone()),
+            format!("{table} points are single bits: use type = \"bit\", not {t:?}"),
+        );
+        return None;
+    }
+    let bit_v = match bit {
+        Field::Value(b, sp) => {
+            if !is_bit {
+                d.error(
+                    &sec.key_path("bit"),
+                    Some(sp.clone()),
+                    format!("`bit` is only valid with type = \"bit\", not {t:?}"),
+                );
+                ok = false;
+            } else if table.is_bits() {
+                d.error(
+                    &sec.key_path("bit"),
+                    Some(sp.clone()),
+                    format!(
+                        "`bit` selects a bit of a register; {table} points are single bits already"
+                    ),
+                );
+                ok = false;
+            }
+            Some(*b as u8)
+        }
+        Field::Invalid => {
+            ok = false;
+            None
+        }
+        Field::Absent => {
+            if is_bit && !table.is_bits() {
+                sec.missing(
+                    d,
+                    "bit",
+                    "which bit 0..15 of the register, 0 = least significant",
+                );
+                ok = false;
+            }
+            None
+        }
+    };
+    let length_v = match length {
+        Field::Value(n, sp) => {
+            if !is_string {
+                d.error(
+                    &sec.key_path("length"),
+                    Some(sp.clone()),
+                    format!("`length` is only valid with type = \"string\", not {t:?}"),
+                );
+                ok = false;
+            }
+            Some(*n as u16)
+        }
+        Field::Invalid => {
+            ok = false;
+            None
+        }
+        Field::Absent => {
+            if is_string {
+                sec.missing(d, "length", "string length in bytes");
+                ok = false;
+            }
+            None
+        }
+    };
+    let parsed = DataType::parse(t, if table.is_bits() { None } else { bit_v }, length_v);
+    match parsed {
+        Some(dt) if ok => Some(dt),
+        Some(_) => None,
+        None => {
+            if !is_string {
+                d.error(
+                    &sec.key_path("type"),
+                    Some(tspan),
+                    format!("unknown type {t:?}: use one of {TYPE_NAMES}"),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Parse one `[computed.<name>]` entry.
+pub(crate) fn parse_computed(
+    d: &mut Diags<'_>,
+    mut sec: Section<'_, '_>,
+    name: &str,
+) -> Option<ComputedDraft> {
+    let span = sec.span.clone();
+    check_name(d, &sec.path, span.clone(), name);
+    let f = sec.table(d, "terms");
+    let terms = match sec.required(
+        d,
+        "terms",
+        "point name = factor, e.g. { volume_int = 1.0, volume_frac = 1.0 }",
+        f,
+    ) {
+        Field::Value(mut t, tspan) => {
+            let items = t.numbers(d);
+            if items.is_empty() {
+                d.error(&t.path, Some(tspan), "needs at least one term");
+            }
+            let all_ok = items.iter().all(|(_, _, x)| x.is_some());
+            if all_ok {
+                Some(
+                    items
+                        .into_iter()
+                        .map(|(n, sp, x)| ((n, x.unwrap_or(0.0)), Some(sp)))
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let unit = sec.string(d, "unit").or(String::new());
+    sec.finish(d, |_| None);
+    let terms = terms?;
+    let unit = unit?;
+    let (terms, term_spans): (Vec<_>, Vec<_>) = terms.into_iter().unzip();
+    Some(ComputedDraft {
+        spec: ComputedSpec {
+            name: name.to_string(),
+            terms,
+            unit: (!unit.is_empty()).then_some(unit),
+        },
+        span,
+        term_spans,
+    })
+}
+
+/// The `[points.*]` and `[computed.*]` entries of one section.
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    pub points: Vec<PointDraft>,
+    pub computed: Vec<ComputedDraft>,
+    /// Names of entries that had errors (already reported): they still count as declared,
+    /// so other checks do not pile up "no point named" errors on top.
+    pub broken: Vec<String>,
+    /// Every entry parsed (no errors in any of them).
+    pub ok: bool,
+}
+
+/// Read every `[points.*]` (with `default_order`) and `[computed.*]` of a section.
+pub(crate) fn parse_entries(
+    d: &mut Diags<'_>,
+    sec: &mut Section<'_, '_>,
+    default_order: WordOrder,
+) -> Entries {
+    let mut e = Entries {
+        ok: true,
+        ..Entries::default()
+    };
+    match sec.table(d, "points") {
+        Field::Value(mut t, _) => {
+            for (name, entry) in t.named_tables(d) {
+                match parse_point(d, entry, &name, default_order) {
+                    Some(p) => e.points.push(p),
+                    None => e.broken.push(name),
+                }
+            }
+            t.finish(d, |_| None);
+        }
+        Field::Invalid => e.ok = false,
+        Field::Absent => {}
+    }
+    match sec.table(d, "computed") {
+        Field::Value(mut t, _) => {
+            for (name, entry) in t.named_tables(d) {
+                match parse_computed(d, entry, &name) {
+                    Some(c) => e.computed.push(c),
+                    None => e.broken.push(name),
+                }
+            }
+            t.finish(d, |_| None);
+        }
+        Field::Invalid => e.ok = false,
+        Field::Absent => {}
+    }
+    e.ok &= e.broken.is_empty();
+    e
+}
+
+/// Check a complete point set (a profile, or a device after merging): computed points name
+/// existing read points (not themselves, not other computed points, not strings), no name is
+/// both read and computed, and the planner accepts the points under `limits`. `broken` names
+/// entries that failed to parse: terms naming them are not judged again.
+pub(crate) fn check_set(
+    d: &mut Diags<'_>,
+    prefix: &str,
+    points: &[PointDraft],
+    computed: &[ComputedDraft],
+    broken: &[String],
+    limits: Limits,
+) {
+    for c in computed {
+        let cpath = join(&join(prefix, "computed"), &c.spec.name);
+        if points.iter().any(|p| p.spec.name == c.spec.name) {
+            d.error(
+                &cpath,
+                c.span.clone(),
+                format!(
+                    "`{}` is both a read point and a computed point",
+                    c.spec.name
+                ),
+            );
+        }
+        for ((term, _), span) in c.spec.terms.iter().zip(&c.term_spans) {
+            let tpath = join(&join(&cpath, "terms"), term);
+            if broken.contains(term) {
+                // The entry it names has its own errors.
+            } else if *term == c.spec.name {
+                d.error(&tpath, span.clone(), "a computed point cannot use itself");
+            } else if computed.iter().any(|o| o.spec.name == *term) {
+                d.error(
+                    &tpath,
+                    span.clone(),
+                    format!("`{term}` is a computed point; terms must name read points"),
+                );
+            } else {
+                match points.iter().find(|p| p.spec.name == *term) {
+                    None => d.error(
+                        &tpath,
+                        span.clone(),
+                        format!("no point named `{term}` in this device"),
+                    ),
+                    Some(p) if matches!(p.spec.data_type, DataType::String(_)) => d.error(
+                        &tpath,
+                        span.clone(),
+                        format!("point `{term}` is a string and cannot be summed"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let specs: Vec<PointSpec> = points.iter().map(|p| p.spec.clone()).collect();
+    if let Err(e) = planner::plan(&specs, limits) {
+        let (name, msg) = match &e {
+            PlanError::TooWide { point, width, limit } => (
+                point.clone(),
+                format!("needs {width} registers in one read but max_registers is {limit}: raise max_registers or shorten the point"),
+            ),
+            PlanError::PastEnd { point, .. } => (point.clone(), e.to_string()),
+        };
+        let span = points
+            .iter()
+            .find(|p| p.spec.name == name)
+            .and_then(|p| p.span.clone());
+        d.error(&join(&join(prefix, "points"), &name), span, msg);
+    }
+}

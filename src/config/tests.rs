@@ -1,0 +1,770 @@
+//! Table-driven tests of the config loader: every kind of error with its key path and
+//! position, all errors of a document reported together, defaults, profiles and device order
+//! overrides, computed points, the wire-time warning, and that the shipped profiles and
+//! example configuration load clean.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::model::{DataType, Table, WordOrder};
+
+/// A document with a gateway, an RTU bus `a` and a TCP bus `t`, plus `rest`.
+fn doc(rest: &str) -> String {
+    format!(
+        r#"[gateway]
+id = "gw-1"
+profile_dirs = []
+
+[buses.a]
+kind = "rtu"
+port = "/dev/ttyS0"
+
+[buses.t]
+kind = "tcp"
+host = "127.0.0.1"
+
+{rest}"#
+    )
+}
+
+fn parse(text: &str) -> Result<Loaded, Vec<ConfigError>> {
+    parse_str(text, "test.toml", Path::new("/nonexistent"))
+}
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    match parse(text) {
+        Ok(l) => panic!("expected errors, got a valid config: {:#?}", l.config),
+        Err(e) => e,
+    }
+}
+
+fn ok(text: &str) -> Loaded {
+    match parse(text) {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "expected a valid config, got:\n{}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+const DEV: &str = "[devices.d]\nbus = \"a\"\nunit = 1\n";
+const PT: &str = "[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\n";
+
+#[test]
+fn each_error_is_reported_with_its_key_path() {
+    // (case, document, key path, message fragment)
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("unknown key in gateway", "[gateway]\nid = \"x\"\ncolour = 1\n".into(), "gateway.colour", "unknown key `colour`"),
+        ("missing gateway", "[buses.a]\nkind = \"tcp\"\nhost = \"h\"\n".into(), "gateway", "missing [gateway]"),
+        ("bad gateway id", "[gateway]\nid = \"a/b\"\n".into(), "gateway.id", "invalid gateway id"),
+        ("missing gateway id", "[gateway]\nstate_dir = \"/x\"\n".into(), "gateway.id", "missing required key `id`"),
+        ("bad log level", "[gateway]\nid = \"x\"\nlog_level = \"=nope=\"\n".into(), "gateway.log_level", "invalid log level"),
+        ("profile_dirs type", "[gateway]\nid = \"x\"\nprofile_dirs = [1]\n".into(), "gateway.profile_dirs[0]", "expected a string"),
+        ("unknown top-level section", doc("[uplink]\nx = 1\n"), "uplink", "not supported"),
+        ("unknown bus kind", doc("[buses.z]\nkind = \"udp\"\n"), "buses.z.kind", "unknown bus kind"),
+        ("missing bus kind", doc("[buses.z]\nport = \"/dev/x\"\n"), "buses.z.kind", "missing required key `kind`"),
+        ("non-standard baud", doc("[buses.z]\nkind = \"rtu\"\nport = \"/dev/x\"\nbaud = 9601\n"), "buses.z.baud", "not a standard rate"),
+        ("bad parity", doc("[buses.z]\nkind = \"rtu\"\nport = \"/dev/x\"\nparity = \"mark\"\n"), "buses.z.parity", "unknown parity"),
+        ("bad data bits", doc("[buses.z]\nkind = \"rtu\"\nport = \"/dev/x\"\ndata_bits = 9\n"), "buses.z.data_bits", "use 7 or 8"),
+        ("bad stop bits", doc("[buses.z]\nkind = \"rtu\"\nport = \"/dev/x\"\nstop_bits = 3\n"), "buses.z.stop_bits", "use 1 or 2"),
+        ("rtu without port", doc("[buses.z]\nkind = \"rtu\"\n"), "buses.z.port", "missing required key `port`"),
+        ("tcp without host", doc("[buses.z]\nkind = \"tcp\"\n"), "buses.z.host", "missing required key `host`"),
+        ("baud on a tcp bus", doc("[buses.z]\nkind = \"tcp\"\nhost = \"h\"\nbaud = 9600\n"), "buses.z.baud", "applies only to kind = \"rtu\""),
+        ("tcp port out of range", doc("[buses.z]\nkind = \"tcp\"\nhost = \"h\"\nport = 70000\n"), "buses.z.port", "out of range 1..=65535"),
+        ("bad timeout", doc("[buses.z]\nkind = \"tcp\"\nhost = \"h\"\ntimeout = \"soon\"\n"), "buses.z.timeout", "invalid duration"),
+        ("timeout too long", doc("[buses.z]\nkind = \"tcp\"\nhost = \"h\"\ntimeout = \"2m\"\n"), "buses.z.timeout", "out of range"),
+        ("two rtu buses on one port", doc("[buses.b]\nkind = \"rtu\"\nport = \"/dev/ttyS0\"\n"), "buses.b.port", "already used by bus `a`"),
+        ("device on a missing bus", doc("[devices.d]\nbus = \"nope\"\nunit = 1\nprofile = \"pt-float\"\n"), "devices.d.bus", "no bus named `nope`"),
+        ("unit as string", doc("[devices.d]\nbus = \"a\"\nunit = \"1\"\nprofile = \"pt-float\"\n"), "devices.d.unit", "expected an integer, found a string"),
+        ("unit 0", doc("[devices.d]\nbus = \"a\"\nunit = 0\nprofile = \"pt-float\"\n"), "devices.d.unit", "broadcast"),
+        ("unit 255 on rtu", doc("[devices.d]\nbus = \"a\"\nunit = 255\nprofile = \"pt-float\"\n"), "devices.d.unit", "only allowed on kind = \"tcp\""),
+        ("unit 250", doc("[devices.d]\nbus = \"t\"\nunit = 250\nprofile = \"pt-float\"\n"), "devices.d.unit", "reserved"),
+        ("unit over 255", doc("[devices.d]\nbus = \"a\"\nunit = 300\nprofile = \"pt-float\"\n"), "devices.d.unit", "out of range 0..=255"),
+        ("missing unit", doc("[devices.d]\nbus = \"a\"\nprofile = \"pt-float\"\n"), "devices.d.unit", "missing required key `unit`"),
+        ("duplicate unit on a bus", doc("[devices.d]\nbus = \"a\"\nunit = 7\nprofile = \"pt-float\"\n[devices.e]\nbus = \"a\"\nunit = 7\nprofile = \"pt-int16\"\n"), "devices.e.unit", "already used by device `d`"),
+        ("unknown profile", doc("[devices.d]\nbus = \"a\"\nunit = 1\nprofile = \"nope\"\n"), "devices.d.profile", "unknown profile \"nope\""),
+        ("profile id with a path", doc("[devices.d]\nbus = \"a\"\nunit = 1\nprofile = \"../x\"\n"), "devices.d.profile", "invalid profile id"),
+        ("poll below 1s", doc("[devices.d]\nbus = \"a\"\nunit = 1\npoll = \"500ms\"\nprofile = \"pt-float\"\n"), "devices.d.poll", "out of range"),
+        ("phase not below poll", doc("[devices.d]\nbus = \"a\"\nunit = 1\npoll = \"1m\"\nphase = \"1m\"\nprofile = \"pt-float\"\n"), "devices.d.phase", "must be shorter than poll"),
+        ("max_registers 0", doc("[devices.d]\nbus = \"a\"\nunit = 1\nmax_registers = 0\nprofile = \"pt-float\"\n"), "devices.d.max_registers", "out of range 1..=125"),
+        ("max_registers 126", doc("[devices.d]\nbus = \"a\"\nunit = 1\nmax_registers = 126\nprofile = \"pt-float\"\n"), "devices.d.max_registers", "out of range 1..=125"),
+        ("enabled not a bool", doc("[devices.d]\nbus = \"a\"\nunit = 1\nenabled = \"yes\"\nprofile = \"pt-float\"\n"), "devices.d.enabled", "expected true or false"),
+        ("bad device order", doc("[devices.d]\nbus = \"a\"\nunit = 1\norder = \"ACBD\"\nprofile = \"pt-float\"\n"), "devices.d.order", "unknown order"),
+        ("device without points", doc("[devices.d]\nbus = \"a\"\nunit = 1\n"), "devices.d", "device has no points"),
+        ("unknown key in device", doc(&format!("{DEV}speed = 3\n{PT}")), "devices.d.speed", "unknown key `speed`"),
+        ("unknown key in point", doc(&format!("{DEV}{PT}colour = \"red\"\n")), "devices.d.points.p.colour", "unknown key `colour`"),
+        ("unknown table", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"memory\"\naddress = 0\ntype = \"u16\"\n")), "devices.d.points.p.table", "unknown table"),
+        ("unknown type", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"u128\"\n")), "devices.d.points.p.type", "unknown type"),
+        ("address out of range", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 65536\ntype = \"u16\"\n")), "devices.d.points.p.address", "out of range 0..=65535"),
+        ("negative address", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = -1\ntype = \"u16\"\n")), "devices.d.points.p.address", "out of range"),
+        ("point past 65535", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 65534\ntype = \"f64\"\n")), "devices.d.points.p.address", "runs past address 65535"),
+        ("register bit without index", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"bit\"\n")), "devices.d.points.p.bit", "missing required key `bit`"),
+        ("bit index 16", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"bit\"\nbit = 16\n")), "devices.d.points.p.bit", "out of range 0..=15"),
+        ("bit index on a coil", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"coil\"\naddress = 0\ntype = \"bit\"\nbit = 1\n")), "devices.d.points.p.bit", "single bits already"),
+        ("bit index with u16", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\nbit = 1\n")), "devices.d.points.p.bit", "only valid with type = \"bit\""),
+        ("u16 on discrete", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"discrete\"\naddress = 0\ntype = \"u16\"\n")), "devices.d.points.p.type", "single bits"),
+        ("string without length", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"string\"\n")), "devices.d.points.p.length", "missing required key `length`"),
+        ("length with f32", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\nlength = 4\n")), "devices.d.points.p.length", "only valid with type = \"string\""),
+        ("bad point order", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\norder = \"XYZW\"\n")), "devices.d.points.p.order", "unknown order"),
+        ("scale on a bit", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"coil\"\naddress = 0\ntype = \"bit\"\nscale = 2.0\n")), "devices.d.points.p.scale", "only to numeric types"),
+        ("scale 0", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\nscale = 0\n")), "devices.d.points.p.scale", "must not be 0"),
+        ("scale nan", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\nscale = nan\n")), "devices.d.points.p.scale", "finite"),
+        ("writable input register", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"input\"\naddress = 0\ntype = \"u16\"\nwritable = true\n")), "devices.d.points.p.writable", "read-only"),
+        ("writable discrete", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"discrete\"\naddress = 0\ntype = \"bit\"\nwritable = true\n")), "devices.d.points.p.writable", "read-only"),
+        ("writable bit of register", doc(&format!("{DEV}[devices.d.points.p]\ntable = \"holding\"\naddress = 0\ntype = \"bit\"\nbit = 2\nwritable = true\n")), "devices.d.points.p.writable", "other 15 bits"),
+        ("planner refuses a wide point", doc(&format!("{DEV}max_registers = 8\n[devices.d.points.s]\ntable = \"holding\"\naddress = 0\ntype = \"string\"\nlength = 32\n")), "devices.d.points.s", "max_registers is 8"),
+        ("profile limit refuses inline point", doc("[devices.d]\nbus = \"a\"\nunit = 1\nprofile = \"turbine-bcd\"\n[devices.d.points.tag]\ntable = \"holding\"\naddress = 100\ntype = \"string\"\nlength = 40\n"), "devices.d.points.tag", "max_registers is 16"),
+        ("computed term names a missing point", doc(&format!("{DEV}{PT}[devices.d.computed.c]\nterms = {{ p = 1.0, q = 2.0 }}\n")), "devices.d.computed.c.terms.q", "no point named `q`"),
+        ("computed term names itself", doc(&format!("{DEV}{PT}[devices.d.computed.c]\nterms = {{ p = 1.0, c = 1.0 }}\n")), "devices.d.computed.c.terms.c", "cannot use itself"),
+        ("computed term names a computed point", doc(&format!("{DEV}{PT}[devices.d.computed.c]\nterms = {{ p = 1.0 }}\n[devices.d.computed.e]\nterms = {{ c = 1.0 }}\n")), "devices.d.computed.e.terms.c", "is a computed point"),
+        ("computed term weight not a number", doc(&format!("{DEV}{PT}[devices.d.computed.c]\nterms = {{ p = \"x\" }}\n")), "devices.d.computed.c.terms.p", "expected a number"),
+        ("computed without terms", doc(&format!("{DEV}{PT}[devices.d.computed.c]\nunit = \"m3\"\n")), "devices.d.computed.c.terms", "missing required key `terms`"),
+        ("computed empty terms", doc(&format!("{DEV}{PT}[devices.d.computed.c]\nterms = {{}}\n")), "devices.d.computed.c.terms", "at least one term"),
+        ("computed shadows a point", doc(&format!("{DEV}{PT}[devices.d.computed.p]\nterms = {{ p = 1.0 }}\n")), "devices.d.computed.p", "both a read point and a computed point"),
+        ("computed term is a string", doc(&format!("{DEV}[devices.d.points.s]\ntable = \"holding\"\naddress = 0\ntype = \"string\"\nlength = 4\n[devices.d.computed.c]\nterms = {{ s = 1.0 }}\n")), "devices.d.computed.c.terms.s", "is a string"),
+        ("bad point name", doc(&format!("{DEV}[devices.d.points.\"a b\"]\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\n")), "devices.d.points.a b", "invalid name"),
+        ("points not a table", doc(&format!("{DEV}points = 3\n")), "devices.d.points", "expected a table"),
+    ];
+    let mut failures = Vec::new();
+    for (case, text, path, fragment) in &cases {
+        let errors = match parse(text) {
+            Ok(_) => {
+                failures.push(format!("{case}: accepted"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let hit = errors
+            .iter()
+            .find(|e| e.path == *path && e.message.contains(fragment));
+        match hit {
+            None => failures.push(format!(
+                "{case}: no error at {path} containing {fragment:?}; got:\n  {}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            )),
+            Some(e) => {
+                if e.origin != "test.toml" {
+                    failures.push(format!("{case}: origin {:?}", e.origin));
+                }
+                // Everything written in the file can be placed; only whole-document problems
+                // (a missing section) may lack a line.
+                if e.line.is_none() && *case != "missing gateway" {
+                    failures.push(format!("{case}: no line for {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_errors_of_a_document_are_reported_together() {
+    let text = r#"[gateway]
+id = "bad id"
+extra = 1
+
+[buses.a]
+kind = "rtu"
+port = "/dev/ttyS0"
+baud = 9601
+
+[devices.d]
+bus = "missing"
+unit = 0
+poll = "1s"
+phase = "5s"
+
+[devices.d.points.p]
+table = "input"
+address = 0
+type = "f32"
+writable = true
+
+[devices.d.computed.c]
+terms = { nope = 1.0 }
+"#;
+    let errors = errors_of(text);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "gateway.id",
+        "gateway.extra",
+        "buses.a.baud",
+        "devices.d.bus",
+        "devices.d.unit",
+        "devices.d.phase",
+        "devices.d.points.p.writable",
+        "devices.d.computed.c.terms.nope",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    assert_eq!(errors.len(), 8, "{errors:#?}");
+    // Positions are exact: `baud = 9601` is line 8, the value starts at column 8.
+    let baud = errors.iter().find(|e| e.path == "buses.a.baud").unwrap();
+    assert_eq!((baud.line, baud.column), (Some(8), Some(8)));
+    assert_eq!(
+        baud.to_string(),
+        "test.toml:8:8: buses.a.baud: 9601 is not a standard rate: use one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400"
+    );
+    let extra = errors.iter().find(|e| e.path == "gateway.extra").unwrap();
+    assert_eq!((extra.line, extra.column), (Some(3), Some(1)));
+}
+
+#[test]
+fn toml_syntax_errors_have_line_and_column() {
+    // (document, line, column)
+    let cases = [
+        ("[gateway]\nid = \"x\"\n[buses.a\n", 3, 9),
+        ("[gateway]\nid = \"x\nstate_dir = \"/x\"\n", 2, 8),
+        ("[gateway]\nid = \"x\"\nid = \"y\"\n", 3, 1),
+        ("x = = 1\n", 1, 5),
+    ];
+    for (text, line, col) in cases {
+        let errors = errors_of(text);
+        let e = &errors[0];
+        assert!(e.message.starts_with("TOML syntax error"), "{e}");
+        assert_eq!(e.line, Some(line), "{text:?}: {e}");
+        assert_eq!(e.column, Some(col), "{text:?}: {e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("test.toml:{line}:{col}: ")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn defaults_are_applied() {
+    let text = r#"[gateway]
+id = "gw"
+
+[buses.a]
+kind = "rtu"
+port = "/dev/ttyS0"
+
+[buses.t]
+kind = "tcp"
+host = "10.0.0.1"
+
+[buses.s]
+kind = "rtu_over_tcp"
+host = "10.0.0.2"
+
+[devices.d]
+bus = "a"
+unit = 1
+[devices.d.points.p]
+table = "holding"
+address = 3
+type = "f32"
+
+[devices.e]
+bus = "t"
+unit = 255
+profile = "pt-int16"
+
+[devices.f]
+bus = "s"
+unit = 2
+profile = "pt-float"
+"#;
+    let c = ok(text).config;
+    assert_eq!(c.gateway.id, "gw");
+    assert_eq!(c.gateway.state_dir, PathBuf::from("/var/lib/gasdtu"));
+    assert_eq!(
+        c.gateway.profile_dirs,
+        vec![
+            PathBuf::from("/etc/gasdtu/profiles"),
+            PathBuf::from("/usr/share/gasdtu/profiles")
+        ]
+    );
+    assert_eq!(c.gateway.log_level, "info");
+    let names: Vec<&str> = c.buses.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["a", "s", "t"]);
+    let a = &c.buses[0];
+    assert_eq!(
+        a.transport,
+        Transport::Rtu(SerialSettings {
+            port: "/dev/ttyS0".into(),
+            baud: 9600,
+            parity: Parity::Even,
+            data_bits: 8,
+            stop_bits: 1
+        })
+    );
+    assert_eq!(
+        (a.timeout, a.turnaround, a.retries),
+        (Duration::from_secs(1), Duration::from_millis(50), 1)
+    );
+    let s = &c.buses[1];
+    assert_eq!(
+        s.transport,
+        Transport::RtuOverTcp {
+            host: "10.0.0.2".into(),
+            port: 502
+        }
+    );
+    assert_eq!(
+        (s.timeout, s.turnaround),
+        (Duration::from_secs(3), Duration::from_millis(50))
+    );
+    let t = &c.buses[2];
+    assert_eq!(
+        t.transport,
+        Transport::Tcp {
+            host: "10.0.0.1".into(),
+            port: 502
+        }
+    );
+    assert_eq!(
+        (t.timeout, t.turnaround, t.retries),
+        (Duration::from_secs(3), Duration::ZERO, 1)
+    );
+    let d = &c.devices[0];
+    assert_eq!(d.name, "d");
+    assert_eq!(d.poll, Duration::from_secs(300));
+    assert_eq!(d.phase, Duration::ZERO);
+    assert_eq!((d.max_registers, d.max_gap, d.offline_after), (125, 10, 3));
+    assert!(d.enabled);
+    assert_eq!(d.profile, None);
+    let p = &d.points[0];
+    assert_eq!(
+        (p.table, p.address, p.data_type, p.order),
+        (Table::HoldingRegister, 3, DataType::F32, WordOrder::Abcd)
+    );
+    assert_eq!(
+        (p.scale, p.offset, p.unit.clone(), p.writable),
+        (1.0, 0.0, None, false)
+    );
+    // Unit 255 is fine on TCP.
+    assert_eq!(c.devices[1].unit, 255);
+}
+
+#[test]
+fn profile_limits_and_device_order_override() {
+    let text = doc(r#"
+[devices.evc_plain]
+bus = "a"
+unit = 1
+profile = "evc-dcba"
+
+[devices.evc_cdab]
+bus = "a"
+unit = 2
+profile = "evc-dcba"
+order = "CDAB"
+max_registers = 20
+
+[devices.mvt_default]
+bus = "a"
+unit = 3
+profile = "mvt-dpspt"
+
+[devices.mvt_abcd]
+bus = "a"
+unit = 4
+profile = "mvt-dpspt"
+order = "ABCD"
+# an inline point replaces the profile point of the same name and adds new ones
+[devices.mvt_abcd.points.temperature]
+table = "input"
+address = 410
+type = "f32"
+unit = "degC"
+[devices.mvt_abcd.points.tag]
+table = "holding"
+address = 0
+type = "string"
+length = 8
+
+[devices.tm]
+bus = "a"
+unit = 5
+profile = "turbine-bcd"
+"#);
+    let c = ok(&text).config;
+    let dev = |n: &str| c.devices.iter().find(|d| d.name == n).unwrap();
+    let order = |d: &DeviceConfig, p: &str| d.points.iter().find(|x| x.name == p).unwrap().order;
+
+    let plain = dev("evc_plain");
+    assert_eq!(plain.profile.as_deref(), Some("evc-dcba"));
+    assert_eq!(order(plain, "volume_standard_int"), WordOrder::Dcba);
+    assert_eq!(order(plain, "status"), WordOrder::Abcd);
+    assert_eq!(plain.max_registers, 64, "profile's max_registers");
+
+    let cdab = dev("evc_cdab");
+    assert_eq!(order(cdab, "volume_standard_int"), WordOrder::Cdab);
+    assert_eq!(order(cdab, "pressure"), WordOrder::Cdab);
+    assert_eq!(
+        order(cdab, "battery"),
+        WordOrder::Abcd,
+        "points pinning their own order keep it"
+    );
+    assert_eq!(
+        cdab.max_registers, 20,
+        "device limit overrides the profile's"
+    );
+
+    assert_eq!(order(dev("mvt_default"), "diff_pressure"), WordOrder::Cdab);
+    let mvt = dev("mvt_abcd");
+    assert_eq!(order(mvt, "diff_pressure"), WordOrder::Abcd);
+    let temp = mvt.points.iter().find(|p| p.name == "temperature").unwrap();
+    assert_eq!(temp.address, 410, "inline point replaced the profile's");
+    assert_eq!(
+        mvt.points
+            .iter()
+            .filter(|p| p.name == "temperature")
+            .count(),
+        1
+    );
+    assert!(mvt
+        .points
+        .iter()
+        .any(|p| p.name == "tag" && p.data_type == DataType::String(8)));
+
+    let tm = dev("tm");
+    assert_eq!((tm.max_registers, tm.max_gap), (16, 4));
+    let vs = tm
+        .computed
+        .iter()
+        .find(|c| c.name == "volume_standard")
+        .unwrap();
+    assert_eq!(
+        vs.terms,
+        vec![
+            ("volume_standard_hi".to_string(), 10000.0),
+            ("volume_standard_lo".to_string(), 1.0)
+        ]
+    );
+}
+
+#[test]
+fn computed_points_resolve() {
+    let text = doc(&format!(
+        "{DEV}{PT}[devices.d.points.q]\ntable = \"holding\"\naddress = 1\ntype = \"f32\"\n[devices.d.computed.total]\nterms = {{ p = 1, q = 0.5 }}\nunit = \"m3\"\n"
+    ));
+    let c = ok(&text).config;
+    let comp = &c.devices[0].computed[0];
+    assert_eq!(comp.name, "total");
+    assert_eq!(
+        comp.terms,
+        vec![("p".to_string(), 1.0), ("q".to_string(), 0.5)]
+    );
+    assert_eq!(comp.unit.as_deref(), Some("m3"));
+}
+
+#[test]
+fn wire_time_warning_when_a_slow_bus_cannot_fit_the_poll() {
+    // Ten correctors polled every second on a 9600-baud line: far more than a second of wire.
+    let mut rest = String::new();
+    for i in 1..=10 {
+        rest.push_str(&format!(
+            "[devices.evc{i}]\nbus = \"a\"\nunit = {i}\npoll = \"1s\"\nprofile = \"evc-dcba\"\n"
+        ));
+    }
+    let loaded = ok(&doc(&rest));
+    let timing = bus_timing(&loaded.config);
+    let a = timing.iter().find(|t| t.bus == "a").unwrap();
+    assert_eq!(a.verdict, Verdict::Overrun);
+    assert_eq!(a.devices, 10);
+    assert!(a.wire_time.unwrap() > Duration::from_secs(1));
+    let w = loaded
+        .warnings
+        .iter()
+        .find(|w| w.path == "buses.a")
+        .expect("a wire-time warning on buses.a");
+    assert!(w.message.contains("cycles will overrun"), "{w}");
+    assert!(w.line.is_some());
+    let report = check_report(&loaded);
+    assert!(
+        report.iter().any(
+            |l| l.starts_with("bus a: 10 devices, 10 reads/cycle, wire time ")
+                && l.ends_with("at 9600 baud, shortest poll 1s: OVERRUN")
+        ),
+        "{report:?}"
+    );
+
+    // The same bus at 115200 baud and a 5 s poll fits easily: no warning.
+    let fast = doc(&rest)
+        .replace(
+            "port = \"/dev/ttyS0\"",
+            "port = \"/dev/ttyS0\"\nbaud = 115200",
+        )
+        .replace("poll = \"1s\"", "poll = \"5s\"");
+    let loaded = ok(&fast);
+    assert!(
+        loaded.warnings.iter().all(|w| w.path != "buses.a"),
+        "{:?}",
+        loaded.warnings
+    );
+    assert_eq!(bus_timing(&loaded.config)[0].verdict, Verdict::Ok);
+
+    // Six correctors at 1 s (about 0.7 s of wire): over half the poll is "tight".
+    let mut six = String::new();
+    for i in 1..=6 {
+        six.push_str(&format!(
+            "[devices.evc{i}]\nbus = \"a\"\nunit = {i}\npoll = \"1s\"\nprofile = \"evc-dcba\"\n"
+        ));
+    }
+    let loaded = ok(&doc(&six));
+    let t = bus_timing(&loaded.config);
+    assert_eq!(t[0].verdict, Verdict::Tight, "{:?}", t[0]);
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.path == "buses.a" && w.message.contains("tight")));
+}
+
+#[test]
+fn disabled_devices_may_share_a_unit_and_are_not_timed() {
+    let text = doc(
+        "[devices.old]\nbus = \"a\"\nunit = 1\nprofile = \"pt-float\"\nenabled = false\n[devices.new]\nbus = \"a\"\nunit = 1\nprofile = \"pt-int16\"\n",
+    );
+    let l = ok(&text);
+    assert_eq!(summary(&l.config).devices, 1);
+    assert_eq!(summary(&l.config).disabled_devices, 1);
+    assert_eq!(bus_timing(&l.config)[0].devices, 1);
+}
+
+const CANONICAL: &[(&str, Option<&str>)] = &[
+    ("flow_measured", Some("m3/h")),
+    ("flow_standard", Some("Sm3/h")),
+    ("volume_measured", Some("m3")),
+    ("volume_standard", Some("Sm3")),
+    ("pressure", Some("kPa")),
+    ("temperature", Some("degC")),
+    ("diff_pressure", Some("kPa")),
+    ("battery", Some("%")),
+    ("status", None),
+    ("status_low_battery", None),
+    ("status_reverse_flow", None),
+    ("status_tamper", None),
+    ("status_sensor_fault", None),
+    ("status_valve_fault", None),
+];
+
+fn canonical_unit(name: &str) -> Option<Option<&'static str>> {
+    let base = ["_int", "_frac", "_hi", "_lo"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    CANONICAL.iter().find(|(n, _)| *n == base).map(|(_, u)| *u)
+}
+
+#[test]
+fn builtin_profiles_load_clean_and_use_the_canonical_model() {
+    let ids: Vec<&str> = profiles::builtin().iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        [
+            "evc-dcba",
+            "mvt-dpspt",
+            "turbine-bcd",
+            "pt-float",
+            "pt-int16"
+        ]
+    );
+    for (id, _) in profiles::builtin() {
+        let p = profiles::resolve_profile(id, &[]).unwrap_or_else(|e| {
+            panic!(
+                "{id}: {}",
+                e.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert_eq!(p.id, *id);
+        assert!(!p.follows.is_empty() && !p.name.is_empty() && !p.description.is_empty());
+        for pt in &p.points {
+            let unit = canonical_unit(&pt.name)
+                .unwrap_or_else(|| panic!("{id}: {} is not a canonical point name", pt.name));
+            if pt.name.ends_with("_hi")
+                || pt.name.ends_with("_lo")
+                || pt.name.ends_with("_int")
+                || pt.name.ends_with("_frac")
+            {
+                continue;
+            }
+            assert_eq!(pt.unit.as_deref(), unit, "{id}: unit of {}", pt.name);
+            if pt.name.starts_with("status_") {
+                assert!(
+                    matches!(pt.data_type, DataType::BitOfRegister(_)),
+                    "{id}: {}",
+                    pt.name
+                );
+            }
+        }
+        for c in &p.computed {
+            assert_eq!(
+                c.unit.as_deref(),
+                canonical_unit(&c.name).flatten(),
+                "{id}: {}",
+                c.name
+            );
+        }
+        // Each profile plans within its own limits.
+        let limits = crate::planner::Limits {
+            max_registers: p.max_registers.unwrap_or(125),
+            max_gap: p.max_gap.unwrap_or(10),
+        };
+        assert!(crate::planner::plan(&p.points, limits).is_ok(), "{id}");
+    }
+    // The model-specific shapes the brief asks for.
+    let evc = profiles::resolve_profile("evc-dcba", &[]).unwrap();
+    assert_eq!(evc.default_order, WordOrder::Dcba);
+    let int = evc
+        .points
+        .iter()
+        .find(|p| p.name == "volume_standard_int")
+        .unwrap();
+    let frac = evc
+        .points
+        .iter()
+        .find(|p| p.name == "volume_standard_frac")
+        .unwrap();
+    assert_eq!(
+        (int.data_type, frac.data_type),
+        (DataType::U32, DataType::F32)
+    );
+    let mvt = profiles::resolve_profile("mvt-dpspt", &[]).unwrap();
+    assert_eq!(mvt.default_order, WordOrder::Cdab);
+    let tm = profiles::resolve_profile("turbine-bcd", &[]).unwrap();
+    assert_eq!(tm.max_registers, Some(16));
+    assert!(tm
+        .points
+        .iter()
+        .any(|p| p.name == "volume_measured_hi" && p.data_type == DataType::Bcd16));
+    let pt16 = profiles::resolve_profile("pt-int16", &[]).unwrap();
+    let pr = pt16.points.iter().find(|p| p.name == "pressure").unwrap();
+    assert_eq!((pr.data_type, pr.scale), (DataType::I16, 0.1));
+}
+
+#[test]
+fn example_config_loads_clean() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/gasdtu.toml");
+    let loaded = load_file(&path).unwrap_or_else(|e| match e {
+        LoadError::Invalid { errors, .. } => panic!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        e => panic!("{e}"),
+    });
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = &loaded.config;
+    assert_eq!(c.buses.len(), 2);
+    assert_eq!(c.devices.len(), 4);
+    let on_rtu = c.devices.iter().filter(|d| d.bus == "rs485a").count();
+    assert_eq!(on_rtu, 3);
+}
+
+#[test]
+fn profile_files_in_profile_dirs_come_first_and_their_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles_dir = dir.path().join("profiles");
+    std::fs::create_dir(&profiles_dir).unwrap();
+    // A local copy of pt-float with a different address shadows the built-in one.
+    let local = profiles::builtin()
+        .iter()
+        .find(|(id, _)| *id == "pt-float")
+        .unwrap()
+        .1
+        .replace("address = 2\n", "address = 40\n");
+    std::fs::write(profiles_dir.join("pt-float.toml"), local).unwrap();
+    // A broken profile.
+    std::fs::write(
+        profiles_dir.join("broken.toml"),
+        "[profile]\nid = \"broken\"\nname = \"b\"\nfollows = \"f\"\ndescription = \"d\"\ndefault_order = \"ABCD\"\n[points.pressure]\ntable = \"input\"\naddress = 0\ntype = \"f32\"\nwritable = true\n",
+    )
+    .unwrap();
+    let text = r#"[gateway]
+id = "gw"
+profile_dirs = ["profiles"]
+[buses.a]
+kind = "rtu"
+port = "/dev/ttyS0"
+[devices.d]
+bus = "a"
+unit = 1
+profile = "pt-float"
+"#;
+    // Relative profile_dirs resolve against base_dir.
+    let l = parse_str(text, "gw.toml", dir.path()).unwrap();
+    assert_eq!(l.config.gateway.profile_dirs, vec![profiles_dir.clone()]);
+    let p = l.config.devices[0]
+        .points
+        .iter()
+        .find(|p| p.name == "pressure")
+        .unwrap();
+    assert_eq!(p.address, 40);
+
+    let broken = format!("{text}[devices.e]\nbus = \"a\"\nunit = 2\nprofile = \"broken\"\n[devices.f]\nbus = \"a\"\nunit = 3\nprofile = \"broken\"\n");
+    let errors = parse_str(&broken, "gw.toml", dir.path()).unwrap_err();
+    let file = profiles_dir.join("broken.toml").display().to_string();
+    let in_profile: Vec<&ConfigError> = errors.iter().filter(|e| e.origin == file).collect();
+    assert_eq!(in_profile.len(), 1, "{errors:#?}");
+    assert_eq!(in_profile[0].path, "points.pressure.writable");
+    assert_eq!(in_profile[0].line, Some(11));
+    assert!(errors
+        .iter()
+        .any(|e| e.path == "devices.e.profile" && e.origin == "gw.toml"));
+    assert!(errors
+        .iter()
+        .any(|e| e.path == "devices.f.profile" && e.origin == "gw.toml"));
+
+    // The same errors through the public resolver.
+    let errs =
+        profiles::resolve_profile("broken", std::slice::from_ref(&profiles_dir)).unwrap_err();
+    assert_eq!(errs[0].origin, file);
+    assert!(profiles::resolve_profile("../etc/passwd", &[profiles_dir]).is_err());
+}
+
+#[test]
+fn profile_documents_are_validated_like_configs() {
+    let cases = [
+        ("[profile]\nid = \"x\"\n", "profile.name", "missing required key `name`"),
+        ("[profile]\nid = \"x\"\nname = \"n\"\nfollows = \"f\"\ndescription = \"d\"\ndefault_order = \"ABCD\"\n", "points", "at least one"),
+        ("[profile]\nid = \"x\"\nname = \"n\"\nfollows = \"f\"\ndescription = \"d\"\ndefault_order = \"ABDC\"\n[points.p]\ntable = \"input\"\naddress = 0\ntype = \"u16\"\n", "profile.default_order", "unknown order"),
+        ("[profile]\nid = \"x\"\nname = \"n\"\nfollows = \"f\"\ndescription = \"d\"\ndefault_order = \"ABCD\"\nvendor = \"v\"\n[points.p]\ntable = \"input\"\naddress = 0\ntype = \"u16\"\n", "profile.vendor", "unknown key"),
+        ("[profile]\nid = \"x\"\nname = \"n\"\nfollows = \"f\"\ndescription = \"d\"\ndefault_order = \"ABCD\"\n[points.p]\ntable = \"input\"\naddress = 0\ntype = \"u16\"\n[computed.c]\nterms = { q = 1.0 }\n", "computed.c.terms.q", "no point named"),
+    ];
+    for (text, path, fragment) in cases {
+        let errors = profiles::parse_profile(text, "x.toml").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(fragment) && e.origin == "x.toml"),
+            "{path}: {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn load_file_distinguishes_unreadable_from_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    match load_file(&dir.path().join("missing.toml")) {
+        Err(LoadError::Read { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[gateway]\n").unwrap();
+    match load_file(&bad) {
+        Err(LoadError::Invalid { errors, path }) => {
+            assert_eq!(path, bad);
+            assert_eq!(errors[0].origin, bad.display().to_string());
+        }
+        other => panic!("{other:?}"),
+    }
+}
