@@ -1,10 +1,9 @@
 //! The commissioning commands (`gasdtu read`, `write`, `scan`) as a field engineer runs them:
 //! the real binary against pymodbus (an independent Modbus implementation) over Modbus TCP, RTU
 //! on a pseudo-terminal pair, and RTU over TCP through socat. Checks decoded output, JSON
-//! lines, one-line errors and the exit codes (0 ok, 1 Modbus error, 2 bad arguments).
-//!
-//! Tests against the built-in simulator (`gasdtu simulate --tcp 127.0.0.1:PORT --device
-//! 1:pt-float`) will join these once the simulator lands in main.
+//! lines, one-line errors and the exit codes (0 ok, 1 Modbus error, 2 bad arguments). The
+//! same commands also run against the built-in simulator (`gasdtu simulate`) with pinned
+//! values and injected faults (exception, CRC, dead unit, garbage).
 
 mod common;
 
@@ -570,4 +569,185 @@ fn rtu_over_tcp_reaches_a_serial_device_server() {
         .map(|l| l["text"].clone())
         .collect();
     assert_eq!(texts[0], "101.325");
+}
+
+/// `gasdtu simulate` on two free loopback ports: (process, Modbus TCP endpoint, RTU-over-TCP
+/// endpoint).
+fn simulator(extra: &[&str]) -> (Proc, String, String) {
+    let (tcp, rot) = (free_port(), free_port());
+    let tcp_ep = format!("127.0.0.1:{tcp}");
+    let rot_ep = format!("127.0.0.1:{rot}");
+    let sim = Proc::spawn(
+        "gasdtu simulate",
+        Command::new(gasdtu())
+            .args(["simulate", "--tcp", &tcp_ep, "--rtu-over-tcp", &rot_ep])
+            .args(["--seed", "7", "--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_port(tcp, Duration::from_secs(20));
+    wait_port(rot, Duration::from_secs(20));
+    (sim, tcp_ep, rot_ep)
+}
+
+#[test]
+fn read_and_write_a_simulated_transmitter_and_corrector() {
+    #[rustfmt::skip]
+    let (_sim, tcp, rot) = simulator(&[
+        "--device", "1:pt-float", "--device", "2:evc-dcba",
+        "--set", "1:pressure=450", "--set", "1:temperature=12.5",
+        "--set", "2:volume_standard_int=3000000000",
+    ]);
+    // The pt-float profile: pressure in bar as f32 at 2 (scale 100 to kPa), temperature at 6.
+    for ep in [("--tcp", &tcp), ("--rtu-over-tcp", &rot)] {
+        let r = gasdtu_run(&[
+            "read",
+            ep.0,
+            ep.1,
+            "--address",
+            "2",
+            "--type",
+            "f32",
+            "--scale",
+            "100",
+            "--json",
+        ]);
+        assert_eq!(r.code, 0, "{ep:?}: {r:?}");
+        let l = &json_lines(&r.stdout)[0];
+        assert_eq!(l["text"], "450", "{ep:?}");
+        assert_eq!(l["hex"], "4090 0000", "{ep:?}");
+    }
+    let r = gasdtu_run(&["read", "--tcp", &tcp, "--address", "6", "--type", "f32"]);
+    assert!(r.stdout.ends_with("      6  4148 0000  12.5\n"), "{r:?}");
+    // The corrector's fully reversed u32 above 2^31.
+    let r = gasdtu_run(&[
+        "read",
+        "--tcp",
+        &tcp,
+        "--unit",
+        "2",
+        "--address",
+        "0",
+        "--type",
+        "u32",
+        "--order",
+        "DCBA",
+        "--json",
+    ]);
+    let l = &json_lines(&r.stdout)[0];
+    assert_eq!(l["value"], serde_json::json!(3_000_000_000u64), "{r:?}");
+    assert_eq!(l["hex"], "005E D0B2");
+
+    // A write in engineering units sticks (the simulator pins what a master wrote).
+    let r = gasdtu_run(&[
+        "write",
+        "--tcp",
+        &tcp,
+        "--address",
+        "2",
+        "--type",
+        "f32",
+        "--scale",
+        "100",
+        "--value",
+        "321.5",
+        "--yes",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("registers 404D C28F"), "{r:?}");
+    assert!(
+        r.stdout.contains("read back: 321.5 (raw 404D C28F)"),
+        "{r:?}"
+    );
+    let r = gasdtu_run(&[
+        "read",
+        "--rtu-over-tcp",
+        &rot,
+        "--address",
+        "2",
+        "--type",
+        "f32",
+        "--scale",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(json_lines(&r.stdout)[0]["text"], "321.5");
+}
+
+#[test]
+fn simulated_faults_become_named_errors() {
+    #[rustfmt::skip]
+    let (_sim, _tcp, rot) = simulator(&[
+        "--device", "3:pt-float", "--device", "4:pt-float", "--device", "5:pt-float",
+        "--device", "6:pt-float",
+        "--fault", "3:exception:6", "--fault", "4:crc", "--fault", "5:dead",
+        "--fault", "6:garbage",
+    ]);
+    // (unit, extra arguments, fragment of the one-line error)
+    #[rustfmt::skip]
+    let rows: &[(&str, &[&str], &str)] = &[
+        ("3", &[], "unit 3: exception 6 (server device busy), reading holding 2 (count 2)"),
+        ("4", &["--retries", "1"], "unit 4: CRC error in reply (2 attempts): expected CRC"),
+        ("5", &["--timeout", "300ms"], "unit 5: timeout after 300ms ("),
+        ("6", &["--timeout", "300ms"], "unit 6: invalid reply ("),
+    ];
+    for (unit, extra, want) in rows {
+        let mut args = vec![
+            "read",
+            "--rtu-over-tcp",
+            &rot,
+            "--unit",
+            unit,
+            "--address",
+            "2",
+            "--type",
+            "f32",
+        ];
+        args.extend_from_slice(extra);
+        let r = gasdtu_run(&args);
+        assert_eq!(r.code, 1, "unit {unit}: {r:?}");
+        assert!(r.stderr.contains(want), "unit {unit}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "one line: {}", r.stderr);
+    }
+}
+
+#[test]
+fn scan_a_simulated_bus_with_faulty_units() {
+    #[rustfmt::skip]
+    let (_sim, _tcp, rot) = simulator(&[
+        "--device", "1:pt-float", "--device", "2:evc-dcba", "--device", "3:pt-float",
+        "--device", "4:pt-float", "--device", "5:pt-float", "--device", "6:pt-float",
+        "--fault", "3:exception:6", "--fault", "4:crc", "--fault", "5:dead",
+        "--fault", "6:garbage",
+    ]);
+    let r = gasdtu_run(&["scan", "--rtu-over-tcp", &rot, "--from", "1", "--to", "8"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let out: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        out[0].starts_with("unit   1  answers  holding 0 = "),
+        "{r:?}"
+    );
+    assert!(
+        out[1].starts_with("unit   2  answers  holding 0 = "),
+        "{r:?}"
+    );
+    assert_eq!(
+        out[2],
+        "unit   3  answers  with exception 6 (server device busy)"
+    );
+    assert!(out[3].starts_with("unit   4  garbled  CRC error"), "{r:?}");
+    assert!(
+        out[4].starts_with("unit   6  garbled  invalid reply"),
+        "{r:?}"
+    );
+    assert!(
+        out[5].starts_with(&format!("3 of 8 unit ids answered on {rot} in "))
+            && out[5].ends_with(": 1 2 3"),
+        "{r:?}"
+    );
+    assert_eq!(
+        out[6],
+        "garbled replies from 4 6 (check baud rate, parity and wiring)"
+    );
 }

@@ -266,7 +266,7 @@ pub fn show_raw(table: Table, raw: &[u16]) -> String {
 }
 
 /// A value as a person wants to read it: f32 values with f32 precision, scaled values without
-/// the binary noise of the multiplication (12 significant digits).
+/// the binary noise of the multiplication (7 significant digits for f32, 12 for the rest).
 /// Very small or very large magnitudes use exponent notation.
 pub fn show_value(value: &Value, data_type: DataType, scaled: bool) -> String {
     let Value::Float(x) = value else {
@@ -278,7 +278,14 @@ pub fn show_value(value: &Value, data_type: DataType, scaled: bool) -> String {
     }
     let exp = x != 0.0 && !(1e-4..1e15).contains(&x.abs());
     if scaled {
-        let rounded: f64 = format!("{x:.11e}").parse().unwrap_or(x);
+        // An f32 carries about 7 significant digits; scaling must not invent more.
+        let rounded: f64 = if data_type == DataType::F32 {
+            format!("{x:.6e}")
+        } else {
+            format!("{x:.11e}")
+        }
+        .parse()
+        .unwrap_or(x);
         if exp {
             format!("{rounded:e}")
         } else {
@@ -534,6 +541,9 @@ mod tests {
             show_value(&Value::Float(-0.5), DataType::F64, false),
             "-0.5"
         );
+        // 3.215 as an f32 is 3.2149999141693115; times 100 it is still 321.5 to a person.
+        let f = Value::Float(3.215f32 as f64 * 100.0);
+        assert_eq!(show_value(&f, DataType::F32, true), "321.5");
     }
 
     #[test]
