@@ -24,16 +24,16 @@ use crate::model::{exception_meaning, BadReason, Table};
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TxError {
     /// Nothing (or nothing usable) came back within the timeout, on every attempt.
-    #[error("timeout after {timeout:?} ({attempts} attempts)")]
+    #[error("timeout after {timeout:?} ({})", attempts_str(*.attempts))]
     Timeout { timeout: Duration, attempts: u32 },
     /// A reply came back with a bad CRC, on the last attempt.
-    #[error("CRC error in reply ({attempts} attempts): {detail}")]
+    #[error("CRC error in reply ({}): {detail}", attempts_str(*.attempts))]
     Crc { attempts: u32, detail: String },
     /// The device answered with a Modbus exception (never retried: the device is alive).
     #[error("exception {code} ({})", meaning(.code))]
     Exception { code: u8 },
     /// A reply that does not answer the request (wrong unit, function, garbage), last attempt.
-    #[error("invalid reply ({attempts} attempts): {detail}")]
+    #[error("invalid reply ({}): {detail}", attempts_str(*.attempts))]
     Protocol { attempts: u32, detail: String },
     /// The transport cannot be used (port missing, connection refused, I/O error).
     #[error("{0}")]
@@ -66,6 +66,14 @@ impl TxError {
             self,
             TxError::Exception { .. } | TxError::Crc { .. } | TxError::Protocol { .. }
         )
+    }
+}
+
+fn attempts_str(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{n} attempts")
     }
 }
 

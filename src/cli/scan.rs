@@ -194,7 +194,7 @@ mod tests {
                     attempts: 1,
                     detail: "x".into(),
                 }),
-                Ok(Probe::Garbled("CRC error in reply (1 attempts): x".into())),
+                Ok(Probe::Garbled("CRC error in reply (1 attempt): x".into())),
             ),
             (Err(TxError::Io("cannot open /dev/ttyUSB9".into())), Err(())),
         ];
