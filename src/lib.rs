@@ -7,5 +7,6 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod model;
+pub mod outbox;
 pub mod planner;
 pub mod sim;

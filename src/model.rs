@@ -339,7 +339,7 @@ pub struct Sample {
 
 /// All samples of one device from one poll cycle: the unit that crosses the acquisition
 /// boundary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SampleBatch {
     pub device: Arc<str>,
     pub bus: Arc<str>,

@@ -13,6 +13,7 @@ use super::diag::{ConfigError, ConfigWarning, Diags, LoadError};
 use super::doc::{join, parse_document, Field, Section};
 use super::points;
 use super::profiles::{self, Profile};
+use super::StoreConfig;
 use super::{BusConfig, Config, DeviceConfig, GatewayConfig};
 
 /// A validated configuration and what looked suspicious in it.
@@ -146,6 +147,9 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
         gateway,
         buses,
         devices,
+        // Parsed from [store] and [uplink] with the store-and-forward issue.
+        store: StoreConfig::default(),
+        uplink: None,
     };
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {

@@ -39,6 +39,80 @@ pub struct Config {
     pub buses: Vec<BusConfig>,
     /// Enabled and disabled devices, sorted by name.
     pub devices: Vec<DeviceConfig>,
+    /// `[store]`: the SQLite buffer's bounds (defaults when the section is absent).
+    pub store: StoreConfig,
+    /// `[uplink]`: the MQTT connection; `None` when the section is absent (buffer only).
+    pub uplink: Option<UplinkConfig>,
+}
+
+/// `[store]`: bounds of the SQLite buffer in the state directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Database size (main file + WAL) above which the oldest non-alarm data is evicted.
+    /// Default 512 MiB (a gateway with a few GB of flash).
+    pub max_bytes: u64,
+    /// Data older than this (by read time) is evicted, sent or not. Default 90 days.
+    pub max_age: Duration,
+    /// How long delivered readings stay as history for `status`/`export` (evicted earlier
+    /// when space runs out). Default 30 days.
+    pub history: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_bytes: 512 * 1024 * 1024,
+            max_age: Duration::from_secs(90 * 86400),
+            history: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// Payload encoding of `data` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// Documented JSON (default).
+    #[default]
+    Json,
+    /// Compact CBOR for NB-IoT budgets (docs/mqtt.md; `gasdtu decode` turns it into JSON).
+    Cbor,
+}
+
+/// `[uplink]`: the MQTT 3.1.1 connection to the utility's broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    pub host: String,
+    /// Default 8883 with TLS, 1883 without.
+    pub port: u16,
+    /// Default true. `tls = false` is plain TCP, and `gasdtu check` warns about it.
+    pub tls: bool,
+    /// PEM CA bundle that signs the broker's certificate (required with TLS).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS (both or neither).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the broker's certificate against when it differs from `host`.
+    pub server_name: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Default "gasdtu-<gateway id>".
+    pub client_id: String,
+    /// Default "gasdtu/<gateway id>"; topics are `<root>/data`, `<root>/alarm` ...
+    pub topic_root: String,
+    /// Default 240 s (NB-IoT: radio wake-ups cost energy).
+    pub keepalive: Duration,
+    /// Connect and flush timeout, default 60 s (rumqttc's 5 s default is far too short).
+    pub connect_timeout: Duration,
+    /// Reconnect backoff bounds (jittered exponential), defaults 1 s and 60 s.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Largest payload the forwarder builds, default 1024 bytes (NB-IoT module stacks).
+    pub max_payload: usize,
+    /// Optional uplink budget in payload bytes per second.
+    pub rate_limit: Option<u64>,
+    pub encoding: Encoding,
+    /// Unacknowledged publishes in flight, default 8.
+    pub inflight: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
