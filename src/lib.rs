@@ -3,6 +3,7 @@
 //! docs/ARCHITECTURE.md for the codemap.
 
 pub mod acq;
+pub mod broker;
 pub mod cli;
 pub mod codec;
 pub mod config;
