@@ -11,3 +11,4 @@ pub mod model;
 pub mod outbox;
 pub mod planner;
 pub mod sim;
+pub mod status;

@@ -40,6 +40,8 @@ enum Command {
     Write(cli::write::WriteArgs),
     /// Serve simulated Modbus devices over TCP or a serial line.
     Simulate(cli::simulate::SimulateArgs),
+    /// Ask the running daemon for devices, buffer and link state.
+    Status(cli::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Command::Read(a) => cli::read::run(a, &global).await,
             Command::Write(a) => cli::write::run(a, &global).await,
             Command::Simulate(a) => cli::simulate::run(a, &global).await,
+            Command::Status(a) => cli::status::run(a, &global).await,
         }
     });
     match result {

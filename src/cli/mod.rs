@@ -8,6 +8,7 @@ pub mod read;
 pub mod run;
 pub mod scan;
 pub mod simulate;
+pub mod status;
 pub mod write;
 
 use std::path::PathBuf;

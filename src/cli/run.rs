@@ -13,6 +13,9 @@ pub struct RunArgs {
     /// Poll every device once right away instead of waiting for its first aligned slot.
     #[arg(long)]
     pub poll_now: bool,
+    /// Unix socket where `gasdtu status` reaches the daemon.
+    #[arg(long, default_value = crate::status::DEFAULT_SOCKET)]
+    pub socket: std::path::PathBuf,
 }
 
 pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
@@ -51,6 +54,26 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         reads_per_cycle = acq.reads_per_cycle,
         "gasdtu running"
     );
+    let board = crate::status::DeviceBoard::default();
+    let started_ms = crate::status::unix_ms(std::time::SystemTime::now());
+    let provider = {
+        let board = board.clone();
+        let id = cfg.gateway.id.clone();
+        let config_path = global.config.display().to_string();
+        std::sync::Arc::new(move || {
+            serde_json::json!({
+                "gateway": {"id": id, "started_ms": started_ms, "config": config_path},
+                "devices": board.snapshot(),
+            })
+        })
+    };
+    match crate::status::StatusServer::bind(&args.socket, provider).await {
+        Ok(server) => {
+            tokio::spawn(server.run(shutdown.clone()));
+        }
+        // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
+        Err(e) => tracing::error!("status socket unavailable: {e}"),
+    }
     let sig = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -60,7 +83,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     loop {
         tokio::select! {
             b = rx.recv() => match b {
-                Some(b) => log_batch(&b),
+                Some(b) => {
+                    board.observe(&b);
+                    log_batch(&b);
+                }
                 None => break,
             },
             _ = shutdown.cancelled() => break,
