@@ -45,6 +45,11 @@ impl Proc {
     pub fn alive(&mut self) -> Res<()> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
+            Ok(Some(st)) if st.success() => Err(format!(
+                "{} exited early with status 0: it stops cleanly only on SIGINT/SIGTERM, so \
+                 something outside the benchmark signalled it",
+                self.name
+            )),
             Ok(Some(st)) => Err(format!("{} exited early: {st}", self.name)),
             Err(e) => Err(format!("{}: cannot query its status: {e}", self.name)),
         }
