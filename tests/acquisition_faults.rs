@@ -27,6 +27,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const BAUD: u32 = 38_400;
+/// Bus names: `rtu_bus` makes RS485, `tcp_bus` makes LAN.
+const RS485: &str = "rs485";
+const LAN: &str = "lan";
 const POLL: Duration = Duration::from_secs(1);
 
 fn ms(n: u64) -> Duration {
@@ -63,7 +66,7 @@ fn serial(path: &Path) -> SerialSettings {
 
 fn rtu_bus(path: &Path, timeout: Duration, retries: u32) -> BusConfig {
     BusConfig {
-        name: "rs485".into(),
+        name: RS485.into(),
         transport: Transport::Rtu(serial(path)),
         timeout,
         turnaround: ms(5),
@@ -74,7 +77,7 @@ fn rtu_bus(path: &Path, timeout: Duration, retries: u32) -> BusConfig {
 fn tcp_bus(port: u16, rtu_framing: bool, timeout: Duration, retries: u32) -> BusConfig {
     let host = "127.0.0.1".to_string();
     BusConfig {
-        name: "lan".into(),
+        name: LAN.into(),
         transport: if rtu_framing {
             Transport::RtuOverTcp { host, port }
         } else {
@@ -86,10 +89,10 @@ fn tcp_bus(port: u16, rtu_framing: bool, timeout: Duration, retries: u32) -> Bus
     }
 }
 
-fn device(name: &str, bus: &BusConfig, unit: u8, points: Vec<PointSpec>) -> DeviceConfig {
+fn device(name: &str, bus: &str, unit: u8, points: Vec<PointSpec>) -> DeviceConfig {
     DeviceConfig {
         name: name.into(),
-        bus: bus.name.clone(),
+        bus: bus.into(),
         unit,
         poll: POLL,
         phase: Duration::ZERO,
@@ -315,8 +318,8 @@ async fn crc_errors_are_retried_until_every_batch_is_good() {
     let dir = tempfile::tempdir().unwrap();
     let pty = pty_pair(dir.path(), "crc-retry").await;
     let bus = rtu_bus(&pty.a, ms(150), 3);
-    let a = device("a", &bus, 1, vec![u16_point("p", 0), u16_point("t", 1)]);
-    let b = device("b", &bus, 2, vec![u16_point("p", 0), u16_point("t", 1)]);
+    let a = device("a", RS485, 1, vec![u16_point("p", 0), u16_point("t", 1)]);
+    let b = device("b", RS485, 2, vec![u16_point("p", 0), u16_point("t", 1)]);
     let pins = [
         (1, "p", Value::UInt(1001)),
         (1, "t", Value::UInt(1002)),
@@ -374,7 +377,7 @@ async fn crc_errors_without_retries_are_classified_crc_not_timeout() {
     let pty = pty_pair(dir.path(), "crc-class").await;
     let bus = rtu_bus(&pty.a, ms(150), 0);
     let devs: Vec<DeviceConfig> = (1..=4)
-        .map(|u| device(&format!("d{u}"), &bus, u, vec![u16_point("v", 3)]))
+        .map(|u| device(&format!("d{u}"), RS485, u, vec![u16_point("v", 3)]))
         .collect();
     let pins: Vec<(u8, &str, Value)> = (1..=4u8)
         .map(|u| (u, "v", Value::UInt(100 + u as u64)))
@@ -441,7 +444,7 @@ async fn exceptions_become_bad_quality_for_their_block_only() {
     // a: block [0] and block [20..=29] (10 registers; the device accepts at most 4).
     let a = device(
         "a",
-        &bus,
+        RS485,
         1,
         vec![
             u16_point("flow", 0),
@@ -450,8 +453,8 @@ async fn exceptions_become_bad_quality_for_their_block_only() {
         ],
     );
     // b: two blocks, both refused with exception 2.
-    let b = device("b", &bus, 2, vec![u16_point("x", 0), u16_point("y", 40)]);
-    let c = device("c", &bus, 3, vec![hr("total", 0, DataType::U32)]);
+    let b = device("b", RS485, 2, vec![u16_point("x", 0), u16_point("y", 40)]);
+    let c = device("c", RS485, 3, vec![hr("total", 0, DataType::U32)]);
     let sim = Simulator::new(
         vec![
             SimDevice::new(1, "a", a.points.clone(), vec![]).with_max_registers(4),
@@ -506,9 +509,9 @@ async fn garbage_on_the_line_is_an_error_and_the_next_cycle_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let pty = pty_pair(dir.path(), "garbage").await;
     let bus = rtu_bus(&pty.a, ms(150), 0);
-    let a = device("a", &bus, 1, vec![u16_point("v", 0)]);
-    let b = device("b", &bus, 2, vec![u16_point("v", 0), u16_point("w", 1)]);
-    let c = device("c", &bus, 3, vec![u16_point("v", 0)]);
+    let a = device("a", RS485, 1, vec![u16_point("v", 0)]);
+    let b = device("b", RS485, 2, vec![u16_point("v", 0), u16_point("w", 1)]);
+    let c = device("c", RS485, 3, vec![u16_point("v", 0)]);
     let pins = [
         (1, "v", Value::UInt(11)),
         (2, "v", Value::UInt(21)),
@@ -607,7 +610,7 @@ async fn a_reply_from_the_wrong_unit_is_a_protocol_error() {
     let wrong = Arc::new(AtomicBool::new(true));
     let requests = Arc::new(AtomicUsize::new(0));
     wrong_unit_slave(&pty.b, wrong.clone(), requests.clone());
-    let a = device("a", &bus, 5, vec![u16_point("v", 0), u16_point("w", 1)]);
+    let a = device("a", RS485, 5, vec![u16_point("v", 0), u16_point("w", 1)]);
 
     let mut acq = Acq::start(&config(bus, vec![a]), true);
     acq.until("a first batch", Duration::from_secs(5), |l| !l.is_empty())
@@ -655,7 +658,7 @@ async fn a_vanished_port_gives_bad_batches_and_good_ones_return() {
     let pty = pty_pair(dir.path(), "usb").await;
     let (path_a, path_b) = (pty.a.clone(), pty.b.clone());
     let bus = rtu_bus(&path_a, ms(200), 1);
-    let a = device("a", &bus, 1, vec![u16_point("v", 0)]);
+    let a = device("a", RS485, 1, vec![u16_point("v", 0)]);
     let sim = simulator(&[&a], &[(1, "v", Value::UInt(4242))], Faults::none());
     let stop = CancellationToken::new();
     let _serial = serve_serial(&sim, &path_b, &stop);
@@ -742,9 +745,8 @@ async fn rtu_over_tcp_end_to_end() {
             ..hr("valve", 3, DataType::Bool)
         },
     ];
-    let bus0 = tcp_bus(0, true, ms(300), 1);
-    let a = device("a", &bus0, 1, a_points);
-    let b = device("b", &bus0, 7, vec![hr("level", 100, DataType::I32)]);
+    let a = device("a", LAN, 1, a_points);
+    let b = device("b", LAN, 7, vec![hr("level", 100, DataType::I32)]);
     let pins = [
         (1, "pressure", Value::Float(101.325)),
         (1, "total", Value::UInt(4_000_000_000)),
@@ -758,16 +760,6 @@ async fn rtu_over_tcp_end_to_end() {
     let sim = simulator(&[&a, &b], &pins, Faults::none());
     let port = serve_tcp(&sim, true, &stop).await;
     let bus = tcp_bus(port, true, ms(300), 1);
-    let (a, b) = (
-        DeviceConfig {
-            bus: bus.name.clone(),
-            ..a
-        },
-        DeviceConfig {
-            bus: bus.name.clone(),
-            ..b
-        },
-    );
     let t0 = SystemTime::now();
     let mut acq = Acq::start(&config(bus, vec![a, b]), true);
     acq.until("2 cycles of both", Duration::from_secs(10), |l| {
@@ -804,12 +796,11 @@ async fn rtu_over_tcp_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_unit_goes_offline_after_n_cycles_and_comes_back() {
     let stop = CancellationToken::new();
-    let bus0 = tcp_bus(0, false, ms(200), 1);
     let mk = |name: &str, unit: u8| DeviceConfig {
         offline_after: 2,
         ..device(
             name,
-            &bus0,
+            LAN,
             unit,
             vec![u16_point("v", 0), u16_point("far", 50)],
         )
@@ -823,10 +814,7 @@ async fn a_dead_unit_goes_offline_after_n_cycles_and_comes_back() {
     let sim = simulator(&[&a, &b, &c], &pins, faults(&["2:dead"], 1));
     let port = serve_tcp(&sim, false, &stop).await;
     let bus = tcp_bus(port, false, ms(200), 1);
-    let devs = [a, b, c].map(|d| DeviceConfig {
-        bus: bus.name.clone(),
-        ..d
-    });
+    let devs = [a, b, c];
     let mut acq = Acq::start(&config(bus, devs.to_vec()), true);
     acq.until("2 cycles of every device", Duration::from_secs(10), |l| {
         ["a", "b", "c"].iter().all(|d| count(l, d) >= 2)
@@ -873,10 +861,9 @@ async fn a_dead_unit_goes_offline_after_n_cycles_and_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reply_times_out_that_device_only_and_never_answers_a_later_request() {
     let stop = CancellationToken::new();
-    let bus0 = tcp_bus(0, true, ms(200), 1);
-    let a = device("a", &bus0, 1, vec![u16_point("v", 0)]);
-    let b = device("b", &bus0, 2, vec![u16_point("v", 0)]);
-    let c = device("c", &bus0, 3, vec![u16_point("v", 0)]);
+    let a = device("a", LAN, 1, vec![u16_point("v", 0)]);
+    let b = device("b", LAN, 2, vec![u16_point("v", 0)]);
+    let c = device("c", LAN, 3, vec![u16_point("v", 0)]);
     let pins = [
         (1, "v", Value::UInt(10)),
         (2, "v", Value::UInt(111)),
@@ -884,11 +871,8 @@ async fn a_slow_reply_times_out_that_device_only_and_never_answers_a_later_reque
     ];
     let sim = simulator(&[&a, &b, &c], &pins, faults(&["2:slow:500ms"], 1));
     let port = serve_tcp(&sim, true, &stop).await;
-    let bus = tcp_bus(port, true, ms(200), 1);
-    let devs = [a, b, c].map(|d| DeviceConfig {
-        bus: bus.name.clone(),
-        ..d
-    });
+    let bus = tcp_bus(port, true, ms(200), 0);
+    let devs = [a, b, c];
     // Aligned polls only (no poll at start): b's request goes out right after the second's
     // boundary, leaving most of a second to change the simulator before the next cycle.
     let mut acq = Acq::start(&config(bus, devs.to_vec()), false);
