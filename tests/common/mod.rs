@@ -151,3 +151,89 @@ impl PtyPair {
         }
     }
 }
+
+impl PtyPair {
+    /// Take the pair away like an unplugged USB adapter: socat is stopped with SIGTERM so it
+    /// removes its links (a SIGKILL, as on drop, leaves dangling links behind that could later
+    /// point at a pty another test allocates), and any link still left is removed. Returns
+    /// once both paths are gone.
+    pub fn unplug(self) {
+        let PtyPair { a, b, mut _socat } = self;
+        sigterm(&_socat.child);
+        let _ = wait_exit(&mut _socat.child, Duration::from_secs(5));
+        for p in [&a, &b] {
+            // A link that socat could not remove is removed here: the path must vanish.
+            let _ = std::fs::remove_file(p);
+        }
+        wait_for("pty links to vanish", Duration::from_secs(5), || {
+            (a.symlink_metadata().is_err() && b.symlink_metadata().is_err()).then_some(())
+        });
+    }
+}
+
+/// Send SIGTERM to a child process (through kill(1): no libc dependency).
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {} failed", child.id());
+}
+
+/// Wait for a child to exit; None if it is still running after `deadline`.
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines of a piped child stream, collected by a background thread as they arrive.
+#[derive(Clone, Default)]
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    /// Start collecting from `stream` (e.g. `child.stderr.take().unwrap()`).
+    pub fn collect(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    /// Every line so far.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Wait until some line satisfies `pred`; returns it.
+    pub fn wait_line(&self, what: &str, deadline: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(l) = self.snapshot().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}; lines so far:\n{}",
+                    self.snapshot().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
