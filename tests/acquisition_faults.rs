@@ -116,6 +116,8 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         },
         buses: vec![bus],
         devices,
+        store: Default::default(),
+        uplink: None,
     }
 }
 

@@ -124,6 +124,7 @@ profile = "mvt-dpspt"
     )
     .unwrap();
 
+    let socket = dir.path().join("run/gasdtu.sock");
     let mut run = Proc::spawn(
         "gasdtu run",
         Command::new(gasdtu())
@@ -131,6 +132,8 @@ profile = "mvt-dpspt"
             .arg("--config")
             .arg(&config)
             .arg("--poll-now")
+            .arg("--socket")
+            .arg(&socket)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
@@ -156,6 +159,39 @@ profile = "mvt-dpspt"
         "the daemon keeps running"
     );
 
+    // `gasdtu status` reaches the running daemon over its socket.
+    let status = Command::new(gasdtu())
+        .args(["status", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["gateway"]["id"], "ftest");
+    for device in ["pt1", "evc1", "mvt1"] {
+        assert_eq!(v["devices"][device]["online"], true, "{v}");
+        assert_eq!(v["devices"][device]["bad"], 0, "{v}");
+        assert!(
+            v["devices"][device]["last_good_ms"].as_i64().unwrap() > 1_700_000_000_000,
+            "{v}"
+        );
+    }
+    let table = Command::new(gasdtu())
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mvt1") && l.contains("online")),
+        "{text}"
+    );
+
     sigterm(&run.child);
     let status = wait_exit(&mut run.child, Duration::from_secs(5))
         .expect("gasdtu run exits within 5 s of SIGTERM");
@@ -165,6 +201,15 @@ profile = "mvt-dpspt"
     });
     let all = log.snapshot().join("\n");
     assert!(!all.contains("panicked"), "{all}");
+    assert!(!socket.exists(), "the status socket is removed on shutdown");
+    // With the daemon gone, `gasdtu status` says so and exits 2.
+    let gone = Command::new(gasdtu())
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("is `gasdtu run` running?"));
 }
 
 #[test]

@@ -116,8 +116,8 @@ pub fn gasdtu() -> PathBuf {
 }
 
 /// A pseudo-terminal pair made by socat: two linked paths; bytes written to one come out of
-/// the other. Dropping it kills socat, which makes both paths vanish (like an unplugged
-/// USB adapter).
+/// the other. `unplug` stops socat and makes both paths vanish (like an unplugged USB
+/// adapter); dropping the pair kills socat and removes the links too.
 pub struct PtyPair {
     pub a: PathBuf,
     pub b: PathBuf,
@@ -152,15 +152,24 @@ impl PtyPair {
     }
 }
 
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        // The Proc guard kills socat with SIGKILL, which leaves the symlinks dangling: remove
+        // them so no later test can reach a recycled /dev/pts/N through a stale path.
+        let _ = std::fs::remove_file(&self.a);
+        let _ = std::fs::remove_file(&self.b);
+    }
+}
+
 impl PtyPair {
     /// Take the pair away like an unplugged USB adapter: socat is stopped with SIGTERM so it
     /// removes its links (a SIGKILL, as on drop, leaves dangling links behind that could later
     /// point at a pty another test allocates), and any link still left is removed. Returns
     /// once both paths are gone.
-    pub fn unplug(self) {
-        let PtyPair { a, b, mut _socat } = self;
-        sigterm(&_socat.child);
-        let _ = wait_exit(&mut _socat.child, Duration::from_secs(5));
+    pub fn unplug(mut self) {
+        sigterm(&self._socat.child);
+        let _ = wait_exit(&mut self._socat.child, Duration::from_secs(5));
+        let (a, b) = (self.a.clone(), self.b.clone());
         for p in [&a, &b] {
             // A link that socat could not remove is removed here: the path must vanish.
             let _ = std::fs::remove_file(p);
