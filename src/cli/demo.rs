@@ -239,6 +239,24 @@ fn draw(latest: &BTreeMap<String, SampleBatch>, t: &Totals, elapsed: Duration) {
         "DEVICE", "STATE", "POINT", "VALUE", "UNIT", "READ AT (UTC)", "QUALITY"
     ));
     for b in latest.values() {
+        if !b.samples.iter().any(|s| s.quality.is_good()) {
+            // A silent device: one line, not one per point.
+            let why = b.samples.iter().find_map(|s| match &s.quality {
+                Quality::Bad(r) => Some(r.to_string()),
+                Quality::Good => None,
+            });
+            out.push_str(&format!(
+                "{:<14} {:<8} {:<22} {:>16} {:<6} {:<14} BAD: {}\n",
+                b.device,
+                if b.online { "online" } else { "OFFLINE" },
+                format!("(all {} points)", b.samples.len()),
+                "-",
+                "",
+                hms(b.slot),
+                why.unwrap_or_default()
+            ));
+            continue;
+        }
         for s in &b.samples {
             if s.point.ends_with("_int")
                 || s.point.ends_with("_frac")
