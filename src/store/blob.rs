@@ -231,13 +231,31 @@ mod tests {
     #[test]
     fn round_trips_every_value_and_reason() {
         let cases: Vec<(RawSample, ValueKind)> = vec![
-            (s(1, Some(Value::Bool(true)), 0, Quality::Good), ValueKind::Bool),
+            (
+                s(1, Some(Value::Bool(true)), 0, Quality::Good),
+                ValueKind::Bool,
+            ),
             (s(2, Some(Value::Int(-5)), 3, Quality::Good), ValueKind::Int),
-            (s(3, Some(Value::UInt(u64::MAX)), 0, Quality::Good), ValueKind::UInt),
-            (s(4, Some(Value::Float(123.456)), 0, Quality::Good), ValueKind::Float),
-            (s(5, Some(Value::Float(1.5)), 0, Quality::Good), ValueKind::Float),
-            (s(6, Some(Value::Text("GAS-01".into())), 0, Quality::Good), ValueKind::Text),
-            (s(7, None, 9, Quality::Bad(BadReason::Timeout)), ValueKind::None),
+            (
+                s(3, Some(Value::UInt(u64::MAX)), 0, Quality::Good),
+                ValueKind::UInt,
+            ),
+            (
+                s(4, Some(Value::Float(123.456)), 0, Quality::Good),
+                ValueKind::Float,
+            ),
+            (
+                s(5, Some(Value::Float(1.5)), 0, Quality::Good),
+                ValueKind::Float,
+            ),
+            (
+                s(6, Some(Value::Text("GAS-01".into())), 0, Quality::Good),
+                ValueKind::Text,
+            ),
+            (
+                s(7, None, 9, Quality::Bad(BadReason::Timeout)),
+                ValueKind::None,
+            ),
             (s(8, None, 0, Quality::Bad(BadReason::Crc)), ValueKind::None),
             (
                 s(
@@ -251,10 +269,22 @@ mod tests {
                 ),
                 ValueKind::None,
             ),
-            (s(10, None, 0, Quality::Bad(BadReason::Decode("bcd".into()))), ValueKind::None),
-            (s(11, None, 0, Quality::Bad(BadReason::Io("gone".into()))), ValueKind::None),
-            (s(12, None, 0, Quality::Bad(BadReason::Protocol("fc".into()))), ValueKind::None),
-            (s(13, None, 0, Quality::Bad(BadReason::Input("x".into()))), ValueKind::None),
+            (
+                s(10, None, 0, Quality::Bad(BadReason::Decode("bcd".into()))),
+                ValueKind::None,
+            ),
+            (
+                s(11, None, 0, Quality::Bad(BadReason::Io("gone".into()))),
+                ValueKind::None,
+            ),
+            (
+                s(12, None, 0, Quality::Bad(BadReason::Protocol("fc".into()))),
+                ValueKind::None,
+            ),
+            (
+                s(13, None, 0, Quality::Bad(BadReason::Input("x".into()))),
+                ValueKind::None,
+            ),
         ];
         let samples: Vec<RawSample> = cases.iter().map(|(s, _)| s.clone()).collect();
         let blob = encode(&samples);

@@ -82,7 +82,12 @@ impl Dict {
                 conn.prepare_cached(
                     "INSERT INTO point (source, name, unit, kind) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(rusqlite::params![source, &**name, &*unit, kind as i64])?;
+                .execute(rusqlite::params![
+                    source,
+                    &**name,
+                    &*unit,
+                    kind as i64
+                ])?;
                 conn.last_insert_rowid()
             }
         };

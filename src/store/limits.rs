@@ -56,7 +56,11 @@ impl Loss {
 }
 
 /// Readings and trusted read-time range of the rows selected by `filter`, then delete them.
-fn take(tx: &Connection, filter: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<(i64, i64, Option<i64>, Option<i64>)> {
+fn take(
+    tx: &Connection,
+    filter: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<(i64, i64, Option<i64>, Option<i64>)> {
     let stats: (i64, i64, Option<i64>, Option<i64>) = tx.query_row(
         &format!(
             "SELECT COALESCE(SUM(readings), 0), \
@@ -92,8 +96,10 @@ impl Store {
             ..Eviction::default()
         };
         let cap = self.cfg.max_bytes;
-        let wal_limit = wal_pages(cap) * 4096;
-        let budget = cap.saturating_sub(wal_limit).max(64 * 1024);
+        // The WAL is checkpointed at `wal_pages` and truncated back to that size, but one
+        // transaction can overshoot before the checkpoint: reserve twice that for it.
+        let wal_reserve = 2 * wal_pages(cap) * 4096;
+        let budget = cap.saturating_sub(wal_reserve).max(64 * 1024);
         let now_ms = unix_ms(now);
         let hist_cut = now_ms - self.cfg.history.min(self.cfg.max_age).as_millis() as i64;
         let age_cut = now_ms - self.cfg.max_age.as_millis() as i64;
@@ -132,11 +138,16 @@ impl Store {
         lost.add(n, u, lo, hi);
 
         // Size.
+        // Evict from 90 % of the budget down to 80 %: freed pages are reused, so the file's
+        // high-water mark stays near 90 % plus what is committed between two calls.
         let mut used = used_bytes(&tx).map_err(self.sql("size"))?;
-        if used > budget {
-            let target = budget / 10 * 9;
+        if used > budget / 10 * 9 {
+            let target = budget / 10 * 8;
             let classes = [
-                ("SELECT id FROM entry WHERE kind = 2 AND status = 2 ORDER BY id LIMIT ?1", true),
+                (
+                    "SELECT id FROM entry WHERE kind = 2 AND status = 2 ORDER BY id LIMIT ?1",
+                    true,
+                ),
                 (
                     "SELECT id FROM entry WHERE kind = 2 AND status IN (0, 3) ORDER BY id LIMIT ?1",
                     false,
@@ -186,8 +197,10 @@ impl Store {
                 "reason": reasons.join(","),
                 "dropped_total": total,
             });
-            ev.event_id =
-                Some(insert_json(&tx, EntryKind::Event, &event, now_ms).map_err(self.sql("loss event"))?);
+            ev.event_id = Some(
+                insert_json(&tx, EntryKind::Event, &event, now_ms)
+                    .map_err(self.sql("loss event"))?,
+            );
             tracing::warn!(readings = lost.readings, reason = %reasons.join(","),
                 "store bound reached: oldest unsent readings evicted");
         }
@@ -196,10 +209,12 @@ impl Store {
         ev.dropped_unsent = lost.readings as u64;
         ev.dropped_range = lost.range;
 
-        if history > 0 || lost.readings > 0 {
-            // Give the freed WAL space back, and shrink the file only if it exceeds the cap.
-            let file_len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-            if file_len > cap {
+        let file_len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if history > 0 || lost.readings > 0 || file_len > budget {
+            // Shrink the file only if its high-water mark exceeds the budget (more was
+            // committed between two calls than the 10 % headroom, or the cap was lowered);
+            // otherwise the free pages are simply reused. Then give the WAL space back.
+            if file_len > budget {
                 g.conn
                     .execute_batch("PRAGMA incremental_vacuum")
                     .map_err(self.sql("incremental_vacuum"))?;

@@ -216,7 +216,8 @@ impl Store {
             }
         };
         let mut conn = Connection::open(&path).map_err(sql("cannot open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql("busy_timeout"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("busy_timeout"))?;
         if fresh {
             // Must precede the first table; lets a lowered size cap shrink the file.
             conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
@@ -329,7 +330,8 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql("cannot open read-only"))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql("busy_timeout"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("busy_timeout"))?;
         let found = schema::user_version(&conn).map_err(sql("user_version"))?;
         if found > schema::VERSION {
             return Err(StoreError::TooNew {
@@ -341,7 +343,9 @@ impl Store {
         let hwm = if found == 0 {
             0
         } else {
-            get_meta(&conn, "seq_hwm").map_err(sql("read seq_hwm"))?.unwrap_or(0) as u64
+            get_meta(&conn, "seq_hwm")
+                .map_err(sql("read seq_hwm"))?
+                .unwrap_or(0) as u64
         };
         Ok(Store {
             inner: Mutex::new(Inner {
@@ -476,7 +480,11 @@ impl Store {
                 // (status, clock, offset, boot, base, created)
                 let (st, clk, off, boot, base, created): (i64, ClockState, i64, _, _, i64) =
                     if is_trusted(raw_read) {
-                        let created = if stamp.trusted() { stamp.wall_ms } else { raw_read };
+                        let created = if stamp.trusted() {
+                            stamp.wall_ms
+                        } else {
+                            raw_read
+                        };
                         (status::PENDING, ClockState::Trusted, 0, None, None, created)
                     } else if stamp.trusted() {
                         match this_boot_untrusted {
@@ -530,8 +538,8 @@ impl Store {
             }
         }
         for (kind, json) in extra {
-            let id = insert_json(&tx, *kind, json, stamp.wall_ms)
-                .map_err(self.sql("insert entry"))?;
+            let id =
+                insert_json(&tx, *kind, json, stamp.wall_ms).map_err(self.sql("insert entry"))?;
             info.entry_ids.push(id);
         }
         tx.commit().map_err(self.sql("commit"))?;

@@ -35,11 +35,17 @@ impl Outbox for Store {
                 .map_err(self.sql("pending alarms/events"))?;
             let rows = stmt
                 .query_map([limit_i], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
                 })
                 .map_err(self.sql("pending alarms/events"))?;
             for row in rows {
-                let (id, kind, created_ms, body) = row.map_err(self.sql("pending alarms/events"))?;
+                let (id, kind, created_ms, body) =
+                    row.map_err(self.sql("pending alarms/events"))?;
                 let json = serde_json::from_slice(&body).map_err(|e| StoreError::Decode {
                     path: self.path.clone(),
                     id,
@@ -47,7 +53,11 @@ impl Outbox for Store {
                 })?;
                 out.push(Entry {
                     id,
-                    kind: if kind == 0 { EntryKind::Alarm } else { EntryKind::Event },
+                    kind: if kind == 0 {
+                        EntryKind::Alarm
+                    } else {
+                        EntryKind::Event
+                    },
                     historical: false,
                     created_ms,
                     body: EntryBody::Json(json),
