@@ -40,6 +40,10 @@ enum Command {
     Write(cli::write::WriteArgs),
     /// Serve simulated Modbus devices over TCP or a serial line.
     Simulate(cli::simulate::SimulateArgs),
+    /// Buffer statistics of the store (works while the daemon runs).
+    Queue(cli::queue::QueueArgs),
+    /// Export buffered readings as CSV or JSON lines (works while the daemon runs).
+    Export(cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
             Command::Read(a) => cli::read::run(a, &global).await,
             Command::Write(a) => cli::write::run(a, &global).await,
             Command::Simulate(a) => cli::simulate::run(a, &global).await,
+            Command::Queue(a) => cli::queue::run(a, &global).await,
+            Command::Export(a) => cli::export::run(a, &global).await,
         }
     });
     match result {
