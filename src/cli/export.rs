@@ -12,7 +12,7 @@ use anyhow::Context;
 use super::queue::resolve_state_dir;
 use super::Global;
 use crate::model::{Quality, Value};
-use crate::store::{clock::unix_ms, rfc3339_ms, ExportFilter, Store, StoredBatch};
+use crate::store::{clock::unix_ms, rfc3339_ms, ExportFilter, Store, StoreError, StoredBatch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -85,15 +85,22 @@ pub async fn run(args: ExportArgs, global: &Global) -> anyhow::Result<u8> {
             writeln!(out, "device,point,value,unit,quality,read_at,clock")?;
         }
         let mut readings = 0u64;
-        let batches = store.export(&filter, &mut |b| {
+        let result = store.export(&filter, &mut |b| {
             readings += b.batch.samples.len() as u64;
             for line in render(b, format) {
                 writeln!(out, "{line}")?;
             }
             Ok(())
-        })?;
-        out.flush().context("cannot write the export")?;
-        Ok((batches, readings))
+        });
+        match result.map_err(anyhow::Error::from).and_then(|n| {
+            out.flush().context("cannot write the export")?;
+            Ok(n)
+        }) {
+            Ok(batches) => Ok((batches, readings)),
+            // `gasdtu export | head`: the reader went away; not an error.
+            Err(e) if is_broken_pipe(&e) => Ok((0, readings)),
+            Err(e) => Err(e),
+        }
     })
     .await??;
     eprintln!(
@@ -104,6 +111,18 @@ pub async fn run(args: ExportArgs, global: &Global) -> anyhow::Result<u8> {
             .unwrap_or_default()
     );
     Ok(0)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let io = c
+            .downcast_ref::<std::io::Error>()
+            .or(match c.downcast_ref::<StoreError>() {
+                Some(StoreError::Sink(io)) => Some(io),
+                _ => None,
+            });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn value_text(v: &Option<Value>) -> String {

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::Context;
-
 use super::Global;
 use crate::store::{clock::unix_ms, rfc3339_ms, Store, StoreStats};
 
@@ -25,10 +23,11 @@ pub fn resolve_state_dir(arg: Option<PathBuf>, global: &Global) -> anyhow::Resul
     if let Some(d) = arg {
         return Ok(d);
     }
-    let loaded = crate::config::load_file(&global.config).with_context(|| {
-        format!(
-            "cannot take the state directory from {} (pass --state-dir DIR to read a store without a config)",
-            global.config.display()
+    // The load error already names the file and its cause (kept out of the chain so it is
+    // printed once).
+    let loaded = crate::config::load_file(&global.config).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot take the state directory from the config ({e}); pass --state-dir DIR to read a store without a config"
         )
     })?;
     Ok(loaded.config.gateway.state_dir)

@@ -197,7 +197,8 @@ fn pending_send_order() {
         .entry_ids[0];
 
     // (limit, live_since, expected (id, historical))
-    let cases: Vec<(usize, i64, Vec<(i64, bool)>)> = vec![
+    type Case = (usize, i64, Vec<(i64, bool)>);
+    let cases: Vec<Case> = vec![
         (
             10,
             T0 + 2000,
