@@ -12,3 +12,4 @@ pub mod outbox;
 pub mod planner;
 pub mod sim;
 pub mod status;
+pub mod store;

@@ -42,6 +42,10 @@ enum Command {
     Simulate(cli::simulate::SimulateArgs),
     /// Ask the running daemon for devices, buffer and link state.
     Status(cli::status::StatusArgs),
+    /// Buffer statistics of the store (works while the daemon runs).
+    Queue(cli::queue::QueueArgs),
+    /// Export buffered readings as CSV or JSON lines (works while the daemon runs).
+    Export(cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,8 @@ fn main() -> ExitCode {
             Command::Write(a) => cli::write::run(a, &global).await,
             Command::Simulate(a) => cli::simulate::run(a, &global).await,
             Command::Status(a) => cli::status::run(a, &global).await,
+            Command::Queue(a) => cli::queue::run(a, &global).await,
+            Command::Export(a) => cli::export::run(a, &global).await,
         }
     });
     match result {

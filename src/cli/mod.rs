@@ -4,6 +4,8 @@
 pub mod busargs;
 pub mod check;
 pub mod demo;
+pub mod export;
+pub mod queue;
 pub mod read;
 pub mod run;
 pub mod scan;

@@ -1,0 +1,737 @@
+//! The durable store: one SQLite database `<state_dir>/gasdtu.db` (WAL, synchronous=FULL)
+//! holding the readings history and the outbox, with the sequence-number reservation beside
+//! it. It owns opening (integrity check, moving a corrupt file aside, migrations), commits of
+//! sample batches, the `Outbox` the forwarder drains, the size/age bounds, clock re-stamping,
+//! statistics and export. Schema and decisions: docs/store.md.
+//!
+//! Layout: `schema` (migration steps), `blob` (pure: the compact sample encoding), `clock`
+//! (trust floor and re-stamp math), `seq` (the side-file reservation), `dict` (device and point
+//! dictionaries), `outbox` (the `Outbox` impl), `limits` (eviction), `export` (history read-out
+//! and statistics).
+//!
+//! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
+//! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
+//! tokio mutex would buy nothing since nothing awaits while it is held). Other processes
+//! (`gasdtu export`, `gasdtu queue`) open their own read-only connection; WAL lets them read
+//! while the daemon writes.
+
+mod blob;
+pub mod clock;
+mod dict;
+mod export;
+mod limits;
+mod outbox;
+mod schema;
+pub mod seq;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use thiserror::Error;
+
+use crate::config::StoreConfig;
+use crate::model::SampleBatch;
+use crate::outbox::EntryKind;
+
+pub use clock::{ClockStamp, ClockState, MIN_TRUSTED_UNIX_MS};
+pub use export::{ExportFilter, StoreStats, StoredBatch};
+pub use limits::Eviction;
+
+use blob::RawSample;
+use clock::{from_unix_ms, is_trusted, restamp_offset, unix_ms};
+use dict::Dict;
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "gasdtu.db";
+
+/// Row status values of `entry.status`.
+pub(crate) mod status {
+    pub const PENDING: i64 = 0;
+    pub const SEALED: i64 = 1;
+    pub const DELIVERED: i64 = 2;
+    pub const HELD: i64 = 3;
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A file-system operation on the state directory failed (create, rename, side file).
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// SQLite failed (disk full, I/O error, locked past the busy timeout, corruption at run
+    /// time).
+    #[error("database {}: {what}: {source}", path.display())]
+    Sqlite {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer gasdtu (schema version above ours): left alone.
+    #[error("database {}: schema version {found} is newer than this gasdtu understands ({known}); not touching it", path.display())]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// A database that cannot be read because it does not exist (read-only open).
+    #[error("database {} does not exist (is the state directory right?)", path.display())]
+    Missing { path: PathBuf },
+    /// A stored row could not be decoded.
+    #[error("database {}: entry {id} is unreadable: {why}", path.display())]
+    Decode { path: PathBuf, id: i64, why: String },
+    /// The export sink failed (e.g. the output file could not be written).
+    #[error("export output: {0}")]
+    Sink(std::io::Error),
+}
+
+/// What `Store::open` found and did; each is also queued upstream as an `event` entry
+/// (except `Migrated`, which is only logged).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// No database existed: a new one was created.
+    Created { path: PathBuf },
+    /// The database failed its integrity check (or is not a database) and was moved aside.
+    Replaced {
+        path: PathBuf,
+        moved_to: Vec<PathBuf>,
+        reason: String,
+    },
+    /// The schema was upgraded.
+    Migrated { from: i64, to: i64 },
+    /// A fresh database found no sequence reservation file: sequence numbers restart above a
+    /// floor derived from the wall clock (see `seq`).
+    SeqFromClock { hwm: u64 },
+}
+
+impl StoreEvent {
+    /// The documented JSON form of the event (the envelope adds gateway id and sequence).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            StoreEvent::Created { path } => {
+                json!({"event": "store_created", "path": path.display().to_string()})
+            }
+            StoreEvent::Replaced {
+                path,
+                moved_to,
+                reason,
+            } => json!({
+                "event": "store_replaced",
+                "path": path.display().to_string(),
+                "moved_to": moved_to.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "reason": reason,
+            }),
+            StoreEvent::Migrated { from, to } => {
+                json!({"event": "store_migrated", "from": from, "to": to})
+            }
+            StoreEvent::SeqFromClock { hwm } => json!({
+                "event": "sequence_restarted",
+                "after": hwm,
+                "reason": "no sequence reservation file next to a fresh database",
+            }),
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitInfo {
+    /// Entry ids, batches first (in the order given), then the extra entries.
+    pub entry_ids: Vec<i64>,
+    pub readings: u64,
+    /// Batches stored held back because their read time is not trusted yet.
+    pub held: usize,
+    /// Earlier held batches released (re-stamped) by this commit's trusted clock.
+    pub released: usize,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    path: PathBuf,
+    reserve_path: PathBuf,
+    cfg: StoreConfig,
+}
+
+struct Inner {
+    conn: Connection,
+    dict: Dict,
+    /// Highest sequence number issued (mirrors meta.seq_hwm).
+    seq_hwm: u64,
+    /// Reservation in the side file (0 when unknown).
+    reserved: u64,
+    /// Base of the untrusted clock last seen in this boot (boot id, base).
+    untrusted_base: Option<(Arc<str>, i64)>,
+    /// Held rows may exist (checked at open, set when holding).
+    held_rows: bool,
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Open (or create) the store in `state_dir`. See the module doc and docs/store.md.
+    pub fn open(
+        state_dir: &Path,
+        cfg: &StoreConfig,
+    ) -> Result<(Store, Vec<StoreEvent>), StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
+            what: "cannot create the state directory",
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let reserve_path = state_dir.join(seq::FILE_NAME);
+        let mut events = Vec::new();
+
+        let existed = path.exists();
+        if existed {
+            if let Some(reason) = check_integrity(&path)? {
+                let moved_to = move_aside(&path)?;
+                tracing::error!(path = %path.display(), ?moved_to, %reason,
+                    "database failed its integrity check: moved aside, starting a fresh one");
+                events.push(StoreEvent::Replaced {
+                    path: path.clone(),
+                    moved_to,
+                    reason,
+                });
+            }
+        }
+        let fresh = !path.exists();
+        if fresh && !existed {
+            events.push(StoreEvent::Created { path: path.clone() });
+        }
+
+        let sql = |what: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite {
+                what,
+                path: path.clone(),
+                source,
+            }
+        };
+        let mut conn = Connection::open(&path).map_err(sql("cannot open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("busy_timeout"))?;
+        if fresh {
+            // Must precede the first table; lets a lowered size cap shrink the file.
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+                .map_err(sql("auto_vacuum"))?;
+        }
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql("journal_mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Sqlite {
+                what: "journal_mode",
+                path: path.clone(),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "WAL refused, journal mode is {mode}"
+                )),
+            });
+        }
+        let wal_pages = wal_pages(cfg.max_bytes);
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
+            wal_pages * 4096
+        ))
+        .map_err(sql("pragmas"))?;
+
+        let found = schema::user_version(&conn).map_err(sql("user_version"))?;
+        if found > schema::VERSION {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                known: schema::VERSION,
+            });
+        }
+        schema::migrate_to(&mut conn, schema::VERSION).map_err(sql("migration"))?;
+        if found != 0 && found < schema::VERSION {
+            tracing::info!(from = found, to = schema::VERSION, "store schema migrated");
+            events.push(StoreEvent::Migrated {
+                from: found,
+                to: schema::VERSION,
+            });
+        }
+
+        // Sequence numbers.
+        let reserved = seq::read(&reserve_path).map_err(|source| StoreError::Io {
+            what: "cannot read the sequence reservation",
+            path: reserve_path.clone(),
+            source,
+        })?;
+        let hwm = match get_meta(&conn, "seq_hwm").map_err(sql("read seq_hwm"))? {
+            Some(h) => h as u64,
+            None => {
+                let h = seq::fresh_hwm(reserved, unix_ms(SystemTime::now()));
+                if reserved.is_none() {
+                    events.push(StoreEvent::SeqFromClock { hwm: h });
+                }
+                set_meta(&conn, "seq_hwm", h as i64).map_err(sql("write seq_hwm"))?;
+                h
+            }
+        };
+
+        let held_rows: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM entry WHERE status = 3)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql("held rows"))?;
+
+        let store = Store {
+            inner: Mutex::new(Inner {
+                conn,
+                dict: Dict::default(),
+                seq_hwm: hwm,
+                reserved: reserved.unwrap_or(0),
+                untrusted_base: None,
+                held_rows,
+            }),
+            path,
+            reserve_path,
+            cfg: cfg.clone(),
+        };
+        // Tell upstream (through the outbox) what happened to the store.
+        let upstream: Vec<(EntryKind, serde_json::Value)> = events
+            .iter()
+            .filter(|e| !matches!(e, StoreEvent::Migrated { .. }))
+            .map(|e| (EntryKind::Event, e.to_json()))
+            .collect();
+        if !upstream.is_empty() {
+            store.commit(&[], &upstream, &ClockStamp::now())?;
+        }
+        Ok((store, events))
+    }
+
+    /// Open an existing store read-only (for `gasdtu export`/`queue` while the daemon runs).
+    pub fn open_read_only(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        let sql = |what: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite {
+                what,
+                path: path.clone(),
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql("cannot open read-only"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("busy_timeout"))?;
+        let found = schema::user_version(&conn).map_err(sql("user_version"))?;
+        if found > schema::VERSION {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                known: schema::VERSION,
+            });
+        }
+        let hwm = if found == 0 {
+            0
+        } else {
+            get_meta(&conn, "seq_hwm")
+                .map_err(sql("read seq_hwm"))?
+                .unwrap_or(0) as u64
+        };
+        Ok(Store {
+            inner: Mutex::new(Inner {
+                conn,
+                dict: Dict::default(),
+                seq_hwm: hwm,
+                reserved: 0,
+                untrusted_base: None,
+                held_rows: false,
+            }),
+            reserve_path: state_dir.join(seq::FILE_NAME),
+            path,
+            cfg: StoreConfig::default(),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic inside a method drops its transaction (rolled back), so the connection is
+        // consistent even if the mutex was poisoned.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sql(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            what,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// In ONE transaction: store `batches` (history, and pending in the outbox unless their
+    /// read time is not trusted yet) and the `extra` alarm/event entries; release (re-stamp)
+    /// held batches if `stamp` is trusted. `stamp` is the clocks at this moment
+    /// (`ClockStamp::now()`). Nothing sees the batches before this returns Ok.
+    pub fn commit(
+        &self,
+        batches: &[SampleBatch],
+        extra: &[(EntryKind, serde_json::Value)],
+        stamp: &ClockStamp,
+    ) -> Result<CommitInfo, StoreError> {
+        let mut g = self.lock();
+        let r = self.commit_locked(&mut g, batches, extra, stamp);
+        if r.is_err() {
+            // Dictionary rows inserted by the failed transaction are gone.
+            g.dict.clear();
+        }
+        r
+    }
+
+    fn commit_locked(
+        &self,
+        g: &mut Inner,
+        batches: &[SampleBatch],
+        extra: &[(EntryKind, serde_json::Value)],
+        stamp: &ClockStamp,
+    ) -> Result<CommitInfo, StoreError> {
+        let Inner {
+            conn,
+            dict,
+            untrusted_base,
+            held_rows,
+            ..
+        } = g;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin commit"))?;
+        let mut info = CommitInfo::default();
+
+        // Base of the untrusted clock of this boot, for batches read before the clock was set
+        // but committed after.
+        let mut this_boot_untrusted = match untrusted_base {
+            Some((b, base)) if *b == stamp.boot_id => Some(*base),
+            _ => None,
+        };
+        if stamp.trusted() {
+            if *held_rows {
+                if this_boot_untrusted.is_none() {
+                    this_boot_untrusted = tx
+                        .query_row(
+                            "SELECT clock_base FROM entry WHERE status = 3 AND boot_id = ?1 \
+                             ORDER BY id DESC LIMIT 1",
+                            [&*stamp.boot_id],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(self.sql("held clock base"))?;
+                }
+                info.released = release_held(&tx, stamp).map_err(self.sql("release held"))?;
+                *held_rows = false;
+            }
+        } else {
+            *untrusted_base = Some((stamp.boot_id.clone(), stamp.base()));
+        }
+
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO entry (kind, status, created_ms, read_ms, source, slot_ms, online, \
+                     failed_cycles, readings, clock, boot_id, clock_base, body) \
+                     VALUES (2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(self.sql("prepare insert"))?;
+            for b in batches {
+                let slot_ms = unix_ms(b.slot);
+                let raw_read = b
+                    .samples
+                    .iter()
+                    .map(|s| unix_ms(s.read_at))
+                    .min()
+                    .unwrap_or(slot_ms);
+                let src = dict
+                    .source_id(&tx, &b.device, &b.bus)
+                    .map_err(self.sql("source dictionary"))?;
+                let mut raw = Vec::with_capacity(b.samples.len());
+                for s in &b.samples {
+                    let pid = dict
+                        .point_id(&tx, src, &s.point, s.unit.as_deref(), s.value.as_ref())
+                        .map_err(self.sql("point dictionary"))?;
+                    raw.push(RawSample {
+                        point_id: pid,
+                        value: s.value.clone(),
+                        dt_ms: unix_ms(s.read_at) - raw_read,
+                        quality: s.quality.clone(),
+                    });
+                }
+                let body = blob::encode(&raw);
+                // (status, clock, offset, boot, base, created)
+                let (st, clk, off, boot, base, created): (i64, ClockState, i64, _, _, i64) =
+                    if is_trusted(raw_read) {
+                        let created = if stamp.trusted() {
+                            stamp.wall_ms
+                        } else {
+                            raw_read
+                        };
+                        (status::PENDING, ClockState::Trusted, 0, None, None, created)
+                    } else if stamp.trusted() {
+                        match this_boot_untrusted {
+                            Some(ub) => (
+                                status::PENDING,
+                                ClockState::Restamped,
+                                restamp_offset(ub, stamp.base()),
+                                None,
+                                None,
+                                stamp.wall_ms,
+                            ),
+                            // No untrusted stamp of this boot known: place it at the commit.
+                            None => (
+                                status::PENDING,
+                                ClockState::Estimated,
+                                stamp.wall_ms - raw_read,
+                                None,
+                                None,
+                                stamp.wall_ms,
+                            ),
+                        }
+                    } else {
+                        info.held += 1;
+                        *held_rows = true;
+                        (
+                            status::HELD,
+                            ClockState::Held,
+                            0,
+                            Some(&*stamp.boot_id),
+                            Some(stamp.base()),
+                            stamp.wall_ms,
+                        )
+                    };
+                ins.execute(rusqlite::params![
+                    st,
+                    created,
+                    raw_read + off,
+                    src,
+                    slot_ms + off,
+                    b.online,
+                    b.failed_cycles,
+                    b.samples.len() as i64,
+                    clk as i64,
+                    boot,
+                    base,
+                    body,
+                ])
+                .map_err(self.sql("insert batch"))?;
+                info.entry_ids.push(tx.last_insert_rowid());
+                info.readings += b.samples.len() as u64;
+            }
+        }
+        for (kind, json) in extra {
+            let id =
+                insert_json(&tx, *kind, json, stamp.wall_ms).map_err(self.sql("insert entry"))?;
+            info.entry_ids.push(id);
+        }
+        tx.commit().map_err(self.sql("commit"))?;
+        Ok(info)
+    }
+
+    /// Cheap durability probe for tests and `status`: the pragmas in force on this connection.
+    pub fn pragmas(&self) -> Result<(String, i64, i64), StoreError> {
+        let g = self.lock();
+        let mode: String = g
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(self.sql("journal_mode"))?;
+        let sync: i64 = g
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(self.sql("synchronous"))?;
+        let fk: i64 = g
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .map_err(self.sql("foreign_keys"))?;
+        Ok((mode, sync, fk))
+    }
+}
+
+/// WAL pages before an automatic checkpoint: 1000 (SQLite's default, 4 MiB) unless the size
+/// cap is small, then an eighth of the cap (at least 16 pages).
+fn wal_pages(max_bytes: u64) -> u64 {
+    (max_bytes / 8 / 4096).clamp(16, 1000)
+}
+
+fn insert_json(
+    tx: &Connection,
+    kind: EntryKind,
+    json: &serde_json::Value,
+    created_ms: i64,
+) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO entry (kind, status, created_ms, read_ms, readings, clock, body) \
+         VALUES (?1, 0, ?2, ?2, 0, 0, ?3)",
+    )?
+    .execute(rusqlite::params![
+        kind as i64,
+        created_ms,
+        json.to_string().into_bytes()
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Release held rows with a trusted stamp: this boot's exactly, earlier boots' by estimate
+/// (plus one event per estimated boot). Returns the number of rows released.
+fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> {
+    let base = stamp.base();
+    let mut n = tx.execute(
+        "UPDATE entry SET status = 0, clock = 2, read_ms = read_ms + (?1 - clock_base), \
+         slot_ms = slot_ms + (?1 - clock_base), created_ms = created_ms + (?1 - clock_base), \
+         boot_id = NULL, clock_base = NULL WHERE status = 3 AND boot_id = ?2",
+        rusqlite::params![base, &*stamp.boot_id],
+    )?;
+    let orphans: Vec<(String, i64)> = tx
+        .prepare(
+            "SELECT boot_id, MAX(created_ms - clock_base) FROM entry WHERE status = 3 \
+             GROUP BY boot_id ORDER BY MAX(id) DESC",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let monos: Vec<i64> = orphans.iter().map(|o| o.1).collect();
+    let bases = clock::estimate_orphan_bases(base, &monos);
+    for ((boot, _), est) in orphans.iter().zip(bases) {
+        let (readings, from, to): (i64, i64, i64) = tx.query_row(
+            "SELECT SUM(readings), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)) \
+             FROM entry WHERE status = 3 AND boot_id = ?2",
+            rusqlite::params![est, boot],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        n += tx.execute(
+            "UPDATE entry SET status = 0, clock = 3, read_ms = read_ms + (?1 - clock_base), \
+             slot_ms = slot_ms + (?1 - clock_base), created_ms = created_ms + (?1 - clock_base), \
+             boot_id = NULL, clock_base = NULL WHERE status = 3 AND boot_id = ?2",
+            rusqlite::params![est, boot],
+        )?;
+        let ev = serde_json::json!({
+            "event": "clock_estimated",
+            "boot_id": boot,
+            "readings": readings,
+            "from": rfc3339_ms(from),
+            "to": rfc3339_ms(to),
+            "reason": "read in an earlier boot before the clock was set; times are an upper-bound estimate (the boot is assumed to have ended when the next one began)",
+        });
+        insert_json(tx, EntryKind::Event, &ev, stamp.wall_ms)?;
+    }
+    Ok(n)
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string()
+}
+
+pub(crate) fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(rusqlite::params![key, value])?;
+    Ok(())
+}
+
+pub(crate) fn add_meta(conn: &Connection, key: &str, delta: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute(rusqlite::params![key, delta])?;
+    Ok(())
+}
+
+/// `Ok(Some(reason))` if the file at `path` is corrupt or not a database; `Err` if it could
+/// not be checked for another reason (locked, permissions): then it is left alone.
+fn check_integrity(path: &Path) -> Result<Option<String>, StoreError> {
+    use rusqlite::ErrorCode;
+    let classify = |e: rusqlite::Error| -> Result<Option<String>, StoreError> {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Ok(Some(e.to_string())),
+            _ => Err(StoreError::Sqlite {
+                what: "integrity check",
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        }
+    };
+    let conn = match Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(c) => c,
+        Err(e) => return classify(e),
+    };
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        return classify(e);
+    }
+    let rows: rusqlite::Result<Vec<String>> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+    match rows {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(None),
+        Ok(rows) => Ok(Some(format!(
+            "quick_check: {}",
+            rows.into_iter().take(5).collect::<Vec<_>>().join("; ")
+        ))),
+        Err(e) => classify(e),
+    }
+}
+
+/// Move the database and its -wal/-shm to `<name>.corrupt-<UTC time>[-n]<suffix>`.
+fn move_aside(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace([':', '-'], "");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| DB_FILE.to_string());
+    let mut target = format!("{name}.corrupt-{stamp}");
+    let mut n = 1;
+    while dir.join(&target).exists() {
+        target = format!("{name}.corrupt-{stamp}-{n}");
+        n += 1;
+    }
+    let mut moved = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = dir.join(format!("{name}{suffix}"));
+        if from.exists() {
+            let to = dir.join(format!("{target}{suffix}"));
+            std::fs::rename(&from, &to).map_err(|source| StoreError::Io {
+                what: "cannot move the corrupt database aside",
+                path: from.clone(),
+                source,
+            })?;
+            moved.push(to);
+        }
+    }
+    seq::sync_dir(dir).map_err(|source| StoreError::Io {
+        what: "cannot sync the state directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(moved)
+}
