@@ -10,3 +10,4 @@ pub mod model;
 pub mod outbox;
 pub mod planner;
 pub mod sim;
+pub mod uplink;
