@@ -40,6 +40,8 @@ enum Command {
     Write(cli::write::WriteArgs),
     /// Serve simulated Modbus devices over TCP or a serial line.
     Simulate(cli::simulate::SimulateArgs),
+    /// Turn a captured MQTT payload (JSON or compact CBOR) into JSON.
+    Decode(cli::decode::DecodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Command::Read(a) => cli::read::run(a, &global).await,
             Command::Write(a) => cli::write::run(a, &global).await,
             Command::Simulate(a) => cli::simulate::run(a, &global).await,
+            Command::Decode(a) => cli::decode::run(a, &global).await,
         }
     });
     match result {

@@ -798,3 +798,74 @@ async fn nothing_is_acked_without_puback_and_unacked_is_resent_identically() {
     assert_eq!(outbox.acked().len(), 3);
     run.task.abort();
 }
+
+// ------------------------------------------------------------------------- gasdtu decode
+
+#[test]
+fn decode_cli_turns_captured_payloads_into_json() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let o = MemOutbox::default();
+    let t = 1_740_823_200_120;
+    o.add_reading(42, t);
+    o.add(
+        EntryKind::Event,
+        t,
+        EntryBody::Json(json!({"event": "restart"})),
+    );
+    let entries = o.pending(10, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for enc in [Encoding::Json, Encoding::Cbor] {
+        for p in gasdtu::uplink::encode_messages(&entries, GW, 1024, enc) {
+            let bytes = p.build(GW, 7).unwrap();
+            let file = dir.path().join("msg.bin");
+            std::fs::write(&file, &bytes).unwrap();
+            let want = decode(&bytes).unwrap();
+            // From a file, and from stdin with --pretty.
+            let out = Command::new(common::gasdtu())
+                .args(["decode", file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got: Json = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(got, want);
+            let mut child = Command::new(common::gasdtu())
+                .args(["decode", "-", "--pretty"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(&bytes).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            assert!(String::from_utf8_lossy(&out.stdout).contains("\n  \"gw\": \"gw-test\""));
+            let got: Json = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(got, want);
+        }
+    }
+    let d = decode(
+        &gasdtu::uplink::encode_messages(&entries[1..], GW, 1024, Encoding::Cbor)[0]
+            .build(GW, 7)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        d,
+        json!({"gw": GW, "seq": 7, "hist": false, "data": [{"dev": "meter", "unit": {"n": "m3"},
+            "reads": [{"t": "2025-03-01T10:00:00.120Z", "v": {"n": 42}}]}]})
+    );
+    // Garbage: exit 1 with a message naming the input.
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, [0xff, 0x00]).unwrap();
+    let out = Command::new(common::gasdtu())
+        .args(["decode", junk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("junk.bin") && err.contains("CBOR"), "{err}");
+}
