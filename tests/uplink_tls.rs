@@ -253,11 +253,7 @@ impl Running {
     }
 
     fn ever_connected(&self) -> bool {
-        self.history
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|s| *s == LinkState::Connected)
+        self.history.lock().unwrap().contains(&LinkState::Connected)
     }
 
     async fn wait_connected(&self, deadline: Duration) {
@@ -538,7 +534,7 @@ async fn last_will_offline_is_retained_when_the_connection_dies() {
     run.task.await.unwrap();
     wait_until("offline after graceful shutdown", T, || {
         let s = status_msgs(&sub);
-        (s.len() >= n + 1 && s.last().map(|x| x.0.as_str()) == Some("offline")).then_some(())
+        (s.len() > n && s.last().map(|x| x.0.as_str()) == Some("offline")).then_some(())
     })
     .await;
 }

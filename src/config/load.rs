@@ -308,8 +308,8 @@ fn parse_size(
             let mult: Option<u64> = match unit.trim() {
                 "" | "B" => Some(1),
                 "KB" | "kB" => Some(1000),
-                "MB" => Some(1000_000),
-                "GB" => Some(1000_000_000),
+                "MB" => Some(1_000_000),
+                "GB" => Some(1_000_000_000),
                 "KiB" => Some(1 << 10),
                 "MiB" => Some(1 << 20),
                 "GiB" => Some(1 << 30),

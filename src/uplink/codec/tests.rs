@@ -479,4 +479,3 @@ fn payload_bytes_per_reading_20x10() {
         assert!(per < bound, "{enc:?}: {per:.1} B/reading");
     }
 }
-
