@@ -655,15 +655,26 @@ async fn broker_restart_loses_nothing_and_reconnects_fast() {
     stop.cancel();
     producer.await.unwrap();
     let total = *produced.lock().unwrap();
-    wait_until("outbox drained after restart", T, || {
-        (outbox.remaining() == 0).then_some(())
-    })
-    .await;
-    let (mut got, dups) = wait_until("every reading at the subscriber", T, || {
+    // Drained and delivered; on timeout say exactly what is missing and what the link did.
+    let end = Instant::now() + T;
+    let (mut got, dups) = loop {
         let (r, d) = readings(&decoded(&sub));
-        (r.len() as i64 >= total).then_some((r, d))
-    })
-    .await;
+        if outbox.remaining() == 0 && r.len() as i64 >= total {
+            break (r, d);
+        }
+        if Instant::now() > end {
+            let have: BTreeSet<i64> = r.into_iter().collect();
+            let missing: Vec<i64> = (0..total).filter(|n| !have.contains(n)).collect();
+            panic!(
+                "after restart: outbox holds {}, missing at the subscriber {:?}, status {:?}, history {:?}",
+                outbox.remaining(),
+                missing,
+                run.status.borrow().clone(),
+                run.history.lock().unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     got.sort();
     got.dedup();
     assert_eq!(
