@@ -13,3 +13,4 @@ pub mod planner;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub mod uplink;

@@ -46,6 +46,8 @@ enum Command {
     Queue(cli::queue::QueueArgs),
     /// Export buffered readings as CSV or JSON lines (works while the daemon runs).
     Export(cli::export::ExportArgs),
+    /// Turn a captured MQTT payload (JSON or compact CBOR) into JSON.
+    Decode(cli::decode::DecodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cli::status::run(a, &global).await,
             Command::Queue(a) => cli::queue::run(a, &global).await,
             Command::Export(a) => cli::export::run(a, &global).await,
+            Command::Decode(a) => cli::decode::run(a, &global).await,
         }
     });
     match result {

@@ -3,6 +3,7 @@
 
 pub mod busargs;
 pub mod check;
+pub mod decode;
 pub mod demo;
 pub mod export;
 pub mod queue;

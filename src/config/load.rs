@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::bus::{parse_bus, Kind};
 use super::device::{parse_device, DeviceCtx};
@@ -13,8 +14,8 @@ use super::diag::{ConfigError, ConfigWarning, Diags, LoadError};
 use super::doc::{join, parse_document, Field, Section};
 use super::points;
 use super::profiles::{self, Profile};
-use super::StoreConfig;
 use super::{BusConfig, Config, DeviceConfig, GatewayConfig};
+use super::{Encoding, StoreConfig, UplinkConfig};
 
 /// A validated configuration and what looked suspicious in it.
 #[derive(Debug, Clone)]
@@ -128,14 +129,28 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
         }
         sec.finish(&mut d, |_| None);
     }
+    let gw_id = gateway
+        .as_ref()
+        .map(|g| g.id.clone())
+        .unwrap_or_else(|| "gateway".to_string());
+    let store = match root.table(&mut d, "store") {
+        Field::Value(sec, _) => parse_store(&mut d, sec),
+        Field::Absent => Some(StoreConfig::default()),
+        Field::Invalid => None,
+    };
+    let uplink = match root.table(&mut d, "uplink") {
+        Field::Value(sec, _) => parse_uplink(&mut d, sec, &gw_id, base_dir).map(Some),
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
     root.finish(&mut d, |k| match k {
-        "store" | "uplink" | "alarms" | "modem" => {
+        "alarms" | "modem" => {
             Some("this section is not supported by this version of gasdtu".to_string())
         }
         _ => None,
     });
 
-    let Some(gateway) = gateway else {
+    let (Some(gateway), Some(store), Some(uplink)) = (gateway, store, uplink) else {
         return Err(d.errors);
     };
     if !d.errors.is_empty() {
@@ -147,9 +162,8 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
         gateway,
         buses,
         devices,
-        // Parsed from [store] and [uplink] with the store-and-forward issue.
-        store: StoreConfig::default(),
-        uplink: None,
+        store,
+        uplink,
     };
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {
@@ -244,6 +258,631 @@ fn warn_config(
         let path = join("buses", &t.bus);
         if let Some(msg) = t.warning() {
             d.warn(&path, span, msg);
+        }
+    }
+}
+
+/// `[store]`: bounds of the buffer.
+fn parse_store(d: &mut Diags<'_>, mut sec: Section<'_, '_>) -> Option<StoreConfig> {
+    let def = StoreConfig::default();
+    let max_bytes = parse_size(d, &mut sec, "max_bytes", 1 << 20, 1 << 40).or(def.max_bytes);
+    let day = Duration::from_secs(86400);
+    let max_age = sec
+        .duration(d, "max_age", Duration::from_secs(3600), day * 3650)
+        .or(def.max_age);
+    let history = sec
+        .duration(d, "history", Duration::ZERO, day * 3650)
+        .or(def.history);
+    sec.finish(d, |_| None);
+    Some(StoreConfig {
+        max_bytes: max_bytes?,
+        max_age: max_age?,
+        history: history?,
+    })
+}
+
+/// A byte size: an integer, or a string with a unit (`"512MiB"`, `"2GB"`, `"64KiB"`).
+fn parse_size(
+    d: &mut Diags<'_>,
+    sec: &mut Section<'_, '_>,
+    key: &str,
+    lo: u64,
+    hi: u64,
+) -> Field<u64> {
+    let path = sec.key_path(key);
+    let range = format!("out of range {lo}..={hi} bytes (1 MiB ..= 1 TiB)");
+    // Try the string form first, then the integer form (each records its own type error).
+    if let Field::Value(n, sp) = sec.int(&mut Diags::new("", ""), key, 0, i64::MAX) {
+        let n = n as u64;
+        if n < lo || n > hi {
+            d.error(&path, Some(sp), format!("{n} is {range}"));
+            return Field::Invalid;
+        }
+        return Field::Value(n, sp);
+    }
+    match sec.string(&mut Diags::new("", ""), key) {
+        Field::Value(s, sp) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let mult: Option<u64> = match unit.trim() {
+                "" | "B" => Some(1),
+                "KB" | "kB" => Some(1000),
+                "MB" => Some(1_000_000),
+                "GB" => Some(1_000_000_000),
+                "KiB" => Some(1 << 10),
+                "MiB" => Some(1 << 20),
+                "GiB" => Some(1 << 30),
+                _ => None,
+            };
+            match (num.parse::<u64>().ok(), mult) {
+                (Some(n), Some(m)) => match n.checked_mul(m) {
+                    Some(v) if v >= lo && v <= hi => Field::Value(v, sp),
+                    _ => {
+                        d.error(&path, Some(sp), format!("{s:?} is {range}"));
+                        Field::Invalid
+                    }
+                },
+                _ => {
+                    d.error(
+                        &path,
+                        Some(sp),
+                        format!("invalid size {s:?}: write bytes as an integer or e.g. \"512MiB\", \"2GB\""),
+                    );
+                    Field::Invalid
+                }
+            }
+        }
+        Field::Absent => Field::Absent,
+        Field::Invalid => {
+            d.error(
+                &path,
+                None,
+                "expected a size: an integer (bytes) or a string such as \"512MiB\"",
+            );
+            Field::Invalid
+        }
+    }
+}
+
+/// A PEM file named by `key`, resolved against the config directory; it must be readable
+/// and hold the expected kind of PEM item.
+fn pem_file(
+    d: &mut Diags<'_>,
+    sec: &mut Section<'_, '_>,
+    key: &str,
+    base_dir: &Path,
+    want_key: bool,
+) -> Field<PathBuf> {
+    let path = sec.key_path(key);
+    match sec.string(d, key) {
+        Field::Value(s, sp) => {
+            if s.trim().is_empty() {
+                d.error(&path, Some(sp), "must not be empty");
+                return Field::Invalid;
+            }
+            let p = base_dir.join(&s);
+            let bytes = match std::fs::read(&p) {
+                Ok(b) => b,
+                Err(e) => {
+                    d.error(&path, Some(sp), format!("cannot read {}: {e}", p.display()));
+                    return Field::Invalid;
+                }
+            };
+            let mut r = &bytes[..];
+            let ok = if want_key {
+                matches!(rustls_pemfile::private_key(&mut r), Ok(Some(_)))
+            } else {
+                rustls_pemfile::certs(&mut r)
+                    .next()
+                    .is_some_and(|c| c.is_ok())
+            };
+            if !ok {
+                let what = if want_key {
+                    "PEM private key (PKCS#8, PKCS#1 or SEC1)"
+                } else {
+                    "PEM certificate (-----BEGIN CERTIFICATE-----)"
+                };
+                d.error(&path, Some(sp), format!("{} holds no {what}", p.display()));
+                return Field::Invalid;
+            }
+            Field::Value(p, sp)
+        }
+        Field::Absent => Field::Absent,
+        Field::Invalid => Field::Invalid,
+    }
+}
+
+/// `[uplink]`: the MQTT connection.
+fn parse_uplink(
+    d: &mut Diags<'_>,
+    mut sec: Section<'_, '_>,
+    gw_id: &str,
+    base_dir: &Path,
+) -> Option<UplinkConfig> {
+    let mut ok = true;
+    let host = match sec.string(d, "host") {
+        Field::Value(s, sp) if s.trim().is_empty() => {
+            d.error(&sec.key_path("host"), Some(sp), "must not be empty");
+            None
+        }
+        f => match sec.required(d, "host", "the broker's host name or IP address", f) {
+            Field::Value(s, _) => Some(s),
+            _ => None,
+        },
+    };
+    let tls_field = sec.boolean(d, "tls");
+    let tls_span = tls_field.span();
+    let tls = tls_field.or(true);
+    if tls == Some(false) {
+        d.warn(
+            &sec.key_path("tls"),
+            tls_span,
+            "tls = false: readings and MQTT credentials cross the network in clear text; use only on a private APN or a test bench",
+        );
+    }
+    let port = sec
+        .int(d, "port", 1, 65535)
+        .or(if tls == Some(false) { 1883 } else { 8883 });
+    let ca = pem_file(d, &mut sec, "ca_file", base_dir, false);
+    let cert = pem_file(d, &mut sec, "client_cert", base_dir, false);
+    let key = pem_file(d, &mut sec, "client_key", base_dir, true);
+    let (ca_span, cert_span, key_span) = (ca.span(), cert.span(), key.span());
+    let (ca, cert, key) = (ca.opt(), cert.opt(), key.opt());
+    match tls {
+        Some(true) => {
+            if matches!(ca, Ok(None)) {
+                sec.missing(
+                    d,
+                    "ca_file",
+                    "PEM CA bundle that signs the broker's certificate; required with TLS",
+                );
+                ok = false;
+            }
+            match (&cert, &key) {
+                (Ok(Some(_)), Ok(None)) => {
+                    d.error(
+                        &sec.key_path("client_key"),
+                        cert_span.clone(),
+                        "client_cert is set but client_key is not: mutual TLS needs both",
+                    );
+                    ok = false;
+                }
+                (Ok(None), Ok(Some(_))) => {
+                    d.error(
+                        &sec.key_path("client_cert"),
+                        key_span.clone(),
+                        "client_key is set but client_cert is not: mutual TLS needs both",
+                    );
+                    ok = false;
+                }
+                _ => {}
+            }
+        }
+        Some(false) => {
+            for (k, present, sp) in [
+                ("ca_file", matches!(ca, Ok(Some(_))), &ca_span),
+                ("client_cert", matches!(cert, Ok(Some(_))), &cert_span),
+                ("client_key", matches!(key, Ok(Some(_))), &key_span),
+            ] {
+                if present {
+                    d.error(
+                        &sec.key_path(k),
+                        sp.clone(),
+                        "only used with TLS, but tls = false",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        None => {}
+    }
+    let server_name = match sec.string(d, "server_name") {
+        Field::Value(s, sp) => {
+            if rustls::pki_types::ServerName::try_from(s.as_str()).is_ok() {
+                Ok(Some(s))
+            } else {
+                d.error(
+                    &sec.key_path("server_name"),
+                    Some(sp),
+                    format!("{s:?} is not a valid DNS name or IP address"),
+                );
+                Err(())
+            }
+        }
+        f => f.opt(),
+    };
+    let username = sec.string(d, "username").opt();
+    let password = sec.string(d, "password");
+    let pw_span = password.span();
+    let password = password.opt();
+    if matches!((&username, &password), (Ok(None), Ok(Some(_)))) {
+        d.error(
+            &sec.key_path("password"),
+            pw_span,
+            "password without username (MQTT 3.1.1 sends a password only with a user name)",
+        );
+        ok = false;
+    }
+    let client_id = match sec.string(d, "client_id") {
+        Field::Value(s, sp) if s.is_empty() || s.starts_with(' ') || s.len() > 64 => {
+            d.error(
+                &sec.key_path("client_id"),
+                Some(sp),
+                format!("invalid client id {s:?}: 1 to 64 characters, not starting with a space"),
+            );
+            None
+        }
+        f => f.or(format!("gasdtu-{gw_id}")),
+    };
+    let topic_root = match sec.string(d, "topic_root") {
+        Field::Value(s, sp)
+            if s.is_empty()
+                || s.contains(['+', '#', '\0'])
+                || s.ends_with('/')
+                || s.starts_with('/') =>
+        {
+            d.error(
+                &sec.key_path("topic_root"),
+                Some(sp),
+                format!("invalid topic root {s:?}: no wildcards (+ #), no leading or trailing /"),
+            );
+            None
+        }
+        f => f.or(format!("gasdtu/{gw_id}")),
+    };
+    let keepalive = match sec.duration(d, "keepalive", Duration::ZERO, Duration::from_secs(65535)) {
+        Field::Value(t, sp) if !t.is_zero() && t < Duration::from_secs(1) => {
+            d.error(
+                &sec.key_path("keepalive"),
+                Some(sp),
+                "keepalive is whole seconds: 0s (off) or at least 1s",
+            );
+            None
+        }
+        f => f.or(Duration::from_secs(240)),
+    };
+    let connect_timeout = sec
+        .duration(
+            d,
+            "connect_timeout",
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )
+        .or(Duration::from_secs(60));
+    let rmin = sec.duration(
+        d,
+        "reconnect_min",
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    );
+    let rmin_span = rmin.span();
+    let reconnect_min = rmin.or(Duration::from_secs(1));
+    let reconnect_max = sec
+        .duration(
+            d,
+            "reconnect_max",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )
+        .or(Duration::from_secs(60));
+    if let (Some(a), Some(b)) = (reconnect_min, reconnect_max) {
+        if a > b {
+            d.error(
+                &sec.key_path("reconnect_min"),
+                rmin_span,
+                format!(
+                    "reconnect_min ({}) is above reconnect_max ({})",
+                    humantime::format_duration(a),
+                    humantime::format_duration(b)
+                ),
+            );
+            ok = false;
+        }
+    }
+    let max_payload = sec.int(d, "max_payload", 256, 256 * 1024).or(1024);
+    let rate_limit = sec.int(d, "rate_limit", 100, 100_000_000).opt();
+    let encoding = match sec.string(d, "encoding") {
+        Field::Value(s, sp) => match s.as_str() {
+            "json" => Some(Encoding::Json),
+            "cbor" => Some(Encoding::Cbor),
+            _ => {
+                d.error(
+                    &sec.key_path("encoding"),
+                    Some(sp),
+                    format!("unknown encoding {s:?}: use \"json\" or \"cbor\""),
+                );
+                None
+            }
+        },
+        Field::Absent => Some(Encoding::Json),
+        Field::Invalid => None,
+    };
+    let inflight = sec.int(d, "inflight", 1, 100).or(8);
+    sec.finish(d, |_| None);
+    if !ok {
+        return None;
+    }
+    Some(UplinkConfig {
+        host: host?,
+        port: port? as u16,
+        tls: tls?,
+        ca_file: ca.ok()?,
+        client_cert: cert.ok()?,
+        client_key: key.ok()?,
+        server_name: server_name.ok()?,
+        username: username.ok()?,
+        password: password.ok()?,
+        client_id: client_id?,
+        topic_root: topic_root?,
+        keepalive: keepalive?,
+        connect_timeout: connect_timeout?,
+        reconnect_min: reconnect_min?,
+        reconnect_max: reconnect_max?,
+        max_payload: max_payload? as usize,
+        rate_limit: rate_limit.ok()?.map(|r| r as u64),
+        encoding: encoding?,
+        inflight: inflight? as u16,
+    })
+}
+
+#[cfg(test)]
+mod store_uplink_tests {
+    //! `[store]` and `[uplink]`: defaults, every error with its key path, the `tls = false`
+    //! warning, and the PEM file checks.
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+
+    fn dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("ca.pem"), CERT).unwrap();
+        std::fs::write(d.path().join("client.pem"), CERT).unwrap();
+        std::fs::write(d.path().join("client.key"), KEY).unwrap();
+        std::fs::write(d.path().join("junk.pem"), "hello").unwrap();
+        d
+    }
+
+    fn doc(rest: &str) -> String {
+        format!("[gateway]\nid = \"gw-7\"\nprofile_dirs = []\n\n{rest}")
+    }
+
+    fn parse(base: &Path, rest: &str) -> Result<Loaded, Vec<ConfigError>> {
+        parse_str(&doc(rest), "t.toml", base)
+    }
+
+    #[test]
+    fn defaults() {
+        let d = dir();
+        let l = parse(
+            d.path(),
+            "[uplink]\nhost = \"mqtt.example\"\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(l.config.store, StoreConfig::default());
+        let u = l.config.uplink.unwrap();
+        assert_eq!(u.port, 8883);
+        assert!(u.tls);
+        assert_eq!(u.ca_file, Some(d.path().join("ca.pem")));
+        assert_eq!(u.client_id, "gasdtu-gw-7");
+        assert_eq!(u.topic_root, "gasdtu/gw-7");
+        assert_eq!(u.keepalive, Duration::from_secs(240));
+        assert_eq!(u.connect_timeout, Duration::from_secs(60));
+        assert_eq!(
+            (u.reconnect_min, u.reconnect_max),
+            (Duration::from_secs(1), Duration::from_secs(60))
+        );
+        assert_eq!((u.max_payload, u.inflight, u.rate_limit), (1024, 8, None));
+        assert_eq!(u.encoding, Encoding::Json);
+        assert!(l.warnings.iter().all(|w| !w.path.starts_with("uplink")));
+        // No [uplink]: buffer only.
+        assert_eq!(parse(d.path(), "").unwrap().config.uplink, None);
+    }
+
+    #[test]
+    fn everything_set() {
+        let d = dir();
+        let l = parse(
+            d.path(),
+            "[store]\nmax_bytes = \"64MiB\"\nmax_age = \"30d\"\nhistory = \"7d\"\n\
+             [uplink]\nhost = \"10.0.0.1\"\nport = 8884\nca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\n\
+             client_key = \"client.key\"\nserver_name = \"broker.example\"\nusername = \"u\"\npassword = \"p\"\n\
+             client_id = \"c1\"\ntopic_root = \"utility/north/gw-7\"\nkeepalive = \"5m\"\nconnect_timeout = \"90s\"\n\
+             reconnect_min = \"500ms\"\nreconnect_max = \"30s\"\nmax_payload = 512\nrate_limit = 200\n\
+             encoding = \"cbor\"\ninflight = 2\n",
+        )
+        .unwrap();
+        assert_eq!(l.config.store.max_bytes, 64 << 20);
+        assert_eq!(l.config.store.max_age, Duration::from_secs(30 * 86400));
+        let u = l.config.uplink.unwrap();
+        assert_eq!(u.client_key, Some(d.path().join("client.key")));
+        assert_eq!(u.server_name.as_deref(), Some("broker.example"));
+        assert_eq!(
+            (u.username.as_deref(), u.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(
+            (u.encoding, u.inflight, u.rate_limit, u.max_payload),
+            (Encoding::Cbor, 2, Some(200), 512)
+        );
+        assert_eq!(u.topic_root, "utility/north/gw-7");
+        assert_eq!(
+            parse(d.path(), "[store]\nmax_bytes = 2097152\n")
+                .unwrap()
+                .config
+                .store
+                .max_bytes,
+            2 << 20
+        );
+    }
+
+    #[test]
+    fn plain_tcp_is_allowed_with_a_warning() {
+        let d = dir();
+        let l = parse(d.path(), "[uplink]\nhost = \"h\"\ntls = false\n").unwrap();
+        let u = l.config.uplink.unwrap();
+        assert_eq!((u.tls, u.port), (false, 1883));
+        let w: Vec<_> = l
+            .warnings
+            .iter()
+            .filter(|w| w.path == "uplink.tls")
+            .collect();
+        assert_eq!(w.len(), 1, "{:?}", l.warnings);
+        assert!(w[0].message.contains("clear text"));
+        assert_eq!(w[0].line, Some(7));
+    }
+
+    #[test]
+    fn each_error_has_its_key_path() {
+        let d = dir();
+        let up = "[uplink]\nhost = \"h\"\nca_file = \"ca.pem\"\n";
+        // (case, document tail, key path, message fragment)
+        let cases: Vec<(&str, String, &str, &str)> = vec![
+            (
+                "no host",
+                "[uplink]\nca_file = \"ca.pem\"\n".into(),
+                "uplink.host",
+                "missing required key",
+            ),
+            (
+                "tls without ca",
+                "[uplink]\nhost = \"h\"\n".into(),
+                "uplink.ca_file",
+                "required with TLS",
+            ),
+            (
+                "ca missing",
+                "[uplink]\nhost = \"h\"\nca_file = \"nope.pem\"\n".into(),
+                "uplink.ca_file",
+                "cannot read",
+            ),
+            (
+                "ca not pem",
+                "[uplink]\nhost = \"h\"\nca_file = \"junk.pem\"\n".into(),
+                "uplink.ca_file",
+                "holds no PEM certificate",
+            ),
+            (
+                "key not pem",
+                format!("{up}client_cert = \"client.pem\"\nclient_key = \"ca.pem\"\n"),
+                "uplink.client_key",
+                "private key",
+            ),
+            (
+                "cert without key",
+                format!("{up}client_cert = \"client.pem\"\n"),
+                "uplink.client_key",
+                "needs both",
+            ),
+            (
+                "key without cert",
+                format!("{up}client_key = \"client.key\"\n"),
+                "uplink.client_cert",
+                "needs both",
+            ),
+            (
+                "ca with plain tcp",
+                "[uplink]\nhost = \"h\"\ntls = false\nca_file = \"ca.pem\"\n".into(),
+                "uplink.ca_file",
+                "only used with TLS",
+            ),
+            (
+                "password alone",
+                format!("{up}password = \"p\"\n"),
+                "uplink.password",
+                "without username",
+            ),
+            (
+                "bad server name",
+                format!("{up}server_name = \"a b\"\n"),
+                "uplink.server_name",
+                "not a valid DNS name",
+            ),
+            (
+                "wildcard root",
+                format!("{up}topic_root = \"a/#\"\n"),
+                "uplink.topic_root",
+                "no wildcards",
+            ),
+            (
+                "sub-second keepalive",
+                format!("{up}keepalive = \"500ms\"\n"),
+                "uplink.keepalive",
+                "whole seconds",
+            ),
+            (
+                "min above max",
+                format!("{up}reconnect_min = \"5m\"\nreconnect_max = \"1m\"\n"),
+                "uplink.reconnect_min",
+                "above reconnect_max",
+            ),
+            (
+                "encoding",
+                format!("{up}encoding = \"xml\"\n"),
+                "uplink.encoding",
+                "use \"json\" or \"cbor\"",
+            ),
+            (
+                "payload too small",
+                format!("{up}max_payload = 10\n"),
+                "uplink.max_payload",
+                "out of range",
+            ),
+            (
+                "inflight 0",
+                format!("{up}inflight = 0\n"),
+                "uplink.inflight",
+                "out of range",
+            ),
+            (
+                "port",
+                format!("{up}port = 0\n"),
+                "uplink.port",
+                "out of range",
+            ),
+            (
+                "unknown key",
+                format!("{up}qos = 2\n"),
+                "uplink.qos",
+                "unknown key",
+            ),
+            (
+                "store size unit",
+                "[store]\nmax_bytes = \"12XB\"\n".into(),
+                "store.max_bytes",
+                "invalid size",
+            ),
+            (
+                "store size small",
+                "[store]\nmax_bytes = 1000\n".into(),
+                "store.max_bytes",
+                "out of range",
+            ),
+            (
+                "store age",
+                "[store]\nmax_age = \"1m\"\n".into(),
+                "store.max_age",
+                "out of range",
+            ),
+            (
+                "store unknown",
+                "[store]\npath = \"x\"\n".into(),
+                "store.path",
+                "unknown key",
+            ),
+        ];
+        for (name, tail, path, frag) in cases {
+            let errs = match parse(d.path(), &tail) {
+                Ok(_) => panic!("{name}: expected an error"),
+                Err(e) => e,
+            };
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == path && e.message.contains(frag)),
+                "{name}: want {path}: {frag}, got {:#?}",
+                errs.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+            );
         }
     }
 }

@@ -246,3 +246,268 @@ impl Lines {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// MQTT: certificates made at test time, a mosquitto broker on a loopback port, a subscriber.
+
+/// PEM files of a test PKI in `dir`: `ca.pem` (+ key), `server.pem`/`server.key` for
+/// localhost and 127.0.0.1, `named.pem`/`named.key` for "broker.example" only,
+/// `client.pem`/`client.key` signed by the CA, and `other-ca.pem`, an unrelated CA.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn generate(dir: &Path) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            (p, key, cert)
+        };
+        let (ca_p, ca_key, ca_cert) = ca("gasdtu test CA");
+        write("ca.pem", ca_cert.pem());
+        let (_, _, other) = ca("unrelated CA");
+        write("other-ca.pem", other.pem());
+        let issuer = Issuer::new(ca_p, ca_key);
+        let leaf = |sans: Vec<String>, cn: &str, eku: ExtendedKeyUsagePurpose, stem: &str| {
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = vec![eku];
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            write(&format!("{stem}.pem"), cert.pem());
+            write(&format!("{stem}.key"), key.serialize_pem());
+        };
+        leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "server",
+        );
+        leaf(
+            vec!["broker.example".into()],
+            "broker.example",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "named",
+        );
+        leaf(
+            Vec::new(),
+            "gw-test",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "client",
+        );
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+/// How the test broker listens.
+#[derive(Clone, Debug)]
+pub struct BrokerTls {
+    /// Server certificate stem in the PKI dir ("server" or "named").
+    pub cert: &'static str,
+    pub require_certificate: bool,
+    /// e.g. Some("tlsv1.2"); None lets mosquitto offer 1.2 and 1.3.
+    pub tls_version: Option<&'static str>,
+}
+
+/// mosquitto on 127.0.0.1:`port` with a generated config; killed when dropped. With
+/// `persistent`, subscriptions and queued QoS 1 messages survive `stop()` + `start()`.
+pub struct Broker {
+    pub port: u16,
+    conf: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    pub fn new(dir: &Path, pki: &Pki, tls: &BrokerTls, persistent: bool) -> Broker {
+        let port = free_port();
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\nallow_anonymous true\nlog_dest stderr\nlog_type error\n",
+            pki.path("ca.pem").display(),
+            pki.path(&format!("{}.pem", tls.cert)).display(),
+            pki.path(&format!("{}.key", tls.cert)).display(),
+            tls.require_certificate,
+        );
+        if let Some(v) = tls.tls_version {
+            conf.push_str(&format!("tls_version {v}\n"));
+        }
+        if persistent {
+            let p = dir.join(format!("mosq-{port}"));
+            std::fs::create_dir_all(&p).unwrap();
+            conf.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                p.display()
+            ));
+        } else {
+            conf.push_str("persistence false\n");
+        }
+        let path = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        let mut b = Broker {
+            port,
+            conf: path,
+            proc: None,
+        };
+        b.start();
+        b
+    }
+
+    /// Start (again, on the same port) and wait until it accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.proc.is_none(), "broker already running");
+        let p = Proc::spawn(
+            "mosquitto",
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&self.conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
+        self.proc = Some(p);
+        wait_port(self.port, Duration::from_secs(10));
+    }
+
+    /// Stop with SIGTERM (mosquitto saves its persistence file) and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let pid = p.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            wait_for("mosquitto to exit", Duration::from_secs(10), || {
+                p.child.try_wait().ok().flatten().map(|_| ())
+            });
+        }
+    }
+}
+
+/// One message the subscriber saw.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// A rumqttc subscriber (mutual TLS with the test client cert) collecting every message on
+/// `filter`; it reconnects by itself. `persistent` keeps its session on the broker
+/// (clean_session = false) so messages queued while it reconnects are not lost.
+pub struct Subscriber {
+    pub msgs: std::sync::Arc<std::sync::Mutex<Vec<Msg>>>,
+    pub subscribed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn tls_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    for c in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cert = std::fs::read(pki.path("client.pem")).unwrap();
+    let certs = rustls_pemfile::certs(&mut &cert[..])
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = std::fs::read(pki.path("client.key")).unwrap();
+    let key = rustls_pemfile::private_key(&mut &key[..]).unwrap().unwrap();
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+impl Subscriber {
+    pub fn start(pki: &Pki, port: u16, filter: &str, id: &str, persistent: bool) -> Subscriber {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+        let mut o = MqttOptions::new(id, "localhost", port);
+        o.set_clean_session(!persistent);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls_config(pki),
+        )));
+        let (client, mut el) = AsyncClient::new(o, 100);
+        let msgs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (m, s, filter) = (msgs.clone(), subscribed.clone(), filter.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => m.lock().unwrap().push(Msg {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    }),
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Subscriber {
+            msgs,
+            subscribed,
+            task,
+        }
+    }
+
+    /// Wait (async) until the subscription is in place `n` times in total.
+    pub async fn wait_subscribed(&self, n: u64, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        while self.subscribed.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < end,
+                "subscriber not subscribed within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+}
+
+/// Async variant of `wait_for` for tokio tests.
+pub async fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,624 @@
+//! Payload codecs of the uplink (pure core, no I/O): packs outbox entries into MQTT messages
+//! no larger than the payload limit, encodes `data` messages as documented JSON or compact
+//! CBOR, and decodes either encoding back into the documented JSON shape (`gasdtu decode`,
+//! tests). Alarm and event entries travel as JSON, one per message, on their own topics.
+//! The schemas are specified in docs/mqtt.md; keep the two in step.
+//!
+//! JSON data message: `{"gw","seq","hist","data":[{"dev","unit":{point: unit},"reads":[{"t":
+//! RFC 3339 UTC ms,"v":{point: value},"bad":{point: reason}}]}]}`.
+//! CBOR data message: map `{0: gw, 1: seq, 2: hist, 3: base time (epoch ms), 4: [device]}`,
+//! device `[name, [points], [units|null], [read]]`, read `[dt ms, [values|null], {index:
+//! reason}?]` where `dt` is relative to the previous read of the device (the first to the base).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ciborium::Value as Cbor;
+use serde_json::{json, Map, Value as Json};
+use thiserror::Error;
+
+use crate::config::Encoding;
+use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
+use crate::outbox::{Entry, EntryBody, EntryKind};
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    /// The bytes are neither a JSON object nor a CBOR message of the documented schema.
+    #[error("not a gasdtu payload: {0}")]
+    Malformed(String),
+    /// Encoding failed (should not happen for well-formed entries).
+    #[error("cannot encode payload: {0}")]
+    Encode(String),
+}
+
+/// One read time of one device inside a message.
+#[derive(Debug, Clone, PartialEq)]
+struct ReadGroup {
+    t_ms: i64,
+    /// (point index in the device's order, value or bad reason)
+    items: Vec<(usize, Result<Value, String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct DeviceGroup {
+    device: String,
+    /// Point names in first-seen order, with their units.
+    points: Vec<(String, Option<String>)>,
+    reads: Vec<ReadGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    Data {
+        historical: bool,
+        devices: Vec<DeviceGroup>,
+    },
+    Json(Json),
+}
+
+/// One message ready to be sealed: which entries it completes, how many readings it carries,
+/// and a body that becomes bytes once the sequence number is known (`build`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    pub kind: EntryKind,
+    /// Entries this message completes: acknowledging it deletes them. An entry split over
+    /// several messages is bound to the last of them (earlier parts carry no entry).
+    pub entries: Vec<i64>,
+    pub readings: u64,
+    encoding: Encoding,
+    body: Body,
+}
+
+impl Packed {
+    fn data(historical: bool, encoding: Encoding) -> Packed {
+        Packed {
+            kind: EntryKind::Data,
+            entries: Vec::new(),
+            readings: 0,
+            encoding,
+            body: Body::Data {
+                historical,
+                devices: Vec::new(),
+            },
+        }
+    }
+
+    fn historical(&self) -> Option<bool> {
+        match &self.body {
+            Body::Data { historical, .. } => Some(*historical),
+            Body::Json(_) => None,
+        }
+    }
+
+    /// The payload of this message as gateway `gateway` with sequence number `seq`.
+    pub fn build(&self, gateway: &str, seq: u64) -> Result<Vec<u8>, CodecError> {
+        match (&self.body, self.encoding) {
+            (Body::Json(v), _) => {
+                let mut obj = Map::new();
+                obj.insert("gw".into(), Json::from(gateway));
+                obj.insert("seq".into(), Json::from(seq));
+                match v {
+                    Json::Object(m) => {
+                        for (k, v) in m {
+                            if k != "gw" && k != "seq" {
+                                obj.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    other => {
+                        obj.insert("body".into(), other.clone());
+                    }
+                }
+                serde_json::to_vec(&Json::Object(obj))
+                    .map_err(|e| CodecError::Encode(e.to_string()))
+            }
+            (
+                Body::Data {
+                    historical,
+                    devices,
+                },
+                Encoding::Json,
+            ) => serde_json::to_vec(&data_json(gateway, seq, *historical, devices))
+                .map_err(|e| CodecError::Encode(e.to_string())),
+            (
+                Body::Data {
+                    historical,
+                    devices,
+                },
+                Encoding::Cbor,
+            ) => {
+                let mut out = Vec::new();
+                ciborium::into_writer(&data_cbor(gateway, seq, *historical, devices), &mut out)
+                    .map_err(|e| CodecError::Encode(e.to_string()))?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Size with the largest possible sequence number (what the packer measures).
+    fn worst_len(&self, gateway: &str) -> usize {
+        self.build(gateway, u64::MAX)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    fn is_empty(&self) -> bool {
+        match &self.body {
+            Body::Data { devices, .. } => devices.iter().all(|d| d.reads.is_empty()),
+            Body::Json(_) => false,
+        }
+    }
+
+    fn add_sample(&mut self, device: &str, s: &Sample) {
+        let Body::Data { devices, .. } = &mut self.body else {
+            return;
+        };
+        let gi = match devices.iter().position(|g| g.device == device) {
+            Some(i) => i,
+            None => {
+                devices.push(DeviceGroup {
+                    device: device.to_string(),
+                    points: Vec::new(),
+                    reads: Vec::new(),
+                });
+                devices.len() - 1
+            }
+        };
+        let g = &mut devices[gi];
+        let unit = s.unit.as_deref().map(str::to_string);
+        let pi = match g
+            .points
+            .iter()
+            .position(|(p, u)| p.as_str() == &*s.point && *u == unit)
+        {
+            Some(i) => i,
+            None => {
+                g.points.push((s.point.to_string(), unit));
+                g.points.len() - 1
+            }
+        };
+        let t_ms = epoch_ms(s.read_at);
+        let item = match (&s.quality, &s.value) {
+            (Quality::Good, Some(v)) => Ok(v.clone()),
+            (Quality::Good, None) => Err("decode: no value".to_string()),
+            (Quality::Bad(r), _) => Err(reason_text(r)),
+        };
+        // A point appears once per read group: a repeat starts a new group at the same time.
+        let ri = g
+            .reads
+            .iter()
+            .rposition(|r| r.t_ms == t_ms && r.items.iter().all(|(i, _)| *i != pi));
+        match ri {
+            Some(ri) => g.reads[ri].items.push((pi, item)),
+            None => g.reads.push(ReadGroup {
+                t_ms,
+                items: vec![(pi, item)],
+            }),
+        }
+        self.readings += 1;
+    }
+
+    fn add_batch(&mut self, b: &SampleBatch) {
+        for s in &b.samples {
+            self.add_sample(&b.device, s);
+        }
+    }
+}
+
+/// Pack entries (in send order) into messages of at most `max_payload` bytes. Data batches
+/// are combined while they fit; a batch larger than the limit is split by samples (never
+/// dropped); a single sample or an alarm/event that alone exceeds the limit still gets its own
+/// message. Live and historical data never share a message. Order is preserved.
+pub fn encode_messages(
+    entries: &[Entry],
+    gateway: &str,
+    max_payload: usize,
+    encoding: Encoding,
+) -> Vec<Packed> {
+    let mut out: Vec<Packed> = Vec::new();
+    let mut cur: Option<Packed> = None;
+    for e in entries {
+        match &e.body {
+            EntryBody::Json(v) => {
+                out.extend(cur.take());
+                out.push(Packed {
+                    kind: e.kind,
+                    entries: vec![e.id],
+                    readings: 0,
+                    encoding: Encoding::Json,
+                    body: Body::Json(v.clone()),
+                });
+            }
+            EntryBody::Batch(b) => {
+                if cur.as_ref().and_then(Packed::historical) != Some(e.historical) {
+                    out.extend(cur.take());
+                }
+                let base = cur
+                    .take()
+                    .unwrap_or_else(|| Packed::data(e.historical, encoding));
+                let mut whole = base.clone();
+                whole.add_batch(b);
+                if whole.worst_len(gateway) <= max_payload {
+                    whole.entries.push(e.id);
+                    cur = Some(whole);
+                    continue;
+                }
+                // Does not fit with what is there: start afresh, splitting if needed.
+                let mut m = if base.is_empty() {
+                    base
+                } else {
+                    out.push(base);
+                    Packed::data(e.historical, encoding)
+                };
+                for s in &b.samples {
+                    let mut next = m.clone();
+                    next.add_sample(&b.device, s);
+                    if next.worst_len(gateway) <= max_payload || m.is_empty() {
+                        m = next;
+                    } else {
+                        out.push(m);
+                        m = Packed::data(e.historical, encoding);
+                        m.add_sample(&b.device, s);
+                    }
+                }
+                m.entries.push(e.id);
+                cur = Some(m);
+            }
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// `BadReason` as sent: the reason word first (`timeout`, `crc`, `exception`, `decode`, `io`,
+/// `protocol`, `input`), then `: detail` where there is one.
+pub fn reason_text(r: &BadReason) -> String {
+    match r {
+        BadReason::Timeout => "timeout".into(),
+        BadReason::Crc => "crc".into(),
+        BadReason::Exception { code, meaning } => format!("exception: {code} {meaning}"),
+        BadReason::Decode(s) => format!("decode: {s}"),
+        BadReason::Io(s) => format!("io: {s}"),
+        BadReason::Protocol(s) => format!("protocol: {s}"),
+        BadReason::Input(s) => format!("input: {s}"),
+    }
+}
+
+/// UTC ms since the epoch (negative before 1970).
+pub fn epoch_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2025-03-01T10:00:00.120Z`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86400);
+    let sod = secs.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// A float as JSON: values that are exactly an f32 are written at f32 precision (what the
+/// device sent), non-finite values as the strings "NaN", "inf", "-inf".
+fn float_json(x: f64) -> Json {
+    if x.is_nan() {
+        return Json::from("NaN");
+    }
+    if x.is_infinite() {
+        return Json::from(if x > 0.0 { "inf" } else { "-inf" });
+    }
+    let short = if f64::from(x as f32) == x {
+        (x as f32).to_string().parse::<f64>().unwrap_or(x)
+    } else {
+        x
+    };
+    serde_json::Number::from_f64(short)
+        .map(Json::Number)
+        .unwrap_or(Json::Null)
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::UInt(u) => Json::from(*u),
+        Value::Float(x) => float_json(*x),
+        Value::Text(s) => Json::from(s.as_str()),
+    }
+}
+
+fn value_cbor(v: &Value) -> Cbor {
+    match v {
+        Value::Bool(b) => Cbor::Bool(*b),
+        Value::Int(i) => Cbor::Integer((*i).into()),
+        Value::UInt(u) => Cbor::Integer((*u).into()),
+        Value::Float(x) => Cbor::Float(*x),
+        Value::Text(s) => Cbor::Text(s.clone()),
+    }
+}
+
+fn sorted_reads(g: &DeviceGroup) -> Vec<&ReadGroup> {
+    let mut reads: Vec<&ReadGroup> = g.reads.iter().collect();
+    reads.sort_by_key(|r| r.t_ms);
+    reads
+}
+
+fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
+    let data: Vec<Json> = devices
+        .iter()
+        .map(|g| {
+            let mut dev = Map::new();
+            dev.insert("dev".into(), Json::from(g.device.as_str()));
+            let units: Map<String, Json> = g
+                .points
+                .iter()
+                .filter_map(|(p, u)| u.as_ref().map(|u| (p.clone(), Json::from(u.as_str()))))
+                .collect();
+            if !units.is_empty() {
+                dev.insert("unit".into(), Json::Object(units));
+            }
+            let reads: Vec<Json> = sorted_reads(g)
+                .into_iter()
+                .map(|r| {
+                    let mut v = Map::new();
+                    let mut bad = Map::new();
+                    for (i, item) in &r.items {
+                        let name = g.points[*i].0.clone();
+                        match item {
+                            Ok(x) => {
+                                v.insert(name, value_json(x));
+                            }
+                            Err(reason) => {
+                                bad.insert(name, Json::from(reason.as_str()));
+                            }
+                        }
+                    }
+                    let mut o = Map::new();
+                    o.insert("t".into(), Json::from(rfc3339_ms(r.t_ms)));
+                    o.insert("v".into(), Json::Object(v));
+                    if !bad.is_empty() {
+                        o.insert("bad".into(), Json::Object(bad));
+                    }
+                    Json::Object(o)
+                })
+                .collect();
+            dev.insert("reads".into(), Json::Array(reads));
+            Json::Object(dev)
+        })
+        .collect();
+    json!({"gw": gateway, "seq": seq, "hist": historical, "data": data})
+}
+
+fn cbor_int(i: i64) -> Cbor {
+    Cbor::Integer(i.into())
+}
+
+fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Cbor {
+    let base = devices
+        .iter()
+        .flat_map(|g| g.reads.iter().map(|r| r.t_ms))
+        .min()
+        .unwrap_or(0);
+    let devs: Vec<Cbor> = devices
+        .iter()
+        .map(|g| {
+            let names = g
+                .points
+                .iter()
+                .map(|(p, _)| Cbor::Text(p.clone()))
+                .collect();
+            let units = g
+                .points
+                .iter()
+                .map(|(_, u)| u.clone().map(Cbor::Text).unwrap_or(Cbor::Null))
+                .collect();
+            let mut prev = base;
+            let reads = sorted_reads(g)
+                .into_iter()
+                .map(|r| {
+                    let mut values = vec![Cbor::Null; g.points.len()];
+                    let mut bad = Vec::new();
+                    for (i, item) in &r.items {
+                        match item {
+                            Ok(v) => values[*i] = value_cbor(v),
+                            Err(reason) => {
+                                bad.push((cbor_int(*i as i64), Cbor::Text(reason.clone())))
+                            }
+                        }
+                    }
+                    let mut read = vec![cbor_int(r.t_ms - prev), Cbor::Array(values)];
+                    prev = r.t_ms;
+                    if !bad.is_empty() {
+                        read.push(Cbor::Map(bad));
+                    }
+                    Cbor::Array(read)
+                })
+                .collect();
+            Cbor::Array(vec![
+                Cbor::Text(g.device.clone()),
+                Cbor::Array(names),
+                Cbor::Array(units),
+                Cbor::Array(reads),
+            ])
+        })
+        .collect();
+    Cbor::Map(vec![
+        (cbor_int(0), Cbor::Text(gateway.to_string())),
+        (cbor_int(1), Cbor::Integer(seq.into())),
+        (cbor_int(2), Cbor::Bool(historical)),
+        (cbor_int(3), cbor_int(base)),
+        (cbor_int(4), Cbor::Array(devs)),
+    ])
+}
+
+/// Turn a captured payload (JSON or CBOR, detected by the first byte: JSON messages are
+/// objects and start with `{`) into the documented JSON shape.
+pub fn decode(bytes: &[u8]) -> Result<Json, CodecError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => Err(CodecError::Malformed("empty payload".into())),
+        Some(b'{') => serde_json::from_slice(bytes)
+            .map_err(|e| CodecError::Malformed(format!("invalid JSON: {e}"))),
+        Some(_) => {
+            let v: Cbor = ciborium::from_reader(bytes)
+                .map_err(|e| CodecError::Malformed(format!("invalid CBOR: {e}")))?;
+            cbor_to_json(&v)
+        }
+    }
+}
+
+fn bad(what: &str) -> CodecError {
+    CodecError::Malformed(format!("CBOR message: {what}"))
+}
+
+fn as_i64(v: &Cbor, what: &str) -> Result<i64, CodecError> {
+    match v {
+        Cbor::Integer(i) => i64::try_from(*i).map_err(|_| bad(what)),
+        _ => Err(bad(what)),
+    }
+}
+
+fn as_array<'a>(v: &'a Cbor, what: &str) -> Result<&'a [Cbor], CodecError> {
+    match v {
+        Cbor::Array(a) => Ok(a),
+        _ => Err(bad(what)),
+    }
+}
+
+fn as_text<'a>(v: &'a Cbor, what: &str) -> Result<&'a str, CodecError> {
+    match v {
+        Cbor::Text(s) => Ok(s),
+        _ => Err(bad(what)),
+    }
+}
+
+fn cbor_value_json(v: &Cbor) -> Result<Json, CodecError> {
+    Ok(match v {
+        Cbor::Bool(b) => Json::Bool(*b),
+        Cbor::Integer(i) => {
+            let n = i128::from(*i);
+            if let Ok(x) = i64::try_from(n) {
+                Json::from(x)
+            } else if let Ok(x) = u64::try_from(n) {
+                Json::from(x)
+            } else {
+                return Err(bad("integer value out of range"));
+            }
+        }
+        Cbor::Float(x) => float_json(*x),
+        Cbor::Text(s) => Json::from(s.as_str()),
+        _ => return Err(bad("value of unsupported type")),
+    })
+}
+
+fn cbor_to_json(v: &Cbor) -> Result<Json, CodecError> {
+    let Cbor::Map(m) = v else {
+        return Err(bad("top level is not a map"));
+    };
+    let mut fields: BTreeMap<i64, &Cbor> = BTreeMap::new();
+    for (k, v) in m {
+        fields.insert(as_i64(k, "map key is not an integer")?, v);
+    }
+    let get = |k: i64, what: &str| fields.get(&k).copied().ok_or_else(|| bad(what));
+    let gw = as_text(get(0, "missing gateway (0)")?, "gateway (0) is not text")?;
+    let seq = match get(1, "missing seq (1)")? {
+        Cbor::Integer(i) => u64::try_from(*i).map_err(|_| bad("seq (1) out of range"))?,
+        _ => return Err(bad("seq (1) is not an integer")),
+    };
+    let hist = match get(2, "missing hist (2)")? {
+        Cbor::Bool(b) => *b,
+        _ => return Err(bad("hist (2) is not a boolean")),
+    };
+    let base = as_i64(get(3, "missing base time (3)")?, "base time (3)")?;
+    let mut data = Vec::new();
+    for d in as_array(get(4, "missing devices (4)")?, "devices (4) not an array")? {
+        let d = as_array(d, "device is not an array")?;
+        let [name, names, units, reads] = d else {
+            return Err(bad("device needs 4 elements"));
+        };
+        let name = as_text(name, "device name")?;
+        let names: Vec<&str> = as_array(names, "point names")?
+            .iter()
+            .map(|n| as_text(n, "point name"))
+            .collect::<Result<_, _>>()?;
+        let units = as_array(units, "units")?;
+        if units.len() != names.len() {
+            return Err(bad("units and point names differ in length"));
+        }
+        let mut unit = Map::new();
+        for (n, u) in names.iter().zip(units) {
+            match u {
+                Cbor::Null => {}
+                u => {
+                    unit.insert(n.to_string(), Json::from(as_text(u, "unit")?));
+                }
+            }
+        }
+        let mut t = base;
+        let mut out_reads = Vec::new();
+        for r in as_array(reads, "reads")? {
+            let r = as_array(r, "read is not an array")?;
+            if r.len() < 2 || r.len() > 3 {
+                return Err(bad("read needs 2 or 3 elements"));
+            }
+            t += as_i64(&r[0], "read time delta")?;
+            let values = as_array(&r[1], "read values")?;
+            if values.len() != names.len() {
+                return Err(bad("read values and point names differ in length"));
+            }
+            let mut v = Map::new();
+            for (n, x) in names.iter().zip(values) {
+                if *x != Cbor::Null {
+                    v.insert(n.to_string(), cbor_value_json(x)?);
+                }
+            }
+            let mut o = Map::new();
+            o.insert("t".into(), Json::from(rfc3339_ms(t)));
+            o.insert("v".into(), Json::Object(v));
+            if let Some(Cbor::Map(b)) = r.get(2) {
+                let mut bm = Map::new();
+                for (i, reason) in b {
+                    let i = as_i64(i, "bad index")?;
+                    let n = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| names.get(i))
+                        .ok_or_else(|| bad("bad index out of range"))?;
+                    bm.insert(n.to_string(), Json::from(as_text(reason, "bad reason")?));
+                }
+                o.insert("bad".into(), Json::Object(bm));
+            } else if r.len() == 3 {
+                return Err(bad("bad map is not a map"));
+            }
+            out_reads.push(Json::Object(o));
+        }
+        let mut dev = Map::new();
+        dev.insert("dev".into(), Json::from(name));
+        if !unit.is_empty() {
+            dev.insert("unit".into(), Json::Object(unit));
+        }
+        dev.insert("reads".into(), Json::Array(out_reads));
+        data.push(Json::Object(dev));
+    }
+    Ok(json!({"gw": gw, "seq": seq, "hist": hist, "data": data}))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,632 @@
+//! The forwarder: one long-lived task that keeps an MQTT 3.1.1 session to the broker and
+//! drains the outbox through it (alarms, events, live data, then backlog), deleting an entry
+//! only after the PUBACK of the message that carried it.
+//!
+//! Ack mapping (rumqttc 0.25 has no per-publish acknowledgement): every publish this task
+//! requests is pushed onto a FIFO (`Some(seq)` for outbox messages, `None` for the retained
+//! status); the event loop reports `Outgoing::Publish(pkid)` in request order, which pops the
+//! FIFO and records pkid → seq; `Outgoing::AwaitAck(pkid)` (a packet-id collision: rumqttc
+//! holds that publish until `pkid` is acknowledged, then reports `Outgoing::Publish(pkid)`
+//! for it) parks the popped seq until then; `Incoming::PubAck(pkid)` acknowledges the mapped
+//! seq. Each connection attempt builds a fresh client and event loop, driven by its own
+//! task; on any error the session is dropped whole and everything unacknowledged is resent
+//! from the outbox in the next one (rumqttc never replays its own state). The outbox is only
+//! called from `spawn_blocking`. Acquisition is never touched: the forwarder only reads the
+//! store, so a dead link cannot slow polling.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{encode_messages, Packed};
+use super::tls::{client_config, TlsError};
+use super::{now_ms, LinkState, LinkStatus, Topics};
+use crate::config::UplinkConfig;
+use crate::outbox::{Outbox, OutboxError, Sealed};
+
+/// Why a session ended (each ends the session the same way; the variants keep the message
+/// honest about where the failure was).
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The TLS material could not be loaded (names the file and the reason).
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// Connecting, the TLS handshake, CONNECT or the running connection failed.
+    #[error("{what} {host}:{port}: {error}")]
+    Connection {
+        what: &'static str,
+        host: String,
+        port: u16,
+        error: String,
+    },
+    /// The broker answered CONNECT with a refusal.
+    #[error("broker {host}:{port} refused the connection: {code:?}")]
+    Refused {
+        host: String,
+        port: u16,
+        code: ConnectReturnCode,
+    },
+    /// The store failed; the session is restarted so that nothing is half-done.
+    #[error("outbox: {0}")]
+    Outbox(#[from] OutboxError),
+    /// Bookkeeping found an event that does not match a request (should not happen).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Pending entries fetched per look at the outbox.
+const FETCH: usize = 32;
+/// How often the outbox is looked at when nobody wakes the forwarder.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// How long a graceful shutdown waits for `offline` and DISCONNECT to leave.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Forwarder<O: Outbox> {
+    cfg: UplinkConfig,
+    gateway_id: String,
+    outbox: Arc<O>,
+    wake: Arc<Notify>,
+    status: watch::Sender<LinkStatus>,
+    topics: Topics,
+}
+
+/// Jittered exponential backoff between `min` and `max`.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let exp = self
+            .min
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        // Uniform in [exp/2, exp]: desynchronises a fleet that lost the same broker.
+        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Token bucket over payload bytes.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    cap: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u64, max_payload: usize) -> Bucket {
+        let cap = (rate as f64).max(max_payload as f64);
+        Bucket {
+            rate: rate as f64,
+            cap,
+            tokens: cap,
+            at: Instant::now(),
+        }
+    }
+
+    /// Take `n` bytes now, or say how long to wait. A payload larger than the bucket passes
+    /// when the bucket is full (it then runs negative).
+    fn take(&mut self, n: usize) -> Result<(), Duration> {
+        self.take_at(n, Instant::now())
+    }
+
+    fn take_at(&mut self, n: usize, now: Instant) -> Result<(), Duration> {
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.cap);
+        self.at = now;
+        let need = (n as f64).min(self.cap);
+        if self.tokens >= need {
+            self.tokens -= n as f64;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (need - self.tokens) / self.rate.max(1.0),
+            ))
+        }
+    }
+}
+
+/// Bookkeeping of one MQTT session.
+#[derive(Default)]
+struct Session {
+    /// Requested publishes not yet reported by the event loop (`None` = status message).
+    fifo: VecDeque<Option<u64>>,
+    /// Publishes on the wire by packet id.
+    pkids: HashMap<u16, Option<u64>>,
+    /// The publish rumqttc holds back after `AwaitAck`.
+    collided: Option<Option<u64>>,
+    /// Requested and not yet acknowledged in this session.
+    outstanding: usize,
+    /// Sealed but unacknowledged messages from before this session, to resend first.
+    resend: VecDeque<Sealed>,
+    /// Packed but not yet sealed messages (their entries are still pending in the store).
+    staged: VecDeque<Packed>,
+    /// The outbox may have pending entries (false after an empty look until woken).
+    more: bool,
+    /// Rate limit: do not publish before this instant.
+    hold_until: Option<Instant>,
+}
+
+impl<O: Outbox> Forwarder<O> {
+    /// `wake` is notified (`notify_one`) by the store after each commit; the forwarder also
+    /// looks at the outbox every couple of seconds on its own. `status` receives every change.
+    pub fn new(
+        cfg: UplinkConfig,
+        gateway_id: &str,
+        outbox: Arc<O>,
+        wake: Arc<Notify>,
+        status: watch::Sender<LinkStatus>,
+    ) -> Forwarder<O> {
+        let topics = Topics::new(&cfg.topic_root);
+        Forwarder {
+            cfg,
+            gateway_id: gateway_id.to_string(),
+            outbox,
+            wake,
+            status,
+            topics,
+        }
+    }
+
+    /// Connect, forward, reconnect with backoff, until `shutdown`; then publish `offline`
+    /// (retained) and disconnect cleanly.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff {
+            min: self.cfg.reconnect_min,
+            max: self.cfg.reconnect_max.max(self.cfg.reconnect_min),
+            attempt: 0,
+        };
+        let mut sessions: u64 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            self.status.send_modify(|s| s.state = LinkState::Connecting);
+            let mut connected = false;
+            let r = self.session(&shutdown, &mut connected, sessions).await;
+            if connected {
+                sessions += 1;
+                backoff.reset();
+            }
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::warn!(error = %msg, "uplink down");
+                    self.status.send_modify(|s| {
+                        s.state = LinkState::Down {
+                            since_ms: now_ms(),
+                            last_error: msg.clone(),
+                        };
+                        s.last_error = Some(msg.clone());
+                    });
+                    let wait = backoff.next();
+                    tracing::debug!(?wait, "uplink reconnect delay");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        self.status.send_modify(|s| {
+            s.state = LinkState::Down {
+                since_ms: now_ms(),
+                last_error: "shut down".into(),
+            }
+        });
+    }
+
+    fn options(&self) -> Result<MqttOptions, SessionError> {
+        let c = &self.cfg;
+        if c.client_id.is_empty() || c.client_id.starts_with(' ') {
+            return Err(SessionError::Internal(format!(
+                "invalid MQTT client id {:?}",
+                c.client_id
+            )));
+        }
+        let mut o = MqttOptions::new(c.client_id.clone(), c.host.clone(), c.port);
+        let keepalive = if c.keepalive.is_zero() {
+            Duration::ZERO
+        } else {
+            c.keepalive.max(Duration::from_secs(1))
+        };
+        o.set_keep_alive(keepalive);
+        o.set_clean_session(true);
+        o.set_inflight(c.inflight.max(1));
+        // Large enough for any message we build (alarms may exceed the data limit a little).
+        let max = c.max_payload.max(1024) + 4096;
+        o.set_max_packet_size(max.max(16 * 1024), max);
+        o.set_last_will(LastWill::new(
+            self.topics.status(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(u) = &c.username {
+            o.set_credentials(u.clone(), c.password.clone().unwrap_or_default());
+        }
+        if c.tls {
+            let tls = client_config(c)?;
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        }
+        Ok(o)
+    }
+
+    fn conn_err(&self, what: &'static str, error: impl ToString) -> SessionError {
+        SessionError::Connection {
+            what,
+            host: self.cfg.host.clone(),
+            port: self.cfg.port,
+            error: error.to_string(),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&O) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, SessionError> {
+        let o = self.outbox.clone();
+        tokio::task::spawn_blocking(move || f(&o))
+            .await
+            .map_err(|e| SessionError::Internal(format!("outbox task failed: {e}")))?
+            .map_err(SessionError::from)
+    }
+
+    /// One session: fresh client and event loop, CONNECT, then forward until an error or
+    /// shutdown (`Ok`).
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+        sessions: u64,
+    ) -> Result<(), SessionError> {
+        let opts = self.options()?;
+        let cap = usize::from(self.cfg.inflight.max(1)) + 2;
+        let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(opts, cap);
+        let mut net = NetworkOptions::new();
+        net.set_connection_timeout(self.cfg.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
+
+        // The event loop runs in its own task so that it is never cancelled mid-packet; it
+        // stops at the first error (no rumqttc-internal reconnect) and dies with the session.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            loop {
+                let ev = el.poll().await;
+                let end = ev.is_err();
+                if tx.send(ev).is_err() || end {
+                    break;
+                }
+            }
+        });
+        let _guard = AbortOnDrop(driver);
+
+        // CONNECT / CONNACK (bounded by rumqttc's connection timeout, set from config).
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                ev = rx.recv() => match ev {
+                    Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                        if ack.code != ConnectReturnCode::Success {
+                            return Err(SessionError::Refused {
+                                host: self.cfg.host.clone(),
+                                port: self.cfg.port,
+                                code: ack.code,
+                            });
+                        }
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
+                        return Err(SessionError::Refused {
+                            host: self.cfg.host.clone(),
+                            port: self.cfg.port,
+                            code,
+                        });
+                    }
+                    Some(Err(e)) => return Err(self.conn_err("cannot connect to", e)),
+                    None => return Err(self.conn_err("cannot connect to", "event loop ended")),
+                }
+            }
+        }
+        *connected = true;
+        let live_since = now_ms();
+        tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
+        self.status.send_modify(|s| {
+            s.state = LinkState::Connected;
+            if sessions > 0 {
+                s.reconnects += 1;
+            }
+        });
+
+        let mut s = Session {
+            more: true,
+            ..Session::default()
+        };
+        self.publish(
+            &client,
+            &mut s,
+            None,
+            self.topics.status(),
+            b"online".to_vec(),
+            true,
+        )?;
+        s.resend = self.blocking(|o| o.unacked()).await?.into();
+        let mut bucket = self
+            .cfg
+            .rate_limit
+            .map(|r| Bucket::new(r, self.cfg.max_payload));
+
+        loop {
+            self.fill(&client, &mut s, &mut bucket, live_since).await?;
+            let hold = s.hold_until;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.goodbye(&client, &mut rx).await;
+                    return Ok(());
+                }
+                ev = rx.recv() => match ev {
+                    Some(Ok(ev)) => self.on_event(ev, &mut s).await?,
+                    Some(Err(e)) => return Err(self.conn_err("connection to", e)),
+                    None => return Err(self.conn_err("connection to", "event loop ended")),
+                },
+                _ = self.wake.notified() => s.more = true,
+                _ = tokio::time::sleep_until(hold.unwrap_or_else(Instant::now)), if hold.is_some() => {
+                    s.hold_until = None;
+                }
+                _ = tokio::time::sleep(IDLE_RECHECK) => s.more = true,
+            }
+        }
+    }
+
+    /// Request one QoS 1 publish, recording it in the FIFO first.
+    fn publish(
+        &self,
+        client: &AsyncClient,
+        s: &mut Session,
+        seq: Option<u64>,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), SessionError> {
+        s.fifo.push_back(seq);
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+            s.fifo.pop_back();
+            return Err(SessionError::Internal(format!(
+                "publish request refused: {e}"
+            )));
+        }
+        s.outstanding += 1;
+        Ok(())
+    }
+
+    /// Fill the inflight window: resends first, then new messages from the outbox.
+    async fn fill(
+        &self,
+        client: &AsyncClient,
+        s: &mut Session,
+        bucket: &mut Option<Bucket>,
+        live_since: i64,
+    ) -> Result<(), SessionError> {
+        let window = usize::from(self.cfg.inflight.max(1));
+        while s.outstanding < window && s.hold_until.is_none() {
+            if let Some(m) = s.resend.front() {
+                if let Some(b) = bucket.as_mut() {
+                    if let Err(wait) = b.take(m.payload.len()) {
+                        s.hold_until = Some(Instant::now() + wait);
+                        break;
+                    }
+                }
+                let Some(m) = s.resend.pop_front() else { break };
+                self.publish(client, s, Some(m.seq), m.topic, m.payload, false)?;
+                continue;
+            }
+            if s.staged.is_empty() {
+                if !s.more {
+                    break;
+                }
+                let entries = self.blocking(move |o| o.pending(FETCH, live_since)).await?;
+                if entries.is_empty() {
+                    s.more = false;
+                    break;
+                }
+                let full = entries.len() >= FETCH;
+                let mut packed = encode_messages(
+                    &entries,
+                    &self.gateway_id,
+                    self.cfg.max_payload,
+                    self.cfg.encoding,
+                );
+                if full && packed.len() > 1 {
+                    // The last message may be completed by entries beyond this look: leave it
+                    // (and the earlier parts of a split batch it ends) pending for the next.
+                    let mut keep = packed.len() - 1;
+                    while keep > 0 && packed[keep - 1].entries.is_empty() {
+                        keep -= 1;
+                    }
+                    if keep > 0 {
+                        packed.truncate(keep);
+                    }
+                }
+                s.staged = packed.into();
+            }
+            let Some(p) = s.staged.front() else { break };
+            if let Some(b) = bucket.as_mut() {
+                let len = p
+                    .build(&self.gateway_id, u64::MAX)
+                    .map(|v| v.len())
+                    .unwrap_or(0);
+                if let Err(wait) = b.take(len) {
+                    s.hold_until = Some(Instant::now() + wait);
+                    break;
+                }
+            }
+            let Some(p) = s.staged.pop_front() else { break };
+            let topic = self.topics.for_kind(p.kind);
+            let gw = self.gateway_id.clone();
+            let t = topic.clone();
+            let sealed = self
+                .blocking(move |o| {
+                    o.seal(&t, &p.entries, p.readings, &mut |seq| {
+                        p.build(&gw, seq).map_err(|e| e.to_string())
+                    })
+                })
+                .await;
+            let sealed = match sealed {
+                Ok(m) => m,
+                Err(SessionError::Outbox(OutboxError::NotPending(ids))) => {
+                    // Evicted meanwhile: drop what was staged and look again.
+                    tracing::warn!(?ids, "outbox entries vanished before sealing");
+                    s.staged.clear();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.publish(
+                client,
+                s,
+                Some(sealed.seq),
+                sealed.topic,
+                sealed.payload,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn on_event(&self, ev: Event, s: &mut Session) -> Result<(), SessionError> {
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let seq = match s.collided.take() {
+                    Some(seq) => seq,
+                    None => s.fifo.pop_front().ok_or_else(|| {
+                        SessionError::Internal(format!("publish {pkid} without a request"))
+                    })?,
+                };
+                s.pkids.insert(pkid, seq);
+                if seq.is_some() {
+                    self.status.send_modify(|st| {
+                        st.published += 1;
+                        st.last_publish_ms = Some(now_ms());
+                    });
+                }
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                let seq = s.fifo.pop_front().ok_or_else(|| {
+                    SessionError::Internal(format!("collision on {pkid} without a request"))
+                })?;
+                tracing::debug!(pkid, "packet id collision: waiting for its ack");
+                s.collided = Some(seq);
+            }
+            Event::Incoming(Packet::PubAck(ack)) => match s.pkids.remove(&ack.pkid) {
+                Some(seq) => {
+                    s.outstanding = s.outstanding.saturating_sub(1);
+                    if let Some(seq) = seq {
+                        self.blocking(move |o| o.ack(seq)).await?;
+                        self.status.send_modify(|st| {
+                            st.acked += 1;
+                            st.last_ack_ms = Some(now_ms());
+                        });
+                    }
+                }
+                None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
+            },
+            Event::Incoming(Packet::Disconnect) => {
+                return Err(self.conn_err("connection to", "broker sent DISCONNECT"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Graceful end: retained `offline`, then DISCONNECT (which suppresses the last will).
+    async fn goodbye(
+        &self,
+        client: &AsyncClient,
+        rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    ) {
+        let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "offline");
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(Ok(ev)) = rx.recv().await {
+                if ev == Event::Outgoing(Outgoing::Disconnect) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let mut b = Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            attempt: 0,
+        };
+        let bounds = [
+            (500, 1000),
+            (1000, 2000),
+            (2000, 4000),
+            (4000, 8000),
+            (4000, 8000),
+        ];
+        for (lo, hi) in bounds {
+            let d = b.next().as_millis();
+            assert!(d >= lo && d <= hi, "{d} not in {lo}..={hi}");
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bucket_limits_bytes_per_second() {
+        let mut b = Bucket::new(100, 50);
+        let t0 = b.at;
+        assert!(b.take_at(100, t0).is_ok());
+        let wait = b.take_at(50, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(b.take_at(50, t0 + Duration::from_millis(499)).is_err());
+        assert!(b.take_at(50, t0 + Duration::from_millis(500)).is_ok());
+        // Larger than the bucket: passes when full, then the debt is paid.
+        let t1 = t0 + Duration::from_secs(3);
+        assert!(b.take_at(250, t1).is_ok());
+        assert!(b.take_at(1, t1 + Duration::from_secs(1)).is_err());
+        assert!(b.take_at(1, t1 + Duration::from_millis(1510)).is_ok());
+    }
+}

@@ -1,0 +1,95 @@
+//! The MQTT uplink: payload codecs (`codec`, pure), the rustls client configuration (`tls`)
+//! and the `Forwarder` task that drains the outbox to the broker (`forwarder`). Topics and
+//! payloads are documented in docs/mqtt.md. The uplink only ever reads the store through the
+//! `Outbox` trait; it never reaches back into acquisition.
+
+pub mod codec;
+pub mod forwarder;
+pub mod tls;
+
+pub use codec::{decode, encode_messages, CodecError, Packed};
+pub use forwarder::Forwarder;
+pub use tls::{client_config, TlsError};
+
+use crate::outbox::EntryKind;
+
+/// Topics of one gateway under its root (default `gasdtu/<gateway id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub root: String,
+}
+
+impl Topics {
+    pub fn new(root: &str) -> Topics {
+        Topics {
+            root: root.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// `<root>/data`, `<root>/alarm` or `<root>/event`.
+    pub fn for_kind(&self, kind: EntryKind) -> String {
+        match kind {
+            EntryKind::Data => self.data(),
+            EntryKind::Alarm => format!("{}/alarm", self.root),
+            EntryKind::Event => format!("{}/event", self.root),
+        }
+    }
+
+    pub fn data(&self) -> String {
+        format!("{}/data", self.root)
+    }
+
+    /// Retained `online`/`offline`; also the last will.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.root)
+    }
+}
+
+/// State of the link as the rest of the daemon (status, health, the demo view) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connecting (TCP, TLS and MQTT CONNECT under way, or waiting to retry).
+    Connecting,
+    /// CONNACK received; publishing.
+    Connected,
+    /// The last session or attempt failed; `since` is UTC ms of the failure.
+    Down { since_ms: i64, last_error: String },
+}
+
+/// Published by the forwarder on a `tokio::sync::watch` channel after every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    /// UTC ms of the last publish handed to the connection, and of the last PUBACK.
+    pub last_publish_ms: Option<i64>,
+    pub last_ack_ms: Option<i64>,
+    /// Outbox messages published (resends included) and acknowledged since start.
+    pub published: u64,
+    pub acked: u64,
+    /// Sessions established after the first one.
+    pub reconnects: u64,
+    /// The last error, kept after a later successful connect (for `gasdtu status`).
+    pub last_error: Option<String>,
+}
+
+impl Default for LinkStatus {
+    fn default() -> Self {
+        LinkStatus {
+            state: LinkState::Connecting,
+            last_publish_ms: None,
+            last_ack_ms: None,
+            published: 0,
+            acked: 0,
+            reconnects: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// Wall-clock UTC milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
