@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 pub mod model;
 pub mod outbox;
+pub mod pipeline;
 pub mod planner;
 pub mod sim;
 pub mod status;

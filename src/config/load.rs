@@ -565,7 +565,8 @@ fn parse_uplink(
             Duration::from_secs(1),
             Duration::from_secs(3600),
         )
-        .or(Duration::from_secs(60));
+        // A broker that comes back is reached within seconds; raise it on metered links.
+        .or(Duration::from_secs(5));
     if let (Some(a), Some(b)) = (reconnect_min, reconnect_max) {
         if a > b {
             d.error(

@@ -103,7 +103,7 @@ pub struct UplinkConfig {
     pub keepalive: Duration,
     /// Connect and flush timeout, default 60 s (rumqttc's 5 s default is far too short).
     pub connect_timeout: Duration,
-    /// Reconnect backoff bounds (jittered exponential), defaults 1 s and 60 s.
+    /// Reconnect backoff bounds (jittered exponential), defaults 1 s and 5 s.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     /// Largest payload the forwarder builds, default 1024 bytes (NB-IoT module stacks).

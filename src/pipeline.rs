@@ -1,0 +1,207 @@
+//! The daemon's data path between acquisition and the uplink: the `Consumer` drains the sample
+//! channel, commits everything it holds in ONE store transaction (a reading is durable before
+//! anything else sees it), updates the device board, wakes the forwarder, and enforces the
+//! store's size and age bounds periodically. It never waits on the uplink; a failing store
+//! keeps the uncommitted batches in memory (bounded) and retries, counting what it must drop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::model::SampleBatch;
+use crate::outbox::EntryKind;
+use crate::status::DeviceBoard;
+use crate::store::{ClockStamp, Store};
+
+/// Batches committed together at most (one poll cycle of a large site).
+const MAX_GROUP: usize = 256;
+/// Batches kept in memory while the store fails, before the oldest are dropped (and counted).
+const MAX_BACKLOG: usize = 20_000;
+/// How often the size and age bounds are enforced.
+const LIMITS_EVERY: Duration = Duration::from_secs(60);
+
+/// What the consumer did, for the shutdown log and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConsumerReport {
+    pub batches: u64,
+    pub readings: u64,
+    pub commits: u64,
+    pub commit_errors: u64,
+    /// Batches dropped because the store kept failing and memory is bounded.
+    pub dropped_batches: u64,
+}
+
+/// The long-lived task between the sample channel and the store.
+pub struct Consumer {
+    rx: mpsc::Receiver<SampleBatch>,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    board: DeviceBoard,
+    /// Called after every successful commit (the service watchdog's progress tick).
+    on_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Events to commit with the first group (e.g. "started").
+    startup_events: Vec<serde_json::Value>,
+}
+
+impl Consumer {
+    pub fn new(
+        rx: mpsc::Receiver<SampleBatch>,
+        store: Arc<Store>,
+        wake: Arc<Notify>,
+        board: DeviceBoard,
+    ) -> Consumer {
+        Consumer {
+            rx,
+            store,
+            wake,
+            board,
+            on_commit: None,
+            startup_events: Vec::new(),
+        }
+    }
+
+    pub fn on_commit(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.on_commit = Some(f);
+        self
+    }
+
+    pub fn with_startup_event(mut self, event: serde_json::Value) -> Self {
+        self.startup_events.push(event);
+        self
+    }
+
+    /// Runs until the channel closes (every bus task stopped), committing what is left.
+    pub async fn run(mut self) -> ConsumerReport {
+        let mut report = ConsumerReport::default();
+        let mut queue: Vec<SampleBatch> = Vec::new();
+        let mut extra: Vec<(EntryKind, serde_json::Value)> = self
+            .startup_events
+            .drain(..)
+            .map(|e| (EntryKind::Event, e))
+            .collect();
+        let mut last_limits = Instant::now() - LIMITS_EVERY;
+        let mut retry_delay = Duration::from_millis(200);
+        let mut open = true;
+        while open || !queue.is_empty() || !extra.is_empty() {
+            if queue.is_empty() && extra.is_empty() {
+                match self.rx.recv().await {
+                    Some(b) => queue.push(b),
+                    None => {
+                        open = false;
+                        continue;
+                    }
+                }
+            }
+            // Take everything already waiting: one transaction for all of it.
+            while queue.len() < MAX_GROUP {
+                match self.rx.try_recv() {
+                    Ok(b) => queue.push(b),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            let group: Vec<SampleBatch> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
+            let store = self.store.clone();
+            let ex = std::mem::take(&mut extra);
+            let res = tokio::task::spawn_blocking(move || {
+                let r = store.commit(&group, &ex, &ClockStamp::now());
+                (group, ex, r)
+            })
+            .await;
+            match res {
+                Ok((group, _, Ok(info))) => {
+                    report.commits += 1;
+                    report.batches += group.len() as u64;
+                    report.readings += info.readings;
+                    for b in &group {
+                        self.board.observe(b);
+                        log_batch(b);
+                    }
+                    retry_delay = Duration::from_millis(200);
+                    self.wake.notify_one();
+                    if let Some(f) = &self.on_commit {
+                        f();
+                    }
+                }
+                Ok((group, ex, Err(e))) => {
+                    report.commit_errors += 1;
+                    tracing::error!(
+                        "store commit failed, {} batches kept in memory and retried: {e}",
+                        group.len()
+                    );
+                    // Put them back in front, keep memory bounded (oldest dropped, counted).
+                    let mut back = group;
+                    back.append(&mut queue);
+                    queue = back;
+                    extra = ex;
+                    if queue.len() > MAX_BACKLOG {
+                        let n = queue.len() - MAX_BACKLOG;
+                        queue.drain(..n);
+                        report.dropped_batches += n as u64;
+                        extra.push((
+                            EntryKind::Event,
+                            serde_json::json!({
+                                "event": "data_loss",
+                                "reason": "store unavailable, memory buffer full",
+                                "batches": n,
+                            }),
+                        ));
+                        tracing::error!(
+                            "store unavailable: dropped {n} oldest batches from memory"
+                        );
+                    }
+                    tokio::time::sleep(retry_delay).await;
+                    retry_delay = (retry_delay * 2).min(Duration::from_secs(10));
+                }
+                Err(join) => {
+                    tracing::error!("store commit task failed: {join}");
+                }
+            }
+            if last_limits.elapsed() >= LIMITS_EVERY {
+                last_limits = Instant::now();
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.enforce_limits(SystemTime::now()))
+                    .await
+                {
+                    Ok(Ok(ev)) => {
+                        if ev.dropped_unsent > 0 || ev.expired_history > 0 {
+                            tracing::warn!(
+                                dropped_unsent = ev.dropped_unsent,
+                                expired_history = ev.expired_history,
+                                bytes_before = ev.bytes_before,
+                                bytes_after = ev.bytes_after,
+                                "store bounds enforced"
+                            );
+                            self.wake.notify_one();
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!("store bounds could not be enforced: {e}"),
+                    Err(e) => tracing::error!("store bounds task failed: {e}"),
+                }
+            }
+        }
+        report
+    }
+}
+
+fn log_batch(b: &SampleBatch) {
+    let good = b.samples.iter().filter(|s| s.quality.is_good()).count();
+    let bad = b.samples.len() - good;
+    let first_bad = b.samples.iter().find_map(|s| match &s.quality {
+        crate::model::Quality::Bad(r) => Some(format!("{}: {r}", s.point)),
+        crate::model::Quality::Good => None,
+    });
+    tracing::info!(
+        device = %b.device,
+        bus = %b.bus,
+        good,
+        bad,
+        online = b.online,
+        first_bad = first_bad.as_deref().unwrap_or(""),
+        "batch"
+    );
+}
