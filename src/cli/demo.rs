@@ -1,8 +1,9 @@
 //! `gasdtu demo`: the whole pipeline on an embedded default. It starts simulated meters on
 //! loopback (a Modbus TCP network and an RS-485 line behind a serial device server, one meter
-//! dead on purpose), loads the embedded configs/demo.toml through the ordinary validator, runs
-//! the real acquisition engine and shows a live view of what is polled. `--duration` stops it
-//! by itself with a one-line summary.
+//! dead on purpose) and an embedded MQTT broker, loads the embedded configs/demo.toml through
+//! the ordinary validator, and runs the real acquisition engine, SQLite store (in a fresh
+//! temporary state directory) and forwarder, with a live view of what is polled, buffered and
+//! delivered. `--duration` stops it by itself with a one-line summary.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -13,9 +14,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
+use crate::broker::Broker;
 use crate::config::{self, Config, Transport};
 use crate::model::{Quality, SampleBatch};
+use crate::pipeline::Consumer;
 use crate::sim::{FaultRule, Faults, SimDevice, Simulator};
+use crate::status::DeviceBoard;
+use crate::store::Store;
+use crate::uplink::{Forwarder, LinkStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
 
 const DEMO_CONFIG: &str = include_str!("../../configs/demo.toml");
 
@@ -46,9 +55,15 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
     let rtu = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the demo's RTU-over-TCP simulator on 127.0.0.1")?;
+    let broker = Broker::bind("127.0.0.1:0")
+        .await
+        .context("binding the demo's MQTT broker on 127.0.0.1")?;
+    let state_dir = std::env::temp_dir().join(format!("gasdtu-demo-{}", std::process::id()));
     let text = DEMO_CONFIG
         .replace("@TCP_PORT@", &tcp.local_addr()?.port().to_string())
-        .replace("@RTU_PORT@", &rtu.local_addr()?.port().to_string());
+        .replace("@RTU_PORT@", &rtu.local_addr()?.port().to_string())
+        .replace("@MQTT_PORT@", &broker.local_addr()?.port().to_string())
+        .replace("@STATE_DIR@", &state_dir.display().to_string());
     let loaded = config::parse_str(&text, "demo.toml (embedded)", &std::env::temp_dir()).map_err(
         |errs| {
             let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -75,7 +90,61 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
         });
     }
 
-    let (acq, mut rx) = crate::acq::start(&cfg, &shutdown, true);
+    // Deliveries as the broker sees them: readings carried by data messages.
+    let delivered = Arc::new(AtomicU64::new(0));
+    {
+        let mut feed = broker.published();
+        let delivered = delivered.clone();
+        tokio::spawn(async move {
+            while let Ok(p) = feed.recv().await {
+                if p.topic.ends_with("/data") {
+                    delivered.fetch_add(readings_in(&p.payload), Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    tokio::spawn(broker.run(shutdown.clone()));
+
+    let store_cfg = cfg.store.clone();
+    let dir = state_dir.clone();
+    let (store, _events) = tokio::task::spawn_blocking(move || Store::open(&dir, &store_cfg))
+        .await?
+        .context("opening the demo's store")?;
+    let store = Arc::new(store);
+    let acq_stop = CancellationToken::new();
+    let (acq, rx) = crate::acq::start(&cfg, &acq_stop, true);
+    // Batches reach the view through the consumer: what is shown is what was committed.
+    let (view_tx, mut view_rx) = tokio::sync::mpsc::channel::<SampleBatch>(1024);
+    let (tap_tx, tap_rx) = tokio::sync::mpsc::channel::<SampleBatch>(crate::acq::CHANNEL_BATCHES);
+    tokio::spawn(async move {
+        let mut rx = rx;
+        while let Some(b) = rx.recv().await {
+            let _ = view_tx.try_send(b.clone());
+            if tap_tx.send(b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let wake = Arc::new(Notify::new());
+    let consumer = tokio::spawn(
+        Consumer::new(tap_rx, store.clone(), wake.clone(), DeviceBoard::default()).run(),
+    );
+    let (link_tx, _link_rx) = watch::channel(LinkStatus::default());
+    let fwd_stop = CancellationToken::new();
+    let uplink = cfg
+        .uplink
+        .clone()
+        .context("the embedded demo config has an [uplink] section")?;
+    let forwarder = tokio::spawn(
+        Forwarder::new(
+            uplink,
+            &cfg.gateway.id,
+            store.clone(),
+            wake.clone(),
+            link_tx,
+        )
+        .run(fwd_stop.clone()),
+    );
     let live = !args.plain && std::io::stdout().is_terminal();
     println!(
         "gasdtu demo: {} devices on {} buses, {} reads per cycle; simulated meters on 127.0.0.1{}",
@@ -88,7 +157,9 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
         }
     );
     let started = Instant::now();
-    let sig = shutdown.clone();
+    // `stop` ends the view; the simulators and the broker (on `shutdown`) outlive the drain.
+    let stop = CancellationToken::new();
+    let sig = stop.clone();
     let duration = args.duration;
     tokio::spawn(async move {
         match duration {
@@ -109,8 +180,8 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
     let mut dirty = false;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            b = rx.recv() => {
+            _ = stop.cancelled() => break,
+            b = view_rx.recv() => {
                 let Some(b) = b else { break };
                 count(&mut totals, &b);
                 if live {
@@ -121,19 +192,39 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
                 latest.insert(b.device.to_string(), b);
             }
             _ = redraw.tick(), if live && dirty => {
-                draw(&latest, &totals, started.elapsed());
+                draw(&latest, &totals, delivered.load(Ordering::Relaxed), started.elapsed());
                 dirty = false;
             }
         }
     }
+    acq_stop.cancel();
     for t in acq.tasks {
         let _ = t.await;
     }
-    while let Ok(b) = rx.try_recv() {
+    // The consumer ends once the last batch passed the splitter, which hands every batch to
+    // the view first: after it, the view channel holds all that is left.
+    let committed = consumer.await.map(|r| r.readings).unwrap_or(0);
+    while let Ok(b) = view_rx.try_recv() {
         count(&mut totals, &b);
     }
+    // Let the forwarder deliver what was committed last (a few seconds at most).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline && delivered.load(Ordering::Relaxed) < committed {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fwd_stop.cancel();
+    let _ = forwarder.await;
+    shutdown.cancel();
+    let buffered = store.stats().map(|s| s.pending_readings).unwrap_or(0);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&state_dir);
     if live {
-        draw(&latest, &totals, started.elapsed());
+        draw(
+            &latest,
+            &totals,
+            delivered.load(Ordering::Relaxed),
+            started.elapsed(),
+        );
     }
     let offline: Vec<&str> = latest
         .values()
@@ -141,13 +232,16 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
         .map(|b| &*b.device)
         .collect();
     println!(
-        "demo summary: {:.1}s, {} devices, {} batches, {} readings polled ({} good, {} bad), offline: {}; delivered: 0 (buffer and uplink arrive with the store-and-forward issue)",
+        "demo summary: {:.1}s, {} devices, {} batches, {} readings polled ({} good, {} bad), {} committed, {} delivered to the broker, {} still buffered, offline: {}",
         started.elapsed().as_secs_f64(),
         acq.devices,
         totals.batches,
         totals.readings,
         totals.good,
         totals.bad,
+        committed,
+        delivered.load(Ordering::Relaxed),
+        buffered,
         if offline.is_empty() { "none".to_string() } else { offline.join(", ") },
     );
     Ok(0)
@@ -224,15 +318,32 @@ fn short(v: &str) -> String {
     }
 }
 
-fn draw(latest: &BTreeMap<String, SampleBatch>, t: &Totals, elapsed: Duration) {
+/// Readings in a data payload (JSON or CBOR), counted from its decoded form.
+fn readings_in(payload: &[u8]) -> u64 {
+    let Ok(v) = crate::uplink::decode(payload) else {
+        return 0;
+    };
+    let mut n = 0;
+    for d in v["data"].as_array().into_iter().flatten() {
+        for r in d["reads"].as_array().into_iter().flatten() {
+            for key in ["v", "bad"] {
+                n += r[key].as_object().map(|o| o.len() as u64).unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
+fn draw(latest: &BTreeMap<String, SampleBatch>, t: &Totals, delivered: u64, elapsed: Duration) {
     let mut out = String::new();
     out.push_str("\x1b[H\x1b[2J");
     out.push_str(&format!(
-        "gasdtu demo — {:.0}s — {} readings polled ({} good, {} bad)\n\n",
+        "gasdtu demo — {:.0}s — {} readings polled ({} good, {} bad), {} delivered to the broker\n\n",
         elapsed.as_secs_f64(),
         t.readings,
         t.good,
-        t.bad
+        t.bad,
+        delivered
     ));
     out.push_str(&format!(
         "{:<14} {:<8} {:<22} {:>16} {:<6} {:<14} {}\n",
