@@ -10,5 +10,6 @@ pub mod config;
 pub mod model;
 pub mod outbox;
 pub mod planner;
+pub mod service;
 pub mod sim;
 pub mod status;
