@@ -23,12 +23,36 @@ pub struct Global {
     pub log_level: Option<String>,
 }
 
-/// Set up stderr logging once for a subcommand (`RUST_LOG` style filter).
+/// Set up logging once for a subcommand (`RUST_LOG` style filter): to journald with structured
+/// fields when systemd connected stderr to the journal (`JOURNAL_STREAM` names our stderr),
+/// otherwise plain lines on stderr.
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if crate::service::stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                let journald = journald.with_syslog_identifier("gasdtu".to_string());
+                if tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journald)
+                    .try_init()
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            // Fall through to stderr, which systemd forwards to the journal as plain lines.
+            Err(e) => eprintln!("gasdtu: journald unavailable ({e}), logging to stderr"),
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal, never into pipes or the journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

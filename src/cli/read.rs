@@ -96,6 +96,7 @@ pub struct ValueArgs {
     /// Engineering value = raw * scale + offset.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub scale: f64,
+    /// Added after scaling (engineering value = raw * scale + offset).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub offset: f64,
 }

@@ -57,12 +57,16 @@ pub struct SimulateOptions {
     /// Serve RTU on this serial port (or one end of a pty pair); reopened if it vanishes.
     #[arg(long, value_name = "PATH")]
     serial: Option<String>,
+    /// Serial line speed (with --serial).
     #[arg(long, default_value_t = 9600)]
     baud: u32,
+    /// Serial parity (with --serial).
     #[arg(long, default_value = "none", value_parser = ["none", "even", "odd"])]
     parity: String,
+    /// Serial data bits, 7 or 8 (with --serial).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
     data_bits: u8,
+    /// Serial stop bits, 1 or 2 (with --serial).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     stop_bits: u8,
     /// Answer at once on serial instead of after the frames' wire time at the baud.

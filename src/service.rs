@@ -1,0 +1,986 @@
+//! Life under systemd: the `Notifier` (READY=1, STATUS=, STOPPING=1, RELOADING=1, WATCHDOG=1
+//! over `NOTIFY_SOCKET`), the `Progress` board that the sample consumer and the forwarder tick,
+//! the `Watchdog` task that pings only while every watched part makes progress and keeps the
+//! STATUS= line current, the pure `status_line` that says what the daemon is doing, and the
+//! SIGHUP reload helpers (`Hangups`, `try_reload`). Without `NOTIFY_SOCKET` (run by hand) every
+//! notification is a no-op, so `gasdtu run` behaves the same outside systemd.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, LoadError, Loaded, UplinkConfig};
+
+/// Added to every silence bound: the consumer's commit time, scheduling jitter, a slow SD card.
+pub const SILENCE_SLACK: Duration = Duration::from_secs(10);
+
+/// How often the STATUS= line is recomputed (sent only when its text changes).
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// Notifier
+
+/// Sends sd_notify(3) messages to the service manager. Cheap to clone. Failures to send are
+/// logged once per kind and never stop the daemon: losing a notification must not lose data.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier {
+    /// Explicit socket (tests); None: `NOTIFY_SOCKET` through the sd-notify crate.
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Notifier {
+    /// The notifier of this process. Reads `NOTIFY_SOCKET` at each send, so it is a no-op when
+    /// the variable is absent (run from a shell, in tests without a socket).
+    pub fn from_env() -> Notifier {
+        Notifier { socket: None }
+    }
+
+    /// A notifier that sends to this datagram socket whatever the environment says.
+    pub fn to_socket(path: impl Into<std::path::PathBuf>) -> Notifier {
+        Notifier {
+            socket: Some(path.into()),
+        }
+    }
+
+    /// Is a service manager listening (`NOTIFY_SOCKET` set)?
+    pub fn active(&self) -> bool {
+        self.socket.is_some() || std::env::var_os("NOTIFY_SOCKET").is_some()
+    }
+
+    /// READY=1: config loaded, store open, pollers running. Also after a reload.
+    pub fn ready(&self) {
+        self.send(&[NotifyState::Ready], "READY=1");
+    }
+
+    /// STATUS=<text>: one line saying what the daemon is doing (see `status_line`).
+    pub fn status(&self, text: &str) {
+        self.send(&[NotifyState::Status(text)], "STATUS=");
+    }
+
+    /// STOPPING=1: shutdown has begun (SIGTERM); systemd waits up to TimeoutStopSec.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping], "STOPPING=1");
+    }
+
+    /// RELOADING=1: a SIGHUP reload has begun; follow it with `ready()` whatever its outcome.
+    pub fn reloading(&self) {
+        self.send(&[NotifyState::Reloading], "RELOADING=1");
+    }
+
+    /// WATCHDOG=1: one keep-alive ping. `Watchdog` sends these; call it directly only in tests.
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog], "WATCHDOG=1");
+    }
+
+    /// The watchdog timeout systemd asked for (`WATCHDOG_USEC`, for this process per
+    /// `WATCHDOG_PID`), or None when the watchdog is off.
+    pub fn watchdog_enabled(&self) -> Option<Duration> {
+        let mut usec = 0u64;
+        if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+            Some(Duration::from_micros(usec))
+        } else {
+            None
+        }
+    }
+
+    fn send(&self, state: &[NotifyState], what: &str) {
+        let sent = match &self.socket {
+            None => sd_notify::notify(false, state),
+            Some(path) => {
+                let msg: String = state.iter().map(|s| format!("{s}\n")).collect();
+                std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|sock| sock.send_to(msg.as_bytes(), path))
+                    .map(|_| ())
+            }
+        };
+        if let Err(e) = sent {
+            let socket = match &self.socket {
+                Some(p) => p.display().to_string(),
+                None => std::env::var("NOTIFY_SOCKET").unwrap_or_default(),
+            };
+            tracing::warn!(socket = %socket, "cannot notify the service manager ({what}): {e}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+/// Which part of the daemon stopped making progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// A bus (by name): no batch of it was committed for longer than its bound.
+    Bus(String),
+    /// The forwarder's loop did not turn for longer than its bound.
+    Uplink,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Bus(b) if b == ANY_BUS => write!(f, "poller"),
+            Part::Bus(b) => write!(f, "bus {b}"),
+            Part::Uplink => write!(f, "uplink"),
+        }
+    }
+}
+
+/// The verdict of a progress check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The first (longest-silent) part past its bound, and how long it has been silent.
+    Stalled {
+        part: Part,
+        silent_for: Duration,
+    },
+}
+
+/// Name of the single beat `Progress::new` watches; every bus feeds it.
+const ANY_BUS: &str = "*";
+
+#[derive(Debug, Clone)]
+struct Beat {
+    part: Part,
+    max_silence: Duration,
+    last: Instant,
+}
+
+#[derive(Debug)]
+struct Board {
+    buses: Vec<Beat>,
+    uplink: Option<Beat>,
+}
+
+/// Progress counters shared by the sample consumer (`tick_poll` per committed batch), the
+/// forwarder (`tick_uplink` per turn of its loop) and the `Watchdog`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    board: Arc<Mutex<Board>>,
+}
+
+impl Progress {
+    /// Watch the pipeline as a whole: stalled when no batch at all was ticked for longer than
+    /// `max_silence`. `for_config` watches each bus on its own bound instead.
+    pub fn new(max_silence: Duration) -> Progress {
+        Progress::with_beats(
+            vec![Beat {
+                part: Part::Bus(ANY_BUS.to_string()),
+                max_silence,
+                last: Instant::now(),
+            }],
+            None,
+        )
+    }
+
+    /// One beat per bus that has enabled devices, bounded by `bus_silence_bound`, and the
+    /// uplink's beat when `[uplink]` is configured (bounded by `uplink_silence_bound`).
+    pub fn for_config(config: &Config) -> Progress {
+        let (buses, uplink) = beats_for(config, Instant::now());
+        Progress::with_beats(buses, uplink)
+    }
+
+    /// After a reload: watch the new config's buses and uplink, every clock restarted.
+    pub fn reconfigure(&self, config: &Config) {
+        let (buses, uplink) = beats_for(config, Instant::now());
+        let mut b = self.lock();
+        b.buses = buses;
+        b.uplink = uplink;
+    }
+
+    /// Watch the uplink too (for `Progress::new` users).
+    pub fn watch_uplink(&self, max_silence: Duration) {
+        self.lock().uplink = Some(Beat {
+            part: Part::Uplink,
+            max_silence,
+            last: Instant::now(),
+        });
+    }
+
+    /// A batch of `bus` was committed. Unknown bus names feed the whole-pipeline beat if any.
+    pub fn tick_poll(&self, bus: &str) {
+        let now = Instant::now();
+        let mut b = self.lock();
+        let beat = b
+            .buses
+            .iter()
+            .position(|x| matches!(&x.part, Part::Bus(n) if n == bus))
+            .or_else(|| {
+                b.buses
+                    .iter()
+                    .position(|x| matches!(&x.part, Part::Bus(n) if n == ANY_BUS))
+            });
+        if let Some(i) = beat {
+            b.buses[i].last = now;
+        }
+    }
+
+    /// The forwarder's loop turned (a publish, an ack, a ping, a reconnect attempt).
+    pub fn tick_uplink(&self) {
+        let now = Instant::now();
+        if let Some(u) = self.lock().uplink.as_mut() {
+            u.last = now;
+        }
+    }
+
+    /// Is every watched part within its bound now?
+    pub fn health(&self) -> Health {
+        self.health_at(Instant::now())
+    }
+
+    /// `health` at a given instant (tests move the clock instead of sleeping).
+    pub fn health_at(&self, now: Instant) -> Health {
+        let b = self.lock();
+        b.buses
+            .iter()
+            .chain(b.uplink.iter())
+            .filter_map(|beat| {
+                let silent = now.saturating_duration_since(beat.last);
+                (silent > beat.max_silence).then(|| (silent - beat.max_silence, beat, silent))
+            })
+            .max_by_key(|(over, _, _)| *over)
+            .map_or(Health::Ok, |(_, beat, silent)| Health::Stalled {
+                part: beat.part.clone(),
+                silent_for: silent,
+            })
+    }
+
+    fn with_beats(buses: Vec<Beat>, uplink: Option<Beat>) -> Progress {
+        Progress {
+            board: Arc::new(Mutex::new(Board { buses, uplink })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        match self.board.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+fn beats_for(config: &Config, now: Instant) -> (Vec<Beat>, Option<Beat>) {
+    let buses = config
+        .buses
+        .iter()
+        .filter_map(|bus| {
+            bus_silence_bound(config, &bus.name).map(|max_silence| Beat {
+                part: Part::Bus(bus.name.clone()),
+                max_silence,
+                last: now,
+            })
+        })
+        .collect();
+    let uplink = config.uplink.as_ref().map(|u| Beat {
+        part: Part::Uplink,
+        max_silence: uplink_silence_bound(u),
+        last: now,
+    });
+    (buses, uplink)
+}
+
+/// How long bus `bus` may go without a committed batch before it counts as stalled: twice its
+/// longest poll interval (a device reports once per interval, aligned to the clock, so two
+/// intervals cover the first slot after start and one missed slot), plus one worst-case cycle
+/// (every read timing out on every attempt, with turnaround), plus `SILENCE_SLACK`. None when
+/// the bus has no enabled device (nothing to watch).
+pub fn bus_silence_bound(config: &Config, bus: &str) -> Option<Duration> {
+    let b = config.buses.iter().find(|b| b.name == bus)?;
+    let devs: Vec<_> = config
+        .devices
+        .iter()
+        .filter(|d| d.enabled && d.bus == bus)
+        .collect();
+    let longest = devs.iter().map(|d| d.poll).max()?;
+    let reads: usize = devs
+        .iter()
+        .map(|d| {
+            crate::planner::plan(&d.points, d.limits())
+                .map(|blocks| blocks.len())
+                .unwrap_or(1)
+        })
+        .sum();
+    let per_read = b.timeout.saturating_mul(b.retries.saturating_add(1)) + b.turnaround;
+    let worst_cycle = per_read.saturating_mul(u32::try_from(reads).unwrap_or(u32::MAX));
+    Some(
+        longest
+            .saturating_mul(2)
+            .saturating_add(worst_cycle)
+            .saturating_add(SILENCE_SLACK),
+    )
+}
+
+/// How long the forwarder's loop may stay still: a keepalive exchange or a full reconnect
+/// attempt (connect timeout after the longest backoff) must have happened by then, twice.
+pub fn uplink_silence_bound(u: &UplinkConfig) -> Duration {
+    let turn = u
+        .keepalive
+        .max(u.connect_timeout.saturating_add(u.reconnect_max));
+    turn.saturating_mul(2).saturating_add(SILENCE_SLACK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watchdog
+
+type StatusFn = Box<dyn Fn() -> String + Send + Sync>;
+
+/// The task that keeps systemd informed: every `min(WatchdogSec/2, STATUS_EVERY)` it checks
+/// `Progress` and sends WATCHDOG=1 only when every watched part is within its bound, and sends
+/// STATUS= when the text changed. A stall is logged once when it starts and once when it ends;
+/// while it lasts STATUS says which part is stalled, and systemd restarts the service when
+/// WatchdogSec passes without a ping.
+pub struct Watchdog {
+    notifier: Notifier,
+    progress: Progress,
+    timeout: Option<Duration>,
+    status: Option<StatusFn>,
+}
+
+impl Watchdog {
+    /// Uses the watchdog timeout systemd set for this process (none: status updates only).
+    pub fn new(notifier: Notifier, progress: Progress) -> Watchdog {
+        let timeout = notifier.watchdog_enabled();
+        Watchdog {
+            notifier,
+            progress,
+            timeout,
+            status: None,
+        }
+    }
+
+    /// Where the STATUS= text comes from (typically `status_line` over live numbers).
+    pub fn with_status(mut self, f: impl Fn() -> String + Send + Sync + 'static) -> Watchdog {
+        self.status = Some(Box::new(f));
+        self
+    }
+
+    /// Override the watchdog timeout (tests; None turns pings off).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Watchdog {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The watchdog timeout in force, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let period = match self.timeout {
+            Some(t) => (t / 2).clamp(Duration::from_millis(10), STATUS_EVERY),
+            None => STATUS_EVERY,
+        };
+        if let Some(t) = self.timeout {
+            tracing::info!(timeout = ?t, ping_every = ?period, "systemd watchdog enabled");
+        }
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_status = String::new();
+        let mut stalled = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let health = self.progress.health();
+            let mut text = self.status.as_ref().map(|f| f()).unwrap_or_default();
+            match &health {
+                Health::Ok => {
+                    if stalled {
+                        tracing::warn!("progress resumed; watchdog pings resume");
+                        stalled = false;
+                    }
+                    if self.timeout.is_some() {
+                        self.notifier.watchdog();
+                    }
+                }
+                Health::Stalled { part, silent_for } => {
+                    if !stalled {
+                        tracing::error!(
+                            part = %part,
+                            silent_for = ?silent_for,
+                            "{part} made no progress for {}: watchdog pings stop{}",
+                            human_duration(*silent_for),
+                            if self.timeout.is_some() { ", systemd will restart the service" } else { "" }
+                        );
+                        stalled = true;
+                    }
+                    text = stalled_line(part, *silent_for, &text);
+                }
+            }
+            if self.status.is_some() && text != last_status {
+                self.notifier.status(&text);
+                last_status = text;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// STATUS= text
+
+/// State of the uplink as the STATUS line shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkFacts {
+    Up,
+    /// Not connected (yet, or any more) for this long.
+    Down(Duration),
+}
+
+/// The numbers the STATUS line is made of. `None` leaves a part out (no store yet, no uplink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusFacts {
+    /// Enabled devices being polled.
+    pub devices: usize,
+    /// Of those, currently offline.
+    pub offline: usize,
+    /// Readings waiting in the outbox.
+    pub backlog: Option<u64>,
+    pub link: Option<LinkFacts>,
+}
+
+impl StatusFacts {
+    /// Devices and offline count from the status board (`devices` = enabled devices; a device
+    /// not yet polled counts as online).
+    pub fn from_board(board: &crate::status::DeviceBoard, devices: usize) -> StatusFacts {
+        let offline = board.snapshot().values().filter(|d| !d.online).count();
+        StatusFacts {
+            devices,
+            offline: offline.min(devices),
+            backlog: None,
+            link: None,
+        }
+    }
+}
+
+/// "polling 12 devices, 3 offline, backlog 1.2k readings, link down 4m".
+pub fn status_line(f: &StatusFacts) -> String {
+    let mut parts = Vec::new();
+    parts.push(match f.devices {
+        0 => "no devices enabled".to_string(),
+        1 => "polling 1 device".to_string(),
+        n => format!("polling {n} devices"),
+    });
+    if f.offline > 0 {
+        parts.push(if f.offline == f.devices && f.devices > 1 {
+            "all offline".to_string()
+        } else {
+            format!("{} offline", f.offline)
+        });
+    }
+    if let Some(n) = f.backlog {
+        parts.push(match n {
+            0 => "backlog empty".to_string(),
+            1 => "backlog 1 reading".to_string(),
+            n => format!("backlog {} readings", compact_count(n)),
+        });
+    }
+    match f.link {
+        Some(LinkFacts::Up) => parts.push("link up".to_string()),
+        Some(LinkFacts::Down(d)) => parts.push(format!("link down {}", human_duration(d))),
+        None => {}
+    }
+    parts.join(", ")
+}
+
+/// The STATUS line while a part is stalled.
+pub fn stalled_line(part: &Part, silent_for: Duration, usual: &str) -> String {
+    let head = format!("STALLED: {part} silent for {}", human_duration(silent_for));
+    if usual.is_empty() {
+        head
+    } else {
+        format!("{head}; {usual}")
+    }
+}
+
+/// 999, 1.2k, 12k, 120k, 1.2M.
+pub fn compact_count(n: u64) -> String {
+    fn one(n: u64, unit: u64, suffix: &str) -> String {
+        let tenths = (n * 10 + unit / 2) / unit;
+        if tenths < 100 {
+            format!("{}.{}{suffix}", tenths / 10, tenths % 10)
+        } else {
+            format!("{}{suffix}", (n + unit / 2) / unit)
+        }
+    }
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=999_499 => one(n, 1_000, "k"),
+        1_000_000..=999_499_999 => one(n, 1_000_000, "M"),
+        _ if n < 1_000_000 => one(n, 1_000_000, "M"),
+        _ => one(n, 1_000_000_000, "G"),
+    }
+}
+
+/// Coarse human duration: 45s, 4m, 2h13m, 3d4h.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => match (s / 3600, (s % 3600) / 60) {
+            (h, 0) => format!("{h}h"),
+            (h, m) => format!("{h}h{m}m"),
+        },
+        _ => match (s / 86_400, (s % 86_400) / 3600) {
+            (d, 0) => format!("{d}d"),
+            (d, h) => format!("{d}d{h}h"),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP reload
+
+/// SIGHUP deliveries. Create it before READY=1: until a handler is installed, SIGHUP's default
+/// action terminates the process, and `systemctl reload` would kill the daemon.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    /// Install the SIGHUP handler (needs a tokio runtime).
+    pub fn install() -> std::io::Result<Hangups> {
+        #[cfg(unix)]
+        {
+            Ok(Hangups {
+                signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Hangups {})
+        }
+    }
+
+    /// Resolves at the next SIGHUP (several pending ones coalesce into one).
+    pub async fn recv(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending().await
+        }
+    }
+}
+
+/// What a reload request came to.
+#[derive(Debug)]
+pub enum Reload {
+    /// The file validates to the config already running: nothing to do.
+    Unchanged,
+    /// A valid, different config: apply it (warnings to log).
+    Apply(Box<Loaded>),
+    /// The file is unreadable or invalid: keep running the old config, log every error.
+    Refused(LoadError),
+}
+
+/// Read and validate `path` with the same loader as `gasdtu check`, and compare it with the
+/// running config. Never touches the running state: the caller applies or logs.
+pub fn try_reload(path: &Path, running: &Config) -> Reload {
+    match config::load_file(path) {
+        Err(e) => Reload::Refused(e),
+        Ok(l) if &l.config == running => Reload::Unchanged,
+        Ok(l) => Reload::Apply(Box::new(l)),
+    }
+}
+
+/// Did systemd connect our stderr to the journal? `JOURNAL_STREAM` is "<dev>:<inode>" of the
+/// stream systemd set up; it only counts when it is still our stderr (not inherited by a child
+/// whose stderr was redirected).
+pub fn journal_stream_is(journal_stream: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = journal_stream.split_once(':') else {
+        return false;
+    };
+    matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
+}
+
+/// Is stderr the journal stream systemd gave this service?
+pub fn stderr_is_journal() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let Some(js) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Some(js) = js.to_str() else {
+            return false;
+        };
+        let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        let Ok(meta) = std::fs::File::from(fd).metadata() else {
+            return false;
+        };
+        journal_stream_is(js, meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages received on a test-owned datagram socket within `window`.
+    async fn collect(sock: &tokio::net::UnixDatagram, window: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let end = tokio::time::Instant::now() + window;
+        let mut buf = vec![0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(end, sock.recv(&mut buf)).await {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn watchdog_pings_while_ticks_come_and_stops_when_they_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let progress = Progress::new(Duration::from_millis(300));
+        let shutdown = CancellationToken::new();
+        let ticker = {
+            let (p, stop) = (progress.clone(), shutdown.child_token());
+            tokio::spawn(async move {
+                // Ticks every 50 ms until told to stop: a poller that makes progress.
+                while !stop.is_cancelled() {
+                    p.tick_poll("a");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let stop_ticks = shutdown.child_token();
+        let dog = Watchdog::new(Notifier::to_socket(&path), progress.clone())
+            .with_timeout(Some(Duration::from_millis(100)))
+            .with_status(|| "polling 1 device".to_string());
+        let task = tokio::spawn(dog.run(shutdown.clone()));
+
+        let msgs = collect(&sock, Duration::from_millis(600)).await;
+        let pings = msgs.iter().filter(|m| *m == "WATCHDOG=1\n").count();
+        assert!(
+            pings >= 6,
+            "about one ping per 50 ms while ticking: {msgs:?}"
+        );
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| m.starts_with("STATUS="))
+                .collect::<Vec<_>>(),
+            ["STATUS=polling 1 device\n"],
+            "status sent once, when it changed"
+        );
+
+        // The poller stalls: no tick for longer than the 300 ms bound.
+        ticker.abort();
+        let _ = ticker.await;
+        let msgs = collect(&sock, Duration::from_millis(900)).await;
+        let last_ping = msgs.iter().rposition(|m| m == "WATCHDOG=1\n");
+        let stalled = msgs
+            .iter()
+            .position(|m| m.starts_with("STATUS=STALLED: poller silent for"))
+            .unwrap_or_else(|| panic!("a STALLED status: {msgs:?}"));
+        assert!(
+            last_ping.is_none_or(|i| i < stalled),
+            "no ping after the stall: {msgs:?}"
+        );
+        assert!(
+            msgs[stalled..].iter().all(|m| m != "WATCHDOG=1\n"),
+            "{msgs:?}"
+        );
+
+        // Progress resumes: pings and the usual status come back.
+        progress.tick_poll("a");
+        let msgs = collect(&sock, Duration::from_millis(120)).await;
+        assert!(msgs.iter().any(|m| m == "WATCHDOG=1\n"), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m == "STATUS=polling 1 device\n"),
+            "{msgs:?}"
+        );
+        drop(stop_ticks);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn status_lines() {
+        let m = |s: u64| Duration::from_secs(s);
+        let cases: &[(StatusFacts, &str)] = &[
+            (StatusFacts::default(), "no devices enabled"),
+            (
+                StatusFacts {
+                    devices: 1,
+                    ..Default::default()
+                },
+                "polling 1 device",
+            ),
+            (
+                StatusFacts {
+                    devices: 12,
+                    offline: 3,
+                    backlog: Some(1234),
+                    link: Some(LinkFacts::Down(m(4 * 60 + 10))),
+                },
+                "polling 12 devices, 3 offline, backlog 1.2k readings, link down 4m",
+            ),
+            (
+                StatusFacts {
+                    devices: 4,
+                    offline: 4,
+                    backlog: Some(0),
+                    link: Some(LinkFacts::Up),
+                },
+                "polling 4 devices, all offline, backlog empty, link up",
+            ),
+            (
+                StatusFacts {
+                    devices: 1,
+                    offline: 1,
+                    backlog: Some(1),
+                    link: Some(LinkFacts::Down(m(7200 + 13 * 60))),
+                },
+                "polling 1 device, 1 offline, backlog 1 reading, link down 2h13m",
+            ),
+            (
+                StatusFacts {
+                    devices: 3,
+                    offline: 0,
+                    backlog: Some(999),
+                    link: None,
+                },
+                "polling 3 devices, backlog 999 readings",
+            ),
+            (
+                StatusFacts {
+                    devices: 200,
+                    offline: 0,
+                    backlog: Some(2_345_678),
+                    link: Some(LinkFacts::Down(m(3 * 86400 + 5 * 3600))),
+                },
+                "polling 200 devices, backlog 2.3M readings, link down 3d5h",
+            ),
+        ];
+        for (facts, want) in cases {
+            assert_eq!(status_line(facts), *want, "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn compact_counts() {
+        for (n, want) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1.0k"),
+            (1234, "1.2k"),
+            (9_960, "10k"),
+            (12_345, "12k"),
+            (120_000, "120k"),
+            (999_499, "999k"),
+            (999_500, "1.0M"),
+            (1_250_000, "1.3M"),
+            (45_000_000, "45M"),
+            (3_000_000_000, "3.0G"),
+        ] {
+            assert_eq!(compact_count(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn human_durations() {
+        for (s, want) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3599, "59m"),
+            (3600, "1h"),
+            (3600 + 60, "1h1m"),
+            (86_400, "1d"),
+            (86_400 * 2 + 3600 * 23, "2d23h"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs(s)), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn stalled_lines() {
+        let p = Part::Bus("rs485a".into());
+        assert_eq!(
+            stalled_line(&p, Duration::from_secs(700), "polling 3 devices"),
+            "STALLED: bus rs485a silent for 11m; polling 3 devices"
+        );
+        assert_eq!(
+            stalled_line(&Part::Uplink, Duration::from_secs(30), ""),
+            "STALLED: uplink silent for 30s"
+        );
+        assert_eq!(
+            stalled_line(&Part::Bus(ANY_BUS.into()), Duration::from_secs(5), ""),
+            "STALLED: poller silent for 5s"
+        );
+    }
+
+    #[test]
+    fn journal_stream_matching() {
+        for (env, dev, ino, want) in [
+            ("8:12345", 8, 12345, true),
+            ("8:12345", 8, 12346, false),
+            ("9:12345", 8, 12345, false),
+            ("", 8, 12345, false),
+            ("8", 8, 12345, false),
+            ("x:y", 8, 12345, false),
+            ("8:12345:1", 8, 12345, false),
+        ] {
+            assert_eq!(journal_stream_is(env, dev, ino), want, "{env}");
+        }
+    }
+
+    #[test]
+    fn progress_stalls_when_ticks_stop_and_recovers_on_tick() {
+        let p = Progress::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(p.health_at(t0), Health::Ok);
+        assert_eq!(p.health_at(t0 + Duration::from_secs(9)), Health::Ok);
+        match p.health_at(t0 + Duration::from_secs(12)) {
+            Health::Stalled { part, silent_for } => {
+                assert_eq!(part.to_string(), "poller");
+                assert!(silent_for >= Duration::from_secs(12));
+            }
+            h => panic!("{h:?}"),
+        }
+        p.tick_poll("any-bus");
+        assert_eq!(p.health_at(Instant::now()), Health::Ok);
+    }
+
+    #[test]
+    fn uplink_beat_counts_only_when_watched() {
+        let p = Progress::new(Duration::from_secs(100));
+        let later = Instant::now() + Duration::from_secs(20);
+        assert_eq!(p.health_at(later), Health::Ok);
+        p.watch_uplink(Duration::from_secs(5));
+        assert!(matches!(
+            p.health_at(later),
+            Health::Stalled {
+                part: Part::Uplink,
+                ..
+            }
+        ));
+        p.tick_poll("x");
+        assert!(matches!(p.health_at(later), Health::Stalled { .. }));
+    }
+
+    fn config(text: &str) -> Config {
+        match config::parse_str(text, "test.toml", Path::new("/nonexistent")) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    const TWO_BUSES: &str = r#"
+[gateway]
+id = "t"
+[buses.a]
+kind = "tcp"
+host = "127.0.0.1"
+timeout = "500ms"
+retries = 1
+[buses.b]
+kind = "tcp"
+host = "127.0.0.2"
+timeout = "1s"
+retries = 0
+[buses.idle]
+kind = "tcp"
+host = "127.0.0.3"
+[devices.fast]
+bus = "a"
+unit = 1
+poll = "1s"
+profile = "pt-float"
+[devices.slow]
+bus = "a"
+unit = 2
+poll = "1m"
+profile = "pt-float"
+[devices.b1]
+bus = "b"
+unit = 1
+poll = "10s"
+profile = "pt-float"
+[devices.off]
+bus = "idle"
+unit = 1
+poll = "1s"
+profile = "pt-float"
+enabled = false
+"#;
+
+    #[test]
+    fn silence_bounds_follow_the_longest_poll_and_worst_cycle() {
+        let c = config(TWO_BUSES);
+        let reads = |dev: &str| {
+            let d = c.devices.iter().find(|d| d.name == dev).unwrap();
+            crate::planner::plan(&d.points, d.limits()).unwrap().len() as u32
+        };
+        // a: 2 x 1m + (fast + slow reads) x (500ms x 2 attempts) + slack.
+        let a = Duration::from_secs(120)
+            + Duration::from_millis(1000) * (reads("fast") + reads("slow"))
+            + SILENCE_SLACK;
+        assert_eq!(bus_silence_bound(&c, "a"), Some(a));
+        let b = Duration::from_secs(20) + Duration::from_secs(1) * reads("b1") + SILENCE_SLACK;
+        assert_eq!(bus_silence_bound(&c, "b"), Some(b));
+        assert_eq!(bus_silence_bound(&c, "idle"), None, "only disabled devices");
+        assert_eq!(bus_silence_bound(&c, "nope"), None);
+    }
+
+    #[test]
+    fn per_bus_beats_catch_one_hung_bus_while_another_runs() {
+        let c = config(TWO_BUSES);
+        let p = Progress::for_config(&c);
+        let bound_b = bus_silence_bound(&c, "b").unwrap();
+        let later = Instant::now() + bound_b + Duration::from_secs(1);
+        // Bus a keeps ticking (its bound is longer anyway); bus b went silent.
+        p.tick_poll("a");
+        match p.health_at(later) {
+            Health::Stalled { part, .. } => assert_eq!(part, Part::Bus("b".into())),
+            h => panic!("{h:?}"),
+        }
+        p.tick_poll("b");
+        assert_eq!(p.health_at(Instant::now()), Health::Ok);
+        // A reload to a config without bus b stops watching it.
+        let c2 = config(&TWO_BUSES.replace("bus = \"b\"\nunit = 1", "bus = \"a\"\nunit = 3"));
+        p.reconfigure(&c2);
+        assert_eq!(bus_silence_bound(&c2, "b"), None);
+        assert_eq!(p.health_at(Instant::now()), Health::Ok);
+    }
+
+    #[test]
+    fn reload_refuses_bad_files_and_spots_unchanged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gasdtu.toml");
+        std::fs::write(&path, TWO_BUSES).unwrap();
+        let running = config::load_file(&path).unwrap().config;
+        assert!(matches!(try_reload(&path, &running), Reload::Unchanged));
+        std::fs::write(&path, TWO_BUSES.replace("poll = \"10s\"", "poll = \"20s\"")).unwrap();
+        match try_reload(&path, &running) {
+            Reload::Apply(l) => assert_ne!(l.config, running),
+            r => panic!("{r:?}"),
+        }
+        std::fs::write(&path, TWO_BUSES.replace("unit = 2", "unit = 0")).unwrap();
+        assert!(matches!(
+            try_reload(&path, &running),
+            Reload::Refused(LoadError::Invalid { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            try_reload(&path, &running),
+            Reload::Refused(LoadError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,334 @@
+//! The systemd contract of `gasdtu run`, from the outside: the real binary polls `gasdtu simulate`
+//! over Modbus TCP with `NOTIFY_SOCKET` pointing at a datagram socket this test owns and
+//! `WATCHDOG_USEC`/`WATCHDOG_PID` set as systemd sets them. It must send READY=1, STATUS= lines
+//! with live numbers, WATCHDOG=1 at half the timeout while it makes progress (also while every
+//! device is dead: a silent meter is not a hung daemon), RELOADING=1 + READY=1 on SIGHUP (a bad
+//! file refused, the daemon alive), STOPPING=1 on SIGTERM; and it must stop pinging while read
+//! batches cannot be committed (the store's database is write-locked by another process).
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// WATCHDOG_USEC the test sets: pings are expected every second.
+const WATCHDOG: Duration = Duration::from_secs(2);
+
+/// Every datagram received on the test's notify socket, with its arrival time.
+#[derive(Clone)]
+struct Notes {
+    msgs: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Notes {
+    fn listen(path: &Path) -> Notes {
+        let sock = UnixDatagram::bind(path).unwrap();
+        let notes = Notes {
+            msgs: Arc::default(),
+        };
+        let sink = notes.msgs.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let now = Instant::now();
+                let mut m = sink.lock().unwrap();
+                // One datagram may carry several assignments, one per line.
+                for line in text.lines().filter(|l| !l.is_empty()) {
+                    m.push((now, line.to_string()));
+                }
+            }
+        });
+        notes
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    fn since(&self, t: Instant) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|(at, _)| *at >= t)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Wait for a message after `t` satisfying `pred`; returns its arrival time and text.
+    fn wait(
+        &self,
+        what: &str,
+        t: Instant,
+        deadline: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> (Instant, String) {
+        wait_for(what, deadline, || {
+            self.all().into_iter().find(|(at, m)| *at >= t && pred(m))
+        })
+    }
+
+    fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {
+        self.all()
+            .into_iter()
+            .filter(|(at, m)| *at >= from && *at <= to && m == "WATCHDOG=1")
+            .map(|(at, _)| at)
+            .collect()
+    }
+}
+
+struct Daemon {
+    proc: Proc,
+    log: Lines,
+    notes: Notes,
+    config: PathBuf,
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn simulate(devices: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(gasdtu());
+    cmd.args(["simulate", "--seed", "1", "--tcp"])
+        .arg(format!("127.0.0.1:{port}"));
+    for d in devices {
+        cmd.arg("--device").arg(d);
+    }
+    let p = Proc::spawn(
+        "gasdtu simulate",
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    wait_port(port, Duration::from_secs(10));
+    (p, port)
+}
+
+fn config_text(port: u16, state: &Path) -> String {
+    format!(
+        r#"[gateway]
+id = "svc"
+state_dir = "{state}"
+
+[buses.lan]
+kind = "tcp"
+host = "127.0.0.1"
+port = {port}
+timeout = "300ms"
+retries = 0
+
+[devices.pt1]
+bus = "lan"
+unit = 1
+poll = "1s"
+profile = "pt-float"
+offline_after = 1
+
+[devices.evc1]
+bus = "lan"
+unit = 2
+poll = "1s"
+profile = "evc-dcba"
+offline_after = 1
+"#,
+        state = state.display()
+    )
+}
+
+/// Start `gasdtu run` as systemd would: NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (the pid
+/// is only known once the process exists, so a shell exports its own pid and execs the daemon).
+fn start_daemon(port: u16) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(&config, config_text(port, &state)).unwrap();
+    let notify = dir.path().join("notify.sock");
+    let notes = Notes::listen(&notify);
+    let mut proc = Proc::spawn(
+        "gasdtu run",
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$0" "$@""#)
+            .arg(gasdtu())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--poll-now")
+            .arg("--socket")
+            .arg(dir.path().join("gasdtu.sock"))
+            .env("NOTIFY_SOCKET", &notify)
+            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let log = Lines::collect(proc.child.stderr.take().unwrap());
+    Daemon {
+        proc,
+        log,
+        notes,
+        config,
+        state,
+        _dir: dir,
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// No gap between consecutive pings (and the window's ends) reaches the watchdog timeout.
+fn assert_pinged_throughout(d: &Daemon, from: Instant, to: Instant, why: &str) {
+    let pings = d.notes.pings_between(from, to);
+    let mut edges = vec![from];
+    edges.extend(&pings);
+    edges.push(to);
+    let worst = edges.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        worst < WATCHDOG,
+        "{why}: a {worst:?} gap without WATCHDOG=1 (timeout {WATCHDOG:?}); {} pings; log:\n{}",
+        pings.len(),
+        d.log.snapshot().join("\n")
+    );
+}
+
+#[test]
+fn run_notifies_ready_status_watchdog_reload_and_stopping() {
+    let (mut sim, port) = simulate(&["1:pt-float", "2:evc-dcba"]);
+    let mut d = start_daemon(port);
+    let t0 = Instant::now();
+    let (ready_at, _) = d
+        .notes
+        .wait("READY=1", t0, Duration::from_secs(15), |m| m == "READY=1");
+    d.notes.wait(
+        "a STATUS line naming both devices",
+        t0,
+        Duration::from_secs(15),
+        |m| m.starts_with("STATUS=polling 2 devices"),
+    );
+    // Steady pings at about half the timeout while polling goes well.
+    std::thread::sleep(Duration::from_secs(4));
+    let now = Instant::now();
+    assert_pinged_throughout(&d, ready_at, now, "healthy polling");
+    assert!(d.notes.pings_between(ready_at, now).len() >= 3);
+
+    // Every device goes silent (the simulator is frozen): the bus task times out and reports
+    // them offline. That is progress, not a hang: pings go on and STATUS says so.
+    signal(sim.child.id(), "STOP");
+    let frozen = Instant::now();
+    d.notes.wait(
+        "a STATUS line with both devices offline",
+        frozen,
+        Duration::from_secs(10),
+        |m| m.starts_with("STATUS=polling 2 devices, all offline"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_pinged_throughout(&d, frozen, Instant::now(), "dead devices");
+    signal(sim.child.id(), "CONT");
+    let thawed = Instant::now();
+    d.notes.wait(
+        "STATUS back to all online",
+        thawed,
+        Duration::from_secs(10),
+        |m| m.starts_with("STATUS=polling 2 devices") && !m.contains("offline"),
+    );
+
+    // SIGHUP with a broken file: RELOADING=1, refused, READY=1 again, still running and pinging.
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, good.replace("unit = 2", "unit = 0")).unwrap();
+    let hup = Instant::now();
+    signal(d.proc.child.id(), "HUP");
+    d.notes
+        .wait("RELOADING=1", hup, Duration::from_secs(5), |m| {
+            m == "RELOADING=1"
+        });
+    d.notes.wait(
+        "READY=1 after the reload",
+        hup,
+        Duration::from_secs(5),
+        |m| m == "READY=1",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        d.proc.child.try_wait().unwrap().is_none(),
+        "a bad file on SIGHUP must not stop the daemon; log:\n{}",
+        d.log.snapshot().join("\n")
+    );
+    assert_pinged_throughout(&d, hup, Instant::now(), "after a refused reload");
+    std::fs::write(&d.config, good).unwrap();
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    let term = Instant::now();
+    sigterm(&d.proc.child);
+    d.notes
+        .wait("STOPPING=1", term, Duration::from_secs(5), |m| {
+            m == "STOPPING=1"
+        });
+    let status = wait_exit(&mut d.proc.child, Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", d.log.snapshot().join("\n"));
+    let _ = &mut sim;
+}
+
+#[test]
+fn watchdog_pings_stop_while_batches_cannot_be_committed() {
+    let (_sim, port) = simulate(&["1:pt-float", "2:evc-dcba"]);
+    let d = start_daemon(port);
+    let t0 = Instant::now();
+    d.notes
+        .wait("READY=1", t0, Duration::from_secs(15), |m| m == "READY=1");
+    let db = d.state.join("gasdtu.db");
+    wait_for("the store's database file", Duration::from_secs(10), || {
+        db.exists().then_some(())
+    });
+    d.notes
+        .wait("a first ping", t0, Duration::from_secs(5), |m| {
+            m == "WATCHDOG=1"
+        });
+
+    // Another process takes the database's write lock and keeps it: every commit of the
+    // daemon now fails (busy), so no batch is committed and the pipeline makes no progress.
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = Instant::now();
+    // The bound for this config: 2 x 1 s poll + one worst-case cycle + slack (src/service.rs).
+    let bound = Duration::from_secs(2) + Duration::from_secs(3) + gasdtu::service::SILENCE_SLACK;
+    let (stalled_at, _) = d.notes.wait(
+        "STATUS=STALLED while the database is locked",
+        locked,
+        bound + Duration::from_secs(10),
+        |m| m.starts_with("STATUS=STALLED: bus lan silent for"),
+    );
+    std::thread::sleep(WATCHDOG + Duration::from_secs(1));
+    let pings = d.notes.pings_between(stalled_at, Instant::now());
+    assert!(
+        pings.is_empty(),
+        "no WATCHDOG=1 after the stall was seen ({} came); messages: {:?}",
+        pings.len(),
+        d.notes.since(locked)
+    );
+    assert!(
+        stalled_at - locked > gasdtu::service::SILENCE_SLACK,
+        "not stalled before the bound: {:?}",
+        stalled_at - locked
+    );
+
+    // The lock goes away: commits succeed again and pings resume.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let released = Instant::now();
+    d.notes.wait(
+        "WATCHDOG=1 once commits succeed again",
+        released,
+        Duration::from_secs(15),
+        |m| m == "WATCHDOG=1",
+    );
+}
