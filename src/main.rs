@@ -30,7 +30,7 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Validate the configuration and report every error (exit 0 valid, 1 invalid, 2 unreadable).
     Check(cli::check::CheckArgs),
-    /// Run the whole pipeline on an embedded default: simulated meters and a live view.
+    /// Run the whole pipeline on an embedded default: simulated meters, buffer, broker, live view.
     Demo(cli::demo::DemoArgs),
     /// Find which unit ids answer on a bus.
     Scan(cli::scan::ScanArgs),

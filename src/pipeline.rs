@@ -32,14 +32,17 @@ pub struct ConsumerReport {
     pub dropped_batches: u64,
 }
 
+/// Called for every batch once it is committed.
+pub type CommitHook = Arc<dyn Fn(&SampleBatch) + Send + Sync>;
+
 /// The long-lived task between the sample channel and the store.
 pub struct Consumer {
     rx: mpsc::Receiver<SampleBatch>,
     store: Arc<Store>,
     wake: Arc<Notify>,
     board: DeviceBoard,
-    /// Called after every successful commit (the service watchdog's progress tick).
-    on_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called for every batch once it is committed (the service watchdog's progress tick).
+    on_commit: Option<CommitHook>,
     /// Events to commit with the first group (e.g. "started").
     startup_events: Vec<serde_json::Value>,
 }
@@ -61,7 +64,7 @@ impl Consumer {
         }
     }
 
-    pub fn on_commit(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
+    pub fn on_commit(mut self, f: CommitHook) -> Self {
         self.on_commit = Some(f);
         self
     }
@@ -120,12 +123,12 @@ impl Consumer {
                     for b in &group {
                         self.board.observe(b);
                         log_batch(b);
+                        if let Some(f) = &self.on_commit {
+                            f(b);
+                        }
                     }
                     retry_delay = Duration::from_millis(200);
                     self.wake.notify_one();
-                    if let Some(f) = &self.on_commit {
-                        f();
-                    }
                 }
                 Ok((group, ex, Err(e))) => {
                     report.commit_errors += 1;

@@ -33,6 +33,17 @@ pub fn start(
     poll_at_start: bool,
 ) -> (Acquisition, mpsc::Receiver<SampleBatch>) {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    (start_with(config, shutdown, poll_at_start, &tx), rx)
+}
+
+/// Like `start`, sending into an existing channel (a config reload starts a new generation of
+/// bus tasks feeding the same consumer).
+pub fn start_with(
+    config: &Config,
+    shutdown: &CancellationToken,
+    poll_at_start: bool,
+    tx: &mpsc::Sender<SampleBatch>,
+) -> Acquisition {
     let mut acq = Acquisition {
         tasks: Vec::new(),
         devices: 0,
@@ -53,5 +64,5 @@ pub fn start(
         acq.reads_per_cycle += task.reads_per_cycle();
         acq.tasks.push(tokio::spawn(task.run(shutdown.clone())));
     }
-    (acq, rx)
+    acq
 }

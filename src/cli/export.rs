@@ -34,6 +34,7 @@ pub struct ExportArgs {
     /// Only this device.
     #[arg(long)]
     pub device: Option<String>,
+    /// Output format: CSV with a header line, or one JSON object per reading.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
     /// Write here instead of stdout.

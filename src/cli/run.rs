@@ -11,9 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::Global;
 use crate::config;
+use crate::config::Config;
+use crate::model::SampleBatch;
+use crate::outbox::EntryKind;
 use crate::pipeline::Consumer;
+use crate::service::{
+    status_line, try_reload, Hangups, LinkFacts, Notifier, Progress, Reload, StatusFacts, Watchdog,
+};
 use crate::status::DeviceBoard;
-use crate::store::Store;
+use crate::store::{ClockStamp, Store};
 use crate::uplink::{Forwarder, LinkState, LinkStatus};
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +57,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }
-    let cfg = loaded.config;
+    // Before anything slow: SIGHUP's default action would kill the daemon.
+    let notifier = Notifier::from_env();
+    let mut hangups = Hangups::install()?;
+    let mut cfg = loaded.config;
 
     // The store first: a reading is committed before anything else sees it.
     let state_dir = cfg.gateway.state_dir.clone();
@@ -71,9 +80,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         Err(e) => anyhow::bail!("store open task failed: {e}"),
     };
 
-    let acq_stop = CancellationToken::new();
-    let fwd_stop = CancellationToken::new();
-    let (acq, rx) = crate::acq::start(&cfg, &acq_stop, args.poll_now);
+    let progress = Progress::for_config(&cfg);
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::acq::CHANNEL_BATCHES);
+    let mut acq_stop = CancellationToken::new();
+    let mut acq = crate::acq::start_with(&cfg, &acq_stop, args.poll_now, &tx);
     tracing::info!(
         gateway = %cfg.gateway.id,
         config = %global.config.display(),
@@ -87,32 +97,52 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
 
     let board = DeviceBoard::default();
     let wake = Arc::new(Notify::new());
-    let consumer = Consumer::new(rx, store.clone(), wake.clone(), board.clone())
-        .with_startup_event(serde_json::json!({
-            "event": "started",
-            "version": env!("CARGO_PKG_VERSION"),
-            "devices": acq.devices,
-        }));
+    let consumer = {
+        let progress = progress.clone();
+        Consumer::new(rx, store.clone(), wake.clone(), board.clone())
+            .with_startup_event(serde_json::json!({
+                "event": "started",
+                "version": env!("CARGO_PKG_VERSION"),
+                "devices": acq.devices,
+            }))
+            // The watchdog's beat: a bus counts as alive only once its batch is committed.
+            .on_commit(Arc::new(move |b: &SampleBatch| progress.tick_poll(&b.bus)))
+    };
     let consumer = tokio::spawn(consumer.run());
 
     let (link_tx, link_rx) = watch::channel(LinkStatus::default());
-    let forwarder = match cfg.uplink.clone() {
-        Some(up) => {
-            let fwd = Forwarder::new(up, &cfg.gateway.id, store.clone(), wake.clone(), link_tx);
-            Some(tokio::spawn(fwd.run(fwd_stop.clone())))
-        }
-        None => {
-            tracing::warn!("no [uplink] section: readings are buffered in the store only");
-            None
-        }
-    };
+    let link_tx = Arc::new(link_tx);
+    let start_forwarder =
+        |cfg: &Config| -> Option<(CancellationToken, tokio::task::JoinHandle<()>)> {
+            let up = cfg.uplink.clone()?;
+            let stop = CancellationToken::new();
+            let progress = progress.clone();
+            let link_tx = link_tx.clone();
+            let (fwd_tx, mut fwd_rx) = watch::channel(LinkStatus::default());
+            // Mirror this generation's status into the daemon-wide channel.
+            tokio::spawn(async move {
+                while fwd_rx.changed().await.is_ok() {
+                    let s = fwd_rx.borrow().clone();
+                    link_tx.send_replace(s);
+                }
+            });
+            let fwd = Forwarder::new(up, &cfg.gateway.id, store.clone(), wake.clone(), fwd_tx)
+                .with_heartbeat(Arc::new(move || progress.tick_uplink()));
+            Some((stop.clone(), tokio::spawn(fwd.run(stop))))
+        };
+    let mut forwarder = start_forwarder(&cfg);
+    if forwarder.is_none() {
+        tracing::warn!("no [uplink] section: readings are buffered in the store only");
+    }
 
+    let status_stop = CancellationToken::new();
     let started_ms = crate::status::unix_ms(std::time::SystemTime::now());
+    let has_uplink = Arc::new(std::sync::atomic::AtomicBool::new(cfg.uplink.is_some()));
     let provider = {
         let board = board.clone();
         let store = store.clone();
         let link_rx = link_rx.clone();
-        let has_uplink = cfg.uplink.is_some();
+        let has_uplink = has_uplink.clone();
         let id = cfg.gateway.id.clone();
         let config_path = global.config.display().to_string();
         Arc::new(move || {
@@ -120,28 +150,122 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                 Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
                 Err(e) => serde_json::json!({"error": e.to_string()}),
             };
+            let link = if has_uplink.load(std::sync::atomic::Ordering::Relaxed) {
+                link_json(&link_rx.borrow())
+            } else {
+                serde_json::json!({"state": "no uplink configured"})
+            };
             serde_json::json!({
                 "gateway": {"id": id, "started_ms": started_ms, "config": config_path},
                 "devices": board.snapshot(),
                 "buffer": buffer,
-                "link": if has_uplink { link_json(&link_rx.borrow()) } else { serde_json::json!({"state": "no uplink configured"}) },
+                "link": link,
             })
         })
     };
     match crate::status::StatusServer::bind(&args.socket, provider).await {
         Ok(server) => {
-            tokio::spawn(server.run(fwd_stop.clone()));
+            tokio::spawn(server.run(status_stop.clone()));
         }
         // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
         Err(e) => tracing::error!("status socket unavailable: {e}"),
     }
 
-    wait_for_signal().await;
+    // systemd: the STATUS= line and the watchdog, which pings only while buses and the
+    // forwarder make progress; then READY=1 (config loaded, store open, pollers running).
+    let devices = Arc::new(std::sync::atomic::AtomicUsize::new(acq.devices));
+    let watchdog = {
+        let board = board.clone();
+        let store = store.clone();
+        let link_rx = link_rx.clone();
+        let has_uplink = has_uplink.clone();
+        let devices = devices.clone();
+        Watchdog::new(notifier.clone(), progress.clone()).with_status(move || {
+            let mut facts =
+                StatusFacts::from_board(&board, devices.load(std::sync::atomic::Ordering::Relaxed));
+            facts.backlog = store.stats().ok().map(|s| s.pending_readings);
+            if has_uplink.load(std::sync::atomic::Ordering::Relaxed) {
+                facts.link = link_facts(&link_rx.borrow());
+            }
+            status_line(&facts)
+        })
+    };
+    tokio::spawn(watchdog.run(status_stop.clone()));
+    notifier.ready();
+
+    loop {
+        tokio::select! {
+            _ = wait_for_signal() => break,
+            Some(()) = hangups.recv() => {
+                notifier.reloading();
+                match try_reload(&global.config, &cfg) {
+                    Reload::Refused(e) => {
+                        tracing::error!("reload refused, the running config stays in force: {e}");
+                        if let config::LoadError::Invalid { errors, .. } = &e {
+                            for err in errors {
+                                tracing::error!("reload: {err}");
+                            }
+                        }
+                    }
+                    Reload::Unchanged => tracing::info!("reload: config unchanged"),
+                    Reload::Apply(l) => {
+                        for w in &l.warnings {
+                            tracing::warn!("config: {w}");
+                        }
+                        // New generation of bus tasks into the same consumer: the old ones
+                        // finish their transaction and stop first (one owner per port).
+                        acq_stop.cancel();
+                        for t in acq.tasks.drain(..) {
+                            let _ = t.await;
+                        }
+                        let new = l.config;
+                        if new.uplink != cfg.uplink {
+                            if let Some((stop, task)) = forwarder.take() {
+                                stop.cancel();
+                                let _ = task.await;
+                            }
+                            forwarder = start_forwarder(&new);
+                            has_uplink.store(new.uplink.is_some(), std::sync::atomic::Ordering::Relaxed);
+                        }
+                        if new.store != cfg.store || new.gateway.state_dir != cfg.gateway.state_dir {
+                            tracing::warn!("reload: [store] and gateway.state_dir changes take effect at the next restart");
+                        }
+                        acq_stop = CancellationToken::new();
+                        acq = crate::acq::start_with(&new, &acq_stop, args.poll_now, &tx);
+                        devices.store(acq.devices, std::sync::atomic::Ordering::Relaxed);
+                        progress.reconfigure(&new);
+                        cfg = new;
+                        // Reported upstream like every gateway event.
+                        let ev = serde_json::json!({
+                            "event": "config_applied",
+                            "source": "file",
+                            "devices": acq.devices,
+                        });
+                        let st = store.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            st.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
+                        })
+                        .await
+                        {
+                            Ok(Ok(_)) => wake.notify_one(),
+                            Ok(Err(e)) => tracing::error!("reload: cannot record the config_applied event: {e}"),
+                            Err(e) => tracing::error!("reload: event task failed: {e}"),
+                        }
+                        tracing::info!(devices = acq.devices, buses = acq.tasks.len(), "reload: new config applied");
+                    }
+                }
+                notifier.ready();
+            }
+        }
+    }
+
+    notifier.stopping();
     tracing::info!("shutdown requested: stopping the pollers");
     acq_stop.cancel();
     for t in acq.tasks {
         let _ = t.await;
     }
+    drop(tx);
     // Every batch read so far is committed before we go on.
     match consumer.await {
         Ok(r) => tracing::info!(
@@ -153,7 +277,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         ),
         Err(e) => tracing::error!("store consumer failed: {e}"),
     }
-    if let Some(fwd) = forwarder {
+    if let Some((stop, task)) = forwarder {
         // Give a connected uplink a moment to deliver what was just committed.
         let deadline = tokio::time::Instant::now() + FLUSH_GRACE;
         while tokio::time::Instant::now() < deadline
@@ -165,13 +289,25 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        fwd_stop.cancel();
-        let _ = fwd.await;
-    } else {
-        fwd_stop.cancel();
+        stop.cancel();
+        let _ = task.await;
     }
+    status_stop.cancel();
     tracing::info!("gasdtu stopped");
     Ok(0)
+}
+
+fn link_facts(l: &LinkStatus) -> Option<LinkFacts> {
+    match &l.state {
+        LinkState::Connected => Some(LinkFacts::Up),
+        LinkState::Down { since_ms, .. } => {
+            let now = crate::status::unix_ms(std::time::SystemTime::now());
+            Some(LinkFacts::Down(Duration::from_millis(
+                (now - since_ms).max(0) as u64,
+            )))
+        }
+        LinkState::Connecting => None,
+    }
 }
 
 /// How long a clean shutdown waits for a connected uplink to drain what is pending.

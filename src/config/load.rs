@@ -672,7 +672,7 @@ mod store_uplink_tests {
         assert_eq!(u.connect_timeout, Duration::from_secs(60));
         assert_eq!(
             (u.reconnect_min, u.reconnect_max),
-            (Duration::from_secs(1), Duration::from_secs(60))
+            (Duration::from_secs(1), Duration::from_secs(5))
         );
         assert_eq!((u.max_payload, u.inflight, u.rate_limit), (1024, 8, None));
         assert_eq!(u.encoding, Encoding::Json);

@@ -77,6 +77,8 @@ pub struct Forwarder<O: Outbox> {
     wake: Arc<Notify>,
     status: watch::Sender<LinkStatus>,
     topics: Topics,
+    /// Called on every turn of the forwarder's loops (the service watchdog's progress beat).
+    heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Jittered exponential backoff between `min` and `max`.
@@ -184,6 +186,19 @@ impl<O: Outbox> Forwarder<O> {
             wake,
             status,
             topics,
+            heartbeat: None,
+        }
+    }
+
+    /// Call `beat` on every turn of the loops, so a hung forwarder can be told from a slow link.
+    pub fn with_heartbeat(mut self, beat: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.heartbeat = Some(beat);
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(b) = &self.heartbeat {
+            b();
         }
     }
 
@@ -197,6 +212,7 @@ impl<O: Outbox> Forwarder<O> {
         };
         let mut sessions: u64 = 0;
         loop {
+            self.beat();
             if shutdown.is_cancelled() {
                 break;
             }
@@ -379,6 +395,7 @@ impl<O: Outbox> Forwarder<O> {
             .map(|r| Bucket::new(r, self.cfg.max_payload));
 
         loop {
+            self.beat();
             self.fill(&client, &mut s, &mut bucket, live_since).await?;
             let hold = s.hold_until;
             tokio::select! {
