@@ -7,7 +7,6 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::WordOrder;
 use crate::planner::Limits;
 
 use super::bus::Kind;
@@ -124,21 +123,7 @@ pub(crate) fn parse_device(
     let max_gap = sec.int(d, "max_gap", 0, 125).opt();
     let offline_after = sec.int(d, "offline_after", 1, 10_000).or(3);
     let enabled = sec.boolean(d, "enabled").or(true);
-    let order = match sec.string(d, "order") {
-        Field::Value(s, sp) => match WordOrder::parse(&s) {
-            Some(o) => Some(Some(o)),
-            None => {
-                d.error(
-                    &sec.key_path("order"),
-                    Some(sp),
-                    format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"),
-                );
-                None
-            }
-        },
-        Field::Absent => Some(None),
-        Field::Invalid => None,
-    };
+    let order = points::parse_order(&mut sec, d);
     // The profile, looked up once per id for the whole document.
     let profile_field = sec.string(d, "profile");
     let (profile_id, profile, profile_ok) = match profile_field {

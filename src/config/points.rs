@@ -33,6 +33,29 @@ pub(crate) struct ComputedDraft {
 }
 
 /// `[A-Za-z0-9_-]{1,64}`: names that become MQTT topic levels or JSON keys.
+/// The optional `order` key: `Some(None)` when absent, `Some(Some(o))` when valid, `None`
+/// after reporting an invalid one.
+pub(crate) fn parse_order(
+    sec: &mut Section<'_, '_>,
+    d: &mut Diags<'_>,
+) -> Option<Option<WordOrder>> {
+    match sec.string(d, "order") {
+        Field::Value(s, sp) => match WordOrder::parse(&s) {
+            Some(o) => Some(Some(o)),
+            None => {
+                d.error(
+                    &sec.key_path("order"),
+                    Some(sp),
+                    format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"),
+                );
+                None
+            }
+        },
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    }
+}
+
 pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -85,21 +108,7 @@ pub(crate) fn parse_point(
     let type_field = sec.required(d, "type", TYPE_NAMES, f);
     let bit = sec.int(d, "bit", 0, 15);
     let length = sec.int(d, "length", 1, 250);
-    let order = match sec.string(d, "order") {
-        Field::Value(s, sp) => match WordOrder::parse(&s) {
-            Some(o) => Some(Some(o)),
-            None => {
-                d.error(
-                    &sec.key_path("order"),
-                    Some(sp),
-                    format!("unknown order {s:?}: use ABCD, CDAB, BADC or DCBA"),
-                );
-                None
-            }
-        },
-        Field::Absent => Some(None),
-        Field::Invalid => None,
-    };
+    let order = parse_order(&mut sec, d);
     let scale = sec.float(d, "scale");
     let offset = sec.float(d, "offset");
     let unit = sec.string(d, "unit").or(String::new());
