@@ -11,6 +11,7 @@ pub mod model;
 pub mod outbox;
 pub mod pipeline;
 pub mod planner;
+pub mod report;
 pub mod service;
 pub mod sim;
 pub mod status;

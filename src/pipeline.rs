@@ -1,16 +1,19 @@
 //! The daemon's data path between acquisition and the uplink: the `Consumer` drains the sample
-//! channel, commits everything it holds in ONE store transaction (a reading is durable before
-//! anything else sees it), updates the device board, wakes the forwarder, and enforces the
-//! store's size and age bounds periodically. It never waits on the uplink; a failing store
+//! channel, routes each batch through the `Reporter` (poll fast, report slow: raw batches of
+//! such devices become history only, their aggregates go upstream), commits everything it
+//! holds in ONE store transaction (a reading is durable before anything else sees it), updates
+//! the device board, wakes the forwarder, and enforces the store's size and age bounds
+//! periodically. It never waits on the uplink; a failing store
 //! keeps the uncommitted batches in memory (bounded) and retries, counting what it must drop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, Notify};
 
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
+use crate::report::Reporter;
 use crate::status::DeviceBoard;
 use crate::store::{ClockStamp, Store};
 
@@ -45,6 +48,15 @@ pub struct Consumer {
     on_commit: Option<CommitHook>,
     /// Events to commit with the first group (e.g. "started").
     startup_events: Vec<serde_json::Value>,
+    reporter: Option<Arc<Mutex<Reporter>>>,
+}
+
+/// A batch as routed for the store: the raw batch (history only for devices that report
+/// slower than they poll) and what it contributes upstream.
+struct Item {
+    raw: SampleBatch,
+    history_only: bool,
+    report: Option<SampleBatch>,
 }
 
 impl Consumer {
@@ -61,12 +73,47 @@ impl Consumer {
             board,
             on_commit: None,
             startup_events: Vec::new(),
+            reporter: None,
         }
     }
 
     pub fn on_commit(mut self, f: CommitHook) -> Self {
         self.on_commit = Some(f);
         self
+    }
+
+    /// Poll fast, report slow: route batches through `reporter` (shared so a reload can
+    /// replace it).
+    pub fn with_reporter(mut self, reporter: Arc<Mutex<Reporter>>) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    fn route(&self, b: SampleBatch) -> Item {
+        let Some(r) = &self.reporter else {
+            return Item {
+                raw: b,
+                history_only: false,
+                report: None,
+            };
+        };
+        let mut r = match r.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let routed = r.route(b.clone());
+        match routed.history {
+            Some(raw) => Item {
+                raw,
+                history_only: true,
+                report: routed.outbox,
+            },
+            None => Item {
+                raw: b,
+                history_only: false,
+                report: None,
+            },
+        }
     }
 
     pub fn with_startup_event(mut self, event: serde_json::Value) -> Self {
@@ -77,7 +124,9 @@ impl Consumer {
     /// Runs until the channel closes (every bus task stopped), committing what is left.
     pub async fn run(mut self) -> ConsumerReport {
         let mut report = ConsumerReport::default();
-        let mut queue: Vec<SampleBatch> = Vec::new();
+        // Routed at receipt (the reporter's windows advance exactly once per batch); a failed
+        // commit keeps the routed items, so a retry never re-aggregates.
+        let mut queue: Vec<Item> = Vec::new();
         let mut extra: Vec<(EntryKind, serde_json::Value)> = self
             .startup_events
             .drain(..)
@@ -89,7 +138,7 @@ impl Consumer {
         while open || !queue.is_empty() || !extra.is_empty() {
             if queue.is_empty() && extra.is_empty() {
                 match self.rx.recv().await {
-                    Some(b) => queue.push(b),
+                    Some(b) => queue.push(self.route(b)),
                     None => {
                         open = false;
                         continue;
@@ -99,7 +148,7 @@ impl Consumer {
             // Take everything already waiting: one transaction for all of it.
             while queue.len() < MAX_GROUP {
                 match self.rx.try_recv() {
-                    Ok(b) => queue.push(b),
+                    Ok(b) => queue.push(self.route(b)),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         open = false;
@@ -107,20 +156,36 @@ impl Consumer {
                     }
                 }
             }
-            let group: Vec<SampleBatch> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
+            let group: Vec<Item> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
             let store = self.store.clone();
             let ex = std::mem::take(&mut extra);
             let res = tokio::task::spawn_blocking(move || {
-                let r = store.commit(&group, &ex, &ClockStamp::now());
+                let mut history = Vec::new();
+                let mut outbox = Vec::new();
+                for it in &group {
+                    if it.history_only {
+                        history.push(it.raw.clone());
+                    } else {
+                        outbox.push(it.raw.clone());
+                    }
+                    if let Some(o) = &it.report {
+                        outbox.push(o.clone());
+                    }
+                }
+                let r = store.commit_routed(&history, &outbox, &ex, &ClockStamp::now());
                 (group, ex, r)
             })
             .await;
             match res {
-                Ok((group, _, Ok(info))) => {
+                Ok((group, _, Ok(_info))) => {
                     report.commits += 1;
                     report.batches += group.len() as u64;
-                    report.readings += info.readings;
-                    for b in &group {
+                    report.readings += group
+                        .iter()
+                        .map(|it| it.raw.samples.len() as u64)
+                        .sum::<u64>();
+                    for it in &group {
+                        let b = &it.raw;
                         self.board.observe(b);
                         log_batch(b);
                         if let Some(f) = &self.on_commit {

@@ -103,6 +103,9 @@ fn device(name: &str, bus: &str, unit: u8, points: Vec<PointSpec>) -> DeviceConf
         profile: None,
         points,
         computed: vec![],
+        report: POLL,
+        deadbands: Default::default(),
+        report_last: Default::default(),
     }
 }
 

@@ -45,6 +45,9 @@ fn device(name: &str, bus: &str, unit: u8, points: Vec<PointSpec>) -> DeviceConf
         profile: None,
         points,
         computed: vec![],
+        report: Duration::from_secs(3600),
+        deadbands: Default::default(),
+        report_last: Default::default(),
     }
 }
 

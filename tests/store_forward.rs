@@ -42,6 +42,11 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        Site::with_pt1("")
+    }
+
+    /// `pt1_extra`: more keys for the pt1 device (e.g. its `report` interval).
+    fn with_pt1(pt1_extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::generate(dir.path());
         let broker = Broker::new(
@@ -91,6 +96,7 @@ bus = "lan"
 unit = 1
 poll = "1s"
 profile = "pt-float"
+{pt1_extra}
 
 [devices.evc1]
 bus = "lan"
@@ -106,6 +112,7 @@ client_cert = "{cert}"
 client_key = "{key}"
 "#,
                 state = state.display(),
+                pt1_extra = pt1_extra,
                 port = broker.port,
                 ca = pki.path("ca.pem").display(),
                 cert = pki.path("client.pem").display(),
@@ -405,4 +412,86 @@ async fn kill_9_at_random_moments_loses_no_committed_reading() {
         "the runs committed readings: {}",
         committed.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_fast_report_slow_sends_aggregates_and_keeps_raw_history() {
+    // pt1 polls every second and reports every 4 s; evc1 reports every poll.
+    let site = Site::with_pt1("report = \"4s\"");
+    let sub = Subscriber::start(
+        &site.pki,
+        site.broker.port,
+        "gasdtu/sf-test/#",
+        "sf-sub-3",
+        true,
+    );
+    sub.wait_subscribed(1, Duration::from_secs(10)).await;
+    let mut daemon = site.daemon();
+    // Wait for three pt1 reports.
+    let pt1_reports = |sub: &Subscriber| -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for m in sub.snapshot().iter().filter(|m| m.topic.ends_with("/data")) {
+            let v = gasdtu::uplink::decode(&m.payload).unwrap();
+            for d in v["data"].as_array().unwrap() {
+                if d["dev"] == "pt1" {
+                    for r in d["reads"].as_array().unwrap() {
+                        out.push(r.clone());
+                    }
+                }
+            }
+        }
+        out
+    };
+    wait_until("three pt1 reports", Duration::from_secs(30), || {
+        let reads = pt1_reports(&sub);
+        let n = reads
+            .iter()
+            .filter(|r| r["v"].get("pressure.n").is_some())
+            .count();
+        (n >= 3).then_some(())
+    })
+    .await;
+    sigterm(&daemon.child);
+    wait_exit(&mut daemon.child, Duration::from_secs(15)).expect("exits on SIGTERM");
+
+    let reads = pt1_reports(&sub);
+    let aggregates: Vec<&serde_json::Value> = reads
+        .iter()
+        .filter(|r| r["v"].get("pressure.n").is_some())
+        .collect();
+    for a in &aggregates {
+        let v = &a["v"];
+        let (min, max, mean) = (
+            v["pressure.min"].as_f64().unwrap(),
+            v["pressure.max"].as_f64().unwrap(),
+            v["pressure.mean"].as_f64().unwrap(),
+        );
+        assert!(min <= mean && mean <= max, "{a}");
+        let n = v["pressure.n"].as_u64().unwrap();
+        assert!((1..=4).contains(&n), "at most 4 polls in a 4 s window: {a}");
+    }
+    // pt1's raw readings are all in the store's history, yet far fewer pt1 readings went
+    // upstream than were polled; evc1 (every poll) is unaffected.
+    let exported = site.exported();
+    let raw_pt1 = exported
+        .iter()
+        .filter(|(d, p, _)| d == "pt1" && p == "pressure")
+        .count();
+    let sent_pt1_values = reads
+        .iter()
+        .filter(|r| r["v"].get("pressure").is_some())
+        .count();
+    assert!(raw_pt1 >= 8, "raw pt1 pressure readings kept: {raw_pt1}");
+    assert!(
+        sent_pt1_values * 2 < raw_pt1,
+        "{sent_pt1_values} pt1 pressure values sent for {raw_pt1} polled"
+    );
+    let got = received(&sub);
+    let evc_committed: BTreeSet<Key> = exported
+        .iter()
+        .filter(|(d, _, _)| d == "evc1")
+        .cloned()
+        .collect();
+    let evc_missing = evc_committed.difference(&got.readings).count();
+    assert_eq!(evc_missing, 0, "every evc1 reading still goes upstream");
 }

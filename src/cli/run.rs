@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::pipeline::Consumer;
+use crate::report::Reporter;
 use crate::service::{
     status_line, try_reload, Hangups, LinkFacts, Notifier, Progress, Reload, StatusFacts, Watchdog,
 };
@@ -97,9 +98,11 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
 
     let board = DeviceBoard::default();
     let wake = Arc::new(Notify::new());
+    let reporter = Arc::new(std::sync::Mutex::new(Reporter::new(&cfg)));
     let consumer = {
         let progress = progress.clone();
         Consumer::new(rx, store.clone(), wake.clone(), board.clone())
+            .with_reporter(reporter.clone())
             .with_startup_event(serde_json::json!({
                 "event": "started",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -234,6 +237,12 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                         acq = crate::acq::start_with(&new, &acq_stop, args.poll_now, &tx);
                         devices.store(acq.devices, std::sync::atomic::Ordering::Relaxed);
                         progress.reconfigure(&new);
+                        // Report windows restart with the new settings (raw readings of the
+                        // open window are in the history either way).
+                        match reporter.lock() {
+                            Ok(mut r) => *r = Reporter::new(&new),
+                            Err(p) => *p.into_inner() = Reporter::new(&new),
+                        }
                         cfg = new;
                         // Reported upstream like every gateway event.
                         let ev = serde_json::json!({

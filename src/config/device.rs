@@ -185,6 +185,56 @@ pub(crate) fn parse_device(
     let default_order = device_order
         .or(profile.as_ref().map(|p| p.default_order))
         .unwrap_or_default();
+    // Poll fast, report slow: `report` (default: every poll), `deadband` (point -> deadband for
+    // report by exception) and `report_last` (points sent as last value only).
+    let report_field = sec.duration(
+        d,
+        "report",
+        Duration::from_secs(1),
+        Duration::from_secs(86400),
+    );
+    let report_span = report_field.span();
+    let report = match (report_field.or(Duration::ZERO), poll) {
+        (Some(r), Some(p)) if r.is_zero() => Some(p),
+        (Some(r), Some(p)) if r < p => {
+            d.error(
+                &sec.key_path("report"),
+                report_span,
+                format!(
+                    "report {} is shorter than poll {}: report at most as often as you poll",
+                    humantime::format_duration(r),
+                    humantime::format_duration(p)
+                ),
+            );
+            None
+        }
+        (Some(r), _) => Some(r),
+        _ => None,
+    };
+    let mut deadband_keys: Vec<(String, Range<usize>)> = Vec::new();
+    let mut deadbands = std::collections::BTreeMap::new();
+    if let Field::Value(mut db, _) = sec.table(d, "deadband") {
+        for (point, span, x) in db.numbers(d) {
+            match x {
+                Some(x) if x >= 0.0 => {
+                    deadbands.insert(point.clone(), x);
+                }
+                Some(_) => d.error(
+                    &db.key_path(&point),
+                    Some(span.clone()),
+                    "a deadband must be zero or positive",
+                ),
+                None => {}
+            }
+            deadband_keys.push((point, span));
+        }
+    }
+    let report_last_field = sec.strings(d, "report_last");
+    let report_last_span = report_last_field.span();
+    let report_last: Vec<String> = match report_last_field {
+        Field::Value(v, _) => v,
+        _ => Vec::new(),
+    };
     let entries = points::parse_entries(d, &mut sec, default_order);
     let sec_span = sec.span.clone();
     sec.finish(d, |_| None);
@@ -245,6 +295,27 @@ pub(crate) fn parse_device(
     if profile_ok {
         points::check_set(d, &prefix, &pts, &comp, &entries.broken, limits);
     }
+    // Reporting settings must name points of this device.
+    let known =
+        |n: &str| pts.iter().any(|p| p.spec.name == n) || comp.iter().any(|c| c.spec.name == n);
+    for (point, span) in &deadband_keys {
+        if !known(point) {
+            d.error(
+                &format!("{prefix}.deadband.{point}"),
+                Some(span.clone()),
+                format!("device `{name}` has no point `{point}`"),
+            );
+        }
+    }
+    for point in &report_last {
+        if !known(point) {
+            d.error(
+                &format!("{prefix}.report_last"),
+                report_last_span.clone(),
+                format!("device `{name}` has no point `{point}`"),
+            );
+        }
+    }
     if !(entries.ok && profile_ok) {
         return None;
     }
@@ -262,6 +333,9 @@ pub(crate) fn parse_device(
             profile: profile_id,
             points: pts.into_iter().map(|p| p.spec).collect(),
             computed: comp.into_iter().map(|c| c.spec).collect(),
+            report: report?,
+            deadbands,
+            report_last: report_last.into_iter().collect(),
         },
         unit_span,
     ))

@@ -195,9 +195,23 @@ pub struct DeviceConfig {
     pub profile: Option<String>,
     pub points: Vec<PointSpec>,
     pub computed: Vec<ComputedSpec>,
+    /// Poll fast, report slow: how often readings go upstream (default = `poll`, i.e. every
+    /// poll). Above `poll`, each report carries aggregates over the interval.
+    pub report: Duration,
+    /// Report by exception: a point is sent only when it moved more than its deadband since
+    /// the value last sent.
+    pub deadbands: std::collections::BTreeMap<String, f64>,
+    /// Points reported as their last value only (no min/max/mean), in addition to the
+    /// automatic ones (totalizers `volume*`, status words and bits, non-numeric values).
+    pub report_last: std::collections::BTreeSet<String>,
 }
 
 impl DeviceConfig {
+    /// True when this device's readings reach the outbox exactly as polled.
+    pub fn reports_every_poll(&self) -> bool {
+        self.report <= self.poll && self.deadbands.is_empty()
+    }
+
     pub fn limits(&self) -> crate::planner::Limits {
         crate::planner::Limits {
             max_registers: self.max_registers,

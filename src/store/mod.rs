@@ -391,8 +391,23 @@ impl Store {
         extra: &[(EntryKind, serde_json::Value)],
         stamp: &ClockStamp,
     ) -> Result<CommitInfo, StoreError> {
+        self.commit_routed(&[], batches, extra, stamp)
+    }
+
+    /// `commit`, plus `history`: raw batches of devices that report slower than they poll (or
+    /// by exception), stored as delivered history (status, export, alarms) and never sent;
+    /// what goes upstream for them is in `batches` (aggregates). Entry ids: `batches`, then
+    /// `history`, then `extra`. A history batch read before the clock was trusted is held like
+    /// any other and, once re-stamped, sent as polled (documented edge).
+    pub fn commit_routed(
+        &self,
+        history: &[SampleBatch],
+        batches: &[SampleBatch],
+        extra: &[(EntryKind, serde_json::Value)],
+        stamp: &ClockStamp,
+    ) -> Result<CommitInfo, StoreError> {
         let mut g = self.lock();
-        let r = self.commit_locked(&mut g, batches, extra, stamp);
+        let r = self.commit_locked(&mut g, history, batches, extra, stamp);
         if r.is_err() {
             // Dictionary rows inserted by the failed transaction are gone.
             g.dict.clear();
@@ -403,6 +418,7 @@ impl Store {
     fn commit_locked(
         &self,
         g: &mut Inner,
+        history: &[SampleBatch],
         batches: &[SampleBatch],
         extra: &[(EntryKind, serde_json::Value)],
         stamp: &ClockStamp,
@@ -453,7 +469,11 @@ impl Store {
                      VALUES (2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(self.sql("prepare insert"))?;
-            for b in batches {
+            let all = batches
+                .iter()
+                .map(|b| (b, false))
+                .chain(history.iter().map(|b| (b, true)));
+            for (b, history_only) in all {
                 let slot_ms = unix_ms(b.slot);
                 let raw_read = b
                     .samples
@@ -518,6 +538,12 @@ impl Store {
                             stamp.wall_ms,
                         )
                     };
+                // History-only rows are never sent (held ones are the documented edge).
+                let st = if history_only && st == status::PENDING {
+                    status::DELIVERED
+                } else {
+                    st
+                };
                 ins.execute(rusqlite::params![
                     st,
                     created,
