@@ -166,13 +166,14 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             })
         })
     };
-    match crate::status::StatusServer::bind(&args.socket, provider).await {
-        Ok(server) => {
-            tokio::spawn(server.run(status_stop.clone()));
-        }
+    let status_task = match crate::status::StatusServer::bind(&args.socket, provider).await {
+        Ok(server) => Some(tokio::spawn(server.run(status_stop.clone()))),
         // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
-        Err(e) => tracing::error!("status socket unavailable: {e}"),
-    }
+        Err(e) => {
+            tracing::error!("status socket unavailable: {e}");
+            None
+        }
+    };
 
     // systemd: the STATUS= line and the watchdog, which pings only while buses and the
     // forwarder make progress; then READY=1 (config loaded, store open, pollers running).
@@ -302,6 +303,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         let _ = task.await;
     }
     status_stop.cancel();
+    if let Some(t) = status_task {
+        // It removes its socket file on the way out.
+        let _ = t.await;
+    }
     tracing::info!("gasdtu stopped");
     Ok(0)
 }
