@@ -300,7 +300,8 @@ fn drain(
         None => (broker.port, None),
     };
     let cfg = dir.join("gasdtu.toml");
-    std::fs::write(&cfg, config(&sc, &state, port, ca)).map_err(|e| format!("write {cfg:?}: {e}"))?;
+    std::fs::write(&cfg, config(&sc, &state, port, ca))
+        .map_err(|e| format!("write {cfg:?}: {e}"))?;
     check_config(bin, &cfg)?;
 
     let t0 = Instant::now();
@@ -429,7 +430,9 @@ fn run() -> Res<()> {
         .filter(|s| wanted.iter().any(|w| w == s.key))
         .collect();
     if scenarios.is_empty() {
-        return Err(format!("GASDTU_BENCH_SCENARIOS selects nothing: {wanted:?}"));
+        return Err(format!(
+            "GASDTU_BENCH_SCENARIOS selects nothing: {wanted:?}"
+        ));
     }
     require_mosquitto()?;
     let bin = gasdtu()?;
@@ -455,11 +458,17 @@ fn run() -> Res<()> {
     let mut outcomes = Vec::new();
     for sc in scenarios {
         eprintln!("draining: {}", sc.key);
-        let o = drain(&bin, base.path(), &template, sc, readings, max_secs, tck, &pki)?;
-        eprintln!(
-            "  {}: {} readings in {:.1} s",
-            sc.key, o.acked, o.secs
-        );
+        let o = drain(
+            &bin,
+            base.path(),
+            &template,
+            sc,
+            readings,
+            max_secs,
+            tck,
+            &pki,
+        )?;
+        eprintln!("  {}: {} readings in {:.1} s", sc.key, o.acked, o.secs);
         // Free the disk before the next copy.
         let _ = std::fs::remove_dir_all(base.path().join(sc.key));
         outcomes.push(o);
@@ -469,7 +478,11 @@ fn run() -> Res<()> {
     let _ = writeln!(r, "gasdtu benchmark: backlog_drain (readings per second delivered from a backlog to a local mosquitto)");
     let _ = writeln!(r, "date: {started}");
     let _ = writeln!(r, "{machine_line}");
-    let _ = writeln!(r, "binary: {} (cargo bench profile = release: opt-level s, LTO, 1 codegen unit)", bin.display());
+    let _ = writeln!(
+        r,
+        "binary: {} (cargo bench profile = release: opt-level s, LTO, 1 codegen unit)",
+        bin.display()
+    );
     let _ = writeln!(
         r,
         "backlog: {readings} readings = {} poll cycles of {DEVICES} devices x {} points (bench10 names and units, f32 floats, u32 totals), \
@@ -493,7 +506,17 @@ fn run() -> Res<()> {
     let _ = writeln!(
         r,
         "{:<26} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9} {:>9}",
-        "scenario", "time s", "readings/s", "msgs/s", "rd/msg", "B/msg", "B/rd", "CPU s", "ms CPU/krd", "peak RSS", "disk B/rd"
+        "scenario",
+        "time s",
+        "readings/s",
+        "msgs/s",
+        "rd/msg",
+        "B/msg",
+        "B/rd",
+        "CPU s",
+        "ms CPU/krd",
+        "peak RSS",
+        "disk B/rd"
     );
     let mut notes = Vec::new();
     for o in &outcomes {
@@ -546,7 +569,11 @@ fn run() -> Res<()> {
             );
         }
         if o.complete && o.unique_readings != o.readings {
-            let _ = write!(note, "\n    !! the subscriber saw {} distinct readings, expected {}", o.unique_readings, o.readings);
+            let _ = write!(
+                note,
+                "\n    !! the subscriber saw {} distinct readings, expected {}",
+                o.unique_readings, o.readings
+            );
         }
         notes.push(note);
     }

@@ -108,7 +108,14 @@ type = "bit"
 bit = 1
 "#;
 
-fn config_text(id: &str, state: &Path, profiles: &Path, sim: u16, broker: u16, enc: &str) -> String {
+fn config_text(
+    id: &str,
+    state: &Path,
+    profiles: &Path,
+    sim: u16,
+    broker: u16,
+    enc: &str,
+) -> String {
     let mut s = format!(
         "[gateway]\nid = \"{id}\"\nstate_dir = \"{}\"\nprofile_dirs = [\"{}\"]\nlog_level = \"warn\"\n\n\
          [uplink]\nhost = \"127.0.0.1\"\nport = {broker}\ntls = false\nencoding = \"{enc}\"\n",
@@ -346,7 +353,9 @@ fn run() -> Res<()> {
         std::thread::sleep(rest);
     }
     // Start half way between two polls (they run on whole wall-clock seconds).
-    std::thread::sleep(Duration::from_millis(((1500 - now_ms() % 1000) % 1000) as u64));
+    std::thread::sleep(Duration::from_millis(
+        ((1500 - now_ms() % 1000) % 1000) as u64,
+    ));
 
     for g in gws.iter_mut() {
         g.daemon.alive()?;
@@ -451,7 +460,8 @@ fn run() -> Res<()> {
         // First arrival of each reading; messages deduplicated by seq.
         let mut seqs = HashSet::new();
         let mut first_rx: HashMap<Reading, i64> = HashMap::new();
-        let (mut win_msgs, mut win_bytes, mut win_msg_readings, mut dups) = (0u64, 0u64, 0u64, 0u64);
+        let (mut win_msgs, mut win_bytes, mut win_msg_readings, mut dups) =
+            (0u64, 0u64, 0u64, 0u64);
         for m in msgs.iter().filter(|m| m.topic == data) {
             let d = decode_data(&m.payload)?;
             if d.gw != g.id {
@@ -535,7 +545,11 @@ fn run() -> Res<()> {
     let _ = writeln!(r, "gasdtu benchmark: uplink_workload (standard workload end to end: poll, store, forward to mosquitto)");
     let _ = writeln!(r, "date: {started}");
     let _ = writeln!(r, "{machine_line}");
-    let _ = writeln!(r, "binary: {} (cargo bench profile = release: opt-level s, LTO, 1 codegen unit)", bin.display());
+    let _ = writeln!(
+        r,
+        "binary: {} (cargo bench profile = release: opt-level s, LTO, 1 codegen unit)",
+        bin.display()
+    );
     let _ = writeln!(
         r,
         "setup: {DEVICES} Modbus TCP devices x {POINTS} points (bench10, one 14-register read each), poll 1s, each daemon against its own `gasdtu simulate`; \
@@ -551,8 +565,17 @@ fn run() -> Res<()> {
     let _ = writeln!(r);
     for x in &results {
         let per = x.cpu_ms / x.win_readings.max(1) as f64;
-        let pct = |p| percentile(&x.lat, p).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        let _ = writeln!(r, "{} daemon (encoding = \"{}\")", x.enc.to_uppercase(), x.enc);
+        let pct = |p| {
+            percentile(&x.lat, p)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            r,
+            "{} daemon (encoding = \"{}\")",
+            x.enc.to_uppercase(),
+            x.enc
+        );
         let _ = writeln!(
             r,
             "    readings read in the window and delivered: {} ({:.1}/s)\n    \
@@ -595,7 +618,12 @@ fn run() -> Res<()> {
         for l in &x.lost_examples {
             let _ = writeln!(r, "      lost: {l:?}");
         }
-        let warn: Vec<&String> = x.log.iter().filter(|l| !l.contains("uplink down")).take(5).collect();
+        let warn: Vec<&String> = x
+            .log
+            .iter()
+            .filter(|l| !l.contains("uplink down"))
+            .take(5)
+            .collect();
         let downs = x.log.iter().filter(|l| l.contains("uplink down")).count();
         let _ = writeln!(r, "    daemon log: {downs} `uplink down` warnings (expected during the outage), {} other lines", x.log.len() - downs);
         for l in warn {
@@ -622,7 +650,10 @@ fn run() -> Res<()> {
 
     for x in &results {
         if x.lost > 0 {
-            return Err(format!("{}: {} delivered readings never reached the subscriber", x.enc, x.lost));
+            return Err(format!(
+                "{}: {} delivered readings never reached the subscriber",
+                x.enc, x.lost
+            ));
         }
         if x.win_readings < nominal * 9 / 10 {
             return Err(format!(
@@ -631,7 +662,10 @@ fn run() -> Res<()> {
             ));
         }
         if worst(&x.online_after_ms).is_none() || worst(&x.data_after_ms).is_none() {
-            return Err(format!("{}: did not reconnect within 60 s of the broker's restart", x.enc));
+            return Err(format!(
+                "{}: did not reconnect within 60 s of the broker's restart",
+                x.enc
+            ));
         }
     }
     Ok(())

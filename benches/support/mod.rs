@@ -523,7 +523,8 @@ pub fn make_pki(dir: &Path) -> Res<(PathBuf, PathBuf, PathBuf)> {
     let issuer = Issuer::new(ca, ca_key);
     let mut leaf =
         CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).map_err(e)?;
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let key = KeyPair::generate().map_err(e)?;
@@ -611,11 +612,11 @@ impl Subscriber {
             rt.block_on(async move {
                 let (client, mut el) = AsyncClient::new(o, 100);
                 while !st.load(Ordering::SeqCst) {
-                    let ev =
-                        match tokio::time::timeout(Duration::from_millis(200), el.poll()).await {
-                            Ok(ev) => ev,
-                            Err(_) => continue,
-                        };
+                    let ev = match tokio::time::timeout(Duration::from_millis(200), el.poll()).await
+                    {
+                        Ok(ev) => ev,
+                        Err(_) => continue,
+                    };
                     match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             if let Ok(mut v) = c.lock() {
