@@ -360,3 +360,392 @@ pub fn main_with(name: &str, body: impl FnOnce() -> Res<()>) {
         std::process::exit(1);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// MQTT side of the uplink benchmarks (backlog_drain, uplink_workload): a mosquitto broker on
+// loopback ports, a rumqttc subscriber that records what arrives, decoding of payloads into
+// readings, and /proc/<pid>/io.
+
+/// Send SIGTERM to a child (through kill(1): no libc dependency).
+pub fn sigterm(pid: u32) -> Res<()> {
+    let st = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .map_err(|e| format!("cannot run kill -TERM {pid}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -TERM {pid} failed: {st}"))
+    }
+}
+
+/// Wait for a child to exit; Err if it still runs after `deadline`.
+pub fn wait_exit(p: &mut Proc, deadline: Duration) -> Res<std::process::ExitStatus> {
+    let name = p.name.clone();
+    wait_for(&format!("{name} to exit"), deadline, || {
+        p.child.try_wait().ok().flatten()
+    })
+}
+
+/// Fail loudly when mosquitto is not installed.
+pub fn require_mosquitto() -> Res<()> {
+    match Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        // `mosquitto -h` exits 3 after printing its usage; any exit means it ran.
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "mosquitto is required but cannot be run: {e}; install it (apt-get install mosquitto)"
+        )),
+    }
+}
+
+/// TLS listener material for `Mosquitto` (PEM paths).
+#[derive(Clone, Debug)]
+pub struct BrokerTls {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// mosquitto with a plain listener on 127.0.0.1:`port` (and optionally a TLS one), killed
+/// when dropped. With `persistence`, subscriptions and queued QoS 1 messages of persistent
+/// sessions survive `stop()` + `start()`. Per-client queues are unlimited so that a
+/// subscriber slower than the publisher loses nothing (mosquitto drops beyond 1000 by default).
+/// `user root`: started as root, mosquitto would switch to the `mosquitto` user and then fail
+/// to write its persistence file into our root-owned temp dir ("Error: Permission denied"),
+/// silently losing persistent sessions across a restart; as a normal user the line is ignored.
+pub struct Mosquitto {
+    pub port: u16,
+    pub tls: Option<BrokerTls>,
+    conf: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Mosquitto {
+    pub fn new(dir: &Path, persistence: bool, tls: Option<BrokerTls>) -> Res<Mosquitto> {
+        require_mosquitto()?;
+        let port = free_port()?;
+        let mut conf = format!(
+            "per_listener_settings false\nallow_anonymous true\nmax_queued_messages 0\nuser root\n\
+             log_dest stderr\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n"
+        );
+        if let Some(t) = &tls {
+            conf.push_str(&format!(
+                "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                t.port,
+                t.ca.display(),
+                t.cert.display(),
+                t.key.display()
+            ));
+        }
+        if persistence {
+            let p = dir.join(format!("mosq-{port}"));
+            std::fs::create_dir_all(&p).map_err(|e| format!("mkdir {p:?}: {e}"))?;
+            conf.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                p.display()
+            ));
+        } else {
+            conf.push_str("persistence false\n");
+        }
+        let path = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(&path, conf).map_err(|e| format!("write {path:?}: {e}"))?;
+        let mut m = Mosquitto {
+            port,
+            tls,
+            conf: path,
+            proc: None,
+        };
+        m.start()?;
+        Ok(m)
+    }
+
+    /// Start (again, on the same ports) and wait until it accepts connections.
+    pub fn start(&mut self) -> Res<()> {
+        if self.proc.is_some() {
+            return Err("mosquitto already running".into());
+        }
+        let p = Proc::spawn(
+            "mosquitto",
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&self.conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )?;
+        self.proc = Some(p);
+        wait_port(self.port, Duration::from_secs(10))?;
+        if let Some(t) = &self.tls {
+            wait_port(t.port, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// Stop with SIGTERM (mosquitto saves its persistence file) and wait for the exit.
+    pub fn stop(&mut self) -> Res<()> {
+        if let Some(mut p) = self.proc.take() {
+            sigterm(p.pid())?;
+            wait_exit(&mut p, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    pub fn alive(&mut self) -> Res<()> {
+        match self.proc.as_mut() {
+            Some(p) => p.alive(),
+            None => Err("mosquitto is not running".into()),
+        }
+    }
+}
+
+/// A test PKI made with rcgen in `dir`: `ca.pem`, `server.pem`/`server.key` for 127.0.0.1 and
+/// localhost.
+pub fn make_pki(dir: &Path) -> Res<(PathBuf, PathBuf, PathBuf)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let e = |x: rcgen::Error| format!("rcgen: {x}");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "gasdtu bench CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).map_err(e)?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate().map_err(e)?;
+    let cert = leaf.signed_by(&key, &issuer).map_err(e)?;
+    let (a, b, c) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    for (p, text) in [
+        (&a, ca_cert.pem()),
+        (&b, cert.pem()),
+        (&c, key.serialize_pem()),
+    ] {
+        std::fs::write(p, text).map_err(|e| format!("write {p:?}: {e}"))?;
+    }
+    Ok((a, b, c))
+}
+
+/// One message the subscriber received, with the wall-clock time (UTC ms) it arrived.
+#[derive(Clone, Debug)]
+pub struct RxMsg {
+    pub recv_ms: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// A rumqttc subscriber (plain TCP, QoS 1) on its own thread and runtime, recording every
+/// message on `filter`. It reconnects by itself (every 50 ms after a failure); with
+/// `persistent` its session stays on the broker (clean_session = false) so that messages
+/// published while it reconnects are queued for it. Stopped and joined when dropped.
+pub struct Subscriber {
+    pub msgs: std::sync::Arc<std::sync::Mutex<Vec<RxMsg>>>,
+    /// SUBACKs received (one per (re)connection).
+    pub subscribed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// UTC ms of every CONNACK.
+    pub connacks: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str, id: &str, persistent: bool) -> Res<Subscriber> {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("subscriber runtime: {e}"))?;
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_clean_session(!persistent);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_inflight(100);
+        let msgs: Arc<Mutex<Vec<RxMsg>>> = Arc::default();
+        let subscribed = Arc::new(AtomicU64::new(0));
+        let connacks: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s, c, st, filter) = (
+            msgs.clone(),
+            subscribed.clone(),
+            connacks.clone(),
+            stop.clone(),
+            filter.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let (client, mut el) = AsyncClient::new(o, 100);
+                while !st.load(Ordering::SeqCst) {
+                    let ev = match tokio::time::timeout(Duration::from_millis(200), el.poll()).await
+                    {
+                        Ok(ev) => ev,
+                        Err(_) => continue,
+                    };
+                    match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            if let Ok(mut v) = c.lock() {
+                                v.push(now_ms());
+                            }
+                            let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            s.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let rx = RxMsg {
+                                recv_ms: now_ms(),
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                                retain: p.retain,
+                            };
+                            if let Ok(mut v) = m.lock() {
+                                v.push(rx);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            });
+        });
+        Ok(Subscriber {
+            msgs,
+            subscribed,
+            connacks,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn wait_subscribed(&self, n: u64, deadline: Duration) -> Res<()> {
+        wait_for("the subscriber's SUBACK", deadline, || {
+            (self.subscribed.load(std::sync::atomic::Ordering::SeqCst) >= n).then_some(())
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.msgs.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    pub fn snapshot(&self) -> Vec<RxMsg> {
+        self.msgs.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// One reading of a decoded data message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Reading {
+    pub device: String,
+    pub point: String,
+    pub t_ms: i64,
+}
+
+/// A decoded data message: sequence number, historical flag, readings.
+pub struct DataMsg {
+    pub gw: String,
+    pub seq: u64,
+    pub hist: bool,
+    pub readings: Vec<Reading>,
+}
+
+fn parse_ms(s: &str) -> Res<i64> {
+    humantime::parse_rfc3339(s)
+        .map_err(|e| format!("time {s:?}: {e}"))
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        })
+}
+
+/// Decode a data payload (JSON or CBOR) with `gasdtu::uplink::decode` and list its readings
+/// (good and bad points alike).
+pub fn decode_data(payload: &[u8]) -> Res<DataMsg> {
+    let j = gasdtu::uplink::decode(payload).map_err(|e| e.to_string())?;
+    let gw = j["gw"].as_str().unwrap_or("").to_string();
+    let seq = j["seq"]
+        .as_u64()
+        .ok_or_else(|| format!("payload without seq: {j}"))?;
+    let hist = j["hist"].as_bool().unwrap_or(false);
+    let mut readings = Vec::new();
+    for d in j["data"].as_array().map(|v| v.as_slice()).unwrap_or(&[]) {
+        let dev = d["dev"].as_str().unwrap_or("").to_string();
+        for r in d["reads"].as_array().map(|v| v.as_slice()).unwrap_or(&[]) {
+            let t = parse_ms(r["t"].as_str().unwrap_or(""))?;
+            for key in ["v", "bad"] {
+                if let Some(m) = r[key].as_object() {
+                    for p in m.keys() {
+                        readings.push(Reading {
+                            device: dev.clone(),
+                            point: p.clone(),
+                            t_ms: t,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(DataMsg {
+        gw,
+        seq,
+        hist,
+        readings,
+    })
+}
+
+/// `write_bytes` and `wchar` of /proc/<pid>/io.
+pub fn proc_io(pid: u32) -> Res<(u64, u64)> {
+    let path = format!("/proc/{pid}/io");
+    let s = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let field = |name: &str| -> Res<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .ok_or_else(|| format!("{path}: no {name}"))
+    };
+    Ok((field("write_bytes:")?, field("wchar:")?))
+}
+
+/// Percentile (0..=100) of a sorted slice (nearest rank).
+pub fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}

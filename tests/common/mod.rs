@@ -348,6 +348,11 @@ impl Broker {
             conf.push_str(&format!("tls_version {v}\n"));
         }
         if persistent {
+            // As root, mosquitto drops to the `mosquitto` user and then cannot write its
+            // persistence file into a root-owned temp dir: stay root for the test broker.
+            if is_root() {
+                conf.push_str("user root\n");
+            }
             let p = dir.join(format!("mosq-{port}"));
             std::fs::create_dir_all(&p).unwrap();
             conf.push_str(&format!(
@@ -393,6 +398,18 @@ impl Broker {
             });
         }
     }
+}
+
+/// True when the tests run as root (uid 0), read from /proc so no libc binding is needed.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }
 
 /// One message the subscriber saw.
