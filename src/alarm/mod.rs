@@ -12,6 +12,8 @@
 pub mod engine;
 pub mod machine;
 pub mod rule;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
