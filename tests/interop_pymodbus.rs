@@ -81,6 +81,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         devices,
         store: Default::default(),
         uplink: None,
+        alarms: Vec::new(),
     }
 }
 
