@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::alarm::AlarmService;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::status::DeviceBoard;
@@ -28,6 +29,8 @@ pub struct ConsumerReport {
     pub readings: u64,
     pub commits: u64,
     pub commit_errors: u64,
+    /// Alarm transitions committed with the batches.
+    pub alarm_transitions: u64,
     /// Batches dropped because the store kept failing and memory is bounded.
     pub dropped_batches: u64,
 }
@@ -45,6 +48,8 @@ pub struct Consumer {
     on_commit: Option<CommitHook>,
     /// Events to commit with the first group (e.g. "started").
     startup_events: Vec<serde_json::Value>,
+    /// Alarm rules evaluated on every group before its commit (same transaction).
+    alarms: Option<AlarmService>,
 }
 
 impl Consumer {
@@ -61,7 +66,15 @@ impl Consumer {
             board,
             on_commit: None,
             startup_events: Vec::new(),
+            alarms: None,
         }
+    }
+
+    /// Evaluate alarm rules on every group: the transitions and the alarm states are
+    /// committed in the same transaction as the batches.
+    pub fn with_alarms(mut self, alarms: AlarmService) -> Self {
+        self.alarms = Some(alarms);
+        self
     }
 
     pub fn on_commit(mut self, f: CommitHook) -> Self {
@@ -109,15 +122,20 @@ impl Consumer {
             }
             let group: Vec<SampleBatch> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
             let store = self.store.clone();
+            let alarms = self.alarms.clone();
             let ex = std::mem::take(&mut extra);
             let res = tokio::task::spawn_blocking(move || {
-                let r = store.commit(&group, &ex, &ClockStamp::now());
+                let r = match &alarms {
+                    Some(a) => a.commit(&group, &ex, &ClockStamp::now()),
+                    None => store.commit(&group, &ex, &ClockStamp::now()).map(|i| (i, 0)),
+                };
                 (group, ex, r)
             })
             .await;
             match res {
-                Ok((group, _, Ok(info))) => {
+                Ok((group, _, Ok((info, transitions)))) => {
                     report.commits += 1;
+                    report.alarm_transitions += transitions as u64;
                     report.batches += group.len() as u64;
                     report.readings += info.readings;
                     for b in &group {

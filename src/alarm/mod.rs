@@ -104,6 +104,33 @@ impl AlarmService {
         Ok(entries.len())
     }
 
+    /// New rules (config reload): the engine is rebuilt and its state reloaded from the store
+    /// (every commit persisted it, so only rate windows start over). Blocking.
+    pub fn reconfigure(&self, rules: Vec<AlarmRule>) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let (rows, next) = self.store.alarm_state()?;
+        let now = crate::store::clock::unix_ms(std::time::SystemTime::now()).max(1) as u64;
+        let mut engine = AlarmEngine::new(rules, now);
+        engine.restore(rows, next);
+        *g = engine;
+        Ok(())
+    }
+
+    /// Handle a status-socket request line `ack <occurrence> [by]`: the JSON reply.
+    pub fn ack_request(&self, line: &str) -> serde_json::Value {
+        let mut it = line.split_whitespace();
+        let _ = it.next();
+        let occ = it.next().and_then(|s| s.parse::<u64>().ok());
+        let by = it.next().unwrap_or("local");
+        match occ {
+            None => serde_json::json!({"error": "usage: ack <occurrence> [by]"}),
+            Some(o) => match self.acknowledge(o, by) {
+                Ok(n) => serde_json::json!({"acked": o, "by": by, "transitions": n}),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            },
+        }
+    }
+
     /// Active alarms (for `gasdtu status`).
     pub fn active(&self) -> Vec<ActiveAlarm> {
         self.lock().active()
