@@ -127,7 +127,9 @@ impl Consumer {
             let res = tokio::task::spawn_blocking(move || {
                 let r = match &alarms {
                     Some(a) => a.commit(&group, &ex, &ClockStamp::now()),
-                    None => store.commit(&group, &ex, &ClockStamp::now()).map(|i| (i, 0)),
+                    None => store
+                        .commit(&group, &ex, &ClockStamp::now())
+                        .map(|i| (i, 0)),
                 };
                 (group, ex, r)
             })

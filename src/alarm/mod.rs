@@ -13,6 +13,8 @@ pub mod engine;
 pub mod machine;
 pub mod rule;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -46,7 +46,10 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 Ok(0)
             }
             Ok(v) => {
-                eprintln!("gasdtu status: {}", v["error"].as_str().unwrap_or("refused"));
+                eprintln!(
+                    "gasdtu status: {}",
+                    v["error"].as_str().unwrap_or("refused")
+                );
                 Ok(1)
             }
             Err(e) => {
