@@ -9,6 +9,7 @@
 //!   for the next 1 s poll slot, uniform 0..1 s);
 //! - from the device read time in the message (`raised_at` / `cleared_at`) to its arrival:
 //!   the pipeline alone (commit, outbox, seal, publish, broker).
+//!
 //! Results go to stdout and bench-results/alarm_latency.txt.
 //!
 //! Run with `cargo bench --bench alarm_latency` (needs mosquitto on PATH).

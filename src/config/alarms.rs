@@ -192,7 +192,7 @@ fn parse_rule(
         Some("rate") => {
             let f = sec.float(d, "rate");
             let change = match sec.required(d, "rate", "change per window, negative = falling", f) {
-                Field::Value(x, sp) if x == 0.0 => {
+                Field::Value(0.0, sp) => {
                     d.error(&sec.key_path("rate"), Some(sp), "must not be 0");
                     None
                 }

@@ -29,10 +29,13 @@ pub(super) fn write(tx: &Connection, w: &AlarmWrites) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Persisted alarm state rows `(key, json)`, and the next occurrence id if one was stored.
+pub type SavedAlarms = (Vec<(String, String)>, Option<u64>);
+
 impl Store {
     /// The persisted alarm states `(key, json)` and the next occurrence id (None on a fresh
     /// database).
-    pub fn alarm_state(&self) -> Result<(Vec<(String, String)>, Option<u64>), StoreError> {
+    pub fn alarm_state(&self) -> Result<SavedAlarms, StoreError> {
         let g = self.lock();
         let rows = g
             .conn
