@@ -320,6 +320,13 @@ impl AlarmEngine {
         if r.latched {
             j["latched"] = json!(true);
         }
+        // A gateway whose clock is not set yet (no RTC, no NTP) still alarms: the times
+        // are flagged instead of being held back like readings.
+        if s.raised_ms < crate::store::MIN_TRUSTED_UNIX_MS
+            || t_ms < crate::store::MIN_TRUSTED_UNIX_MS
+        {
+            j["clock"] = json!("untrusted");
+        }
         j
     }
 

@@ -350,3 +350,22 @@ fn rows_of_removed_rules_are_dropped() {
     let w = e.take_writes();
     assert_eq!(w.states, vec![("gone/pt1/h".to_string(), None)]);
 }
+
+#[test]
+fn an_unset_clock_still_alarms_and_flags_the_times() {
+    let mut e = AlarmEngine::new(vec![rule("p", Some("pressure"), limits())], 1);
+    let mut b = batch(0, "pressure", Some(750.0), true);
+    let t = UNIX_EPOCH + Duration::from_secs(3600); // 1970: the clock is not set
+    b.samples[0].read_at = t;
+    b.slot = t;
+    let out = e.evaluate(&[b]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["clock"], "untrusted");
+    let ok = AlarmEngine::new(vec![rule("p", Some("pressure"), limits())], 1).evaluate(&[batch(
+        0,
+        "pressure",
+        Some(750.0),
+        true,
+    )]);
+    assert!(ok[0].get("clock").is_none());
+}
