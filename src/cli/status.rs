@@ -101,7 +101,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
     }
     if let Some(alarms) = v.get("alarms").and_then(|a| a.as_array()) {
         println!(
-            "\n{:<10} {:<9} {:<16} {:<24} {:<21} {:<6} MESSAGE",
+            "\n{:<14} {:<9} {:<16} {:<24} {:<25} {:<6} MESSAGE",
             "OCCURRENCE", "SEVERITY", "DEVICE", "ALARM", "RAISED (UTC)", "ACK"
         );
         if alarms.is_empty() {
@@ -118,7 +118,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 _ => "no",
             };
             println!(
-                "{:<10} {:<9} {:<16} {:<24} {:<21} {:<6} {}",
+                "{:<14} {:<9} {:<16} {:<24} {:<25} {:<6} {}",
                 a["occurrence"],
                 a["severity"].as_str().unwrap_or("?"),
                 a["device"].as_str().unwrap_or("?"),
