@@ -3,6 +3,7 @@
 //! docs/ARCHITECTURE.md for the codemap.
 
 pub mod acq;
+pub mod alarm;
 pub mod broker;
 pub mod cli;
 pub mod codec;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::alarm::AlarmService;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
@@ -31,6 +32,8 @@ pub struct ConsumerReport {
     pub readings: u64,
     pub commits: u64,
     pub commit_errors: u64,
+    /// Alarm transitions committed with the batches.
+    pub alarm_transitions: u64,
     /// Batches dropped because the store kept failing and memory is bounded.
     pub dropped_batches: u64,
 }
@@ -49,6 +52,8 @@ pub struct Consumer {
     /// Events to commit with the first group (e.g. "started").
     startup_events: Vec<serde_json::Value>,
     reporter: Option<Arc<Mutex<Reporter>>>,
+    /// Alarm rules evaluated on every group before its commit (same transaction).
+    alarms: Option<AlarmService>,
 }
 
 /// A batch as routed for the store: the raw batch (history only for devices that report
@@ -74,7 +79,15 @@ impl Consumer {
             on_commit: None,
             startup_events: Vec::new(),
             reporter: None,
+            alarms: None,
         }
+    }
+
+    /// Evaluate alarm rules on every group: the transitions and the alarm states are
+    /// committed in the same transaction as the batches.
+    pub fn with_alarms(mut self, alarms: AlarmService) -> Self {
+        self.alarms = Some(alarms);
+        self
     }
 
     pub fn on_commit(mut self, f: CommitHook) -> Self {
@@ -158,11 +171,14 @@ impl Consumer {
             }
             let group: Vec<Item> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
             let store = self.store.clone();
+            let alarms = self.alarms.clone();
             let ex = std::mem::take(&mut extra);
             let res = tokio::task::spawn_blocking(move || {
+                let mut raw = Vec::with_capacity(group.len());
                 let mut history = Vec::new();
                 let mut outbox = Vec::new();
                 for it in &group {
+                    raw.push(it.raw.clone());
                     if it.history_only {
                         history.push(it.raw.clone());
                     } else {
@@ -172,13 +188,20 @@ impl Consumer {
                         outbox.push(o.clone());
                     }
                 }
-                let r = store.commit_routed(&history, &outbox, &ex, &ClockStamp::now());
+                let stamp = ClockStamp::now();
+                let r = match &alarms {
+                    Some(a) => a.commit_routed(&raw, &history, &outbox, &ex, &stamp),
+                    None => store
+                        .commit_routed(&history, &outbox, &ex, &stamp)
+                        .map(|i| (i, 0)),
+                };
                 (group, ex, r)
             })
             .await;
             match res {
-                Ok((group, _, Ok(_info))) => {
+                Ok((group, _, Ok((_info, transitions)))) => {
                     report.commits += 1;
+                    report.alarm_transitions += transitions as u64;
                     report.batches += group.len() as u64;
                     report.readings += group
                         .iter()

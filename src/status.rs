@@ -117,12 +117,16 @@ pub enum StatusError {
 }
 
 type Provider = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Answers a request line other than `status` (e.g. `ack 17`), or `None` if unknown. May
+/// block (it runs on a blocking thread).
+pub type RequestHandler = Arc<dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync>;
 
 /// Answers status requests on a unix socket.
 pub struct StatusServer {
     path: PathBuf,
     listener: UnixListener,
     provider: Provider,
+    handler: Option<RequestHandler>,
 }
 
 impl StatusServer {
@@ -151,7 +155,14 @@ impl StatusServer {
             path: path.to_path_buf(),
             listener,
             provider,
+            handler: None,
         })
+    }
+
+    /// Answer other request lines with `handler` (the daemon: `ack <occurrence> [by]`).
+    pub fn with_handler(mut self, handler: RequestHandler) -> Self {
+        self.handler = Some(handler);
+        self
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -162,6 +173,7 @@ impl StatusServer {
             };
             let Ok((stream, _)) = accepted else { continue };
             let provider = self.provider.clone();
+            let handler = self.handler.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
@@ -171,7 +183,18 @@ impl StatusServer {
                 let reply = match (read, line.trim()) {
                     (Ok(Ok(_)), "status") | (Ok(Ok(_)), "") => provider(),
                     (Ok(Ok(_)), other) => {
-                        serde_json::json!({"error": format!("unknown request {other:?}; try `status`")})
+                        let unknown = serde_json::json!({"error": format!("unknown request {other:?}; try `status`")});
+                        match handler {
+                            Some(h) => {
+                                let req = other.to_string();
+                                tokio::task::spawn_blocking(move || h(&req))
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .unwrap_or(unknown)
+                            }
+                            None => unknown,
+                        }
                     }
                     _ => return,
                 };
@@ -186,6 +209,11 @@ impl StatusServer {
 
 /// Ask the daemon at `path` for its status.
 pub async fn query(path: &Path) -> Result<serde_json::Value, StatusError> {
+    request(path, "status").await
+}
+
+/// Send one request line (`status`, `ack 17 alice`) and return the JSON reply.
+pub async fn request(path: &Path, line: &str) -> Result<serde_json::Value, StatusError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| StatusError::Connect {
@@ -197,7 +225,7 @@ pub async fn query(path: &Path) -> Result<serde_json::Value, StatusError> {
         path: path.to_path_buf(),
         why,
     };
-    wr.write_all(b"status\n")
+    wr.write_all(format!("{}\n", line.trim()).as_bytes())
         .await
         .map_err(|e| reply_err(e.to_string()))?;
     let mut line = String::new();

@@ -84,6 +84,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         devices,
         store: Default::default(),
         uplink: None,
+        alarms: Vec::new(),
     }
 }
 

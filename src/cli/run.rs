@@ -10,6 +10,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
+use crate::alarm::AlarmService;
 use crate::config;
 use crate::config::Config;
 use crate::model::SampleBatch;
@@ -81,6 +82,19 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         Err(e) => anyhow::bail!("store open task failed: {e}"),
     };
 
+    // Alarm rules and their persisted state (active alarms survive a restart).
+    let alarm_store = store.clone();
+    let rules = cfg.alarms.clone();
+    let alarms =
+        match tokio::task::spawn_blocking(move || AlarmService::open(rules, alarm_store)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                eprintln!("gasdtu run: cannot load the alarm state: {e}");
+                return Ok(1);
+            }
+            Err(e) => anyhow::bail!("alarm state task failed: {e}"),
+        };
+
     let progress = Progress::for_config(&cfg);
     let (tx, rx) = tokio::sync::mpsc::channel(crate::acq::CHANNEL_BATCHES);
     let mut acq_stop = CancellationToken::new();
@@ -103,6 +117,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         let progress = progress.clone();
         Consumer::new(rx, store.clone(), wake.clone(), board.clone())
             .with_reporter(reporter.clone())
+            .with_alarms(alarms.clone())
             .with_startup_event(serde_json::json!({
                 "event": "started",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -146,6 +161,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         let store = store.clone();
         let link_rx = link_rx.clone();
         let has_uplink = has_uplink.clone();
+        let alarms = alarms.clone();
         let id = cfg.gateway.id.clone();
         let config_path = global.config.display().to_string();
         Arc::new(move || {
@@ -161,13 +177,21 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             serde_json::json!({
                 "gateway": {"id": id, "started_ms": started_ms, "config": config_path},
                 "devices": board.snapshot(),
+                "alarms": alarms.active(),
                 "buffer": buffer,
                 "link": link,
             })
         })
     };
     let status_task = match crate::status::StatusServer::bind(&args.socket, provider).await {
-        Ok(server) => Some(tokio::spawn(server.run(status_stop.clone()))),
+        Ok(server) => {
+            // `ack <occurrence> [by]`: the internal acknowledge operation (docs/alarms.md).
+            let alarms = alarms.clone();
+            let server = server.with_handler(Arc::new(move |line: &str| {
+                line.starts_with("ack ").then(|| alarms.ack_request(line))
+            }));
+            Some(tokio::spawn(server.run(status_stop.clone())))
+        }
         // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
         Err(e) => {
             tracing::error!("status socket unavailable: {e}");
@@ -231,6 +255,15 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                             forwarder = start_forwarder(&new);
                             has_uplink.store(new.uplink.is_some(), std::sync::atomic::Ordering::Relaxed);
                         }
+                        if new.alarms != cfg.alarms {
+                            let a = alarms.clone();
+                            let rules = new.alarms.clone();
+                            match tokio::task::spawn_blocking(move || a.reconfigure(rules)).await {
+                                Ok(Ok(())) => tracing::info!(rules = new.alarms.len(), "reload: alarm rules applied"),
+                                Ok(Err(e)) => tracing::error!("reload: alarm rules not applied: {e}"),
+                                Err(e) => tracing::error!("reload: alarm task failed: {e}"),
+                            }
+                        }
                         if new.store != cfg.store || new.gateway.state_dir != cfg.gateway.state_dir {
                             tracing::warn!("reload: [store] and gateway.state_dir changes take effect at the next restart");
                         }
@@ -283,6 +316,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             readings = r.readings,
             commits = r.commits,
             commit_errors = r.commit_errors,
+            alarm_transitions = r.alarm_transitions,
             "store consumer finished"
         ),
         Err(e) => tracing::error!("store consumer failed: {e}"),

@@ -1,11 +1,12 @@
 //! `gasdtu status`: asks the running daemon over its unix socket and prints devices (last
 //! poll, last good read, quality, online), then whatever the daemon reports about its buffer
-//! and uplink. `--json` prints the raw document.
+//! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NAME]`
+//! acknowledges an active alarm through the same socket (request line `ack <occ> <by>`).
 
 use std::path::PathBuf;
 
 use super::Global;
-use crate::status::{query, DEFAULT_SOCKET};
+use crate::status::{query, request, DEFAULT_SOCKET};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -15,6 +16,12 @@ pub struct StatusArgs {
     /// Print the daemon's JSON document as is.
     #[arg(long)]
     pub json: bool,
+    /// Acknowledge the active alarm with this occurrence id instead of printing the status.
+    #[arg(long, value_name = "OCCURRENCE")]
+    pub ack: Option<u64>,
+    /// Who acknowledges (recorded in the `acked` message), with --ack.
+    #[arg(long, value_name = "NAME", default_value = "local", requires = "ack")]
+    pub by: String,
 }
 
 fn when(ms: &serde_json::Value) -> String {
@@ -28,6 +35,29 @@ fn when(ms: &serde_json::Value) -> String {
 }
 
 pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
+    if let Some(occ) = args.ack {
+        if args.by.split_whitespace().count() != 1 {
+            eprintln!("gasdtu status: --by must be one word");
+            return Ok(2);
+        }
+        return match request(&args.socket, &format!("ack {occ} {}", args.by)).await {
+            Ok(v) if v.get("error").is_none() => {
+                println!("acknowledged alarm occurrence {occ}");
+                Ok(0)
+            }
+            Ok(v) => {
+                eprintln!(
+                    "gasdtu status: {}",
+                    v["error"].as_str().unwrap_or("refused")
+                );
+                Ok(1)
+            }
+            Err(e) => {
+                eprintln!("gasdtu status: {e}");
+                Ok(2)
+            }
+        };
+    }
     let v = match query(&args.socket).await {
         Ok(v) => v,
         Err(e) => {
@@ -66,6 +96,36 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 when(&d["last_good_ms"]),
                 format!("{}/{}", d["good"], d["bad"]),
                 d["last_error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(alarms) = v.get("alarms").and_then(|a| a.as_array()) {
+        println!(
+            "\n{:<14} {:<9} {:<16} {:<24} {:<25} {:<6} MESSAGE",
+            "OCCURRENCE", "SEVERITY", "DEVICE", "ALARM", "RAISED (UTC)", "ACK"
+        );
+        if alarms.is_empty() {
+            println!("(no active alarms)");
+        }
+        for a in alarms {
+            let name = match a["level"].as_str() {
+                Some(l) => format!("{}:{l}", a["rule"].as_str().unwrap_or("?")),
+                None => a["rule"].as_str().unwrap_or("?").to_string(),
+            };
+            let ack = match (a["acked"].as_bool(), a["returned"].as_bool()) {
+                (Some(true), _) => "acked",
+                (_, Some(true)) => "RTN",
+                _ => "no",
+            };
+            println!(
+                "{:<14} {:<9} {:<16} {:<24} {:<25} {:<6} {}",
+                a["occurrence"],
+                a["severity"].as_str().unwrap_or("?"),
+                a["device"].as_str().unwrap_or("?"),
+                name,
+                a["raised_at"].as_str().unwrap_or("-"),
+                ack,
+                a["message"].as_str().unwrap_or("")
             );
         }
     }

@@ -143,10 +143,12 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
         Field::Absent => Some(None),
         Field::Invalid => None,
     };
+    let alarms = match root.table(&mut d, "alarms") {
+        Field::Value(sec, _) => super::alarms::parse_alarms(&mut d, sec, &devices),
+        _ => Vec::new(),
+    };
     root.finish(&mut d, |k| match k {
-        "alarms" | "modem" => {
-            Some("this section is not supported by this version of gasdtu".to_string())
-        }
+        "modem" => Some("this section is not supported by this version of gasdtu".to_string()),
         _ => None,
     });
 
@@ -164,6 +166,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
         devices,
         store,
         uplink,
+        alarms,
     };
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {

@@ -9,6 +9,7 @@
 //! `doc` (typed reader over the spanned TOML tree that reports unknown keys), `diag` (errors,
 //! warnings, positions), `report` (per-bus request plan and wire time for `gasdtu check`).
 
+mod alarms;
 mod bus;
 mod device;
 mod diag;
@@ -43,6 +44,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[uplink]`: the MQTT connection; `None` when the section is absent (buffer only).
     pub uplink: Option<UplinkConfig>,
+    /// `[alarms.<id>]`: alarm rules, sorted by id (empty when the section is absent).
+    pub alarms: Vec<crate::alarm::AlarmRule>,
 }
 
 /// `[store]`: bounds of the SQLite buffer in the state directory.

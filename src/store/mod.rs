@@ -15,6 +15,7 @@
 //! (`gasdtu export`, `gasdtu queue`) open their own read-only connection; WAL lets them read
 //! while the daemon writes.
 
+mod alarm_state;
 mod blob;
 pub mod clock;
 mod dict;
@@ -33,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
 
+pub use crate::alarm::AlarmWrites;
 use crate::config::StoreConfig;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
@@ -391,7 +393,7 @@ impl Store {
         extra: &[(EntryKind, serde_json::Value)],
         stamp: &ClockStamp,
     ) -> Result<CommitInfo, StoreError> {
-        self.commit_routed(&[], batches, extra, stamp)
+        self.commit_all(&[], batches, extra, &AlarmWrites::default(), stamp)
     }
 
     /// `commit`, plus `history`: raw batches of devices that report slower than they poll (or
@@ -406,8 +408,34 @@ impl Store {
         extra: &[(EntryKind, serde_json::Value)],
         stamp: &ClockStamp,
     ) -> Result<CommitInfo, StoreError> {
+        self.commit_all(history, batches, extra, &AlarmWrites::default(), stamp)
+    }
+
+    /// `commit` plus the alarm state rows that changed with these batches (issue 4): the
+    /// batches, their alarm transitions (`extra`) and the new alarm states are ONE
+    /// transaction, so a restart neither repeats a raise nor forgets a clear.
+    pub fn commit_with_alarms(
+        &self,
+        batches: &[SampleBatch],
+        extra: &[(EntryKind, serde_json::Value)],
+        alarms: &AlarmWrites,
+        stamp: &ClockStamp,
+    ) -> Result<CommitInfo, StoreError> {
+        self.commit_all(&[], batches, extra, alarms, stamp)
+    }
+
+    /// Everything one consumer group commits, in ONE transaction: history-only batches, batches
+    /// for the outbox, alarm transitions and events (`extra`) and the alarm state rows.
+    pub fn commit_all(
+        &self,
+        history: &[SampleBatch],
+        batches: &[SampleBatch],
+        extra: &[(EntryKind, serde_json::Value)],
+        alarms: &AlarmWrites,
+        stamp: &ClockStamp,
+    ) -> Result<CommitInfo, StoreError> {
         let mut g = self.lock();
-        let r = self.commit_locked(&mut g, history, batches, extra, stamp);
+        let r = self.commit_locked(&mut g, history, batches, extra, alarms, stamp);
         if r.is_err() {
             // Dictionary rows inserted by the failed transaction are gone.
             g.dict.clear();
@@ -421,6 +449,7 @@ impl Store {
         history: &[SampleBatch],
         batches: &[SampleBatch],
         extra: &[(EntryKind, serde_json::Value)],
+        alarms: &AlarmWrites,
         stamp: &ClockStamp,
     ) -> Result<CommitInfo, StoreError> {
         let Inner {
@@ -568,6 +597,7 @@ impl Store {
                 insert_json(&tx, *kind, json, stamp.wall_ms).map_err(self.sql("insert entry"))?;
             info.entry_ids.push(id);
         }
+        alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
         tx.commit().map_err(self.sql("commit"))?;
         Ok(info)
     }

@@ -59,6 +59,14 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX entry_read ON entry (read_ms) WHERE kind = 2;
     "#,
+    // v3: alarm condition states (active alarms, occurrence ids, ack state, delay timers,
+    // stuck trackers), written in the same transaction as the batch that changed them.
+    r#"
+    CREATE TABLE alarm_state (
+        key TEXT PRIMARY KEY,           -- <rule>/<device>/<level|kind>
+        state TEXT NOT NULL             -- JSON alarm::machine::CondState
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version this binary writes.

@@ -409,7 +409,14 @@ impl<O: Outbox> Forwarder<O> {
                     Some(Err(e)) => return Err(self.conn_err("connection to", e)),
                     None => return Err(self.conn_err("connection to", "event loop ended")),
                 },
-                _ = self.wake.notified() => s.more = true,
+                _ = self.wake.notified() => {
+                    s.more = true;
+                    // A commit may have brought alarms: drop what is packed but not sealed
+                    // (still pending in the store) so the next look sends them first. Without
+                    // this, a rate-limited link sent up to FETCH staged entries ahead of an
+                    // alarm (seconds at NB-IoT rates; benches/alarm_latency.rs).
+                    s.staged.clear();
+                }
                 _ = tokio::time::sleep_until(hold.unwrap_or_else(Instant::now)), if hold.is_some() => {
                     s.hold_until = None;
                 }
