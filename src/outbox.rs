@@ -95,4 +95,13 @@ pub trait Outbox: Send + Sync + 'static {
     /// The broker acknowledged message `seq`: delete it and its entries (their batches stay
     /// as history until the history bound evicts them).
     fn ack(&self, seq: u64) -> Result<(), OutboxError>;
+
+    /// `ack` for several messages at once; the store does it in ONE transaction (one fsync
+    /// for all the PUBACKs that arrived together, instead of one each: flash wear).
+    fn ack_many(&self, seqs: &[u64]) -> Result<(), OutboxError> {
+        for s in seqs {
+            self.ack(*s)?;
+        }
+        Ok(())
+    }
 }

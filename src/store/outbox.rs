@@ -212,22 +212,32 @@ impl Outbox for Store {
     }
 
     fn ack(&self, seq: u64) -> Result<(), OutboxError> {
+        self.ack_many(&[seq])
+    }
+
+    fn ack_many(&self, seqs: &[u64]) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
         let mut g = self.lock();
         let tx = g
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin ack"))?;
-        let s = seq as i64;
-        tx.execute(
-            "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
-            [s],
-        )
-        .map_err(self.sql("ack data"))?;
-        tx.execute("DELETE FROM entry WHERE msg_seq = ?1", [s])
-            .map_err(self.sql("ack entries"))?;
-        let n = tx
-            .execute("DELETE FROM message WHERE seq = ?1", [s])
-            .map_err(self.sql("ack message"))?;
+        let mut n = 0;
+        for &seq in seqs {
+            let s = seq as i64;
+            tx.execute(
+                "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
+                [s],
+            )
+            .map_err(self.sql("ack data"))?;
+            tx.execute("DELETE FROM entry WHERE msg_seq = ?1", [s])
+                .map_err(self.sql("ack entries"))?;
+            n += tx
+                .execute("DELETE FROM message WHERE seq = ?1", [s])
+                .map_err(self.sql("ack message"))?;
+        }
         if n > 0 {
             set_meta(&tx, "last_ack_ms", unix_ms(SystemTime::now()))
                 .map_err(self.sql("last_ack_ms"))?;

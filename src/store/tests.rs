@@ -927,3 +927,35 @@ fn a_reader_in_another_connection_reads_while_the_writer_commits() {
         Err(StoreError::Missing { .. })
     ));
 }
+
+#[test]
+fn ack_many_acknowledges_several_messages_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let info = store
+        .commit(
+            &[batch("a", T0, 5), batch("b", T0, 5), batch("c", T0, 5)],
+            &[],
+            &stamp_at(T0 + 10),
+        )
+        .unwrap();
+    let seqs: Vec<u64> = info
+        .entry_ids
+        .iter()
+        .map(|id| {
+            store
+                .seal("t", &[*id], 5, &mut |_| Ok(vec![1]))
+                .unwrap()
+                .seq
+        })
+        .collect();
+    // Two of three PUBACKs arrived together (one of them twice): one transaction for both.
+    store.ack_many(&[seqs[0], seqs[2], seqs[2]]).unwrap();
+    let left: Vec<u64> = store.unacked().unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(left, vec![seqs[1]]);
+    let st = store.stats().unwrap();
+    assert_eq!((st.history_readings, st.pending_readings), (10, 5));
+    store.ack_many(&[]).unwrap();
+    store.ack_many(&[seqs[1]]).unwrap();
+    assert!(store.unacked().unwrap().is_empty());
+}

@@ -63,6 +63,8 @@ pub enum SessionError {
     Internal(String),
 }
 
+/// Most events taken at once before their PUBACKs are acknowledged together.
+const ACK_BATCH: usize = 64;
 /// Pending entries fetched per look at the outbox.
 const FETCH: usize = 32;
 /// How often the outbox is looked at when nobody wakes the forwarder.
@@ -166,6 +168,8 @@ struct Session {
     more: bool,
     /// Rate limit: do not publish before this instant.
     hold_until: Option<Instant>,
+    /// PUBACKed sequence numbers not yet acknowledged in the outbox (flushed together).
+    acked: Vec<u64>,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -404,10 +408,25 @@ impl<O: Outbox> Forwarder<O> {
                     self.goodbye(&client, &mut rx).await;
                     return Ok(());
                 }
-                ev = rx.recv() => match ev {
-                    Some(Ok(ev)) => self.on_event(ev, &mut s).await?,
-                    Some(Err(e)) => return Err(self.conn_err("connection to", e)),
-                    None => return Err(self.conn_err("connection to", "event loop ended")),
+                ev = rx.recv() => {
+                    match ev {
+                        Some(Ok(ev)) => self.on_event(ev, &mut s).await?,
+                        Some(Err(e)) => return Err(self.conn_err("connection to", e)),
+                        None => return Err(self.conn_err("connection to", "event loop ended")),
+                    }
+                    // Take every event already waiting, then acknowledge their PUBACKs in one
+                    // outbox transaction (one fsync instead of one per message).
+                    for _ in 0..ACK_BATCH {
+                        match rx.try_recv() {
+                            Ok(Ok(ev)) => self.on_event(ev, &mut s).await?,
+                            Ok(Err(e)) => {
+                                self.flush_acks(&mut s).await?;
+                                return Err(self.conn_err("connection to", e));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush_acks(&mut s).await?;
                 },
                 _ = self.wake.notified() => {
                     s.more = true;
@@ -540,6 +559,21 @@ impl<O: Outbox> Forwarder<O> {
         Ok(())
     }
 
+    /// Acknowledge the collected PUBACKs in the outbox (one transaction).
+    async fn flush_acks(&self, s: &mut Session) -> Result<(), SessionError> {
+        if s.acked.is_empty() {
+            return Ok(());
+        }
+        let seqs = std::mem::take(&mut s.acked);
+        let n = seqs.len() as u64;
+        self.blocking(move |o| o.ack_many(&seqs)).await?;
+        self.status.send_modify(|st| {
+            st.acked += n;
+            st.last_ack_ms = Some(now_ms());
+        });
+        Ok(())
+    }
+
     async fn on_event(&self, ev: Event, s: &mut Session) -> Result<(), SessionError> {
         match ev {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -568,11 +602,9 @@ impl<O: Outbox> Forwarder<O> {
                 Some(seq) => {
                     s.outstanding = s.outstanding.saturating_sub(1);
                     if let Some(seq) = seq {
-                        self.blocking(move |o| o.ack(seq)).await?;
-                        self.status.send_modify(|st| {
-                            st.acked += 1;
-                            st.last_ack_ms = Some(now_ms());
-                        });
+                        // Acknowledged in the outbox by `flush_acks`, together with every
+                        // other PUBACK that is already waiting.
+                        s.acked.push(seq);
                     }
                 }
                 None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
