@@ -749,3 +749,74 @@ pub fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
+
+/// The 10-point benchmark device (one 14-register read per poll: floats, 32-bit totals,
+/// battery, status word and two of its bits, the shape of a small volume corrector), shared
+/// by poll_cpu, uplink_workload and backlog_drain so their figures compare.
+pub const PROFILE: &str = r#"
+[profile]
+id = "bench10"
+name = "Benchmark device, 10 points"
+follows = "none: a synthetic map for the poll_cpu benchmark (gasdtu benches/poll_cpu.rs)"
+description = "Flows, pressure, temperature, two 32-bit totals, battery, status and two status bits in 14 holding registers"
+default_order = "ABCD"
+
+[points.flow_standard]
+table = "holding"
+address = 0
+type = "f32"
+unit = "Sm3/h"
+
+[points.flow_measured]
+table = "holding"
+address = 2
+type = "f32"
+unit = "m3/h"
+
+[points.pressure]
+table = "holding"
+address = 4
+type = "f32"
+unit = "kPa"
+
+[points.temperature]
+table = "holding"
+address = 6
+type = "f32"
+unit = "degC"
+
+[points.volume_standard]
+table = "holding"
+address = 8
+type = "u32"
+unit = "Sm3"
+
+[points.volume_measured]
+table = "holding"
+address = 10
+type = "u32"
+unit = "m3"
+
+[points.battery]
+table = "holding"
+address = 12
+type = "u16"
+unit = "%"
+
+[points.status]
+table = "holding"
+address = 13
+type = "u16"
+
+[points.status_low_battery]
+table = "holding"
+address = 13
+type = "bit"
+bit = 0
+
+[points.status_tamper]
+table = "holding"
+address = 13
+type = "bit"
+bit = 1
+"#;
