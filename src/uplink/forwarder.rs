@@ -83,27 +83,48 @@ pub struct Forwarder<O: Outbox> {
     heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
-/// Jittered exponential backoff between `min` and `max`.
+/// How long after the link went down retries stay at `reconnect_min`: a broker that is back
+/// within this window is reached within about `reconnect_min` (the 2 s reconnect aim); only a
+/// longer outage backs off exponentially towards `reconnect_max` (radio wake-ups cost energy).
+const FAST_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Jittered backoff: `min` during the first `FAST_RETRY_WINDOW` of an outage, then exponential
+/// up to `max`.
 #[derive(Debug)]
 struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
+    /// When the current outage began (first failure since the last good session).
+    since: Option<Instant>,
 }
 
 impl Backoff {
     fn next(&mut self) -> Duration {
-        let exp = self
-            .min
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        self.next_after(now.saturating_duration_since(since))
+    }
+
+    /// The delay before the next attempt, `outage` into the outage (pure but for the jitter).
+    fn next_after(&mut self, outage: Duration) -> Duration {
+        let exp = if outage < FAST_RETRY_WINDOW {
+            self.min
+        } else {
+            let e = self
+                .min
+                .saturating_mul(1u32 << self.attempt.min(16))
+                .min(self.max);
+            self.attempt = self.attempt.saturating_add(1);
+            e
+        };
         // Uniform in [exp/2, exp]: desynchronises a fleet that lost the same broker.
         exp.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 
     fn reset(&mut self) {
         self.attempt = 0;
+        self.since = None;
     }
 }
 
@@ -213,6 +234,7 @@ impl<O: Outbox> Forwarder<O> {
             min: self.cfg.reconnect_min,
             max: self.cfg.reconnect_max.max(self.cfg.reconnect_min),
             attempt: 0,
+            since: None,
         };
         let mut sessions: u64 = 0;
         loop {
@@ -654,7 +676,14 @@ mod tests {
             min: Duration::from_secs(1),
             max: Duration::from_secs(8),
             attempt: 0,
+            since: None,
         };
+        // Within the first 30 s of an outage: every retry at `min` (jittered).
+        for s in [0u64, 5, 29] {
+            let d = b.next_after(Duration::from_secs(s)).as_millis();
+            assert!((500..=1000).contains(&d), "{d} ms at {s} s into the outage");
+        }
+        // Then exponential towards `max`.
         let bounds = [
             (500, 1000),
             (1000, 2000),
@@ -663,7 +692,7 @@ mod tests {
             (4000, 8000),
         ];
         for (lo, hi) in bounds {
-            let d = b.next().as_millis();
+            let d = b.next_after(Duration::from_secs(60)).as_millis();
             assert!(d >= lo && d <= hi, "{d} not in {lo}..={hi}");
         }
         b.reset();
