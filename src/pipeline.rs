@@ -13,6 +13,10 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmService;
 use crate::model::SampleBatch;
+use std::collections::HashMap;
+
+use crate::acq::bus::WriteRequest;
+use crate::model::Value;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
 use crate::status::DeviceBoard;
@@ -54,7 +58,45 @@ pub struct Consumer {
     reporter: Option<Arc<Mutex<Reporter>>>,
     /// Alarm rules evaluated on every group before its commit (same transaction).
     alarms: Option<AlarmService>,
+    interlocks: Option<Interlocks>,
 }
+
+/// Interlocks (opt-in alarm actions): what to write on which raise, through which bus.
+pub struct Interlocks {
+    /// rule id -> action
+    pub actions: HashMap<String, crate::alarm::rule::Action>,
+    /// device -> bus name
+    pub device_bus: HashMap<String, String>,
+    /// bus name -> the bus task's write channel (replaced on reload)
+    pub writers: Arc<Mutex<HashMap<String, mpsc::Sender<WriteRequest>>>>,
+    /// (rule, device) -> when it last acted (cooldown)
+    last: HashMap<(String, String), Instant>,
+}
+
+impl Interlocks {
+    pub fn new(
+        config: &crate::config::Config,
+        writers: Arc<Mutex<HashMap<String, mpsc::Sender<WriteRequest>>>>,
+    ) -> Interlocks {
+        Interlocks {
+            actions: config
+                .alarms
+                .iter()
+                .filter_map(|r| Some((r.id.clone(), r.action.clone()?)))
+                .collect(),
+            device_bus: config
+                .devices
+                .iter()
+                .map(|d| (d.name.clone(), d.bus.clone()))
+                .collect(),
+            writers,
+            last: HashMap::new(),
+        }
+    }
+}
+
+/// How long an interlock write (with its read-back) may take before it is reported failed.
+const INTERLOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A batch as routed for the store: the raw batch (history only for devices that report
 /// slower than they poll) and what it contributes upstream.
@@ -80,6 +122,7 @@ impl Consumer {
             startup_events: Vec::new(),
             reporter: None,
             alarms: None,
+            interlocks: None,
         }
     }
 
@@ -126,6 +169,86 @@ impl Consumer {
                 history_only: false,
                 report: None,
             },
+        }
+    }
+
+    /// Run alarm actions (interlocks) after the raise that triggers them is committed.
+    pub fn with_interlocks(mut self, i: Interlocks) -> Self {
+        self.interlocks = Some(i);
+        self
+    }
+
+    /// After a commit: every committed raise whose rule has an action writes its point once
+    /// (cooldown per rule and device), through the bus task; the result and the read-back are
+    /// committed as an `interlock` event.
+    fn run_interlocks(&mut self) {
+        let (Some(alarms), Some(il)) = (&self.alarms, &mut self.interlocks) else {
+            return;
+        };
+        for (rule, device) in alarms.take_raised() {
+            let Some(action) = il.actions.get(&rule).cloned() else {
+                continue;
+            };
+            let key = (rule.clone(), device.clone());
+            if let Some(t) = il.last.get(&key) {
+                if t.elapsed() < action.cooldown {
+                    tracing::warn!(rule, device, "interlock in cooldown: not written again");
+                    continue;
+                }
+            }
+            il.last.insert(key, Instant::now());
+            let writer = il.device_bus.get(&device).and_then(|b| {
+                il.writers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(b)
+                    .cloned()
+            });
+            let (store, wake) = (self.store.clone(), self.wake.clone());
+            tokio::spawn(async move {
+                let value = Value::Float(action.value);
+                let result: Result<Value, String> = match writer {
+                    None => Err(format!("no bus task for device `{device}`")),
+                    Some(w) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let req = WriteRequest {
+                            device: device.clone(),
+                            point: action.point.clone(),
+                            value: value.clone(),
+                            reply: tx,
+                        };
+                        if w.send(req).await.is_err() {
+                            Err("the bus task stopped".into())
+                        } else {
+                            match tokio::time::timeout(INTERLOCK_TIMEOUT, rx).await {
+                                Ok(Ok(r)) => r,
+                                Ok(Err(_)) => Err("the bus task dropped the request".into()),
+                                Err(_) => Err(format!("no result within {INTERLOCK_TIMEOUT:?}")),
+                            }
+                        }
+                    }
+                };
+                let ev = match &result {
+                    Ok(rb) => serde_json::json!({
+                        "event": "interlock", "alarm": rule, "dev": device, "point": action.point,
+                        "value": action.value, "result": "ok", "readback": rb,
+                    }),
+                    Err(e) => serde_json::json!({
+                        "event": "interlock", "alarm": rule, "dev": device, "point": action.point,
+                        "value": action.value, "result": "failed", "error": e,
+                    }),
+                };
+                tracing::warn!(interlock = %ev, "interlock");
+                let r = tokio::task::spawn_blocking(move || {
+                    store.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
+                })
+                .await;
+                match r {
+                    Ok(Ok(_)) => wake.notify_one(),
+                    Ok(Err(e)) => tracing::error!("cannot record the interlock event: {e}"),
+                    Err(e) => tracing::error!("interlock event task failed: {e}"),
+                }
+            });
         }
     }
 
@@ -217,6 +340,7 @@ impl Consumer {
                     }
                     retry_delay = Duration::from_millis(200);
                     self.wake.notify_one();
+                    self.run_interlocks();
                 }
                 Ok((group, ex, Err(e))) => {
                     report.commit_errors += 1;

@@ -8,6 +8,8 @@
 //!    message.
 //! 3. kill -9 while the alarm is active, restart: no second raise for that occurrence, and
 //!    the later clear still arrives, paired with it.
+//! 4. Interlock: the first raise writes the writable `valve_close` coil once, reads it back
+//!    and reports an `interlock` event; the cooldown keeps later raises from writing again.
 
 mod common;
 
@@ -78,6 +80,13 @@ unit = 1
 poll = "1s"
 profile = "pt-float"
 
+# The shut-off valve's close command: a writable coil of the same device.
+[devices.pt1.points.valve_close]
+table = "coil"
+address = 0
+type = "bit"
+writable = true
+
 [alarms.p_high]
 device = "pt1"
 point = "pressure"
@@ -86,6 +95,8 @@ h = 700
 deadband = 20
 severity = "critical"
 message = "{{device}} {{point}} {{value}} {{unit}} above {{limit}}"
+# Interlock: close the valve once per raise (cooldown longer than the test).
+action = {{ point = "valve_close", value = 1, cooldown = "1h" }}
 
 [uplink]
 host = "localhost"
@@ -233,6 +244,23 @@ async fn alarms_reach_the_broker_first_in_order_and_survive_a_crash() {
     assert_eq!(raised["message"], "pt1 pressure 900 kPa above 700");
     let occ1 = raised["occurrence"].as_u64().unwrap();
     assert!(humantime::parse_rfc3339(raised["raised_at"].as_str().unwrap()).is_ok());
+    // The interlock closed the valve once, read it back and reported it as an event.
+    let interlock = wait_until("the interlock event", Duration::from_secs(15), || {
+        messages(&sub)
+            .into_iter()
+            .find(|(k, v)| k == "event" && v["event"] == "interlock")
+            .map(|(_, v)| v)
+    })
+    .await;
+    assert_eq!(interlock["result"], "ok", "{interlock}");
+    assert_eq!(interlock["alarm"], "p_high");
+    assert_eq!(interlock["point"], "valve_close");
+    assert_eq!(interlock["readback"], true, "{interlock}");
+    let coil = site
+        .sim
+        .with_device(1, |d| d.read_raw(gasdtu::model::Table::Coil, 0, 1))
+        .unwrap();
+    assert_eq!(coil, vec![1], "the simulator's valve coil was written");
     let active = wait_until("status lists the alarm", Duration::from_secs(10), || {
         site.active()
     })

@@ -78,6 +78,17 @@ pub struct BusTask {
     tx: mpsc::Sender<SampleBatch>,
     /// Poll immediately at start instead of waiting for the first aligned slot.
     poll_at_start: bool,
+    /// Writes to field devices (interlocks), served between poll cycles.
+    writes: Option<mpsc::Receiver<WriteRequest>>,
+}
+
+/// A write to a writable point of a device on this bus, answered with the read-back value.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub device: String,
+    pub point: String,
+    pub value: Value,
+    pub reply: tokio::sync::oneshot::Sender<Result<Value, String>>,
 }
 
 impl BusTask {
@@ -108,6 +119,7 @@ impl BusTask {
             devices: pollers,
             tx,
             poll_at_start: false,
+            writes: None,
         }
     }
 
@@ -116,6 +128,67 @@ impl BusTask {
     pub fn poll_at_start(mut self, yes: bool) -> Self {
         self.poll_at_start = yes;
         self
+    }
+
+    /// Serve writes (interlocks) from `rx` between poll cycles, through this task's link: the
+    /// bus keeps one owner.
+    pub fn with_writes(mut self, rx: mpsc::Receiver<WriteRequest>) -> Self {
+        self.writes = Some(rx);
+        self
+    }
+
+    /// Write `req.value` to a writable point and read it back.
+    async fn serve_write(&mut self, req: WriteRequest) {
+        let res = self.write_point(&req.device, &req.point, &req.value).await;
+        let _ = req.reply.send(res);
+    }
+
+    async fn write_point(
+        &mut self,
+        device: &str,
+        point: &str,
+        value: &Value,
+    ) -> Result<Value, String> {
+        let d = self
+            .devices
+            .iter()
+            .find(|d| &*d.name == device)
+            .ok_or_else(|| format!("no device `{device}` on bus `{}`", self.bus.name))?;
+        let p = d
+            .cfg
+            .points
+            .iter()
+            .find(|p| p.name == point)
+            .ok_or_else(|| format!("device `{device}` has no point `{point}`"))?
+            .clone();
+        if !p.writable {
+            return Err(format!("point `{point}` of `{device}` is not writable"));
+        }
+        let unit = d.cfg.unit;
+        match p.table {
+            crate::model::Table::Coil => {
+                let on = value.as_f64().map(|x| x != 0.0).unwrap_or(false);
+                self.link
+                    .write_coil(unit, p.address, on)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            crate::model::Table::HoldingRegister => {
+                let regs = codec::encode_point(&p, value).map_err(|e| e.to_string())?;
+                self.link
+                    .write_registers(unit, p.address, &regs)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            t => return Err(format!("table {t} cannot be written")),
+        }
+        let regs = self
+            .link
+            .read(unit, p.table, p.address, p.width())
+            .await
+            .map_err(|e| format!("written, but the read-back failed: {e}"))?;
+        codec::decode_point(&p, &regs)
+            .map_err(|e| format!("written, but the read-back cannot be decoded: {e}"))
     }
 
     pub fn device_count(&self) -> usize {
@@ -157,9 +230,27 @@ impl BusTask {
             let wait = next
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
+            let mut writes = self.writes.take();
+            let write = async {
+                match writes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut stop = false;
+            let mut req = None;
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => stop = true,
                 _ = tokio::time::sleep(wait) => {}
+                r = write => req = r,
+            }
+            self.writes = writes;
+            if stop {
+                break;
+            }
+            if let Some(r) = req {
+                self.serve_write(r).await;
+                continue;
             }
             // Poll every device that is due, in name order, one transaction at a time.
             let now = SystemTime::now();

@@ -21,6 +21,8 @@ pub const CHANNEL_BATCHES: usize = 1024;
 /// Handles of the running bus tasks.
 pub struct Acquisition {
     pub tasks: Vec<JoinHandle<()>>,
+    /// Per bus name: where writes to its devices go (interlocks).
+    pub writers: std::collections::HashMap<String, mpsc::Sender<bus::WriteRequest>>,
     pub devices: usize,
     pub reads_per_cycle: usize,
 }
@@ -46,6 +48,7 @@ pub fn start_with(
 ) -> Acquisition {
     let mut acq = Acquisition {
         tasks: Vec::new(),
+        writers: Default::default(),
         devices: 0,
         reads_per_cycle: 0,
     };
@@ -59,7 +62,11 @@ pub fn start_with(
         if devices.is_empty() {
             continue;
         }
-        let task = bus::BusTask::new(bus.clone(), devices, tx.clone()).poll_at_start(poll_at_start);
+        let (wtx, wrx) = mpsc::channel(16);
+        acq.writers.insert(bus.name.clone(), wtx);
+        let task = bus::BusTask::new(bus.clone(), devices, tx.clone())
+            .poll_at_start(poll_at_start)
+            .with_writes(wrx);
         acq.devices += task.device_count();
         acq.reads_per_cycle += task.reads_per_cycle();
         acq.tasks.push(tokio::spawn(task.run(shutdown.clone())));

@@ -42,6 +42,9 @@ pub enum AlarmError {
 pub struct AlarmService {
     engine: Arc<Mutex<AlarmEngine>>,
     store: Arc<Store>,
+    /// (rule id, device) of every `raised` transition committed since the last `take_raised`
+    /// (what interlocks act on, after the commit).
+    raised: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl AlarmService {
@@ -54,6 +57,7 @@ impl AlarmService {
         Ok(AlarmService {
             engine: Arc::new(Mutex::new(engine)),
             store,
+            raised: Arc::default(),
         })
     }
 
@@ -102,7 +106,28 @@ impl AlarmService {
             .store
             .commit_all(history, outbox, &all, &writes, stamp)?;
         *g = next;
+        let raised: Vec<(String, String)> = all
+            .iter()
+            .filter(|(k, t)| *k == EntryKind::Alarm && t["state"] == "raised")
+            .filter_map(|(_, t)| {
+                Some((
+                    t["alarm"].as_str()?.to_string(),
+                    t["dev"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        if !raised.is_empty() {
+            self.raised
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(raised);
+        }
         Ok((info, n))
+    }
+
+    /// The (rule id, device) of every raise committed since the last call.
+    pub fn take_raised(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.raised.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Acknowledge an active occurrence (persisted with its `acked` transition; a latched

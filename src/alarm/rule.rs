@@ -118,6 +118,18 @@ pub struct AlarmRule {
     /// Template with {rule} {device} {point} {value} {limit} {unit} {level} {state}.
     pub message: Option<String>,
     pub latched: bool,
+    /// Interlock (opt-in): write this writable point of the same device once per raise.
+    pub action: Option<Action>,
+}
+
+/// An interlock: on each raise of its rule (from fresh, good data), write `value` to the
+/// writable `point` of the device that raised, at most once per `cooldown`, read it back and
+/// report the result as an `interlock` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub point: String,
+    pub value: f64,
+    pub cooldown: Duration,
 }
 
 /// `*` matches any run of characters (the only wildcard).

@@ -37,6 +37,7 @@ fn rules() -> Vec<AlarmRule> {
         severity: Severity::Critical,
         message: None,
         latched: false,
+        action: None,
     }]
 }
 

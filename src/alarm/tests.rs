@@ -21,6 +21,7 @@ fn rule(id: &str, point: Option<&str>, kind: RuleKind) -> AlarmRule {
         severity: Severity::Major,
         message: None,
         latched: false,
+        action: None,
     }
 }
 

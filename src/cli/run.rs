@@ -99,6 +99,8 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     let (tx, rx) = tokio::sync::mpsc::channel(crate::acq::CHANNEL_BATCHES);
     let mut acq_stop = CancellationToken::new();
     let mut acq = crate::acq::start_with(&cfg, &acq_stop, args.poll_now, &tx);
+    // Write channels of the bus tasks, for interlocks (replaced when a reload restarts them).
+    let writers = Arc::new(std::sync::Mutex::new(acq.writers.clone()));
     tracing::info!(
         gateway = %cfg.gateway.id,
         config = %global.config.display(),
@@ -118,6 +120,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         Consumer::new(rx, store.clone(), wake.clone(), board.clone())
             .with_reporter(reporter.clone())
             .with_alarms(alarms.clone())
+            .with_interlocks(crate::pipeline::Interlocks::new(&cfg, writers.clone()))
             .with_startup_event(serde_json::json!({
                 "event": "started",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -269,6 +272,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                         }
                         acq_stop = CancellationToken::new();
                         acq = crate::acq::start_with(&new, &acq_stop, args.poll_now, &tx);
+                        match writers.lock() {
+                            Ok(mut w) => *w = acq.writers.clone(),
+                            Err(p) => *p.into_inner() = acq.writers.clone(),
+                        }
                         devices.store(acq.devices, std::sync::atomic::Ordering::Relaxed);
                         progress.reconfigure(&new);
                         // Report windows restart with the new settings (raw readings of the

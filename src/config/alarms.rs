@@ -131,6 +131,46 @@ fn parse_rule(
         Field::Invalid => None,
     };
     let latched = sec.boolean(d, "latched").or(false);
+    // Interlock: `action = { point = "valve_close", value = 1, cooldown = "10m" }`.
+    let action_field = match sec.table(d, "action") {
+        Field::Value(mut a, sp) => {
+            let point = match a.string(d, "point") {
+                Field::Value(p, psp) => Some((p, psp)),
+                Field::Absent => {
+                    d.error(
+                        &a.key_path("point"),
+                        Some(sp.clone()),
+                        "missing: the writable point to write",
+                    );
+                    None
+                }
+                Field::Invalid => None,
+            };
+            let value = match a.float(d, "value") {
+                Field::Value(v, _) => Some(v),
+                Field::Absent => {
+                    d.error(
+                        &a.key_path("value"),
+                        Some(sp.clone()),
+                        "missing: the value to write",
+                    );
+                    None
+                }
+                Field::Invalid => None,
+            };
+            let cooldown = a
+                .duration(d, "cooldown", Duration::ZERO, DAY)
+                .or(Duration::from_secs(600));
+            let path = a.path.clone();
+            a.finish(d, |_| None);
+            match (point, value, cooldown) {
+                (Some((p, psp)), Some(v), Some(c)) => Some(Some((p, psp, v, c, path, sp))),
+                _ => None,
+            }
+        }
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
 
     let nonneg = |sec: &mut Section<'_, '_>, d: &mut Diags<'_>, key: &str| -> Option<f64> {
         match sec.float(d, key) {
@@ -305,6 +345,51 @@ fn parse_rule(
             }
         }
     }
+    // An interlock acts only on value alarms (never on comm loss or a frozen sensor: stale
+    // data), and only on a point every matched device has and declares writable.
+    let mut action = None;
+    if let Some(Some((p, psp, v, c, path, sp))) = &action_field {
+        if matches!(kind_name.as_deref(), Some("offline") | Some("stuck")) {
+            d.error(
+                path,
+                Some(sp.clone()),
+                "an action runs only on limit, rate or bit alarms, never on comm loss or stale data",
+            );
+            ok = false;
+        }
+        for device in &resolved {
+            let Some(dev) = devices.iter().find(|x| &x.name == device) else {
+                continue;
+            };
+            match dev.points.iter().find(|x| &x.name == p) {
+                Some(pt) if pt.writable => {}
+                Some(_) => {
+                    d.error(
+                        &format!("{path}.point"),
+                        Some(psp.clone()),
+                        format!("point `{p}` of device `{device}` is not writable (declare it `writable = true`)"),
+                    );
+                    ok = false;
+                }
+                None => {
+                    d.error(
+                        &format!("{path}.point"),
+                        Some(psp.clone()),
+                        format!("device `{device}` has no point `{p}`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        action = Some(crate::alarm::rule::Action {
+            point: p.clone(),
+            value: *v,
+            cooldown: *c,
+        });
+    }
+    if action_field.is_none() {
+        ok = false;
+    }
     if !ok {
         return None;
     }
@@ -318,6 +403,7 @@ fn parse_rule(
         severity: severity?,
         message: message?,
         latched: latched?,
+        action,
     })
 }
 
@@ -457,6 +543,11 @@ severity = "warning"
             ("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"bit\"\non_delay = \"soon\"\nseverity = \"major\"\n", "alarms.a.on_delay", "invalid duration"),
             ("[alarms.\"a b\"]\ndevice = \"pt1\"\nkind = \"offline\"\nseverity = \"major\"\n", "alarms.a b", "invalid alarm id"),
             ("[alarms.a]\ndevice = \"pt1\"\nkind = \"offline\"\nseverity = \"major\"\ncolour = 1\n", "alarms.a.colour", "unknown key"),
+            // Interlocks: only writable points, never on comm loss or stale data.
+            ("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\naction = { point = \"temperature\", value = 1 }\n", "alarms.a.action.point", "is not writable"),
+            ("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\naction = { point = \"valve\", value = 1 }\n", "alarms.a.action.point", "has no point `valve`"),
+            ("[alarms.a]\ndevice = \"pt1\"\nkind = \"offline\"\nseverity = \"major\"\naction = { point = \"temperature\", value = 1 }\n", "alarms.a.action", "never on comm loss"),
+            ("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\naction = { point = \"temperature\" }\n", "alarms.a.action.value", "missing: the value"),
         ];
         for (text, path, msg) in cases {
             let errs = match parse(text) {
