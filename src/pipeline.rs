@@ -157,15 +157,15 @@ impl Consumer {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let routed = r.route(b.clone());
-        match routed.history {
-            Some(raw) => Item {
+        match r.split(b) {
+            Ok((raw, report)) => Item {
                 raw,
                 history_only: true,
-                report: routed.outbox,
+                report,
             },
-            None => Item {
-                raw: b,
+            // Reported as polled: no copy, no reporter state.
+            Err(raw) => Item {
+                raw,
                 history_only: false,
                 report: None,
             },
@@ -297,11 +297,9 @@ impl Consumer {
             let alarms = self.alarms.clone();
             let ex = std::mem::take(&mut extra);
             let res = tokio::task::spawn_blocking(move || {
-                let mut raw = Vec::with_capacity(group.len());
                 let mut history = Vec::new();
-                let mut outbox = Vec::new();
+                let mut outbox = Vec::with_capacity(group.len());
                 for it in &group {
-                    raw.push(it.raw.clone());
                     if it.history_only {
                         history.push(it.raw.clone());
                     } else {
@@ -311,9 +309,18 @@ impl Consumer {
                         outbox.push(o.clone());
                     }
                 }
+                // The alarm rules judge every raw batch; when nothing was routed to history or
+                // reported, that is exactly `outbox` (the usual case: no second copy).
+                let rerouted = !history.is_empty() || group.iter().any(|it| it.report.is_some());
+                let raw: Vec<SampleBatch> = if rerouted {
+                    group.iter().map(|it| it.raw.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                let raw = if rerouted { &raw[..] } else { &outbox[..] };
                 let stamp = ClockStamp::now();
                 let r = match &alarms {
-                    Some(a) => a.commit_routed(&raw, &history, &outbox, &ex, &stamp),
+                    Some(a) => a.commit_routed(raw, &history, &outbox, &ex, &stamp),
                     None => store
                         .commit_routed(&history, &outbox, &ex, &stamp)
                         .map(|i| (i, 0)),

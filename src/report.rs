@@ -137,11 +137,26 @@ impl Reporter {
 
     /// Route one raw batch.
     pub fn route(&mut self, batch: SampleBatch) -> Routed {
-        let Some(st) = self.devices.get_mut(&*batch.device) else {
-            return Routed {
+        match self.split(batch) {
+            Ok((raw, report)) => Routed {
+                history: Some(raw),
+                outbox: report,
+            },
+            Err(batch) => Routed {
                 history: None,
                 outbox: Some(batch),
-            };
+            },
+        }
+    }
+
+    /// `Err(batch)` (handed back untouched) for a device reported as polled; otherwise the raw
+    /// batch, to keep as history, and the window's report if this batch closed one.
+    pub fn split(
+        &mut self,
+        batch: SampleBatch,
+    ) -> Result<(SampleBatch, Option<SampleBatch>), SampleBatch> {
+        let Some(st) = self.devices.get_mut(&*batch.device) else {
+            return Err(batch);
         };
         let slot = ms(batch.slot);
         let w = window_of(slot, st.report, st.phase);
@@ -177,10 +192,7 @@ impl Reporter {
                 out = Some(o);
             }
         }
-        Routed {
-            history: Some(batch),
-            outbox: out,
-        }
+        Ok((batch, out))
     }
 }
 

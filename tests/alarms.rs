@@ -36,17 +36,7 @@ struct Site {
 impl Site {
     async fn new(stop: &CancellationToken) -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::generate(dir.path());
-        let broker = Broker::new(
-            dir.path(),
-            &pki,
-            &BrokerTls {
-                cert: "server",
-                require_certificate: true,
-                tls_version: None,
-            },
-            true,
-        );
+        let (pki, broker) = mutual_tls_broker(dir.path());
         let profile = gasdtu::config::profiles::resolve_profile("pt-float", &[]).unwrap();
         let sim = Simulator::new(
             vec![SimDevice::new(1, "pt1", profile.points, profile.computed)],
@@ -98,20 +88,11 @@ message = "{{device}} {{point}} {{value}} {{unit}} above {{limit}}"
 # Interlock: close the valve once per raise (cooldown longer than the test).
 action = {{ point = "valve_close", value = 1, cooldown = "1h" }}
 
-[uplink]
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-client_cert = "{cert}"
-client_key = "{key}"
-reconnect_min = "1s"
+{uplink}reconnect_min = "1s"
 reconnect_max = "2s"
 "#,
                 state = state.display(),
-                port = broker.port,
-                ca = pki.path("ca.pem").display(),
-                cert = pki.path("client.pem").display(),
-                key = pki.path("client.key").display(),
+                uplink = pki.uplink_toml(broker.port),
             ),
         )
         .unwrap();

@@ -49,17 +49,7 @@ impl Site {
     /// `pt1_extra`: more keys for the pt1 device (e.g. its `report` interval).
     fn with_pt1(pt1_extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::generate(dir.path());
-        let broker = Broker::new(
-            dir.path(),
-            &pki,
-            &BrokerTls {
-                cert: "server",
-                require_certificate: true,
-                tls_version: None,
-            },
-            true,
-        );
+        let (pki, broker) = mutual_tls_broker(dir.path());
         let sim_port = free_port();
         let sim = Proc::spawn(
             "gasdtu simulate",
@@ -105,19 +95,10 @@ unit = 2
 poll = "1s"
 profile = "evc-dcba"
 
-[uplink]
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-client_cert = "{cert}"
-client_key = "{key}"
-"#,
+{uplink}"#,
                 state = state.display(),
                 pt1_extra = pt1_extra,
-                port = broker.port,
-                ca = pki.path("ca.pem").display(),
-                cert = pki.path("client.pem").display(),
-                key = pki.path("client.key").display(),
+                uplink = pki.uplink_toml(broker.port),
             ),
         )
         .unwrap();

@@ -262,6 +262,17 @@ impl Pki {
         self.dir.join(name)
     }
 
+    /// The `[uplink]` lines of a gasdtu config that reaches `localhost:port` with this PKI's
+    /// CA and client certificate (mutual TLS).
+    pub fn uplink_toml(&self, port: u16) -> String {
+        format!(
+            "[uplink]\nhost = \"localhost\"\nport = {port}\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            self.path("ca.pem").display(),
+            self.path("client.pem").display(),
+            self.path("client.key").display(),
+        )
+    }
+
     pub fn generate(dir: &Path) -> Pki {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -410,6 +421,23 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// A fresh PKI in `dir` and a persistent mosquitto that requires client certificates: the
+/// broker of the end-to-end tests.
+pub fn mutual_tls_broker(dir: &Path) -> (Pki, Broker) {
+    let pki = Pki::generate(dir);
+    let broker = Broker::new(
+        dir,
+        &pki,
+        &BrokerTls {
+            cert: "server",
+            require_certificate: true,
+            tls_version: None,
+        },
+        true,
+    );
+    (pki, broker)
 }
 
 /// One message the subscriber saw.
