@@ -1,6 +1,6 @@
 //! Benchmark: request plan size against the minimum. For realistic device register maps and
 //! for random layouts it compares three numbers of read transactions per poll: naive (one read
-//! per point), the greedy planner (`gasdtu::planner::plan`) and the true minimum, computed here
+//! per point), the greedy planner (`gasdtu::modbus::planner::plan`) and the true minimum, computed here
 //! by an independent exact dynamic program over the sorted points. The dynamic program is
 //! itself cross-checked against a brute-force set cover on small cases. It also times `plan()`
 //! per device. Results go to stdout and to bench-results/planner.txt; the run exits non-zero
@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use gasdtu::modbus::planner::{plan, Block, Limits};
 use gasdtu::model::{DataType, PointSpec, Table, WordOrder};
-use gasdtu::planner::{plan, Block, Limits};
 
 // ---------------------------------------------------------------------------------------------
 // Layouts

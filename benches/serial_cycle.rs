@@ -2,7 +2,7 @@
 //! wire time the planner computes (`planner::rtu_wire_time`, the number `gasdtu check` shows).
 //! The bus is a socat pty pair; the far end is a `gasdtu simulate --serial` child process that
 //! honours the line's timing (a reply is not sent before the request and the reply would have
-//! finished on a real wire). The acquisition engine runs in-process (`gasdtu::acq::start` with
+//! finished on a real wire). The acquisition engine runs in-process (`gasdtu::modbus::start` with
 //! poll-at-start and a 1 h interval, so exactly one cycle runs), and the time from start to the
 //! last batch of the cycle is measured, N times per scenario. A last scenario adds a unit that
 //! does not exist to show what a dead slave costs. Writes bench-results/serial_cycle.txt.
@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gasdtu::config::{Config, Transport};
+use gasdtu::modbus::planner;
 use gasdtu::model::{BadReason, Quality, SampleBatch};
-use gasdtu::planner;
 use support::*;
 use tokio_util::sync::CancellationToken;
 
@@ -152,7 +152,7 @@ fn one_cycle(rt: &tokio::runtime::Runtime, cfg: &Config) -> Res<Cycle> {
     let batches: Res<Vec<(SampleBatch, Duration)>> = rt.block_on(async {
         let shutdown = CancellationToken::new();
         let t0 = Instant::now();
-        let (acq, mut rx) = gasdtu::acq::start(cfg, &shutdown, true);
+        let (acq, mut rx) = gasdtu::modbus::start(cfg, &shutdown, true);
         let mut got = Vec::new();
         let mut err = None;
         while got.len() < n {
@@ -295,7 +295,7 @@ fn run() -> Res<()> {
     let _ = writeln!(
         r,
         "line: socat pty pair; far end `gasdtu simulate --serial --baud {BAUD} --parity none` (line timing honoured), \
-         units 1 evc-dcba, 2 pt-float, 3 turbine-bcd; master: gasdtu::acq in-process (release build)"
+         units 1 evc-dcba, 2 pt-float, 3 turbine-bcd; master: gasdtu::modbus in-process (release build)"
     );
     let _ = writeln!(
         r,

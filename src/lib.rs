@@ -1,20 +1,18 @@
 //! gasdtu: the edge daemon of a gas utility's DTU. The library holds every module so that the
 //! binary, the integration tests and the benchmarks share one implementation; see
-//! docs/ARCHITECTURE.md for the codemap.
+//! docs/ARCHITECTURE.md for the codemap. The folders follow the flow of a reading: `modbus`
+//! (acquisition) → `gateway` (the runtime: consumer, alarms, interlocks) → `store` (SQLite) →
+//! `uplink` (MQTT); `config`, `model` and `time` are shared by all; `cli` holds the thin verbs and
+//! `sim` the device simulator and the demo broker.
 
-pub mod acq;
 pub mod alarm;
-pub mod broker;
 pub mod cli;
-pub mod codec;
 pub mod config;
+pub mod gateway;
+pub mod modbus;
 pub mod model;
 pub mod outbox;
-pub mod pipeline;
-pub mod planner;
 pub mod report;
-pub mod service;
 pub mod sim;
-pub mod status;
 pub mod store;
 pub mod uplink;

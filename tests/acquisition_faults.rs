@@ -1,5 +1,5 @@
-//! Acquisition under faults, end to end: the real bus tasks (`gasdtu::acq::start`) and link
-//! (`gasdtu::acq::link::Link`) against the in-process simulator (`gasdtu::sim::Simulator`) over
+//! Acquisition under faults, end to end: the real bus tasks (`gasdtu::modbus::start`) and link
+//! (`gasdtu::modbus::link::Link`) against the in-process simulator (`gasdtu::sim::Simulator`) over
 //! socat pty pairs, Modbus TCP and RTU over TCP, with injected CRC errors, exceptions, garbage,
 //! a wrong unit id, slow and dead slaves, and a serial port that vanishes and returns. Values
 //! are pinned in the simulator so every good sample is checked against what the device holds.
@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use gasdtu::acq::link::{Link, TxError};
 use gasdtu::config::{
     BusConfig, Config, DeviceConfig, GatewayConfig, Parity, SerialSettings, Transport,
 };
+use gasdtu::modbus::link::{Link, TxError};
 use gasdtu::model::{
     BadReason, DataType, PointSpec, Quality, Sample, SampleBatch, Table, Value, WordOrder,
 };
@@ -185,7 +185,7 @@ impl Drop for Acq {
 impl Acq {
     fn start(cfg: &Config, poll_now: bool) -> Acq {
         let shutdown = CancellationToken::new();
-        let (acq, rx) = gasdtu::acq::start(cfg, &shutdown, poll_now);
+        let (acq, rx) = gasdtu::modbus::start(cfg, &shutdown, poll_now);
         assert_eq!(acq.tasks.len(), 1, "one bus, one task");
         Acq {
             shutdown,

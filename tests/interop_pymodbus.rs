@@ -93,7 +93,7 @@ fn collect(cfg: Config, n: usize) -> (HashMap<String, SampleBatch>, Duration) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        let (_acq, mut rx) = gasdtu::acq::start(&cfg, &shutdown, true);
+        let (_acq, mut rx) = gasdtu::modbus::start(&cfg, &shutdown, true);
         let t0 = Instant::now();
         let mut out = HashMap::new();
         while out.len() < n {

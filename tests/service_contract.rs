@@ -300,7 +300,8 @@ fn watchdog_pings_stop_while_batches_cannot_be_committed() {
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let locked = Instant::now();
     // The bound for this config: 2 x 1 s poll + one worst-case cycle + slack (src/service.rs).
-    let bound = Duration::from_secs(2) + Duration::from_secs(3) + gasdtu::service::SILENCE_SLACK;
+    let bound =
+        Duration::from_secs(2) + Duration::from_secs(3) + gasdtu::gateway::systemd::SILENCE_SLACK;
     let (stalled_at, _) = d.notes.wait(
         "STATUS=STALLED while the database is locked",
         locked,
@@ -316,7 +317,7 @@ fn watchdog_pings_stop_while_batches_cannot_be_committed() {
         d.notes.since(locked)
     );
     assert!(
-        stalled_at - locked > gasdtu::service::SILENCE_SLACK,
+        stalled_at - locked > gasdtu::gateway::systemd::SILENCE_SLACK,
         "not stalled before the bound: {:?}",
         stalled_at - locked
     );

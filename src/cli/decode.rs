@@ -1,6 +1,6 @@
 //! `gasdtu decode [FILE|-] [--pretty]`: turns a captured MQTT payload (JSON or compact CBOR,
 //! detected from the first byte) into the documented JSON shape on stdout, e.g. from
-//! `mosquitto_sub -C 1 -t 'gasdtu/+/data' > msg.bin`. The decoding lives in `uplink::codec`.
+//! `mosquitto_sub -C 1 -t 'gasdtu/+/data' > msg.bin`. The decoding lives in `uplink::payload`.
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -14,12 +14,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
-use crate::broker::Broker;
 use crate::config::{self, Config, Transport};
+use crate::gateway::consumer::Consumer;
+use crate::gateway::status_socket::DeviceBoard;
 use crate::model::{Quality, SampleBatch};
-use crate::pipeline::Consumer;
+use crate::sim::broker::Broker;
 use crate::sim::{FaultRule, Faults, SimDevice, Simulator};
-use crate::status::DeviceBoard;
 use crate::store::Store;
 use crate::uplink::{Forwarder, LinkStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,10 +112,11 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
         .context("opening the demo's store")?;
     let store = Arc::new(store);
     let acq_stop = CancellationToken::new();
-    let (acq, rx) = crate::acq::start(&cfg, &acq_stop, true);
+    let (acq, rx) = crate::modbus::start(&cfg, &acq_stop, true);
     // Batches reach the view through the consumer: what is shown is what was committed.
     let (view_tx, mut view_rx) = tokio::sync::mpsc::channel::<SampleBatch>(1024);
-    let (tap_tx, tap_rx) = tokio::sync::mpsc::channel::<SampleBatch>(crate::acq::CHANNEL_BATCHES);
+    let (tap_tx, tap_rx) =
+        tokio::sync::mpsc::channel::<SampleBatch>(crate::modbus::CHANNEL_BATCHES);
     tokio::spawn(async move {
         let mut rx = rx;
         while let Some(b) = rx.recv().await {

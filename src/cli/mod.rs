@@ -34,7 +34,7 @@ pub fn init_logging(level: &str) {
         tracing_subscriber::EnvFilter::try_new(level)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
-    if crate::service::stderr_is_journal() {
+    if crate::gateway::systemd::stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
                 let journald = journald.with_syslog_identifier("gasdtu".to_string());

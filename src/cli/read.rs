@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use crate::acq::link::Link;
-use crate::codec;
+use crate::modbus::link::Link;
+use crate::modbus::registers;
 use crate::model::{DataType, Table, Value, WordOrder};
 
 use super::busargs::BusArgs;
@@ -235,7 +235,7 @@ pub fn plan_read(args: &ReadArgs) -> Result<ReadPlan, String> {
 pub struct Item {
     pub address: u16,
     pub raw: Vec<u16>,
-    pub value: Result<Value, codec::DecodeError>,
+    pub value: Result<Value, registers::DecodeError>,
 }
 
 /// Split the registers of a read into items and decode each. Pure.
@@ -246,8 +246,8 @@ pub fn decode_items(plan: &ReadPlan, v: &ValueArgs, regs: &[u16]) -> Vec<Item> {
         .map(|(k, raw)| Item {
             address: plan.address.wrapping_add((k * width) as u16),
             raw: raw.to_vec(),
-            value: codec::decode_raw(plan.data_type, v.order(), raw)
-                .map(|x| codec::scale(x, v.scale, v.offset)),
+            value: registers::decode_raw(plan.data_type, v.order(), raw)
+                .map(|x| registers::scale(x, v.scale, v.offset)),
         })
         .collect()
 }

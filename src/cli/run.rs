@@ -13,14 +13,14 @@ use super::Global;
 use crate::alarm::AlarmService;
 use crate::config;
 use crate::config::Config;
-use crate::model::SampleBatch;
-use crate::outbox::EntryKind;
-use crate::pipeline::Consumer;
-use crate::report::Reporter;
-use crate::service::{
+use crate::gateway::consumer::Consumer;
+use crate::gateway::status_socket::DeviceBoard;
+use crate::gateway::systemd::{
     status_line, try_reload, Hangups, LinkFacts, Notifier, Progress, Reload, StatusFacts, Watchdog,
 };
-use crate::status::DeviceBoard;
+use crate::model::SampleBatch;
+use crate::outbox::EntryKind;
+use crate::report::Reporter;
 use crate::store::{ClockStamp, Store};
 use crate::uplink::{Forwarder, LinkState, LinkStatus};
 
@@ -30,7 +30,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub poll_now: bool,
     /// Unix socket where `gasdtu status` reaches the daemon.
-    #[arg(long, default_value = crate::status::DEFAULT_SOCKET)]
+    #[arg(long, default_value = crate::gateway::status_socket::DEFAULT_SOCKET)]
     pub socket: std::path::PathBuf,
 }
 
@@ -96,9 +96,9 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         };
 
     let progress = Progress::for_config(&cfg);
-    let (tx, rx) = tokio::sync::mpsc::channel(crate::acq::CHANNEL_BATCHES);
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::modbus::CHANNEL_BATCHES);
     let mut acq_stop = CancellationToken::new();
-    let mut acq = crate::acq::start_with(&cfg, &acq_stop, args.poll_now, &tx);
+    let mut acq = crate::modbus::start_with(&cfg, &acq_stop, args.poll_now, &tx);
     // Write channels of the bus tasks, for interlocks (replaced when a reload restarts them).
     let writers = Arc::new(std::sync::Mutex::new(acq.writers.clone()));
     tracing::info!(
@@ -120,7 +120,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         Consumer::new(rx, store.clone(), wake.clone(), board.clone())
             .with_reporter(reporter.clone())
             .with_alarms(alarms.clone())
-            .with_interlocks(crate::pipeline::Interlocks::new(&cfg, writers.clone()))
+            .with_interlocks(crate::gateway::consumer::Interlocks::new(
+                &cfg,
+                writers.clone(),
+            ))
             .with_startup_event(serde_json::json!({
                 "event": "started",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -157,7 +160,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     }
 
     let status_stop = CancellationToken::new();
-    let started_ms = crate::status::unix_ms(std::time::SystemTime::now());
+    let started_ms = crate::gateway::status_socket::unix_ms(std::time::SystemTime::now());
     let has_uplink = Arc::new(std::sync::atomic::AtomicBool::new(cfg.uplink.is_some()));
     let provider = {
         let board = board.clone();
@@ -186,21 +189,22 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             })
         })
     };
-    let status_task = match crate::status::StatusServer::bind(&args.socket, provider).await {
-        Ok(server) => {
-            // `ack <occurrence> [by]`: the internal acknowledge operation (docs/alarms.md).
-            let alarms = alarms.clone();
-            let server = server.with_handler(Arc::new(move |line: &str| {
-                line.starts_with("ack ").then(|| alarms.ack_request(line))
-            }));
-            Some(tokio::spawn(server.run(status_stop.clone())))
-        }
-        // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
-        Err(e) => {
-            tracing::error!("status socket unavailable: {e}");
-            None
-        }
-    };
+    let status_task =
+        match crate::gateway::status_socket::StatusServer::bind(&args.socket, provider).await {
+            Ok(server) => {
+                // `ack <occurrence> [by]`: the internal acknowledge operation (docs/alarms.md).
+                let alarms = alarms.clone();
+                let server = server.with_handler(Arc::new(move |line: &str| {
+                    line.starts_with("ack ").then(|| alarms.ack_request(line))
+                }));
+                Some(tokio::spawn(server.run(status_stop.clone())))
+            }
+            // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
+            Err(e) => {
+                tracing::error!("status socket unavailable: {e}");
+                None
+            }
+        };
 
     // systemd: the STATUS= line and the watchdog, which pings only while buses and the
     // forwarder make progress; then READY=1 (config loaded, store open, pollers running).
@@ -271,7 +275,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                             tracing::warn!("reload: [store] and gateway.state_dir changes take effect at the next restart");
                         }
                         acq_stop = CancellationToken::new();
-                        acq = crate::acq::start_with(&new, &acq_stop, args.poll_now, &tx);
+                        acq = crate::modbus::start_with(&new, &acq_stop, args.poll_now, &tx);
                         match writers.lock() {
                             Ok(mut w) => *w = acq.writers.clone(),
                             Err(p) => *p.into_inner() = acq.writers.clone(),
@@ -356,7 +360,7 @@ fn link_facts(l: &LinkStatus) -> Option<LinkFacts> {
     match &l.state {
         LinkState::Connected => Some(LinkFacts::Up),
         LinkState::Down { since_ms, .. } => {
-            let now = crate::status::unix_ms(std::time::SystemTime::now());
+            let now = crate::gateway::status_socket::unix_ms(std::time::SystemTime::now());
             Some(LinkFacts::Down(Duration::from_millis(
                 (now - since_ms).max(0) as u64,
             )))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::acq::link::{Link, TxError};
+use crate::modbus::link::{Link, TxError};
 use crate::model::Table;
 
 use super::busargs::BusArgs;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::Global;
-use crate::status::{query, request, DEFAULT_SOCKET};
+use crate::gateway::status_socket::{query, request, DEFAULT_SOCKET};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -7,8 +7,8 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use crate::acq::link::Link;
-use crate::codec;
+use crate::modbus::link::Link;
+use crate::modbus::registers;
 use crate::model::{DataType, Table, Value};
 
 use super::busargs::BusArgs;
@@ -126,7 +126,7 @@ pub fn plan_write(args: &WriteArgs) -> Result<WritePlan, String> {
     }
     let v = &args.value_args;
     let value = parse_value(&args.value, data_type, v.scaled())?;
-    let regs = codec::encode(data_type, v.order(), v.scale, v.offset, &value)
+    let regs = registers::encode(data_type, v.order(), v.scale, v.offset, &value)
         .map_err(|e| format!("--value {:?}: {e}", args.value))?;
     Ok(WritePlan {
         table,
@@ -250,9 +250,9 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
     let width = plan.data_type.width();
     match link.read(unit, plan.table, plan.address, width).await {
         Ok(back) => {
-            let shown = match codec::decode_raw(plan.data_type, v.order(), &back) {
+            let shown = match registers::decode_raw(plan.data_type, v.order(), &back) {
                 Ok(x) => show_value(
-                    &codec::scale(x, v.scale, v.offset),
+                    &registers::scale(x, v.scale, v.offset),
                     plan.data_type,
                     v.scaled(),
                 ),

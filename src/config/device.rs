@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::planner::Limits;
+use crate::modbus::planner::Limits;
 
 use super::bus::Kind;
 use super::diag::Diags;

@@ -256,7 +256,7 @@ fn warn_config(
             d.warn(&path, span.clone(), "no enabled device uses this bus");
         }
     }
-    for t in super::report::bus_timing(config) {
+    for t in super::wire_time::bus_timing(config) {
         let span = bus_spans.get(&t.bus).cloned().flatten();
         let path = join("buses", &t.bus);
         if let Some(msg) = t.warning() {

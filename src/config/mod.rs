@@ -7,7 +7,7 @@
 //! `bus` and `device` (one entry each), `points` (point and computed entries, shared with
 //! profiles), `profiles` (profile lookup and the built-in copies of configs/profiles),
 //! `doc` (typed reader over the spanned TOML tree that reports unknown keys), `diag` (errors,
-//! warnings, positions), `report` (per-bus request plan and wire time for `gasdtu check`).
+//! warnings, positions), `wire_time` (per-bus request plan and wire time for `gasdtu check`).
 
 mod alarms;
 mod bus;
@@ -17,13 +17,13 @@ mod doc;
 mod load;
 mod points;
 pub mod profiles;
-mod report;
 #[cfg(test)]
 mod tests;
+mod wire_time;
 
 pub use diag::{ConfigError, ConfigWarning, LoadError};
 pub use load::{load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
-pub use report::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
+pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -215,8 +215,8 @@ impl DeviceConfig {
         self.report <= self.poll && self.deadbands.is_empty()
     }
 
-    pub fn limits(&self) -> crate::planner::Limits {
-        crate::planner::Limits {
+    pub fn limits(&self) -> crate::modbus::planner::Limits {
+        crate::modbus::planner::Limits {
             max_registers: self.max_registers,
             max_gap: self.max_gap,
         }

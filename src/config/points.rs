@@ -5,8 +5,8 @@
 
 use std::ops::Range;
 
+use crate::modbus::planner::{self, Limits, PlanError};
 use crate::model::{ComputedSpec, DataType, PointSpec, Table, WordOrder};
-use crate::planner::{self, Limits, PlanError};
 
 use super::diag::Diags;
 use super::doc::{join, Field, Section};

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::modbus::planner::Limits;
 use crate::model::{ComputedSpec, PointSpec, WordOrder};
-use crate::planner::Limits;
 
 use super::diag::{ConfigError, Diags};
 use super::doc::{parse_document, Field, Section};

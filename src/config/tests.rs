@@ -612,11 +612,14 @@ fn builtin_profiles_load_clean_and_use_the_canonical_model() {
             );
         }
         // Each profile plans within its own limits.
-        let limits = crate::planner::Limits {
+        let limits = crate::modbus::planner::Limits {
             max_registers: p.max_registers.unwrap_or(125),
             max_gap: p.max_gap.unwrap_or(10),
         };
-        assert!(crate::planner::plan(&p.points, limits).is_ok(), "{id}");
+        assert!(
+            crate::modbus::planner::plan(&p.points, limits).is_ok(),
+            "{id}"
+        );
     }
     // The model-specific shapes the brief asks for.
     let evc = profiles::resolve_profile("evc-dcba", &[]).unwrap();

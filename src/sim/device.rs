@@ -1,5 +1,5 @@
 //! One simulated Modbus device: a unit id, a sparse register bank per table (unmapped addresses
-//! read as 0), the points of its profile placed in those banks with `codec::encode_point`, the
+//! read as 0), the points of its profile placed in those banks with `registers::encode_point`, the
 //! value model that drives them, pinned values for tests, and the request handler that turns a
 //! request PDU into a response PDU at a given instant. Pure: time comes in as an argument.
 
@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use thiserror::Error;
 use tracing::debug;
 
-use crate::codec;
+use crate::modbus::registers;
 use crate::model::{ComputedSpec, DataType, PointSpec, Table, Value};
 
 use super::frame::{decode_request, encode_response, Request, Response};
@@ -208,7 +208,7 @@ impl SimDevice {
                     .iter()
                     .any(|c| c.terms.iter().any(|(t, _)| *t == p.name));
             let v = fit(p, v, is_term);
-            match codec::encode_point(p, &v) {
+            match registers::encode_point(p, &v) {
                 Ok(regs) => self.place(p, &regs),
                 Err(e) => {
                     debug!(unit = self.unit, point = %p.name, "simulated value not encodable: {e}")
@@ -388,7 +388,7 @@ impl SimDevice {
             .collect();
         for p in touched {
             let regs = self.read_raw(table, p.address, p.width());
-            match codec::decode_point(&p, &regs) {
+            match registers::decode_point(&p, &regs) {
                 Ok(v) => {
                     debug!(unit = self.unit, point = %p.name, value = %v, "written");
                     self.pins.insert(p.name.clone(), v);

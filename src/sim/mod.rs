@@ -7,6 +7,7 @@
 //! banks and request handling), `fault` (fault rules and dice), `server` (the shared
 //! `Simulator` and what it does with one request), `tcp` and `serial` (the I/O edges).
 
+pub mod broker;
 pub mod device;
 pub mod fault;
 pub mod frame;

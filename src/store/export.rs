@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use super::clock::{from_unix_ms, unix_ms, ClockState};
 use super::dict::Dict;
-use super::{blob, get_meta, status, Store, StoreError};
+use super::{blob, entry_state, get_meta, Store, StoreError};
 use crate::model::{Sample, SampleBatch};
 
 /// The columns of a data row needed to rebuild its batch.
@@ -180,7 +180,7 @@ impl Store {
                 id: row.id,
                 batch,
                 clock,
-                delivered: st == status::DELIVERED,
+                delivered: st == entry_state::DELIVERED,
             })
             .map_err(StoreError::Sink)?;
             n += 1;

@@ -21,8 +21,8 @@ pub mod clock;
 mod dict;
 mod export;
 mod limits;
-mod outbox;
 mod schema;
+mod sealing;
 pub mod seq;
 #[cfg(test)]
 mod tests;
@@ -51,7 +51,7 @@ use dict::Dict;
 pub const DB_FILE: &str = "gasdtu.db";
 
 /// Row status values of `entry.status`.
-pub(crate) mod status {
+pub(crate) mod entry_state {
     pub const PENDING: i64 = 0;
     pub const SEALED: i64 = 1;
     pub const DELIVERED: i64 = 2;
@@ -534,11 +534,18 @@ impl Store {
                         } else {
                             raw_read
                         };
-                        (status::PENDING, ClockState::Trusted, 0, None, None, created)
+                        (
+                            entry_state::PENDING,
+                            ClockState::Trusted,
+                            0,
+                            None,
+                            None,
+                            created,
+                        )
                     } else if stamp.trusted() {
                         match this_boot_untrusted {
                             Some(ub) => (
-                                status::PENDING,
+                                entry_state::PENDING,
                                 ClockState::Restamped,
                                 restamp_offset(ub, stamp.base()),
                                 None,
@@ -547,7 +554,7 @@ impl Store {
                             ),
                             // No untrusted stamp of this boot known: place it at the commit.
                             None => (
-                                status::PENDING,
+                                entry_state::PENDING,
                                 ClockState::Estimated,
                                 stamp.wall_ms - raw_read,
                                 None,
@@ -559,7 +566,7 @@ impl Store {
                         info.held += 1;
                         *held_rows = true;
                         (
-                            status::HELD,
+                            entry_state::HELD,
                             ClockState::Held,
                             0,
                             Some(&*stamp.boot_id),
@@ -568,8 +575,8 @@ impl Store {
                         )
                     };
                 // History-only rows are never sent (held ones are the documented edge).
-                let st = if history_only && st == status::PENDING {
-                    status::DELIVERED
+                let st = if history_only && st == entry_state::PENDING {
+                    entry_state::DELIVERED
                 } else {
                     st
                 };

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{encode_messages, Packed};
+use super::payload::{encode_messages, Packed};
 use super::tls::{client_config, TlsError};
 use super::{now_ms, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;

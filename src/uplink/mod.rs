@@ -3,12 +3,12 @@
 //! payloads are documented in docs/mqtt.md. The uplink only ever reads the store through the
 //! `Outbox` trait; it never reaches back into acquisition.
 
-pub mod codec;
 pub mod forwarder;
+pub mod payload;
 pub mod tls;
 
-pub use codec::{decode, encode_messages, CodecError, Packed};
 pub use forwarder::Forwarder;
+pub use payload::{decode, encode_messages, CodecError, Packed};
 pub use tls::{client_config, TlsError};
 
 use crate::outbox::EntryKind;

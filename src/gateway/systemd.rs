@@ -298,7 +298,7 @@ pub fn bus_silence_bound(config: &Config, bus: &str) -> Option<Duration> {
     let reads: usize = devs
         .iter()
         .map(|d| {
-            crate::planner::plan(&d.points, d.limits())
+            crate::modbus::planner::plan(&d.points, d.limits())
                 .map(|blocks| blocks.len())
                 .unwrap_or(1)
         })
@@ -445,7 +445,10 @@ pub struct StatusFacts {
 impl StatusFacts {
     /// Devices and offline count from the status board (`devices` = enabled devices; a device
     /// not yet polled counts as online).
-    pub fn from_board(board: &crate::status::DeviceBoard, devices: usize) -> StatusFacts {
+    pub fn from_board(
+        board: &crate::gateway::status_socket::DeviceBoard,
+        devices: usize,
+    ) -> StatusFacts {
         let offline = board.snapshot().values().filter(|d| !d.online).count();
         StatusFacts {
             devices,
@@ -926,7 +929,9 @@ enabled = false
         let c = config(TWO_BUSES);
         let reads = |dev: &str| {
             let d = c.devices.iter().find(|d| d.name == dev).unwrap();
-            crate::planner::plan(&d.points, d.limits()).unwrap().len() as u32
+            crate::modbus::planner::plan(&d.points, d.limits())
+                .unwrap()
+                .len() as u32
         };
         // a: 2 x 1m + (fast + slow reads) x (500ms x 2 attempts) + slack.
         let a = Duration::from_secs(120)

@@ -15,11 +15,11 @@ use crate::alarm::AlarmService;
 use crate::model::SampleBatch;
 use std::collections::HashMap;
 
-use crate::acq::bus::WriteRequest;
+use crate::gateway::status_socket::DeviceBoard;
+use crate::modbus::bus::WriteRequest;
 use crate::model::Value;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
-use crate::status::DeviceBoard;
 use crate::store::{ClockStamp, Store};
 
 /// Batches committed together at most (one poll cycle of a large site).

@@ -5,6 +5,8 @@
 
 pub mod bus;
 pub mod link;
+pub mod planner;
+pub mod registers;
 pub mod schedule;
 
 use tokio::sync::mpsc;

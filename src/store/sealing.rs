@@ -9,7 +9,7 @@ use rusqlite::TransactionBehavior;
 
 use super::clock::unix_ms;
 use super::export::{decode_batch, DataRow, DATA_COLS};
-use super::{seq, set_meta, status, Store, StoreError};
+use super::{entry_state, seq, set_meta, Store, StoreError};
 use crate::outbox::{Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed};
 
 impl From<StoreError> for OutboxError {
@@ -138,7 +138,7 @@ impl Outbox for Store {
                         e => Err(e),
                     })
                     .map_err(self.sql("seal check"))?;
-                if s != Some(status::PENDING) {
+                if s != Some(entry_state::PENDING) {
                     not_pending.push(*id);
                 }
             }
@@ -175,7 +175,7 @@ impl Outbox for Store {
                 .prepare_cached("UPDATE entry SET status = ?3, msg_seq = ?1 WHERE id = ?2")
                 .map_err(self.sql("bind entries"))?;
             for id in entries {
-                up.execute(rusqlite::params![seq as i64, id, status::SEALED])
+                up.execute(rusqlite::params![seq as i64, id, entry_state::SEALED])
                     .map_err(self.sql("bind entries"))?;
             }
         }

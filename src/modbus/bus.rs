@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::acq::link::{Link, TxError};
-use crate::acq::schedule;
-use crate::codec;
 use crate::config::{BusConfig, DeviceConfig};
+use crate::modbus::link::{Link, TxError};
+use crate::modbus::planner::{self, Block};
+use crate::modbus::registers;
+use crate::modbus::schedule;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
-use crate::planner::{self, Block};
 
 /// Poll state of one device on the bus.
 struct DevicePoller {
@@ -174,7 +174,7 @@ impl BusTask {
                     .map_err(|e| e.to_string())?;
             }
             crate::model::Table::HoldingRegister => {
-                let regs = codec::encode_point(&p, value).map_err(|e| e.to_string())?;
+                let regs = registers::encode_point(&p, value).map_err(|e| e.to_string())?;
                 self.link
                     .write_registers(unit, p.address, &regs)
                     .await
@@ -187,7 +187,7 @@ impl BusTask {
             .read(unit, p.table, p.address, p.width())
             .await
             .map_err(|e| format!("written, but the read-back failed: {e}"))?;
-        codec::decode_point(&p, &regs)
+        registers::decode_point(&p, &regs)
             .map_err(|e| format!("written, but the read-back cannot be decoded: {e}"))
     }
 
@@ -311,9 +311,8 @@ async fn poll_once(
                     let p = &d.cfg.points[pi];
                     let off = b.offset_of(p);
                     let v = match regs.get(off..) {
-                        Some(r) => {
-                            codec::decode_point(p, r).map_err(|e| BadReason::Decode(e.to_string()))
-                        }
+                        Some(r) => registers::decode_point(p, r)
+                            .map_err(|e| BadReason::Decode(e.to_string())),
                         None => Err(BadReason::Protocol(format!(
                             "reply had {} registers, point needs offset {off}",
                             regs.len()

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::planner;
+use crate::modbus::planner;
 
 use super::load::Loaded;
 use super::{Config, Transport};

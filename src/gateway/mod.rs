@@ -1,0 +1,6 @@
+//! The gateway runtime: composition of store, alarms, reporter, bus tasks, consumer,
+//! interlocks, forwarder, status socket and watchdog.
+
+pub mod consumer;
+pub mod status_socket;
+pub mod systemd;
