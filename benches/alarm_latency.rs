@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gasdtu::config::StoreConfig;
 use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::sim::{Faults, SimDevice, Simulator};
-use gasdtu::store::clock::from_unix_ms;
 use gasdtu::store::{ClockStamp, Store};
+use gasdtu::time::from_unix_ms;
 use tokio_util::sync::CancellationToken;
 
 const BACKLOG: usize = 100_000;

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use gasdtu::config::StoreConfig;
 use gasdtu::model::{Quality, Sample, SampleBatch, Value};
-use gasdtu::store::clock::from_unix_ms;
 use gasdtu::store::{ClockStamp, Store};
+use gasdtu::time::from_unix_ms;
 
 use support::*;
 

@@ -18,8 +18,8 @@ use std::time::Instant;
 use gasdtu::config::StoreConfig;
 use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::outbox::Outbox;
-use gasdtu::store::clock::from_unix_ms;
 use gasdtu::store::{ClockStamp, Store, MIN_TRUSTED_UNIX_MS};
+use gasdtu::time::from_unix_ms;
 
 const DEVICES: usize = 20;
 const POINTS: usize = 10;

@@ -15,4 +15,5 @@ pub mod outbox;
 pub mod report;
 pub mod sim;
 pub mod store;
+pub mod time;
 pub mod uplink;

@@ -322,8 +322,7 @@ impl AlarmEngine {
         }
         // A gateway whose clock is not set yet (no RTC, no NTP) still alarms: the times
         // are flagged instead of being held back like readings.
-        if s.raised_ms < crate::store::MIN_TRUSTED_UNIX_MS
-            || t_ms < crate::store::MIN_TRUSTED_UNIX_MS
+        if s.raised_ms < crate::time::MIN_TRUSTED_UNIX_MS || t_ms < crate::time::MIN_TRUSTED_UNIX_MS
         {
             j["clock"] = json!("untrusted");
         }
@@ -481,9 +480,9 @@ fn numeric(v: &Value) -> Option<f64> {
 }
 
 fn ms(t: std::time::SystemTime) -> i64 {
-    crate::store::clock::unix_ms(t)
+    crate::time::unix_ms(t)
 }
 
 fn rfc3339(ms: i64) -> String {
-    crate::store::rfc3339_ms(ms)
+    crate::time::rfc3339_ms(ms)
 }

@@ -278,7 +278,7 @@ fn count(t: &mut Totals, b: &SampleBatch) {
 }
 
 fn hms(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_millis(t).to_string();
+    let s = crate::time::rfc3339_ms_of(t);
     // 2026-11-24T19:17:35.001Z -> 19:17:35.001Z
     s.split_once('T').map(|(_, r)| r.to_string()).unwrap_or(s)
 }

@@ -12,7 +12,8 @@ use anyhow::Context;
 use super::queue::resolve_state_dir;
 use super::Global;
 use crate::model::{Quality, Value};
-use crate::store::{clock::unix_ms, rfc3339_ms, ExportFilter, Store, StoreError, StoredBatch};
+use crate::store::{ExportFilter, Store, StoreError, StoredBatch};
+use crate::time::{rfc3339_ms, unix_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -187,8 +188,8 @@ pub fn render(b: &StoredBatch, format: Format) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::model::{BadReason, Sample, SampleBatch};
-    use crate::store::clock::from_unix_ms;
     use crate::store::ClockState;
+    use crate::time::from_unix_ms;
     use std::time::Duration;
 
     #[test]

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::Global;
-use crate::store::{clock::unix_ms, rfc3339_ms, Store, StoreStats};
+use crate::store::{Store, StoreStats};
+use crate::time::{rfc3339_ms, unix_ms};
 
 #[derive(Debug, clap::Args)]
 pub struct QueueArgs {

@@ -10,9 +10,9 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
-use crate::alarm::AlarmService;
 use crate::config;
 use crate::config::Config;
+use crate::gateway::alarms::AlarmService;
 use crate::gateway::consumer::Consumer;
 use crate::gateway::status_socket::DeviceBoard;
 use crate::gateway::systemd::{
@@ -160,7 +160,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     }
 
     let status_stop = CancellationToken::new();
-    let started_ms = crate::gateway::status_socket::unix_ms(std::time::SystemTime::now());
+    let started_ms = crate::time::unix_ms(std::time::SystemTime::now());
     let has_uplink = Arc::new(std::sync::atomic::AtomicBool::new(cfg.uplink.is_some()));
     let provider = {
         let board = board.clone();
@@ -360,7 +360,7 @@ fn link_facts(l: &LinkStatus) -> Option<LinkFacts> {
     match &l.state {
         LinkState::Connected => Some(LinkFacts::Up),
         LinkState::Down { since_ms, .. } => {
-            let now = crate::gateway::status_socket::unix_ms(std::time::SystemTime::now());
+            let now = crate::time::unix_ms(std::time::SystemTime::now());
             Some(LinkFacts::Down(Duration::from_millis(
                 (now - since_ms).max(0) as u64,
             )))

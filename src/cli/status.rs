@@ -26,10 +26,7 @@ pub struct StatusArgs {
 
 fn when(ms: &serde_json::Value) -> String {
     match ms.as_i64() {
-        Some(ms) if ms > 0 => {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
-            humantime::format_rfc3339_seconds(t).to_string()
-        }
+        Some(ms) if ms > 0 => crate::time::rfc3339_s(ms),
         _ => "-".into(),
     }
 }

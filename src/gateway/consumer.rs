@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::alarm::AlarmService;
+use crate::gateway::alarms::AlarmService;
 use crate::model::SampleBatch;
 use std::collections::HashMap;
 

@@ -4,10 +4,11 @@
 //! function the daemon composes (devices, buffer, link, sequence); `query` is the client side.
 //! The protocol is one request line (`status`) and one JSON reply line, then close.
 
+use crate::time::unix_ms;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -34,12 +35,6 @@ pub struct DeviceState {
     /// First bad reason of the last cycle, if any.
     pub last_error: Option<String>,
     pub cycles: u64,
-}
-
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Device states, updated by the sample consumer.
@@ -269,7 +264,7 @@ mod tests {
         board.observe(&SampleBatch {
             device: "pt1".into(),
             bus: "lan".into(),
-            slot: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            slot: std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             samples: vec![],
             online: false,
             failed_cycles: 3,

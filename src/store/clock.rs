@@ -11,12 +11,11 @@
 //! exactly; they are *estimated* as having ended right before the next boot began (an upper
 //! bound: the real times are earlier by the unknown downtime), chained boot by boot.
 
+use crate::time::unix_ms;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-/// 2026-01-01T00:00:00Z in ms. A wall time before this is not trusted: no binary of this
-/// project existed then, so a clock showing it was never set (1970 boot) or is badly wrong.
-pub const MIN_TRUSTED_UNIX_MS: i64 = 1_767_225_600_000;
+pub use crate::time::MIN_TRUSTED_UNIX_MS;
 
 /// True if a wall time (ms since the epoch) is plausible enough to send.
 pub fn is_trusted(wall_ms: i64) -> bool {
@@ -116,23 +115,6 @@ pub fn parse_uptime_ms(s: &str) -> Option<i64> {
     Some(secs * 1000 + frac_ms)
 }
 
-/// ms since the epoch (negative before it).
-pub fn unix_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
-}
-
-/// The inverse of `unix_ms`.
-pub fn from_unix_ms(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH - std::time::Duration::from_millis(ms.unsigned_abs())
-    }
-}
-
 /// Correction to add to a time taken with a clock whose base was `untrusted_base`, once the
 /// true base of the same boot is known.
 pub fn restamp_offset(untrusted_base: i64, trusted_base: i64) -> i64 {
@@ -157,6 +139,7 @@ pub fn estimate_orphan_bases(anchor: i64, last_mono_newest_first: &[i64]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::from_unix_ms;
 
     #[test]
     fn trust_floor() {

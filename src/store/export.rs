@@ -8,10 +8,11 @@ use std::time::SystemTime;
 
 use rusqlite::Connection;
 
-use super::clock::{from_unix_ms, unix_ms, ClockState};
+use super::clock::ClockState;
 use super::dict::Dict;
 use super::{blob, entry_state, get_meta, Store, StoreError};
 use crate::model::{Sample, SampleBatch};
+use crate::time::{from_unix_ms, unix_ms};
 
 /// The columns of a data row needed to rebuild its batch.
 pub(crate) struct DataRow {

@@ -11,9 +11,9 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::clock::unix_ms;
-use super::{add_meta, insert_json, rfc3339_ms, wal_pages, Store, StoreError};
+use super::{add_meta, insert_json, wal_pages, Store, StoreError};
 use crate::outbox::EntryKind;
+use crate::time::{rfc3339_ms, unix_ms};
 
 /// What one `enforce_limits` did.
 #[derive(Debug, Clone, Default, PartialEq)]

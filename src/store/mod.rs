@@ -43,8 +43,9 @@ pub use clock::{ClockStamp, ClockState, MIN_TRUSTED_UNIX_MS};
 pub use export::{ExportFilter, StoreStats, StoredBatch};
 pub use limits::Eviction;
 
+use crate::time::{rfc3339_ms, unix_ms};
 use blob::RawSample;
-use clock::{from_unix_ms, is_trusted, restamp_offset, unix_ms};
+use clock::{is_trusted, restamp_offset};
 use dict::Dict;
 
 /// File name of the database inside the state directory.
@@ -697,11 +698,6 @@ fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> 
     Ok(n)
 }
 
-/// RFC 3339 UTC with milliseconds.
-pub fn rfc3339_ms(ms: i64) -> String {
-    humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string()
-}
-
 pub(crate) fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()
@@ -764,9 +760,7 @@ fn check_integrity(path: &Path) -> Result<Option<String>, StoreError> {
 
 /// Move the database and its -wal/-shm to `<name>.corrupt-<UTC time>[-n]<suffix>`.
 fn move_aside(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
-        .to_string()
-        .replace([':', '-'], "");
+    let stamp = crate::time::file_stamp(unix_ms(SystemTime::now()));
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()

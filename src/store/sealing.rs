@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use rusqlite::TransactionBehavior;
 
-use super::clock::unix_ms;
 use super::export::{decode_batch, DataRow, DATA_COLS};
 use super::{entry_state, seq, set_meta, Store, StoreError};
 use crate::outbox::{Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed};
+use crate::time::unix_ms;
 
 impl From<StoreError> for OutboxError {
     fn from(e: StoreError) -> Self {

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::clock::{from_unix_ms, unix_ms};
 use super::*;
 use crate::model::{BadReason, Quality, Sample, Value};
 use crate::outbox::{EntryBody, Outbox, OutboxError};
+use crate::time::{from_unix_ms, unix_ms};
 
 /// A trusted time: 2026-01-11.
 const T0: i64 = MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;

@@ -10,8 +10,8 @@
 //! device `[name, [points], [units|null], [read]]`, read `[dt ms, [values|null], {index:
 //! reason}?]` where `dt` is relative to the previous read of the device (the first to the base).
 
+use crate::time::{rfc3339_ms, unix_ms as epoch_ms};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ciborium::Value as Cbor;
 use serde_json::{json, Map, Value as Json};
@@ -282,38 +282,6 @@ pub fn reason_text(r: &BadReason) -> String {
         BadReason::Protocol(s) => format!("protocol: {s}"),
         BadReason::Input(s) => format!("input: {s}"),
     }
-}
-
-/// UTC ms since the epoch (negative before 1970).
-pub fn epoch_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
-}
-
-/// RFC 3339 UTC with milliseconds, e.g. `2025-03-01T10:00:00.120Z`.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86400);
-    let sod = secs.rem_euclid(86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
 }
 
 /// A float as JSON: values that are exactly an f32 are written at f32 precision (what the

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::rule::{AlarmRule, Level, RuleKind, Severity};
-use super::AlarmService;
+use super::alarms::AlarmService;
+use crate::alarm::rule::{AlarmRule, Level, RuleKind, Severity};
 use crate::config::StoreConfig;
 use crate::model::{Quality, Sample, SampleBatch, Value};
 use crate::outbox::{EntryBody, EntryKind, Outbox};
