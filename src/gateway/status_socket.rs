@@ -44,6 +44,16 @@ pub struct DeviceBoard {
 }
 
 impl DeviceBoard {
+    /// Forget every device not in `keep` (a reload removed or disabled it): it must not stay
+    /// "offline" in `status` and the STATUS= line forever.
+    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
+        let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
+        match self.inner.lock() {
+            Ok(mut g) => g.retain(|name, _| keep.contains(name.as_str())),
+            Err(p) => p.into_inner().retain(|name, _| keep.contains(name.as_str())),
+        }
+    }
+
     pub fn observe(&self, b: &SampleBatch) {
         let good = b.samples.iter().filter(|s| s.quality.is_good()).count();
         let last_good = b

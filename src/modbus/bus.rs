@@ -239,17 +239,26 @@ impl BusTask {
             };
             let mut stop = false;
             let mut req = None;
+            let mut closed = false;
             tokio::select! {
                 _ = shutdown.cancelled() => stop = true,
                 _ = tokio::time::sleep(wait) => {}
-                r = write => req = r,
+                r = write => match r {
+                    Some(r) => req = Some(r),
+                    // Every sender is gone: stop listening (polling `recv` again would return
+                    // `None` at once, forever, and spin this task at 100 % CPU).
+                    None => closed = true,
+                },
             }
-            self.writes = writes;
+            self.writes = if closed { None } else { writes };
             if stop {
                 break;
             }
             if let Some(r) = req {
                 self.serve_write(r).await;
+                continue;
+            }
+            if closed {
                 continue;
             }
             // Poll every device that is due, in name order, one transaction at a time.
