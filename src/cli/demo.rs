@@ -1,9 +1,10 @@
-//! `gasdtu demo`: the whole pipeline on an embedded default. It starts simulated meters on
+//! `gasdtu demo`: the whole daemon on an embedded default. It starts simulated meters on
 //! loopback (a Modbus TCP network and an RS-485 line behind a serial device server, one meter
-//! dead on purpose) and an embedded MQTT broker, loads the embedded configs/demo.toml through
-//! the ordinary validator, and runs the real acquisition engine, SQLite store (in a fresh
-//! temporary state directory) and forwarder, with a live view of what is polled, buffered and
-//! delivered. `--duration` stops it by itself with a one-line summary.
+//! dead on purpose) and the embedded MQTT broker (`sim::broker`), loads the embedded
+//! configs/demo.toml through the ordinary validator, and runs the SAME gateway runtime as
+//! `gasdtu run` (store in a fresh temporary state directory, alarms, poll-fast/report-slow,
+//! forwarder), with a live view of what is committed and delivered. `--duration` stops it by
+//! itself with a one-line summary that counts readings and alarms.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -15,16 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Global;
 use crate::config::{self, Config, Transport};
-use crate::gateway::consumer::Consumer;
-use crate::gateway::status_socket::DeviceBoard;
+use crate::gateway::consumer::CommitHook;
+use crate::gateway::systemd::Signals;
+use crate::gateway::{Gateway, Options};
 use crate::model::{Quality, SampleBatch};
 use crate::sim::broker::Broker;
 use crate::sim::{FaultRule, Faults, SimDevice, Simulator};
-use crate::store::Store;
-use crate::uplink::{Forwarder, LinkStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
 
 const DEMO_CONFIG: &str = include_str!("../../configs/demo.toml");
 
@@ -48,7 +47,7 @@ struct Totals {
 }
 
 pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
-    super::init_logging(global.log_level.as_deref().unwrap_or("warn"));
+    super::init_logging(global.log_level.as_deref().unwrap_or("error"));
     let tcp = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the demo's Modbus TCP simulator on 127.0.0.1")?;
@@ -103,62 +102,64 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
             }
         });
     }
+
+    // Alarms as the broker sees them (an operator's view of the same run).
+    let alarm_counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    {
+        let mut feed = broker.published();
+        let counts = alarm_counts.clone();
+        tokio::spawn(async move {
+            while let Ok(p) = feed.recv().await {
+                if !p.topic.ends_with("/alarm") {
+                    continue;
+                }
+                let Ok(v) = crate::uplink::decode(&p.payload) else {
+                    continue;
+                };
+                for a in alarm_objects(&v) {
+                    match a["state"].as_str() {
+                        Some("raised") => counts.0.fetch_add(1, Ordering::Relaxed),
+                        Some("cleared") => counts.1.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
+                }
+            }
+        });
+    }
     tokio::spawn(broker.run(shutdown.clone()));
 
-    let store_cfg = cfg.store.clone();
-    let dir = state_dir.clone();
-    let (store, _events) = tokio::task::spawn_blocking(move || Store::open(&dir, &store_cfg))
-        .await?
-        .context("opening the demo's store")?;
-    let store = Arc::new(store);
-    let acq_stop = CancellationToken::new();
-    let (acq, rx) = crate::modbus::start(&cfg, &acq_stop, true);
-    // Batches reach the view through the consumer: what is shown is what was committed.
+    // The runtime of `gasdtu run`, on the embedded config. Committed batches reach the view:
+    // what is shown is what was committed.
     let (view_tx, mut view_rx) = tokio::sync::mpsc::channel::<SampleBatch>(1024);
-    let (tap_tx, tap_rx) =
-        tokio::sync::mpsc::channel::<SampleBatch>(crate::modbus::CHANNEL_BATCHES);
-    tokio::spawn(async move {
-        let mut rx = rx;
-        while let Some(b) = rx.recv().await {
-            let _ = view_tx.try_send(b.clone());
-            if tap_tx.send(b).await.is_err() {
-                break;
-            }
-        }
+    let observer: CommitHook = Arc::new(move |b: &SampleBatch| {
+        let _ = view_tx.try_send(b.clone());
     });
-    let wake = Arc::new(Notify::new());
-    let consumer = tokio::spawn(
-        Consumer::new(tap_rx, store.clone(), wake.clone(), DeviceBoard::default()).run(),
-    );
-    let (link_tx, _link_rx) = watch::channel(LinkStatus::default());
-    let fwd_stop = CancellationToken::new();
-    let uplink = cfg
-        .uplink
-        .clone()
-        .context("the embedded demo config has an [uplink] section")?;
-    let forwarder = tokio::spawn(
-        Forwarder::new(
-            uplink,
-            &cfg.gateway.id,
-            store.clone(),
-            wake.clone(),
-            link_tx,
-        )
-        .run(fwd_stop.clone()),
-    );
+    let opts = Options {
+        poll_now: true,
+        socket: None,
+        notifier: crate::gateway::systemd::Notifier::disabled(),
+        observers: vec![observer],
+        ..Options::default()
+    };
+    let mut signals = Signals::install()?;
+    let gw = Gateway::start(cfg, opts)
+        .await
+        .context("starting the demo's gateway runtime")?;
+    let (devices, buses) = gw.polling();
+    let rules = gw.config().alarms.len();
     let live = !args.plain && std::io::stdout().is_terminal();
     println!(
-        "gasdtu demo: {} devices on {} buses, {} reads per cycle; simulated meters on 127.0.0.1{}",
-        acq.devices,
-        acq.tasks.len(),
-        acq.reads_per_cycle,
+        "gasdtu demo: {} devices on {} buses, {} reads per cycle, {} alarm rules; simulated meters on 127.0.0.1{}",
+        devices,
+        buses,
+        gw.reads_per_cycle(),
+        rules,
         match args.duration {
             Some(d) => format!("; stopping after {}", humantime::format_duration(d)),
             None => "; Ctrl-C to stop".into(),
         }
     );
     let started = Instant::now();
-    // `stop` ends the view; the simulators and the broker (on `shutdown`) outlive the drain.
     let stop = CancellationToken::new();
     let sig = stop.clone();
     let duration = args.duration;
@@ -167,10 +168,10 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
             Some(d) => {
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
-                    _ = super::run::wait_for_signal() => {}
+                    _ = signals.stop() => {}
                 }
             }
-            None => super::run::wait_for_signal().await,
+            None => signals.stop().await,
         }
         sig.cancel();
     });
@@ -198,23 +199,12 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
             }
         }
     }
-    acq_stop.cancel();
-    for t in acq.tasks {
-        let _ = t.await;
-    }
-    // The consumer ends once the last batch passed the splitter, which hands every batch to
-    // the view first: after it, the view channel holds all that is left.
-    let committed = consumer.await.map(|r| r.readings).unwrap_or(0);
+    let store = gw.store().clone();
+    let report = gw.shutdown().await;
     while let Ok(b) = view_rx.try_recv() {
         count(&mut totals, &b);
     }
-    // Let the forwarder deliver what was committed last (a few seconds at most).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline && delivered.load(Ordering::Relaxed) < committed {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    fwd_stop.cancel();
-    let _ = forwarder.await;
+    // The runtime's shutdown gave the forwarder its grace to deliver what was committed last.
     shutdown.cancel();
     let buffered = store.stats().map(|s| s.pending_readings).unwrap_or(0);
     drop(store);
@@ -233,19 +223,30 @@ pub async fn run(args: DemoArgs, global: &Global) -> anyhow::Result<u8> {
         .map(|b| &*b.device)
         .collect();
     println!(
-        "demo summary: {:.1}s, {} devices, {} batches, {} readings polled ({} good, {} bad), {} committed, {} delivered to the broker, {} still buffered, offline: {}",
+        "demo summary: {:.1}s, {} devices, {} batches, {} readings polled ({} good, {} bad), {} committed, {} delivered to the broker, {} still buffered, alarms: {} raised, {} cleared (broker), {} transitions committed, offline: {}",
         started.elapsed().as_secs_f64(),
-        acq.devices,
+        devices,
         totals.batches,
         totals.readings,
         totals.good,
         totals.bad,
-        committed,
+        report.consumer.readings,
         delivered.load(Ordering::Relaxed),
         buffered,
+        alarm_counts.0.load(Ordering::Relaxed),
+        alarm_counts.1.load(Ordering::Relaxed),
+        report.consumer.alarm_transitions,
         if offline.is_empty() { "none".to_string() } else { offline.join(", ") },
     );
     Ok(0)
+}
+
+/// The alarm objects of a decoded alarm message (one object, or a list under `alarms`).
+fn alarm_objects(v: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match v.get("alarms").and_then(|a| a.as_array()) {
+        Some(list) => list.iter().collect(),
+        None => vec![v],
+    }
 }
 
 fn simulator_for(cfg: &Config, bus: &str) -> Simulator {

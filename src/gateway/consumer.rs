@@ -2,32 +2,44 @@
 //! channel, routes each batch through the `Reporter` (poll fast, report slow: raw batches of
 //! such devices become history only, their aggregates go upstream), commits everything it
 //! holds in ONE store transaction (a reading is durable before anything else sees it), updates
-//! the device board, wakes the forwarder, and enforces the store's size and age bounds
-//! periodically. It never waits on the uplink; a failing store
-//! keeps the uncommitted batches in memory (bounded) and retries, counting what it must drop.
+//! the device board, wakes the forwarder, runs the interlocks of committed raises, and enforces
+//! the store's size and age bounds periodically. It never waits on the uplink.
+//!
+//! It never stops draining the channel either, so acquisition never blocks on the store: while
+//! a commit runs or the store fails (disk full, database locked or unwritable), batches are
+//! received and held in memory up to `memory_readings`; beyond that the OLDEST are dropped,
+//! counted, and reported as ONE `data_loss` event committed with the first group that succeeds.
+//! After the channel closed (shutdown), it keeps retrying what it holds until `give_up` is
+//! cancelled, then reports how many batches it could not commit.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::gateway::alarms::AlarmService;
-use crate::model::SampleBatch;
-use std::collections::HashMap;
-
+use crate::gateway::interlocks::{self, Interlocks, Writers};
 use crate::gateway::status_socket::DeviceBoard;
-use crate::modbus::bus::WriteRequest;
-use crate::model::Value;
+use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
 use crate::store::{ClockStamp, Store};
 
 /// Batches committed together at most (one poll cycle of a large site).
 const MAX_GROUP: usize = 256;
-/// Batches kept in memory while the store fails, before the oldest are dropped (and counted).
-const MAX_BACKLOG: usize = 20_000;
+/// Readings held in memory while the store fails, before the oldest batches are dropped (and
+/// counted). About 100 bytes a reading: 5 MB at most; 4 minutes of the 200-readings-a-second
+/// benchmark site, days of a 5-minute station.
+pub const MEMORY_READINGS: usize = 50_000;
 /// How often the size and age bounds are enforced.
 const LIMITS_EVERY: Duration = Duration::from_secs(60);
+/// After a failed commit, the bounds are enforced at most this often (eviction may make room
+/// on a full disk).
+const LIMITS_AFTER_FAILURE_EVERY: Duration = Duration::from_secs(5);
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// What the consumer did, for the shutdown log and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,8 +50,15 @@ pub struct ConsumerReport {
     pub commit_errors: u64,
     /// Alarm transitions committed with the batches.
     pub alarm_transitions: u64,
-    /// Batches dropped because the store kept failing and memory is bounded.
+    /// Batches (and their readings) dropped from memory, oldest first, because the store kept
+    /// failing and memory is bounded.
     pub dropped_batches: u64,
+    pub dropped_readings: u64,
+    /// `data_loss` events committed for those drops.
+    pub loss_events: u64,
+    /// Held when `give_up` came during shutdown: read, never committed.
+    pub uncommitted_batches: u64,
+    pub uncommitted_readings: u64,
 }
 
 /// Called for every batch once it is committed.
@@ -51,52 +70,69 @@ pub struct Consumer {
     store: Arc<Store>,
     wake: Arc<Notify>,
     board: DeviceBoard,
-    /// Called for every batch once it is committed (the service watchdog's progress tick).
-    on_commit: Option<CommitHook>,
+    /// Called for every batch once it is committed (the watchdog's progress tick, the demo's
+    /// live view).
+    on_commit: Vec<CommitHook>,
     /// Events to commit with the first group (e.g. "started").
     startup_events: Vec<serde_json::Value>,
     reporter: Option<Arc<Mutex<Reporter>>>,
     /// Alarm rules evaluated on every group before its commit (same transaction).
     alarms: Option<AlarmService>,
-    interlocks: Option<Interlocks>,
+    /// The interlock table (rebuilt by a reload) and the bus tasks' write channels.
+    interlocks: Option<(Arc<Mutex<Interlocks>>, Writers)>,
+    give_up: CancellationToken,
+    memory_readings: usize,
 }
 
-/// Interlocks (opt-in alarm actions): what to write on which raise, through which bus.
-pub struct Interlocks {
-    /// rule id -> action
-    pub actions: HashMap<String, crate::alarm::rule::Action>,
-    /// device -> bus name
-    pub device_bus: HashMap<String, String>,
-    /// bus name -> the bus task's write channel (replaced on reload)
-    pub writers: Arc<Mutex<HashMap<String, mpsc::Sender<WriteRequest>>>>,
-    /// (rule, device) -> when it last acted (cooldown)
-    last: HashMap<(String, String), Instant>,
+/// Batches dropped from memory and not yet reported.
+#[derive(Debug, Default, Clone)]
+struct Loss {
+    batches: u64,
+    readings: u64,
+    /// Slot range (unix ms) of the dropped batches.
+    range: Option<(i64, i64)>,
+    /// The store error that made the drop necessary.
+    error: String,
 }
 
-impl Interlocks {
-    pub fn new(
-        config: &crate::config::Config,
-        writers: Arc<Mutex<HashMap<String, mpsc::Sender<WriteRequest>>>>,
-    ) -> Interlocks {
-        Interlocks {
-            actions: config
-                .alarms
-                .iter()
-                .filter_map(|r| Some((r.id.clone(), r.action.clone()?)))
-                .collect(),
-            device_bus: config
-                .devices
-                .iter()
-                .map(|d| (d.name.clone(), d.bus.clone()))
-                .collect(),
-            writers,
-            last: HashMap::new(),
+impl Loss {
+    fn add(&mut self, b: &SampleBatch, error: &str) {
+        self.batches += 1;
+        self.readings += b.samples.len() as u64;
+        let t = crate::time::unix_ms(b.slot);
+        self.range = Some(match self.range {
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
+            None => (t, t),
+        });
+        if self.error.is_empty() {
+            self.error = error.to_string();
         }
     }
-}
 
-/// How long an interlock write (with its read-back) may take before it is reported failed.
-const INTERLOCK_TIMEOUT: Duration = Duration::from_secs(30);
+    fn merge(&mut self, o: Loss) {
+        self.batches += o.batches;
+        self.readings += o.readings;
+        self.range = match (self.range, o.range) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        };
+        if self.error.is_empty() {
+            self.error = o.error;
+        }
+    }
+
+    fn event(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "data_loss",
+            "reason": "store_unavailable",
+            "batches": self.batches,
+            "readings": self.readings,
+            "from": self.range.map(|r| crate::time::rfc3339_ms(r.0)),
+            "to": self.range.map(|r| crate::time::rfc3339_ms(r.1)),
+            "error": self.error,
+        })
+    }
+}
 
 /// A batch as routed for the store: the raw batch (history only for devices that report
 /// slower than they poll) and what it contributes upstream.
@@ -118,11 +154,13 @@ impl Consumer {
             store,
             wake,
             board,
-            on_commit: None,
+            on_commit: Vec::new(),
             startup_events: Vec::new(),
             reporter: None,
             alarms: None,
             interlocks: None,
+            give_up: CancellationToken::new(),
+            memory_readings: MEMORY_READINGS,
         }
     }
 
@@ -133,8 +171,27 @@ impl Consumer {
         self
     }
 
+    /// Call `f` for every batch once it is committed (several hooks may be added).
     pub fn on_commit(mut self, f: CommitHook) -> Self {
-        self.on_commit = Some(f);
+        self.on_commit.push(f);
+        self
+    }
+
+    /// Run the interlocks of committed raises (the table is shared so a reload rebuilds it).
+    pub fn with_interlocks(mut self, table: Arc<Mutex<Interlocks>>, writers: Writers) -> Self {
+        self.interlocks = Some((table, writers));
+        self
+    }
+
+    /// Once the channel closed, stop retrying a failing store when `token` is cancelled.
+    pub fn give_up_on(mut self, token: CancellationToken) -> Self {
+        self.give_up = token;
+        self
+    }
+
+    /// Readings held in memory while the store fails (default `MEMORY_READINGS`).
+    pub fn with_memory_bound(mut self, readings: usize) -> Self {
+        self.memory_readings = readings.max(1);
         self
     }
 
@@ -172,241 +229,313 @@ impl Consumer {
         }
     }
 
-    /// Run alarm actions (interlocks) after the raise that triggers them is committed.
-    pub fn with_interlocks(mut self, i: Interlocks) -> Self {
-        self.interlocks = Some(i);
+    pub fn with_startup_event(mut self, event: serde_json::Value) -> Self {
+        self.startup_events.push(event);
         self
     }
 
     /// After a commit: every committed raise whose rule has an action writes its point once
     /// (cooldown per rule and device), through the bus task; the result and the read-back are
     /// committed as an `interlock` event.
-    fn run_interlocks(&mut self) {
-        let (Some(alarms), Some(il)) = (&self.alarms, &mut self.interlocks) else {
+    fn run_interlocks(&self) {
+        let (Some(alarms), Some((table, writers))) = (&self.alarms, &self.interlocks) else {
             return;
         };
-        for (rule, device) in alarms.take_raised() {
-            let Some(action) = il.actions.get(&rule).cloned() else {
-                continue;
-            };
-            let key = (rule.clone(), device.clone());
-            if let Some(t) = il.last.get(&key) {
-                if t.elapsed() < action.cooldown {
-                    tracing::warn!(rule, device, "interlock in cooldown: not written again");
-                    continue;
-                }
-            }
-            il.last.insert(key, Instant::now());
-            let writer = il.device_bus.get(&device).and_then(|b| {
-                il.writers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(b)
-                    .cloned()
-            });
-            let (store, wake) = (self.store.clone(), self.wake.clone());
-            tokio::spawn(async move {
-                let value = Value::Float(action.value);
-                let result: Result<Value, String> = match writer {
-                    None => Err(format!("no bus task for device `{device}`")),
-                    Some(w) => {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        let req = WriteRequest {
-                            device: device.clone(),
-                            point: action.point.clone(),
-                            value: value.clone(),
-                            reply: tx,
-                        };
-                        if w.send(req).await.is_err() {
-                            Err("the bus task stopped".into())
-                        } else {
-                            match tokio::time::timeout(INTERLOCK_TIMEOUT, rx).await {
-                                Ok(Ok(r)) => r,
-                                Ok(Err(_)) => Err("the bus task dropped the request".into()),
-                                Err(_) => Err(format!("no result within {INTERLOCK_TIMEOUT:?}")),
-                            }
-                        }
-                    }
-                };
-                let ev = match &result {
-                    Ok(rb) => serde_json::json!({
-                        "event": "interlock", "alarm": rule, "dev": device, "point": action.point,
-                        "value": action.value, "result": "ok", "readback": rb,
-                    }),
-                    Err(e) => serde_json::json!({
-                        "event": "interlock", "alarm": rule, "dev": device, "point": action.point,
-                        "value": action.value, "result": "failed", "error": e,
-                    }),
-                };
-                tracing::warn!(interlock = %ev, "interlock");
-                let r = tokio::task::spawn_blocking(move || {
-                    store.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
-                })
-                .await;
-                match r {
-                    Ok(Ok(_)) => wake.notify_one(),
-                    Ok(Err(e)) => tracing::error!("cannot record the interlock event: {e}"),
-                    Err(e) => tracing::error!("interlock event task failed: {e}"),
-                }
-            });
+        let raised = alarms.take_raised();
+        if raised.is_empty() {
+            return;
+        }
+        let firings = table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide(raised, Instant::now());
+        for f in firings {
+            tokio::spawn(interlocks::fire(
+                f,
+                writers.clone(),
+                self.store.clone(),
+                self.wake.clone(),
+            ));
         }
     }
 
-    pub fn with_startup_event(mut self, event: serde_json::Value) -> Self {
-        self.startup_events.push(event);
-        self
+    /// Receive `b`: route it and hold it, dropping the oldest held batches beyond the bound.
+    fn hold(&self, b: SampleBatch, held: &mut Held) {
+        let item = self.route(b);
+        held.readings += item.raw.samples.len();
+        held.queue.push_back(item);
+        while held.readings > self.memory_readings && held.queue.len() > 1 {
+            let Some(old) = held.queue.pop_front() else {
+                break;
+            };
+            held.readings -= old.raw.samples.len();
+            let why = if held.last_error.is_empty() {
+                "a store commit is taking longer than the memory buffer lasts"
+            } else {
+                held.last_error.as_str()
+            };
+            held.loss.add(&old.raw, why);
+            held.dropped_batches += 1;
+            held.dropped_readings += old.raw.samples.len() as u64;
+            if held.dropped_batches == 1 || held.dropped_batches.is_power_of_two() {
+                tracing::error!(
+                    dropped_batches = held.dropped_batches,
+                    held_readings = held.readings,
+                    "store unavailable and memory buffer full: oldest batches dropped"
+                );
+            }
+        }
     }
 
-    /// Runs until the channel closes (every bus task stopped), committing what is left.
+    /// Take everything already waiting on the channel; false once it is closed.
+    fn drain_waiting(&mut self, held: &mut Held) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(b) => self.hold(b, held),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Runs until the channel closes (every bus task stopped) and what it holds is committed,
+    /// or, after the close, until `give_up`.
     pub async fn run(mut self) -> ConsumerReport {
         let mut report = ConsumerReport::default();
         // Routed at receipt (the reporter's windows advance exactly once per batch); a failed
         // commit keeps the routed items, so a retry never re-aggregates.
-        let mut queue: Vec<Item> = Vec::new();
+        let mut held = Held::default();
         let mut extra: Vec<(EntryKind, serde_json::Value)> = self
             .startup_events
             .drain(..)
             .map(|e| (EntryKind::Event, e))
             .collect();
         let mut last_limits = Instant::now() - LIMITS_EVERY;
-        let mut retry_delay = Duration::from_millis(200);
+        let mut retry_delay = RETRY_MIN;
+        let mut failing = false;
         let mut open = true;
-        while open || !queue.is_empty() || !extra.is_empty() {
-            if queue.is_empty() && extra.is_empty() {
+        loop {
+            let idle = held.queue.is_empty() && extra.is_empty() && held.loss.batches == 0;
+            if idle && !open {
+                break;
+            }
+            if idle {
                 match self.rx.recv().await {
-                    Some(b) => queue.push(self.route(b)),
+                    Some(b) => self.hold(b, &mut held),
                     None => {
                         open = false;
                         continue;
                     }
                 }
             }
-            // Take everything already waiting: one transaction for all of it.
-            while queue.len() < MAX_GROUP {
-                match self.rx.try_recv() {
-                    Ok(b) => queue.push(self.route(b)),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
+            if open {
+                open = self.drain_waiting(&mut held);
             }
-            let group: Vec<Item> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
+            if !open && self.give_up.is_cancelled() && failing {
+                break;
+            }
+            let n = held.queue.len().min(MAX_GROUP);
+            let group: Vec<Item> = held.queue.drain(..n).collect();
+            let group_readings: usize = group.iter().map(|it| it.raw.samples.len()).sum();
+            held.readings -= group_readings;
+            let loss = std::mem::take(&mut held.loss);
+            let mut ex = extra.clone();
+            if loss.batches > 0 {
+                ex.push((EntryKind::Event, loss.event()));
+            }
             let store = self.store.clone();
             let alarms = self.alarms.clone();
-            let ex = std::mem::take(&mut extra);
-            let res = tokio::task::spawn_blocking(move || {
-                let mut history = Vec::new();
-                let mut outbox = Vec::with_capacity(group.len());
-                for it in &group {
-                    if it.history_only {
-                        history.push(it.raw.clone());
-                    } else {
-                        outbox.push(it.raw.clone());
-                    }
-                    if let Some(o) = &it.report {
-                        outbox.push(o.clone());
-                    }
+            let commit = tokio::task::spawn_blocking(move || {
+                let r = commit_group(&store, alarms.as_ref(), &group, &ex);
+                (group, r)
+            });
+            tokio::pin!(commit);
+            // Keep receiving while the commit runs: a slow or stuck store never blocks polling.
+            let res = loop {
+                tokio::select! {
+                    r = &mut commit => break r,
+                    b = self.rx.recv(), if open => match b {
+                        Some(b) => self.hold(b, &mut held),
+                        None => open = false,
+                    },
                 }
-                // The alarm rules judge every raw batch; when nothing was routed to history or
-                // reported, that is exactly `outbox` (the usual case: no second copy).
-                let rerouted = !history.is_empty() || group.iter().any(|it| it.report.is_some());
-                let raw: Vec<SampleBatch> = if rerouted {
-                    group.iter().map(|it| it.raw.clone()).collect()
-                } else {
-                    Vec::new()
-                };
-                let raw = if rerouted { &raw[..] } else { &outbox[..] };
-                let stamp = ClockStamp::now();
-                let r = match &alarms {
-                    Some(a) => a.commit_routed(raw, &history, &outbox, &ex, &stamp),
-                    None => store
-                        .commit_routed(&history, &outbox, &ex, &stamp)
-                        .map(|i| (i, 0)),
-                };
-                (group, ex, r)
-            })
-            .await;
+            };
             match res {
-                Ok((group, _, Ok((_info, transitions)))) => {
+                Ok((group, Ok(transitions))) => {
+                    if failing {
+                        tracing::warn!(
+                            retries = report.commit_errors,
+                            "store commits again; held batches are being committed"
+                        );
+                    }
+                    failing = false;
+                    extra.clear();
+                    if loss.batches > 0 {
+                        report.loss_events += 1;
+                        tracing::warn!(
+                            batches = loss.batches,
+                            readings = loss.readings,
+                            "data_loss event committed for batches dropped while the store failed"
+                        );
+                    }
                     report.commits += 1;
                     report.alarm_transitions += transitions as u64;
                     report.batches += group.len() as u64;
-                    report.readings += group
-                        .iter()
-                        .map(|it| it.raw.samples.len() as u64)
-                        .sum::<u64>();
+                    report.readings += group_readings as u64;
                     for it in &group {
                         let b = &it.raw;
                         self.board.observe(b);
                         log_batch(b);
-                        if let Some(f) = &self.on_commit {
+                        for f in &self.on_commit {
                             f(b);
                         }
                     }
-                    retry_delay = Duration::from_millis(200);
+                    retry_delay = RETRY_MIN;
                     self.wake.notify_one();
                     self.run_interlocks();
                 }
-                Ok((group, ex, Err(e))) => {
+                Ok((group, Err(e))) => {
                     report.commit_errors += 1;
-                    tracing::error!(
-                        "store commit failed, {} batches kept in memory and retried: {e}",
-                        group.len()
-                    );
-                    // Put them back in front, keep memory bounded (oldest dropped, counted).
-                    let mut back = group;
-                    back.append(&mut queue);
-                    queue = back;
-                    extra = ex;
-                    if queue.len() > MAX_BACKLOG {
-                        let n = queue.len() - MAX_BACKLOG;
-                        queue.drain(..n);
-                        report.dropped_batches += n as u64;
-                        extra.push((
-                            EntryKind::Event,
-                            serde_json::json!({
-                                "event": "data_loss",
-                                "reason": "store unavailable, memory buffer full",
-                                "batches": n,
-                            }),
-                        ));
+                    let text = e.to_string();
+                    if !failing || text != held.last_error {
                         tracing::error!(
-                            "store unavailable: dropped {n} oldest batches from memory"
+                            "store commit failed, {} batches held in memory (bound {} readings) and retried: {text}",
+                            group.len() + held.queue.len(),
+                            self.memory_readings
                         );
                     }
-                    tokio::time::sleep(retry_delay).await;
-                    retry_delay = (retry_delay * 2).min(Duration::from_secs(10));
+                    failing = true;
+                    held.last_error = text;
+                    // Back in front, in order; the memory bound applies to them too.
+                    held.readings += group_readings;
+                    for it in group.into_iter().rev() {
+                        held.queue.push_front(it);
+                    }
+                    held.loss.merge(loss);
+                    // The commit that was running while batches were dropped says why.
+                    held.loss.error.clone_from(&held.last_error);
+                    while held.readings > self.memory_readings && held.queue.len() > 1 {
+                        if let Some(old) = held.queue.pop_front() {
+                            held.readings -= old.raw.samples.len();
+                            held.loss.add(&old.raw, &held.last_error);
+                            held.dropped_batches += 1;
+                            held.dropped_readings += old.raw.samples.len() as u64;
+                        }
+                    }
+                    if last_limits.elapsed() >= LIMITS_AFTER_FAILURE_EVERY {
+                        last_limits = Instant::now() - LIMITS_EVERY;
+                    }
+                    // Wait before retrying, still receiving.
+                    let sleep = tokio::time::sleep(retry_delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            b = self.rx.recv(), if open => match b {
+                                Some(b) => self.hold(b, &mut held),
+                                None => open = false,
+                            },
+                            _ = self.give_up.cancelled(), if !open => break,
+                        }
+                    }
+                    retry_delay = (retry_delay * 2).min(RETRY_MAX);
                 }
                 Err(join) => {
                     tracing::error!("store commit task failed: {join}");
+                    failing = true;
                 }
             }
             if last_limits.elapsed() >= LIMITS_EVERY {
                 last_limits = Instant::now();
-                let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.enforce_limits(SystemTime::now()))
-                    .await
-                {
-                    Ok(Ok(ev)) => {
-                        if ev.dropped_unsent > 0 || ev.expired_history > 0 {
-                            tracing::warn!(
-                                dropped_unsent = ev.dropped_unsent,
-                                expired_history = ev.expired_history,
-                                bytes_before = ev.bytes_before,
-                                bytes_after = ev.bytes_after,
-                                "store bounds enforced"
-                            );
-                            self.wake.notify_one();
-                        }
-                    }
-                    Ok(Err(e)) => tracing::error!("store bounds could not be enforced: {e}"),
-                    Err(e) => tracing::error!("store bounds task failed: {e}"),
-                }
+                self.enforce_limits().await;
             }
         }
+        report.dropped_batches = held.dropped_batches;
+        report.dropped_readings = held.dropped_readings;
+        report.uncommitted_batches = held.queue.len() as u64;
+        report.uncommitted_readings = held.readings as u64;
+        if report.uncommitted_batches > 0 || held.loss.batches > 0 {
+            tracing::error!(
+                uncommitted_batches = report.uncommitted_batches,
+                uncommitted_readings = report.uncommitted_readings,
+                dropped_batches = report.dropped_batches,
+                last_error = %held.last_error,
+                "the store could not commit {} batches ({} readings) before shutdown: they are lost",
+                report.uncommitted_batches,
+                report.uncommitted_readings
+            );
+        }
         report
+    }
+
+    async fn enforce_limits(&self) {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.enforce_limits(SystemTime::now())).await {
+            Ok(Ok(ev)) => {
+                if ev.dropped_unsent > 0 || ev.expired_history > 0 {
+                    tracing::warn!(
+                        dropped_unsent = ev.dropped_unsent,
+                        expired_history = ev.expired_history,
+                        bytes_before = ev.bytes_before,
+                        bytes_after = ev.bytes_after,
+                        "store bounds enforced"
+                    );
+                    self.wake.notify_one();
+                }
+            }
+            Ok(Err(e)) => tracing::error!("store bounds could not be enforced: {e}"),
+            Err(e) => tracing::error!("store bounds task failed: {e}"),
+        }
+    }
+}
+
+/// What the consumer holds between the channel and a successful commit.
+#[derive(Default)]
+struct Held {
+    queue: VecDeque<Item>,
+    readings: usize,
+    loss: Loss,
+    last_error: String,
+    dropped_batches: u64,
+    dropped_readings: u64,
+}
+
+/// One transaction for a group: history, outbox entries, events and alarm transitions.
+fn commit_group(
+    store: &Store,
+    alarms: Option<&AlarmService>,
+    group: &[Item],
+    ex: &[(EntryKind, serde_json::Value)],
+) -> Result<usize, crate::store::StoreError> {
+    let mut history = Vec::new();
+    let mut outbox = Vec::with_capacity(group.len());
+    for it in group {
+        if it.history_only {
+            history.push(it.raw.clone());
+        } else {
+            outbox.push(it.raw.clone());
+        }
+        if let Some(o) = &it.report {
+            outbox.push(o.clone());
+        }
+    }
+    // The alarm rules judge every raw batch; when nothing was routed to history or reported,
+    // that is exactly `outbox` (the usual case: no second copy).
+    let rerouted = !history.is_empty() || group.iter().any(|it| it.report.is_some());
+    let raw: Vec<SampleBatch> = if rerouted {
+        group.iter().map(|it| it.raw.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let raw = if rerouted { &raw[..] } else { &outbox[..] };
+    let stamp = ClockStamp::now();
+    match alarms {
+        Some(a) => a
+            .commit_routed(raw, &history, &outbox, ex, &stamp)
+            .map(|(_, n)| n),
+        None => store
+            .commit_routed(&history, &outbox, ex, &stamp)
+            .map(|_| 0),
     }
 }
 

@@ -1,9 +1,583 @@
-//! The gateway runtime: composition of store, alarms, reporter, bus tasks, consumer,
-//! interlocks, forwarder, status socket and watchdog.
+//! The gateway runtime: the one composition of the daemon. `Gateway::start` builds it from a
+//! validated `Config` (store, alarm service, reporter, interlocks, bus tasks, consumer,
+//! forwarder, status socket, watchdog); `Gateway::apply` is the only way to change the running
+//! configuration (SIGHUP after a local edit now, MQTT pushes later); `Gateway::shutdown` stops
+//! it in order (pollers, then the consumer commits what was read, then the forwarder gets a
+//! moment to deliver it). `gasdtu run` and `gasdtu demo` are thin callers of this module.
+//!
+//! Sub-modules: `consumer` (sample channel -> store), `alarms` (the alarm engine bound to the
+//! store), `interlocks` (alarm actions through the bus tasks), `systemd` (notify, watchdog,
+//! signals, STATUS line), `status_socket` (device board and the unix socket of `gasdtu
+//! status`). Never does Modbus or MQTT itself and never touches SQLite on an async worker
+//! thread: every store call is a blocking task or an O(1) counter read.
 
 pub mod alarms;
 #[cfg(test)]
 mod alarms_tests;
 pub mod consumer;
+pub mod interlocks;
 pub mod status_socket;
 pub mod systemd;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::modbus::Acquisition;
+use crate::model::SampleBatch;
+use crate::outbox::EntryKind;
+use crate::report::Reporter;
+use crate::store::{ClockStamp, Store, StoreError};
+use crate::uplink::{Forwarder, LinkState, LinkStatus};
+use alarms::AlarmService;
+use consumer::{CommitHook, Consumer, ConsumerReport};
+use interlocks::{Interlocks, Writers};
+use status_socket::{DeviceBoard, StatusServer};
+use systemd::{status_line, LinkFacts, Notifier, Progress, StatusFacts, Watchdog};
+
+/// How long a clean shutdown waits for a connected uplink to drain what is pending.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// How long a bus task may take to finish its transaction when asked to stop.
+const BUS_STOP_GRACE: Duration = Duration::from_secs(10);
+/// After the pollers stopped, how long the consumer keeps retrying a failing store before it
+/// gives up and reports what it could not commit (systemd's TimeoutStopSec is 30 s).
+pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(8);
+
+/// How the runtime is embedded: what differs between `run`, `demo` and tests.
+pub struct Options {
+    /// Where the config came from (shown by `gasdtu status`).
+    pub config_path: Option<PathBuf>,
+    /// Poll every device once right away instead of waiting for its first aligned slot.
+    pub poll_now: bool,
+    /// The unix socket of `gasdtu status` (None: no socket).
+    pub socket: Option<PathBuf>,
+    /// The service manager (a no-op outside systemd).
+    pub notifier: Notifier,
+    /// Called for every committed batch (the demo's live view).
+    pub observers: Vec<CommitHook>,
+    /// Readings held in memory while the store fails.
+    pub memory_readings: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            config_path: None,
+            poll_now: false,
+            socket: None,
+            notifier: Notifier::from_env(),
+            observers: Vec::new(),
+            memory_readings: consumer::MEMORY_READINGS,
+        }
+    }
+}
+
+/// Why the runtime could not start (nothing is left running).
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[source] StoreError),
+    #[error("cannot load the alarm state: {0}")]
+    Alarms(#[source] StoreError),
+    #[error("{0} task failed: {1}")]
+    Task(&'static str, String),
+}
+
+/// What `apply` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The new config equals the running one: nothing was touched.
+    Unchanged,
+    /// The new config runs.
+    Changed {
+        devices: usize,
+        buses: usize,
+        /// Settings that take effect only at the next restart.
+        restart_needed: Vec<String>,
+    },
+}
+
+/// What `shutdown` saw.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownReport {
+    pub consumer: ConsumerReport,
+    /// Readings still waiting in the outbox when the forwarder stopped.
+    pub pending_readings: u64,
+}
+
+/// Numbers the status socket and the STATUS= line read while the runtime changes underneath.
+#[derive(Default)]
+struct Live {
+    devices: AtomicUsize,
+    has_uplink: AtomicBool,
+}
+
+/// The running daemon.
+pub struct Gateway {
+    cfg: Config,
+    poll_now: bool,
+    notifier: Notifier,
+    store: Arc<Store>,
+    alarms: AlarmService,
+    reporter: Arc<Mutex<Reporter>>,
+    interlocks: Arc<Mutex<Interlocks>>,
+    writers: Writers,
+    tx: mpsc::Sender<SampleBatch>,
+    acq_stop: CancellationToken,
+    acq: Acquisition,
+    consumer: JoinHandle<ConsumerReport>,
+    give_up: CancellationToken,
+    forwarder: Option<(CancellationToken, JoinHandle<()>)>,
+    link_tx: Arc<watch::Sender<LinkStatus>>,
+    link_rx: watch::Receiver<LinkStatus>,
+    board: DeviceBoard,
+    progress: Progress,
+    wake: Arc<Notify>,
+    live: Arc<Live>,
+    side_stop: CancellationToken,
+    side_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Open the store and start everything for `cfg`. READY=1 is the caller's (after this
+    /// returned Ok).
+    pub async fn start(cfg: Config, opts: Options) -> Result<Gateway, StartError> {
+        // The store first: a reading is committed before anything else sees it.
+        let state_dir = cfg.gateway.state_dir.clone();
+        let store_cfg = cfg.store.clone();
+        let (store, events) =
+            tokio::task::spawn_blocking(move || Store::open(&state_dir, &store_cfg))
+                .await
+                .map_err(|e| StartError::Task("store open", e.to_string()))?
+                .map_err(StartError::Store)?;
+        for e in &events {
+            tracing::warn!("store: {}", e.to_json());
+        }
+        let store = Arc::new(store);
+
+        // Alarm rules and their persisted state (active alarms survive a restart).
+        let (s, rules) = (store.clone(), cfg.alarms.clone());
+        let alarms = tokio::task::spawn_blocking(move || AlarmService::open(rules, s))
+            .await
+            .map_err(|e| StartError::Task("alarm state", e.to_string()))?
+            .map_err(StartError::Alarms)?;
+
+        let progress = Progress::for_config(&cfg);
+        let (tx, rx) = mpsc::channel(crate::modbus::CHANNEL_BATCHES);
+        let acq_stop = CancellationToken::new();
+        let acq = crate::modbus::start_with(&cfg, &acq_stop, opts.poll_now, &tx);
+        let writers: Writers = Arc::new(Mutex::new(acq.writers.clone()));
+        let interlocks = Arc::new(Mutex::new(Interlocks::new(&cfg)));
+        tracing::info!(
+            gateway = %cfg.gateway.id,
+            state = %cfg.gateway.state_dir.display(),
+            buses = acq.tasks.len(),
+            devices = acq.devices,
+            reads_per_cycle = acq.reads_per_cycle,
+            uplink = cfg.uplink.as_ref().map(|u| format!("{}:{}", u.host, u.port)).unwrap_or_else(|| "none".into()),
+            "gasdtu running"
+        );
+
+        let board = DeviceBoard::default();
+        let wake = Arc::new(Notify::new());
+        let reporter = Arc::new(Mutex::new(Reporter::new(&cfg)));
+        let give_up = CancellationToken::new();
+        let mut consumer = Consumer::new(rx, store.clone(), wake.clone(), board.clone())
+            .with_reporter(reporter.clone())
+            .with_alarms(alarms.clone())
+            .with_interlocks(interlocks.clone(), writers.clone())
+            .with_memory_bound(opts.memory_readings)
+            .give_up_on(give_up.clone())
+            .with_startup_event(serde_json::json!({
+                "event": "started",
+                "version": env!("CARGO_PKG_VERSION"),
+                "devices": acq.devices,
+            }));
+        // The watchdog's beat: a bus counts as alive only once its batch is committed.
+        let beat = progress.clone();
+        consumer = consumer.on_commit(Arc::new(move |b: &SampleBatch| beat.tick_poll(&b.bus)));
+        for o in opts.observers {
+            consumer = consumer.on_commit(o);
+        }
+        let consumer = tokio::spawn(consumer.run());
+
+        let (link_tx, link_rx) = watch::channel(LinkStatus::default());
+        let live = Arc::new(Live {
+            devices: AtomicUsize::new(acq.devices),
+            has_uplink: AtomicBool::new(cfg.uplink.is_some()),
+        });
+        let mut gw = Gateway {
+            cfg,
+            poll_now: opts.poll_now,
+            notifier: opts.notifier,
+            store,
+            alarms,
+            reporter,
+            interlocks,
+            writers,
+            tx,
+            acq_stop,
+            acq,
+            consumer,
+            give_up,
+            forwarder: None,
+            link_tx: Arc::new(link_tx),
+            link_rx,
+            board,
+            progress,
+            wake,
+            live,
+            side_stop: CancellationToken::new(),
+            side_tasks: Vec::new(),
+        };
+        gw.forwarder = gw.start_forwarder();
+        if gw.forwarder.is_none() {
+            tracing::warn!("no [uplink] section: readings are buffered in the store only");
+        }
+        if let Some(path) = &opts.socket {
+            gw.start_status_socket(path, opts.config_path.as_ref())
+                .await;
+        }
+        gw.start_watchdog();
+        Ok(gw)
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn board(&self) -> &DeviceBoard {
+        &self.board
+    }
+
+    pub fn alarms(&self) -> &AlarmService {
+        &self.alarms
+    }
+
+    /// The uplink's state as the forwarder reports it.
+    pub fn link(&self) -> watch::Receiver<LinkStatus> {
+        self.link_rx.clone()
+    }
+
+    /// Enabled devices being polled, and bus tasks running.
+    pub fn polling(&self) -> (usize, usize) {
+        (self.acq.devices, self.acq.tasks.len())
+    }
+
+    /// Reads per cycle of the running plan.
+    pub fn reads_per_cycle(&self) -> usize {
+        self.acq.reads_per_cycle
+    }
+
+    /// Make `new` the running config. The only way to change what runs: a SIGHUP after a
+    /// local edit and a pushed config take this path. The caller validated `new` (with the
+    /// code of `gasdtu check`); `source` says where it came from (`file`, `mqtt`) in the
+    /// `config_applied` event.
+    pub async fn apply(&mut self, new: Config, source: &str) -> Applied {
+        if new == self.cfg {
+            return Applied::Unchanged;
+        }
+        // A new generation of bus tasks into the same consumer: the old ones finish their
+        // transaction and stop first (one owner per port).
+        self.stop_buses().await;
+        let mut restart_needed = Vec::new();
+        if new.store != self.cfg.store || new.gateway.state_dir != self.cfg.gateway.state_dir {
+            restart_needed.push("[store] and gateway.state_dir".to_string());
+            tracing::warn!(
+                "reload: [store] and gateway.state_dir changes take effect at the next restart"
+            );
+        }
+        if new.alarms != self.cfg.alarms {
+            let a = self.alarms.clone();
+            let rules = new.alarms.clone();
+            match tokio::task::spawn_blocking(move || a.reconfigure(rules)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(rules = new.alarms.len(), "reload: alarm rules applied")
+                }
+                Ok(Err(e)) => tracing::error!("reload: alarm rules not applied: {e}"),
+                Err(e) => tracing::error!("reload: alarm task failed: {e}"),
+            }
+        }
+        lock(&self.interlocks).reconfigure(&new);
+        let uplink_changed = new.uplink != self.cfg.uplink || new.gateway.id != self.cfg.gateway.id;
+        self.cfg = new;
+        if uplink_changed {
+            if let Some((stop, task)) = self.forwarder.take() {
+                stop.cancel();
+                let _ = task.await;
+            }
+            self.forwarder = self.start_forwarder();
+            self.live
+                .has_uplink
+                .store(self.cfg.uplink.is_some(), Ordering::Relaxed);
+        }
+        self.acq_stop = CancellationToken::new();
+        self.acq = crate::modbus::start_with(&self.cfg, &self.acq_stop, self.poll_now, &self.tx);
+        *lock(&self.writers) = self.acq.writers.clone();
+        self.live.devices.store(self.acq.devices, Ordering::Relaxed);
+        self.progress.reconfigure(&self.cfg);
+        // Devices removed or disabled leave the board (and `status`, and the STATUS line).
+        self.board.retain(
+            self.cfg
+                .devices
+                .iter()
+                .filter(|d| d.enabled)
+                .map(|d| d.name.as_str()),
+        );
+        // Report windows restart with the new settings (raw readings of the open window are in
+        // the history either way).
+        *lock(&self.reporter) = Reporter::new(&self.cfg);
+        let ev = serde_json::json!({
+            "event": "config_applied",
+            "source": source,
+            "devices": self.acq.devices,
+        });
+        self.record_event(ev).await;
+        tracing::info!(
+            source,
+            devices = self.acq.devices,
+            buses = self.acq.tasks.len(),
+            "new config applied"
+        );
+        Applied::Changed {
+            devices: self.acq.devices,
+            buses: self.acq.tasks.len(),
+            restart_needed,
+        }
+    }
+
+    /// Stop in order: pollers, then the consumer commits what was read (giving up on a failing
+    /// store after `COMMIT_GIVE_UP`), then a connected uplink gets `FLUSH_GRACE` to deliver it.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.notifier.stopping();
+        tracing::info!("shutdown requested: stopping the pollers");
+        self.stop_buses().await;
+        lock(&self.writers).clear();
+        let Gateway {
+            tx,
+            consumer,
+            give_up,
+            forwarder,
+            link_rx,
+            store,
+            side_stop,
+            side_tasks,
+            ..
+        } = self;
+        drop(tx);
+        let timer = {
+            let give_up = give_up.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(COMMIT_GIVE_UP).await;
+                give_up.cancel();
+            })
+        };
+        // Every batch read so far is committed before we go on (or given up on, and counted).
+        let consumer = match consumer.await {
+            Ok(r) => {
+                tracing::info!(
+                    batches = r.batches,
+                    readings = r.readings,
+                    commits = r.commits,
+                    commit_errors = r.commit_errors,
+                    alarm_transitions = r.alarm_transitions,
+                    dropped_batches = r.dropped_batches,
+                    uncommitted_batches = r.uncommitted_batches,
+                    "store consumer finished"
+                );
+                r
+            }
+            Err(e) => {
+                tracing::error!("store consumer failed: {e}");
+                ConsumerReport::default()
+            }
+        };
+        timer.abort();
+        let pending = || store.stats().map(|s| s.pending_readings).unwrap_or(0);
+        if let Some((stop, task)) = forwarder {
+            // Give a connected uplink a moment to deliver what was just committed.
+            let deadline = tokio::time::Instant::now() + FLUSH_GRACE;
+            while tokio::time::Instant::now() < deadline
+                && matches!(link_rx.borrow().state, LinkState::Connected)
+                && pending() > 0
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stop.cancel();
+            let _ = task.await;
+        }
+        side_stop.cancel();
+        for t in side_tasks {
+            // The status server removes its socket file on the way out.
+            let _ = t.await;
+        }
+        tracing::info!("gasdtu stopped");
+        ShutdownReport {
+            consumer,
+            pending_readings: pending(),
+        }
+    }
+
+    async fn stop_buses(&mut self) {
+        self.acq_stop.cancel();
+        for t in self.acq.tasks.drain(..) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(BUS_STOP_GRACE, t).await.is_err() {
+                tracing::error!("a bus task did not stop within {BUS_STOP_GRACE:?}: aborted");
+                abort.abort();
+            }
+        }
+    }
+
+    /// Commit a gateway event (blocking task) and wake the forwarder.
+    async fn record_event(&self, ev: serde_json::Value) {
+        let st = self.store.clone();
+        match tokio::task::spawn_blocking(move || {
+            st.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
+        })
+        .await
+        {
+            Ok(Ok(_)) => self.wake.notify_one(),
+            Ok(Err(e)) => tracing::error!("cannot record the event: {e}"),
+            Err(e) => tracing::error!("event task failed: {e}"),
+        }
+    }
+
+    fn start_forwarder(&self) -> Option<(CancellationToken, JoinHandle<()>)> {
+        let up = self.cfg.uplink.clone()?;
+        let stop = CancellationToken::new();
+        let progress = self.progress.clone();
+        let link_tx = self.link_tx.clone();
+        let (fwd_tx, mut fwd_rx) = watch::channel(LinkStatus::default());
+        // Mirror this generation's status into the daemon-wide channel.
+        tokio::spawn(async move {
+            while fwd_rx.changed().await.is_ok() {
+                let s = fwd_rx.borrow().clone();
+                link_tx.send_replace(s);
+            }
+        });
+        let fwd = Forwarder::new(
+            up,
+            &self.cfg.gateway.id,
+            self.store.clone(),
+            self.wake.clone(),
+            fwd_tx,
+        )
+        .with_heartbeat(Arc::new(move || progress.tick_uplink()));
+        Some((stop.clone(), tokio::spawn(fwd.run(stop))))
+    }
+
+    async fn start_status_socket(&mut self, path: &std::path::Path, config: Option<&PathBuf>) {
+        let started_ms = crate::time::now_ms();
+        let provider = {
+            let board = self.board.clone();
+            let store = self.store.clone();
+            let link_rx = self.link_rx.clone();
+            let live = self.live.clone();
+            let alarms = self.alarms.clone();
+            let id = self.cfg.gateway.id.clone();
+            let config_path = config.map(|p| p.display().to_string());
+            Arc::new(move || {
+                // O(1): counters, no SQLite call on the async worker.
+                let buffer = match store.stats() {
+                    Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
+                    Err(e) => serde_json::json!({"error": e.to_string()}),
+                };
+                let link = if live.has_uplink.load(Ordering::Relaxed) {
+                    link_json(&link_rx.borrow())
+                } else {
+                    serde_json::json!({"state": "no uplink configured"})
+                };
+                serde_json::json!({
+                    "gateway": {"id": id, "started_ms": started_ms, "config": config_path},
+                    "devices": board.snapshot(),
+                    "alarms": alarms.active(),
+                    "buffer": buffer,
+                    "link": link,
+                })
+            })
+        };
+        match StatusServer::bind(path, provider).await {
+            Ok(server) => {
+                // `ack <occurrence> [by]`: the internal acknowledge operation (docs/alarms.md).
+                let alarms = self.alarms.clone();
+                let server = server.with_handler(Arc::new(move |line: &str| {
+                    line.starts_with("ack ").then(|| alarms.ack_request(line))
+                }));
+                self.side_tasks
+                    .push(tokio::spawn(server.run(self.side_stop.clone())));
+            }
+            // The daemon keeps polling without it: losing `gasdtu status` must not lose data.
+            Err(e) => tracing::error!("status socket unavailable: {e}"),
+        }
+    }
+
+    /// The STATUS= line and the watchdog, which pings only while buses and the forwarder
+    /// make progress.
+    fn start_watchdog(&mut self) {
+        let board = self.board.clone();
+        let store = self.store.clone();
+        let link_rx = self.link_rx.clone();
+        let live = self.live.clone();
+        let watchdog =
+            Watchdog::new(self.notifier.clone(), self.progress.clone()).with_status(move || {
+                let mut facts =
+                    StatusFacts::from_board(&board, live.devices.load(Ordering::Relaxed));
+                facts.backlog = store.stats().ok().map(|s| s.pending_readings);
+                if live.has_uplink.load(Ordering::Relaxed) {
+                    facts.link = link_facts(&link_rx.borrow());
+                }
+                status_line(&facts)
+            });
+        self.side_tasks
+            .push(tokio::spawn(watchdog.run(self.side_stop.clone())));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn link_facts(l: &LinkStatus) -> Option<LinkFacts> {
+    match &l.state {
+        LinkState::Connected => Some(LinkFacts::Up),
+        LinkState::Down { since_ms, .. } => Some(LinkFacts::Down(Duration::from_millis(
+            (crate::time::now_ms() - since_ms).max(0) as u64,
+        ))),
+        LinkState::Connecting => None,
+    }
+}
+
+fn link_json(l: &LinkStatus) -> serde_json::Value {
+    let (state, since, err) = match &l.state {
+        LinkState::Connecting => ("connecting", None, None),
+        LinkState::Connected => ("connected", None, None),
+        LinkState::Down {
+            since_ms,
+            last_error,
+        } => ("down", Some(*since_ms), Some(last_error.clone())),
+    };
+    serde_json::json!({
+        "state": state,
+        "down_since_ms": since,
+        "error": err,
+        "last_error": l.last_error,
+        "last_publish_ms": l.last_publish_ms,
+        "last_ack_ms": l.last_ack_ms,
+        "published": l.published,
+        "acked": l.acked,
+        "reconnects": l.reconnects,
+    })
+}

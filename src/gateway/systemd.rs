@@ -2,7 +2,7 @@
 //! over `NOTIFY_SOCKET`), the `Progress` board that the sample consumer and the forwarder tick,
 //! the `Watchdog` task that pings only while every watched part makes progress and keeps the
 //! STATUS= line current, the pure `status_line` that says what the daemon is doing, and the
-//! SIGHUP reload helpers (`Hangups`, `try_reload`). Without `NOTIFY_SOCKET` (run by hand) every
+//! signals (`Signals`, installed once) and the reload check (`try_reload`). Without `NOTIFY_SOCKET` (run by hand) every
 //! notification is a no-op, so `gasdtu run` behaves the same outside systemd.
 
 use std::path::Path;
@@ -29,25 +29,39 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(5);
 pub struct Notifier {
     /// Explicit socket (tests); None: `NOTIFY_SOCKET` through the sd-notify crate.
     socket: Option<std::path::PathBuf>,
+    /// Never send (`disabled`).
+    disabled: bool,
 }
 
 impl Notifier {
     /// The notifier of this process. Reads `NOTIFY_SOCKET` at each send, so it is a no-op when
     /// the variable is absent (run from a shell, in tests without a socket).
     pub fn from_env() -> Notifier {
-        Notifier { socket: None }
+        Notifier {
+            socket: None,
+            disabled: false,
+        }
+    }
+
+    /// A notifier that never sends (the demo and in-process tests: not the service).
+    pub fn disabled() -> Notifier {
+        Notifier {
+            socket: None,
+            disabled: true,
+        }
     }
 
     /// A notifier that sends to this datagram socket whatever the environment says.
     pub fn to_socket(path: impl Into<std::path::PathBuf>) -> Notifier {
         Notifier {
             socket: Some(path.into()),
+            disabled: false,
         }
     }
 
     /// Is a service manager listening (`NOTIFY_SOCKET` set)?
     pub fn active(&self) -> bool {
-        self.socket.is_some() || std::env::var_os("NOTIFY_SOCKET").is_some()
+        !self.disabled && (self.socket.is_some() || std::env::var_os("NOTIFY_SOCKET").is_some())
     }
 
     /// READY=1: config loaded, store open, pollers running. Also after a reload.
@@ -78,6 +92,9 @@ impl Notifier {
     /// The watchdog timeout systemd asked for (`WATCHDOG_USEC`, for this process per
     /// `WATCHDOG_PID`), or None when the watchdog is off.
     pub fn watchdog_enabled(&self) -> Option<Duration> {
+        if self.disabled {
+            return None;
+        }
         let mut usec = 0u64;
         if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
             Some(Duration::from_micros(usec))
@@ -87,6 +104,9 @@ impl Notifier {
     }
 
     fn send(&self, state: &[NotifyState], what: &str) {
+        if self.disabled {
+            return;
+        }
         let sent = match &self.socket {
             None => sd_notify::notify(false, state),
             Some(path) => {
@@ -538,38 +558,69 @@ pub fn human_duration(d: Duration) -> String {
 // ---------------------------------------------------------------------------------------------
 // SIGHUP reload
 
-/// SIGHUP deliveries. Create it before READY=1: until a handler is installed, SIGHUP's default
-/// action terminates the process, and `systemctl reload` would kill the daemon.
-pub struct Hangups {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+/// What a signal asks the daemon to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalAsk {
+    /// SIGTERM or SIGINT: stop.
+    Stop,
+    /// SIGHUP: reload the config file.
+    Reload,
 }
 
-impl Hangups {
-    /// Install the SIGHUP handler (needs a tokio runtime).
-    pub fn install() -> std::io::Result<Hangups> {
+/// SIGTERM, SIGINT and SIGHUP, installed ONCE for the life of the process, so a signal that
+/// arrives while the daemon is busy (a SIGTERM during a reload) is kept and seen next, never
+/// lost. Install it before READY=1: until a handler is installed, SIGHUP's default action
+/// terminates the process, and `systemctl reload` would kill the daemon.
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Install the handlers (needs a tokio runtime).
+    pub fn install() -> std::io::Result<Signals> {
         #[cfg(unix)]
         {
-            Ok(Hangups {
-                signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
         {
-            Ok(Hangups {})
+            Ok(Signals {})
         }
     }
 
-    /// Resolves at the next SIGHUP (several pending ones coalesce into one).
-    pub async fn recv(&mut self) -> Option<()> {
+    /// The next signal. A stop wins over a reload delivered at the same time; several pending
+    /// SIGHUPs coalesce into one reload.
+    pub async fn next(&mut self) -> SignalAsk {
         #[cfg(unix)]
         {
-            self.signal.recv().await
+            tokio::select! {
+                biased;
+                Some(()) = self.term.recv() => SignalAsk::Stop,
+                Some(()) = self.int.recv() => SignalAsk::Stop,
+                Some(()) = self.hup.recv() => SignalAsk::Reload,
+                else => std::future::pending().await,
+            }
         }
         #[cfg(not(unix))]
         {
-            std::future::pending().await
+            let _ = tokio::signal::ctrl_c().await;
+            SignalAsk::Stop
         }
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT (SIGHUPs are ignored: for `demo`).
+    pub async fn stop(&mut self) {
+        while self.next().await != SignalAsk::Stop {}
     }
 }
 

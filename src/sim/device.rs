@@ -48,6 +48,8 @@ pub struct SimDevice {
     discrete: BTreeMap<u16, bool>,
     input: BTreeMap<u16, u16>,
     holding: BTreeMap<u16, u16>,
+    /// Requests answered so far (tests: "is the master still polling?").
+    requests: u64,
 }
 
 impl SimDevice {
@@ -68,6 +70,7 @@ impl SimDevice {
             computed,
             model: ValueModel::new(unit as u64, epoch_secs(SystemTime::now())),
             pins: HashMap::new(),
+            requests: 0,
             coils: BTreeMap::new(),
             discrete: BTreeMap::new(),
             input: BTreeMap::new(),
@@ -283,7 +286,13 @@ impl SimDevice {
     }
 
     /// Answer a decoded request at `now`.
+    /// How many requests this device has answered.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
     pub fn answer(&mut self, req: &Request, now: SystemTime) -> Response {
+        self.requests += 1;
         let function = req.function();
         let exception = |code| Response::Exception { function, code };
         let past_end = |address: u16, n: usize| address as usize + n > 65_536;
