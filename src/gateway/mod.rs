@@ -4,6 +4,7 @@
 pub mod alarms;
 #[cfg(test)]
 mod alarms_tests;
+pub mod bus_proxy;
 pub mod consumer;
 pub mod status_socket;
 pub mod systemd;
