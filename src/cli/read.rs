@@ -1,16 +1,16 @@
 //! `gasdtu read`: one-shot read of registers or bits from one unit, decoded with the daemon's
 //! own codec and printed as a table (like mbpoll, but showing engineering values) or as JSON
 //! lines. Also owns the value options shared with `gasdtu write` (`ValueArgs`: type, bit,
-//! length, order, scale, offset) and the way values are shown. Exit 0 ok, 1 when the read
+//! length, order, scale, offset) and the way values are shown. The read goes through the
+//! running daemon when it owns the bus (see `busargs::BusClient`). Exit 0 ok, 1 when the read
 //! fails or an item cannot be decoded, 2 on bad arguments.
 
 use std::time::Duration;
 
-use crate::modbus::link::Link;
 use crate::modbus::registers;
 use crate::model::{DataType, Table, Value, WordOrder};
 
-use super::busargs::BusArgs;
+use super::busargs::{BusArgs, BusClient};
 use super::Global;
 
 /// The four Modbus tables, as typed on the command line.
@@ -392,31 +392,30 @@ pub async fn run(args: ReadArgs, global: &Global) -> anyhow::Result<u8> {
             return Ok(2);
         }
     };
-    let bus = match args.bus.to_bus_config(Duration::from_secs(1)) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gasdtu read: {e}");
-            return Ok(2);
-        }
+    let mut client = match BusClient::open(&args.bus, global, Duration::from_secs(1), "read").await
+    {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
-    let mut link = Link::new(bus);
-    let regs = match link
+    let what = format!("{} {} (count {})", plan.table, plan.address, plan.count);
+    let failed = |e: &dyn std::fmt::Display| {
+        if args.json {
+            let line = serde_json::json!({
+                "unit": args.unit, "table": plan.table.to_string(), "address": plan.address,
+                "count": plan.count, "error": e.to_string(),
+            });
+            emit(&format!("{line}\n"));
+        }
+        eprintln!("gasdtu read: unit {}: {e}, reading {what}", args.unit);
+        Ok(1)
+    };
+    let regs = match client
         .read(args.unit, plan.table, plan.address, plan.count)
         .await
     {
-        Ok(r) => r,
-        Err(e) => {
-            let what = format!("{} {} (count {})", plan.table, plan.address, plan.count);
-            if args.json {
-                let line = serde_json::json!({
-                    "unit": args.unit, "table": plan.table.to_string(), "address": plan.address,
-                    "count": plan.count, "error": e.to_string(),
-                });
-                emit(&format!("{line}\n"));
-            }
-            eprintln!("gasdtu read: unit {}: {e}, reading {what}", args.unit);
-            return Ok(1);
-        }
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return failed(&e),
+        Err(e) => return failed(&e),
     };
     let items = decode_items(&plan, &args.value, &regs);
     let (text, failed) = if args.json {

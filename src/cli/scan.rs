@@ -2,18 +2,19 @@
 //! short read (holding register 0 by default); a normal reply or a Modbus exception both mean
 //! a device is there, a garbled reply hints at wrong line settings. Shows an indicatif
 //! progress bar on stderr when stderr is a terminal, prints each responding unit as it is
-//! found, then the list and a summary. Exit 0 if any unit answered, 1 if none, 2 on bad
-//! arguments.
+//! found, then the list and a summary. When the running daemon owns the bus, each probe is
+//! one request to its bus task (interleaved with its polling, with the bus's own timeout and
+//! retries). Exit 0 if any unit answered, 1 if none, 2 on bad arguments.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::modbus::link::{Link, TxError};
+use crate::modbus::link::TxError;
 use crate::model::Table;
 
-use super::busargs::BusArgs;
+use super::busargs::{BusArgs, BusClient};
 use super::read::{emit, show_raw, TableArg};
 use super::Global;
 
@@ -78,17 +79,14 @@ pub async fn run(args: ScanArgs, global: &Global) -> anyhow::Result<u8> {
         );
         return Ok(2);
     }
-    let bus = match args.bus.to_bus_config(Duration::from_millis(200)) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gasdtu scan: {e}");
-            return Ok(2);
-        }
-    };
+    let mut link =
+        match BusClient::open(&args.bus, global, Duration::from_millis(200), "scan").await {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
     let table: Table = args.table.into();
     let total = (args.to - args.from) as u64 + 1;
     let started = Instant::now();
-    let mut link = Link::new(bus);
     let target = link.target();
 
     let bar = ProgressBar::with_draw_target(
@@ -109,13 +107,17 @@ pub async fn run(args: ScanArgs, global: &Global) -> anyhow::Result<u8> {
     let mut garbled: Vec<u8> = Vec::new();
     for unit in args.from..=args.to {
         bar.set_message(format!("{unit}, {} found", answered.len()));
-        let probe = match classify(link.read(unit, table, args.address, 1).await) {
-            Ok(p) => p,
-            Err(e) => {
-                bar.abandon();
-                eprintln!("gasdtu scan: {e} (at unit {unit}); scan stopped");
-                return Ok(1);
-            }
+        let stop = |e: &dyn std::fmt::Display| {
+            bar.abandon();
+            eprintln!("gasdtu scan: {e} (at unit {unit}); scan stopped");
+            Ok(1)
+        };
+        let probe = match link.read(unit, table, args.address, 1).await {
+            Ok(r) => match classify(r) {
+                Ok(p) => p,
+                Err(e) => return stop(&e),
+            },
+            Err(e) => return stop(&e),
         };
         let line = match &probe {
             Probe::Value(v) => Some(format!(

@@ -1,17 +1,17 @@
 //! `gasdtu write`: write one coil or one holding-register value (any codec type, scaled),
 //! after showing the registers that will go on the wire and asking for confirmation (unless
 //! `--yes`; without a terminal on stdin and without `--yes` it refuses). A bit of a register is
-//! written read-modify-write. The value is read back and shown afterwards. Exit 0 written,
-//! 1 Modbus error or declined, 2 bad arguments or refused.
+//! written read-modify-write. The value is read back and shown afterwards. Every transaction
+//! goes through the running daemon when it owns the bus (see `busargs::BusClient`). Exit 0
+//! written, 1 Modbus error or declined, 2 bad arguments or refused.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use crate::modbus::link::Link;
 use crate::modbus::registers;
 use crate::model::{DataType, Table, Value};
 
-use super::busargs::BusArgs;
+use super::busargs::{BusArgs, BusClient};
 use super::read::{emit, show_raw, show_value, ValueArgs};
 use super::Global;
 
@@ -165,20 +165,23 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
             return Ok(2);
         }
     };
-    let bus = match args.bus.to_bus_config(Duration::from_secs(1)) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gasdtu write: {e}");
-            return Ok(2);
-        }
-    };
+    if let (None, Err(e)) = (
+        &args.bus.transport.bus,
+        args.bus.to_bus_config(Duration::from_secs(1)),
+    ) {
+        eprintln!("gasdtu write: {e}");
+        return Ok(2);
+    }
     if !args.yes && !std::io::stdin().is_terminal() {
         eprintln!("gasdtu write: refusing to write without confirmation: stdin is not a terminal (pass --yes)");
         return Ok(2);
     }
     let unit = args.unit;
     let v = &args.value_args;
-    let mut link = Link::new(bus);
+    let mut link = match BusClient::open(&args.bus, global, Duration::from_secs(1), "write").await {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         eprintln!(
             "gasdtu write: unit {unit}: {e}, {what} {} {}",
@@ -198,8 +201,9 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
         ),
         DataType::BitOfRegister(n) => {
             let live = match link.read(unit, plan.table, plan.address, 1).await {
-                Ok(r) if !r.is_empty() => r[0],
-                Ok(_) => return fail("empty reply reading", &"no register"),
+                Ok(Ok(r)) if !r.is_empty() => r[0],
+                Ok(Ok(_)) => return fail("empty reply reading", &"no register"),
+                Ok(Err(e)) => return fail("reading", &e),
                 Err(e) => return fail("reading", &e),
             };
             regs = vec![merge_bit(live, n, plan.regs[0])];
@@ -242,14 +246,16 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
     } else {
         link.write_registers(unit, plan.address, &regs).await
     };
-    if let Err(e) = written {
-        return fail("writing", &e);
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return fail("writing", &e),
+        Err(e) => return fail("writing", &e),
     }
 
     // Read back what the device now holds (it may clamp, round or refuse silently).
     let width = plan.data_type.width();
     match link.read(unit, plan.table, plan.address, width).await {
-        Ok(back) => {
+        Ok(Ok(back)) => {
             let shown = match registers::decode_raw(plan.data_type, v.order(), &back) {
                 Ok(x) => show_value(
                     &registers::scale(x, v.scale, v.offset),
@@ -277,6 +283,7 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
                 );
             }
         }
+        Ok(Err(e)) => eprintln!("gasdtu write: written, but reading it back failed: {e}"),
         Err(e) => eprintln!("gasdtu write: written, but reading it back failed: {e}"),
     }
     Ok(0)

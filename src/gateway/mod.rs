@@ -14,6 +14,7 @@
 pub mod alarms;
 #[cfg(test)]
 mod alarms_tests;
+pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
 pub mod status_socket;

@@ -2,7 +2,11 @@
 //! every device (last read, quality, online) as batches pass by; `StatusServer` answers on a
 //! unix socket (default /run/gasdtu/gasdtu.sock) with one JSON document built by a snapshot
 //! function the daemon composes (devices, buffer, link, sequence); `query` is the client side.
-//! The protocol is one request line (`status`) and one JSON reply line, then close.
+//! The protocol is one request line and one JSON reply line, then close: `status` (or an
+//! empty line), other commands for the daemon's `RequestHandler` (`ack <occ> [by]`), and JSON
+//! requests (a line starting with `{`) for the bus proxy (`gateway::bus_proxy`, the
+//! commissioning CLI through the daemon). A request line is at most 4096 bytes; a longer one
+//! is refused with `{"ok":false,"kind":"too_long",...}` before it is read further.
 
 use crate::time::unix_ms;
 use std::collections::BTreeMap;
@@ -12,13 +16,52 @@ use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use super::bus_proxy::{too_long_reply, unsupported_reply, BusProxy};
 use crate::model::{Quality, SampleBatch};
 
 pub const DEFAULT_SOCKET: &str = "/run/gasdtu/gasdtu.sock";
+
+/// Longest request line the socket reads, in bytes without the newline.
+pub const MAX_REQUEST_LINE: usize = 4096;
+/// Longest reply line `request` accepts (a status document of a large site fits easily).
+const MAX_STATUS_REPLY: usize = 4 * 1024 * 1024;
+
+/// Why a line could not be read.
+#[derive(Debug, Error)]
+pub enum LineError {
+    #[error("line longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("line is not UTF-8")]
+    NotUtf8,
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read one line of at most `max` bytes (without its newline; a last line without newline
+/// counts too; empty at end of input). Never buffers more than `max + 1` bytes.
+pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    rd: &mut R,
+    max: usize,
+) -> Result<String, LineError> {
+    let mut buf = Vec::new();
+    let n = (&mut *rd)
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if n > max {
+        return Err(LineError::TooLong { max });
+    }
+    String::from_utf8(buf).map_err(|_| LineError::NotUtf8)
+}
 
 /// Latest known state of one device.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -134,6 +177,7 @@ pub struct StatusServer {
     listener: UnixListener,
     provider: Provider,
     handler: Option<RequestHandler>,
+    proxy: Option<BusProxy>,
 }
 
 impl StatusServer {
@@ -163,12 +207,20 @@ impl StatusServer {
             listener,
             provider,
             handler: None,
+            proxy: None,
         })
     }
 
     /// Answer other request lines with `handler` (the daemon: `ack <occurrence> [by]`).
     pub fn with_handler(mut self, handler: RequestHandler) -> Self {
         self.handler = Some(handler);
+        self
+    }
+
+    /// Pass JSON bus requests (lines starting with `{`) to `proxy`: the commissioning CLI
+    /// reaches the buses this daemon owns through their bus tasks.
+    pub fn with_bus_proxy(mut self, proxy: BusProxy) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 
@@ -181,36 +233,77 @@ impl StatusServer {
             let Ok((stream, _)) = accepted else { continue };
             let provider = self.provider.clone();
             let handler = self.handler.clone();
+            let proxy = self.proxy.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
-                let mut line = String::new();
                 let mut rd = BufReader::new(rd);
-                let read =
-                    tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await;
-                let reply = match (read, line.trim()) {
-                    (Ok(Ok(_)), "status") | (Ok(Ok(_)), "") => provider(),
-                    (Ok(Ok(_)), other) => {
-                        let unknown = serde_json::json!({"error": format!("unknown request {other:?}; try `status`")});
-                        match handler {
-                            Some(h) => {
-                                let req = other.to_string();
-                                tokio::task::spawn_blocking(move || h(&req))
-                                    .await
-                                    .ok()
-                                    .flatten()
-                                    .unwrap_or(unknown)
-                            }
-                            None => unknown,
-                        }
+                let read = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    read_line_bounded(&mut rd, MAX_REQUEST_LINE),
+                )
+                .await;
+                let mut drain = false;
+                let reply = match read {
+                    Ok(Ok(line)) => answer(line.trim(), &provider, handler, proxy).await,
+                    Ok(Err(LineError::TooLong { .. })) => {
+                        drain = true;
+                        too_long_reply()
                     }
-                    _ => return,
+                    Ok(Err(LineError::NotUtf8)) => serde_json::json!({
+                        "ok": false, "kind": "bad_request", "error": "request line is not UTF-8"
+                    }),
+                    // A peer that vanished or never sent a line gets nothing.
+                    Ok(Err(LineError::Io(_))) | Err(_) => return,
                 };
                 let mut out = reply.to_string();
                 out.push('\n');
                 let _ = wr.write_all(out.as_bytes()).await;
+                if drain {
+                    // Closing with unread input would reset the connection and could destroy
+                    // the reply before the client reads it: discard what the client still
+                    // sends (bounded in bytes and time) before closing.
+                    let _ = wr.shutdown().await;
+                    let mut sink = tokio::io::sink();
+                    let mut rest = (&mut rd).take(1024 * 1024);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        tokio::io::copy(&mut rest, &mut sink),
+                    )
+                    .await;
+                }
             });
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The reply to one request line.
+async fn answer(
+    line: &str,
+    provider: &Provider,
+    handler: Option<RequestHandler>,
+    proxy: Option<BusProxy>,
+) -> serde_json::Value {
+    if line.is_empty() || line == "status" {
+        return provider();
+    }
+    if line.starts_with('{') {
+        return match proxy {
+            Some(p) => p.handle_line(line).await,
+            None => unsupported_reply(),
+        };
+    }
+    let unknown = serde_json::json!({"error": format!("unknown request {line:?}; try `status`")});
+    match handler {
+        Some(h) => {
+            let req = line.to_string();
+            tokio::task::spawn_blocking(move || h(&req))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(unknown)
+        }
+        None => unknown,
     }
 }
 
@@ -235,10 +328,10 @@ pub async fn request(path: &Path, line: &str) -> Result<serde_json::Value, Statu
     wr.write_all(format!("{}\n", line.trim()).as_bytes())
         .await
         .map_err(|e| reply_err(e.to_string()))?;
-    let mut line = String::new();
-    tokio::time::timeout(
+    let mut rd = BufReader::new(rd);
+    let line = tokio::time::timeout(
         Duration::from_secs(10),
-        BufReader::new(rd).read_line(&mut line),
+        read_line_bounded(&mut rd, MAX_STATUS_REPLY),
     )
     .await
     .map_err(|_| reply_err("no reply within 10 s".into()))?
@@ -292,5 +385,62 @@ mod tests {
             query(&path).await,
             Err(StatusError::Connect { .. })
         ));
+    }
+
+    /// Send raw bytes, half-close, and read the reply line.
+    async fn raw_exchange(path: &Path, bytes: &[u8]) -> String {
+        let mut s = UnixStream::connect(path).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+            .await
+            .expect("reply within 10 s")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_refused_and_json_needs_a_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gasdtu.sock");
+        let server = StatusServer::bind(&path, Arc::new(|| serde_json::json!({"devices": {}})))
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+
+        // (bytes sent, expected reply)
+        let exactly = format!("{}\n", " ".repeat(MAX_REQUEST_LINE - 6) + "status");
+        let too_long = format!("status{}\n", " ".repeat(MAX_REQUEST_LINE));
+        let unterminated = "x".repeat(MAX_REQUEST_LINE * 4);
+        let rows: Vec<(&[u8], serde_json::Value)> = vec![
+            (b"status\n", serde_json::json!({"devices": {}})),
+            (b"status\r\n", serde_json::json!({"devices": {}})),
+            (exactly.as_bytes(), serde_json::json!({"devices": {}})),
+            (too_long.as_bytes(), too_long_reply()),
+            (unterminated.as_bytes(), too_long_reply()),
+            (
+                b"\xff\xfe\n",
+                serde_json::json!({"ok": false, "kind": "bad_request", "error": "request line is not UTF-8"}),
+            ),
+            (br#"{"op":"buses"}"#, unsupported_reply()),
+            (
+                b"reboot\n",
+                serde_json::json!({"error": "unknown request \"reboot\"; try `status`"}),
+            ),
+        ];
+        for (bytes, want) in rows {
+            let reply = raw_exchange(&path, bytes).await;
+            let got: serde_json::Value = serde_json::from_str(reply.trim_end())
+                .unwrap_or_else(|e| panic!("reply {reply:?} is not JSON: {e}"));
+            assert_eq!(got, want, "sent {} bytes", bytes.len());
+        }
+        assert_eq!(
+            too_long_reply()["error"],
+            "request line longer than 4096 bytes refused"
+        );
+        stop.cancel();
+        task.await.unwrap();
     }
 }

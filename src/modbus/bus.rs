@@ -4,13 +4,17 @@
 //! skipped), an exception spoils only its block, and the other devices still report in the
 //! same cycle. It turns replies into samples (decoder, computed points), tracks online/offline
 //! per device and sends one `SampleBatch` per device and cycle into the acquisition channel.
-//! It never touches storage or the uplink.
+//! Between poll cycles it serves bus requests through the same link, so the bus keeps one
+//! owner: point writes of the interlocks (`WriteRequest`, read back) and raw transactions of
+//! the commissioning CLI passed on by the daemon (`RawRequest`). It never touches storage or
+//! the uplink.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusConfig, DeviceConfig};
@@ -18,7 +22,7 @@ use crate::modbus::link::{Link, TxError};
 use crate::modbus::planner::{self, Block};
 use crate::modbus::registers;
 use crate::modbus::schedule;
-use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
+use crate::model::{BadReason, Quality, Sample, SampleBatch, Table, Value};
 
 /// Poll state of one device on the bus.
 struct DevicePoller {
@@ -78,8 +82,8 @@ pub struct BusTask {
     tx: mpsc::Sender<SampleBatch>,
     /// Poll immediately at start instead of waiting for the first aligned slot.
     poll_at_start: bool,
-    /// Writes to field devices (interlocks), served between poll cycles.
-    writes: Option<mpsc::Receiver<WriteRequest>>,
+    /// Requests served between poll cycles (interlock writes, raw CLI transactions).
+    inbox: Inbox,
 }
 
 /// A write to a writable point of a device on this bus, answered with the read-back value.
@@ -89,6 +93,158 @@ pub struct WriteRequest {
     pub point: String,
     pub value: Value,
     pub reply: tokio::sync::oneshot::Sender<Result<Value, String>>,
+}
+
+/// One raw Modbus transaction, as the commissioning CLI asks for it (`gasdtu read`, `write`,
+/// `scan` through the running daemon).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawOp {
+    /// Read `count` registers (or bits, as 0/1) of `table` (functions 1 to 4).
+    Read {
+        table: Table,
+        address: u16,
+        count: u16,
+    },
+    /// Write one coil (function 5).
+    WriteCoil { address: u16, value: bool },
+    /// Write holding registers (function 6 for one, 16 for several).
+    WriteRegisters { address: u16, values: Vec<u16> },
+}
+
+/// Most registers one write (function 16) may carry.
+pub const MAX_WRITE_REGISTERS: usize = 123;
+
+/// Why a raw transaction cannot be put on the wire (outside the Modbus limits).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RawOpError {
+    #[error("unit {0} cannot be asked (1-255; 0 is a broadcast, which nobody answers)")]
+    Unit(u8),
+    #[error("count {count} out of range for the {table} table (1 to {max} per read)")]
+    Count { table: Table, count: u16, max: u16 },
+    #[error("{n} registers in one write out of range (1 to {MAX_WRITE_REGISTERS})")]
+    WriteLength { n: usize },
+    #[error("address {address} with {n} items runs past address 65535")]
+    PastEnd { address: u16, n: usize },
+}
+
+impl RawOp {
+    /// Check the op against the protocol limits (125 registers / 2000 bits per read, 123
+    /// registers per write, no wrap past 65535).
+    pub fn check(&self) -> Result<(), RawOpError> {
+        let (address, n) = match self {
+            RawOp::Read {
+                table,
+                address,
+                count,
+            } => {
+                if *count == 0 || *count > table.max_read() {
+                    return Err(RawOpError::Count {
+                        table: *table,
+                        count: *count,
+                        max: table.max_read(),
+                    });
+                }
+                (*address, *count as usize)
+            }
+            RawOp::WriteCoil { address, .. } => (*address, 1),
+            RawOp::WriteRegisters { address, values } => {
+                if values.is_empty() || values.len() > MAX_WRITE_REGISTERS {
+                    return Err(RawOpError::WriteLength { n: values.len() });
+                }
+                (*address, values.len())
+            }
+        };
+        if address as usize + n > 65536 {
+            return Err(RawOpError::PastEnd { address, n });
+        }
+        Ok(())
+    }
+
+    /// True for the ops that change the device.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, RawOp::Read { .. })
+    }
+}
+
+/// What a raw transaction returns: the registers (or bits as 0/1) read, empty for a write.
+pub type RawReply = Result<Vec<u16>, TxError>;
+
+/// A raw transaction for a unit on this bus, checked against the Modbus limits when built.
+#[derive(Debug)]
+pub struct RawRequest {
+    unit: u8,
+    op: RawOp,
+    reply: oneshot::Sender<RawReply>,
+}
+
+impl RawRequest {
+    /// A checked request and the receiver its answer arrives on. Dropping the receiver before
+    /// the bus task reaches the request cancels it (it is then never put on the wire).
+    pub fn new(
+        unit: u8,
+        op: RawOp,
+    ) -> Result<(RawRequest, oneshot::Receiver<RawReply>), RawOpError> {
+        if unit == 0 {
+            return Err(RawOpError::Unit(unit));
+        }
+        op.check()?;
+        let (reply, rx) = oneshot::channel();
+        Ok((RawRequest { unit, op, reply }, rx))
+    }
+
+    pub fn unit(&self) -> u8 {
+        self.unit
+    }
+
+    pub fn op(&self) -> &RawOp {
+        &self.op
+    }
+}
+
+/// Anything a bus task serves between poll cycles.
+#[derive(Debug)]
+pub enum BusRequest {
+    /// A point write of an interlock, read back.
+    WritePoint(WriteRequest),
+    /// A raw transaction of the commissioning CLI.
+    Raw(RawRequest),
+}
+
+/// The request channels of a bus task. A channel whose every sender is gone is dropped (its
+/// `recv` would return `None` at once, forever, and spin the task).
+#[derive(Default)]
+struct Inbox {
+    writes: Option<mpsc::Receiver<WriteRequest>>,
+    raw: Option<mpsc::Receiver<RawRequest>>,
+}
+
+async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Inbox {
+    /// The next request; pending forever while no channel is open. Cancel safe.
+    async fn next(&mut self) -> BusRequest {
+        loop {
+            enum Got {
+                Write(Option<WriteRequest>),
+                Raw(Option<RawRequest>),
+            }
+            let got = tokio::select! {
+                w = recv_or_pending(&mut self.writes) => Got::Write(w),
+                r = recv_or_pending(&mut self.raw) => Got::Raw(r),
+            };
+            match got {
+                Got::Write(Some(w)) => return BusRequest::WritePoint(w),
+                Got::Raw(Some(r)) => return BusRequest::Raw(r),
+                Got::Write(None) => self.writes = None,
+                Got::Raw(None) => self.raw = None,
+            }
+        }
+    }
 }
 
 impl BusTask {
@@ -119,7 +275,7 @@ impl BusTask {
             devices: pollers,
             tx,
             poll_at_start: false,
-            writes: None,
+            inbox: Inbox::default(),
         }
     }
 
@@ -133,8 +289,57 @@ impl BusTask {
     /// Serve writes (interlocks) from `rx` between poll cycles, through this task's link: the
     /// bus keeps one owner.
     pub fn with_writes(mut self, rx: mpsc::Receiver<WriteRequest>) -> Self {
-        self.writes = Some(rx);
+        self.inbox.writes = Some(rx);
         self
+    }
+
+    /// Serve raw transactions (the commissioning CLI through the daemon) from `rx` between
+    /// poll cycles, through this task's link with the bus's timeout, retries and turnaround.
+    pub fn with_raw(mut self, rx: mpsc::Receiver<RawRequest>) -> Self {
+        self.inbox.raw = Some(rx);
+        self
+    }
+
+    async fn serve(&mut self, req: BusRequest) {
+        match req {
+            BusRequest::WritePoint(w) => self.serve_write(w).await,
+            BusRequest::Raw(r) => self.serve_raw(r).await,
+        }
+    }
+
+    /// Run one raw transaction, unless its requester already gave up (a write it no longer
+    /// waits for must not reach the device).
+    async fn serve_raw(&mut self, req: RawRequest) {
+        let RawRequest { unit, op, reply } = req;
+        if reply.is_closed() {
+            tracing::info!(bus = %self.bus.name, unit, ?op, "raw request dropped: its requester gave up waiting");
+            return;
+        }
+        if op.is_write() {
+            // Writes to field devices from outside the config leave a trace in the journal.
+            tracing::info!(bus = %self.bus.name, unit, ?op, "raw write requested through the status socket");
+        }
+        let res = match &op {
+            RawOp::Read {
+                table,
+                address,
+                count,
+            } => self.link.read(unit, *table, *address, *count).await,
+            RawOp::WriteCoil { address, value } => self
+                .link
+                .write_coil(unit, *address, *value)
+                .await
+                .map(|()| Vec::new()),
+            RawOp::WriteRegisters { address, values } => self
+                .link
+                .write_registers(unit, *address, values)
+                .await
+                .map(|()| Vec::new()),
+        };
+        if let Err(e) = &res {
+            tracing::debug!(bus = %self.bus.name, unit, ?op, "raw request failed: {e}");
+        }
+        let _ = reply.send(res);
     }
 
     /// Write `req.value` to a writable point and read it back.
@@ -208,10 +413,7 @@ impl BusTask {
             reads_per_cycle = self.reads_per_cycle(),
             "bus task started"
         );
-        if self.devices.is_empty() {
-            shutdown.cancelled().await;
-            return;
-        }
+        let mut inbox = std::mem::take(&mut self.inbox);
         if self.poll_at_start {
             let now = SystemTime::now();
             for i in 0..self.devices.len() {
@@ -223,44 +425,28 @@ impl BusTask {
                 }
             }
         }
+        // After a request was served, devices that are due poll before the next request: a
+        // stream of CLI requests (a scan) cannot starve the schedule, nor the reverse.
+        let mut just_served = false;
         loop {
-            let Some(next) = self.devices.iter().map(|d| d.next).min() else {
-                return;
-            };
-            let wait = next
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            let mut writes = self.writes.take();
-            let write = async {
-                match writes.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let mut stop = false;
+            // No device (all left out at planning): no schedule, requests are still served.
+            let wait = self.devices.iter().map(|d| d.next).min().map(|next| {
+                next.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
+            let take_requests = !(just_served && wait == Some(Duration::ZERO));
             let mut req = None;
-            let mut closed = false;
             tokio::select! {
-                _ = shutdown.cancelled() => stop = true,
-                _ = tokio::time::sleep(wait) => {}
-                r = write => match r {
-                    Some(r) => req = Some(r),
-                    // Every sender is gone: stop listening (polling `recv` again would return
-                    // `None` at once, forever, and spin this task at 100 % CPU).
-                    None => closed = true,
-                },
-            }
-            self.writes = if closed { None } else { writes };
-            if stop {
-                break;
+                _ = shutdown.cancelled() => break,
+                _ = sleep_or_pending(wait) => {}
+                r = inbox.next(), if take_requests => req = Some(r),
             }
             if let Some(r) = req {
-                self.serve_write(r).await;
+                self.serve(r).await;
+                just_served = true;
                 continue;
             }
-            if closed {
-                continue;
-            }
+            just_served = false;
             // Poll every device that is due, in name order, one transaction at a time.
             let now = SystemTime::now();
             for i in 0..self.devices.len() {
@@ -293,6 +479,13 @@ impl BusTask {
     async fn poll_device(&mut self, i: usize, slot: SystemTime) -> bool {
         let batch = poll_once(&mut self.link, &mut self.devices[i], slot, &self.bus.name).await;
         self.tx.send(batch).await.is_ok()
+    }
+}
+
+async fn sleep_or_pending(wait: Option<Duration>) {
+    match wait {
+        Some(w) => tokio::time::sleep(w).await,
+        None => std::future::pending().await,
     }
 }
 

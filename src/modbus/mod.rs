@@ -1,7 +1,8 @@
 //! Acquisition: one task per bus owns its transport and polls its devices on wall-clock aligned
 //! schedules. Samples leave acquisition through one narrow boundary: the `SampleBatch` channel
 //! returned by `start`. Acquisition never waits on storage beyond that bounded channel and
-//! never on the uplink.
+//! never on the uplink. Requests into a bus (interlock writes, raw CLI transactions) go through
+//! the channels in `Acquisition`, served by the bus's own task.
 
 pub mod bus;
 pub mod link;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::model::SampleBatch;
 
 /// Capacity of the sample channel, in batches. Sized so that several full cycles of a large
@@ -25,9 +26,23 @@ pub struct Acquisition {
     pub tasks: Vec<JoinHandle<()>>,
     /// Per bus name: where writes to its devices go (interlocks).
     pub writers: std::collections::HashMap<String, mpsc::Sender<bus::WriteRequest>>,
+    /// Per bus name: where raw transactions go (the commissioning CLI through the daemon's
+    /// status socket, see `gateway::bus_proxy`), and what the bus is connected to.
+    pub raw: std::collections::HashMap<String, RawPort>,
     pub devices: usize,
     pub reads_per_cycle: usize,
 }
+
+/// The raw-request entrance of one running bus task.
+#[derive(Debug, Clone)]
+pub struct RawPort {
+    /// What the bus task's link is connected to (so a client can tell which bus it means).
+    pub transport: Transport,
+    pub tx: mpsc::Sender<bus::RawRequest>,
+}
+
+/// Raw requests a bus may have waiting; more wait in the sender (bounded by its timeout).
+pub const RAW_QUEUE: usize = 16;
 
 /// Start one `BusTask` per bus that has enabled devices. Batches arrive on the returned
 /// receiver. With `poll_at_start`, every device is polled once immediately.
@@ -51,6 +66,7 @@ pub fn start_with(
     let mut acq = Acquisition {
         tasks: Vec::new(),
         writers: Default::default(),
+        raw: Default::default(),
         devices: 0,
         reads_per_cycle: 0,
     };
@@ -66,9 +82,18 @@ pub fn start_with(
         }
         let (wtx, wrx) = mpsc::channel(16);
         acq.writers.insert(bus.name.clone(), wtx);
+        let (rtx, rrx) = mpsc::channel(RAW_QUEUE);
+        acq.raw.insert(
+            bus.name.clone(),
+            RawPort {
+                transport: bus.transport.clone(),
+                tx: rtx,
+            },
+        );
         let task = bus::BusTask::new(bus.clone(), devices, tx.clone())
             .poll_at_start(poll_at_start)
-            .with_writes(wrx);
+            .with_writes(wrx)
+            .with_raw(rrx);
         acq.devices += task.device_count();
         acq.reads_per_cycle += task.reads_per_cycle();
         acq.tasks.push(tokio::spawn(task.run(shutdown.clone())));
