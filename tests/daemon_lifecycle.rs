@@ -2,8 +2,9 @@
 //! SIGTERM that arrives while a reload is in progress is not lost (the signal handlers exist
 //! once for the whole life of the process); an idle daemon (devices polled every 5 minutes)
 //! uses almost no CPU; a daemon whose database another process holds locked stops on SIGTERM
-//! within systemd's stop timeout and says how many batches it could not commit. In-process: a
-//! bus task whose write channel closed does not spin.
+//! within systemd's stop timeout and says how many batches it could not commit; `gasdtu read`
+//! goes through the daemon that owns the bus. In-process: a bus task whose write channel closed
+//! does not spin.
 
 mod common;
 
@@ -168,7 +169,11 @@ fn a_sigterm_during_a_reload_is_not_lost() {
         (d.notes.count("RELOADING=1") >= 1).then_some(())
     });
     // READY=1 after the reload has not come yet: the SIGTERM lands in the middle of it.
-    assert_eq!(d.notes.count("READY=1"), 1, "the reload ended too early for this test");
+    assert_eq!(
+        d.notes.count("READY=1"),
+        1,
+        "the reload ended too early for this test"
+    );
     sigterm(&proc.child);
     let status = wait_exit(&mut proc.child, Duration::from_secs(25)).unwrap_or_else(|| {
         panic!(
@@ -231,11 +236,10 @@ fn a_locked_store_does_not_keep_the_daemon_from_stopping() {
     });
     let lock = rusqlite::Connection::open(&db).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    d.log.wait_line(
-        "a failed commit",
-        Duration::from_secs(20),
-        |l| l.contains("store commit failed"),
-    );
+    d.log
+        .wait_line("a failed commit", Duration::from_secs(20), |l| {
+            l.contains("store commit failed")
+        });
     let mut proc = d.proc;
     sigterm(&proc.child);
     let status = wait_exit(&mut proc.child, Duration::from_secs(28)).unwrap_or_else(|| {
@@ -249,8 +253,35 @@ fn a_locked_store_does_not_keep_the_daemon_from_stopping() {
         log.contains("could not commit"),
         "the log says what was lost:\n{log}"
     );
-    assert_eq!(status.code(), Some(1), "data lost at shutdown: exit 1\n{log}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "data lost at shutdown: exit 1\n{log}"
+    );
     drop(lock);
+}
+
+#[test]
+fn gasdtu_read_goes_through_the_running_daemon_that_owns_the_bus() {
+    let (_sim, port) = simulate(&["1:pt-float"], &[]);
+    let d = start(|s| config_text(port, s, "1s", "1s"));
+    let sock = d.config.parent().unwrap().join("gasdtu.sock");
+    let out = Command::new(gasdtu())
+        .arg("read")
+        .arg("--tcp")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--unit", "1", "--address", "0", "--count", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("through the running daemon (bus lan)"),
+        "the daemon owns the bus, so the read goes through it: {stderr}"
+    );
+    assert!(d.proc_alive());
 }
 
 /// CPU time of the calling thread, from /proc/thread-self/stat.

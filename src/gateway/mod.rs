@@ -8,7 +8,8 @@
 //! Sub-modules: `consumer` (sample channel -> store), `alarms` (the alarm engine bound to the
 //! store), `interlocks` (alarm actions through the bus tasks), `systemd` (notify, watchdog,
 //! signals, STATUS line), `status_socket` (device board and the unix socket of `gasdtu
-//! status`). Never does Modbus or MQTT itself and never touches SQLite on an async worker
+//! status`), `bus_proxy` (the commissioning verbs' Modbus requests through the bus task that
+//! owns the bus). Never does Modbus or MQTT itself and never touches SQLite on an async worker
 //! thread: every store call is a blocking task or an O(1) counter read.
 
 pub mod alarms;
@@ -38,6 +39,7 @@ use crate::report::Reporter;
 use crate::store::{ClockStamp, Store, StoreError};
 use crate::uplink::{Forwarder, LinkState, LinkStatus};
 use alarms::AlarmService;
+use bus_proxy::BusProxy;
 use consumer::{CommitHook, Consumer, ConsumerReport};
 use interlocks::{Interlocks, Writers};
 use status_socket::{DeviceBoard, StatusServer};
@@ -142,6 +144,8 @@ pub struct Gateway {
     progress: Progress,
     wake: Arc<Notify>,
     live: Arc<Live>,
+    /// The bus tasks' request channels for `gasdtu read/write/scan` (replaced on apply).
+    proxy: BusProxy,
     side_stop: CancellationToken,
     side_tasks: Vec<JoinHandle<()>>,
 }
@@ -175,6 +179,8 @@ impl Gateway {
         let acq_stop = CancellationToken::new();
         let acq = crate::modbus::start_with(&cfg, &acq_stop, opts.poll_now, &tx);
         let writers: Writers = Arc::new(Mutex::new(acq.writers.clone()));
+        let proxy = BusProxy::new();
+        proxy.set(&acq);
         let interlocks = Arc::new(Mutex::new(Interlocks::new(&cfg)));
         tracing::info!(
             gateway = %cfg.gateway.id,
@@ -235,6 +241,7 @@ impl Gateway {
             progress,
             wake,
             live,
+            proxy,
             side_stop: CancellationToken::new(),
             side_tasks: Vec::new(),
         };
@@ -327,6 +334,7 @@ impl Gateway {
         self.acq_stop = CancellationToken::new();
         self.acq = crate::modbus::start_with(&self.cfg, &self.acq_stop, self.poll_now, &self.tx);
         *lock(&self.writers) = self.acq.writers.clone();
+        self.proxy.set(&self.acq);
         self.live.devices.store(self.acq.devices, Ordering::Relaxed);
         self.progress.reconfigure(&self.cfg);
         // Devices removed or disabled leave the board (and `status`, and the STATUS line).
@@ -514,9 +522,12 @@ impl Gateway {
             Ok(server) => {
                 // `ack <occurrence> [by]`: the internal acknowledge operation (docs/alarms.md).
                 let alarms = self.alarms.clone();
-                let server = server.with_handler(Arc::new(move |line: &str| {
-                    line.starts_with("ack ").then(|| alarms.ack_request(line))
-                }));
+                let server = server
+                    .with_handler(Arc::new(move |line: &str| {
+                        line.starts_with("ack ").then(|| alarms.ack_request(line))
+                    }))
+                    // `gasdtu read/write/scan` go through the bus task that owns the bus.
+                    .with_bus_proxy(self.proxy.clone());
                 self.side_tasks
                     .push(tokio::spawn(server.run(self.side_stop.clone())));
             }
