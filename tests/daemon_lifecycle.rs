@@ -153,13 +153,7 @@ fn a_sigterm_during_a_reload_is_not_lost() {
     // reload is still in progress when the SIGTERM comes.
     let (_sim, port) = simulate(&["1:pt-float"], &["1:slow:2s"]);
     let d = start(|s| config_text(port, s, "1s", "5s"));
-    wait_for("a first committed batch", Duration::from_secs(20), || {
-        d.log
-            .snapshot()
-            .iter()
-            .any(|l| l.contains(" batch") && l.contains("device=pt1"))
-            .then_some(())
-    });
+    d.wait_first_batch();
     // A changed file, so the reload really applies (and stops the bus task).
     let text = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, text.replace("poll = \"1s\"", "poll = \"2s\"")).unwrap();
@@ -189,13 +183,7 @@ fn a_sigterm_during_a_reload_is_not_lost() {
 fn an_idle_daemon_uses_almost_no_cpu() {
     let (_sim, port) = simulate(&["1:pt-float"], &[]);
     let d = start(|s| config_text(port, s, "5m", "1s"));
-    wait_for("the first poll committed", Duration::from_secs(20), || {
-        d.log
-            .snapshot()
-            .iter()
-            .any(|l| l.contains(" batch") && l.contains("device=pt1"))
-            .then_some(())
-    });
+    d.wait_first_batch();
     let stat = format!("/proc/{}/stat", d.proc.child.id());
     let t0 = cpu_ticks(&std::fs::read_to_string(&stat).unwrap());
     let window = Instant::now();
@@ -217,6 +205,14 @@ fn an_idle_daemon_uses_almost_no_cpu() {
 }
 
 impl Daemon {
+    /// Wait for the `batch` log line of pt1: its first poll was committed.
+    fn wait_first_batch(&self) {
+        self.log
+            .wait_line("a first committed batch", Duration::from_secs(20), |l| {
+                l.contains(" batch") && l.contains("device=pt1")
+            });
+    }
+
     fn proc_alive(&self) -> bool {
         Path::new(&format!("/proc/{}", self.proc.child.id())).exists()
     }
@@ -227,13 +223,7 @@ fn a_locked_store_does_not_keep_the_daemon_from_stopping() {
     let (_sim, port) = simulate(&["1:pt-float"], &[]);
     let d = start(|s| config_text(port, s, "1s", "1s"));
     let db = d.state.join("gasdtu.db");
-    wait_for("a first committed batch", Duration::from_secs(20), || {
-        d.log
-            .snapshot()
-            .iter()
-            .any(|l| l.contains(" batch") && l.contains("device=pt1"))
-            .then_some(())
-    });
+    d.wait_first_batch();
     let lock = rusqlite::Connection::open(&db).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
     d.log
