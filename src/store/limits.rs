@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::counters::{Next, Tally};
 use super::{add_meta, insert_json, wal_pages, Store, StoreError};
 use crate::outbox::EntryKind;
 use crate::time::{rfc3339_ms, unix_ms};
@@ -55,12 +56,16 @@ impl Loss {
     }
 }
 
-/// Readings and trusted read-time range of the rows selected by `filter`, then delete them.
+/// Readings and trusted read-time range of the rows selected by `filter`, then delete them
+/// (and account for them in `next`).
 fn take(
     tx: &Connection,
     filter: &str,
     params: &[&dyn rusqlite::ToSql],
+    next: &mut Next,
 ) -> rusqlite::Result<(i64, i64, Option<i64>, Option<i64>)> {
+    let t = Tally::of(tx, &format!("id IN ({filter})"), params)?;
+    next.delete(&t);
     let stats: (i64, i64, Option<i64>, Option<i64>) = tx.query_row(
         &format!(
             "SELECT COALESCE(SUM(readings), 0), \
@@ -109,6 +114,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin eviction"))?;
+        let mut next = self.next_stats();
         let mut history = 0i64;
         let mut lost = Loss {
             readings: 0,
@@ -123,6 +129,7 @@ impl Store {
             &tx,
             "SELECT id FROM entry WHERE kind = 2 AND status = 2 AND read_ms < ?1",
             &[&hist_cut],
+            &mut next,
         )
         .map_err(self.sql("age eviction"))?;
         history += n;
@@ -130,6 +137,7 @@ impl Store {
             &tx,
             "SELECT id FROM entry WHERE kind = 2 AND status = 0 AND read_ms < ?1",
             &[&age_cut],
+            &mut next,
         )
         .map_err(self.sql("age eviction"))?;
         if n > 0 {
@@ -155,8 +163,8 @@ impl Store {
             ];
             for (filter, is_history) in classes {
                 while used > target {
-                    let (n, u, lo, hi) =
-                        take(&tx, filter, &[&STEP]).map_err(self.sql("size eviction"))?;
+                    let (n, u, lo, hi) = take(&tx, filter, &[&STEP], &mut next)
+                        .map_err(self.sql("size eviction"))?;
                     if n == 0 {
                         // Batches without samples count 0 readings: check rows, not readings.
                         let left: bool = tx
@@ -182,9 +190,11 @@ impl Store {
 
         if history > 0 {
             add_meta(&tx, "dropped_expired", history).map_err(self.sql("meta"))?;
+            next.s.dropped_expired += history as u64;
         }
         if lost.readings > 0 {
             add_meta(&tx, "dropped_unsent", lost.readings).map_err(self.sql("meta"))?;
+            next.s.dropped_unsent += lost.readings as u64;
             let total = super::get_meta(&tx, "dropped_unsent")
                 .map_err(self.sql("meta"))?
                 .unwrap_or(0);
@@ -201,10 +211,13 @@ impl Store {
                 insert_json(&tx, EntryKind::Event, &event, now_ms)
                     .map_err(self.sql("loss event"))?,
             );
+            next.insert_json();
             tracing::warn!(readings = lost.readings, reason = %reasons.join(","),
                 "store bound reached: oldest unsent readings evicted");
         }
+        next.refresh(&tx).map_err(self.sql("eviction statistics"))?;
         tx.commit().map_err(self.sql("commit eviction"))?;
+        self.publish_stats(next);
         ev.expired_history = history as u64;
         ev.dropped_unsent = lost.readings as u64;
         ev.dropped_range = lost.range;

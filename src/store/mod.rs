@@ -18,6 +18,7 @@
 mod alarm_state;
 mod blob;
 pub mod clock;
+mod counters;
 mod dict;
 mod export;
 mod limits;
@@ -157,6 +158,11 @@ pub struct CommitInfo {
 
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Live statistics (see `counters`): replaced after each committed mutation, read by
+    /// `stats()` without the connection's lock. Lock order: `inner` before `counters`.
+    counters: Mutex<StoreStats>,
+    /// False for a read-only store (another process writes): `stats()` scans instead.
+    live: bool,
     path: PathBuf,
     reserve_path: PathBuf,
     cfg: StoreConfig,
@@ -289,6 +295,9 @@ impl Store {
             )
             .map_err(sql("held rows"))?;
 
+        // The one full scan: from here on every mutation keeps the statistics up to date.
+        let counters = counters::scan(&conn, hwm).map_err(sql("statistics"))?;
+
         let store = Store {
             inner: Mutex::new(Inner {
                 conn,
@@ -298,6 +307,8 @@ impl Store {
                 untrusted_base: None,
                 held_rows,
             }),
+            counters: Mutex::new(counters),
+            live: true,
             path,
             reserve_path,
             cfg: cfg.clone(),
@@ -359,6 +370,8 @@ impl Store {
                 untrusted_base: None,
                 held_rows: false,
             }),
+            counters: Mutex::new(StoreStats::default()),
+            live: false,
             reserve_path: state_dir.join(seq::FILE_NAME),
             path,
             cfg: StoreConfig::default(),
@@ -374,6 +387,22 @@ impl Store {
         // A panic inside a method drops its transaction (rolled back), so the connection is
         // consistent even if the mutex was poisoned.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The statistics as of the last committed mutation, as the start of the next ones.
+    /// Call with the connection's lock held (so nothing else mutates meanwhile).
+    fn next_stats(&self) -> counters::Next {
+        counters::Next::new(
+            self.counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    /// Publish statistics computed by a transaction that committed.
+    fn publish_stats(&self, next: counters::Next) {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = next.s;
     }
 
     fn sql(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -464,6 +493,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
+        let mut next = self.next_stats();
 
         // Base of the untrusted clock of this boot, for batches read before the clock was set
         // but committed after.
@@ -484,7 +514,8 @@ impl Store {
                         .optional()
                         .map_err(self.sql("held clock base"))?;
                 }
-                info.released = release_held(&tx, stamp).map_err(self.sql("release held"))?;
+                info.released =
+                    release_held(&tx, stamp, &mut next).map_err(self.sql("release held"))?;
                 *held_rows = false;
             }
         } else {
@@ -596,6 +627,7 @@ impl Store {
                     body,
                 ])
                 .map_err(self.sql("insert batch"))?;
+                next.insert_data(st, b.samples.len() as u64, raw_read + off);
                 info.entry_ids.push(tx.last_insert_rowid());
                 info.readings += b.samples.len() as u64;
             }
@@ -603,10 +635,12 @@ impl Store {
         for (kind, json) in extra {
             let id =
                 insert_json(&tx, *kind, json, stamp.wall_ms).map_err(self.sql("insert entry"))?;
+            next.insert_json();
             info.entry_ids.push(id);
         }
         alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
         tx.commit().map_err(self.sql("commit"))?;
+        self.publish_stats(next);
         Ok(info)
     }
 
@@ -655,8 +689,19 @@ fn insert_json(
 
 /// Release held rows with a trusted stamp: this boot's exactly, earlier boots' by estimate
 /// (plus one event per estimated boot). Returns the number of rows released.
-fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> {
+fn release_held(
+    tx: &Connection,
+    stamp: &ClockStamp,
+    next: &mut counters::Next,
+) -> rusqlite::Result<usize> {
     let base = stamp.base();
+    let (count, lo, hi): (i64, Option<i64>, Option<i64>) = tx.query_row(
+        "SELECT COUNT(*), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)) \
+         FROM entry WHERE status = 3 AND boot_id = ?2",
+        rusqlite::params![base, &*stamp.boot_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    next.release(count as u64, lo, hi);
     let mut n = tx.execute(
         "UPDATE entry SET status = 0, clock = 2, read_ms = read_ms + (?1 - clock_base), \
          slot_ms = slot_ms + (?1 - clock_base), created_ms = created_ms + (?1 - clock_base), \
@@ -673,12 +718,13 @@ fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> 
     let monos: Vec<i64> = orphans.iter().map(|o| o.1).collect();
     let bases = clock::estimate_orphan_bases(base, &monos);
     for ((boot, _), est) in orphans.iter().zip(bases) {
-        let (readings, from, to): (i64, i64, i64) = tx.query_row(
-            "SELECT SUM(readings), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)) \
-             FROM entry WHERE status = 3 AND boot_id = ?2",
+        let (readings, from, to, count): (i64, i64, i64, i64) = tx.query_row(
+            "SELECT SUM(readings), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)), \
+             COUNT(*) FROM entry WHERE status = 3 AND boot_id = ?2",
             rusqlite::params![est, boot],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
+        next.release(count as u64, Some(from), Some(to));
         n += tx.execute(
             "UPDATE entry SET status = 0, clock = 3, read_ms = read_ms + (?1 - clock_base), \
              slot_ms = slot_ms + (?1 - clock_base), created_ms = created_ms + (?1 - clock_base), \
@@ -694,6 +740,7 @@ fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> 
             "reason": "read in an earlier boot before the clock was set; times are an upper-bound estimate (the boot is assumed to have ended when the next one began)",
         });
         insert_json(tx, EntryKind::Event, &ev, stamp.wall_ms)?;
+        next.insert_json();
     }
     Ok(n)
 }
