@@ -69,14 +69,42 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// SQLite failed (disk full, I/O error, locked past the busy timeout, corruption at run
-    /// time).
+    /// SQLite failed (I/O error, corruption at run time, anything not classified below):
+    /// retry later.
     #[error("database {}: {what}: {source}", path.display())]
     Sqlite {
         what: &'static str,
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The file system is full (SQLITE_FULL): nothing was written. Make room
+    /// (`enforce_limits` evicts down to the clamped cap) and retry.
+    #[error("database {}: {what}: the file system is full: {source}", path.display())]
+    Full {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The database became read-only while running (SQLITE_READONLY, e.g. the file system was
+    /// remounted read-only after I/O errors): retry slowly and alert; only an operator fixes it.
+    #[error("database {}: {what}: the database is read-only now: {source}", path.display())]
+    ReadOnly {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// Another connection held the lock past the busy timeout (e.g. a long `gasdtu export`
+    /// of another process checkpointing): retry soon.
+    #[error("database {}: {what}: locked by another connection past the busy timeout: {source}", path.display())]
+    Busy {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// At open: the database or its directory cannot be written by this process (SQLite
+    /// would silently open a write-protected file read-only). Refused at start.
+    #[error("store {} is not writable: {why}; gasdtu must write its store (fix the permissions or the mount, or set gateway.state_dir to a writable directory)", path.display())]
+    Unwritable { path: PathBuf, why: String },
     /// The database was written by a newer gasdtu (schema version above ours): left alone.
     #[error("database {}: schema version {found} is newer than this gasdtu understands ({known}); not touching it", path.display())]
     TooNew {
@@ -93,6 +121,20 @@ pub enum StoreError {
     /// The export sink failed (e.g. the output file could not be written).
     #[error("export output: {0}")]
     Sink(std::io::Error),
+}
+
+/// A SQLite failure as the variant that says how to react to it.
+pub(crate) fn classify(what: &'static str, path: &Path, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let path = path.to_path_buf();
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full { what, path, source },
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { what, path, source },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy { what, path, source }
+        }
+        _ => StoreError::Sqlite { what, path, source },
+    }
 }
 
 /// What `Store::open` found and did; each is also queued upstream as an `event` entry
@@ -197,6 +239,8 @@ impl Store {
         let path = state_dir.join(DB_FILE);
         let reserve_path = state_dir.join(seq::FILE_NAME);
         let mut events = Vec::new();
+        // WAL needs `-wal` and `-shm` beside the database: the directory must be writable.
+        probe_dir_writable(state_dir)?;
 
         let existed = path.exists();
         if existed {
@@ -218,13 +262,21 @@ impl Store {
 
         let sql = |what: &'static str| {
             let path = path.clone();
-            move |source| StoreError::Sqlite {
-                what,
-                path: path.clone(),
-                source,
-            }
+            move |source| classify(what, &path, source)
         };
         let mut conn = Connection::open(&path).map_err(sql("cannot open"))?;
+        // SQLite silently opens a file it may not write read-only; then every commit would
+        // fail at run time. Refuse now, saying why.
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(sql("cannot open"))?
+        {
+            let why = match std::fs::OpenOptions::new().write(true).open(&path) {
+                Err(e) => format!("the database file cannot be opened for writing: {e}"),
+                Ok(_) => "SQLite opened the database file read-only".to_string(),
+            };
+            return Err(StoreError::Unwritable { path, why });
+        }
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
         if fresh {
@@ -406,11 +458,7 @@ impl Store {
     }
 
     fn sql(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            what,
-            path: self.path.clone(),
-            source,
-        }
+        move |source| classify(what, &self.path, source)
     }
 
     /// In ONE transaction: store `batches` (history, and pending in the outbox unless their
@@ -766,6 +814,26 @@ pub(crate) fn add_meta(conn: &Connection, key: &str, delta: i64) -> rusqlite::Re
     )?
     .execute(rusqlite::params![key, delta])?;
     Ok(())
+}
+
+/// Create (and remove) a file in the state directory to prove this process may create files
+/// there (`-wal`, `-shm`, the sequence side file). Works for root too: a read-only mount
+/// refuses root as well.
+fn probe_dir_writable(dir: &Path) -> Result<(), StoreError> {
+    let probe = dir.join(".gasdtu-write-probe");
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|f| {
+            drop(f);
+            std::fs::remove_file(&probe)
+        });
+    r.map_err(|e| StoreError::Unwritable {
+        path: dir.to_path_buf(),
+        why: format!("cannot create files in the state directory (WAL needs -wal and -shm beside the database): {e}"),
+    })
 }
 
 /// `Ok(Some(reason))` if the file at `path` is corrupt or not a database; `Err` if it could
