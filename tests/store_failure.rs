@@ -188,3 +188,162 @@ fn gasdtu_run_exits_1_naming_an_unwritable_store() {
     );
     assert!(stderr.contains("Read-only file system"), "{stderr}");
 }
+
+/// Write a file until the file system is full (ENOSPC). Returns its size.
+fn fill_disk(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create filler");
+    let chunk = vec![0x5au8; 4096];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => panic!("filler: {e}"),
+        }
+    }
+    let _ = f.sync_all();
+    n
+}
+
+#[test]
+fn a_store_on_a_small_file_system_clamps_its_cap_keeps_committing_and_recovers() {
+    const MIB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("flash");
+    std::fs::create_dir(&mnt).unwrap();
+    let _fs = Mount::tmpfs(&mnt, "4m");
+    let state = mnt.join("state");
+    let cfg = StoreConfig::default(); // 512 MiB: far more than the 4 MiB file system
+    let (store, events) = Store::open(&state, &cfg).unwrap();
+
+    // The clamp is reported at open.
+    let (configured, effective) = events
+        .iter()
+        .find_map(|e| match e {
+            StoreEvent::CapClamped {
+                configured,
+                effective,
+                ..
+            } => Some((*configured, *effective)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no CapClamped event: {events:?}"));
+    assert_eq!(configured, 512 * MIB);
+    // 4 MiB minus the 10 % floor (0.4 MiB), give or take what the fresh store holds.
+    assert!(
+        (3 * MIB..4 * MIB).contains(&effective),
+        "effective cap {effective}"
+    );
+    assert_eq!(store.max_bytes(), effective);
+    let json = events
+        .iter()
+        .find(|e| matches!(e, StoreEvent::CapClamped { .. }))
+        .unwrap()
+        .to_json();
+    assert_eq!(json["event"], "store_cap_clamped");
+
+    // Phase 1: commit poll cycles (20 devices x 10 points) with the bounds enforced every 5
+    // commits. Without the clamp the store fills the disk and commits fail with "disk full".
+    let mut t = T0;
+    let mut commit_cycle = |store: &Store, t: i64| {
+        let bs: Vec<SampleBatch> = (0..20).map(|d| batch(&format!("m{d}"), t, 10)).collect();
+        store.commit(&bs, &[], &stamp(t))
+    };
+    let mut dropped = 0;
+    let mut losses = 0;
+    let mut commits_after_first_loss = 0;
+    let mut i = 0;
+    while commits_after_first_loss < 300 {
+        i += 1;
+        t += 1000;
+        if let Err(e) = commit_cycle(&store, t) {
+            panic!("commit {i} failed although the cap is clamped: {e}");
+        }
+        if dropped > 0 {
+            commits_after_first_loss += 1;
+        }
+        if i % 5 == 0 {
+            let ev = store.enforce_limits(from_unix_ms(t)).unwrap();
+            assert!(
+                ev.bytes_after <= ev.max_bytes,
+                "commit {i}: {} on disk > cap {}",
+                ev.bytes_after,
+                ev.max_bytes
+            );
+            if ev.dropped_unsent > 0 {
+                assert!(ev.event_id.is_some(), "a loss is reported as data_loss");
+                losses += 1;
+            }
+            dropped += ev.dropped_unsent;
+        }
+        assert!(i < 20_000, "the clamp was never reached");
+    }
+    let st = store.stats().unwrap();
+    assert_eq!(st.dropped_unsent, dropped);
+    assert!(losses > 0);
+    eprintln!(
+        "phase 1: {i} commits, cap {effective}, {dropped} readings evicted in {losses} enforcements, {} on disk",
+        st.bytes_on_disk
+    );
+
+    // Phase 2: something else fills the disk. Commits that fail with `Full` are followed by
+    // `enforce_limits` (what the consumer does), which lowers the cap and evicts; every cycle
+    // is committed in the end.
+    let filler = mnt.join("filler");
+    let ballast = state.join("gasdtu.ballast");
+    assert!(ballast.exists(), "the ballast is written at open");
+    let filled = fill_disk(&filler);
+    let mut full = 0;
+    let mut low_cap = u64::MAX;
+    let mut met_full = false;
+    for _ in 0..200 {
+        t += 1000;
+        let mut tries = 0;
+        loop {
+            match commit_cycle(&store, t) {
+                Ok(_) => break,
+                Err(StoreError::Full { .. }) => {
+                    full += 1;
+                    tries += 1;
+                    assert!(tries <= 10, "no room made after {tries} evictions");
+                    let ev = store
+                        .enforce_limits(from_unix_ms(t))
+                        .expect("eviction must work on a full disk");
+                    low_cap = low_cap.min(ev.max_bytes);
+                    met_full |= ev.disk_full;
+                }
+                Err(e) => panic!("commit on a full disk: {e:?}"),
+            }
+        }
+        let ev = store.enforce_limits(from_unix_ms(t)).unwrap();
+        low_cap = low_cap.min(ev.max_bytes);
+        met_full |= ev.disk_full;
+    }
+    assert!(
+        low_cap < effective,
+        "the cap follows the free space: {low_cap} vs {effective}"
+    );
+    assert!(met_full, "the full disk was never met");
+    eprintln!(
+        "phase 2: filler {filled} B, {full} commits hit a full disk, cap went down to {low_cap}"
+    );
+
+    // Phase 3: the space comes back: the cap grows again and commits go on.
+    std::fs::remove_file(&filler).unwrap();
+    let ev = store.enforce_limits(from_unix_ms(t)).unwrap();
+    assert!(
+        ev.max_bytes > low_cap && ev.max_bytes >= effective - effective / 8,
+        "cap {} after the space came back (was {low_cap}, at open {effective})",
+        ev.max_bytes
+    );
+    assert!(ballast.exists(), "the ballast is written again");
+    for _ in 0..100 {
+        t += 1000;
+        commit_cycle(&store, t).unwrap();
+    }
+    let after = store.stats().unwrap();
+    assert!(after.pending_readings > 0);
+    assert_eq!(after, store.stats_scan().unwrap());
+}

@@ -216,9 +216,6 @@ impl Store {
 
     /// Size of the database file plus its WAL.
     pub fn bytes_on_disk(&self) -> u64 {
-        let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        len(&self.path) + len(Path::new(&wal))
+        super::db_and_wal_bytes(&self.path)
     }
 }

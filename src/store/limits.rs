@@ -7,6 +7,7 @@
 //! by later commits (no vacuum rewrite, no flash wear); `incremental_vacuum` runs only when the
 //! file itself exceeds the cap (e.g. the cap was lowered).
 
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -32,10 +33,16 @@ pub struct Eviction {
     /// Still above the cap after evicting every evictable row (alarms, events and sealed
     /// messages fill it).
     pub over_cap: bool,
+    /// The cap applied: `max_bytes` clamped to what the file system holds (`space`).
+    pub max_bytes: u64,
+    /// The file system was full: the ballast was given up and one small step evicted.
+    pub disk_full: bool,
 }
 
 /// Rows deleted per step while shrinking.
 const STEP: i64 = 256;
+/// Rows deleted by the one step of an eviction on a full disk.
+const EMERGENCY_STEP: i64 = 64;
 
 struct Loss {
     readings: i64,
@@ -93,23 +100,106 @@ fn used_bytes(tx: &Connection) -> rusqlite::Result<u64> {
 }
 
 impl Store {
-    /// Apply the age and size bounds as of `now`. Call it periodically (e.g. every minute)
-    /// and after large commits; it is cheap when nothing is over.
+    /// Recompute the size cap from the file system (see `space`); logs when it moves.
+    fn clamp_cap(&self, store_bytes: u64) -> u64 {
+        let configured = self.cfg.max_bytes;
+        let dir = self.dir();
+        let cap = match super::space::fs_space(dir) {
+            Ok(sp) => super::space::effective_cap(configured, store_bytes, sp),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot measure the store's file system; keeping the last size cap");
+                return self.max_bytes();
+            }
+        };
+        let old = self.cap.swap(cap, Ordering::Relaxed);
+        // Log moves of more than 1/16 (free space drifts with every commit of others).
+        if old.abs_diff(cap) > old / 16 {
+            if cap < configured {
+                tracing::warn!(
+                    configured,
+                    effective = cap,
+                    was = old,
+                    "store size cap clamped to what the file system can hold"
+                );
+            } else {
+                tracing::info!(
+                    configured,
+                    was = old,
+                    "store size cap back to the configured value"
+                );
+            }
+        }
+        cap
+    }
+
+    /// Apply the age and size bounds as of `now`. Call it periodically (e.g. every minute),
+    /// after large commits, and at once when a commit failed with `StoreError::Full`; it is
+    /// cheap when nothing is over. On a disk filled to the last byte by something else the
+    /// eviction itself cannot commit: then the ballast (see `space`) is deleted to give it
+    /// room, and written again by a later call once the space is back.
     pub fn enforce_limits(&self, now: SystemTime) -> Result<Eviction, StoreError> {
+        let dir = self.dir().to_path_buf();
+        let ev = match self.enforce_once(now, false) {
+            Err(StoreError::Full { .. }) => {
+                if let Ok(freed) = super::space::release_ballast(&dir) {
+                    if freed > 0 {
+                        tracing::warn!(freed, dir = %dir.display(),
+                            "disk full: ballast deleted to make room for evicting the oldest data");
+                    }
+                }
+                // One small eviction step: a transaction that fits in what the WAL and the
+                // ballast left; the next `Full` takes the next step.
+                let mut ev = self.enforce_once(now, true)?;
+                ev.disk_full = true;
+                ev
+            }
+            r => r?,
+        };
+        if !ev.over_cap {
+            match super::space::ensure_ballast(&dir) {
+                Ok(true) => tracing::info!(dir = %dir.display(), "store ballast written again"),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "store ballast not written"),
+            }
+        }
+        Ok(ev)
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.path.parent().unwrap_or(std::path::Path::new("."))
+    }
+
+    /// One enforcement in one transaction; `emergency` (disk full) evicts at most one small
+    /// step and skips the file shrink.
+    fn enforce_once(&self, now: SystemTime, emergency: bool) -> Result<Eviction, StoreError> {
         let mut ev = Eviction {
             bytes_before: self.bytes_on_disk(),
             ..Eviction::default()
         };
-        let cap = self.cfg.max_bytes;
+        let cap = self.clamp_cap(ev.bytes_before + super::space::ballast_bytes(self.dir()));
+        ev.max_bytes = cap;
         // The WAL is checkpointed at `wal_pages` and truncated back to that size, but one
         // transaction can overshoot before the checkpoint: reserve twice that for it.
-        let wal_reserve = 2 * wal_pages(cap) * 4096;
+        // A WAL frame is a 4 KiB page plus a 24-byte header (the file has a 32-byte header).
+        let wal_reserve = 2 * wal_pages(cap) * (4096 + 24) + 32;
         let budget = cap.saturating_sub(wal_reserve).max(64 * 1024);
         let now_ms = unix_ms(now);
         let hist_cut = now_ms - self.cfg.history.min(self.cfg.max_age).as_millis() as i64;
         let age_cut = now_ms - self.cfg.max_age.as_millis() as i64;
 
         let mut g = self.lock();
+        let pages = wal_pages(cap);
+        if pages != g.wal_pages {
+            // Keep the WAL inside the (new) cap.
+            g.conn
+                .execute_batch(&format!(
+                    "PRAGMA wal_autocheckpoint = {pages}; PRAGMA journal_size_limit = {};",
+                    pages * 4096
+                ))
+                .map_err(self.sql("wal pragmas"))?;
+            g.wal_pages = pages;
+        }
         let tx = g
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -161,19 +251,22 @@ impl Store {
                     false,
                 ),
             ];
+            let step = if emergency { EMERGENCY_STEP } else { STEP };
+            let mut steps_left = if emergency { 1 } else { usize::MAX };
             for (filter, is_history) in classes {
-                while used > target {
-                    let (n, u, lo, hi) = take(&tx, filter, &[&STEP], &mut next)
+                while used > target && steps_left > 0 {
+                    let (n, u, lo, hi) = take(&tx, filter, &[&step], &mut next)
                         .map_err(self.sql("size eviction"))?;
                     if n == 0 {
                         // Batches without samples count 0 readings: check rows, not readings.
                         let left: bool = tx
-                            .query_row(&format!("SELECT EXISTS ({filter})"), [STEP], |r| r.get(0))
+                            .query_row(&format!("SELECT EXISTS ({filter})"), [step], |r| r.get(0))
                             .map_err(self.sql("size eviction"))?;
                         if !left {
                             break;
                         }
                     }
+                    steps_left -= 1;
                     if is_history {
                         history += n;
                     } else {
@@ -227,15 +320,20 @@ impl Store {
             // Shrink the file only if its high-water mark exceeds the budget (more was
             // committed between two calls than the 10 % headroom, or the cap was lowered);
             // otherwise the free pages are simply reused. Then give the WAL space back.
-            if file_len > budget {
-                g.conn
-                    .execute_batch("PRAGMA incremental_vacuum")
-                    .map_err(self.sql("incremental_vacuum"))?;
+            if file_len > budget && !emergency {
+                // On a full disk this can fail (it writes moved pages to the WAL); the rows
+                // are evicted all the same and their pages reused, so it is not an error.
+                if let Err(e) = g.conn.execute_batch("PRAGMA incremental_vacuum") {
+                    tracing::warn!(error = %e, "store file could not be shrunk (freed pages are reused)");
+                }
             }
+            // Copy the WAL into the database so the next commits restart it from its
+            // beginning. PASSIVE, not TRUNCATE: the WAL file keeps its blocks (up to
+            // `journal_size_limit`), so an eviction on a full disk still has room to write.
             // Busy readers make this a partial checkpoint; that is fine.
             let _ = g
                 .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         }
         drop(g);
         ev.bytes_after = self.bytes_on_disk();

@@ -25,10 +25,12 @@ mod limits;
 mod schema;
 mod sealing;
 pub mod seq;
+pub mod space;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -154,6 +156,14 @@ pub enum StoreEvent {
     /// A fresh database found no sequence reservation file: sequence numbers restart above a
     /// floor derived from the wall clock (see `seq`).
     SeqFromClock { hwm: u64 },
+    /// The configured size cap is more than the state directory's file system can hold: the
+    /// store applies `effective` instead (see `space`; recomputed at every `enforce_limits`).
+    CapClamped {
+        configured: u64,
+        effective: u64,
+        /// Free bytes on the file system at open.
+        free: u64,
+    },
 }
 
 impl StoreEvent {
@@ -182,6 +192,16 @@ impl StoreEvent {
                 "after": hwm,
                 "reason": "no sequence reservation file next to a fresh database",
             }),
+            StoreEvent::CapClamped {
+                configured,
+                effective,
+                free,
+            } => json!({
+                "event": "store_cap_clamped",
+                "configured": configured,
+                "effective": effective,
+                "free": free,
+            }),
         }
     }
 }
@@ -205,6 +225,8 @@ pub struct Store {
     counters: Mutex<StoreStats>,
     /// False for a read-only store (another process writes): `stats()` scans instead.
     live: bool,
+    /// The size cap in force: `cfg.max_bytes` clamped to the file system (`space`).
+    cap: AtomicU64,
     path: PathBuf,
     reserve_path: PathBuf,
     cfg: StoreConfig,
@@ -221,6 +243,8 @@ struct Inner {
     untrusted_base: Option<(Arc<str>, i64)>,
     /// Held rows may exist (checked at open, set when holding).
     held_rows: bool,
+    /// WAL auto-checkpoint pages in force (follows the size cap).
+    wal_pages: u64,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -241,6 +265,33 @@ impl Store {
         let mut events = Vec::new();
         // WAL needs `-wal` and `-shm` beside the database: the directory must be writable.
         probe_dir_writable(state_dir)?;
+        let cap = match space::fs_space(state_dir) {
+            Ok(sp) => {
+                let own = db_and_wal_bytes(&path) + space::ballast_bytes(state_dir);
+                let cap = space::effective_cap(cfg.max_bytes, own, sp);
+                if cap < cfg.max_bytes {
+                    tracing::warn!(configured = cfg.max_bytes, effective = cap, free = sp.avail,
+                        dir = %state_dir.display(),
+                        "store size cap exceeds what the file system can hold: clamped");
+                    events.push(StoreEvent::CapClamped {
+                        configured: cfg.max_bytes,
+                        effective: cap,
+                        free: sp.avail,
+                    });
+                }
+                cap
+            }
+            Err(e) => {
+                tracing::warn!(dir = %state_dir.display(), error = %e,
+                    "cannot measure the state directory's file system; the configured size cap stands");
+                cfg.max_bytes
+            }
+        };
+
+        if let Err(e) = space::ensure_ballast(state_dir) {
+            tracing::warn!(dir = %state_dir.display(), error = %e,
+                "cannot write the store's ballast file (room to evict on a full disk)");
+        }
 
         let existed = path.exists();
         if existed {
@@ -296,7 +347,7 @@ impl Store {
                 )),
             });
         }
-        let wal_pages = wal_pages(cfg.max_bytes);
+        let wal_pages = wal_pages(cap);
         conn.execute_batch(&format!(
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
              PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
@@ -358,9 +409,11 @@ impl Store {
                 reserved: reserved.unwrap_or(0),
                 untrusted_base: None,
                 held_rows,
+                wal_pages,
             }),
             counters: Mutex::new(counters),
             live: true,
+            cap: AtomicU64::new(cap),
             path,
             reserve_path,
             cfg: cfg.clone(),
@@ -421,9 +474,11 @@ impl Store {
                 reserved: 0,
                 untrusted_base: None,
                 held_rows: false,
+                wal_pages: 0,
             }),
             counters: Mutex::new(StoreStats::default()),
             live: false,
+            cap: AtomicU64::new(StoreConfig::default().max_bytes),
             reserve_path: state_dir.join(seq::FILE_NAME),
             path,
             cfg: StoreConfig::default(),
@@ -433,6 +488,12 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The size cap in force: the configured `max_bytes` clamped to what the file system can
+    /// hold (as of open or the last `enforce_limits`).
+    pub fn max_bytes(&self) -> u64 {
+        self.cap.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -709,6 +770,14 @@ impl Store {
             .map_err(self.sql("foreign_keys"))?;
         Ok((mode, sync, fk))
     }
+}
+
+/// Size of a database file plus its WAL (0 for missing files).
+fn db_and_wal_bytes(path: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.to_path_buf().into_os_string();
+    wal.push("-wal");
+    len(path) + len(Path::new(&wal))
 }
 
 /// WAL pages before an automatic checkpoint: 1000 (SQLite's default, 4 MiB) unless the size

@@ -705,6 +705,7 @@ fn age_bounds() {
         Eviction {
             bytes_before: ev.bytes_before,
             bytes_after: ev.bytes_after,
+            max_bytes: ev.max_bytes,
             ..Eviction::default()
         }
     );
