@@ -111,10 +111,12 @@ pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
+    // The field types are c_ulong/fsblkcnt_t: u64 here, u32 on armhf.
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, blocks, bavail) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
     Ok(FsSpace {
-        total: (st.f_blocks as u64).saturating_mul(frsize),
-        avail: (st.f_bavail as u64).saturating_mul(frsize),
+        total: blocks.saturating_mul(frsize),
+        avail: bavail.saturating_mul(frsize),
     })
 }
 
