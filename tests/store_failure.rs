@@ -247,7 +247,7 @@ fn a_store_on_a_small_file_system_clamps_its_cap_keeps_committing_and_recovers()
     // Phase 1: commit poll cycles (20 devices x 10 points) with the bounds enforced every 5
     // commits. Without the clamp the store fills the disk and commits fail with "disk full".
     let mut t = T0;
-    let mut commit_cycle = |store: &Store, t: i64| {
+    let commit_cycle = |store: &Store, t: i64| {
         let bs: Vec<SampleBatch> = (0..20).map(|d| batch(&format!("m{d}"), t, 10)).collect();
         store.commit(&bs, &[], &stamp(t))
     };
