@@ -50,9 +50,7 @@ impl DeviceBoard {
         let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
         match self.inner.lock() {
             Ok(mut g) => g.retain(|name, _| keep.contains(name.as_str())),
-            Err(p) => p
-                .into_inner()
-                .retain(|name, _| keep.contains(name.as_str())),
+            Err(p) => p.into_inner().retain(|name, _| keep.contains(name.as_str())),
         }
     }
 
