@@ -8,6 +8,9 @@
 //!   event); a store on a 4 MiB tmpfs keeps committing by evicting its oldest data instead of
 //!   failing with "disk full", makes room when something else fills the disk, and grows its
 //!   cap again when the space comes back.
+//! - A store that fails seal and ack is not a broken uplink: the forwarder keeps its one
+//!   session to a real mosquitto (counted by a TCP relay in front of it), backs off, reports
+//!   `store_error`, and delivers everything once the store works again.
 
 mod common;
 
@@ -346,4 +349,240 @@ fn a_store_on_a_small_file_system_clamps_its_cap_keeps_committing_and_recovers()
     let after = store.stats().unwrap();
     assert!(after.pending_readings > 0);
     assert_eq!(after, store.stats_scan().unwrap());
+}
+
+// ------------------------------------------------------------------ forwarder vs. store errors
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gasdtu::config::{Encoding, UplinkConfig};
+use gasdtu::outbox::{Entry, Outbox, OutboxError, Sealed};
+use gasdtu::uplink::{Forwarder, LinkState, LinkStatus};
+
+/// The real store, whose `seal` and `ack_many` fail the first N times with a store error.
+struct FlakyStore {
+    store: Store,
+    seal_failures: AtomicUsize,
+    ack_failures: AtomicUsize,
+    seal_calls: AtomicUsize,
+    sealed: AtomicUsize,
+    /// When each injected failure happened.
+    failed_at: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+fn fail(left: &AtomicUsize) -> Result<(), OutboxError> {
+    let took = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    match took {
+        Ok(_) => Err(OutboxError::Store(
+            "database /x/gasdtu.db: commit seal: disk I/O error (injected)".into(),
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+impl Outbox for FlakyStore {
+    fn pending(&self, limit: usize, live_since_ms: i64) -> Result<Vec<Entry>, OutboxError> {
+        self.store.pending(limit, live_since_ms)
+    }
+    fn seal(
+        &self,
+        topic: &str,
+        entries: &[i64],
+        readings: u64,
+        build: &mut dyn FnMut(u64) -> Result<Vec<u8>, String>,
+    ) -> Result<Sealed, OutboxError> {
+        self.seal_calls.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = fail(&self.seal_failures) {
+            self.failed_at
+                .lock()
+                .unwrap()
+                .push(std::time::Instant::now());
+            return Err(e);
+        }
+        let m = self.store.seal(topic, entries, readings, build)?;
+        self.sealed.fetch_add(1, Ordering::SeqCst);
+        Ok(m)
+    }
+    fn unacked(&self) -> Result<Vec<Sealed>, OutboxError> {
+        self.store.unacked()
+    }
+    fn ack(&self, seq: u64) -> Result<(), OutboxError> {
+        self.ack_many(&[seq])
+    }
+    fn ack_many(&self, seqs: &[u64]) -> Result<(), OutboxError> {
+        if let Err(e) = fail(&self.ack_failures) {
+            self.failed_at
+                .lock()
+                .unwrap()
+                .push(std::time::Instant::now());
+            return Err(e);
+        }
+        self.store.ack_many(seqs)
+    }
+}
+
+/// A TCP relay in front of the broker that counts the connections it accepted.
+async fn relay(to: u16) -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+    (port, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_keeps_the_uplink_session_and_delivers_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::generate(dir.path());
+    let tls = common::BrokerTls {
+        cert: "server",
+        require_certificate: false,
+        tls_version: None,
+    };
+    let broker = common::Broker::new(dir.path(), &pki, &tls, false);
+    let root = "gasdtu/gw-flaky";
+    let sub = common::Subscriber::start(&pki, broker.port, &format!("{root}/#"), "sub-f", false);
+    sub.wait_subscribed(1, Duration::from_secs(15)).await;
+    let (port, connections) = relay(broker.port).await;
+
+    let (store, _) = Store::open(&dir.path().join("state"), &StoreConfig::default()).unwrap();
+    let now = gasdtu::time::unix_ms(std::time::SystemTime::now());
+    for i in 0..5 {
+        store
+            .commit(&[batch("m1", now - 5000 + i, 4)], &[], &stamp(now))
+            .unwrap();
+    }
+    let outbox = Arc::new(FlakyStore {
+        store,
+        seal_failures: AtomicUsize::new(3),
+        ack_failures: AtomicUsize::new(2),
+        seal_calls: AtomicUsize::new(0),
+        sealed: AtomicUsize::new(0),
+        failed_at: std::sync::Mutex::new(Vec::new()),
+    });
+    let cfg = UplinkConfig {
+        host: "127.0.0.1".into(),
+        port,
+        tls: true,
+        ca_file: Some(pki.path("ca.pem")),
+        client_cert: None,
+        client_key: None,
+        server_name: Some("localhost".into()),
+        username: None,
+        password: None,
+        client_id: "gasdtu-gw-flaky".into(),
+        topic_root: root.into(),
+        keepalive: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(10),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(400),
+        max_payload: 256,
+        rate_limit: None,
+        encoding: Encoding::Json,
+        inflight: 4,
+    };
+    let (tx, mut rx) = tokio::sync::watch::channel(LinkStatus::default());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<LinkStatus>::new()));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let st = rx.borrow_and_update().clone();
+            s2.lock().unwrap().push(st);
+        }
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let fwd = Forwarder::new(
+        cfg,
+        "gw-flaky",
+        outbox.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        tx,
+    );
+    let task = tokio::spawn(fwd.run(shutdown.clone()));
+
+    // Everything ends up acknowledged in the store (backoff 1 + 2 + 4 s for the seals, then
+    // 1 + 2 s for the acks).
+    common::wait_until("outbox drained", Duration::from_secs(40), || {
+        let s = outbox.store.stats().ok()?;
+        (s.pending_readings == 0 && s.sealed_messages == 0 && s.history_readings == 20)
+            .then_some(())
+    })
+    .await;
+    // ... and at the subscriber.
+    common::wait_until(
+        "20 readings at the subscriber",
+        Duration::from_secs(15),
+        || {
+            let n: usize = sub
+                .snapshot()
+                .iter()
+                .filter(|m| m.topic.ends_with("/data"))
+                .filter_map(|m| gasdtu::uplink::decode(&m.payload).ok())
+                .map(|d| {
+                    d["data"]
+                        .as_array()
+                        .map(|devs| {
+                            devs.iter()
+                                .map(|dv| dv["reads"].as_array().map_or(0, |r| r.len()))
+                                .sum::<usize>()
+                        })
+                        .unwrap_or(0)
+                })
+                .sum();
+            (n >= 5).then_some(())
+        },
+    )
+    .await;
+
+    let history = seen.lock().unwrap().clone();
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "a store error must not reconnect the uplink"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|s| !matches!(s.state, LinkState::Down { .. })),
+        "the link was reported down: {history:?}"
+    );
+    assert!(
+        history.iter().any(|s| s.store_error.is_some()),
+        "the store error is reported"
+    );
+    let last = history.last().unwrap();
+    assert_eq!(last.store_error, None, "cleared once the store works");
+    assert_eq!(last.reconnects, 0);
+    // Backed off, not hammered: each injected failure cost exactly one call, and the
+    // retries came at least the 1 s backoff apart.
+    assert_eq!(
+        outbox.seal_calls.load(Ordering::SeqCst),
+        outbox.sealed.load(Ordering::SeqCst) + 3
+    );
+    let at = outbox.failed_at.lock().unwrap().clone();
+    assert_eq!(at.len(), 5, "3 seal and 2 ack failures");
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(1900),
+        "doubled: {:?}",
+        at[2] - at[1]
+    );
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(950),
+            "retried after {:?}",
+            w[1] - w[0]
+        );
+    }
+    shutdown.cancel();
+    task.await.unwrap();
 }
