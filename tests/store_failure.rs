@@ -586,3 +586,45 @@ async fn a_failing_store_keeps_the_uplink_session_and_delivers_afterwards() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+#[test]
+fn gasdtu_check_warns_when_the_cap_exceeds_the_file_system_and_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("flash");
+    std::fs::create_dir(&mnt).unwrap();
+    let _fs = Mount::tmpfs(&mnt, "4m");
+    let config = dir.path().join("gasdtu.toml");
+    let write = |max: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nid = \"ftest\"\nstate_dir = \"{}\"\n\n[store]\nmax_bytes = \"{max}\"\n\n\
+                 [buses.lan1]\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 1502\n\n\
+                 [devices.pt1]\nbus = \"lan1\"\nunit = 1\nprofile = \"pt-float\"\n",
+                mnt.join("state").display()
+            ),
+        )
+        .unwrap();
+        Command::new(common::gasdtu())
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run gasdtu check")
+    };
+    let out = write("512MiB");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("warning:")
+            && l.contains("store.max_bytes")
+            && l.contains(&mnt.display().to_string())),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 warning"));
+    // A cap that fits: no such warning.
+    let out = write("2MiB");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("store.max_bytes"), "{stderr}");
+}
