@@ -6,12 +6,15 @@
 //!
 //! Layout: `schema` (migration steps), `blob` (pure: the compact sample encoding), `clock`
 //! (trust floor and re-stamp math), `seq` (the side-file reservation), `dict` (device and point
-//! dictionaries), `outbox` (the `Outbox` impl), `limits` (eviction), `export` (history read-out
-//! and statistics).
+//! dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size cap
+//! clamped to the file system, the full-disk ballast), `counters` (O(1) statistics), `export`
+//! (history read-out and the statistics type).
 //!
 //! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
 //! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
-//! tokio mutex would buy nothing since nothing awaits while it is held). Other processes
+//! tokio mutex would buy nothing since nothing awaits while it is held). The live statistics
+//! sit behind a second small mutex, taken after the connection's (never before), so `stats()`
+//! never waits behind a commit. Other processes
 //! (`gasdtu export`, `gasdtu queue`) open their own read-only connection; WAL lets them read
 //! while the daemon writes.
 
