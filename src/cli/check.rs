@@ -1,7 +1,9 @@
 //! `gasdtu check`: validates the configuration file with the daemon's own loader and prints
 //! every error and warning (each naming its key path, line and column), the per-bus wire-time
 //! report and a summary line. Diagnostics go to stderr, the report and summary to stdout.
-//! Exit 0 valid (warnings allowed), 1 invalid, 2 unreadable.
+//! Exit 0 valid (warnings allowed), 1 invalid, 2 unreadable. One warning is not the loader's:
+//! a `store.max_bytes` larger than the state directory's file system can hold (the daemon
+//! clamps it, see src/store/space.rs), measured here because loading does no such I/O.
 
 use crate::config::{self, LoadError};
 
@@ -32,7 +34,9 @@ pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
             Ok(1)
         }
         Ok(loaded) => {
-            for w in &loaded.warnings {
+            let mut warnings = loaded.warnings.clone();
+            warnings.extend(store_cap_warning(&name.to_string(), &loaded.config));
+            for w in &warnings {
                 eprintln!("warning: {w}");
             }
             if !args.quiet {
@@ -46,7 +50,7 @@ pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
             } else {
                 String::new()
             };
-            let warnings = match loaded.warnings.len() {
+            let warnings = match warnings.len() {
                 0 => String::new(),
                 1 => ", 1 warning".to_string(),
                 n => format!(", {n} warnings"),
@@ -58,4 +62,33 @@ pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// A warning if the configured store cap exceeds what the state directory's file system can
+/// hold (free space plus what an existing store already uses, minus the floor kept free).
+fn store_cap_warning(origin: &str, cfg: &config::Config) -> Option<config::ConfigWarning> {
+    use crate::store::space;
+    let configured = cfg.store.max_bytes;
+    let dir = &cfg.gateway.state_dir;
+    let c = space::capacity(dir).ok()?;
+    if configured <= c.holds {
+        return None;
+    }
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    Some(config::ConfigWarning {
+        origin: origin.to_string(),
+        path: "store.max_bytes".into(),
+        line: None,
+        column: None,
+        message: format!(
+            "{} is more than the file system of {} can hold ({} free of {}, {} kept free): \
+             the store will be capped at {}",
+            mib(configured),
+            c.measured.display(),
+            mib(c.space.avail),
+            mib(c.space.total),
+            mib(space::floor(c.space.total)),
+            mib(c.holds)
+        ),
+    })
 }

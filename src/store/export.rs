@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use super::clock::ClockState;
 use super::dict::Dict;
-use super::{blob, entry_state, get_meta, Store, StoreError};
+use super::{blob, entry_state, Store, StoreError};
 use crate::model::{Sample, SampleBatch};
 use crate::time::{from_unix_ms, unix_ms};
 
@@ -189,63 +189,33 @@ impl Store {
         Ok(n)
     }
 
-    /// Buffer statistics. Scans the entry table (fine for an operator's request; not meant
-    /// for a hot loop).
+    /// Buffer statistics, O(1): kept up to date by every mutation (see `counters`), read
+    /// without the connection's lock and without any SQLite call. A read-only store (another
+    /// process writes) scans instead (`stats_scan`).
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        if !self.live {
+            return self.stats_scan();
+        }
+        let mut s = self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.bytes_on_disk = self.bytes_on_disk();
+        Ok(s)
+    }
+
+    /// Buffer statistics by a full scan of the entry table (read-only stores; the oracle the
+    /// live counters are tested against). Holds the connection's lock for the scan.
+    pub fn stats_scan(&self) -> Result<StoreStats, StoreError> {
         let g = self.lock();
-        let c = &g.conn;
-        let mut s = StoreStats {
-            bytes_on_disk: self.bytes_on_disk(),
-            ..StoreStats::default()
-        };
-        s.sealed_messages = c
-            .query_row("SELECT COUNT(*) FROM message", [], |r| r.get::<_, i64>(0))
-            .map_err(self.sql("stats"))? as u64;
-        let (pe, he, pr, hr, op): (i64, i64, i64, i64, Option<i64>) = c
-            .query_row(
-                "SELECT \
-                   COALESCE(SUM(status = 0), 0), \
-                   COALESCE(SUM(status = 3), 0), \
-                   COALESCE(SUM(CASE WHEN kind = 2 AND status IN (0, 1, 3) THEN readings END), 0), \
-                   COALESCE(SUM(CASE WHEN status = 2 THEN readings END), 0), \
-                   MIN(CASE WHEN kind = 2 AND status IN (0, 1) THEN read_ms END) \
-                 FROM entry",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .map_err(self.sql("stats"))?;
-        s.pending_entries = pe as u64;
-        s.held_entries = he as u64;
-        s.pending_readings = pr as u64;
-        s.history_readings = hr as u64;
-        s.oldest_pending_read_ms = op;
-        let (lo, hi): (Option<i64>, Option<i64>) = c
-            .query_row(
-                "SELECT MIN(read_ms), MAX(read_ms) FROM entry WHERE kind = 2 AND status != 3",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(self.sql("stats"))?;
-        s.oldest_read_ms = lo;
-        s.newest_read_ms = hi;
-        s.seq_hwm = get_meta(c, "seq_hwm")
-            .map_err(self.sql("stats"))?
-            .unwrap_or(g.seq_hwm as i64) as u64;
-        s.dropped_unsent = get_meta(c, "dropped_unsent")
-            .map_err(self.sql("stats"))?
-            .unwrap_or(0) as u64;
-        s.dropped_expired = get_meta(c, "dropped_expired")
-            .map_err(self.sql("stats"))?
-            .unwrap_or(0) as u64;
-        s.last_ack_ms = get_meta(c, "last_ack_ms").map_err(self.sql("stats"))?;
+        let mut s = super::counters::scan(&g.conn, g.seq_hwm).map_err(self.sql("stats"))?;
+        s.bytes_on_disk = self.bytes_on_disk();
         Ok(s)
     }
 
     /// Size of the database file plus its WAL.
     pub fn bytes_on_disk(&self) -> u64 {
-        let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        len(&self.path) + len(Path::new(&wal))
+        super::db_and_wal_bytes(&self.path)
     }
 }

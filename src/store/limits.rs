@@ -7,10 +7,12 @@
 //! by later commits (no vacuum rewrite, no flash wear); `incremental_vacuum` runs only when the
 //! file itself exceeds the cap (e.g. the cap was lowered).
 
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::counters::{Next, Tally};
 use super::{add_meta, insert_json, wal_pages, Store, StoreError};
 use crate::outbox::EntryKind;
 use crate::time::{rfc3339_ms, unix_ms};
@@ -31,10 +33,16 @@ pub struct Eviction {
     /// Still above the cap after evicting every evictable row (alarms, events and sealed
     /// messages fill it).
     pub over_cap: bool,
+    /// The cap applied: `max_bytes` clamped to what the file system holds (`space`).
+    pub max_bytes: u64,
+    /// The file system was full: the ballast was given up and one small step evicted.
+    pub disk_full: bool,
 }
 
 /// Rows deleted per step while shrinking.
 const STEP: i64 = 256;
+/// Rows deleted by the one step of an eviction on a full disk.
+const EMERGENCY_STEP: i64 = 64;
 
 struct Loss {
     readings: i64,
@@ -55,12 +63,16 @@ impl Loss {
     }
 }
 
-/// Readings and trusted read-time range of the rows selected by `filter`, then delete them.
+/// Readings and trusted read-time range of the rows selected by `filter`, then delete them
+/// (and account for them in `next`).
 fn take(
     tx: &Connection,
     filter: &str,
     params: &[&dyn rusqlite::ToSql],
+    next: &mut Next,
 ) -> rusqlite::Result<(i64, i64, Option<i64>, Option<i64>)> {
+    let t = Tally::of(tx, &format!("id IN ({filter})"), params)?;
+    next.delete(&t);
     let stats: (i64, i64, Option<i64>, Option<i64>) = tx.query_row(
         &format!(
             "SELECT COALESCE(SUM(readings), 0), \
@@ -88,27 +100,111 @@ fn used_bytes(tx: &Connection) -> rusqlite::Result<u64> {
 }
 
 impl Store {
-    /// Apply the age and size bounds as of `now`. Call it periodically (e.g. every minute)
-    /// and after large commits; it is cheap when nothing is over.
+    /// Recompute the size cap from the file system (see `space`); logs when it moves.
+    fn clamp_cap(&self, store_bytes: u64) -> u64 {
+        let configured = self.cfg.max_bytes;
+        let dir = self.dir();
+        let cap = match super::space::fs_space(dir) {
+            Ok(sp) => super::space::effective_cap(configured, store_bytes, sp),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot measure the store's file system; keeping the last size cap");
+                return self.max_bytes();
+            }
+        };
+        let old = self.cap.swap(cap, Ordering::Relaxed);
+        // Log moves of more than 1/16 (free space drifts with every commit of others).
+        if old.abs_diff(cap) > old / 16 {
+            if cap < configured {
+                tracing::warn!(
+                    configured,
+                    effective = cap,
+                    was = old,
+                    "store size cap clamped to what the file system can hold"
+                );
+            } else {
+                tracing::info!(
+                    configured,
+                    was = old,
+                    "store size cap back to the configured value"
+                );
+            }
+        }
+        cap
+    }
+
+    /// Apply the age and size bounds as of `now`. Call it periodically (e.g. every minute),
+    /// after large commits, and at once when a commit failed with `StoreError::Full`; it is
+    /// cheap when nothing is over. On a disk filled to the last byte by something else the
+    /// eviction itself cannot commit: then the ballast (see `space`) is deleted to give it
+    /// room, and written again by a later call once the space is back.
     pub fn enforce_limits(&self, now: SystemTime) -> Result<Eviction, StoreError> {
+        let dir = self.dir().to_path_buf();
+        let ev = match self.enforce_once(now, false) {
+            Err(StoreError::Full { .. }) => {
+                if let Ok(freed) = super::space::release_ballast(&dir) {
+                    if freed > 0 {
+                        tracing::warn!(freed, dir = %dir.display(),
+                            "disk full: ballast deleted to make room for evicting the oldest data");
+                    }
+                }
+                // One small eviction step: a transaction that fits in what the WAL and the
+                // ballast left; the next `Full` takes the next step.
+                let mut ev = self.enforce_once(now, true)?;
+                ev.disk_full = true;
+                ev
+            }
+            r => r?,
+        };
+        if !ev.over_cap {
+            match super::space::ensure_ballast(&dir) {
+                Ok(true) => tracing::info!(dir = %dir.display(), "store ballast written again"),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "store ballast not written"),
+            }
+        }
+        Ok(ev)
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.path.parent().unwrap_or(std::path::Path::new("."))
+    }
+
+    /// One enforcement in one transaction; `emergency` (disk full) evicts at most one small
+    /// step and skips the file shrink.
+    fn enforce_once(&self, now: SystemTime, emergency: bool) -> Result<Eviction, StoreError> {
         let mut ev = Eviction {
             bytes_before: self.bytes_on_disk(),
             ..Eviction::default()
         };
-        let cap = self.cfg.max_bytes;
+        let cap = self.clamp_cap(ev.bytes_before + super::space::ballast_bytes(self.dir()));
+        ev.max_bytes = cap;
         // The WAL is checkpointed at `wal_pages` and truncated back to that size, but one
         // transaction can overshoot before the checkpoint: reserve twice that for it.
-        let wal_reserve = 2 * wal_pages(cap) * 4096;
+        // A WAL frame is a 4 KiB page plus a 24-byte header (the file has a 32-byte header).
+        let wal_reserve = 2 * wal_pages(cap) * (4096 + 24) + 32;
         let budget = cap.saturating_sub(wal_reserve).max(64 * 1024);
         let now_ms = unix_ms(now);
         let hist_cut = now_ms - self.cfg.history.min(self.cfg.max_age).as_millis() as i64;
         let age_cut = now_ms - self.cfg.max_age.as_millis() as i64;
 
         let mut g = self.lock();
+        let pages = wal_pages(cap);
+        if pages != g.wal_pages {
+            // Keep the WAL inside the (new) cap.
+            g.conn
+                .execute_batch(&format!(
+                    "PRAGMA wal_autocheckpoint = {pages}; PRAGMA journal_size_limit = {};",
+                    pages * 4096
+                ))
+                .map_err(self.sql("wal pragmas"))?;
+            g.wal_pages = pages;
+        }
         let tx = g
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin eviction"))?;
+        let mut next = self.next_stats();
         let mut history = 0i64;
         let mut lost = Loss {
             readings: 0,
@@ -123,6 +219,7 @@ impl Store {
             &tx,
             "SELECT id FROM entry WHERE kind = 2 AND status = 2 AND read_ms < ?1",
             &[&hist_cut],
+            &mut next,
         )
         .map_err(self.sql("age eviction"))?;
         history += n;
@@ -130,6 +227,7 @@ impl Store {
             &tx,
             "SELECT id FROM entry WHERE kind = 2 AND status = 0 AND read_ms < ?1",
             &[&age_cut],
+            &mut next,
         )
         .map_err(self.sql("age eviction"))?;
         if n > 0 {
@@ -153,19 +251,22 @@ impl Store {
                     false,
                 ),
             ];
+            let step = if emergency { EMERGENCY_STEP } else { STEP };
+            let mut steps_left = if emergency { 1 } else { usize::MAX };
             for (filter, is_history) in classes {
-                while used > target {
-                    let (n, u, lo, hi) =
-                        take(&tx, filter, &[&STEP]).map_err(self.sql("size eviction"))?;
+                while used > target && steps_left > 0 {
+                    let (n, u, lo, hi) = take(&tx, filter, &[&step], &mut next)
+                        .map_err(self.sql("size eviction"))?;
                     if n == 0 {
                         // Batches without samples count 0 readings: check rows, not readings.
                         let left: bool = tx
-                            .query_row(&format!("SELECT EXISTS ({filter})"), [STEP], |r| r.get(0))
+                            .query_row(&format!("SELECT EXISTS ({filter})"), [step], |r| r.get(0))
                             .map_err(self.sql("size eviction"))?;
                         if !left {
                             break;
                         }
                     }
+                    steps_left -= 1;
                     if is_history {
                         history += n;
                     } else {
@@ -182,9 +283,11 @@ impl Store {
 
         if history > 0 {
             add_meta(&tx, "dropped_expired", history).map_err(self.sql("meta"))?;
+            next.s.dropped_expired += history as u64;
         }
         if lost.readings > 0 {
             add_meta(&tx, "dropped_unsent", lost.readings).map_err(self.sql("meta"))?;
+            next.s.dropped_unsent += lost.readings as u64;
             let total = super::get_meta(&tx, "dropped_unsent")
                 .map_err(self.sql("meta"))?
                 .unwrap_or(0);
@@ -201,10 +304,13 @@ impl Store {
                 insert_json(&tx, EntryKind::Event, &event, now_ms)
                     .map_err(self.sql("loss event"))?,
             );
+            next.insert_json();
             tracing::warn!(readings = lost.readings, reason = %reasons.join(","),
                 "store bound reached: oldest unsent readings evicted");
         }
+        next.refresh(&tx).map_err(self.sql("eviction statistics"))?;
         tx.commit().map_err(self.sql("commit eviction"))?;
+        self.publish_stats(next);
         ev.expired_history = history as u64;
         ev.dropped_unsent = lost.readings as u64;
         ev.dropped_range = lost.range;
@@ -214,15 +320,20 @@ impl Store {
             // Shrink the file only if its high-water mark exceeds the budget (more was
             // committed between two calls than the 10 % headroom, or the cap was lowered);
             // otherwise the free pages are simply reused. Then give the WAL space back.
-            if file_len > budget {
-                g.conn
-                    .execute_batch("PRAGMA incremental_vacuum")
-                    .map_err(self.sql("incremental_vacuum"))?;
+            if file_len > budget && !emergency {
+                // On a full disk this can fail (it writes moved pages to the WAL); the rows
+                // are evicted all the same and their pages reused, so it is not an error.
+                if let Err(e) = g.conn.execute_batch("PRAGMA incremental_vacuum") {
+                    tracing::warn!(error = %e, "store file could not be shrunk (freed pages are reused)");
+                }
             }
+            // Copy the WAL into the database so the next commits restart it from its
+            // beginning. PASSIVE, not TRUNCATE: the WAL file keeps its blocks (up to
+            // `journal_size_limit`), so an eviction on a full disk still has room to write.
             // Busy readers make this a partial checkpoint; that is fine.
             let _ = g
                 .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         }
         drop(g);
         ev.bytes_after = self.bytes_on_disk();

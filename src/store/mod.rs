@@ -6,28 +6,34 @@
 //!
 //! Layout: `schema` (migration steps), `blob` (pure: the compact sample encoding), `clock`
 //! (trust floor and re-stamp math), `seq` (the side-file reservation), `dict` (device and point
-//! dictionaries), `outbox` (the `Outbox` impl), `limits` (eviction), `export` (history read-out
-//! and statistics).
+//! dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size cap
+//! clamped to the file system, the full-disk ballast), `counters` (O(1) statistics), `export`
+//! (history read-out and the statistics type).
 //!
 //! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
 //! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
-//! tokio mutex would buy nothing since nothing awaits while it is held). Other processes
+//! tokio mutex would buy nothing since nothing awaits while it is held). The live statistics
+//! sit behind a second small mutex, taken after the connection's (never before), so `stats()`
+//! never waits behind a commit. Other processes
 //! (`gasdtu export`, `gasdtu queue`) open their own read-only connection; WAL lets them read
 //! while the daemon writes.
 
 mod alarm_state;
 mod blob;
 pub mod clock;
+mod counters;
 mod dict;
 mod export;
 mod limits;
 mod schema;
 mod sealing;
 pub mod seq;
+pub mod space;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -68,14 +74,42 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// SQLite failed (disk full, I/O error, locked past the busy timeout, corruption at run
-    /// time).
+    /// SQLite failed (I/O error, corruption at run time, anything not classified below):
+    /// retry later.
     #[error("database {}: {what}: {source}", path.display())]
     Sqlite {
         what: &'static str,
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The file system is full (SQLITE_FULL): nothing was written. Make room
+    /// (`enforce_limits` evicts down to the clamped cap) and retry.
+    #[error("database {}: {what}: the file system is full: {source}", path.display())]
+    Full {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The database became read-only while running (SQLITE_READONLY, e.g. the file system was
+    /// remounted read-only after I/O errors): retry slowly and alert; only an operator fixes it.
+    #[error("database {}: {what}: the database is read-only now: {source}", path.display())]
+    ReadOnly {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// Another connection held the lock past the busy timeout (e.g. a long `gasdtu export`
+    /// of another process checkpointing): retry soon.
+    #[error("database {}: {what}: locked by another connection past the busy timeout: {source}", path.display())]
+    Busy {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// At open: the database or its directory cannot be written by this process (SQLite
+    /// would silently open a write-protected file read-only). Refused at start.
+    #[error("store {} is not writable: {why}; gasdtu must write its store (fix the permissions or the mount, or set gateway.state_dir to a writable directory)", path.display())]
+    Unwritable { path: PathBuf, why: String },
     /// The database was written by a newer gasdtu (schema version above ours): left alone.
     #[error("database {}: schema version {found} is newer than this gasdtu understands ({known}); not touching it", path.display())]
     TooNew {
@@ -92,6 +126,20 @@ pub enum StoreError {
     /// The export sink failed (e.g. the output file could not be written).
     #[error("export output: {0}")]
     Sink(std::io::Error),
+}
+
+/// A SQLite failure as the variant that says how to react to it.
+pub(crate) fn classify(what: &'static str, path: &Path, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let path = path.to_path_buf();
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full { what, path, source },
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { what, path, source },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy { what, path, source }
+        }
+        _ => StoreError::Sqlite { what, path, source },
+    }
 }
 
 /// What `Store::open` found and did; each is also queued upstream as an `event` entry
@@ -111,6 +159,14 @@ pub enum StoreEvent {
     /// A fresh database found no sequence reservation file: sequence numbers restart above a
     /// floor derived from the wall clock (see `seq`).
     SeqFromClock { hwm: u64 },
+    /// The configured size cap is more than the state directory's file system can hold: the
+    /// store applies `effective` instead (see `space`; recomputed at every `enforce_limits`).
+    CapClamped {
+        configured: u64,
+        effective: u64,
+        /// Free bytes on the file system at open.
+        free: u64,
+    },
 }
 
 impl StoreEvent {
@@ -139,6 +195,16 @@ impl StoreEvent {
                 "after": hwm,
                 "reason": "no sequence reservation file next to a fresh database",
             }),
+            StoreEvent::CapClamped {
+                configured,
+                effective,
+                free,
+            } => json!({
+                "event": "store_cap_clamped",
+                "configured": configured,
+                "effective": effective,
+                "free": free,
+            }),
         }
     }
 }
@@ -157,6 +223,13 @@ pub struct CommitInfo {
 
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Live statistics (see `counters`): replaced after each committed mutation, read by
+    /// `stats()` without the connection's lock. Lock order: `inner` before `counters`.
+    counters: Mutex<StoreStats>,
+    /// False for a read-only store (another process writes): `stats()` scans instead.
+    live: bool,
+    /// The size cap in force: `cfg.max_bytes` clamped to the file system (`space`).
+    cap: AtomicU64,
     path: PathBuf,
     reserve_path: PathBuf,
     cfg: StoreConfig,
@@ -173,6 +246,8 @@ struct Inner {
     untrusted_base: Option<(Arc<str>, i64)>,
     /// Held rows may exist (checked at open, set when holding).
     held_rows: bool,
+    /// WAL auto-checkpoint pages in force (follows the size cap).
+    wal_pages: u64,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -191,6 +266,35 @@ impl Store {
         let path = state_dir.join(DB_FILE);
         let reserve_path = state_dir.join(seq::FILE_NAME);
         let mut events = Vec::new();
+        // WAL needs `-wal` and `-shm` beside the database: the directory must be writable.
+        probe_dir_writable(state_dir)?;
+        let cap = match space::fs_space(state_dir) {
+            Ok(sp) => {
+                let own = db_and_wal_bytes(&path) + space::ballast_bytes(state_dir);
+                let cap = space::effective_cap(cfg.max_bytes, own, sp);
+                if cap < cfg.max_bytes {
+                    tracing::warn!(configured = cfg.max_bytes, effective = cap, free = sp.avail,
+                        dir = %state_dir.display(),
+                        "store size cap exceeds what the file system can hold: clamped");
+                    events.push(StoreEvent::CapClamped {
+                        configured: cfg.max_bytes,
+                        effective: cap,
+                        free: sp.avail,
+                    });
+                }
+                cap
+            }
+            Err(e) => {
+                tracing::warn!(dir = %state_dir.display(), error = %e,
+                    "cannot measure the state directory's file system; the configured size cap stands");
+                cfg.max_bytes
+            }
+        };
+
+        if let Err(e) = space::ensure_ballast(state_dir) {
+            tracing::warn!(dir = %state_dir.display(), error = %e,
+                "cannot write the store's ballast file (room to evict on a full disk)");
+        }
 
         let existed = path.exists();
         if existed {
@@ -212,13 +316,21 @@ impl Store {
 
         let sql = |what: &'static str| {
             let path = path.clone();
-            move |source| StoreError::Sqlite {
-                what,
-                path: path.clone(),
-                source,
-            }
+            move |source| classify(what, &path, source)
         };
         let mut conn = Connection::open(&path).map_err(sql("cannot open"))?;
+        // SQLite silently opens a file it may not write read-only; then every commit would
+        // fail at run time. Refuse now, saying why.
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(sql("cannot open"))?
+        {
+            let why = match std::fs::OpenOptions::new().write(true).open(&path) {
+                Err(e) => format!("the database file cannot be opened for writing: {e}"),
+                Ok(_) => "SQLite opened the database file read-only".to_string(),
+            };
+            return Err(StoreError::Unwritable { path, why });
+        }
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("busy_timeout"))?;
         if fresh {
@@ -238,7 +350,7 @@ impl Store {
                 )),
             });
         }
-        let wal_pages = wal_pages(cfg.max_bytes);
+        let wal_pages = wal_pages(cap);
         conn.execute_batch(&format!(
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
              PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
@@ -289,6 +401,9 @@ impl Store {
             )
             .map_err(sql("held rows"))?;
 
+        // The one full scan: from here on every mutation keeps the statistics up to date.
+        let counters = counters::scan(&conn, hwm).map_err(sql("statistics"))?;
+
         let store = Store {
             inner: Mutex::new(Inner {
                 conn,
@@ -297,7 +412,11 @@ impl Store {
                 reserved: reserved.unwrap_or(0),
                 untrusted_base: None,
                 held_rows,
+                wal_pages,
             }),
+            counters: Mutex::new(counters),
+            live: true,
+            cap: AtomicU64::new(cap),
             path,
             reserve_path,
             cfg: cfg.clone(),
@@ -358,7 +477,11 @@ impl Store {
                 reserved: 0,
                 untrusted_base: None,
                 held_rows: false,
+                wal_pages: 0,
             }),
+            counters: Mutex::new(StoreStats::default()),
+            live: false,
+            cap: AtomicU64::new(StoreConfig::default().max_bytes),
             reserve_path: state_dir.join(seq::FILE_NAME),
             path,
             cfg: StoreConfig::default(),
@@ -370,18 +493,36 @@ impl Store {
         &self.path
     }
 
+    /// The size cap in force: the configured `max_bytes` clamped to what the file system can
+    /// hold (as of open or the last `enforce_limits`).
+    pub fn max_bytes(&self) -> u64 {
+        self.cap.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic inside a method drops its transaction (rolled back), so the connection is
         // consistent even if the mutex was poisoned.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The statistics as of the last committed mutation, as the start of the next ones.
+    /// Call with the connection's lock held (so nothing else mutates meanwhile).
+    fn next_stats(&self) -> counters::Next {
+        counters::Next::new(
+            self.counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    /// Publish statistics computed by a transaction that committed.
+    fn publish_stats(&self, next: counters::Next) {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = next.s;
+    }
+
     fn sql(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            what,
-            path: self.path.clone(),
-            source,
-        }
+        move |source| classify(what, &self.path, source)
     }
 
     /// In ONE transaction: store `batches` (history, and pending in the outbox unless their
@@ -464,6 +605,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
+        let mut next = self.next_stats();
 
         // Base of the untrusted clock of this boot, for batches read before the clock was set
         // but committed after.
@@ -484,7 +626,8 @@ impl Store {
                         .optional()
                         .map_err(self.sql("held clock base"))?;
                 }
-                info.released = release_held(&tx, stamp).map_err(self.sql("release held"))?;
+                info.released =
+                    release_held(&tx, stamp, &mut next).map_err(self.sql("release held"))?;
                 *held_rows = false;
             }
         } else {
@@ -596,6 +739,7 @@ impl Store {
                     body,
                 ])
                 .map_err(self.sql("insert batch"))?;
+                next.insert_data(st, b.samples.len() as u64, raw_read + off);
                 info.entry_ids.push(tx.last_insert_rowid());
                 info.readings += b.samples.len() as u64;
             }
@@ -603,10 +747,12 @@ impl Store {
         for (kind, json) in extra {
             let id =
                 insert_json(&tx, *kind, json, stamp.wall_ms).map_err(self.sql("insert entry"))?;
+            next.insert_json();
             info.entry_ids.push(id);
         }
         alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
         tx.commit().map_err(self.sql("commit"))?;
+        self.publish_stats(next);
         Ok(info)
     }
 
@@ -627,6 +773,14 @@ impl Store {
             .map_err(self.sql("foreign_keys"))?;
         Ok((mode, sync, fk))
     }
+}
+
+/// Size of a database file plus its WAL (0 for missing files).
+fn db_and_wal_bytes(path: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.to_path_buf().into_os_string();
+    wal.push("-wal");
+    len(path) + len(Path::new(&wal))
 }
 
 /// WAL pages before an automatic checkpoint: 1000 (SQLite's default, 4 MiB) unless the size
@@ -655,8 +809,19 @@ fn insert_json(
 
 /// Release held rows with a trusted stamp: this boot's exactly, earlier boots' by estimate
 /// (plus one event per estimated boot). Returns the number of rows released.
-fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> {
+fn release_held(
+    tx: &Connection,
+    stamp: &ClockStamp,
+    next: &mut counters::Next,
+) -> rusqlite::Result<usize> {
     let base = stamp.base();
+    let (count, lo, hi): (i64, Option<i64>, Option<i64>) = tx.query_row(
+        "SELECT COUNT(*), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)) \
+         FROM entry WHERE status = 3 AND boot_id = ?2",
+        rusqlite::params![base, &*stamp.boot_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    next.release(count as u64, lo, hi);
     let mut n = tx.execute(
         "UPDATE entry SET status = 0, clock = 2, read_ms = read_ms + (?1 - clock_base), \
          slot_ms = slot_ms + (?1 - clock_base), created_ms = created_ms + (?1 - clock_base), \
@@ -673,12 +838,13 @@ fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> 
     let monos: Vec<i64> = orphans.iter().map(|o| o.1).collect();
     let bases = clock::estimate_orphan_bases(base, &monos);
     for ((boot, _), est) in orphans.iter().zip(bases) {
-        let (readings, from, to): (i64, i64, i64) = tx.query_row(
-            "SELECT SUM(readings), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)) \
-             FROM entry WHERE status = 3 AND boot_id = ?2",
+        let (readings, from, to, count): (i64, i64, i64, i64) = tx.query_row(
+            "SELECT SUM(readings), MIN(read_ms + (?1 - clock_base)), MAX(read_ms + (?1 - clock_base)), \
+             COUNT(*) FROM entry WHERE status = 3 AND boot_id = ?2",
             rusqlite::params![est, boot],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
+        next.release(count as u64, Some(from), Some(to));
         n += tx.execute(
             "UPDATE entry SET status = 0, clock = 3, read_ms = read_ms + (?1 - clock_base), \
              slot_ms = slot_ms + (?1 - clock_base), created_ms = created_ms + (?1 - clock_base), \
@@ -694,6 +860,7 @@ fn release_held(tx: &Connection, stamp: &ClockStamp) -> rusqlite::Result<usize> 
             "reason": "read in an earlier boot before the clock was set; times are an upper-bound estimate (the boot is assumed to have ended when the next one began)",
         });
         insert_json(tx, EntryKind::Event, &ev, stamp.wall_ms)?;
+        next.insert_json();
     }
     Ok(n)
 }
@@ -719,6 +886,26 @@ pub(crate) fn add_meta(conn: &Connection, key: &str, delta: i64) -> rusqlite::Re
     )?
     .execute(rusqlite::params![key, delta])?;
     Ok(())
+}
+
+/// Create (and remove) a file in the state directory to prove this process may create files
+/// there (`-wal`, `-shm`, the sequence side file). Works for root too: a read-only mount
+/// refuses root as well.
+fn probe_dir_writable(dir: &Path) -> Result<(), StoreError> {
+    let probe = dir.join(".gasdtu-write-probe");
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|f| {
+            drop(f);
+            std::fs::remove_file(&probe)
+        });
+    r.map_err(|e| StoreError::Unwritable {
+        path: dir.to_path_buf(),
+        why: format!("cannot create files in the state directory (WAL needs -wal and -shm beside the database): {e}"),
+    })
 }
 
 /// `Ok(Some(reason))` if the file at `path` is corrupt or not a database; `Err` if it could

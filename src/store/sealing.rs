@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use rusqlite::TransactionBehavior;
 
+use super::counters::Tally;
 use super::export::{decode_batch, DataRow, DATA_COLS};
 use super::{entry_state, seq, set_meta, Store, StoreError};
 use crate::outbox::{Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed};
@@ -180,7 +181,10 @@ impl Outbox for Store {
             }
         }
         set_meta(&tx, "seq_hwm", seq as i64).map_err(self.sql("seq_hwm"))?;
+        let mut next = self.next_stats();
+        next.seal(entries.len() as u64, seq);
         tx.commit().map_err(self.sql("commit seal"))?;
+        self.publish_stats(next);
         inner.seq_hwm = seq;
         Ok(Sealed {
             seq,
@@ -225,8 +229,11 @@ impl Outbox for Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin ack"))?;
         let mut n = 0;
+        let mut next = self.next_stats();
+        let now = unix_ms(SystemTime::now());
         for &seq in seqs {
             let s = seq as i64;
+            let t = Tally::of(&tx, "msg_seq = ?1", &[&s]).map_err(self.sql("ack tally"))?;
             tx.execute(
                 "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
                 [s],
@@ -234,15 +241,18 @@ impl Outbox for Store {
             .map_err(self.sql("ack data"))?;
             tx.execute("DELETE FROM entry WHERE msg_seq = ?1", [s])
                 .map_err(self.sql("ack entries"))?;
-            n += tx
+            let m = tx
                 .execute("DELETE FROM message WHERE seq = ?1", [s])
                 .map_err(self.sql("ack message"))?;
+            next.ack(&t, m as u64, now);
+            n += m;
         }
         if n > 0 {
-            set_meta(&tx, "last_ack_ms", unix_ms(SystemTime::now()))
-                .map_err(self.sql("last_ack_ms"))?;
+            set_meta(&tx, "last_ack_ms", now).map_err(self.sql("last_ack_ms"))?;
         }
+        next.refresh(&tx).map_err(self.sql("ack statistics"))?;
         tx.commit().map_err(self.sql("commit ack"))?;
+        self.publish_stats(next);
         Ok(())
     }
 }

@@ -705,6 +705,7 @@ fn age_bounds() {
         Eviction {
             bytes_before: ev.bytes_before,
             bytes_after: ev.bytes_after,
+            max_bytes: ev.max_bytes,
             ..Eviction::default()
         }
     );
@@ -958,4 +959,102 @@ fn ack_many_acknowledges_several_messages_in_one_transaction() {
     store.ack_many(&[]).unwrap();
     store.ack_many(&[seqs[1]]).unwrap();
     assert!(store.unacked().unwrap().is_empty());
+}
+
+/// The O(1) statistics equal a full scan after every operation of random sequences: commits
+/// (pending, history-only, held, alarms and events), re-stamping of held rows (this boot's and
+/// an earlier boot's), seal, ack (known, duplicate and unknown seqs), size and age eviction,
+/// reopening.
+#[test]
+fn live_stats_equal_a_full_scan_after_every_operation() {
+    let b = T0 - 3_600_000; // true boot time of "boot-now" (see `stamp_at`)
+    for seed in 0..6u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            max_bytes: 192 * 1024,
+            max_age: Duration::from_secs(6 * 3600),
+            history: Duration::from_secs(3600),
+        };
+        let mut store = Store::open(dir.path(), &cfg).unwrap().0;
+        let mut t = T0;
+        let mut ops = Vec::new();
+        for step in 0..120 {
+            t += rng.i64(1_000..120_000);
+            let op = rng.u8(0..10);
+            ops.push(op);
+            match op {
+                // Trusted commit: data, history-only, alarm/event; read times a bit in the past.
+                0..=2 => {
+                    let n = rng.usize(0..4);
+                    let bs: Vec<SampleBatch> = (0..n)
+                        .map(|d| batch(&format!("d{d}"), t - rng.i64(0..4_000_000), 8))
+                        .collect();
+                    let hs: Vec<SampleBatch> = (0..rng.usize(0..3))
+                        .map(|d| batch(&format!("h{d}"), t - rng.i64(0..600_000), 5))
+                        .collect();
+                    let extra: Vec<(EntryKind, serde_json::Value)> = match rng.u8(0..4) {
+                        0 => vec![(EntryKind::Alarm, serde_json::json!({"alarm": step}))],
+                        1 => vec![(EntryKind::Event, serde_json::json!({"event": step}))],
+                        _ => vec![],
+                    };
+                    store.commit_routed(&hs, &bs, &extra, &stamp_at(t)).unwrap();
+                }
+                // Untrusted clock: this boot (released exactly later) or an earlier boot
+                // (released by estimate).
+                3 => {
+                    let mono = t - b;
+                    let boot = if rng.bool() { "boot-now" } else { "boot-old" };
+                    let st = ClockStamp {
+                        wall_ms: mono,
+                        mono_ms: mono,
+                        boot_id: boot.into(),
+                    };
+                    let bs = vec![batch("u", mono - rng.i64(0..10_000), 6)];
+                    store.commit(&bs, &[], &st).unwrap();
+                }
+                4 | 5 => {
+                    let pending = store.pending(40, t - 60_000).unwrap();
+                    if !pending.is_empty() {
+                        let k = rng.usize(1..=pending.len().min(6));
+                        let ids: Vec<i64> = pending[..k].iter().map(|e| e.id).collect();
+                        store.seal("t", &ids, 0, &mut |_| Ok(vec![7])).unwrap();
+                    }
+                }
+                6 | 7 => {
+                    let unacked = store.unacked().unwrap();
+                    let mut seqs: Vec<u64> = unacked
+                        .iter()
+                        .filter(|_| rng.u8(0..3) == 0)
+                        .map(|m| m.seq)
+                        .collect();
+                    if rng.bool() {
+                        seqs.push(1); // unknown
+                    }
+                    if let Some(&s) = seqs.first() {
+                        seqs.push(s); // duplicate PUBACK
+                    }
+                    store.ack_many(&seqs).unwrap();
+                }
+                8 => {
+                    store.enforce_limits(from_unix_ms(t)).unwrap();
+                }
+                _ => {
+                    if rng.u8(0..3) == 0 {
+                        drop(store);
+                        store = Store::open(dir.path(), &cfg).unwrap().0;
+                    } else {
+                        store
+                            .enforce_limits(from_unix_ms(t + 8 * 3_600_000))
+                            .unwrap();
+                    }
+                }
+            }
+            let live = store.stats().unwrap();
+            let scan = store.stats_scan().unwrap();
+            assert_eq!(live, scan, "seed {seed} step {step} ops {ops:?}");
+        }
+        let s = store.stats().unwrap();
+        eprintln!("seed {seed}: {s:?}");
+    }
 }

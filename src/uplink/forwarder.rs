@@ -55,7 +55,7 @@ pub enum SessionError {
         port: u16,
         code: ConnectReturnCode,
     },
-    /// The store failed; the session is restarted so that nothing is half-done.
+    /// The outbox failed in a way that is not a store error (a payload the builder refused).
     #[error("outbox: {0}")]
     Outbox(#[from] OutboxError),
     /// Bookkeeping found an event that does not match a request (should not happen).
@@ -69,6 +69,9 @@ const ACK_BATCH: usize = 64;
 const FETCH: usize = 32;
 /// How often the outbox is looked at when nobody wakes the forwarder.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// Outbox access held after a store error: 1 s, doubling per consecutive error, up to 30 s.
+const STORE_RETRY_MIN: Duration = Duration::from_secs(1);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a graceful shutdown waits for `offline` and DISCONNECT to leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -81,6 +84,8 @@ pub struct Forwarder<O: Outbox> {
     topics: Topics,
     /// Called on every turn of the forwarder's loops (the service watchdog's progress beat).
     heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The store error last logged (each distinct error is logged once, not per retry).
+    store_logged: std::sync::Mutex<Option<String>>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -191,6 +196,12 @@ struct Session {
     hold_until: Option<Instant>,
     /// PUBACKed sequence numbers not yet acknowledged in the outbox (flushed together).
     acked: Vec<u64>,
+    /// Sealed messages from before this session still to be read from the outbox.
+    need_unacked: bool,
+    /// After a store error: no outbox access before this instant.
+    store_hold: Option<Instant>,
+    /// The next store-error hold (doubles per consecutive error).
+    store_delay: Duration,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -212,6 +223,7 @@ impl<O: Outbox> Forwarder<O> {
             status,
             topics,
             heartbeat: None,
+            store_logged: std::sync::Mutex::new(None),
         }
     }
 
@@ -323,15 +335,48 @@ impl<O: Outbox> Forwarder<O> {
         }
     }
 
+    /// Run an outbox call on a blocking thread. The outer error is the task's own failure.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&O) -> Result<T, OutboxError> + Send + 'static,
-    ) -> Result<T, SessionError> {
+    ) -> Result<Result<T, OutboxError>, SessionError> {
         let o = self.outbox.clone();
         tokio::task::spawn_blocking(move || f(&o))
             .await
-            .map_err(|e| SessionError::Internal(format!("outbox task failed: {e}")))?
-            .map_err(SessionError::from)
+            .map_err(|e| SessionError::Internal(format!("outbox task failed: {e}")))
+    }
+
+    /// True while outbox access is held after a store error.
+    fn store_held(s: &Session) -> bool {
+        s.store_hold.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// A store error: not the link's fault. Hold outbox access (1 s doubling to 30 s), log
+    /// each distinct error once, report it in the link status.
+    fn store_failed(&self, s: &mut Session, e: &OutboxError) {
+        let msg = e.to_string();
+        let delay = s.store_delay.clamp(STORE_RETRY_MIN, STORE_RETRY_MAX);
+        s.store_hold = Some(Instant::now() + delay);
+        s.store_delay = (delay * 2).min(STORE_RETRY_MAX);
+        let mut logged = self.store_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.as_deref() != Some(msg.as_str()) {
+            tracing::error!(error = %msg, retry_in = ?delay,
+                "outbox failed (store error, not an uplink error): the session stays up, retrying with backoff");
+            *logged = Some(msg.clone());
+        }
+        drop(logged);
+        self.status.send_modify(|st| st.store_error = Some(msg));
+    }
+
+    /// An outbox call succeeded: forget a store error.
+    fn store_ok(&self, s: &mut Session) {
+        s.store_delay = STORE_RETRY_MIN;
+        s.store_hold = None;
+        let mut logged = self.store_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.take().is_some() {
+            tracing::info!("outbox works again");
+            self.status.send_modify(|st| st.store_error = None);
+        }
     }
 
     /// One session: fresh client and event loop, CONNECT, then forward until an error or
@@ -404,6 +449,8 @@ impl<O: Outbox> Forwarder<O> {
 
         let mut s = Session {
             more: true,
+            need_unacked: true,
+            store_delay: STORE_RETRY_MIN,
             ..Session::default()
         };
         self.publish(
@@ -414,7 +461,6 @@ impl<O: Outbox> Forwarder<O> {
             b"online".to_vec(),
             true,
         )?;
-        s.resend = self.blocking(|o| o.unacked()).await?.into();
         let mut bucket = self
             .cfg
             .rate_limit
@@ -424,6 +470,7 @@ impl<O: Outbox> Forwarder<O> {
             self.beat();
             self.fill(&client, &mut s, &mut bucket, live_since).await?;
             let hold = s.hold_until;
+            let store_hold = s.store_hold;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -461,6 +508,12 @@ impl<O: Outbox> Forwarder<O> {
                 _ = tokio::time::sleep_until(hold.unwrap_or_else(Instant::now)), if hold.is_some() => {
                     s.hold_until = None;
                 }
+                _ = tokio::time::sleep_until(store_hold.unwrap_or_else(Instant::now)), if store_hold.is_some() => {
+                    // Retry the outbox: acknowledgements kept meanwhile first, then the fill.
+                    s.store_hold = None;
+                    s.more = true;
+                    self.flush_acks(&mut s).await?;
+                }
                 _ = tokio::time::sleep(IDLE_RECHECK) => s.more = true,
             }
         }
@@ -496,6 +549,23 @@ impl<O: Outbox> Forwarder<O> {
         live_since: i64,
     ) -> Result<(), SessionError> {
         let window = usize::from(self.cfg.inflight.max(1));
+        if Self::store_held(s) {
+            return Ok(());
+        }
+        if s.need_unacked {
+            match self.blocking(|o| o.unacked()).await? {
+                Ok(v) => {
+                    s.resend = v.into();
+                    s.need_unacked = false;
+                    self.store_ok(s);
+                }
+                Err(e @ OutboxError::Store(_)) => {
+                    self.store_failed(s, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         while s.outstanding < window && s.hold_until.is_none() {
             if let Some(m) = s.resend.front() {
                 if let Some(b) = bucket.as_mut() {
@@ -512,7 +582,22 @@ impl<O: Outbox> Forwarder<O> {
                 if !s.more {
                     break;
                 }
-                let entries = self.blocking(move |o| o.pending(FETCH, live_since)).await?;
+                let entries = match self.blocking(move |o| o.pending(FETCH, live_since)).await? {
+                    Ok(v) => {
+                        // A read working says little about writes (full disk, read-only
+                        // file system): only a successful write, or nothing left to write,
+                        // ends the backoff.
+                        if v.is_empty() {
+                            self.store_ok(s);
+                        }
+                        v
+                    }
+                    Err(e @ OutboxError::Store(_)) => {
+                        self.store_failed(s, &e);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if entries.is_empty() {
                     s.more = false;
                     break;
@@ -559,15 +644,25 @@ impl<O: Outbox> Forwarder<O> {
                     })
                 })
                 .await;
-            let sealed = match sealed {
-                Ok(m) => m,
-                Err(SessionError::Outbox(OutboxError::NotPending(ids))) => {
+            let sealed = match sealed? {
+                Ok(m) => {
+                    self.store_ok(s);
+                    m
+                }
+                Err(OutboxError::NotPending(ids)) => {
                     // Evicted meanwhile: drop what was staged and look again.
                     tracing::warn!(?ids, "outbox entries vanished before sealing");
                     s.staged.clear();
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e @ OutboxError::Store(_)) => {
+                    // Nothing was sealed: the entries are still pending; look again later.
+                    s.staged.clear();
+                    s.more = true;
+                    self.store_failed(s, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
             };
             self.publish(
                 client,
@@ -582,13 +677,26 @@ impl<O: Outbox> Forwarder<O> {
     }
 
     /// Acknowledge the collected PUBACKs in the outbox (one transaction).
+    /// While the store fails, PUBACKs are kept here and recorded once it works again (if the
+    /// session ends first, the messages are resent: at least once).
     async fn flush_acks(&self, s: &mut Session) -> Result<(), SessionError> {
-        if s.acked.is_empty() {
+        if s.acked.is_empty() || Self::store_held(s) {
             return Ok(());
         }
         let seqs = std::mem::take(&mut s.acked);
         let n = seqs.len() as u64;
-        self.blocking(move |o| o.ack_many(&seqs)).await?;
+        let kept = seqs.clone();
+        match self.blocking(move |o| o.ack_many(&seqs)).await? {
+            Ok(()) => self.store_ok(s),
+            Err(e @ OutboxError::Store(_)) => {
+                let mut later = std::mem::take(&mut s.acked);
+                s.acked = kept;
+                s.acked.append(&mut later);
+                self.store_failed(s, &e);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.status.send_modify(|st| {
             st.acked += n;
             st.last_ack_ms = Some(now_ms());

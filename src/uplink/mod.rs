@@ -70,6 +70,9 @@ pub struct LinkStatus {
     pub reconnects: u64,
     /// The last error, kept after a later successful connect (for `gasdtu status`).
     pub last_error: Option<String>,
+    /// The store (outbox) is failing: not a link error; the session stays up and the
+    /// forwarder retries the outbox with backoff. `None` once an outbox call succeeded again.
+    pub store_error: Option<String>,
 }
 
 impl Default for LinkStatus {
@@ -82,6 +85,7 @@ impl Default for LinkStatus {
             acked: 0,
             reconnects: 0,
             last_error: None,
+            store_error: None,
         }
     }
 }
