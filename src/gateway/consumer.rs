@@ -396,6 +396,8 @@ impl Consumer {
                 }
                 Ok((group, Err(e))) => {
                     report.commit_errors += 1;
+                    // A full disk: evict now (one step per call) rather than at the next tick.
+                    let disk_full = matches!(e, crate::store::StoreError::Full { .. });
                     let text = e.to_string();
                     if !failing || text != held.last_error {
                         tracing::error!(
@@ -422,7 +424,10 @@ impl Consumer {
                             held.dropped_readings += old.raw.samples.len() as u64;
                         }
                     }
-                    if last_limits.elapsed() >= LIMITS_AFTER_FAILURE_EVERY {
+                    if disk_full {
+                        last_limits = Instant::now();
+                        self.enforce_limits().await;
+                    } else if last_limits.elapsed() >= LIMITS_AFTER_FAILURE_EVERY {
                         last_limits = Instant::now() - LIMITS_EVERY;
                     }
                     // Wait before retrying, still receiving.

@@ -591,5 +591,6 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "published": l.published,
         "acked": l.acked,
         "reconnects": l.reconnects,
+        "store_error": l.store_error,
     })
 }
