@@ -168,6 +168,69 @@ async fn serve_tcp(sim: &Simulator, rtu_framing: bool, stop: &CancellationToken)
     port
 }
 
+/// A TCP proxy on a fresh loopback port in front of `upstream`, one upstream connection per
+/// client connection. The counter is the number of connections on which the upstream (the
+/// simulator) has sent anything: it is counted even when the client has already gone, so a
+/// test can know that a late reply was really sent. Runs until `stop`.
+async fn reply_counting_proxy(upstream: u16, stop: &CancellationToken) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let replied = Arc::new(AtomicUsize::new(0));
+    let (counter, stop) = (replied.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let client = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = listener.accept() => c.unwrap().0,
+            };
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                .await
+                .unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let stop_in = stop.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                loop {
+                    let n = tokio::select! {
+                        _ = stop_in.cancelled() => return,
+                        n = cr.read(&mut buf) => n,
+                    };
+                    match n {
+                        // The client closed: keep the upstream open to see a late reply.
+                        Ok(0) | Err(_) => return stop_in.cancelled().await,
+                        Ok(n) => {
+                            let _ = sw.write_all(&buf[..n]).await;
+                        }
+                    }
+                }
+            });
+            let (stop_out, counter) = (stop.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                let mut counted = false;
+                loop {
+                    let n = tokio::select! {
+                        _ = stop_out.cancelled() => return,
+                        n = sr.read(&mut buf) => n,
+                    };
+                    match n {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if !counted {
+                                counted = true;
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let _ = cw.write_all(&buf[..n]).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, replied)
+}
+
 /// Running acquisition and the log of every batch it sent, in arrival order.
 struct Acq {
     shutdown: CancellationToken,
@@ -943,7 +1006,8 @@ async fn link_drops_late_replies_between_requests() {
     );
     sim.set(1, "v", Value::UInt(7)).unwrap();
     sim.set(1, "w", Value::UInt(8)).unwrap();
-    let port = serve_tcp(&sim, true, &stop).await;
+    let sim_port = serve_tcp(&sim, true, &stop).await;
+    let (port, replied) = reply_counting_proxy(sim_port, &stop).await;
     let mut link = Link::new(tcp_bus(port, true, ms(100), 1));
     let err = link
         .read(1, Table::HoldingRegister, 0, 1)
@@ -956,8 +1020,18 @@ async fn link_drops_late_replies_between_requests() {
     assert_eq!(link.stats.attempts, 2);
     sim.clear_faults();
     // Same function, another length and start: a stale reply (one register, value 7) would
-    // be taken for this one if the link kept the transport.
-    tokio::time::sleep(ms(400)).await; // let both late replies reach the (closed) sockets
+    // be taken for this one if the link kept the transport. Wait until the simulator has sent
+    // both late replies (one per attempt, each on its own connection), so they are on the
+    // wire before the next request.
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while replied.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the simulator sent {} of the 2 late replies within 5 s",
+            replied.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(ms(5)).await;
+    }
     assert_eq!(
         link.read(1, Table::HoldingRegister, 1, 1).await.unwrap(),
         vec![8]

@@ -1,9 +1,14 @@
 //! The ingredients of the .deb and the unit, checked fast (no package build here: that is
 //! packaging/build-deb and cross/build, run by hand): the systemd unit passes
-//! `systemd-analyze verify` and rates below 2.0 in `systemd-analyze security --offline`; its
-//! commands use flags the binary has and the example config passes its ExecStartPre check; the
-//! maintainer scripts are valid POSIX sh; every asset in `[package.metadata.deb]` exists; every
-//! subcommand and option has help text and the man page names every subcommand.
+//! `systemd-analyze verify` and rates below 2.0 in `systemd-analyze security --offline`, and
+//! its [Service] section holds the contract's directives; its commands use flags the binary
+//! has and the example config passes its ExecStartPre check; the maintainer scripts are valid
+//! POSIX sh and are *run* in a scratch root (their absolute paths redirected into it, stub
+//! `systemctl`, `deb-systemd-*`, `useradd`, `dpkg-statoverride`, ... on PATH recording every
+//! call, the real `gasdtu check` on the config): user and directories, enable, start only
+//! after a passing check, stop on remove, data kept on remove and deleted on purge; every
+//! asset in `[package.metadata.deb]` exists; every subcommand and option has help text and the
+//! man page names every subcommand.
 
 mod common;
 
@@ -16,12 +21,50 @@ fn unit_text() -> String {
     std::fs::read_to_string(repo_root().join("systemd/gasdtu.service")).unwrap()
 }
 
-/// Values of `key=` lines in the unit, in order.
-fn unit_values(text: &str, key: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .map(str::to_string)
+/// The unit as systemd reads it: (section, key, value) in order; comments and blank lines
+/// skipped, `key = value` spacing trimmed, `\` continuation lines joined.
+fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with(';'))
+        {
+            continue;
+        }
+        if let Some(cont) = line.strip_suffix('\\') {
+            pending.push_str(cont);
+            pending.push(' ');
+            continue;
+        }
+        let line = format!("{pending}{line}");
+        pending.clear();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not `key=value` in [{section}]: {raw:?}"));
+        out.push((section.clone(), k.trim().to_string(), v.trim().to_string()));
+    }
+    assert!(pending.is_empty(), "the unit ends in a continuation line");
+    out
+}
+
+/// Values of `key=` in `[section]` of the unit, in order.
+fn unit_values_in(text: &str, section: &str, key: &str) -> Vec<String> {
+    unit_entries(text)
+        .into_iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v)
         .collect()
+}
+
+/// Values of `key=` in the unit's `[Service]` section.
+fn unit_values(text: &str, key: &str) -> Vec<String> {
+    unit_values_in(text, "Service", key)
 }
 
 fn systemd_analyze() -> Command {
@@ -117,11 +160,20 @@ fn unit_security_exposure_is_below_2() {
 #[test]
 fn unit_has_the_contract_settings() {
     let text = unit_text();
+    // In [Unit]: in [Service] systemd would ignore it (with a warning verify does not fail on).
+    assert_eq!(
+        unit_values_in(&text, "Unit", "StartLimitIntervalSec"),
+        ["0"],
+        "[Unit] StartLimitIntervalSec="
+    );
+    assert_eq!(
+        unit_values_in(&text, "Install", "WantedBy"),
+        ["multi-user.target"]
+    );
     for (key, want) in [
         ("Type", "notify"),
         ("NotifyAccess", "main"),
         ("Restart", "always"),
-        ("StartLimitIntervalSec", "0"),
         ("WatchdogSec", "60"),
         ("User", "gasdtu"),
         ("SupplementaryGroups", "dialout"),
@@ -185,10 +237,6 @@ fn unit_commands_use_real_flags_and_the_example_config_passes_the_start_check() 
         err.contains("refusing to start"),
         "the unit's ExecStart arguments must parse: {err}"
     );
-    // The maintainer scripts check the same file the unit reads.
-    let postinst = std::fs::read_to_string(repo_root().join("packaging/postinst")).unwrap();
-    assert!(postinst.contains("CONF=/etc/gasdtu/gasdtu.toml"));
-    assert!(start[0].contains("--config /etc/gasdtu/gasdtu.toml"));
 }
 
 #[test]
@@ -196,8 +244,8 @@ fn maintainer_scripts_are_valid_posix_sh() {
     for name in ["postinst", "prerm", "postrm"] {
         let path = repo_root().join("packaging").join(name);
         let text = std::fs::read_to_string(&path).unwrap();
+        // dpkg executes the file itself: the interpreter line decides the shell.
         assert!(text.starts_with("#!/bin/sh\n"), "{name}: #!/bin/sh");
-        assert!(text.contains("\nset -e\n"), "{name}: set -e");
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),
         );
@@ -214,25 +262,445 @@ fn maintainer_scripts_are_valid_posix_sh() {
             );
         }
     }
-    let postinst = std::fs::read_to_string(repo_root().join("packaging/postinst")).unwrap();
-    // Start only after a passing check; enable always; the user in dialout.
-    let check = postinst
-        .find("if config_ok; then")
-        .expect("start guarded by check");
-    let start = postinst.find("invoke start").unwrap();
-    assert!(check < start);
-    assert!(postinst.contains("usermod --append --groups dialout gasdtu"));
-    let postrm = std::fs::read_to_string(repo_root().join("packaging/postrm")).unwrap();
-    let remove = postrm.find("\nremove)").unwrap();
-    let purge = postrm.find("\npurge)").unwrap();
-    let rm = postrm.find("rm -rf /var/lib/gasdtu").unwrap();
+}
+
+// ------------------------------------------- maintainer scripts, run in a scratch root
+
+/// Absolute paths of the maintainer scripts that are redirected into the scratch root.
+const REDIRECTED: [&str; 5] = [
+    "/etc/gasdtu",
+    "/var/lib/gasdtu",
+    "/run/gasdtu",
+    "/run/systemd/system",
+    "/usr/bin/gasdtu",
+];
+/// Absolute paths left alone: output redirection and an argument to the (stub) useradd.
+const UNTOUCHED: [&str; 2] = ["/dev/null", "/usr/sbin/nologin"];
+
+/// A stub command: appends `name args...` to `$CALLS`, then runs `body` (sh).
+fn stub(bin: &Path, name: &str, body: &str) {
+    let path = bin.join(name);
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"{name} $*\" >> \"$CALLS\"\n{body}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The real `name` from PATH, for the scratch PATH.
+fn real(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not on PATH"))
+}
+
+/// A scratch root for the maintainer scripts: a file tree standing in for /, a PATH holding
+/// only stubs (and rm, rmdir, grep, mkdir), a user/group/stat-override database the stubs keep,
+/// the real gasdtu binary as /usr/bin/gasdtu and the example config as the installed one.
+struct Root {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    bin: PathBuf,
+    db: PathBuf,
+    calls: PathBuf,
+}
+
+struct Ran {
+    code: Option<i32>,
+    stderr: String,
+    calls: Vec<String>,
+}
+
+impl Ran {
+    /// The index of the first call starting with `prefix`.
+    fn find(&self, prefix: &str) -> Option<usize> {
+        self.calls.iter().position(|c| c.starts_with(prefix))
+    }
+    fn called(&self, prefix: &str) -> bool {
+        self.find(prefix).is_some()
+    }
+}
+
+impl Root {
+    /// `systemd`: /run/systemd/system exists (booted with systemd); `deb_helpers`: the
+    /// deb-systemd-helper/-invoke stubs exist (init-system-helpers installed).
+    fn new(systemd: bool, deb_helpers: bool) -> Root {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let bin = dir.path().join("bin");
+        let db = dir.path().join("db");
+        for d in [&bin, &db] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for d in ["etc/gasdtu", "usr/bin", "var/lib", "run"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        if systemd {
+            std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+        }
+        std::os::unix::fs::symlink(gasdtu(), root.join("usr/bin/gasdtu")).unwrap();
+        std::fs::copy(
+            repo_root().join("configs/gasdtu.toml"),
+            root.join("etc/gasdtu/gasdtu.toml"),
+        )
+        .unwrap();
+        // The host's users and groups the scripts may look up: dialout exists on Debian.
+        std::fs::write(db.join("group"), "root:x:0:\ndialout:x:20:\n").unwrap();
+        std::fs::write(db.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(db.join("statoverride"), "").unwrap();
+        for tool in ["rm", "rmdir", "grep", "mkdir"] {
+            std::os::unix::fs::symlink(real(tool), bin.join(tool)).unwrap();
+        }
+        stub(&bin, "getent", r#"grep -q "^$2:" "$DB/$1" || exit 2"#);
+        stub(
+            &bin,
+            "groupadd",
+            r#"for a; do n=$a; done; echo "$n:x:999:" >> "$DB/group""#,
+        );
+        stub(
+            &bin,
+            "useradd",
+            r#"for a; do n=$a; done; echo "$n:x:999:999::/nonexistent:/usr/sbin/nologin" >> "$DB/passwd""#,
+        );
+        for name in ["usermod", "userdel", "groupdel", "systemctl"] {
+            stub(&bin, name, "");
+        }
+        stub(
+            &bin,
+            "dpkg-statoverride",
+            r#"case "$1" in
+--list) grep -qx "$2" "$DB/statoverride" ;;
+--update) for a; do n=$a; done; echo "$n" >> "$DB/statoverride" ;;
+esac"#,
+        );
+        // `install -d ... DIR`: the directory is made (owner and mode are in the call log).
+        stub(&bin, "install", r#"for a; do n=$a; done; mkdir -p "$n""#);
+        // `runuser -u USER -- CMD...`: runs CMD (as the test's user).
+        stub(
+            &bin,
+            "runuser",
+            r#"while [ "$1" != "--" ]; do shift; done; shift; exec "$@""#,
+        );
+        if deb_helpers {
+            // Nothing enabled before: `was-enabled` answers no.
+            stub(
+                &bin,
+                "deb-systemd-helper",
+                r#"[ "$1 $2" = "--quiet was-enabled" ] && exit 1; exit 0"#,
+            );
+            stub(&bin, "deb-systemd-invoke", "");
+        }
+        let calls = dir.path().join("calls.log");
+        Root {
+            _dir: dir,
+            root,
+            bin,
+            db,
+            calls,
+        }
+    }
+
+    fn path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+
+    /// A root-relative spelling of a path inside the scratch root, for the call log.
+    fn unroot(&self, line: &str) -> String {
+        line.replace(&self.root.display().to_string(), "")
+    }
+
+    /// The script with its absolute paths redirected into the root. Fails on an absolute
+    /// path it does not know, so a new one can never reach the real system from this test.
+    fn script(&self, name: &str) -> PathBuf {
+        let mut text = std::fs::read_to_string(repo_root().join("packaging").join(name)).unwrap();
+        let body: String = text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (i, _) in body.match_indices('/') {
+            let before = body[..i].chars().next_back().unwrap_or(' ');
+            if !matches!(before, ' ' | '=' | '"' | '\'' | '>') {
+                continue;
+            }
+            let path: String = body[i..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | ';'))
+                .collect();
+            assert!(
+                REDIRECTED
+                    .iter()
+                    .chain(UNTOUCHED.iter())
+                    .any(|p| path.starts_with(p)),
+                "{name} uses {path}, which this test does not redirect into its scratch root"
+            );
+        }
+        for p in REDIRECTED {
+            text = text.replace(p, &self.path(p).display().to_string());
+        }
+        let out = self.root.parent().unwrap().join(name);
+        std::fs::write(&out, text).unwrap();
+        out
+    }
+
+    /// Run a maintainer script as dpkg would (`sh script args`), with only the stubs on PATH.
+    fn run(&self, name: &str, args: &[&str]) -> Ran {
+        let _ = std::fs::remove_file(&self.calls);
+        let out = Command::new(real("sh"))
+            .arg(self.script(name))
+            .args(args)
+            .env_clear()
+            .env("PATH", &self.bin)
+            .env("CALLS", &self.calls)
+            .env("DB", &self.db)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| self.unroot(l))
+            .collect();
+        Ran {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            calls,
+        }
+    }
+
+    fn break_config(&self) {
+        std::fs::write(self.path("/etc/gasdtu/gasdtu.toml"), "[gateway\n").unwrap();
+    }
+}
+
+const CHECK: &str =
+    "runuser -u gasdtu -- /usr/bin/gasdtu check --quiet --config /etc/gasdtu/gasdtu.toml";
+
+#[test]
+fn postinst_fresh_install_creates_the_user_and_starts_after_a_passing_check() {
+    let r = Root::new(true, true);
+    let ran = r.run("postinst", &["configure", ""]);
+    assert_eq!(ran.code, Some(0), "{}\n{:#?}", ran.stderr, ran.calls);
+    let calls = &ran.calls;
+    for want in [
+        "groupadd --system gasdtu",
+        "useradd --system --gid gasdtu --home-dir /var/lib/gasdtu --no-create-home --shell /usr/sbin/nologin --comment gasdtu DTU daemon gasdtu",
+        "usermod --append --groups dialout gasdtu",
+        "dpkg-statoverride --update --add root gasdtu 0750 /etc/gasdtu",
+        "dpkg-statoverride --update --add root gasdtu 0640 /etc/gasdtu/gasdtu.toml",
+        "install -d -o gasdtu -g gasdtu -m 0750 /var/lib/gasdtu",
+        "deb-systemd-helper enable gasdtu.service",
+        "systemctl daemon-reload",
+    ] {
+        assert!(calls.iter().any(|c| c == want), "no `{want}` in {calls:#?}");
+    }
+    assert!(r.path("/var/lib/gasdtu").is_dir());
+    // The check ran (as the service user, on the file the unit reads), then the start.
+    let check = ran
+        .find(CHECK)
+        .unwrap_or_else(|| panic!("no check in {calls:#?}"));
+    let start = ran
+        .find("deb-systemd-invoke start gasdtu.service")
+        .unwrap_or_else(|| panic!("no start in {calls:#?}"));
+    assert!(check < start, "start before the check: {calls:#?}");
+    assert!(!ran.called("deb-systemd-invoke restart"), "{calls:#?}");
+    let unit_conf = unit_values(&unit_text(), "ExecStart")[0]
+        .split_whitespace()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .unwrap()
+        .to_string();
     assert!(
-        remove < purge && rm > purge,
-        "data is deleted on purge only"
+        CHECK.ends_with(&format!("--config {unit_conf}")),
+        "postinst checks a config the unit does not read ({unit_conf})"
+    );
+
+    // Reconfigured later (same version): the user and the overrides exist, nothing is re-added.
+    let again = r.run("postinst", &["configure", "0.1.0"]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    for not in ["groupadd", "useradd", "dpkg-statoverride --update"] {
+        assert!(!again.called(not), "`{not}` again: {:#?}", again.calls);
+    }
+}
+
+#[test]
+fn postinst_upgrade_restarts_only_with_a_config_that_passes_the_check() {
+    let r = Root::new(true, true);
+    assert_eq!(r.run("postinst", &["configure", ""]).code, Some(0));
+    let ran = r.run("postinst", &["configure", "0.0.9"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.called("deb-systemd-invoke restart gasdtu.service"),
+        "{:#?}",
+        ran.calls
+    );
+    assert!(!ran.called("deb-systemd-invoke start"), "{:#?}", ran.calls);
+
+    // A config that fails `gasdtu check`: enabled, neither started nor restarted, told why.
+    r.break_config();
+    let ran = r.run("postinst", &["configure", "0.0.9"]);
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "a bad config must not fail the install: {}",
+        ran.stderr
+    );
+    assert!(ran.called(CHECK), "{:#?}", ran.calls);
+    assert!(
+        ran.called("deb-systemd-helper enable gasdtu.service"),
+        "{:#?}",
+        ran.calls
+    );
+    assert!(!ran.called("deb-systemd-invoke"), "{:#?}", ran.calls);
+    assert!(
+        ran.stderr.contains("does not pass 'gasdtu check'")
+            && ran.stderr.contains("systemctl restart gasdtu"),
+        "what to do: {}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn postinst_without_deb_helpers_uses_systemctl_and_without_systemd_starts_nothing() {
+    let r = Root::new(true, false);
+    let ran = r.run("postinst", &["configure", ""]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.called("systemctl enable gasdtu.service"),
+        "{:#?}",
+        ran.calls
+    );
+    let check = ran.find(CHECK).unwrap();
+    let start = ran.find("systemctl start gasdtu.service").unwrap();
+    assert!(check < start, "{:#?}", ran.calls);
+
+    // A chroot or a container without systemd: enabled, but no daemon-reload, check or start.
+    let r = Root::new(false, true);
+    let ran = r.run("postinst", &["configure", ""]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.called("deb-systemd-helper enable gasdtu.service"),
+        "{:#?}",
+        ran.calls
+    );
+    for not in ["systemctl", "deb-systemd-invoke", "runuser"] {
+        assert!(
+            !ran.called(not),
+            "`{not}` without systemd: {:#?}",
+            ran.calls
+        );
+    }
+}
+
+#[test]
+fn maintainer_scripts_stop_on_errors_and_refuse_unknown_actions() {
+    // set -e: a failing step (here the user cannot be created) fails the install, and the
+    // service is not started.
+    let r = Root::new(true, true);
+    stub(&r.bin, "groupadd", "exit 1");
+    let ran = r.run("postinst", &["configure", ""]);
+    assert_ne!(
+        ran.code,
+        Some(0),
+        "postinst went on after a failure: {:#?}",
+        ran.calls
+    );
+    assert!(!ran.called("useradd"), "{:#?}", ran.calls);
+    assert!(!ran.called("deb-systemd-invoke"), "{:#?}", ran.calls);
+
+    let r = Root::new(true, true);
+    for name in ["postinst", "prerm", "postrm"] {
+        let ran = r.run(name, &["bogus-action"]);
+        assert_eq!(ran.code, Some(1), "{name} bogus-action: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains("unknown argument"),
+            "{name}: {}",
+            ran.stderr
+        );
+        assert!(
+            ran.calls.is_empty(),
+            "{name} bogus-action did {:#?}",
+            ran.calls
+        );
+    }
+}
+
+#[test]
+fn prerm_stops_the_service_on_remove_only() {
+    let r = Root::new(true, true);
+    let ran = r.run("prerm", &["remove"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.calls, ["deb-systemd-invoke stop gasdtu.service"]);
+    // Upgrade: it keeps running, postinst restarts it.
+    let ran = r.run("prerm", &["upgrade", "0.2.0"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.calls.is_empty(), "{:#?}", ran.calls);
+    let r = Root::new(true, false);
+    let ran = r.run("prerm", &["remove"]);
+    assert_eq!(ran.calls, ["systemctl stop gasdtu.service"]);
+}
+
+#[test]
+fn postrm_keeps_data_and_config_on_remove_and_deletes_them_on_purge() {
+    let r = Root::new(true, true);
+    assert_eq!(r.run("postinst", &["configure", ""]).code, Some(0));
+    let buffer = r.path("/var/lib/gasdtu/gasdtu.db");
+    std::fs::write(&buffer, "unsent readings").unwrap();
+    std::fs::create_dir_all(r.path("/run/gasdtu")).unwrap();
+    let own_profile = r.path("/etc/gasdtu/profiles/site-meter.toml");
+    std::fs::write(&own_profile, "# the operator's own profile\n").unwrap();
+
+    let ran = r.run("postrm", &["remove"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(buffer.is_file(), "remove deleted the buffer");
+    assert!(
+        r.path("/etc/gasdtu/gasdtu.toml").is_file(),
+        "remove deleted the config"
     );
     assert!(
-        !postrm[remove..purge].contains("/var/lib/gasdtu"),
-        "remove keeps the data"
+        ran.called("deb-systemd-helper mask gasdtu.service"),
+        "{:#?}",
+        ran.calls
+    );
+    assert!(
+        !ran.called("userdel"),
+        "remove keeps the user: {:#?}",
+        ran.calls
+    );
+
+    // Purge (dpkg has deleted the conffile itself by then): the buffer, the runtime dir, the
+    // overrides and the user go; the operator's own profile and so /etc/gasdtu stay.
+    std::fs::remove_file(r.path("/etc/gasdtu/gasdtu.toml")).unwrap();
+    let ran = r.run("postrm", &["purge"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(!r.path("/var/lib/gasdtu").exists(), "purge kept the buffer");
+    assert!(!r.path("/run/gasdtu").exists(), "purge kept /run/gasdtu");
+    assert!(
+        own_profile.is_file(),
+        "purge deleted the operator's profile"
+    );
+    for want in [
+        "deb-systemd-helper purge gasdtu.service",
+        "dpkg-statoverride --remove /etc/gasdtu/gasdtu.toml",
+        "dpkg-statoverride --remove /etc/gasdtu",
+        "userdel gasdtu",
+        "groupdel gasdtu",
+    ] {
+        assert!(
+            ran.calls.iter().any(|c| c == want),
+            "no `{want}` in {:#?}",
+            ran.calls
+        );
+    }
+    // With the profile gone too, /etc/gasdtu is removed.
+    std::fs::remove_file(&own_profile).unwrap();
+    let ran = r.run("postrm", &["purge"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        !r.path("/etc/gasdtu").exists(),
+        "purge kept an empty /etc/gasdtu"
     );
 }
 

