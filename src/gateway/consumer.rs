@@ -82,6 +82,9 @@ pub struct Consumer {
     interlocks: Option<(Arc<Mutex<Interlocks>>, Writers)>,
     give_up: CancellationToken,
     memory_readings: usize,
+    /// The watchdog's board: a bus beats when its batch is received (polling is alive), and
+    /// every commit attempt is bracketed (a hung commit stops the pings, a failing one not).
+    progress: Option<super::systemd::Progress>,
 }
 
 /// Batches dropped from memory and not yet reported.
@@ -161,6 +164,7 @@ impl Consumer {
             interlocks: None,
             give_up: CancellationToken::new(),
             memory_readings: MEMORY_READINGS,
+            progress: None,
         }
     }
 
@@ -180,6 +184,12 @@ impl Consumer {
     /// Run the interlocks of committed raises (the table is shared so a reload rebuilds it).
     pub fn with_interlocks(mut self, table: Arc<Mutex<Interlocks>>, writers: Writers) -> Self {
         self.interlocks = Some((table, writers));
+        self
+    }
+
+    /// Report to the watchdog's progress board (see the field).
+    pub fn with_progress(mut self, p: super::systemd::Progress) -> Self {
+        self.progress = Some(p);
         self
     }
 
@@ -261,6 +271,9 @@ impl Consumer {
 
     /// Receive `b`: route it and hold it, dropping the oldest held batches beyond the bound.
     fn hold(&self, b: SampleBatch, held: &mut Held) {
+        if let Some(p) = &self.progress {
+            p.tick_poll(&b.bus);
+        }
         let item = self.route(b);
         held.readings += item.raw.samples.len();
         held.queue.push_back(item);
@@ -345,6 +358,9 @@ impl Consumer {
             }
             let store = self.store.clone();
             let alarms = self.alarms.clone();
+            if let Some(p) = &self.progress {
+                p.commit_began();
+            }
             let commit = tokio::task::spawn_blocking(move || {
                 let r = commit_group(&store, alarms.as_ref(), &group, &ex);
                 (group, r)
@@ -360,6 +376,9 @@ impl Consumer {
                     },
                 }
             };
+            if let Some(p) = &self.progress {
+                p.commit_ended(matches!(res, Ok((_, Ok(_)))));
+            }
             match res {
                 Ok((group, Ok(transitions))) => {
                     if failing {

@@ -207,9 +207,9 @@ impl Gateway {
                 "version": env!("CARGO_PKG_VERSION"),
                 "devices": acq.devices,
             }));
-        // The watchdog's beat: a bus counts as alive only once its batch is committed.
-        let beat = progress.clone();
-        consumer = consumer.on_commit(Arc::new(move |b: &SampleBatch| beat.tick_poll(&b.bus)));
+        // The watchdog's beats: a bus is alive when its batches reach the consumer; a store
+        // commit that never returns stops the pings (one that fails is retried, not a hang).
+        consumer = consumer.with_progress(progress.clone());
         for o in opts.observers {
             consumer = consumer.on_commit(o);
         }
@@ -543,10 +543,12 @@ impl Gateway {
         let store = self.store.clone();
         let link_rx = self.link_rx.clone();
         let live = self.live.clone();
+        let progress = self.progress.clone();
         let watchdog =
             Watchdog::new(self.notifier.clone(), self.progress.clone()).with_status(move || {
                 let mut facts =
                     StatusFacts::from_board(&board, live.devices.load(Ordering::Relaxed));
+                facts.store_failing = progress.store_failing();
                 facts.backlog = store.stats().ok().map(|s| s.pending_readings);
                 if live.has_uplink.load(Ordering::Relaxed) {
                     facts.link = link_facts(&link_rx.borrow());

@@ -136,6 +136,9 @@ pub enum Part {
     Bus(String),
     /// The forwarder's loop did not turn for longer than its bound.
     Uplink,
+    /// One store commit has not returned for longer than `STORE_HANG` (a hung SQLite call, not
+    /// a failing one: failed commits return and are retried while polling goes on).
+    Store,
 }
 
 impl std::fmt::Display for Part {
@@ -144,6 +147,7 @@ impl std::fmt::Display for Part {
             Part::Bus(b) if b == ANY_BUS => write!(f, "poller"),
             Part::Bus(b) => write!(f, "bus {b}"),
             Part::Uplink => write!(f, "uplink"),
+            Part::Store => write!(f, "store commit"),
         }
     }
 }
@@ -173,7 +177,15 @@ struct Beat {
 struct Board {
     buses: Vec<Beat>,
     uplink: Option<Beat>,
+    /// When the store commit in flight began, if one is.
+    commit_since: Option<Instant>,
+    /// The last commit failed (the store is failing; batches are held in memory).
+    store_failing: bool,
 }
+
+/// How long one store commit may stay in flight before the daemon counts as hung. A commit
+/// waits at most the store's busy timeout (5 s) for a lock, plus its fsync.
+pub const STORE_HANG: Duration = Duration::from_secs(30);
 
 /// Progress counters shared by the sample consumer (`tick_poll` per committed batch), the
 /// forwarder (`tick_uplink` per turn of its loop) and the `Watchdog`. Cheap to clone.
@@ -238,6 +250,23 @@ impl Progress {
         }
     }
 
+    /// A store commit begins (the consumer calls this before each attempt).
+    pub fn commit_began(&self) {
+        self.lock().commit_since = Some(Instant::now());
+    }
+
+    /// The commit returned, `ok` or failed.
+    pub fn commit_ended(&self, ok: bool) {
+        let mut b = self.lock();
+        b.commit_since = None;
+        b.store_failing = !ok;
+    }
+
+    /// Did the last commit fail?
+    pub fn store_failing(&self) -> bool {
+        self.lock().store_failing
+    }
+
     /// The forwarder's loop turned (a publish, an ack, a ping, a reconnect attempt).
     pub fn tick_uplink(&self) {
         let now = Instant::now();
@@ -254,6 +283,15 @@ impl Progress {
     /// `health` at a given instant (tests move the clock instead of sleeping).
     pub fn health_at(&self, now: Instant) -> Health {
         let b = self.lock();
+        if let Some(since) = b.commit_since {
+            let silent = now.saturating_duration_since(since);
+            if silent > STORE_HANG {
+                return Health::Stalled {
+                    part: Part::Store,
+                    silent_for: silent,
+                };
+            }
+        }
         b.buses
             .iter()
             .chain(b.uplink.iter())
@@ -270,7 +308,12 @@ impl Progress {
 
     fn with_beats(buses: Vec<Beat>, uplink: Option<Beat>) -> Progress {
         Progress {
-            board: Arc::new(Mutex::new(Board { buses, uplink })),
+            board: Arc::new(Mutex::new(Board {
+                buses,
+                uplink,
+                commit_since: None,
+                store_failing: false,
+            })),
         }
     }
 
@@ -459,6 +502,8 @@ pub struct StatusFacts {
     pub offline: usize,
     /// Readings waiting in the outbox.
     pub backlog: Option<u64>,
+    /// The store cannot commit: read batches are held in memory.
+    pub store_failing: bool,
     pub link: Option<LinkFacts>,
 }
 
@@ -474,6 +519,7 @@ impl StatusFacts {
             devices,
             offline: offline.min(devices),
             backlog: None,
+            store_failing: false,
             link: None,
         }
     }
@@ -493,6 +539,9 @@ pub fn status_line(f: &StatusFacts) -> String {
         } else {
             format!("{} offline", f.offline)
         });
+    }
+    if f.store_failing {
+        parts.push("STORE FAILING, readings held in memory".to_string());
     }
     if let Some(n) = f.backlog {
         parts.push(match n {
@@ -781,6 +830,7 @@ mod tests {
                     devices: 12,
                     offline: 3,
                     backlog: Some(1234),
+                    store_failing: false,
                     link: Some(LinkFacts::Down(m(4 * 60 + 10))),
                 },
                 "polling 12 devices, 3 offline, backlog 1.2k readings, link down 4m",
@@ -790,6 +840,7 @@ mod tests {
                     devices: 4,
                     offline: 4,
                     backlog: Some(0),
+                    store_failing: false,
                     link: Some(LinkFacts::Up),
                 },
                 "polling 4 devices, all offline, backlog empty, link up",
@@ -799,6 +850,7 @@ mod tests {
                     devices: 1,
                     offline: 1,
                     backlog: Some(1),
+                    store_failing: false,
                     link: Some(LinkFacts::Down(m(7200 + 13 * 60))),
                 },
                 "polling 1 device, 1 offline, backlog 1 reading, link down 2h13m",
@@ -808,6 +860,7 @@ mod tests {
                     devices: 3,
                     offline: 0,
                     backlog: Some(999),
+                    store_failing: false,
                     link: None,
                 },
                 "polling 3 devices, backlog 999 readings",
@@ -817,6 +870,7 @@ mod tests {
                     devices: 200,
                     offline: 0,
                     backlog: Some(2_345_678),
+                    store_failing: false,
                     link: Some(LinkFacts::Down(m(3 * 86400 + 5 * 3600))),
                 },
                 "polling 200 devices, backlog 2.3M readings, link down 3d5h",
@@ -910,6 +964,35 @@ mod tests {
         }
         p.tick_poll("any-bus");
         assert_eq!(p.health_at(Instant::now()), Health::Ok);
+    }
+
+    #[test]
+    fn a_hung_commit_stalls_a_failing_one_does_not() {
+        let p = Progress::new(Duration::from_secs(1000));
+        let t0 = Instant::now();
+        // A commit that fails returns: the store is failing, the daemon is not hung.
+        p.commit_began();
+        p.commit_ended(false);
+        assert!(p.store_failing());
+        assert_eq!(p.health_at(t0 + STORE_HANG * 2), Health::Ok);
+        // A commit that never returns is a hang.
+        p.commit_began();
+        match p.health_at(Instant::now() + STORE_HANG + Duration::from_secs(1)) {
+            Health::Stalled { part, .. } => assert_eq!(part, Part::Store),
+            h => panic!("{h:?}"),
+        }
+        p.commit_ended(true);
+        assert!(!p.store_failing());
+        assert_eq!(p.health_at(Instant::now() + STORE_HANG * 2), Health::Ok);
+        let line = status_line(&StatusFacts {
+            devices: 2,
+            store_failing: true,
+            ..StatusFacts::default()
+        });
+        assert_eq!(
+            line,
+            "polling 2 devices, STORE FAILING, readings held in memory"
+        );
     }
 
     #[test]
