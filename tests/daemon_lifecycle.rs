@@ -16,25 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn simulate(devices: &[&str], faults: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(gasdtu());
-    cmd.args(["simulate", "--seed", "1", "--tcp"])
-        .arg(format!("127.0.0.1:{port}"));
-    for d in devices {
-        cmd.arg("--device").arg(d);
-    }
-    for f in faults {
-        cmd.arg("--fault").arg(f);
-    }
-    let p = Proc::spawn(
-        "gasdtu simulate",
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    wait_port(port, Duration::from_secs(10));
-    (p, port)
-}
-
 fn config_text(port: u16, state: &Path, poll: &str, timeout: &str) -> String {
     format!(
         r#"[gateway]
@@ -151,7 +132,7 @@ fn cpu_ticks(stat: &str) -> u64 {
 fn a_sigterm_during_a_reload_is_not_lost() {
     // Every answer takes 2 s: stopping the old bus task during the reload waits for it, so the
     // reload is still in progress when the SIGTERM comes.
-    let (_sim, port) = simulate(&["1:pt-float"], &["1:slow:2s"]);
+    let (_sim, port) = simulate_tcp(&["1:pt-float"], &["1:slow:2s"]);
     let d = start(|s| config_text(port, s, "1s", "5s"));
     d.wait_first_batch();
     // A changed file, so the reload really applies (and stops the bus task).
@@ -181,7 +162,7 @@ fn a_sigterm_during_a_reload_is_not_lost() {
 
 #[test]
 fn an_idle_daemon_uses_almost_no_cpu() {
-    let (_sim, port) = simulate(&["1:pt-float"], &[]);
+    let (_sim, port) = simulate_tcp(&["1:pt-float"], &[]);
     let d = start(|s| config_text(port, s, "5m", "1s"));
     d.wait_first_batch();
     let stat = format!("/proc/{}/stat", d.proc.child.id());
@@ -220,7 +201,7 @@ impl Daemon {
 
 #[test]
 fn a_locked_store_does_not_keep_the_daemon_from_stopping() {
-    let (_sim, port) = simulate(&["1:pt-float"], &[]);
+    let (_sim, port) = simulate_tcp(&["1:pt-float"], &[]);
     let d = start(|s| config_text(port, s, "1s", "1s"));
     let db = d.state.join("gasdtu.db");
     d.wait_first_batch();
@@ -253,7 +234,7 @@ fn a_locked_store_does_not_keep_the_daemon_from_stopping() {
 
 #[test]
 fn gasdtu_read_goes_through_the_running_daemon_that_owns_the_bus() {
-    let (_sim, port) = simulate(&["1:pt-float"], &[]);
+    let (_sim, port) = simulate_tcp(&["1:pt-float"], &[]);
     let d = start(|s| config_text(port, s, "1s", "1s"));
     let sock = d.config.parent().unwrap().join("gasdtu.sock");
     let out = Command::new(gasdtu())

@@ -11,26 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// `gasdtu simulate --tcp 127.0.0.1:PORT --device ...` on a fresh port, accepting.
-fn simulate(devices: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(gasdtu());
-    cmd.arg("simulate")
-        .arg("--tcp")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--seed")
-        .arg("1");
-    for d in devices {
-        cmd.arg("--device").arg(d);
-    }
-    let p = Proc::spawn(
-        "gasdtu simulate",
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    wait_port(port, Duration::from_secs(10));
-    (p, port)
-}
-
 /// Remove ANSI colour sequences (ESC [ ... letter) from a log line.
 fn plain(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -78,8 +58,8 @@ fn run_with(config: &Path) -> Output {
 
 #[test]
 fn run_polls_simulated_devices_logs_batches_and_stops_on_sigterm() {
-    let (_sim1, p1) = simulate(&["1:pt-float", "2:evc-dcba"]);
-    let (_sim2, p2) = simulate(&["1:mvt-dpspt"]);
+    let (_sim1, p1) = simulate_tcp(&["1:pt-float", "2:evc-dcba"], &[]);
+    let (_sim2, p2) = simulate_tcp(&["1:mvt-dpspt"], &[]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gasdtu.toml");
     std::fs::write(

@@ -101,22 +101,6 @@ struct Daemon {
     _dir: tempfile::TempDir,
 }
 
-fn simulate(devices: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(gasdtu());
-    cmd.args(["simulate", "--seed", "1", "--tcp"])
-        .arg(format!("127.0.0.1:{port}"));
-    for d in devices {
-        cmd.arg("--device").arg(d);
-    }
-    let p = Proc::spawn(
-        "gasdtu simulate",
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    wait_port(port, Duration::from_secs(10));
-    (p, port)
-}
-
 fn config_text(port: u16, state: &Path) -> String {
     format!(
         r#"[gateway]
@@ -214,7 +198,7 @@ fn assert_pinged_throughout(d: &Daemon, from: Instant, to: Instant, why: &str) {
 
 #[test]
 fn run_notifies_ready_status_watchdog_reload_and_stopping() {
-    let (mut sim, port) = simulate(&["1:pt-float", "2:evc-dcba"]);
+    let (mut sim, port) = simulate_tcp(&["1:pt-float", "2:evc-dcba"], &[]);
     let mut d = start_daemon(port);
     let t0 = Instant::now();
     let (ready_at, _) = d
@@ -299,7 +283,7 @@ fn run_notifies_ready_status_watchdog_reload_and_stopping() {
 
 #[test]
 fn a_failing_store_keeps_polling_and_pinging_and_status_says_so() {
-    let (_sim, port) = simulate(&["1:pt-float", "2:evc-dcba"]);
+    let (_sim, port) = simulate_tcp(&["1:pt-float", "2:evc-dcba"], &[]);
     let d = start_daemon(port);
     let t0 = Instant::now();
     d.notes

@@ -180,6 +180,27 @@ impl PtyPair {
     }
 }
 
+/// `gasdtu simulate --tcp 127.0.0.1:PORT --seed 1 --device ... --fault ...` on a fresh port,
+/// accepting connections when this returns.
+pub fn simulate_tcp(devices: &[&str], faults: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(gasdtu());
+    cmd.args(["simulate", "--seed", "1", "--tcp"])
+        .arg(format!("127.0.0.1:{port}"));
+    for d in devices {
+        cmd.arg("--device").arg(d);
+    }
+    for f in faults {
+        cmd.arg("--fault").arg(f);
+    }
+    let p = Proc::spawn(
+        "gasdtu simulate",
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    wait_port(port, Duration::from_secs(10));
+    (p, port)
+}
+
 /// Send SIGTERM to a child process (through kill(1): no libc dependency).
 pub fn sigterm(child: &Child) {
     let status = Command::new("kill")
