@@ -7,7 +7,7 @@
 use super::Global;
 use crate::config;
 use crate::gateway::systemd::{try_reload, Notifier, Reload, SignalAsk, Signals};
-use crate::gateway::{Applied, Gateway, Options};
+use crate::gateway::{Gateway, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -74,11 +74,8 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                 for w in &l.warnings {
                     tracing::warn!("config: {w}");
                 }
-                if let Applied::Changed { restart_needed, .. } = gw.apply(l.config, "file").await {
-                    for r in restart_needed {
-                        tracing::warn!("reload: {r} take effect at the next restart");
-                    }
-                }
+                // `apply` logs what it changed and what waits for a restart.
+                gw.apply(l.config, "file").await;
             }
         }
         notifier.ready();

@@ -277,25 +277,25 @@ impl Consumer {
         let item = self.route(b);
         held.readings += item.raw.samples.len();
         held.queue.push_back(item);
-        while held.readings > self.memory_readings && held.queue.len() > 1 {
-            let Some(old) = held.queue.pop_front() else {
-                break;
-            };
-            held.readings -= old.raw.samples.len();
-            let why = if held.last_error.is_empty() {
-                "a store commit is taking longer than the memory buffer lasts"
-            } else {
-                held.last_error.as_str()
-            };
-            held.loss.add(&old.raw, why);
-            held.dropped_batches += 1;
-            held.dropped_readings += old.raw.samples.len() as u64;
-            if held.dropped_batches == 1 || held.dropped_batches.is_power_of_two() {
-                tracing::error!(
-                    dropped_batches = held.dropped_batches,
-                    held_readings = held.readings,
-                    "store unavailable and memory buffer full: oldest batches dropped"
-                );
+        held.shed(self.memory_readings);
+    }
+
+    /// Await `fut` while still receiving into `held` (`open` turns false when the channel
+    /// closes): acquisition never waits on the store.
+    async fn receiving<F: std::future::Future>(
+        &mut self,
+        fut: F,
+        held: &mut Held,
+        open: &mut bool,
+    ) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return r,
+                b = self.rx.recv(), if *open => match b {
+                    Some(b) => self.hold(b, held),
+                    None => *open = false,
+                },
             }
         }
     }
@@ -365,17 +365,8 @@ impl Consumer {
                 let r = commit_group(&store, alarms.as_ref(), &group, &ex);
                 (group, r)
             });
-            tokio::pin!(commit);
             // Keep receiving while the commit runs: a slow or stuck store never blocks polling.
-            let res = loop {
-                tokio::select! {
-                    r = &mut commit => break r,
-                    b = self.rx.recv(), if open => match b {
-                        Some(b) => self.hold(b, &mut held),
-                        None => open = false,
-                    },
-                }
-            };
+            let res = self.receiving(commit, &mut held, &mut open).await;
             if let Some(p) = &self.progress {
                 p.commit_ended(matches!(res, Ok((_, Ok(_)))));
             }
@@ -435,33 +426,22 @@ impl Consumer {
                     held.loss.merge(loss);
                     // The commit that was running while batches were dropped says why.
                     held.loss.error.clone_from(&held.last_error);
-                    while held.readings > self.memory_readings && held.queue.len() > 1 {
-                        if let Some(old) = held.queue.pop_front() {
-                            held.readings -= old.raw.samples.len();
-                            held.loss.add(&old.raw, &held.last_error);
-                            held.dropped_batches += 1;
-                            held.dropped_readings += old.raw.samples.len() as u64;
-                        }
-                    }
-                    if disk_full {
+                    held.shed(self.memory_readings);
+                    // Eviction may make room on a full disk: at once when the disk is full,
+                    // otherwise at most every few seconds while commits fail.
+                    if disk_full || last_limits.elapsed() >= LIMITS_AFTER_FAILURE_EVERY {
                         last_limits = Instant::now();
                         self.enforce_limits().await;
-                    } else if last_limits.elapsed() >= LIMITS_AFTER_FAILURE_EVERY {
-                        last_limits = Instant::now() - LIMITS_EVERY;
                     }
-                    // Wait before retrying, still receiving.
-                    let sleep = tokio::time::sleep(retry_delay);
-                    tokio::pin!(sleep);
-                    loop {
+                    // Wait before retrying, still receiving (until shutdown gives up).
+                    let give_up = self.give_up.clone();
+                    let wait = async {
                         tokio::select! {
-                            _ = &mut sleep => break,
-                            b = self.rx.recv(), if open => match b {
-                                Some(b) => self.hold(b, &mut held),
-                                None => open = false,
-                            },
-                            _ = self.give_up.cancelled(), if !open => break,
+                            _ = tokio::time::sleep(retry_delay) => {}
+                            _ = give_up.cancelled() => {}
                         }
-                    }
+                    };
+                    self.receiving(wait, &mut held, &mut open).await;
                     retry_delay = (retry_delay * 2).min(RETRY_MAX);
                 }
                 Err(join) => {
@@ -522,6 +502,34 @@ struct Held {
     last_error: String,
     dropped_batches: u64,
     dropped_readings: u64,
+}
+
+impl Held {
+    /// Drop the oldest batches (never the newest one) until at most `bound` readings are held,
+    /// counting them for the `data_loss` event.
+    fn shed(&mut self, bound: usize) {
+        while self.readings > bound && self.queue.len() > 1 {
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
+            self.readings -= old.raw.samples.len();
+            let why = if self.last_error.is_empty() {
+                "a store commit is taking longer than the memory buffer lasts"
+            } else {
+                self.last_error.as_str()
+            };
+            self.loss.add(&old.raw, why);
+            self.dropped_batches += 1;
+            self.dropped_readings += old.raw.samples.len() as u64;
+            if self.dropped_batches == 1 || self.dropped_batches.is_power_of_two() {
+                tracing::error!(
+                    dropped_batches = self.dropped_batches,
+                    held_readings = self.readings,
+                    "store unavailable and memory buffer full: oldest batches dropped"
+                );
+            }
+        }
+    }
 }
 
 /// One transaction for a group: history, outbox entries, events and alarm transitions.

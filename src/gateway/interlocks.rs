@@ -16,8 +16,7 @@ use crate::alarm::rule::Action;
 use crate::config::Config;
 use crate::modbus::bus::WriteRequest;
 use crate::model::Value;
-use crate::outbox::EntryKind;
-use crate::store::{ClockStamp, Store};
+use crate::store::Store;
 
 /// How long an interlock write (with its read-back) may take before it is reported failed.
 const INTERLOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,15 +151,7 @@ pub async fn fire(firing: Firing, writers: Writers, store: Arc<Store>, wake: Arc
         }),
     };
     tracing::warn!(interlock = %ev, "interlock");
-    let r = tokio::task::spawn_blocking(move || {
-        store.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
-    })
-    .await;
-    match r {
-        Ok(Ok(_)) => wake.notify_one(),
-        Ok(Err(e)) => tracing::error!("cannot record the interlock event: {e}"),
-        Err(e) => tracing::error!("interlock event task failed: {e}"),
-    }
+    super::record_event(&store, &wake, ev).await;
 }
 
 #[cfg(test)]

@@ -353,7 +353,7 @@ impl Gateway {
             "source": source,
             "devices": self.acq.devices,
         });
-        self.record_event(ev).await;
+        record_event(&self.store, &self.wake, ev).await;
         tracing::info!(
             source,
             devices = self.acq.devices,
@@ -450,20 +450,6 @@ impl Gateway {
         }
     }
 
-    /// Commit a gateway event (blocking task) and wake the forwarder.
-    async fn record_event(&self, ev: serde_json::Value) {
-        let st = self.store.clone();
-        match tokio::task::spawn_blocking(move || {
-            st.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
-        })
-        .await
-        {
-            Ok(Ok(_)) => self.wake.notify_one(),
-            Ok(Err(e)) => tracing::error!("cannot record the event: {e}"),
-            Err(e) => tracing::error!("event task failed: {e}"),
-        }
-    }
-
     fn start_forwarder(&self) -> Option<(CancellationToken, JoinHandle<()>)> {
         let up = self.cfg.uplink.clone()?;
         let stop = CancellationToken::new();
@@ -557,6 +543,22 @@ impl Gateway {
             });
         self.side_tasks
             .push(tokio::spawn(watchdog.run(self.side_stop.clone())));
+    }
+}
+
+/// Commit a gateway event on a blocking thread and wake the forwarder; a failure is logged
+/// (an event that cannot be stored must not stop what reported it).
+pub(crate) async fn record_event(store: &Arc<Store>, wake: &Notify, ev: serde_json::Value) {
+    let st = store.clone();
+    let what = ev["event"].as_str().unwrap_or("event").to_string();
+    match tokio::task::spawn_blocking(move || {
+        st.commit(&[], &[(EntryKind::Event, ev)], &ClockStamp::now())
+    })
+    .await
+    {
+        Ok(Ok(_)) => wake.notify_one(),
+        Ok(Err(e)) => tracing::error!("cannot record the {what} event: {e}"),
+        Err(e) => tracing::error!("{what} event task failed: {e}"),
     }
 }
 

@@ -10,7 +10,7 @@
 //! device `[name, [points], [units|null], [read]]`, read `[dt ms, [values|null], {index:
 //! reason}?]` where `dt` is relative to the previous read of the device (the first to the base).
 
-use crate::time::{rfc3339_ms, unix_ms as epoch_ms};
+use crate::time::{rfc3339_ms, unix_ms};
 use std::collections::BTreeMap;
 
 use ciborium::Value as Cbor;
@@ -177,7 +177,7 @@ impl Packed {
                 g.points.len() - 1
             }
         };
-        let t_ms = epoch_ms(s.read_at);
+        let t_ms = unix_ms(s.read_at);
         let item = match (&s.quality, &s.value) {
             (Quality::Good, Some(v)) => Ok(v.clone()),
             (Quality::Good, None) => Err("decode: no value".to_string()),

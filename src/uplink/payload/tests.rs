@@ -152,7 +152,7 @@ fn expected(entries: &[Entry]) -> BTreeSet<(String, String, String, String, Stri
             out.insert((
                 b.device.to_string(),
                 s.point.to_string(),
-                rfc3339_ms(epoch_ms(s.read_at)),
+                rfc3339_ms(unix_ms(s.read_at)),
                 v,
                 s.unit.as_deref().unwrap_or("-").to_string(),
             ));
