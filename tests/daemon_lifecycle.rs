@@ -8,10 +8,8 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -37,31 +35,6 @@ profile = "pt-float"
 "#,
         state = state.display()
     )
-}
-
-/// Datagrams received on a NOTIFY_SOCKET the test owns.
-#[derive(Clone)]
-struct Notes(Arc<Mutex<Vec<String>>>);
-
-impl Notes {
-    fn listen(path: &Path) -> Notes {
-        let sock = UnixDatagram::bind(path).unwrap();
-        let notes = Notes(Arc::default());
-        let sink = notes.0.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let mut m = sink.lock().unwrap();
-                m.extend(text.lines().filter(|l| !l.is_empty()).map(String::from));
-            }
-        });
-        notes
-    }
-
-    fn count(&self, msg: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|m| *m == msg).count()
-    }
 }
 
 struct Daemon {
@@ -110,16 +83,6 @@ fn start(text: impl Fn(&Path) -> String) -> Daemon {
     d
 }
 
-fn kill(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// utime + stime of a process, from /proc/<pid>/stat (clock ticks of 10 ms).
 fn cpu_ticks(stat: &str) -> u64 {
     // The command name may hold spaces: fields are counted after its closing parenthesis.
@@ -139,7 +102,7 @@ fn a_sigterm_during_a_reload_is_not_lost() {
     let text = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, text.replace("poll = \"1s\"", "poll = \"2s\"")).unwrap();
     let mut proc = d.proc;
-    kill(proc.child.id(), "HUP");
+    signal(proc.child.id(), "HUP");
     wait_for("RELOADING=1", Duration::from_secs(10), || {
         (d.notes.count("RELOADING=1") >= 1).then_some(())
     });

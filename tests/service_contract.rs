@@ -10,87 +10,14 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 /// WATCHDOG_USEC the test sets: pings are expected every second.
 const WATCHDOG: Duration = Duration::from_secs(2);
-
-/// Every datagram received on the test's notify socket, with its arrival time.
-#[derive(Clone)]
-struct Notes {
-    msgs: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Notes {
-    fn listen(path: &Path) -> Notes {
-        let sock = UnixDatagram::bind(path).unwrap();
-        let notes = Notes {
-            msgs: Arc::default(),
-        };
-        let sink = notes.msgs.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let now = Instant::now();
-                let mut m = sink.lock().unwrap();
-                // One datagram may carry several assignments, one per line.
-                for line in text.lines().filter(|l| !l.is_empty()) {
-                    m.push((now, line.to_string()));
-                }
-            }
-        });
-        notes
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.msgs.lock().unwrap().clone()
-    }
-
-    fn since(&self, t: Instant) -> Vec<String> {
-        self.all()
-            .into_iter()
-            .filter(|(at, _)| *at >= t)
-            .map(|(_, m)| m)
-            .collect()
-    }
-
-    /// Wait for a message after `t` satisfying `pred`; returns its arrival time and text.
-    fn wait(
-        &self,
-        what: &str,
-        t: Instant,
-        deadline: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> (Instant, String) {
-        wait_for(what, deadline, || {
-            self.all().into_iter().find(|(at, m)| *at >= t && pred(m))
-        })
-    }
-
-    /// Wait until `n` WATCHDOG=1 arrived after `from`; returns the arrival of the n-th.
-    fn wait_pings(&self, what: &str, from: Instant, n: usize, deadline: Duration) -> Instant {
-        wait_for(&format!("{n} WATCHDOG=1 pings {what}"), deadline, || {
-            self.pings_between(from, Instant::now())
-                .get(n.saturating_sub(1))
-                .copied()
-        })
-    }
-
-    fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {
-        self.all()
-            .into_iter()
-            .filter(|(at, m)| *at >= from && *at <= to && m == "WATCHDOG=1")
-            .map(|(at, _)| at)
-            .collect()
-    }
-}
 
 struct Daemon {
     proc: Proc,
@@ -169,16 +96,6 @@ fn start_daemon(port: u16) -> Daemon {
         state,
         _dir: dir,
     }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
 }
 
 /// No gap between consecutive pings (and the window's ends) reaches the watchdog timeout.

@@ -5,8 +5,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A child process killed (SIGKILL) and reaped when dropped.
@@ -199,6 +201,93 @@ pub fn simulate_tcp(devices: &[&str], faults: &[&str]) -> (Proc, u16) {
     );
     wait_port(port, Duration::from_secs(10));
     (p, port)
+}
+
+/// Every datagram received on the test's notify socket, with its arrival time.
+#[derive(Clone)]
+pub struct Notes {
+    msgs: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Notes {
+    pub fn listen(path: &Path) -> Notes {
+        let sock = UnixDatagram::bind(path).unwrap();
+        let notes = Notes {
+            msgs: Arc::default(),
+        };
+        let sink = notes.msgs.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let now = Instant::now();
+                let mut m = sink.lock().unwrap();
+                // One datagram may carry several assignments, one per line.
+                for line in text.lines().filter(|l| !l.is_empty()) {
+                    m.push((now, line.to_string()));
+                }
+            }
+        });
+        notes
+    }
+
+    /// How many times `msg` came, whole.
+    pub fn count(&self, msg: &str) -> usize {
+        self.all().iter().filter(|(_, m)| m == msg).count()
+    }
+
+    pub fn all(&self) -> Vec<(Instant, String)> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    pub fn since(&self, t: Instant) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|(at, _)| *at >= t)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Wait for a message after `t` satisfying `pred`; returns its arrival time and text.
+    pub fn wait(
+        &self,
+        what: &str,
+        t: Instant,
+        deadline: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> (Instant, String) {
+        wait_for(what, deadline, || {
+            self.all().into_iter().find(|(at, m)| *at >= t && pred(m))
+        })
+    }
+
+    /// Wait until `n` WATCHDOG=1 arrived after `from`; returns the arrival of the n-th.
+    pub fn wait_pings(&self, what: &str, from: Instant, n: usize, deadline: Duration) -> Instant {
+        wait_for(&format!("{n} WATCHDOG=1 pings {what}"), deadline, || {
+            self.pings_between(from, Instant::now())
+                .get(n.saturating_sub(1))
+                .copied()
+        })
+    }
+
+    pub fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {
+        self.all()
+            .into_iter()
+            .filter(|(at, m)| *at >= from && *at <= to && m == "WATCHDOG=1")
+            .map(|(at, _)| at)
+            .collect()
+    }
+}
+
+/// Send signal `sig` (a name such as HUP, STOP) to process `pid` through kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
 }
 
 /// Send SIGTERM to a child process (through kill(1): no libc dependency).
