@@ -250,24 +250,6 @@ fn config(s: &Scenario, state: &Path, port: u16, ca: Option<&Path>) -> String {
     c
 }
 
-fn check_config(bin: &Path, path: &Path) -> Res<()> {
-    let out = Command::new(bin)
-        .arg("check")
-        .arg("--config")
-        .arg(path)
-        .output()
-        .map_err(|e| format!("gasdtu check: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "gasdtu check refused the benchmark config ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn drain(
     bin: &Path,

@@ -142,26 +142,6 @@ struct Measured {
     warn_lines: Vec<String>,
 }
 
-/// On-CPU ns per living thread of `pid` (/proc/<pid>/task/*/schedstat).
-fn thread_ns(pid: u32) -> Res<BTreeMap<u32, u64>> {
-    let dir = format!("/proc/{pid}/task");
-    let rd = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {dir}: {e}"))?;
-    let mut out = BTreeMap::new();
-    for e in rd.flatten() {
-        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        // A thread may exit between the listing and the read: skip it.
-        if let Some(ns) = std::fs::read_to_string(format!("{dir}/{tid}/schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        {
-            out.insert(tid, ns);
-        }
-    }
-    Ok(out)
-}
-
 /// CPU ns in the window: threads alive at both ends (their delta) plus threads born in it
 /// (all of theirs); threads that exited in the window are missing (their count is returned).
 fn window_ns(start: &BTreeMap<u32, u64>, end: &BTreeMap<u32, u64>) -> (u64, usize) {
@@ -213,20 +193,7 @@ fn run() -> Res<()> {
             config_text(&format!("idle-{i}"), &state, port, *broker_port),
         )
         .map_err(|e| format!("write {cfg:?}: {e}"))?;
-        let out = Command::new(&bin)
-            .arg("check")
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .map_err(|e| format!("gasdtu check: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "gasdtu check refused the benchmark config ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        check_config(&bin, &cfg)?;
         let socket = dir.path().join(format!("status{i}.sock"));
         daemons.push(Daemon::start(label, &bin, &cfg, &socket)?);
     }
@@ -267,7 +234,7 @@ fn run() -> Res<()> {
     for d in &mut daemons {
         d.proc.alive()?;
         let pid = d.proc.pid();
-        starts.push((cpu_ticks(pid)?, thread_ns(pid)?, d.batches()));
+        starts.push((cpu_ticks(pid)?, thread_sched_ns(pid)?, d.batches()));
     }
     let mut last: Vec<u64> = starts.iter().map(|s| s.0).collect();
     let mut max_sec = vec![0u64; daemons.len()];
@@ -291,7 +258,7 @@ fn run() -> Res<()> {
         let pid = d.proc.pid();
         let ticks = cpu_ticks(pid)?;
         let (t_start, ns_start, b_start) = &starts[i];
-        let (ns, exited) = window_ns(ns_start, &thread_ns(pid)?);
+        let (ns, exited) = window_ns(ns_start, &thread_sched_ns(pid)?);
         results.push(Measured {
             label: d.label,
             ticks: ticks - t_start,

@@ -144,20 +144,7 @@ fn run() -> Res<()> {
     ] {
         std::fs::write(path, config_text(id, dir.path(), &profiles, port))
             .map_err(|e| format!("write {path:?}: {e}"))?;
-        let out = Command::new(&bin)
-            .arg("check")
-            .arg("--config")
-            .arg(path)
-            .output()
-            .map_err(|e| format!("gasdtu check: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "gasdtu check refused the benchmark config ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        check_config(&bin, path)?;
     }
 
     // Counters fed by the reader threads.

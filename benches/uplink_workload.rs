@@ -220,20 +220,7 @@ fn run() -> Res<()> {
             config_text(&id, &state, &profiles, sim_port, broker.port, enc),
         )
         .map_err(|e| format!("write {cfg:?}: {e}"))?;
-        let out = Command::new(&bin)
-            .arg("check")
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .map_err(|e| format!("gasdtu check: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "gasdtu check refused {cfg:?} ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        check_config(&bin, &cfg)?;
         let sim = simulator(&bin, sim_port, &profiles)?;
         wait_port(sim_port, Duration::from_secs(10))?;
         let mut daemon = Proc::spawn(

@@ -226,10 +226,15 @@ pub fn cpu_ticks(pid: u32) -> Res<u64> {
 /// resolution of /proc/<pid>/stat), and the thread ids it was summed over. Threads that have
 /// exited are missing here: compare the id lists of two snapshots.
 pub fn sched_ns(pid: u32) -> Res<(u64, Vec<u32>)> {
+    let per = thread_sched_ns(pid)?;
+    Ok((per.values().sum(), per.into_keys().collect()))
+}
+
+/// On-CPU ns of each living thread of `pid` (/proc/<pid>/task/*/schedstat), by thread id.
+pub fn thread_sched_ns(pid: u32) -> Res<std::collections::BTreeMap<u32, u64>> {
     let dir = format!("/proc/{pid}/task");
     let rd = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {dir}: {e}"))?;
-    let mut total = 0u64;
-    let mut tids = Vec::new();
+    let mut out = std::collections::BTreeMap::new();
     for e in rd.flatten() {
         let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -244,11 +249,9 @@ pub fn sched_ns(pid: u32) -> Res<(u64, Vec<u32>)> {
             .next()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("{path}: unreadable `{s}`"))?;
-        total += ns;
-        tids.push(tid);
+        out.insert(tid, ns);
     }
-    tids.sort_unstable();
-    Ok((total, tids))
+    Ok(out)
 }
 
 /// A `kB` value (VmRSS, VmHWM ...) from /proc/<pid>/status, in KiB.
@@ -820,3 +823,22 @@ address = 13
 type = "bit"
 bit = 1
 "#;
+
+/// `gasdtu check --config path`: a benchmark config the validator refuses is an error.
+pub fn check_config(bin: &Path, path: &Path) -> Res<()> {
+    let out = Command::new(bin)
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("gasdtu check: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "gasdtu check refused the benchmark config ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
