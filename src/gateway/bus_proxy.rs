@@ -40,8 +40,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::config::Transport;
 use crate::modbus::bus::{RawOp, RawRequest};
@@ -49,7 +47,7 @@ use crate::modbus::link::TxError;
 use crate::modbus::{Acquisition, RawPort};
 use crate::model::{exception_meaning, Table};
 
-use super::status_socket::{read_line_bounded, LineError, MAX_REQUEST_LINE};
+use super::status_socket::{exchange, ExchangeError, LineError, MAX_REQUEST_LINE};
 
 /// How long the proxy waits for a bus task's answer (one poll cycle plus the transaction).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -493,40 +491,35 @@ impl ProxyClient {
     /// Send one request and read the reply as JSON, with `ok` checked: a refusal is an error.
     async fn call(&self, req: &serde_json::Value) -> Result<serde_json::Value, ProxyError> {
         let path = || self.socket.clone();
-        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
-            use std::io::ErrorKind::*;
-            match source.kind() {
-                PermissionDenied => ProxyError::Forbidden {
+        let v = exchange(
+            &self.socket,
+            &req.to_string(),
+            MAX_REPLY_LINE,
+            CLIENT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| match e {
+            ExchangeError::Connect(source)
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ProxyError::Forbidden {
                     path: path(),
                     source,
-                },
-                _ => ProxyError::NotRunning {
-                    path: path(),
-                    source,
-                },
+                }
             }
+            ExchangeError::Connect(source) => ProxyError::NotRunning {
+                path: path(),
+                source,
+            },
+            ExchangeError::Read(LineError::TooLong { max }) => ProxyError::Reply {
+                path: path(),
+                why: format!("reply longer than {max} bytes"),
+            },
+            other => ProxyError::Reply {
+                path: path(),
+                why: other.to_string(),
+            },
         })?;
-        let broken = |why: String| ProxyError::Reply { path: path(), why };
-        let (rd, mut wr) = stream.into_split();
-        let mut line = req.to_string();
-        line.push('\n');
-        wr.write_all(line.as_bytes())
-            .await
-            .map_err(|e| broken(format!("cannot send the request: {e}")))?;
-        let mut rd = BufReader::new(rd);
-        let reply =
-            tokio::time::timeout(CLIENT_TIMEOUT, read_line_bounded(&mut rd, MAX_REPLY_LINE))
-                .await
-                .map_err(|_| broken(format!("no reply within {} s", CLIENT_TIMEOUT.as_secs())))?
-                .map_err(|e| match e {
-                    LineError::TooLong { max } => broken(format!("reply longer than {max} bytes")),
-                    other => broken(other.to_string()),
-                })?;
-        if reply.is_empty() {
-            return Err(broken("the connection closed without a reply".into()));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&reply).map_err(|e| broken(format!("not JSON: {e}")))?;
         match v.get("ok").and_then(serde_json::Value::as_bool) {
             Some(_) => Ok(v),
             // A daemon that predates the JSON form answers `{"error": "unknown request ..."}`.

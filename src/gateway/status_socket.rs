@@ -314,29 +314,62 @@ pub async fn query(path: &Path) -> Result<serde_json::Value, StatusError> {
 
 /// Send one request line (`status`, `ack 17 alice`) and return the JSON reply.
 pub async fn request(path: &Path, line: &str) -> Result<serde_json::Value, StatusError> {
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| StatusError::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let (rd, mut wr) = stream.into_split();
     let reply_err = |why: String| StatusError::Reply {
         path: path.to_path_buf(),
         why,
     };
-    wr.write_all(format!("{}\n", line.trim()).as_bytes())
+    exchange(path, line.trim(), MAX_STATUS_REPLY, Duration::from_secs(10))
         .await
-        .map_err(|e| reply_err(e.to_string()))?;
+        .map_err(|e| match e {
+            ExchangeError::Connect(source) => StatusError::Connect {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => reply_err(other.to_string()),
+        })
+}
+
+/// What went wrong in one client exchange with the daemon's socket.
+#[derive(Debug, Error)]
+pub(crate) enum ExchangeError {
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("cannot send the request: {0}")]
+    Send(std::io::Error),
+    #[error("no reply within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("{0}")]
+    Read(LineError),
+    #[error("the connection closed without a reply")]
+    Closed,
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
+
+/// The client side of the protocol: connect to `path`, send `line`, read one reply line of at
+/// most `max_reply` bytes within `timeout`, and parse it as JSON.
+pub(crate) async fn exchange(
+    path: &Path,
+    line: &str,
+    max_reply: usize,
+    timeout: Duration,
+) -> Result<serde_json::Value, ExchangeError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(ExchangeError::Connect)?;
+    let (rd, mut wr) = stream.into_split();
+    wr.write_all(format!("{line}\n").as_bytes())
+        .await
+        .map_err(ExchangeError::Send)?;
     let mut rd = BufReader::new(rd);
-    let line = tokio::time::timeout(
-        Duration::from_secs(10),
-        read_line_bounded(&mut rd, MAX_STATUS_REPLY),
-    )
-    .await
-    .map_err(|_| reply_err("no reply within 10 s".into()))?
-    .map_err(|e| reply_err(e.to_string()))?;
-    serde_json::from_str(&line).map_err(|e| reply_err(format!("not JSON: {e}")))
+    let reply = tokio::time::timeout(timeout, read_line_bounded(&mut rd, max_reply))
+        .await
+        .map_err(|_| ExchangeError::Timeout(timeout))?
+        .map_err(ExchangeError::Read)?;
+    if reply.is_empty() {
+        return Err(ExchangeError::Closed);
+    }
+    serde_json::from_str(&reply).map_err(ExchangeError::NotJson)
 }
 
 #[cfg(test)]
