@@ -273,9 +273,7 @@ impl Store {
                 let own = db_and_wal_bytes(&path) + space::ballast_bytes(state_dir);
                 let cap = space::effective_cap(cfg.max_bytes, own, sp);
                 if cap < cfg.max_bytes {
-                    tracing::warn!(configured = cfg.max_bytes, effective = cap, free = sp.avail,
-                        dir = %state_dir.display(),
-                        "store size cap exceeds what the file system can hold: clamped");
+                    // Returned as an event: the caller logs it and sends it upstream.
                     events.push(StoreEvent::CapClamped {
                         configured: cfg.max_bytes,
                         effective: cap,
