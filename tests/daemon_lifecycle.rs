@@ -3,7 +3,7 @@
 //! once for the whole life of the process); an idle daemon (devices polled every 5 minutes)
 //! uses almost no CPU; a daemon whose database another process holds locked stops on SIGTERM
 //! within systemd's stop timeout and says how many batches it could not commit; `gasdtu read`
-//! goes through the daemon that owns the bus. In-process: a bus task whose write channel closed
+//! goes through the daemon that owns the bus. In-process: a bus task whose request channel closed
 //! does not spin.
 
 mod common;
@@ -224,7 +224,7 @@ fn thread_ticks() -> u64 {
 }
 
 #[test]
-fn a_bus_task_whose_write_channel_closed_does_not_spin() {
+fn a_bus_task_whose_request_channel_closed_does_not_spin() {
     use gasdtu::config::parse_str;
     use gasdtu::modbus::bus::BusTask;
     use tokio_util::sync::CancellationToken;
@@ -245,7 +245,7 @@ fn a_bus_task_whose_write_channel_closed_does_not_spin() {
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
         let (wtx, wrx) = tokio::sync::mpsc::channel(1);
         drop(wtx); // every sender gone: `recv` returns None at once from now on
-        let task = BusTask::new(cfg.buses[0].clone(), cfg.devices.clone(), tx).with_writes(wrx);
+        let task = BusTask::new(cfg.buses[0].clone(), cfg.devices.clone(), tx).with_requests(wrx);
         let stop = CancellationToken::new();
         let handle = tokio::spawn(task.run(stop.clone()));
         let t0 = thread_ticks();
@@ -255,7 +255,7 @@ fn a_bus_task_whose_write_channel_closed_does_not_spin() {
         let _ = handle.await;
         assert!(
             used <= 20,
-            "a bus task with a closed write channel used {used} ticks (10 ms) in 2 s"
+            "a bus task with a closed request channel used {used} ticks (10 ms) in 2 s"
         );
     });
 }

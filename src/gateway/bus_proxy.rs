@@ -42,12 +42,13 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::Transport;
-use crate::modbus::bus::{RawOp, RawRequest};
+use crate::modbus::bus::{BusRequest, RawOp, RawRequest};
 use crate::modbus::link::TxError;
-use crate::modbus::{Acquisition, RawPort};
+use crate::modbus::{Acquisition, BusPort};
 use crate::model::{exception_meaning, Table};
 
 use super::status_socket::{exchange, ExchangeError, LineError, MAX_REQUEST_LINE};
+use super::BusPorts;
 
 /// How long the proxy waits for a bus task's answer (one poll cycle plus the transaction).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,11 +116,11 @@ pub struct BusInfo {
     pub target: BusTarget,
 }
 
-/// The daemon's side: bus name -> raw-request entrance of its task. Cheap to clone (shared);
-/// the runtime calls `set` after starting acquisition and after every reload.
+/// The daemon's side: bus name -> request entrance of its task. Cheap to clone (shared); the
+/// runtime builds it `over` the bus table it replaces at every apply.
 #[derive(Clone)]
 pub struct BusProxy {
-    buses: Arc<Mutex<HashMap<String, RawPort>>>,
+    buses: BusPorts,
     reply_timeout: Duration,
 }
 
@@ -274,8 +275,13 @@ fn tx_error_from_json(v: &serde_json::Value) -> Option<TxError> {
 impl BusProxy {
     /// An empty table: every bus request is answered `unknown_bus` until `set`.
     pub fn new() -> BusProxy {
+        BusProxy::over(Arc::new(Mutex::new(HashMap::new())))
+    }
+
+    /// A proxy over a bus table its owner keeps current (the runtime's `BusPorts`).
+    pub fn over(buses: BusPorts) -> BusProxy {
         BusProxy {
-            buses: Arc::new(Mutex::new(HashMap::new())),
+            buses,
             reply_timeout: REPLY_TIMEOUT,
         }
     }
@@ -286,16 +292,16 @@ impl BusProxy {
         self
     }
 
-    /// Replace the table with the buses of `acq` (at start and after every reload).
+    /// Replace the table with the buses of `acq` (a proxy built with `new`).
     pub fn set(&self, acq: &Acquisition) {
-        let table = acq.raw.clone();
+        let table = acq.ports.clone();
         match self.buses.lock() {
             Ok(mut g) => *g = table,
             Err(p) => *p.into_inner() = table,
         }
     }
 
-    fn table(&self) -> HashMap<String, RawPort> {
+    fn table(&self) -> HashMap<String, BusPort> {
         match self.buses.lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -362,7 +368,7 @@ impl BusProxy {
         };
         let tx = port.tx.clone();
         let answer = tokio::time::timeout(self.reply_timeout, async move {
-            tx.send(req).await.ok()?;
+            tx.send(BusRequest::Raw(req)).await.ok()?;
             rx.await.ok()
         })
         .await;

@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::alarms::AlarmService;
-use crate::gateway::interlocks::{self, Interlocks, Writers};
+use crate::gateway::interlocks::{self, Interlocks};
 use crate::gateway::status_socket::DeviceBoard;
+use crate::gateway::BusPorts;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
@@ -78,8 +79,8 @@ pub struct Consumer {
     reporter: Option<Arc<Mutex<Reporter>>>,
     /// Alarm rules evaluated on every group before its commit (same transaction).
     alarms: Option<AlarmService>,
-    /// The interlock table (rebuilt by a reload) and the bus tasks' write channels.
-    interlocks: Option<(Arc<Mutex<Interlocks>>, Writers)>,
+    /// The interlock table (rebuilt by a reload) and the bus tasks' request channels.
+    interlocks: Option<(Arc<Mutex<Interlocks>>, BusPorts)>,
     give_up: CancellationToken,
     memory_readings: usize,
     /// The watchdog's board: a bus beats when its batch is received (polling is alive), and
@@ -182,8 +183,8 @@ impl Consumer {
     }
 
     /// Run the interlocks of committed raises (the table is shared so a reload rebuilds it).
-    pub fn with_interlocks(mut self, table: Arc<Mutex<Interlocks>>, writers: Writers) -> Self {
-        self.interlocks = Some((table, writers));
+    pub fn with_interlocks(mut self, table: Arc<Mutex<Interlocks>>, ports: BusPorts) -> Self {
+        self.interlocks = Some((table, ports));
         self
     }
 
@@ -248,7 +249,7 @@ impl Consumer {
     /// (cooldown per rule and device), through the bus task; the result and the read-back are
     /// committed as an `interlock` event.
     fn run_interlocks(&self) {
-        let (Some(alarms), Some((table, writers))) = (&self.alarms, &self.interlocks) else {
+        let (Some(alarms), Some((table, ports))) = (&self.alarms, &self.interlocks) else {
             return;
         };
         let raised = alarms.take_raised();
@@ -262,7 +263,7 @@ impl Consumer {
         for f in firings {
             tokio::spawn(interlocks::fire(
                 f,
-                writers.clone(),
+                ports.clone(),
                 self.store.clone(),
                 self.wake.clone(),
             ));

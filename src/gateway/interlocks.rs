@@ -7,22 +7,20 @@
 //! runs on the async workers: the event commit is a blocking task.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
+use super::BusPorts;
 use crate::alarm::rule::Action;
 use crate::config::Config;
-use crate::modbus::bus::WriteRequest;
+use crate::modbus::bus::{BusRequest, WriteRequest};
 use crate::model::Value;
 use crate::store::Store;
 
 /// How long an interlock write (with its read-back) may take before it is reported failed.
 const INTERLOCK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Bus name -> the running bus task's write channel (replaced when a reload restarts them).
-pub type Writers = Arc<Mutex<HashMap<String, mpsc::Sender<WriteRequest>>>>;
 
 /// The interlock table of the running config.
 #[derive(Default)]
@@ -103,8 +101,8 @@ impl Interlocks {
     }
 }
 
-/// Perform `firing` through the bus task's write channel and commit its `interlock` event.
-pub async fn fire(firing: Firing, writers: Writers, store: Arc<Store>, wake: Arc<Notify>) {
+/// Perform `firing` through the bus task's request channel and commit its `interlock` event.
+pub async fn fire(firing: Firing, ports: BusPorts, store: Arc<Store>, wake: Arc<Notify>) {
     let Firing {
         rule,
         device,
@@ -112,11 +110,11 @@ pub async fn fire(firing: Firing, writers: Writers, store: Arc<Store>, wake: Arc
         action,
     } = firing;
     let writer = bus.as_ref().and_then(|b| {
-        writers
+        ports
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(b)
-            .cloned()
+            .map(|p| p.tx.clone())
     });
     let value = Value::Float(action.value);
     let result: Result<Value, String> = match writer {
@@ -129,7 +127,7 @@ pub async fn fire(firing: Firing, writers: Writers, store: Arc<Store>, wake: Arc
                 value,
                 reply: tx,
             };
-            if w.send(req).await.is_err() {
+            if w.send(BusRequest::WritePoint(req)).await.is_err() {
                 Err("the bus task stopped".into())
             } else {
                 match tokio::time::timeout(INTERLOCK_TIMEOUT, rx).await {

@@ -21,6 +21,7 @@ pub mod interlocks;
 pub mod status_socket;
 pub mod systemd;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ use crate::uplink::{Forwarder, LinkState, LinkStatus};
 use alarms::AlarmService;
 use bus_proxy::BusProxy;
 use consumer::{CommitHook, Consumer, ConsumerReport};
-use interlocks::{Interlocks, Writers};
+use interlocks::Interlocks;
 use status_socket::{DeviceBoard, StatusServer};
 use systemd::{status_line, LinkFacts, Notifier, Progress, StatusFacts, Watchdog};
 
@@ -52,6 +53,10 @@ const BUS_STOP_GRACE: Duration = Duration::from_secs(10);
 /// After the pollers stopped, how long the consumer keeps retrying a failing store before it
 /// gives up and reports what it could not commit (systemd's TimeoutStopSec is 30 s).
 pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(8);
+
+/// Bus name -> the running bus task's request entrance, shared by the interlocks and the bus
+/// proxy and replaced by every apply (a reload restarts the bus tasks).
+pub type BusPorts = Arc<Mutex<HashMap<String, crate::modbus::BusPort>>>;
 
 /// How the runtime is embedded: what differs between `run`, `demo` and tests.
 pub struct Options {
@@ -131,7 +136,7 @@ pub struct Gateway {
     alarms: AlarmService,
     reporter: Arc<Mutex<Reporter>>,
     interlocks: Arc<Mutex<Interlocks>>,
-    writers: Writers,
+    ports: BusPorts,
     tx: mpsc::Sender<SampleBatch>,
     acq_stop: CancellationToken,
     acq: Acquisition,
@@ -144,7 +149,7 @@ pub struct Gateway {
     progress: Progress,
     wake: Arc<Notify>,
     live: Arc<Live>,
-    /// The bus tasks' request channels for `gasdtu read/write/scan` (replaced on apply).
+    /// `gasdtu read/write/scan` through the bus tasks (over `ports`).
     proxy: BusProxy,
     side_stop: CancellationToken,
     side_tasks: Vec<JoinHandle<()>>,
@@ -178,9 +183,8 @@ impl Gateway {
         let (tx, rx) = mpsc::channel(crate::modbus::CHANNEL_BATCHES);
         let acq_stop = CancellationToken::new();
         let acq = crate::modbus::start_with(&cfg, &acq_stop, opts.poll_now, &tx);
-        let writers: Writers = Arc::new(Mutex::new(acq.writers.clone()));
-        let proxy = BusProxy::new();
-        proxy.set(&acq);
+        let ports: BusPorts = Arc::new(Mutex::new(acq.ports.clone()));
+        let proxy = BusProxy::over(ports.clone());
         let interlocks = Arc::new(Mutex::new(Interlocks::new(&cfg)));
         tracing::info!(
             gateway = %cfg.gateway.id,
@@ -199,7 +203,7 @@ impl Gateway {
         let mut consumer = Consumer::new(rx, store.clone(), wake.clone(), board.clone())
             .with_reporter(reporter.clone())
             .with_alarms(alarms.clone())
-            .with_interlocks(interlocks.clone(), writers.clone())
+            .with_interlocks(interlocks.clone(), ports.clone())
             .with_memory_bound(opts.memory_readings)
             .give_up_on(give_up.clone())
             .with_startup_event(serde_json::json!({
@@ -228,7 +232,7 @@ impl Gateway {
             alarms,
             reporter,
             interlocks,
-            writers,
+            ports,
             tx,
             acq_stop,
             acq,
@@ -333,8 +337,8 @@ impl Gateway {
         }
         self.acq_stop = CancellationToken::new();
         self.acq = crate::modbus::start_with(&self.cfg, &self.acq_stop, self.poll_now, &self.tx);
-        *lock(&self.writers) = self.acq.writers.clone();
-        self.proxy.set(&self.acq);
+        // The interlocks and the bus proxy see the new bus tasks from here on.
+        *lock(&self.ports) = self.acq.ports.clone();
         self.live.devices.store(self.acq.devices, Ordering::Relaxed);
         self.progress.reconfigure(&self.cfg);
         // Devices removed or disabled leave the board (and `status`, and the STATUS line).
@@ -373,7 +377,7 @@ impl Gateway {
         self.notifier.stopping();
         tracing::info!("shutdown requested: stopping the pollers");
         self.stop_buses().await;
-        lock(&self.writers).clear();
+        lock(&self.ports).clear();
         let Gateway {
             tx,
             consumer,

@@ -82,8 +82,10 @@ pub struct BusTask {
     tx: mpsc::Sender<SampleBatch>,
     /// Poll immediately at start instead of waiting for the first aligned slot.
     poll_at_start: bool,
-    /// Requests served between poll cycles (interlock writes, raw CLI transactions).
-    inbox: Inbox,
+    /// Requests served between poll cycles (interlock writes, raw CLI transactions). Dropped
+    /// once every sender is gone (its `recv` would return `None` at once, forever, and spin
+    /// the task).
+    requests: Option<mpsc::Receiver<BusRequest>>,
 }
 
 /// A write to a writable point of a device on this bus, answered with the read-back value.
@@ -210,43 +212,6 @@ pub enum BusRequest {
     Raw(RawRequest),
 }
 
-/// The request channels of a bus task. A channel whose every sender is gone is dropped (its
-/// `recv` would return `None` at once, forever, and spin the task).
-#[derive(Default)]
-struct Inbox {
-    writes: Option<mpsc::Receiver<WriteRequest>>,
-    raw: Option<mpsc::Receiver<RawRequest>>,
-}
-
-async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Inbox {
-    /// The next request; pending forever while no channel is open. Cancel safe.
-    async fn next(&mut self) -> BusRequest {
-        loop {
-            enum Got {
-                Write(Option<WriteRequest>),
-                Raw(Option<RawRequest>),
-            }
-            let got = tokio::select! {
-                w = recv_or_pending(&mut self.writes) => Got::Write(w),
-                r = recv_or_pending(&mut self.raw) => Got::Raw(r),
-            };
-            match got {
-                Got::Write(Some(w)) => return BusRequest::WritePoint(w),
-                Got::Raw(Some(r)) => return BusRequest::Raw(r),
-                Got::Write(None) => self.writes = None,
-                Got::Raw(None) => self.raw = None,
-            }
-        }
-    }
-}
-
 impl BusTask {
     /// Build the task for `bus` and the enabled devices on it. Devices whose points cannot be
     /// planned are left out with an error log (the config check refuses them anyway).
@@ -275,7 +240,7 @@ impl BusTask {
             devices: pollers,
             tx,
             poll_at_start: false,
-            inbox: Inbox::default(),
+            requests: None,
         }
     }
 
@@ -286,17 +251,11 @@ impl BusTask {
         self
     }
 
-    /// Serve writes (interlocks) from `rx` between poll cycles, through this task's link: the
-    /// bus keeps one owner.
-    pub fn with_writes(mut self, rx: mpsc::Receiver<WriteRequest>) -> Self {
-        self.inbox.writes = Some(rx);
-        self
-    }
-
-    /// Serve raw transactions (the commissioning CLI through the daemon) from `rx` between
-    /// poll cycles, through this task's link with the bus's timeout, retries and turnaround.
-    pub fn with_raw(mut self, rx: mpsc::Receiver<RawRequest>) -> Self {
-        self.inbox.raw = Some(rx);
+    /// Serve requests from `rx` between poll cycles, through this task's link with the bus's
+    /// timeout, retries and turnaround: interlock writes and the commissioning CLI's raw
+    /// transactions (through the daemon). The bus keeps one owner.
+    pub fn with_requests(mut self, rx: mpsc::Receiver<BusRequest>) -> Self {
+        self.requests = Some(rx);
         self
     }
 
@@ -413,7 +372,7 @@ impl BusTask {
             reads_per_cycle = self.reads_per_cycle(),
             "bus task started"
         );
-        let mut inbox = std::mem::take(&mut self.inbox);
+        let mut requests = self.requests.take();
         if self.poll_at_start {
             let now = SystemTime::now();
             for i in 0..self.devices.len() {
@@ -439,7 +398,11 @@ impl BusTask {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = sleep_or_pending(wait) => {}
-                r = inbox.next(), if take_requests => req = Some(r),
+                r = recv_or_pending(&mut requests), if take_requests => match r {
+                    Some(r) => req = Some(r),
+                    // Every sender is gone: stop listening instead of spinning on `None`.
+                    None => requests = None,
+                },
             }
             if let Some(r) = req {
                 self.serve(r).await;
@@ -479,6 +442,13 @@ impl BusTask {
     async fn poll_device(&mut self, i: usize, slot: SystemTime) -> bool {
         let batch = poll_once(&mut self.link, &mut self.devices[i], slot, &self.bus.name).await;
         self.tx.send(batch).await.is_ok()
+    }
+}
+
+async fn recv_or_pending<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -24,25 +24,24 @@ pub const CHANNEL_BATCHES: usize = 1024;
 /// Handles of the running bus tasks.
 pub struct Acquisition {
     pub tasks: Vec<JoinHandle<()>>,
-    /// Per bus name: where writes to its devices go (interlocks).
-    pub writers: std::collections::HashMap<String, mpsc::Sender<bus::WriteRequest>>,
-    /// Per bus name: where raw transactions go (the commissioning CLI through the daemon's
-    /// status socket, see `gateway::bus_proxy`), and what the bus is connected to.
-    pub raw: std::collections::HashMap<String, RawPort>,
+    /// Per bus name: where requests to its bus task go (interlock writes, the commissioning
+    /// CLI's raw transactions through the daemon, see `gateway::bus_proxy`), and what the bus
+    /// is connected to.
+    pub ports: std::collections::HashMap<String, BusPort>,
     pub devices: usize,
     pub reads_per_cycle: usize,
 }
 
-/// The raw-request entrance of one running bus task.
+/// The request entrance of one running bus task.
 #[derive(Debug, Clone)]
-pub struct RawPort {
+pub struct BusPort {
     /// What the bus task's link is connected to (so a client can tell which bus it means).
     pub transport: Transport,
-    pub tx: mpsc::Sender<bus::RawRequest>,
+    pub tx: mpsc::Sender<bus::BusRequest>,
 }
 
-/// Raw requests a bus may have waiting; more wait in the sender (bounded by its timeout).
-pub const RAW_QUEUE: usize = 16;
+/// Requests a bus may have waiting; more wait in their senders (bounded by their timeouts).
+pub const REQUEST_QUEUE: usize = 32;
 
 /// Start one `BusTask` per bus that has enabled devices. Batches arrive on the returned
 /// receiver. With `poll_at_start`, every device is polled once immediately.
@@ -65,8 +64,7 @@ pub fn start_with(
 ) -> Acquisition {
     let mut acq = Acquisition {
         tasks: Vec::new(),
-        writers: Default::default(),
-        raw: Default::default(),
+        ports: Default::default(),
         devices: 0,
         reads_per_cycle: 0,
     };
@@ -80,20 +78,17 @@ pub fn start_with(
         if devices.is_empty() {
             continue;
         }
-        let (wtx, wrx) = mpsc::channel(16);
-        acq.writers.insert(bus.name.clone(), wtx);
-        let (rtx, rrx) = mpsc::channel(RAW_QUEUE);
-        acq.raw.insert(
+        let (rtx, rrx) = mpsc::channel(REQUEST_QUEUE);
+        acq.ports.insert(
             bus.name.clone(),
-            RawPort {
+            BusPort {
                 transport: bus.transport.clone(),
                 tx: rtx,
             },
         );
         let task = bus::BusTask::new(bus.clone(), devices, tx.clone())
             .poll_at_start(poll_at_start)
-            .with_writes(wrx)
-            .with_raw(rrx);
+            .with_requests(rrx);
         acq.devices += task.device_count();
         acq.reads_per_cycle += task.reads_per_cycle();
         acq.tasks.push(tokio::spawn(task.run(shutdown.clone())));
