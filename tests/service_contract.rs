@@ -229,7 +229,7 @@ fn a_failing_store_keeps_polling_and_pinging_and_status_says_so() {
     // Past the bus silence bound (2 x 1 s poll + one worst-case cycle + slack), where a
     // "no batch committed" watchdog would have stopped pinging.
     let bound =
-        Duration::from_secs(2) + Duration::from_secs(3) + gasdtu::gateway::systemd::SILENCE_SLACK;
+        Duration::from_secs(2) + Duration::from_secs(3) + gasdtu::gateway::progress::SILENCE_SLACK;
     let until = locked + bound + WATCHDOG;
     wait_for("the end of the window", bound + WATCHDOG * 2, || {
         (Instant::now() >= until).then_some(())

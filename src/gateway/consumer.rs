@@ -85,7 +85,7 @@ pub struct Consumer {
     memory_readings: usize,
     /// The watchdog's board: a bus beats when its batch is received (polling is alive), and
     /// every commit attempt is bracketed (a hung commit stops the pings, a failing one not).
-    progress: Option<super::systemd::Progress>,
+    progress: Option<super::progress::Progress>,
 }
 
 /// Batches dropped from memory and not yet reported.
@@ -189,7 +189,7 @@ impl Consumer {
     }
 
     /// Report to the watchdog's progress board (see the field).
-    pub fn with_progress(mut self, p: super::systemd::Progress) -> Self {
+    pub fn with_progress(mut self, p: super::progress::Progress) -> Self {
         self.progress = Some(p);
         self
     }

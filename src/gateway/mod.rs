@@ -18,6 +18,7 @@ mod alarms_tests;
 pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
+pub mod progress;
 pub mod status_socket;
 pub mod systemd;
 
@@ -43,8 +44,9 @@ use alarms::AlarmService;
 use bus_proxy::BusProxy;
 use consumer::{CommitHook, Consumer, ConsumerReport};
 use interlocks::Interlocks;
+use progress::Progress;
 use status_socket::{DeviceBoard, StatusServer};
-use systemd::{status_line, LinkFacts, Notifier, Progress, StatusFacts, Watchdog};
+use systemd::{status_line, LinkFacts, Notifier, StatusFacts, Watchdog};
 
 /// How long a clean shutdown waits for a connected uplink to drain what is pending.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
