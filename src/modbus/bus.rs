@@ -1,9 +1,11 @@
 //! The bus task: the one owner of a bus. It holds the bus's `Link`, the request plans of the
 //! devices on it and their wall-clock schedules, and serializes every transaction on the bus.
-//! A silent device costs its own timeout and retries once per cycle (its remaining blocks are
-//! skipped), an exception spoils only its block, and the other devices still report in the
-//! same cycle. It turns replies into samples (decoder, computed points), tracks online/offline
-//! per device and sends one `SampleBatch` per device and cycle into the acquisition channel.
+//! A device without a valid answer on a block (silence, garbage, a lying reply, CRC errors)
+//! costs its own timeout and retries once per cycle (its remaining blocks are skipped), a valid
+//! exception spoils only its block, and the other devices still report in the same cycle. It
+//! turns replies into samples (decoder, computed points), tracks online/offline per device
+//! (offline after `offline_after` cycles without a single valid answer: data or a valid
+//! exception) and sends one `SampleBatch` per device and cycle into the acquisition channel.
 //! Between poll cycles it serves bus requests through the same link, so the bus keeps one
 //! owner: point writes of the interlocks (`WriteRequest`, read back) and raw transactions of
 //! the commissioning CLI passed on by the daemon (`RawRequest`). It never touches storage or
@@ -471,7 +473,8 @@ async fn poll_once(
     let mut silent: Option<TxError> = None;
     for b in &d.blocks {
         let res = match &silent {
-            // The device did not answer this cycle: do not spend another timeout on it.
+            // No valid answer from the device on a block this cycle (silence, garbage, a lying
+            // reply, CRC errors, after every retry): do not spend another timeout on it.
             Some(e) => Err(e.clone()),
             None => link.read(d.cfg.unit, b.table, b.start, b.count).await,
         };
@@ -496,8 +499,7 @@ async fn poll_once(
             Err(e) => {
                 if e.device_answered() {
                     answered = true;
-                }
-                if e.device_silent() && silent.is_none() {
+                } else if silent.is_none() {
                     silent = Some(e.clone());
                 }
                 let reason = e.bad_reason();

@@ -11,11 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_modbus::client::{Context, Reader, Writer};
+
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::Slave;
+use tokio_modbus::{ExceptionCode, Request, Response, Slave};
+
+use crate::modbus::reply::{self, Answer, Expect};
 
 use crate::config::{BusConfig, Parity, SerialSettings, Transport};
 use crate::model::{exception_meaning, BadReason, Table};
@@ -29,10 +33,14 @@ pub enum TxError {
     /// A reply came back with a bad CRC, on the last attempt.
     #[error("CRC error in reply ({}): {detail}", attempts_str(*.attempts))]
     Crc { attempts: u32, detail: String },
-    /// The device answered with a Modbus exception (never retried: the device is alive).
+    /// The device answered with a valid Modbus exception (1-6, 8, 0x0A, 0x0B; see
+    /// `reply::valid_exception`). Never retried: the device is alive. Any other code is a
+    /// `Protocol` error.
     #[error("exception {code} ({})", meaning(.code))]
     Exception { code: u8 },
-    /// A reply that does not answer the request (wrong unit, function, garbage), last attempt.
+    /// A reply that does not answer the request exactly (wrong unit, transaction id, function,
+    /// byte count or length, write echo, an invalid exception code, garbage, a byte flood), on
+    /// the last attempt.
     #[error("invalid reply ({}): {detail}", attempts_str(*.attempts))]
     Protocol { attempts: u32, detail: String },
     /// The transport cannot be used (port missing, connection refused, I/O error).
@@ -55,17 +63,12 @@ impl TxError {
         }
     }
 
-    /// True when the device gave no sign of life (so its other blocks this cycle are skipped).
-    pub fn device_silent(&self) -> bool {
-        matches!(self, TxError::Timeout { .. })
-    }
-
-    /// True when the device answered at all (an exception or a garbled reply is an answer).
+    /// True when the device gave a VALID answer: only a valid Modbus exception among the
+    /// failures. Garbage, a wrong unit, transaction id or function, a lying byte count, an
+    /// invalid exception code or a CRC error on every attempt is no sign of a working device:
+    /// a device with nothing but these for `offline_after` cycles goes offline.
     pub fn device_answered(&self) -> bool {
-        matches!(
-            self,
-            TxError::Exception { .. } | TxError::Crc { .. } | TxError::Protocol { .. }
-        )
+        matches!(self, TxError::Exception { .. })
     }
 }
 
@@ -90,13 +93,28 @@ enum Attempt {
     Io(String),
 }
 
-/// What a failed attempt's stray bytes say about the line. Pure; tested below.
-/// `unit` is the unit the request went to; `rx` the bytes received during the attempt.
-fn classify_stray(unit: u8, rx: &[u8]) -> Attempt {
+/// How the link frames its transactions (what stray bytes can mean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// RTU frames with CRC (serial, RTU over TCP).
+    Rtu,
+    /// Modbus TCP (MBAP header, no CRC).
+    Mbap,
+}
+
+/// What a timed-out attempt's stray bytes say about the line. Pure; tested below.
+/// `unit` is the unit the request went to; `rx` the bytes received during the attempt (the
+/// tap keeps at most `TAP_MAX`, so a flood shows as its first bytes).
+fn classify_stray(framing: Framing, unit: u8, rx: &[u8]) -> Attempt {
     if rx.is_empty() {
         return Attempt::Timeout;
     }
     let hex = hex_prefix(rx, 16);
+    if framing == Framing::Mbap {
+        // tokio-modbus waits for as many bytes as the MBAP length field claims (at most
+        // 65 541): bytes that never made a frame are garbage, not silence.
+        return Attempt::Protocol(format!("bytes that never made an MBAP frame: {hex}"));
+    }
     if rx[0] == unit && rx.len() >= 5 {
         // Expected frame length from the function code, as the reply claims it.
         let func = rx[1];
@@ -139,7 +157,11 @@ fn hex_prefix(b: &[u8], max: usize) -> String {
     s
 }
 
-/// Records every byte read from the transport during the current attempt.
+/// Most bytes the tap keeps per attempt (a flood costs no more memory than this).
+const TAP_MAX: usize = 1024;
+
+/// Records the bytes read from the transport during the current attempt (the first
+/// `TAP_MAX`).
 #[derive(Default)]
 struct TapLog {
     rx: Mutex<Vec<u8>>,
@@ -161,6 +183,12 @@ struct Tap<T> {
     log: Arc<TapLog>,
 }
 
+impl<T> std::fmt::Debug for Tap<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -172,9 +200,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
         if let Poll::Ready(Ok(())) = &r {
             let new = &buf.filled()[before..];
             if let Ok(mut g) = self.log.rx.lock() {
-                if g.len() < 1024 {
-                    g.extend_from_slice(new);
-                }
+                let room = TAP_MAX.saturating_sub(g.len());
+                g.extend_from_slice(&new[..new.len().min(room)]);
             }
         }
         r
@@ -200,6 +227,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
 struct Conn {
     ctx: Context,
     tap: Arc<TapLog>,
+    framing: Framing,
 }
 
 /// Reopen backoff bounds for a transport that cannot be opened.
@@ -212,6 +240,9 @@ pub struct LinkStats {
     pub transactions: u64,
     pub attempts: u64,
     pub failures: u64,
+    /// Attempts whose reply was refused as a protocol error (not an exact answer to the
+    /// request: see `reply::check_reply`, or garbage that never made a frame).
+    pub protocol_errors: u64,
     pub opens: u64,
     pub open_failures: u64,
 }
@@ -288,9 +319,17 @@ impl Link {
                     Slave(1),
                 )
             }),
-            Transport::Tcp { host, port } => connect_tcp(host, *port, self.bus.timeout)
-                .await
-                .map(|s| tokio_modbus::client::tcp::attach_slave(s, Slave(1))),
+            Transport::Tcp { host, port } => {
+                connect_tcp(host, *port, self.bus.timeout).await.map(|s| {
+                    tokio_modbus::client::tcp::attach_slave(
+                        Tap {
+                            inner: s,
+                            log: tap.clone(),
+                        },
+                        Slave(1),
+                    )
+                })
+            }
             Transport::RtuOverTcp { host, port } => {
                 connect_tcp(host, *port, self.bus.timeout).await.map(|s| {
                     tokio_modbus::client::rtu::attach_slave(
@@ -308,7 +347,11 @@ impl Link {
                 if self.last_open_error.take().is_some() {
                     tracing::info!(bus = %self.bus.name, target = %self.target(), "bus transport is back");
                 }
-                self.conn = Some(Conn { ctx, tap });
+                let framing = match self.bus.transport {
+                    Transport::Tcp { .. } => Framing::Mbap,
+                    _ => Framing::Rtu,
+                };
+                self.conn = Some(Conn { ctx, tap, framing });
                 self.next_open = None;
                 self.backoff = BACKOFF_MIN;
                 Ok(())
@@ -412,11 +455,16 @@ impl Link {
             self.last_end = Some(Instant::now());
             let stray = conn.tap.take();
             let outcome = match res {
-                Ok(Ok(Ok(v))) => return Ok(v),
-                Ok(Ok(Err(code))) => {
-                    self.stats.failures += 1;
-                    return Err(TxError::Exception { code });
-                }
+                // tokio-modbus checked the header (unit, TCP transaction id) and function
+                // code; the reply check decides the rest.
+                Ok(Ok(pdu)) => match reply::check_reply(unit, &expect_of(&op), unit, &pdu) {
+                    Ok(Answer::Data(v)) => return Ok(v),
+                    Ok(Answer::Exception(code)) => {
+                        self.stats.failures += 1;
+                        return Err(TxError::Exception { code });
+                    }
+                    Err(e) => Attempt::Protocol(e.to_string()),
+                },
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
                     if e.kind() == io::ErrorKind::InvalidData {
                         Attempt::Protocol(e.to_string())
@@ -424,9 +472,12 @@ impl Link {
                         Attempt::Io(format!("i/o error on {}: {e}", self.target()))
                     }
                 }
-                Ok(Err(tokio_modbus::Error::Protocol(p))) => Attempt::Protocol(p.to_string()),
-                Err(_elapsed) => classify_stray(unit, &stray),
+                Ok(Err(tokio_modbus::Error::Protocol(p))) => Attempt::Protocol(protocol_detail(&p)),
+                Err(_elapsed) => classify_stray(conn.framing, unit, &stray),
             };
+            if matches!(outcome, Attempt::Protocol(_)) {
+                self.stats.protocol_errors += 1;
+            }
             tracing::debug!(bus = %self.bus.name, unit, attempt, ?outcome, "transaction attempt failed");
             // Never reuse a transport after a failure: a late reply must not answer the next
             // request. Reopening costs well under a millisecond.
@@ -474,40 +525,114 @@ enum Op {
     },
 }
 
-type OpResult = Result<Result<Vec<u16>, u8>, tokio_modbus::Error>;
-
-async fn run_op(ctx: &mut Context, op: &Op) -> OpResult {
-    fn bits(v: Vec<bool>) -> Vec<u16> {
-        v.into_iter().map(u16::from).collect()
+/// What `op` asks for, for the reply check.
+fn expect_of(op: &Op) -> Expect {
+    match op {
+        Op::Read { table, count, .. } => Expect::Read {
+            table: *table,
+            count: *count,
+        },
+        Op::WriteRegs { start, values } => match values.as_slice() {
+            [v] => Expect::WriteRegister {
+                address: *start,
+                value: *v,
+            },
+            _ => Expect::WriteRegisters {
+                address: *start,
+                count: values.len().min(u16::MAX as usize) as u16,
+            },
+        },
+        Op::WriteCoil { addr, value } => Expect::WriteCoil {
+            address: *addr,
+            value: *value,
+        },
     }
-    let r = match op {
+}
+
+/// Run `op` through tokio-modbus's raw `call` (never its typed readers: they `debug_assert!`
+/// the reply's count, a panic on a lying device in a debug build, and hand a short reply on
+/// in a release build) and return the reply as PDU bytes, for `reply::check_reply`.
+async fn run_op(ctx: &mut Context, op: &Op) -> Result<Vec<u8>, tokio_modbus::Error> {
+    let req = match op {
         Op::Read {
             table,
             start,
             count,
         } => match table {
-            Table::Coil => ctx.read_coils(*start, *count).await.map(|r| r.map(bits)),
-            Table::DiscreteInput => ctx
-                .read_discrete_inputs(*start, *count)
-                .await
-                .map(|r| r.map(bits)),
-            Table::InputRegister => ctx.read_input_registers(*start, *count).await,
-            Table::HoldingRegister => ctx.read_holding_registers(*start, *count).await,
+            Table::Coil => Request::ReadCoils(*start, *count),
+            Table::DiscreteInput => Request::ReadDiscreteInputs(*start, *count),
+            Table::InputRegister => Request::ReadInputRegisters(*start, *count),
+            Table::HoldingRegister => Request::ReadHoldingRegisters(*start, *count),
         },
-        Op::WriteRegs { start, values } => {
-            let r = if values.len() == 1 {
-                ctx.write_single_register(*start, values[0]).await
-            } else {
-                ctx.write_multiple_registers(*start, values).await
-            };
-            r.map(|r| r.map(|()| Vec::new()))
-        }
-        Op::WriteCoil { addr, value } => ctx
-            .write_single_coil(*addr, *value)
-            .await
-            .map(|r| r.map(|()| Vec::new())),
+        Op::WriteRegs { start, values } => match values.as_slice() {
+            [v] => Request::WriteSingleRegister(*start, *v),
+            _ => Request::WriteMultipleRegisters(*start, Cow::Borrowed(values.as_slice())),
+        },
+        Op::WriteCoil { addr, value } => Request::WriteSingleCoil(*addr, *value),
     };
-    r.map(|inner| inner.map_err(u8::from))
+    let function = req.function_code().value();
+    let res = ctx.call(req).await?;
+    Ok(reply_pdu(function, res))
+}
+
+/// The PDU bytes of what tokio-modbus decoded (lossless for every reply it can return: a bit
+/// read keeps all the bits of its byte count, a register read all its words).
+fn reply_pdu(function: u8, res: Result<Response, ExceptionCode>) -> Vec<u8> {
+    fn packed(f: u8, bits: &[bool]) -> Vec<u8> {
+        let mut bytes = vec![0u8; bits.len().div_ceil(8)];
+        for (i, b) in bits.iter().enumerate() {
+            if *b {
+                bytes[i / 8] |= 1 << (i % 8);
+            }
+        }
+        let mut out = vec![f, bytes.len().min(255) as u8];
+        out.extend(bytes);
+        out
+    }
+    fn words(f: u8, w: &[u16]) -> Vec<u8> {
+        let mut out = vec![f, (w.len() * 2).min(255) as u8];
+        out.extend(w.iter().flat_map(|x| x.to_be_bytes()));
+        out
+    }
+    fn echo(f: u8, a: u16, b: u16) -> Vec<u8> {
+        let mut out = vec![f];
+        out.extend(a.to_be_bytes());
+        out.extend(b.to_be_bytes());
+        out
+    }
+    match res {
+        Err(code) => vec![function | 0x80, u8::from(code)],
+        Ok(r) => match r {
+            Response::ReadCoils(b) => packed(0x01, &b),
+            Response::ReadDiscreteInputs(b) => packed(0x02, &b),
+            Response::ReadHoldingRegisters(w) => words(0x03, &w),
+            Response::ReadInputRegisters(w) => words(0x04, &w),
+            Response::WriteSingleCoil(a, v) => echo(0x05, a, if v { 0xFF00 } else { 0 }),
+            Response::WriteSingleRegister(a, v) => echo(0x06, a, v),
+            Response::WriteMultipleRegisters(a, n) => echo(0x10, a, n),
+            other => vec![other.function_code().value()],
+        },
+    }
+}
+
+/// A short description of what tokio-modbus refused (its `Display` includes the whole
+/// decoded reply).
+fn protocol_detail(p: &tokio_modbus::ProtocolError) -> String {
+    match p {
+        tokio_modbus::ProtocolError::HeaderMismatch { message, .. } => {
+            format!("reply header does not match the request: {message}")
+        }
+        tokio_modbus::ProtocolError::FunctionCodeMismatch { request, result } => {
+            let got = match result {
+                Ok(r) => r.function_code().value(),
+                Err(e) => e.function.value() | 0x80,
+            };
+            format!(
+                "reply has function 0x{got:02X}, request had 0x{:02X}",
+                request.value()
+            )
+        }
+    }
 }
 
 fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
@@ -576,7 +701,7 @@ mod tests {
             (1, "FF 00 13", "protocol"),
         ];
         for (unit, rx, want) in cases {
-            let got = match classify_stray(*unit, &hex(rx)) {
+            let got = match classify_stray(Framing::Rtu, *unit, &hex(rx)) {
                 Attempt::Timeout => "timeout",
                 Attempt::Crc(_) => "crc",
                 Attempt::Protocol(_) => "protocol",
@@ -592,6 +717,18 @@ mod tests {
         let mut f = hex("01 03 02 00 2A");
         let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(&f);
         f.extend_from_slice(&crc.to_le_bytes());
-        assert!(matches!(classify_stray(1, &f), Attempt::Protocol(_)));
+        assert!(matches!(
+            classify_stray(Framing::Rtu, 1, &f),
+            Attempt::Protocol(_)
+        ));
+        // Over Modbus TCP any stray byte is garbage (there is no CRC to blame).
+        assert!(matches!(
+            classify_stray(Framing::Mbap, 1, &hex("00 01 00 00 00 09 01 03")),
+            Attempt::Protocol(_)
+        ));
+        assert!(matches!(
+            classify_stray(Framing::Mbap, 1, &[]),
+            Attempt::Timeout
+        ));
     }
 }

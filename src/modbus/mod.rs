@@ -8,6 +8,7 @@ pub mod bus;
 pub mod link;
 pub mod planner;
 pub mod registers;
+pub mod reply;
 pub mod schedule;
 
 use tokio::sync::mpsc;
