@@ -35,6 +35,11 @@ every unit, the probability defaults to 1.
   garbage          random bytes instead of, or in front of, the reply
   slow:DURATION    reply after DURATION (e.g. slow=0.2:800ms)
   dead             never answer
+  short            read reply one register (or byte of bits) short, byte count consistent
+  wrong-tid        TCP: reply with another transaction id (RTU: no effect)
+  wrong-unit       reply from another unit id
+  wrong-function   reply under another function code
+  flood[:BYTES]    BYTES random bytes (default 4096, at most 1 MiB) instead of the reply
 e.g. --fault crc=0.1 --fault slow=0.2:800ms --fault 3:exception=0.05:6 --fault 4:dead
 
 Values follow the point names of the gas data model (daily flow cycle in UTC, rising

@@ -6,7 +6,12 @@
 //! `exception=0.05:6`, `2:timeout=0.5`, `3:dead`. Kinds: `timeout` (no reply to this request),
 //! `crc` (corrupted CRC on RTU, lying MBAP length field on TCP), `exception[:CODE]` (default 4),
 //! `garbage` (random bytes instead of, or before, the reply), `slow:DURATION` (reply late),
-//! `dead` (never answers). The probability defaults to 1.
+//! `dead` (never answers), and the lying devices: `short` (a read reply one register, or one
+//! byte of bits, short, with a consistent byte count and length), `wrong-tid` (MBAP reply
+//! with another transaction id; RTU has none and replies normally), `wrong-unit` (reply from
+//! another unit id), `wrong-function` (reply under another function code), `flood[:BYTES]`
+//! (that many random bytes instead of the reply, default 4096, at most 1 MiB). An exception
+//! with an invalid code is `exception:255`. The probability defaults to 1.
 
 use std::fmt;
 use std::time::Duration;
@@ -28,7 +33,22 @@ pub enum FaultKind {
     Slow(Duration),
     /// Never answer.
     Dead,
+    /// A read reply one register (or one byte of bits) short, byte count and length
+    /// consistent with the short data.
+    Short,
+    /// An MBAP reply carrying another transaction id (no effect on RTU framing).
+    WrongTid,
+    /// A reply from another unit id.
+    WrongUnit,
+    /// A reply under another function code (same body).
+    WrongFunction,
+    /// This many random bytes instead of the reply.
+    Flood(usize),
 }
+
+/// Default and largest size of the `flood` fault, in bytes.
+pub const FLOOD_DEFAULT: usize = 4096;
+pub const FLOOD_MAX: usize = 1 << 20;
 
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,6 +59,11 @@ impl fmt::Display for FaultKind {
             FaultKind::Garbage => f.write_str("garbage"),
             FaultKind::Slow(d) => write!(f, "slow:{}", humantime::format_duration(*d)),
             FaultKind::Dead => f.write_str("dead"),
+            FaultKind::Short => f.write_str("short"),
+            FaultKind::WrongTid => f.write_str("wrong-tid"),
+            FaultKind::WrongUnit => f.write_str("wrong-unit"),
+            FaultKind::WrongFunction => f.write_str("wrong-function"),
+            FaultKind::Flood(n) => write!(f, "flood:{n}"),
         }
     }
 }
@@ -65,7 +90,7 @@ impl fmt::Display for FaultRule {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FaultParseError {
     /// Occurs for a fault name that is not one of the kinds.
-    #[error("fault `{spec}`: unknown kind `{kind}` (expected timeout, crc, exception, garbage, slow or dead)")]
+    #[error("fault `{spec}`: unknown kind `{kind}` (expected timeout, crc, exception, garbage, slow, dead, short, wrong-tid, wrong-unit, wrong-function or flood)")]
     Kind { spec: String, kind: String },
     /// Occurs for a probability that is not a number in 0..=1.
     #[error("fault `{spec}`: probability `{value}` is not a number between 0 and 1")]
@@ -126,6 +151,21 @@ impl FaultRule {
             "crc" => no_arg(FaultKind::Crc)?,
             "garbage" => no_arg(FaultKind::Garbage)?,
             "dead" => no_arg(FaultKind::Dead)?,
+            "short" => no_arg(FaultKind::Short)?,
+            "wrong-tid" => no_arg(FaultKind::WrongTid)?,
+            "wrong-unit" => no_arg(FaultKind::WrongUnit)?,
+            "wrong-function" => no_arg(FaultKind::WrongFunction)?,
+            "flood" => match arg {
+                None => FaultKind::Flood(FLOOD_DEFAULT),
+                Some(a) => match a.parse::<usize>() {
+                    Ok(n) if (1..=FLOOD_MAX).contains(&n) => FaultKind::Flood(n),
+                    _ => {
+                        return Err(argument(&format!(
+                            "flood size `{a}` is not a number of bytes in 1..={FLOOD_MAX}"
+                        )))
+                    }
+                },
+            },
             "exception" => match arg {
                 None => FaultKind::Exception(4),
                 Some(a) => match a.parse::<u8>() {
@@ -223,6 +263,11 @@ impl Faults {
         (0..n).map(|_| self.rng.u8(..)).collect()
     }
 
+    /// `n` random bytes for the flood fault.
+    pub fn flood(&mut self, n: usize) -> Vec<u8> {
+        (0..n.min(FLOOD_MAX)).map(|_| self.rng.u8(..)).collect()
+    }
+
     /// A coin flip for the fault injector (garbage instead of vs. before the reply).
     pub fn coin(&mut self) -> bool {
         self.rng.bool()
@@ -246,6 +291,13 @@ mod tests {
             ("3:dead", Some(3), FaultKind::Dead, 1.0),
             ("17:slow=1:10ms", Some(17), FaultKind::Slow(ms(10)), 1.0),
             ("garbage=0", None, FaultKind::Garbage, 0.0),
+            ("short", None, FaultKind::Short, 1.0),
+            ("2:wrong-tid", Some(2), FaultKind::WrongTid, 1.0),
+            ("wrong-unit=0.5", None, FaultKind::WrongUnit, 0.5),
+            ("wrong-function", None, FaultKind::WrongFunction, 1.0),
+            ("flood", None, FaultKind::Flood(FLOOD_DEFAULT), 1.0),
+            ("3:flood:300", Some(3), FaultKind::Flood(300), 1.0),
+            ("exception:255", None, FaultKind::Exception(255), 1.0),
         ];
         for (s, unit, kind, probability) in cases {
             assert_eq!(
@@ -272,6 +324,11 @@ mod tests {
             "exception:0",
             "300:crc",
             "dead=0.5:1",
+            "short:1",
+            "flood:0",
+            "flood:2000000",
+            "flood:lots",
+            "wrong-unit:3",
         ] {
             assert!(FaultRule::parse(s).is_err(), "{s} was accepted");
         }

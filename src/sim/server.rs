@@ -50,13 +50,15 @@ pub enum Outcome {
     /// Say nothing (unknown unit, broadcast, timeout or dead fault).
     Silent,
     /// Answer `pdu` for `unit` after `delay` (the slow fault; 0 otherwise). `corrupt`: break
-    /// the frame check (CRC on RTU, length field on MBAP).
+    /// the frame check (CRC on RTU, length field on MBAP). `tid_skew`: added to the MBAP
+    /// transaction id (the wrong-tid fault; 0 otherwise).
     Reply {
         unit: u8,
         pdu: Vec<u8>,
         delay: Duration,
         corrupt: bool,
         garbage: Garbage,
+        tid_skew: u16,
     },
 }
 
@@ -95,6 +97,10 @@ impl Outcome {
     /// The reply as an MBAP frame for `transaction` (a corrupt reply's length field claims one
     /// byte less than it carries).
     pub fn mbap_bytes(&self, transaction: u16) -> Option<Vec<u8>> {
+        let transaction = match self {
+            Outcome::Reply { tid_skew, .. } => transaction.wrapping_add(*tid_skew),
+            Outcome::Silent => transaction,
+        };
         self.frame(|unit, pdu, corrupt| {
             mbap_frame(transaction, unit, pdu, if corrupt { -1 } else { 0 })
         })
@@ -207,6 +213,9 @@ impl Simulator {
         let mut corrupt = false;
         let mut garbage = Garbage::None;
         let mut exception = None;
+        let mut tid_skew = 0;
+        let mut unit_out = unit;
+        let mut lie: Option<fn(Vec<u8>) -> Vec<u8>> = None;
         match &fault {
             Some(FaultKind::Dead | FaultKind::Timeout) => {
                 debug!(unit, function, fault = %fault.as_ref().map(|f| f.to_string()).unwrap_or_default(), "no reply (fault)");
@@ -224,15 +233,23 @@ impl Simulator {
                     Garbage::Before(g)
                 };
             }
+            Some(FaultKind::Flood(n)) => garbage = Garbage::Instead(self.faults().flood(*n)),
+            Some(FaultKind::WrongTid) => tid_skew = 1,
+            Some(FaultKind::WrongUnit) => unit_out = if unit == 255 { 1 } else { unit + 1 },
+            Some(FaultKind::Short) => lie = Some(short_reply),
+            Some(FaultKind::WrongFunction) => lie = Some(other_function),
             None => {}
         }
-        let pdu_out = match exception {
+        let mut pdu_out = match exception {
             Some(code) => vec![function | 0x80, code],
             None => match self.device(unit) {
                 Ok(mut d) => d.handle(pdu, now + delay),
                 Err(_) => return Outcome::Silent,
             },
         };
+        if let Some(lie) = lie {
+            pdu_out = lie(pdu_out);
+        }
         debug!(
             unit,
             function,
@@ -242,11 +259,12 @@ impl Simulator {
             "request"
         );
         Outcome::Reply {
-            unit,
+            unit: unit_out,
             pdu: pdu_out,
             delay,
             corrupt,
             garbage,
+            tid_skew,
         }
     }
 
@@ -276,6 +294,38 @@ impl Simulator {
             .run()
             .await
     }
+}
+
+/// The `short` fault: a read reply (functions 1 to 4) with its last register (or last byte of
+/// bits) cut off, the byte count lowered to match. Other replies pass unchanged.
+fn short_reply(mut pdu: Vec<u8>) -> Vec<u8> {
+    let cut = match pdu.first() {
+        Some(1 | 2) => 1,
+        Some(3 | 4) => 2,
+        _ => return pdu,
+    };
+    if pdu.len() >= 2 + cut && pdu[1] as usize >= cut {
+        pdu[1] -= cut as u8;
+        pdu.truncate(pdu.len() - cut);
+    }
+    pdu
+}
+
+/// The `wrong-function` fault: the same body under another function code (3 and 4, 1 and 2
+/// swapped; any other code plus one, an exception keeping its exception bit).
+fn other_function(mut pdu: Vec<u8>) -> Vec<u8> {
+    if let Some(f) = pdu.first_mut() {
+        let (flag, base) = (*f & 0x80, *f & 0x7F);
+        let other = match base {
+            1 => 2,
+            2 => 1,
+            3 => 4,
+            4 => 3,
+            x => (x + 1) & 0x7F,
+        };
+        *f = flag | other;
+    }
+    pdu
 }
 
 #[cfg(test)]
@@ -340,5 +390,51 @@ mod tests {
             None,
         ));
         assert_eq!(s.process(1, &read, now).delay(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn lying_outcomes() {
+        let s = sim();
+        let now = SystemTime::now();
+        s.set(1, "pressure", Value::UInt(450)).unwrap();
+        // Read 2 registers from 0: the device holds [450, 0].
+        let read = [3, 0, 0, 0, 2];
+        let lie = |spec: &str| {
+            s.set_faults(Faults::new(vec![FaultRule::parse(spec).unwrap()], Some(7)));
+            s.process(1, &read, now)
+        };
+        // Short: one register less, byte count and frame consistent.
+        assert_eq!(
+            lie("short").rtu_bytes().unwrap(),
+            rtu_frame(1, &[3, 2, 0x01, 0xC2])
+        );
+        assert_eq!(
+            lie("short").mbap_bytes(5).unwrap(),
+            mbap_frame(5, 1, &[3, 2, 0x01, 0xC2], 0)
+        );
+        let good = [3, 4, 0x01, 0xC2, 0, 0];
+        assert_eq!(
+            lie("wrong-tid").mbap_bytes(5).unwrap(),
+            mbap_frame(6, 1, &good, 0)
+        );
+        assert_eq!(lie("wrong-tid").rtu_bytes().unwrap(), rtu_frame(1, &good));
+        assert_eq!(lie("wrong-unit").rtu_bytes().unwrap(), rtu_frame(2, &good));
+        assert_eq!(
+            lie("wrong-function").rtu_bytes().unwrap(),
+            rtu_frame(1, &[4, 4, 0x01, 0xC2, 0, 0])
+        );
+        let flood = lie("flood:3000").mbap_bytes(5).unwrap();
+        assert_eq!(flood.len(), 3000);
+        assert_eq!(
+            lie("exception:255").rtu_bytes().unwrap(),
+            rtu_frame(1, &[0x83, 0xFF])
+        );
+        // Pure helpers on their edges.
+        assert_eq!(short_reply(vec![3, 0]), vec![3, 0]);
+        assert_eq!(short_reply(vec![1, 1, 0xFF]), vec![1, 0]);
+        assert_eq!(short_reply(vec![6, 0, 1, 0, 2]), vec![6, 0, 1, 0, 2]);
+        assert_eq!(other_function(vec![0x83, 2]), vec![0x84, 2]);
+        assert_eq!(other_function(vec![0x10, 0, 0]), vec![0x11, 0, 0]);
+        assert_eq!(other_function(vec![]), Vec::<u8>::new());
     }
 }
