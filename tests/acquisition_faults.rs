@@ -438,8 +438,9 @@ async fn crc_errors_are_retried_until_every_batch_is_good() {
 }
 
 /// Without retries the same fault shows up as `BadReason::Crc` (never as a timeout) on the
-/// affected devices only, and a 100 % CRC fault gives Crc for every point while the device,
-/// which did answer, stays online.
+/// affected devices only. A CRC error is no valid answer (issue 9, item 6): a cycle of CRC
+/// errors counts as failed, a good cycle resets the count, and under a 100 % CRC fault every
+/// device goes offline after `offline_after` (3) such cycles, whatever the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crc_errors_without_retries_are_classified_crc_not_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -473,8 +474,13 @@ async fn crc_errors_without_retries_are_classified_crc_not_timeout() {
             Quality::Good => assert_eq!(good(b, "v"), Value::UInt(100 + unit)),
             Quality::Bad(r) => assert_eq!(*r, BadReason::Crc, "{}", summary(&acq.log)),
         }
-        // A CRC error is an answer: the device is alive.
-        assert!(b.online && b.failed_cycles == 0, "{}", summary(&acq.log));
+        // A CRC error is no valid answer: the cycle failed; a good one resets the count.
+        assert_eq!(
+            b.failed_cycles == 0,
+            all_good(b),
+            "{}",
+            summary(&acq.log)
+        );
     }
     assert!(
         acq.log.iter().any(all_good),
@@ -486,14 +492,29 @@ async fn crc_errors_without_retries_are_classified_crc_not_timeout() {
     sim.set_faults(faults(&["crc"], 5));
     let t = SystemTime::now();
     acq.until(
-        "a cycle of all four devices after the switch",
-        Duration::from_secs(10),
-        |l| (1..=4).all(|u| of(l, &format!("d{u}")).iter().any(|b| after(b, t))),
+        "3 cycles of all four devices after the switch",
+        Duration::from_secs(15),
+        |l| {
+            (1..=4).all(|u| {
+                of(l, &format!("d{u}"))
+                    .iter()
+                    .filter(|b| after(b, t))
+                    .count()
+                    >= 3
+            })
+        },
     )
     .await;
     for b in acq.log.iter().filter(|b| after(b, t)) {
         assert_eq!(bad(b, "v"), BadReason::Crc, "{}", summary(&acq.log));
-        assert!(b.online, "a device answering with bad CRCs is not offline");
+    }
+    for u in 1..=4 {
+        let last = *acq.of(&format!("d{u}")).last().unwrap();
+        assert!(
+            !last.online && last.failed_cycles >= 3,
+            "a device with nothing but bad CRCs is offline:\n{}",
+            summary(&acq.log)
+        );
     }
     assert!(acq.running());
     stop.cancel();
