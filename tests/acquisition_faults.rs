@@ -475,12 +475,7 @@ async fn crc_errors_without_retries_are_classified_crc_not_timeout() {
             Quality::Bad(r) => assert_eq!(*r, BadReason::Crc, "{}", summary(&acq.log)),
         }
         // A CRC error is no valid answer: the cycle failed; a good one resets the count.
-        assert_eq!(
-            b.failed_cycles == 0,
-            all_good(b),
-            "{}",
-            summary(&acq.log)
-        );
+        assert_eq!(b.failed_cycles == 0, all_good(b), "{}", summary(&acq.log));
     }
     assert!(
         acq.log.iter().any(all_good),

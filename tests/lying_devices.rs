@@ -365,3 +365,150 @@ async fn byte_flood_over_tcp_is_no_answer_and_starves_nobody() {
 async fn byte_flood_over_rtu_is_no_answer_and_starves_nobody() {
     lying(Wire::Rtu, "flood:2048", "").await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Item 6 through the runtime: the offline alarm fires for every liar, not for a device that
+// answers with a valid exception.
+
+/// Each lying mode on its own unit of one Modbus TCP bus, a healthy unit and a unit refusing
+/// every read with the valid exception 2, polled by the real runtime (real SQLite store) with
+/// an `offline` rule on every device: after `offline_after` (2) cycles every liar has a
+/// committed `raised` transition of the rule, while the healthy and the refusing device have
+/// none and their batches stay online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_alarm_fires_for_every_liar_and_not_for_a_valid_exception() {
+    use gasdtu::gateway::{Gateway, Options};
+    use gasdtu::outbox::{EntryBody, EntryKind, Outbox};
+    use std::sync::{Arc, Mutex};
+
+    let liars = [
+        (2u8, "short"),
+        (3, "wrong-tid"),
+        (4, "wrong-unit"),
+        (5, "wrong-function"),
+        (6, "flood:65536"),
+        (7, "exception:255"),
+    ];
+    let refusing = 8u8;
+    let stop = CancellationToken::new();
+    let mut rules: Vec<FaultRule> = liars
+        .iter()
+        .map(|(u, f)| FaultRule::parse(&format!("{u}:{f}")).unwrap())
+        .collect();
+    rules.push(FaultRule::parse(&format!("{refusing}:exception:2")).unwrap());
+    let sim = Simulator::new(
+        (1..=refusing)
+            .map(|u| SimDevice::new(u, format!("u{u}"), points(), vec![]))
+            .collect(),
+        Faults::new(rules, Some(4)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    {
+        let (s, t) = (sim.clone(), stop.clone());
+        tokio::spawn(async move { s.serve_tcp(listener, t).await });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        r#"
+[gateway]
+id = "liars"
+state_dir = "{}"
+profile_dirs = []
+
+[buses.lan]
+kind = "tcp"
+host = "127.0.0.1"
+port = {port}
+timeout = "300ms"
+retries = 1
+
+[alarms.comm]
+device = "*"
+kind = "offline"
+severity = "major"
+"#,
+        dir.path().join("state").display()
+    );
+    for u in 1..=refusing {
+        text.push_str(&format!(
+            "\n[devices.d{u}]\nbus = \"lan\"\nunit = {u}\npoll = \"1s\"\noffline_after = 2\n\
+             points.r0 = {{ table = \"holding\", address = 0, type = \"u16\" }}\n\
+             points.r5 = {{ table = \"holding\", address = 5, type = \"u16\" }}\n"
+        ));
+    }
+    let cfg = match gasdtu::config::parse_str(&text, "liars.toml", Path::new("/")) {
+        Ok(l) => l.config,
+        Err(errs) => panic!("test config invalid: {errs:?}"),
+    };
+    let seen: Arc<Mutex<Vec<SampleBatch>>> = Arc::default();
+    let log = seen.clone();
+    let gw = Gateway::start(
+        cfg,
+        Options {
+            poll_now: true,
+            observers: vec![Arc::new(move |b: &SampleBatch| {
+                log.lock().unwrap().push(b.clone())
+            })],
+            notifier: gasdtu::gateway::systemd::Notifier::disabled(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let raised = |gw: &Gateway| -> Vec<String> {
+        gw.store()
+            .pending(10_000, 0)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::Alarm)
+            .filter_map(|e| match e.body {
+                EntryBody::Json(v) if v["alarm"] == "comm" && v["state"] == "raised" => {
+                    v["dev"].as_str().map(str::to_string)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let want: Vec<String> = liars.iter().map(|(u, _)| format!("d{u}")).collect();
+    wait_until(
+        "an offline alarm for every liar",
+        Duration::from_secs(20),
+        || {
+            let r = raised(&gw);
+            want.iter().all(|d| r.contains(d)).then_some(())
+        },
+    )
+    .await;
+    // Two more committed cycles of the healthy and the refusing device after the raises.
+    let n0 = seen.lock().unwrap().len();
+    wait_until("two more cycles", Duration::from_secs(10), || {
+        let l = seen.lock().unwrap();
+        let later = |d: &str| l[n0..].iter().filter(|b| &*b.device == d).count();
+        (later("d1") >= 2 && later(&format!("d{refusing}")) >= 2).then_some(())
+    })
+    .await;
+    let r = raised(&gw);
+    let log = seen.lock().unwrap().clone();
+    let text = summary(&log);
+    for d in ["d1".to_string(), format!("d{refusing}")] {
+        assert!(!r.contains(&d), "{d} raised an offline alarm:\n{text}");
+        for b in log.iter().filter(|b| *b.device == *d) {
+            assert!(b.online && b.failed_cycles == 0, "{text}");
+        }
+    }
+    for b in log.iter().filter(|b| &*b.device == "d1") {
+        assert!(b.samples.iter().all(|s| s.quality.is_good()), "{text}");
+    }
+    for d in &want {
+        let last = log.iter().rev().find(|b| &*b.device == d.as_str()).unwrap();
+        assert!(!last.online, "{d} still online:\n{text}");
+        assert!(
+            last.samples.iter().all(|s| s.value.is_none()),
+            "{d} reported a value:\n{text}"
+        );
+    }
+    gw.shutdown().await;
+    stop.cancel();
+}
