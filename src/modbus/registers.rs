@@ -189,7 +189,9 @@ pub fn encode(
     // Integer view of the raw value, rounding floats (a scaled integer register).
     let int = || -> Result<i128, EncodeError> {
         match value {
-            Value::Bool(b) => Ok(*b as i128),
+            // A bool is the engineering value 0 or 1: scaled like any number (it used to be
+            // written raw, so `true` to a 0.01-scaled register read back as 0.01).
+            Value::Bool(b) if scale == 1.0 && offset == 0.0 => Ok(*b as i128),
             Value::Int(i) if scale == 1.0 && offset == 0.0 => Ok(*i as i128),
             Value::UInt(u) if scale == 1.0 && offset == 0.0 => Ok(*u as i128),
             Value::Text(_) => Err(EncodeError::WrongKind {
@@ -212,7 +214,17 @@ pub fn encode(
                 kind: "text",
                 data_type,
             }),
-            other => Ok(unscaled(other.as_f64().unwrap_or(f64::NAN))),
+            other => {
+                let x = other.as_f64().unwrap_or(f64::NAN);
+                let raw = unscaled(x);
+                // A finite value that unscales to NaN or infinity (a zero or tiny scale) has no
+                // register form: refuse it rather than write NaN.
+                if x.is_finite() && !raw.is_finite() {
+                    Err(out_of_range())
+                } else {
+                    Ok(raw)
+                }
+            }
         }
     };
     let bytes: Vec<u8> = match data_type {
@@ -696,3 +708,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "registers_props.rs"]
+mod props;
