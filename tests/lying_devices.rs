@@ -323,6 +323,13 @@ async fn wrong_transaction_id_over_tcp_is_refused() {
     lying(Wire::Tcp, "wrong-tid", HEADER).await;
 }
 
+/// An MBAP length field that counts two bytes after the data (tokio-modbus refuses what it
+/// cannot decode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_bytes_inside_an_mbap_frame_are_refused() {
+    lying(Wire::Tcp, "trailing", "undecoded response data").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_unit_over_tcp_is_refused() {
     lying(Wire::Tcp, "wrong-unit", HEADER).await;
@@ -388,8 +395,9 @@ async fn the_offline_alarm_fires_for_every_liar_and_not_for_a_valid_exception() 
         (5, "wrong-function"),
         (6, "flood:65536"),
         (7, "exception:255"),
+        (8, "trailing"),
     ];
-    let refusing = 8u8;
+    let refusing = 9u8;
     let stop = CancellationToken::new();
     let mut rules: Vec<FaultRule> = liars
         .iter()

@@ -37,6 +37,7 @@ every unit, the probability defaults to 1.
   dead             never answer
   short            read reply one register (or byte of bits) short, byte count consistent
   wrong-tid        TCP: reply with another transaction id (RTU: no effect)
+  trailing         read reply with two bytes after its data, inside the frame
   wrong-unit       reply from another unit id
   wrong-function   reply under another function code
   flood[:BYTES]    BYTES random bytes (default 4096, at most 1 MiB) instead of the reply

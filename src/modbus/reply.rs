@@ -9,7 +9,8 @@
 //! slave id) or function code differs from the request, but it lets through a short or long
 //! byte count (`ReadHoldingRegisters` of 5 words for a request of 6), coils packed in more
 //! bytes than asked, echoes of writes that differ (only `debug_assert!`ed), and any exception
-//! code (255 becomes `ExceptionCode::Custom(255)`). The link re-encodes what tokio-modbus
+//! code (255 becomes `ExceptionCode::Custom(255)`). (Bytes after the data inside a frame it
+//! refuses itself: "undecoded response data".) The link re-encodes what tokio-modbus
 //! decoded into PDU bytes (losslessly for every reply it can hand back) and checks them here,
 //! so one function decides, and it is fuzzed on arbitrary bytes.
 //!

@@ -8,7 +8,9 @@
 //! `garbage` (random bytes instead of, or before, the reply), `slow:DURATION` (reply late),
 //! `dead` (never answers), and the lying devices: `short` (a read reply one register, or one
 //! byte of bits, short, with a consistent byte count and length), `wrong-tid` (MBAP reply
-//! with another transaction id; RTU has none and replies normally), `wrong-unit` (reply from
+//! with another transaction id; RTU has none and replies normally), `trailing` (a read reply
+//! with two bytes after its data, counted by the MBAP length field, covered by the RTU CRC),
+//! `wrong-unit` (reply from
 //! another unit id), `wrong-function` (reply under another function code), `flood[:BYTES]`
 //! (that many random bytes instead of the reply, default 4096, at most 1 MiB). An exception
 //! with an invalid code is `exception:255`. The probability defaults to 1.
@@ -38,6 +40,8 @@ pub enum FaultKind {
     Short,
     /// An MBAP reply carrying another transaction id (no effect on RTU framing).
     WrongTid,
+    /// A read reply with two bytes after its data, inside the frame (MBAP length, RTU CRC).
+    Trailing,
     /// A reply from another unit id.
     WrongUnit,
     /// A reply under another function code (same body).
@@ -61,6 +65,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Dead => f.write_str("dead"),
             FaultKind::Short => f.write_str("short"),
             FaultKind::WrongTid => f.write_str("wrong-tid"),
+            FaultKind::Trailing => f.write_str("trailing"),
             FaultKind::WrongUnit => f.write_str("wrong-unit"),
             FaultKind::WrongFunction => f.write_str("wrong-function"),
             FaultKind::Flood(n) => write!(f, "flood:{n}"),
@@ -90,7 +95,7 @@ impl fmt::Display for FaultRule {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FaultParseError {
     /// Occurs for a fault name that is not one of the kinds.
-    #[error("fault `{spec}`: unknown kind `{kind}` (expected timeout, crc, exception, garbage, slow, dead, short, wrong-tid, wrong-unit, wrong-function or flood)")]
+    #[error("fault `{spec}`: unknown kind `{kind}` (expected timeout, crc, exception, garbage, slow, dead, short, wrong-tid, trailing, wrong-unit, wrong-function or flood)")]
     Kind { spec: String, kind: String },
     /// Occurs for a probability that is not a number in 0..=1.
     #[error("fault `{spec}`: probability `{value}` is not a number between 0 and 1")]
@@ -153,6 +158,7 @@ impl FaultRule {
             "dead" => no_arg(FaultKind::Dead)?,
             "short" => no_arg(FaultKind::Short)?,
             "wrong-tid" => no_arg(FaultKind::WrongTid)?,
+            "trailing" => no_arg(FaultKind::Trailing)?,
             "wrong-unit" => no_arg(FaultKind::WrongUnit)?,
             "wrong-function" => no_arg(FaultKind::WrongFunction)?,
             "flood" => match arg {
@@ -293,6 +299,7 @@ mod tests {
             ("garbage=0", None, FaultKind::Garbage, 0.0),
             ("short", None, FaultKind::Short, 1.0),
             ("2:wrong-tid", Some(2), FaultKind::WrongTid, 1.0),
+            ("trailing", None, FaultKind::Trailing, 1.0),
             ("wrong-unit=0.5", None, FaultKind::WrongUnit, 0.5),
             ("wrong-function", None, FaultKind::WrongFunction, 1.0),
             ("flood", None, FaultKind::Flood(FLOOD_DEFAULT), 1.0),

@@ -237,6 +237,7 @@ impl Simulator {
             Some(FaultKind::WrongTid) => tid_skew = 1,
             Some(FaultKind::WrongUnit) => unit_out = if unit == 255 { 1 } else { unit + 1 },
             Some(FaultKind::Short) => lie = Some(short_reply),
+            Some(FaultKind::Trailing) => lie = Some(trailing_bytes),
             Some(FaultKind::WrongFunction) => lie = Some(other_function),
             None => {}
         }
@@ -307,6 +308,15 @@ fn short_reply(mut pdu: Vec<u8>) -> Vec<u8> {
     if pdu.len() >= 2 + cut && pdu[1] as usize >= cut {
         pdu[1] -= cut as u8;
         pdu.truncate(pdu.len() - cut);
+    }
+    pdu
+}
+
+/// The `trailing` fault: two bytes after a read reply's data (functions 1 to 4), inside the
+/// frame. Other replies pass unchanged.
+fn trailing_bytes(mut pdu: Vec<u8>) -> Vec<u8> {
+    if matches!(pdu.first(), Some(1..=4)) {
+        pdu.extend_from_slice(&[0xDE, 0xAD]);
     }
     pdu
 }
@@ -413,6 +423,10 @@ mod tests {
             mbap_frame(5, 1, &[3, 2, 0x01, 0xC2], 0)
         );
         let good = [3, 4, 0x01, 0xC2, 0, 0];
+        assert_eq!(
+            lie("trailing").mbap_bytes(5).unwrap(),
+            mbap_frame(5, 1, &[3, 4, 0x01, 0xC2, 0, 0, 0xDE, 0xAD], 0)
+        );
         assert_eq!(
             lie("wrong-tid").mbap_bytes(5).unwrap(),
             mbap_frame(6, 1, &good, 0)
