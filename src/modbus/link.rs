@@ -711,6 +711,31 @@ mod tests {
         }
     }
 
+    /// A flood through the tap: every byte reaches the reader, the tap keeps `TAP_MAX`.
+    #[tokio::test]
+    async fn the_tap_keeps_a_bounded_prefix_of_a_flood() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut peer, ours) = tokio::io::duplex(4096);
+        let log = Arc::new(TapLog::default());
+        let mut tap = Tap {
+            inner: ours,
+            log: log.clone(),
+        };
+        let flood: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let writer = tokio::spawn(async move {
+            peer.write_all(&flood).await.unwrap();
+        });
+        let mut got = 0usize;
+        let mut buf = [0u8; 1000];
+        while got < 100_000 {
+            got += tap.read(&mut buf).await.unwrap();
+        }
+        writer.await.unwrap();
+        let kept = log.take();
+        assert_eq!(kept.len(), TAP_MAX);
+        assert_eq!(kept[..4], [0, 1, 2, 3]);
+    }
+
     #[test]
     fn a_good_frame_is_not_called_a_crc_error() {
         // 01 03 02 00 2A + correct CRC: if such a frame is stray, it is not a CRC error.

@@ -32,7 +32,13 @@ fn replies_against_their_requests() {
     use Answer::{Data, Exception};
     let ok = |v: Vec<u16>| Ok(Data(v));
     // (name, expect, reply unit, reply pdu, result); the request always goes to unit 1.
-    type Case = (&'static str, Expect, u8, &'static str, Result<Answer, ReplyError>);
+    type Case = (
+        &'static str,
+        Expect,
+        u8,
+        &'static str,
+        Result<Answer, ReplyError>,
+    );
     let cases: Vec<Case> = vec![
         (
             "exact 2 registers",
