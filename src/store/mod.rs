@@ -5,10 +5,11 @@
 //! statistics and export. Schema and decisions: docs/store.md.
 //!
 //! Layout: `schema` (migration steps), `blob` (pure: the compact sample encoding), `clock`
-//! (trust floor and re-stamp math), `seq` (the side-file reservation), `dict` (device and point
-//! dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size cap
-//! clamped to the file system, the full-disk ballast), `counters` (O(1) statistics), `export`
-//! (history read-out and the statistics type).
+//! (trust floor and re-stamp math), `seq` (the side-file reservation and where numbering
+//! starts), `wal` (pure: committed transactions a damaged WAL would lose), `dict` (device and
+//! point dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size
+//! cap clamped to the file system, the full-disk ballast), `counters` (O(1) statistics),
+//! `export` (history read-out and the statistics type).
 //!
 //! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
 //! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
