@@ -373,6 +373,9 @@ fn a_moved_aside_database_reports_its_undelivered_readings() {
         total,
         "counted as dropped"
     );
+    println!(
+        "moved aside, index page damaged: {readings:?} of {total} readings, complete {complete}"
+    );
     drop(store);
 
     // Table pages damaged: counted as far as readable, never more than there was.
@@ -392,6 +395,9 @@ fn a_moved_aside_database_reports_its_undelivered_readings() {
     assert!(
         !complete || r < total,
         "claims a complete count of {r}/{total}"
+    );
+    println!(
+        "moved aside, 16 KiB of table pages damaged: {r} of {total} readings, complete {complete}"
     );
 
     // Not a database at all: readings unknown, said so.

@@ -1197,8 +1197,8 @@ struct Salvage {
 }
 
 /// Count what a moved-aside database held that was not delivered (pending, sealed and held
-/// rows), as far as it can be read: read-only (never checkpointed or changed), then ignoring
-/// its WAL if that fails. Every error is caught; a watchdog thread interrupts SQLite after
+/// rows), as far as it can be read: read-only (the database file and its WAL are never
+/// written; SQLite may rebuild the copy's -shm index), then ignoring its WAL if that fails. Every error is caught; a watchdog thread interrupts SQLite after
 /// `SALVAGE_DEADLINE`, so a damaged file cannot hang `open`.
 fn salvage(db: &Path) -> Salvage {
     let uri = |immutable: bool| {
@@ -1242,10 +1242,17 @@ fn salvage(db: &Path) -> Salvage {
                 handle.interrupt();
             }
         });
-        let sv = salvage_count(&conn);
+        let mut sv = salvage_count(&conn);
         drop(done);
         let _ = watchdog.join();
         if sv.readings.is_some() {
+            if immutable {
+                let why = last.detail.take().unwrap_or_default();
+                sv.detail = Some(match sv.detail {
+                    Some(d) => format!("{d}; counted without its WAL ({why})"),
+                    None => format!("counted without its WAL ({why})"),
+                });
+            }
             return sv;
         }
         last = sv;
