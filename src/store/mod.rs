@@ -1317,6 +1317,10 @@ fn db_page_size(path: &Path) -> Option<u32> {
     }
 }
 
+/// Largest damaged WAL copied aside as evidence (a WAL is normally at most the 4 MiB
+/// `journal_size_limit`; a copy must not fill the disk).
+const WAL_COPY_MAX: u64 = 64 * 1024 * 1024;
+
 /// Scan the database's WAL (before SQLite opens it, see `wal`): if committed transactions
 /// would be discarded, keep a copy of the WAL and return the event.
 fn check_wal(path: &Path) -> Option<StoreEvent> {
@@ -1334,14 +1338,22 @@ fn check_wal(path: &Path) -> Option<StoreEvent> {
     }
     let stamp = crate::time::file_stamp(unix_ms(SystemTime::now()));
     let copy = sibling(path, &format!("-wal.corrupt-{stamp}"));
-    let copy = match std::fs::copy(&wal_path, &copy) {
-        Ok(_) => {
-            restrict_mode(&copy);
-            Some(copy)
-        }
-        Err(e) => {
-            tracing::warn!(path = %copy.display(), error = %e, "cannot keep a copy of the damaged WAL");
-            None
+    let wal_len = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+    let copy = if wal_len > WAL_COPY_MAX {
+        tracing::warn!(path = %wal_path.display(), bytes = wal_len,
+            "the damaged WAL is too large to keep a copy of");
+        None
+    } else {
+        match std::fs::copy(&wal_path, &copy) {
+            Ok(_) => {
+                restrict_mode(&copy);
+                Some(copy)
+            }
+            Err(e) => {
+                tracing::warn!(path = %copy.display(), error = %e, "cannot keep a copy of the damaged WAL");
+                let _ = std::fs::remove_file(&copy);
+                None
+            }
         }
     };
     tracing::error!(wal = %wal_path.display(), frames = scan.lost_frames,
