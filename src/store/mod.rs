@@ -384,7 +384,8 @@ impl Store {
 
         let existed = path.exists();
         // Before anything opens the database: SQLite's WAL recovery would silently drop
-        // committed transactions behind a damaged frame.
+        // committed transactions behind a damaged frame. (Reported once: the integrity
+        // check's connection, the last one to close, checkpoints and removes the WAL.)
         if existed {
             events.extend(check_wal(&path));
         }
@@ -1198,8 +1199,9 @@ struct Salvage {
 
 /// Count what a moved-aside database held that was not delivered (pending, sealed and held
 /// rows), as far as it can be read: read-only (the database file and its WAL are never
-/// written; SQLite may rebuild the copy's -shm index), then ignoring its WAL if that fails. Every error is caught; a watchdog thread interrupts SQLite after
-/// `SALVAGE_DEADLINE`, so a damaged file cannot hang `open`.
+/// written; SQLite may rebuild the copy's -shm index), then ignoring its WAL if that fails.
+/// Every error is caught; a watchdog thread interrupts SQLite after `SALVAGE_DEADLINE`, so a
+/// damaged (or huge) file cannot hang `open`: what was counted until then is reported.
 fn salvage(db: &Path) -> Salvage {
     let uri = |immutable: bool| {
         let mut u = String::from("file:");
