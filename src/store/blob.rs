@@ -313,4 +313,191 @@ mod tests {
         assert!(decode(&blob, &mut |_| Some(ValueKind::Float)).is_err());
         assert!(decode(&blob, &mut |_| None).is_err());
     }
+
+    #[test]
+    fn hostile_lengths_and_nesting_are_errors() {
+        let mut deep = vec![0x81u8; 100_000];
+        deep.push(0x00);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("nesting 100 000 deep", deep),
+            (
+                "array of 2^64 - 1 items",
+                [&[0x9b][..], &[0xff; 8]].concat(),
+            ),
+            (
+                "text of 2^64 - 1 bytes",
+                [&[0x81, 0x83, 0x01, 0x7b][..], &[0xff; 8]].concat(),
+            ),
+            (
+                "bytes of 2^32 - 1",
+                [&[0x81, 0x83, 0x01, 0x5a][..], &[0xff; 4]].concat(),
+            ),
+            (
+                "indefinite array never closed",
+                vec![0x9f, 0x83, 0x01, 0xf6, 0x00],
+            ),
+            ("a tag around everything", vec![0xc1, 0x80]),
+            ("a map, not an array", vec![0xa1, 0x01, 0x02]),
+            (
+                "a sample with a huge point id",
+                [&[0x81, 0x83, 0x1b][..], &[0xff; 8], &[0xf6, 0x00]].concat(),
+            ),
+            (
+                "a bignum dt beyond i64",
+                [&[0x81, 0x83, 0x01, 0xf6, 0xc2, 0x49, 0x01][..], &[0; 8]].concat(),
+            ),
+        ];
+        for (what, blob) in cases {
+            let r = decode(&blob, &mut |_| Some(ValueKind::Text));
+            assert!(r.is_err(), "{what}: {r:?}");
+        }
+    }
+
+    /// Property tests (issue 9): fixed seed, bounded cases, well under a second in debug.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        fn config(cases: u32) -> Config {
+            Config {
+                cases,
+                rng_seed: RngSeed::Fixed(0x0009_b10b),
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        fn kind_of_code(id: i64) -> ValueKind {
+            ValueKind::from_code(id.rem_euclid(6)).unwrap_or(ValueKind::None)
+        }
+
+        fn value(kind: ValueKind) -> BoxedStrategy<Option<Value>> {
+            match kind {
+                ValueKind::None => Just(None).boxed(),
+                ValueKind::Bool => any::<bool>().prop_map(|b| Some(Value::Bool(b))).boxed(),
+                ValueKind::Int => any::<i64>().prop_map(|i| Some(Value::Int(i))).boxed(),
+                ValueKind::UInt => any::<u64>().prop_map(|u| Some(Value::UInt(u))).boxed(),
+                ValueKind::Float => any::<f64>().prop_map(|x| Some(Value::Float(x))).boxed(),
+                ValueKind::Text => ".{0,12}".prop_map(|t| Some(Value::Text(t))).boxed(),
+            }
+        }
+
+        fn reason() -> impl Strategy<Value = BadReason> {
+            prop_oneof![
+                Just(BadReason::Timeout),
+                Just(BadReason::Crc),
+                (any::<u8>(), ".{0,8}")
+                    .prop_map(|(code, meaning)| BadReason::Exception { code, meaning }),
+                ".{0,8}".prop_map(BadReason::Decode),
+                ".{0,8}".prop_map(BadReason::Io),
+                ".{0,8}".prop_map(BadReason::Protocol),
+                ".{0,8}".prop_map(BadReason::Input),
+            ]
+        }
+
+        /// A sample of point `id`, whose kind is `kind_of_code(id)` (bad samples: no value).
+        fn sample(id: i64) -> impl Strategy<Value = RawSample> {
+            let kind = kind_of_code(id);
+            let quality = if kind == ValueKind::None {
+                reason().prop_map(Quality::Bad).boxed()
+            } else {
+                Just(Quality::Good).boxed()
+            };
+            (value(kind), any::<i64>(), quality).prop_map(move |(value, dt_ms, quality)| {
+                RawSample {
+                    point_id: id,
+                    value,
+                    dt_ms,
+                    quality,
+                }
+            })
+        }
+
+        fn samples() -> impl Strategy<Value = Vec<RawSample>> {
+            proptest::collection::vec(any::<i64>(), 0..24)
+                .prop_flat_map(|ids| ids.into_iter().map(sample).collect::<Vec<_>>())
+        }
+
+        /// Equality with NaN equal to NaN (a device may deliver a NaN float).
+        fn same(a: &[RawSample], b: &[RawSample]) -> bool {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| match (&x.value, &y.value) {
+                    (Some(Value::Float(p)), Some(Value::Float(q))) => {
+                        (p == q || (p.is_nan() && q.is_nan()))
+                            && (x.point_id, x.dt_ms, &x.quality)
+                                == (y.point_id, y.dt_ms, &y.quality)
+                    }
+                    _ => x == y,
+                })
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Flip(usize, u8),
+            Truncate(usize),
+            Insert(usize, u8),
+            Remove(usize),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                (any::<usize>(), 1..=255u8).prop_map(|(i, x)| Mutation::Flip(i, x)),
+                any::<usize>().prop_map(Mutation::Truncate),
+                (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+                any::<usize>().prop_map(Mutation::Remove),
+            ]
+        }
+
+        fn mutate(blob: &mut Vec<u8>, m: &Mutation) {
+            let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
+            match *m {
+                Mutation::Flip(i, x) if !blob.is_empty() => {
+                    let i = at(i, blob.len());
+                    blob[i] ^= x
+                }
+                Mutation::Truncate(i) => blob.truncate(at(i, blob.len() + 1)),
+                Mutation::Insert(i, b) => blob.insert(at(i, blob.len() + 1), b),
+                Mutation::Remove(i) if !blob.is_empty() => {
+                    let i = at(i, blob.len());
+                    blob.remove(i);
+                }
+                _ => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(512))]
+
+            #[test]
+            fn valid_batches_round_trip(s in samples()) {
+                let blob = encode(&s);
+                let back = decode(&blob, &mut |id| Some(kind_of_code(id)));
+                prop_assert!(matches!(&back, Ok(b) if same(b, &s)), "{s:?} -> {back:?}");
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                for k in 0..6 {
+                    let _ = decode(&bytes, &mut |_| ValueKind::from_code(k));
+                }
+                let _ = decode(&bytes, &mut |_| None);
+            }
+
+            #[test]
+            fn mutated_blobs_never_panic(
+                s in samples(),
+                ms in proptest::collection::vec(mutation(), 1..6),
+            ) {
+                let mut blob = encode(&s);
+                for m in &ms {
+                    mutate(&mut blob, m);
+                }
+                // Ok (a mutation may yield another valid blob) or a clear error, never a panic.
+                if let Err(e) = decode(&blob, &mut |id| Some(kind_of_code(id))) {
+                    prop_assert!(!e.is_empty());
+                }
+            }
+        }
+    }
 }

@@ -148,3 +148,59 @@ impl Dict {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+    use rusqlite::types::Value as Sql;
+
+    fn sql_value() -> impl Strategy<Value = Sql> {
+        prop_oneof![
+            Just(Sql::Null),
+            any::<i64>().prop_map(Sql::Integer),
+            any::<f64>().prop_map(Sql::Real),
+            ".{0,6}".prop_map(Sql::Text),
+            proptest::collection::vec(any::<u8>(), 0..6).prop_map(Sql::Blob),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x0009_d1c7),
+            failure_persistence: None,
+            ..Config::default()
+        })]
+
+        /// Dictionary rows as a damaged or hostile database may hold them (any type in any
+        /// column, unknown kind codes): looking a point up is a value or an error, never a panic.
+        #[test]
+        fn hostile_dictionary_rows_never_panic(
+            name in sql_value(),
+            unit in sql_value(),
+            kind in prop_oneof![any::<i64>(), 0..8i64],
+        ) {
+            let mut conn = Connection::open_in_memory().unwrap();
+            super::super::schema::migrate_to(&mut conn, super::super::schema::VERSION).unwrap();
+            conn.execute("INSERT INTO source (id, device, bus) VALUES (1, 'd', 'b')", []).unwrap();
+            // SQLite's flexible typing lets any value into any column (NOT NULL aside).
+            let inserted = conn.execute(
+                "INSERT INTO point (id, source, name, unit, kind) VALUES (7, 1, ?1, ?2, ?3)",
+                rusqlite::params![name, unit, kind],
+            );
+            let mut d = Dict::default();
+            let got = d.point(&conn, 7);
+            if inserted.is_ok() {
+                if let Ok(Some(p)) = &got {
+                    prop_assert_eq!(Some(p.kind), ValueKind::from_code(kind));
+                }
+            } else {
+                prop_assert!(matches!(got, Ok(None)));
+            }
+            let _ = d.source(&conn, 1);
+            let _ = d.source(&conn, 2);
+        }
+    }
+}

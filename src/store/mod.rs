@@ -5,10 +5,11 @@
 //! statistics and export. Schema and decisions: docs/store.md.
 //!
 //! Layout: `schema` (migration steps), `blob` (pure: the compact sample encoding), `clock`
-//! (trust floor and re-stamp math), `seq` (the side-file reservation), `dict` (device and point
-//! dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size cap
-//! clamped to the file system, the full-disk ballast), `counters` (O(1) statistics), `export`
-//! (history read-out and the statistics type).
+//! (trust floor and re-stamp math), `seq` (the side-file reservation and where numbering
+//! starts), `wal` (pure: committed transactions a damaged WAL would lose), `dict` (device and
+//! point dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size
+//! cap clamped to the file system, the full-disk ballast), `counters` (O(1) statistics),
+//! `export` (history read-out and the statistics type).
 //!
 //! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
 //! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
@@ -31,7 +32,9 @@ pub mod seq;
 pub mod space;
 #[cfg(test)]
 mod tests;
+mod wal;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,6 +126,9 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("database {}: entry {id} is unreadable: {why}", path.display())]
     Decode { path: PathBuf, id: i64, why: String },
+    /// No sequence number may be issued (see `seq`).
+    #[error(transparent)]
+    Sequence(#[from] seq::SeqError),
     /// The export sink failed (e.g. the output file could not be written).
     #[error("export output: {0}")]
     Sink(std::io::Error),
@@ -156,9 +162,39 @@ pub enum StoreEvent {
     },
     /// The schema was upgraded.
     Migrated { from: i64, to: i64 },
-    /// A fresh database found no sequence reservation file: sequence numbers restart above a
-    /// floor derived from the wall clock (see `seq`).
-    SeqFromClock { hwm: u64 },
+    /// A fresh database starts numbering at the clock floor (see `seq`): no reservation file,
+    /// or the floor is above the reservation.
+    SeqFromClock { hwm: u64, reserved: Option<u64> },
+    /// The sequence reservation file or the database's `seq_hwm` was missing, unreadable, out
+    /// of range or behind the database; numbering continues at `next` ("never below anything
+    /// ever published") and the side file was rewritten.
+    SeqRepaired {
+        source: &'static str,
+        problem: &'static str,
+        found: String,
+        next: u64,
+    },
+    /// A corrupt database was moved aside: what it held that had not been delivered, counted
+    /// as far as the moved-aside file could be read (`readings: None`: not readable at all).
+    LostWithDatabase {
+        moved_to: PathBuf,
+        readings: Option<u64>,
+        /// Unsent alarms and events.
+        entries: Option<u64>,
+        /// Every row was read (false: counted up to the first unreadable page).
+        complete: bool,
+        detail: Option<String>,
+    },
+    /// The WAL held committed transactions after a damaged frame: SQLite discards them when
+    /// it opens the database (quick_check still passes). A copy of the WAL is kept.
+    WalDiscarded {
+        frames: u64,
+        commits: u64,
+        /// Commits SQLite keeps.
+        kept_commits: u64,
+        header_damaged: bool,
+        copy: Option<PathBuf>,
+    },
     /// The configured size cap is more than the state directory's file system can hold: the
     /// store applies `effective` instead (see `space`; recomputed at every `enforce_limits`).
     CapClamped {
@@ -190,10 +226,58 @@ impl StoreEvent {
             StoreEvent::Migrated { from, to } => {
                 json!({"event": "store_migrated", "from": from, "to": to})
             }
-            StoreEvent::SeqFromClock { hwm } => json!({
+            StoreEvent::SeqFromClock { hwm, reserved } => json!({
                 "event": "sequence_restarted",
                 "after": hwm,
-                "reason": "no sequence reservation file next to a fresh database",
+                "reservation": reserved,
+                "reason": match reserved {
+                    None => "fresh database, no usable sequence reservation file: numbering restarts at the clock floor",
+                    Some(_) => "fresh database: the clock floor is above the sequence reservation",
+                },
+            }),
+            StoreEvent::SeqRepaired {
+                source,
+                problem,
+                found,
+                next,
+            } => json!({
+                "event": "sequence_repaired",
+                "source": source,
+                "problem": problem,
+                "found": found,
+                "next": next,
+                "reason": format!("{source} {problem}: found {found}, starting at {next}"),
+            }),
+            StoreEvent::LostWithDatabase {
+                moved_to,
+                readings,
+                entries,
+                complete,
+                detail,
+            } => json!({
+                "event": "data_loss",
+                "reason": "database_corrupt",
+                "readings": readings,
+                "entries": entries,
+                "complete": complete,
+                "moved_to": moved_to.display().to_string(),
+                "detail": detail,
+            }),
+            StoreEvent::WalDiscarded {
+                frames,
+                commits,
+                kept_commits,
+                header_damaged,
+                copy,
+            } => json!({
+                "event": "data_loss",
+                "reason": "wal_corrupt",
+                "readings": null,
+                "commits": commits,
+                "frames": frames,
+                "kept_commits": kept_commits,
+                "header_damaged": header_damaged,
+                "wal_copy": copy.as_ref().map(|p| p.display().to_string()),
             }),
             StoreEvent::CapClamped {
                 configured,
@@ -258,11 +342,15 @@ impl Store {
         state_dir: &Path,
         cfg: &StoreConfig,
     ) -> Result<(Store, Vec<StoreEvent>), StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
-            what: "cannot create the state directory",
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(state_dir)
+            .map_err(|source| StoreError::Io {
+                what: "cannot create the state directory",
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
         let path = state_dir.join(DB_FILE);
         let reserve_path = state_dir.join(seq::FILE_NAME);
         let mut events = Vec::new();
@@ -295,22 +383,63 @@ impl Store {
         }
 
         let existed = path.exists();
+        // Before anything opens the database: SQLite's WAL recovery would silently drop
+        // committed transactions behind a damaged frame. (Reported once: the integrity
+        // check's connection, the last one to close, checkpoints and removes the WAL.)
+        if existed {
+            events.extend(check_wal(&path));
+        }
+        // seq_hwm of a database moved aside now (a source for the sequence numbers).
+        let mut prior_hwm = None;
         if existed {
             if let Some(reason) = check_integrity(&path)? {
                 let moved_to = move_aside(&path)?;
                 tracing::error!(path = %path.display(), ?moved_to, %reason,
                     "database failed its integrity check: moved aside, starting a fresh one");
+                let lost = moved_to.first().map(|m| (m.clone(), salvage(m)));
                 events.push(StoreEvent::Replaced {
                     path: path.clone(),
                     moved_to,
                     reason,
                 });
+                if let Some((moved, sv)) = lost {
+                    tracing::error!(moved = %moved.display(), readings = ?sv.readings,
+                        entries = ?sv.entries, complete = sv.complete,
+                        "undelivered data left in the moved-aside database");
+                    prior_hwm = sv.seq_hwm;
+                    events.push(StoreEvent::LostWithDatabase {
+                        moved_to: moved,
+                        readings: sv.readings,
+                        entries: sv.entries,
+                        complete: sv.complete,
+                        detail: sv.detail,
+                    });
+                }
             }
         }
         let fresh = !path.exists();
         if fresh && !existed {
             events.push(StoreEvent::Created { path: path.clone() });
         }
+        // State files are 0600: SQLite gives -wal and -shm the database file's mode, so
+        // create it (or fix an existing one) before SQLite opens it.
+        if fresh {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&path)
+                .map_err(|source| StoreError::Io {
+                    what: "cannot create the database file",
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            restrict_mode(&sibling(&path, suffix));
+        }
+        restrict_mode(&reserve_path);
+        restrict_mode(&state_dir.join(space::BALLAST_FILE));
 
         let sql = |what: &'static str| {
             let path = path.clone();
@@ -373,21 +502,66 @@ impl Store {
             });
         }
 
-        // Sequence numbers.
-        let reserved = seq::read(&reserve_path).map_err(|source| StoreError::Io {
-            what: "cannot read the sequence reservation",
-            path: reserve_path.clone(),
-            source,
-        })?;
-        let hwm = match get_meta(&conn, "seq_hwm").map_err(sql("read seq_hwm"))? {
-            Some(h) => h as u64,
+        // Undelivered readings of a moved-aside database count as dropped.
+        for e in &events {
+            if let StoreEvent::LostWithDatabase {
+                readings: Some(n), ..
+            } = e
+            {
+                add_meta(&conn, "dropped_unsent", *n as i64).map_err(sql("dropped_unsent"))?;
+            }
+        }
+
+        // Sequence numbers: never below anything ever published (see `seq`).
+        let reserve = seq::read(&reserve_path);
+        let db_hwm = get_meta(&conn, "seq_hwm").map_err(sql("read seq_hwm"))?;
+        let db_max_message: Option<i64> = conn
+            .query_row("SELECT MAX(seq) FROM message", [], |r| r.get(0))
+            .map_err(sql("highest sealed message"))?;
+        let start = seq::start(&seq::Sources {
+            db_hwm,
+            db_max_message,
+            reserve: reserve.clone(),
+            prior_hwm,
+            now_ms: unix_ms(SystemTime::now()),
+        });
+        let hwm = start.hwm;
+        for f in &start.findings {
+            tracing::warn!(source = f.source, problem = f.problem.as_str(), found = %f.found,
+                next = hwm + 1, "sequence numbering repaired");
+            events.push(StoreEvent::SeqRepaired {
+                source: f.source,
+                problem: f.problem.as_str(),
+                found: f.found.clone(),
+                next: hwm + 1,
+            });
+        }
+        if db_hwm.is_none() && start.from_clock && start.findings.is_empty() {
+            events.push(StoreEvent::SeqFromClock {
+                hwm,
+                reserved: match reserve {
+                    seq::Reserve::Value(v) => Some(v),
+                    _ => None,
+                },
+            });
+        }
+        if db_hwm != Some(hwm as i64) {
+            set_meta(&conn, "seq_hwm", hwm as i64).map_err(sql("write seq_hwm"))?;
+        }
+        let reserved = match start.reserved {
+            Some(r) => r,
             None => {
-                let h = seq::fresh_hwm(reserved, unix_ms(SystemTime::now()));
-                if reserved.is_none() {
-                    events.push(StoreEvent::SeqFromClock { hwm: h });
+                let r = (hwm + seq::BLOCK).min(seq::MAX_SEQ);
+                match seq::write(&reserve_path, r) {
+                    Ok(()) => r,
+                    Err(e) => {
+                        // Not fatal: acquisition goes on; `seal` retries the write (and fails
+                        // with this error) before it issues any number.
+                        tracing::warn!(path = %reserve_path.display(), error = %e,
+                            "cannot write the sequence reservation; sealing will retry");
+                        0
+                    }
                 }
-                set_meta(&conn, "seq_hwm", h as i64).map_err(sql("write seq_hwm"))?;
-                h
             }
         };
 
@@ -407,7 +581,7 @@ impl Store {
                 conn,
                 dict: Dict::default(),
                 seq_hwm: hwm,
-                reserved: reserved.unwrap_or(0),
+                reserved,
                 untrusted_base: None,
                 held_rows,
                 wal_pages,
@@ -773,6 +947,36 @@ impl Store {
     }
 }
 
+/// Mode of every file the store creates (database, -wal/-shm through SQLite, side file,
+/// ballast, moved-aside copies): owner only.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Mode of the state directory when the store creates it.
+pub const DIR_MODE: u32 = 0o700;
+
+/// `<path><suffix>` (e.g. the database's `-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.to_path_buf().into_os_string();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Set an existing file's mode to `FILE_MODE` (missing files are skipped; a failure, e.g. a
+/// file owned by another user, is only logged).
+fn restrict_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o777 != FILE_MODE => {
+            if let Err(e) =
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot restrict the file's mode to 0600");
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Size of a database file plus its WAL (0 for missing files).
 fn db_and_wal_bytes(path: &Path) -> u64 {
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -895,6 +1099,7 @@ fn probe_dir_writable(dir: &Path) -> Result<(), StoreError> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(FILE_MODE)
         .open(&probe)
         .and_then(|f| {
             drop(f);
@@ -967,6 +1172,7 @@ fn move_aside(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
                 path: from.clone(),
                 source,
             })?;
+            restrict_mode(&to);
             moved.push(to);
         }
     }
@@ -976,4 +1182,190 @@ fn move_aside(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
         source,
     })?;
     Ok(moved)
+}
+
+/// Longest `salvage` may take on a damaged file before it is interrupted.
+const SALVAGE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What a moved-aside database still tells.
+#[derive(Debug, Default)]
+struct Salvage {
+    readings: Option<u64>,
+    entries: Option<u64>,
+    complete: bool,
+    detail: Option<String>,
+    seq_hwm: Option<i64>,
+}
+
+/// Count what a moved-aside database held that was not delivered (pending, sealed and held
+/// rows), as far as it can be read: read-only (the database file and its WAL are never
+/// written; SQLite may rebuild the copy's -shm index), then ignoring its WAL if that fails.
+/// Every error is caught; a watchdog thread interrupts SQLite after `SALVAGE_DEADLINE`, so a
+/// damaged (or huge) file cannot hang `open`: what was counted until then is reported.
+fn salvage(db: &Path) -> Salvage {
+    let uri = |immutable: bool| {
+        let mut u = String::from("file:");
+        for c in db.to_string_lossy().chars() {
+            match c {
+                '%' => u.push_str("%25"),
+                '?' => u.push_str("%3f"),
+                '#' => u.push_str("%23"),
+                c => u.push(c),
+            }
+        }
+        u.push_str(if immutable {
+            "?immutable=1"
+        } else {
+            "?mode=ro"
+        });
+        u
+    };
+    let mut last = Salvage {
+        detail: Some("not opened".into()),
+        ..Salvage::default()
+    };
+    for immutable in [false, true] {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match Connection::open_with_flags(uri(immutable), flags) {
+            Ok(c) => c,
+            Err(e) => {
+                last.detail = Some(format!("cannot open: {e}"));
+                continue;
+            }
+        };
+        let handle = conn.get_interrupt_handle();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                wait.recv_timeout(SALVAGE_DEADLINE)
+            {
+                handle.interrupt();
+            }
+        });
+        let mut sv = salvage_count(&conn);
+        drop(done);
+        let _ = watchdog.join();
+        if sv.readings.is_some() {
+            if immutable {
+                let why = last.detail.take().unwrap_or_default();
+                sv.detail = Some(match sv.detail {
+                    Some(d) => format!("{d}; counted without its WAL ({why})"),
+                    None => format!("counted without its WAL ({why})"),
+                });
+            }
+            return sv;
+        }
+        last = sv;
+    }
+    last
+}
+
+fn salvage_count(conn: &Connection) -> Salvage {
+    let mut sv = Salvage {
+        seq_hwm: get_meta(conn, "seq_hwm").ok().flatten(),
+        ..Salvage::default()
+    };
+    let mut stmt = match conn.prepare("SELECT kind, readings FROM entry WHERE status IN (0, 1, 3)")
+    {
+        Ok(s) => s,
+        Err(e) => {
+            sv.detail = Some(format!("unreadable: {e}"));
+            return sv;
+        }
+    };
+    let mut rows = match stmt.query([]) {
+        Ok(r) => r,
+        Err(e) => {
+            sv.detail = Some(format!("unreadable: {e}"));
+            return sv;
+        }
+    };
+    let (mut readings, mut entries) = (0u64, 0u64);
+    sv.complete = true;
+    loop {
+        match rows.next() {
+            Ok(Some(r)) => {
+                let kind: i64 = r.get(0).unwrap_or(-1);
+                let n: i64 = r.get(1).unwrap_or(0);
+                if kind == 2 {
+                    readings = readings.saturating_add(n.max(0) as u64);
+                } else {
+                    entries += 1;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                sv.complete = false;
+                sv.detail = Some(format!("counted up to an unreadable row: {e}"));
+                break;
+            }
+        }
+    }
+    sv.readings = Some(readings);
+    sv.entries = Some(entries);
+    sv
+}
+
+/// Page size from a database file's header (`None` if unreadable).
+fn db_page_size(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut h = [0u8; 18];
+    std::fs::File::open(path).ok()?.read_exact(&mut h).ok()?;
+    match u16::from_be_bytes([h[16], h[17]]) {
+        1 => Some(65536),
+        p => Some(u32::from(p)),
+    }
+}
+
+/// Largest damaged WAL copied aside as evidence (a WAL is normally at most the 4 MiB
+/// `journal_size_limit`; a copy must not fill the disk).
+const WAL_COPY_MAX: u64 = 64 * 1024 * 1024;
+
+/// Scan the database's WAL (before SQLite opens it, see `wal`): if committed transactions
+/// would be discarded, keep a copy of the WAL and return the event.
+fn check_wal(path: &Path) -> Option<StoreEvent> {
+    let wal_path = sibling(path, "-wal");
+    let f = std::fs::File::open(&wal_path).ok()?;
+    let scan = match wal::scan(&mut std::io::BufReader::new(f), db_page_size(path)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(path = %wal_path.display(), error = %e, "cannot scan the WAL");
+            return None;
+        }
+    };
+    if !scan.loses_commits() {
+        return None;
+    }
+    let stamp = crate::time::file_stamp(unix_ms(SystemTime::now()));
+    let copy = sibling(path, &format!("-wal.corrupt-{stamp}"));
+    let wal_len = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+    let copy = if wal_len > WAL_COPY_MAX {
+        tracing::warn!(path = %wal_path.display(), bytes = wal_len,
+            "the damaged WAL is too large to keep a copy of");
+        None
+    } else {
+        match std::fs::copy(&wal_path, &copy) {
+            Ok(_) => {
+                restrict_mode(&copy);
+                Some(copy)
+            }
+            Err(e) => {
+                tracing::warn!(path = %copy.display(), error = %e, "cannot keep a copy of the damaged WAL");
+                let _ = std::fs::remove_file(&copy);
+                None
+            }
+        }
+    };
+    tracing::error!(wal = %wal_path.display(), frames = scan.lost_frames,
+        commits = scan.lost_commits, kept = scan.commits, ?copy,
+        "the WAL is damaged: SQLite will discard committed transactions after the damaged frame");
+    Some(StoreEvent::WalDiscarded {
+        frames: scan.lost_frames,
+        commits: scan.lost_commits,
+        kept_commits: scan.commits,
+        header_damaged: !scan.header_ok,
+        copy,
+    })
 }

@@ -147,7 +147,7 @@ impl Outbox for Store {
                 return Err(OutboxError::NotPending(not_pending));
             }
         }
-        let seq = inner.seq_hwm + 1;
+        let seq = seq::next_seq(inner.seq_hwm).map_err(StoreError::from)?;
         if let Some(r) = seq::needs_reservation(seq, inner.reserved) {
             seq::write(&self.reserve_path, r).map_err(|source| StoreError::Io {
                 what: "cannot write the sequence reservation",

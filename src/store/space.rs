@@ -25,6 +25,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Largest free-space floor kept.
@@ -49,7 +50,12 @@ pub fn ensure_ballast(dir: &Path) -> io::Result<bool> {
     if have >= size || sp.avail < floor(sp.total) + size - have {
         return Ok(false);
     }
-    let mut f = std::fs::File::create(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(super::FILE_MODE)
+        .open(&path)?;
     let chunk = vec![0u8; 64 * 1024];
     let mut left = size;
     let r = (|| {

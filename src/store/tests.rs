@@ -387,14 +387,14 @@ fn reservation_is_written_once_per_block() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path());
     let first = seal_some(&store, 1);
-    let r1 = seq::read(&dir.path().join(seq::FILE_NAME))
-        .unwrap()
-        .unwrap();
+    let seq::Reserve::Value(r1) = seq::read(&dir.path().join(seq::FILE_NAME)) else {
+        panic!("no reservation")
+    };
     assert!(r1 >= first && r1 < first + seq::BLOCK, "{r1} {first}");
     seal_some(&store, 10);
     assert_eq!(
-        seq::read(&dir.path().join(seq::FILE_NAME)).unwrap(),
-        Some(r1)
+        seq::read(&dir.path().join(seq::FILE_NAME)),
+        seq::Reserve::Value(r1)
     );
 }
 
@@ -1056,5 +1056,59 @@ fn live_stats_equal_a_full_scan_after_every_operation() {
         }
         let s = store.stats().unwrap();
         eprintln!("seed {seed}: {s:?}");
+    }
+}
+
+#[test]
+fn seal_refuses_to_issue_2_pow_53() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    store.lock().seq_hwm = seq::MAX_SEQ - 1;
+    assert_eq!(seal_some(&store, 1), seq::MAX_SEQ);
+    assert_eq!(
+        seq::read(&dir.path().join(seq::FILE_NAME)),
+        seq::Reserve::Value(seq::MAX_SEQ),
+        "the reservation never exceeds MAX_SEQ either"
+    );
+    let id = store
+        .commit(&[batch("a", T0, 2)], &[], &stamp_at(T0))
+        .unwrap()
+        .entry_ids[0];
+    match store.seal("t", &[id], 2, &mut |_| Ok(vec![])) {
+        Err(OutboxError::Store(m)) => assert!(m.contains("exhausted") && m.contains("2^53"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Nothing consumed, nothing bound, nothing wrapped.
+    assert_eq!(store.lock().seq_hwm, seq::MAX_SEQ);
+    assert_eq!(data_ids(&store), vec![id]);
+    assert_eq!(store.unacked().unwrap().len(), 1);
+}
+
+#[test]
+fn seq_hwm_out_of_range_in_the_database_is_repaired() {
+    for bad in [i64::MAX, -1, (1i64 << 53) - 1, seq::SANE_MAX_SEQ as i64 + 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let (store, _) = open(dir.path());
+            seal_some(&store, 3)
+        };
+        Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .execute("UPDATE meta SET value = ?1 WHERE key = 'seq_hwm'", [bad])
+            .unwrap();
+        let (store, events) = open(dir.path());
+        let next = match &events[..] {
+            [StoreEvent::SeqRepaired {
+                source: "seq_hwm",
+                problem: "out of range",
+                found,
+                next,
+            }] if *found == bad.to_string() => *next,
+            other => panic!("{bad}: {other:?}"),
+        };
+        let after = seal_some(&store, 2);
+        assert_eq!(after, next + 1, "{bad}");
+        assert!(next > before && after < 1 << 53, "{bad}: {before} {after}");
+        assert_eq!(events_pending(&store, "sequence_repaired").len(), 1);
     }
 }
