@@ -576,16 +576,16 @@ impl Drop for Subscriber {
 pub fn tls_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
-    for c in rustls_pemfile::certs(&mut &ca[..]) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let cert = std::fs::read(pki.path("client.pem")).unwrap();
-    let certs = rustls_pemfile::certs(&mut &cert[..])
+    let certs = CertificateDer::pem_file_iter(pki.path("client.pem"))
+        .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = std::fs::read(pki.path("client.key")).unwrap();
-    let key = rustls_pemfile::private_key(&mut &key[..]).unwrap().unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("client.key")).unwrap();
     std::sync::Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
