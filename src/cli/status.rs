@@ -1,7 +1,9 @@
 //! `gasdtu status`: asks the running daemon over its unix socket and prints devices (last
 //! poll, last good read, quality, online), then whatever the daemon reports about its buffer
-//! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NAME]`
-//! acknowledges an active alarm through the same socket (request line `ack <occ> <by>`).
+//! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NOTE]`
+//! acknowledges an active alarm through the same socket (request line `ack <occ> <note>`); the
+//! daemon records the acknowledgement as the calling user (SO_PEERCRED), the note only after
+//! it. Text from the daemon is printed with control characters escaped.
 
 use std::path::PathBuf;
 
@@ -19,8 +21,9 @@ pub struct StatusArgs {
     /// Acknowledge the active alarm with this occurrence id instead of printing the status.
     #[arg(long, value_name = "OCCURRENCE")]
     pub ack: Option<u64>,
-    /// Who acknowledges (recorded in the `acked` message), with --ack.
-    #[arg(long, value_name = "NAME", default_value = "local", requires = "ack")]
+    /// A note kept with the acknowledgement (one word, at most 64 characters), with --ack. The
+    /// daemon records who acknowledged from the socket's credentials (your uid), not from this.
+    #[arg(long, value_name = "NOTE", default_value = "local", requires = "ack")]
     pub by: String,
 }
 
@@ -33,8 +36,11 @@ fn when(ms: &serde_json::Value) -> String {
 
 pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
     if let Some(occ) = args.ack {
-        if args.by.split_whitespace().count() != 1 {
-            eprintln!("gasdtu status: --by must be one word");
+        if args.by.split_whitespace().count() != 1 || args.by.chars().any(char::is_control) {
+            eprintln!(
+                "gasdtu status: --by {:?} must be one word without control characters",
+                args.by
+            );
             return Ok(2);
         }
         return match request(&args.socket, &format!("ack {occ} {}", args.by)).await {
@@ -45,7 +51,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             Ok(v) => {
                 eprintln!(
                     "gasdtu status: {}",
-                    v["error"].as_str().unwrap_or("refused")
+                    crate::config::escape(v["error"].as_str().unwrap_or("refused"))
                 );
                 Ok(1)
             }
