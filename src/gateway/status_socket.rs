@@ -446,8 +446,11 @@ async fn serve(
 ) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(MAX_REQUEST_LINE + 1, rd);
-    let read =
-        tokio::time::timeout(REQUEST_TIMEOUT, read_line_bounded(&mut rd, MAX_REQUEST_LINE)).await;
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_line_bounded(&mut rd, MAX_REQUEST_LINE),
+    )
+    .await;
     let mut drain = false;
     let reply = match read {
         Ok(Ok(line)) => answer(line.trim(), peer, &provider, handler, proxy).await,
@@ -737,7 +740,10 @@ mod tests {
                     assert_eq!(mode, SOCKET_MODE, "{name}");
                     let stop = CancellationToken::new();
                     let task = tokio::spawn(server.run(stop.clone()));
-                    assert_eq!(query(&path).await.unwrap(), serde_json::json!({"devices": {}}));
+                    assert_eq!(
+                        query(&path).await.unwrap(),
+                        serde_json::json!({"devices": {}})
+                    );
                     stop.cancel();
                     task.await.unwrap();
                     assert!(!path.exists(), "{name}: removed at shutdown");
