@@ -27,6 +27,11 @@ pub struct StatusArgs {
     pub by: String,
 }
 
+/// A string field of the daemon's document, escaped for the terminal.
+fn text<'a>(v: &'a serde_json::Value, default: &'a str) -> std::borrow::Cow<'a, str> {
+    crate::config::escape(v.as_str().unwrap_or(default))
+}
+
 fn when(ms: &serde_json::Value) -> String {
     match ms.as_i64() {
         Some(ms) if ms > 0 => crate::time::rfc3339_s(ms),
@@ -75,9 +80,9 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
     if let Some(gw) = v.get("gateway") {
         println!(
             "gateway {}  up since {}  config {}",
-            gw["id"].as_str().unwrap_or("?"),
+            text(&gw["id"], "?"),
             when(&gw["started_ms"]),
-            gw["config"].as_str().unwrap_or("?")
+            text(&gw["config"], "?")
         );
     }
     println!(
@@ -88,8 +93,8 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
         for (name, d) in devs {
             println!(
                 "{:<16} {:<12} {:<8} {:<21} {:<21} {:>9}  {}",
-                name,
-                d["bus"].as_str().unwrap_or("?"),
+                crate::config::escape(name),
+                text(&d["bus"], "?"),
                 if d["online"].as_bool().unwrap_or(false) {
                     "online"
                 } else {
@@ -98,7 +103,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 when(&d["last_poll_ms"]),
                 when(&d["last_good_ms"]),
                 format!("{}/{}", d["good"], d["bad"]),
-                d["last_error"].as_str().unwrap_or("")
+                text(&d["last_error"], "")
             );
         }
     }
@@ -112,8 +117,8 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
         }
         for a in alarms {
             let name = match a["level"].as_str() {
-                Some(l) => format!("{}:{l}", a["rule"].as_str().unwrap_or("?")),
-                None => a["rule"].as_str().unwrap_or("?").to_string(),
+                Some(l) => format!("{}:{}", text(&a["rule"], "?"), crate::config::escape(l)),
+                None => text(&a["rule"], "?").into_owned(),
             };
             let ack = match (a["acked"].as_bool(), a["returned"].as_bool()) {
                 (Some(true), _) => "acked",
@@ -123,12 +128,12 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             println!(
                 "{:<14} {:<9} {:<16} {:<24} {:<25} {:<6} {}",
                 a["occurrence"],
-                a["severity"].as_str().unwrap_or("?"),
-                a["device"].as_str().unwrap_or("?"),
+                text(&a["severity"], "?"),
+                text(&a["device"], "?"),
                 name,
-                a["raised_at"].as_str().unwrap_or("-"),
+                text(&a["raised_at"], "-"),
                 ack,
-                a["message"].as_str().unwrap_or("")
+                text(&a["message"], "")
             );
         }
     }
@@ -139,9 +144,9 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 let shown = if k.ends_with("_ms") {
                     when(val)
                 } else {
-                    val.to_string()
+                    crate::config::escape(&val.to_string()).into_owned()
                 };
-                println!("  {k:<24} {shown}");
+                println!("  {:<24} {shown}", crate::config::escape(k));
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::config::UplinkConfig;
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// A configured file cannot be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    #[error("cannot read {what} {}: {source}", crate::config::escape(&path.display().to_string()))]
     Read {
         what: &'static str,
         path: PathBuf,
@@ -33,7 +33,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A file was read but holds no usable PEM item of the expected kind.
-    #[error("{what} {}: {why}", path.display())]
+    #[error("{what} {}: {why}", crate::config::escape(&path.display().to_string()))]
     Pem {
         what: &'static str,
         path: PathBuf,
