@@ -1313,6 +1313,39 @@ mod fuzz {
     }
 }
 
+/// `escape` on any text: no control character survives, text without one is unchanged, and
+/// escaping twice changes nothing more (fixed seed, bounded cases).
+#[test]
+fn escape_never_lets_a_control_character_through() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
+    let config = PtConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..PtConfig::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let result = runner.run(&any::<String>(), |s| {
+        let e = escape(&s);
+        prop_assert!(!e.chars().any(char::is_control), "{e:?}");
+        let shown = |c: char| {
+            !c.is_control()
+                && !('\u{202a}'..='\u{202e}').contains(&c)
+                && !('\u{2066}'..='\u{2069}').contains(&c)
+        };
+        if s.chars().all(shown) {
+            prop_assert_eq!(e.as_ref(), s.as_str());
+        }
+        let twice = escape(&e).into_owned();
+        prop_assert_eq!(twice.as_str(), e.as_ref());
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
 /// Regression fixtures found by the fuzzer above (seed 9): a profile truncated before its
 /// `[profile]` header, and one truncated before its first point, gave errors with no position.
 #[test]

@@ -689,6 +689,31 @@ mod tests {
         task.await.unwrap();
     }
 
+    #[test]
+    fn peers_are_described_by_uid_and_name() {
+        // (peer, description)
+        let cases = [
+            (
+                Peer {
+                    uid: Some(0),
+                    pid: Some(1),
+                },
+                "uid 0 (root)",
+            ),
+            (
+                Peer {
+                    uid: Some(3_999_999),
+                    pid: None,
+                },
+                "uid 3999999",
+            ),
+            (Peer::default(), "unknown peer"),
+        ];
+        for (peer, want) in cases {
+            assert_eq!(peer.describe(), want, "{peer:?}");
+        }
+    }
+
     fn provider() -> Provider {
         Arc::new(|| serde_json::json!({"devices": {}}))
     }
