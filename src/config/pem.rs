@@ -5,6 +5,24 @@
 
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+
+/// Why a PEM file gave no usable item (messages never echo more than a short label).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PemError {
+    /// A section is broken (no END line, malformed BEGIN line, bad base64, too large).
+    #[error("unparsable PEM: {0}")]
+    Unparsable(String),
+    /// No `CERTIFICATE` section; `found` says what the file holds instead.
+    #[error("holds no PEM certificate (-----BEGIN CERTIFICATE-----): {found}")]
+    NoCertificate { found: String },
+    /// No private key section; `found` says what the file holds instead.
+    #[error("holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {found}")]
+    NoKey { found: String },
+    /// A private key in a format rustls cannot use (encrypted, OpenSSH).
+    #[error("key format not supported: {0}")]
+    KeyFormat(&'static str),
+}
 
 /// Longest part of a file echoed in a reason.
 const MAX_ECHO: usize = 64;
@@ -41,59 +59,56 @@ fn found(bytes: &[u8]) -> String {
 }
 
 /// A parse failure in words (bounded: never echoes a whole line of the file).
-fn reason(e: &pem::Error) -> String {
-    match e {
+fn reason(e: &pem::Error) -> PemError {
+    PemError::Unparsable(match e {
         pem::Error::MissingSectionEnd { .. } => {
-            "unparsable PEM: a section has no matching -----END ...----- line".into()
+            "a section has no matching -----END ...----- line".into()
         }
-        pem::Error::IllegalSectionStart { .. } => {
-            "unparsable PEM: a malformed -----BEGIN line".into()
-        }
+        pem::Error::IllegalSectionStart { .. } => "a malformed -----BEGIN line".into(),
         pem::Error::Base64Decode(why) => {
             let why: String = why.chars().take(MAX_ECHO).collect();
-            format!("unparsable PEM: bad base64 ({})", super::escape(&why))
+            format!("bad base64 ({})", super::escape(&why))
         }
-        pem::Error::SectionTooLarge => "unparsable PEM: a section is too large".into(),
+        pem::Error::SectionTooLarge => "a section is too large".into(),
         other => {
             let why: String = other.to_string().chars().take(MAX_ECHO).collect();
-            format!("unparsable PEM: {}", super::escape(&why))
+            super::escape(&why).into_owned()
         }
-    }
+    })
 }
 
 /// Every certificate in a PEM file (at least one).
-pub fn certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| reason(&e))?;
     if certs.is_empty() {
-        return Err(format!(
-            "holds no PEM certificate (-----BEGIN CERTIFICATE-----): {}",
-            found(bytes)
-        ));
+        return Err(PemError::NoCertificate {
+            found: found(bytes),
+        });
     }
     Ok(certs)
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
-pub fn private_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+pub fn private_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
     match PrivateKeyDer::from_pem_slice(bytes) {
         Ok(k) => Ok(k),
         Err(pem::Error::NoItemsFound) => {
             let l = labels(bytes);
             Err(if l.iter().any(|l| l == "ENCRYPTED PRIVATE KEY") {
-                "key format not supported: the private key is encrypted (ENCRYPTED PRIVATE KEY); \
-                 store it unencrypted with mode 0600 (openssl pkey -in KEY -out KEY.pem)"
-                    .into()
-            } else if l.iter().any(|l| l == "OPENSSH PRIVATE KEY") {
-                "key format not supported: OpenSSH private key; convert it to PKCS#8 \
-                 (ssh-keygen -p -m PKCS8 -f KEY)"
-                    .into()
-            } else {
-                format!(
-                    "holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {}",
-                    found(bytes)
+                PemError::KeyFormat(
+                    "the private key is encrypted (ENCRYPTED PRIVATE KEY); store it unencrypted \
+                     with mode 0600 (openssl pkey -in KEY -out KEY.pem)",
                 )
+            } else if l.iter().any(|l| l == "OPENSSH PRIVATE KEY") {
+                PemError::KeyFormat(
+                    "OpenSSH private key; convert it to PKCS#8 (ssh-keygen -p -m PKCS8 -f KEY)",
+                )
+            } else {
+                PemError::NoKey {
+                    found: found(bytes),
+                }
             })
         }
         Err(e) => Err(reason(&e)),
@@ -142,11 +157,11 @@ mod tests {
             match certificates(text.as_bytes()) {
                 Ok(c) => assert!(cert_why.is_empty() && c.len() == 1, "{text:?}"),
                 Err(why) => assert!(
-                    !cert_why.is_empty() && why.contains(cert_why),
+                    !cert_why.is_empty() && why.to_string().contains(cert_why),
                     "{text:?}: {why}"
                 ),
             }
-            let why = private_key(text.as_bytes()).unwrap_err();
+            let why = private_key(text.as_bytes()).unwrap_err().to_string();
             assert!(why.contains(key_why), "{text:?}: {why}");
         }
         let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";

@@ -69,10 +69,10 @@ pub fn load_certs(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(what, path)?;
-    crate::config::pem::certificates(&bytes).map_err(|why| TlsError::Pem {
+    crate::config::pem::certificates(&bytes).map_err(|e| TlsError::Pem {
         what,
         path: path.to_path_buf(),
-        why,
+        why: e.to_string(),
     })
 }
 
@@ -80,10 +80,10 @@ pub fn load_certs(
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let what = "client key";
     let bytes = read(what, path)?;
-    crate::config::pem::private_key(&bytes).map_err(|why| TlsError::Pem {
+    crate::config::pem::private_key(&bytes).map_err(|e| TlsError::Pem {
         what,
         path: path.to_path_buf(),
-        why,
+        why: e.to_string(),
     })
 }
 
