@@ -129,3 +129,139 @@ fn missing_file_exits_2() {
         "{stderr}"
     );
 }
+
+/// Run `gasdtu check` on `config`, failing the test (and killing the process) if it does not
+/// finish within `deadline`.
+fn check_within(config: &Path, deadline: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gasdtu"))
+        .arg("--config")
+        .arg(config)
+        .arg("check")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gasdtu");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gasdtu check {} did not finish within {deadline:?}",
+                config.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Issue 9 item 8: a FIFO made `check` hang, /dev/zero grew memory without end. Both (and a
+/// directory, and a file over the 1 MiB limit) are refused at once with exit 2 and a reason.
+#[test]
+fn non_regular_and_oversized_files_are_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+    let cases: Vec<(&Path, &str)> = vec![
+        (
+            &fifo,
+            "a FIFO (named pipe), not a regular file: refused without reading",
+        ),
+        (
+            Path::new("/dev/zero"),
+            "a character device, not a regular file",
+        ),
+        (dir.path(), "a directory, not a regular file"),
+        (&big, "larger than 1048576 bytes"),
+    ];
+    for (path, want) in cases {
+        let out = check_within(path, std::time::Duration::from_secs(10));
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(stderr.contains(want), "{}: {stderr}", path.display());
+    }
+}
+
+/// Issue 9 item 8: 10 MB of unknown keys printed 700 000 lines. Now: at most 100 errors, one
+/// line counting the rest, and the true total in the summary.
+#[test]
+fn error_output_is_capped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gasdtu.toml");
+    let mut doc = String::from("[gateway]\nid = \"g\"\n");
+    for i in 0..50_000 {
+        doc.push_str(&format!("k{i} = 1\n"));
+    }
+    assert!(doc.len() < 1024 * 1024);
+    std::fs::write(&path, doc).unwrap();
+    let out = check_within(&path, std::time::Duration::from_secs(30));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 101, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        lines[100].ends_with("49900 more errors not shown (only the first 100 are listed)"),
+        "{}",
+        lines[100]
+    );
+    assert!(
+        stdout.trim_end().ends_with("gasdtu.toml: 50000 errors"),
+        "{stdout}"
+    );
+}
+
+/// Issue 9 item 8: control characters in keys reached the terminal raw; invalid UTF-8 had no
+/// position; a negative size had no line:col. Item 1: a 1 MB user name passed `check` (900 kB here: the file limit is 1 MiB).
+#[test]
+fn hostile_values_get_placed_escaped_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // (file bytes, expected stderr fragment)
+    let cases: Vec<(Vec<u8>, String)> = vec![
+        (
+            b"[gateway]\nid = \"g\"\n\"k\\u001b]0;pwned\\u0007\\u0000\" = 1\n".to_vec(),
+            "gasdtu.toml:3:1: gateway.k\\x1b]0;pwned\\x07\\0: unknown key `k\\x1b]0;pwned\\x07\\0`"
+                .into(),
+        ),
+        (
+            b"[gateway]\nid = \"g\"\n# caf\xe9\n".to_vec(),
+            "gasdtu.toml:3:6: not valid UTF-8: byte 0xe9".into(),
+        ),
+        (
+            b"[gateway]\nid = \"g\"\n[store]\nmax_bytes = -5\n".to_vec(),
+            "gasdtu.toml:4:13: store.max_bytes: -5 is out of range".into(),
+        ),
+        (
+            format!(
+                "[gateway]\nid = \"g\"\n[uplink]\nhost = \"h\"\ntls = false\nallow_plaintext_credentials = true\nusername = \"{}\"\n",
+                "u".repeat(900_000)
+            )
+            .into_bytes(),
+            "gasdtu.toml:7:12: uplink.username: 900000 bytes long: at most 256 bytes".into(),
+        ),
+        (
+            b"[gateway]\nid = \"g\"\n[uplink]\nhost = \"h\"\ntls = false\nusername = \"u\"\npassword = \"p\"\n".to_vec(),
+            "gasdtu.toml:6:12: uplink.username: tls = false would send the user name and password in clear text".into(),
+        ),
+    ];
+    for (bytes, want) in cases {
+        let path = dir.path().join("gasdtu.toml");
+        std::fs::write(&path, &bytes).unwrap();
+        let out = check_within(&path, std::time::Duration::from_secs(10));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{want}: {stderr}");
+        assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+        let all = format!("{stdout}{stderr}");
+        assert!(
+            !all.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control character in {all:?}"
+        );
+    }
+}

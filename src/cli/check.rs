@@ -1,6 +1,7 @@
 //! `gasdtu check`: validates the configuration file with the daemon's own loader and prints
-//! every error and warning (each naming its key path, line and column), the per-bus wire-time
-//! report and a summary line. Diagnostics go to stderr, the report and summary to stdout.
+//! every error and warning (each naming its key path, line and column; the first 100 errors and
+//! a count of the rest; control characters escaped), the per-bus wire-time report and a
+//! summary line. Diagnostics go to stderr, the report and summary to stdout.
 //! Exit 0 valid (warnings allowed), 1 invalid, 2 unreadable. One warning is not the loader's:
 //! a `store.max_bytes` larger than the state directory's file system can hold (the daemon
 //! clamps it, see src/store/space.rs), measured here because loading does no such I/O.
@@ -18,24 +19,30 @@ pub struct CheckArgs {
 
 pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
     let path = &global.config;
-    let name = path.display();
+    let name = path.display().to_string();
+    let name = config::escape(&name);
     match config::load_file(path) {
         Err(LoadError::Read { path, source }) => {
-            eprintln!("error: cannot read {}: {source}", path.display());
-            println!("{}: unreadable", path.display());
+            let shown = path.display().to_string();
+            let shown = config::escape(&shown);
+            let why = source.to_string();
+            eprintln!("error: cannot read {shown}: {}", config::escape(&why));
+            println!("{shown}: unreadable");
             Ok(2)
         }
         Err(LoadError::Invalid { errors, .. }) => {
+            // At most `config::MAX_ERRORS` lines, then one counting the rest; every key and
+            // value echoed is escaped by the errors' Display.
             for e in &errors {
                 eprintln!("error: {e}");
             }
-            let n = errors.len();
+            let n = config::error_count(&errors);
             println!("{name}: {n} error{}", if n == 1 { "" } else { "s" });
             Ok(1)
         }
         Ok(loaded) => {
             let mut warnings = loaded.warnings.clone();
-            warnings.extend(store_cap_warning(&name.to_string(), &loaded.config));
+            warnings.extend(store_cap_warning(&name, &loaded.config));
             for w in &warnings {
                 eprintln!("warning: {w}");
             }

@@ -3,6 +3,7 @@
 //! is ready, and turns signals into runtime calls: SIGHUP re-reads the file with the code of
 //! `gasdtu check` and hands a valid, changed config to `Gateway::apply`; SIGTERM/SIGINT stop
 //! it. The signal handlers are installed once, before anything slow, so none is ever lost.
+//! First of all it tightens the umask to 027, so nothing it creates is world-readable.
 
 use super::Global;
 use crate::config;
@@ -19,12 +20,28 @@ pub struct RunArgs {
     pub socket: std::path::PathBuf,
 }
 
+/// Bits every file gasdtu creates loses: nothing for others, no write for the group.
+pub const UMASK: u32 = 0o027;
+
+/// Tighten the process umask to at least `UMASK` (a stricter one is kept) and return the
+/// previous one: the state directory, the database, the socket and every other file the
+/// daemon creates are then not world-readable whatever umask it was started with.
+pub fn tighten_umask() -> u32 {
+    // SAFETY: umask(2) cannot fail; it is called before any other thread creates files.
+    let old = unsafe { libc::umask(0o777) } as u32;
+    // SAFETY: as above.
+    unsafe { libc::umask((old | UMASK) as libc::mode_t) };
+    old
+}
+
 pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
+    tighten_umask();
     let loaded = match config::load_file(&global.config) {
         Ok(l) => l,
         Err(e) => {
             super::init_logging(global.log_level.as_deref().unwrap_or("info"));
             eprintln!("gasdtu run: refusing to start: {e}");
+            // Every error is printed (at most config::MAX_ERRORS and a count), escaped.
             print_errors(&e, |m| eprintln!("error: {m}"));
             return Ok(match e {
                 config::LoadError::Read { .. } => 2,

@@ -1,7 +1,9 @@
 //! `gasdtu status`: asks the running daemon over its unix socket and prints devices (last
 //! poll, last good read, quality, online), then whatever the daemon reports about its buffer
-//! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NAME]`
-//! acknowledges an active alarm through the same socket (request line `ack <occ> <by>`).
+//! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NOTE]`
+//! acknowledges an active alarm through the same socket (request line `ack <occ> <note>`); the
+//! daemon records the acknowledgement as the calling user (SO_PEERCRED), the note only after
+//! it. Text from the daemon is printed with control characters escaped.
 
 use std::path::PathBuf;
 
@@ -19,9 +21,15 @@ pub struct StatusArgs {
     /// Acknowledge the active alarm with this occurrence id instead of printing the status.
     #[arg(long, value_name = "OCCURRENCE")]
     pub ack: Option<u64>,
-    /// Who acknowledges (recorded in the `acked` message), with --ack.
-    #[arg(long, value_name = "NAME", default_value = "local", requires = "ack")]
+    /// A note kept with the acknowledgement (one word, at most 64 characters), with --ack. The
+    /// daemon records who acknowledged from the socket's credentials (your uid), not from this.
+    #[arg(long, value_name = "NOTE", default_value = "local", requires = "ack")]
     pub by: String,
+}
+
+/// A string field of the daemon's document, escaped for the terminal.
+fn text<'a>(v: &'a serde_json::Value, default: &'a str) -> std::borrow::Cow<'a, str> {
+    crate::config::escape(v.as_str().unwrap_or(default))
 }
 
 fn when(ms: &serde_json::Value) -> String {
@@ -33,8 +41,11 @@ fn when(ms: &serde_json::Value) -> String {
 
 pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
     if let Some(occ) = args.ack {
-        if args.by.split_whitespace().count() != 1 {
-            eprintln!("gasdtu status: --by must be one word");
+        if args.by.split_whitespace().count() != 1 || args.by.chars().any(char::is_control) {
+            eprintln!(
+                "gasdtu status: --by {:?} must be one word without control characters",
+                args.by
+            );
             return Ok(2);
         }
         return match request(&args.socket, &format!("ack {occ} {}", args.by)).await {
@@ -45,7 +56,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             Ok(v) => {
                 eprintln!(
                     "gasdtu status: {}",
-                    v["error"].as_str().unwrap_or("refused")
+                    crate::config::escape(v["error"].as_str().unwrap_or("refused"))
                 );
                 Ok(1)
             }
@@ -69,9 +80,9 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
     if let Some(gw) = v.get("gateway") {
         println!(
             "gateway {}  up since {}  config {}",
-            gw["id"].as_str().unwrap_or("?"),
+            text(&gw["id"], "?"),
             when(&gw["started_ms"]),
-            gw["config"].as_str().unwrap_or("?")
+            text(&gw["config"], "?")
         );
     }
     println!(
@@ -82,8 +93,8 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
         for (name, d) in devs {
             println!(
                 "{:<16} {:<12} {:<8} {:<21} {:<21} {:>9}  {}",
-                name,
-                d["bus"].as_str().unwrap_or("?"),
+                crate::config::escape(name),
+                text(&d["bus"], "?"),
                 if d["online"].as_bool().unwrap_or(false) {
                     "online"
                 } else {
@@ -92,7 +103,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 when(&d["last_poll_ms"]),
                 when(&d["last_good_ms"]),
                 format!("{}/{}", d["good"], d["bad"]),
-                d["last_error"].as_str().unwrap_or("")
+                text(&d["last_error"], "")
             );
         }
     }
@@ -106,8 +117,8 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
         }
         for a in alarms {
             let name = match a["level"].as_str() {
-                Some(l) => format!("{}:{l}", a["rule"].as_str().unwrap_or("?")),
-                None => a["rule"].as_str().unwrap_or("?").to_string(),
+                Some(l) => format!("{}:{}", text(&a["rule"], "?"), crate::config::escape(l)),
+                None => text(&a["rule"], "?").into_owned(),
             };
             let ack = match (a["acked"].as_bool(), a["returned"].as_bool()) {
                 (Some(true), _) => "acked",
@@ -117,12 +128,12 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             println!(
                 "{:<14} {:<9} {:<16} {:<24} {:<25} {:<6} {}",
                 a["occurrence"],
-                a["severity"].as_str().unwrap_or("?"),
-                a["device"].as_str().unwrap_or("?"),
+                text(&a["severity"], "?"),
+                text(&a["device"], "?"),
                 name,
-                a["raised_at"].as_str().unwrap_or("-"),
+                text(&a["raised_at"], "-"),
                 ack,
-                a["message"].as_str().unwrap_or("")
+                text(&a["message"], "")
             );
         }
     }
@@ -133,9 +144,9 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 let shown = if k.ends_with("_ms") {
                     when(val)
                 } else {
-                    val.to_string()
+                    crate::config::escape(&val.to_string()).into_owned()
                 };
-                println!("  {k:<24} {shown}");
+                println!("  {:<24} {shown}", crate::config::escape(k));
             }
         }
     }

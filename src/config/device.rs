@@ -159,8 +159,8 @@ pub(crate) fn parse_device(
                             None
                         }
                         Err(errs) => {
-                            let n = errs.len();
-                            d.errors.extend(errs);
+                            let n = super::diag::error_count(&errs);
+                            d.extend(errs);
                             d.error(
                                 &path,
                                 Some(sp),

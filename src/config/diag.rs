@@ -1,8 +1,11 @@
 //! Diagnostics of configuration loading: `ConfigError` and `ConfigWarning` (what is wrong,
 //! under which key path, at which line and column of which file), the `LoadError` that
 //! `load_file` returns, and the collector the validator fills so that every problem is
-//! reported at once. No I/O.
+//! reported at once (the first `MAX_ERRORS`, then one line counting the rest). It also owns
+//! `escape`, the one helper that makes text from outside (config keys, client-sent names)
+//! safe to echo to a terminal or the journal. No I/O.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::ops::Range;
@@ -43,7 +46,8 @@ fn fmt_diag(
     column: Option<usize>,
     message: &str,
 ) -> fmt::Result {
-    f.write_str(origin)?;
+    // Keys, names and values come from the file: never echo a control character raw.
+    f.write_str(&escape(origin))?;
     if let Some(l) = line {
         write!(f, ":{l}")?;
         if let Some(c) = column {
@@ -51,9 +55,59 @@ fn fmt_diag(
         }
     }
     if !path.is_empty() {
-        write!(f, ": {path}")?;
+        write!(f, ": {}", escape(path))?;
     }
-    write!(f, ": {message}")
+    write!(f, ": {}", escape(message))
+}
+
+/// Text from outside made safe to print on a terminal or send to the journal: every control
+/// character (C0 including NUL, TAB, CR, LF and ESC; DEL; C1) and every Unicode direction
+/// override or isolate is replaced by an escape (`\0`, `\t`, `\n`, `\r`, `\x1b`,
+/// `\u{202e}`); everything else, including backslashes and quotes, is kept as is, so text
+/// that was already quoted with `{:?}` is not escaped twice.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && unsafe_char(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Most errors one document reports; the rest are counted in one last error.
+pub const MAX_ERRORS: usize = 100;
+
+/// The message of the last error of a capped list (`N more errors not shown`).
+fn omitted_message(n: usize) -> String {
+    format!("{n} more errors not shown (only the first {MAX_ERRORS} are listed)")
+}
+
+/// How many errors a list stands for: its length, plus what a capped list's last entry counts.
+pub fn error_count(errors: &[ConfigError]) -> usize {
+    let omitted = errors.last().and_then(|e| {
+        let rest = e.message.strip_suffix(&omitted_message(0)[1..])?;
+        e.path.is_empty().then_some(())?;
+        rest.parse::<usize>().ok()
+    });
+    match omitted {
+        Some(n) => errors.len() - 1 + n,
+        None => errors.len(),
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -87,9 +141,10 @@ impl std::error::Error for ConfigError {}
 /// Why `load_file` produced no configuration.
 #[derive(Debug, Error)]
 pub enum LoadError {
-    /// Occurs when the configuration file cannot be read (missing, permissions, not UTF-8).
+    /// Occurs when the configuration file cannot be read (missing, permissions, not a regular
+    /// file, larger than `MAX_CONFIG_BYTES`).
     /// `gasdtu check` exits 2.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {}", escape(&path.display().to_string()), escape(&source.to_string()))]
     Read {
         path: PathBuf,
         #[source]
@@ -97,7 +152,7 @@ pub enum LoadError {
     },
     /// Occurs when the file was read but is not a valid configuration; carries every error.
     /// `gasdtu check` exits 1.
-    #[error("{}: invalid configuration ({} errors){}", path.display(), errors.len(), first_error(errors))]
+    #[error("{}: invalid configuration ({} errors){}", escape(&path.display().to_string()), error_count(errors), first_error(errors))]
     Invalid {
         path: PathBuf,
         errors: Vec<ConfigError>,
@@ -153,6 +208,9 @@ pub(crate) struct Diags<'t> {
     pub src: Source<'t>,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigWarning>,
+    /// Errors past `MAX_ERRORS`, counted but not kept (a file of 100 000 unknown keys must not
+    /// cost 100 000 messages of memory and output).
+    omitted: usize,
 }
 
 impl<'t> Diags<'t> {
@@ -161,7 +219,45 @@ impl<'t> Diags<'t> {
             src: Source::new(origin, text),
             errors: Vec::new(),
             warnings: Vec::new(),
+            omitted: 0,
         }
+    }
+
+    /// The errors, capped: the first `MAX_ERRORS` and, if there were more, one last error
+    /// counting them (`error_count` reads it back).
+    pub fn take_errors(&mut self) -> Vec<ConfigError> {
+        let mut errors = std::mem::take(&mut self.errors);
+        if self.omitted > 0 {
+            errors.push(ConfigError {
+                origin: self.src.origin.clone(),
+                path: String::new(),
+                line: None,
+                column: None,
+                message: omitted_message(self.omitted),
+            });
+            self.omitted = 0;
+        }
+        errors
+    }
+
+    fn push(&mut self, e: ConfigError) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// Errors found elsewhere (a profile's), under the same cap.
+    pub fn extend(&mut self, errors: impl IntoIterator<Item = ConfigError>) {
+        for e in errors {
+            self.push(e);
+        }
+    }
+
+    /// Whether any error was recorded (kept or counted).
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty() || self.omitted > 0
     }
 
     fn place(&self, span: Option<Range<usize>>) -> (Option<usize>, Option<usize>) {
@@ -178,7 +274,7 @@ impl<'t> Diags<'t> {
 
     pub fn error(&mut self, path: &str, span: Option<Range<usize>>, message: impl Into<String>) {
         let (line, column) = self.place(span);
-        self.errors.push(ConfigError {
+        self.push(ConfigError {
             origin: self.src.origin.clone(),
             path: path.to_string(),
             line,
@@ -190,9 +286,22 @@ impl<'t> Diags<'t> {
     /// An error at an exact offset (syntax errors: always placed, even at offset 0).
     pub fn error_at(&mut self, offset: usize, message: impl Into<String>) {
         let (line, column) = self.src.position(offset);
-        self.errors.push(ConfigError {
+        self.push(ConfigError {
             origin: self.src.origin.clone(),
             path: String::new(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        });
+    }
+
+    /// An error about something missing from the whole document, placed at its end (where
+    /// it would be added).
+    pub fn error_at_end(&mut self, path: &str, message: impl Into<String>) {
+        let (line, column) = self.src.position(usize::MAX);
+        self.push(ConfigError {
+            origin: self.src.origin.clone(),
+            path: path.to_string(),
             line: Some(line),
             column: Some(column),
             message: message.into(),

@@ -332,6 +332,12 @@ impl<'a, 'i> Section<'a, 'i> {
         out
     }
 
+    /// Where the value of `key` is written, if it is there (for errors about a value that
+    /// was read in another form).
+    pub fn value_span(&self, key: &str) -> Option<Range<usize>> {
+        self.table.get(key).map(|v| v.span())
+    }
+
     /// Mark keys as seen without reading them (when they cannot be judged).
     pub fn skip(&mut self, keys: &[&str]) {
         for k in keys {

@@ -31,17 +31,32 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/gasdtu";
 pub const BAUD_RATES: &[u32] = &[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400];
 
 /// Read and validate a configuration file. Relative profile directories resolve against the
-/// file's directory.
+/// file's directory. Only a regular file of at most `MAX_CONFIG_BYTES` is read; bytes that
+/// are not UTF-8 are an error at their line and column.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes =
+        super::file::read_bounded(path, super::file::MAX_CONFIG_BYTES).map_err(|source| {
+            LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    let origin = path.display().to_string();
+    let text = super::file::utf8(bytes).map_err(|bad| LoadError::Invalid {
         path: path.to_path_buf(),
-        source,
+        errors: vec![ConfigError {
+            origin: origin.clone(),
+            path: String::new(),
+            line: Some(bad.line),
+            column: Some(bad.column),
+            message: bad.message(),
+        }],
     })?;
     let base = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    parse_str(&text, &path.display().to_string(), &base).map_err(|errors| LoadError::Invalid {
+    parse_str(&text, &origin, &base).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
@@ -52,14 +67,19 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
 pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
     let mut d = Diags::new(origin, text);
     let Some(doc) = parse_document(&mut d, text) else {
-        return Err(d.errors);
+        return Err(d.take_errors());
     };
     let mut root = Section::new(String::new(), None, doc.get_ref());
 
     let gateway = match root.table(&mut d, "gateway") {
         Field::Value(sec, _) => parse_gateway(&mut d, sec, base_dir),
         Field::Absent => {
-            d.error("gateway", None, "missing [gateway] section (at least `id`)");
+            // Placed at the top of the document: the section belongs there.
+            d.error(
+                "gateway",
+                Some(0..1),
+                "missing [gateway] section (at least `id`)",
+            );
             None
         }
         Field::Invalid => None,
@@ -153,10 +173,10 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
     });
 
     let (Some(gateway), Some(store), Some(uplink)) = (gateway, store, uplink) else {
-        return Err(d.errors);
+        return Err(d.take_errors());
     };
-    if !d.errors.is_empty() {
-        return Err(d.errors);
+    if d.has_errors() {
+        return Err(d.take_errors());
     }
     buses.sort_by(|a, b| a.name.cmp(&b.name));
     devices.sort_by(|a, b| a.name.cmp(&b.name));
@@ -205,6 +225,19 @@ fn parse_gateway(
             d.error(&sec.key_path("state_dir"), Some(sp), "must not be empty");
             None
         }
+        Field::Value(s, sp) => match std::fs::metadata(&s) {
+            // A missing directory is created by the daemon; anything else in its place is not
+            // usable and would only fail at start.
+            Ok(m) if !m.is_dir() => {
+                d.error(
+                    &sec.key_path("state_dir"),
+                    Some(sp),
+                    format!("{s:?} exists and is not a directory"),
+                );
+                None
+            }
+            _ => Some(s),
+        },
         f => f.or(DEFAULT_STATE_DIR.to_string()),
     };
     let profile_dirs = sec.strings(d, "profile_dirs").or(default_dirs());
@@ -338,11 +371,11 @@ fn parse_size(
         }
         Field::Absent => Field::Absent,
         Field::Invalid => {
-            d.error(
-                &path,
-                None,
-                "expected a size: an integer (bytes) or a string such as \"512MiB\"",
-            );
+            let msg = match sec.int(&mut Diags::new("", ""), key, i64::MIN, i64::MAX) {
+                Field::Value(n, _) => format!("{n} is {range}"),
+                _ => "expected a size: an integer (bytes) or a string such as \"512MiB\"".into(),
+            };
+            d.error(&path, sec.value_span(key), msg);
             Field::Invalid
         }
     }
@@ -365,34 +398,66 @@ fn pem_file(
                 return Field::Invalid;
             }
             let p = base_dir.join(&s);
-            let bytes = match std::fs::read(&p) {
+            let bytes = match super::file::read_bounded(&p, super::file::MAX_PEM_BYTES) {
                 Ok(b) => b,
                 Err(e) => {
                     d.error(&path, Some(sp), format!("cannot read {}: {e}", p.display()));
                     return Field::Invalid;
                 }
             };
-            let mut r = &bytes[..];
-            let ok = if want_key {
-                matches!(rustls_pemfile::private_key(&mut r), Ok(Some(_)))
+            let checked = if want_key {
+                super::pem::private_key(&bytes).map(drop)
             } else {
-                rustls_pemfile::certs(&mut r)
-                    .next()
-                    .is_some_and(|c| c.is_ok())
+                super::pem::certificates(&bytes).map(drop)
             };
-            if !ok {
-                let what = if want_key {
-                    "PEM private key (PKCS#8, PKCS#1 or SEC1)"
-                } else {
-                    "PEM certificate (-----BEGIN CERTIFICATE-----)"
-                };
-                d.error(&path, Some(sp), format!("{} holds no {what}", p.display()));
+            if let Err(why) = checked {
+                d.error(&path, Some(sp), format!("{}: {why}", p.display()));
                 return Field::Invalid;
             }
             Field::Value(p, sp)
         }
         Field::Absent => Field::Absent,
         Field::Invalid => Field::Invalid,
+    }
+}
+
+/// Longest broker host and TLS server name (a DNS name is at most 253 characters).
+pub const MAX_HOST: usize = 253;
+/// Longest MQTT user name and password, in bytes.
+pub const MAX_CREDENTIAL: usize = 256;
+/// Longest MQTT client id (MQTT 3.1.1 brokers must accept 23; most accept 64).
+pub const MAX_CLIENT_ID: usize = 64;
+/// Longest topic root: topics are `<root>/<leaf>`, and every PUBLISH carries one.
+pub const MAX_TOPIC_ROOT: usize = 128;
+
+/// A string that ends up in an MQTT packet (or the TLS handshake): at most `max` bytes and no
+/// control characters (MQTT 3.1.1 forbids U+0000 and discourages the others; they would
+/// also reach logs and terminals raw).
+fn packet_text(
+    d: &mut Diags<'_>,
+    sec: &mut Section<'_, '_>,
+    key: &str,
+    max: usize,
+) -> Field<String> {
+    match sec.string(d, key) {
+        Field::Value(s, sp) if s.len() > max => {
+            d.error(
+                &sec.key_path(key),
+                Some(sp),
+                format!("{} bytes long: at most {max} bytes", s.len()),
+            );
+            Field::Invalid
+        }
+        Field::Value(s, sp) if s.contains(char::is_control) => {
+            d.error(
+                &sec.key_path(key),
+                Some(sp),
+                // Not echoed: it may be a password.
+                "contains a control character (U+0000..U+001F, U+007F..U+009F)",
+            );
+            Field::Invalid
+        }
+        f => f,
     }
 }
 
@@ -404,9 +469,13 @@ fn parse_uplink(
     base_dir: &Path,
 ) -> Option<UplinkConfig> {
     let mut ok = true;
-    let host = match sec.string(d, "host") {
-        Field::Value(s, sp) if s.trim().is_empty() => {
-            d.error(&sec.key_path("host"), Some(sp), "must not be empty");
+    let host = match packet_text(d, &mut sec, "host", MAX_HOST) {
+        Field::Value(s, sp) if s.trim().is_empty() || s.contains(char::is_whitespace) => {
+            d.error(
+                &sec.key_path("host"),
+                Some(sp),
+                "must be a host name or IP address (not empty, no spaces)",
+            );
             None
         }
         f => match sec.required(d, "host", "the broker's host name or IP address", f) {
@@ -480,7 +549,7 @@ fn parse_uplink(
         }
         None => {}
     }
-    let server_name = match sec.string(d, "server_name") {
+    let server_name = match packet_text(d, &mut sec, "server_name", MAX_HOST) {
         Field::Value(s, sp) => {
             if rustls::pki_types::ServerName::try_from(s.as_str()).is_ok() {
                 Ok(Some(s))
@@ -495,10 +564,56 @@ fn parse_uplink(
         }
         f => f.opt(),
     };
-    let username = sec.string(d, "username").opt();
-    let password = sec.string(d, "password");
+    let username = match packet_text(d, &mut sec, "username", MAX_CREDENTIAL) {
+        Field::Value(s, sp) if s.is_empty() => {
+            d.error(
+                &sec.key_path("username"),
+                Some(sp),
+                "must not be empty (leave the key out for no user name)",
+            );
+            Err(())
+        }
+        f => f.opt(),
+    };
+    let user_span = sec.value_span("username");
+    let password = packet_text(d, &mut sec, "password", MAX_CREDENTIAL);
     let pw_span = password.span();
     let password = password.opt();
+    let plain_field = sec.boolean(d, "allow_plaintext_credentials");
+    let plain_span = plain_field.span();
+    let allow_plain = plain_field.or(false);
+    let has_creds = matches!(username, Ok(Some(_))) || matches!(password, Ok(Some(_)));
+    match (tls, allow_plain) {
+        (Some(false), Some(false)) if has_creds => {
+            d.error(
+                &sec.key_path(if matches!(username, Ok(Some(_))) {
+                    "username"
+                } else {
+                    "password"
+                }),
+                user_span.clone().or(pw_span.clone()),
+                "tls = false would send the user name and password in clear text: use TLS, or \
+                 set allow_plaintext_credentials = true if the link is private (a private APN, \
+                 a test bench)",
+            );
+            ok = false;
+        }
+        (Some(false), Some(true)) if has_creds => d.warn(
+            &sec.key_path("allow_plaintext_credentials"),
+            plain_span,
+            "the MQTT user name and password cross the network in clear text (tls = false)",
+        ),
+        (_, Some(true)) if tls == Some(true) || !has_creds => d.warn(
+            &sec.key_path("allow_plaintext_credentials"),
+            plain_span,
+            if tls == Some(true) {
+                "has no effect with TLS"
+            } else {
+                "has no effect without username or password"
+            },
+        ),
+        _ => {}
+    }
     if matches!((&username, &password), (Ok(None), Ok(Some(_)))) {
         d.error(
             &sec.key_path("password"),
@@ -507,7 +622,7 @@ fn parse_uplink(
         );
         ok = false;
     }
-    let client_id = match sec.string(d, "client_id") {
+    let client_id = match packet_text(d, &mut sec, "client_id", MAX_CLIENT_ID) {
         Field::Value(s, sp) if s.is_empty() || s.starts_with(' ') || s.len() > 64 => {
             d.error(
                 &sec.key_path("client_id"),
@@ -518,7 +633,7 @@ fn parse_uplink(
         }
         f => f.or(format!("gasdtu-{gw_id}")),
     };
-    let topic_root = match sec.string(d, "topic_root") {
+    let topic_root = match packet_text(d, &mut sec, "topic_root", MAX_TOPIC_ROOT) {
         Field::Value(s, sp)
             if s.is_empty()
                 || s.contains(['+', '#', '\0'])

@@ -7,21 +7,26 @@
 //! `bus` and `device` (one entry each), `points` (point and computed entries, shared with
 //! profiles), `profiles` (profile lookup and the built-in copies of configs/profiles),
 //! `doc` (typed reader over the spanned TOML tree that reports unknown keys), `diag` (errors,
-//! warnings, positions), `wire_time` (per-bus request plan and wire time for `gasdtu check`).
+//! warnings, positions, the error cap and the `escape` helper for echoed text), `file`
+//! (bounded reads of regular files only, UTF-8 positions), `pem` (PEM certificates and keys),
+//! `wire_time` (per-bus request plan and wire time for `gasdtu check`).
 
 mod alarms;
 mod bus;
 mod device;
 mod diag;
 mod doc;
+mod file;
 mod load;
+pub mod pem;
 mod points;
 pub mod profiles;
 #[cfg(test)]
 mod tests;
 mod wire_time;
 
-pub use diag::{ConfigError, ConfigWarning, LoadError};
+pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
+pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use load::{load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 

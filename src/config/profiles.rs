@@ -102,8 +102,20 @@ pub(crate) fn find_profile(
     }
     for dir in dirs {
         let path = dir.join(format!("{id}.toml"));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => return parse_profile_as(&text, &path.display().to_string(), id).map(Some),
+        match super::file::read_bounded(&path, super::file::MAX_CONFIG_BYTES) {
+            Ok(bytes) => {
+                let origin = path.display().to_string();
+                return match super::file::utf8(bytes) {
+                    Ok(text) => parse_profile_as(&text, &origin, id).map(Some),
+                    Err(bad) => Err(vec![ConfigError {
+                        origin,
+                        path: String::new(),
+                        line: Some(bad.line),
+                        column: Some(bad.column),
+                        message: bad.message(),
+                    }]),
+                };
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(vec![ConfigError {
@@ -143,7 +155,7 @@ fn parse_profile_as(text: &str, origin: &str, id: &str) -> Result<Profile, Vec<C
 pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigError>> {
     let mut d = Diags::new(origin, text);
     let Some(doc) = parse_document(&mut d, text) else {
-        return Err(d.errors);
+        return Err(d.take_errors());
     };
     let mut root = Section::new(String::new(), None, doc.get_ref());
     let header = match root.table(&mut d, "profile") {
@@ -151,7 +163,7 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
         Field::Absent => {
             d.error(
                 "profile",
-                None,
+                Some(0..1),
                 "missing [profile] section (id, name, follows, description, default_order)",
             );
             None
@@ -162,9 +174,8 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
     let entries = points::parse_entries(&mut d, &mut root, default_order);
     root.finish(&mut d, |_| None);
     if entries.points.is_empty() && entries.ok {
-        d.error(
+        d.error_at_end(
             "points",
-            None,
             "a profile needs at least one [points.<name>] entry",
         );
     }
@@ -183,7 +194,7 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
         );
     }
     match header {
-        Some(h) if d.errors.is_empty() => Ok(Profile {
+        Some(h) if !d.has_errors() => Ok(Profile {
             id: h.id,
             name: h.name,
             follows: h.follows,
@@ -202,7 +213,7 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
                 .map(|c: ComputedDraft| c.spec)
                 .collect(),
         }),
-        _ => Err(d.errors),
+        _ => Err(d.take_errors()),
     }
 }
 

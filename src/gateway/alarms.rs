@@ -35,6 +35,9 @@ pub struct AlarmService {
     raised: Arc<Mutex<Vec<(String, String)>>>,
 }
 
+/// Longest client-sent note kept with an acknowledgement, in characters.
+pub const MAX_ACK_NOTE: usize = 64;
+
 impl AlarmService {
     /// Build the engine for `rules` and restore its persisted state from `store`.
     pub fn open(rules: Vec<AlarmRule>, store: Arc<Store>) -> Result<AlarmService, StoreError> {
@@ -145,14 +148,24 @@ impl AlarmService {
         Ok(())
     }
 
-    /// Handle a status-socket request line `ack <occurrence> [by]`: the JSON reply.
-    pub fn ack_request(&self, line: &str) -> serde_json::Value {
+    /// Handle a status-socket request line `ack <occurrence> [note]` from `who` (the socket
+    /// peer as the kernel reports it, e.g. "uid 1000 (alice)"): the JSON reply. The
+    /// acknowledgement is recorded as `who`; a name the client sends is only kept as a note
+    /// after it (escaped, at most `MAX_ACK_NOTE` characters), never trusted as the identity.
+    pub fn ack_request(&self, line: &str, who: &str) -> serde_json::Value {
         let mut it = line.split_whitespace();
         let _ = it.next();
         let occ = it.next().and_then(|s| s.parse::<u64>().ok());
-        let by = it.next().unwrap_or("local");
+        let by = match it.next().filter(|n| *n != "local") {
+            Some(note) => {
+                let note: String = note.chars().take(MAX_ACK_NOTE).collect();
+                format!("{who}, says \"{}\"", crate::config::escape(&note))
+            }
+            None => who.to_string(),
+        };
+        let by = by.as_str();
         match occ {
-            None => serde_json::json!({"error": "usage: ack <occurrence> [by]"}),
+            None => serde_json::json!({"error": "usage: ack <occurrence> [note]"}),
             Some(o) => match self.acknowledge(o, by) {
                 Ok(n) => serde_json::json!({"acked": o, "by": by, "transitions": n}),
                 Err(e) => serde_json::json!({"error": e.to_string()}),

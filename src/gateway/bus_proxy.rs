@@ -354,7 +354,11 @@ impl BusProxy {
             };
             return refusal(
                 "unknown_bus",
-                format!("the running daemon owns no bus `{}` ({has})", m.bus),
+                format!(
+                    "the running daemon owns no bus `{}` ({has})",
+                    // Client-sent: shown escaped and bounded.
+                    crate::config::escape(&m.bus.chars().take(64).collect::<String>())
+                ),
             );
         };
         let stopped = || {

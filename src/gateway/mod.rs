@@ -512,11 +512,13 @@ impl Gateway {
         };
         match StatusServer::bind(path, provider).await {
             Ok(server) => {
-                // `ack <occurrence> [by]`: the internal acknowledge operation (docs/alarms.md).
+                // `ack <occurrence> [note]`: the internal acknowledge operation (docs/alarms.md),
+                // recorded as the connecting user (SO_PEERCRED).
                 let alarms = self.alarms.clone();
                 let server = server
-                    .with_handler(Arc::new(move |line: &str| {
-                        line.starts_with("ack ").then(|| alarms.ack_request(line))
+                    .with_handler(Arc::new(move |line: &str, peer: &status_socket::Peer| {
+                        line.starts_with("ack ")
+                            .then(|| alarms.ack_request(line, &peer.describe()))
                     }))
                     // `gasdtu read/write/scan` go through the bus task that owns the bus.
                     .with_bus_proxy(self.proxy.clone());

@@ -3,11 +3,18 @@
 //! unix socket (default /run/gasdtu/gasdtu.sock) with one JSON document built by a snapshot
 //! function the daemon composes (devices, buffer, link, sequence); `query` is the client side.
 //! The protocol is one request line and one JSON reply line, then close: `status` (or an
-//! empty line), other commands for the daemon's `RequestHandler` (`ack <occ> [by]`), and JSON
+//! empty line), other commands for the daemon's `RequestHandler` (`ack <occ> [note]`, told
+//! who is asking from the connection's SO_PEERCRED, never from the request), and JSON
 //! requests (a line starting with `{`) for the bus proxy (`gateway::bus_proxy`, the
-//! commissioning CLI through the daemon). A request line is at most 4096 bytes; a longer one
-//! is refused with `{"ok":false,"kind":"too_long",...}` before it is read further.
-
+//! commissioning CLI through the daemon).
+//!
+//! Hostile clients: a request line is at most 4096 bytes (a longer one is refused with
+//! `{"ok":false,"kind":"too_long",...}` after reading at most 4097 bytes of it); at most
+//! `MAX_CONNECTIONS` are served at once (the next is refused with `kind: "busy"` without being
+//! read); the line must arrive within `REQUEST_TIMEOUT` and the reply be taken within
+//! `WRITE_TIMEOUT`. The socket is created under a private name, set to mode 0660, then renamed
+//! into place (a failure is fatal, never ignored); a file already at the path is replaced only
+//! if it is a socket nobody answers on (ECONNREFUSED).
 use crate::time::unix_ms;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +25,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::bus_proxy::{too_long_reply, unsupported_reply, BusProxy};
@@ -29,6 +37,77 @@ pub const DEFAULT_SOCKET: &str = "/run/gasdtu/gasdtu.sock";
 pub const MAX_REQUEST_LINE: usize = 4096;
 /// Longest reply line `request` accepts (a status document of a large site fits easily).
 const MAX_STATUS_REPLY: usize = 4 * 1024 * 1024;
+/// Connections served at once; the next is refused (`kind: "busy"`) until one ends.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long a client has to send its request line.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to take its reply.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Mode of the socket: the daemon's user and group (operators in the group) only.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Who is at the other end of a connection, from the kernel (SO_PEERCRED), never from what
+/// the client says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    /// The peer of a connected stream (unknown fields stay `None`).
+    pub fn of(stream: &UnixStream) -> Peer {
+        match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: Some(c.uid()),
+                pid: c.pid(),
+            },
+            Err(_) => Peer::default(),
+        }
+    }
+
+    /// "uid 1000 (alice)", "uid 1000" when the uid has no name, "unknown peer" without
+    /// credentials. Looks the name up in the user database: may block (NSS).
+    pub fn describe(&self) -> String {
+        match self.uid {
+            Some(uid) => match user_name(uid) {
+                Some(name) => format!("uid {uid} ({})", crate::config::escape(&name)),
+                None => format!("uid {uid}"),
+            },
+            None => "unknown peer".to_string(),
+        }
+    }
+}
+
+/// The login name of `uid` (getpwuid_r), if it has one.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `pwd` and `buf` outlive the call; getpwuid_r writes only within `buf.len()`
+        // bytes of `buf` and into `pwd`/`result`.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 64 * 1024 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
+}
 
 /// Why a line could not be read.
 #[derive(Debug, Error)]
@@ -157,6 +236,22 @@ pub enum StatusError {
     },
     #[error("another gasdtu is already answering on {0}")]
     InUse(PathBuf),
+    /// Something that is not a socket is where the socket goes: it is never removed.
+    #[error("{path} is {what}, not a socket: refusing to replace it (remove it if it is stale)")]
+    NotASocket { path: PathBuf, what: &'static str },
+    /// A socket is there but connecting to it failed otherwise than "refused": whether a
+    /// daemon answers on it cannot be told, so it is left alone.
+    #[error("cannot tell whether another daemon answers on {path}: {source}")]
+    Probe {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set mode {mode:o} on the status socket {path}: {source}")]
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        source: std::io::Error,
+    },
     #[error("cannot reach the daemon at {path}: {source} (is `gasdtu run` running?)")]
     Connect {
         path: PathBuf,
@@ -167,13 +262,15 @@ pub enum StatusError {
 }
 
 type Provider = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
-/// Answers a request line other than `status` (e.g. `ack 17`), or `None` if unknown. May
-/// block (it runs on a blocking thread).
-pub type RequestHandler = Arc<dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync>;
+/// Answers a request line other than `status` (e.g. `ack 17`) from `Peer`, or `None` if
+/// unknown. May block (it runs on a blocking thread).
+pub type RequestHandler = Arc<dyn Fn(&str, &Peer) -> Option<serde_json::Value> + Send + Sync>;
 
 /// Answers status requests on a unix socket.
 pub struct StatusServer {
     path: PathBuf,
+    /// (device, inode) of our socket file: only that file is removed at shutdown.
+    ino: (u64, u64),
     listener: UnixListener,
     provider: Provider,
     handler: Option<RequestHandler>,
@@ -181,29 +278,81 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Bind `path` (creating its directory). A stale socket file left by a crash is replaced;
-    /// a live one (another daemon answering) is an error.
+    /// Bind `path` (creating its directory). A stale socket file left by a crash (a socket
+    /// that refuses connections) is replaced; a live one (another daemon answering), anything
+    /// that is not a socket, or a socket that cannot be probed is an error. The socket is
+    /// bound under a private name, set to `SOCKET_MODE` and renamed into place, so it is
+    /// never reachable at `path` with another mode.
     pub async fn bind(path: &Path, provider: Provider) -> Result<StatusServer, StatusError> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(StatusError::InUse(path.to_path_buf()));
-            }
-            let _ = std::fs::remove_file(path);
-        }
-        let listener = UnixListener::bind(path).map_err(|source| StatusError::Bind {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+        let bind_err = |source| StatusError::Bind {
             path: path.to_path_buf(),
             source,
-        })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(bind_err)?;
         }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path).await {
+                Ok(_) => return Err(StatusError::InUse(path.to_path_buf())),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tracing::info!("replacing the stale status socket {}", path.display());
+                    std::fs::remove_file(path).map_err(bind_err)?;
+                }
+                Err(source) => {
+                    return Err(StatusError::Probe {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            },
+            Ok(m) => {
+                let ft = m.file_type();
+                let what = if ft.is_symlink() {
+                    "a symbolic link"
+                } else if ft.is_dir() {
+                    "a directory"
+                } else if ft.is_file() {
+                    "a regular file"
+                } else {
+                    "a special file"
+                };
+                return Err(StatusError::NotASocket {
+                    path: path.to_path_buf(),
+                    what,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bind_err(e)),
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "gasdtu.sock".into());
+        let tmp = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+        // Our own private name: a leftover of this pid is ours to remove.
+        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(|source| StatusError::Mode {
+                path: path.to_path_buf(),
+                mode: SOCKET_MODE,
+                source,
+            })
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(bind_err))
+            .and_then(|()| std::fs::symlink_metadata(path).map_err(bind_err));
+        let ino = match placed {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         Ok(StatusServer {
             path: path.to_path_buf(),
+            ino,
             listener,
             provider,
             handler: None,
@@ -225,61 +374,123 @@ impl StatusServer {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let refusals = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.listener.accept() => a,
             };
             let Ok((stream, _)) = accepted else { continue };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Refused with a reason, in a task of its own bounded in number and time;
+                // beyond that the connection is just closed.
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _refusal = refusal;
+                        refuse_busy(stream).await;
+                    });
+                }
+                continue;
+            };
+            let peer = Peer::of(&stream);
             let provider = self.provider.clone();
             let handler = self.handler.clone();
             let proxy = self.proxy.clone();
             tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut rd = BufReader::new(rd);
-                let read = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    read_line_bounded(&mut rd, MAX_REQUEST_LINE),
-                )
-                .await;
-                let mut drain = false;
-                let reply = match read {
-                    Ok(Ok(line)) => answer(line.trim(), &provider, handler, proxy).await,
-                    Ok(Err(LineError::TooLong { .. })) => {
-                        drain = true;
-                        too_long_reply()
-                    }
-                    Ok(Err(LineError::NotUtf8)) => serde_json::json!({
-                        "ok": false, "kind": "bad_request", "error": "request line is not UTF-8"
-                    }),
-                    // A peer that vanished or never sent a line gets nothing.
-                    Ok(Err(LineError::Io(_))) | Err(_) => return,
-                };
-                let mut out = reply.to_string();
-                out.push('\n');
-                let _ = wr.write_all(out.as_bytes()).await;
-                if drain {
-                    // Closing with unread input would reset the connection and could destroy
-                    // the reply before the client reads it: discard what the client still
-                    // sends (bounded in bytes and time) before closing.
-                    let _ = wr.shutdown().await;
-                    let mut sink = tokio::io::sink();
-                    let mut rest = (&mut rd).take(1024 * 1024);
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        tokio::io::copy(&mut rest, &mut sink),
-                    )
-                    .await;
-                }
+                let _slot = slot;
+                serve(stream, peer, provider, handler, proxy).await;
             });
         }
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        // Only our own socket: a later daemon may have replaced the file.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The reply line to a connection beyond `MAX_CONNECTIONS`.
+fn busy_reply() -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({
+            "ok": false,
+            "kind": "busy",
+            "error": format!("too many connections (at most {MAX_CONNECTIONS} at once): try again"),
+        })
+    )
+}
+
+/// Tell a connection beyond `MAX_CONNECTIONS` why it is refused, without reading its request
+/// (at most 1 s; what it sent is discarded, at most 8 KiB, so closing does not reset the
+/// connection before the client read the reason).
+async fn refuse_busy(stream: UnixStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        wr.write_all(busy_reply().as_bytes()).await?;
+        wr.shutdown().await?;
+        let mut sink = tokio::io::sink();
+        tokio::io::copy(&mut (&mut rd).take(8 * 1024), &mut sink).await
+    })
+    .await;
+}
+
+/// One connection: one bounded request line within `REQUEST_TIMEOUT`, one reply.
+async fn serve(
+    stream: UnixStream,
+    peer: Peer,
+    provider: Provider,
+    handler: Option<RequestHandler>,
+    proxy: Option<BusProxy>,
+) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(MAX_REQUEST_LINE + 1, rd);
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_line_bounded(&mut rd, MAX_REQUEST_LINE),
+    )
+    .await;
+    let mut drain = false;
+    let reply = match read {
+        Ok(Ok(line)) => answer(line.trim(), peer, &provider, handler, proxy).await,
+        Ok(Err(LineError::TooLong { .. })) => {
+            drain = true;
+            too_long_reply()
+        }
+        Ok(Err(LineError::NotUtf8)) => serde_json::json!({
+            "ok": false, "kind": "bad_request", "error": "request line is not UTF-8"
+        }),
+        // A peer that vanished or never sent a line gets nothing.
+        Ok(Err(LineError::Io(_))) | Err(_) => return,
+    };
+    let mut out = reply.to_string();
+    out.push('\n');
+    if tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(out.as_bytes()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if drain {
+        // Closing with unread input would reset the connection and could destroy the reply
+        // before the client reads it: discard what the client still sends (bounded in bytes
+        // and time) before closing.
+        let _ = wr.shutdown().await;
+        let mut sink = tokio::io::sink();
+        let mut rest = (&mut rd).take(1024 * 1024);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::copy(&mut rest, &mut sink),
+        )
+        .await;
     }
 }
 
 /// The reply to one request line.
 async fn answer(
     line: &str,
+    peer: Peer,
     provider: &Provider,
     handler: Option<RequestHandler>,
     proxy: Option<BusProxy>,
@@ -293,11 +504,12 @@ async fn answer(
             None => unsupported_reply(),
         };
     }
-    let unknown = serde_json::json!({"error": format!("unknown request {line:?}; try `status`")});
+    let shown: String = line.chars().take(64).collect();
+    let unknown = serde_json::json!({"error": format!("unknown request {shown:?}; try `status`")});
     match handler {
         Some(h) => {
             let req = line.to_string();
-            tokio::task::spawn_blocking(move || h(&req))
+            tokio::task::spawn_blocking(move || h(&req, &peer))
                 .await
                 .ok()
                 .flatten()
@@ -473,6 +685,171 @@ mod tests {
             too_long_reply()["error"],
             "request line longer than 4096 bytes refused"
         );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn peers_are_described_by_uid_and_name() {
+        // (peer, description)
+        let cases = [
+            (
+                Peer {
+                    uid: Some(0),
+                    pid: Some(1),
+                },
+                "uid 0 (root)",
+            ),
+            (
+                Peer {
+                    uid: Some(3_999_999),
+                    pid: None,
+                },
+                "uid 3999999",
+            ),
+            (Peer::default(), "unknown peer"),
+        ];
+        for (peer, want) in cases {
+            assert_eq!(peer.describe(), want, "{peer:?}");
+        }
+    }
+
+    fn provider() -> Provider {
+        Arc::new(|| serde_json::json!({"devices": {}}))
+    }
+
+    /// Issue 9 item 7: the stale-socket cleanup unlinked whatever was at the path, and the mode
+    /// was set after bind with its error ignored.
+    #[tokio::test]
+    async fn bind_replaces_only_a_dead_socket_and_sets_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let live_path = dir.path().join("live.sock");
+        let _live = std::os::unix::net::UnixListener::bind(&live_path).unwrap();
+        // (case, prepare the path, expected: Ok or the error's words)
+        type Prep = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Prep, Result<(), &str>)> = vec![
+            ("nothing there", Box::new(|_: &Path| {}), Ok(())),
+            (
+                "stale socket",
+                Box::new(|p: &Path| drop(std::os::unix::net::UnixListener::bind(p).unwrap())),
+                Ok(()),
+            ),
+            (
+                "regular file",
+                Box::new(|p: &Path| std::fs::write(p, "data").unwrap()),
+                Err("is a regular file, not a socket"),
+            ),
+            (
+                "directory",
+                Box::new(|p: &Path| std::fs::create_dir(p).unwrap()),
+                Err("is a directory, not a socket"),
+            ),
+            (
+                "symlink to a file",
+                Box::new({
+                    let t = target.clone();
+                    move |p: &Path| std::os::unix::fs::symlink(&t, p).unwrap()
+                }),
+                Err("is a symbolic link, not a socket"),
+            ),
+        ];
+        for (i, (name, prep, want)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("s{i}.sock"));
+            prep(&path);
+            match (StatusServer::bind(&path, provider()).await, want) {
+                (Ok(server), Ok(())) => {
+                    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                    assert_eq!(mode, SOCKET_MODE, "{name}");
+                    let stop = CancellationToken::new();
+                    let task = tokio::spawn(server.run(stop.clone()));
+                    assert_eq!(
+                        query(&path).await.unwrap(),
+                        serde_json::json!({"devices": {}})
+                    );
+                    stop.cancel();
+                    task.await.unwrap();
+                    assert!(!path.exists(), "{name}: removed at shutdown");
+                }
+                (Err(e), Err(words)) => {
+                    assert!(e.to_string().contains(words), "{name}: {e}");
+                    assert!(
+                        std::fs::symlink_metadata(&path).is_ok(),
+                        "{name}: left in place"
+                    );
+                }
+                (r, want) => panic!("{name}: got {:?}, want {want:?}", r.map(|_| ())),
+            }
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(matches!(
+            StatusServer::bind(&live_path, provider()).await,
+            Err(StatusError::InUse(_))
+        ));
+        // No private temporary name is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".new"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Issue 9 item 7: no connection limit. Now `MAX_CONNECTIONS` idle clients hold every
+    /// slot, the next is refused as busy at once, and a slot frees when an idle client times
+    /// out or leaves.
+    #[tokio::test]
+    async fn connections_are_limited_and_idle_ones_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gasdtu.sock");
+        let server = StatusServer::bind(&path, provider()).await.unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        // The server takes connections in order: wait until the last idle one holds a slot,
+        // i.e. until one more connection is refused.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let reply = loop {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            let _ = s.write_all(b"status\n").await;
+            let mut out = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
+            if out.contains("busy") || tokio::time::Instant::now() > deadline {
+                break out;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(reply.trim()).unwrap();
+        assert_eq!(v["kind"], "busy", "{v}");
+        assert!(v["error"].as_str().unwrap().contains("at most 16"), "{v}");
+        // One idle client leaves: a slot frees.
+        drop(idle.pop());
+        let v = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match query(&path).await {
+                    Ok(v) if v.get("kind").is_none() => break v,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+        .expect("a freed slot serves status");
+        assert_eq!(v, serde_json::json!({"devices": {}}));
+        // The rest time out: the server closes them after REQUEST_TIMEOUT.
+        let started = std::time::Instant::now();
+        for mut s in idle {
+            let mut buf = Vec::new();
+            tokio::time::timeout(REQUEST_TIMEOUT * 2, s.read_to_end(&mut buf))
+                .await
+                .expect("an idle client is closed")
+                .unwrap();
+            assert!(buf.is_empty());
+        }
+        assert!(started.elapsed() <= REQUEST_TIMEOUT + Duration::from_secs(2));
         stop.cancel();
         task.await.unwrap();
     }

@@ -1,6 +1,7 @@
 //! TLS for the uplink: builds the rustls `ClientConfig` (ring provider, TLS 1.2 and 1.3) from
 //! the configured CA bundle, optional client certificate and key (mutual TLS) and optional
-//! server-name override. Reads the PEM files; every failure names the file and the reason.
+//! server-name override. Reads the PEM files (regular files only, bounded, parsed by
+//! `config::pem`); every failure names the file and the reason.
 //!
 //! Server-name override: rumqttc verifies the broker certificate against the host it connects
 //! to (it builds the rustls `ServerName` from the host). When `server_name` is set, the
@@ -9,7 +10,6 @@
 //! chain, validity and signatures are checked exactly as usual; only the name differs. The SNI
 //! sent stays the host (none for an IP address).
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use crate::config::UplinkConfig;
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// A configured file cannot be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    #[error("cannot read {what} {}: {source}", crate::config::escape(&path.display().to_string()))]
     Read {
         what: &'static str,
         path: PathBuf,
@@ -33,7 +33,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A file was read but holds no usable PEM item of the expected kind.
-    #[error("{what} {}: {why}", path.display())]
+    #[error("{what} {}: {why}", crate::config::escape(&path.display().to_string()))]
     Pem {
         what: &'static str,
         path: PathBuf,
@@ -54,10 +54,12 @@ pub enum TlsError {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
+    crate::config::read_bounded(path, crate::config::MAX_PEM_BYTES).map_err(|source| {
+        TlsError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -67,40 +69,22 @@ pub fn load_certs(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(what, path)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(&bytes[..]))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            why: format!("unparsable PEM: {e}"),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            why: "no PEM certificate (-----BEGIN CERTIFICATE-----) found".into(),
-        });
-    }
-    Ok(certs)
+    crate::config::pem::certificates(&bytes).map_err(|e| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let what = "client key";
     let bytes = read(what, path)?;
-    match rustls_pemfile::private_key(&mut BufReader::new(&bytes[..])) {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            why: "no PEM private key (PKCS#8, PKCS#1 or SEC1) found".into(),
-        }),
-        Err(e) => Err(TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            why: format!("unparsable PEM: {e}"),
-        }),
-    }
+    crate::config::pem::private_key(&bytes).map_err(|e| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 /// Verifies the broker certificate against a fixed name instead of the connected host.

@@ -576,16 +576,16 @@ impl Drop for Subscriber {
 pub fn tls_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
-    for c in rustls_pemfile::certs(&mut &ca[..]) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let cert = std::fs::read(pki.path("client.pem")).unwrap();
-    let certs = rustls_pemfile::certs(&mut &cert[..])
+    let certs = CertificateDer::pem_file_iter(pki.path("client.pem"))
+        .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = std::fs::read(pki.path("client.key")).unwrap();
-    let key = rustls_pemfile::private_key(&mut &key[..]).unwrap().unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("client.key")).unwrap();
     std::sync::Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -665,4 +665,27 @@ pub async fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A value in KiB from /proc/PID/status (`VmRSS`, `VmHWM` ...), if the process is there.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One request line to a daemon's status socket and the raw reply (std only, with a deadline).
+pub fn socket_request(path: &Path, line: &[u8], deadline: Duration) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(deadline))?;
+    s.set_write_timeout(Some(deadline))?;
+    s.write_all(line)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
