@@ -420,7 +420,8 @@ impl Store {
         // Like an acknowledgement for the counters, but nothing was acknowledged.
         next.ack(&t, 0, now);
         next.s.sealed_messages = next.s.sealed_messages.saturating_sub(m as u64);
-        next.refresh(tx).map_err(self.sql("dead letter statistics"))?;
+        next.refresh(tx)
+            .map_err(self.sql("dead letter statistics"))?;
         super::insert_json(tx, EntryKind::Event, &d.event_json(), now)
             .map_err(self.sql("dead letter event"))?;
         next.insert_json();
@@ -501,8 +502,14 @@ mod tests {
             .unwrap();
 
         // A sealed message the client refused.
-        let d = store.dead_letter(m1.seq, "packet too large").unwrap().unwrap();
-        assert_eq!((d.seq, d.bytes, d.topic.as_str()), (m1.seq, 5000, "r/alarm"));
+        let d = store
+            .dead_letter(m1.seq, "packet too large")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.seq, d.bytes, d.topic.as_str()),
+            (m1.seq, 5000, "r/alarm")
+        );
         assert_eq!(store.dead_letter(m1.seq, "again").unwrap(), None);
         let unacked: Vec<u64> = store.unacked().unwrap().iter().map(|m| m.seq).collect();
         assert_eq!(unacked, vec![m2.seq], "only the refused message left");

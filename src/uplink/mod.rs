@@ -90,6 +90,27 @@ impl Default for LinkStatus {
     }
 }
 
+/// The largest MQTT packet the client sends (rumqttc's max outgoing packet size as the
+/// forwarder configures it): room for the largest data message plus topic and headers.
+/// A PUBLISH larger than this is refused by the client, never sent.
+pub fn max_packet(max_payload: usize) -> usize {
+    max_payload.max(1024) + 4096
+}
+
+/// The size of the QoS 1 MQTT 3.1.1 PUBLISH packet carrying `payload` bytes on `topic`
+/// (fixed header with its variable-length remaining length, topic, packet id, payload): what
+/// rumqttc compares with its outgoing limit.
+pub fn publish_packet_len(topic: &str, payload: usize) -> usize {
+    let remaining = 2 + topic.len() + 2 + payload;
+    let len_len = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_len + remaining
+}
+
 /// Wall-clock UTC milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
