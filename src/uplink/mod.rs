@@ -39,6 +39,12 @@ impl Topics {
         format!("{}/data", self.root)
     }
 
+    /// Retained health (`last_seq`, dead letters, buffer depth): how a consumer sees a loss
+    /// at the tail. Published by the forwarder; consumes no sequence number.
+    pub fn health(&self) -> String {
+        format!("{}/health", self.root)
+    }
+
     /// Retained `online`/`offline`; also the last will.
     pub fn status(&self) -> String {
         format!("{}/status", self.root)
@@ -73,6 +79,14 @@ pub struct LinkStatus {
     /// The store (outbox) is failing: not a link error; the session stays up and the
     /// forwarder retries the outbox with backoff. `None` once an outbox call succeeded again.
     pub store_error: Option<String>,
+    /// Highest sequence number sealed so far (dead letters included), as last published in
+    /// `<root>/health`; 0 before the first session.
+    pub last_seq: u64,
+    /// Messages set aside as dead letters (kept in the store), and the last one's reason.
+    pub dead_letters: u64,
+    pub last_dead_letter: Option<String>,
+    /// UTC ms of the last `<root>/health` publish.
+    pub last_health_ms: Option<i64>,
 }
 
 impl Default for LinkStatus {
@@ -86,6 +100,10 @@ impl Default for LinkStatus {
             reconnects: 0,
             last_error: None,
             store_error: None,
+            last_seq: 0,
+            dead_letters: 0,
+            last_dead_letter: None,
+            last_health_ms: None,
         }
     }
 }
