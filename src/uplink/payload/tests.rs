@@ -651,7 +651,7 @@ mod props {
             any::<u64>().prop_map(Value::UInt),
             any::<f64>().prop_map(Value::Float),
             any::<f32>().prop_map(|x| Value::Float(f64::from(x))),
-            text().prop_map(|s| Value::Text(s.into())),
+            text().prop_map(Value::Text),
         ]
     }
 

@@ -1,0 +1,335 @@
+//! Integrity of the uplink under hostile input (issue 9, items 1 and 3), end to end with the
+//! real parts: a real SQLite store (`Store`), the real `Forwarder`, a real mosquitto over TLS
+//! and a rumqttc subscriber.
+//!
+//! - An alarm whose message is 9.6 kB, an event that cannot be cut to any acceptable size and
+//!   a sealed message larger than the client accepts are followed by alarms and data that ARE
+//!   received: the first is cut with a marker, the others are set aside as dead letters with
+//!   an event naming their seq, and the link never reconnects.
+//! - The retained `<root>/health` message carries `last_seq` equal to the highest seq of the
+//!   data received, so a consumer can see a loss at the tail.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{wait_until, Broker, BrokerTls, Pki, Subscriber};
+use gasdtu::config::{Encoding, StoreConfig, UplinkConfig};
+use gasdtu::model::{Quality, Sample, SampleBatch, Value};
+use gasdtu::outbox::{EntryKind, Outbox};
+use gasdtu::store::{ClockStamp, Store};
+use gasdtu::uplink::{decode, Forwarder, LinkState, LinkStatus};
+use serde_json::{json, Value as Json};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+const GW: &str = "gw-int";
+const ROOT: &str = "gasdtu/gw-int";
+
+fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
+    UplinkConfig {
+        host: "localhost".into(),
+        port,
+        tls: true,
+        ca_file: Some(pki.path("ca.pem")),
+        client_cert: None,
+        client_key: None,
+        server_name: None,
+        username: None,
+        password: None,
+        client_id: format!("gasdtu-{GW}"),
+        topic_root: ROOT.into(),
+        keepalive: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(10),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(400),
+        max_payload: 1024,
+        rate_limit: None,
+        encoding: Encoding::Json,
+        inflight: 4,
+    }
+}
+
+fn broker(dir: &std::path::Path) -> (Pki, Broker) {
+    let pki = Pki::generate(dir);
+    let b = Broker::new(
+        dir,
+        &pki,
+        &BrokerTls {
+            cert: "server",
+            require_certificate: false,
+            tls_version: None,
+        },
+        false,
+    );
+    (pki, b)
+}
+
+fn readings(device: &str, first: i64, n: i64) -> SampleBatch {
+    let now = SystemTime::now();
+    SampleBatch {
+        device: device.into(),
+        bus: "bus1".into(),
+        slot: now,
+        samples: (0..n)
+            .map(|i| Sample {
+                point: format!("p{}", first + i).into(),
+                value: Some(Value::Int(first + i)),
+                unit: None,
+                quality: Quality::Good,
+                read_at: now,
+            })
+            .collect(),
+        online: true,
+        failed_cycles: 0,
+    }
+}
+
+fn alarm(n: u64, message: &str) -> (EntryKind, Json) {
+    (
+        EntryKind::Alarm,
+        json!({"alarm": format!("a{n}"), "dev": "pt1", "point": "pressure", "kind": "limit",
+               "state": "raised", "value": 900.0, "message": message}),
+    )
+}
+
+struct Running {
+    status: watch::Receiver<LinkStatus>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(cfg: UplinkConfig, store: Arc<Store>, health_gap: Duration) -> Running {
+    let wake = Arc::new(Notify::new());
+    let (tx, rx) = watch::channel(LinkStatus::default());
+    let shutdown = CancellationToken::new();
+    let f = Forwarder::new(cfg, GW, store, wake, tx)
+        .with_health_timing(Duration::from_secs(300), health_gap);
+    let task = tokio::spawn(f.run(shutdown.clone()));
+    Running {
+        status: rx,
+        shutdown,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// (topic suffix, decoded document, retained) of everything but `status`.
+fn received(sub: &Subscriber) -> Vec<(String, Json, bool)> {
+    sub.snapshot()
+        .into_iter()
+        .filter(|m| !m.topic.ends_with("/status"))
+        .map(|m| {
+            let suffix = m.topic.trim_start_matches(ROOT).to_string();
+            let doc = decode(&m.payload)
+                .unwrap_or_else(|e| panic!("undecodable message on {}: {e}", m.topic));
+            (suffix, doc, m.retain)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_refused_messages_never_block_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = broker(dir.path());
+    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "int-sub", false);
+    sub.wait_subscribed(1, Duration::from_secs(10)).await;
+
+    let state = dir.path().join("state");
+    let (store, _) = Store::open(&state, &StoreConfig::default()).unwrap();
+    let store = Arc::new(store);
+    let stamp = ClockStamp::now();
+
+    // 1. A message sealed before (an older config with a larger limit): 9.6 kB, more than
+    //    the client's 5120-byte packet limit. Without dead letters it is resent forever.
+    let old = store
+        .commit(&[], &[alarm(0, "sealed too large")], &stamp)
+        .unwrap();
+    let big = store
+        .seal(&format!("{ROOT}/alarm"), &old.entry_ids, 0, &mut |seq| {
+            Ok(
+                serde_json::to_vec(&json!({"gw": GW, "seq": seq, "message": "m".repeat(9600)}))
+                    .unwrap(),
+            )
+        })
+        .unwrap();
+    // 2. An alarm whose template produced 9.6 kB (cut to fit, with a marker), 3. an event no
+    //    cutting can make acceptable (a 6 kB key), then alarms and data that must arrive.
+    let mut huge_key = serde_json::Map::new();
+    huge_key.insert("k".repeat(6000), json!("v"));
+    huge_key.insert("event".into(), json!("hostile"));
+    let mut extra = vec![
+        alarm(1, &"pressure high ".repeat(700)),
+        (EntryKind::Event, Json::Object(huge_key)),
+    ];
+    extra.extend((2..=4).map(|n| alarm(n, "pt1 pressure 900 kPa above 700")));
+    store
+        .commit(
+            &[readings("d1", 0, 10), readings("d2", 10, 10)],
+            &extra,
+            &stamp,
+        )
+        .unwrap();
+
+    let run = start(
+        uplink(&pki, broker.port),
+        store.clone(),
+        Duration::from_secs(60),
+    );
+
+    let msgs = wait_until(
+        "alarms, data and two dead_letter events",
+        Duration::from_secs(20),
+        || {
+            let m = received(&sub);
+            let alarms: BTreeSet<String> = m
+                .iter()
+                .filter(|(t, _, _)| t == "/alarm")
+                .filter_map(|(_, d, _)| d["alarm"].as_str().map(str::to_string))
+                .collect();
+            let values: usize = m
+                .iter()
+                .filter(|(t, _, _)| t == "/data")
+                .flat_map(|(_, d, _)| d["data"].as_array().cloned().unwrap_or_default())
+                .flat_map(|dev| dev["reads"].as_array().cloned().unwrap_or_default())
+                .map(|r| r["v"].as_object().map_or(0, |v| v.len()))
+                .sum();
+            let dead = m
+                .iter()
+                .filter(|(t, d, _)| t == "/event" && d["event"] == "dead_letter")
+                .count();
+            (alarms.len() == 4 && values == 20 && dead == 2).then_some(m)
+        },
+    )
+    .await;
+
+    // The 9.6 kB alarm arrived cut, marked, within the payload limit.
+    let cut = sub
+        .snapshot()
+        .into_iter()
+        .find(|m| m.topic.ends_with("/alarm") && decode(&m.payload).unwrap()["alarm"] == "a1")
+        .expect("the oversized alarm arrives");
+    assert!(cut.payload.len() <= 1024, "{} bytes", cut.payload.len());
+    let doc = decode(&cut.payload).unwrap();
+    assert_eq!(doc["truncated"], true);
+    assert!(doc["message"].as_str().unwrap().ends_with('…'));
+
+    // Two dead letters, each named by an event: the sealed one keeps its seq; the event
+    // that could not be built got one. Neither seq was ever delivered as a message.
+    let dead: Vec<&Json> = msgs
+        .iter()
+        .filter(|(t, d, _)| t == "/event" && d["event"] == "dead_letter")
+        .map(|(_, d, _)| d)
+        .collect();
+    let dead_seqs: BTreeSet<u64> = dead
+        .iter()
+        .map(|d| d["dead_seq"].as_u64().unwrap())
+        .collect();
+    assert!(dead_seqs.contains(&big.seq), "{dead:?}");
+    assert_eq!(dead_seqs.len(), 2);
+    for d in &dead {
+        assert!(d["reason"].as_str().unwrap().contains("5120"), "{d}");
+        assert!(d["bytes"].as_u64().unwrap() > 5000, "{d}");
+    }
+    let delivered: BTreeSet<u64> = msgs
+        .iter()
+        .filter(|(t, _, _)| t != "/health")
+        .map(|(_, d, _)| d["seq"].as_u64().unwrap())
+        .collect();
+    assert!(delivered.is_disjoint(&dead_seqs));
+    assert!(!msgs.iter().any(|(_, d, _)| d["event"] == "hostile"));
+
+    // The queue drained, the link never went down, status counts the dead letters.
+    wait_until("outbox drained", Duration::from_secs(10), || {
+        let s = store.stats().unwrap();
+        (s.pending_entries == 0 && s.sealed_messages == 0).then_some(())
+    })
+    .await;
+    assert_eq!(store.dead_letter_count().unwrap(), 2);
+    let st = run.status.borrow().clone();
+    assert_eq!(st.state, LinkState::Connected);
+    assert_eq!(st.reconnects, 0, "{:?}", st.last_error);
+    assert_eq!(st.dead_letters, 2);
+    assert!(st.last_dead_letter.is_some());
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_health_carries_the_last_seq_of_the_data_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = broker(dir.path());
+    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "health-sub", false);
+    sub.wait_subscribed(1, Duration::from_secs(10)).await;
+    let (store, _) = Store::open(&dir.path().join("state"), &StoreConfig::default()).unwrap();
+    let store = Arc::new(store);
+    let run = start(
+        uplink(&pki, broker.port),
+        store.clone(),
+        Duration::from_millis(300),
+    );
+    // Health right after connect, before any data.
+    wait_until("health after connect", Duration::from_secs(10), || {
+        received(&sub).into_iter().find(|(t, _, _)| t == "/health")
+    })
+    .await;
+
+    for round in 0..3 {
+        store
+            .commit(&[readings("d1", round * 100, 60)], &[], &ClockStamp::now())
+            .unwrap();
+    }
+    let (max_data, health) = wait_until(
+        "a health message with last_seq = the highest data seq",
+        Duration::from_secs(15),
+        || {
+            let m = received(&sub);
+            let max_data = m
+                .iter()
+                .filter(|(t, _, _)| t == "/data")
+                .filter_map(|(_, d, _)| d["seq"].as_u64())
+                .max()?;
+            let values: usize = m
+                .iter()
+                .filter(|(t, _, _)| t == "/data")
+                .flat_map(|(_, d, _)| d["data"].as_array().cloned().unwrap_or_default())
+                .flat_map(|dev| dev["reads"].as_array().cloned().unwrap_or_default())
+                .map(|r| r["v"].as_object().map_or(0, |v| v.len()))
+                .sum();
+            if values < 180 {
+                return None;
+            }
+            let h = m
+                .iter()
+                .rev()
+                .find(|(t, _, _)| t == "/health")
+                .map(|(_, d, _)| d.clone())?;
+            (h["last_seq"].as_u64() == Some(max_data)).then_some((max_data, h))
+        },
+    )
+    .await;
+    assert_eq!(health["gw"], GW);
+    assert_eq!(health["dead_letters"], 0);
+    assert!(
+        health.get("seq").is_none(),
+        "health consumes no seq: {health}"
+    );
+    assert_eq!(store.last_seq().unwrap(), max_data);
+
+    // Retained: a consumer that connects later gets it at once.
+    let late = Subscriber::start(&pki, broker.port, &format!("{ROOT}/health"), "late", false);
+    let got = wait_until("retained health", Duration::from_secs(10), || {
+        late.snapshot().into_iter().find(|m| m.retain)
+    })
+    .await;
+    assert_eq!(decode(&got.payload).unwrap()["last_seq"], max_data);
+    assert_eq!(run.status.borrow().last_seq, max_data);
+    run.stop().await;
+}
