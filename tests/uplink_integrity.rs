@@ -101,12 +101,15 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(cfg: UplinkConfig, store: Arc<Store>, health_gap: Duration) -> Running {
+fn start(cfg: UplinkConfig, store: Arc<Store>, health_gap: Duration, size_check: bool) -> Running {
     let wake = Arc::new(Notify::new());
     let (tx, rx) = watch::channel(LinkStatus::default());
     let shutdown = CancellationToken::new();
-    let f = Forwarder::new(cfg, GW, store, wake, tx)
+    let mut f = Forwarder::new(cfg, GW, store, wake, tx)
         .with_health_timing(Duration::from_secs(300), health_gap);
+    if !size_check {
+        f = f.without_size_check();
+    }
     let task = tokio::spawn(f.run(shutdown.clone()));
     Running {
         status: rx,
@@ -138,6 +141,32 @@ fn received(sub: &Subscriber) -> Vec<(String, Json, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_refused_messages_never_block_the_queue() {
+    let st = hostile_queue(true).await;
+    assert_eq!(st.reconnects, 0, "{:?}", st.last_error);
+}
+
+/// The last line of defence: with the forwarder's own size check off, the refused publishes
+/// reach rumqttc, whose event loop fails with "outgoing packet too large"; the publish it was
+/// writing is set aside and the next session goes on. Each refusal costs one session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_the_event_loop_refuses_is_set_aside_too() {
+    let st = hostile_queue(false).await;
+    println!("event loop path: {} reconnects", st.reconnects);
+    assert_eq!(st.reconnects, 2, "{:?}", st.last_error);
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("greater than"),
+        "{:?}",
+        st.last_error
+    );
+}
+
+/// A queue with a sealed message too large for the client, an alarm with a 9.6 kB message
+/// and an event no cutting can shorten, followed by alarms and data: everything but the two
+/// dead letters arrives. Returns the final link status.
+async fn hostile_queue(size_check: bool) -> LinkStatus {
     let dir = tempfile::tempdir().unwrap();
     let (pki, broker) = broker(dir.path());
     let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "int-sub", false);
@@ -183,6 +212,7 @@ async fn oversized_and_refused_messages_never_block_the_queue() {
         uplink(&pki, broker.port),
         store.clone(),
         Duration::from_secs(60),
+        size_check,
     );
 
     let msgs = wait_until(
@@ -254,12 +284,15 @@ async fn oversized_and_refused_messages_never_block_the_queue() {
     })
     .await;
     assert_eq!(store.dead_letter_count().unwrap(), 2);
-    let st = run.status.borrow().clone();
-    assert_eq!(st.state, LinkState::Connected);
-    assert_eq!(st.reconnects, 0, "{:?}", st.last_error);
+    let st = wait_until("connected", Duration::from_secs(10), || {
+        let st = run.status.borrow().clone();
+        (st.state == LinkState::Connected).then_some(st)
+    })
+    .await;
     assert_eq!(st.dead_letters, 2);
     assert!(st.last_dead_letter.is_some());
     run.stop().await;
+    st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,6 +307,7 @@ async fn retained_health_carries_the_last_seq_of_the_data_received() {
         uplink(&pki, broker.port),
         store.clone(),
         Duration::from_millis(300),
+        true,
     );
     // Health right after connect, before any data.
     wait_until("health after connect", Duration::from_secs(10), || {

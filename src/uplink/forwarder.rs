@@ -107,6 +107,9 @@ pub struct Forwarder<O: Outbox> {
     health_interval: Duration,
     health_min_gap: Duration,
     health_extra: Option<HealthExtra>,
+    /// Check each PUBLISH against the client's limit before sealing and sending (always,
+    /// except in the test of the event loop's own refusal).
+    size_check: bool,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -253,6 +256,7 @@ impl<O: Outbox> Forwarder<O> {
             health_interval: HEALTH_INTERVAL,
             health_min_gap: HEALTH_MIN_GAP,
             health_extra: None,
+            size_check: true,
         }
     }
 
@@ -261,6 +265,16 @@ impl<O: Outbox> Forwarder<O> {
     pub fn with_health_timing(mut self, interval: Duration, min_gap: Duration) -> Self {
         self.health_interval = interval.max(Duration::from_secs(1));
         self.health_min_gap = min_gap.min(self.health_interval);
+        self
+    }
+
+    /// Test seam: skip the forwarder's own packet-size check, so that a message the client
+    /// refuses reaches rumqttc and the event loop's "outgoing packet too large" path runs
+    /// (tests/uplink_integrity.rs proves that path with a real broker). Never used by the
+    /// daemon.
+    #[doc(hidden)]
+    pub fn without_size_check(mut self) -> Self {
+        self.size_check = false;
         self
     }
 
@@ -512,7 +526,9 @@ impl<O: Outbox> Forwarder<O> {
 
         loop {
             self.beat();
-            self.fill(&client, &mut s, &mut bucket, live_since).await?;
+            if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
+                return Err(self.why_ended(e, &mut rx, &mut s).await);
+            }
             let hold = s.hold_until;
             let store_hold = s.store_hold;
             let health_due = self.health_due(&s);
@@ -699,7 +715,11 @@ impl<O: Outbox> Forwarder<O> {
             let topic = self.topics.for_kind(p.kind);
             let gw = self.gateway_id.clone();
             let t = topic.clone();
-            let limit = max_packet(self.cfg.max_payload);
+            let limit = if self.size_check {
+                max_packet(self.cfg.max_payload)
+            } else {
+                usize::MAX
+            };
             let (sealed, bytes, p) = self
                 .blocking(move |o| {
                     let mut bytes = 0usize;
@@ -786,6 +806,9 @@ impl<O: Outbox> Forwarder<O> {
 
     /// Why the client would refuse a PUBLISH of `len` payload bytes on `topic`, if it would.
     fn refusal(&self, topic: &str, len: usize) -> Option<String> {
+        if !self.size_check {
+            return None;
+        }
         refusal_reason(topic, len, max_packet(self.cfg.max_payload))
     }
 
@@ -846,6 +869,44 @@ impl<O: Outbox> Forwarder<O> {
             self.set_aside(s, seq, reason).await?;
         }
         Ok(())
+    }
+
+    /// A publish request failed because the event loop had already stopped: its own error,
+    /// still in the channel behind the events before it, says why (e.g. a packet too large,
+    /// whose publish is then set aside). Takes the waiting events in order so the culprit
+    /// is found; any other error is returned as it is.
+    async fn why_ended(
+        &self,
+        e: SessionError,
+        rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+        s: &mut Session,
+    ) -> SessionError {
+        if !matches!(&e, SessionError::Internal(m) if m.starts_with("publish request refused")) {
+            return e;
+        }
+        let drain = async {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    Ok(ev) => {
+                        if self.on_event(ev, s).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Err(ce) => return Some(ce),
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(Duration::from_secs(1), drain).await {
+            Ok(Some(ce)) => {
+                let _ = self.flush_acks(s).await;
+                if let Err(e2) = self.on_connection_error(&ce, s).await {
+                    return e2;
+                }
+                self.conn_err("connection to", ce)
+            }
+            _ => e,
+        }
     }
 
     /// When the next health message is due.
