@@ -7,7 +7,9 @@
 //!   received: the first is cut with a marker, the others are set aside as dead letters with
 //!   an event naming their seq, and the link never reconnects.
 //! - The retained `<root>/health` message carries `last_seq` equal to the highest seq of the
-//!   data received, so a consumer can see a loss at the tail.
+//!   data received, so a consumer can see a loss at the tail; with the real `gasdtu run`
+//!   binary too (health at connect and at a clean shutdown, buffer depth included, and
+//!   `gasdtu status` shows `last_seq` and `dead_letters`).
 
 mod common;
 
@@ -15,7 +17,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{wait_until, Broker, BrokerTls, Pki, Subscriber};
+use common::{
+    gasdtu, mutual_tls_broker, sigterm, simulate_tcp, wait_exit, wait_until, Broker, BrokerTls,
+    Pki, Proc, Subscriber,
+};
 use gasdtu::config::{Encoding, StoreConfig, UplinkConfig};
 use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::outbox::{EntryKind, Outbox};
@@ -127,11 +132,15 @@ impl Running {
 
 /// (topic suffix, decoded document, retained) of everything but `status`.
 fn received(sub: &Subscriber) -> Vec<(String, Json, bool)> {
+    received_under(sub, ROOT)
+}
+
+fn received_under(sub: &Subscriber, root: &str) -> Vec<(String, Json, bool)> {
     sub.snapshot()
         .into_iter()
         .filter(|m| !m.topic.ends_with("/status"))
         .map(|m| {
-            let suffix = m.topic.trim_start_matches(ROOT).to_string();
+            let suffix = m.topic.trim_start_matches(root).to_string();
             let doc = decode(&m.payload)
                 .unwrap_or_else(|e| panic!("undecodable message on {}: {e}", m.topic));
             (suffix, doc, m.retain)
@@ -366,4 +375,113 @@ async fn retained_health_carries_the_last_seq_of_the_data_received() {
     assert_eq!(decode(&got.payload).unwrap()["last_seq"], max_data);
     assert_eq!(run.status.borrow().last_seq, max_data);
     run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_publishes_health_with_the_last_seq_it_sent() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = mutual_tls_broker(dir.path());
+    let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &[]);
+    let root = "gasdtu/ih-test";
+    let sub = Subscriber::start(&pki, broker.port, &format!("{root}/#"), "ih-sub", false);
+    sub.wait_subscribed(1, Duration::from_secs(10)).await;
+    let config = dir.path().join("gasdtu.toml");
+    let socket = dir.path().join("gasdtu.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"ih-test\"\nstate_dir = \"{}\"\n\n[buses.lan]\nkind = \"tcp\"\n\
+             host = \"127.0.0.1\"\nport = {sim_port}\ntimeout = \"500ms\"\n\n[devices.pt1]\n\
+             bus = \"lan\"\nunit = 1\npoll = \"1s\"\nprofile = \"pt-float\"\n\n{}",
+            dir.path().join("state").display(),
+            pki.uplink_toml(broker.port)
+        ),
+    )
+    .unwrap();
+    let mut daemon = Proc::spawn(
+        "gasdtu run",
+        Command::new(gasdtu())
+            .args(["run", "--poll-now", "--log-level", "warn", "--config"])
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    let seqs = |sub: &Subscriber| -> Vec<u64> {
+        received_under(sub, root)
+            .iter()
+            .filter(|(t, _, _)| t != "/health")
+            .filter_map(|(_, d, _)| d["seq"].as_u64())
+            .collect()
+    };
+    // Health at connect (before or with the first data), then data flows.
+    let first = wait_until("health after connect", Duration::from_secs(20), || {
+        received_under(&sub, root)
+            .into_iter()
+            .find(|(t, _, _)| t == "/health")
+            .map(|(_, d, _)| d)
+    })
+    .await;
+    assert!(
+        first["buffer"].is_object(),
+        "buffer depth in health: {first}"
+    );
+    wait_until("three data messages", Duration::from_secs(20), || {
+        (received_under(&sub, root)
+            .iter()
+            .filter(|(t, _, _)| t == "/data")
+            .count()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+    // `gasdtu status` shows the new link fields.
+    let out = Command::new(gasdtu())
+        .args(["status", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let status: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["link"]["dead_letters"], 0, "{status}");
+    assert!(status["link"]["last_seq"].as_u64().is_some(), "{status}");
+
+    // A clean shutdown publishes the final health: its last_seq is the last message sent.
+    sigterm(&daemon.child);
+    assert!(
+        wait_exit(&mut daemon.child, Duration::from_secs(20)).is_some(),
+        "daemon did not exit"
+    );
+    let late = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{root}/health"),
+        "ih-late",
+        false,
+    );
+    let health = wait_until("retained health", Duration::from_secs(10), || {
+        late.snapshot()
+            .into_iter()
+            .find(|m| m.retain)
+            .map(|m| decode(&m.payload).unwrap())
+    })
+    .await;
+    let last_seq = health["last_seq"].as_u64().unwrap();
+    assert_eq!(health["buffer"]["unacked"], 0, "{health}");
+    let max = wait_until(
+        "every message up to last_seq",
+        Duration::from_secs(10),
+        || {
+            let m = seqs(&sub).into_iter().max()?;
+            (m >= last_seq).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(max, last_seq, "{health}");
+    // And no gap below it: the consumer's rule finds nothing missing.
+    let got: BTreeSet<u64> = seqs(&sub).into_iter().collect();
+    let lo = *got.iter().next().unwrap();
+    let missing: Vec<u64> = (lo..=last_seq).filter(|s| !got.contains(s)).collect();
+    assert!(missing.is_empty(), "missing {missing:?}");
 }

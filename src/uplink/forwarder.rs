@@ -19,9 +19,9 @@
 //! (`Outbox::dead_letter*`, with a `dead_letter` event) instead of being published, and if the
 //! event loop still fails with "outgoing packet too large" the publish it was writing is set
 //! aside the same way before the session is renewed. The retained `<root>/health` message
-//! (after each connect, every `health_interval`, and at most every `health_min_gap` after the
-//! highest sequence number moved) tells consumers the last sequence number, so a loss at the
-//! tail is visible too.
+//! (after each connect, every `health_interval`, at most every `health_min_gap` after the
+//! highest sequence number moved, and at a clean shutdown) tells consumers the last sequence
+//! number, so a loss at the tail is visible too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -535,6 +535,9 @@ impl<O: Outbox> Forwarder<O> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    // The last word on the tail: the highest seq sealed, retained, so a
+                    // consumer can tell what it should have received from this run.
+                    let _ = self.publish_health(&client, &mut s).await;
                     self.goodbye(&client, &mut rx).await;
                     return Ok(());
                 }
