@@ -6,7 +6,9 @@
 //! `sealed` into a message that got the next sequence number (payload persisted, so a resend
 //! after a disconnect is byte-identical and carries the same seq) → deleted by `ack` after the
 //! broker's PUBACK for that message. Nothing leaves the outbox any other way, except eviction
-//! by the size/age caps, which is counted and reported as an event.
+//! by the size/age caps, which is counted and reported as an event, and as a dead letter: a
+//! message the MQTT client refuses (too large, or it cannot be built) is set aside with its
+//! sequence number and a `dead_letter` event, so one message can never block the queue.
 
 use thiserror::Error;
 
@@ -69,6 +71,34 @@ pub enum OutboxError {
     Build(String),
 }
 
+/// A message set aside because the MQTT client refused it (docs/mqtt.md, "Dead letters").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The sequence number the message had (or was given when it could not be built): a
+    /// consumer sees a gap there, explained by the `dead_letter` event naming it.
+    pub seq: u64,
+    pub topic: String,
+    /// Payload size in bytes (0 when it could not be built).
+    pub bytes: u64,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    /// The `dead_letter` event's JSON (the envelope adds gateway id and sequence number).
+    pub fn event_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "dead_letter",
+            "dead_seq": self.seq,
+            "topic": self.topic,
+            "bytes": self.bytes,
+            "reason": self.reason,
+        })
+    }
+}
+
+/// Longest reason kept with a dead letter (characters).
+pub const DEAD_LETTER_REASON_MAX: usize = 200;
+
 /// The outbox as the forwarder sees it. Implementations must be safe to call from a blocking
 /// thread (`tokio::task::spawn_blocking`); each method is one short SQLite transaction.
 pub trait Outbox: Send + Sync + 'static {
@@ -103,5 +133,42 @@ pub trait Outbox: Send + Sync + 'static {
             self.ack(*s)?;
         }
         Ok(())
+    }
+
+    /// The client refused sealed message `seq`: in one transaction, set it aside as a dead
+    /// letter (it keeps its seq; its entries leave the outbox as if acknowledged) and commit a
+    /// `dead_letter` event. `Ok(None)` if `seq` is not an unacknowledged message (any more).
+    fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
+        let _ = (seq, reason);
+        Err(OutboxError::Store(
+            "this outbox cannot set dead letters aside".into(),
+        ))
+    }
+
+    /// Pending `entries` could not become a message the client accepts (`build` failed or the
+    /// result is too large): in one transaction, take the next sequence number for them, set
+    /// them aside as a dead letter of `bytes` bytes and commit a `dead_letter` event.
+    fn dead_letter_entries(
+        &self,
+        topic: &str,
+        entries: &[i64],
+        readings: u64,
+        bytes: u64,
+        reason: &str,
+    ) -> Result<DeadLetter, OutboxError> {
+        let _ = (topic, entries, readings, bytes, reason);
+        Err(OutboxError::Store(
+            "this outbox cannot set dead letters aside".into(),
+        ))
+    }
+
+    /// How many messages were set aside as dead letters (kept in the store).
+    fn dead_letter_count(&self) -> Result<u64, OutboxError> {
+        Ok(0)
+    }
+
+    /// The highest sequence number sealed so far (dead letters included).
+    fn last_seq(&self) -> Result<u64, OutboxError> {
+        Ok(0)
     }
 }

@@ -188,7 +188,8 @@ async fn ack_is_recorded_as_the_peer_uid_and_modes_are_private() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&socket), 0o660, "socket");
     assert_eq!(mode(socket.parent().unwrap()), 0o750, "socket directory");
-    assert_eq!(mode(&state), 0o750, "state directory");
+    // The store creates its state directory owner-only (docs/store.md).
+    assert_eq!(mode(&state), 0o700, "state directory");
     for entry in std::fs::read_dir(&state).unwrap() {
         let p = entry.unwrap().path();
         assert_eq!(

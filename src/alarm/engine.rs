@@ -331,7 +331,7 @@ impl AlarmEngine {
 
     fn message(&self, c: &Cond, edge: Edge, value: Option<f64>, unit: Option<&str>) -> String {
         let r = &self.rules[c.rule];
-        let fmt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+        let fmt = |x: Option<f64>| x.map(super::rule::num_text).unwrap_or_default();
         let default = match (&r.kind, c.level) {
             (RuleKind::Offline, _) => "{device} offline".to_string(),
             (RuleKind::Limit { .. }, _) => {

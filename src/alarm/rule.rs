@@ -157,6 +157,21 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// Longest text of a `{value}` or `{limit}` in a message (`num_text`).
+pub const NUM_TEXT_MAX: usize = 24;
+
+/// A number as a message shows it: plain decimal, or the shortest exponent form when the
+/// decimal is longer than `NUM_TEXT_MAX` (1e300 prints 301 digits in decimal), so a device's
+/// value can never blow a message up.
+pub fn num_text(v: f64) -> String {
+    let s = v.to_string();
+    if s.len() <= NUM_TEXT_MAX {
+        s
+    } else {
+        format!("{v:e}")
+    }
+}
+
 /// Fill a message template.
 pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     let mut out = template.to_string();
@@ -183,6 +198,24 @@ mod tests {
             ("pt1", "pt10", false),
         ] {
             assert_eq!(glob_match(p, n), want, "{p} ~ {n}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_messages_are_bounded() {
+        for (v, want) in [
+            (900.0, "900"),
+            (-0.25, "-0.25"),
+            (1e300, "1e300"),
+            (-1e-300, "-1e-300"),
+            (f64::MAX, "1.7976931348623157e308"),
+            (-f64::MIN_POSITIVE, "-2.2250738585072014e-308"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            let t = num_text(v);
+            assert_eq!(t, want);
+            assert!(t.len() <= NUM_TEXT_MAX, "{t}");
         }
     }
 

@@ -27,6 +27,83 @@ fn hint(key: &str) -> Option<String> {
     Some(format!("only for kind = {kinds}"))
 }
 
+/// Longest message template (bytes).
+pub const TEMPLATE_MAX: usize = 256;
+/// Longest a template may expand to with the longest names, units and numbers it can be
+/// filled with (bytes): with the other fields an alarm message stays within the default
+/// 1024-byte payload (docs/alarms.md).
+pub const MESSAGE_MAX: usize = 256;
+
+/// Bound a message template: its own length, and its worst-case expansion, rendered by the
+/// engine's own `render` with the longest matched device name, the point, the longest unit of
+/// that point on the matched devices, numbers of `NUM_TEXT_MAX` characters, level `hh` and
+/// state `cleared`.
+fn check_template(
+    t: &str,
+    rule: &str,
+    resolved: &[String],
+    point: Option<&str>,
+    devices: &[DeviceConfig],
+) -> Result<(), String> {
+    use crate::alarm::rule::{render, NUM_TEXT_MAX};
+    if t.len() > TEMPLATE_MAX {
+        return Err(format!(
+            "message template is {} bytes, more than {TEMPLATE_MAX}: shorten it",
+            t.len()
+        ));
+    }
+    let device = resolved
+        .iter()
+        .max_by_key(|n| n.len())
+        .cloned()
+        .unwrap_or_default();
+    let unit = point
+        .map(|p| {
+            resolved
+                .iter()
+                .filter_map(|n| devices.iter().find(|x| &x.name == n))
+                .filter_map(|dev| {
+                    dev.points
+                        .iter()
+                        .find(|x| x.name == p)
+                        .and_then(|x| x.unit.clone())
+                        .or_else(|| {
+                            dev.computed
+                                .iter()
+                                .find(|c| c.name == p)
+                                .and_then(|c| c.unit.clone())
+                        })
+                })
+                .max_by_key(|u| u.len())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let num = "9".repeat(NUM_TEXT_MAX);
+    let worst = render(
+        t,
+        &[
+            ("rule", rule.to_string()),
+            ("device", device.clone()),
+            ("point", point.unwrap_or_default().to_string()),
+            ("value", num.clone()),
+            ("limit", num),
+            ("unit", unit.clone()),
+            ("level", "hh".into()),
+            ("state", "cleared".into()),
+        ],
+    );
+    if worst.len() > MESSAGE_MAX {
+        return Err(format!(
+            "message can expand to {} bytes, more than {MESSAGE_MAX} (device names up to {} \
+             bytes, unit up to {} bytes, numbers up to {NUM_TEXT_MAX}): shorten the template",
+            worst.len(),
+            device.len(),
+            unit.len()
+        ));
+    }
+    Ok(())
+}
+
 fn has_point(dev: &DeviceConfig, point: &str) -> bool {
     dev.points.iter().any(|p| p.name == point) || dev.computed.iter().any(|c| c.name == point)
 }
@@ -125,8 +202,12 @@ fn parse_rule(
     let off_delay = sec
         .duration(d, "off_delay", Duration::ZERO, DAY)
         .or(Duration::ZERO);
+    let mut message_span = None;
     let message = match sec.string(d, "message") {
-        Field::Value(m, _) => Some(Some(m)),
+        Field::Value(m, sp) => {
+            message_span = Some(sp);
+            Some(Some(m))
+        }
         Field::Absent => Some(None),
         Field::Invalid => None,
     };
@@ -345,6 +426,13 @@ fn parse_rule(
             }
         }
     }
+    // The message must fit an MQTT alarm message whatever fills it in.
+    if let (Some(Some(t)), Some(sp)) = (&message, &message_span) {
+        if let Err(why) = check_template(t, id, &resolved, point_name.as_deref(), devices) {
+            d.error(&format!("{path}.message"), Some(sp.clone()), why);
+            ok = false;
+        }
+    }
     // An interlock acts only on value alarms (never on comm loss or a frozen sensor: stale
     // data), and only on a point every matched device has and declares writable.
     let mut action = None;
@@ -522,8 +610,43 @@ severity = "warning"
         assert!(matches!(a[1].kind, RuleKind::Stuck { tolerance, .. } if tolerance == 0.01));
     }
 
+    /// Issue 9 item 1: the bound is on the worst case, placed at the template's line:col; a
+    /// template that fits at its worst passes.
+    #[test]
+    fn message_templates_are_bounded_by_their_worst_case() {
+        let rule = |msg: &str| {
+            format!("[alarms.a]\ndevice = \"pt*\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\nmessage = \"{msg}\"\n")
+        };
+        let ok = "{rule} {device} {point} {value} {unit} beyond {level} limit {limit} ({state})";
+        parse(&rule(ok)).unwrap_or_else(|e| panic!("{e:#?}"));
+        // 9.6 kB of template output from the tester's report.
+        let errs = parse(&rule(&"{device} ".repeat(1100))).unwrap_err();
+        let e = errs
+            .iter()
+            .find(|e| e.path == "alarms.a.message")
+            .expect("message error");
+        assert!(e.message.contains("more than 256"), "{e:?}");
+        let text = doc(&rule("x"));
+        let want_line = text
+            .lines()
+            .position(|l| l.starts_with("message ="))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line, Some(want_line), "{e:?}");
+        assert!(e.column.is_some());
+        // Exactly at the bound passes, one byte more does not (no placeholders: exact).
+        parse(&rule(&"x".repeat(256))).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert!(parse(&rule(&"x".repeat(257))).is_err());
+    }
+
     #[test]
     fn errors_have_key_paths() {
+        let rule = |msg: &str| {
+            format!("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\nmessage = \"{msg}\"\n")
+        };
+        let long_template = rule(&"x".repeat(300));
+        // 250 bytes of template, but every {value} can be 24 characters.
+        let expanding = rule(&"{value}".repeat(35));
         let cases: &[(&str, &str, &str)] = &[
             ("[alarms.a]\ndevice = \"nope\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 1\nseverity = \"major\"\n", "alarms.a.device", "no device `nope`"),
             ("[alarms.a]\ndevice = \"pt1\"\npoint = \"flow\"\nkind = \"limit\"\nh = 1\nseverity = \"major\"\n", "alarms.a.point", "has no point `flow`"),
@@ -548,6 +671,9 @@ severity = "warning"
             ("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\naction = { point = \"valve\", value = 1 }\n", "alarms.a.action.point", "has no point `valve`"),
             ("[alarms.a]\ndevice = \"pt1\"\nkind = \"offline\"\nseverity = \"major\"\naction = { point = \"temperature\", value = 1 }\n", "alarms.a.action", "never on comm loss"),
             ("[alarms.a]\ndevice = \"pt1\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 5\nseverity = \"major\"\naction = { point = \"temperature\" }\n", "alarms.a.action.value", "missing: the value"),
+            // Issue 9: a template must fit an alarm message, whatever fills it in.
+            (&long_template, "alarms.a.message", "message template is 300 bytes, more than 256"),
+            (&expanding, "alarms.a.message", "message can expand to"),
         ];
         for (text, path, msg) in cases {
             let errs = match parse(text) {

@@ -476,7 +476,22 @@ impl Gateway {
             self.wake.clone(),
             fwd_tx,
         )
-        .with_heartbeat(Arc::new(move || progress.tick_uplink()));
+        .with_heartbeat(Arc::new(move || progress.tick_uplink()))
+        .with_health_extra({
+            // O(1) counters: the buffer depth in `<root>/health`.
+            let store = self.store.clone();
+            Arc::new(move || match store.stats() {
+                Ok(b) => serde_json::json!({"buffer": {
+                    "unacked": b.sealed_messages,
+                    "pending_entries": b.pending_entries,
+                    "pending_readings": b.pending_readings,
+                    "held_entries": b.held_entries,
+                    "oldest_pending_read_ms": b.oldest_pending_read_ms,
+                    "dropped_unsent": b.dropped_unsent,
+                }}),
+                Err(e) => serde_json::json!({"buffer": {"error": e.to_string()}}),
+            })
+        });
         Some((stop.clone(), tokio::spawn(fwd.run(stop))))
     }
 
@@ -604,5 +619,9 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "acked": l.acked,
         "reconnects": l.reconnects,
         "store_error": l.store_error,
+        "last_seq": l.last_seq,
+        "dead_letters": l.dead_letters,
+        "last_dead_letter": l.last_dead_letter,
+        "last_health_ms": l.last_health_ms,
     })
 }

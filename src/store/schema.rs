@@ -67,6 +67,19 @@ pub const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL             -- JSON alarm::machine::CondState
     ) WITHOUT ROWID;
     "#,
+    // v4: dead letters: messages the MQTT client refused (too large, unbuildable), set aside
+    // with their sequence number so one message can never block the outbox (docs/mqtt.md).
+    r#"
+    CREATE TABLE dead_letter (
+        seq INTEGER PRIMARY KEY,        -- the sequence number the message was given
+        topic TEXT NOT NULL,
+        bytes INTEGER NOT NULL,         -- payload size (0 when it could not be built)
+        reason TEXT NOT NULL,
+        readings INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        payload BLOB                    -- the sealed payload, NULL when it could not be built
+    );
+    "#,
 ];
 
 /// The version this binary writes.

@@ -1,6 +1,8 @@
 //! `crate::outbox::Outbox` for `Store`: pending entries in send order, sealing a message with
 //! the next sequence number (reserving a new block in the side file first when needed),
-//! unacknowledged messages for resending, and acknowledgement. Each method is one short
+//! unacknowledged messages for resending, acknowledgement, and dead letters (a message the
+//! MQTT client refuses is set aside in the `dead_letter` table with its sequence number, and a
+//! `dead_letter` event is committed in the same transaction). Each method is one short
 //! transaction under the store's lock.
 
 use std::time::SystemTime;
@@ -9,9 +11,15 @@ use rusqlite::TransactionBehavior;
 
 use super::counters::Tally;
 use super::export::{decode_batch, DataRow, DATA_COLS};
-use super::{entry_state, seq, set_meta, Store, StoreError};
-use crate::outbox::{Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed};
+use super::{add_meta, entry_state, get_meta, seq, set_meta, Store, StoreError};
+use crate::outbox::{
+    DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed, DEAD_LETTER_REASON_MAX,
+};
 use crate::time::unix_ms;
+
+/// Dead letters kept in the `dead_letter` table (newest first); older ones are deleted, the
+/// total stays counted in `meta.dead_letters`.
+pub const KEPT_DEAD_LETTERS: i64 = 100;
 
 impl From<StoreError> for OutboxError {
     fn from(e: StoreError) -> Self {
@@ -112,6 +120,85 @@ impl Outbox for Store {
         Ok(out)
     }
 
+    fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
+        let mut g = self.lock();
+        let tx = g
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin dead letter"))?;
+        let found: Option<(String, Vec<u8>, i64)> = tx
+            .query_row(
+                "SELECT topic, payload, readings FROM message WHERE seq = ?1",
+                [seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(self.sql("dead letter lookup"))?;
+        let Some((topic, payload, readings)) = found else {
+            return Ok(None);
+        };
+        let mut next = self.next_stats();
+        let d = DeadLetter {
+            seq,
+            topic,
+            bytes: payload.len() as u64,
+            reason: bounded_reason(reason),
+        };
+        self.set_aside(&tx, &d, readings.max(0) as u64, Some(&payload), &mut next)?;
+        tx.commit().map_err(self.sql("commit dead letter"))?;
+        self.publish_stats(next);
+        Ok(Some(d))
+    }
+
+    fn dead_letter_entries(
+        &self,
+        topic: &str,
+        entries: &[i64],
+        readings: u64,
+        bytes: u64,
+        reason: &str,
+    ) -> Result<DeadLetter, OutboxError> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin dead letter"))?;
+        self.check_pending(&tx, entries)?;
+        let seq = self.reserve_next(inner.seq_hwm, &mut inner.reserved)?;
+        let mut next = self.next_stats();
+        // Bound to a placeholder message first, so the entries leave exactly as a sealed
+        // message's do (the same counters, the same history rule).
+        self.insert_message(&tx, seq, topic, &[], readings, entries, &mut next)?;
+        let d = DeadLetter {
+            seq,
+            topic: topic.to_string(),
+            bytes,
+            reason: bounded_reason(reason),
+        };
+        self.set_aside(&tx, &d, readings, None, &mut next)?;
+        tx.commit().map_err(self.sql("commit dead letter"))?;
+        self.publish_stats(next);
+        inner.seq_hwm = seq;
+        Ok(d)
+    }
+
+    fn dead_letter_count(&self) -> Result<u64, OutboxError> {
+        let g = self.lock();
+        let n = get_meta(&g.conn, "dead_letters")
+            .map_err(self.sql("dead letter count"))?
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
+
+    fn last_seq(&self) -> Result<u64, OutboxError> {
+        Ok(self.lock().seq_hwm)
+    }
+
     fn seal(
         &self,
         topic: &str,
@@ -125,64 +212,11 @@ impl Outbox for Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin seal"))?;
-        {
-            let mut st = tx
-                .prepare_cached("SELECT status FROM entry WHERE id = ?1")
-                .map_err(self.sql("seal check"))?;
-            let mut not_pending = Vec::new();
-            for id in entries {
-                let s: Option<i64> = st
-                    .query_row([id], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-                    .map_err(self.sql("seal check"))?;
-                if s != Some(entry_state::PENDING) {
-                    not_pending.push(*id);
-                }
-            }
-            if !not_pending.is_empty() {
-                return Err(OutboxError::NotPending(not_pending));
-            }
-        }
-        let seq = seq::next_seq(inner.seq_hwm).map_err(StoreError::from)?;
-        if let Some(r) = seq::needs_reservation(seq, inner.reserved) {
-            seq::write(&self.reserve_path, r).map_err(|source| StoreError::Io {
-                what: "cannot write the sequence reservation",
-                path: self.reserve_path.clone(),
-                source,
-            })?;
-            inner.reserved = r;
-        }
+        self.check_pending(&tx, entries)?;
+        let seq = self.reserve_next(inner.seq_hwm, &mut inner.reserved)?;
         let payload = build(seq).map_err(OutboxError::Build)?;
-        tx.prepare_cached(
-            "INSERT INTO message (seq, topic, payload, readings, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| {
-            s.execute(rusqlite::params![
-                seq as i64,
-                topic,
-                &payload,
-                readings as i64,
-                unix_ms(SystemTime::now())
-            ])
-        })
-        .map_err(self.sql("insert message"))?;
-        {
-            let mut up = tx
-                .prepare_cached("UPDATE entry SET status = ?3, msg_seq = ?1 WHERE id = ?2")
-                .map_err(self.sql("bind entries"))?;
-            for id in entries {
-                up.execute(rusqlite::params![seq as i64, id, entry_state::SEALED])
-                    .map_err(self.sql("bind entries"))?;
-            }
-        }
-        set_meta(&tx, "seq_hwm", seq as i64).map_err(self.sql("seq_hwm"))?;
         let mut next = self.next_stats();
-        next.seal(entries.len() as u64, seq);
+        self.insert_message(&tx, seq, topic, &payload, readings, entries, &mut next)?;
         tx.commit().map_err(self.sql("commit seal"))?;
         self.publish_stats(next);
         inner.seq_hwm = seq;
@@ -254,5 +288,314 @@ impl Outbox for Store {
         tx.commit().map_err(self.sql("commit ack"))?;
         self.publish_stats(next);
         Ok(())
+    }
+}
+
+/// A refusal reason as kept and reported: at most `DEAD_LETTER_REASON_MAX` characters.
+fn bounded_reason(reason: &str) -> String {
+    match reason.char_indices().nth(DEAD_LETTER_REASON_MAX) {
+        Some((cut, _)) => format!("{}…", &reason[..cut]),
+        None => reason.to_string(),
+    }
+}
+
+impl Store {
+    /// `NotPending` unless every entry exists and is pending.
+    fn check_pending(&self, tx: &rusqlite::Connection, entries: &[i64]) -> Result<(), OutboxError> {
+        let mut st = tx
+            .prepare_cached("SELECT status FROM entry WHERE id = ?1")
+            .map_err(self.sql("seal check"))?;
+        let mut not_pending = Vec::new();
+        for id in entries {
+            let s: Option<i64> = st
+                .query_row([id], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })
+                .map_err(self.sql("seal check"))?;
+            if s != Some(entry_state::PENDING) {
+                not_pending.push(*id);
+            }
+        }
+        if not_pending.is_empty() {
+            Ok(())
+        } else {
+            Err(OutboxError::NotPending(not_pending))
+        }
+    }
+
+    /// The sequence number after `hwm`, reserving a new block in the side file first when the
+    /// reservation is used up.
+    fn reserve_next(&self, hwm: u64, reserved: &mut u64) -> Result<u64, OutboxError> {
+        let seq = seq::next_seq(hwm).map_err(StoreError::from)?;
+        if let Some(r) = seq::needs_reservation(seq, *reserved) {
+            seq::write(&self.reserve_path, r).map_err(|source| StoreError::Io {
+                what: "cannot write the sequence reservation",
+                path: self.reserve_path.clone(),
+                source,
+            })?;
+            *reserved = r;
+        }
+        Ok(seq)
+    }
+
+    /// Persist message `seq`, bind `entries` to it, move the high-water mark (in `tx`).
+    #[allow(clippy::too_many_arguments)]
+    fn insert_message(
+        &self,
+        tx: &rusqlite::Connection,
+        seq: u64,
+        topic: &str,
+        payload: &[u8],
+        readings: u64,
+        entries: &[i64],
+        next: &mut super::counters::Next,
+    ) -> Result<(), OutboxError> {
+        tx.prepare_cached(
+            "INSERT INTO message (seq, topic, payload, readings, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| {
+            s.execute(rusqlite::params![
+                seq as i64,
+                topic,
+                payload,
+                readings as i64,
+                unix_ms(SystemTime::now())
+            ])
+        })
+        .map_err(self.sql("insert message"))?;
+        {
+            let mut up = tx
+                .prepare_cached("UPDATE entry SET status = ?3, msg_seq = ?1 WHERE id = ?2")
+                .map_err(self.sql("bind entries"))?;
+            for id in entries {
+                up.execute(rusqlite::params![seq as i64, id, entry_state::SEALED])
+                    .map_err(self.sql("bind entries"))?;
+            }
+        }
+        set_meta(tx, "seq_hwm", seq as i64).map_err(self.sql("seq_hwm"))?;
+        next.seal(entries.len() as u64, seq);
+        Ok(())
+    }
+
+    /// Set sealed message `d.seq` aside (in `tx`): its entries leave the outbox the way an
+    /// acknowledgement takes them (data rows stay as history, alarm/event rows go), the
+    /// message row moves to `dead_letter`, and a `dead_letter` event is committed.
+    fn set_aside(
+        &self,
+        tx: &rusqlite::Connection,
+        d: &DeadLetter,
+        readings: u64,
+        payload: Option<&[u8]>,
+        next: &mut super::counters::Next,
+    ) -> Result<(), OutboxError> {
+        let s = d.seq as i64;
+        let now = unix_ms(SystemTime::now());
+        let t = Tally::of(tx, "msg_seq = ?1", &[&s]).map_err(self.sql("dead letter tally"))?;
+        tx.execute(
+            "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
+            [s],
+        )
+        .map_err(self.sql("dead letter data"))?;
+        tx.execute("DELETE FROM entry WHERE msg_seq = ?1", [s])
+            .map_err(self.sql("dead letter entries"))?;
+        let m = tx
+            .execute("DELETE FROM message WHERE seq = ?1", [s])
+            .map_err(self.sql("dead letter message"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO dead_letter \
+             (seq, topic, bytes, reason, readings, created_ms, payload) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![
+                s,
+                d.topic,
+                d.bytes as i64,
+                d.reason,
+                readings as i64,
+                now,
+                payload
+            ],
+        )
+        .map_err(self.sql("insert dead letter"))?;
+        // Bounded: the newest KEPT_DEAD_LETTERS stay for inspection and a later resend; the
+        // total is counted in meta (every one was reported by its event).
+        tx.execute(
+            "DELETE FROM dead_letter WHERE seq < (SELECT MIN(seq) FROM \
+             (SELECT seq FROM dead_letter ORDER BY seq DESC LIMIT ?1))",
+            [KEPT_DEAD_LETTERS],
+        )
+        .map_err(self.sql("bound dead letters"))?;
+        add_meta(tx, "dead_letters", 1).map_err(self.sql("meta"))?;
+        // Like an acknowledgement for the counters, but nothing was acknowledged.
+        next.ack(&t, 0, now);
+        next.s.sealed_messages = next.s.sealed_messages.saturating_sub(m as u64);
+        next.refresh(tx)
+            .map_err(self.sql("dead letter statistics"))?;
+        super::insert_json(tx, EntryKind::Event, &d.event_json(), now)
+            .map_err(self.sql("dead letter event"))?;
+        next.insert_json();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Dead letters on a real SQLite file: a refused sealed message and unbuildable entries
+    //! leave the outbox with their seq, an event names them, the counters stay exact.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Quality, Sample, SampleBatch, Value};
+    use crate::store::{ClockStamp, StoreConfig};
+    use crate::time::from_unix_ms;
+
+    const T0: i64 = crate::store::clock::MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
+
+    fn batch(read_ms: i64) -> SampleBatch {
+        SampleBatch {
+            device: "d".into(),
+            bus: "b".into(),
+            slot: from_unix_ms(read_ms),
+            samples: (0..3)
+                .map(|i| Sample {
+                    point: format!("p{i}").into(),
+                    value: Some(Value::Int(i)),
+                    unit: Some(Arc::from("bar")),
+                    quality: Quality::Good,
+                    read_at: from_unix_ms(read_ms),
+                })
+                .collect(),
+            online: true,
+            failed_cycles: 0,
+        }
+    }
+
+    fn stamp() -> ClockStamp {
+        ClockStamp {
+            wall_ms: T0 + 10,
+            mono_ms: 3_600_000,
+            boot_id: "boot".into(),
+        }
+    }
+
+    fn dead_events(store: &Store) -> Vec<serde_json::Value> {
+        store
+            .pending(1000, 0)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.body {
+                EntryBody::Json(j) if j["event"] == "dead_letter" => Some(j),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn refused_messages_are_set_aside_with_their_seq_and_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let info = store
+            .commit(
+                &[batch(T0), batch(T0 + 1000)],
+                &[(EntryKind::Alarm, serde_json::json!({"alarm": "a"}))],
+                &stamp(),
+            )
+            .unwrap();
+        let (d1, d2, al) = (info.entry_ids[0], info.entry_ids[1], info.entry_ids[2]);
+        let m1 = store
+            .seal("r/alarm", &[al], 0, &mut |_| Ok(vec![b'x'; 5000]))
+            .unwrap();
+        let m2 = store
+            .seal("r/data", &[d1], 3, &mut |_| Ok(b"ok".to_vec()))
+            .unwrap();
+
+        // A sealed message the client refused.
+        let d = store
+            .dead_letter(m1.seq, "packet too large")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.seq, d.bytes, d.topic.as_str()),
+            (m1.seq, 5000, "r/alarm")
+        );
+        assert_eq!(store.dead_letter(m1.seq, "again").unwrap(), None);
+        let unacked: Vec<u64> = store.unacked().unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(unacked, vec![m2.seq], "only the refused message left");
+
+        // Entries that could not be built get the next seq.
+        let d2l = store
+            .dead_letter_entries("r/data", &[d2], 3, 0, &"x".repeat(500))
+            .unwrap();
+        assert_eq!(d2l.seq, m2.seq + 1);
+        assert_eq!(d2l.reason.chars().count(), DEAD_LETTER_REASON_MAX + 1);
+        assert!(matches!(
+            store.dead_letter_entries("r/data", &[d2], 3, 0, "twice"),
+            Err(OutboxError::NotPending(_))
+        ));
+        assert_eq!(store.last_seq().unwrap(), d2l.seq);
+        assert_eq!(store.dead_letter_count().unwrap(), 2);
+
+        let ev = dead_events(&store);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(ev[0]["dead_seq"], m1.seq);
+        assert_eq!(ev[0]["bytes"], 5000);
+        assert_eq!(ev[0]["reason"], "packet too large");
+        assert_eq!(ev[1]["dead_seq"], d2l.seq);
+        assert_eq!(ev[1]["topic"], "r/data");
+
+        // Live counters equal a full scan; the next seal continues after the dead letters.
+        let live = store.stats().unwrap();
+        let mut scan = store.stats_scan().unwrap();
+        scan.bytes_on_disk = live.bytes_on_disk;
+        assert_eq!(live, scan);
+        assert_eq!(live.sealed_messages, 1);
+        let m3 = store
+            .seal("r/event", &[], 0, &mut |_| Ok(b"e".to_vec()))
+            .unwrap();
+        assert_eq!(m3.seq, d2l.seq + 1);
+        // A reopened store still knows them.
+        drop(store);
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert_eq!(store.dead_letter_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_dead_letter_table_is_bounded_and_the_total_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let n = KEPT_DEAD_LETTERS as usize + 5;
+        let batches: Vec<SampleBatch> = (0..n).map(|i| batch(T0 + i as i64)).collect();
+        let info = store.commit(&batches, &[], &stamp()).unwrap();
+        let mut seqs = Vec::new();
+        for id in &info.entry_ids {
+            seqs.push(
+                store
+                    .dead_letter_entries("r/data", &[*id], 3, 0, "refused")
+                    .unwrap()
+                    .seq,
+            );
+        }
+        assert_eq!(
+            store.dead_letter_count().unwrap(),
+            n as u64,
+            "total counted"
+        );
+        let kept: Vec<i64> = {
+            let g = store.lock();
+            let mut st = g
+                .conn
+                .prepare("SELECT seq FROM dead_letter ORDER BY seq")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let want: Vec<i64> = seqs[5..].iter().map(|s| *s as i64).collect();
+        assert_eq!(kept, want, "the newest {KEPT_DEAD_LETTERS} are kept");
     }
 }

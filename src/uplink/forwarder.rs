@@ -13,6 +13,15 @@
 //! from the outbox in the next one (rumqttc never replays its own state). The outbox is only
 //! called from `spawn_blocking`. Acquisition is never touched: the forwarder only reads the
 //! store, so a dead link cannot slow polling.
+//!
+//! One message can never block the queue: a message the client would refuse (its PUBLISH
+//! larger than `max_packet`, or a payload that cannot be built) is set aside as a dead letter
+//! (`Outbox::dead_letter*`, with a `dead_letter` event) instead of being published, and if the
+//! event loop still fails with "outgoing packet too large" the publish it was writing is set
+//! aside the same way before the session is renewed. The retained `<root>/health` message
+//! (after each connect, every `health_interval`, at most every `health_min_gap` after the
+//! highest sequence number moved, and at a clean shutdown) tells consumers the last sequence
+//! number, so a loss at the tail is visible too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::payload::{encode_messages, Packed};
 use super::tls::{client_config, TlsError};
-use super::{now_ms, LinkState, LinkStatus, Topics};
+use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
-use crate::outbox::{Outbox, OutboxError, Sealed};
+use crate::outbox::{DeadLetter, Outbox, OutboxError, Sealed};
 
 /// Why a session ended (each ends the session the same way; the variants keep the message
 /// honest about where the failure was).
@@ -55,7 +64,8 @@ pub enum SessionError {
         port: u16,
         code: ConnectReturnCode,
     },
-    /// The outbox failed in a way that is not a store error (a payload the builder refused).
+    /// The outbox failed in a way that is not a store error (should not happen: a payload the
+    /// builder refuses is set aside as a dead letter, not an error of the session).
     #[error("outbox: {0}")]
     Outbox(#[from] OutboxError),
     /// Bookkeeping found an event that does not match a request (should not happen).
@@ -74,6 +84,16 @@ const STORE_RETRY_MIN: Duration = Duration::from_secs(1);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a graceful shutdown waits for `offline` and DISCONNECT to leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// `<root>/health` at least this often, also when nothing moved (NB-IoT budget: ~260 bytes
+/// every 15 min, 25 kB a day).
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(900);
+/// After the highest sequence number moved, `<root>/health` again at most this often (at most
+/// 288 a day, ~75 kB: a consumer learns of a loss at the tail within 5 minutes).
+pub const HEALTH_MIN_GAP: Duration = Duration::from_secs(300);
+
+/// Extra fields of the health message (the daemon adds the buffer depth), called on the
+/// forwarder's task: must be O(1) and must not block.
+pub type HealthExtra = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 pub struct Forwarder<O: Outbox> {
     cfg: UplinkConfig,
@@ -86,6 +106,12 @@ pub struct Forwarder<O: Outbox> {
     heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The store error last logged (each distinct error is logged once, not per retry).
     store_logged: std::sync::Mutex<Option<String>>,
+    health_interval: Duration,
+    health_min_gap: Duration,
+    health_extra: Option<HealthExtra>,
+    /// Check each PUBLISH against the client's limit before sealing and sending (always,
+    /// except in the test of the event loop's own refusal).
+    size_check: bool,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -202,6 +228,11 @@ struct Session {
     store_hold: Option<Instant>,
     /// The next store-error hold (doubles per consecutive error).
     store_delay: Duration,
+    /// Highest sequence number sealed (or set aside) as far as this session knows.
+    last_seq: u64,
+    /// When health was last published, and the `last_seq` it carried.
+    health_at: Option<Instant>,
+    health_seq: u64,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -224,7 +255,35 @@ impl<O: Outbox> Forwarder<O> {
             topics,
             heartbeat: None,
             store_logged: std::sync::Mutex::new(None),
+            health_interval: HEALTH_INTERVAL,
+            health_min_gap: HEALTH_MIN_GAP,
+            health_extra: None,
+            size_check: true,
         }
+    }
+
+    /// `<root>/health` every `interval`, and `min_gap` after the last one when the highest
+    /// sequence number moved (defaults `HEALTH_INTERVAL`, `HEALTH_MIN_GAP`).
+    pub fn with_health_timing(mut self, interval: Duration, min_gap: Duration) -> Self {
+        self.health_interval = interval.max(Duration::from_secs(1));
+        self.health_min_gap = min_gap.min(self.health_interval);
+        self
+    }
+
+    /// Test seam: skip the forwarder's own packet-size check, so that a message the client
+    /// refuses reaches rumqttc and the event loop's "outgoing packet too large" path runs
+    /// (tests/uplink_integrity.rs proves that path with a real broker). Never used by the
+    /// daemon.
+    #[doc(hidden)]
+    pub fn without_size_check(mut self) -> Self {
+        self.size_check = false;
+        self
+    }
+
+    /// Fields added to every health message (an object's members are merged in).
+    pub fn with_health_extra(mut self, extra: HealthExtra) -> Self {
+        self.health_extra = Some(extra);
+        self
     }
 
     /// Call `beat` on every turn of the loops, so a hung forwarder can be told from a slow link.
@@ -461,6 +520,7 @@ impl<O: Outbox> Forwarder<O> {
             b"online".to_vec(),
             true,
         )?;
+        self.publish_health(&client, &mut s).await?;
         let mut bucket = self
             .cfg
             .rate_limit
@@ -468,19 +528,29 @@ impl<O: Outbox> Forwarder<O> {
 
         loop {
             self.beat();
-            self.fill(&client, &mut s, &mut bucket, live_since).await?;
+            if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
+                return Err(self.why_ended(e, &mut rx, &mut s).await);
+            }
             let hold = s.hold_until;
             let store_hold = s.store_hold;
+            let health_due = self.health_due(&s);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    // The last word on the tail: the highest seq sealed, retained, so a
+                    // consumer can tell what it should have received from this run.
+                    let _ = self.publish_health(&client, &mut s).await;
                     self.goodbye(&client, &mut rx).await;
                     return Ok(());
                 }
                 ev = rx.recv() => {
                     match ev {
                         Some(Ok(ev)) => self.on_event(ev, &mut s).await?,
-                        Some(Err(e)) => return Err(self.conn_err("connection to", e)),
+                        Some(Err(e)) => {
+                            self.flush_acks(&mut s).await?;
+                            self.on_connection_error(&e, &mut s).await?;
+                            return Err(self.conn_err("connection to", e));
+                        }
                         None => return Err(self.conn_err("connection to", "event loop ended")),
                     }
                     // Take every event already waiting, then acknowledge their PUBACKs in one
@@ -490,6 +560,7 @@ impl<O: Outbox> Forwarder<O> {
                             Ok(Ok(ev)) => self.on_event(ev, &mut s).await?,
                             Ok(Err(e)) => {
                                 self.flush_acks(&mut s).await?;
+                                self.on_connection_error(&e, &mut s).await?;
                                 return Err(self.conn_err("connection to", e));
                             }
                             Err(_) => break,
@@ -497,6 +568,9 @@ impl<O: Outbox> Forwarder<O> {
                     }
                     self.flush_acks(&mut s).await?;
                 },
+                _ = tokio::time::sleep_until(health_due) => {
+                    self.publish_health(&client, &mut s).await?;
+                }
                 _ = self.wake.notified() => {
                     s.more = true;
                     // A commit may have brought alarms: drop what is packed but not sealed
@@ -568,6 +642,15 @@ impl<O: Outbox> Forwarder<O> {
         }
         while s.outstanding < window && s.hold_until.is_none() {
             if let Some(m) = s.resend.front() {
+                if let Some(reason) = self.refusal(&m.topic, m.payload.len()) {
+                    // Sealed with a larger limit (an older config or version): set aside.
+                    let seq = m.seq;
+                    if !self.set_aside(s, seq, reason).await? {
+                        return Ok(());
+                    }
+                    s.resend.pop_front();
+                    continue;
+                }
                 if let Some(b) = bucket.as_mut() {
                     if let Err(wait) = b.take(m.payload.len()) {
                         s.hold_until = Some(Instant::now() + wait);
@@ -637,33 +720,83 @@ impl<O: Outbox> Forwarder<O> {
             let topic = self.topics.for_kind(p.kind);
             let gw = self.gateway_id.clone();
             let t = topic.clone();
-            let sealed = self
-                .blocking(move |o| {
-                    o.seal(&t, &p.entries, p.readings, &mut |seq| {
-                        p.build(&gw, seq).map_err(|e| e.to_string())
-                    })
-                })
-                .await;
-            let sealed = match sealed? {
-                Ok(m) => {
-                    self.store_ok(s);
-                    m
-                }
-                Err(OutboxError::NotPending(ids)) => {
-                    // Evicted meanwhile: drop what was staged and look again.
-                    tracing::warn!(?ids, "outbox entries vanished before sealing");
-                    s.staged.clear();
-                    continue;
-                }
-                Err(e @ OutboxError::Store(_)) => {
-                    // Nothing was sealed: the entries are still pending; look again later.
-                    s.staged.clear();
-                    s.more = true;
-                    self.store_failed(s, &e);
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
+            let limit = if self.size_check {
+                max_packet(self.cfg.max_payload)
+            } else {
+                usize::MAX
             };
+            let (sealed, bytes, p) = self
+                .blocking(move |o| {
+                    let mut bytes = 0usize;
+                    // A payload the client would refuse is never sealed as is: the build
+                    // fails, and the entries are set aside below (the seq is not consumed).
+                    let r = o.seal(&t, &p.entries, p.readings, &mut |seq| {
+                        let b = p.build(&gw, seq).map_err(|e| e.to_string())?;
+                        bytes = b.len();
+                        match refusal_reason(&t, b.len(), limit) {
+                            Some(why) => Err(why),
+                            None => Ok(b),
+                        }
+                    });
+                    Ok((r, bytes, p))
+                })
+                .await?
+                .map_err(SessionError::from)?;
+            let sealed =
+                match sealed {
+                    Ok(m) => {
+                        self.store_ok(s);
+                        s.last_seq = s.last_seq.max(m.seq);
+                        m
+                    }
+                    Err(OutboxError::Build(reason)) => {
+                        // One entry that cannot become an acceptable message must not block the
+                        // rest: set it aside with a sequence number of its own.
+                        let (entries, readings) = (p.entries.clone(), p.readings);
+                        let t = topic.clone();
+                        let r = self
+                            .blocking(move |o| {
+                                Ok(o.dead_letter_entries(
+                                    &t,
+                                    &entries,
+                                    readings,
+                                    bytes as u64,
+                                    &reason,
+                                ))
+                            })
+                            .await?
+                            .map_err(SessionError::from)?;
+                        match r {
+                            Ok(d) => {
+                                self.store_ok(s);
+                                s.last_seq = s.last_seq.max(d.seq);
+                                self.dead_lettered(s, &d);
+                            }
+                            Err(OutboxError::NotPending(_)) => s.staged.clear(),
+                            Err(e @ OutboxError::Store(_)) => {
+                                s.staged.clear();
+                                s.more = true;
+                                self.store_failed(s, &e);
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                        continue;
+                    }
+                    Err(OutboxError::NotPending(ids)) => {
+                        // Evicted meanwhile: drop what was staged and look again.
+                        tracing::warn!(?ids, "outbox entries vanished before sealing");
+                        s.staged.clear();
+                        continue;
+                    }
+                    Err(e @ OutboxError::Store(_)) => {
+                        // Nothing was sealed: the entries are still pending; look again later.
+                        s.staged.clear();
+                        s.more = true;
+                        self.store_failed(s, &e);
+                        return Ok(());
+                    }
+                };
             self.publish(
                 client,
                 s,
@@ -673,6 +806,163 @@ impl<O: Outbox> Forwarder<O> {
                 false,
             )?;
         }
+        Ok(())
+    }
+
+    /// Why the client would refuse a PUBLISH of `len` payload bytes on `topic`, if it would.
+    fn refusal(&self, topic: &str, len: usize) -> Option<String> {
+        if !self.size_check {
+            return None;
+        }
+        refusal_reason(topic, len, max_packet(self.cfg.max_payload))
+    }
+
+    /// Set sealed message `seq` aside as a dead letter. `Ok(false)` when the store failed
+    /// (held with backoff; the caller stops filling).
+    async fn set_aside(
+        &self,
+        s: &mut Session,
+        seq: u64,
+        reason: String,
+    ) -> Result<bool, SessionError> {
+        match self.blocking(move |o| o.dead_letter(seq, &reason)).await? {
+            Ok(Some(d)) => {
+                self.store_ok(s);
+                self.dead_lettered(s, &d);
+                Ok(true)
+            }
+            Ok(None) => Ok(true),
+            Err(e @ OutboxError::Store(_)) => {
+                self.store_failed(s, &e);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A dead letter was recorded: log it, count it, send its event soon.
+    fn dead_lettered(&self, s: &mut Session, d: &DeadLetter) {
+        tracing::warn!(seq = d.seq, topic = %d.topic, bytes = d.bytes, reason = %d.reason,
+            "message set aside as a dead letter (dead_letter event follows)");
+        s.more = true;
+        let why = format!("seq {} on {}: {}", d.seq, d.topic, d.reason);
+        self.status.send_modify(|st| {
+            st.dead_letters += 1;
+            st.last_dead_letter = Some(why);
+        });
+    }
+
+    /// The event loop failed. If it refused an outgoing packet as too large, the publish it
+    /// was writing (the oldest request not yet reported, or the one held after a packet-id
+    /// collision) is set aside, so the next session does not meet it again.
+    async fn on_connection_error(
+        &self,
+        e: &rumqttc::ConnectionError,
+        s: &mut Session,
+    ) -> Result<(), SessionError> {
+        let Some((size, max)) = packet_too_large(e) else {
+            return Ok(());
+        };
+        let culprit = match s.collided {
+            Some(c) => c,
+            None => s.fifo.front().copied().flatten(),
+        };
+        if let Some(seq) = culprit {
+            let reason = format!(
+                "the MQTT client refused the PUBLISH packet of {size} bytes (limit {max} bytes)"
+            );
+            self.set_aside(s, seq, reason).await?;
+        }
+        Ok(())
+    }
+
+    /// A publish request failed because the event loop had already stopped: its own error,
+    /// still in the channel behind the events before it, says why (e.g. a packet too large,
+    /// whose publish is then set aside). Takes the waiting events in order so the culprit
+    /// is found; any other error is returned as it is.
+    async fn why_ended(
+        &self,
+        e: SessionError,
+        rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+        s: &mut Session,
+    ) -> SessionError {
+        if !matches!(&e, SessionError::Internal(m) if m.starts_with("publish request refused")) {
+            return e;
+        }
+        let drain = async {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    Ok(ev) => {
+                        if self.on_event(ev, s).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Err(ce) => return Some(ce),
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(Duration::from_secs(1), drain).await {
+            Ok(Some(ce)) => {
+                let _ = self.flush_acks(s).await;
+                if let Err(e2) = self.on_connection_error(&ce, s).await {
+                    return e2;
+                }
+                self.conn_err("connection to", ce)
+            }
+            _ => e,
+        }
+    }
+
+    /// When the next health message is due.
+    fn health_due(&self, s: &Session) -> Instant {
+        let last = s.health_at.unwrap_or_else(Instant::now);
+        if s.last_seq > s.health_seq {
+            last + self.health_min_gap
+        } else {
+            last + self.health_interval
+        }
+    }
+
+    /// Publish the retained `<root>/health` message (no sequence number).
+    async fn publish_health(
+        &self,
+        client: &AsyncClient,
+        s: &mut Session,
+    ) -> Result<(), SessionError> {
+        let known = self.status.borrow().dead_letters;
+        let (last_seq, dead) = match self
+            .blocking(|o| Ok((o.last_seq()?, o.dead_letter_count()?)))
+            .await?
+        {
+            Ok((l, d)) => (l.max(s.last_seq), d),
+            // The store is failing: report what this task knows.
+            Err(_) => (s.last_seq, known),
+        };
+        s.last_seq = last_seq;
+        let now = now_ms();
+        let mut h = {
+            let st = self.status.borrow();
+            health_json(&self.gateway_id, now, last_seq, dead, s.outstanding, &st)
+        };
+        if let (Some(extra), serde_json::Value::Object(m)) = (&self.health_extra, &mut h) {
+            match extra() {
+                serde_json::Value::Object(x) => m.extend(x),
+                serde_json::Value::Null => {}
+                other => {
+                    m.insert("extra".into(), other);
+                }
+            }
+        }
+        let payload = serde_json::to_vec(&h).unwrap_or_default();
+        self.publish(client, s, None, self.topics.health(), payload, true)?;
+        s.health_at = Some(Instant::now());
+        s.health_seq = last_seq;
+        self.status.send_modify(|st| {
+            st.last_seq = last_seq;
+            st.dead_letters = dead;
+            st.last_health_ms = Some(now);
+        });
         Ok(())
     }
 
@@ -766,6 +1056,49 @@ impl<O: Outbox> Forwarder<O> {
     }
 }
 
+/// Why the client would refuse a QoS 1 PUBLISH of `len` payload bytes on `topic` with an
+/// outgoing limit of `limit` bytes (pure; `None` when it fits).
+fn refusal_reason(topic: &str, len: usize, limit: usize) -> Option<String> {
+    let packet = publish_packet_len(topic, len);
+    (packet > limit).then(|| {
+        format!(
+            "payload of {len} bytes makes a PUBLISH packet of {packet} bytes, above the client's \
+             limit of {limit} bytes (max_payload + 4096)"
+        )
+    })
+}
+
+/// The packet size and limit when the event loop failed because rumqttc refused to write an
+/// outgoing packet larger than its limit (`mqttbytes::Error::OutgoingPacketTooLarge`, wrapped
+/// in `StateError::Deserialization` by the framed writer).
+fn packet_too_large(e: &rumqttc::ConnectionError) -> Option<(usize, usize)> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::OutgoingPacketTooLarge { pkt_size, max },
+        )) => Some((*pkt_size, *max)),
+        _ => None,
+    }
+}
+
+/// The documented health message (docs/mqtt.md): no `seq`, retained.
+fn health_json(
+    gw: &str,
+    now_ms: i64,
+    last_seq: u64,
+    dead_letters: u64,
+    inflight: usize,
+    link: &LinkStatus,
+) -> serde_json::Value {
+    serde_json::json!({
+        "gw": gw,
+        "t": crate::time::rfc3339_ms(now_ms),
+        "last_seq": last_seq,
+        "dead_letters": dead_letters,
+        "inflight": inflight,
+        "reconnects": link.reconnects,
+    })
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -805,6 +1138,63 @@ mod tests {
         }
         b.reset();
         assert!(b.next() <= Duration::from_secs(1));
+    }
+
+    /// (topic, payload bytes, limit, refused?) around the client's limit.
+    #[test]
+    fn refusal_is_exactly_the_clients_limit() {
+        let limit = max_packet(1024);
+        assert_eq!(limit, 5120);
+        let topic = "gasdtu/gw-1/alarm";
+        // 1 + 2 (remaining length) + 2 + topic + 2 (packet id) + payload
+        let fits = limit - (1 + 2 + 2 + topic.len() + 2);
+        for (len, refused) in [
+            (0, false),
+            (1024, false),
+            (fits, false),
+            (fits + 1, true),
+            (9_600, true),
+        ] {
+            let r = refusal_reason(topic, len, limit);
+            assert_eq!(r.is_some(), refused, "{len}: {r:?}");
+            if let Some(why) = r {
+                assert!(why.contains(&format!("payload of {len} bytes")), "{why}");
+                assert!(why.contains("limit of 5120 bytes"), "{why}");
+            }
+        }
+    }
+
+    #[test]
+    fn packet_too_large_is_recognised_among_connection_errors() {
+        use rumqttc::{mqttbytes, ConnectionError, StateError};
+        let big = ConnectionError::MqttState(StateError::Deserialization(
+            mqttbytes::Error::OutgoingPacketTooLarge {
+                pkt_size: 9731,
+                max: 5120,
+            },
+        ));
+        assert_eq!(packet_too_large(&big), Some((9731, 5120)));
+        for other in [
+            ConnectionError::MqttState(StateError::Deserialization(
+                mqttbytes::Error::PayloadSizeLimitExceeded(99),
+            )),
+            ConnectionError::MqttState(StateError::AwaitPingResp),
+            ConnectionError::RequestsDone,
+            ConnectionError::FlushTimeout,
+        ] {
+            assert_eq!(packet_too_large(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn health_carries_the_documented_fields_and_no_seq() {
+        let h = health_json("gw-1", 1_764_000_000_123, 42, 2, 3, &LinkStatus::default());
+        assert_eq!(h["gw"], "gw-1");
+        assert_eq!(h["last_seq"], 42);
+        assert_eq!(h["dead_letters"], 2);
+        assert_eq!(h["inflight"], 3);
+        assert_eq!(h["t"], "2025-11-24T16:00:00.123Z");
+        assert!(h.get("seq").is_none(), "health consumes no sequence number");
     }
 
     #[test]

@@ -39,6 +39,12 @@ impl Topics {
         format!("{}/data", self.root)
     }
 
+    /// Retained health (`last_seq`, dead letters, buffer depth): how a consumer sees a loss
+    /// at the tail. Published by the forwarder; consumes no sequence number.
+    pub fn health(&self) -> String {
+        format!("{}/health", self.root)
+    }
+
     /// Retained `online`/`offline`; also the last will.
     pub fn status(&self) -> String {
         format!("{}/status", self.root)
@@ -73,6 +79,14 @@ pub struct LinkStatus {
     /// The store (outbox) is failing: not a link error; the session stays up and the
     /// forwarder retries the outbox with backoff. `None` once an outbox call succeeded again.
     pub store_error: Option<String>,
+    /// Highest sequence number sealed so far (dead letters included), as last published in
+    /// `<root>/health`; 0 before the first session.
+    pub last_seq: u64,
+    /// Messages set aside as dead letters (kept in the store), and the last one's reason.
+    pub dead_letters: u64,
+    pub last_dead_letter: Option<String>,
+    /// UTC ms of the last `<root>/health` publish.
+    pub last_health_ms: Option<i64>,
 }
 
 impl Default for LinkStatus {
@@ -86,8 +100,33 @@ impl Default for LinkStatus {
             reconnects: 0,
             last_error: None,
             store_error: None,
+            last_seq: 0,
+            dead_letters: 0,
+            last_dead_letter: None,
+            last_health_ms: None,
         }
     }
+}
+
+/// The largest MQTT packet the client sends (rumqttc's max outgoing packet size as the
+/// forwarder configures it): room for the largest data message plus topic and headers.
+/// A PUBLISH larger than this is refused by the client, never sent.
+pub fn max_packet(max_payload: usize) -> usize {
+    max_payload.max(1024) + 4096
+}
+
+/// The size of the QoS 1 MQTT 3.1.1 PUBLISH packet carrying `payload` bytes on `topic`
+/// (fixed header with its variable-length remaining length, topic, packet id, payload): what
+/// rumqttc compares with its outgoing limit.
+pub fn publish_packet_len(topic: &str, payload: usize) -> usize {
+    let remaining = 2 + topic.len() + 2 + payload;
+    let len_len = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_len + remaining
 }
 
 /// Wall-clock UTC milliseconds since the epoch.

@@ -1,7 +1,9 @@
 //! Payload codecs of the uplink (pure core, no I/O): packs outbox entries into MQTT messages
 //! no larger than the payload limit, encodes `data` messages as documented JSON or compact
 //! CBOR, and decodes either encoding back into the documented JSON shape (`gasdtu decode`,
-//! tests). Alarm and event entries travel as JSON, one per message, on their own topics.
+//! tests). Alarm and event entries travel as JSON, one per message, on their own topics; one
+//! that would exceed the payload limit is cut to fit (`fit_json`: the longest strings
+//! shortened at a char boundary and ended with `…`, and `"truncated": true` added).
 //! The schemas are specified in docs/mqtt.md; keep the two in step.
 //!
 //! JSON data message: `{"gw","seq","hist","data":[{"dev","unit":{point: unit},"reads":[{"t":
@@ -153,7 +155,17 @@ impl Packed {
         let Body::Data { devices, .. } = &mut self.body else {
             return;
         };
-        let gi = match devices.iter().position(|g| g.device == device) {
+        let unit = s.unit.as_deref().map(str::to_string);
+        // JSON keys values and units by point name: a point whose unit changed (a config
+        // reload between two batches of the backlog) starts another group of the device, so
+        // each reading keeps its own unit.
+        let gi = match devices.iter().position(|g| {
+            g.device == device
+                && !g
+                    .points
+                    .iter()
+                    .any(|(p, u)| p.as_str() == &*s.point && *u != unit)
+        }) {
             Some(i) => i,
             None => {
                 devices.push(DeviceGroup {
@@ -165,7 +177,6 @@ impl Packed {
             }
         };
         let g = &mut devices[gi];
-        let unit = s.unit.as_deref().map(str::to_string);
         let pi = match g
             .points
             .iter()
@@ -205,10 +216,92 @@ impl Packed {
     }
 }
 
+/// Shortest a string is cut to by `fit_json` (bytes, before the `…`).
+const TRUNCATE_FLOOR: usize = 16;
+
+/// An alarm/event body whose message (with the largest sequence number) fits `max_payload`:
+/// unchanged when it fits; else the longest string values are cut at a char boundary and end
+/// in `…`, longest first, until it fits, and `"truncated": true` is added at the top level (a
+/// non-object body is wrapped as `{"body": …}` first, as the envelope would). If cutting every
+/// string down to `TRUNCATE_FLOOR` bytes is not enough, the cut body is returned anyway (the
+/// forwarder sets a message the client refuses aside as a dead letter).
+pub fn fit_json(v: &Json, gateway: &str, max_payload: usize) -> Json {
+    let len = |v: &Json| {
+        Packed {
+            kind: EntryKind::Event,
+            entries: Vec::new(),
+            readings: 0,
+            encoding: Encoding::Json,
+            body: Body::Json(v.clone()),
+        }
+        .worst_len(gateway)
+    };
+    let size = len(v);
+    if size <= max_payload {
+        return v.clone();
+    }
+    let mut obj = match v {
+        Json::Object(m) => m.clone(),
+        other => {
+            let mut m = Map::new();
+            m.insert("body".into(), other.clone());
+            m
+        }
+    };
+    obj.insert("truncated".into(), Json::Bool(true));
+    let mut cur = Json::Object(obj);
+    // Each round shortens the longest string by at least 1 byte (by half after a few rounds:
+    // escaped text can be longer on the wire than in memory), so this ends.
+    for round in 0..4096 {
+        let size = len(&cur);
+        if size <= max_payload {
+            break;
+        }
+        let Some(s) = longest_string(&mut cur) else {
+            break;
+        };
+        // Cut the text without an earlier ellipsis (so marks do not pile up).
+        let marked = s.ends_with('…');
+        let base = s.strip_suffix('…').unwrap_or(s.as_str());
+        if base.len() <= TRUNCATE_FLOOR {
+            break;
+        }
+        let excess = size - max_payload;
+        let mark = if marked { 0 } else { '…'.len_utf8() };
+        let mut keep = base.len().saturating_sub(excess + mark);
+        if round >= 8 {
+            keep = keep.min(base.len() / 2);
+        }
+        keep = keep.clamp(TRUNCATE_FLOOR, base.len() - 1);
+        while !base.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        *s = format!("{}…", &base[..keep]);
+    }
+    cur
+}
+
+/// The longest string value anywhere in `v` (object keys excluded).
+fn longest_string(v: &mut Json) -> Option<&mut String> {
+    match v {
+        Json::String(s) => Some(s),
+        Json::Array(a) => a
+            .iter_mut()
+            .filter_map(longest_string)
+            .max_by_key(|s| s.len()),
+        Json::Object(m) => m
+            .values_mut()
+            .filter_map(longest_string)
+            .max_by_key(|s| s.len()),
+        _ => None,
+    }
+}
+
 /// Pack entries (in send order) into messages of at most `max_payload` bytes. Data batches
 /// are combined while they fit; a batch larger than the limit is split by samples (never
-/// dropped); a single sample or an alarm/event that alone exceeds the limit still gets its own
-/// message. Live and historical data never share a message. Order is preserved.
+/// dropped); a single sample that alone exceeds the limit still gets its own message. An
+/// alarm/event that exceeds the limit is cut to fit (`fit_json`). Live and historical data
+/// never share a message. Order is preserved.
 pub fn encode_messages(
     entries: &[Entry],
     gateway: &str,
@@ -226,7 +319,7 @@ pub fn encode_messages(
                     entries: vec![e.id],
                     readings: 0,
                     encoding: Encoding::Json,
-                    body: Body::Json(v.clone()),
+                    body: Body::Json(fit_json(v, gateway, max_payload)),
                 });
             }
             EntryBody::Batch(b) => {
@@ -547,7 +640,9 @@ fn cbor_to_json(v: &Cbor) -> Result<Json, CodecError> {
             if r.len() < 2 || r.len() > 3 {
                 return Err(bad("read needs 2 or 3 elements"));
             }
-            t += as_i64(&r[0], "read time delta")?;
+            t = t
+                .checked_add(as_i64(&r[0], "read time delta")?)
+                .ok_or_else(|| bad("read time out of range"))?;
             let values = as_array(&r[1], "read values")?;
             if values.len() != names.len() {
                 return Err(bad("read values and point names differ in length"));

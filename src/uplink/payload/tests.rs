@@ -479,3 +479,416 @@ fn payload_bytes_per_reading_20x10() {
         assert!(per < bound, "{enc:?}: {per:.1} B/reading");
     }
 }
+
+/// Issue 9 item 1: an alarm/event whose message would exceed the payload limit is cut to fit
+/// with a visible marker; one that fits is untouched. (input, limit, what must hold)
+#[test]
+fn oversized_alarms_and_events_are_cut_to_fit() {
+    let alarm = |msg: String| {
+        json!({"alarm": "p_high", "dev": "pt1", "point": "pressure", "state": "raised",
+               "value": 900.0, "message": msg})
+    };
+    let cases: Vec<(&str, Json, usize)> = vec![
+        (
+            "9.6 kB template output",
+            alarm("pressure high ".repeat(700)),
+            1024,
+        ),
+        ("multi-byte text", alarm("压力过高".repeat(1000)), 512),
+        (
+            "control characters (6 bytes each on the wire)",
+            alarm("\u{1}".repeat(5000)),
+            1024,
+        ),
+        (
+            "event with a long path",
+            json!({"event": "store_replaced", "path": "/x".repeat(3000),
+            "reason": "r".repeat(3000)}),
+            700,
+        ),
+        ("non-object body", json!("y".repeat(4000)), 300),
+    ];
+    for (name, v, limit) in cases {
+        let msgs = encode_messages(
+            &[json_entry(7, EntryKind::Alarm, v.clone())],
+            "gw-1",
+            limit,
+            Encoding::Json,
+        );
+        assert_eq!(msgs.len(), 1, "{name}");
+        let bytes = msgs[0].build("gw-1", u64::MAX).unwrap();
+        assert!(bytes.len() <= limit, "{name}: {} > {limit}", bytes.len());
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d["truncated"], true, "{name}");
+        assert_eq!(d["seq"], u64::MAX, "{name}");
+        // The kept text is a prefix of the original, ended by the marker.
+        let (orig, cut) = match v.get("message") {
+            Some(m) => (m.as_str().unwrap(), d["message"].as_str().unwrap()),
+            None if v.is_string() => (v.as_str().unwrap(), d["body"].as_str().unwrap()),
+            None => (v["reason"].as_str().unwrap(), d["reason"].as_str().unwrap()),
+        };
+        let kept = cut.strip_suffix('…').expect("marker");
+        assert!(orig.starts_with(kept), "{name}");
+        assert!(kept.len() >= 16, "{name}: cut too far ({})", kept.len());
+        if v.get("message").is_some() {
+            for k in ["alarm", "dev", "point", "state", "value"] {
+                assert_eq!(d[k], v[k], "{name}: {k} kept");
+            }
+        }
+    }
+    // Fits: byte-identical to what it was, no marker.
+    let small = alarm("pt1 pressure 900 kPa above 700".into());
+    let m = encode_messages(
+        &[json_entry(1, EntryKind::Alarm, small.clone())],
+        "g",
+        1024,
+        Encoding::Json,
+    );
+    let d = decode(&m[0].build("g", 1).unwrap()).unwrap();
+    assert!(d.get("truncated").is_none());
+    assert_eq!(d["message"], small["message"]);
+    // Cannot fit however cut (a huge key): returned cut anyway, the forwarder decides.
+    let mut o = Map::new();
+    o.insert("k".repeat(5000), Json::from("v".repeat(100)));
+    let cut = fit_json(&Json::Object(o), "g", 1024);
+    assert_eq!(cut["truncated"], true);
+}
+
+/// A single reading can be larger than `max_payload` (it gets its own message) but never
+/// larger than the packet the client accepts: names are bounded to 64 bytes by `check`, text
+/// values by the register count (125 registers, 250 bytes), reasons are short.
+#[test]
+fn a_worst_case_single_reading_fits_the_client_packet() {
+    let name = "n".repeat(64);
+    let e = batch(
+        1,
+        &name,
+        vec![
+            good(
+                &name,
+                Value::Text("\u{1}".repeat(250)),
+                Some(&"u".repeat(64)),
+                T0,
+            ),
+            badq(
+                &"m".repeat(64),
+                BadReason::Io("e".repeat(200)),
+                Some(&"u".repeat(64)),
+                T0,
+            ),
+        ],
+        false,
+    );
+    for enc in [Encoding::Json, Encoding::Cbor] {
+        let msgs = encode_messages(std::slice::from_ref(&e), &"g".repeat(64), 256, enc);
+        for m in &msgs {
+            let bytes = m.build(&"g".repeat(64), u64::MAX).unwrap();
+            let topic = format!("{}/data", "t".repeat(200));
+            assert!(
+                crate::uplink::publish_packet_len(&topic, bytes.len())
+                    <= crate::uplink::max_packet(256),
+                "{enc:?}: {}",
+                bytes.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn publish_packet_len_matches_rumqttc() {
+    use rumqttc::{Packet, Publish, QoS};
+    for (topic, n) in [
+        ("a", 0),
+        ("gasdtu/gw-1/alarm", 100),
+        ("t", 16_370),
+        ("x/y", 20_000),
+    ] {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, vec![0u8; n]);
+        p.pkid = 1;
+        let mut buf = bytes::BytesMut::new();
+        let written = Packet::Publish(p).write(&mut buf, usize::MAX).unwrap();
+        assert_eq!(
+            crate::uplink::publish_packet_len(topic, n),
+            written,
+            "{topic} {n}"
+        );
+        assert_eq!(buf.len(), written);
+    }
+}
+
+/// Property tests of `decode` (what `gasdtu decode` runs on captured bytes): it never panics on
+/// arbitrary bytes or on mutations of valid payloads, and encode → decode gives back every
+/// reading. Fixed seed, bounded cases: deterministic and well under 10 s in debug.
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+    fn runner(cases: u32, seed: u64) -> TestRunner {
+        TestRunner::new(Config {
+            cases,
+            rng_seed: RngSeed::Fixed(seed),
+            failure_persistence: None,
+            max_shrink_iters: 2000,
+            ..Config::default()
+        })
+    }
+
+    /// Names as `check` allows them: `[A-Za-z0-9_-]{1,64}` (short here, for speed).
+    fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(b"abcXYZ019_-".to_vec()), 1..10)
+            .prop_map(|v| String::from_utf8(v).unwrap_or_default())
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 0..12).prop_map(|v| v.into_iter().collect())
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(Value::UInt),
+            any::<f64>().prop_map(Value::Float),
+            any::<f32>().prop_map(|x| Value::Float(f64::from(x))),
+            text().prop_map(Value::Text),
+        ]
+    }
+
+    fn sample() -> impl Strategy<Value = Sample> {
+        (
+            name(),
+            prop::option::of(value()),
+            prop::option::of(text()),
+            // Read times from 1970 to 2100, in a few distinct instants per batch.
+            0u64..4_102_444_800_000,
+            prop::option::of(text()),
+        )
+            .prop_map(|(p, v, unit, t, bad)| match (v, bad) {
+                (Some(v), None) => good(&p, v, unit.as_deref(), t),
+                (_, b) => badq(&p, BadReason::Io(b.unwrap_or_default()), unit.as_deref(), t),
+            })
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<Entry>> {
+        prop::collection::vec(
+            (name(), prop::collection::vec(sample(), 1..8), any::<bool>()),
+            1..5,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (dev, s, hist))| batch(i as i64 + 1, &dev, s, hist))
+                .collect()
+        })
+    }
+
+    /// Expected readings, the way the packer sees them: a point repeated at the same time in
+    /// one batch is kept once per (device, point, time, unit) tuple, so compare sets.
+    #[test]
+    fn encode_then_decode_round_trips() {
+        runner(200, 0x9a5d_0001)
+            .run(
+                &(
+                    entries(),
+                    prop::sample::select(vec![Encoding::Json, Encoding::Cbor]),
+                    128usize..2048,
+                ),
+                |(entries, enc, limit)| {
+                    let msgs = encode_messages(&entries, "gw-1", limit, enc);
+                    prop_assert_eq!(all_readings(&msgs, enc), expected(&entries));
+                    let n: u64 = msgs.iter().map(|m| m.readings).sum();
+                    let want: usize = entries
+                        .iter()
+                        .map(|e| match &e.body {
+                            EntryBody::Batch(b) => b.samples.len(),
+                            _ => 0,
+                        })
+                        .sum();
+                    prop_assert_eq!(n, want as u64);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes() {
+        runner(2000, 0x9a5d_0002)
+            .run(&prop::collection::vec(any::<u8>(), 0..256), |bytes| {
+                let _ = decode(&bytes);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Structured CBOR of the documented shape with hostile scalars (any i64 time and delta,
+    /// any index, values of every CBOR type): byte mutations rarely produce these.
+    #[test]
+    fn decode_never_panics_on_schema_shaped_cbor() {
+        let int = prop_oneof![any::<i64>(), Just(i64::MAX), Just(i64::MIN), -3i64..3,];
+        let scalar = prop_oneof![
+            int.clone().prop_map(|i| Cbor::Integer(i.into())),
+            any::<u64>().prop_map(|u| Cbor::Integer(u.into())),
+            any::<f64>().prop_map(Cbor::Float),
+            any::<bool>().prop_map(Cbor::Bool),
+            Just(Cbor::Null),
+            text().prop_map(Cbor::Text),
+            prop::collection::vec(any::<u8>(), 0..4).prop_map(Cbor::Bytes),
+        ];
+        let read = (
+            int.clone(),
+            prop::collection::vec(scalar.clone(), 0..4),
+            prop::option::of(prop::collection::vec((int.clone(), scalar.clone()), 0..3)),
+        )
+            .prop_map(|(dt, vals, bad)| {
+                let mut r = vec![Cbor::Integer(dt.into()), Cbor::Array(vals)];
+                if let Some(b) = bad {
+                    r.push(Cbor::Map(
+                        b.into_iter()
+                            .map(|(i, v)| (Cbor::Integer(i.into()), v))
+                            .collect(),
+                    ));
+                }
+                Cbor::Array(r)
+            });
+        // Mostly well-typed where the decoder checks types first, so that the cases reach
+        // the arithmetic and the indexing behind those checks.
+        let txt = prop_oneof![9 => text().prop_map(Cbor::Text), 1 => scalar.clone()];
+        let device = (
+            txt.clone(),
+            prop::collection::vec(txt.clone(), 0..4),
+            prop::collection::vec(prop_oneof![3 => txt.clone(), 1 => Just(Cbor::Null)], 0..4),
+            prop::collection::vec(read, 0..4),
+        )
+            .prop_map(|(n, names, units, reads)| {
+                Cbor::Array(vec![
+                    n,
+                    Cbor::Array(names),
+                    Cbor::Array(units),
+                    Cbor::Array(reads),
+                ])
+            });
+        let msg = (
+            txt,
+            prop_oneof![9 => any::<u64>().prop_map(|u| Cbor::Integer(u.into())), 1 => scalar.clone()],
+            prop_oneof![9 => any::<bool>().prop_map(Cbor::Bool), 1 => scalar],
+            int,
+            prop::collection::vec(device, 0..3),
+        )
+            .prop_map(|(gw, seq, hist, base, devs)| {
+                let k = |i: i64| Cbor::Integer(i.into());
+                Cbor::Map(vec![
+                    (k(0), gw),
+                    (k(1), seq),
+                    (k(2), hist),
+                    (k(3), k(base)),
+                    (k(4), Cbor::Array(devs)),
+                ])
+            });
+        runner(2000, 0x9a5d_0004)
+            .run(&msg, |m| {
+                let mut bytes = Vec::new();
+                ciborium::into_writer(&m, &mut bytes)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let _ = decode(&bytes);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Valid payloads with a few bytes replaced, inserted, removed, or cut short.
+    #[test]
+    fn decode_never_panics_on_mutated_payloads() {
+        let mutation =
+            prop::collection::vec((any::<u8>(), any::<prop::sample::Index>(), 0u8..4), 1..6);
+        runner(1000, 0x9a5d_0003)
+            .run(
+                &(
+                    entries(),
+                    prop::sample::select(vec![Encoding::Json, Encoding::Cbor]),
+                    mutation,
+                ),
+                |(entries, enc, muts)| {
+                    let msgs = encode_messages(&entries, "gw-1", 4096, enc);
+                    let Some(m) = msgs.first() else { return Ok(()) };
+                    let mut bytes = m
+                        .build("gw-1", 42)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    for (b, at, op) in muts {
+                        if bytes.is_empty() {
+                            break;
+                        }
+                        let i = at.index(bytes.len());
+                        match op {
+                            0 => bytes[i] = b,
+                            1 => bytes.insert(i, b),
+                            2 => {
+                                bytes.remove(i);
+                            }
+                            _ => bytes.truncate(i),
+                        }
+                    }
+                    let _ = decode(&bytes);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+}
+
+/// Found by `props::encode_then_decode_round_trips`: one device, the same point with two
+/// units (a unit changed by a config reload between two batches of the backlog). JSON keys
+/// units by point name, so both readings were reported in one unit. Now each unit gets its
+/// own group of the device.
+#[test]
+fn regression_same_point_two_units_keeps_each_unit() {
+    for (u1, u2) in [(None, Some("")), (Some("bar"), Some("kPa"))] {
+        let e = batch(
+            1,
+            "a",
+            vec![
+                badq("bc1", BadReason::Io(String::new()), u1, 0),
+                good("bc1", Value::Int(5), u2, 0),
+                good("bc1", Value::Int(6), u1, 1000),
+            ],
+            false,
+        );
+        for enc in [Encoding::Json, Encoding::Cbor] {
+            let msgs = encode_messages(std::slice::from_ref(&e), "gw-1", 163, enc);
+            assert_eq!(
+                all_readings(&msgs, enc),
+                expected(std::slice::from_ref(&e)),
+                "{enc:?} {u1:?} {u2:?}"
+            );
+        }
+    }
+}
+
+/// Found by `props::decode_never_panics_on_schema_shaped_cbor` (byte mutations of valid
+/// payloads did not reach it in 1000 cases): a CBOR message whose read time deltas overflow
+/// i64 (base near the end of the range); `decode` used `+=` and panicked in debug builds
+/// (wrapped silently in release). Now a clear error.
+#[test]
+fn regression_cbor_time_overflow_is_an_error_not_a_panic() {
+    let c = |i: i64| Cbor::Integer(i.into());
+    let msg = Cbor::Map(vec![
+        (c(0), Cbor::Text("g".into())),
+        (c(1), c(1)),
+        (c(2), Cbor::Bool(false)),
+        (c(3), c(i64::MAX)),
+        (
+            c(4),
+            Cbor::Array(vec![Cbor::Array(vec![
+                Cbor::Text("d".into()),
+                Cbor::Array(vec![Cbor::Text("p".into())]),
+                Cbor::Array(vec![Cbor::Null]),
+                Cbor::Array(vec![Cbor::Array(vec![c(1), Cbor::Array(vec![c(1)])])]),
+            ])]),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&msg, &mut bytes).unwrap();
+    let err = decode(&bytes).unwrap_err().to_string();
+    assert!(err.contains("read time out of range"), "{err}");
+}
