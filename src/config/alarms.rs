@@ -52,6 +52,13 @@ fn check_template(
             t.len()
         ));
     }
+    if let Some(c) = t.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "message template contains the control character {}: alarm messages reach \
+             operators' screens and the journal as text",
+            c.escape_debug()
+        ));
+    }
     let device = resolved
         .iter()
         .max_by_key(|n| n.len())
@@ -647,6 +654,7 @@ severity = "warning"
         let long_template = rule(&"x".repeat(300));
         // 250 bytes of template, but every {value} can be 24 characters.
         let expanding = rule(&"{value}".repeat(35));
+        let escape = rule("high\\u001b[2J {value}");
         let cases: &[(&str, &str, &str)] = &[
             ("[alarms.a]\ndevice = \"nope\"\npoint = \"pressure\"\nkind = \"limit\"\nh = 1\nseverity = \"major\"\n", "alarms.a.device", "no device `nope`"),
             ("[alarms.a]\ndevice = \"pt1\"\npoint = \"flow\"\nkind = \"limit\"\nh = 1\nseverity = \"major\"\n", "alarms.a.point", "has no point `flow`"),
@@ -674,6 +682,7 @@ severity = "warning"
             // Issue 9: a template must fit an alarm message, whatever fills it in.
             (&long_template, "alarms.a.message", "message template is 300 bytes, more than 256"),
             (&expanding, "alarms.a.message", "message can expand to"),
+            (&escape, "alarms.a.message", "control character \\u{1b}"),
         ];
         for (text, path, msg) in cases {
             let errs = match parse(text) {
