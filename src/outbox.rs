@@ -14,15 +14,79 @@ use thiserror::Error;
 
 use crate::model::SampleBatch;
 
-/// What an entry carries, in priority order (lower sends first).
+/// What an entry carries, in priority order (declaration order: earlier sends first; the
+/// derived `Ord` follows it). The stored code (`code`) is not the priority: codes 0/1/2 predate
+/// replies, which got 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EntryKind {
     /// An alarm transition (issue 4): always first, never evicted before data.
-    Alarm = 0,
+    Alarm,
+    /// The answer to a remote request (issue 10): a command result on `<root>/cmd/res` or the
+    /// config state on `<root>/config/state` (retained). After alarms, before events and data.
+    Reply(ReplyTopic),
     /// A gateway event (restart, data loss, database moved aside, config applied).
-    Event = 1,
+    Event,
     /// A batch of readings.
-    Data = 2,
+    Data,
+}
+
+impl EntryKind {
+    /// The code stored in `entry.kind`: 0 alarm, 1 event, 2 data, 3 reply (its topic is stored
+    /// beside it, see `ReplyTopic::code`).
+    pub fn code(self) -> i64 {
+        match self {
+            EntryKind::Alarm => 0,
+            EntryKind::Event => 1,
+            EntryKind::Data => 2,
+            EntryKind::Reply(_) => 3,
+        }
+    }
+
+    /// True when the message carrying this entry is published retained (the config state).
+    pub fn retain(self) -> bool {
+        matches!(self, EntryKind::Reply(t) if t.retain())
+    }
+}
+
+/// Where a reply goes (under the gateway's topic root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReplyTopic {
+    /// `<root>/cmd/res`: one result per command, not retained.
+    CmdRes,
+    /// `<root>/config/state`: the running config and the last push's outcome, retained.
+    ConfigState,
+}
+
+impl ReplyTopic {
+    /// The topic below the root.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ReplyTopic::CmdRes => "cmd/res",
+            ReplyTopic::ConfigState => "config/state",
+        }
+    }
+
+    /// Published retained (a new subscriber gets the last one from the broker).
+    pub fn retain(self) -> bool {
+        matches!(self, ReplyTopic::ConfigState)
+    }
+
+    /// The code stored in `entry.reply_topic`.
+    pub fn code(self) -> i64 {
+        match self {
+            ReplyTopic::CmdRes => 0,
+            ReplyTopic::ConfigState => 1,
+        }
+    }
+
+    /// Inverse of `code` (`None` for a code this version does not know).
+    pub fn from_code(code: i64) -> Option<ReplyTopic> {
+        match code {
+            0 => Some(ReplyTopic::CmdRes),
+            1 => Some(ReplyTopic::ConfigState),
+            _ => None,
+        }
+    }
 }
 
 /// The payload source of an entry.
@@ -56,6 +120,9 @@ pub struct Sealed {
     pub payload: Vec<u8>,
     /// Readings the message carries (for statistics).
     pub readings: u64,
+    /// Published with the MQTT retain flag (a `config/state` reply); persisted with the
+    /// message so a resend keeps it.
+    pub retain: bool,
 }
 
 #[derive(Debug, Error)]
@@ -102,7 +169,8 @@ pub const DEAD_LETTER_REASON_MAX: usize = 200;
 /// The outbox as the forwarder sees it. Implementations must be safe to call from a blocking
 /// thread (`tokio::task::spawn_blocking`); each method is one short SQLite transaction.
 pub trait Outbox: Send + Sync + 'static {
-    /// Up to `limit` pending (unsealed) entries in send order: alarms, then events, then data
+    /// Up to `limit` pending (unsealed) entries in send order: alarms, then replies, then
+    /// events, then data
     /// committed at or after `live_since_ms` newest first, then older data (the backlog,
     /// `historical = true`) oldest first. Entries whose read time is not yet trusted (clock
     /// not set) are held back.
@@ -110,7 +178,8 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// In one transaction: take the next sequence number (above the persisted high-water mark,
     /// which never goes back, not even across a database replacement), call `build(seq)` for
-    /// the payload, persist the message and bind `entries` to it.
+    /// the payload, persist the message and bind `entries` to it. The message is retained when
+    /// one of its entries is a retained reply (`EntryKind::retain`).
     fn seal(
         &self,
         topic: &str,

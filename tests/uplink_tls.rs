@@ -152,6 +152,7 @@ impl Outbox for MemOutbox {
             topic: topic.to_string(),
             payload,
             readings,
+            retain: false,
         };
         g.msgs.insert(seq, (m.clone(), entries.to_vec()));
         Ok(m)

@@ -187,6 +187,17 @@ impl Next {
         s.newest_read_ms = max_opt(s.newest_read_ms, max_read);
     }
 
+    /// Delivered data rows became pending again (`resend_history`): `entries` rows holding
+    /// `readings` readings, the earliest read at `min_read`. They were in the read-time range
+    /// already, so only the pending extreme moves.
+    pub fn resend(&mut self, entries: u64, readings: u64, min_read: Option<i64>) {
+        let s = &mut self.s;
+        s.history_readings = s.history_readings.saturating_sub(readings);
+        s.pending_entries += entries;
+        s.pending_readings += readings;
+        s.oldest_pending_read_ms = min_opt(s.oldest_pending_read_ms, min_read);
+    }
+
     /// `entries` pending entries were sealed into message `seq`.
     pub fn seal(&mut self, entries: u64, seq: u64) {
         self.s.pending_entries = self.s.pending_entries.saturating_sub(entries);

@@ -5,7 +5,8 @@
 //! (`dropped_unsent`, separately from `dropped_expired` for history) and reported upstream by
 //! ONE `data_loss` event per enforcement. Freed pages stay on SQLite's freelist and are reused
 //! by later commits (no vacuum rewrite, no flash wear); `incremental_vacuum` runs only when the
-//! file itself exceeds the cap (e.g. the cap was lowered).
+//! file itself exceeds the cap (e.g. the cap was lowered). The same transaction purges old
+//! remote command rows (`commands::purge_in`: expired more than a day ago, 10,000 at most).
 
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -37,6 +38,8 @@ pub struct Eviction {
     pub max_bytes: u64,
     /// The file system was full: the ballast was given up and one small step evicted.
     pub disk_full: bool,
+    /// Remote command rows purged (expired more than a day ago, or beyond the row cap).
+    pub purged_commands: u64,
 }
 
 /// Rows deleted per step while shrinking.
@@ -280,6 +283,10 @@ impl Store {
             }
             ev.over_cap = used > budget;
         }
+
+        // Remote command rows: a few at most per call (see `commands::purge_in`).
+        ev.purged_commands = super::commands::purge_in(&tx, now_ms, self.generation)
+            .map_err(self.sql("command purge"))?;
 
         if history > 0 {
             add_meta(&tx, "dropped_expired", history).map_err(self.sql("meta"))?;

@@ -9,7 +9,8 @@
 //! starts), `wal` (pure: committed transactions a damaged WAL would lose), `dict` (device and
 //! point dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size
 //! cap clamped to the file system, the full-disk ballast), `counters` (O(1) statistics),
-//! `export` (history read-out and the statistics type).
+//! `export` (history read-out and the statistics type), `commands` (remote commands exactly
+//! once, replies, history resend).
 //!
 //! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
 //! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
@@ -22,6 +23,7 @@
 mod alarm_state;
 mod blob;
 pub mod clock;
+mod commands;
 mod counters;
 mod dict;
 mod export;
@@ -48,7 +50,9 @@ use crate::config::StoreConfig;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 
+pub use crate::outbox::ReplyTopic;
 pub use clock::{ClockStamp, ClockState, MIN_TRUSTED_UNIX_MS};
+pub use commands::{Begin, Resent, COMMAND_JSON_MAX, COMMAND_ROWS_MAX};
 pub use export::{ExportFilter, StoreStats, StoredBatch};
 pub use limits::Eviction;
 
@@ -132,6 +136,15 @@ pub enum StoreError {
     /// The export sink failed (e.g. the output file could not be written).
     #[error("export output: {0}")]
     Sink(std::io::Error),
+    /// A remote command's input is out of bounds (id or op too long, result or event JSON
+    /// above `COMMAND_JSON_MAX`, a resend range that is reversed or too long): nothing was
+    /// written. Not retryable with the same input; answer the request with an error instead.
+    #[error("{what}: {why}")]
+    OutOfBounds { what: &'static str, why: String },
+    /// `command_finish` for an id that is not running in this process (unknown, already done,
+    /// or begun by an earlier process): nothing was written. A caller bug.
+    #[error("command {id:?}: {why}")]
+    CommandState { id: String, why: String },
 }
 
 /// A SQLite failure as the variant that says how to react to it.
@@ -317,6 +330,9 @@ pub struct Store {
     path: PathBuf,
     reserve_path: PathBuf,
     cfg: StoreConfig,
+    /// This opening's generation (see `commands`): a `running` command row of another
+    /// generation was interrupted by the end of an earlier process.
+    generation: i64,
 }
 
 struct Inner {
@@ -592,6 +608,7 @@ impl Store {
             path,
             reserve_path,
             cfg: cfg.clone(),
+            generation: commands::new_generation(),
         };
         // Tell upstream (through the outbox) what happened to the store.
         let upstream: Vec<(EntryKind, serde_json::Value)> = events
@@ -657,6 +674,7 @@ impl Store {
             reserve_path: state_dir.join(seq::FILE_NAME),
             path,
             cfg: StoreConfig::default(),
+            generation: commands::new_generation(),
         })
     }
 
@@ -997,14 +1015,19 @@ fn insert_json(
     json: &serde_json::Value,
     created_ms: i64,
 ) -> rusqlite::Result<i64> {
+    let reply_topic = match kind {
+        EntryKind::Reply(t) => Some(t.code()),
+        _ => None,
+    };
     tx.prepare_cached(
-        "INSERT INTO entry (kind, status, created_ms, read_ms, readings, clock, body) \
-         VALUES (?1, 0, ?2, ?2, 0, 0, ?3)",
+        "INSERT INTO entry (kind, status, created_ms, read_ms, readings, clock, body, reply_topic) \
+         VALUES (?1, 0, ?2, ?2, 0, 0, ?3, ?4)",
     )?
     .execute(rusqlite::params![
-        kind as i64,
+        kind.code(),
         created_ms,
-        json.to_string().into_bytes()
+        json.to_string().into_bytes(),
+        reply_topic
     ])?;
     Ok(tx.last_insert_rowid())
 }

@@ -80,6 +80,24 @@ pub const MIGRATIONS: &[&str] = &[
         payload BLOB                    -- the sealed payload, NULL when it could not be built
     );
     "#,
+    // v5: remote commands (issue 10): one row per command id, so a redelivered command is
+    // answered from here and never executed twice; replies are entries of kind 3 whose
+    // topic is `reply_topic`; a message remembers whether it is published retained.
+    r#"
+    CREATE TABLE command (
+        id TEXT PRIMARY KEY,            -- the request's id (at most 64 bytes)
+        op TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('running', 'done')),
+        generation INTEGER NOT NULL,    -- the store opening that began it (see commands.rs)
+        received_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        finished_ms INTEGER,            -- NULL while running
+        result TEXT                     -- JSON result once done (at most 16 KiB)
+    ) WITHOUT ROWID;
+    CREATE INDEX command_received ON command (received_ms);
+    ALTER TABLE entry ADD COLUMN reply_topic INTEGER;   -- kind 3 only: 0 cmd/res, 1 config/state
+    ALTER TABLE message ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The version this binary writes.

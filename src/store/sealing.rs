@@ -13,9 +13,17 @@ use super::counters::Tally;
 use super::export::{decode_batch, DataRow, DATA_COLS};
 use super::{add_meta, entry_state, get_meta, seq, set_meta, Store, StoreError};
 use crate::outbox::{
-    DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed, DEAD_LETTER_REASON_MAX,
+    DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, ReplyTopic, Sealed,
+    DEAD_LETTER_REASON_MAX,
 };
 use crate::time::unix_ms;
+
+/// Stored kind codes of the JSON entries in send order: alarms (0), replies (3), events (1).
+const PRIORITY: [i64; 3] = [0, 3, 1];
+
+/// Pending JSON entries of one kind (`?2`), oldest first (see `pending`).
+pub(crate) const PENDING_JSON: &str = "SELECT id, kind, reply_topic, created_ms, body FROM entry \
+     WHERE status = 0 AND kind = ?2 ORDER BY created_ms, id LIMIT ?1";
 
 /// Dead letters kept in the `dead_letter` table (newest first); older ones are deleted, the
 /// total stays counted in `meta.dead_letters`.
@@ -32,41 +40,50 @@ impl Outbox for Store {
         let mut g = self.lock();
         let super::Inner { conn, dict, .. } = &mut *g;
         let mut out = Vec::with_capacity(limit.min(1024));
-        let limit_i = limit as i64;
 
-        // Alarms then events, oldest first.
-        {
+        // Alarms, then replies, then events, each oldest first. One query per kind: each is
+        // a range of the `entry_pending (kind, created_ms)` index read in order, where one
+        // query ordered by a priority expression would sort every pending row first.
+        for code in PRIORITY {
+            let room = limit.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, kind, created_ms, body FROM entry \
-                     WHERE status = 0 AND kind < 2 ORDER BY kind, created_ms, id LIMIT ?1",
-                )
-                .map_err(self.sql("pending alarms/events"))?;
+                .prepare_cached(PENDING_JSON)
+                .map_err(self.sql("pending alarms/replies/events"))?;
             let rows = stmt
-                .query_map([limit_i], |r| {
+                .query_map([room as i64, code], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, i64>(1)?,
-                        r.get(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
                     ))
                 })
-                .map_err(self.sql("pending alarms/events"))?;
+                .map_err(self.sql("pending alarms/replies/events"))?;
             for row in rows {
-                let (id, kind, created_ms, body) =
-                    row.map_err(self.sql("pending alarms/events"))?;
-                let json = serde_json::from_slice(&body).map_err(|e| StoreError::Decode {
+                let (id, kind, reply, created_ms, body) =
+                    row.map_err(self.sql("pending alarms/replies/events"))?;
+                let decode = |why: String| StoreError::Decode {
                     path: self.path.clone(),
                     id,
-                    why: format!("JSON body: {e}"),
-                })?;
+                    why,
+                };
+                let kind =
+                    match kind {
+                        0 => EntryKind::Alarm,
+                        1 => EntryKind::Event,
+                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
+                            || decode(format!("reply topic code {reply:?} is unknown")),
+                        )?),
+                    };
+                let json =
+                    serde_json::from_slice(&body).map_err(|e| decode(format!("JSON body: {e}")))?;
                 out.push(Entry {
                     id,
-                    kind: if kind == 0 {
-                        EntryKind::Alarm
-                    } else {
-                        EntryKind::Event
-                    },
+                    kind,
                     historical: false,
                     created_ms,
                     body: EntryBody::Json(json),
@@ -214,9 +231,14 @@ impl Outbox for Store {
             .map_err(self.sql("begin seal"))?;
         self.check_pending(&tx, entries)?;
         let seq = self.reserve_next(inner.seq_hwm, &mut inner.reserved)?;
+        let retain = self.retained(&tx, entries)?;
         let payload = build(seq).map_err(OutboxError::Build)?;
         let mut next = self.next_stats();
         self.insert_message(&tx, seq, topic, &payload, readings, entries, &mut next)?;
+        if retain {
+            tx.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
+                .map_err(self.sql("retain"))?;
+        }
         tx.commit().map_err(self.sql("commit seal"))?;
         self.publish_stats(next);
         inner.seq_hwm = seq;
@@ -225,6 +247,7 @@ impl Outbox for Store {
             topic: topic.to_string(),
             payload,
             readings,
+            retain,
         })
     }
 
@@ -232,7 +255,9 @@ impl Outbox for Store {
         let g = self.lock();
         let mut stmt = g
             .conn
-            .prepare_cached("SELECT seq, topic, payload, readings FROM message ORDER BY seq")
+            .prepare_cached(
+                "SELECT seq, topic, payload, readings, retain FROM message ORDER BY seq",
+            )
             .map_err(self.sql("unacked"))?;
         let rows = stmt
             .query_map([], |r| {
@@ -241,6 +266,7 @@ impl Outbox for Store {
                     topic: r.get(1)?,
                     payload: r.get(2)?,
                     readings: r.get::<_, i64>(3)? as u64,
+                    retain: r.get(4)?,
                 })
             })
             .map_err(self.sql("unacked"))?
@@ -300,6 +326,28 @@ fn bounded_reason(reason: &str) -> String {
 }
 
 impl Store {
+    /// Whether a message binding `entries` is published retained: one of them is a reply on
+    /// a retained topic (`ReplyTopic::retain`).
+    fn retained(&self, tx: &rusqlite::Connection, entries: &[i64]) -> Result<bool, OutboxError> {
+        let mut st = tx
+            .prepare_cached("SELECT kind, reply_topic FROM entry WHERE id = ?1")
+            .map_err(self.sql("seal retain"))?;
+        for id in entries {
+            let (kind, reply): (i64, Option<i64>) = st
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql("seal retain"))?;
+            let code = EntryKind::Reply(ReplyTopic::CmdRes).code();
+            if kind == code
+                && reply
+                    .and_then(ReplyTopic::from_code)
+                    .is_some_and(|t| t.retain())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// `NotPending` unless every entry exists and is pending.
     fn check_pending(&self, tx: &rusqlite::Connection, entries: &[i64]) -> Result<(), OutboxError> {
         let mut st = tx

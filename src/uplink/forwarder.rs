@@ -658,7 +658,7 @@ impl<O: Outbox> Forwarder<O> {
                     }
                 }
                 let Some(m) = s.resend.pop_front() else { break };
-                self.publish(client, s, Some(m.seq), m.topic, m.payload, false)?;
+                self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain)?;
                 continue;
             }
             if s.staged.is_empty() {
@@ -803,7 +803,7 @@ impl<O: Outbox> Forwarder<O> {
                 Some(sealed.seq),
                 sealed.topic,
                 sealed.payload,
-                false,
+                sealed.retain,
             )?;
         }
         Ok(())

@@ -11,7 +11,7 @@ pub use forwarder::Forwarder;
 pub use payload::{decode, encode_messages, CodecError, Packed};
 pub use tls::{client_config, TlsError};
 
-use crate::outbox::EntryKind;
+use crate::outbox::{EntryKind, ReplyTopic};
 
 /// Topics of one gateway under its root (default `gasdtu/<gateway id>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +26,19 @@ impl Topics {
         }
     }
 
-    /// `<root>/data`, `<root>/alarm` or `<root>/event`.
+    /// `<root>/data`, `<root>/alarm`, `<root>/event`, or a reply's topic (`reply`).
     pub fn for_kind(&self, kind: EntryKind) -> String {
         match kind {
             EntryKind::Data => self.data(),
             EntryKind::Alarm => format!("{}/alarm", self.root),
             EntryKind::Event => format!("{}/event", self.root),
+            EntryKind::Reply(t) => self.reply(t),
         }
+    }
+
+    /// `<root>/cmd/res` (command results) or `<root>/config/state` (retained config state).
+    pub fn reply(&self, topic: ReplyTopic) -> String {
+        format!("{}/{}", self.root, topic.suffix())
     }
 
     pub fn data(&self) -> String {

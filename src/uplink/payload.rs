@@ -1,7 +1,8 @@
 //! Payload codecs of the uplink (pure core, no I/O): packs outbox entries into MQTT messages
 //! no larger than the payload limit, encodes `data` messages as documented JSON or compact
 //! CBOR, and decodes either encoding back into the documented JSON shape (`gasdtu decode`,
-//! tests). Alarm and event entries travel as JSON, one per message, on their own topics; one
+//! tests). Alarm, reply and event entries travel as JSON, one per message, on their own topics
+//! (a reply's topic comes with its kind: `cmd/res` or the retained `config/state`); one
 //! that would exceed the payload limit is cut to fit (`fit_json`: the longest strings
 //! shortened at a char boundary and ended with `…`, and `"truncated": true` added).
 //! The schemas are specified in docs/mqtt.md; keep the two in step.
