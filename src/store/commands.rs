@@ -502,3 +502,603 @@ impl Store {
 pub(crate) const RESEND_ROWS: &str = "SELECT id, readings, read_ms FROM entry \
      WHERE kind = 2 AND read_ms BETWEEN ?1 AND ?2 AND status = ?4 AND readings > 0 \
      AND source IN (SELECT id FROM source WHERE device = ?3) ORDER BY read_ms, id";
+
+#[cfg(test)]
+mod tests {
+    //! On real SQLite files: exactly once per id (within a process and across a reopen),
+    //! rejects, reply send order and topics, the retain flag through seal/unacked/reopen,
+    //! bounds, purge, the query plans, and live counters equal to a full scan throughout.
+
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::model::{Quality, Sample, SampleBatch, Value};
+    use crate::outbox::{EntryBody, Outbox, OutboxError};
+    use crate::store::{ClockStamp, MIN_TRUSTED_UNIX_MS};
+    use crate::time::from_unix_ms;
+
+    const T0: i64 = MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(dir, &StoreConfig::default()).unwrap().0
+    }
+
+    fn batch(device: &str, read_ms: i64) -> SampleBatch {
+        SampleBatch {
+            device: device.into(),
+            bus: "b".into(),
+            slot: from_unix_ms(read_ms),
+            samples: (0..3)
+                .map(|i| Sample {
+                    point: format!("p{i}").into(),
+                    value: Some(Value::Int(i)),
+                    unit: Some(Arc::from("bar")),
+                    quality: Quality::Good,
+                    read_at: from_unix_ms(read_ms),
+                })
+                .collect(),
+            online: true,
+            failed_cycles: 0,
+        }
+    }
+
+    fn stamp(wall_ms: i64) -> ClockStamp {
+        ClockStamp {
+            wall_ms,
+            mono_ms: 3_600_000,
+            boot_id: "boot".into(),
+        }
+    }
+
+    fn assert_counters_exact(store: &Store) {
+        let live = store.stats().unwrap();
+        let mut scan = store.stats_scan().unwrap();
+        scan.bytes_on_disk = live.bytes_on_disk;
+        assert_eq!(live, scan, "live counters differ from a full scan");
+    }
+
+    /// Every pending entry (kind, JSON body or None for data), in send order.
+    fn pending(store: &Store) -> Vec<(EntryKind, Option<Json>)> {
+        store
+            .pending(10_000, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.body {
+                EntryBody::Json(j) => (e.kind, Some(j)),
+                EntryBody::Batch(_) => (e.kind, None),
+            })
+            .collect()
+    }
+
+    /// Seal each pending entry into its own message and acknowledge it.
+    fn drain(store: &Store) {
+        for e in store.pending(10_000, 0).unwrap() {
+            let m = store
+                .seal("t", &[e.id], 0, &mut |_| Ok(b"x".to_vec()))
+                .unwrap();
+            store.ack(m.seq).unwrap();
+        }
+    }
+
+    fn result(id: &str, status: &str) -> Json {
+        json!({"id": id, "op": "write", "status": status, "result": {"value": true}})
+    }
+
+    #[test]
+    fn a_command_id_executes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        drain(&store);
+        let (now, exp) = (T0, T0 + 60_000);
+        assert_eq!(
+            store.command_begin("ops-1", "write", exp, now).unwrap(),
+            Begin::New
+        );
+        // A redelivery while it executes: no second execution.
+        assert_eq!(
+            store.command_begin("ops-1", "write", exp, now).unwrap(),
+            Begin::Running
+        );
+        let res = result("ops-1", "ok");
+        let ev = json!({"event": "command", "id": "ops-1", "status": "ok"});
+        store.command_finish("ops-1", &res, &ev).unwrap();
+        // Later redeliveries: the stored result, never New again.
+        for _ in 0..3 {
+            assert_eq!(
+                store.command_begin("ops-1", "write", exp, now).unwrap(),
+                Begin::Done(res.clone())
+            );
+        }
+        // Finishing twice or finishing what was never begun is a caller bug, refused.
+        for id in ["ops-1", "never-begun"] {
+            assert!(
+                matches!(
+                    store.command_finish(id, &res, &ev),
+                    Err(StoreError::CommandState { .. })
+                ),
+                "{id}"
+            );
+        }
+        // One reply and one audit event, once.
+        assert_eq!(
+            pending(&store),
+            vec![
+                (EntryKind::Reply(ReplyTopic::CmdRes), Some(res.clone())),
+                (EntryKind::Event, Some(ev)),
+            ]
+        );
+        assert_counters_exact(&store);
+        // Still done after a reopen.
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            store.command_begin("ops-1", "write", exp, now).unwrap(),
+            Begin::Done(res)
+        );
+    }
+
+    /// The store is dropped between begin and finish: what a process that ended there leaves
+    /// on disk (the begin committed, nothing else), since the store writes nothing when it
+    /// is dropped. tests/store_commands.rs does it with a real kill -9 of a child process.
+    #[test]
+    fn running_from_an_earlier_opening_is_interrupted_and_never_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert_eq!(
+            store.command_begin("c-9", "write", T0 + 1, T0).unwrap(),
+            Begin::New
+        );
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            store.command_begin("c-9", "write", T0 + 1, T0).unwrap(),
+            Begin::Interrupted
+        );
+        assert!(matches!(
+            store.command_finish("c-9", &result("c-9", "ok"), &json!({})),
+            Err(StoreError::CommandState { .. })
+        ));
+        // Answered as unknown outcome: from then on that is its result.
+        let unknown = result("c-9", "unknown_outcome");
+        store
+            .command_reject(Some("c-9"), &unknown, &json!({"event": "command"}))
+            .unwrap();
+        assert_eq!(
+            store.command_begin("c-9", "write", T0 + 1, T0).unwrap(),
+            Begin::Done(unknown)
+        );
+    }
+
+    #[test]
+    fn rejects_are_remembered_and_never_change_an_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        drain(&store);
+        let expired = json!({"id": "e-1", "op": "ping", "status": "expired"});
+        let ev = json!({"event": "command", "id": "e-1"});
+        store.command_reject(Some("e-1"), &expired, &ev).unwrap();
+        assert_eq!(
+            store.command_begin("e-1", "ping", T0, T0).unwrap(),
+            Begin::Done(expired.clone())
+        );
+        // No id (unreadable): reply and event only, no row.
+        let bad = json!({"id": null, "status": "error"});
+        store.command_reject(None, &bad, &ev).unwrap();
+        // An id that already ran keeps its result; that result is replied again.
+        let ok = result("w-1", "ok");
+        assert_eq!(
+            store.command_begin("w-1", "write", T0, T0).unwrap(),
+            Begin::New
+        );
+        store.command_finish("w-1", &ok, &ev).unwrap();
+        store
+            .command_reject(Some("w-1"), &result("w-1", "expired"), &ev)
+            .unwrap();
+        assert_eq!(
+            store.command_begin("w-1", "write", T0, T0).unwrap(),
+            Begin::Done(ok.clone())
+        );
+        let replies: Vec<Json> = pending(&store)
+            .into_iter()
+            .filter(|(k, _)| *k == EntryKind::Reply(ReplyTopic::CmdRes))
+            .filter_map(|(_, j)| j)
+            .collect();
+        assert_eq!(replies, vec![expired, bad, ok.clone(), ok]);
+        // Rejecting a command that is running here (e.g. refused after begin) finishes it.
+        assert_eq!(
+            store.command_begin("r-1", "write", T0, T0).unwrap(),
+            Begin::New
+        );
+        let refused = result("r-1", "refused");
+        store.command_reject(Some("r-1"), &refused, &ev).unwrap();
+        assert_eq!(
+            store.command_begin("r-1", "write", T0, T0).unwrap(),
+            Begin::Done(refused)
+        );
+        assert_counters_exact(&store);
+    }
+
+    #[test]
+    fn replies_send_after_alarms_and_before_events_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        drain(&store);
+        // Data and an event first, then an alarm, then the reply (committed last).
+        store
+            .commit(
+                &[batch("d", T0)],
+                &[(EntryKind::Event, json!({"event": "e"}))],
+                &stamp(T0),
+            )
+            .unwrap();
+        store
+            .commit(
+                &[],
+                &[(EntryKind::Alarm, json!({"alarm": "a"}))],
+                &stamp(T0 + 1),
+            )
+            .unwrap();
+        store
+            .queue_reply(
+                ReplyTopic::ConfigState,
+                &json!({"status": "applied"}),
+                Some(&json!({"event": "config_applied"})),
+            )
+            .unwrap();
+        store.command_begin("c1", "ping", T0, T0).unwrap();
+        store
+            .command_finish("c1", &json!({"id": "c1"}), &json!({"event": "command"}))
+            .unwrap();
+        let kinds: Vec<EntryKind> = pending(&store).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EntryKind::Alarm,
+                EntryKind::Reply(ReplyTopic::ConfigState),
+                EntryKind::Reply(ReplyTopic::CmdRes),
+                EntryKind::Event,
+                EntryKind::Event,
+                EntryKind::Event,
+                EntryKind::Data,
+            ]
+        );
+        // `limit` is respected across the per-kind queries.
+        let first2: Vec<EntryKind> = store
+            .pending(2, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            first2,
+            vec![EntryKind::Alarm, EntryKind::Reply(ReplyTopic::ConfigState)]
+        );
+    }
+
+    #[test]
+    fn the_retain_flag_travels_with_the_reply_into_unacked_and_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        drain(&store);
+        store
+            .queue_reply(ReplyTopic::ConfigState, &json!({"status": "applied"}), None)
+            .unwrap();
+        store
+            .queue_reply(ReplyTopic::CmdRes, &json!({"id": "x"}), None)
+            .unwrap();
+        store
+            .commit(
+                &[],
+                &[(EntryKind::Event, json!({"event": "e"}))],
+                &stamp(T0),
+            )
+            .unwrap();
+        let mut sealed = Vec::new();
+        for e in store.pending(100, 0).unwrap() {
+            let m = store
+                .seal("topic", &[e.id], 0, &mut |_| Ok(b"p".to_vec()))
+                .unwrap();
+            sealed.push((e.kind, m.seq, m.retain));
+        }
+        let retained: Vec<bool> = sealed.iter().map(|s| s.2).collect();
+        assert_eq!(retained, vec![true, false, false], "{sealed:?}");
+        let from_store = |store: &Store| -> Vec<(u64, bool)> {
+            store
+                .unacked()
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.seq, m.retain))
+                .collect()
+        };
+        let want: Vec<(u64, bool)> = sealed.iter().map(|s| (s.1, s.2)).collect();
+        assert_eq!(from_store(&store), want);
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            from_store(&store),
+            want,
+            "resent after a restart: still retained"
+        );
+        store.ack_many(&[want[0].0, want[1].0, want[2].0]).unwrap();
+        assert_counters_exact(&store);
+    }
+
+    #[test]
+    fn live_counters_stay_exact_through_replies_resend_and_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        assert_counters_exact(&store);
+        store
+            .commit(
+                &[batch("d", T0), batch("d", T0 + 1000)],
+                &[],
+                &stamp(T0 + 2000),
+            )
+            .unwrap();
+        store.command_begin("a", "read", T0, T0).unwrap();
+        assert_counters_exact(&store);
+        store
+            .command_finish("a", &json!({"id": "a"}), &json!({"event": "command"}))
+            .unwrap();
+        store.command_reject(None, &json!({}), &json!({})).unwrap();
+        store
+            .queue_reply(ReplyTopic::ConfigState, &json!({}), None)
+            .unwrap();
+        assert_counters_exact(&store);
+        drain(&store);
+        assert_counters_exact(&store);
+        let r = store.resend_history("d", T0, T0 + 1000, 100).unwrap();
+        assert_eq!((r.entries, r.readings), (2, 6));
+        assert_counters_exact(&store);
+        drain(&store);
+        assert_counters_exact(&store);
+        assert_eq!(store.stats().unwrap().pending_entries, 0);
+        assert_eq!(store.stats().unwrap().history_readings, 6);
+    }
+
+    #[test]
+    fn oversized_and_malformed_inputs_are_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        drain(&store);
+        let big = json!({"id": "b", "result": "x".repeat(COMMAND_JSON_MAX)});
+        let ok = json!({"id": "b"});
+        let cases: Vec<(&str, Result<(), StoreError>)> = vec![
+            (
+                "empty id",
+                store.command_begin("", "ping", T0, T0).map(drop),
+            ),
+            (
+                "long id",
+                store
+                    .command_begin(&"i".repeat(65), "ping", T0, T0)
+                    .map(drop),
+            ),
+            (
+                "long op",
+                store.command_begin("i", &"o".repeat(33), T0, T0).map(drop),
+            ),
+            (
+                "reject big result",
+                store.command_reject(Some("b"), &big, &ok),
+            ),
+            (
+                "reject big event",
+                store.command_reject(Some("b"), &ok, &big),
+            ),
+            (
+                "reject long id",
+                store.command_reject(Some(&"i".repeat(65)), &ok, &ok),
+            ),
+            (
+                "reply big",
+                store.queue_reply(ReplyTopic::CmdRes, &big, None),
+            ),
+            (
+                "reply big event",
+                store.queue_reply(ReplyTopic::CmdRes, &ok, Some(&big)),
+            ),
+            (
+                "resend reversed",
+                store.resend_history("d", T0, T0 - 1, 10).map(drop),
+            ),
+            (
+                "resend 31 days + 1 ms",
+                store
+                    .resend_history("d", T0, T0 + RESEND_RANGE_MAX_MS + 1, 10)
+                    .map(drop),
+            ),
+            (
+                "resend long device",
+                store.resend_history(&"d".repeat(257), T0, T0, 10).map(drop),
+            ),
+        ];
+        for (what, r) in cases {
+            match r {
+                Err(StoreError::OutOfBounds { what: w, why }) => {
+                    assert!(!why.is_empty(), "{what}: {w}")
+                }
+                other => panic!("{what}: expected OutOfBounds, got {other:?}"),
+            }
+        }
+        // A result just above the bound at finish: refused, the command stays running here
+        // (the caller answers it with a short error through command_reject).
+        assert_eq!(
+            store.command_begin("b", "read", T0, T0).unwrap(),
+            Begin::New
+        );
+        let e = store
+            .command_finish("b", &big, &ok)
+            .expect_err("16 KiB + refused");
+        assert!(e.to_string().contains("16384"), "{e}");
+        assert_eq!(
+            store.command_begin("b", "read", T0, T0).unwrap(),
+            Begin::Running
+        );
+        // Exactly at the bound: accepted.
+        let pad = COMMAND_JSON_MAX - json!({"r": ""}).to_string().len();
+        let exact = json!({"r": "y".repeat(pad)});
+        assert_eq!(exact.to_string().len(), COMMAND_JSON_MAX);
+        store.command_finish("b", &exact, &ok).unwrap();
+        // 31 days exactly is accepted.
+        store
+            .resend_history("d", T0, T0 + RESEND_RANGE_MAX_MS, 10)
+            .unwrap();
+        // Only the one finish wrote anything.
+        assert_eq!(pending(&store).len(), 2);
+    }
+
+    #[test]
+    fn purge_drops_long_expired_rows_and_caps_the_table_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let day = PURGE_AFTER_MS;
+        // Expired 1 day + 1 ms ago, done: purged. Expired exactly a day ago: kept.
+        // Running in this process and long expired: kept (its finish must find it).
+        for (id, exp) in [("old", T0 - day - 1), ("edge", T0 - day), ("live", T0 + 1)] {
+            store.command_begin(id, "ping", exp, T0 - 2 * day).unwrap();
+            store
+                .command_finish(id, &json!({"id": id}), &json!({}))
+                .unwrap();
+        }
+        store
+            .command_begin("busy", "write", T0 - 5 * day, T0 - 6 * day)
+            .unwrap();
+        assert_eq!(store.purge_commands(T0).unwrap(), 1);
+        assert!(matches!(
+            store.command_begin("old", "ping", T0 + 1, T0).unwrap(),
+            Begin::New
+        ));
+        for id in ["edge", "live"] {
+            assert!(matches!(
+                store.command_begin(id, "ping", T0, T0).unwrap(),
+                Begin::Done(_)
+            ));
+        }
+        assert_eq!(
+            store.command_begin("busy", "write", T0, T0).unwrap(),
+            Begin::Running
+        );
+        // An earlier process's running row is purged by its expiry like any other.
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            store.purge_commands(T0).unwrap(),
+            1,
+            "busy, now interrupted"
+        );
+
+        // The cap: COMMAND_ROWS_MAX + 5 unexpired rows, the oldest received go.
+        {
+            let mut g = store.lock();
+            let tx = g.conn.transaction().unwrap();
+            tx.execute("DELETE FROM command", []).unwrap();
+            let mut st = tx
+                .prepare(
+                    "INSERT INTO command (id, op, state, generation, received_ms, expires_ms, \
+                     finished_ms, result) VALUES (?1, 'ping', 'done', 1, ?2, ?3, ?2, '{}')",
+                )
+                .unwrap();
+            for i in 0..COMMAND_ROWS_MAX + 5 {
+                st.execute(rusqlite::params![format!("c{i}"), T0 + i, T0 + day])
+                    .unwrap();
+            }
+            drop(st);
+            tx.commit().unwrap();
+        }
+        // Through the store's bound enforcement.
+        let ev = store.enforce_limits(from_unix_ms(T0)).unwrap();
+        assert_eq!(ev.purged_commands, 5);
+        let g = store.lock();
+        let (n, oldest): (i64, String) = g
+            .conn
+            .query_row(
+                "SELECT COUNT(*), (SELECT id FROM command ORDER BY received_ms LIMIT 1) \
+                 FROM command",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, oldest.as_str()), (COMMAND_ROWS_MAX, "c5"));
+    }
+
+    /// The outbox and resend queries read their index in order: no full scan, no sort.
+    #[test]
+    fn pending_and_resend_queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let g = store.lock();
+        let plan = |sql: &str, n: usize| -> String {
+            let params: Vec<i64> = (0..n as i64).collect();
+            let mut st = g
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows.join("; ")
+        };
+        let p = plan(crate::store::sealing::PENDING_JSON, 2);
+        assert!(p.contains("USING INDEX entry_pending (kind=?"), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
+        // What a priority expression would cost (why `pending` runs one query per kind).
+        let p = plan(
+            "SELECT id FROM entry WHERE status = 0 AND kind IN (0, 1, 3) ORDER BY \
+             CASE kind WHEN 0 THEN 0 WHEN 3 THEN 1 ELSE 2 END, created_ms, id LIMIT ?1",
+            1,
+        );
+        assert!(p.contains("TEMP B-TREE"), "{p}");
+        let p = plan(RESEND_ROWS, 4);
+        assert!(
+            p.contains("USING INDEX entry_read (read_ms>? AND read_ms<?)"),
+            "{p}"
+        );
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
+        let p = plan(
+            "DELETE FROM command WHERE expires_ms < ?1 AND NOT (state = 'running' AND generation = ?2)",
+            2,
+        );
+        assert!(p.contains("INDEX"), "{p}");
+    }
+
+    #[test]
+    fn generations_differ() {
+        let g: std::collections::HashSet<i64> = (0..1000).map(|_| new_generation()).collect();
+        assert_eq!(g.len(), 1000);
+    }
+
+    #[test]
+    fn the_sealed_reply_keeps_its_topic_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        drain(&store);
+        store
+            .queue_reply(ReplyTopic::ConfigState, &json!({"version": "v1"}), None)
+            .unwrap();
+        drop(store);
+        let store = open(dir.path());
+        let e = store.pending(10, 0).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, EntryKind::Reply(ReplyTopic::ConfigState));
+        assert_eq!(e[0].body, EntryBody::Json(json!({"version": "v1"})));
+        assert!(!e[0].historical);
+        // An unknown reply topic code (a newer version wrote it) is a decode error, not a panic.
+        store
+            .lock()
+            .conn
+            .execute("UPDATE entry SET reply_topic = 9 WHERE id = ?1", [e[0].id])
+            .unwrap();
+        match store.pending(10, 0) {
+            Err(OutboxError::Store(why)) => assert!(why.contains("reply topic"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -94,7 +94,8 @@ pub const MIGRATIONS: &[&str] = &[
         finished_ms INTEGER,            -- NULL while running
         result TEXT                     -- JSON result once done (at most 16 KiB)
     ) WITHOUT ROWID;
-    CREATE INDEX command_received ON command (received_ms);
+    CREATE INDEX command_received ON command (received_ms);   -- the row cap, oldest first
+    CREATE INDEX command_expires ON command (expires_ms);     -- the purge by expiry
     ALTER TABLE entry ADD COLUMN reply_topic INTEGER;   -- kind 3 only: 0 cmd/res, 1 config/state
     ALTER TABLE message ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;
     "#,
