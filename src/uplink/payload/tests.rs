@@ -429,6 +429,73 @@ fn alarms_and_events_get_their_own_messages_in_order() {
     assert_eq!(topics.for_kind(EntryKind::Data), "gasdtu/gw-1/data");
 }
 
+/// Replies (issue 10) travel like events: one per message, JSON, `gw` and `seq` added (a
+/// `gw`/`seq` in the body never overrides the envelope's), on the reply's own topic; only the
+/// config state is retained.
+#[test]
+fn replies_are_one_json_message_each_on_their_topic() {
+    use crate::outbox::ReplyTopic::{CmdRes, ConfigState};
+    let res = json!({"id": "ops-42", "op": "write", "status": "ok", "gw": "spoof", "seq": 1});
+    let state = json!({"version": "v1", "status": "applied"});
+    let entries = vec![
+        json_entry(1, EntryKind::Reply(CmdRes), res),
+        json_entry(2, EntryKind::Reply(ConfigState), state),
+        device(3, "pt1", 2, 0),
+    ];
+    let msgs = encode_messages(&entries, "gw-1", 1024, Encoding::Cbor);
+    let kinds: Vec<(EntryKind, Vec<i64>)> =
+        msgs.iter().map(|m| (m.kind, m.entries.clone())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EntryKind::Reply(CmdRes), vec![1]),
+            (EntryKind::Reply(ConfigState), vec![2]),
+            (EntryKind::Data, vec![3]),
+        ]
+    );
+    let r: Json = serde_json::from_slice(&msgs[0].build("gw-1", 9).unwrap()).unwrap();
+    assert_eq!(
+        r,
+        json!({"gw": "gw-1", "seq": 9, "id": "ops-42", "op": "write", "status": "ok"})
+    );
+    let c: Json = serde_json::from_slice(&msgs[1].build("gw-1", 10).unwrap()).unwrap();
+    assert_eq!(
+        c,
+        json!({"gw": "gw-1", "seq": 10, "version": "v1", "status": "applied"})
+    );
+    let topics = super::super::Topics::new("gasdtu/gw-1");
+    let table = [
+        (EntryKind::Reply(CmdRes), "gasdtu/gw-1/cmd/res", false),
+        (
+            EntryKind::Reply(ConfigState),
+            "gasdtu/gw-1/config/state",
+            true,
+        ),
+        (EntryKind::Alarm, "gasdtu/gw-1/alarm", false),
+        (EntryKind::Event, "gasdtu/gw-1/event", false),
+        (EntryKind::Data, "gasdtu/gw-1/data", false),
+    ];
+    for (kind, topic, retain) in table {
+        assert_eq!(
+            (topics.for_kind(kind).as_str(), kind.retain()),
+            (topic, retain)
+        );
+    }
+    // Priority order (the derived Ord) and the stored codes (0/1/2 unchanged, replies 3).
+    let mut sorted = vec![
+        EntryKind::Data,
+        EntryKind::Event,
+        EntryKind::Reply(ConfigState),
+        EntryKind::Reply(CmdRes),
+        EntryKind::Alarm,
+    ];
+    sorted.sort();
+    assert_eq!(
+        sorted.iter().map(|k| k.code()).collect::<Vec<_>>(),
+        vec![0, 3, 3, 1, 2]
+    );
+}
+
 #[test]
 fn malformed_payloads_are_errors() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
