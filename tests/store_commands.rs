@@ -343,7 +343,7 @@ fn resend_history_sends_one_device_range_again_as_history_with_new_seqs() {
     );
     let got = reads(&again);
     let want: Vec<(String, i64, bool)> = (2..=5)
-        .flat_map(|i| std::iter::repeat(("pt1".to_string(), T0 + i * minute, true)).take(3))
+        .flat_map(|i| std::iter::repeat_n(("pt1".to_string(), T0 + i * minute, true), 3))
         .collect();
     assert_eq!(got, want, "pt1 in range only, all hist: true");
     assert_eq!(store.stats().unwrap().history_readings, history_before);

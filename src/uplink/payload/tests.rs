@@ -482,7 +482,7 @@ fn replies_are_one_json_message_each_on_their_topic() {
         );
     }
     // Priority order (the derived Ord) and the stored codes (0/1/2 unchanged, replies 3).
-    let mut sorted = vec![
+    let mut sorted = [
         EntryKind::Data,
         EntryKind::Event,
         EntryKind::Reply(ConfigState),
