@@ -1069,6 +1069,118 @@ mod tests {
         assert!(p.contains("INDEX"), "{p}");
     }
 
+    mod props {
+        //! The exactly-once rule against a model, over random sequences of begin, finish,
+        //! reject and reopen (a new process) on a few ids: `New` at most once per id, ever.
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Begin(u8),
+            Finish(u8),
+            Reject(u8),
+            Reopen,
+        }
+
+        #[derive(Debug, Clone, PartialEq)]
+        enum Model {
+            Absent,
+            Running { here: bool },
+            Done(Json),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => (0u8..3).prop_map(Step::Begin),
+                3 => (0u8..3).prop_map(Step::Finish),
+                2 => (0u8..3).prop_map(Step::Reject),
+                1 => Just(Step::Reopen),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 24,
+                rng_seed: RngSeed::Fixed(0x00C0_FFEE),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn begin_is_new_at_most_once_per_id(steps in proptest::collection::vec(step(), 1..24)) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut store = open(dir.path());
+                drain(&store);
+                let mut model = vec![Model::Absent; 3];
+                let mut news = [0u32; 3];
+                let mut replies = 0usize;
+                for (k, s) in steps.iter().enumerate() {
+                    match s {
+                        Step::Begin(i) => {
+                            let id = format!("id{i}");
+                            let got = store.command_begin(&id, "write", T0, T0).unwrap();
+                            let m = &mut model[*i as usize];
+                            let want = match m.clone() {
+                                Model::Absent => {
+                                    *m = Model::Running { here: true };
+                                    news[*i as usize] += 1;
+                                    Begin::New
+                                }
+                                Model::Running { here: true } => Begin::Running,
+                                Model::Running { here: false } => Begin::Interrupted,
+                                Model::Done(r) => Begin::Done(r),
+                            };
+                            prop_assert_eq!(got, want);
+                        }
+                        Step::Finish(i) => {
+                            let id = format!("id{i}");
+                            let res = json!({"id": id, "step": k});
+                            let got = store.command_finish(&id, &res, &json!({}));
+                            let m = &mut model[*i as usize];
+                            if *m == (Model::Running { here: true }) {
+                                prop_assert!(got.is_ok(), "{:?}", got);
+                                *m = Model::Done(res);
+                                replies += 1;
+                            } else {
+                                let refused = matches!(got, Err(StoreError::CommandState { .. }));
+                                prop_assert!(refused, "{:?}", got);
+                            }
+                        }
+                        Step::Reject(i) => {
+                            let id = format!("id{i}");
+                            let res = json!({"id": id, "step": k, "status": "refused"});
+                            store.command_reject(Some(&id), &res, &json!({})).unwrap();
+                            let m = &mut model[*i as usize];
+                            if !matches!(m, Model::Done(_)) {
+                                *m = Model::Done(res);
+                            }
+                            replies += 1;
+                        }
+                        Step::Reopen => {
+                            drop(store);
+                            store = open(dir.path());
+                            for m in model.iter_mut() {
+                                if let Model::Running { here } = m {
+                                    *here = false;
+                                }
+                            }
+                        }
+                    }
+                }
+                prop_assert!(news.iter().all(|n| *n <= 1), "{:?}", news);
+                let got_replies = pending(&store)
+                    .iter()
+                    .filter(|(k, _)| *k == EntryKind::Reply(ReplyTopic::CmdRes))
+                    .count();
+                prop_assert_eq!(got_replies, replies);
+                assert_counters_exact(&store);
+            }
+        }
+    }
+
     #[test]
     fn generations_differ() {
         let g: std::collections::HashSet<i64> = (0..1000).map(|_| new_generation()).collect();
