@@ -848,6 +848,29 @@ mod tests {
             .queue_reply(ReplyTopic::ConfigState, &json!({}), None)
             .unwrap();
         assert_counters_exact(&store);
+        // Export (`gasdtu export`) and a read-only store's statistics (`gasdtu queue` from
+        // another process) see the replies as pending entries and nothing else.
+        let mut batches = 0;
+        store
+            .export(&crate::store::ExportFilter::default(), &mut |_| {
+                batches += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(batches, 2);
+        let ro = Store::open_read_only(dir.path()).unwrap();
+        let mut ro_stats = ro.stats().unwrap();
+        ro_stats.bytes_on_disk = 0;
+        let mut live = store.stats().unwrap();
+        live.bytes_on_disk = 0;
+        assert_eq!(ro_stats, live);
+        let json_rows = pending(&store).iter().filter(|(_, j)| j.is_some()).count() as u64;
+        assert_eq!(
+            live.pending_entries,
+            2 + json_rows,
+            "batches + alarms/replies/events"
+        );
+        drop(ro);
         drain(&store);
         assert_counters_exact(&store);
         let r = store.resend_history("d", T0, T0 + 1000, 100).unwrap();
