@@ -52,7 +52,9 @@ use crate::outbox::EntryKind;
 
 pub use crate::outbox::ReplyTopic;
 pub use clock::{ClockStamp, ClockState, MIN_TRUSTED_UNIX_MS};
-pub use commands::{Begin, Resent, COMMAND_JSON_MAX, COMMAND_ROWS_MAX};
+pub use commands::{
+    Begin, Resent, COMMAND_ID_MAX, COMMAND_JSON_MAX, COMMAND_ROWS_MAX, RESEND_RANGE_MAX_MS,
+};
 pub use export::{ExportFilter, StoreStats, StoredBatch};
 pub use limits::Eviction;
 
