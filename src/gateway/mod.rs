@@ -623,5 +623,12 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "dead_letters": l.dead_letters,
         "last_dead_letter": l.last_dead_letter,
         "last_health_ms": l.last_health_ms,
+        "inbound_subscribed": l.inbound_subscribed,
+        "inbound_received": l.inbound_received,
+        "inbound_acked": l.inbound_acked,
+        "inbound_oversized": l.inbound_oversized,
+        "inbound_busy": l.inbound_busy,
+        "inbound_ignored": l.inbound_ignored,
+        "inbound_purges": l.inbound_purges,
     })
 }
