@@ -5,6 +5,8 @@
 //!   persistent subscription) arrives when it reconnects.
 //! - An inbound not acknowledged is redelivered after a reconnect, an acknowledged one is
 //!   not; an ack from a session that is gone does nothing in the next one.
+//! - Within one forwarder run, across a broker restart: the unacknowledged request comes
+//!   back in the next session, and an ack from the ended session does nothing there.
 //! - Requests over their bound are acknowledged, counted and dropped, and the next request
 //!   arrives; a packet over the client's incoming limit ends the session once, the broker's
 //!   session is purged once, and the link does not loop.
@@ -69,6 +71,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+/// With `persistent`, the broker keeps sessions and queued messages across its restarts.
+async fn setup_with(persistent: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
     let broker = Broker::new(
@@ -79,7 +86,7 @@ async fn setup() -> Setup {
             require_certificate: false,
             tls_version: None,
         },
-        false,
+        persistent,
     );
     let (store, _) = Store::open(&dir.path().join("state"), &StoreConfig::default()).unwrap();
     let ops = Publisher::start(&pki, broker.port, "ops-tool");
@@ -161,6 +168,21 @@ impl Gw {
         .await
     }
 
+    /// A round trip on the gateway's own connection: a reading committed now is published
+    /// and PUBACKed. The broker reads a connection in order, so every inbound PUBACK sent
+    /// before was processed by then (a broker restart cannot lose it).
+    async fn barrier(&self, store: &Store) {
+        let before = self.st().acked;
+        store
+            .commit(&[readings("barrier", 0, 1)], &[], &ClockStamp::now())
+            .unwrap();
+        self.wake.notify_one();
+        self.wait_status("a data message acknowledged after it", |st| {
+            st.acked > before
+        })
+        .await;
+    }
+
     /// Graceful stop (DISCONNECT: the broker keeps the persistent session). Returns the inbox
     /// receiver so inbounds still held can be inspected.
     async fn stop(mut self) -> Option<mpsc::Receiver<Inbound>> {
@@ -224,6 +246,7 @@ async fn an_unacked_inbound_is_redelivered_and_an_acked_one_is_not() {
     c1.ack();
     gw.wait_status("c1's PUBACK sent", |st| st.inbound_acked == 1)
         .await;
+    gw.barrier(&s.store).await;
     // c2 is held, never acknowledged in its session.
     gw.stop().await;
 
@@ -262,6 +285,62 @@ async fn an_unacked_inbound_is_redelivered_and_an_acked_one_is_not() {
     s.ops.publish(&cmd_req(), "c4", false).await;
     assert_eq!(&gw3.recv().await.payload[..], b"c4");
     gw3.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_from_an_ended_session_does_nothing_in_the_next() {
+    let mut s = setup_with(true).await;
+    let mut gw = start(&s, Some(8));
+    gw.ready().await;
+    s.ops.publish(&cmd_req(), "held", false).await;
+    let first = gw.recv().await;
+    assert_eq!(&first.payload[..], b"held");
+
+    // The same forwarder reconnects after a broker restart; the broker kept the session
+    // with `held` unacknowledged and offers it again (most likely under the same packet id).
+    let restart = |s: &mut Setup| {
+        s.broker.stop();
+        s.broker.start();
+    };
+    restart(&mut s);
+    let second = gw.recv().await;
+    assert_eq!(&second.payload[..], b"held");
+    assert!(second.duplicate);
+    let st = gw
+        .wait_status("reconnected and subscribed", |st| {
+            st.reconnects == 1 && st.inbound_subscribed
+        })
+        .await;
+    assert_eq!(st.inbound_acked, 0);
+    // Stale: the first session is gone. Nothing is sent, in particular not a PUBACK for
+    // the redelivery in the new session.
+    first.ack();
+    drop(second);
+    restart(&mut s);
+    let third = gw.recv().await;
+    assert_eq!(
+        &third.payload[..],
+        b"held",
+        "the stale ack acknowledged nothing"
+    );
+    gw.wait_status("reconnected twice and subscribed", |st| {
+        st.reconnects == 2 && st.inbound_subscribed
+    })
+    .await;
+    assert_eq!(gw.st().inbound_acked, 0);
+    // Acknowledged on its own session: gone for good.
+    third.ack();
+    gw.wait_status("its PUBACK sent", |st| st.inbound_acked == 1)
+        .await;
+    gw.barrier(&s.store).await;
+    restart(&mut s);
+    gw.wait_status("reconnected a third time and subscribed", |st| {
+        st.reconnects == 3 && st.inbound_subscribed
+    })
+    .await;
+    s.ops.publish(&cmd_req(), "fresh", false).await;
+    assert_eq!(&gw.recv().await.payload[..], b"fresh");
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
