@@ -7,6 +7,8 @@
 //!   not; an ack from a session that is gone does nothing in the next one.
 //! - Within one forwarder run, across a broker restart: the unacknowledged request comes
 //!   back in the next session, and an ack from the ended session does nothing there.
+//! - Requests refused while the inbox was full are offered again in a new session, which the
+//!   forwarder starts once the inbox is empty.
 //! - Requests over their bound are acknowledged, counted and dropped, and the next request
 //!   arrives; a packet over the client's incoming limit ends the session once, the broker's
 //!   session is purged once, and the link does not loop.
@@ -340,6 +342,64 @@ async fn an_ack_from_an_ended_session_does_nothing_in_the_next() {
     .await;
     s.ops.publish(&cmd_req(), "fresh", false).await;
     assert_eq!(&gw.recv().await.payload[..], b"fresh");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_by_a_full_inbox_come_back_in_a_new_session() {
+    let s = setup().await;
+    let mut gw = start(&s, Some(1));
+    gw.ready().await;
+    for c in ["f1", "f2", "f3"] {
+        s.ops.publish(&cmd_req(), c, false).await;
+    }
+    // f1 fills the inbox; f2 and f3 are left unacknowledged.
+    let st = gw
+        .wait_status("two requests refused as busy", |st| st.inbound_busy == 2)
+        .await;
+    assert_eq!(
+        st.reconnects, 0,
+        "nothing is renewed while the inbox is full"
+    );
+    let f1 = gw.recv().await;
+    assert_eq!(&f1.payload[..], b"f1");
+    f1.ack();
+    // The inbox is empty: the forwarder renews the session and the broker offers f2 and f3
+    // again (f1 too, if its ack had not left before the renewal: a duplicate, never a loss).
+    let mut got = Vec::new();
+    while !(got.contains(&"f2".to_string()) && got.contains(&"f3".to_string())) {
+        let i = gw.recv().await;
+        got.push(String::from_utf8(i.payload.to_vec()).unwrap());
+        i.ack();
+    }
+    gw.ready().await;
+    s.ops.publish(&cmd_req(), "f4", false).await;
+    while !got.contains(&"f4".to_string()) {
+        let i = gw.recv().await;
+        got.push(String::from_utf8(i.payload.to_vec()).unwrap());
+        i.ack();
+    }
+    assert!(
+        got.iter()
+            .all(|g| ["f1", "f2", "f3", "f4"].contains(&g.as_str())),
+        "{got:?}"
+    );
+    // With an inbox of one, a redelivered pair can overflow it again: every renewal
+    // follows at least one refusal, so renewals are bounded by the requests, never a loop.
+    let st = gw.st();
+    assert!(
+        st.reconnects >= 1 && st.reconnects <= st.inbound_busy,
+        "{} renewals for {} refusals",
+        st.reconnects,
+        st.inbound_busy
+    );
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("request(s) were refused while the inbox was full")),
+        "{:?}",
+        st.last_error
+    );
     gw.stop().await;
 }
 

@@ -35,7 +35,10 @@
 //! broker would redeliver it to every later persistent session, so the next attempt first
 //! connects once with a clean session (discarding the broker's session: that packet and
 //! whatever was queued with it) and disconnects, then connects persistent again: one purge
-//! per such packet, never a loop. The data path is the same with or without an inbox.
+//! per such packet, never a loop. Requests refused while the inbox was full are offered again
+//! only in a new session: once the inbox is empty again the forwarder ends the session
+//! cleanly and reconnects (`SessionError::InboxBacklog`). The data path is the same with or
+//! without an inbox.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -87,6 +90,10 @@ pub enum SessionError {
     /// Bookkeeping found an event that does not match a request (should not happen).
     #[error("internal: {0}")]
     Internal(String),
+    /// Requests were refused while the inbox was full; it has room again, and only a new
+    /// session makes the broker offer them again (a clean DISCONNECT, then a reconnect).
+    #[error("renewing the session: {refused} request(s) were refused while the inbox was full, the broker redelivers them")]
+    InboxBacklog { refused: u64 },
     /// The broker sent a packet larger than the client's incoming limit (rumqttc ends the
     /// connection). With an inbox, the next attempt discards the broker's session first.
     #[error("broker {host}:{port} sent a packet of {size} bytes, above the client's incoming limit of {limit} bytes")]
@@ -264,9 +271,13 @@ struct Session {
     last_seq: u64,
     /// With an inbox: this session's ack channel (cloned into every `Inbound`).
     ack_tx: Option<mpsc::UnboundedSender<AckReq>>,
-    /// Inbound PUBACKs to hand to the client, and how many it holds unwritten.
+    /// Inbound PUBACKs to hand to the client, and how many it holds unwritten. At most one
+    /// per request the broker has in flight to us (its window, mosquitto: 20 by default):
+    /// the broker sends no more until these are acknowledged.
     acks: VecDeque<AckReq>,
     acks_queued: usize,
+    /// Requests refused in this session because the inbox was full (or closed).
+    busy: u64,
     /// When health was last published, and the `last_seq` it carried.
     health_at: Option<Instant>,
     health_seq: u64,
@@ -565,6 +576,35 @@ impl<O: Outbox> Forwarder<O> {
         Ok(())
     }
 
+    /// Requests were refused in this session because the inbox was full, and it is empty
+    /// now: time for a new session, in which the broker offers them again.
+    fn inbox_drained_after_busy(&self, s: &Session) -> bool {
+        match &self.inbox {
+            Some(inbox) => {
+                s.busy > 0 && !inbox.is_closed() && inbox.capacity() == inbox.max_capacity()
+            }
+            None => false,
+        }
+    }
+
+    /// End the session cleanly (DISCONNECT after the requests already handed to the client,
+    /// such as PUBACKs) without `offline`: the next one starts right after the backoff.
+    async fn renew(
+        &self,
+        client: &AsyncClient,
+        rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    ) {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(Ok(ev)) = rx.recv().await {
+                if ev == Event::Outgoing(Outgoing::Disconnect) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Hand waiting inbound PUBACKs to the client, at most `ACK_WINDOW` unwritten at once
     /// (the rest wait for `Outgoing::PubAck` events).
     fn send_acks(&self, client: &AsyncClient, s: &mut Session) {
@@ -597,23 +637,27 @@ impl<O: Outbox> Forwarder<O> {
         };
         match route(&self.topics, &p.topic, p.payload.len()) {
             Route::Deliver(kind) => {
-                let inbound = Inbound::new(
-                    kind,
-                    p.payload,
-                    now_ms(),
-                    p.retain,
-                    p.dup,
-                    AckToken::new(ack_tx.clone(), p.pkid, p.qos),
-                );
-                match inbox.try_send(inbound) {
-                    Ok(()) => self.status.send_modify(|st| st.inbound_received += 1),
+                // Counted before the receiver can see it, so the status never lags behind.
+                match inbox.try_reserve() {
+                    Ok(permit) => {
+                        self.status.send_modify(|st| st.inbound_received += 1);
+                        permit.send(Inbound::new(
+                            kind,
+                            p.payload,
+                            now_ms(),
+                            p.retain,
+                            p.dup,
+                            AckToken::new(ack_tx.clone(), p.pkid, p.qos),
+                        ));
+                    }
                     Err(e) => {
                         let why = match e {
-                            mpsc::error::TrySendError::Full(_) => "the inbox is full",
-                            mpsc::error::TrySendError::Closed(_) => "the inbox is closed",
+                            mpsc::error::TrySendError::Full(()) => "the inbox is full",
+                            mpsc::error::TrySendError::Closed(()) => "the inbox is closed",
                         };
                         tracing::warn!(topic = kind.topic_suffix(), reason = why,
-                            "request not taken: left unacknowledged, the broker redelivers it after a reconnect");
+                            "request not taken: left unacknowledged, the broker redelivers it in a new session");
+                        s.busy += 1;
                         self.status.send_modify(|st| st.inbound_busy += 1);
                     }
                 }
@@ -789,6 +833,13 @@ impl<O: Outbox> Forwarder<O> {
             self.beat();
             if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
                 return Err(self.why_ended(e, &mut rx, &mut s).await);
+            }
+            if self.inbox_drained_after_busy(&s) {
+                // The broker redelivers what we left unacknowledged only in a new session.
+                self.send_acks(&client, &mut s);
+                let refused = s.busy;
+                self.renew(&client, &mut rx).await;
+                return Err(SessionError::InboxBacklog { refused });
             }
             let hold = s.hold_until;
             let store_hold = s.store_hold;
