@@ -12,6 +12,7 @@
 //! - Requests over their bound are acknowledged, counted and dropped, and the next request
 //!   arrives; a packet over the client's incoming limit ends the session once, the broker's
 //!   session is purged once, and the link does not loop.
+//! - A retained request is delivered like any other (flag set), again on every subscribe.
 //! - The data path is unaffected: readings are delivered while commands flow.
 //! - Without an inbox nothing changes: no subscription, the session stays clean.
 
@@ -498,6 +499,24 @@ async fn a_packet_over_the_incoming_limit_is_purged_once_and_never_loops() {
     );
     assert_eq!(st.inbound_received, 2);
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_request_is_delivered_like_any_other_on_every_subscribe() {
+    let s = setup().await;
+    s.ops.publish(&cmd_req(), "retained by mistake", true).await;
+    // Each session subscribes again, and the broker sends retained messages on every
+    // subscribe: the remote service sees it each time (its id and expiry make it harmless).
+    for round in 0..2 {
+        let mut gw = start(&s, Some(8));
+        let r = gw.recv().await;
+        assert_eq!(&r.payload[..], b"retained by mistake", "round {round}");
+        assert!(r.retained, "round {round}");
+        r.ack();
+        gw.wait_status("its PUBACK sent", |st| st.inbound_acked == 1)
+            .await;
+        gw.stop().await;
+    }
 }
 
 fn readings(device: &str, first: i64, n: i64) -> SampleBatch {
