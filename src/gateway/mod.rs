@@ -623,5 +623,43 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "dead_letters": l.dead_letters,
         "last_dead_letter": l.last_dead_letter,
         "last_health_ms": l.last_health_ms,
+        "inbound_subscribed": l.inbound_subscribed,
+        "inbound_received": l.inbound_received,
+        "inbound_acked": l.inbound_acked,
+        "inbound_oversized": l.inbound_oversized,
+        "inbound_busy": l.inbound_busy,
+        "inbound_ignored": l.inbound_ignored,
+        "inbound_purges": l.inbound_purges,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_json_shows_the_inbound_counters() {
+        let l = LinkStatus {
+            inbound_subscribed: true,
+            inbound_received: 5,
+            inbound_acked: 4,
+            inbound_oversized: 3,
+            inbound_busy: 2,
+            inbound_ignored: 1,
+            inbound_purges: 6,
+            ..LinkStatus::default()
+        };
+        let j = link_json(&l);
+        for (k, v) in [
+            ("inbound_subscribed", serde_json::json!(true)),
+            ("inbound_received", serde_json::json!(5)),
+            ("inbound_acked", serde_json::json!(4)),
+            ("inbound_oversized", serde_json::json!(3)),
+            ("inbound_busy", serde_json::json!(2)),
+            ("inbound_ignored", serde_json::json!(1)),
+            ("inbound_purges", serde_json::json!(6)),
+        ] {
+            assert_eq!(j[k], v, "{k} in {j}");
+        }
+    }
 }

@@ -22,6 +22,23 @@
 //! (after each connect, every `health_interval`, at most every `health_min_gap` after the
 //! highest sequence number moved, and at a clean shutdown) tells consumers the last sequence
 //! number, so a loss at the tail is visible too.
+//!
+//! With an inbox (`with_inbox`, issue 10) the session is persistent (clean session off, the
+//! configured client id) with manual acks, and after every CONNACK (also with
+//! `session_present`) it subscribes QoS 1 to `<root>/cmd/req` and `<root>/config/set`, so the
+//! broker queues requests while the gateway is offline. A request within its bound becomes an
+//! `Inbound` (`try_send`; a full inbox leaves it unacknowledged for redelivery after a
+//! reconnect); its PUBACK is sent when the receiver calls `Inbound::ack`, on the session it
+//! came from (a later session ignores it: packet ids are per session). A request over its
+//! bound, or a publish on another topic, is acknowledged and dropped (counted). A packet over
+//! the client's incoming limit (`inbox::MAX_INCOMING_PACKET`) ends the session in rumqttc; the
+//! broker would redeliver it to every later persistent session, so the next attempt first
+//! connects once with a clean session (discarding the broker's session: that packet and
+//! whatever was queued with it) and disconnects, then connects persistent again: one purge
+//! per such packet, never a loop. Requests refused while the inbox was full are offered again
+//! only in a new session: once the inbox is empty again the forwarder ends the session
+//! cleanly and reconnects (`SessionError::InboxBacklog`). The data path is the same with or
+//! without an inbox.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,13 +46,15 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+    Outgoing, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::inbox::{route, AckReq, AckToken, Inbound, Route, MAX_INCOMING_PACKET};
 use super::payload::{encode_messages, Packed};
 use super::tls::{client_config, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
@@ -71,10 +90,27 @@ pub enum SessionError {
     /// Bookkeeping found an event that does not match a request (should not happen).
     #[error("internal: {0}")]
     Internal(String),
+    /// Requests were refused while the inbox was full; it has room again, and only a new
+    /// session makes the broker offer them again (a clean DISCONNECT, then a reconnect).
+    #[error("renewing the session: {refused} request(s) were refused while the inbox was full, the broker redelivers them")]
+    InboxBacklog { refused: u64 },
+    /// The broker sent a packet larger than the client's incoming limit (rumqttc ends the
+    /// connection). With an inbox, the next attempt discards the broker's session first.
+    #[error("broker {host}:{port} sent a packet of {size} bytes, above the client's incoming limit of {limit} bytes")]
+    IncomingTooLarge {
+        host: String,
+        port: u16,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// Most events taken at once before their PUBACKs are acknowledged together.
 const ACK_BATCH: usize = 64;
+/// Inbound PUBACKs handed to the client and not yet written by its event loop: bounds what
+/// they take of the client's request channel (sized for them), so a burst of acks can never
+/// make a data publish request fail.
+const ACK_WINDOW: usize = 8;
 /// Pending entries fetched per look at the outbox.
 const FETCH: usize = 32;
 /// How often the outbox is looked at when nobody wakes the forwarder.
@@ -112,6 +148,9 @@ pub struct Forwarder<O: Outbox> {
     /// Check each PUBLISH against the client's limit before sealing and sending (always,
     /// except in the test of the event loop's own refusal).
     size_check: bool,
+    /// Where requests from `cmd/req` and `config/set` go (`with_inbox`); `None`: no
+    /// subscription, clean session, as before issue 10.
+    inbox: Option<mpsc::Sender<Inbound>>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -230,6 +269,15 @@ struct Session {
     store_delay: Duration,
     /// Highest sequence number sealed (or set aside) as far as this session knows.
     last_seq: u64,
+    /// With an inbox: this session's ack channel (cloned into every `Inbound`).
+    ack_tx: Option<mpsc::UnboundedSender<AckReq>>,
+    /// Inbound PUBACKs to hand to the client, and how many it holds unwritten. At most one
+    /// per request the broker has in flight to us (its window, mosquitto: 20 by default):
+    /// the broker sends no more until these are acknowledged.
+    acks: VecDeque<AckReq>,
+    acks_queued: usize,
+    /// Requests refused in this session because the inbox was full (or closed).
+    busy: u64,
     /// When health was last published, and the `last_seq` it carried.
     health_at: Option<Instant>,
     health_seq: u64,
@@ -259,7 +307,17 @@ impl<O: Outbox> Forwarder<O> {
             health_min_gap: HEALTH_MIN_GAP,
             health_extra: None,
             size_check: true,
+            inbox: None,
         }
+    }
+
+    /// Receive requests from `<root>/cmd/req` and `<root>/config/set` on `tx`: persistent
+    /// session, manual acks, QoS 1 subscriptions after every CONNACK. The receiver acks each
+    /// `Inbound` after persisting it; one it drops unacknowledged is redelivered after a
+    /// reconnect.
+    pub fn with_inbox(mut self, tx: mpsc::Sender<Inbound>) -> Self {
+        self.inbox = Some(tx);
+        self
     }
 
     /// `<root>/health` every `interval`, and `min_gap` after the last one when the highest
@@ -308,21 +366,43 @@ impl<O: Outbox> Forwarder<O> {
             since: None,
         };
         let mut sessions: u64 = 0;
+        // A packet over the incoming limit ended the last session: discard the broker's
+        // session before the next persistent one, or it is redelivered forever.
+        let mut purge = false;
         loop {
             self.beat();
             if shutdown.is_cancelled() {
                 break;
             }
             self.status.send_modify(|s| s.state = LinkState::Connecting);
-            let mut connected = false;
-            let r = self.session(&shutdown, &mut connected, sessions).await;
-            if connected {
-                sessions += 1;
-                backoff.reset();
-            }
+            let r = if purge {
+                self.purge_session(&shutdown).await
+            } else {
+                Ok(())
+            };
+            let r = match r {
+                // Purged (or nothing to purge): connect persistent right away.
+                Ok(()) => {
+                    purge = false;
+                    let mut connected = false;
+                    let r = self.session(&shutdown, &mut connected, sessions).await;
+                    if connected {
+                        sessions += 1;
+                        backoff.reset();
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
             match r {
                 Ok(()) => break,
                 Err(e) => {
+                    if let SessionError::IncomingTooLarge { .. } = e {
+                        if self.inbox.is_some() {
+                            purge = true;
+                        }
+                        self.status.send_modify(|s| s.inbound_oversized += 1);
+                    }
                     let msg = e.to_string();
                     tracing::warn!(error = %msg, "uplink down");
                     self.status.send_modify(|s| {
@@ -331,6 +411,7 @@ impl<O: Outbox> Forwarder<O> {
                             last_error: msg.clone(),
                         };
                         s.last_error = Some(msg.clone());
+                        s.inbound_subscribed = false;
                     });
                     let wait = backoff.next();
                     tracing::debug!(?wait, "uplink reconnect delay");
@@ -364,11 +445,19 @@ impl<O: Outbox> Forwarder<O> {
             c.keepalive.max(Duration::from_secs(1))
         };
         o.set_keep_alive(keepalive);
-        o.set_clean_session(true);
         o.set_inflight(c.inflight.max(1));
         // Large enough for any message we build (alarms may exceed the data limit a little).
         let max = c.max_payload.max(1024) + 4096;
-        o.set_max_packet_size(max.max(16 * 1024), max);
+        if self.inbox.is_some() {
+            // Persistent: the broker keeps the subscriptions and queues requests while we are
+            // offline; PUBACKs only when the receiver persisted the request.
+            o.set_clean_session(false);
+            o.set_manual_acks(true);
+            o.set_max_packet_size(MAX_INCOMING_PACKET.max(max), max);
+        } else {
+            o.set_clean_session(true);
+            o.set_max_packet_size(max.max(16 * 1024), max);
+        }
         o.set_last_will(LastWill::new(
             self.topics.status(),
             "offline",
@@ -391,6 +480,204 @@ impl<O: Outbox> Forwarder<O> {
             host: self.cfg.host.clone(),
             port: self.cfg.port,
             error: error.to_string(),
+        }
+    }
+
+    /// The session's end for an error of the event loop (a packet over the incoming limit
+    /// has its own variant: with an inbox the next attempt purges the broker's session).
+    fn ended(&self, e: rumqttc::ConnectionError) -> SessionError {
+        match incoming_too_large(&e) {
+            Some(size) => SessionError::IncomingTooLarge {
+                host: self.cfg.host.clone(),
+                port: self.cfg.port,
+                size,
+                limit: self.incoming_limit(),
+            },
+            None => self.conn_err("connection to", e),
+        }
+    }
+
+    /// The client's incoming packet limit (as `options` sets it).
+    fn incoming_limit(&self) -> usize {
+        let max = max_packet(self.cfg.max_payload);
+        if self.inbox.is_some() {
+            MAX_INCOMING_PACKET.max(max)
+        } else {
+            max.max(16 * 1024)
+        }
+    }
+
+    fn net_options(&self) -> NetworkOptions {
+        let mut net = NetworkOptions::new();
+        net.set_connection_timeout(self.cfg.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
+        net.set_tcp_nodelay(true);
+        net
+    }
+
+    /// Discard the broker's session of our client id: CONNECT with a clean session, then
+    /// DISCONNECT. Run once after a packet over the incoming limit ended a persistent
+    /// session; the broker drops that packet with everything else it queued for us (those
+    /// requests are lost: ops see no result and retry). `Ok` also at shutdown.
+    async fn purge_session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let mut opts = self.options()?;
+        opts.set_clean_session(true);
+        opts.set_manual_acks(false);
+        let (client, mut el) = AsyncClient::new(opts, 4);
+        el.set_network_options(self.net_options());
+        let connack = {
+            let wait = async {
+                loop {
+                    match el.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(a))) => break Ok(a),
+                        Ok(_) => {}
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = wait => r,
+            }
+        };
+        match connack {
+            Ok(a) if a.code == ConnectReturnCode::Success => {}
+            Ok(a) => {
+                return Err(SessionError::Refused {
+                    host: self.cfg.host.clone(),
+                    port: self.cfg.port,
+                    code: a.code,
+                })
+            }
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                return Err(SessionError::Refused {
+                    host: self.cfg.host.clone(),
+                    port: self.cfg.port,
+                    code,
+                })
+            }
+            Err(e) => return Err(self.conn_err("cannot connect to", e)),
+        }
+        // The clean CONNECT already discarded the old session; DISCONNECT ends this one
+        // (and suppresses the last will).
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        tracing::warn!(client_id = %self.cfg.client_id,
+            "discarded the broker's session after a packet over the incoming limit \
+             (requests queued with it are lost); subscribing again");
+        self.status.send_modify(|st| st.inbound_purges += 1);
+        Ok(())
+    }
+
+    /// Requests were refused in this session because the inbox was full, and it is empty
+    /// now: time for a new session, in which the broker offers them again.
+    fn inbox_drained_after_busy(&self, s: &Session) -> bool {
+        match &self.inbox {
+            Some(inbox) => {
+                s.busy > 0 && !inbox.is_closed() && inbox.capacity() == inbox.max_capacity()
+            }
+            None => false,
+        }
+    }
+
+    /// End the session cleanly (DISCONNECT after the requests already handed to the client,
+    /// such as PUBACKs) without `offline`: the next one starts right after the backoff.
+    async fn renew(
+        &self,
+        client: &AsyncClient,
+        rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    ) {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(Ok(ev)) = rx.recv().await {
+                if ev == Event::Outgoing(Outgoing::Disconnect) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Hand waiting inbound PUBACKs to the client, at most `ACK_WINDOW` unwritten at once
+    /// (the rest wait for `Outgoing::PubAck` events).
+    fn send_acks(&self, client: &AsyncClient, s: &mut Session) {
+        while s.acks_queued < ACK_WINDOW {
+            let Some(a) = s.acks.front().copied() else {
+                break;
+            };
+            if a.qos != QoS::AtMostOnce {
+                let mut p = Publish::new("", a.qos, Vec::<u8>::new());
+                p.pkid = a.pkid;
+                if client.try_ack(&p).is_err() {
+                    // Channel full or the event loop gone: retried after the next event.
+                    break;
+                }
+                s.acks_queued += 1;
+            }
+            s.acks.pop_front();
+        }
+    }
+
+    /// An incoming PUBLISH. Without an inbox rumqttc acknowledged it (nothing subscribes, so
+    /// only a broker's stray message gets here); with one it is routed (`inbox::route`).
+    fn on_publish(&self, p: Publish, s: &mut Session) {
+        let (Some(inbox), Some(ack_tx)) = (&self.inbox, &s.ack_tx) else {
+            return;
+        };
+        let req = AckReq {
+            pkid: p.pkid,
+            qos: p.qos,
+        };
+        match route(&self.topics, &p.topic, p.payload.len()) {
+            Route::Deliver(kind) => {
+                // Counted before the receiver can see it, so the status never lags behind.
+                match inbox.try_reserve() {
+                    Ok(permit) => {
+                        self.status.send_modify(|st| st.inbound_received += 1);
+                        permit.send(Inbound::new(
+                            kind,
+                            p.payload,
+                            now_ms(),
+                            p.retain,
+                            p.dup,
+                            AckToken::new(ack_tx.clone(), p.pkid, p.qos),
+                        ));
+                    }
+                    Err(e) => {
+                        let why = match e {
+                            mpsc::error::TrySendError::Full(()) => "the inbox is full",
+                            mpsc::error::TrySendError::Closed(()) => "the inbox is closed",
+                        };
+                        tracing::warn!(topic = kind.topic_suffix(), reason = why,
+                            "request not taken: left unacknowledged, the broker redelivers it in a new session");
+                        s.busy += 1;
+                        self.status.send_modify(|st| st.inbound_busy += 1);
+                    }
+                }
+            }
+            Route::TooLarge { kind, len } => {
+                tracing::warn!(
+                    topic = kind.topic_suffix(),
+                    bytes = len,
+                    limit = kind.max_bytes(),
+                    "request over its size bound: acknowledged and dropped"
+                );
+                s.acks.push_back(req);
+                self.status.send_modify(|st| st.inbound_oversized += 1);
+            }
+            Route::Ignore => {
+                tracing::warn!(topic = %shown_topic(&p.topic), bytes = p.payload.len(),
+                    "publish on a topic we do not serve: acknowledged and dropped");
+                s.acks.push_back(req);
+                self.status.send_modify(|st| st.inbound_ignored += 1);
+            }
         }
     }
 
@@ -447,12 +734,14 @@ impl<O: Outbox> Forwarder<O> {
         sessions: u64,
     ) -> Result<(), SessionError> {
         let opts = self.options()?;
-        let cap = usize::from(self.cfg.inflight.max(1)) + 2;
+        // Publishes within the window, status and health; with an inbox also the SUBSCRIBE
+        // and at most ACK_WINDOW inbound PUBACKs.
+        let mut cap = usize::from(self.cfg.inflight.max(1)) + 2;
+        if self.inbox.is_some() {
+            cap += ACK_WINDOW + 1;
+        }
         let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(opts, cap);
-        let mut net = NetworkOptions::new();
-        net.set_connection_timeout(self.cfg.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
-        net.set_tcp_nodelay(true);
-        el.set_network_options(net);
+        el.set_network_options(self.net_options());
 
         // The event loop runs in its own task so that it is never cancelled mid-packet; it
         // stops at the first error (no rumqttc-internal reconnect) and dies with the session.
@@ -501,6 +790,7 @@ impl<O: Outbox> Forwarder<O> {
         tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
         self.status.send_modify(|s| {
             s.state = LinkState::Connected;
+            s.inbound_subscribed = false;
             if sessions > 0 {
                 s.reconnects += 1;
             }
@@ -512,6 +802,19 @@ impl<O: Outbox> Forwarder<O> {
             store_delay: STORE_RETRY_MIN,
             ..Session::default()
         };
+        // With an inbox: this session's ack channel, and the subscriptions (again after every
+        // CONNACK: re-subscribing is idempotent and repairs a session the broker lost).
+        let mut ack_rx = None;
+        if self.inbox.is_some() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            s.ack_tx = Some(tx);
+            ack_rx = Some(rx);
+            let filters = [self.topics.cmd_req(), self.topics.config_set()]
+                .map(|t| SubscribeFilter::new(t, QoS::AtLeastOnce));
+            client
+                .try_subscribe_many(filters)
+                .map_err(|e| SessionError::Internal(format!("subscribe request refused: {e}")))?;
+        }
         self.publish(
             &client,
             &mut s,
@@ -531,17 +834,40 @@ impl<O: Outbox> Forwarder<O> {
             if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
                 return Err(self.why_ended(e, &mut rx, &mut s).await);
             }
+            if self.inbox_drained_after_busy(&s) {
+                // The broker redelivers what we left unacknowledged only in a new session.
+                self.send_acks(&client, &mut s);
+                let refused = s.busy;
+                self.renew(&client, &mut rx).await;
+                return Err(SessionError::InboxBacklog { refused });
+            }
             let hold = s.hold_until;
             let store_hold = s.store_hold;
             let health_due = self.health_due(&s);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    // PUBACKs already granted leave before DISCONNECT (best effort).
+                    if let Some(rx) = ack_rx.as_mut() {
+                        while let Ok(a) = rx.try_recv() {
+                            s.acks.push_back(a);
+                        }
+                        self.send_acks(&client, &mut s);
+                    }
                     // The last word on the tail: the highest seq sealed, retained, so a
                     // consumer can tell what it should have received from this run.
                     let _ = self.publish_health(&client, &mut s).await;
                     self.goodbye(&client, &mut rx).await;
                     return Ok(());
+                }
+                Some(a) = next_ack(&mut ack_rx) => {
+                    s.acks.push_back(a);
+                    if let Some(rx) = ack_rx.as_mut() {
+                        while let Ok(a) = rx.try_recv() {
+                            s.acks.push_back(a);
+                        }
+                    }
+                    self.send_acks(&client, &mut s);
                 }
                 ev = rx.recv() => {
                     match ev {
@@ -549,7 +875,7 @@ impl<O: Outbox> Forwarder<O> {
                         Some(Err(e)) => {
                             self.flush_acks(&mut s).await?;
                             self.on_connection_error(&e, &mut s).await?;
-                            return Err(self.conn_err("connection to", e));
+                            return Err(self.ended(e));
                         }
                         None => return Err(self.conn_err("connection to", "event loop ended")),
                     }
@@ -561,11 +887,12 @@ impl<O: Outbox> Forwarder<O> {
                             Ok(Err(e)) => {
                                 self.flush_acks(&mut s).await?;
                                 self.on_connection_error(&e, &mut s).await?;
-                                return Err(self.conn_err("connection to", e));
+                                return Err(self.ended(e));
                             }
                             Err(_) => break,
                         }
                     }
+                    self.send_acks(&client, &mut s);
                     self.flush_acks(&mut s).await?;
                 },
                 _ = tokio::time::sleep_until(health_due) => {
@@ -908,7 +1235,7 @@ impl<O: Outbox> Forwarder<O> {
                 if let Err(e2) = self.on_connection_error(&ce, s).await {
                     return e2;
                 }
-                self.conn_err("connection to", ce)
+                self.ended(ce)
             }
             _ => e,
         }
@@ -1029,6 +1356,25 @@ impl<O: Outbox> Forwarder<O> {
                 }
                 None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
             },
+            Event::Incoming(Packet::Publish(p)) => self.on_publish(p, s),
+            Event::Incoming(Packet::SubAck(a)) if self.inbox.is_some() => {
+                if a.return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+                {
+                    tracing::info!(topics = ?[self.topics.cmd_req(), self.topics.config_set()],
+                        "subscribed to requests");
+                    self.status.send_modify(|st| st.inbound_subscribed = true);
+                } else {
+                    // Most likely the broker's ACL: the data path goes on; logged per session.
+                    tracing::error!(codes = ?a.return_codes,
+                        "the broker refused the request subscriptions (ACL?): no remote operations");
+                }
+            }
+            Event::Outgoing(Outgoing::PubAck(_)) if self.inbox.is_some() => {
+                s.acks_queued = s.acks_queued.saturating_sub(1);
+                self.status.send_modify(|st| st.inbound_acked += 1);
+            }
             Event::Incoming(Packet::Disconnect) => {
                 return Err(self.conn_err("connection to", "broker sent DISCONNECT"));
             }
@@ -1077,6 +1423,35 @@ fn packet_too_large(e: &rumqttc::ConnectionError) -> Option<(usize, usize)> {
             rumqttc::mqttbytes::Error::OutgoingPacketTooLarge { pkt_size, max },
         )) => Some((*pkt_size, *max)),
         _ => None,
+    }
+}
+
+/// The size the broker claimed when rumqttc refused an incoming packet over its limit
+/// (`mqttbytes::Error::PayloadSizeLimitExceeded`: it stops reading, the connection ends).
+fn incoming_too_large(e: &rumqttc::ConnectionError) -> Option<usize> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
+/// A topic from the broker as logs show it: escaped, at most 128 characters.
+fn shown_topic(topic: &str) -> String {
+    let cut: String = topic.chars().take(128).collect();
+    let mut shown = crate::config::escape(&cut).into_owned();
+    if cut.len() < topic.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// The next inbound PUBACK granted on this session (pending forever without an inbox).
+async fn next_ack(rx: &mut Option<mpsc::UnboundedReceiver<AckReq>>) -> Option<AckReq> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,13 +1,16 @@
-//! The MQTT uplink: payload codecs (`codec`, pure), the rustls client configuration (`tls`)
-//! and the `Forwarder` task that drains the outbox to the broker (`forwarder`). Topics and
+//! The MQTT uplink: payload codecs (`codec`, pure), the rustls client configuration (`tls`),
+//! the `Forwarder` task that drains the outbox to the broker (`forwarder`) and, with an
+//! inbox, hands requests from `cmd/req` and `config/set` to the remote service (`inbox`). Topics and
 //! payloads are documented in docs/mqtt.md. The uplink only ever reads the store through the
 //! `Outbox` trait; it never reaches back into acquisition.
 
 pub mod forwarder;
+pub mod inbox;
 pub mod payload;
 pub mod tls;
 
 pub use forwarder::Forwarder;
+pub use inbox::{Inbound, InboundKind};
 pub use payload::{decode, encode_messages, CodecError, Packed};
 pub use tls::{client_config, TlsError};
 
@@ -55,6 +58,16 @@ impl Topics {
     pub fn status(&self) -> String {
         format!("{}/status", self.root)
     }
+
+    /// Commands from ops (subscribed with an inbox, QoS 1).
+    pub fn cmd_req(&self) -> String {
+        format!("{}/cmd/req", self.root)
+    }
+
+    /// Config pushes from ops (subscribed with an inbox, QoS 1).
+    pub fn config_set(&self) -> String {
+        format!("{}/config/set", self.root)
+    }
 }
 
 /// State of the link as the rest of the daemon (status, health, the demo view) sees it.
@@ -93,6 +106,22 @@ pub struct LinkStatus {
     pub last_dead_letter: Option<String>,
     /// UTC ms of the last `<root>/health` publish.
     pub last_health_ms: Option<i64>,
+    /// With an inbox: both request subscriptions granted in the current session.
+    pub inbound_subscribed: bool,
+    /// Requests handed to the inbox (redeliveries included).
+    pub inbound_received: u64,
+    /// PUBACKs sent for requests (acknowledged by the receiver, or refused and dropped).
+    pub inbound_acked: u64,
+    /// Requests over their size bound (acknowledged and dropped), and packets over the
+    /// client's incoming limit (which ended a session).
+    pub inbound_oversized: u64,
+    /// Requests not handed over because the inbox was full (or closed): not acknowledged,
+    /// so the broker redelivers them after the next reconnect.
+    pub inbound_busy: u64,
+    /// Publishes on other topics (acknowledged and dropped).
+    pub inbound_ignored: u64,
+    /// Times the broker's session was discarded after a packet over the incoming limit.
+    pub inbound_purges: u64,
 }
 
 impl Default for LinkStatus {
@@ -110,6 +139,13 @@ impl Default for LinkStatus {
             dead_letters: 0,
             last_dead_letter: None,
             last_health_ms: None,
+            inbound_subscribed: false,
+            inbound_received: 0,
+            inbound_acked: 0,
+            inbound_oversized: 0,
+            inbound_busy: 0,
+            inbound_ignored: 0,
+            inbound_purges: 0,
         }
     }
 }

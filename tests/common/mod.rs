@@ -689,3 +689,103 @@ pub fn socket_request(path: &Path, line: &[u8], deadline: Duration) -> std::io::
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+// ---------------------------------------------------------------------------------------
+// MQTT as ops sees it (issue 10): a publisher that waits for each PUBACK, and a probe of
+// the broker's session for a client id.
+
+/// A rumqttc publisher (TLS with the test client certificate) whose `publish` returns once
+/// the broker acknowledged the message (QoS 1).
+pub struct Publisher {
+    client: rumqttc::AsyncClient,
+    acks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Publisher {
+    pub fn start(pki: &Pki, port: u16, id: &str) -> Publisher {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
+        let mut o = MqttOptions::new(id, "localhost", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(4 << 20, 4 << 20);
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls_config(pki),
+        )));
+        let (client, mut el) = AsyncClient::new(o, 100);
+        let acks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let a = acks.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Publisher { client, acks, task }
+    }
+
+    /// Publish QoS 1 and wait (at most 10 s) for the broker's PUBACK. One at a time.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        let before = self.acks.load(std::sync::atomic::Ordering::SeqCst);
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
+        wait_until(
+            &format!("PUBACK of a publish on {topic}"),
+            Duration::from_secs(10),
+            || (self.acks.load(std::sync::atomic::Ordering::SeqCst) > before).then_some(()),
+        )
+        .await;
+    }
+}
+
+/// Whether the broker holds a persistent session for client id `id` (CONNACK
+/// `session_present` of a connect that keeps it), leaving none behind (a clean connect
+/// discards what the probe kept). Only while no other client uses `id`.
+pub async fn session_present(pki: &Pki, port: u16, id: &str) -> bool {
+    let present = connect_once(pki, port, id, false).await;
+    connect_once(pki, port, id, true).await;
+    present
+}
+
+/// Connect as `id` (TLS, test client certificate), return CONNACK's `session_present`,
+/// disconnect.
+async fn connect_once(pki: &Pki, port: u16, id: &str, clean: bool) -> bool {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, TlsConfiguration, Transport};
+    let mut o = MqttOptions::new(id, "localhost", port);
+    o.set_clean_session(clean);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        tls_config(pki),
+    )));
+    let (client, mut el) = AsyncClient::new(o, 10);
+    let present = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Event::Incoming(Packet::ConnAck(a)) = el.poll().await.unwrap() {
+                break a.session_present;
+            }
+        }
+    })
+    .await
+    .expect("CONNACK within 10 s");
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(ev) = el.poll().await {
+            if ev == Event::Outgoing(Outgoing::Disconnect) {
+                break;
+            }
+        }
+    })
+    .await;
+    present
+}
