@@ -40,7 +40,8 @@ fn config(state: &Path, unit: u8, with_extra: bool) -> String {
 }
 
 struct Site {
-    _dir: tempfile::TempDir,
+    /// The temp dir owning `root` (none in the crash child: the parent owns it).
+    _dir: Option<tempfile::TempDir>,
     root: PathBuf,
     config: PathBuf,
     state: PathBuf,
@@ -50,9 +51,9 @@ impl Site {
     fn new() -> Site {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
-        Site::at(dir, root)
+        Site::at(Some(dir), root)
     }
-    fn at(dir: tempfile::TempDir, root: PathBuf) -> Site {
+    fn at(dir: Option<tempfile::TempDir>, root: PathBuf) -> Site {
         let config = root.join("etc").join("gasdtu.toml");
         let state = root.join("state");
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
@@ -66,6 +67,12 @@ impl Site {
     }
     fn installer(&self) -> Installer {
         Installer::new(&self.config, &self.state, 3)
+    }
+    /// The profile set `<state>/profiles` links to.
+    fn link_target(&self) -> Option<String> {
+        std::fs::read_link(self.state.join("profiles"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()))
     }
     fn read(&self) -> String {
         std::fs::read_to_string(&self.config).unwrap()
@@ -134,8 +141,7 @@ fn crash_child_entry() {
         return;
     };
     let step = Step::parse(&step).expect("a step name");
-    let dir = tempfile::tempdir().unwrap(); // unused: the parent owns `root`
-    let site = Site::at(dir, PathBuf::from(root));
+    let site = Site::at(None, PathBuf::from(root));
     let i = site.installer().with_hook(Box::new(move |s| {
         if s == step {
             std::process::abort();
@@ -144,6 +150,14 @@ fn crash_child_entry() {
     match op.as_str() {
         "install" => {
             i.install(&new_push(&site), i64::MAX).unwrap();
+        }
+        "install-profiles-only" => {
+            let same = site.read();
+            i.install(
+                &push("v2", &same, &[("meter", profile("meter", 40))]),
+                i64::MAX,
+            )
+            .unwrap();
         }
         "rollback" => {
             i.rollback("test rollback").unwrap();
@@ -170,15 +184,11 @@ fn crash_at(site: &Site, op: &str, step: Step) {
         .unwrap();
     assert_eq!(
         out.status.signal(),
-        Some(libc_sigabrt()),
+        Some(libc::SIGABRT),
         "{op} at {step:?}: the child must crash there: {:?}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn libc_sigabrt() -> i32 {
-    6
 }
 
 /// Old or new, never a mix: the config's bytes, the loader's view of its profiles, the
@@ -203,6 +213,7 @@ fn assert_consistent(site: &Site, old: &str, new: &str) -> bool {
         .unwrap()
         .expect("a running record");
     assert_eq!(running.sha256, sha256_hex(text.as_bytes()));
+    assert_eq!(running.profiles, site.link_target());
     is_new
 }
 
@@ -271,6 +282,33 @@ fn a_crash_after_any_install_step_leaves_old_or_new_never_a_mix() {
             .config
             .with_file_name(".gasdtu.toml.gasdtu-tmp")
             .exists());
+    }
+}
+
+/// A push whose config is byte-identical to the running one and only changes a profile: the
+/// profile link alone tells old from new, and still never mixes with the verdict.
+#[test]
+fn a_crash_during_a_profiles_only_push_is_told_apart_by_the_link() {
+    for &step in Step::INSTALL {
+        let site = Site::new();
+        let old = old_state(&site);
+        crash_at(&site, "install-profiles-only", step);
+        let verdict = site.installer().recover().unwrap();
+        assert_eq!(site.read(), old, "{step:?}");
+        let (address, _) = site.loaded();
+        let running = site.installer().running().unwrap().unwrap();
+        match verdict {
+            Recovery::Pending(p) => {
+                assert_eq!(address, 40, "{step:?}");
+                assert_eq!((p.version.as_str(), running.version.as_str()), ("v2", "v2"));
+            }
+            Recovery::Interrupted { .. } | Recovery::Clean => {
+                assert_eq!(address, 2, "{step:?}");
+                assert_eq!(running.version, "v1", "{step:?}");
+            }
+            other => panic!("{step:?}: {other:?}"),
+        }
+        assert_eq!(running.profiles.as_deref(), site.link_target().as_deref());
     }
 }
 
