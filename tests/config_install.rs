@@ -456,6 +456,36 @@ fn rollback_restores_config_and_profiles_and_records_the_reason() {
 }
 
 #[test]
+fn the_first_pushed_profiles_are_removed_by_a_rollback() {
+    let site = Site::new();
+    // A gateway whose `meter` profile comes from its own profile_dirs, none pushed yet.
+    let etc = site.root.join("etc");
+    std::fs::write(etc.join("meter.toml"), profile("meter", 3)).unwrap();
+    let local = config(&site.state, 1, false).replace(
+        "profile_dirs = []",
+        &format!("profile_dirs = [\"{}\"]", etc.display()),
+    );
+    std::fs::write(&site.config, &local).unwrap();
+    let i = site.installer();
+    assert_eq!(i.recover().unwrap(), Recovery::Clean);
+    assert_eq!(site.loaded(), (3, false));
+    let pushed = push("v1", &local, &[("meter", profile("meter", 40))]);
+    i.install(&pushed, i64::MAX).unwrap();
+    assert_eq!(site.loaded(), (40, false));
+    i.rollback("test").unwrap();
+    assert_eq!(site.read(), local);
+    assert_eq!(site.link_target(), None);
+    assert!(!site.state.join("profiles").exists());
+    assert_eq!(site.loaded(), (3, false));
+    assert_eq!(
+        std::fs::read_dir(site.state.join("profiles.d"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
 fn a_local_edit_while_pending_wins_and_is_reported() {
     let site = Site::new();
     old_state(&site);

@@ -299,6 +299,17 @@ pub struct Installer {
     hook: Option<StepHook>,
 }
 
+impl std::fmt::Debug for Installer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installer")
+            .field("config_path", &self.config_path)
+            .field("state_dir", &self.state_dir)
+            .field("keep", &self.keep)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
 impl Installer {
     /// `keep`: previous configs kept in `history/` (at least 1).
     pub fn new(config_path: &Path, state_dir: &Path, keep: usize) -> Installer {
