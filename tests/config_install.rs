@@ -386,6 +386,8 @@ fn install_keeps_history_records_pending_and_confirm_makes_it_applied() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&site.config), 0o640);
     assert_eq!(mode(&site.state.join("config/pending.json")), 0o600);
+    assert_eq!(mode(&done.history), 0o600);
+    assert_eq!(mode(&site.state.join("profiles/extra.toml")), 0o640);
     let pending = i.pending().unwrap().unwrap();
     assert_eq!(pending.confirm_by_ms, 1_800_000_000_000);
     assert_eq!(pending.restarts, 0);

@@ -18,8 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::profiles::{MAX_PUSHED_PROFILES, STATE_PROFILES};
 
-/// Mode of the records, history files and installed profiles (they may hold credentials).
+/// Mode of the records and history files (a config may hold credentials).
 const FILE_MODE: u32 = 0o600;
+/// Mode of installed profiles: readable by the group, like the profile directories in /etc,
+/// so `gasdtu check` run by a member of the daemon's group finds them.
+const PROFILE_MODE: u32 = 0o640;
 /// Records are small; anything longer is not one of ours.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// At most this many profiles in one installed set (the pushed ones over the current ones).
@@ -821,7 +824,7 @@ impl Installer {
         }
         std::fs::create_dir(&tmp).map_err(io("cannot create", &tmp))?;
         for (name, bytes) in files {
-            write_file(&tmp.join(format!("{name}.toml")), bytes, FILE_MODE)?;
+            write_file(&tmp.join(format!("{name}.toml")), bytes, PROFILE_MODE)?;
         }
         sync_dir(&tmp)?;
         rename_durably(&tmp, &dir)
