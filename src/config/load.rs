@@ -65,7 +65,26 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
 /// Validate a configuration document. `origin` names it in diagnostics; relative
 /// `profile_dirs` resolve against `base_dir`. Pure apart from reading profile files.
 pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    parse_with_profiles(text, origin, base_dir, &[])
+}
+
+/// Validate a configuration document together with profiles given in memory (`extra`: name,
+/// TOML text), as a config push carries them: every one of them is validated (at most
+/// `profiles::MAX_PUSHED_PROFILES`, errors named `push:<name>.toml`), and they shadow profile
+/// files of the same name, `<state_dir>/profiles/` included. Otherwise exactly `parse_str`.
+pub fn parse_with_profiles(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+    extra: &[(String, String)],
+) -> Result<Loaded, Vec<ConfigError>> {
     let mut d = Diags::new(origin, text);
+    // Pushed profiles seed the per-document profile cache: a device naming one gets it (or
+    // "unavailable" when it is invalid) without looking at any file.
+    let mut cache: HashMap<String, Option<Profile>> = HashMap::new();
+    let (pushed, errs) = profiles::parse_pushed(extra);
+    cache.extend(pushed);
+    d.extend(errs);
     let Some(doc) = parse_document(&mut d, text) else {
         return Err(d.take_errors());
     };
@@ -84,9 +103,13 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
         }
         Field::Invalid => None,
     };
+    // `<state_dir>/profiles` (pushed profiles) is always searched first.
     let profile_dirs = match &gateway {
-        Some(g) => g.profile_dirs.clone(),
-        None => profiles::resolve_dirs(&default_dirs(), base_dir),
+        Some(g) => profiles::search_dirs(&g.state_dir, &g.profile_dirs),
+        None => profiles::search_dirs(
+            Path::new(DEFAULT_STATE_DIR),
+            &profiles::resolve_dirs(&default_dirs(), base_dir),
+        ),
     };
 
     // Buses.
@@ -120,7 +143,6 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Ve
 
     // Devices.
     let mut devices: Vec<DeviceConfig> = Vec::new();
-    let mut cache: HashMap<String, Option<Profile>> = HashMap::new();
     let mut units: HashMap<(String, u8), String> = HashMap::new();
     if let Field::Value(mut sec, _) = root.table(&mut d, "devices") {
         for (name, entry) in sec.named_tables(&mut d) {

@@ -27,7 +27,10 @@ mod wire_time;
 
 pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
-pub use load::{load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
+pub use load::{
+    load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS,
+    DEFAULT_STATE_DIR,
+};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;

@@ -3,7 +3,10 @@
 //! configured profile directories, then among the built-in copies of configs/profiles/*.toml
 //! compiled into the binary, so a gateway works with no profile files installed. Profile
 //! files are validated with the same point code as inline device points; their errors name
-//! the profile file. Reading a profile file is the only I/O here.
+//! the profile file. `<state_dir>/profiles/` (profiles installed by config pushes) is always
+//! searched before the configured directories; profiles carried by a push are validated in
+//! memory (`parse_pushed`) and shadow files of the same name. Reading a profile file is the
+//! only I/O here.
 
 use std::path::{Path, PathBuf};
 
@@ -292,4 +295,72 @@ pub(crate) fn resolve_dirs(dirs: &[String], base_dir: &Path) -> Vec<PathBuf> {
             }
         })
         .collect()
+}
+
+/// The name of the directory under `state_dir` that holds the profiles installed by config
+/// pushes (managed by `remote::install`; a link to the profile set in force).
+pub const STATE_PROFILES: &str = "profiles";
+
+/// At most this many profiles travel with one config push.
+pub const MAX_PUSHED_PROFILES: usize = 32;
+
+/// The directories searched for profiles, in order: `<state_dir>/profiles`, then `configured`.
+pub(crate) fn search_dirs(state_dir: &Path, configured: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = Vec::with_capacity(configured.len() + 1);
+    dirs.push(state_dir.join(STATE_PROFILES));
+    dirs.extend(configured.iter().cloned());
+    dirs
+}
+
+/// Validate the profiles a config push carries (name, TOML text). Each valid one maps to
+/// `Some(profile)`, an invalid one to `None` (a device naming it is then "unavailable") with
+/// its errors, named `push:<name>.toml`. More than `MAX_PUSHED_PROFILES` is one error and
+/// none of them is looked at; a name given twice is an error.
+pub(crate) fn parse_pushed(
+    extra: &[(String, String)],
+) -> (Vec<(String, Option<Profile>)>, Vec<ConfigError>) {
+    let mut out: Vec<(String, Option<Profile>)> = Vec::new();
+    let mut errors = Vec::new();
+    let err = |origin: String, message: String| ConfigError {
+        origin,
+        path: String::new(),
+        line: None,
+        column: None,
+        message,
+    };
+    if extra.len() > MAX_PUSHED_PROFILES {
+        errors.push(err(
+            "push".to_string(),
+            format!(
+                "{} profiles pushed: at most {MAX_PUSHED_PROFILES} travel with one config",
+                extra.len()
+            ),
+        ));
+        return (out, errors);
+    }
+    for (name, text) in extra {
+        let origin = format!("push:{}.toml", super::escape(name));
+        if !points::valid_name(name) {
+            errors.push(err(
+                origin,
+                format!(
+                    "invalid pushed profile name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -",
+                    super::escape(name)
+                ),
+            ));
+            continue;
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            errors.push(err(origin, format!("profile {name:?} is pushed twice")));
+            continue;
+        }
+        match parse_profile_as(text, &origin, name) {
+            Ok(p) => out.push((name.clone(), Some(p))),
+            Err(e) => {
+                errors.extend(e);
+                out.push((name.clone(), None));
+            }
+        }
+    }
+    (out, errors)
 }

@@ -1389,3 +1389,144 @@ fn fuzz_found_missing_gateway_is_placed() {
         assert_eq!((e.line, e.column), (Some(1), Some(1)), "{text:?}: {e}");
     }
 }
+
+/// A pt-float copy named `id` with its pressure register at `address`.
+fn pt_float_as(id: &str, address: u16) -> String {
+    profiles::builtin()
+        .iter()
+        .find(|(i, _)| *i == "pt-float")
+        .unwrap()
+        .1
+        .replace("id = \"pt-float\"", &format!("id = \"{id}\""))
+        .replace("address = 2\n", &format!("address = {address}\n"))
+}
+
+fn pressure_address(l: &Loaded, device: &str) -> u16 {
+    let d = l.config.devices.iter().find(|d| d.name == device).unwrap();
+    d.points
+        .iter()
+        .find(|p| p.name == "pressure")
+        .unwrap()
+        .address
+}
+
+/// `<state_dir>/profiles` (pushed profiles) is searched before `profile_dirs` and the
+/// built-ins; profiles given in memory shadow both.
+#[test]
+fn state_dir_profiles_come_first_and_pushed_profiles_shadow_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(state.join("profiles")).unwrap();
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("pt-float.toml"), pt_float_as("pt-float", 30)).unwrap();
+    std::fs::write(etc.join("meter.toml"), pt_float_as("meter", 31)).unwrap();
+    let text = format!(
+        "[gateway]\nid = \"gw\"\nstate_dir = \"{}\"\nprofile_dirs = [\"{}\"]\n[buses.t]\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n[devices.a]\nbus = \"t\"\nunit = 1\nprofile = \"pt-float\"\n[devices.b]\nbus = \"t\"\nunit = 2\nprofile = \"meter\"\n",
+        state.display(),
+        etc.display()
+    );
+    let l = parse_str(&text, "gw.toml", dir.path()).unwrap();
+    assert_eq!(
+        (pressure_address(&l, "a"), pressure_address(&l, "b")),
+        (30, 31)
+    );
+    // Installed by a push: found before profile_dirs.
+    std::fs::write(
+        state.join("profiles/pt-float.toml"),
+        pt_float_as("pt-float", 40),
+    )
+    .unwrap();
+    let l = parse_str(&text, "gw.toml", dir.path()).unwrap();
+    assert_eq!(
+        (pressure_address(&l, "a"), pressure_address(&l, "b")),
+        (40, 31)
+    );
+    // Given in memory: shadows every file; `gateway.profile_dirs` stays as configured.
+    let extra = vec![("meter".to_string(), pt_float_as("meter", 50))];
+    let l = parse_with_profiles(&text, "gw.toml", dir.path(), &extra).unwrap();
+    assert_eq!(
+        (pressure_address(&l, "a"), pressure_address(&l, "b")),
+        (40, 50)
+    );
+    assert_eq!(l.config.gateway.profile_dirs, vec![etc.clone()]);
+    // Not found: the message lists the state directory first.
+    let missing = text.replace("profile = \"meter\"", "profile = \"nope\"");
+    let errs = parse_str(&missing, "gw.toml", dir.path()).unwrap_err();
+    let want = format!(
+        "no nope.toml in [{}, {}]",
+        state.join("profiles").display(),
+        etc.display()
+    );
+    assert!(errs.iter().any(|e| e.message.contains(&want)), "{errs:#?}");
+}
+
+/// Every pushed profile is validated, referenced or not; errors name `push:<name>.toml`, and
+/// a device naming a broken one is told it is unavailable (never a file of that name).
+#[test]
+fn pushed_profiles_are_all_validated_with_placed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = doc("[devices.d]\nbus = \"t\"\nunit = 1\nprofile = \"pt-float\"\n");
+    let broken = pt_float_as("pt-float", 2).replace("type = \"f32\"", "type = \"f33\"");
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    // (extra, origin, key path, message fragment)
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(Vec<(String, String)>, &str, &str, &str)> = vec![
+        (
+            vec![s("pt-float", &broken)],
+            "push:pt-float.toml",
+            "points.pressure.type",
+            "f33",
+        ),
+        (vec![s("unused", "[profile\n")], "push:unused.toml", "", ""),
+        (
+            vec![s("other", &pt_float_as("pt-float", 2))],
+            "push:other.toml",
+            "profile.id",
+            "does not match",
+        ),
+        (
+            vec![s("../x", "")],
+            "push:../x.toml",
+            "",
+            "invalid pushed profile name",
+        ),
+        (
+            vec![
+                s("pt-int16", &pt_float_as("pt-int16", 2)),
+                s("pt-int16", &pt_float_as("pt-int16", 2)),
+            ],
+            "push:pt-int16.toml",
+            "",
+            "pushed twice",
+        ),
+        (
+            (0..33).map(|n| (format!("p{n}"), String::new())).collect(),
+            "push",
+            "",
+            "at most 32",
+        ),
+    ];
+    for (extra, origin, path, frag) in cases {
+        let errs = parse_with_profiles(&text, "test.toml", dir.path(), &extra).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.origin == origin && e.path == path && e.message.contains(frag)),
+            "{origin} {path} {frag}: {errs:#?}"
+        );
+    }
+    // A broken pushed profile named by a device: the device's key says so.
+    let errs =
+        parse_with_profiles(&text, "test.toml", dir.path(), &[s("pt-float", &broken)]).unwrap_err();
+    assert!(errs.iter().any(|e| e.path == "devices.d.profile"
+        && e.origin == "test.toml"
+        && e.message.contains("unavailable")));
+    // Valid extras that nothing uses are fine.
+    parse_with_profiles(
+        &text,
+        "test.toml",
+        dir.path(),
+        &[s("spare", &pt_float_as("spare", 9))],
+    )
+    .unwrap();
+}
