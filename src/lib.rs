@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod modbus;
 pub mod model;
 pub mod outbox;
+pub mod remote;
 pub mod report;
 pub mod sim;
 pub mod store;
