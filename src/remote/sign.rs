@@ -1,7 +1,7 @@
 //! Signatures of remote operations (pure core, no I/O): the signed form of a command or config
 //! push (`"gasdtu-remote-v1\n" + kind + "\n" + gateway id + "\n" + body`), Ed25519 signing and
 //! verification with `ring`, key ids (the first 8 bytes of SHA-256 of the raw public key, as 16
-//! lowercase hex characters), key generation (PKCS#8 v2 in a PEM "PRIVATE KEY" block) and the
+//! lowercase hex characters), key generation (RFC 8410 PKCS#8 in a PEM "PRIVATE KEY" block) and the
 //! base64 forms of public keys and signatures. The format is documented in docs/remote.md;
 //! changing it is a versioned change (the `v1` in the prefix).
 
@@ -152,8 +152,8 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// From PKCS#8 DER: v2 (with the public key, what `generate` writes) or v1 (what most other
-    /// tools, e.g. Python's `cryptography` and `openssl genpkey`, write).
+    /// From PKCS#8 DER: v1 (RFC 8410, what `generate`, `openssl genpkey` and Python's
+    /// `cryptography` write) or v2 (with the public key, what ring generates).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<SigningKey, SignError> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| SignError::Key(e.to_string()))?;
@@ -219,12 +219,24 @@ impl SigningKey {
     }
 }
 
-/// A new key pair: the private key as a PKCS#8 v2 PEM text, and the raw public key.
+/// The DER of an RFC 8410 (PKCS#8 v1) Ed25519 private key up to its 32-byte seed.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A new key pair: the private key as a PEM "PRIVATE KEY" text, and the raw public key. The
+/// PEM holds RFC 8410's PKCS#8 form (v1: the 32-byte seed), what `openssl genpkey` and
+/// Python's `cryptography` write and read; ring's own PKCS#8 v2 output is refused by both.
 pub fn generate() -> Result<(String, [u8; 32]), SignError> {
-    let rng = ring::rand::SystemRandom::new();
-    let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| SignError::Random)?;
-    let key = SigningKey::from_pkcs8_der(doc.as_ref())?;
-    Ok((pem_private_key(doc.as_ref()), key.public))
+    use ring::rand::SecureRandom as _;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| SignError::Random)?;
+    let mut der = PKCS8_V1_PREFIX.to_vec();
+    der.extend_from_slice(&seed);
+    let key = SigningKey::from_pkcs8_der(&der)?;
+    Ok((pem_private_key(&der), key.public))
 }
 
 /// A DER PKCS#8 key as a PEM "PRIVATE KEY" block (64-character lines).
@@ -291,6 +303,23 @@ mod tests {
         assert_eq!(
             signed_bytes(Kind::Config, "g", ""),
             b"gasdtu-remote-v1\nconfig\ng\n".to_vec()
+        );
+    }
+
+    /// The test vector of docs/remote.md (Ed25519 is deterministic; Python's `cryptography`
+    /// produced the same values).
+    #[test]
+    fn documented_test_vector() {
+        let key = SigningKey::from_seed(&[1u8; 32]);
+        assert_eq!(
+            public_key_base64(key.public()),
+            "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
+        );
+        assert_eq!(key.id().to_string(), "34750f98bd59fcfc");
+        let body = r#"{"id":"ops-42","gw":"gw-1","expires":"2026-12-02T10:00:00Z","op":"write","args":{"point":"valve1.close","value":true}}"#;
+        assert_eq!(
+            key.sign(Kind::Cmd, "gw-1", body),
+            "Vqzazh/ukAdEz6v7Ily90q6eEpZ5bQkyzmLGuJ3NwOiiEb1W4cU47GcCEY49EwnNvGoJLCO9IvpsKx2l7jMvAQ=="
         );
     }
 
