@@ -30,6 +30,7 @@ mod wire_time;
 pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use load::{load_file, parse_str, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
+pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;

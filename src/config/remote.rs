@@ -2,15 +2,20 @@
 //! the unsigned opt-in, the confirm window and history depth of config pushes, and
 //! `[remote.writes]`, the allow-list of points remote commands may write (each must exist and
 //! be writable; optional min/max on numeric points). Every error carries its key path and
-//! line:column, like every other section; no I/O.
+//! line:column, like every other section; no I/O. Keys are parsed by `remote::sign` (a leaf:
+//! it depends on nothing in the crate), so `config` stays below `remote::request`.
+
+use std::time::Duration;
 
 use super::diag::Diags;
 use super::doc::{Field, Section};
 use super::{DeviceConfig, RemoteConfig, RemoteWrite};
 use crate::model::DataType;
-use crate::remote::request::{MAX_CONFIRM_WITHIN, MIN_CONFIRM_WITHIN};
 use crate::remote::sign;
 
+/// Bounds of `confirm_within` (also of a push's own `confirm_within`).
+pub const MIN_CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+pub const MAX_CONFIRM_WITHIN: Duration = Duration::from_secs(86_400);
 /// Most public keys in `[remote] keys`.
 pub const MAX_KEYS: usize = 16;
 /// Bounds of `keep_configs`.

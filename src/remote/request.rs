@@ -17,7 +17,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::sign::{self, KeyId, Kind, SigningKey};
-use crate::config::RemoteConfig;
+use crate::config::{RemoteConfig, MAX_CONFIRM_WITHIN, MIN_CONFIRM_WITHIN};
 
 /// Largest `cmd/req` payload (the whole MQTT payload).
 pub const MAX_CMD_PAYLOAD: usize = 8 * 1024;
@@ -33,9 +33,6 @@ pub const MAX_READ_POINTS: usize = 64;
 pub const MAX_PUSH_PROFILES: usize = 32;
 /// Longest `ack` note, in characters.
 pub const MAX_NOTE_CHARS: usize = 64;
-/// Bounds of a push's `confirm_within` (and of `[remote] confirm_within`).
-pub const MIN_CONFIRM_WITHIN: Duration = Duration::from_secs(30);
-pub const MAX_CONFIRM_WITHIN: Duration = Duration::from_secs(86_400);
 /// Longest piece of outside text quoted in an error message.
 const MAX_QUOTED: usize = 200;
 

@@ -171,7 +171,7 @@ fn open_fixtures() {
         ),
         (
             "duplicate body",
-            format!(r#"{{"v":1,"body":"a","body":"b"}}"#).into_bytes(),
+            br#"{"v":1,"body":"a","body":"b"}"#.to_vec(),
             Kind::Cmd,
             vec![],
             Err("bad_request"),
