@@ -48,6 +48,8 @@ enum Command {
     Export(cli::export::ExportArgs),
     /// Turn a captured MQTT payload (JSON or compact CBOR) into JSON.
     Decode(cli::decode::DecodeArgs),
+    /// Make an Ed25519 key pair for signing remote commands and config pushes.
+    Keygen(cli::keygen::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
             Command::Queue(a) => cli::queue::run(a, &global).await,
             Command::Export(a) => cli::export::run(a, &global).await,
             Command::Decode(a) => cli::decode::run(a, &global).await,
+            Command::Keygen(a) => cli::keygen::run(a, &global).await,
         }
     });
     match result {

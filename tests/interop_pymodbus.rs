@@ -85,6 +85,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         store: Default::default(),
         uplink: None,
         alarms: Vec::new(),
+        remote: None,
     }
 }
 

@@ -178,6 +178,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         store: Default::default(),
         uplink: None,
         alarms: Vec::new(),
+        remote: None,
     }
 }
 

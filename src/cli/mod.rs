@@ -6,6 +6,7 @@ pub mod check;
 pub mod decode;
 pub mod demo;
 pub mod export;
+pub mod keygen;
 pub mod queue;
 pub mod read;
 pub mod run;

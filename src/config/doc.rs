@@ -261,6 +261,42 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// An array of strings, each with the span of its own value (for errors about one item).
+    pub fn strings_spanned(
+        &mut self,
+        d: &mut Diags<'_>,
+        key: &str,
+    ) -> Field<Vec<(String, Range<usize>)>> {
+        let path = self.key_path(key);
+        match self.raw(key) {
+            None => Field::Absent,
+            Some(v) => match v.get_ref() {
+                DeValue::Array(items) => {
+                    let mut out = Vec::new();
+                    for (i, item) in items.iter().enumerate() {
+                        match item.get_ref() {
+                            DeValue::String(s) => out.push((s.to_string(), item.span())),
+                            other => d.error(
+                                &format!("{path}[{i}]"),
+                                Some(item.span()),
+                                format!("expected a string, found {}", type_name(other)),
+                            ),
+                        }
+                    }
+                    if out.len() == items.len() {
+                        Field::Value(out, v.span())
+                    } else {
+                        Field::Invalid
+                    }
+                }
+                _ => {
+                    self.wrong(d, key, v, "an array of strings");
+                    Field::Invalid
+                }
+            },
+        }
+    }
+
     /// A sub-table as its own section.
     pub fn table(&mut self, d: &mut Diags<'_>, key: &str) -> Field<Section<'a, 'i>> {
         let path = self.key_path(key);

@@ -189,12 +189,18 @@ pub fn parse_with_profiles(
         Field::Value(sec, _) => super::alarms::parse_alarms(&mut d, sec, &devices),
         _ => Vec::new(),
     };
+    let remote = match root.table(&mut d, "remote") {
+        Field::Value(sec, _) => super::remote::parse_remote(&mut d, sec, &devices).map(Some),
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
     root.finish(&mut d, |k| match k {
         "modem" => Some("this section is not supported by this version of gasdtu".to_string()),
         _ => None,
     });
 
-    let (Some(gateway), Some(store), Some(uplink)) = (gateway, store, uplink) else {
+    let (Some(gateway), Some(store), Some(uplink), Some(remote)) = (gateway, store, uplink, remote)
+    else {
         return Err(d.take_errors());
     };
     if d.has_errors() {
@@ -209,6 +215,7 @@ pub fn parse_with_profiles(
         store,
         uplink,
         alarms,
+        remote,
     };
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {

@@ -9,7 +9,8 @@
 //! `doc` (typed reader over the spanned TOML tree that reports unknown keys), `diag` (errors,
 //! warnings, positions, the error cap and the `escape` helper for echoed text), `file`
 //! (bounded reads of regular files only, UTF-8 positions), `pem` (PEM certificates and keys),
-//! `wire_time` (per-bus request plan and wire time for `gasdtu check`).
+//! `wire_time` (per-bus request plan and wire time for `gasdtu check`), `remote` (the
+//! `[remote]` section: signing keys, remote-write allow-list).
 
 mod alarms;
 mod bus;
@@ -21,6 +22,7 @@ mod load;
 pub mod pem;
 mod points;
 pub mod profiles;
+mod remote;
 #[cfg(test)]
 mod tests;
 mod wire_time;
@@ -31,6 +33,7 @@ pub use load::{
     load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS,
     DEFAULT_STATE_DIR,
 };
+pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;
@@ -54,6 +57,48 @@ pub struct Config {
     pub uplink: Option<UplinkConfig>,
     /// `[alarms.<id>]`: alarm rules, sorted by id (empty when the section is absent).
     pub alarms: Vec<crate::alarm::AlarmRule>,
+    /// `[remote]`: remote operations over MQTT; `None` when the section is absent (off: no
+    /// subscription to commands or config pushes).
+    pub remote: Option<RemoteConfig>,
+}
+
+/// `[remote]`: who may operate this gateway over MQTT and how config pushes are kept
+/// (docs/remote.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteConfig {
+    /// Raw Ed25519 public keys (at most 16). With keys, every request must be signed by one of
+    /// them; without, only reads are accepted unsigned (see `allow_unsigned`).
+    pub keys: Vec<[u8; 32]>,
+    /// Without keys: also accept unsigned writes and config pushes (`gasdtu check` warns).
+    pub allow_unsigned: bool,
+    /// How long a pushed config has to reach the broker before it is rolled back (30 s - 24 h,
+    /// default 10 min).
+    pub confirm_within: Duration,
+    /// Previous configs kept in the state directory (1 - 50, default 5).
+    pub keep_configs: usize,
+    /// `[remote.writes]`: the points remote commands may write, sorted by device and point.
+    pub writes: Vec<RemoteWrite>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            keys: Vec::new(),
+            allow_unsigned: false,
+            confirm_within: Duration::from_secs(600),
+            keep_configs: 5,
+            writes: Vec::new(),
+        }
+    }
+}
+
+/// One point allowed for remote writes, with optional limits on a numeric value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteWrite {
+    pub device: String,
+    pub point: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 /// `[store]`: bounds of the SQLite buffer in the state directory.
