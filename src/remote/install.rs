@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::sign::hex;
 use crate::config::profiles::{MAX_PUSHED_PROFILES, STATE_PROFILES};
 
 /// Mode of the records and history files (a config may hold credentials).
@@ -800,7 +801,7 @@ impl Installer {
                 files.len()
             )));
         }
-        let mut ctx = sha256_provider().start();
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         for (name, bytes) in &files {
             ctx.update(name.as_bytes());
             ctx.update(&[0]);
@@ -970,21 +971,7 @@ fn file_name(p: &Path) -> String {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(sha256_provider().hash(bytes).as_ref())
-}
-
-/// ring's SHA-256 as rustls (already a dependency) exposes it, so this part needs no new
-/// direct dependency; `ring::digest` is the same code.
-fn sha256_provider() -> &'static dyn rustls::crypto::hash::Hash {
-    use rustls::SupportedCipherSuite as S;
-    match rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256 {
-        S::Tls13(s) => s.common.hash_provider,
-        S::Tls12(s) => s.common.hash_provider,
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&super::sign::sha256(bytes))
 }
 
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, InstallError> {
