@@ -206,19 +206,55 @@ fn malformed(key: &SigningKey, seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     (good, out)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
-    let dir = tempfile::tempdir().unwrap();
-    let (pki, broker) = mutual_tls_broker(dir.path());
-    let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &[]);
-    let tap = ModbusTap::start(sim_port);
-    let (pem, public) = sign::generate().unwrap();
-    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
-    let (other_pem, _) = sign::generate().unwrap();
-    let other = SigningKey::from_pkcs8_pem(&other_pem).unwrap();
+/// Ping (ids `<prefix>0`, `<prefix>1`, ...) until one is answered: the daemon's subscription
+/// exists once its first session is up. Panics with the daemon's log after 30 tries.
+async fn first_ping(
+    ops: &Publisher,
+    sub: &Subscriber,
+    key: &SigningKey,
+    prefix: &str,
+    log: &Path,
+) -> Value {
+    for n in 0..30 {
+        let id = format!("{prefix}{n}");
+        ops.publish(
+            &format!("{ROOT}/cmd/req"),
+            signed(key, &body(&id, GW, now_ms() + 60_000, "ping", json!({}))),
+            false,
+        )
+        .await;
+        let got = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                if let Some(r) = results(sub, &id).into_iter().next() {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if let Ok(r) = got {
+            return r;
+        }
+    }
+    panic!(
+        "no ping answered within 30 tries; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
 
-    let config = dir.path().join("gasdtu.toml");
-    let text = format!(
+/// The daemon's config: one simulated device behind `modbus_port` with a valve (coil), a
+/// spare coil and a setpoint (u16), all writable; `[remote]` with `public`, and
+/// `[remote.writes]` allowing the valve and the setpoint (1..=100).
+fn config_text(
+    dir: &Path,
+    pki: &common::Pki,
+    broker: u16,
+    modbus_port: u16,
+    public: &[u8; 32],
+    timeout: &str,
+    poll: &str,
+) -> String {
+    format!(
         r#"[gateway]
 id = "{GW}"
 state_dir = "{state}"
@@ -226,13 +262,13 @@ state_dir = "{state}"
 [buses.lan]
 kind = "tcp"
 host = "127.0.0.1"
-port = {port}
-timeout = "500ms"
+port = {modbus_port}
+timeout = "{timeout}"
 
 [devices.pcv1]
 bus = "lan"
 unit = 1
-poll = "1s"
+poll = "{poll}"
 points.pressure = {{ table = "holding", address = 2, type = "f32", scale = 100.0 }}
 points.valve = {{ table = "coil", address = 10, type = "bit", writable = true }}
 points.spare = {{ table = "coil", address = 11, type = "bit", writable = true }}
@@ -249,10 +285,32 @@ keys = ["{public}"]
 "pcv1.valve" = {{}}
 "pcv1.setpoint" = {{ min = 1, max = 100 }}
 "#,
-        state = dir.path().join("state").display(),
-        port = tap.port,
-        uplink = pki.uplink_toml(broker.port),
-        public = sign::public_key_base64(&public),
+        state = dir.join("state").display(),
+        uplink = pki.uplink_toml(broker),
+        public = sign::public_key_base64(public),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = mutual_tls_broker(dir.path());
+    let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &[]);
+    let tap = ModbusTap::start(sim_port);
+    let (pem, public) = sign::generate().unwrap();
+    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let (other_pem, _) = sign::generate().unwrap();
+    let other = SigningKey::from_pkcs8_pem(&other_pem).unwrap();
+
+    let config = dir.path().join("gasdtu.toml");
+    let text = config_text(
+        dir.path(),
+        &pki,
+        broker.port,
+        tap.port,
+        &public,
+        "500ms",
+        "1s",
     );
     std::fs::write(&config, &text).unwrap();
     let log = dir.path().join("daemon.log");
@@ -265,34 +323,7 @@ keys = ["{public}"]
     let exp = || now_ms() + 60_000;
 
     // The daemon's subscription exists once its first session is up: ping until answered.
-    let mut n = 0;
-    let pong = loop {
-        ops.publish(
-            &cmd_req,
-            signed(&key, &body(&format!("p{n}"), GW, exp(), "ping", json!({}))),
-            false,
-        )
-        .await;
-        let id = format!("p{n}");
-        let got = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                if let Some(r) = results(&sub, &id).into_iter().next() {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if let Ok(r) = got {
-            break r;
-        }
-        n += 1;
-        assert!(
-            n < 30,
-            "no ping answered within 30 s; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    };
+    let pong = first_ping(&ops, &sub, &key, "p", &log).await;
     // -- ping round trip
     assert_eq!(pong["status"], "ok", "{pong}");
     assert_eq!(pong["result"]["pong"], true, "{pong}");
@@ -615,6 +646,27 @@ keys = ["{public}"]
     assert_eq!(tap.writes(), before, "no malformed request wrote anything");
     let r = result(&sub, "fz-b").await;
     assert_refused(&r, "refused", "bad_request");
+    // Those without a readable id are not answered (nobody could match it) but counted.
+    let r = ask(
+        &ops,
+        &sub,
+        "s2",
+        signed(&key, &body("s2", GW, exp(), "status", json!({}))),
+    )
+    .await;
+    assert!(
+        r["result"]["commands_unanswerable"]
+            .as_u64()
+            .is_some_and(|n| n >= 10),
+        "{r}"
+    );
+    assert!(
+        results(&sub, "").is_empty()
+            && seen(&sub)
+                .iter()
+                .all(|(t, v)| t != "cmd/res" || v["id"].is_string()),
+        "no answer without an id"
+    );
 
     // -- offline: published while the daemon is stopped, run once after it starts again
     common::sigterm(&daemon.child);
@@ -640,4 +692,113 @@ keys = ["{public}"]
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["result"]["readback"].as_f64(), Some(7.0), "{r}");
     assert_eq!(tap.writes(), before + 1, "the queued command wrote once");
+
+    // -- a reload (SIGHUP) changes what may be written: the service follows the running config
+    let daemon = _daemon;
+    let text2 = text.replace(
+        "\"pcv1.valve\" = {}",
+        "\"pcv1.valve\" = {}\n\"pcv1.spare\" = {}",
+    );
+    assert_ne!(text2, text);
+    std::fs::write(&config, &text2).unwrap();
+    common::signal(daemon.child.id(), "HUP");
+    wait_until("the reload applied", WAIT, || {
+        seen(&sub)
+            .into_iter()
+            .find(|(_, v)| v["event"] == "config_applied")
+    })
+    .await;
+    let r = ask(
+        &ops,
+        &sub,
+        "w-spare",
+        signed(
+            &key,
+            &body(
+                "w-spare",
+                GW,
+                exp(),
+                "write",
+                json!({"point": "pcv1.spare", "value": true}),
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(r["status"], "ok", "allowed after the reload: {r}");
+    assert_eq!(r["result"]["readback"], true, "{r}");
+    let r = ask(
+        &ops,
+        &sub,
+        "c2",
+        signed(&key, &body("c2", GW, exp(), "config/get", json!({}))),
+    )
+    .await;
+    assert_eq!(
+        r["result"]["sha256"],
+        sign::hex(&sign::sha256(text2.as_bytes())),
+        "{r}"
+    );
+}
+
+/// A daemon killed (SIGKILL) while a write is on the wire: the broker redelivers the command
+/// (it was never acknowledged) and the next run answers it `unknown_outcome` / `interrupted`
+/// without writing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_interrupted_by_a_kill_is_never_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = mutual_tls_broker(dir.path());
+    // Every reply of the device comes 3 s late: the write stays on the wire long enough.
+    let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &["1:slow:3s"]);
+    let tap = ModbusTap::start(sim_port);
+    let (pem, public) = sign::generate().unwrap();
+    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let config = dir.path().join("gasdtu.toml");
+    let text = config_text(
+        dir.path(),
+        &pki,
+        broker.port,
+        tap.port,
+        &public,
+        "10s",
+        "1h",
+    );
+    std::fs::write(&config, &text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = start_daemon(&config, &log);
+    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "ri-sub", false);
+    sub.wait_subscribed(1, WAIT).await;
+    let ops = Publisher::start(&pki, broker.port, "ri-ops");
+    first_ping(&ops, &sub, &key, "ip", &log).await;
+
+    let before = tap.writes();
+    ops.publish(
+        &format!("{ROOT}/cmd/req"),
+        signed(
+            &key,
+            &body(
+                "int1",
+                GW,
+                now_ms() + 60_000,
+                "write",
+                json!({"point": "pcv1.valve", "value": true}),
+            ),
+        ),
+        false,
+    )
+    .await;
+    wait_until("the write on the wire", WAIT, || {
+        (tap.writes() > before).then_some(())
+    })
+    .await;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert!(
+        results(&sub, "int1").is_empty(),
+        "no result before the kill"
+    );
+
+    let _daemon = start_daemon(&config, &dir.path().join("daemon2.log"));
+    let r = result(&sub, "int1").await;
+    assert_refused(&r, "unknown_outcome", "interrupted");
+    assert_eq!(tap.writes(), before + 1, "never written again");
 }

@@ -162,6 +162,8 @@ pub struct Gateway {
     config_tx: watch::Sender<Arc<Config>>,
     /// Where the config came from (`config/get`).
     config_path: Option<PathBuf>,
+    /// Remote commands dropped for want of a readable id (kept across forwarder restarts).
+    remote_unanswerable: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gateway {
@@ -260,6 +262,7 @@ impl Gateway {
             side_tasks: Vec::new(),
             config_tx: watch::channel(Arc::new(cfg_for_remote)).0,
             config_path: opts.config_path.clone(),
+            remote_unanswerable: Arc::default(),
         };
         gw.forwarder = gw.start_forwarder();
         if gw.forwarder.is_none() {
@@ -522,6 +525,7 @@ impl Gateway {
                     link: self.link_rx.clone(),
                     config: self.config_tx.subscribe(),
                     config_path: self.config_path.clone(),
+                    unanswerable: self.remote_unanswerable.clone(),
                 },
             );
             (tx, svc)

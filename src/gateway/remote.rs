@@ -57,6 +57,8 @@ pub struct RemoteContext {
     pub config: watch::Receiver<Arc<Config>>,
     /// Where the running config was read from (`config/get`).
     pub config_path: Option<std::path::PathBuf>,
+    /// Requests dropped because no id could be read from them (shown by `status`).
+    pub unanswerable: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The long-lived task answering remote requests.
@@ -142,13 +144,16 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
         Err(e) => {
             // Not authenticated: answered with the id it claims (for correlation), but never
             // remembered under it, or a forger could pre-empt a real command's id.
-            let claimed = peek_id(payload);
-            return reject(ctx, claimed.as_deref(), None, UNKNOWN_OP, &e, "none").await;
+            let Some(claimed) = peek_id(payload) else {
+                return unanswerable(ctx, &e);
+            };
+            return reject(ctx, Some(&claimed), None, UNKNOWN_OP, &e, "none").await;
         }
     };
     let signer = signer_text(env.signer.as_ref());
     let cmd = match request::parse_command(&env.body, &gw, now) {
         Ok(c) => c,
+        Err(r) if r.id.is_none() => return unanswerable(ctx, &r.error),
         Err(r) => {
             let op = peek_op(&env.body);
             return reject(
@@ -217,6 +222,24 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
             }
         }
     }
+}
+
+/// A request without a readable id cannot be answered (nobody could match the answer):
+/// counted (`status` shows it) and logged (the first few in full, then every 100th), then
+/// acknowledged so it is not redelivered.
+fn unanswerable(ctx: &RemoteContext, e: &RemoteError) -> Handled {
+    let n = ctx
+        .unanswerable
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if n <= 10 || n % 100 == 0 {
+        tracing::warn!(
+            count = n,
+            code = e.code(),
+            "remote command without a readable id dropped: {e}"
+        );
+    }
+    Handled::Ack
 }
 
 /// Answer without execution: `reply_id` goes into the result, `store_id` (authenticated ids
@@ -435,6 +458,7 @@ fn status_json(ctx: &RemoteContext, cfg: &Config) -> Json {
         "devices": {"enabled": enabled, "online": online, "offline": offline,
             "not_polled_yet": enabled.saturating_sub(online + offline)},
         "alarms_active": ctx.alarms.active().len(),
+        "commands_unanswerable": ctx.unanswerable.load(std::sync::atomic::Ordering::Relaxed),
         "buffer": buffer,
         "link": {"state": state, "last_seq": l.last_seq, "reconnects": l.reconnects,
             "dead_letters": l.dead_letters},
