@@ -343,6 +343,9 @@ impl Gateway {
             || new.gateway.id != self.cfg.gateway.id
             || new.remote.is_some() != self.cfg.remote.is_some();
         self.cfg = new;
+        // The remote service checks keys, writes and points against the new config (a new
+        // service started below subscribes to this value).
+        self.config_tx.send_replace(Arc::new(self.cfg.clone()));
         if uplink_changed {
             if let Some((stop, task)) = self.forwarder.take() {
                 stop.cancel();
@@ -357,8 +360,6 @@ impl Gateway {
         self.acq = crate::modbus::start_with(&self.cfg, &self.acq_stop, self.poll_now, &self.tx);
         // The interlocks and the bus proxy see the new bus tasks from here on.
         *lock(&self.ports) = self.acq.ports.clone();
-        // The remote service checks keys, writes and points against the new config.
-        self.config_tx.send_replace(Arc::new(self.cfg.clone()));
         self.live.devices.store(self.acq.devices, Ordering::Relaxed);
         self.progress.reconfigure(&self.cfg);
         // Devices removed or disabled leave the board (and `status`, and the STATUS line).

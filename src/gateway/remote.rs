@@ -147,7 +147,7 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
             let Some(claimed) = peek_id(payload) else {
                 return unanswerable(ctx, &e);
             };
-            return reject(ctx, Some(&claimed), None, UNKNOWN_OP, &e, "none").await;
+            return reject(ctx, Some(&claimed), None, UNKNOWN_OP, &e, "unverified").await;
         }
     };
     let signer = signer_text(env.signer.as_ref());
@@ -192,11 +192,12 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
         }
         Ok(Begin::New) => {
             let outcome = execute(ctx, &cfg, &remote, &cmd.op, &signer).await;
+            let outcome = bounded(&cfg, &cmd.op, outcome);
             let at = crate::time::now_ms();
             let result = match outcome {
                 Ok(v) => request::result_json(&cmd.id, op, Status::Ok, Some(v), None, at),
                 Err((partial, e)) => {
-                    request::result_json(&cmd.id, op, e.status(), partial, Some(&e), at)
+                    request::result_json(&cmd.id, op, executed_status(&e), partial, Some(&e), at)
                 }
             };
             let ev = event_json(&cmd.id, op, &result, &signer, false);
@@ -213,7 +214,10 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
                         max: crate::store::COMMAND_JSON_MAX,
                     };
                     tracing::warn!(id = %cmd.id, "command result too large to store: {why}");
-                    reject(ctx, Some(&cmd.id), Some(&cmd.id), op, &e, &signer).await
+                    // It ran: `error`, not `refused`.
+                    let r = request::result_json(&cmd.id, op, Status::Error, None, Some(&e), at);
+                    let ev = event_json(&cmd.id, op, &r, &signer, false);
+                    persist_reject(ctx, Some(&cmd.id), r, ev).await
                 }
                 Err(e) => {
                     tracing::error!(id = %cmd.id, "command_finish failed: {e}");
@@ -423,6 +427,16 @@ async fn execute(
     }
 }
 
+/// The status of an error found while executing: `too_large` then means the command ran but
+/// its result cannot be sent (`error`); everything else keeps its own status (a type check
+/// done at execution is still a refusal: nothing was written).
+fn executed_status(e: &RemoteError) -> Status {
+    match e {
+        RemoteError::TooLarge { .. } => Status::Error,
+        e => e.status(),
+    }
+}
+
 /// "by remote key <id>" or "by remote (unsigned)".
 fn signer_by(signer: &str) -> String {
     if signer == "unsigned" {
@@ -495,26 +509,10 @@ async fn config_get(ctx: &RemoteContext, cfg: &Config) -> Result<Json, Failure> 
             RemoteError::BadRequest("the config file is not UTF-8".into()),
         ));
     };
-    let limit = cfg
-        .uplink
-        .as_ref()
-        .map(|u| u.max_payload)
-        .unwrap_or(usize::MAX)
-        .min(crate::store::COMMAND_JSON_MAX);
+    let limit = result_limit(cfg);
     let mut out = meta.clone();
     out["config"] = Json::String(text);
-    // The whole result as sent: the result envelope, JSON escaping, gw and seq.
-    let sent = request::result_json(
-        "x".repeat(64).as_str(),
-        "config/get",
-        Status::Ok,
-        Some(out.clone()),
-        None,
-        0,
-    )
-    .to_string()
-    .len()
-        + ENVELOPE_MARGIN;
+    let sent = sent_size("config/get", &out);
     if out["config"].as_str().map_or(0, str::len) > CONFIG_GET_MAX || sent > limit {
         return Err((
             Some(meta),
@@ -525,6 +523,41 @@ async fn config_get(ctx: &RemoteContext, cfg: &Config) -> Result<Json, Failure> 
         ));
     }
     Ok(out)
+}
+
+/// The largest result that is sent whole: the uplink's `max_payload` and the store's bound.
+fn result_limit(cfg: &Config) -> usize {
+    cfg.uplink
+        .as_ref()
+        .map(|u| u.max_payload)
+        .unwrap_or(usize::MAX)
+        .min(crate::store::COMMAND_JSON_MAX)
+}
+
+/// Bytes of a result on the wire: the result envelope (longest id), JSON escaping, `gw`, `seq`.
+fn sent_size(op: &str, result: &Json) -> usize {
+    let id = "x".repeat(crate::store::COMMAND_ID_MAX);
+    request::result_json(&id, op, Status::Ok, Some(result.clone()), None, 0)
+        .to_string()
+        .len()
+        + ENVELOPE_MARGIN
+}
+
+/// A `read` or `status` result that would not be sent whole (the forwarder would cut its
+/// strings, or set it aside) becomes `too_large`: ask for fewer points. Results of ops with
+/// an effect are small and kept (the forwarder's `fit_json` shortens their strings if needed).
+fn bounded(cfg: &Config, op: &Op, r: Result<Json, Failure>) -> Result<Json, Failure> {
+    match (op, r) {
+        (Op::Read { .. } | Op::Status, Ok(v)) => {
+            let (size, max) = (sent_size(op.name(), &v), result_limit(cfg));
+            if size > max {
+                Err(fail(RemoteError::TooLarge { size, max }))
+            } else {
+                Ok(v)
+            }
+        }
+        (_, r) => r,
+    }
 }
 
 /// The spec of `device.point` in the running config.
@@ -741,6 +774,56 @@ mod tests {
             let got = typed_value(p, v).map(|_| ()).map_err(|e| e.code());
             assert_eq!(got, want, "{:?} {v:?}", p.data_type);
         }
+    }
+
+    fn cfg() -> Config {
+        let text = "[gateway]\nid = \"g\"\nstate_dir = \"/tmp/x\"\n";
+        match crate::config::parse_str(text, "t.toml", std::path::Path::new("/")) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn read_and_status_results_that_cannot_be_sent_whole_become_too_large() {
+        let cfg = cfg();
+        let read = Op::Read { points: vec![] };
+        let values = |n: usize, len: usize| {
+            let v: Vec<Json> = (0..n)
+                .map(|i| json!({"point": format!("d.p{i}"), "value": "v".repeat(len)}))
+                .collect();
+            json!({ "values": v })
+        };
+        let write = Op::Write {
+            device: "d".into(),
+            point: "p".into(),
+            value: WriteValue::Bool(true),
+        };
+        // (op, result, expected error code or None for kept)
+        let cases: [(&Op, Json, Option<&str>); 5] = [
+            (&read, values(2, 10), None),
+            (&read, values(64, 300), Some("too_large")),
+            (&Op::Status, json!({"x": "y".repeat(100)}), None),
+            (
+                &Op::Status,
+                json!({"x": "y".repeat(20_000)}),
+                Some("too_large"),
+            ),
+            // An op with an effect keeps its result (the forwarder shortens strings).
+            (&write, json!({"x": "y".repeat(20_000)}), None),
+        ];
+        for (op, v, want) in cases {
+            let got = bounded(&cfg, op, Ok(v)).err().map(|(_, e)| e.code());
+            assert_eq!(got, want, "{}", op.name());
+        }
+        assert_eq!(
+            executed_status(&RemoteError::TooLarge { size: 2, max: 1 }),
+            Status::Error
+        );
+        assert_eq!(
+            executed_status(&RemoteError::OutOfRange("x".into())),
+            Status::Refused
+        );
     }
 
     #[test]
