@@ -9,9 +9,12 @@
 //! unknown key, wrong gateway, not in `[remote.writes]`, out of range and wrong type are
 //! refused with their codes and never written; read, status, config/get, ack and resend
 //! answer; every command leaves a `command` event with id, op, status and signer; ~200
-//! seeded malformed envelopes never crash it and it still answers a ping; a command
+//! seeded malformed envelopes never crash it and it still answers a ping; a config push is
+//! refused on `config/state` (not enabled in this build); a command
 //! published while the daemon is stopped (its persistent session made by the first run)
-//! runs once after it starts again.
+//! runs once after it starts again; a reload (SIGHUP) that adds a point to
+//! `[remote.writes]` lets it be written. A second daemon is killed while a write is on the
+//! wire: the redelivered command is answered `unknown_outcome` and never written again.
 
 mod common;
 
@@ -575,6 +578,13 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     )
     .await;
     assert_refused(&r, "error", "not_found");
+    let hist = |sub: &Subscriber| {
+        seen(sub)
+            .into_iter()
+            .filter(|(_, v)| v["hist"] == true && v["data"][0]["dev"] == "pcv1")
+            .count()
+    };
+    let hist_before = hist(&sub);
     let r = ask(
         &ops,
         &sub,
@@ -592,7 +602,14 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     )
     .await;
     assert_eq!(r["status"], "ok", "{r}");
-    assert!(r["result"]["readings"].is_u64(), "{r}");
+    assert!(
+        r["result"]["readings"].as_u64().is_some_and(|n| n >= 1),
+        "the delivered readings of the last hour are resent: {r}"
+    );
+    wait_until("a resent hist message", WAIT, || {
+        (hist(&sub) > hist_before).then_some(())
+    })
+    .await;
 
     // -- the audit trail: one command event per answer, with id, op, status and signer
     let signer = format!("key {}", key.id());
@@ -666,6 +683,21 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
                 .iter()
                 .all(|(t, v)| t != "cmd/res" || v["id"].is_string()),
         "no answer without an id"
+    );
+
+    // -- config pushes are not enabled in this build: refused on config/state, nothing stalls
+    ops.publish(&format!("{ROOT}/config/set"), b"{}".to_vec(), false)
+        .await;
+    let (_, state) = wait_until("config/state", WAIT, || {
+        seen(&sub).into_iter().find(|(t, _)| t == "config/state")
+    })
+    .await;
+    assert_eq!(state["status"], "rejected", "{state}");
+    assert!(
+        state["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not enabled")),
+        "{state}"
     );
 
     // -- offline: published while the daemon is stopped, run once after it starts again
