@@ -180,7 +180,20 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
             tracing::error!(id = %cmd.id, "command_begin failed: {e}");
             Handled::Keep
         }
-        Ok(Begin::Running) => Handled::Ack,
+        Ok(Begin::Running) => {
+            // Commands run one at a time, so nothing else is running it: an earlier delivery
+            // in this process ran it and could not store its result (the store failed). Its
+            // effect is unknown; it is never run again.
+            let e = RemoteError::Store(
+                "an earlier delivery of this command ran but its result could not be stored; \
+                 its effect is unknown and it is not run again"
+                    .into(),
+            );
+            let at = crate::time::now_ms();
+            let r = request::result_json(&cmd.id, op, Status::UnknownOutcome, None, Some(&e), at);
+            let ev = event_json(&cmd.id, op, &r, &signer, false);
+            persist_reject(ctx, Some(&cmd.id), r, ev).await
+        }
         Ok(Begin::Done(stored)) => {
             // A redelivery: the stored result again, never executed again.
             let ev = event_json(&cmd.id, op, &stored, &signer, true);
@@ -201,9 +214,7 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
                 }
             };
             let ev = event_json(&cmd.id, op, &result, &signer, false);
-            let store = ctx.store.clone();
-            let (id, r2, e2) = (cmd.id.clone(), result.clone(), ev.clone());
-            match blocking(move || store.command_finish(&id, &r2, &e2)).await {
+            match finish(ctx, &cmd.id, &result, &ev).await {
                 Ok(()) => {
                     ctx.wake.notify_one();
                     Handled::Ack
@@ -226,6 +237,34 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
             }
         }
     }
+}
+
+/// `command_finish`, tried again twice (after 200 ms, then 1 s) when the store fails: the
+/// effect happened, its result should not be lost to a passing store error. A result too
+/// large to store is not retried.
+async fn finish(ctx: &RemoteContext, id: &str, result: &Json, ev: &Json) -> Result<(), StoreError> {
+    let mut last = None;
+    for pause in [0, 200, 1000] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let (store, key, r, e) = (
+            ctx.store.clone(),
+            id.to_string(),
+            result.clone(),
+            ev.clone(),
+        );
+        match blocking(move || store.command_finish(&key, &r, &e)).await {
+            Ok(()) => return Ok(()),
+            Err(e @ StoreError::OutOfBounds { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(id, "storing a command result failed: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(StoreError::OutOfBounds {
+        what: "command result",
+        why: "not stored".into(),
+    }))
 }
 
 /// A request without a readable id cannot be answered (nobody could match the answer):
@@ -336,10 +375,11 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(StoreError::OutOfBounds {
-            what: "blocking task",
-            why: e.to_string(),
-        }),
+        // The blocking task panicked or was cancelled: reported as an I/O failure (not
+        // `OutOfBounds`, which means "too large" to the callers).
+        Err(e) => Err(StoreError::Sink(std::io::Error::other(format!(
+            "store task failed: {e}"
+        )))),
     }
 }
 
