@@ -866,6 +866,42 @@ mod tests {
         );
     }
 
+    mod props {
+        //! Fixed seed, bounded cases: the write type check never panics on any number or
+        //! scaling, and a value it accepts for a register point is one the bus task can encode.
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                rng_seed: RngSeed::Fixed(0x0C0D_5E12),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn accepted_register_writes_always_encode(
+                dt in prop_oneof![
+                    Just(DataType::U16), Just(DataType::I16), Just(DataType::U32),
+                    Just(DataType::I32), Just(DataType::F32), Just(DataType::F64),
+                    Just(DataType::Bcd16), Just(DataType::Bcd32), Just(DataType::U64),
+                ],
+                x in prop_oneof![any::<f64>(), -1e6..1e6f64],
+                scale in prop_oneof![Just(1.0), Just(0.1), any::<f64>()],
+                as_bool in any::<bool>(),
+            ) {
+                let mut p = spec(dt, Table::HoldingRegister);
+                p.scale = scale;
+                let v = if as_bool { WriteValue::Bool(x > 0.0) } else { WriteValue::Number(x) };
+                if let Ok(value) = typed_value(&p, v) {
+                    prop_assert!(crate::modbus::registers::encode_point(&p, &value).is_ok());
+                }
+            }
+        }
+    }
+
     #[test]
     fn ids_and_ops_are_peeked_only_when_valid() {
         let env = |body: &str| json!({"v": 1, "body": body}).to_string();
