@@ -13,7 +13,9 @@
 //! refused on `config/state` (not enabled in this build); a command
 //! published while the daemon is stopped (its persistent session made by the first run)
 //! runs once after it starts again; a reload (SIGHUP) that adds a point to
-//! `[remote.writes]` lets it be written. A second daemon is killed while a write is on the
+//! `[remote.writes]` lets it be written; a reload that removes `[remote]` drops the subscription
+//! and the broker session (a command sent meanwhile never runs, also after `[remote]` is back).
+//! A second daemon is killed while a write is on the
 //! wire: the redelivered command is answered `unknown_outcome` and never written again.
 
 mod common;
@@ -770,6 +772,48 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
         sign::hex(&sign::sha256(text2.as_bytes())),
         "{r}"
     );
+
+    // -- [remote] removed by a reload: no subscription, and the broker's session is dropped,
+    // so a command published meanwhile never runs, also after [remote] comes back.
+    let applied = |sub: &Subscriber| {
+        seen(sub)
+            .iter()
+            .filter(|(_, v)| v["event"] == "config_applied")
+            .count()
+    };
+    let n_applied = applied(&sub);
+    let cut = text2.find("[remote]").unwrap();
+    std::fs::write(&config, &text2[..cut]).unwrap();
+    common::signal(daemon.child.id(), "HUP");
+    wait_until("the reload without [remote]", WAIT, || {
+        (applied(&sub) > n_applied).then_some(())
+    })
+    .await;
+    let before = tap.writes();
+    ops.publish(
+        &cmd_req,
+        signed(
+            &key,
+            &body(
+                "gone1",
+                GW,
+                exp(),
+                "write",
+                json!({"point": "pcv1.setpoint", "value": 9}),
+            ),
+        ),
+        false,
+    )
+    .await;
+    std::fs::write(&config, &text2).unwrap();
+    common::signal(daemon.child.id(), "HUP");
+    // Requests are delivered in order: once a later ping is answered, gone1 would have been.
+    first_ping(&ops, &sub, &key, "back", &dir.path().join("daemon2.log")).await;
+    assert!(
+        results(&sub, "gone1").is_empty(),
+        "a command sent while [remote] was off never runs"
+    );
+    assert_eq!(tap.writes(), before);
 }
 
 /// A daemon killed (SIGKILL) while a write is on the wire: the broker redelivers the command
