@@ -9,7 +9,7 @@
 //! store), `interlocks` (alarm actions through the bus tasks), `systemd` (notify, watchdog,
 //! signals, STATUS line), `status_socket` (device board and the unix socket of `gasdtu
 //! status`), `bus_proxy` (the commissioning verbs' Modbus requests through the bus task that
-//! owns the bus). Never does Modbus or MQTT itself and never touches SQLite on an async worker
+//! owns the bus), `remote` (commands over MQTT when `[remote]` is configured). Never does Modbus or MQTT itself and never touches SQLite on an async worker
 //! thread: every store call is a blocking task or an O(1) counter read.
 
 pub mod alarms;
@@ -19,6 +19,7 @@ pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
 pub mod progress;
+pub mod remote;
 pub mod status_socket;
 pub mod systemd;
 
@@ -55,6 +56,8 @@ const BUS_STOP_GRACE: Duration = Duration::from_secs(10);
 /// After the pollers stopped, how long the consumer keeps retrying a failing store before it
 /// gives up and reports what it could not commit (systemd's TimeoutStopSec is 30 s).
 pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(8);
+/// Requests the forwarder may hand to the remote service before it leaves them unacknowledged.
+const REMOTE_INBOX: usize = 16;
 
 /// Bus name -> the running bus task's request entrance, shared by the interlocks and the bus
 /// proxy and replaced by every apply (a reload restarts the bus tasks).
@@ -155,6 +158,12 @@ pub struct Gateway {
     proxy: BusProxy,
     side_stop: CancellationToken,
     side_tasks: Vec<JoinHandle<()>>,
+    /// The running config as the remote service sees it (sent by every apply).
+    config_tx: watch::Sender<Arc<Config>>,
+    /// Where the config came from (`config/get`).
+    config_path: Option<PathBuf>,
+    /// Remote commands dropped for want of a readable id (kept across forwarder restarts).
+    remote_unanswerable: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gateway {
@@ -226,6 +235,7 @@ impl Gateway {
             devices: AtomicUsize::new(acq.devices),
             has_uplink: AtomicBool::new(cfg.uplink.is_some()),
         });
+        let cfg_for_remote = cfg.clone();
         let mut gw = Gateway {
             cfg,
             poll_now: opts.poll_now,
@@ -250,6 +260,9 @@ impl Gateway {
             proxy,
             side_stop: CancellationToken::new(),
             side_tasks: Vec::new(),
+            config_tx: watch::channel(Arc::new(cfg_for_remote)).0,
+            config_path: opts.config_path.clone(),
+            remote_unanswerable: Arc::default(),
         };
         gw.forwarder = gw.start_forwarder();
         if gw.forwarder.is_none() {
@@ -325,8 +338,14 @@ impl Gateway {
             }
         }
         lock(&self.interlocks).reconfigure(&new);
-        let uplink_changed = new.uplink != self.cfg.uplink || new.gateway.id != self.cfg.gateway.id;
+        // The forwarder's session kind (persistent with an inbox) follows `[remote]`.
+        let uplink_changed = new.uplink != self.cfg.uplink
+            || new.gateway.id != self.cfg.gateway.id
+            || new.remote.is_some() != self.cfg.remote.is_some();
         self.cfg = new;
+        // The remote service checks keys, writes and points against the new config (a new
+        // service started below subscribes to this value).
+        self.config_tx.send_replace(Arc::new(self.cfg.clone()));
         if uplink_changed {
             if let Some((stop, task)) = self.forwarder.take() {
                 stop.cancel();
@@ -492,7 +511,39 @@ impl Gateway {
                 Err(e) => serde_json::json!({"buffer": {"error": e.to_string()}}),
             })
         });
-        Some((stop.clone(), tokio::spawn(fwd.run(stop))))
+        // With `[remote]`: the inbox (persistent session) and the service that answers it,
+        // stopped together with this forwarder.
+        let service = self.cfg.remote.as_ref().map(|_| {
+            let (tx, rx) = mpsc::channel(REMOTE_INBOX);
+            let svc = remote::RemoteService::new(
+                rx,
+                remote::RemoteContext {
+                    store: self.store.clone(),
+                    wake: self.wake.clone(),
+                    alarms: self.alarms.clone(),
+                    ports: self.ports.clone(),
+                    board: self.board.clone(),
+                    link: self.link_rx.clone(),
+                    config: self.config_tx.subscribe(),
+                    config_path: self.config_path.clone(),
+                    unanswerable: self.remote_unanswerable.clone(),
+                },
+            );
+            (tx, svc)
+        });
+        let (fwd, svc) = match service {
+            Some((tx, svc)) => (fwd.with_inbox(tx), Some(svc)),
+            None => (fwd, None),
+        };
+        let fwd_task = tokio::spawn(fwd.run(stop.clone()));
+        let svc_task = svc.map(|s| tokio::spawn(s.run(stop.clone())));
+        let both = tokio::spawn(async move {
+            let _ = fwd_task.await;
+            if let Some(t) = svc_task {
+                let _ = t.await;
+            }
+        });
+        Some((stop, both))
     }
 
     async fn start_status_socket(&mut self, path: &std::path::Path, config: Option<&PathBuf>) {

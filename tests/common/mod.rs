@@ -789,3 +789,68 @@ async fn connect_once(pki: &Pki, port: u16, id: &str, clean: bool) -> bool {
     .await;
     present
 }
+
+// ---------------------------------------------------------------------------------------
+// Modbus on the wire (issue 10, remote commands): a TCP tap between the daemon and a
+// simulator that counts the write requests passing through it.
+
+/// A Modbus TCP relay on a fresh loopback port to `127.0.0.1:upstream` that counts the
+/// write requests (functions 5, 6, 15 and 16) the client sends through it. Its threads end
+/// when either side closes.
+pub struct ModbusTap {
+    pub port: u16,
+    writes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ModbusTap {
+    pub fn start(upstream: u16) -> ModbusTap {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = writes.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+                let w = w.clone();
+                std::thread::spawn(move || loop {
+                    // One MBAP frame: 7 header bytes (length at 4..6 counts unit + PDU).
+                    let mut head = [0u8; 7];
+                    if client.read_exact(&mut head).is_err() {
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    let len = u16::from_be_bytes([head[4], head[5]]) as usize;
+                    let mut pdu = vec![0u8; len.saturating_sub(1)];
+                    if client.read_exact(&mut pdu).is_err() {
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if matches!(pdu.first(), Some(5 | 6 | 15 | 16)) {
+                        w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if server.write_all(&head).is_err() || server.write_all(&pdu).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        ModbusTap { port, writes }
+    }
+
+    /// Write requests seen so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
