@@ -7,6 +7,7 @@
 
 use super::Global;
 use crate::config;
+use crate::gateway::push::{self, PushOwner};
 use crate::gateway::systemd::{try_reload, Notifier, Reload, SignalAsk, Signals};
 use crate::gateway::{Gateway, Options};
 
@@ -36,7 +37,19 @@ pub fn tighten_umask() -> u32 {
 
 pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     tighten_umask();
-    let loaded = match config::load_file(&global.config) {
+    // Config pushes: finish what a crash left (a pending push continues its window, a crash
+    // loop or an unloadable pending config rolls back) before the config is loaded.
+    let mut owner = push_owner(&global.config);
+    let mut reports = owner.as_mut().map(|o| o.recover()).unwrap_or_default();
+    let mut first = config::load_file(&global.config);
+    if let (Err(e), Some(o)) = (&first, owner.as_mut()) {
+        if o.rollback_unloadable(&e.to_string()) {
+            reports.push(serde_json::json!({"status": "rolled_back",
+                "reason": format!("the pushed config failed to load at start: {e}")}));
+            first = config::load_file(&global.config);
+        }
+    }
+    let loaded = match first {
         Ok(l) => l,
         Err(e) => {
             super::init_logging(global.log_level.as_deref().unwrap_or("info"));
@@ -61,11 +74,14 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     // during start-up or a reload must be seen.
     let mut signals = Signals::install()?;
     let notifier = Notifier::from_env();
+    let (push_tx, mut push_rx) = tokio::sync::mpsc::channel(4);
+    let mut owner = owner.unwrap_or_else(|| PushOwner::new(&global.config, &loaded.config));
     let opts = Options {
         config_path: Some(global.config.clone()),
         poll_now: args.poll_now,
         socket: Some(args.socket.clone()),
         notifier: notifier.clone(),
+        pushes: Some(push_tx),
         ..Options::default()
     };
     let mut gw = match Gateway::start(loaded.config, opts).await {
@@ -79,7 +95,25 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     tracing::info!(config = %global.config.display(), "ready");
     notifier.ready();
 
-    while signals.next().await == SignalAsk::Reload {
+    for body in reports {
+        let ev = serde_json::json!({"event": "config_push", "status": body["status"],
+            "reason": body["reason"], "at_start": true});
+        push::queue(&gw, body, ev).await;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ask = signals.next() => if ask != SignalAsk::Reload { break },
+            Some(job) = push_rx.recv() => {
+                owner.handle(job, &mut gw).await;
+                continue;
+            }
+            _ = tick.tick() => {
+                owner.tick(&mut gw).await;
+                continue;
+            }
+        }
         notifier.reloading();
         match try_reload(&global.config, gw.config()) {
             Reload::Refused(e) => {
@@ -104,6 +138,32 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     } else {
         0
     })
+}
+
+/// The push owner for the config at `path`, found before the config is validated: the state
+/// directory is read from the raw TOML (`gateway.state_dir`, else the default), so a pending
+/// push whose config does not load can still be rolled back. None when the file is unreadable.
+fn push_owner(path: &std::path::Path) -> Option<PushOwner> {
+    let text = config::read_bounded(path, config::MAX_CONFIG_BYTES).ok()?;
+    let text = String::from_utf8(text).ok()?;
+    let raw: toml::Table = toml::from_str(&text).ok()?;
+    let state_dir = raw
+        .get("gateway")
+        .and_then(|g| g.get("state_dir"))
+        .and_then(|s| s.as_str())
+        .unwrap_or(config::DEFAULT_STATE_DIR);
+    let keep = raw
+        .get("remote")
+        .and_then(|r| r.get("keep_configs"))
+        .and_then(|k| k.as_integer())
+        .and_then(|k| usize::try_from(k).ok())
+        .filter(|k| (1..=config::MAX_KEEP_CONFIGS as usize).contains(k))
+        .unwrap_or(5);
+    Some(PushOwner::with_state_dir(
+        path,
+        std::path::Path::new(state_dir),
+        keep,
+    ))
 }
 
 fn print_errors(e: &config::LoadError, mut out: impl FnMut(&str)) {

@@ -14,7 +14,8 @@ use crate::model::DataType;
 use crate::remote::sign;
 
 /// Bounds of `confirm_within` (also of a push's own `confirm_within`).
-pub const MIN_CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+/// 5 s is the floor: below it a broker reconnect cannot be told from a dead uplink.
+pub const MIN_CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 pub const MAX_CONFIRM_WITHIN: Duration = Duration::from_secs(86_400);
 /// Most public keys in `[remote] keys`.
 pub const MAX_KEYS: usize = 16;

@@ -1680,7 +1680,7 @@ fn remote_errors_have_key_path_and_position() {
         ),
         (
             "confirm short",
-            "[remote]\nconfirm_within = \"10s\"\n".into(),
+            "[remote]\nconfirm_within = \"4s\"\n".into(),
             "remote.confirm_within",
             "out of range",
         ),

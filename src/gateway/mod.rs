@@ -19,6 +19,7 @@ pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
 pub mod progress;
+pub mod push;
 pub mod remote;
 pub mod status_socket;
 pub mod systemd;
@@ -77,6 +78,9 @@ pub struct Options {
     pub observers: Vec<CommitHook>,
     /// Readings held in memory while the store fails.
     pub memory_readings: usize,
+    /// Where validated config pushes go (the run loop's `push::PushOwner`); None: pushes are
+    /// refused (the demo).
+    pub pushes: Option<mpsc::Sender<push::PushJob>>,
 }
 
 impl Default for Options {
@@ -88,6 +92,7 @@ impl Default for Options {
             notifier: Notifier::from_env(),
             observers: Vec::new(),
             memory_readings: consumer::MEMORY_READINGS,
+            pushes: None,
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct Gateway {
     config_tx: watch::Sender<Arc<Config>>,
     /// Where the config came from (`config/get`).
     config_path: Option<PathBuf>,
+    /// Where validated config pushes go (`Options::pushes`).
+    pushes: Option<mpsc::Sender<push::PushJob>>,
     /// Remote commands dropped for want of a readable id (kept across forwarder restarts).
     remote_unanswerable: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -262,6 +269,7 @@ impl Gateway {
             side_tasks: Vec::new(),
             config_tx: watch::channel(Arc::new(cfg_for_remote)).0,
             config_path: opts.config_path.clone(),
+            pushes: opts.pushes.clone(),
             remote_unanswerable: Arc::default(),
         };
         gw.forwarder = gw.start_forwarder();
@@ -291,6 +299,11 @@ impl Gateway {
 
     pub fn alarms(&self) -> &AlarmService {
         &self.alarms
+    }
+
+    /// Wake the forwarder (a reply was queued).
+    pub fn wake_forwarder(&self) {
+        self.wake.notify_one();
     }
 
     /// The uplink's state as the forwarder reports it.
@@ -527,6 +540,7 @@ impl Gateway {
                     config: self.config_tx.subscribe(),
                     config_path: self.config_path.clone(),
                     unanswerable: self.remote_unanswerable.clone(),
+                    pushes: self.pushes.clone(),
                 },
             );
             (tx, svc)

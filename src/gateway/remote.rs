@@ -59,6 +59,8 @@ pub struct RemoteContext {
     pub config_path: Option<std::path::PathBuf>,
     /// Requests dropped because no id could be read from them (shown by `status`).
     pub unanswerable: Arc<std::sync::atomic::AtomicU64>,
+    /// The owner of `Gateway::apply` (the run loop); None: config pushes are refused.
+    pub pushes: Option<mpsc::Sender<super::push::PushJob>>,
 }
 
 /// The long-lived task answering remote requests.
@@ -94,7 +96,13 @@ impl RemoteService {
             };
             let handled = match inbound.kind {
                 InboundKind::Command => handle_command(&self.ctx, &inbound.payload).await,
-                InboundKind::ConfigPush => refuse_config_push(&self.ctx, &inbound.payload).await,
+                InboundKind::ConfigPush => match self.ctx.pushes.clone() {
+                    None => refuse_config_push(&self.ctx, &inbound.payload).await,
+                    Some(tx) => {
+                        handle_push(&self.ctx, &tx, inbound).await;
+                        continue;
+                    }
+                },
             };
             match handled {
                 Handled::Ack => inbound.ack(),
@@ -107,9 +115,9 @@ impl RemoteService {
     }
 }
 
-/// Config pushes are not enabled in this build: answer with a `config/state` refusal (so the
-/// request does not stall in the session) and acknowledge. THE CONFIG-PUSH HALF OF PART E
-/// REPLACES THIS FUNCTION.
+/// Config pushes are not enabled where nobody owns `Gateway::apply` for them (the demo):
+/// answer with a `config/state` refusal (so the request does not stall in the session) and
+/// acknowledge.
 async fn refuse_config_push(ctx: &RemoteContext, payload: &[u8]) -> Handled {
     let body = json!({
         "status": "rejected",
@@ -127,6 +135,114 @@ async fn refuse_config_push(ctx: &RemoteContext, payload: &[u8]) -> Handled {
             tracing::error!("cannot queue the config/state refusal: {e}");
             Handled::Keep
         }
+    }
+}
+
+/// Most errors listed in a `rejected` config/state.
+pub const MAX_PUSH_ERRORS: usize = 100;
+
+/// One config push: open, parse, authorize (sha256 checked by `parse_push`), validate with
+/// the loader of `gasdtu check` (pushed profiles, base dir = the config file's directory),
+/// refuse a change of `gateway.id` or `gateway.state_dir`; a valid push goes to the owner of
+/// the `Gateway` (which acknowledges it once installed), a bad one is answered `rejected` on
+/// `config/state` with every error (the first `MAX_PUSH_ERRORS`) and nothing changes.
+async fn handle_push(
+    ctx: &RemoteContext,
+    tx: &mpsc::Sender<super::push::PushJob>,
+    inbound: Inbound,
+) {
+    let cfg = ctx.config.borrow().clone();
+    let Some(remote) = cfg.remote.clone() else {
+        return;
+    };
+    let gw = cfg.gateway.id.clone();
+    let now = crate::time::now_ms();
+    let refuse = |version: Option<String>, signer: String, errors: Vec<Json>| {
+        let reason = errors
+            .first()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let body = json!({"status": "rejected", "push": {"version": version},
+            "errors": errors});
+        let ev = json!({"event": "config_push", "status": "rejected", "version": version,
+            "signer": signer, "reason": reason});
+        (body, ev)
+    };
+    let msg = |e: &RemoteError| vec![json!({"code": e.code(), "message": e.to_string()})];
+    let (body, ev) = 'refused: {
+        let env = match request::open(&inbound.payload, Kind::Config, &gw, &remote.keys) {
+            Ok(e) => e,
+            Err(e) => break 'refused refuse(None, "unverified".into(), msg(&e)),
+        };
+        let signer = signer_text(env.signer.as_ref());
+        let push = match request::parse_push(&env.body, &gw, now) {
+            Ok(p) => p,
+            Err(r) => break 'refused refuse(r.id, signer, msg(&r.error)),
+        };
+        if let Err(e) = request::authorize_push(env.signer.as_ref(), &remote) {
+            break 'refused refuse(Some(push.version), signer, msg(&e));
+        }
+        let base = ctx
+            .config_path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        let origin = format!("push {}", push.version);
+        let loaded = match crate::config::parse_with_profiles(
+            &push.config,
+            &origin,
+            &base,
+            &push.profiles,
+        ) {
+            Ok(l) => l,
+            Err(errs) => {
+                let list = errs
+                    .iter()
+                    .take(MAX_PUSH_ERRORS)
+                    .map(|e| {
+                        json!({"origin": e.origin, "path": e.path, "line": e.line,
+                                "col": e.column, "message": e.message})
+                    })
+                    .collect();
+                break 'refused refuse(Some(push.version), signer, list);
+            }
+        };
+        let mut errs = Vec::new();
+        if loaded.config.gateway.id != cfg.gateway.id {
+            errs.push(json!({"path": "gateway.id", "message":
+                "a push cannot change the gateway id (it names this gateway's topics)"}));
+        }
+        if loaded.config.gateway.state_dir != cfg.gateway.state_dir {
+            errs.push(json!({"path": "gateway.state_dir", "message":
+                "a push cannot change gateway.state_dir (the push records live there)"}));
+        }
+        if loaded.config.remote.is_none() {
+            errs.push(json!({"path": "remote", "message":
+                "a push cannot remove [remote] (no further push could reach the gateway)"}));
+        }
+        if !errs.is_empty() {
+            break 'refused refuse(Some(push.version), signer, errs);
+        }
+        let job = super::push::PushJob {
+            push,
+            config: loaded.config,
+            inbound,
+            signer,
+        };
+        if tx.send(job).await.is_err() {
+            tracing::warn!("config push dropped: the gateway is stopping (redelivered later)");
+        }
+        return;
+    };
+    let store = ctx.store.clone();
+    match blocking(move || store.queue_reply(ReplyTopic::ConfigState, &body, Some(&ev))).await {
+        Ok(()) => {
+            ctx.wake.notify_one();
+            inbound.ack();
+        }
+        Err(e) => tracing::error!("cannot queue the config/state refusal: {e}"),
     }
 }
 

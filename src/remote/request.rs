@@ -769,7 +769,7 @@ struct RawPush {
 
 /// Parse and validate a config push body for gateway `gw` at gateway time `now_ms`: strict
 /// JSON shape, `version`, `gw`, `expires`, `sha256` (form, then that it matches `config`),
-/// profile names, `confirm_within` (30 s - 24 h), then the clock (a push needs a trusted
+/// profile names, `confirm_within` (5 s - 24 h), then the clock (a push needs a trusted
 /// clock: its expiry is what stops a replay) and the expiry. `Rejected.id` is the version.
 /// The TOML itself is validated later by the code of `gasdtu check`.
 pub fn parse_push(body: &str, gw: &str, now_ms: i64) -> Result<Push, Rejected> {
@@ -825,7 +825,7 @@ pub fn parse_push(body: &str, gw: &str, now_ms: i64) -> Result<Push, Rejected> {
             Ok(t) if (MIN_CONFIRM_WITHIN..=MAX_CONFIRM_WITHIN).contains(&t) => Some(t),
             Ok(_) => {
                 return Err(reject(bad(format!(
-                    "confirm_within {} is out of range 30s..=24h",
+                    "confirm_within {} is out of range 5s..=24h",
                     quote(&s)
                 ))))
             }

@@ -818,7 +818,7 @@ fn pushes_refused() {
         ),
         (
             "confirm too short",
-            push_body(toml, r#","confirm_within":"10s""#),
+            push_body(toml, r#","confirm_within":"4s""#),
             now(),
             Some("2026-12-02.1"),
             "bad_request",

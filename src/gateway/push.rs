@@ -1,0 +1,365 @@
+//! Config pushes in the daemon (issue 10, part E2): `PushOwner` lives next to the `Gateway` in
+//! the run loop (the one owner of `Gateway::apply`). The remote service validates a push (the
+//! envelope, the body, the signature policy, the sha256, `gasdtu check`'s loader) and hands a
+//! `PushJob` over a channel; the owner installs it (`remote::install::Installer`), applies it
+//! with source `mqtt`, reports `pending_confirm` on `<root>/config/state`, and drives the
+//! confirm-or-rollback state machine (`remote::confirm::Machine`) from the link status: a
+//! PUBACK received after the apply confirms it, the deadline rolls it back (the previous config
+//! is applied again and `rolled_back` is queued through the outbox, so it is delivered once the
+//! link is back). A redelivery of the version in force is acknowledged and not applied again.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value as Json};
+
+use super::Gateway;
+use crate::config::{self, Config};
+use crate::outbox::ReplyTopic;
+use crate::remote::confirm::{Action, Input, Machine, Now};
+use crate::remote::install::{InstallRequest, Installer, Recovery};
+use crate::remote::request::Push;
+use crate::uplink::Inbound;
+
+/// A validated push, from the remote service to the owner of the `Gateway`.
+pub struct PushJob {
+    pub push: Push,
+    /// The push's config, loaded with the code of `gasdtu check`.
+    pub config: Config,
+    /// Acknowledged once the push is installed (or found already in force).
+    pub inbound: Inbound,
+    /// Who signed it (for the event).
+    pub signer: String,
+}
+
+/// Owner of the installer and the confirmation state machine.
+pub struct PushOwner {
+    installer: std::sync::Arc<Installer>,
+    config_path: PathBuf,
+    machine: Machine,
+    epoch: Instant,
+    /// The push awaiting confirmation: version, sha256, wall ms of its apply.
+    pending: Option<(String, String, i64)>,
+}
+
+/// The `config/state` body (see docs/remote.md).
+pub fn state_json(
+    version: &str,
+    sha256: &str,
+    status: &str,
+    applied_at_ms: i64,
+    push: Option<(&str, &str)>,
+    errors: &[Json],
+    reason: Option<&str>,
+) -> Json {
+    let mut v = json!({
+        "version": version,
+        "sha256": sha256,
+        "status": status,
+        "applied_at": crate::time::rfc3339_ms(applied_at_ms),
+        "errors": errors,
+    });
+    if let Some((pv, ps)) = push {
+        v["push"] = json!({"version": pv, "sha256": ps});
+    }
+    if let Some(r) = reason {
+        v["reason"] = Json::String(r.to_string());
+    }
+    v
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl PushOwner {
+    /// The installer for `config_path` with the state directory and history length of `cfg`.
+    pub fn new(config_path: &Path, cfg: &Config) -> PushOwner {
+        let keep = cfg.remote.as_ref().map(|r| r.keep_configs).unwrap_or(5);
+        PushOwner::with_state_dir(config_path, &cfg.gateway.state_dir, keep)
+    }
+
+    pub fn with_state_dir(config_path: &Path, state_dir: &Path, keep: usize) -> PushOwner {
+        PushOwner {
+            installer: std::sync::Arc::new(Installer::new(config_path, state_dir, keep)),
+            config_path: config_path.to_path_buf(),
+            machine: Machine::new(),
+            epoch: Instant::now(),
+            pending: None,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.epoch.elapsed().as_millis() as u64,
+            wall_ms: crate::time::now_ms(),
+        }
+    }
+
+    /// At start, before the config is loaded: finish what a crash left. Returns the
+    /// `config/state` reports to queue once the store is open, and whether the pending push
+    /// must be rolled back at once (crash loop).
+    pub fn recover(&mut self) -> Vec<Json> {
+        let mut out = Vec::new();
+        match self.installer.recover() {
+            Ok(Recovery::Clean) => {}
+            Ok(Recovery::Pending(p)) => {
+                tracing::warn!(version = %p.version, restarts = p.restarts,
+                    "config push {} still awaits confirmation", p.version);
+                let now = self.now();
+                let acts = self.machine.step(Input::Restarted {
+                    now,
+                    starts: p.restarts,
+                    confirm_by_ms: p.confirm_by_ms,
+                    window_ms: p.window_ms,
+                });
+                self.pending = Some((p.version.clone(), p.sha256.clone(), p.applied_at_ms));
+                for a in acts {
+                    if let Action::Rollback(reason) = a {
+                        match self.installer.rollback(&reason.to_string()) {
+                            Ok(rb) => {
+                                self.pending = None;
+                                out.push(state_json(
+                                    &rb.version,
+                                    &rb.sha256,
+                                    "rolled_back",
+                                    crate::time::now_ms(),
+                                    Some((&rb.dropped_version, &p.sha256)),
+                                    &[],
+                                    Some(&rb.reason),
+                                ));
+                            }
+                            Err(e) => tracing::error!("rollback at start failed: {e}"),
+                        }
+                    }
+                }
+            }
+            Ok(Recovery::Interrupted { version }) => {
+                tracing::warn!("config push {version} was interrupted before it took effect");
+                out.push(json!({"status": "rejected", "push": {"version": version},
+                    "errors": [{"message": "the install was interrupted (restart); the previous config stays in force"}]}));
+            }
+            Ok(Recovery::LocalEdit { dropped_version }) => {
+                tracing::warn!(
+                    "config push {dropped_version} dropped: the config file was edited locally"
+                );
+                out.push(
+                    json!({"status": "rolled_back", "push": {"version": dropped_version},
+                    "reason": "the config file was edited locally while the push was pending"}),
+                );
+            }
+            Ok(Recovery::RolledBack(rb)) => {
+                out.push(state_json(
+                    &rb.version,
+                    &rb.sha256,
+                    "rolled_back",
+                    crate::time::now_ms(),
+                    Some((&rb.dropped_version, "")),
+                    &[],
+                    Some(&rb.reason),
+                ));
+            }
+            Err(e) => tracing::error!(
+                "config push records unreadable, carrying on with the config file in force: {e}"
+            ),
+        }
+        out
+    }
+
+    /// A pending push whose config failed to load at start: roll back to the previous one.
+    /// True when a rollback happened (load the file again).
+    pub fn rollback_unloadable(&mut self, why: &str) -> bool {
+        if self.pending.is_none() {
+            return false;
+        }
+        match self
+            .installer
+            .rollback(&format!("the pushed config failed to load at start: {why}"))
+        {
+            Ok(_) => {
+                self.pending = None;
+                self.machine = Machine::new();
+                true
+            }
+            Err(e) => {
+                tracing::error!("rollback of an unloadable push failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Carry out one validated push.
+    pub async fn handle(&mut self, job: PushJob, gw: &mut Gateway) {
+        let PushJob {
+            push,
+            config,
+            inbound,
+            signer,
+        } = job;
+        let sha = hex(&push.sha256);
+        // A QoS 1 redelivery of the push in force (or pending): acknowledged, not applied twice.
+        if let Ok(Some(r)) = self.installer.running() {
+            if r.version == push.version && r.sha256 == sha {
+                tracing::info!(version = %push.version, "config push already in force (redelivery)");
+                inbound.ack();
+                return;
+            }
+        }
+        let window = push
+            .confirm_within
+            .or_else(|| config.remote.as_ref().map(|r| r.confirm_within))
+            .unwrap_or(std::time::Duration::from_secs(600));
+        let window_ms = window.as_millis() as u64;
+        let req = InstallRequest {
+            version: push.version.clone(),
+            config: push.config.clone(),
+            profiles: push.profiles.clone(),
+        };
+        let applied_at = crate::time::now_ms();
+        let installer = self.installer.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            installer.install(&req, applied_at + window_ms as i64)
+        })
+        .await;
+        let installed = match res {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                tracing::error!(version = %push.version, "config push refused: {msg}");
+                let body = json!({"status": "rejected",
+                    "push": {"version": push.version, "sha256": sha},
+                    "errors": [{"message": msg}]});
+                let ev = json!({"event": "config_push", "status": "rejected", "version": push.version,
+                    "sha256": sha, "signer": signer, "reason": msg});
+                queue(gw, body, ev).await;
+                inbound.ack();
+                return;
+            }
+            Err(e) => {
+                tracing::error!("install task failed: {e}; the push is left for redelivery");
+                return;
+            }
+        };
+        inbound.ack();
+        let applied = gw.apply(config, "mqtt").await;
+        tracing::info!(version = %installed.version, ?applied, "config push applied, awaiting confirmation");
+        let now = self.now();
+        self.machine = Machine::new();
+        self.machine.step(Input::Applied { at: now, window_ms });
+        self.pending = Some((
+            installed.version.clone(),
+            installed.sha256.clone(),
+            now.wall_ms,
+        ));
+        let body = state_json(
+            &installed.version,
+            &installed.sha256,
+            "pending_confirm",
+            now.wall_ms,
+            Some((&installed.version, &installed.sha256)),
+            &[],
+            None,
+        );
+        let ev = json!({"event": "config_push", "status": "pending_confirm",
+            "version": installed.version, "sha256": installed.sha256,
+            "previous_version": installed.previous_version, "signer": signer,
+            "confirm_within_s": window.as_secs()});
+        queue(gw, body, ev).await;
+    }
+
+    /// Called every second or so: confirm on a PUBACK after the apply, roll back at the deadline.
+    pub async fn tick(&mut self, gw: &mut Gateway) {
+        let Some((version, sha, applied_ms)) = self.pending.clone() else {
+            return;
+        };
+        let now = self.now();
+        let acked = gw
+            .link()
+            .borrow()
+            .last_ack_ms
+            .is_some_and(|t| t > applied_ms);
+        let input = if acked {
+            Input::Delivered { at: now }
+        } else {
+            Input::Tick { now }
+        };
+        for a in self.machine.step(input) {
+            match a {
+                Action::Confirm => {
+                    let inst = self.installer.clone();
+                    match tokio::task::spawn_blocking(move || inst.confirm()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("confirming the push failed: {e}"),
+                        Err(e) => tracing::error!("confirm task failed: {e}"),
+                    }
+                    self.pending = None;
+                    tracing::info!(%version, "config push confirmed");
+                    let body = state_json(
+                        &version,
+                        &sha,
+                        "applied",
+                        applied_ms,
+                        Some((&version, &sha)),
+                        &[],
+                        None,
+                    );
+                    let ev = json!({"event": "config_push", "status": "applied",
+                        "version": version, "sha256": sha});
+                    queue(gw, body, ev).await;
+                }
+                Action::Rollback(reason) => {
+                    let why = reason.to_string();
+                    tracing::error!(%version, "config push rolled back: {why}");
+                    let inst = self.installer.clone();
+                    let w = why.clone();
+                    let rb = match tokio::task::spawn_blocking(move || inst.rollback(&w)).await {
+                        Ok(Ok(rb)) => rb,
+                        Ok(Err(e)) => {
+                            tracing::error!("rollback failed: {e}");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!("rollback task failed: {e}");
+                            continue;
+                        }
+                    };
+                    self.pending = None;
+                    match config::load_file(&self.config_path) {
+                        Ok(l) => {
+                            gw.apply(l.config, "rollback").await;
+                        }
+                        Err(e) => tracing::error!("the previous config does not load: {e}"),
+                    }
+                    let body = state_json(
+                        &rb.version,
+                        &rb.sha256,
+                        "rolled_back",
+                        crate::time::now_ms(),
+                        Some((&version, &sha)),
+                        &[],
+                        Some(&why),
+                    );
+                    let ev = json!({"event": "config_push", "status": "rolled_back",
+                        "version": version, "sha256": sha, "running_version": rb.version,
+                        "reason": why});
+                    queue(gw, body, ev).await;
+                }
+                Action::Report(_) => {}
+            }
+        }
+    }
+}
+
+/// Queue a `config/state` report with its event (through the outbox).
+pub async fn queue(gw: &Gateway, body: Json, ev: Json) {
+    let store = gw.store().clone();
+    match tokio::task::spawn_blocking(move || {
+        store.queue_reply(ReplyTopic::ConfigState, &body, Some(&ev))
+    })
+    .await
+    {
+        Ok(Ok(())) => gw.wake_forwarder(),
+        Ok(Err(e)) => tracing::error!("cannot queue a config/state report: {e}"),
+        Err(e) => tracing::error!("config/state task failed: {e}"),
+    }
+}

@@ -1,0 +1,316 @@
+//! Config pushes end to end (issue 10, part E2) with the real parts: the real binary
+//! (`gasdtu run`) with `[uplink]` to a persistent mosquitto over mutual TLS and `[remote]` with a
+//! key made by `remote::sign::generate`, a `gasdtu simulate` device, an ops publisher and a
+//! subscriber. One daemon serves the cases in order: a good push (a second device) is applied,
+//! polled and confirmed (`config/state` `applied`, retained, with version and sha256); the same
+//! push again (a QoS 1 redelivery) is not applied twice; a bad push is refused with key paths
+//! and line:col and the file is unchanged; a push that points the uplink at a dead port rolls
+//! back within its 5 s `confirm_within` and reports `rolled_back` once reconnected; a push
+//! killed (SIGKILL) while pending keeps its config in force and is confirmed after the restart.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{gasdtu, mutual_tls_broker, simulate_tcp, wait_until, Proc, Publisher, Subscriber};
+use gasdtu::remote::request::envelope;
+use gasdtu::remote::sign::{self, Kind, SigningKey};
+use serde_json::{json, Value};
+
+const GW: &str = "gw-push";
+const ROOT: &str = "gasdtu/gw-push";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn start_daemon(config: &Path, log: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc::spawn(
+        "gasdtu run",
+        Command::new(gasdtu())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--socket")
+            .arg(config.with_extension("sock"))
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+}
+
+/// Every message on `<root>/#` decoded as JSON, with its topic suffix and retain flag.
+fn seen(sub: &Subscriber) -> Vec<(String, Value, bool)> {
+    sub.snapshot()
+        .into_iter()
+        .filter_map(|m| {
+            let suffix = m.topic.strip_prefix(&format!("{ROOT}/"))?.to_string();
+            Some((suffix, serde_json::from_slice(&m.payload).ok()?, m.retain))
+        })
+        .collect()
+}
+
+/// `config/state` reports about push `version` with `status`.
+fn states(sub: &Subscriber, version: &str, status: &str) -> Vec<(Value, bool)> {
+    seen(sub)
+        .into_iter()
+        .filter(|(t, v, _)| {
+            t == "config/state" && v["push"]["version"] == version && v["status"] == status
+        })
+        .map(|(_, v, r)| (v, r))
+        .collect()
+}
+
+async fn state(sub: &Subscriber, version: &str, status: &str, log: &Path) -> (Value, bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(s) = states(sub, version, status).into_iter().next() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "no config/state {status} for {version}; seen: {:?}\nlog:\n{}",
+                seen(sub)
+                    .into_iter()
+                    .filter(|(t, _, _)| t == "config/state")
+                    .collect::<Vec<_>>(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Events `config_push` with `status` for `version`.
+fn events(sub: &Subscriber, version: &str, status: &str) -> usize {
+    seen(sub)
+        .into_iter()
+        .filter(|(t, v, _)| {
+            t == "event"
+                && v["event"] == "config_push"
+                && v["version"] == version
+                && v["status"] == status
+        })
+        .count()
+}
+
+fn sha_hex(text: &str) -> String {
+    sign::sha256(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A signed push envelope of `text` as `version`.
+fn push(key: &SigningKey, version: &str, text: &str, confirm_within: &str) -> Vec<u8> {
+    let body = json!({
+        "version": version,
+        "gw": GW,
+        "expires": now_ms() + 120_000,
+        "sha256": sha_hex(text),
+        "config": text,
+        "confirm_within": confirm_within,
+    })
+    .to_string();
+    envelope(&body, Some((key, Kind::Config, GW)))
+}
+
+/// The config: `devices` named `pcvN` on the simulator, the uplink to `broker_port`.
+fn config_text(
+    dir: &Path,
+    pki: &common::Pki,
+    broker_port: u16,
+    modbus_port: u16,
+    public: &[u8; 32],
+    devices: &[&str],
+    pressure_type: &str,
+) -> String {
+    let mut devs = String::new();
+    for (i, d) in devices.iter().enumerate() {
+        let unit = i + 1;
+        devs.push_str(&format!(
+            "[devices.{d}]\nbus = \"lan\"\nunit = {unit}\npoll = \"1s\"\n\
+             points.pressure = {{ table = \"holding\", address = 2, type = \"{pressure_type}\", scale = 100.0 }}\n\n"
+        ));
+    }
+    format!(
+        r#"[gateway]
+id = "{GW}"
+state_dir = "{state}"
+
+[buses.lan]
+kind = "tcp"
+host = "127.0.0.1"
+port = {modbus_port}
+timeout = "500ms"
+
+{devs}{uplink}reconnect_min = "200ms"
+reconnect_max = "1s"
+max_payload = 16384
+
+[remote]
+keys = ["{public}"]
+"#,
+        state = dir.join("state").display(),
+        uplink = pki.uplink_toml(broker_port),
+        public = sign::public_key_base64(public),
+    )
+}
+
+/// Data from device `dev` seen after `since` messages.
+fn data_from(sub: &Subscriber, dev: &str) -> usize {
+    seen(sub)
+        .into_iter()
+        .filter(|(t, v, _)| {
+            t == "data"
+                && v["data"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|d| d["dev"] == dev))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_pushes_apply_confirm_refuse_and_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = mutual_tls_broker(dir.path());
+    let (_sim, sim_port) = simulate_tcp(&["1:pt-float", "2:pt-float", "3:pt-float"], &[]);
+    let (pem, public) = sign::generate().unwrap();
+    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let cfg = |devices: &[&str], ty: &str, port: u16| {
+        config_text(dir.path(), &pki, port, sim_port, &public, devices, ty)
+    };
+
+    let config = dir.path().join("gasdtu.toml");
+    let v0 = cfg(&["pcv1"], "f32", broker.port);
+    std::fs::write(&config, &v0).unwrap();
+    let log = dir.path().join("daemon.log");
+    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "push-sub", false);
+    sub.wait_subscribed(1, WAIT).await;
+    let mut daemon = start_daemon(&config, &log);
+    let ops = Publisher::start(&pki, broker.port, "push-ops");
+    let set = format!("{ROOT}/config/set");
+    wait_until("data from pcv1", WAIT, || {
+        (data_from(&sub, "pcv1") > 0).then_some(())
+    })
+    .await;
+    // The daemon's subscription is made with its session; the first data message proves the
+    // session is up, the inbound subscription follows right after CONNACK.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // -- a good push: a second device; applied, polled, confirmed, retained
+    let v1 = cfg(&["pcv1", "pcv2"], "f32", broker.port);
+    let p1 = push(&key, "v1", &v1, "30s");
+    ops.publish(&set, p1.clone(), false).await;
+    state(&sub, "v1", "pending_confirm", &log).await;
+    let (applied, _) = state(&sub, "v1", "applied", &log).await;
+    assert_eq!(applied["version"], "v1", "{applied}");
+    assert_eq!(applied["sha256"], sha_hex(&v1), "{applied}");
+    wait_until("data from pcv2", WAIT, || {
+        (data_from(&sub, "pcv2") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
+    // A fresh subscriber gets the retained state.
+    let late = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{ROOT}/config/state"),
+        "push-late",
+        false,
+    );
+    let got = wait_until("retained config/state", WAIT, || {
+        late.snapshot().into_iter().find(|m| m.retain)
+    })
+    .await;
+    let got: Value = serde_json::from_slice(&got.payload).unwrap();
+    assert_eq!(got["status"], "applied", "{got}");
+    assert_eq!(got["version"], "v1", "{got}");
+
+    // -- the same push again (a QoS 1 redelivery): not applied twice
+    ops.publish(&set, p1, false).await;
+
+    // -- a bad push: refused with key paths and line:col, nothing changes
+    let bad = cfg(&["pcv1", "pcv2", "pcv3"], "f99", broker.port);
+    ops.publish(&set, push(&key, "bad1", &bad, "30s"), false)
+        .await;
+    let (rej, _) = state(&sub, "bad1", "rejected", &log).await;
+    let errors = rej["errors"].as_array().expect("errors");
+    assert!(errors.len() >= 3, "every error listed: {rej}");
+    for e in errors {
+        assert!(
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("points.pressure.type")),
+            "{e}"
+        );
+        assert!(
+            e["line"].as_u64().is_some() && e["col"].as_u64().is_some(),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        v1,
+        "a bad push changes nothing"
+    );
+    // The redelivery of v1 (handled before bad1, one request at a time) was not applied again.
+    assert_eq!(events(&sub, "v1", "pending_confirm"), 1, "v1 applied once");
+    assert_eq!(states(&sub, "v1", "pending_confirm").len(), 1);
+
+    // -- a push that points the uplink at a dead port rolls back within its 5 s window
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let v2 = cfg(&["pcv1"], "f32", dead_port);
+    let t0 = std::time::Instant::now();
+    ops.publish(&set, push(&key, "v2", &v2, "5s"), false).await;
+    let (rb, _) = state(&sub, "v2", "rolled_back", &log).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "rolled back in {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(rb["version"], "v1", "v1 is back in force: {rb}");
+    assert!(
+        rb["reason"].as_str().is_some_and(|r| r.contains("5 s")),
+        "{rb}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
+
+    // -- kill -9 while a push is pending: its config stays in force and is confirmed after
+    // the restart. The window is long; the uplink is blocked only by the kill.
+    let v3 = cfg(&["pcv1", "pcv3"], "f32", broker.port);
+    ops.publish(&set, push(&key, "v3", &v3, "60s"), false).await;
+    let installed = wait_until("v3 installed", WAIT, || {
+        (std::fs::read_to_string(&config).ok()? == v3).then_some(())
+    });
+    installed.await;
+    let pid = daemon.child.id().to_string();
+    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    common::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        v3,
+        "the new config in force"
+    );
+    let _daemon = start_daemon(&config, &log);
+    let (ok, _) = state(&sub, "v3", "applied", &log).await;
+    assert_eq!(ok["version"], "v3", "{ok}");
+    wait_until("data from pcv3", WAIT, || {
+        (data_from(&sub, "pcv3") > 0).then_some(())
+    })
+    .await;
+}
