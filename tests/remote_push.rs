@@ -241,6 +241,13 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
 
     // -- the same push again (a QoS 1 redelivery): not applied twice
     ops.publish(&set, p1, false).await;
+    wait_until("the redelivery recognised", WAIT, || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("already handled (redelivery)")
+            .then_some(())
+    })
+    .await;
 
     // -- a bad push: refused with key paths and line:col, nothing changes
     let bad = cfg(&["pcv1", "pcv2", "pcv3"], "f99", broker.port);
@@ -276,7 +283,8 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
     drop(dead);
     let v2 = cfg(&["pcv1"], "f32", dead_port);
     let t0 = std::time::Instant::now();
-    ops.publish(&set, push(&key, "v2", &v2, "5s"), false).await;
+    let p2 = push(&key, "v2", &v2, "5s");
+    ops.publish(&set, p2.clone(), false).await;
     let (rb, _) = state(&sub, "v2", "rolled_back", &log).await;
     assert!(
         t0.elapsed() < Duration::from_secs(25),
@@ -289,9 +297,65 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         "{rb}"
     );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
+    // The same push once more (a redelivery after the rollback): never applied again.
+    ops.publish(&set, p2, false).await;
+    wait_until("the second redelivery recognised", WAIT, || {
+        let log = std::fs::read_to_string(&log).ok()?;
+        (log.matches("already handled (redelivery)").count() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        v1,
+        "v2 not applied again"
+    );
+    assert_eq!(events(&sub, "v2", "pending_confirm"), 1, "v2 applied once");
 
-    // -- kill -9 while a push is pending: its config stays in force and is confirmed after
-    // the restart. The window is long; the uplink is blocked only by the kill.
+    // -- kill -9 while a push is surely pending (its uplink is dead, nothing can confirm it):
+    // its config stays in force, and after the restart the same window goes on and rolls it
+    // back at its deadline.
+    let v4 = cfg(&["pcv1", "pcv2"], "f32", dead_port);
+    let t4 = std::time::Instant::now();
+    ops.publish(&set, push(&key, "v4", &v4, "8s"), false).await;
+    wait_until("v4 installed", WAIT, || {
+        (std::fs::read_to_string(&config).ok()? == v4).then_some(())
+    })
+    .await;
+    let pending = dir.path().join("state/config/pending.json");
+    assert!(pending.exists(), "v4 awaits confirmation");
+    let pid = daemon.child.id().to_string();
+    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    common::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        v4,
+        "the new config in force"
+    );
+    assert!(
+        pending.exists(),
+        "the pending confirmation survives the kill"
+    );
+    daemon = start_daemon(&config, &log);
+    let (rb4, _) = state(&sub, "v4", "rolled_back", &log).await;
+    assert_eq!(rb4["version"], "v1", "{rb4}");
+    assert!(
+        rb4["reason"].as_str().is_some_and(|r| r.contains("8 s")),
+        "{rb4}"
+    );
+    assert!(
+        t4.elapsed() < Duration::from_secs(25),
+        "the window went on: {:?}",
+        t4.elapsed()
+    );
+    assert!(
+        std::fs::read_to_string(&config).unwrap() == v1,
+        "v1 back in the file; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(!pending.exists());
+
+    // -- kill -9 right after a good push is installed (before or after its confirmation):
+    // its config stays in force and is confirmed after the restart.
     let v3 = cfg(&["pcv1", "pcv3"], "f32", broker.port);
     ops.publish(&set, push(&key, "v3", &v3, "60s"), false).await;
     let installed = wait_until("v3 installed", WAIT, || {

@@ -19,6 +19,7 @@ use crate::outbox::ReplyTopic;
 use crate::remote::confirm::{Action, Input, Machine, Now};
 use crate::remote::install::{InstallRequest, Installer, Recovery};
 use crate::remote::request::Push;
+use crate::store::Begin;
 use crate::uplink::Inbound;
 
 /// A validated push, from the remote service to the owner of the `Gateway`.
@@ -66,6 +67,13 @@ pub fn state_json(
         v["reason"] = Json::String(r.to_string());
     }
     v
+}
+
+/// The command-table id of a push: `config:` and 56 hex digits of SHA-256 over version and
+/// sha256 (within the table's 64-character bound whatever the version's length).
+pub fn push_id(version: &str, sha256_hex: &str) -> String {
+    let h = crate::remote::sign::sha256(format!("{version}\n{sha256_hex}").as_bytes());
+    format!("config:{}", &hex(&h)[..56])
 }
 
 fn hex(b: &[u8]) -> String {
@@ -197,11 +205,42 @@ impl PushOwner {
             signer,
         } = job;
         let sha = hex(&push.sha256);
-        // A QoS 1 redelivery of the push in force (or pending): acknowledged, not applied twice.
-        if let Ok(Some(r)) = self.installer.running() {
-            if r.version == push.version && r.sha256 == sha {
-                tracing::info!(version = %push.version, "config push already in force (redelivery)");
+        // A QoS 1 redelivery (also one arriving after a rollback, or in a later process) is
+        // acknowledged and never applied twice: the store's command table remembers the push
+        // (id from version and sha256) until its expiry has long passed.
+        let id = push_id(&push.version, &sha);
+        let begin = {
+            let (store, id, exp) = (gw.store().clone(), id.clone(), push.expires_ms);
+            tokio::task::spawn_blocking(move || {
+                store.command_begin(&id, "config/set", exp, crate::time::now_ms())
+            })
+            .await
+        };
+        match begin {
+            Ok(Ok(Begin::New)) => {}
+            Ok(Ok(Begin::Running | Begin::Done(_))) => {
+                tracing::info!(version = %push.version, "config push already handled (redelivery)");
                 inbound.ack();
+                return;
+            }
+            Ok(Ok(Begin::Interrupted)) => {
+                tracing::warn!(version = %push.version, "config push interrupted by a restart; not applied again");
+                let msg = "the push was interrupted by a restart before it was installed; push it again with a new version";
+                let body = json!({"status": "rejected",
+                    "push": {"version": push.version, "sha256": sha},
+                    "errors": [{"message": msg}]});
+                let ev = json!({"event": "config_push", "status": "rejected",
+                    "version": push.version, "sha256": sha, "signer": signer, "reason": msg});
+                queue(gw, body, ev).await;
+                inbound.ack();
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::error!("cannot record the config push: {e}; left for redelivery");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("store task failed: {e}; the push is left for redelivery");
                 return;
             }
         }
@@ -361,5 +400,43 @@ pub async fn queue(gw: &Gateway, body: Json, ev: Json) {
         Ok(Ok(())) => gw.wake_forwarder(),
         Ok(Err(e)) => tracing::error!("cannot queue a config/state report: {e}"),
         Err(e) => tracing::error!("config/state task failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_ids_fit_the_command_table_and_tell_pushes_apart() {
+        let long = "v".repeat(64);
+        let sha = "ab".repeat(32);
+        for (version, sha) in [("v1", sha.as_str()), (long.as_str(), sha.as_str())] {
+            let id = push_id(version, sha);
+            assert!(id.len() <= crate::store::COMMAND_ID_MAX, "{id}");
+            assert_eq!(id, push_id(version, sha), "deterministic");
+        }
+        assert_ne!(push_id("v1", &sha), push_id("v2", &sha));
+        assert_ne!(push_id("v1", &sha), push_id("v1", &"cd".repeat(32)));
+    }
+
+    #[test]
+    fn state_json_carries_version_sha_status_and_the_push() {
+        let v = state_json(
+            "v1",
+            "aa",
+            "rolled_back",
+            0,
+            Some(("v2", "bb")),
+            &[],
+            Some("why"),
+        );
+        assert_eq!(v["version"], "v1");
+        assert_eq!(v["sha256"], "aa");
+        assert_eq!(v["status"], "rolled_back");
+        assert_eq!(v["push"]["version"], "v2");
+        assert_eq!(v["push"]["sha256"], "bb");
+        assert_eq!(v["reason"], "why");
+        assert_eq!(v["applied_at"], "1970-01-01T00:00:00.000Z");
     }
 }
