@@ -337,6 +337,12 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
     );
     daemon = start_daemon(&config, &log);
     let (rb4, _) = state(&sub, "v4", "rolled_back", &log).await;
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("config push v4 still awaits confirmation"),
+        "the restart found the pending push"
+    );
     assert_eq!(rb4["version"], "v1", "{rb4}");
     assert!(
         rb4["reason"].as_str().is_some_and(|r| r.contains("8 s")),

@@ -53,6 +53,13 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         Ok(l) => l,
         Err(e) => {
             super::init_logging(global.log_level.as_deref().unwrap_or("info"));
+            for n in owner
+                .as_mut()
+                .map(PushOwner::take_notes)
+                .unwrap_or_default()
+            {
+                tracing::warn!("{n}");
+            }
             eprintln!("gasdtu run: refusing to start: {e}");
             // Every error is printed (at most config::MAX_ERRORS and a count), escaped.
             print_errors(&e, |m| eprintln!("error: {m}"));
@@ -67,6 +74,13 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| loaded.config.gateway.log_level.clone());
     super::init_logging(&level);
+    for n in owner
+        .as_mut()
+        .map(PushOwner::take_notes)
+        .unwrap_or_default()
+    {
+        tracing::warn!("{n}");
+    }
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }

@@ -41,6 +41,8 @@ pub struct PushOwner {
     epoch: Instant,
     /// The push awaiting confirmation: version, sha256, wall ms of its apply.
     pending: Option<(String, String, i64)>,
+    /// Log lines from before logging was set up (`take_notes`).
+    notes: Vec<String>,
 }
 
 /// The `config/state` body (see docs/remote.md).
@@ -94,6 +96,7 @@ impl PushOwner {
             machine: Machine::new(),
             epoch: Instant::now(),
             pending: None,
+            notes: Vec::new(),
         }
     }
 
@@ -105,15 +108,17 @@ impl PushOwner {
     }
 
     /// At start, before the config is loaded: finish what a crash left. Returns the
-    /// `config/state` reports to queue once the store is open, and whether the pending push
-    /// must be rolled back at once (crash loop).
+    /// `config/state` reports to queue once the store is open (a crash loop has been rolled
+    /// back already); what it found is kept for the log (`take_notes`).
     pub fn recover(&mut self) -> Vec<Json> {
         let mut out = Vec::new();
         match self.installer.recover() {
             Ok(Recovery::Clean) => {}
             Ok(Recovery::Pending(p)) => {
-                tracing::warn!(version = %p.version, restarts = p.restarts,
-                    "config push {} still awaits confirmation", p.version);
+                self.notes.push(format!(
+                    "config push {} still awaits confirmation ({} starts while pending)",
+                    p.version, p.restarts
+                ));
                 let now = self.now();
                 let acts = self.machine.step(Input::Restarted {
                     now,
@@ -137,26 +142,32 @@ impl PushOwner {
                                     Some(&rb.reason),
                                 ));
                             }
-                            Err(e) => tracing::error!("rollback at start failed: {e}"),
+                            Err(e) => self.notes.push(format!("rollback at start failed: {e}")),
                         }
                     }
                 }
             }
             Ok(Recovery::Interrupted { version }) => {
-                tracing::warn!("config push {version} was interrupted before it took effect");
+                self.notes.push(format!(
+                    "config push {version} was interrupted before it took effect"
+                ));
                 out.push(json!({"status": "rejected", "push": {"version": version},
                     "errors": [{"message": "the install was interrupted (restart); the previous config stays in force"}]}));
             }
             Ok(Recovery::LocalEdit { dropped_version }) => {
-                tracing::warn!(
+                self.notes.push(format!(
                     "config push {dropped_version} dropped: the config file was edited locally"
-                );
+                ));
                 out.push(
                     json!({"status": "rolled_back", "push": {"version": dropped_version},
                     "reason": "the config file was edited locally while the push was pending"}),
                 );
             }
             Ok(Recovery::RolledBack(rb)) => {
+                self.notes.push(format!(
+                    "an interrupted rollback of config push {} was completed",
+                    rb.dropped_version
+                ));
                 out.push(state_json(
                     &rb.version,
                     &rb.sha256,
@@ -167,9 +178,9 @@ impl PushOwner {
                     Some(&rb.reason),
                 ));
             }
-            Err(e) => tracing::error!(
+            Err(e) => self.notes.push(format!(
                 "config push records unreadable, carrying on with the config file in force: {e}"
-            ),
+            )),
         }
         out
     }
@@ -184,16 +195,27 @@ impl PushOwner {
             .installer
             .rollback(&format!("the pushed config failed to load at start: {why}"))
         {
-            Ok(_) => {
+            Ok(rb) => {
+                self.notes.push(format!(
+                    "config push {} did not load at start and was rolled back to {}: {why}",
+                    rb.dropped_version, rb.version
+                ));
                 self.pending = None;
                 self.machine = Machine::new();
                 true
             }
             Err(e) => {
-                tracing::error!("rollback of an unloadable push failed: {e}");
+                self.notes
+                    .push(format!("rollback of an unloadable push failed: {e}"));
                 false
             }
         }
+    }
+
+    /// What `recover` and `rollback_unloadable` found, for the log (they run before logging
+    /// is set up: the caller logs these once it is).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Carry out one validated push.
