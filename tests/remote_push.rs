@@ -169,6 +169,33 @@ keys = ["{public}"]
     )
 }
 
+/// Ping over `cmd/req` until one is answered (at most 30 tries of 1 s each).
+async fn first_ping(ops: &Publisher, sub: &Subscriber, key: &SigningKey) {
+    for n in 0..30 {
+        let id = format!("ping{n}");
+        let body =
+            json!({"id": id, "gw": GW, "expires": now_ms() + 60_000, "op": "ping", "args": {}})
+                .to_string();
+        ops.publish(
+            &format!("{ROOT}/cmd/req"),
+            envelope(&body, Some((key, Kind::Cmd, GW))),
+            false,
+        )
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if seen(sub)
+                .iter()
+                .any(|(t, v, _)| t == "cmd/res" && v["id"] == id.as_str())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("no ping answered within 30 tries");
+}
+
 /// Data from device `dev` seen after `since` messages.
 fn data_from(sub: &Subscriber, dev: &str) -> usize {
     seen(sub)
@@ -206,9 +233,9 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         (data_from(&sub, "pcv1") > 0).then_some(())
     })
     .await;
-    // The daemon's subscription is made with its session; the first data message proves the
-    // session is up, the inbound subscription follows right after CONNACK.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both request subscriptions are granted together: a ping answered proves config/set is
+    // subscribed too (a push published before that would be lost on a first session).
+    first_ping(&ops, &sub, &key).await;
 
     // -- a good push: a second device; applied, polled, confirmed, retained
     let v1 = cfg(&["pcv1", "pcv2"], "f32", broker.port);
