@@ -8,8 +8,11 @@
 //! `command_reject`. A message whose answer could not be persisted is left unacknowledged: the
 //! broker redelivers it in the next session. The service reads the running config from a watch
 //! channel that `Gateway::apply` updates, so keys and `[remote.writes]` follow every reload.
-//! Every SQLite call runs on a blocking thread. Config pushes are not executed in this build:
-//! `refuse_config_push` answers them (the one function the config-push half replaces).
+//! Every SQLite call runs on a blocking thread. Config pushes: `handle_push` opens, parses,
+//! authorizes and validates them (the loader of `gasdtu check`), answers a bad one `rejected`
+//! on `config/state`, and hands a valid one to the owner of `Gateway::apply`
+//! (`super::push::PushOwner` in the run loop); without an owner (the demo)
+//! `refuse_config_push` refuses them.
 
 use std::sync::Arc;
 use std::time::Duration;
