@@ -259,7 +259,7 @@ pub async fn run(args: CmdArgs, _global: &Global) -> anyhow::Result<u8> {
             }
         })
         .collect();
-    let outcomes = ops::exchange(&p.cfg, &requests, p.timeout, !args.no_wait, |_, v| {
+    let outcomes = ops::exchange(&p.cfg, &requests, p.timeout, !args.no_wait, |_, v, _| {
         classify(&id, v)
     })
     .await;

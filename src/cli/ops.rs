@@ -413,15 +413,16 @@ pub enum Match {
     Final,
 }
 
-/// Publish every request and wait for the answers. `matches(index, json)` classifies a JSON
-/// payload seen on request `index`'s answer topic. With `wait = false` each request only waits
+/// Publish every request and wait for the answers. `matches(index, json, live)` classifies a
+/// JSON payload seen on request `index`'s answer topic (`live`: published while we were
+/// subscribed, not a retained message replayed at subscription). With `wait = false` each request only waits
 /// for the broker's PUBACK.
 pub async fn exchange(
     cfg: &OpsConfig,
     requests: &[Request],
     timeout: Duration,
     wait: bool,
-    matches: impl Fn(usize, &serde_json::Value) -> Match,
+    matches: impl Fn(usize, &serde_json::Value, bool) -> Match,
 ) -> Vec<Outcome> {
     let n = requests.len();
     let mut out: Vec<Option<Outcome>> = vec![None; n];
@@ -429,7 +430,7 @@ pub async fn exchange(
         Ok(o) => o,
         Err(e) => return vec![Outcome::Failed(format!("{e:#}")); n],
     };
-    let (client, mut ev) = AsyncClient::new(opts, 64);
+    let (client, mut ev) = AsyncClient::new(opts, 2 * MAX_GATEWAYS + 8);
     let deadline = tokio::time::Instant::now() + timeout;
     // Subscriptions first (one SUBACK each), then publishes (one PUBACK each, in order).
     let mut subacks = 0usize;
@@ -501,7 +502,7 @@ pub async fn exchange(
                     if r.answer_topic != p.topic || matches!(out[i], Some(Outcome::Answered(_))) {
                         continue;
                     }
-                    match matches(i, &v) {
+                    match matches(i, &v, !p.retain) {
                         Match::Other => {}
                         Match::Interim => out[i] = Some(Outcome::Pending(v.clone())),
                         Match::Final => out[i] = Some(Outcome::Answered(v.clone())),

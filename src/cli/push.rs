@@ -55,11 +55,18 @@ pub fn body(
     .to_string()
 }
 
-/// Classify a `config/state` for the push `(version, sha)`.
-pub fn classify(version: &str, sha: &str, v: &Value) -> Match {
-    let push = v.get("push");
-    let ours = push.and_then(|p| p.get("version")).and_then(Value::as_str) == Some(version)
-        && push.and_then(|p| p.get("sha256")).and_then(Value::as_str) == Some(sha);
+/// Classify a `config/state` for the push `(version, sha)`. A state whose `push` names this
+/// version and sha256 is ours; a state without a `push` field (a push refused before its body
+/// could be read) counts only when `live` (published after we subscribed, so after our push
+/// went out), never a retained one from earlier.
+pub fn classify(version: &str, sha: &str, v: &Value, live: bool) -> Match {
+    let ours = match v.get("push") {
+        Some(push) => {
+            push.get("version").and_then(Value::as_str) == Some(version)
+                && push.get("sha256").and_then(Value::as_str) == Some(sha)
+        }
+        None => live,
+    };
     match (ours, v.get("status").and_then(Value::as_str)) {
         (false, _) => Match::Other,
         (true, Some("pending_confirm")) => Match::Interim,
@@ -182,8 +189,8 @@ pub async fn run(args: PushArgs, _global: &Global) -> anyhow::Result<u8> {
             answer_topic: format!("{root}/config/state"),
         });
     }
-    let outcomes = ops::exchange(&p.cfg, &requests, p.timeout, true, |_, v| {
-        classify(&version, &sha, v)
+    let outcomes = ops::exchange(&p.cfg, &requests, p.timeout, true, |_, v, live| {
+        classify(&version, &sha, v, live)
     })
     .await;
     let mut code = 0u8;
@@ -236,17 +243,26 @@ mod tests {
     fn only_the_state_about_this_push_counts() {
         let s = |v: &str, sha: &str, st: &str| json!({"status": st, "push": {"version": v, "sha256": sha}});
         let cases = [
+            (json!({"status": "rejected"}), Match::Other),
             (s("v1", "aa", "applied"), Match::Final),
             (s("v1", "aa", "rejected"), Match::Final),
             (s("v1", "aa", "rolled_back"), Match::Final),
             (s("v1", "aa", "pending_confirm"), Match::Interim),
             (s("v0", "aa", "applied"), Match::Other),
             (s("v1", "bb", "applied"), Match::Other),
-            (json!({"status": "applied"}), Match::Other),
         ];
         for (v, want) in cases {
-            assert_eq!(classify("v1", "aa", &v), want, "{v}");
+            assert_eq!(classify("v1", "aa", &v, false), want, "{v}");
         }
+        // Live: a state naming another push is still not ours; one without `push` is.
+        assert_eq!(
+            classify("v1", "aa", &s("v0", "aa", "applied"), true),
+            Match::Other
+        );
+        assert_eq!(
+            classify("v1", "aa", &json!({"status": "rejected"}), true),
+            Match::Final
+        );
     }
 
     #[test]
