@@ -264,3 +264,34 @@ async fn ops_cli_commands_and_pushes_against_a_real_daemon() {
     assert_eq!(body["version"], "good-1");
     assert!(env["sig"].is_string(), "signed");
 }
+
+/// No broker listening: exit 2 with a line saying so, within the timeout; a broken `[ops]` file
+/// exits 2 naming the key, line and column, before any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_broker_and_a_bad_ops_file_exit_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::generate(dir.path());
+    let (pem, _) = sign::generate().unwrap();
+    let key_file = dir.path().join("ops.key");
+    std::fs::write(&key_file, &pem).unwrap();
+    let ops = dir.path().join("ops.toml");
+    std::fs::write(&ops, ops_toml(&pki, common::free_port(), &key_file, "2s")).unwrap();
+    let r = cmd(&ops, &["--gateway", GW, "ping"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with(&format!("{GW}: error cannot reach the broker")),
+        "{r:?}"
+    );
+    assert!(r.took < Duration::from_secs(8), "took {:?}", r.took);
+
+    std::fs::write(&ops, "[ops]\nhost = \"localhost\"\nport = 70000\n").unwrap();
+    let r = cmd(&ops, &["--gateway", GW, "ping"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("ops.toml:3:8: ops.port: must be 1..=65535"),
+        "{r:?}"
+    );
+    assert!(r.stdout.is_empty(), "{r:?}");
+}
