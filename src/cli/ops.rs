@@ -622,4 +622,40 @@ mod tests {
         assert_ne!(a, b);
         assert!(crate::remote::request::valid_command_id(&a), "{a}");
     }
+
+    mod props {
+        //! Fixed seed, bounded cases: the `[ops]` parser never panics on a mutated file, and
+        //! every error it reports points at a line and column inside the text.
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+
+        const GOOD: &str = "[ops]\nhost = \"b\"\nport = 8883\nca_file = \"ca.pem\"\nclient_cert = \"c.pem\"\nclient_key = \"c.key\"\nusername = \"u\"\npassword = \"p\"\nkey_file = \"k.pem\"\nexpires = \"5m\"\ntimeout = \"30s\"\ntopic_root = \"gasdtu/{gw}\"\n";
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1500,
+                rng_seed: RngSeed::Fixed(0x0B5_C11),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn mutated_files_never_panic_and_errors_point_inside(
+                at in 0..GOOD.len(),
+                cut in 0usize..8,
+                insert in "[\\x00-\\x7f\u{e9}\u{4e2d}]{0,6}",
+            ) {
+                let mut text = GOOD.to_string();
+                let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                let end = (at..=(at + cut).min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(at);
+                text.replace_range(at..end, &insert);
+                if let Err(OpsError::Invalid { line, col, .. }) = parse(&text, "o", Path::new("/")) {
+                    let lines = text.split('\n').count();
+                    prop_assert!(line >= 1 && line <= lines, "line {line} of {lines}");
+                    prop_assert!(col >= 1);
+                }
+            }
+        }
+    }
 }
