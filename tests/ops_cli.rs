@@ -222,6 +222,10 @@ async fn ops_cli_commands_and_pushes_against_a_real_daemon() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert!(r.stderr.contains("devices.pcv1.unit"), "{r:?}");
     assert!(r.stdout.contains("not pushed"), "{r:?}");
+    assert!(
+        !r.stderr.contains("pushed to gateway"),
+        "same id, no warning: {r:?}"
+    );
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, text.replace("poll = \"1s\"", "poll = \"2s\"")).unwrap();
@@ -233,6 +237,10 @@ async fn ops_cli_commands_and_pushes_against_a_real_daemon() {
     let r = run_gasdtu(a).await;
     let l = lines(&r);
     assert_eq!(l.len(), 1, "{r:?}\nlog:\n{}", dump());
+    assert!(
+        !r.stderr.contains("pushed to gateway"),
+        "same id, no warning: {r:?}"
+    );
     let status = l[0]
         .strip_prefix(&format!("{GW}: "))
         .and_then(|s| s.split([':', ';', ' ']).next())
@@ -284,6 +292,26 @@ async fn no_broker_and_a_bad_ops_file_exit_2_with_the_reason() {
         "{r:?}"
     );
     assert!(r.took < Duration::from_secs(8), "took {:?}", r.took);
+
+    // A valid config pushed to a gateway whose id it does not set: warned, then no broker.
+    let (_, public) = sign::generate().unwrap();
+    let config = dir.path().join("other.toml");
+    std::fs::write(&config, config_text(dir.path(), &pki, 1883, 502, &public)).unwrap();
+    let mut a = vec!["push".to_string(), config.display().to_string()];
+    a.extend(args(&ops, &["--gateway", "gw-else"]));
+    let r = run_gasdtu(a).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "sets [gateway] id = \"{GW}\", pushed to gateway gw-else"
+        )),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .starts_with("gw-else: error cannot reach the broker"),
+        "{r:?}"
+    );
 
     std::fs::write(&ops, "[ops]\nhost = \"localhost\"\nport = 70000\n").unwrap();
     let r = cmd(&ops, &["--gateway", GW, "ping"]).await;

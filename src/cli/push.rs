@@ -139,17 +139,35 @@ pub async fn run(args: PushArgs, _global: &Global) -> anyhow::Result<u8> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    if let Err(errors) = crate::config::parse_with_profiles(&config, &origin, &base, &profiles) {
-        for e in &errors {
-            eprintln!("error: {e}");
+    let loaded = match crate::config::parse_with_profiles(&config, &origin, &base, &profiles) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            let n = crate::config::error_count(&errors);
+            println!(
+                "{}: {n} error{}: not pushed",
+                esc(&origin),
+                if n == 1 { "" } else { "s" }
+            );
+            return Ok(1);
         }
-        let n = crate::config::error_count(&errors);
-        println!(
-            "{}: {n} error{}: not pushed",
-            esc(&origin),
-            if n == 1 { "" } else { "s" }
-        );
-        return Ok(1);
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    // One config for many gateways is the operator's choice, but say so when the gateway id
+    // it sets differs from a target's.
+    for gw in &args.common.gateways {
+        if loaded.config.gateway.id != *gw {
+            eprintln!(
+                "warning: {} sets [gateway] id = \"{}\", pushed to gateway {}",
+                esc(&origin),
+                esc(&loaded.config.gateway.id),
+                esc(gw)
+            );
+        }
     }
     let p = match prepare(&args.common) {
         Ok(p) => p,
