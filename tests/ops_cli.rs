@@ -11,7 +11,9 @@
 //! command to a real and an absent gateway prints one line each (exit 2); `--no-wait` only
 //! queues (exit 0); `push` of a config that local validation refuses exits 1 with the key path
 //! and never publishes; `push` of a valid config prints the gateway's answer for this push with
-//! its status (exit 0 only if applied).
+//! its status (exit 0 only if applied). Without a broker: exit 2 saying so (also for a push,
+//! which warns about a `[gateway] id` that is not the target's); a broken `[ops]` file: exit 2
+//! naming key, line and column.
 
 mod common;
 
