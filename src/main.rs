@@ -50,6 +50,10 @@ enum Command {
     Decode(cli::decode::DecodeArgs),
     /// Make an Ed25519 key pair for signing remote commands and config pushes.
     Keygen(cli::keygen::KeygenArgs),
+    /// Send a signed remote command to gateways over MQTT and print their results.
+    Cmd(cli::cmd::CmdArgs),
+    /// Validate a config locally, push it to gateways over MQTT and print their outcome.
+    Push(cli::push::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,8 @@ fn main() -> ExitCode {
             Command::Export(a) => cli::export::run(a, &global).await,
             Command::Decode(a) => cli::decode::run(a, &global).await,
             Command::Keygen(a) => cli::keygen::run(a, &global).await,
+            Command::Cmd(a) => cli::cmd::run(a, &global).await,
+            Command::Push(a) => cli::push::run(a, &global).await,
         }
     });
     match result {

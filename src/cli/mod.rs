@@ -3,10 +3,13 @@
 
 pub mod busargs;
 pub mod check;
+pub mod cmd;
 pub mod decode;
 pub mod demo;
 pub mod export;
 pub mod keygen;
+pub mod ops;
+pub mod push;
 pub mod queue;
 pub mod read;
 pub mod run;
