@@ -362,8 +362,20 @@ impl Installer {
     }
 
     fn ensure_dirs(&self) -> Result<(), InstallError> {
-        for d in [self.dir(), self.history_dir(), self.sets_dir()] {
-            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+        // Owner-only like the store's own state directory (docs/store.md): the records and
+        // history may hold credentials. Only directories created here get the mode.
+        use std::os::unix::fs::DirBuilderExt;
+        for (d, mode) in [
+            (self.state_dir.clone(), 0o700),
+            (self.dir(), 0o700),
+            (self.history_dir(), 0o700),
+            (self.sets_dir(), 0o750),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(&d)
+                .map_err(io("cannot create", &d))?;
         }
         Ok(())
     }
