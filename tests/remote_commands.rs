@@ -21,26 +21,19 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{
-    gasdtu, mutual_tls_broker, simulate_tcp, wait_until, ModbusTap, Proc, Publisher, Subscriber,
+    mutual_tls_broker, simulate_tcp, start_daemon, wait_until, ModbusTap, Publisher, Subscriber,
 };
 use gasdtu::remote::request::envelope;
 use gasdtu::remote::sign::{self, Kind, SigningKey};
+use gasdtu::time::now_ms;
 use serde_json::{json, Value};
 
 const GW: &str = "gw-rc";
 const ROOT: &str = "gasdtu/gw-rc";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn body(id: &str, gw: &str, expires_ms: i64, op: &str, args: Value) -> String {
     json!({"id": id, "gw": gw, "expires": expires_ms, "op": op, "args": args}).to_string()
@@ -48,21 +41,6 @@ fn body(id: &str, gw: &str, expires_ms: i64, op: &str, args: Value) -> String {
 
 fn signed(key: &SigningKey, b: &str) -> Vec<u8> {
     envelope(b, Some((key, Kind::Cmd, GW)))
-}
-
-fn start_daemon(config: &Path, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).unwrap();
-    Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
 }
 
 /// Every message on `<root>/#`, decoded as JSON (others skipped), with its topic suffix.

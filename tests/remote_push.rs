@@ -12,23 +12,17 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{gasdtu, mutual_tls_broker, simulate_tcp, wait_until, Proc, Publisher, Subscriber};
 use gasdtu::remote::request::envelope;
 use gasdtu::remote::sign::{self, Kind, SigningKey};
+use gasdtu::time::now_ms;
 use serde_json::{json, Value};
 
 const GW: &str = "gw-push";
 const ROOT: &str = "gasdtu/gw-push";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn start_daemon(config: &Path, log: &Path) -> Proc {
     let log = std::fs::OpenOptions::new()
