@@ -431,7 +431,8 @@ impl PushOwner {
                         Ok(Err(InstallError::LocalEdit { .. })) => {
                             // Edited on site without a SIGHUP: the edit takes over (it is
                             // loaded at the next SIGHUP or restart).
-                            self.local_edit(gw, "found at the confirmation deadline").await;
+                            self.local_edit(gw, "found at the confirmation deadline")
+                                .await;
                             continue;
                         }
                         Ok(Err(e)) => {

@@ -30,7 +30,9 @@
 //! `Inbound` (`try_send`; a full inbox leaves it unacknowledged for redelivery after a
 //! reconnect); its PUBACK is sent when the receiver calls `Inbound::ack`, on the session it
 //! came from (a later session ignores it: packet ids are per session). A request over its
-//! bound, or a publish on another topic, is acknowledged and dropped (counted). A packet over
+//! bound is counted and handed over marked `oversized` so it can be answered `too_large`
+//! (one at a time; while one is held, others are acknowledged and dropped); a publish on
+//! another topic is acknowledged and dropped (counted). A packet over
 //! the client's incoming limit (`inbox::MAX_INCOMING_PACKET`) ends the session in rumqttc; the
 //! broker would redeliver it to every later persistent session, so the next attempt first
 //! connects once with a clean session (discarding the broker's session: that packet and
@@ -151,6 +153,8 @@ pub struct Forwarder<O: Outbox> {
     /// Where requests from `cmd/req` and `config/set` go (`with_inbox`); `None`: no
     /// subscription, clean session, as before issue 10.
     inbox: Option<mpsc::Sender<Inbound>>,
+    /// One slot: at most one oversized request is handed over at a time (memory bound).
+    oversized_slot: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -308,6 +312,7 @@ impl<O: Outbox> Forwarder<O> {
             health_extra: None,
             size_check: true,
             inbox: None,
+            oversized_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -663,14 +668,41 @@ impl<O: Outbox> Forwarder<O> {
                 }
             }
             Route::TooLarge { kind, len } => {
-                tracing::warn!(
-                    topic = kind.topic_suffix(),
-                    bytes = len,
-                    limit = kind.max_bytes(),
-                    "request over its size bound: acknowledged and dropped"
-                );
-                s.acks.push_back(req);
                 self.status.send_modify(|st| st.inbound_oversized += 1);
+                // Handed over (one at a time) so the service can answer `too_large` to the
+                // id it claims; it acknowledges once the answer is queued.
+                let slot = self.oversized_slot.clone().try_acquire_owned().ok();
+                match (slot, inbox.try_reserve()) {
+                    (Some(permit), Ok(tx)) => {
+                        tracing::warn!(
+                            topic = kind.topic_suffix(),
+                            bytes = len,
+                            limit = kind.max_bytes(),
+                            "request over its size bound: handed over to be answered too_large"
+                        );
+                        tx.send(
+                            Inbound::new(
+                                kind,
+                                p.payload,
+                                now_ms(),
+                                p.retain,
+                                p.dup,
+                                AckToken::new(ack_tx.clone(), p.pkid, p.qos),
+                            )
+                            .oversized(permit),
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(
+                            topic = kind.topic_suffix(),
+                            bytes = len,
+                            limit = kind.max_bytes(),
+                            "request over its size bound: acknowledged and dropped unanswered \
+                             (another one is being answered, or the inbox is full)"
+                        );
+                        s.acks.push_back(req);
+                    }
+                }
             }
             Route::Ignore => {
                 tracing::warn!(topic = %shown_topic(&p.topic), bytes = p.payload.len(),
