@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::{route, AckReq, AckToken, Inbound, Route, MAX_INCOMING_PACKET};
 use super::payload::{encode_messages, Packed};
-use super::tls::{client_config, TlsError};
+use super::tls::{client_config_with, SessionCache, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
 use crate::outbox::{DeadLetter, Outbox, OutboxError, Sealed};
@@ -155,6 +155,8 @@ pub struct Forwarder<O: Outbox> {
     inbox: Option<mpsc::Sender<Inbound>>,
     /// One slot: at most one oversized request is handed over at a time (memory bound).
     oversized_slot: Arc<tokio::sync::Semaphore>,
+    /// TLS sessions kept across reconnects (resumption), for the life of this forwarder.
+    tls_sessions: Arc<SessionCache>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -313,6 +315,7 @@ impl<O: Outbox> Forwarder<O> {
             size_check: true,
             inbox: None,
             oversized_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+            tls_sessions: SessionCache::new(),
         }
     }
 
@@ -473,7 +476,7 @@ impl<O: Outbox> Forwarder<O> {
             o.set_credentials(u.clone(), c.password.clone().unwrap_or_default());
         }
         if c.tls {
-            let tls = client_config(c)?;
+            let tls = client_config_with(c, self.tls_sessions.clone())?;
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
         Ok(o)
@@ -820,9 +823,11 @@ impl<O: Outbox> Forwarder<O> {
         *connected = true;
         let live_since = now_ms();
         tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
+        let resumptions = self.tls_sessions.offered();
         self.status.send_modify(|s| {
             s.state = LinkState::Connected;
             s.inbound_subscribed = false;
+            s.tls_resumptions = resumptions;
             if sessions > 0 {
                 s.reconnects += 1;
             }
