@@ -660,6 +660,9 @@ fn link_facts(l: &LinkStatus) -> Option<LinkFacts> {
         LinkState::Down { since_ms, .. } => Some(LinkFacts::Down(Duration::from_millis(
             (crate::time::now_ms() - since_ms).max(0) as u64,
         ))),
+        LinkState::Asleep { since_ms } => Some(LinkFacts::Asleep(Duration::from_millis(
+            (crate::time::now_ms() - since_ms).max(0) as u64,
+        ))),
         LinkState::Connecting => None,
     }
 }
@@ -672,6 +675,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
             since_ms,
             last_error,
         } => ("down", Some(*since_ms), Some(last_error.clone())),
+        LinkState::Asleep { since_ms } => ("asleep", Some(*since_ms), None),
     };
     serde_json::json!({
         "state": state,

@@ -639,6 +639,7 @@ fn status_json(ctx: &RemoteContext, cfg: &Config) -> Json {
         LinkState::Connecting => "connecting",
         LinkState::Connected => "connected",
         LinkState::Down { .. } => "down",
+        LinkState::Asleep { .. } => "asleep",
     };
     json!({
         "version": env!("CARGO_PKG_VERSION"),
