@@ -521,6 +521,33 @@ fn a_local_edit_while_pending_wins_and_is_reported() {
 }
 
 #[test]
+fn a_local_edit_while_running_takes_over_from_the_pending_push() {
+    let site = Site::new();
+    old_state(&site);
+    let i = site.installer();
+    i.install(&new_push(&site), i64::MAX).unwrap();
+    // The file is still the push: nothing to take over (a SIGHUP without an edit).
+    assert_eq!(i.take_local_edit().unwrap(), None);
+    assert!(i.pending().unwrap().is_some());
+    let local = config(&site.state, 7, true);
+    std::fs::write(&site.config, &local).unwrap();
+    // The deadline's rollback refuses to overwrite the edit and leaves no rollback mark...
+    assert!(matches!(
+        i.rollback("deadline"),
+        Err(InstallError::LocalEdit { .. })
+    ));
+    // ...so the edit can take over: pending dropped, the file recorded as local, untouched.
+    assert_eq!(i.take_local_edit().unwrap(), Some("v2".to_string()));
+    assert_eq!(i.pending().unwrap(), None);
+    assert_eq!(site.read(), local);
+    let r = i.running().unwrap().unwrap();
+    assert_eq!((r.version.as_str(), r.source), ("local", Source::Local));
+    assert_eq!(r.sha256, sha256_hex(local.as_bytes()));
+    assert_eq!(i.take_local_edit().unwrap(), None, "only once");
+    assert_eq!(i.recover().unwrap(), Recovery::Clean);
+}
+
+#[test]
 fn a_crash_looping_config_rolls_back_on_the_third_start() {
     let site = Site::new();
     let old = old_state(&site);

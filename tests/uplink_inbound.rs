@@ -423,18 +423,29 @@ async fn requests_over_their_bound_are_refused_and_the_next_one_arrives() {
     s.ops
         .publish(&format!("{ROOT}/cmd/other"), "stray", false)
         .await;
+    // The first oversized request is handed over, marked, so it can be answered too_large;
+    // the second arrives while that one is held: acknowledged and dropped unanswered.
+    let big = gw.recv().await;
+    assert_eq!(
+        (big.kind, big.payload.len(), big.oversized),
+        (InboundKind::Command, 8 * 1024 + 1, true)
+    );
     let a = gw.recv().await;
-    assert_eq!((a.kind, a.payload.len()), (InboundKind::Command, 8 * 1024));
+    assert_eq!(
+        (a.kind, a.payload.len(), a.oversized),
+        (InboundKind::Command, 8 * 1024, false)
+    );
     let b = gw.recv().await;
     assert_eq!(
-        (b.kind, b.payload.len()),
-        (InboundKind::ConfigPush, 256 * 1024)
+        (b.kind, b.payload.len(), b.oversized),
+        (InboundKind::ConfigPush, 256 * 1024, false)
     );
+    big.ack();
     a.ack();
     b.ack();
     let st = gw
         .wait_status(
-            "the refused ones and the two delivered acknowledged",
+            "the dropped one and the three delivered acknowledged",
             |st| st.inbound_acked == 4,
         )
         .await;
@@ -443,6 +454,20 @@ async fn requests_over_their_bound_are_refused_and_the_next_one_arrives() {
     // The stray publish is not ours: nothing subscribes to it (not even counted).
     assert_eq!(st.inbound_ignored, 0);
     assert_eq!(st.reconnects, 0, "refusing never costs the session");
+    // The slot is free again once the held one is gone: the next oversized one is handed over.
+    s.ops
+        .publish(&config_set(), vec![b'v'; 256 * 1024 + 7], false)
+        .await;
+    let next = gw.recv().await;
+    assert_eq!(
+        (next.kind, next.payload.len(), next.oversized),
+        (InboundKind::ConfigPush, 256 * 1024 + 7, true)
+    );
+    next.ack();
+    gw.wait_status("the second oversized one acknowledged", |st| {
+        st.inbound_acked == 5
+    })
+    .await;
     gw.stop().await;
 
     // Acknowledged: none of them comes back.

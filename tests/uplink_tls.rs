@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{wait_until, Broker, BrokerTls, Pki, Subscriber};
+use common::{session_present, wait_until, Broker, BrokerTls, Pki, Subscriber};
 use gasdtu::config::{Encoding, UplinkConfig};
 use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::outbox::{Entry, EntryBody, EntryKind, Outbox, OutboxError, Sealed};
@@ -369,6 +369,41 @@ async fn tls_connect_delivers_and_acks_every_entry() {
         status_msgs(&late)
             .contains(&("online".to_string(), true))
             .then_some(())
+    })
+    .await;
+    run.shutdown.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_offers_the_tls_session_the_broker_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let broker = Broker::new(dir.path(), &pki, &server_only(), false);
+    let outbox = Arc::new(MemOutbox::default());
+    let run = Running::start(uplink(&pki, broker.port), outbox.clone());
+    run.wait_connected(T).await;
+    assert_eq!(
+        run.status.borrow().tls_resumptions,
+        0,
+        "nothing to resume yet"
+    );
+    // Another client taking over the gateway's client id makes mosquitto close the
+    // gateway's connection: the forwarder reconnects to the same broker process, which
+    // still accepts the tickets it issued.
+    session_present(&pki, broker.port, &format!("gasdtu-{GW}")).await;
+    let st = wait_until("reconnected with a stored TLS session", T, || {
+        let st = run.status.borrow().clone();
+        (st.state == LinkState::Connected && st.reconnects >= 1 && st.tls_resumptions >= 1)
+            .then_some(st)
+    })
+    .await;
+    assert!(st.tls_resumptions <= st.reconnects, "{st:?}");
+    // And data still flows over the resumed session.
+    outbox.add_reading(1, now_ms());
+    run.wake.notify_one();
+    wait_until("the reading acknowledged", T, || {
+        (outbox.remaining() == 0).then_some(())
     })
     .await;
     run.shutdown.cancel();

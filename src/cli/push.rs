@@ -55,17 +55,26 @@ pub fn body(
     .to_string()
 }
 
-/// Classify a `config/state` for the push `(version, sha)`. A state whose `push` names this
-/// version and sha256 is ours; a state without a `push` field (a push refused before its body
-/// could be read) counts only when `live` (published after we subscribed, so after our push
-/// went out), never a retained one from earlier.
-pub fn classify(version: &str, sha: &str, v: &Value, live: bool) -> Match {
-    let ours = match v.get("push") {
-        Some(push) => {
-            push.get("version").and_then(Value::as_str) == Some(version)
-                && push.get("sha256").and_then(Value::as_str) == Some(sha)
+/// Classify a `config/state` for the push `(version, sha)` published as bytes whose sha256 is
+/// `request_sha`. A state naming `request_sha256` is ours exactly when it names our bytes (a
+/// refusal, also one whose body could not be read). Otherwise a state whose `push` names this
+/// version and sha256 is ours; one naming only our version, or naming no push at all (older
+/// gateways), counts only when `live` (published after we subscribed, so after our push went
+/// out), never a retained one from earlier.
+pub fn classify(version: &str, sha: &str, request_sha: &str, v: &Value, live: bool) -> Match {
+    let ours = if let Some(r) = v.get("request_sha256").and_then(Value::as_str) {
+        r == request_sha
+    } else {
+        match v.get("push") {
+            Some(push) => {
+                let same_version = push.get("version").and_then(Value::as_str) == Some(version);
+                match push.get("sha256").and_then(Value::as_str) {
+                    Some(s) => same_version && s == sha,
+                    None => same_version && live,
+                }
+            }
+            None => live,
         }
-        None => live,
     };
     match (ours, v.get("status").and_then(Value::as_str)) {
         (false, _) => Match::Other,
@@ -207,8 +216,9 @@ pub async fn run(args: PushArgs, _global: &Global) -> anyhow::Result<u8> {
             answer_topic: format!("{root}/config/state"),
         });
     }
-    let outcomes = ops::exchange(&p.cfg, &requests, p.timeout, true, |_, v, live| {
-        classify(&version, &sha, v, live)
+    let request_shas: Vec<String> = requests.iter().map(|r| hex(&sha256(&r.payload))).collect();
+    let outcomes = ops::exchange(&p.cfg, &requests, p.timeout, true, |i, v, live| {
+        classify(&version, &sha, &request_shas[i], v, live)
     })
     .await;
     let mut code = 0u8;
@@ -260,27 +270,36 @@ mod tests {
     #[test]
     fn only_the_state_about_this_push_counts() {
         let s = |v: &str, sha: &str, st: &str| json!({"status": st, "push": {"version": v, "sha256": sha}});
+        let req =
+            |r: &str| json!({"status": "rejected", "push": {"version": null}, "request_sha256": r});
+        // (state, retained answer, live answer)
         let cases = [
-            (json!({"status": "rejected"}), Match::Other),
-            (s("v1", "aa", "applied"), Match::Final),
-            (s("v1", "aa", "rejected"), Match::Final),
-            (s("v1", "aa", "rolled_back"), Match::Final),
-            (s("v1", "aa", "pending_confirm"), Match::Interim),
-            (s("v0", "aa", "applied"), Match::Other),
-            (s("v1", "bb", "applied"), Match::Other),
+            (json!({"status": "rejected"}), Match::Other, Match::Final),
+            (s("v1", "aa", "applied"), Match::Final, Match::Final),
+            (s("v1", "aa", "rejected"), Match::Final, Match::Final),
+            (s("v1", "aa", "rolled_back"), Match::Final, Match::Final),
+            (
+                s("v1", "aa", "pending_confirm"),
+                Match::Interim,
+                Match::Interim,
+            ),
+            (s("v0", "aa", "applied"), Match::Other, Match::Other),
+            (s("v1", "bb", "applied"), Match::Other, Match::Other),
+            // Our bytes, refused before the body was read: ours, retained or live.
+            (req("rr"), Match::Final, Match::Final),
+            // Another operator's refused request, live at the same time: never ours.
+            (req("other"), Match::Other, Match::Other),
+            // Only our version, no sha (an older gateway's refusal): only live.
+            (
+                json!({"status": "rejected", "push": {"version": "v1"}}),
+                Match::Other,
+                Match::Final,
+            ),
         ];
-        for (v, want) in cases {
-            assert_eq!(classify("v1", "aa", &v, false), want, "{v}");
+        for (v, retained, live) in cases {
+            assert_eq!(classify("v1", "aa", "rr", &v, false), retained, "{v}");
+            assert_eq!(classify("v1", "aa", "rr", &v, true), live, "{v} live");
         }
-        // Live: a state naming another push is still not ours; one without `push` is.
-        assert_eq!(
-            classify("v1", "aa", &s("v0", "aa", "applied"), true),
-            Match::Other
-        );
-        assert_eq!(
-            classify("v1", "aa", &json!({"status": "rejected"}), true),
-            Match::Final
-        );
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             }
         }
         notifier.reloading();
+        // A push pending confirmation ends when the file was edited on site: the local edit
+        // takes over (reported), whether or not it then loads.
+        owner.local_edit(&gw, "SIGHUP").await;
         match try_reload(&global.config, gw.config()) {
             Reload::Refused(e) => {
                 tracing::error!("reload refused, the running config stays in force: {e}");

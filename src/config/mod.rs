@@ -25,6 +25,7 @@ pub mod profiles;
 mod remote;
 #[cfg(test)]
 mod tests;
+mod uplink;
 mod wire_time;
 
 pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};

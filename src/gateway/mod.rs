@@ -683,6 +683,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "published": l.published,
         "acked": l.acked,
         "reconnects": l.reconnects,
+        "tls_resumptions": l.tls_resumptions,
         "store_error": l.store_error,
         "last_seq": l.last_seq,
         "dead_letters": l.dead_letters,

@@ -17,7 +17,7 @@ use super::Gateway;
 use crate::config::{self, Config};
 use crate::outbox::ReplyTopic;
 use crate::remote::confirm::{Action, Input, Machine, Now};
-use crate::remote::install::{InstallRequest, Installer, Recovery};
+use crate::remote::install::{InstallError, InstallRequest, Installer, Recovery};
 use crate::remote::request::Push;
 use crate::store::Begin;
 use crate::uplink::Inbound;
@@ -335,6 +335,59 @@ impl PushOwner {
         queue(gw, body, ev).await;
     }
 
+    /// The config file was edited locally while a push is pending (seen at SIGHUP, or when a
+    /// rollback finds it): the person on site takes over. The pending push ends (no automatic
+    /// rollback any more) and is reported `rolled_back` with the reason; the running config
+    /// stays what it is until the reload of the edit (which may itself be refused). True when a
+    /// pending push was ended.
+    pub async fn local_edit(&mut self, gw: &Gateway, seen_at: &str) -> bool {
+        let Some((version, sha, _)) = self.pending.clone() else {
+            return false;
+        };
+        let inst = self.installer.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            inst.take_local_edit()
+                .and_then(|t| Ok((t, inst.running()?)))
+        })
+        .await;
+        let running = match taken {
+            Ok(Ok((Some(_), running))) => running,
+            Ok(Ok((None, _))) => return false,
+            Ok(Err(e)) => {
+                tracing::error!("cannot hand the pending push over to the local edit: {e}");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!("install task failed: {e}");
+                return false;
+            }
+        };
+        self.pending = None;
+        self.machine = Machine::new();
+        let why = format!(
+            "the config file {} was edited locally while the push was pending ({seen_at}): the local edit takes over from the push",
+            self.config_path.display()
+        );
+        tracing::warn!(%version, "{why}");
+        let (run_version, run_sha) = running
+            .map(|r| (r.version, r.sha256))
+            .unwrap_or_else(|| ("local".to_string(), String::new()));
+        let body = state_json(
+            &run_version,
+            &run_sha,
+            "rolled_back",
+            crate::time::now_ms(),
+            Some((&version, &sha)),
+            &[],
+            Some(&why),
+        );
+        let ev = json!({"event": "config_push", "status": "rolled_back",
+            "version": version, "sha256": sha, "running_version": run_version,
+            "reason": why});
+        queue(gw, body, ev).await;
+        true
+    }
+
     /// Called every second or so: confirm on a PUBACK after the apply, roll back at the deadline.
     pub async fn tick(&mut self, gw: &mut Gateway) {
         let Some((version, sha, applied_ms)) = self.pending.clone() else {
@@ -382,6 +435,13 @@ impl PushOwner {
                     let w = why.clone();
                     let rb = match tokio::task::spawn_blocking(move || inst.rollback(&w)).await {
                         Ok(Ok(rb)) => rb,
+                        Ok(Err(InstallError::LocalEdit { .. })) => {
+                            // Edited on site without a SIGHUP: the edit takes over (it is
+                            // loaded at the next SIGHUP or restart).
+                            self.local_edit(gw, "found at the confirmation deadline")
+                                .await;
+                            continue;
+                        }
                         Ok(Err(e)) => {
                             tracing::error!("rollback failed: {e}");
                             continue;

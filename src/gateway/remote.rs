@@ -160,6 +160,9 @@ async fn handle_push(
     };
     let gw = cfg.gateway.id.clone();
     let now = crate::time::now_ms();
+    // The sha256 of the request's bytes lets `gasdtu push` tell its own refusal from another
+    // operator's, even when the body could not be read.
+    let request_sha = crate::remote::install::sha256_hex(&inbound.payload);
     let refuse = |version: Option<String>, signer: String, errors: Vec<Json>| {
         let reason = errors
             .first()
@@ -167,7 +170,7 @@ async fn handle_push(
             .unwrap_or("")
             .to_string();
         let body = json!({"status": "rejected", "push": {"version": version},
-            "errors": errors});
+            "request_sha256": request_sha, "errors": errors});
         let ev = json!({"event": "config_push", "status": "rejected", "version": version,
             "signer": signer, "reason": reason});
         (body, ev)
@@ -176,7 +179,10 @@ async fn handle_push(
     let (body, ev) = 'refused: {
         let env = match request::open(&inbound.payload, Kind::Config, &gw, &remote.keys) {
             Ok(e) => e,
-            Err(e) => break 'refused refuse(None, "unverified".into(), msg(&e)),
+            // Unverified: the version it claims is quoted for correlation only.
+            Err(e) => {
+                break 'refused refuse(peek_version(&inbound.payload), "unverified".into(), msg(&e))
+            }
         };
         let signer = signer_text(env.signer.as_ref());
         let push = match request::parse_push(&env.body, &gw, now) {
@@ -469,6 +475,14 @@ fn peek_id(payload: &[u8]) -> Option<String> {
     let body: Json = serde_json::from_str(v.get("body")?.as_str()?).ok()?;
     let id = body.get("id")?.as_str()?;
     request::valid_command_id(id).then(|| id.to_string())
+}
+
+/// The version a push claims (envelope not opened: for correlation only), if well formed.
+fn peek_version(payload: &[u8]) -> Option<String> {
+    let v: Json = serde_json::from_slice(payload).ok()?;
+    let body: Json = serde_json::from_str(v.get("body")?.as_str()?).ok()?;
+    let version = body.get("version")?.as_str()?;
+    request::valid_version(version).then(|| version.to_string())
 }
 
 /// The op a body names, if it is one of ours; else `unknown`.
@@ -1030,6 +1044,12 @@ mod tests {
         );
         assert_eq!(peek_id(env(r#"{"id":"bad id"}"#).as_bytes()), None);
         assert_eq!(peek_id(b"not json"), None);
+        assert_eq!(
+            peek_version(env(r#"{"version":"2026-12-02.1"}"#).as_bytes()).as_deref(),
+            Some("2026-12-02.1")
+        );
+        assert_eq!(peek_version(env(r#"{"version":""}"#).as_bytes()), None);
+        assert_eq!(peek_version(env(r#"{"id":"x"}"#).as_bytes()), None);
         assert_eq!(peek_op(r#"{"op":"write"}"#), "write");
         assert_eq!(peek_op(r#"{"op":"format_disk"}"#), "unknown");
         assert_eq!(peek_op("{"), "unknown");

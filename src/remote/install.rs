@@ -570,6 +570,14 @@ impl Installer {
         let reason = match &p.rollback {
             Some(r) => r.clone(),
             None => {
+                // A local edit is not rolled back (and not marked: `take_local_edit` hands
+                // the pending push over to it).
+                let sha = sha256_hex(&self.read_config()?);
+                if sha != p.sha256 && sha != p.previous.sha256 {
+                    return Err(InstallError::LocalEdit {
+                        path: self.config_path.clone(),
+                    });
+                }
                 p.rollback = Some(reason.to_string());
                 self.write_pending(&p)?;
                 reason.to_string()
@@ -577,6 +585,29 @@ impl Installer {
         };
         self.step(Step::RollbackMarked);
         self.finish_rollback(&p, &reason)
+    }
+
+    /// While the daemon runs (SIGHUP, or a rollback refused with `LocalEdit`): when a push is
+    /// pending and the config file is no longer the pushed one, the local edit takes over, as
+    /// `recover()` decides at start: the pending record is dropped, the file is recorded as
+    /// `local`, the profiles stay as they are. Returns the dropped push's version, or None
+    /// when nothing is pending, a rollback is under way, or the file is still the push.
+    pub fn take_local_edit(&self) -> Result<Option<String>, InstallError> {
+        let Some(p) = self.read_pending()? else {
+            return Ok(None);
+        };
+        if p.rollback.is_some() {
+            return Ok(None);
+        }
+        let sha = sha256_hex(&self.read_config()?);
+        if sha == p.sha256 {
+            return Ok(None);
+        }
+        let pointer = self.pointer()?;
+        self.remove_pending()?;
+        self.record_local(&sha, crate::time::now_ms(), &pointer)?;
+        self.clean(None)?;
+        Ok(Some(p.version))
     }
 
     /// The running config as recorded, if any.

@@ -30,7 +30,9 @@
 //! `Inbound` (`try_send`; a full inbox leaves it unacknowledged for redelivery after a
 //! reconnect); its PUBACK is sent when the receiver calls `Inbound::ack`, on the session it
 //! came from (a later session ignores it: packet ids are per session). A request over its
-//! bound, or a publish on another topic, is acknowledged and dropped (counted). A packet over
+//! bound is counted and handed over marked `oversized` so it can be answered `too_large`
+//! (one at a time; while one is held, others are acknowledged and dropped); a publish on
+//! another topic is acknowledged and dropped (counted). A packet over
 //! the client's incoming limit (`inbox::MAX_INCOMING_PACKET`) ends the session in rumqttc; the
 //! broker would redeliver it to every later persistent session, so the next attempt first
 //! connects once with a clean session (discarding the broker's session: that packet and
@@ -56,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::{route, AckReq, AckToken, Inbound, Route, MAX_INCOMING_PACKET};
 use super::payload::{encode_messages, Packed};
-use super::tls::{client_config, TlsError};
+use super::tls::{client_config_with, SessionCache, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
 use crate::outbox::{DeadLetter, Outbox, OutboxError, Sealed};
@@ -151,6 +153,10 @@ pub struct Forwarder<O: Outbox> {
     /// Where requests from `cmd/req` and `config/set` go (`with_inbox`); `None`: no
     /// subscription, clean session, as before issue 10.
     inbox: Option<mpsc::Sender<Inbound>>,
+    /// One slot: at most one oversized request is handed over at a time (memory bound).
+    oversized_slot: Arc<tokio::sync::Semaphore>,
+    /// TLS sessions kept across reconnects (resumption), for the life of this forwarder.
+    tls_sessions: Arc<SessionCache>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -308,6 +314,8 @@ impl<O: Outbox> Forwarder<O> {
             health_extra: None,
             size_check: true,
             inbox: None,
+            oversized_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+            tls_sessions: SessionCache::new(),
         }
     }
 
@@ -468,7 +476,7 @@ impl<O: Outbox> Forwarder<O> {
             o.set_credentials(u.clone(), c.password.clone().unwrap_or_default());
         }
         if c.tls {
-            let tls = client_config(c)?;
+            let tls = client_config_with(c, self.tls_sessions.clone())?;
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
         Ok(o)
@@ -663,14 +671,41 @@ impl<O: Outbox> Forwarder<O> {
                 }
             }
             Route::TooLarge { kind, len } => {
-                tracing::warn!(
-                    topic = kind.topic_suffix(),
-                    bytes = len,
-                    limit = kind.max_bytes(),
-                    "request over its size bound: acknowledged and dropped"
-                );
-                s.acks.push_back(req);
                 self.status.send_modify(|st| st.inbound_oversized += 1);
+                // Handed over (one at a time) so the service can answer `too_large` to the
+                // id it claims; it acknowledges once the answer is queued.
+                let slot = self.oversized_slot.clone().try_acquire_owned().ok();
+                match (slot, inbox.try_reserve()) {
+                    (Some(permit), Ok(tx)) => {
+                        tracing::warn!(
+                            topic = kind.topic_suffix(),
+                            bytes = len,
+                            limit = kind.max_bytes(),
+                            "request over its size bound: handed over to be answered too_large"
+                        );
+                        tx.send(
+                            Inbound::new(
+                                kind,
+                                p.payload,
+                                now_ms(),
+                                p.retain,
+                                p.dup,
+                                AckToken::new(ack_tx.clone(), p.pkid, p.qos),
+                            )
+                            .oversized(permit),
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(
+                            topic = kind.topic_suffix(),
+                            bytes = len,
+                            limit = kind.max_bytes(),
+                            "request over its size bound: acknowledged and dropped unanswered \
+                             (another one is being answered, or the inbox is full)"
+                        );
+                        s.acks.push_back(req);
+                    }
+                }
             }
             Route::Ignore => {
                 tracing::warn!(topic = %shown_topic(&p.topic), bytes = p.payload.len(),
@@ -788,9 +823,11 @@ impl<O: Outbox> Forwarder<O> {
         *connected = true;
         let live_since = now_ms();
         tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
+        let resumptions = self.tls_sessions.offered();
         self.status.send_modify(|s| {
             s.state = LinkState::Connected;
             s.inbound_subscribed = false;
+            s.tls_resumptions = resumptions;
             if sessions > 0 {
                 s.reconnects += 1;
             }

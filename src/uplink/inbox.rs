@@ -52,8 +52,12 @@ impl InboundKind {
 /// broker redelivers it in the next session (the persistent session keeps it).
 pub struct Inbound {
     pub kind: InboundKind,
-    /// The whole MQTT payload, at most `kind.max_bytes()` bytes.
+    /// The whole MQTT payload: at most `kind.max_bytes()` bytes, unless `oversized`.
     pub payload: Bytes,
+    /// Over the kind's bound (at most `MAX_INCOMING_PACKET`): handed over only so the receiver
+    /// can answer `too_large` to the id it claims; never to be acted on. At most one such
+    /// request is held at a time (`permit`), so they cost at most one packet of memory.
+    pub oversized: bool,
     /// UTC ms when the forwarder received it.
     pub received_ms: i64,
     /// The retain flag of the PUBLISH (a retained request is treated like any other: its
@@ -62,6 +66,8 @@ pub struct Inbound {
     /// The DUP flag: the broker sent it before in an earlier session (a redelivery).
     pub duplicate: bool,
     ack: AckToken,
+    /// The forwarder's single slot for an oversized request, freed when this is dropped.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -72,6 +78,7 @@ impl std::fmt::Debug for Inbound {
             .field("received_ms", &self.received_ms)
             .field("retained", &self.retained)
             .field("duplicate", &self.duplicate)
+            .field("oversized", &self.oversized)
             .finish()
     }
 }
@@ -92,7 +99,16 @@ impl Inbound {
             retained,
             duplicate,
             ack,
+            oversized: false,
+            permit: None,
         }
+    }
+
+    /// Mark as over its bound, holding the forwarder's oversized slot until dropped.
+    pub(crate) fn oversized(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Inbound {
+        self.oversized = true;
+        self.permit = Some(permit);
+        self
     }
 
     /// An inbound not tied to any session (its `ack` does nothing): for tests of consumers.
@@ -165,7 +181,8 @@ impl AckToken {
 pub(crate) enum Route {
     /// A request within its bound: hand it to the inbox.
     Deliver(InboundKind),
-    /// A request over its bound: acknowledge (so it is never redelivered), count, drop.
+    /// A request over its bound: count it; hand it over for a `too_large` answer when the
+    /// forwarder's oversized slot is free, else acknowledge (never redelivered) and drop.
     TooLarge { kind: InboundKind, len: usize },
     /// Not one of our request topics: acknowledge, count, drop.
     Ignore,

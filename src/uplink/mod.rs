@@ -12,7 +12,7 @@ pub mod tls;
 pub use forwarder::Forwarder;
 pub use inbox::{Inbound, InboundKind};
 pub use payload::{decode, encode_messages, CodecError, Packed};
-pub use tls::{client_config, TlsError};
+pub use tls::{client_config, client_config_with, SessionCache, TlsError};
 
 use crate::outbox::{EntryKind, ReplyTopic};
 
@@ -112,8 +112,8 @@ pub struct LinkStatus {
     pub inbound_received: u64,
     /// PUBACKs sent for requests (acknowledged by the receiver, or refused and dropped).
     pub inbound_acked: u64,
-    /// Requests over their size bound (acknowledged and dropped), and packets over the
-    /// client's incoming limit (which ended a session).
+    /// Requests over their size bound (answered `too_large` or dropped), and packets over
+    /// the client's incoming limit (which ended a session).
     pub inbound_oversized: u64,
     /// Requests not handed over because the inbox was full (or closed): not acknowledged,
     /// so the broker redelivers them after the next reconnect.
@@ -122,6 +122,8 @@ pub struct LinkStatus {
     pub inbound_ignored: u64,
     /// Times the broker's session was discarded after a packet over the incoming limit.
     pub inbound_purges: u64,
+    /// TLS connection attempts that offered a stored session (resumption), since start.
+    pub tls_resumptions: u64,
 }
 
 impl Default for LinkStatus {
@@ -146,6 +148,7 @@ impl Default for LinkStatus {
             inbound_busy: 0,
             inbound_ignored: 0,
             inbound_purges: 0,
+            tls_resumptions: 0,
         }
     }
 }

@@ -9,15 +9,28 @@
 //! can connect to an IP address (or a DNS alias) and still verify the broker's real name. The
 //! chain, validity and signatures are checked exactly as usual; only the name differs. The SNI
 //! sent stays the host (none for an IP address).
+//!
+//! Session resumption: a `SessionCache` lives as long as its forwarder (so, across every
+//! reconnect of one uplink configuration) and is plugged into each attempt's `ClientConfig`.
+//! The PEM files are still read at every attempt (a renewed certificate is picked up), but the
+//! session tickets the broker issued survive, so a reconnect resumes (TLS 1.3 PSK, or a TLS 1.2
+//! session id) instead of repeating the full handshake with the server's certificate chain:
+//! on an NB-IoT downlink that chain alone costs seconds. The cache counts the tickets it hands
+//! out (`offered`), i.e. resumption attempts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 use crate::config::UplinkConfig;
@@ -130,8 +143,98 @@ impl ServerCertVerifier for NameOverride {
     }
 }
 
-/// The rustls client configuration for `cfg` (ring provider, TLS 1.2 and 1.3).
+/// Servers remembered by a `SessionCache` (one broker in practice; a few for a changed host).
+const CACHED_SERVERS: usize = 4;
+
+/// The TLS session store shared by every connection attempt of one forwarder: rustls's
+/// bounded in-memory cache, counting the resumption tickets it hands out.
+#[derive(Debug)]
+pub struct SessionCache {
+    inner: ClientSessionMemoryCache,
+    offered: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl SessionCache {
+    pub fn new() -> Arc<SessionCache> {
+        Arc::new(SessionCache {
+            // rustls keeps up to 8 TLS 1.3 tickets per server; its size counts tickets.
+            inner: ClientSessionMemoryCache::new(CACHED_SERVERS * 8),
+            offered: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+        })
+    }
+
+    /// Handshakes that offered a stored session (resumption attempts).
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Tickets or sessions the servers issued and the cache took.
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientSessionStore for SessionCache {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        self.inner.set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        let v = self.inner.tls12_session(server_name);
+        if v.is_some() {
+            self.offered.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        let v = self.inner.take_tls13_ticket(server_name);
+        if v.is_some() {
+            self.offered.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+}
+
+/// The rustls client configuration for `cfg` (ring provider, TLS 1.2 and 1.3), with its own
+/// session cache (no resumption across calls: for one-shot tools).
 pub fn client_config(cfg: &UplinkConfig) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_with(cfg, SessionCache::new())
+}
+
+/// The rustls client configuration for `cfg`, resuming sessions from `cache` (keep one cache
+/// for the life of a forwarder, pass it to every attempt).
+pub fn client_config_with(
+    cfg: &UplinkConfig,
+    cache: Arc<SessionCache>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
     let ca_file = cfg.ca_file.as_deref().ok_or(TlsError::NoCaFile)?;
     let mut roots = RootCertStore::empty();
@@ -173,5 +276,7 @@ pub fn client_config(cfg: &UplinkConfig) -> Result<Arc<ClientConfig>, TlsError> 
         (None, None) => builder.with_no_client_auth(),
         _ => return Err(TlsError::HalfClientAuth),
     };
+    let mut config = config;
+    config.resumption = Resumption::store(cache);
     Ok(Arc::new(config))
 }
