@@ -186,11 +186,10 @@ impl PushOwner {
     }
 
     /// A pending push whose config failed to load at start: roll back to the previous one.
-    /// True when a rollback happened (load the file again).
-    pub fn rollback_unloadable(&mut self, why: &str) -> bool {
-        if self.pending.is_none() {
-            return false;
-        }
+    /// When a rollback happened (load the file again), the `config/state` report to queue:
+    /// the version back in force and the push undone, like every `rolled_back` state.
+    pub fn rollback_unloadable(&mut self, why: &str) -> Option<Json> {
+        let (_, sha, _) = self.pending.clone()?;
         match self
             .installer
             .rollback(&format!("the pushed config failed to load at start: {why}"))
@@ -202,12 +201,20 @@ impl PushOwner {
                 ));
                 self.pending = None;
                 self.machine = Machine::new();
-                true
+                Some(state_json(
+                    &rb.version,
+                    &rb.sha256,
+                    "rolled_back",
+                    crate::time::now_ms(),
+                    Some((&rb.dropped_version, &sha)),
+                    &[],
+                    Some(&rb.reason),
+                ))
             }
             Err(e) => {
                 self.notes
                     .push(format!("rollback of an unloadable push failed: {e}"));
-                false
+                None
             }
         }
     }

