@@ -6,7 +6,7 @@
 //! - A pending push whose config no longer loads at start (its client certificate and key were
 //!   provisioned under a tmpfs-like directory that a power cut empties) is rolled back: the
 //!   daemon comes up on the previous config and reports `rolled_back` naming the load failure
-//!   on `config/state` (published retained) and in an event.
+//!   on the retained `config/state` and in an event.
 //! - A crash loop while a push is pending (simulated: kill -9 right after each start has found
 //!   the pending push) is undone by the third start, which reports `rolled_back` with the
 //!   crash-loop reason; the old device set is polled again.
@@ -30,7 +30,7 @@ use common::{
     Publisher, Subscriber,
 };
 use gasdtu::time::{now_ms, rfc3339_ms};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -97,7 +97,7 @@ fn read_times(gw: &RemoteGw, sub: &Subscriber, dev: &str) -> Vec<String> {
 struct Rig {
     dir: tempfile::TempDir,
     pki: Pki,
-    _broker: Broker,
+    broker: Broker,
     _sim: Proc,
     sim_port: u16,
     gw: RemoteGw,
@@ -136,7 +136,7 @@ async fn rig(id: &'static str) -> Rig {
     Rig {
         dir,
         pki,
-        _broker: broker,
+        broker,
         _sim: sim,
         sim_port,
         gw,
@@ -165,6 +165,22 @@ impl Rig {
             (std::fs::read_to_string(&self.config).ok()? == text && pending.exists()).then_some(())
         })
         .await;
+    }
+
+    /// The retained `config/state`, as a subscriber that comes later gets it.
+    async fn retained_state(&self) -> Value {
+        let late = Subscriber::start(
+            &self.pki,
+            self.broker.port,
+            &self.gw.topic("config/state"),
+            &format!("{}-late", self.gw.id),
+            false,
+        );
+        let got = wait_until("the retained config/state", WAIT, || {
+            late.snapshot().into_iter().find(|m| m.retain)
+        })
+        .await;
+        serde_json::from_slice(&got.payload).unwrap()
     }
 }
 
@@ -239,11 +255,9 @@ async fn a_pending_push_that_no_longer_loads_at_start_is_rolled_back() {
             .then_some(())
     })
     .await;
-    // Not asserted: that the retained `config/state` stays this report. The push's QoS 1
-    // redelivery after the restart (its PUBACK may not have left before the uplink moved or
-    // the kill) replaces it with `rejected` (known bug: the push's command row is never
-    // settled, so a later process takes the redelivery for an interrupted install, and a
-    // redelivery is validated again before it is recognised).
+    let got = r.retained_state().await;
+    assert_eq!(got["status"], "rolled_back", "{got}");
+    assert_eq!(got["push"]["version"], "v1", "{got}");
 }
 
 /// The third start while a push is pending rolls it back by itself (a crash loop).
@@ -299,11 +313,9 @@ async fn a_crash_loop_while_a_push_is_pending_rolls_back_on_the_third_start() {
         })
     })
     .await;
-    // Not asserted: that the retained `config/state` stays this report. The push's QoS 1
-    // redelivery after the restart (its PUBACK may not have left before the uplink moved or
-    // the kill) replaces it with `rejected` (known bug: the push's command row is never
-    // settled, so a later process takes the redelivery for an interrupted install, and a
-    // redelivery is validated again before it is recognised).
+    let got = r.retained_state().await;
+    assert_eq!(got["status"], "rolled_back", "{got}");
+    assert_eq!(got["push"]["version"], "v2", "{got}");
     // The old device set is polled again.
     wait_until("pcv1 read after the third start", WAIT, || {
         read_times(&r.gw, &r.sub, "pcv1")
