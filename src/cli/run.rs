@@ -125,11 +125,18 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut link = gw.link();
     loop {
+        let pending = owner.is_pending();
         tokio::select! {
             ask = signals.next() => if ask != SignalAsk::Reload { break },
             Some(job) = push_rx.recv() => {
                 owner.handle(job, &mut gw).await;
+                continue;
+            }
+            // A pending push is confirmed as soon as a PUBACK is seen, not at the next tick.
+            Ok(()) = link.changed(), if pending => {
+                owner.tick(&mut gw).await;
                 continue;
             }
             _ = tick.tick() => {

@@ -563,7 +563,11 @@ mod store_uplink_tests {
             l.warnings
         );
         for (tail, path, frag) in [
-            ("session = \"sometimes\"\n", "uplink.session", "unknown session mode"),
+            (
+                "session = \"sometimes\"\n",
+                "uplink.session",
+                "unknown session mode",
+            ),
             ("ack_timeout = \"1s\"\n", "uplink.ack_timeout", ""),
             ("linger = \"2h\"\n", "uplink.linger", ""),
             ("check_in = \"10s\"\n", "uplink.check_in", ""),

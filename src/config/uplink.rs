@@ -365,7 +365,12 @@ pub(crate) fn parse_uplink(
         Field::Absent => Some(SessionMode::Always),
         Field::Invalid => None,
     };
-    let linger = sec.duration(d, "linger", Duration::from_secs(1), Duration::from_secs(3600));
+    let linger = sec.duration(
+        d,
+        "linger",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    );
     let linger_span = linger.span();
     let linger = linger.or(Duration::from_secs(20));
     let check_in = sec.duration(
