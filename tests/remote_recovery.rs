@@ -10,6 +10,12 @@
 //! - A crash loop while a push is pending (simulated: kill -9 right after each start has found
 //!   the pending push) is undone by the third start, which reports `rolled_back` with the
 //!   crash-loop reason; the old device set is polled again.
+//! - A local edit + SIGHUP while a push is pending takes over: the push is reported
+//!   `rolled_back` naming the local edit, version `local`, and the edited config runs (its
+//!   device set is polled); nothing is rolled back over the edit at the deadline.
+//! - Requests over their size bound are answered: a 9 KiB command gets `too_large` under the
+//!   id it claims; a 300 KiB push gets `rejected` / `too_large` with the version it claims and
+//!   the `request_sha256` of its bytes (how `gasdtu push` recognises its own refusal).
 //! - With an untrusted wall clock (the daemon under libfaketime at a stale 2025 time, as a
 //!   gateway whose saved clock was restored at boot before NTP answered) a signed, allowed
 //!   write is refused with `clock_untrusted` and nothing is written on the wire, while a
@@ -413,4 +419,85 @@ async fn writes_are_refused_while_the_clock_is_untrusted() {
     assert_eq!(values[1]["quality"], "good", "{res}");
     // Requests run in order: the write was refused before the read ran, and nothing wrote.
     assert_eq!(tap.writes(), 0, "no write reached the device");
+}
+
+/// A local edit + SIGHUP while a push is pending: the person on site takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_edit_while_a_push_is_pending_takes_over() {
+    let r = rig("gw-edit").await;
+    // v1 moves the uplink to a dead broker: it stays pending (10 min window).
+    let v1 = pressure_config(
+        &r.gw,
+        r.dir.path(),
+        &r.pki,
+        dead_port(),
+        r.sim_port,
+        &["pcv1"],
+    );
+    r.push_pending("v1", &v1).await;
+    // On site: the engineer writes a config for the old broker polling pcv2, and reloads.
+    let local = pressure_config(
+        &r.gw,
+        r.dir.path(),
+        &r.pki,
+        r.broker.port,
+        r.sim_port,
+        &["pcv2"],
+    );
+    std::fs::write(&r.config, &local).unwrap();
+    common::signal(r.daemon.child.id(), "HUP");
+    let (state, _) = r.gw.state(&r.sub, "v1", "rolled_back", &r.log).await;
+    assert_eq!(state["version"], "local", "{state}");
+    assert_eq!(state["sha256"], sha_hex(&local), "{state}");
+    assert_eq!(state["push"]["sha256"], sha_hex(&v1), "{state}");
+    assert!(
+        state["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("edited locally") && m.contains("SIGHUP")),
+        "{state}"
+    );
+    // The edit runs (pcv2 polled, through the old broker), the file is the edit, and
+    // nothing is pending any more.
+    wait_until("pcv2 data after the reload", WAIT, || {
+        (r.gw.data_from(&r.sub, "pcv2") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&r.config).unwrap(), local);
+    assert!(!r.dir.path().join("state/config/pending.json").exists());
+    assert_eq!(r.gw.push_events(&r.sub, "v1", "rolled_back"), 1);
+}
+
+/// Oversized requests are answered under what they claim, never executed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_answered_too_large() {
+    let r = rig("gw-big").await;
+    // A command with a 9 KiB argument (the bound is 8 KiB for the whole payload).
+    let body = cmd_body(
+        "big-1",
+        r.gw.id,
+        gasdtu::time::now_ms() + 60_000,
+        "ack",
+        json!({"alarm": "x", "note": "n".repeat(9 * 1024)}),
+    );
+    r.ops
+        .publish(&r.gw.topic("cmd/req"), r.gw.signed_cmd(&body), false)
+        .await;
+    let res = r.gw.result(&r.sub, "big-1").await;
+    assert_eq!(res["status"], "refused", "{res}");
+    assert_eq!(res["error"]["code"], "too_large", "{res}");
+    // A 300 KiB push (the bound is 256 KiB).
+    let mut big = r.v0.clone();
+    big.push_str(&format!("\n# {}\n", "z".repeat(300 * 1024)));
+    let payload = r.gw.push("huge-1", &big, "10m");
+    assert!(payload.len() > 256 * 1024);
+    let request_sha = gasdtu::remote::sign::hex(&gasdtu::remote::sign::sha256(&payload));
+    r.ops
+        .publish(&r.gw.topic("config/set"), payload, false)
+        .await;
+    let (state, _) = r.gw.state(&r.sub, "huge-1", "rejected", &r.log).await;
+    assert_eq!(state["errors"][0]["code"], "too_large", "{state}");
+    assert_eq!(state["request_sha256"], request_sha, "{state}");
+    // Nothing changed, and the gateway still answers.
+    assert_eq!(std::fs::read_to_string(&r.config).unwrap(), r.v0);
+    r.gw.first_ping(&r.ops, &r.sub, "ping-after", &r.log).await;
 }

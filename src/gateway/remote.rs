@@ -198,7 +198,7 @@ async fn handle_push(
         let id = super::push::push_id(&push.version, &crate::remote::sign::hex(&push.sha256));
         let store = ctx.store.clone();
         if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || store.command_done(&id)).await {
-            tracing::info!(version = %push.version, "config push redelivered: already handled");
+            tracing::info!(version = %push.version, "config push already handled (redelivery): acknowledged before validation");
             inbound.ack();
             return;
         }
