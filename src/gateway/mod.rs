@@ -57,8 +57,13 @@ const BUS_STOP_GRACE: Duration = Duration::from_secs(10);
 /// After the pollers stopped, how long the consumer keeps retrying a failing store before it
 /// gives up and reports what it could not commit (systemd's TimeoutStopSec is 30 s).
 pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(8);
-/// Requests the forwarder may hand to the remote service before it leaves them unacknowledged.
-const REMOTE_INBOX: usize = 16;
+/// Requests the forwarder may hand to the remote service before it leaves them unacknowledged
+/// (and renews the session to get them again). Above mosquitto's default in-flight window (20
+/// QoS 1 messages towards a client), so a platform replaying a queue of offline commands does
+/// not force renewals (benches/remote_ops.rs: 100 queued commands cost 6 renewals at 16).
+/// Memory: at most this many requests of 8 KiB (commands) are held; pushes are one at a time
+/// in practice (each awaits the install before the next is taken).
+const REMOTE_INBOX: usize = 32;
 
 /// Bus name -> the running bus task's request entrance, shared by the interlocks and the bus
 /// proxy and replaced by every apply (a reload restarts the bus tasks).
