@@ -61,8 +61,9 @@ pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(8);
 /// (and renews the session to get them again). Above mosquitto's default in-flight window (20
 /// QoS 1 messages towards a client), so a platform replaying a queue of offline commands does
 /// not force renewals (benches/remote_ops.rs: 100 queued commands cost 6 renewals at 16).
-/// Memory: at most this many requests of 8 KiB (commands) are held; pushes are one at a time
-/// in practice (each awaits the install before the next is taken).
+/// Memory: commands are at most 8 KiB each (256 KiB for a full inbox); a flood of pushes
+/// (256 KiB each) could hold 8 MiB, which only a client allowed to publish on `config/set` can
+/// cause.
 const REMOTE_INBOX: usize = 32;
 
 /// Bus name -> the running bus task's request entrance, shared by the interlocks and the bus
