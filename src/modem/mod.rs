@@ -32,5 +32,11 @@
 //!    schedule.
 
 pub mod at;
+pub mod reply;
+pub mod signal;
+pub mod timers;
 
 pub use at::{AtParser, Event, Exchange, Final, Partial, Request, StreamError, Urc, UrcKind};
+pub use reply::ReplyError;
+pub use signal::Signal;
+pub use timers::Timer;
