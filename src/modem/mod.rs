@@ -36,6 +36,7 @@ pub mod at;
 pub mod profile;
 pub mod reply;
 pub mod signal;
+pub mod socket_cmd;
 pub mod timeouts;
 pub mod timers;
 
