@@ -178,6 +178,27 @@ fn cases() -> Vec<Case> {
             vec![Event::Empty, x("AT+QIRD=0,1500", &["+QIRD: 0"], Final::Ok)],
         ),
         (
+            "QIRD query form and UDP form",
+            vec![
+                (req("AT+QIRD=0,0"), b"\r\n+QIRD: 5,5,0\r\n\r\nOK\r\n"),
+                (
+                    req("AT+QIRD=1,1500"),
+                    b"\r\n+QIRD: 2,\"127.0.0.1\",8883\r\nhi\r\n\r\nOK\r\n",
+                ),
+            ],
+            vec![
+                Event::Empty,
+                x("AT+QIRD=0,0", &["+QIRD: 5,5,0"], Final::Ok),
+                Event::Empty,
+                xd(
+                    "AT+QIRD=1,1500",
+                    &["+QIRD: 2,\"127.0.0.1\",8883"],
+                    b"hi",
+                    Final::Ok,
+                ),
+            ],
+        ),
+        (
             "push-mode recv URC with data, inside an exchange",
             vec![(
                 req("AT+QCSQ"),
