@@ -89,7 +89,7 @@ impl<'a> Fields<'a> {
             match c {
                 '"' => quoted = !quoted,
                 ',' if !quoted => {
-                    items.push(unquote(&body[start..i]));
+                    items.push(body[start..i].trim());
                     start = i + 1;
                     if items.len() >= MAX_FIELDS {
                         return Err(ReplyError::TooManyFields { reply });
@@ -98,7 +98,7 @@ impl<'a> Fields<'a> {
                 _ => {}
             }
         }
-        items.push(unquote(&body[start..]));
+        items.push(body[start..].trim());
         Ok(Fields { reply, items })
     }
 
@@ -106,9 +106,17 @@ impl<'a> Fields<'a> {
         self.items.len()
     }
 
-    /// Field `i`, `None` when absent or empty.
+    /// Field `i` without its quotes, `None` when absent or empty.
     pub(crate) fn opt(&self, i: usize) -> Option<&'a str> {
-        self.items.get(i).copied().filter(|s| !s.is_empty())
+        self.items
+            .get(i)
+            .map(|s| unquote(s))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Whether field `i` is a quoted string (`"1A2D"` is a TAC, never a number).
+    pub(crate) fn is_quoted(&self, i: usize) -> bool {
+        self.items.get(i).is_some_and(|s| s.starts_with('"'))
     }
 
     pub(crate) fn str(&self, i: usize, field: &'static str) -> Result<&'a str, ReplyError> {
@@ -231,6 +239,25 @@ pub fn cereg_reply(line: &str) -> Result<Registration, ReplyError> {
     registration(&f, 1, Some(n))
 }
 
+/// The reply among the lines of an `AT+CEREG?` exchange. A registration URC that arrived
+/// while the query was in flight is also a `+CEREG:` line there (the demultiplexer cannot tell
+/// them apart); it has no `<n>` and never parses as the reply, so the last line that does is
+/// the answer.
+pub fn cereg_reply_lines(lines: &[String]) -> Result<Registration, ReplyError> {
+    let mut last = Err(ReplyError::NoLine { reply: "CEREG" });
+    for line in lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("+CEREG:"))
+    {
+        match cereg_reply(line) {
+            Ok(r) => last = Ok(r),
+            Err(e) if last.is_err() => last = Err(e),
+            Err(_) => {}
+        }
+    }
+    last
+}
+
 /// The registration URC: `+CEREG: <stat>[,"<tac>","<ci>",<act>...]` (no `<n>`).
 pub fn cereg_urc(line: &str) -> Result<Registration, ReplyError> {
     let f = Fields::split("CEREG", body("CEREG", "+CEREG:", line)?)?;
@@ -238,6 +265,9 @@ pub fn cereg_urc(line: &str) -> Result<Registration, ReplyError> {
 }
 
 fn registration(f: &Fields, at: usize, n: Option<u8>) -> Result<Registration, ReplyError> {
+    if f.is_quoted(at) {
+        return Err(ReplyError::bad("CEREG", "stat", f.str(at, "stat")?));
+    }
     let stat = RegStatus::from_code(f.num(at, "stat")?);
     let tac = f
         .opt_hex(at + 1, "tac")?
@@ -250,7 +280,7 @@ fn registration(f: &Fields, at: usize, n: Option<u8>) -> Result<Registration, Re
     let rest = f.len().saturating_sub(at + 4);
     let (cause_at, timers_at) = match rest {
         0 => (None, None),
-        2 if f.opt(at + 4).is_some_and(|s| s.len() == 8) => (None, Some(at + 4)),
+        2 if f.is_quoted(at + 4) => (None, Some(at + 4)),
         2 => (Some(at + 4), None),
         _ => (Some(at + 4), Some(at + 6)),
     };

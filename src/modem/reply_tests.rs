@@ -76,6 +76,29 @@ fn cereg_reply_forms() {
 }
 
 #[test]
+fn cereg_reply_among_urcs() {
+    let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let got = cereg_reply_lines(&lines(&[
+        "+CEREG: 1",
+        "+CEREG: 2,1,\"1A2D\",\"01A2D001\",9",
+        "+CEREG: 5,\"1A2D\",\"01A2D001\",9",
+        "+CEREG: 1,\"0012\",\"01A2D001\",9",
+    ]));
+    assert_eq!(got.map(|r| (r.n, r.stat)), Ok((Some(2), RegStatus::Home)));
+    assert_eq!(
+        cereg_reply_lines(&lines(&["+CEREG: 1"])),
+        Err(ReplyError::Missing {
+            reply: "CEREG",
+            field: "stat"
+        })
+    );
+    assert_eq!(
+        cereg_reply_lines(&[]),
+        Err(ReplyError::NoLine { reply: "CEREG" })
+    );
+}
+
+#[test]
 fn cereg_urc_forms() {
     assert_eq!(cereg_urc("+CEREG:1"), Ok(reg(None, RegStatus::Home)));
     assert_eq!(cereg_urc("+CEREG: 2"), Ok(reg(None, RegStatus::Searching)));
@@ -104,6 +127,10 @@ fn errors_name_reply_and_field() {
         (
             cereg_urc("+CEREG: 1,\"12345\"").map(drop),
             ReplyError::bad("CEREG", "tac", "74565"),
+        ),
+        (
+            cereg_reply("+CEREG: 1,\"0012\",\"01A2D001\",9").map(drop),
+            ReplyError::bad("CEREG", "stat", "0012"),
         ),
         (
             cereg_reply("+CEREG: 2").map(drop),
