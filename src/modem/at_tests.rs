@@ -339,6 +339,58 @@ fn transcripts() {
     }
 }
 
+/// A URC inserted at any line boundary of any reply (between the echo, the information lines
+/// and the final result) is reported as a URC and leaves the exchange unchanged.
+#[test]
+fn urc_at_every_line_boundary() {
+    let inserted = b"\r\n+CTZV: +32\r\n";
+    let strip = |evs: Vec<Event>| -> Vec<Event> {
+        evs.into_iter()
+            .filter(|e| !matches!(e, Event::Empty))
+            .collect()
+    };
+    let mut checked = 0;
+    for (name, steps, want) in cases() {
+        let binary = steps.iter().any(|(r, b)| {
+            r.as_ref().is_some_and(|r| r.expects_prompt)
+                || b.windows(6).any(|w| w == b"+QIRD:" || w == b"\"recv\"")
+        });
+        if binary {
+            continue;
+        }
+        let want = strip(want);
+        for (k, (_, bytes)) in steps.iter().enumerate() {
+            for cut in (0..=bytes.len()).filter(|&c| c == 0 || bytes[c - 1] == b'\n') {
+                let mut p = AtParser::new();
+                let mut got = Vec::new();
+                for (j, (req, b)) in steps.iter().enumerate() {
+                    if let Some(r) = req {
+                        p.begin(r.clone());
+                    }
+                    if j == k {
+                        got.extend(p.feed(&b[..cut]));
+                        got.extend(p.feed(inserted));
+                        got.extend(p.feed(&b[cut..]));
+                    } else {
+                        got.extend(p.feed(b));
+                    }
+                }
+                let got = strip(got);
+                let extra = urc("+CTZV: +32");
+                let at = got.iter().position(|e| *e == extra);
+                let Some(at) = at else {
+                    panic!("{name}: step {k} cut {cut}: no URC in {got:?}")
+                };
+                let mut rest = got.clone();
+                rest.remove(at);
+                assert_eq!(rest, want, "{name}: step {k} cut {cut}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "{checked}");
+}
+
 #[test]
 fn bare_crlf_after_sleep_then_abort() {
     let mut p = AtParser::new();
