@@ -256,24 +256,29 @@ fn clock_and_zone() {
         ctzv("+CTZV: +32"),
         Ok(TimeZone {
             tz_quarter_hours: 32,
-            dst: None
+            dst: None,
+            utc_ms: None
         })
     );
     assert_eq!(
-        ctzv("+CTZV:-20"),
+        ctzv("+CTZV:\"-20\""),
         Ok(TimeZone {
             tz_quarter_hours: -20,
-            dst: None
+            dst: None,
+            utc_ms: None
         })
     );
     assert_eq!(
-        ctzv("+CTZE: \"+32\",0,\"2026/12/02,03:30:00\""),
+        ctzv("+CTZE: \"+32\",0,\"2026/12/02,11:30:00\""),
         Ok(TimeZone {
             tz_quarter_hours: 32,
-            dst: Some(0)
+            dst: Some(0),
+            utc_ms: Some(utc)
         })
     );
     assert!(ctzv("+CTZV: +120").is_err());
+    assert!(ctzv("+CTZE: \"+32\",0,\"2026/13/02,11:30:00\"").is_err());
+    assert!(cclk("+CCLK: \"26/+1/02,11:30:00\"").is_err());
 }
 
 #[test]
