@@ -11,6 +11,7 @@ pub mod config;
 pub mod gateway;
 pub mod modbus;
 pub mod model;
+pub mod modem;
 pub mod outbox;
 pub mod remote;
 pub mod report;

@@ -1,0 +1,42 @@
+//! The NB-IoT modem's pure core (issue 11): everything about talking AT to a module that can be
+//! decided without a port or a clock. `at` splits the byte stream into command replies, URCs
+//! and binary payloads; `reply` turns reply lines into typed values (registration, signal,
+//! time, PSM/eDRX timers) and encodes the timer bits for the setters; `profile` is the table of
+//! known modules (detection from ATI / AT+CGMM / AT+CGMR, and per module: echo default, signal
+//! command, reset command and boot marker, socket dialect, limits, per-command timeouts);
+//! `socket_cmd` builds and parses the socket commands of each dialect (NSO*, QI*, CSO*). The
+//! dialects are those of docs/dev/modem-dialects.md. No file here does I/O, uses tokio or
+//! reads a clock; the task that owns the serial port (not here) drives them.
+//!
+//! Intended engine loop (one task owning the port, with a CancellationToken):
+//! 1. Keep one `at::AtParser`. Before writing a command, `parser.begin(Request::new(text))`
+//!    (`Request::with_prompt` for `AT+QISEND=...`), look up its timeout with
+//!    `profile::timeout_for(text)`, then write `text` + "\r". If the module has been idle
+//!    longer than its sleep timer, send a bare "AT" first to wake it.
+//! 2. `select!` on: port readable (feed every chunk: `for ev in parser.feed(&buf[..n])`), the
+//!    command's deadline, the request channel, cancellation.
+//!    - `Event::Exchange(x)`: the command's reply; hand `x.lines` to the `reply` parser for the
+//!      command (or `socket_cmd`) and answer the requester. `Final::Prompt`: write the payload
+//!      and `parser.begin(Request::payload())`; its exchange ends with `SEND OK`/`SEND FAIL`.
+//!    - `Event::Urc(u)`: dispatch on `u.kind`: `Cereg` -> `reply::parse_cereg` into the link
+//!      state; socket URCs -> `socket_cmd::parse_urc` (pushed data is in `u.data` or hex in the
+//!      line); `Boot` -> the module restarted (sockets gone; re-run the init sequence);
+//!      `None` kind -> log at debug.
+//!    - `Event::Empty`: note only; `Event::Error(e)`: log and count.
+//! 3. On the deadline: `parser.abort()` returns a `Partial`. `blank_only` is the after-sleep
+//!    quirk: retry once (only safe commands such as AT, queries, ATE0); `silent` repeatedly is
+//!    a hang: climb the reset ladder (CFUN=0/1, then the profile's reset command, waiting for
+//!    its boot marker up to `profile::BOOT_TIMEOUT`, then the power-cycle GPIO).
+//! 4. After a reboot, reconnecting or a detection run: ATE0 (so echo no longer matters),
+//!    `ATI` -> `profile::detect`, `AT+CEREG=<n>`, then the profile's signal command on a
+//!    schedule.
+
+pub mod at;
+pub mod reply;
+pub mod signal;
+pub mod timers;
+
+pub use at::{AtParser, Event, Exchange, Final, Partial, Request, StreamError, Urc, UrcKind};
+pub use reply::ReplyError;
+pub use signal::Signal;
+pub use timers::Timer;

@@ -1,0 +1,1 @@
+//! Table tests of the modem core: command in, reply text out.
