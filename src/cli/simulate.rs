@@ -525,6 +525,54 @@ mod tests {
     }
 
     #[test]
+    fn modem_flags() {
+        let a = args(&[
+            "--modem",
+            "bc95",
+            "--modem-port",
+            "/tmp/x",
+            "--modem-rtt",
+            "0.5s",
+            "--modem-fault",
+            "sleep:10s",
+            "--modem-control",
+            "/tmp/x.ctl",
+        ]);
+        let cfg = modem_config(&a).unwrap().unwrap();
+        assert_eq!(cfg.settings.model, Model::Bc95);
+        assert_eq!(cfg.link.rtt, Duration::from_millis(500));
+        assert_eq!(cfg.link.up_bps, 12_000);
+        assert_eq!(cfg.link.down_bps, 8_000);
+        assert_eq!(cfg.settings.register_delay, Duration::from_secs(2));
+        assert_eq!(cfg.settings.faults.len(), 1);
+        assert!(
+            modem_config(&args(&["--device", "1:a", "--tcp", "127.0.0.1:0"]))
+                .unwrap()
+                .is_none()
+        );
+        let bad_fault = args(&["--modem", "bg96", "--modem-port", "p", "--modem-fault", "x"]);
+        assert!(modem_config(&bad_fault).is_err());
+        for argv in [
+            &["--modem", "bg96"][..],
+            &["--modem", "nokia", "--modem-port", "p"],
+            &["--modem", "bg96", "--modem-port", "p", "--modem-rtt", "3s"],
+            &[
+                "--modem",
+                "bg96",
+                "--modem-port",
+                "p",
+                "--modem-rtt",
+                "100ms",
+            ],
+            &["--modem-port", "p", "--device", "1:a"],
+        ] {
+            let parsed =
+                Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied()));
+            assert!(parsed.is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
     fn refuses_bad_flags() {
         for argv in [
             &["--device", "x:evc"][..],

@@ -3,7 +3,8 @@
 //! and binary payloads; `reply` turns reply lines into typed values (registration, signal,
 //! time, PSM/eDRX timers) and encodes the timer bits for the setters; `profile` is the table of
 //! known modules (detection from ATI / AT+CGMM / AT+CGMR, and per module: echo default, signal
-//! command, reset command and boot marker, socket dialect, limits, per-command timeouts);
+//! command, reset command and boot marker, socket dialect, limits); `timeouts` the per-command
+//! timeout table;
 //! `socket_cmd` builds and parses the socket commands of each dialect (NSO*, QI*, CSO*). The
 //! dialects are those of docs/dev/modem-dialects.md. No file here does I/O, uses tokio or
 //! reads a clock; the task that owns the serial port (not here) drives them.
@@ -11,7 +12,7 @@
 //! Intended engine loop (one task owning the port, with a CancellationToken):
 //! 1. Keep one `at::AtParser`. Before writing a command, `parser.begin(Request::new(text))`
 //!    (`Request::with_prompt` for `AT+QISEND=...`), look up its timeout with
-//!    `profile::timeout_for(text)`, then write `text` + "\r". If the module has been idle
+//!    `timeouts::timeout_for(text)`, then write `text` + "\r". If the module has been idle
 //!    longer than its sleep timer, send a bare "AT" first to wake it.
 //! 2. `select!` on: port readable (feed every chunk: `for ev in parser.feed(&buf[..n])`), the
 //!    command's deadline, the request channel, cancellation.
@@ -26,17 +27,21 @@
 //! 3. On the deadline: `parser.abort()` returns a `Partial`. `blank_only` is the after-sleep
 //!    quirk: retry once (only safe commands such as AT, queries, ATE0); `silent` repeatedly is
 //!    a hang: climb the reset ladder (CFUN=0/1, then the profile's reset command, waiting for
-//!    its boot marker up to `profile::BOOT_TIMEOUT`, then the power-cycle GPIO).
+//!    its boot marker up to `timeouts::BOOT`, then the power-cycle GPIO).
 //! 4. After a reboot, reconnecting or a detection run: ATE0 (so echo no longer matters),
 //!    `ATI` -> `profile::detect`, `AT+CEREG=<n>`, then the profile's signal command on a
 //!    schedule.
 
 pub mod at;
+pub mod profile;
 pub mod reply;
 pub mod signal;
+pub mod timeouts;
 pub mod timers;
 
 pub use at::{AtParser, Event, Exchange, Final, Partial, Request, StreamError, Urc, UrcKind};
+pub use profile::{detect, Profile, SignalCommand, SocketDialect};
 pub use reply::ReplyError;
 pub use signal::Signal;
+pub use timeouts::timeout_for;
 pub use timers::Timer;

@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn reports_per_model() {
         let s = Signal::default();
-        assert_eq!(s.csq(true), "22,99");
+        assert_eq!(s.csq(true), "20,99");
         assert_eq!(s.csq(false), "99,99");
         assert_eq!(s.cesq(true), "99,99,255,255,18,56");
         let n = s.nuestats(true);
