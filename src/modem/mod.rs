@@ -45,3 +45,10 @@ pub use reply::ReplyError;
 pub use signal::Signal;
 pub use timeouts::timeout_for;
 pub use timers::Timer;
+
+pub mod engine;
+pub mod ladder;
+pub mod power;
+pub mod supervisor;
+
+pub use engine::{AtEngine, AtError, AtHandle, EngineOptions};
