@@ -49,6 +49,9 @@ pub use timers::Timer;
 pub mod engine;
 pub mod ladder;
 pub mod power;
+pub mod status;
 pub mod supervisor;
 
 pub use engine::{AtEngine, AtError, AtHandle, EngineOptions};
+pub use status::{health_json, ModemStatus};
+pub use supervisor::{ModemSupervisor, SupervisorOptions};

@@ -1,0 +1,282 @@
+//! The AT engine and the modem supervisor against the real module simulator
+//! (`gasdtu simulate --modem <model>`) on a pty pair: detection of each simulated model,
+//! registration, signal sampling, URCs inside replies, and a hang recovered by the reset ladder
+//! climbing to a power cycle (a command that writes `power-cycle` to the simulator's control
+//! socket). Every wait is on the status watch (or an event) with a deadline.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{gasdtu, Proc, PtyPair};
+use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch};
+use gasdtu::modem::status::ModemState;
+use gasdtu::modem::{
+    AtEngine, AtHandle, EngineOptions, ModemStatus, ModemSupervisor, SupervisorOptions, UrcKind,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+struct Sim {
+    _proc: Proc,
+    _pty: PtyPair,
+    ctl: PathBuf,
+    port: PathBuf,
+}
+
+fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> Sim {
+    let pty = PtyPair::new(dir, model);
+    let ctl = dir.join(format!("{model}.ctl"));
+    let mut cmd = Command::new(gasdtu());
+    cmd.args(["simulate", "--modem", model, "--modem-port"])
+        .arg(&pty.a)
+        .arg("--modem-control")
+        .arg(&ctl)
+        .args(["--modem-register-delay", "1s", "--seed", "7"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for f in faults {
+        cmd.args(["--modem-fault", f]);
+    }
+    let proc = Proc::spawn("modem simulator", &mut cmd);
+    common::wait_for("the modem control socket", Duration::from_secs(10), || {
+        ctl.exists().then_some(())
+    });
+    Sim {
+        _proc: proc,
+        port: pty.b.clone(),
+        _pty: pty,
+        ctl,
+    }
+}
+
+fn control(ctl: &Path, line: &str) -> String {
+    let mut s = UnixStream::connect(ctl).expect("connect to the modem control socket");
+    s.write_all(format!("{line}\n").as_bytes())
+        .expect("write a control line");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the control reply");
+    out.trim().to_string()
+}
+
+struct Running {
+    at: AtHandle,
+    status: watch::Receiver<ModemStatus>,
+    events: mpsc::Receiver<serde_json::Value>,
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn start(cfg: ModemConfig) -> Running {
+    let stop = CancellationToken::new();
+    let (engine, at) = AtEngine::new(
+        cfg.port.clone(),
+        cfg.baud,
+        EngineOptions {
+            wake_after: Duration::from_secs(20),
+            timeout_scale: 0.3,
+        },
+    );
+    let (tx, status) = watch::channel(ModemStatus::default());
+    let (ev_tx, events) = mpsc::channel(64);
+    let sup = ModemSupervisor::new(
+        cfg,
+        at.clone(),
+        SupervisorOptions {
+            poll_every: Duration::from_secs(2),
+            poll_fast: Duration::from_millis(300),
+            boot_timeout: Duration::from_secs(4),
+            min_gap: Duration::from_millis(300),
+            max_gap: Duration::from_secs(2),
+        },
+        Arc::new(tx),
+        Some(ev_tx),
+    );
+    tokio::spawn(engine.run(stop.clone()));
+    tokio::spawn(sup.run(stop.clone()));
+    Running {
+        at,
+        status,
+        events,
+        stop,
+    }
+}
+
+fn config(port: &Path) -> ModemConfig {
+    let mut c = ModemConfig::new(ModemMode::Os, port.display().to_string());
+    c.baud = 115_200;
+    c.signal_every = Duration::from_secs(2);
+    c.register_within = Duration::from_secs(600);
+    c
+}
+
+async fn wait_status(
+    rx: &mut watch::Receiver<ModemStatus>,
+    what: &str,
+    deadline: Duration,
+    pred: impl FnMut(&ModemStatus) -> bool,
+) -> ModemStatus {
+    let got = match tokio::time::timeout(deadline, rx.wait_for(pred)).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        Ok(Err(_)) => panic!("status channel closed waiting for {what}"),
+        Err(_) => None,
+    };
+    match got {
+        Some(s) => s,
+        None => panic!(
+            "timed out after {deadline:?} waiting for {what}; status: {}",
+            serde_json::to_string_pretty(&*rx.borrow()).unwrap_or_default()
+        ),
+    }
+}
+
+async fn ready(r: &mut Running, model: &str) -> ModemStatus {
+    wait_status(
+        &mut r.status,
+        &format!("{model}: detected, registered, attached, signal sampled"),
+        Duration::from_secs(30),
+        |s| {
+            s.model.as_deref() == Some(model)
+                && s.link_up
+                && s.state == ModemState::Registered
+                && s.signal.is_some_and(|g| g.rsrp_dbm.is_some())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A "+CEREG" URC inside every reply, and more at random moments.
+    let sim = start_sim(dir.path(), "bg96", &["urc:1s"]);
+    let mut r = start(config(&sim.port));
+    let mut urcs = r.at.urcs();
+    let s = ready(&mut r, "bg96").await;
+    let reg = s.registration.expect("registration");
+    assert!(matches!(reg.stat.as_str(), "home" | "roaming"), "{reg:?}");
+    assert!(reg.tac.is_some() && reg.ci.is_some(), "{reg:?}");
+    let sig = s.signal.expect("signal");
+    assert!(sig.rsrp_dbm.is_some() && sig.sinr_db.is_some(), "{sig:?}");
+    assert!(s.sampled_at_ms.is_some());
+    // Commands keep getting their own replies while URCs interleave.
+    for _ in 0..5 {
+        let x = r.at.call("AT+QCSQ").await.expect("AT+QCSQ");
+        assert!(x.lines.iter().all(|l| l.starts_with("+QCSQ:")), "{x:?}");
+    }
+    let urc = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(u) = urcs.recv().await {
+                if u.kind == Some(UrcKind::Cereg) {
+                    return u;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a +CEREG URC within 10 s");
+    assert!(urc.line.starts_with("+CEREG:"));
+    // The registration event was emitted.
+    let ev = tokio::time::timeout(Duration::from_secs(5), r.events.recv())
+        .await
+        .expect("an event")
+        .expect("event channel open");
+    assert_eq!(ev["event"], "modem_registration", "{ev}");
+    // A CME error is an error, not a hang.
+    let e = r.at.call("AT+NOSUCH").await.expect_err("unknown command");
+    assert!(!e.unresponsive(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc95_no_space_replies_and_echo_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let mut r = start(config(&sim.port));
+    let s = ready(&mut r, "bc95").await;
+    let sig = s.signal.expect("signal");
+    // From NUESTATS: tenths of dBm, ECL and the decimal cell id.
+    assert!(
+        sig.rsrp_dbm.is_some() && sig.ecl.is_some() && sig.cell_id.is_some(),
+        "{sig:?}"
+    );
+    let x = r.at.call("AT+CEREG?").await.expect("AT+CEREG?");
+    assert!(x.lines[0].starts_with("+CEREG:"), "{x:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim7020_detection_and_ceng_signal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut r = start(config(&sim.port));
+    let s = ready(&mut r, "sim7020").await;
+    let sig = s.signal.expect("signal");
+    assert!(sig.rsrp_dbm.is_some() && sig.earfcn.is_some(), "{sig:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.power = Some(PowerConfig {
+        switch: PowerSwitch::Command(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "echo power-cycle | socat - UNIX-CONNECT:{}",
+                sim.ctl.display()
+            ),
+        ]),
+        off_for: Duration::from_millis(100),
+        max_power_cycles_per_day: 6,
+    });
+    let mut r = start(cfg);
+    ready(&mut r, "bg96").await;
+    assert_eq!(control(&sim.ctl, "hang"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a power cycle",
+        Duration::from_secs(60),
+        |s| {
+            s.ladder
+                .last
+                .as_ref()
+                .is_some_and(|l| l.step == gasdtu::modem::ladder::Step::PowerCycle)
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.power_cycles_today, 1, "{s:?}");
+    let s = wait_status(
+        &mut r.status,
+        "registered again after the power cycle",
+        Duration::from_secs(30),
+        |s| s.link_up && s.state == ModemState::Registered && s.ladder.step.is_none(),
+    )
+    .await;
+    let last = s.ladder.last.expect("last step");
+    assert_eq!(last.outcome, "ok", "{last:?}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&control(&sim.ctl, "stats")).expect("stats JSON");
+    assert_eq!(stats["power_cycles"], 1, "{stats}");
+    // The module answers again.
+    r.at.call("AT").await.expect("AT after the power cycle");
+    // Events: the steps in order (registration events in between are skipped).
+    let mut steps = Vec::new();
+    while let Ok(ev) = r.events.try_recv() {
+        if ev["event"] == "modem_reset" {
+            assert_eq!(ev["reason"], "unresponsive", "{ev}");
+            steps.push(ev["step"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(steps, ["module_reset", "power_cycle"]);
+}
