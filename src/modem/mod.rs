@@ -62,3 +62,5 @@ pub mod supervisor;
 pub use engine::{AtEngine, AtError, AtHandle, EngineOptions};
 pub use status::{health_json, ModemStatus};
 pub use supervisor::{ModemSupervisor, SupervisorOptions};
+pub mod bridge;
+pub use bridge::SocketBridge;
