@@ -20,10 +20,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{
-    mutual_tls_broker, ops_toml, run_gasdtu, simulate_tcp, start_daemon, wait_until, ModbusTap,
-    Ran, Subscriber,
-};
+use common::remote::{ops_toml, run_gasdtu, start_daemon, valve_device, GwConfig, Ran};
+use common::{mutual_tls_broker, simulate_tcp, wait_until, ModbusTap, Subscriber};
 use gasdtu::remote::sign;
 
 const GW: &str = "gw-oc";
@@ -35,39 +33,18 @@ fn config_text(
     modbus: u16,
     public: &[u8; 32],
 ) -> String {
-    format!(
-        r#"[gateway]
-id = "{GW}"
-state_dir = "{state}"
-
-[buses.lan]
-kind = "tcp"
-host = "127.0.0.1"
-port = {modbus}
-timeout = "500ms"
-
-[devices.pcv1]
-bus = "lan"
-unit = 1
-poll = "1s"
-points.pressure = {{ table = "holding", address = 2, type = "f32", scale = 100.0 }}
-points.valve = {{ table = "coil", address = 10, type = "bit", writable = true }}
-points.spare = {{ table = "coil", address = 11, type = "bit", writable = true }}
-
-{uplink}reconnect_min = "200ms"
-reconnect_max = "1s"
-max_payload = 16384
-
-[remote]
-keys = ["{public}"]
-
-[remote.writes]
-"pcv1.valve" = {{}}
-"#,
-        state = dir.join("state").display(),
-        uplink = pki.uplink_toml(broker),
-        public = sign::public_key_base64(public),
-    )
+    GwConfig {
+        gw: GW,
+        dir,
+        pki,
+        broker_port: broker,
+        modbus_port: modbus,
+        public,
+        bus_timeout: "500ms",
+        devices: &valve_device("1s", false),
+        writes: "\"pcv1.valve\" = {}\n",
+    }
+    .text()
 }
 
 fn args(ops: &Path, rest: &[&str]) -> Vec<String> {

@@ -23,57 +23,40 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{
-    mutual_tls_broker, simulate_tcp, start_daemon, wait_until, ModbusTap, Publisher, Subscriber,
-};
+use common::remote::{cmd_body as body, start_daemon, valve_device, GwConfig, RemoteGw};
+use common::{mutual_tls_broker, simulate_tcp, wait_until, ModbusTap, Publisher, Subscriber};
 use gasdtu::remote::request::envelope;
 use gasdtu::remote::sign::{self, Kind, SigningKey};
 use gasdtu::time::now_ms;
 use serde_json::{json, Value};
 
 const GW: &str = "gw-rc";
-const ROOT: &str = "gasdtu/gw-rc";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn body(id: &str, gw: &str, expires_ms: i64, op: &str, args: Value) -> String {
-    json!({"id": id, "gw": gw, "expires": expires_ms, "op": op, "args": args}).to_string()
-}
-
-fn signed(key: &SigningKey, b: &str) -> Vec<u8> {
-    envelope(b, Some((key, Kind::Cmd, GW)))
-}
-
-/// Every message on `<root>/#`, decoded as JSON (others skipped), with its topic suffix.
-fn seen(sub: &Subscriber) -> Vec<(String, Value)> {
-    sub.snapshot()
-        .into_iter()
-        .filter_map(|m| {
-            let suffix = m.topic.strip_prefix(&format!("{ROOT}/"))?.to_string();
-            Some((suffix, serde_json::from_slice(&m.payload).ok()?))
-        })
-        .collect()
-}
-
-fn results(sub: &Subscriber, id: &str) -> Vec<Value> {
-    seen(sub)
-        .into_iter()
-        .filter(|(t, v)| t == "cmd/res" && v["id"] == id)
-        .map(|(_, v)| v)
-        .collect()
-}
-
-async fn result(sub: &Subscriber, id: &str) -> Value {
-    wait_until(&format!("the result of {id}"), WAIT, || {
-        results(sub, id).into_iter().next()
-    })
-    .await
-}
-
-/// Publish `payload` on cmd/req and wait for the result of `id`.
-async fn ask(ops: &Publisher, sub: &Subscriber, id: &str, payload: Vec<u8>) -> Value {
-    ops.publish(&format!("{ROOT}/cmd/req"), payload, false)
-        .await;
-    result(sub, id).await
+/// The daemon's config: one simulated device behind `modbus_port` with a valve (coil), a
+/// spare coil and a setpoint (u16), all writable; `[remote]` with `public`, and
+/// `[remote.writes]` allowing the valve and the setpoint (1..=100).
+fn config_text(
+    dir: &Path,
+    pki: &common::Pki,
+    broker: u16,
+    modbus_port: u16,
+    public: &[u8; 32],
+    timeout: &str,
+    poll: &str,
+) -> String {
+    GwConfig {
+        gw: GW,
+        dir,
+        pki,
+        broker_port: broker,
+        modbus_port,
+        public,
+        bus_timeout: timeout,
+        devices: &valve_device(poll, true),
+        writes: "\"pcv1.valve\" = {}\n\"pcv1.setpoint\" = { min = 1, max = 100 }\n",
+    }
+    .text()
 }
 
 fn assert_refused(r: &Value, status: &str, code: &str) {
@@ -104,19 +87,16 @@ impl XorShift {
 
 /// ~200 malformed or hostile payloads: byte flips, truncations and insertions of a valid
 /// signed envelope (returned first, to be run before the batch), wrong JSON types, bodies that are not commands, oversized payloads.
-fn malformed(key: &SigningKey, seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+fn malformed(gw: &RemoteGw, seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     let mut rng = XorShift(seed);
     let exp = now_ms() + 60_000;
-    let good = signed(
-        key,
-        &body(
-            "fz",
-            GW,
-            exp,
-            "write",
-            json!({"point": "pcv1.valve", "value": false}),
-        ),
-    );
+    let good = gw.signed_cmd(&body(
+        "fz",
+        GW,
+        exp,
+        "write",
+        json!({"point": "pcv1.valve", "value": false}),
+    ));
     let mut out: Vec<Vec<u8>> = vec![
         Vec::new(),
         b"null".to_vec(),
@@ -130,38 +110,29 @@ fn malformed(key: &SigningKey, seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
         br#"{"v":1,"body":"x","key":"zz","sig":"AAAA"}"#.to_vec(),
         br#"{"v":1,"body":"x","v":1}"#.to_vec(),
         vec![b'{'; 9000],
-        signed(key, "not json"),
-        signed(
-            key,
-            r#"{"id":"fz-a","gw":"gw-rc","expires":1,"op":"write"}"#,
-        ),
-        signed(key, &body("fz-b", GW, exp, "reboot", json!({}))),
-        signed(
-            key,
-            &body("fz-c", GW, exp, "write", json!({"point": "pcv1.valve"})),
-        ),
-        signed(key, &body("fz-d", GW, exp, "read", json!({"points": []}))),
-        signed(
-            key,
-            &body("fz-e", GW, exp, "read", json!({"points": ["nodot"]})),
-        ),
-        signed(
-            key,
-            &body("fz-f", GW, exp, "ack", json!({"occurrence": -1})),
-        ),
-        signed(
-            key,
-            &body(
-                "fz-g",
-                GW,
-                exp,
-                "resend",
-                json!({"device": "pcv1", "from": 0, "to": 1}),
-            ),
-        ),
-        signed(key, &body(&"x".repeat(65), GW, exp, "ping", json!({}))),
-        signed(key, &body("fz-h", GW, i64::MAX, "ping", json!({}))),
-        signed(key, &body("fz-i", GW, exp, "ping", json!({"extra": 1}))),
+        gw.signed_cmd("not json"),
+        gw.signed_cmd(r#"{"id":"fz-a","gw":"gw-rc","expires":1,"op":"write"}"#),
+        gw.signed_cmd(&body("fz-b", GW, exp, "reboot", json!({}))),
+        gw.signed_cmd(&body(
+            "fz-c",
+            GW,
+            exp,
+            "write",
+            json!({"point": "pcv1.valve"}),
+        )),
+        gw.signed_cmd(&body("fz-d", GW, exp, "read", json!({"points": []}))),
+        gw.signed_cmd(&body("fz-e", GW, exp, "read", json!({"points": ["nodot"]}))),
+        gw.signed_cmd(&body("fz-f", GW, exp, "ack", json!({"occurrence": -1}))),
+        gw.signed_cmd(&body(
+            "fz-g",
+            GW,
+            exp,
+            "resend",
+            json!({"device": "pcv1", "from": 0, "to": 1}),
+        )),
+        gw.signed_cmd(&body(&"x".repeat(65), GW, exp, "ping", json!({}))),
+        gw.signed_cmd(&body("fz-h", GW, i64::MAX, "ping", json!({}))),
+        gw.signed_cmd(&body("fz-i", GW, exp, "ping", json!({"extra": 1}))),
     ];
     while out.len() < 200 {
         let mut p = good.clone();
@@ -189,99 +160,14 @@ fn malformed(key: &SigningKey, seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     (good, out)
 }
 
-/// Ping (ids `<prefix>0`, `<prefix>1`, ...) until one is answered: the daemon's subscription
-/// exists once its first session is up. Panics with the daemon's log after 30 tries.
-async fn first_ping(
-    ops: &Publisher,
-    sub: &Subscriber,
-    key: &SigningKey,
-    prefix: &str,
-    log: &Path,
-) -> Value {
-    for n in 0..30 {
-        let id = format!("{prefix}{n}");
-        ops.publish(
-            &format!("{ROOT}/cmd/req"),
-            signed(key, &body(&id, GW, now_ms() + 60_000, "ping", json!({}))),
-            false,
-        )
-        .await;
-        let got = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                if let Some(r) = results(sub, &id).into_iter().next() {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if let Ok(r) = got {
-            return r;
-        }
-    }
-    panic!(
-        "no ping answered within 30 tries; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
-/// The daemon's config: one simulated device behind `modbus_port` with a valve (coil), a
-/// spare coil and a setpoint (u16), all writable; `[remote]` with `public`, and
-/// `[remote.writes]` allowing the valve and the setpoint (1..=100).
-fn config_text(
-    dir: &Path,
-    pki: &common::Pki,
-    broker: u16,
-    modbus_port: u16,
-    public: &[u8; 32],
-    timeout: &str,
-    poll: &str,
-) -> String {
-    format!(
-        r#"[gateway]
-id = "{GW}"
-state_dir = "{state}"
-
-[buses.lan]
-kind = "tcp"
-host = "127.0.0.1"
-port = {modbus_port}
-timeout = "{timeout}"
-
-[devices.pcv1]
-bus = "lan"
-unit = 1
-poll = "{poll}"
-points.pressure = {{ table = "holding", address = 2, type = "f32", scale = 100.0 }}
-points.valve = {{ table = "coil", address = 10, type = "bit", writable = true }}
-points.spare = {{ table = "coil", address = 11, type = "bit", writable = true }}
-points.setpoint = {{ table = "holding", address = 20, type = "u16", writable = true }}
-
-{uplink}reconnect_min = "200ms"
-reconnect_max = "1s"
-max_payload = 16384
-
-[remote]
-keys = ["{public}"]
-
-[remote.writes]
-"pcv1.valve" = {{}}
-"pcv1.setpoint" = {{ min = 1, max = 100 }}
-"#,
-        state = dir.join("state").display(),
-        uplink = pki.uplink_toml(broker),
-        public = sign::public_key_base64(public),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, broker) = mutual_tls_broker(dir.path());
     let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &[]);
     let tap = ModbusTap::start(sim_port);
-    let (pem, public) = sign::generate().unwrap();
-    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let gw = RemoteGw::new(GW, WAIT);
+    let key = &gw.key;
     let (other_pem, _) = sign::generate().unwrap();
     let other = SigningKey::from_pkcs8_pem(&other_pem).unwrap();
 
@@ -291,7 +177,7 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
         &pki,
         broker.port,
         tap.port,
-        &public,
+        &gw.public,
         "500ms",
         "1s",
     );
@@ -299,14 +185,20 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     let log = dir.path().join("daemon.log");
     let mut daemon = start_daemon(&config, &log);
 
-    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "rc-sub", false);
+    let sub = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{}/#", gw.root),
+        "rc-sub",
+        false,
+    );
     sub.wait_subscribed(1, WAIT).await;
     let ops = Publisher::start(&pki, broker.port, "rc-ops");
-    let cmd_req = format!("{ROOT}/cmd/req");
+    let cmd_req = gw.topic("cmd/req");
     let exp = || now_ms() + 60_000;
 
     // The daemon's subscription exists once its first session is up: ping until answered.
-    let pong = first_ping(&ops, &sub, &key, "p", &log).await;
+    let pong = gw.first_ping(&ops, &sub, "p", &log).await;
     // -- ping round trip
     assert_eq!(pong["status"], "ok", "{pong}");
     assert_eq!(pong["result"]["pong"], true, "{pong}");
@@ -315,18 +207,15 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     assert!(pong["seq"].is_u64(), "results carry seq: {pong}");
 
     // -- a signed write executes once and reads back
-    let w1 = signed(
-        &key,
-        &body(
-            "w1",
-            GW,
-            exp(),
-            "write",
-            json!({"point": "pcv1.valve", "value": true}),
-        ),
-    );
+    let w1 = gw.signed_cmd(&body(
+        "w1",
+        GW,
+        exp(),
+        "write",
+        json!({"point": "pcv1.valve", "value": true}),
+    ));
     let before = tap.writes();
-    let r = ask(&ops, &sub, "w1", w1.clone()).await;
+    let r = gw.ask(&ops, &sub, "w1", w1.clone()).await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["result"]["readback"], true, "{r}");
     assert_eq!(tap.writes(), before + 1, "one write on the wire");
@@ -334,7 +223,7 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     // -- the same id again: the stored result, and no second write
     ops.publish(&cmd_req, w1, false).await;
     let again = wait_until("the repeated w1 answered", WAIT, || {
-        let rs = results(&sub, "w1");
+        let rs = gw.results(&sub, "w1");
         (rs.len() >= 2).then(|| rs[1].clone())
     })
     .await;
@@ -349,16 +238,13 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         (
             "x-expired",
-            signed(
-                &key,
-                &body(
-                    "x-expired",
-                    GW,
-                    now_ms() - 1_000,
-                    "write",
-                    json!({"point": "pcv1.valve", "value": false}),
-                ),
-            ),
+            gw.signed_cmd(&body(
+                "x-expired",
+                GW,
+                now_ms() - 1_000,
+                "write",
+                json!({"point": "pcv1.valve", "value": false}),
+            )),
             "expired",
             "expired",
         ),
@@ -372,7 +258,7 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
                     "write",
                     json!({"point": "pcv1.valve", "value": false}),
                 ),
-                Some((&key, Kind::Cmd, "gw-other")),
+                Some((key, Kind::Cmd, "gw-other")),
             ),
             "refused",
             "bad_signature",
@@ -400,68 +286,56 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
         ),
         (
             "x-wronggw",
-            signed(
-                &key,
-                &body(
-                    "x-wronggw",
-                    "gw-other",
-                    exp(),
-                    "write",
-                    json!({"point": "pcv1.valve", "value": false}),
-                ),
-            ),
+            gw.signed_cmd(&body(
+                "x-wronggw",
+                "gw-other",
+                exp(),
+                "write",
+                json!({"point": "pcv1.valve", "value": false}),
+            )),
             "refused",
             "wrong_gateway",
         ),
         (
             "x-notallowed",
-            signed(
-                &key,
-                &body(
-                    "x-notallowed",
-                    GW,
-                    exp(),
-                    "write",
-                    json!({"point": "pcv1.spare", "value": true}),
-                ),
-            ),
+            gw.signed_cmd(&body(
+                "x-notallowed",
+                GW,
+                exp(),
+                "write",
+                json!({"point": "pcv1.spare", "value": true}),
+            )),
             "refused",
             "not_allowed",
         ),
         (
             "x-range",
-            signed(
-                &key,
-                &body(
-                    "x-range",
-                    GW,
-                    exp(),
-                    "write",
-                    json!({"point": "pcv1.setpoint", "value": 500}),
-                ),
-            ),
+            gw.signed_cmd(&body(
+                "x-range",
+                GW,
+                exp(),
+                "write",
+                json!({"point": "pcv1.setpoint", "value": 500}),
+            )),
             "refused",
             "out_of_range",
         ),
         (
             "x-type",
-            signed(
-                &key,
-                &body(
-                    "x-type",
-                    GW,
-                    exp(),
-                    "write",
-                    json!({"point": "pcv1.valve", "value": 1}),
-                ),
-            ),
+            gw.signed_cmd(&body(
+                "x-type",
+                GW,
+                exp(),
+                "write",
+                json!({"point": "pcv1.valve", "value": 1}),
+            )),
             "refused",
             "out_of_range",
         ),
     ];
     let before = tap.writes();
     for (id, payload, status, code) in cases {
-        let r = ask(&ops, &sub, id, payload).await;
+        let r = gw.ask(&ops, &sub, id, payload).await;
         assert_refused(&r, status, code);
     }
     assert_eq!(
@@ -471,116 +345,114 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     );
 
     // -- a number write, then a live read of it with quality
-    let r = ask(
-        &ops,
-        &sub,
-        "w2",
-        signed(
-            &key,
-            &body(
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "w2",
+            gw.signed_cmd(&body(
                 "w2",
                 GW,
                 exp(),
                 "write",
                 json!({"point": "pcv1.setpoint", "value": 42}),
-            ),
-        ),
-    )
-    .await;
+            )),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["result"]["readback"].as_f64(), Some(42.0), "{r}");
-    let r = ask(
-        &ops,
-        &sub,
-        "r1",
-        signed(
-            &key,
-            &body(
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "r1",
+            gw.signed_cmd(&body(
                 "r1",
                 GW,
                 exp(),
                 "read",
                 json!({"points": ["pcv1.setpoint", "pcv1.valve"]}),
-            ),
-        ),
-    )
-    .await;
+            )),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "{r}");
     let v = &r["result"]["values"];
     assert_eq!(v[0]["point"], "pcv1.setpoint");
     assert_eq!(v[0]["value"].as_f64(), Some(42.0), "{r}");
     assert_eq!(v[0]["quality"], "good");
     assert_eq!(v[1]["value"], true, "{r}");
-    let r = ask(
-        &ops,
-        &sub,
-        "r2",
-        signed(
-            &key,
-            &body("r2", GW, exp(), "read", json!({"points": ["pcv1.nope"]})),
-        ),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "r2",
+            gw.signed_cmd(&body(
+                "r2",
+                GW,
+                exp(),
+                "read",
+                json!({"points": ["pcv1.nope"]}),
+            )),
+        )
+        .await;
     assert_refused(&r, "error", "not_found");
 
     // -- status, config/get, ack, resend
-    let r = ask(
-        &ops,
-        &sub,
-        "s1",
-        signed(&key, &body("s1", GW, exp(), "status", json!({}))),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "s1",
+            gw.signed_cmd(&body("s1", GW, exp(), "status", json!({}))),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["result"]["devices"]["enabled"], 1, "{r}");
     assert_eq!(r["result"]["link"]["state"], "connected", "{r}");
-    let r = ask(
-        &ops,
-        &sub,
-        "c1",
-        signed(&key, &body("c1", GW, exp(), "config/get", json!({}))),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "c1",
+            gw.signed_cmd(&body("c1", GW, exp(), "config/get", json!({}))),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["result"]["config"], text.as_str());
     assert_eq!(
         r["result"]["sha256"],
         sign::hex(&sign::sha256(text.as_bytes()))
     );
-    let r = ask(
-        &ops,
-        &sub,
-        "a1",
-        signed(
-            &key,
-            &body("a1", GW, exp(), "ack", json!({"occurrence": 999})),
-        ),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "a1",
+            gw.signed_cmd(&body("a1", GW, exp(), "ack", json!({"occurrence": 999}))),
+        )
+        .await;
     assert_refused(&r, "error", "not_found");
     let hist = |sub: &Subscriber| {
-        seen(sub)
+        gw.seen(sub)
             .into_iter()
-            .filter(|(_, v)| v["hist"] == true && v["data"][0]["dev"] == "pcv1")
+            .filter(|(_, v, _)| v["hist"] == true && v["data"][0]["dev"] == "pcv1")
             .count()
     };
     let hist_before = hist(&sub);
-    let r = ask(
-        &ops,
-        &sub,
-        "h1",
-        signed(
-            &key,
-            &body(
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "h1",
+            gw.signed_cmd(&body(
                 "h1",
                 GW,
                 exp(),
                 "resend",
                 json!({"device": "pcv1", "from": now_ms() - 3_600_000, "to": now_ms()}),
-            ),
-        ),
-    )
-    .await;
+            )),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "{r}");
     assert!(
         r["result"]["readings"].as_u64().is_some_and(|n| n >= 1),
@@ -594,10 +466,11 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     // -- the audit trail: one command event per answer, with id, op, status and signer
     let signer = format!("key {}", key.id());
     wait_until("the command events of w1", WAIT, || {
-        let evs: Vec<Value> = seen(&sub)
+        let evs: Vec<Value> = gw
+            .seen(&sub)
             .into_iter()
-            .filter(|(_, v)| v["event"] == "command" && v["id"] == "w1")
-            .map(|(_, v)| v)
+            .filter(|(_, v, _)| v["event"] == "command" && v["id"] == "w1")
+            .map(|(_, v, _)| v)
             .collect();
         (evs.len() >= 2).then_some(evs)
     })
@@ -609,7 +482,7 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
         assert_eq!(e["signer"], signer.as_str(), "{e}");
     });
     wait_until("the command event of x-notallowed", WAIT, || {
-        seen(&sub).into_iter().find(|(_, v)| {
+        gw.seen(&sub).into_iter().find(|(_, v, _)| {
             v["event"] == "command"
                 && v["id"] == "x-notallowed"
                 && v["status"] == "refused"
@@ -621,36 +494,38 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     // -- malformed and hostile payloads never crash it; it still answers afterwards
     // The batch mutates the envelope of `fz`, which ran first: a mutant that is still valid
     // (e.g. whitespace inserted between tokens) is a repeat of `fz` and never writes again.
-    let (fz, batch) = malformed(&key, 0x5eed_1234_abcd_0001);
-    let r = ask(&ops, &sub, "fz", fz).await;
+    let (fz, batch) = malformed(&gw, 0x5eed_1234_abcd_0001);
+    let r = gw.ask(&ops, &sub, "fz", fz).await;
     assert_eq!(r["status"], "ok", "{r}");
     let before = tap.writes();
     for p in batch {
         ops.publish(&cmd_req, p, false).await;
     }
-    let r = ask(
-        &ops,
-        &sub,
-        "p-after",
-        signed(&key, &body("p-after", GW, exp(), "ping", json!({}))),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "p-after",
+            gw.signed_cmd(&body("p-after", GW, exp(), "ping", json!({}))),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "{r}");
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the daemon is still running"
     );
     assert_eq!(tap.writes(), before, "no malformed request wrote anything");
-    let r = result(&sub, "fz-b").await;
+    let r = gw.result(&sub, "fz-b").await;
     assert_refused(&r, "refused", "bad_request");
     // Those without a readable id are not answered (nobody could match it) but counted.
-    let r = ask(
-        &ops,
-        &sub,
-        "s2",
-        signed(&key, &body("s2", GW, exp(), "status", json!({}))),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "s2",
+            gw.signed_cmd(&body("s2", GW, exp(), "status", json!({}))),
+        )
+        .await;
     assert!(
         r["result"]["commands_unanswerable"]
             .as_u64()
@@ -658,19 +533,22 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
         "{r}"
     );
     assert!(
-        results(&sub, "").is_empty()
-            && seen(&sub)
+        gw.results(&sub, "").is_empty()
+            && gw
+                .seen(&sub)
                 .iter()
-                .all(|(t, v)| t != "cmd/res" || v["id"].is_string()),
+                .all(|(t, v, _)| t != "cmd/res" || v["id"].is_string()),
         "no answer without an id"
     );
 
     // -- a malformed config push is refused on config/state, nothing stalls (tests/remote_push.rs
     // covers pushes)
-    ops.publish(&format!("{ROOT}/config/set"), b"{}".to_vec(), false)
+    ops.publish(&gw.topic("config/set"), b"{}".to_vec(), false)
         .await;
-    let (_, state) = wait_until("config/state", WAIT, || {
-        seen(&sub).into_iter().find(|(t, _)| t == "config/state")
+    let (_, state, _) = wait_until("config/state", WAIT, || {
+        gw.seen(&sub)
+            .into_iter()
+            .find(|(t, _, _)| t == "config/state")
     })
     .await;
     assert_eq!(state["status"], "rejected", "{state}");
@@ -687,21 +565,18 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     let before = tap.writes();
     ops.publish(
         &cmd_req,
-        signed(
-            &key,
-            &body(
-                "off1",
-                GW,
-                exp(),
-                "write",
-                json!({"point": "pcv1.setpoint", "value": 7}),
-            ),
-        ),
+        gw.signed_cmd(&body(
+            "off1",
+            GW,
+            exp(),
+            "write",
+            json!({"point": "pcv1.setpoint", "value": 7}),
+        )),
         false,
     )
     .await;
     let _daemon = start_daemon(&config, &dir.path().join("daemon2.log"));
-    let r = result(&sub, "off1").await;
+    let r = gw.result(&sub, "off1").await;
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["result"]["readback"].as_f64(), Some(7.0), "{r}");
     assert_eq!(tap.writes(), before + 1, "the queued command wrote once");
@@ -716,36 +591,35 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     std::fs::write(&config, &text2).unwrap();
     common::signal(daemon.child.id(), "HUP");
     wait_until("the reload applied", WAIT, || {
-        seen(&sub)
+        gw.seen(&sub)
             .into_iter()
-            .find(|(_, v)| v["event"] == "config_applied")
+            .find(|(_, v, _)| v["event"] == "config_applied")
     })
     .await;
-    let r = ask(
-        &ops,
-        &sub,
-        "w-spare",
-        signed(
-            &key,
-            &body(
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "w-spare",
+            gw.signed_cmd(&body(
                 "w-spare",
                 GW,
                 exp(),
                 "write",
                 json!({"point": "pcv1.spare", "value": true}),
-            ),
-        ),
-    )
-    .await;
+            )),
+        )
+        .await;
     assert_eq!(r["status"], "ok", "allowed after the reload: {r}");
     assert_eq!(r["result"]["readback"], true, "{r}");
-    let r = ask(
-        &ops,
-        &sub,
-        "c2",
-        signed(&key, &body("c2", GW, exp(), "config/get", json!({}))),
-    )
-    .await;
+    let r = gw
+        .ask(
+            &ops,
+            &sub,
+            "c2",
+            gw.signed_cmd(&body("c2", GW, exp(), "config/get", json!({}))),
+        )
+        .await;
     assert_eq!(
         r["result"]["sha256"],
         sign::hex(&sign::sha256(text2.as_bytes())),
@@ -755,9 +629,9 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     // -- [remote] removed by a reload: no subscription, and the broker's session is dropped,
     // so a command published meanwhile never runs, also after [remote] comes back.
     let applied = |sub: &Subscriber| {
-        seen(sub)
+        gw.seen(sub)
             .iter()
-            .filter(|(_, v)| v["event"] == "config_applied")
+            .filter(|(_, v, _)| v["event"] == "config_applied")
             .count()
     };
     let n_applied = applied(&sub);
@@ -771,25 +645,23 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
     let before = tap.writes();
     ops.publish(
         &cmd_req,
-        signed(
-            &key,
-            &body(
-                "gone1",
-                GW,
-                exp(),
-                "write",
-                json!({"point": "pcv1.setpoint", "value": 9}),
-            ),
-        ),
+        gw.signed_cmd(&body(
+            "gone1",
+            GW,
+            exp(),
+            "write",
+            json!({"point": "pcv1.setpoint", "value": 9}),
+        )),
         false,
     )
     .await;
     std::fs::write(&config, &text2).unwrap();
     common::signal(daemon.child.id(), "HUP");
     // Requests are delivered in order: once a later ping is answered, gone1 would have been.
-    first_ping(&ops, &sub, &key, "back", &dir.path().join("daemon2.log")).await;
+    gw.first_ping(&ops, &sub, "back", &dir.path().join("daemon2.log"))
+        .await;
     assert!(
-        results(&sub, "gone1").is_empty(),
+        gw.results(&sub, "gone1").is_empty(),
         "a command sent while [remote] was off never runs"
     );
     assert_eq!(tap.writes(), before);
@@ -805,39 +677,41 @@ async fn a_command_interrupted_by_a_kill_is_never_run_again() {
     // Every reply of the device comes 3 s late: the write stays on the wire long enough.
     let (_sim, sim_port) = simulate_tcp(&["1:pt-float"], &["1:slow:3s"]);
     let tap = ModbusTap::start(sim_port);
-    let (pem, public) = sign::generate().unwrap();
-    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let gw = RemoteGw::new(GW, WAIT);
     let config = dir.path().join("gasdtu.toml");
     let text = config_text(
         dir.path(),
         &pki,
         broker.port,
         tap.port,
-        &public,
+        &gw.public,
         "10s",
         "1h",
     );
     std::fs::write(&config, &text).unwrap();
     let log = dir.path().join("daemon.log");
     let mut daemon = start_daemon(&config, &log);
-    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "ri-sub", false);
+    let sub = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{}/#", gw.root),
+        "ri-sub",
+        false,
+    );
     sub.wait_subscribed(1, WAIT).await;
     let ops = Publisher::start(&pki, broker.port, "ri-ops");
-    first_ping(&ops, &sub, &key, "ip", &log).await;
+    gw.first_ping(&ops, &sub, "ip", &log).await;
 
     let before = tap.writes();
     ops.publish(
-        &format!("{ROOT}/cmd/req"),
-        signed(
-            &key,
-            &body(
-                "int1",
-                GW,
-                now_ms() + 60_000,
-                "write",
-                json!({"point": "pcv1.valve", "value": true}),
-            ),
-        ),
+        &gw.topic("cmd/req"),
+        gw.signed_cmd(&body(
+            "int1",
+            GW,
+            now_ms() + 60_000,
+            "write",
+            json!({"point": "pcv1.valve", "value": true}),
+        )),
         false,
     )
     .await;
@@ -848,12 +722,12 @@ async fn a_command_interrupted_by_a_kill_is_never_run_again() {
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
     assert!(
-        results(&sub, "int1").is_empty(),
+        gw.results(&sub, "int1").is_empty(),
         "no result before the kill"
     );
 
     let _daemon = start_daemon(&config, &dir.path().join("daemon2.log"));
-    let r = result(&sub, "int1").await;
+    let r = gw.result(&sub, "int1").await;
     assert_refused(&r, "unknown_outcome", "interrupted");
     assert_eq!(tap.writes(), before + 1, "never written again");
 }

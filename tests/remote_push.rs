@@ -11,115 +11,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{gasdtu, mutual_tls_broker, simulate_tcp, wait_until, Proc, Publisher, Subscriber};
-use gasdtu::remote::request::envelope;
-use gasdtu::remote::sign::{self, Kind, SigningKey};
-use gasdtu::time::now_ms;
-use serde_json::{json, Value};
+use common::remote::{pressure_device, run_daemon as start_daemon, sha_hex, GwConfig, RemoteGw};
+use common::{mutual_tls_broker, simulate_tcp, wait_until, Publisher, Subscriber};
+use serde_json::Value;
 
 const GW: &str = "gw-push";
-const ROOT: &str = "gasdtu/gw-push";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn start_daemon(config: &Path, log: &Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--socket")
-            .arg(config.with_extension("sock"))
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
-}
-
-/// Every message on `<root>/#` decoded as JSON, with its topic suffix and retain flag.
-fn seen(sub: &Subscriber) -> Vec<(String, Value, bool)> {
-    sub.snapshot()
-        .into_iter()
-        .filter_map(|m| {
-            let suffix = m.topic.strip_prefix(&format!("{ROOT}/"))?.to_string();
-            Some((suffix, serde_json::from_slice(&m.payload).ok()?, m.retain))
-        })
-        .collect()
-}
-
-/// `config/state` reports about push `version` with `status`.
-fn states(sub: &Subscriber, version: &str, status: &str) -> Vec<(Value, bool)> {
-    seen(sub)
-        .into_iter()
-        .filter(|(t, v, _)| {
-            t == "config/state" && v["push"]["version"] == version && v["status"] == status
-        })
-        .map(|(_, v, r)| (v, r))
-        .collect()
-}
-
-async fn state(sub: &Subscriber, version: &str, status: &str, log: &Path) -> (Value, bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Some(s) = states(sub, version, status).into_iter().next() {
-            return s;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "no config/state {status} for {version}; seen: {:?}\nlog:\n{}",
-                seen(sub)
-                    .into_iter()
-                    .filter(|(t, _, _)| t == "config/state")
-                    .collect::<Vec<_>>(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Events `config_push` with `status` for `version`.
-fn events(sub: &Subscriber, version: &str, status: &str) -> usize {
-    seen(sub)
-        .into_iter()
-        .filter(|(t, v, _)| {
-            t == "event"
-                && v["event"] == "config_push"
-                && v["version"] == version
-                && v["status"] == status
-        })
-        .count()
-}
-
-fn sha_hex(text: &str) -> String {
-    sign::sha256(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A signed push envelope of `text` as `version`.
-fn push(key: &SigningKey, version: &str, text: &str, confirm_within: &str) -> Vec<u8> {
-    let body = json!({
-        "version": version,
-        "gw": GW,
-        "expires": now_ms() + 120_000,
-        "sha256": sha_hex(text),
-        "config": text,
-        "confirm_within": confirm_within,
-    })
-    .to_string();
-    envelope(&body, Some((key, Kind::Config, GW)))
-}
 
 /// The config: `devices` named `pcvN` on the simulator, the uplink to `broker_port`.
 fn config_text(
@@ -131,76 +31,23 @@ fn config_text(
     devices: &[&str],
     pressure_type: &str,
 ) -> String {
-    let mut devs = String::new();
-    for (i, d) in devices.iter().enumerate() {
-        let unit = i + 1;
-        devs.push_str(&format!(
-            "[devices.{d}]\nbus = \"lan\"\nunit = {unit}\npoll = \"1s\"\n\
-             points.pressure = {{ table = \"holding\", address = 2, type = \"{pressure_type}\", scale = 100.0 }}\n\n"
-        ));
+    let devs: String = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| pressure_device(d, i as u32 + 1, "1s", pressure_type))
+        .collect();
+    GwConfig {
+        gw: GW,
+        dir,
+        pki,
+        broker_port,
+        modbus_port,
+        public,
+        bus_timeout: "500ms",
+        devices: &devs,
+        writes: "",
     }
-    format!(
-        r#"[gateway]
-id = "{GW}"
-state_dir = "{state}"
-
-[buses.lan]
-kind = "tcp"
-host = "127.0.0.1"
-port = {modbus_port}
-timeout = "500ms"
-
-{devs}{uplink}reconnect_min = "200ms"
-reconnect_max = "1s"
-max_payload = 16384
-
-[remote]
-keys = ["{public}"]
-"#,
-        state = dir.join("state").display(),
-        uplink = pki.uplink_toml(broker_port),
-        public = sign::public_key_base64(public),
-    )
-}
-
-/// Ping over `cmd/req` until one is answered (at most 30 tries of 1 s each).
-async fn first_ping(ops: &Publisher, sub: &Subscriber, key: &SigningKey) {
-    for n in 0..30 {
-        let id = format!("ping{n}");
-        let body =
-            json!({"id": id, "gw": GW, "expires": now_ms() + 60_000, "op": "ping", "args": {}})
-                .to_string();
-        ops.publish(
-            &format!("{ROOT}/cmd/req"),
-            envelope(&body, Some((key, Kind::Cmd, GW))),
-            false,
-        )
-        .await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while std::time::Instant::now() < deadline {
-            if seen(sub)
-                .iter()
-                .any(|(t, v, _)| t == "cmd/res" && v["id"] == id.as_str())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("no ping answered within 30 tries");
-}
-
-/// Data from device `dev` seen after `since` messages.
-fn data_from(sub: &Subscriber, dev: &str) -> usize {
-    seen(sub)
-        .into_iter()
-        .filter(|(t, v, _)| {
-            t == "data"
-                && v["data"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|d| d["dev"] == dev))
-        })
-        .count()
+    .text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,39 +55,44 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, broker) = mutual_tls_broker(dir.path());
     let (_sim, sim_port) = simulate_tcp(&["1:pt-float", "2:pt-float", "3:pt-float"], &[]);
-    let (pem, public) = sign::generate().unwrap();
-    let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let gw = RemoteGw::new(GW, WAIT);
     let cfg = |devices: &[&str], ty: &str, port: u16| {
-        config_text(dir.path(), &pki, port, sim_port, &public, devices, ty)
+        config_text(dir.path(), &pki, port, sim_port, &gw.public, devices, ty)
     };
 
     let config = dir.path().join("gasdtu.toml");
     let v0 = cfg(&["pcv1"], "f32", broker.port);
     std::fs::write(&config, &v0).unwrap();
     let log = dir.path().join("daemon.log");
-    let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "push-sub", false);
+    let sub = Subscriber::start(
+        &pki,
+        broker.port,
+        &format!("{}/#", gw.root),
+        "push-sub",
+        false,
+    );
     sub.wait_subscribed(1, WAIT).await;
     let mut daemon = start_daemon(&config, &log);
     let ops = Publisher::start(&pki, broker.port, "push-ops");
-    let set = format!("{ROOT}/config/set");
+    let set = gw.topic("config/set");
     wait_until("data from pcv1", WAIT, || {
-        (data_from(&sub, "pcv1") > 0).then_some(())
+        (gw.data_from(&sub, "pcv1") > 0).then_some(())
     })
     .await;
     // Both request subscriptions are granted together: a ping answered proves config/set is
     // subscribed too (a push published before that would be lost on a first session).
-    first_ping(&ops, &sub, &key).await;
+    gw.first_ping(&ops, &sub, "ping", &log).await;
 
     // -- a good push: a second device; applied, polled, confirmed, retained
     let v1 = cfg(&["pcv1", "pcv2"], "f32", broker.port);
-    let p1 = push(&key, "v1", &v1, "30s");
+    let p1 = gw.push("v1", &v1, "30s");
     ops.publish(&set, p1.clone(), false).await;
-    state(&sub, "v1", "pending_confirm", &log).await;
-    let (applied, _) = state(&sub, "v1", "applied", &log).await;
+    gw.state(&sub, "v1", "pending_confirm", &log).await;
+    let (applied, _) = gw.state(&sub, "v1", "applied", &log).await;
     assert_eq!(applied["version"], "v1", "{applied}");
     assert_eq!(applied["sha256"], sha_hex(&v1), "{applied}");
     wait_until("data from pcv2", WAIT, || {
-        (data_from(&sub, "pcv2") > 0).then_some(())
+        (gw.data_from(&sub, "pcv2") > 0).then_some(())
     })
     .await;
     assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
@@ -248,7 +100,7 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
     let late = Subscriber::start(
         &pki,
         broker.port,
-        &format!("{ROOT}/config/state"),
+        &gw.topic("config/state"),
         "push-late",
         false,
     );
@@ -272,9 +124,8 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
 
     // -- a bad push: refused with key paths and line:col, nothing changes
     let bad = cfg(&["pcv1", "pcv2", "pcv3"], "f99", broker.port);
-    ops.publish(&set, push(&key, "bad1", &bad, "30s"), false)
-        .await;
-    let (rej, _) = state(&sub, "bad1", "rejected", &log).await;
+    ops.publish(&set, gw.push("bad1", &bad, "30s"), false).await;
+    let (rej, _) = gw.state(&sub, "bad1", "rejected", &log).await;
     let errors = rej["errors"].as_array().expect("errors");
     assert!(errors.len() >= 3, "every error listed: {rej}");
     for e in errors {
@@ -295,8 +146,12 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         "a bad push changes nothing"
     );
     // The redelivery of v1 (handled before bad1, one request at a time) was not applied again.
-    assert_eq!(events(&sub, "v1", "pending_confirm"), 1, "v1 applied once");
-    assert_eq!(states(&sub, "v1", "pending_confirm").len(), 1);
+    assert_eq!(
+        gw.push_events(&sub, "v1", "pending_confirm"),
+        1,
+        "v1 applied once"
+    );
+    assert_eq!(gw.states(&sub, "v1", "pending_confirm").len(), 1);
 
     // -- a push that points the uplink at a dead port rolls back within its 5 s window
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -304,9 +159,9 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
     drop(dead);
     let v2 = cfg(&["pcv1"], "f32", dead_port);
     let t0 = std::time::Instant::now();
-    let p2 = push(&key, "v2", &v2, "5s");
+    let p2 = gw.push("v2", &v2, "5s");
     ops.publish(&set, p2.clone(), false).await;
-    let (rb, _) = state(&sub, "v2", "rolled_back", &log).await;
+    let (rb, _) = gw.state(&sub, "v2", "rolled_back", &log).await;
     assert!(
         t0.elapsed() < Duration::from_secs(25),
         "rolled back in {:?}",
@@ -330,14 +185,18 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         v1,
         "v2 not applied again"
     );
-    assert_eq!(events(&sub, "v2", "pending_confirm"), 1, "v2 applied once");
+    assert_eq!(
+        gw.push_events(&sub, "v2", "pending_confirm"),
+        1,
+        "v2 applied once"
+    );
 
     // -- kill -9 while a push is surely pending (its uplink is dead, nothing can confirm it):
     // its config stays in force, and after the restart the same window goes on and rolls it
     // back at its deadline.
     let v4 = cfg(&["pcv1", "pcv2"], "f32", dead_port);
     let t4 = std::time::Instant::now();
-    ops.publish(&set, push(&key, "v4", &v4, "8s"), false).await;
+    ops.publish(&set, gw.push("v4", &v4, "8s"), false).await;
     wait_until("v4 installed", WAIT, || {
         (std::fs::read_to_string(&config).ok()? == v4).then_some(())
     })
@@ -357,7 +216,7 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         "the pending confirmation survives the kill"
     );
     daemon = start_daemon(&config, &log);
-    let (rb4, _) = state(&sub, "v4", "rolled_back", &log).await;
+    let (rb4, _) = gw.state(&sub, "v4", "rolled_back", &log).await;
     assert!(
         std::fs::read_to_string(&log)
             .unwrap()
@@ -384,7 +243,7 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
     // -- kill -9 right after a good push is installed (before or after its confirmation):
     // its config stays in force and is confirmed after the restart.
     let v3 = cfg(&["pcv1", "pcv3"], "f32", broker.port);
-    ops.publish(&set, push(&key, "v3", &v3, "60s"), false).await;
+    ops.publish(&set, gw.push("v3", &v3, "60s"), false).await;
     let installed = wait_until("v3 installed", WAIT, || {
         (std::fs::read_to_string(&config).ok()? == v3).then_some(())
     });
@@ -398,10 +257,10 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         "the new config in force"
     );
     let _daemon = start_daemon(&config, &log);
-    let (ok, _) = state(&sub, "v3", "applied", &log).await;
+    let (ok, _) = gw.state(&sub, "v3", "applied", &log).await;
     assert_eq!(ok["version"], "v3", "{ok}");
     wait_until("data from pcv3", WAIT, || {
-        (data_from(&sub, "pcv3") > 0).then_some(())
+        (gw.data_from(&sub, "pcv3") > 0).then_some(())
     })
     .await;
 }

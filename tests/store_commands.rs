@@ -97,6 +97,26 @@ fn a_command_interrupted_by_kill_9_is_never_executed_again() {
         store.command_begin("k-new", "ping", T0 + 1, T0).unwrap(),
         Begin::New
     );
+    // A request answered on another topic (a config push) is settled, also when an earlier
+    // process began it: done, no reply queued, its redelivery recognised.
+    let replies = |s: &Store| s.pending(1000, 0).unwrap().len();
+    let before = replies(&store);
+    assert!(!store.command_done("k-mid").unwrap());
+    store
+        .command_settle("k-mid", &json!({"status": "installed"}))
+        .unwrap();
+    assert!(store.command_done("k-mid").unwrap());
+    assert_eq!(replies(&store), before, "settling sends nothing");
+    assert_eq!(
+        store.command_begin("k-mid", "write", T0 + 1, T0).unwrap(),
+        Begin::Done(json!({"status": "installed"}))
+    );
+    assert!(
+        store.command_settle("k-mid", &json!({})).is_err(),
+        "only once"
+    );
+    assert!(store.command_settle("never", &json!({})).is_err());
+    assert!(!store.command_done("never").unwrap());
 }
 
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
@@ -120,6 +140,10 @@ fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
         rate_limit: None,
         encoding: Encoding::Json,
         inflight: 4,
+        session: gasdtu::config::SessionMode::Always,
+        linger: Duration::from_secs(20),
+        check_in: Duration::from_secs(3600),
+        ack_timeout: Duration::from_secs(30),
     }
 }
 

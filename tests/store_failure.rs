@@ -490,6 +490,10 @@ async fn a_failing_store_keeps_the_uplink_session_and_delivers_afterwards() {
         rate_limit: None,
         encoding: Encoding::Json,
         inflight: 4,
+        session: gasdtu::config::SessionMode::Always,
+        linger: Duration::from_secs(20),
+        check_in: Duration::from_secs(3600),
+        ack_timeout: Duration::from_secs(30),
     };
     let (tx, mut rx) = tokio::sync::watch::channel(LinkStatus::default());
     let seen = Arc::new(std::sync::Mutex::new(Vec::<LinkStatus>::new()));

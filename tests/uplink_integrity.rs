@@ -54,6 +54,10 @@ fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
         rate_limit: None,
         encoding: Encoding::Json,
         inflight: 4,
+        session: gasdtu::config::SessionMode::Always,
+        linger: Duration::from_secs(20),
+        check_in: Duration::from_secs(3600),
+        ack_timeout: Duration::from_secs(30),
     }
 }
 

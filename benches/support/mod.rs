@@ -1,8 +1,10 @@
 //! Shared harness of the process-level benchmarks (poll_cpu, serial_cycle): child processes
 //! killed on every path (a Drop guard), loopback ports, socat pty pairs, readings of
 //! /proc/<pid>/{stat,status} (CPU ticks, RSS), the machine's description, and writing the
-//! report to bench-results/<name>.txt. Errors are strings: a benchmark that cannot run says
-//! why and exits non-zero after its guards have cleaned up.
+//! report to bench-results/<name>.txt; submodules: `tls` (mutual TLS: PKI, rustls client
+//! config), `ops` (an ops platform's MQTT client for the remote-operations benchmark) and
+//! `stats` (latency percentiles of `Duration` samples). Errors are strings: a benchmark that
+//! cannot run says why and exits non-zero after its guards have cleaned up.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -10,6 +12,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod ops;
+pub mod stats;
+pub mod tls;
 
 pub type Res<T> = Result<T, String>;
 
@@ -432,6 +438,19 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn new(dir: &Path, persistence: bool, tls: Option<BrokerTls>) -> Res<Mosquitto> {
+        Mosquitto::with_client_auth(dir, persistence, tls, false, "")
+    }
+
+    /// As `new`; with `require_certificate` the TLS listener accepts only clients that present
+    /// a certificate signed by `tls.ca` (mutual TLS, as a production broker for gateways).
+    /// `extra` is appended to the generated mosquitto.conf (global options, one per line).
+    pub fn with_client_auth(
+        dir: &Path,
+        persistence: bool,
+        tls: Option<BrokerTls>,
+        require_certificate: bool,
+        extra: &str,
+    ) -> Res<Mosquitto> {
         require_mosquitto()?;
         let port = free_port()?;
         let mut conf = format!(
@@ -446,6 +465,9 @@ impl Mosquitto {
                 t.cert.display(),
                 t.key.display()
             ));
+            if require_certificate {
+                conf.push_str("require_certificate true\n");
+            }
         }
         if persistence {
             let p = dir.join(format!("mosq-{port}"));
@@ -456,6 +478,10 @@ impl Mosquitto {
             ));
         } else {
             conf.push_str("persistence false\n");
+        }
+        conf.push_str(extra);
+        if !extra.is_empty() && !extra.ends_with('\n') {
+            conf.push('\n');
         }
         let path = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(&path, conf).map_err(|e| format!("write {path:?}: {e}"))?;

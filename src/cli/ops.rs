@@ -373,6 +373,10 @@ pub fn mqtt_options(cfg: &OpsConfig) -> anyhow::Result<MqttOptions> {
             rate_limit: None,
             encoding: Encoding::Json,
             inflight: 8,
+            session: crate::config::SessionMode::Always,
+            linger: Duration::from_secs(20),
+            check_in: Duration::from_secs(3600),
+            ack_timeout: Duration::from_secs(30),
         };
         let tls = crate::uplink::tls::client_config(&up)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));

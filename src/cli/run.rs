@@ -43,9 +43,8 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     let mut reports = owner.as_mut().map(|o| o.recover()).unwrap_or_default();
     let mut first = config::load_file(&global.config);
     if let (Err(e), Some(o)) = (&first, owner.as_mut()) {
-        if o.rollback_unloadable(&e.to_string()) {
-            reports.push(serde_json::json!({"status": "rolled_back",
-                "reason": format!("the pushed config failed to load at start: {e}")}));
+        if let Some(report) = o.rollback_unloadable(&e.to_string()) {
+            reports.push(report);
             first = config::load_file(&global.config);
         }
     }
@@ -110,17 +109,34 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     notifier.ready();
 
     for body in reports {
-        let ev = serde_json::json!({"event": "config_push", "status": body["status"],
+        let mut ev = serde_json::json!({"event": "config_push", "status": body["status"],
             "reason": body["reason"], "at_start": true});
+        // The push the report is about and the version in force, when the report names them.
+        for (k, v) in [
+            ("version", &body["push"]["version"]),
+            ("sha256", &body["push"]["sha256"]),
+            ("running_version", &body["version"]),
+        ] {
+            if v.as_str().is_some_and(|s| !s.is_empty()) {
+                ev[k] = v.clone();
+            }
+        }
         push::queue(&gw, body, ev).await;
     }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut link = gw.link();
     loop {
+        let pending = owner.is_pending();
         tokio::select! {
             ask = signals.next() => if ask != SignalAsk::Reload { break },
             Some(job) = push_rx.recv() => {
                 owner.handle(job, &mut gw).await;
+                continue;
+            }
+            // A pending push is confirmed as soon as a PUBACK is seen, not at the next tick.
+            Ok(()) = link.changed(), if pending => {
+                owner.tick(&mut gw).await;
                 continue;
             }
             _ = tick.tick() => {

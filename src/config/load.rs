@@ -466,6 +466,15 @@ mod store_uplink_tests {
         );
         assert_eq!((u.max_payload, u.inflight, u.rate_limit), (1024, 8, None));
         assert_eq!(u.encoding, Encoding::Json);
+        assert_eq!(
+            (u.session, u.linger, u.check_in, u.ack_timeout),
+            (
+                crate::config::SessionMode::Always,
+                Duration::from_secs(20),
+                Duration::from_secs(3600),
+                Duration::from_secs(30)
+            )
+        );
         assert!(l.warnings.iter().all(|w| !w.path.starts_with("uplink")));
         // No [uplink]: buffer only.
         assert_eq!(parse(d.path(), "").unwrap().config.uplink, None);
@@ -522,6 +531,58 @@ mod store_uplink_tests {
         assert_eq!(w.len(), 1, "{:?}", l.warnings);
         assert!(w[0].message.contains("clear text"));
         assert_eq!(w[0].line, Some(7));
+    }
+
+    #[test]
+    fn session_modes_and_their_timers() {
+        let d = dir();
+        let up = "[uplink]\nhost = \"h\"\nca_file = \"ca.pem\"\n";
+        let l = parse(
+            d.path(),
+            &format!("{up}session = \"on_demand\"\nlinger = \"45s\"\ncheck_in = \"6h\"\nack_timeout = \"10s\"\n"),
+        )
+        .unwrap();
+        let u = l.config.uplink.unwrap();
+        assert_eq!(u.session, crate::config::SessionMode::OnDemand);
+        assert_eq!(
+            (u.linger, u.check_in, u.ack_timeout),
+            (
+                Duration::from_secs(45),
+                Duration::from_secs(6 * 3600),
+                Duration::from_secs(10)
+            )
+        );
+        assert!(
+            l.warnings.iter().all(|w| !w.path.starts_with("uplink")),
+            "{:?}",
+            l.warnings
+        );
+        // linger without on_demand: accepted, with a warning naming the key.
+        let l = parse(d.path(), &format!("{up}linger = \"45s\"\n")).unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.path == "uplink.linger" && w.message.contains("on_demand")),
+            "{:?}",
+            l.warnings
+        );
+        for (tail, path, frag) in [
+            (
+                "session = \"sometimes\"\n",
+                "uplink.session",
+                "unknown session mode",
+            ),
+            ("ack_timeout = \"1s\"\n", "uplink.ack_timeout", ""),
+            ("linger = \"2h\"\n", "uplink.linger", ""),
+            ("check_in = \"10s\"\n", "uplink.check_in", ""),
+        ] {
+            let errs = parse(d.path(), &format!("{up}{tail}")).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == path && e.message.contains(frag) && e.line.is_some()),
+                "{tail}: {errs:?}"
+            );
+        }
     }
 
     #[test]

@@ -179,6 +179,25 @@ pub struct UplinkConfig {
     pub encoding: Encoding,
     /// Unacknowledged publishes in flight, default 8.
     pub inflight: u16,
+    /// `always` (default): one long-lived session. `on_demand`: connect when there is
+    /// something to send (or every `check_in` for queued commands), drain, stay `linger`, then
+    /// disconnect so an NB-IoT module can sleep (PSM).
+    pub session: SessionMode,
+    /// on_demand: how long a session stays up after the outbox is drained (commands), default 20 s.
+    pub linger: Duration,
+    /// on_demand: the longest time between sessions when nothing is sent, default 1 h.
+    pub check_in: Duration,
+    /// A publish waiting this long for its PUBACK with no packet at all from the broker means a
+    /// stalled link (no RST, dead radio bearer): the session is dropped and everything
+    /// unacknowledged resent on the next one. Default 30 s, far below a 4-minute keepalive.
+    pub ack_timeout: Duration,
+}
+
+/// How the uplink holds its MQTT session (`uplink.session`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    Always,
+    OnDemand,
 }
 
 #[derive(Debug, Clone, PartialEq)]

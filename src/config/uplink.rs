@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::diag::Diags;
 use super::doc::{Field, Section};
-use super::{Encoding, UplinkConfig};
+use super::{Encoding, SessionMode, UplinkConfig};
 
 /// A PEM file named by `key`, resolved against the config directory; it must be readable
 /// and hold the expected kind of PEM item.
@@ -349,6 +349,57 @@ pub(crate) fn parse_uplink(
         Field::Invalid => None,
     };
     let inflight = sec.int(d, "inflight", 1, 100).or(8);
+    let session = match sec.string(d, "session") {
+        Field::Value(s, sp) => match s.as_str() {
+            "always" => Some(SessionMode::Always),
+            "on_demand" => Some(SessionMode::OnDemand),
+            _ => {
+                d.error(
+                    &sec.key_path("session"),
+                    Some(sp),
+                    format!("unknown session mode {s:?}: use \"always\" or \"on_demand\""),
+                );
+                None
+            }
+        },
+        Field::Absent => Some(SessionMode::Always),
+        Field::Invalid => None,
+    };
+    let linger = sec.duration(
+        d,
+        "linger",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    );
+    let linger_span = linger.span();
+    let linger = linger.or(Duration::from_secs(20));
+    let check_in = sec.duration(
+        d,
+        "check_in",
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 86_400),
+    );
+    let check_in_span = check_in.span();
+    let check_in = check_in.or(Duration::from_secs(3600));
+    if session == Some(SessionMode::Always) {
+        for (k, sp) in [("linger", linger_span), ("check_in", check_in_span)] {
+            if sp.is_some() {
+                d.warn(
+                    &sec.key_path(k),
+                    sp,
+                    "only used with session = \"on_demand\"",
+                );
+            }
+        }
+    }
+    let ack_timeout = sec
+        .duration(
+            d,
+            "ack_timeout",
+            Duration::from_secs(5),
+            Duration::from_secs(600),
+        )
+        .or(Duration::from_secs(30));
     sec.finish(d, |_| None);
     if !ok {
         return None;
@@ -373,5 +424,9 @@ pub(crate) fn parse_uplink(
         rate_limit: rate_limit.ok()?.map(|r| r as u64),
         encoding: encoding?,
         inflight: inflight? as u16,
+        session: session?,
+        linger: linger?,
+        check_in: check_in?,
+        ack_timeout: ack_timeout?,
     })
 }

@@ -57,8 +57,14 @@ const BUS_STOP_GRACE: Duration = Duration::from_secs(10);
 /// After the pollers stopped, how long the consumer keeps retrying a failing store before it
 /// gives up and reports what it could not commit (systemd's TimeoutStopSec is 30 s).
 pub const COMMIT_GIVE_UP: Duration = Duration::from_secs(8);
-/// Requests the forwarder may hand to the remote service before it leaves them unacknowledged.
-const REMOTE_INBOX: usize = 16;
+/// Requests the forwarder may hand to the remote service before it leaves them unacknowledged
+/// (and renews the session to get them again). Above mosquitto's default in-flight window (20
+/// QoS 1 messages towards a client), so a platform replaying a queue of offline commands does
+/// not force renewals (benches/remote_ops.rs: 100 queued commands cost 6 renewals at 16).
+/// Memory: commands are at most 8 KiB each (256 KiB for a full inbox); a flood of pushes
+/// (256 KiB each) could hold 8 MiB, which only a client allowed to publish on `config/set` can
+/// cause.
+const REMOTE_INBOX: usize = 32;
 
 /// Bus name -> the running bus task's request entrance, shared by the interlocks and the bus
 /// proxy and replaced by every apply (a reload restarts the bus tasks).
@@ -660,6 +666,9 @@ fn link_facts(l: &LinkStatus) -> Option<LinkFacts> {
         LinkState::Down { since_ms, .. } => Some(LinkFacts::Down(Duration::from_millis(
             (crate::time::now_ms() - since_ms).max(0) as u64,
         ))),
+        LinkState::Asleep { since_ms } => Some(LinkFacts::Asleep(Duration::from_millis(
+            (crate::time::now_ms() - since_ms).max(0) as u64,
+        ))),
         LinkState::Connecting => None,
     }
 }
@@ -672,6 +681,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
             since_ms,
             last_error,
         } => ("down", Some(*since_ms), Some(last_error.clone())),
+        LinkState::Asleep { since_ms } => ("asleep", Some(*since_ms), None),
     };
     serde_json::json!({
         "state": state,

@@ -186,11 +186,10 @@ impl PushOwner {
     }
 
     /// A pending push whose config failed to load at start: roll back to the previous one.
-    /// True when a rollback happened (load the file again).
-    pub fn rollback_unloadable(&mut self, why: &str) -> bool {
-        if self.pending.is_none() {
-            return false;
-        }
+    /// When a rollback happened (load the file again), the `config/state` report to queue:
+    /// the version back in force and the push undone, like every `rolled_back` state.
+    pub fn rollback_unloadable(&mut self, why: &str) -> Option<Json> {
+        let (_, sha, _) = self.pending.clone()?;
         match self
             .installer
             .rollback(&format!("the pushed config failed to load at start: {why}"))
@@ -202,12 +201,20 @@ impl PushOwner {
                 ));
                 self.pending = None;
                 self.machine = Machine::new();
-                true
+                Some(state_json(
+                    &rb.version,
+                    &rb.sha256,
+                    "rolled_back",
+                    crate::time::now_ms(),
+                    Some((&rb.dropped_version, &sha)),
+                    &[],
+                    Some(&rb.reason),
+                ))
             }
             Err(e) => {
                 self.notes
                     .push(format!("rollback of an unloadable push failed: {e}"));
-                false
+                None
             }
         }
     }
@@ -239,23 +246,57 @@ impl PushOwner {
             .await
         };
         match begin {
-            Ok(Ok(Begin::New)) => {}
+            Ok(Ok(Begin::New)) => {
+                // Claimed for good before anything happens: a redelivery (its PUBACK lost with
+                // a moved uplink, or a kill at any later point) is recognised before it is
+                // validated again and never handled twice. A kill inside the install is
+                // reported by the installer's recovery at start (`rejected`: interrupted, or
+                // the pending push resumed).
+                settle(
+                    gw,
+                    &id,
+                    json!({"status": "accepted", "version": push.version}),
+                )
+                .await;
+            }
             Ok(Ok(Begin::Running | Begin::Done(_))) => {
                 tracing::info!(version = %push.version, "config push already handled (redelivery)");
                 inbound.ack();
                 return;
             }
             Ok(Ok(Begin::Interrupted)) => {
-                tracing::warn!(version = %push.version, "config push interrupted by a restart; not applied again");
-                let msg = "the push was interrupted by a restart before it was installed; push it again with a new version";
-                let body = json!({"status": "rejected",
-                    "push": {"version": push.version, "sha256": sha},
-                    "errors": [{"message": msg}]});
-                let ev = json!({"event": "config_push", "status": "rejected",
-                    "version": push.version, "sha256": sha, "signer": signer, "reason": msg});
-                queue(gw, body, ev).await;
-                inbound.ack();
-                return;
+                // Begun by a process that died. If the install got through, the installer's
+                // recovery at start took over (and reports its own state): settle the row and
+                // acknowledge. If it did not, nothing happened yet: install it now.
+                let inst = self.installer.clone();
+                let in_force = tokio::task::spawn_blocking(move || {
+                    let pending = inst.pending().ok().flatten().map(|p| (p.version, p.sha256));
+                    pending.or_else(|| inst.running().ok().flatten().map(|r| (r.version, r.sha256)))
+                })
+                .await
+                .ok()
+                .flatten();
+                if in_force.as_ref() == Some(&(push.version.clone(), sha.clone())) {
+                    tracing::info!(version = %push.version,
+                        "config push redelivered after a restart: installed before it, not applied again");
+                    settle(
+                        gw,
+                        &id,
+                        json!({"status": "installed", "version": push.version}),
+                    )
+                    .await;
+                    inbound.ack();
+                    return;
+                }
+                // (Only a row begun by an older version, which settled after the install.)
+                tracing::warn!(version = %push.version,
+                    "config push interrupted by a restart before it was installed: installing it now");
+                settle(
+                    gw,
+                    &id,
+                    json!({"status": "accepted", "version": push.version}),
+                )
+                .await;
             }
             Ok(Err(e)) => {
                 tracing::error!("cannot record the config push: {e}; left for redelivery");
@@ -381,6 +422,11 @@ impl PushOwner {
         true
     }
 
+    /// A push awaits confirmation.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Called every second or so: confirm on a PUBACK after the apply, roll back at the deadline.
     pub async fn tick(&mut self, gw: &mut Gateway) {
         let Some((version, sha, applied_ms)) = self.pending.clone() else {
@@ -468,6 +514,17 @@ impl PushOwner {
                 Action::Report(_) => {}
             }
         }
+    }
+}
+
+/// Mark the push's command row done (no reply: its answer is `config/state`). A failure is
+/// logged: a redelivery would then be reported `rejected` as interrupted, never applied twice.
+async fn settle(gw: &Gateway, id: &str, result: Json) {
+    let (store, id) = (gw.store().clone(), id.to_string());
+    match tokio::task::spawn_blocking(move || store.command_settle(&id, &result)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("cannot record the config push as handled: {e}"),
+        Err(e) => tracing::error!("store task failed: {e}"),
     }
 }
 

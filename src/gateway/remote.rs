@@ -192,6 +192,16 @@ async fn handle_push(
         if let Err(e) = request::authorize_push(env.signer.as_ref(), &remote) {
             break 'refused refuse(Some(push.version), signer, msg(&e));
         }
+        // A redelivery of a push already handled (its PUBACK lost with a moved uplink or a
+        // restart) is acknowledged before it is validated again: its files may be gone, and
+        // its answer is already on `config/state`.
+        let id = super::push::push_id(&push.version, &crate::remote::sign::hex(&push.sha256));
+        let store = ctx.store.clone();
+        if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || store.command_done(&id)).await {
+            tracing::info!(version = %push.version, "config push already handled (redelivery): acknowledged before validation");
+            inbound.ack();
+            return;
+        }
         let base = ctx
             .config_path
             .as_deref()
@@ -639,6 +649,7 @@ fn status_json(ctx: &RemoteContext, cfg: &Config) -> Json {
         LinkState::Connecting => "connecting",
         LinkState::Connected => "connected",
         LinkState::Down { .. } => "down",
+        LinkState::Asleep { .. } => "asleep",
     };
     json!({
         "version": env!("CARGO_PKG_VERSION"),

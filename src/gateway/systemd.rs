@@ -229,6 +229,8 @@ pub enum LinkFacts {
     Up,
     /// Not connected (yet, or any more) for this long.
     Down(Duration),
+    /// `session = "on_demand"`: between sessions by design for this long.
+    Asleep(Duration),
 }
 
 /// The numbers the STATUS line is made of. `None` leaves a part out (no store yet, no uplink).
@@ -291,6 +293,7 @@ pub fn status_line(f: &StatusFacts) -> String {
     match f.link {
         Some(LinkFacts::Up) => parts.push("link up".to_string()),
         Some(LinkFacts::Down(d)) => parts.push(format!("link down {}", human_duration(d))),
+        Some(LinkFacts::Asleep(d)) => parts.push(format!("link asleep {}", human_duration(d))),
         None => {}
     }
     parts.join(", ")

@@ -261,6 +261,44 @@ impl Store {
         Ok(())
     }
 
+    /// A request answered on another topic (a config push: `config/state`) is settled: its
+    /// row becomes done with `result`, nothing is sent, so a redelivery is recognised and
+    /// never handled again. Settles a row begun by this process or an earlier one (a push
+    /// interrupted by a restart was dealt with by the installer's recovery at start).
+    /// `CommandState` when the id was never begun or is already done.
+    pub fn command_settle(&self, id: &str, result: &Json) -> Result<(), StoreError> {
+        let result_text = bounded_json("command result", result)?;
+        let now = unix_ms(SystemTime::now());
+        let g = self.lock();
+        let n = g
+            .conn
+            .prepare_cached(
+                "UPDATE command SET state = 'done', finished_ms = ?2, result = ?3 \
+                 WHERE id = ?1 AND state = 'running'",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params![id, now, result_text]))
+            .map_err(self.sql("settle command"))?;
+        if n == 0 {
+            return Err(StoreError::CommandState {
+                id: id.to_string(),
+                why: "not running (never begun, or already done)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `id` is done (finished, rejected or settled): read only, for a redelivery check
+    /// before costly validation.
+    pub fn command_done(&self, id: &str) -> Result<bool, StoreError> {
+        bounded_text("command id", id, COMMAND_ID_MAX)?;
+        let g = self.lock();
+        g.conn
+            .prepare_cached("SELECT 1 FROM command WHERE id = ?1 AND state = 'done'")
+            .and_then(|mut s| s.query_row([id], |_| Ok(())).optional())
+            .map(|r| r.is_some())
+            .map_err(self.sql("command lookup"))
+    }
+
     /// A reply with no execution (refused, expired, interrupted, malformed with a readable
     /// id): row done (if `id`), reply and event, one transaction; a redelivery returns the
     /// same result. An id that is already done keeps its stored result, and that stored

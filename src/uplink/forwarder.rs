@@ -105,6 +105,14 @@ pub enum SessionError {
         size: usize,
         limit: usize,
     },
+    /// Publishes waited `after` for their PUBACK and nothing at all came from the broker: a
+    /// link that died without a reset (NB-IoT bearer lost, radio out of coverage).
+    #[error("no packet from the broker for {} while {outstanding} publish(es) awaited PUBACK: link stalled", humantime::format_duration(*after))]
+    Stalled { after: Duration, outstanding: usize },
+    /// `session = "on_demand"`: the outbox was drained and the session lingered; it ended
+    /// cleanly so the radio can sleep (not a failure).
+    #[error("session ended on demand (nothing left to send)")]
+    Asleep,
 }
 
 /// Most events taken at once before their PUBACKs are acknowledged together.
@@ -157,6 +165,11 @@ pub struct Forwarder<O: Outbox> {
     oversized_slot: Arc<tokio::sync::Semaphore>,
     /// TLS sessions kept across reconnects (resumption), for the life of this forwarder.
     tls_sessions: Arc<SessionCache>,
+    /// The modem's "link usable" (registered and attached): no attempt while false
+    /// (`with_link_gate`); `None`: the OS owns the network, always try.
+    link_gate: Option<watch::Receiver<bool>>,
+    /// Reach the broker through this HTTP CONNECT proxy (the modem's socket mode bridge).
+    proxy: Option<std::net::SocketAddr>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -170,6 +183,8 @@ const FAST_RETRY_WINDOW: Duration = Duration::from_secs(30);
 struct Backoff {
     min: Duration,
     max: Duration,
+    /// Retries stay at `min` this long into an outage (`FAST_RETRY_WINDOW`; zero with a modem).
+    fast: Duration,
     attempt: u32,
     /// When the current outage began (first failure since the last good session).
     since: Option<Instant>,
@@ -184,7 +199,7 @@ impl Backoff {
 
     /// The delay before the next attempt, `outage` into the outage (pure but for the jitter).
     fn next_after(&mut self, outage: Duration) -> Duration {
-        let exp = if outage < FAST_RETRY_WINDOW {
+        let exp = if outage < self.fast {
             self.min
         } else {
             let e = self
@@ -287,6 +302,12 @@ struct Session {
     /// When health was last published, and the `last_seq` it carried.
     health_at: Option<Instant>,
     health_seq: u64,
+    /// When the broker last sent anything, and when the oldest unacknowledged publish of
+    /// this session went out (from 0 outstanding): the stall clock (`ack_timeout`).
+    last_heard: Option<Instant>,
+    waiting_since: Option<Instant>,
+    /// on_demand: since when nothing is left to send or acknowledge (the linger clock).
+    quiet_since: Option<Instant>,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -316,6 +337,8 @@ impl<O: Outbox> Forwarder<O> {
             inbox: None,
             oversized_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             tls_sessions: SessionCache::new(),
+            link_gate: None,
+            proxy: None,
         }
     }
 
@@ -323,6 +346,20 @@ impl<O: Outbox> Forwarder<O> {
     /// session, manual acks, QoS 1 subscriptions after every CONNACK. The receiver acks each
     /// `Inbound` after persisting it; one it drops unacknowledged is redelivered after a
     /// reconnect.
+    /// Attempt connections only while `gate` is true (the modem is registered and attached),
+    /// and back off without a fast-retry window (every attempt wakes the radio).
+    pub fn with_link_gate(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.link_gate = Some(gate);
+        self
+    }
+
+    /// Connect through the HTTP CONNECT proxy at `addr` (the modem's socket-mode bridge on
+    /// loopback); TLS still runs end to end with the broker, under its own name.
+    pub fn with_proxy(mut self, addr: std::net::SocketAddr) -> Self {
+        self.proxy = Some(addr);
+        self
+    }
+
     pub fn with_inbox(mut self, tx: mpsc::Sender<Inbound>) -> Self {
         self.inbox = Some(tx);
         self
@@ -370,9 +407,15 @@ impl<O: Outbox> Forwarder<O> {
         let mut backoff = Backoff {
             min: self.cfg.reconnect_min,
             max: self.cfg.reconnect_max.max(self.cfg.reconnect_min),
+            fast: if self.link_gate.is_some() {
+                Duration::ZERO
+            } else {
+                FAST_RETRY_WINDOW
+            },
             attempt: 0,
             since: None,
         };
+        let mut gate = self.link_gate.clone();
         let mut sessions: u64 = 0;
         // A packet over the incoming limit ended the last session: discard the broker's
         // session before the next persistent one, or it is redelivered forever.
@@ -381,6 +424,27 @@ impl<O: Outbox> Forwarder<O> {
             self.beat();
             if shutdown.is_cancelled() {
                 break;
+            }
+            if let Some(g) = gate.as_mut() {
+                if !*g.borrow_and_update() {
+                    self.status.send_modify(|s| {
+                        s.state = LinkState::Down {
+                            since_ms: now_ms(),
+                            last_error: "waiting for the modem: not registered or not attached"
+                                .into(),
+                        };
+                    });
+                    tracing::info!("uplink waits for the modem link");
+                    let gone = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        r = g.wait_for(|up| *up) => r.is_err(),
+                    };
+                    if gone {
+                        // The modem supervisor is gone: try anyway.
+                        gate = None;
+                    }
+                    continue;
+                }
             }
             self.status.send_modify(|s| s.state = LinkState::Connecting);
             let r = if purge {
@@ -404,6 +468,17 @@ impl<O: Outbox> Forwarder<O> {
             };
             match r {
                 Ok(()) => break,
+                Err(SessionError::Asleep) => {
+                    backoff.reset();
+                    self.status
+                        .send_modify(|s| s.state = LinkState::Asleep { since_ms: now_ms() });
+                    tracing::info!(check_in = ?self.cfg.check_in, "uplink asleep until there is something to send");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.cfg.check_in) => {}
+                    }
+                }
                 Err(e) => {
                     if let SessionError::IncomingTooLarge { .. } = e {
                         if self.inbox.is_some() {
@@ -474,6 +549,14 @@ impl<O: Outbox> Forwarder<O> {
         ));
         if let Some(u) = &c.username {
             o.set_credentials(u.clone(), c.password.clone().unwrap_or_default());
+        }
+        if let Some(p) = self.proxy {
+            o.set_proxy(rumqttc::Proxy {
+                ty: rumqttc::ProxyType::Http,
+                auth: rumqttc::ProxyAuth::None,
+                addr: p.ip().to_string(),
+                port: p.port(),
+            });
         }
         if c.tls {
             let tls = client_config_with(c, self.tls_sessions.clone())?;
@@ -881,6 +964,8 @@ impl<O: Outbox> Forwarder<O> {
             let hold = s.hold_until;
             let store_hold = s.store_hold;
             let health_due = self.health_due(&s);
+            let stall_at = self.stall_at(&s);
+            let linger_end = self.linger_end(&mut s);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -952,9 +1037,78 @@ impl<O: Outbox> Forwarder<O> {
                     s.more = true;
                     self.flush_acks(&mut s).await?;
                 }
+                _ = tokio::time::sleep_until(stall_at.unwrap_or_else(Instant::now)), if stall_at.is_some() => {
+                    self.flush_acks(&mut s).await?;
+                    return Err(SessionError::Stalled {
+                        after: self.cfg.ack_timeout,
+                        outstanding: s.outstanding,
+                    });
+                }
+                _ = tokio::time::sleep_until(linger_end.unwrap_or_else(Instant::now)), if linger_end.is_some() => {
+                    // Drained and lingered: the last word on health, then a clean DISCONNECT
+                    // (no will) so the module can sleep; the broker keeps the persistent
+                    // session and queues commands until the next one.
+                    if let Some(rx) = ack_rx.as_mut() {
+                        while let Ok(a) = rx.try_recv() {
+                            s.acks.push_back(a);
+                        }
+                        self.send_acks(&client, &mut s);
+                    }
+                    self.flush_acks(&mut s).await?;
+                    let _ = self.publish_health(&client, &mut s).await;
+                    let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "asleep");
+                    let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                        while let Some(Ok(ev)) = rx.recv().await {
+                            if ev == Event::Outgoing(Outgoing::Disconnect) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    return Err(SessionError::Asleep);
+                }
                 _ = tokio::time::sleep(IDLE_RECHECK) => s.more = true,
             }
         }
+    }
+
+    /// When the session counts as stalled: publishes await PUBACK and the broker has sent
+    /// nothing for `ack_timeout` since the oldest of them went out.
+    fn stall_at(&self, s: &Session) -> Option<Instant> {
+        if s.outstanding == 0 {
+            return None;
+        }
+        let since = match (s.waiting_since, s.last_heard) {
+            (Some(w), Some(h)) => w.max(h),
+            (Some(w), None) => w,
+            (None, h) => h?,
+        };
+        Some(since + self.cfg.ack_timeout)
+    }
+
+    /// on_demand: when the session ends, `linger` after nothing was left to send or
+    /// acknowledge (any activity restarts the clock). None in `always` mode or while busy.
+    fn linger_end(&self, s: &mut Session) -> Option<Instant> {
+        if self.cfg.session != crate::config::SessionMode::OnDemand {
+            return None;
+        }
+        let quiet = s.outstanding == 0
+            && !s.more
+            && s.staged.is_empty()
+            && s.resend.is_empty()
+            && !s.need_unacked
+            && s.acked.is_empty()
+            && s.acks.is_empty()
+            && s.acks_queued == 0
+            && s.store_hold.is_none()
+            && s.hold_until.is_none();
+        if !quiet {
+            s.quiet_since = None;
+            return None;
+        }
+        let since = *s.quiet_since.get_or_insert_with(Instant::now);
+        Some(since + self.cfg.linger)
     }
 
     /// Request one QoS 1 publish, recording it in the FIFO first.
@@ -968,6 +1122,9 @@ impl<O: Outbox> Forwarder<O> {
         retain: bool,
     ) -> Result<(), SessionError> {
         s.fifo.push_back(seq);
+        if s.outstanding == 0 {
+            s.waiting_since = Some(Instant::now());
+        }
         if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
             s.fifo.pop_back();
             return Err(SessionError::Internal(format!(
@@ -1359,6 +1516,9 @@ impl<O: Outbox> Forwarder<O> {
     }
 
     async fn on_event(&self, ev: Event, s: &mut Session) -> Result<(), SessionError> {
+        if let Event::Incoming(_) = ev {
+            s.last_heard = Some(Instant::now());
+        }
         match ev {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let seq = match s.collided.take() {
@@ -1528,6 +1688,7 @@ mod tests {
         let mut b = Backoff {
             min: Duration::from_secs(1),
             max: Duration::from_secs(8),
+            fast: FAST_RETRY_WINDOW,
             attempt: 0,
             since: None,
         };
@@ -1550,6 +1711,22 @@ mod tests {
         }
         b.reset();
         assert!(b.next() <= Duration::from_secs(1));
+        // With a modem (no fast window): exponential from the first retry, so an outage of
+        // a minute costs a handful of radio wake-ups, not one per second.
+        let mut m = Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            fast: Duration::ZERO,
+            attempt: 0,
+            since: None,
+        };
+        let mut t = Duration::ZERO;
+        let mut attempts = 0;
+        while t < Duration::from_secs(60) {
+            t += m.next_after(t);
+            attempts += 1;
+        }
+        assert!(attempts <= 12, "{attempts} attempts in a minute");
     }
 
     /// (topic, payload bytes, limit, refused?) around the client's limit.

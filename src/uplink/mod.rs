@@ -79,6 +79,8 @@ pub enum LinkState {
     Connected,
     /// The last session or attempt failed; `since` is UTC ms of the failure.
     Down { since_ms: i64, last_error: String },
+    /// `session = "on_demand"`: between sessions by design (nothing to send), since UTC ms.
+    Asleep { since_ms: i64 },
 }
 
 /// Published by the forwarder on a `tokio::sync::watch` channel after every change.

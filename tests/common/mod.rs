@@ -3,6 +3,9 @@
 //! waiting on conditions with deadlines (never bare sleeps).
 #![allow(dead_code)]
 
+/// The remote-operations harness (issue 10): daemon, ops CLI, signed requests, answers.
+pub mod remote;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
@@ -853,64 +856,4 @@ impl ModbusTap {
     pub fn writes(&self) -> u64 {
         self.writes.load(std::sync::atomic::Ordering::SeqCst)
     }
-}
-
-// ---- remote operations (issue 10): the daemon and the ops CLI as real processes ----
-
-/// `gasdtu run --config <config>` with stderr (info logs) into `log`.
-pub fn start_daemon(config: &Path, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).unwrap();
-    Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
-}
-
-/// The `[ops]` file of `gasdtu cmd`/`gasdtu push` reaching `localhost:port` with this PKI's CA
-/// and client certificate, signing with `key_file`.
-pub fn ops_toml(pki: &Pki, port: u16, key_file: &Path, timeout: &str) -> String {
-    format!(
-        "[ops]\nhost = \"localhost\"\nport = {port}\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nkey_file = \"{}\"\ntimeout = \"{timeout}\"\n",
-        pki.path("ca.pem").display(),
-        pki.path("client.pem").display(),
-        pki.path("client.key").display(),
-        key_file.display(),
-    )
-}
-
-/// What a finished CLI run printed.
-#[derive(Debug)]
-pub struct Ran {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub took: Duration,
-}
-
-/// Run the real binary with `args` to completion (off the async runtime's threads).
-pub async fn run_gasdtu(args: Vec<String>) -> Ran {
-    tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let out = Command::new(gasdtu())
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run gasdtu {args:?}: {e}"));
-        Ran {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            took: start.elapsed(),
-        }
-    })
-    .await
-    .unwrap()
 }

@@ -1,0 +1,467 @@
+//! The link-aware uplink (issue 11) with real parts: the real `Forwarder` over a real SQLite
+//! `Store`, a real mosquitto over TLS, and small TCP middlemen written here that behave like
+//! the network does (a relay that can go silent without a reset, an HTTP CONNECT proxy like
+//! the modem's socket bridge).
+//!
+//! - A silent stall (no RST, nothing comes back) is detected by `ack_timeout` while publishes
+//!   await their PUBACK, long before the keepalive; the session is dropped, a new one made,
+//!   and every reading arrives.
+//! - The link gate: while the modem says the link is not usable, no connection is attempted;
+//!   once it is, the forwarder connects.
+//! - `session = "on_demand"`: a session opens when there is something to send, lingers, then
+//!   ends cleanly (retained `asleep`, state `Asleep`); the next commit opens the next one, and
+//!   a command published while asleep arrives in it (persistent session).
+//! - Through an HTTP CONNECT proxy the TLS session runs end to end under the broker's name
+//!   (the proxy sees only `CONNECT localhost:<port>` and ciphertext).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::{wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber};
+use gasdtu::config::{Encoding, SessionMode, StoreConfig, UplinkConfig};
+use gasdtu::model::{Quality, Sample, SampleBatch, Value};
+use gasdtu::store::{ClockStamp, Store};
+use gasdtu::uplink::{decode, Forwarder, Inbound, LinkState, LinkStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+const GW: &str = "gw-link";
+const ROOT: &str = "gasdtu/gw-link";
+const T: Duration = Duration::from_secs(20);
+
+fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
+    UplinkConfig {
+        host: "localhost".into(),
+        port,
+        tls: true,
+        ca_file: Some(pki.path("ca.pem")),
+        client_cert: None,
+        client_key: None,
+        server_name: None,
+        username: None,
+        password: None,
+        client_id: "gasdtu-gw-link".into(),
+        topic_root: ROOT.into(),
+        // Far beyond every wait here: only `ack_timeout` can notice a stall.
+        keepalive: Duration::from_secs(240),
+        connect_timeout: Duration::from_secs(10),
+        reconnect_min: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(400),
+        max_payload: 1024,
+        rate_limit: None,
+        encoding: Encoding::Json,
+        inflight: 4,
+        session: SessionMode::Always,
+        linger: Duration::from_secs(1),
+        check_in: Duration::from_secs(3600),
+        ack_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A TCP relay to `upstream` that counts connections and can go silent: `freeze()` makes every
+/// connection open at that moment stop moving bytes in both directions without closing (what a
+/// lost radio bearer looks like); later connections work.
+struct Relay {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    frozen_below: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let frozen_below = Arc::new(AtomicUsize::new(0));
+        let (acc, frz) = (accepted.clone(), frozen_below.clone());
+        tokio::spawn(async move {
+            while let Ok((down, _)) = l.accept().await {
+                let n = acc.fetch_add(1, Ordering::SeqCst) + 1;
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::spawn(pump(dr, uw, n, frz.clone()));
+                tokio::spawn(pump(ur, dw, n, frz.clone()));
+            }
+        });
+        Relay {
+            port,
+            accepted,
+            frozen_below,
+        }
+    }
+
+    fn freeze(&self) {
+        self.frozen_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    conn: usize,
+    frozen_below: Arc<AtomicUsize>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if conn <= frozen_below.load(Ordering::SeqCst) {
+            // Silent: hold the connection open, move nothing, never close.
+            std::future::pending::<()>().await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A minimal HTTP CONNECT proxy (what the modem's socket bridge is to the MQTT client): reads
+/// the request head (bounded), records the target, connects to it on loopback, answers 200 and
+/// relays bytes.
+struct ConnectProxy {
+    addr: std::net::SocketAddr,
+    targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    async fn start() -> ConnectProxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let t = targets.clone();
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = l.accept().await {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+                        if down.read_exact(&mut b).await.is_err() {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let target = text
+                        .lines()
+                        .next()
+                        .and_then(|l| l.strip_prefix("CONNECT "))
+                        .and_then(|l| l.split(' ').next())
+                        .unwrap_or_default()
+                        .to_string();
+                    t.lock().unwrap().push(target.clone());
+                    let port: u16 = target
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    let Ok(mut up) = TcpStream::connect(("127.0.0.1", port)).await else {
+                        let _ = down.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    if down
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+            }
+        });
+        ConnectProxy { addr, targets }
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    broker: Broker,
+    store: Arc<Store>,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let broker = Broker::new(
+        dir.path(),
+        &pki,
+        &BrokerTls {
+            cert: "server",
+            require_certificate: false,
+            tls_version: None,
+        },
+        false,
+    );
+    let (store, _) = Store::open(&dir.path().join("state"), &StoreConfig::default()).unwrap();
+    Rig {
+        _dir: dir,
+        pki,
+        broker,
+        store: Arc::new(store),
+    }
+}
+
+struct Running {
+    status: watch::Receiver<LinkStatus>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    inbox: Option<mpsc::Receiver<Inbound>>,
+}
+
+impl Running {
+    fn start(
+        r: &Rig,
+        cfg: UplinkConfig,
+        setup: impl FnOnce(Forwarder<Store>) -> Forwarder<Store>,
+    ) -> Running {
+        let wake = Arc::new(Notify::new());
+        let (tx, status) = watch::channel(LinkStatus::default());
+        let shutdown = CancellationToken::new();
+        let f = setup(Forwarder::new(cfg, GW, r.store.clone(), wake.clone(), tx));
+        let task = tokio::spawn(f.run(shutdown.clone()));
+        Running {
+            status,
+            wake,
+            shutdown,
+            task,
+            inbox: None,
+        }
+    }
+
+    async fn wait(&self, what: &str, f: impl Fn(&LinkStatus) -> bool) -> LinkStatus {
+        let status = self.status.clone();
+        wait_until(what, T, || {
+            let st = status.borrow().clone();
+            f(&st).then_some(st)
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("forwarder stops")
+            .unwrap();
+    }
+}
+
+fn batch(device: &str, first: i64, n: i64) -> SampleBatch {
+    let now = SystemTime::now();
+    SampleBatch {
+        device: device.into(),
+        bus: "bus1".into(),
+        slot: now,
+        samples: (0..n)
+            .map(|i| Sample {
+                point: format!("p{}", first + i).into(),
+                value: Some(Value::Int(first + i)),
+                unit: None,
+                quality: Quality::Good,
+                read_at: now,
+            })
+            .collect(),
+        online: true,
+        failed_cycles: 0,
+    }
+}
+
+/// Readings (device, point) that reached the subscriber.
+fn delivered(sub: &Subscriber) -> std::collections::BTreeSet<(String, String)> {
+    sub.snapshot()
+        .iter()
+        .filter(|m| m.topic.ends_with("/data"))
+        .filter_map(|m| decode(&m.payload).ok())
+        .flat_map(|d| d["data"].as_array().cloned().unwrap_or_default())
+        .flat_map(|dev| {
+            let name = dev["dev"].as_str().unwrap_or_default().to_string();
+            dev["reads"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(move |r| {
+                    let name = name.clone();
+                    r["v"]
+                        .as_object()
+                        .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |k| (name.clone(), k))
+                })
+        })
+        .collect()
+}
+
+fn subscriber(r: &Rig, id: &str) -> Subscriber {
+    Subscriber::start(&r.pki, r.broker.port, &format!("{ROOT}/#"), id, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stall_is_detected_by_the_ack_timeout_and_nothing_is_lost() {
+    let r = rig();
+    let sub = subscriber(&r, "stall-sub");
+    sub.wait_subscribed(1, T).await;
+    let relay = Relay::start(r.broker.port).await;
+    let run = Running::start(&r, uplink(&r.pki, relay.port), |f| f);
+    let stamp = ClockStamp::now();
+    r.store.commit(&[batch("d1", 0, 3)], &[], &stamp).unwrap();
+    run.wake.notify_one();
+    run.wait("the first readings acknowledged", |st| st.acked >= 1)
+        .await;
+    // The bearer dies without a reset: the relay moves nothing any more, keeps the socket.
+    relay.freeze();
+    r.store.commit(&[batch("d2", 0, 3)], &[], &stamp).unwrap();
+    run.wake.notify_one();
+    let st = run
+        .wait("the stall noticed", |st| {
+            st.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("link stalled"))
+        })
+        .await;
+    assert!(
+        st.last_error.as_deref().unwrap().contains("5s"),
+        "{:?}",
+        st.last_error
+    );
+    // A new session through the relay (new connections are not frozen) delivers the rest.
+    run.wait("reconnected", |st| {
+        st.reconnects >= 1 && st.state == LinkState::Connected
+    })
+    .await;
+    assert!(relay.accepted() >= 2);
+    wait_until("every reading delivered and acknowledged", T, || {
+        let stats = r.store.stats().ok()?;
+        (delivered(&sub).len() == 6 && stats.pending_entries == 0 && stats.sealed_messages == 0)
+            .then_some(())
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connection_is_attempted_while_the_modem_link_is_down() {
+    let r = rig();
+    let relay = Relay::start(r.broker.port).await;
+    let (gate_tx, gate_rx) = watch::channel(false);
+    let run = Running::start(&r, uplink(&r.pki, relay.port), |f| {
+        f.with_link_gate(gate_rx)
+    });
+    let st = run
+        .wait("waiting for the modem", |st| {
+            matches!(&st.state, LinkState::Down { last_error, .. } if last_error.contains("waiting for the modem"))
+        })
+        .await;
+    // The gate is looked at before any attempt: nothing reached the network.
+    assert_eq!(relay.accepted(), 0, "{st:?}");
+    gate_tx.send(true).unwrap();
+    run.wait("connected once the link is usable", |st| {
+        st.state == LinkState::Connected
+    })
+    .await;
+    assert_eq!(relay.accepted(), 1);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_sessions_open_for_data_linger_and_sleep() {
+    let r = rig();
+    let sub = subscriber(&r, "od-sub");
+    sub.wait_subscribed(1, T).await;
+    let ops = Publisher::start(&r.pki, r.broker.port, "od-ops");
+    let relay = Relay::start(r.broker.port).await;
+    let mut cfg = uplink(&r.pki, relay.port);
+    cfg.session = SessionMode::OnDemand;
+    let (itx, irx) = mpsc::channel(8);
+    let mut run = Running::start(&r, cfg, |f| f.with_inbox(itx));
+    run.inbox = Some(irx);
+    // Nothing to send at start: the first session only subscribes (persistent), lingers,
+    // and ends.
+    run.wait("asleep after the first session", |st| {
+        matches!(st.state, LinkState::Asleep { .. })
+    })
+    .await;
+    let sessions = relay.accepted();
+    wait_until("retained asleep", T, || {
+        sub.snapshot()
+            .iter()
+            .any(|m| m.topic == format!("{ROOT}/status") && m.payload == b"asleep")
+            .then_some(())
+    })
+    .await;
+    // A command published while asleep waits at the broker (persistent session)...
+    ops.publish(&format!("{ROOT}/cmd/req"), "while asleep", false)
+        .await;
+    // ...and a commit opens the next session, which delivers the data and the command.
+    let stamp = ClockStamp::now();
+    r.store.commit(&[batch("d1", 0, 2)], &[], &stamp).unwrap();
+    run.wake.notify_one();
+    let inb = tokio::time::timeout(T, run.inbox.as_mut().unwrap().recv())
+        .await
+        .expect("the command arrives in the next session")
+        .expect("inbox open");
+    assert_eq!(&inb.payload[..], b"while asleep");
+    inb.ack();
+    wait_until("the readings delivered", T, || {
+        (delivered(&sub).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        relay.accepted(),
+        sessions + 1,
+        "one new session for the data"
+    );
+    let st = run
+        .wait("asleep again after the linger", |st| {
+            matches!(st.state, LinkState::Asleep { .. }) && st.inbound_acked >= 1
+        })
+        .await;
+    assert!(st.acked >= 1, "{st:?}");
+    // Asleep only once everything was acknowledged.
+    let stats = r.store.stats().unwrap();
+    assert_eq!((stats.pending_entries, stats.sealed_messages), (0, 0));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_an_http_connect_proxy_tls_runs_end_to_end_under_the_brokers_name() {
+    let r = rig();
+    let sub = subscriber(&r, "px-sub");
+    sub.wait_subscribed(1, T).await;
+    let proxy = ConnectProxy::start().await;
+    let run = Running::start(&r, uplink(&r.pki, r.broker.port), |f| {
+        f.with_proxy(proxy.addr)
+    });
+    r.store
+        .commit(&[batch("d1", 0, 2)], &[], &ClockStamp::now())
+        .unwrap();
+    run.wake.notify_one();
+    wait_until("readings delivered through the proxy", T, || {
+        (delivered(&sub).len() == 2).then_some(())
+    })
+    .await;
+    // The proxy was asked for the broker by name (so TLS verified `localhost`, the name in
+    // the certificate, not the proxy's address).
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert_eq!(targets, vec![format!("localhost:{}", r.broker.port)]);
+    run.stop().await;
+}
