@@ -72,8 +72,8 @@ pub enum BridgeError {
 
 /// Parse the head of an HTTP CONNECT request: `CONNECT host:port HTTP/1.x` (pure).
 pub fn parse_connect(head: &[u8]) -> Result<(String, u16), BridgeError> {
-    let text = std::str::from_utf8(head)
-        .map_err(|_| BridgeError::BadRequest("not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(head).map_err(|_| BridgeError::BadRequest("not UTF-8".into()))?;
     let line = text.lines().next().unwrap_or_default();
     let mut parts = line.split(' ');
     let (Some("CONNECT"), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
@@ -113,6 +113,27 @@ pub fn resolve(host: &str, hosts: &[(String, IpAddr)]) -> Option<IpAddr> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(host))
         .map(|(_, ip)| *ip)
+}
+
+/// The uplink's gate from the supervisor's status: true while `link_up` (registered and
+/// attached). The mapping task ends when the supervisor's channel closes (the receiver then
+/// reports the sender gone, and the forwarder stops waiting for it).
+pub fn link_gate(mut status: watch::Receiver<ModemStatus>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(status.borrow().link_up);
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            let up = status.borrow_and_update().link_up;
+            tx.send_if_modified(|v| {
+                let changed = *v != up;
+                *v = up;
+                changed
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The loopback proxy (see the module doc).
@@ -221,7 +242,9 @@ async fn read_head(tcp: &mut TcpStream) -> Result<Vec<u8>, BridgeError> {
             )));
         }
         if tcp.read(&mut b).await? == 0 {
-            return Err(BridgeError::BadRequest("closed before the head ended".into()));
+            return Err(BridgeError::BadRequest(
+                "closed before the head ended".into(),
+            ));
         }
         head.push(b[0]);
     }
@@ -247,6 +270,13 @@ async fn open(
             Ok(id)
         }
         SocketDialect::Qi | SocketDialect::QiHex => {
+            // Sockets need the PDP context active (QIACT); an already active context answers
+            // ERROR, which is fine: QIOPEN says whether it worked.
+            if let Some(act) = p.pdp_activation {
+                if let Err(e) = at.call(act).await {
+                    tracing::debug!("modem bridge: {act}: {e} (already active?)");
+                }
+            }
             // A socket left from an earlier run would make QIOPEN fail: close it first.
             let _ = at.call(&socket_cmd::qi_close(QI_ID)).await;
             at.call(&socket_cmd::qi_open(QI_ID, ip, port, true)).await?;
@@ -391,7 +421,10 @@ mod tests {
                 "CONNECT broker.example.net:8883 HTTP/1.1\r\nHost: x\r\n\r\n",
                 ("broker.example.net", 8883),
             ),
-            ("CONNECT 127.0.0.1:1883 HTTP/1.0\r\n\r\n", ("127.0.0.1", 1883)),
+            (
+                "CONNECT 127.0.0.1:1883 HTTP/1.0\r\n\r\n",
+                ("127.0.0.1", 1883),
+            ),
             ("CONNECT [::1]:8883 HTTP/1.1\r\n\r\n", ("::1", 8883)),
         ];
         for (head, (h, p)) in ok {

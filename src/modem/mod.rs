@@ -63,4 +63,4 @@ pub use engine::{AtEngine, AtError, AtHandle, EngineOptions};
 pub use status::{health_json, ModemStatus};
 pub use supervisor::{ModemSupervisor, SupervisorOptions};
 pub mod bridge;
-pub use bridge::SocketBridge;
+pub use bridge::{link_gate, SocketBridge};
