@@ -280,3 +280,60 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
     }
     assert_eq!(steps, ["module_reset", "power_cycle"]);
 }
+
+#[test]
+fn the_daemon_supervises_the_modem_and_status_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"socket\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
+            dir.path().join("state").display(),
+            sim.port.display()
+        ),
+    )
+    .expect("write the config");
+    let socket = dir.path().join("gasdtu.sock");
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+    let _daemon = Proc::spawn(
+        "gasdtu run",
+        Command::new(gasdtu())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new(gasdtu())
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let v = common::wait_for(
+        "gasdtu status to show the modem registered with a signal sample",
+        Duration::from_secs(60),
+        || {
+            status().filter(|v| {
+                let m = &v["modem"];
+                m["model"] == "bc95" && m["link_up"] == true && m["signal"]["rsrp_dbm"].is_number()
+            })
+        },
+    );
+    let m = &v["modem"];
+    assert_eq!(m["mode"], "socket", "{m}");
+    assert_eq!(m["state"], "registered", "{m}");
+    assert!(
+        m["registration"]["stat"] == "home" || m["registration"]["stat"] == "roaming",
+        "{m}"
+    );
+    assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
+}
