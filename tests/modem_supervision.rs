@@ -337,3 +337,97 @@ fn the_daemon_supervises_the_modem_and_status_shows_it() {
     );
     assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
 }
+
+/// The engine alone on a simulator port.
+fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let (engine, at) = AtEngine::new(
+        port.display().to_string(),
+        115_200,
+        EngineOptions {
+            wake_after,
+            timeout_scale: 0.3,
+        },
+    );
+    tokio::spawn(engine.run(stop.clone()));
+    (at, stop)
+}
+
+/// The simulator's `sleep` quirk: after 1 s without a command, the first one is answered by
+/// a bare CRLF only.
+const SLEEPY: &str = "sleep:1s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sleep_a_safe_command_is_retried_and_an_unsafe_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[SLEEPY]);
+    let (at, stop) = engine_only(&sim.port, Duration::from_secs(3600));
+    // The port opened "idle": the first command may meet a sleeping module too.
+    at.call("AT").await.expect("AT");
+    // Idle past the module's sleep timer (the precondition, not a wait for a result).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let x = at
+        .call("AT+CSQ")
+        .await
+        .expect("AT+CSQ retried after the bare CRLF");
+    assert!(x.lines[0].starts_with("+CSQ:"), "{x:?}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let e = at
+        .call("AT+CFUN=1")
+        .await
+        .expect_err("an unsafe command is not repeated blindly");
+    assert!(matches!(e, gasdtu::modem::AtError::Timeout { .. }), "{e}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_idle_past_wake_after_is_woken_before_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[SLEEPY]);
+    let (at, stop) = engine_only(&sim.port, Duration::from_millis(500));
+    at.call("AT").await.expect("AT");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    at.call("AT+CFUN=1")
+        .await
+        .expect("the wake-up AT took the bare CRLF, the command its OK");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_lost_past_the_bound_cycles_the_radio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    ready(&mut r, "sim7020").await;
+    assert_eq!(control(&sim.ctl, "deregister 600"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a radio cycle, then registered again",
+        Duration::from_secs(30),
+        |s| {
+            s.link_up
+                && s.ladder.last.as_ref().is_some_and(|l| {
+                    l.step == gasdtu::modem::ladder::Step::RadioCycle && l.outcome == "ok"
+                })
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.resets_today, 1, "{s:?}");
+    let mut seen = Vec::new();
+    while let Ok(ev) = r.events.try_recv() {
+        seen.push(ev);
+    }
+    let reset = seen
+        .iter()
+        .find(|e| e["event"] == "modem_reset")
+        .expect("a modem_reset event");
+    assert_eq!(reset["step"], "radio_cycle");
+    assert_eq!(reset["reason"], "registration_lost");
+    assert!(
+        seen.iter()
+            .any(|e| e["event"] == "modem_registration" && e["stat"] == "searching"),
+        "{seen:?}"
+    );
+}
