@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Sim {
     _proc: Proc,
-    _pty: PtyPair,
+    pty: Option<PtyPair>,
     ctl: PathBuf,
     port: PathBuf,
 }
@@ -50,7 +50,7 @@ fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> Sim {
     Sim {
         _proc: proc,
         port: pty.b.clone(),
-        _pty: pty,
+        pty: Some(pty),
         ctl,
     }
 }
@@ -430,4 +430,73 @@ async fn registration_lost_past_the_bound_cycles_the_radio() {
             .any(|e| e["event"] == "modem_registration" && e["stat"] == "searching"),
         "{seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = start_sim(dir.path(), "bc95", &[]);
+    let mut r = start(config(&sim.port));
+    ready(&mut r, "bc95").await;
+    let mut opens = r.at.port_opens();
+    let before = *opens.borrow_and_update();
+    let pty = sim.pty.take().expect("the pty pair");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
+    pty.unplug();
+    // Plugged in again at the same paths (a USB adapter re-enumerating).
+    sim.pty = Some(PtyPair::at(a, b));
+    tokio::time::timeout(Duration::from_secs(30), opens.wait_for(|n| *n > before))
+        .await
+        .expect("the engine reopens the port within 30 s")
+        .expect("engine running");
+    r.at.call("AT").await.expect("AT on the reopened port");
+    ready(&mut r, "bc95").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_send_carries_raw_bytes_through_the_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback listener");
+    let port = listener.local_addr().expect("local addr").port();
+    let mut r = start(config(&sim.port));
+    ready(&mut r, "bg96").await;
+    let mut urcs = r.at.urcs();
+    r.at.call("AT+QIACT=1").await.expect("AT+QIACT=1");
+    r.at.call(&format!("AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",{port},0,1"))
+        .await
+        .expect("AT+QIOPEN");
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .expect("the module connects within 20 s")
+        .expect("accept");
+    let opened = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(u) = urcs.recv().await {
+                if u.kind == Some(UrcKind::Qiopen) {
+                    return u.line;
+                }
+            }
+        }
+    })
+    .await
+    .expect("+QIOPEN within 20 s");
+    assert_eq!(opened, "+QIOPEN: 0,0");
+    let payload = bytes::Bytes::from_static(b"\r\nOK\r\n> raw");
+    let x =
+        r.at.call_with_payload(&format!("AT+QISEND=0,{}", payload.len()), payload.clone())
+            .await
+            .expect("QISEND");
+    assert_eq!(x.result, gasdtu::modem::Final::SendOk);
+    let mut got = vec![0u8; payload.len()];
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut got),
+    )
+    .await
+    .expect("the bytes arrive within 20 s")
+    .expect("read");
+    assert_eq!(got, payload.as_ref());
 }
