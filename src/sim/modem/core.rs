@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::at::{self, Cmd};
 use super::fault::{ModemFault, ModemFaults, Roll};
 use super::model::{BootCause, Model};
+pub(super) use super::reply::{After, Final, Pending, Piece, Reply};
 use super::signal::Signal;
 
 /// Longest command line accepted; a longer one is answered with ERROR.
@@ -63,6 +64,8 @@ pub struct Stats {
     pub model: String,
     pub state: String,
     pub commands: u64,
+    /// Bytes received on the serial line, also while hung or powered down.
+    pub bytes_in: u64,
     pub power_cycles: u64,
     pub reboots: u64,
     pub sockets_opened: u64,
@@ -86,74 +89,6 @@ pub(super) enum Reg {
     Searching { until: Instant },
     Registered,
     Lost { until: Instant },
-}
-
-/// A final result that waits for something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pending {
-    /// AT+CGATT=1 / AT+QIACT=1: OK once registered.
-    Attach { pdp: bool },
-    /// AT+NSOCO / AT+CSOCON: OK or ERROR when the connection answers.
-    Connect { conn: u64 },
-}
-
-/// One piece of a reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Piece {
-    /// Framed "\r\n<line>\r\n".
-    Line(String),
-    /// Written as is.
-    Raw(Vec<u8>),
-}
-
-/// A command's final result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Final {
-    Ok,
-    Error,
-    Cme(u16),
-    /// Nothing (after a "> " prompt, or when the boot text carries the result).
-    Nothing,
-    /// Later, when `Pending` resolves.
-    Deferred(Pending, Duration),
-}
-
-/// What a handler answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reply {
-    pub pieces: Vec<Piece>,
-    pub fin: Final,
-}
-
-impl Reply {
-    pub fn ok() -> Reply {
-        Reply::lines(Vec::<String>::new())
-    }
-    pub fn lines<S: Into<String>>(lines: impl IntoIterator<Item = S>) -> Reply {
-        Reply {
-            pieces: lines.into_iter().map(|l| Piece::Line(l.into())).collect(),
-            fin: Final::Ok,
-        }
-    }
-    pub fn fin(fin: Final) -> Reply {
-        Reply {
-            pieces: Vec::new(),
-            fin,
-        }
-    }
-    pub fn error() -> Reply {
-        Reply::fin(Final::Error)
-    }
-    /// Bad arguments.
-    pub fn bad() -> Reply {
-        Reply::fin(Final::Cme(50))
-    }
-}
-
-impl From<at::BadArg> for Reply {
-    fn from(_: at::BadArg) -> Reply {
-        Reply::bad()
-    }
 }
 
 /// Raw bytes the module waits for after a "> " prompt (BG96 AT+QISEND).
@@ -219,14 +154,6 @@ pub struct Modem {
     out: Vec<Out>,
     /// The wall clock (UTC ms) behind AT+CCLK; replaceable in tests.
     pub wall_ms: fn() -> i64,
-}
-
-/// Things a handler schedules for after its reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum After {
-    Reboot,
-    PowerOff,
-    Urc(String),
 }
 
 impl Modem {
@@ -555,6 +482,11 @@ impl Modem {
 
     /// Bytes from the serial line.
     pub fn feed(&mut self, bytes: &[u8], now: Instant) {
+        self.stats.bytes_in += bytes.len() as u64;
+        self.input(bytes, now);
+    }
+
+    fn input(&mut self, bytes: &[u8], now: Instant) {
         if !self.alive() {
             return;
         }
@@ -730,7 +662,7 @@ impl Modem {
         self.write(b, Duration::ZERO);
         self.last_activity = now;
         let held = std::mem::take(&mut self.held);
-        self.feed(&held, now);
+        self.input(&held, now);
     }
 
     pub(super) fn pending_connect(&self) -> Option<u64> {
