@@ -499,3 +499,30 @@ fn sleep_quirk_answers_a_bare_crlf() {
     assert_eq!(r, "\r\n\r\nOK\r\n", "first reply lost, the retry answered");
     assert!(s.term.unread().is_empty());
 }
+
+#[test]
+fn urcs_inside_replies_and_network_closed_sockets() {
+    let mut s = start("bc95", &["--modem-fault", "urc=1:1h"]);
+    s.term.until(boot_end("bc95"));
+    s.wait_registered("+CEREG:0,1\r\n");
+    let n = s.term.cmd("AT+NUESTATS");
+    let urc = n.find("\r\n+CEREG:1\r\n").expect("a URC inside the reply");
+    assert!(
+        urc > n.find("Signal power:").unwrap() && n.ends_with("\r\nOK\r\n"),
+        "{n}"
+    );
+    // The network closes the socket: +NSOCLI, and sending fails.
+    let port = echo_server(1 << 20);
+    assert!(s.term.cmd("AT+NSOCR=STREAM,6,0,1").contains("\r\n0\r\n"));
+    assert!(s
+        .term
+        .cmd(&format!("AT+NSOCO=0,127.0.0.1,{port}"))
+        .ends_with("\r\nOK\r\n"));
+    assert_eq!(s.control("close-sockets").trim(), "ok");
+    s.term.until("\r\n+NSOCLI: 0\r\n");
+    assert!(s.term.cmd("AT+NSOSD=0,1,41").ends_with("\r\nERROR\r\n"));
+    // Faults at runtime.
+    assert_eq!(s.control("fault clear").trim(), "ok");
+    assert_eq!(s.control("fault cme:159").trim(), "ok");
+    assert_eq!(s.term.cmd("AT+CSQ"), "\r\n+CME ERROR:159\r\n");
+}

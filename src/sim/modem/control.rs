@@ -1,7 +1,8 @@
 //! Runtime control of the simulated module over a unix socket (`--modem-control PATH`): one
 //! command line per connection, one reply line back, then the connection is closed. Commands:
 //! `hang`, `power-cycle`, `reboot`, `deregister <secs>`, `close-sockets`,
-//! `signal <rsrp dBm> <sinr dB> <ecl>`, `stats` (one JSON line). `ControlCmd::parse` and
+//! `signal <rsrp dBm> <sinr dB> <ecl>`, `fault <SPEC>` (add a `--modem-fault` rule),
+//! `fault clear`, `stats` (one JSON line). `ControlCmd::parse` and
 //! `apply` are pure; `ControlServer` is the I/O edge that hands each command to the runner.
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::core::Modem;
+use super::fault::ModemFault;
 use super::signal::{RSRP_RANGE, SINR_RANGE};
 
 /// Longest control line read.
@@ -32,6 +34,8 @@ pub enum ControlCmd {
     Deregister(Duration),
     CloseSockets,
     Signal { rsrp: i32, sinr: i32, ecl: u8 },
+    AddFault(ModemFault),
+    ClearFaults,
     Stats,
 }
 
@@ -51,6 +55,11 @@ impl ControlCmd {
             Some("reboot") => ControlCmd::Reboot,
             Some("close-sockets") => ControlCmd::CloseSockets,
             Some("stats") => ControlCmd::Stats,
+            Some("fault") => match words.get(1).copied() {
+                Some("clear") => ControlCmd::ClearFaults,
+                Some(spec) => ControlCmd::AddFault(ModemFault::parse(spec).map_err(|e| e.to_string())?),
+                None => return Err("fault: give a SPEC (as --modem-fault) or `clear`".into()),
+            },
             Some("deregister") => {
                 let s = num(1, "the seconds")?;
                 let d = Duration::try_from_secs_f64(s)
@@ -78,7 +87,7 @@ impl ControlCmd {
             }
             _ => {
                 return Err(format!(
-                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL or stats)",
+                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL, fault SPEC, fault clear or stats)",
                     line.trim()
                 ))
             }
@@ -94,6 +103,7 @@ fn expected_words(c: &ControlCmd) -> usize {
     match c {
         ControlCmd::Deregister(_) => 2,
         ControlCmd::Signal { .. } => 4,
+        ControlCmd::AddFault(_) | ControlCmd::ClearFaults => 2,
         _ => 1,
     }
 }
@@ -107,6 +117,8 @@ pub fn apply(modem: &mut Modem, cmd: ControlCmd, now: Instant) -> String {
         ControlCmd::Deregister(d) => modem.lose_registration(d, now),
         ControlCmd::CloseSockets => modem.close_sockets(now),
         ControlCmd::Signal { rsrp, sinr, ecl } => modem.set_signal(rsrp, sinr, ecl),
+        ControlCmd::AddFault(rule) => modem.add_fault(rule, now),
+        ControlCmd::ClearFaults => modem.clear_faults(),
         ControlCmd::Stats => {
             return serde_json::to_string(&modem.stats()).unwrap_or_else(|e| format!("error: {e}"))
         }
@@ -212,6 +224,11 @@ mod tests {
             (" reboot ", ControlCmd::Reboot),
             ("close-sockets", ControlCmd::CloseSockets),
             ("stats", ControlCmd::Stats),
+            ("fault clear", ControlCmd::ClearFaults),
+            (
+                "fault cme=0.5:4",
+                ControlCmd::AddFault(ModemFault::parse("cme=0.5:4").unwrap()),
+            ),
             (
                 "deregister 2.5",
                 ControlCmd::Deregister(Duration::from_millis(2500)),
@@ -240,6 +257,9 @@ mod tests {
             "signal -30 5 0",
             "signal -100 5 3",
             "signal -100 5 1.5",
+            "fault",
+            "fault boom",
+            "fault hang extra",
         ] {
             assert!(ControlCmd::parse(bad).is_err(), "{bad} accepted");
         }

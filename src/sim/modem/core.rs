@@ -38,6 +38,8 @@ pub enum Out {
     Send { conn: u64, bytes: Vec<u8> },
     /// Close connection `conn`: `graceful` flushes what was sent first, otherwise it is cut.
     Close { conn: u64, graceful: bool },
+    /// Forget serial output not yet written (power removed, or the module hung).
+    Discard,
 }
 
 /// What the runner reports about a connection.
@@ -380,6 +382,7 @@ impl Modem {
     /// Remove the power and apply it again.
     pub fn power_cycle(&mut self, now: Instant) {
         self.stats.power_cycles += 1;
+        self.request(Out::Discard);
         self.boot(now, BootCause::PowerOn);
     }
 
@@ -394,6 +397,7 @@ impl Modem {
 
     /// Stop answering anything until a power cycle.
     pub fn hang(&mut self) {
+        self.request(Out::Discard);
         self.power = Power::Hung;
     }
 
@@ -402,6 +406,18 @@ impl Modem {
         if self.alive() {
             self.network_close_all(now);
         }
+    }
+
+    /// Add a fault rule at runtime.
+    pub fn add_fault(&mut self, rule: ModemFault, now: Instant) {
+        self.faults.push(rule);
+        self.schedule_urc(now);
+    }
+
+    /// Remove every fault rule.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+        self.next_urc = None;
     }
 
     /// Replace the radio conditions.
@@ -555,11 +571,11 @@ impl Modem {
         }
         self.last_activity = now;
         let text = String::from_utf8_lossy(line).into_owned();
-        let roll = if text.trim().eq_ignore_ascii_case("AT") {
-            Roll::default()
-        } else {
-            self.faults.roll()
-        };
+        let mut roll = self.faults.roll();
+        if text.trim().eq_ignore_ascii_case("AT") {
+            // A module never fails a bare AT; it may still be slow, hang or reboot.
+            roll.cme = None;
+        }
         if roll.hang {
             self.hang();
             return;
@@ -593,14 +609,13 @@ impl Modem {
     fn send_reply(&mut self, reply: Reply, roll: &Roll, now: Instant) {
         let mut bytes = Vec::new();
         let n_lines = reply.pieces.len();
-        let urc_at = if roll.urc {
-            Some(if n_lines == 0 {
-                0
-            } else {
-                1 + self.faults.pick(n_lines)
-            })
-        } else {
-            None
+        // Where the urc quirk puts its line: after any information line, never next to raw
+        // data (it would split it) and never after a "> " prompt (no final result follows).
+        let has_raw = reply.pieces.iter().any(|p| matches!(p, Piece::Raw(_)));
+        let urc_at = match (roll.urc, &reply.fin) {
+            (false, _) | (true, Final::Nothing) => None,
+            _ if n_lines == 0 || has_raw => Some(n_lines),
+            _ => Some(1 + self.faults.pick(n_lines)),
         };
         for (i, p) in reply.pieces.iter().enumerate() {
             if urc_at == Some(i) {

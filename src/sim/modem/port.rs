@@ -189,6 +189,7 @@ impl ModemServer {
                 let at = after.max(Instant::now()) + delay;
                 queue.push_back((at, bytes));
             }
+            Out::Discard => queue.clear(),
             Out::Connect { conn, port } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let cut = self.shutdown.child_token();

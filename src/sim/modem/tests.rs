@@ -522,3 +522,38 @@ fn reboot_commands_print_boot_text() {
     assert_eq!(ask(&mut m, "AT", t), "");
     assert_eq!(m.stats().state, "powered-down");
 }
+
+#[test]
+fn urc_quirk_never_splits_raw_data_or_prompts() {
+    let (mut m, t0) = modem_with(Model::Bg96, &["urc=1:1h"]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    m.take_out();
+    let u = "\r\n+CEREG: 1\r\n";
+    assert_eq!(ask(&mut m, "ATE0", t), format!("ATE0\r{u}\r\nOK\r\n"));
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"xyz".to_vec(),
+        },
+        t,
+    );
+    m.take_out();
+    assert_eq!(
+        ask(&mut m, "AT+QIRD=0,1500", t),
+        format!("\r\n+QIRD: 3\r\nxyz\r\n{u}\r\nOK\r\n")
+    );
+    assert_eq!(ask(&mut m, "AT+QISEND=0,2", t), "\r\n> ");
+    m.feed(b"ab", t);
+    assert_eq!(serial(&m.take_out()), "\r\nSEND OK\r\n");
+    // Runtime control of the rules.
+    m.clear_faults();
+    assert_eq!(ask(&mut m, "AT+CSQ", t), ok(&["+CSQ: 20,99"]));
+    m.add_fault(ModemFault::parse("cme:4").unwrap(), t);
+    assert_eq!(ask(&mut m, "AT+CSQ", t), "\r\n+CME ERROR: 4\r\n");
+    assert_eq!(ask(&mut m, "AT", t), ok(&[]));
+}
