@@ -24,6 +24,8 @@ pub const MAX_LINE: usize = 2048;
 const MAX_HELD: usize = 4096;
 /// Received bytes a socket buffers for the host; more are dropped.
 pub const RX_BUFFER_MAX: usize = 64 * 1024;
+/// Bytes a socket holds that the link has not carried yet; a send beyond is refused (busy).
+pub const TX_BUFFER_MAX: usize = 8 * 1024;
 /// From power applied (or a reset) to the first boot line.
 const BOOT_DELAY: Duration = Duration::from_millis(300);
 
@@ -45,9 +47,22 @@ pub enum Out {
 /// What the runner reports about a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    Connected { conn: u64, ok: bool },
-    Data { conn: u64, bytes: Vec<u8> },
-    Closed { conn: u64 },
+    Connected {
+        conn: u64,
+        ok: bool,
+    },
+    /// `n` bytes the module sent have left it (written to the peer).
+    Sent {
+        conn: u64,
+        n: usize,
+    },
+    Data {
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: u64,
+    },
 }
 
 /// How the simulated module is set up.
@@ -115,6 +130,8 @@ pub(super) struct Sock {
     pub notify: bool,
     pub rx: VecDeque<u8>,
     pub sent: u64,
+    /// Sent by the host, not yet carried by the link.
+    pub unsent: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

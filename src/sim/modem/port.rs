@@ -21,6 +21,9 @@ use super::core::{Modem, NetEvent, Out, Settings};
 use super::link::{LinkSpec, NetSocket, Uplink};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Socket events waiting for the module; a full queue holds the sockets back (backpressure
+/// down to TCP), so a host that stops reading cannot make the simulator grow.
+const EVENT_QUEUE: usize = 256;
 /// Longest the loop sleeps without a reason (keeps timers honest after clock jumps).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -78,7 +81,7 @@ impl ModemServer {
             tokio::spawn(c.run());
         }
         let mut modem = Modem::new(self.cfg.settings.clone(), Instant::now().into_std());
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
         let mut conns: HashMap<u64, Conn> = HashMap::new();
         let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
         let port = self.cfg.port.clone();
@@ -129,8 +132,8 @@ impl ModemServer {
         modem: &mut Modem,
         conns: &mut HashMap<u64, Conn>,
         queue: &mut VecDeque<(Instant, Vec<u8>)>,
-        ev_tx: &mpsc::UnboundedSender<NetEvent>,
-        ev_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        ev_tx: &mpsc::Sender<NetEvent>,
+        ev_rx: &mut mpsc::Receiver<NetEvent>,
     ) -> Stop {
         let mut buf = [0u8; 1024];
         loop {
@@ -181,7 +184,7 @@ impl ModemServer {
         o: Out,
         conns: &mut HashMap<u64, Conn>,
         queue: &mut VecDeque<(Instant, Vec<u8>)>,
-        ev_tx: &mpsc::UnboundedSender<NetEvent>,
+        ev_tx: &mpsc::Sender<NetEvent>,
     ) {
         match o {
             Out::Serial { bytes, delay } => {

@@ -557,3 +557,35 @@ fn urc_quirk_never_splits_raw_data_or_prompts() {
     assert_eq!(ask(&mut m, "AT+CSQ", t), "\r\n+CME ERROR: 4\r\n");
     assert_eq!(ask(&mut m, "AT", t), ok(&[]));
 }
+
+#[test]
+fn a_full_transmit_buffer_is_busy_until_the_link_carries_it() {
+    let (mut m, t) = registered(Model::Bc95);
+    ask(&mut m, "AT+NSOCR=STREAM,6,0,1", t);
+    m.feed(b"AT+NSOCO=0,127.0.0.1,9000\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    let line = format!("AT+NSOSD=0,512,{}", "41".repeat(512));
+    for _ in 0..super::core::TX_BUFFER_MAX / 512 {
+        assert_eq!(ask(&mut m, &line, t), ok(&["0,512"]));
+    }
+    assert_eq!(ask(&mut m, &line, t), "\r\n+CME ERROR:159\r\n");
+    m.on_net(NetEvent::Sent { conn, n: 512 }, t);
+    assert_eq!(ask(&mut m, &line, t), ok(&["0,512"]));
+
+    let (mut m, t) = registered(Model::Bg96);
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,1\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    let mut results = Vec::new();
+    for _ in 0..7 {
+        m.feed(b"AT+QISEND=0,1460\r", t);
+        m.feed(&[b'x'; 1460], t);
+        results.push(serial(&m.take_out()));
+    }
+    assert_eq!(results[4], "\r\n> \r\nSEND OK\r\n");
+    assert_eq!(results[5], "\r\n> \r\nSEND FAIL\r\n", "5 x 1460 > 8 KiB");
+}
