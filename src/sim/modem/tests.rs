@@ -589,3 +589,52 @@ fn a_full_transmit_buffer_is_busy_until_the_link_carries_it() {
     assert_eq!(results[4], "\r\n> \r\nSEND OK\r\n");
     assert_eq!(results[5], "\r\n> \r\nSEND FAIL\r\n", "5 x 1460 > 8 KiB");
 }
+
+#[test]
+fn per_command_faults_slow_deregister_netclose_reboot() {
+    // slow: the echo at once, the reply late.
+    let (mut m, t) = modem_with(Model::Bg96, &["slow:3s"]);
+    m.feed(b"AT+CSQ\r", t);
+    let outs = m.take_out();
+    let delays: Vec<Duration> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Serial { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, vec![Duration::ZERO, Duration::from_secs(3)]);
+
+    // deregister + netclose after the reply: the reply, then the close URC, then +CEREG.
+    let (mut m, t0) = modem_with(Model::Sim7020, &[]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    ask(&mut m, "ATE0", t);
+    ask(&mut m, "AT+CEREG=1", t);
+    ask(&mut m, "AT+CSOC=1,1,1", t);
+    m.feed(b"AT+CSOCON=0,9000,\"127.0.0.1\"\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    m.add_fault(ModemFault::parse("netclose").unwrap(), t);
+    assert_eq!(
+        ask(&mut m, "AT", t),
+        "\r\nOK\r\n\r\n+CSOERR: 0,4\r\n",
+        "the network closed the socket"
+    );
+    m.clear_faults();
+    m.add_fault(ModemFault::parse("deregister:4s").unwrap(), t);
+    assert_eq!(ask(&mut m, "AT", t), "\r\nOK\r\n\r\n+CEREG: 2\r\n");
+    m.clear_faults();
+    assert_eq!(m.next_deadline(), Some(t + Duration::from_secs(4)));
+    // reboot after the reply: boot text, sockets gone.
+    m.add_fault(ModemFault::parse("reboot").unwrap(), t);
+    let r = ask(&mut m, "AT+CSQ", t);
+    assert!(
+        r.starts_with("\r\n+CSQ: 99,99\r\n\r\nOK\r\n\r\nRDY\r\n"),
+        "{r}"
+    );
+    m.clear_faults();
+    assert_eq!(ask(&mut m, "AT+CSOCL=0", t), "AT+CSOCL=0\r\r\nERROR\r\n");
+    assert_eq!(m.stats().reboots, 1);
+}
