@@ -7,7 +7,6 @@
 //! runner (`port`) performs the `Out` requests and feeds back `NetEvent`s. Command handlers
 //! live in `commands` (generic and signal) and `sockets` (per-model socket commands).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,6 +16,7 @@ use super::fault::{ModemFault, ModemFaults, Roll};
 use super::model::{BootCause, Model};
 pub(super) use super::reply::{After, Final, Pending, Piece, Reply};
 use super::signal::Signal;
+pub(super) use super::sockets::{RawInput, Sock, SockState};
 
 /// Longest command line accepted; a longer one is answered with ERROR.
 pub const MAX_LINE: usize = 2048;
@@ -106,42 +106,6 @@ pub(super) enum Reg {
     Searching { until: Instant },
     Registered,
     Lost { until: Instant },
-}
-
-/// Raw bytes the module waits for after a "> " prompt (BG96 AT+QISEND).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct RawInput {
-    pub slot: usize,
-    pub want: usize,
-    pub got: Vec<u8>,
-    /// The LF of a CRLF-terminated AT+QISEND line may follow its CR: not data.
-    pub skip_lf: bool,
-}
-
-/// A socket slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Sock {
-    pub conn: u64,
-    pub state: SockState,
-    pub port: u16,
-    /// BG96 push mode (access mode 1): data goes out in the URC.
-    pub push: bool,
-    /// BC95 receive control: 0 = no +NSONMI.
-    pub notify: bool,
-    pub rx: VecDeque<u8>,
-    pub sent: u64,
-    /// Sent by the host, not yet carried by the link.
-    pub unsent: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SockState {
-    /// Created, not connected (BC95 NSOCR, SIM7020 CSOC).
-    Created,
-    Connecting,
-    Open,
-    /// Closed by the peer or the network; the host still has to close it.
-    Closed,
 }
 
 /// The simulated module.

@@ -6,14 +6,50 @@
 //! and socket counts are the model's; a socket holds at most `TX_BUFFER_MAX` bytes the link
 //! has not carried yet (beyond: BC95 "+CME ERROR:159", BG96 "SEND FAIL", SIM7020 ERROR). Pure: TCP is requested through `Out`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::at::{self, Arg, Cmd, Op};
 use super::core::{
-    After, Final, Modem, NetEvent, Out, Pending, Piece, RawInput, Reg, Reply, Sock, SockState,
-    RX_BUFFER_MAX, TX_BUFFER_MAX,
+    After, Final, Modem, NetEvent, Out, Pending, Piece, Reg, Reply, RX_BUFFER_MAX, TX_BUFFER_MAX,
 };
 use super::model::Model;
+
+/// Raw bytes the module waits for after a "> " prompt (BG96 AT+QISEND).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawInput {
+    pub slot: usize,
+    pub want: usize,
+    pub got: Vec<u8>,
+    /// The LF of a CRLF-terminated AT+QISEND line may follow its CR: not data.
+    pub skip_lf: bool,
+}
+
+/// A socket slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Sock {
+    pub conn: u64,
+    pub state: SockState,
+    pub port: u16,
+    /// BG96 push mode (access mode 1): data goes out in the URC.
+    pub push: bool,
+    /// BC95 receive control: 0 = no +NSONMI.
+    pub notify: bool,
+    pub rx: VecDeque<u8>,
+    pub sent: u64,
+    /// Sent by the host, not yet carried by the link.
+    pub unsent: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SockState {
+    /// Created, not connected (BC95 NSOCR, SIM7020 CSOC).
+    Created,
+    Connecting,
+    Open,
+    /// Closed by the peer or the network; the host still has to close it.
+    Closed,
+}
 
 /// What became of a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
