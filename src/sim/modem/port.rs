@@ -114,9 +114,26 @@ impl ModemServer {
                 }
                 Err(e) => debug!(port = %port, "cannot open modem serial port: {e}"),
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+            // Without a line the module still lives: control commands, socket events and
+            // timers go on; what it prints meanwhile is lost, like on a UART with nothing
+            // attached.
+            let wake = Instant::now() + backoff;
+            loop {
+                for o in modem.take_out() {
+                    self.perform(o, &mut conns, &mut queue, &ev_tx);
+                }
+                queue.clear();
+                let timer = modem.next_deadline().map(Instant::from_std).unwrap_or(wake);
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(wake) => break,
+                    Some(ev) = ev_rx.recv() => modem.on_net(ev, Instant::now().into_std()),
+                    Some((cmd, reply)) = self.control_rx.recv() => {
+                        info!(?cmd, "modem control");
+                        let _ = reply.send(control::apply(&mut modem, cmd, Instant::now().into_std()));
+                    }
+                    _ = tokio::time::sleep_until(timer.min(wake)) => modem.tick(Instant::now().into_std()),
+                }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
