@@ -65,7 +65,8 @@ Modem faults (--modem-fault, repeatable): KIND[=PROBABILITY][:ARG], probability 
   hang                  nothing at all (no echo, no reply) until a power cycle
 Control socket (--modem-control PATH), one line per connection, one reply line:
   hang | power-cycle | reboot | deregister SECS | close-sockets |
-  signal RSRP_DBM SINR_DB ECL | fault SPEC | fault clear | stats (one JSON line)
+  signal RSRP_DBM SINR_DB ECL | deny EMM_CAUSE | register | fault SPEC | fault clear |
+  stats (one JSON line)
   e.g. echo power-cycle | socat - UNIX-CONNECT:/tmp/modem.ctl")]
 pub struct SimulateArgs {
     // Boxed: the options are large and live in the binary's subcommand enum.

@@ -1,7 +1,8 @@
 //! Runtime control of the simulated module over a unix socket (`--modem-control PATH`): one
 //! command line per connection, one reply line back, then the connection is closed. Commands:
 //! `hang`, `power-cycle`, `reboot`, `deregister <secs>`, `close-sockets`,
-//! `signal <rsrp dBm> <sinr dB> <ecl>`, `fault <SPEC>` (add a `--modem-fault` rule),
+//! `signal <rsrp dBm> <sinr dB> <ecl>`, `deny <EMM cause>` (registration refused, stat 3),
+//! `register` (registered at once), `fault <SPEC>` (add a `--modem-fault` rule),
 //! `fault clear`, `stats` (one JSON line). `ControlCmd::parse` and
 //! `apply` are pure; `ControlServer` is the I/O edge that hands each command to the runner.
 
@@ -34,6 +35,8 @@ pub enum ControlCmd {
     Deregister(Duration),
     CloseSockets,
     Signal { rsrp: i32, sinr: i32, ecl: u8 },
+    Deny(u8),
+    Register,
     AddFault(ModemFault),
     ClearFaults,
     Stats,
@@ -55,6 +58,14 @@ impl ControlCmd {
             Some("reboot") => ControlCmd::Reboot,
             Some("close-sockets") => ControlCmd::CloseSockets,
             Some("stats") => ControlCmd::Stats,
+            Some("register") => ControlCmd::Register,
+            Some("deny") => {
+                let c = num(1, "the reject cause")?;
+                if !(0.0..=255.0).contains(&c) || c.fract() != 0.0 {
+                    return Err("deny: the reject cause must be 0..=255".into());
+                }
+                ControlCmd::Deny(c as u8)
+            }
             Some("fault") => match words.get(1).copied() {
                 Some("clear") => ControlCmd::ClearFaults,
                 Some(spec) => ControlCmd::AddFault(ModemFault::parse(spec).map_err(|e| e.to_string())?),
@@ -87,7 +98,7 @@ impl ControlCmd {
             }
             _ => {
                 return Err(format!(
-                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL, fault SPEC, fault clear or stats)",
+                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL, deny CAUSE, register, fault SPEC, fault clear or stats)",
                     line.trim()
                 ))
             }
@@ -103,7 +114,7 @@ fn expected_words(c: &ControlCmd) -> usize {
     match c {
         ControlCmd::Deregister(_) => 2,
         ControlCmd::Signal { .. } => 4,
-        ControlCmd::AddFault(_) | ControlCmd::ClearFaults => 2,
+        ControlCmd::AddFault(_) | ControlCmd::ClearFaults | ControlCmd::Deny(_) => 2,
         _ => 1,
     }
 }
@@ -118,6 +129,8 @@ pub fn apply(modem: &mut Modem, cmd: ControlCmd, now: Instant) -> String {
         ControlCmd::CloseSockets => modem.close_sockets(now),
         ControlCmd::Signal { rsrp, sinr, ecl } => modem.set_signal(rsrp, sinr, ecl),
         ControlCmd::AddFault(rule) => modem.add_fault(rule, now),
+        ControlCmd::Deny(cause) => modem.deny(cause, now),
+        ControlCmd::Register => modem.register_now(now),
         ControlCmd::ClearFaults => modem.clear_faults(),
         ControlCmd::Stats => {
             return serde_json::to_string(&modem.stats()).unwrap_or_else(|e| format!("error: {e}"))
@@ -225,6 +238,8 @@ mod tests {
             ("close-sockets", ControlCmd::CloseSockets),
             ("stats", ControlCmd::Stats),
             ("fault clear", ControlCmd::ClearFaults),
+            ("deny 15", ControlCmd::Deny(15)),
+            ("register", ControlCmd::Register),
             (
                 "fault cme=0.5:4",
                 ControlCmd::AddFault(ModemFault::parse("cme=0.5:4").unwrap()),
@@ -260,6 +275,9 @@ mod tests {
             "fault",
             "fault boom",
             "fault hang extra",
+            "deny",
+            "deny 256",
+            "register now",
         ] {
             assert!(ControlCmd::parse(bad).is_err(), "{bad} accepted");
         }

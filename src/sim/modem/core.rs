@@ -103,9 +103,17 @@ pub(super) enum Power {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reg {
     RadioOff,
-    Searching { until: Instant },
+    Searching {
+        until: Instant,
+    },
     Registered,
-    Lost { until: Instant },
+    Lost {
+        until: Instant,
+    },
+    /// Registration denied by the network with this EMM reject cause.
+    Denied {
+        cause: u8,
+    },
 }
 
 /// The simulated module.
@@ -201,6 +209,7 @@ impl Modem {
             (Power::On, Reg::Searching { .. }) => "searching",
             (Power::On, Reg::Registered) => "registered",
             (Power::On, Reg::Lost { .. }) => "deregistered",
+            (Power::On, Reg::Denied { .. }) => "denied",
         }
     }
 
@@ -262,20 +271,26 @@ impl Modem {
             Reg::RadioOff => 0,
             Reg::Searching { .. } | Reg::Lost { .. } => 2,
             Reg::Registered => 1,
+            Reg::Denied { .. } => 3,
         }
     }
 
-    /// `<stat>[,"<tac>","<ci>",9[,,,"<active>","<tau>"]]` for URC level `n`.
+    /// `<stat>[,"<tac>","<ci>",9[,<cause_type>,<reject_cause>][,,,"<active>","<tau>"]]` for
+    /// URC level `n`: the location when registered or denied, the cause (type 0, EMM) when
+    /// denied and n >= 3, the PSM timers when registered and n >= 4.
     pub(super) fn cereg_body(&self, n: u8) -> String {
         let mut s = self.stat().to_string();
-        if n >= 2 && self.reg == Reg::Registered {
-            s += &format!(
-                ",\"{:04X}\",\"{:08X}\",9",
-                self.signal.tac, self.signal.cell_id
-            );
-            if n >= 4 {
-                s += &format!(",,,\"{}\",\"{}\"", self.psm.2, self.psm.1);
-            }
+        if n < 2 || !matches!(self.reg, Reg::Registered | Reg::Denied { .. }) {
+            return s;
+        }
+        s += &format!(
+            ",\"{:04X}\",\"{:08X}\",9",
+            self.signal.tac, self.signal.cell_id
+        );
+        match self.reg {
+            Reg::Denied { cause } if n >= 3 => s += &format!(",0,{cause}"),
+            Reg::Registered if n >= 4 => s += &format!(",,,\"{}\",\"{}\"", self.psm.2, self.psm.1),
+            _ => {}
         }
         s
     }
@@ -320,6 +335,26 @@ impl Modem {
             self.urc("+QIURC: \"pdpdeact\",1", now);
         }
         self.pdp = false;
+    }
+
+    /// The network refuses registration with EMM `cause` until `register_now`, a radio off/on
+    /// or a power cycle: "+CEREG: 3", PDP context and sockets gone.
+    pub fn deny(&mut self, cause: u8, now: Instant) {
+        if !self.alive() {
+            return;
+        }
+        self.reg = Reg::Denied { cause };
+        self.attached = false;
+        self.cereg_urc(now);
+        self.network_close_all(now);
+        self.pdp = false;
+    }
+
+    /// Registered now (ends a search, a loss or a denial).
+    pub fn register_now(&mut self, now: Instant) {
+        if self.alive() && !matches!(self.reg, Reg::Registered | Reg::RadioOff) {
+            self.registration_done(now);
+        }
     }
 
     /// Radio off (AT+CFUN=0).

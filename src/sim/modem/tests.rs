@@ -638,3 +638,26 @@ fn per_command_faults_slow_deregister_netclose_reboot() {
     assert_eq!(ask(&mut m, "AT+CSOCL=0", t), "AT+CSOCL=0\r\r\nERROR\r\n");
     assert_eq!(m.stats().reboots, 1);
 }
+
+#[test]
+fn denied_registration_reports_the_cause() {
+    let (mut m, t) = registered(Model::Bg96);
+    assert_eq!(ask(&mut m, "AT+CEREG=3", t), ok(&[]));
+    m.deny(15, t);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG: 3,\"5504\",\"01A2D001\",9,0,15\r\n"
+    );
+    assert_eq!(
+        ask(&mut m, "AT+CEREG?", t),
+        ok(&["+CEREG: 3,3,\"5504\",\"01A2D001\",9,0,15"])
+    );
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 0"]));
+    assert_eq!(m.stats().state, "denied");
+    m.register_now(t);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG: 1,\"5504\",\"01A2D001\",9\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 1"]));
+}
