@@ -661,3 +661,82 @@ fn denied_registration_reports_the_cause() {
     );
     assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 1"]));
 }
+
+#[test]
+fn random_input_never_panics_and_stays_bounded() {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let words: &[&[u8]] = &[
+        b"AT",
+        b"+",
+        b"=",
+        b"?",
+        b",",
+        b"\"",
+        b"\r",
+        b"\n",
+        b"CEREG",
+        b"NSOSD",
+        b"QISEND",
+        b"QIOPEN",
+        b"CSOSEND",
+        b"NSORF",
+        b"QIRD",
+        b"1",
+        b"0",
+        b"512",
+        b"65536",
+        b"-1",
+        b"FF",
+        b"127.0.0.1",
+        b"9000",
+        b"E1",
+        b"I",
+        b"CFUN",
+        b"NRB",
+        b"CRESET",
+        b"QPOWD",
+    ];
+    for model in [Model::Bc95, Model::Bg96, Model::Sim7020] {
+        let (mut m, t0) = modem_with(model, &["urc=0.3:1s", "cme=0.05", "reboot=0.01"]);
+        let mut t = t0;
+        let mut conns = Vec::new();
+        for _ in 0..3000 {
+            t += Duration::from_millis(rng.u64(0..300));
+            let mut input = Vec::new();
+            for _ in 0..rng.usize(1..12) {
+                if rng.u8(..) < 20 {
+                    input.push(rng.u8(..));
+                } else {
+                    input.extend_from_slice(words[rng.usize(..words.len())]);
+                }
+            }
+            m.feed(&input, t);
+            m.tick(t);
+            if let Some(&conn) = conns.get(rng.usize(..conns.len().max(1))) {
+                let ev = match rng.u8(..4) {
+                    0 => NetEvent::Connected { conn, ok: true },
+                    1 => NetEvent::Data {
+                        conn,
+                        bytes: vec![b'z'; rng.usize(1..3000)],
+                    },
+                    2 => NetEvent::Sent {
+                        conn,
+                        n: rng.usize(..2000),
+                    },
+                    _ => NetEvent::Closed { conn },
+                };
+                m.on_net(ev, t);
+            }
+            for o in m.take_out() {
+                match o {
+                    Out::Connect { conn, .. } => conns.push(conn),
+                    Out::Serial { bytes, .. } => assert!(bytes.len() < 64 * 1024),
+                    _ => {}
+                }
+            }
+        }
+        if rng.bool() {
+            m.power_cycle(t);
+        }
+    }
+}
