@@ -60,7 +60,8 @@ impl Request {
     }
 
     /// The raw payload written after a prompt: it has no echo line and ends with
-    /// `SEND OK` / `SEND FAIL` / `ERROR`.
+    /// `SEND OK` / `SEND FAIL` / `ERROR`. Send payloads with echo off (ATE0): an echoed
+    /// payload would be read as lines, and one containing "\r\nOK\r\n" as a final result.
     pub fn payload() -> Self {
         Request {
             text: String::new(),
@@ -505,10 +506,15 @@ fn answers(command: &str, line: &str) -> bool {
     rest.is_empty() || rest == "?"
 }
 
-/// `+QIRD: <n>[,...]` with n > 0: the number of raw bytes that follow.
+/// `+QIRD: <n>` (TCP) or `+QIRD: <n>,"<ip>",<port>` (UDP) with n > 0: the number of raw bytes
+/// that follow. The query form `+QIRD: <total>,<read>,<unread>` (of `AT+QIRD=<id>,0`) has none.
 fn qird_len(line: &str) -> Option<usize> {
     let rest = line.strip_prefix("+QIRD:")?;
-    let n: usize = rest.split(',').next()?.trim().parse().ok()?;
+    let mut fields = rest.split(',').map(str::trim);
+    let n: usize = fields.next()?.parse().ok()?;
+    if fields.next().is_some_and(|ip| !ip.starts_with('"')) {
+        return None;
+    }
     (n > 0).then_some(n)
 }
 

@@ -178,6 +178,27 @@ fn cases() -> Vec<Case> {
             vec![Event::Empty, x("AT+QIRD=0,1500", &["+QIRD: 0"], Final::Ok)],
         ),
         (
+            "QIRD query form and UDP form",
+            vec![
+                (req("AT+QIRD=0,0"), b"\r\n+QIRD: 5,5,0\r\n\r\nOK\r\n"),
+                (
+                    req("AT+QIRD=1,1500"),
+                    b"\r\n+QIRD: 2,\"127.0.0.1\",8883\r\nhi\r\n\r\nOK\r\n",
+                ),
+            ],
+            vec![
+                Event::Empty,
+                x("AT+QIRD=0,0", &["+QIRD: 5,5,0"], Final::Ok),
+                Event::Empty,
+                xd(
+                    "AT+QIRD=1,1500",
+                    &["+QIRD: 2,\"127.0.0.1\",8883"],
+                    b"hi",
+                    Final::Ok,
+                ),
+            ],
+        ),
+        (
             "push-mode recv URC with data, inside an exchange",
             vec![(
                 req("AT+QCSQ"),
@@ -316,6 +337,58 @@ fn transcripts() {
             }
         }
     }
+}
+
+/// A URC inserted at any line boundary of any reply (between the echo, the information lines
+/// and the final result) is reported as a URC and leaves the exchange unchanged.
+#[test]
+fn urc_at_every_line_boundary() {
+    let inserted = b"\r\n+CTZV: +32\r\n";
+    let strip = |evs: Vec<Event>| -> Vec<Event> {
+        evs.into_iter()
+            .filter(|e| !matches!(e, Event::Empty))
+            .collect()
+    };
+    let mut checked = 0;
+    for (name, steps, want) in cases() {
+        let binary = steps.iter().any(|(r, b)| {
+            r.as_ref().is_some_and(|r| r.expects_prompt)
+                || b.windows(6).any(|w| w == b"+QIRD:" || w == b"\"recv\"")
+        });
+        if binary {
+            continue;
+        }
+        let want = strip(want);
+        for (k, (_, bytes)) in steps.iter().enumerate() {
+            for cut in (0..=bytes.len()).filter(|&c| c == 0 || bytes[c - 1] == b'\n') {
+                let mut p = AtParser::new();
+                let mut got = Vec::new();
+                for (j, (req, b)) in steps.iter().enumerate() {
+                    if let Some(r) = req {
+                        p.begin(r.clone());
+                    }
+                    if j == k {
+                        got.extend(p.feed(&b[..cut]));
+                        got.extend(p.feed(inserted));
+                        got.extend(p.feed(&b[cut..]));
+                    } else {
+                        got.extend(p.feed(b));
+                    }
+                }
+                let got = strip(got);
+                let extra = urc("+CTZV: +32");
+                let at = got.iter().position(|e| *e == extra);
+                let Some(at) = at else {
+                    panic!("{name}: step {k} cut {cut}: no URC in {got:?}")
+                };
+                let mut rest = got.clone();
+                rest.remove(at);
+                assert_eq!(rest, want, "{name}: step {k} cut {cut}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "{checked}");
 }
 
 #[test]

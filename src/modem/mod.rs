@@ -1,13 +1,14 @@
 //! The NB-IoT modem's pure core (issue 11): everything about talking AT to a module that can be
 //! decided without a port or a clock. `at` splits the byte stream into command replies, URCs
-//! and binary payloads; `reply` turns reply lines into typed values (registration, signal,
-//! time, PSM/eDRX timers) and encodes the timer bits for the setters; `profile` is the table of
-//! known modules (detection from ATI / AT+CGMM / AT+CGMR, and per module: echo default, signal
-//! command, reset command and boot marker, socket dialect, limits); `timeouts` the per-command
-//! timeout table;
-//! `socket_cmd` builds and parses the socket commands of each dialect (NSO*, QI*, CSO*). The
-//! dialects are those of docs/dev/modem-dialects.md. No file here does I/O, uses tokio or
-//! reads a clock; the task that owns the serial port (not here) drives them.
+//! and binary payloads; `reply` turns 3GPP reply lines into typed values (registration, SIM,
+//! attach, operator, address, network time, PSM/eDRX settings), `signal` the vendor signal
+//! replies into one `Signal`, and `timers` decodes and encodes the PSM/eDRX timer bits;
+//! `profile` is the table of known modules (detection from ATI / AT+CGMM / AT+CGMR, and per
+//! module: echo default, signal commands, reset command and boot marker, socket dialect,
+//! limits); `timeouts` is the per-command timeout table; `socket_cmd` builds and parses the
+//! socket commands of each dialect (NSO*, QI*, CSO*). The dialects are those of
+//! docs/dev/modem-dialects.md. No file here does I/O, uses tokio or reads a clock; the task
+//! that owns the serial port (not here) drives them.
 //!
 //! Intended engine loop (one task owning the port, with a CancellationToken):
 //! 1. Keep one `at::AtParser`. Before writing a command, `parser.begin(Request::new(text))`
@@ -19,13 +20,18 @@
 //!    - `Event::Exchange(x)`: the command's reply; hand `x.lines` to the `reply` parser for the
 //!      command (or `socket_cmd`) and answer the requester. `Final::Prompt`: write the payload
 //!      and `parser.begin(Request::payload())`; its exchange ends with `SEND OK`/`SEND FAIL`.
-//!    - `Event::Urc(u)`: dispatch on `u.kind`: `Cereg` -> `reply::parse_cereg` into the link
+//!    - `Event::Urc(u)`: dispatch on `u.kind`: `Cereg` -> `reply::cereg_urc` into the link
 //!      state; socket URCs -> `socket_cmd::parse_urc` (pushed data is in `u.data` or hex in the
 //!      line); `Boot` -> the module restarted (sockets gone; re-run the init sequence);
 //!      `None` kind -> log at debug.
 //!    - `Event::Empty`: note only; `Event::Error(e)`: log and count.
+//!    - One command at a time: the next `begin` only after the previous command's final result
+//!      or its timeout (a late final result would otherwise answer the next command). Socket
+//!      sends go through `socket_cmd::send_steps` (chunked to `Profile::max_send`); after
+//!      `AT+QIOPEN`'s OK the `+QIOPEN` URC is awaited up to `timeouts::QIOPEN_URC`.
 //! 3. On the deadline: `parser.abort()` returns a `Partial`. `blank_only` is the after-sleep
-//!    quirk: retry once (only safe commands such as AT, queries, ATE0); `silent` repeatedly is
+//!    quirk: retry once after `timeouts::SLEEP_RETRY` (only safe commands such as AT,
+//!    queries, ATE0); `silent` repeatedly is
 //!    a hang: climb the reset ladder (CFUN=0/1, then the profile's reset command, waiting for
 //!    its boot marker up to `timeouts::BOOT`, then the power-cycle GPIO).
 //! 4. After a reboot, reconnecting or a detection run: ATE0 (so echo no longer matters),
@@ -36,6 +42,7 @@ pub mod at;
 pub mod profile;
 pub mod reply;
 pub mod signal;
+pub mod socket_cmd;
 pub mod timeouts;
 pub mod timers;
 

@@ -190,6 +190,13 @@ const SIM7080: Profile = Profile {
     edrx: true,
 };
 
+impl Profile {
+    /// Whether `line` (a URC) is this module's end of boot text.
+    pub fn boot_complete(&self, line: &str) -> bool {
+        self.boot_marker.is_some_and(|m| line.trim_end() == m)
+    }
+}
+
 /// The 3GPP TS 27.007 subset every module has; no socket commands.
 pub const GENERIC: Profile = Profile {
     id: "generic",
@@ -283,6 +290,17 @@ mod tests {
             assert!(!p.detect.is_empty() || p.id == "generic");
         }
         assert_eq!(PROFILES.last(), Some(&GENERIC));
+    }
+
+    #[test]
+    fn boot_markers() {
+        let p = |id| by_id(id).expect("profile");
+        assert!(p("bc95").boot_complete("Neul "));
+        assert!(!p("bc95").boot_complete("REBOOTING"));
+        assert!(p("bg96").boot_complete("APP RDY"));
+        assert!(!p("bg96").boot_complete("RDY"));
+        assert!(p("sim7020").boot_complete("RDY"));
+        assert!(!GENERIC.boot_complete("RDY"));
     }
 
     #[test]

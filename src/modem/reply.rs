@@ -89,7 +89,7 @@ impl<'a> Fields<'a> {
             match c {
                 '"' => quoted = !quoted,
                 ',' if !quoted => {
-                    items.push(unquote(&body[start..i]));
+                    items.push(body[start..i].trim());
                     start = i + 1;
                     if items.len() >= MAX_FIELDS {
                         return Err(ReplyError::TooManyFields { reply });
@@ -98,7 +98,7 @@ impl<'a> Fields<'a> {
                 _ => {}
             }
         }
-        items.push(unquote(&body[start..]));
+        items.push(body[start..].trim());
         Ok(Fields { reply, items })
     }
 
@@ -106,9 +106,17 @@ impl<'a> Fields<'a> {
         self.items.len()
     }
 
-    /// Field `i`, `None` when absent or empty.
+    /// Field `i` without its quotes, `None` when absent or empty.
     pub(crate) fn opt(&self, i: usize) -> Option<&'a str> {
-        self.items.get(i).copied().filter(|s| !s.is_empty())
+        self.items
+            .get(i)
+            .map(|s| unquote(s))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Whether field `i` is a quoted string (`"1A2D"` is a TAC, never a number).
+    pub(crate) fn is_quoted(&self, i: usize) -> bool {
+        self.items.get(i).is_some_and(|s| s.starts_with('"'))
     }
 
     pub(crate) fn str(&self, i: usize, field: &'static str) -> Result<&'a str, ReplyError> {
@@ -231,6 +239,25 @@ pub fn cereg_reply(line: &str) -> Result<Registration, ReplyError> {
     registration(&f, 1, Some(n))
 }
 
+/// The reply among the lines of an `AT+CEREG?` exchange. A registration URC that arrived
+/// while the query was in flight is also a `+CEREG:` line there (the demultiplexer cannot tell
+/// them apart); it has no `<n>` and never parses as the reply, so the last line that does is
+/// the answer.
+pub fn cereg_reply_lines(lines: &[String]) -> Result<Registration, ReplyError> {
+    let mut last = Err(ReplyError::NoLine { reply: "CEREG" });
+    for line in lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("+CEREG:"))
+    {
+        match cereg_reply(line) {
+            Ok(r) => last = Ok(r),
+            Err(e) if last.is_err() => last = Err(e),
+            Err(_) => {}
+        }
+    }
+    last
+}
+
 /// The registration URC: `+CEREG: <stat>[,"<tac>","<ci>",<act>...]` (no `<n>`).
 pub fn cereg_urc(line: &str) -> Result<Registration, ReplyError> {
     let f = Fields::split("CEREG", body("CEREG", "+CEREG:", line)?)?;
@@ -238,6 +265,9 @@ pub fn cereg_urc(line: &str) -> Result<Registration, ReplyError> {
 }
 
 fn registration(f: &Fields, at: usize, n: Option<u8>) -> Result<Registration, ReplyError> {
+    if f.is_quoted(at) {
+        return Err(ReplyError::bad("CEREG", "stat", f.str(at, "stat")?));
+    }
     let stat = RegStatus::from_code(f.num(at, "stat")?);
     let tac = f
         .opt_hex(at + 1, "tac")?
@@ -250,7 +280,7 @@ fn registration(f: &Fields, at: usize, n: Option<u8>) -> Result<Registration, Re
     let rest = f.len().saturating_sub(at + 4);
     let (cause_at, timers_at) = match rest {
         0 => (None, None),
-        2 if f.opt(at + 4).is_some_and(|s| s.len() == 8) => (None, Some(at + 4)),
+        2 if f.is_quoted(at + 4) => (None, Some(at + 4)),
         2 => (Some(at + 4), None),
         _ => (Some(at + 4), Some(at + 6)),
     };
@@ -393,8 +423,17 @@ pub struct Clock {
 /// is local, UTC + zz quarter hours.
 pub fn cclk(line: &str) -> Result<Clock, ReplyError> {
     const R: &str = "CCLK";
-    let b = unquote(body(R, "+CCLK:", line)?);
-    let bad = |field| ReplyError::bad(R, field, b);
+    let (utc_ms, tz) = date_time(R, unquote(body(R, "+CCLK:", line)?))?;
+    Ok(Clock {
+        utc_ms,
+        tz_quarter_hours: tz.unwrap_or(0),
+    })
+}
+
+/// `yy/MM/dd,hh:mm:ss[±zz]` (or a 4-digit year) local time -> (UTC unix ms, zz). Without a
+/// zone the time is taken as UTC.
+fn date_time(r: &'static str, b: &str) -> Result<(i64, Option<i8>), ReplyError> {
+    let bad = |field| ReplyError::bad(r, field, b);
     let (date, time) = b.split_once(',').ok_or_else(|| bad("date"))?;
     let mut d = date.split('/');
     let (Some(y), Some(mo), Some(dd), None) = (d.next(), d.next(), d.next(), d.next()) else {
@@ -409,9 +448,13 @@ pub fn cclk(line: &str) -> Result<Clock, ReplyError> {
         return Err(bad("time"));
     };
     let num = |s: &str, field, max: u32| -> Result<u32, ReplyError> {
-        let v: u32 = s.trim().parse().map_err(|_| ReplyError::bad(R, field, s))?;
-        if v > max || s.trim().is_empty() || s.trim().len() > 4 {
-            return Err(ReplyError::bad(R, field, s));
+        let t = s.trim();
+        if t.is_empty() || t.len() > 4 || !t.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(ReplyError::bad(r, field, s));
+        }
+        let v: u32 = t.parse().map_err(|_| ReplyError::bad(r, field, s))?;
+        if v > max {
+            return Err(ReplyError::bad(r, field, s));
         }
         Ok(v)
     };
@@ -429,22 +472,21 @@ pub fn cclk(line: &str) -> Result<Clock, ReplyError> {
         num(mi, "minute", 59)?,
         num(s, "second", 59)?,
     );
-    let tz: i8 = match tz {
-        Some(z) => z
-            .parse()
-            .ok()
-            .filter(|q: &i8| (-96..=96).contains(q))
-            .ok_or_else(|| bad("tz"))?,
-        None => 0,
-    };
+    let tz = tz.map(|z| zone(r, z)).transpose()?;
     let local_s = days_from_civil(year, month, day) * 86_400
         + i64::from(h) * 3_600
         + i64::from(mi) * 60
         + i64::from(s);
-    Ok(Clock {
-        utc_ms: (local_s - i64::from(tz) * 900) * 1_000,
-        tz_quarter_hours: tz,
-    })
+    Ok(((local_s - i64::from(tz.unwrap_or(0)) * 900) * 1_000, tz))
+}
+
+/// A time zone "±zz" in quarter hours (27.007: -48..+56; up to ±96 accepted).
+fn zone(r: &'static str, z: &str) -> Result<i8, ReplyError> {
+    z.trim()
+        .parse()
+        .ok()
+        .filter(|q: &i8| (-96..=96).contains(q))
+        .ok_or_else(|| ReplyError::bad(r, "tz", z))
 }
 
 fn days_in_month(y: u32, m: u32) -> u32 {
@@ -467,27 +509,33 @@ fn days_from_civil(y: u32, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// A network time-zone report: `+CTZV: <tz>` or `+CTZE: "<tz>",<dst>[,"<time>"]`.
+/// A network time-zone report: `+CTZV: <tz>` or `+CTZE: "<tz>",<dst>[,"<time>"]` (27.007
+/// 8.41: tz in quarter hours including DST, time local "YYYY/MM/DD,hh:mm:ss").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeZone {
     pub tz_quarter_hours: i8,
     pub dst: Option<u8>,
+    /// The network's time from `+CTZE`, as UTC unix ms.
+    pub utc_ms: Option<i64>,
 }
 
 pub fn ctzv(line: &str) -> Result<TimeZone, ReplyError> {
+    const R: &str = "CTZV";
     let prefix = if line.trim_start().starts_with("+CTZE:") {
         "+CTZE:"
     } else {
         "+CTZV:"
     };
-    let f = Fields::split("CTZV", body("CTZV", prefix, line)?)?;
-    let tz: i8 = f.num(0, "tz")?;
-    if !(-96..=96).contains(&tz) {
-        return Err(ReplyError::bad("CTZV", "tz", f.str(0, "tz")?));
-    }
+    let f = Fields::split(R, body(R, prefix, line)?)?;
+    let tz = zone(R, f.str(0, "tz")?)?;
+    let utc_ms = match f.opt(2) {
+        Some(t) => Some(date_time(R, t)?.0 - i64::from(tz) * 900_000),
+        None => None,
+    };
     Ok(TimeZone {
         tz_quarter_hours: tz,
         dst: f.opt_num(1, "dst")?,
+        utc_ms,
     })
 }
 

@@ -76,6 +76,29 @@ fn cereg_reply_forms() {
 }
 
 #[test]
+fn cereg_reply_among_urcs() {
+    let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let got = cereg_reply_lines(&lines(&[
+        "+CEREG: 1",
+        "+CEREG: 2,1,\"1A2D\",\"01A2D001\",9",
+        "+CEREG: 5,\"1A2D\",\"01A2D001\",9",
+        "+CEREG: 1,\"0012\",\"01A2D001\",9",
+    ]));
+    assert_eq!(got.map(|r| (r.n, r.stat)), Ok((Some(2), RegStatus::Home)));
+    assert_eq!(
+        cereg_reply_lines(&lines(&["+CEREG: 1"])),
+        Err(ReplyError::Missing {
+            reply: "CEREG",
+            field: "stat"
+        })
+    );
+    assert_eq!(
+        cereg_reply_lines(&[]),
+        Err(ReplyError::NoLine { reply: "CEREG" })
+    );
+}
+
+#[test]
 fn cereg_urc_forms() {
     assert_eq!(cereg_urc("+CEREG:1"), Ok(reg(None, RegStatus::Home)));
     assert_eq!(cereg_urc("+CEREG: 2"), Ok(reg(None, RegStatus::Searching)));
@@ -104,6 +127,10 @@ fn errors_name_reply_and_field() {
         (
             cereg_urc("+CEREG: 1,\"12345\"").map(drop),
             ReplyError::bad("CEREG", "tac", "74565"),
+        ),
+        (
+            cereg_reply("+CEREG: 1,\"0012\",\"01A2D001\",9").map(drop),
+            ReplyError::bad("CEREG", "stat", "0012"),
         ),
         (
             cereg_reply("+CEREG: 2").map(drop),
@@ -229,24 +256,29 @@ fn clock_and_zone() {
         ctzv("+CTZV: +32"),
         Ok(TimeZone {
             tz_quarter_hours: 32,
-            dst: None
+            dst: None,
+            utc_ms: None
         })
     );
     assert_eq!(
-        ctzv("+CTZV:-20"),
+        ctzv("+CTZV:\"-20\""),
         Ok(TimeZone {
             tz_quarter_hours: -20,
-            dst: None
+            dst: None,
+            utc_ms: None
         })
     );
     assert_eq!(
-        ctzv("+CTZE: \"+32\",0,\"2026/12/02,03:30:00\""),
+        ctzv("+CTZE: \"+32\",0,\"2026/12/02,11:30:00\""),
         Ok(TimeZone {
             tz_quarter_hours: 32,
-            dst: Some(0)
+            dst: Some(0),
+            utc_ms: Some(utc)
         })
     );
     assert!(ctzv("+CTZV: +120").is_err());
+    assert!(ctzv("+CTZE: \"+32\",0,\"2026/13/02,11:30:00\"").is_err());
+    assert!(cclk("+CCLK: \"26/+1/02,11:30:00\"").is_err());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Per-command timeouts (pure core): how long the engine waits for a command's final result,
 //! from docs/dev/modem-dialects.md, plus the waits that are not a command's (boot text after a
-//! reset, the `+QIOPEN` URC after its OK, the after-sleep retry). Matched on the command
+//! reset, the `+QIOPEN` URC after its OK, the after-sleep retry), and which commands may be
+//! resent blindly after the after-sleep bare CRLF (`safe_to_retry`). Matched on the command
 //! text's prefix, case-insensitively; the first matching row wins, so specific rows come
 //! first. No I/O, no clock.
 
@@ -44,6 +45,32 @@ pub fn timeout_for(command: &str) -> Duration {
         .map_or(DEFAULT, |&(_, s)| Duration::from_secs(s))
 }
 
+/// Commands without side effects beyond their answer, resent blindly after a bare CRLF.
+const SAFE: &[&str] = &[
+    "AT+CSQ",
+    "AT+CESQ",
+    "AT+NUESTATS",
+    "AT+QCSQ",
+    "AT+QENG=\"SERVINGCELL\"",
+    "AT+CGMM",
+    "AT+CGMR",
+    "AT+CGSN",
+    "AT+CIMI",
+    "AT+CGPADDR",
+    "AT+CEREG=",
+    "AT+CSCON=",
+];
+
+/// Whether `command` may be sent again when its first try got only a bare CRLF (the module
+/// was asleep): `AT`, `ATE0`/`ATE1`, `ATI`, read commands (`...?`) and the listed queries and
+/// URC-level settings. Never a send, an open, an attach or a reset.
+pub fn safe_to_retry(command: &str) -> bool {
+    let c = command.trim().to_ascii_uppercase();
+    matches!(c.as_str(), "AT" | "ATE0" | "ATE1" | "ATI")
+        || (c.starts_with("AT+") && c.ends_with('?') && !c.contains('='))
+        || SAFE.iter().any(|s| c.starts_with(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +101,38 @@ mod tests {
         ];
         for (cmd, secs) in cases {
             assert_eq!(timeout_for(cmd), Duration::from_secs(*secs), "{cmd}");
+        }
+    }
+
+    #[test]
+    fn retry_only_safe_commands() {
+        for safe in [
+            "AT",
+            "ate0",
+            "ATI",
+            "AT+CEREG?",
+            "AT+CGATT?",
+            "AT+CSQ",
+            "AT+NUESTATS",
+            "AT+QENG=\"servingcell\"",
+            "AT+CEREG=2",
+            "AT+CGMM",
+        ] {
+            assert!(safe_to_retry(safe), "{safe}");
+        }
+        for unsafe_ in [
+            "AT+NSOSD=0,2,4869",
+            "AT+QISEND=0,5",
+            "AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",1,0,1",
+            "AT+CGATT=1",
+            "AT+NRB",
+            "AT+CFUN=1,1",
+            "AT+CSOSEND=0,2,41",
+            "",
+            "AT+NSORF=0,512",
+            "AT+QIRD=0,1500",
+        ] {
+            assert!(!safe_to_retry(unsafe_), "{unsafe_}");
         }
     }
 }

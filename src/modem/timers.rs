@@ -97,6 +97,7 @@ pub fn decode_t3324(reply: &'static str, bits: &str) -> Result<Timer, ReplyError
 /// The smallest encodable duration >= `seconds` (exact when possible) as 8 bits.
 fn encode(
     units: &[Option<u64>; 8],
+    writable: std::ops::RangeInclusive<usize>,
     timer: &'static str,
     value: Timer,
 ) -> Result<String, ReplyError> {
@@ -104,30 +105,36 @@ fn encode(
         Timer::Deactivated => return Ok("11100000".to_string()),
         Timer::Seconds(s) => s,
     };
-    let mut best: Option<(u64, usize, u64)> = None; // (resulting seconds, unit index, count)
+    // (resulting seconds, unit seconds, unit index, count): the smallest result, and on a tie
+    // the coarsest unit ("00100001" for 1 min, not 30 x 2 s); T3324's alias units 011-110
+    // (read as minutes) are never written.
+    let mut best: Option<(u64, u64, usize, u64)> = None;
     for (i, unit) in units.iter().enumerate() {
         let Some(unit) = *unit else { continue };
+        if !writable.contains(&i) {
+            continue;
+        }
         let count = seconds.div_ceil(unit);
         if count > 31 {
             continue;
         }
         let got = count * unit;
-        if best.is_none_or(|(b, _, _)| got < b) {
-            best = Some((got, i, count));
+        if best.is_none_or(|(b, bu, _, _)| got < b || (got == b && unit > bu)) {
+            best = Some((got, unit, i, count));
         }
     }
-    let (_, unit, count) = best.ok_or(ReplyError::Unrepresentable { timer, seconds })?;
+    let (_, _, unit, count) = best.ok_or(ReplyError::Unrepresentable { timer, seconds })?;
     Ok(format!("{:03b}{:05b}", unit, count))
 }
 
 /// Encodes a T3412 extended request for `AT+CPSMS=1,,,"<bits>",...`.
 pub fn encode_t3412(value: Timer) -> Result<String, ReplyError> {
-    encode(&T3412_UNITS, "T3412", value)
+    encode(&T3412_UNITS, 0..=6, "T3412", value)
 }
 
 /// Encodes a T3324 request for `AT+CPSMS=1,,,...,"<bits>"`.
 pub fn encode_t3324(value: Timer) -> Result<String, ReplyError> {
-    encode(&T3324_UNITS, "T3324", value)
+    encode(&T3324_UNITS, 0..=2, "T3324", value)
 }
 
 /// Decodes a 4-bit NB-IoT eDRX value to its cycle in milliseconds.
@@ -147,6 +154,26 @@ pub fn encode_edrx(ms: u64) -> Result<String, ReplyError> {
             timer: "eDRX",
             seconds: ms / 1000,
         })
+}
+
+/// `AT+CPSMS=1,,,"<T3412>","<T3324>"` requesting these timers, or `AT+CPSMS=0` (PSM off).
+pub fn cpsms_command(request: Option<(Timer, Timer)>) -> Result<String, ReplyError> {
+    match request {
+        None => Ok("AT+CPSMS=0".to_string()),
+        Some((tau, active)) => Ok(format!(
+            "AT+CPSMS=1,,,\"{}\",\"{}\"",
+            encode_t3412(tau)?,
+            encode_t3324(active)?
+        )),
+    }
+}
+
+/// `AT+CEDRXS=1,5,"<bits>"` requesting the shortest NB-IoT cycle >= `ms`, or `AT+CEDRXS=0`.
+pub fn cedrxs_command(cycle_ms: Option<u64>) -> Result<String, ReplyError> {
+    match cycle_ms {
+        None => Ok("AT+CEDRXS=0".to_string()),
+        Some(ms) => Ok(format!("AT+CEDRXS=1,5,\"{}\"", encode_edrx(ms)?)),
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +226,13 @@ mod tests {
         assert!(encode_t3412(Timer::Seconds(31 * 1_152_000 + 1)).is_err());
         let active = encode_t3324(Timer::Seconds(30)).expect("30 s");
         assert_eq!(active, "00001111");
+        assert_eq!(encode_t3324(Timer::Seconds(60)).as_deref(), Ok("00100001"));
+        assert_eq!(encode_t3324(Timer::Seconds(720)).as_deref(), Ok("01000010"));
+        assert_eq!(encode_t3412(Timer::Seconds(600)).as_deref(), Ok("00000001"));
+        assert_eq!(
+            encode_t3412(Timer::Seconds(108_000)).as_deref(),
+            Ok("01000011")
+        );
         assert!(encode_t3324(Timer::Seconds(31 * 360 + 1)).is_err());
         // Every encodable request round-trips to a value >= the request.
         for secs in (0..20_000).step_by(7) {
@@ -209,6 +243,21 @@ mod tests {
                 assert!(got >= secs, "{secs} -> {got}");
             }
         }
+    }
+
+    #[test]
+    fn setter_commands() {
+        assert_eq!(
+            cpsms_command(Some((Timer::Seconds(108_000), Timer::Seconds(60)))).as_deref(),
+            Ok("AT+CPSMS=1,,,\"01000011\",\"00100001\"")
+        );
+        assert_eq!(cpsms_command(None).as_deref(), Ok("AT+CPSMS=0"));
+        assert!(cpsms_command(Some((Timer::Seconds(60), Timer::Seconds(1_000_000)))).is_err());
+        assert_eq!(
+            cedrxs_command(Some(81_920)).as_deref(),
+            Ok("AT+CEDRXS=1,5,\"0101\"")
+        );
+        assert_eq!(cedrxs_command(None).as_deref(), Ok("AT+CEDRXS=0"));
     }
 
     #[test]
