@@ -670,6 +670,7 @@ impl Gateway {
         let board = self.board.clone();
         let store = self.store.clone();
         let link_rx = self.link_rx.clone();
+        let modem_rx = self.modem_status.subscribe();
         let live = self.live.clone();
         let progress = self.progress.clone();
         let watchdog =
@@ -680,6 +681,9 @@ impl Gateway {
                 facts.backlog = store.stats().ok().map(|s| s.pending_readings);
                 if live.has_uplink.load(Ordering::Relaxed) {
                     facts.link = link_facts(&link_rx.borrow());
+                }
+                if live.has_modem.load(Ordering::Relaxed) {
+                    facts.modem = Some(crate::modem::status::status_phrase(&modem_rx.borrow()));
                 }
                 status_line(&facts)
             });

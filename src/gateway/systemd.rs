@@ -232,7 +232,7 @@ pub enum LinkFacts {
 }
 
 /// The numbers the STATUS line is made of. `None` leaves a part out (no store yet, no uplink).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatusFacts {
     /// Enabled devices being polled.
     pub devices: usize,
@@ -243,6 +243,8 @@ pub struct StatusFacts {
     /// The store cannot commit: read batches are held in memory.
     pub store_failing: bool,
     pub link: Option<LinkFacts>,
+    /// With `[modem]`: `modem::status::status_phrase` (e.g. "modem registered, RSRP -85 dBm").
+    pub modem: Option<String>,
 }
 
 impl StatusFacts {
@@ -259,6 +261,7 @@ impl StatusFacts {
             backlog: None,
             store_failing: false,
             link: None,
+            modem: None,
         }
     }
 }
@@ -292,6 +295,9 @@ pub fn status_line(f: &StatusFacts) -> String {
         Some(LinkFacts::Up) => parts.push("link up".to_string()),
         Some(LinkFacts::Down(d)) => parts.push(format!("link down {}", human_duration(d))),
         None => {}
+    }
+    if let Some(m) = &f.modem {
+        parts.push(m.clone());
     }
     parts.join(", ")
 }
@@ -570,6 +576,7 @@ mod tests {
                     backlog: Some(1234),
                     store_failing: false,
                     link: Some(LinkFacts::Down(m(4 * 60 + 10))),
+                    modem: None,
                 },
                 "polling 12 devices, 3 offline, backlog 1.2k readings, link down 4m",
             ),
@@ -580,6 +587,7 @@ mod tests {
                     backlog: Some(0),
                     store_failing: false,
                     link: Some(LinkFacts::Up),
+                    modem: None,
                 },
                 "polling 4 devices, all offline, backlog empty, link up",
             ),
@@ -590,6 +598,7 @@ mod tests {
                     backlog: Some(1),
                     store_failing: false,
                     link: Some(LinkFacts::Down(m(7200 + 13 * 60))),
+                    modem: None,
                 },
                 "polling 1 device, 1 offline, backlog 1 reading, link down 2h13m",
             ),
@@ -600,6 +609,7 @@ mod tests {
                     backlog: Some(999),
                     store_failing: false,
                     link: None,
+                    modem: None,
                 },
                 "polling 3 devices, backlog 999 readings",
             ),
@@ -610,8 +620,18 @@ mod tests {
                     backlog: Some(2_345_678),
                     store_failing: false,
                     link: Some(LinkFacts::Down(m(3 * 86400 + 5 * 3600))),
+                    modem: None,
                 },
                 "polling 200 devices, backlog 2.3M readings, link down 3d5h",
+            ),
+            (
+                StatusFacts {
+                    devices: 2,
+                    link: Some(LinkFacts::Up),
+                    modem: Some("modem registered, RSRP -85 dBm".into()),
+                    ..Default::default()
+                },
+                "polling 2 devices, link up, modem registered, RSRP -85 dBm",
             ),
         ];
         for (facts, want) in cases {
