@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Sim {
     _proc: Proc,
-    _pty: PtyPair,
+    pty: Option<PtyPair>,
     ctl: PathBuf,
     port: PathBuf,
 }
@@ -50,7 +50,7 @@ fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> Sim {
     Sim {
         _proc: proc,
         port: pty.b.clone(),
-        _pty: pty,
+        pty: Some(pty),
         ctl,
     }
 }
@@ -279,4 +279,224 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
         }
     }
     assert_eq!(steps, ["module_reset", "power_cycle"]);
+}
+
+#[test]
+fn the_daemon_supervises_the_modem_and_status_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"socket\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
+            dir.path().join("state").display(),
+            sim.port.display()
+        ),
+    )
+    .expect("write the config");
+    let socket = dir.path().join("gasdtu.sock");
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+    let _daemon = Proc::spawn(
+        "gasdtu run",
+        Command::new(gasdtu())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new(gasdtu())
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let v = common::wait_for(
+        "gasdtu status to show the modem registered with a signal sample",
+        Duration::from_secs(60),
+        || {
+            status().filter(|v| {
+                let m = &v["modem"];
+                m["model"] == "bc95" && m["link_up"] == true && m["signal"]["rsrp_dbm"].is_number()
+            })
+        },
+    );
+    let m = &v["modem"];
+    assert_eq!(m["mode"], "socket", "{m}");
+    assert_eq!(m["state"], "registered", "{m}");
+    assert!(
+        m["registration"]["stat"] == "home" || m["registration"]["stat"] == "roaming",
+        "{m}"
+    );
+    assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
+}
+
+/// The engine alone on a simulator port.
+fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let (engine, at) = AtEngine::new(
+        port.display().to_string(),
+        115_200,
+        EngineOptions {
+            wake_after,
+            timeout_scale: 0.3,
+        },
+    );
+    tokio::spawn(engine.run(stop.clone()));
+    (at, stop)
+}
+
+/// The simulator's `sleep` quirk: after 1 s without a command, the first one is answered by
+/// a bare CRLF only.
+const SLEEPY: &str = "sleep:1s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sleep_a_safe_command_is_retried_and_an_unsafe_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[SLEEPY]);
+    let (at, stop) = engine_only(&sim.port, Duration::from_secs(3600));
+    // The port opened "idle": the first command may meet a sleeping module too.
+    at.call("AT").await.expect("AT");
+    // Idle past the module's sleep timer (the precondition, not a wait for a result).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let x = at
+        .call("AT+CSQ")
+        .await
+        .expect("AT+CSQ retried after the bare CRLF");
+    assert!(x.lines[0].starts_with("+CSQ:"), "{x:?}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let e = at
+        .call("AT+CFUN=1")
+        .await
+        .expect_err("an unsafe command is not repeated blindly");
+    assert!(matches!(e, gasdtu::modem::AtError::Timeout { .. }), "{e}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_idle_past_wake_after_is_woken_before_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[SLEEPY]);
+    let (at, stop) = engine_only(&sim.port, Duration::from_millis(500));
+    at.call("AT").await.expect("AT");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    at.call("AT+CFUN=1")
+        .await
+        .expect("the wake-up AT took the bare CRLF, the command its OK");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_lost_past_the_bound_cycles_the_radio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    ready(&mut r, "sim7020").await;
+    assert_eq!(control(&sim.ctl, "deregister 600"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a radio cycle, then registered again",
+        Duration::from_secs(30),
+        |s| {
+            s.link_up
+                && s.ladder.last.as_ref().is_some_and(|l| {
+                    l.step == gasdtu::modem::ladder::Step::RadioCycle && l.outcome == "ok"
+                })
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.resets_today, 1, "{s:?}");
+    let mut seen = Vec::new();
+    while let Ok(ev) = r.events.try_recv() {
+        seen.push(ev);
+    }
+    let reset = seen
+        .iter()
+        .find(|e| e["event"] == "modem_reset")
+        .expect("a modem_reset event");
+    assert_eq!(reset["step"], "radio_cycle");
+    assert_eq!(reset["reason"], "registration_lost");
+    assert!(
+        seen.iter()
+            .any(|e| e["event"] == "modem_registration" && e["stat"] == "searching"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = start_sim(dir.path(), "bc95", &[]);
+    let mut r = start(config(&sim.port));
+    ready(&mut r, "bc95").await;
+    let mut opens = r.at.port_opens();
+    let before = *opens.borrow_and_update();
+    let pty = sim.pty.take().expect("the pty pair");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
+    pty.unplug();
+    // Plugged in again at the same paths (a USB adapter re-enumerating).
+    sim.pty = Some(PtyPair::at(a, b));
+    tokio::time::timeout(Duration::from_secs(30), opens.wait_for(|n| *n > before))
+        .await
+        .expect("the engine reopens the port within 30 s")
+        .expect("engine running");
+    r.at.call("AT").await.expect("AT on the reopened port");
+    ready(&mut r, "bc95").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_send_carries_raw_bytes_through_the_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback listener");
+    let port = listener.local_addr().expect("local addr").port();
+    let mut r = start(config(&sim.port));
+    ready(&mut r, "bg96").await;
+    let mut urcs = r.at.urcs();
+    r.at.call("AT+QIACT=1").await.expect("AT+QIACT=1");
+    r.at.call(&format!("AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",{port},0,1"))
+        .await
+        .expect("AT+QIOPEN");
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .expect("the module connects within 20 s")
+        .expect("accept");
+    let opened = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(u) = urcs.recv().await {
+                if u.kind == Some(UrcKind::Qiopen) {
+                    return u.line;
+                }
+            }
+        }
+    })
+    .await
+    .expect("+QIOPEN within 20 s");
+    assert_eq!(opened, "+QIOPEN: 0,0");
+    let payload = bytes::Bytes::from_static(b"\r\nOK\r\n> raw");
+    let x =
+        r.at.call_with_payload(&format!("AT+QISEND=0,{}", payload.len()), payload.clone())
+            .await
+            .expect("QISEND");
+    assert_eq!(x.result, gasdtu::modem::Final::SendOk);
+    let mut got = vec![0u8; payload.len()];
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut got),
+    )
+    .await
+    .expect("the bytes arrive within 20 s")
+    .expect("read");
+    assert_eq!(got, payload.as_ref());
 }

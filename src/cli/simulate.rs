@@ -65,7 +65,8 @@ Modem faults (--modem-fault, repeatable): KIND[=PROBABILITY][:ARG], probability 
   hang                  nothing at all (no echo, no reply) until a power cycle
 Control socket (--modem-control PATH), one line per connection, one reply line:
   hang | power-cycle | reboot | deregister SECS | close-sockets |
-  signal RSRP_DBM SINR_DB ECL | stats (one JSON line)
+  signal RSRP_DBM SINR_DB ECL | deny EMM_CAUSE | register | fault SPEC | fault clear |
+  stats (one JSON line)
   e.g. echo power-cycle | socat - UNIX-CONNECT:/tmp/modem.ctl")]
 pub struct SimulateArgs {
     // Boxed: the options are large and live in the binary's subcommand enum.
@@ -128,30 +129,36 @@ pub struct SimulateOptions {
     /// Simulate an NB-IoT module on --modem-port: bc95, bg96 or sim7020.
     #[arg(long, value_name = "MODEL", requires = "modem_port")]
     modem: Option<Model>,
-    /// The modem's serial port (or one end of a pty pair); reopened if it vanishes.
+    /// The modem's serial port (or one end of a pty pair).
     #[arg(long, value_name = "PATH", requires = "modem")]
     modem_port: Option<String>,
     /// The modem's serial line speed.
-    #[arg(long, default_value_t = 115_200, requires = "modem")]
+    #[arg(
+        long,
+        value_name = "BAUD",
+        default_value_t = 115_200,
+        requires = "modem"
+    )]
     modem_baud: u32,
     /// Simulated uplink rate, bit/s.
-    #[arg(long, default_value_t = 12_000, requires = "modem",
+    #[arg(long, value_name = "BPS", default_value_t = 12_000, requires = "modem",
           value_parser = clap::value_parser!(u32).range(100..=100_000_000))]
     modem_up_bps: u32,
     /// Simulated downlink rate, bit/s.
-    #[arg(long, default_value_t = 8_000, requires = "modem",
+    #[arg(long, value_name = "BPS", default_value_t = 8_000, requires = "modem",
           value_parser = clap::value_parser!(u32).range(100..=100_000_000))]
     modem_down_bps: u32,
-    /// Simulated round-trip time, 0.5s..2s (each direction adds half).
-    #[arg(long, default_value = "1.5s", requires = "modem", value_parser = parse_rtt)]
+    /// Simulated round-trip time, 0.5s..2s.
+    #[arg(long, value_name = "DURATION", default_value = "1.5s", requires = "modem", value_parser = parse_rtt)]
     modem_rtt: Duration,
     /// From power-on (or AT+CFUN=1) to registered.
-    #[arg(long, default_value = "2s", requires = "modem", value_parser = parse_register_delay)]
+    #[arg(long, value_name = "DUR", default_value = "2s", requires = "modem",
+          value_parser = parse_register_delay)]
     modem_register_delay: Duration,
-    /// Inject a module fault or quirk (repeatable): KIND[=PROBABILITY][:ARG]; see below.
+    /// Inject a modem fault (repeatable); see below.
     #[arg(long = "modem-fault", value_name = "SPEC", requires = "modem")]
     modem_faults: Vec<String>,
-    /// Unix socket for runtime control of the modem (hang, power-cycle, stats ...).
+    /// Unix socket for runtime control of the modem; see below.
     #[arg(long, value_name = "PATH", requires = "modem")]
     modem_control: Option<PathBuf>,
 }

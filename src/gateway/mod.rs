@@ -9,7 +9,8 @@
 //! store), `interlocks` (alarm actions through the bus tasks), `systemd` (notify, watchdog,
 //! signals, STATUS line), `status_socket` (device board and the unix socket of `gasdtu
 //! status`), `bus_proxy` (the commissioning verbs' Modbus requests through the bus task that
-//! owns the bus), `remote` (commands over MQTT when `[remote]` is configured). Never does Modbus or MQTT itself and never touches SQLite on an async worker
+//! owns the bus), `remote` (commands over MQTT when `[remote]` is configured), `modem` (the AT
+//! engine and modem supervisor when `[modem]` is configured; `Gateway::modem` is their status). Never does Modbus or MQTT itself and never touches SQLite on an async worker
 //! thread: every store call is a blocking task or an O(1) counter read.
 
 pub mod alarms;
@@ -18,6 +19,7 @@ mod alarms_tests;
 pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
+pub mod modem;
 pub mod progress;
 pub mod push;
 pub mod remote;
@@ -141,6 +143,7 @@ pub struct ShutdownReport {
 struct Live {
     devices: AtomicUsize,
     has_uplink: AtomicBool,
+    has_modem: AtomicBool,
 }
 
 /// The running daemon.
@@ -177,6 +180,10 @@ pub struct Gateway {
     pushes: Option<mpsc::Sender<push::PushJob>>,
     /// Remote commands dropped for want of a readable id (kept across forwarder restarts).
     remote_unanswerable: Arc<std::sync::atomic::AtomicU64>,
+    /// The modem's status (one channel for the life of the daemon) and, with `[modem]`, the
+    /// running engine + supervisor.
+    modem_status: Arc<watch::Sender<crate::modem::ModemStatus>>,
+    modem: Option<modem::ModemRuntime>,
 }
 
 impl Gateway {
@@ -247,6 +254,7 @@ impl Gateway {
         let live = Arc::new(Live {
             devices: AtomicUsize::new(acq.devices),
             has_uplink: AtomicBool::new(cfg.uplink.is_some()),
+            has_modem: AtomicBool::new(cfg.modem.is_some()),
         });
         let cfg_for_remote = cfg.clone();
         let mut gw = Gateway {
@@ -277,7 +285,11 @@ impl Gateway {
             config_path: opts.config_path.clone(),
             pushes: opts.pushes.clone(),
             remote_unanswerable: Arc::default(),
+            modem_status: Arc::new(watch::channel(crate::modem::ModemStatus::default()).0),
+            modem: None,
         };
+        // The modem before the forwarder: the uplink may wait for its link.
+        gw.modem = gw.start_modem();
         gw.forwarder = gw.start_forwarder();
         if gw.forwarder.is_none() {
             tracing::warn!("no [uplink] section: readings are buffered in the store only");
@@ -315,6 +327,22 @@ impl Gateway {
     /// The uplink's state as the forwarder reports it.
     pub fn link(&self) -> watch::Receiver<LinkStatus> {
         self.link_rx.clone()
+    }
+
+    /// The modem's status (`ModemStatus::link_up`: registered and attached, the uplink's gate);
+    /// stays at its default without `[modem]`.
+    pub fn modem(&self) -> watch::Receiver<crate::modem::ModemStatus> {
+        self.modem_status.subscribe()
+    }
+
+    fn start_modem(&self) -> Option<modem::ModemRuntime> {
+        let cfg = self.cfg.modem.as_ref()?;
+        Some(modem::ModemRuntime::start(
+            cfg,
+            self.modem_status.clone(),
+            self.store.clone(),
+            self.wake.clone(),
+        ))
     }
 
     /// Enabled devices being polled, and bus tasks running.
@@ -361,7 +389,19 @@ impl Gateway {
         let uplink_changed = new.uplink != self.cfg.uplink
             || new.gateway.id != self.cfg.gateway.id
             || new.remote.is_some() != self.cfg.remote.is_some();
+        let modem_changed = new.modem != self.cfg.modem;
         self.cfg = new;
+        if modem_changed {
+            if let Some(m) = self.modem.take() {
+                m.stop().await;
+            }
+            self.modem_status
+                .send_replace(crate::modem::ModemStatus::default());
+            self.modem = self.start_modem();
+            self.live
+                .has_modem
+                .store(self.cfg.modem.is_some(), Ordering::Relaxed);
+        }
         // The remote service checks keys, writes and points against the new config (a new
         // service started below subscribes to this value).
         self.config_tx.send_replace(Arc::new(self.cfg.clone()));
@@ -427,6 +467,7 @@ impl Gateway {
             store,
             side_stop,
             side_tasks,
+            modem,
             ..
         } = self;
         drop(tx);
@@ -470,6 +511,9 @@ impl Gateway {
             }
             stop.cancel();
             let _ = task.await;
+        }
+        if let Some(m) = modem {
+            m.stop().await;
         }
         side_stop.cancel();
         for t in side_tasks {
@@ -516,18 +560,21 @@ impl Gateway {
         )
         .with_heartbeat(Arc::new(move || progress.tick_uplink()))
         .with_health_extra({
-            // O(1) counters: the buffer depth in `<root>/health`.
+            // O(1) counters: the buffer depth in `<root>/health`, and the modem's small object.
             let store = self.store.clone();
-            Arc::new(move || match store.stats() {
-                Ok(b) => serde_json::json!({"buffer": {
-                    "unacked": b.sealed_messages,
-                    "pending_entries": b.pending_entries,
-                    "pending_readings": b.pending_readings,
-                    "held_entries": b.held_entries,
-                    "oldest_pending_read_ms": b.oldest_pending_read_ms,
-                    "dropped_unsent": b.dropped_unsent,
-                }}),
-                Err(e) => serde_json::json!({"buffer": {"error": e.to_string()}}),
+            let modem_rx = self.modem_status.subscribe();
+            let live = self.live.clone();
+            Arc::new(move || {
+                let mut extra = health_buffer(&store);
+                if live.has_modem.load(Ordering::Relaxed) {
+                    if let serde_json::Value::Object(m) = &mut extra {
+                        m.insert(
+                            "modem".into(),
+                            crate::modem::health_json(&modem_rx.borrow()),
+                        );
+                    }
+                }
+                extra
             })
         });
         // With `[remote]`: the inbox (persistent session) and the service that answers it,
@@ -572,6 +619,7 @@ impl Gateway {
             let board = self.board.clone();
             let store = self.store.clone();
             let link_rx = self.link_rx.clone();
+            let modem_rx = self.modem_status.subscribe();
             let live = self.live.clone();
             let alarms = self.alarms.clone();
             let id = self.cfg.gateway.id.clone();
@@ -587,12 +635,18 @@ impl Gateway {
                 } else {
                     serde_json::json!({"state": "no uplink configured"})
                 };
+                let modem = if live.has_modem.load(Ordering::Relaxed) {
+                    serde_json::to_value(&*modem_rx.borrow()).unwrap_or_default()
+                } else {
+                    serde_json::Value::Null
+                };
                 serde_json::json!({
                     "gateway": {"id": id, "started_ms": started_ms, "config": config_path},
                     "devices": board.snapshot(),
                     "alarms": alarms.active(),
                     "buffer": buffer,
                     "link": link,
+                    "modem": modem,
                 })
             })
         };
@@ -622,6 +676,7 @@ impl Gateway {
         let board = self.board.clone();
         let store = self.store.clone();
         let link_rx = self.link_rx.clone();
+        let modem_rx = self.modem_status.subscribe();
         let live = self.live.clone();
         let progress = self.progress.clone();
         let watchdog =
@@ -632,6 +687,9 @@ impl Gateway {
                 facts.backlog = store.stats().ok().map(|s| s.pending_readings);
                 if live.has_uplink.load(Ordering::Relaxed) {
                     facts.link = link_facts(&link_rx.borrow());
+                }
+                if live.has_modem.load(Ordering::Relaxed) {
+                    facts.modem = Some(crate::modem::status::status_phrase(&modem_rx.borrow()));
                 }
                 status_line(&facts)
             });
@@ -653,6 +711,21 @@ pub(crate) async fn record_event(store: &Arc<Store>, wake: &Notify, ev: serde_js
         Ok(Ok(_)) => wake.notify_one(),
         Ok(Err(e)) => tracing::error!("cannot record the {what} event: {e}"),
         Err(e) => tracing::error!("{what} event task failed: {e}"),
+    }
+}
+
+/// The buffer depth object of `<root>/health` (O(1) counters).
+fn health_buffer(store: &Store) -> serde_json::Value {
+    match store.stats() {
+        Ok(b) => serde_json::json!({"buffer": {
+            "unacked": b.sealed_messages,
+            "pending_entries": b.pending_entries,
+            "pending_readings": b.pending_readings,
+            "held_entries": b.held_entries,
+            "oldest_pending_read_ms": b.oldest_pending_read_ms,
+            "dropped_unsent": b.dropped_unsent,
+        }}),
+        Err(e) => serde_json::json!({"buffer": {"error": e.to_string()}}),
     }
 }
 

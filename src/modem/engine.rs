@@ -192,7 +192,9 @@ pub struct AtEngine {
     urcs: broadcast::Sender<Urc>,
     opens: watch::Sender<u64>,
     parser: AtParser,
-    last_io: Instant,
+    /// When a command last went out: modules sleep on host silence (their URCs do not
+    /// count).
+    last_write: Instant,
 }
 
 enum Stop {
@@ -214,7 +216,7 @@ impl AtEngine {
             urcs: urcs.clone(),
             opens,
             parser: AtParser::new(),
-            last_io: Instant::now(),
+            last_write: Instant::now(),
         };
         let handle = AtHandle {
             tx,
@@ -244,7 +246,10 @@ impl AtEngine {
                     backoff = REOPEN_MIN;
                     reported = false;
                     self.parser = AtParser::new();
-                    self.last_io = Instant::now() - self.opts.wake_after;
+                    // A freshly opened port: the module may be asleep.
+                    self.last_write = Instant::now()
+                        .checked_sub(self.opts.wake_after)
+                        .unwrap_or_else(Instant::now);
                     self.opens.send_modify(|n| *n += 1);
                     match self.serve(stream, &shutdown).await {
                         Stop::Shutdown => break,
@@ -295,7 +300,6 @@ impl AtEngine {
                 r = stream.read(&mut buf) => match r {
                     Ok(0) => return Stop::Lost(std::io::Error::other("end of file")),
                     Ok(n) => {
-                        self.last_io = Instant::now();
                         let events = self.parser.feed(&buf[..n]);
                         self.dispatch(events);
                     }
@@ -336,7 +340,7 @@ impl AtEngine {
         job: &Job,
         shutdown: &CancellationToken,
     ) -> (Result<Exchange, AtError>, Option<Stop>) {
-        if self.last_io.elapsed() >= self.opts.wake_after && job.cmd != "AT" {
+        if self.last_write.elapsed() >= self.opts.wake_after && job.cmd != "AT" {
             // Wake a module that may have slept: its first reply may be a bare CRLF.
             match self
                 .exchange(stream, Request::new("AT"), None, shutdown)
@@ -426,7 +430,7 @@ impl AtEngine {
     async fn write(&mut self, stream: &mut SerialStream, bytes: &[u8]) -> std::io::Result<()> {
         stream.write_all(bytes).await?;
         stream.flush().await?;
-        self.last_io = Instant::now();
+        self.last_write = Instant::now();
         Ok(())
     }
 
@@ -492,7 +496,6 @@ impl AtEngine {
                 r = stream.read(&mut buf) => match r {
                     Ok(0) => return Err(Outcome::Stop(Stop::Lost(std::io::Error::other("end of file")))),
                     Ok(n) => {
-                        self.last_io = Instant::now();
                         let events = self.parser.feed(&buf[..n]);
                         // Any text after the bare CRLF (echo, a line, even a URC) ends the
                         // short after-sleep wait; the full deadline then applies, and the

@@ -188,6 +188,34 @@ pub fn health_json(s: &ModemStatus) -> serde_json::Value {
     })
 }
 
+/// A few words for the systemd STATUS= line: the state, the RSRP when registered, the step
+/// while recovering.
+pub fn status_phrase(s: &ModemStatus) -> String {
+    match s.state {
+        ModemState::Starting => "modem starting".into(),
+        ModemState::Searching => "modem searching".into(),
+        ModemState::Denied => match s.registration.as_ref().and_then(|r| r.reject_cause) {
+            Some(c) => format!("modem DENIED (cause {c})"),
+            None => "modem DENIED".into(),
+        },
+        ModemState::Unresponsive => "modem UNRESPONSIVE".into(),
+        ModemState::Recovering => match s.ladder.step {
+            Some(step) => format!("modem recovering ({})", step.as_str()),
+            None => "modem recovering".into(),
+        },
+        ModemState::Registered => {
+            let mut t = String::from("modem registered");
+            if s.attached == Some(false) {
+                t.push_str(" (not attached)");
+            }
+            if let Some(rsrp) = s.signal.and_then(|g| g.rsrp_dbm) {
+                t.push_str(&format!(", RSRP {rsrp:.0} dBm"));
+            }
+            t
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,8 +248,54 @@ mod tests {
         assert_eq!(h["cell"], "1A2D001");
         assert_eq!(h["state"], "registered");
         assert!(h.to_string().len() < 200, "{h}");
+        assert_eq!(status_phrase(&s), "modem registered, RSRP -85 dBm");
         let j = serde_json::to_value(&s).expect("status json");
         assert_eq!(j["ladder"]["resets_today"], 0);
         assert_eq!(j["link_up"], true);
+    }
+
+    #[test]
+    fn status_phrases() {
+        let with = |state, f: &dyn Fn(&mut ModemStatus)| {
+            let mut s = ModemStatus {
+                state,
+                ..ModemStatus::default()
+            };
+            f(&mut s);
+            status_phrase(&s)
+        };
+        let cases = [
+            (with(ModemState::Starting, &|_| {}), "modem starting"),
+            (with(ModemState::Searching, &|_| {}), "modem searching"),
+            (
+                with(ModemState::Unresponsive, &|_| {}),
+                "modem UNRESPONSIVE",
+            ),
+            (
+                with(ModemState::Recovering, &|s| {
+                    s.ladder.step = Some(Step::PowerCycle)
+                }),
+                "modem recovering (power_cycle)",
+            ),
+            (
+                with(ModemState::Denied, &|s| {
+                    s.registration = Some(RegistrationStatus {
+                        stat: "denied".into(),
+                        tac: None,
+                        ci: None,
+                        act: None,
+                        reject_cause: Some(15),
+                    })
+                }),
+                "modem DENIED (cause 15)",
+            ),
+            (
+                with(ModemState::Registered, &|s| s.attached = Some(false)),
+                "modem registered (not attached)",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

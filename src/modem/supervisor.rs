@@ -84,8 +84,12 @@ pub struct ModemSupervisor {
 /// Why an init or step did not complete.
 enum Trouble {
     At(AtError),
+    Power(super::power::PowerError),
     Shutdown,
 }
+
+/// The supervisor was asked to stop.
+struct Stopped;
 
 impl From<AtError> for Trouble {
     fn from(e: AtError) -> Self {
@@ -169,6 +173,10 @@ impl ModemSupervisor {
                             self.unanswered += 1;
                         }
                     }
+                    Err(Trouble::Power(e)) => {
+                        let text = e.to_string();
+                        self.set(|s| s.last_error = Some(text));
+                    }
                 }
             }
             if !need_init {
@@ -185,8 +193,8 @@ impl ModemSupervisor {
             if self.unanswered >= UNRESPONSIVE_AFTER {
                 self.set(|s| s.state = ModemState::Unresponsive);
                 match self.climb(Input::Unresponsive, &mut urcs, &shutdown).await {
-                    Err(Trouble::Shutdown) => return,
-                    Ok(true) | Err(Trouble::At(_)) => {
+                    Err(Stopped) => return,
+                    Ok(true) => {
                         need_init = true;
                         continue;
                     }
@@ -195,8 +203,8 @@ impl ModemSupervisor {
             } else if !need_init {
                 if let Some(input) = self.bound_passed() {
                     match self.climb(input, &mut urcs, &shutdown).await {
-                        Err(Trouble::Shutdown) => return,
-                        Ok(true) | Err(Trouble::At(_)) => {
+                        Err(Stopped) => return,
+                        Ok(true) => {
                             need_init = true;
                             continue;
                         }
@@ -553,7 +561,7 @@ impl ModemSupervisor {
         input: Input,
         urcs: &mut broadcast::Receiver<Urc>,
         shutdown: &CancellationToken,
-    ) -> Result<bool, Trouble> {
+    ) -> Result<bool, Stopped> {
         let now = Instant::now();
         if self.hold_until.is_some_and(|t| now < t) {
             return Ok(false);
@@ -622,7 +630,8 @@ impl ModemSupervisor {
         let text = match &outcome {
             Ok(()) => "ok".to_string(),
             Err(Trouble::At(e)) => format!("failed: {e}"),
-            Err(Trouble::Shutdown) => return Err(Trouble::Shutdown),
+            Err(Trouble::Power(e)) => format!("failed: {e}"),
+            Err(Trouble::Shutdown) => return Err(Stopped),
         };
         if outcome.is_err() {
             warn!(step = step.as_str(), "modem reset step: {text}");
@@ -666,11 +675,9 @@ impl ModemSupervisor {
                     return Ok(());
                 };
                 if let Err(e) = super::power::power_cycle(&power).await {
-                    self.set(|s| s.last_error = Some(e.to_string()));
-                    return Err(Trouble::At(AtError::Port {
-                        port: "power".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    }));
+                    let text = e.to_string();
+                    self.set(|s| s.last_error = Some(text));
+                    return Err(Trouble::Power(e));
                 }
                 self.wait_boot(urcs, shutdown).await
             }

@@ -1,7 +1,9 @@
 //! Runtime control of the simulated module over a unix socket (`--modem-control PATH`): one
 //! command line per connection, one reply line back, then the connection is closed. Commands:
 //! `hang`, `power-cycle`, `reboot`, `deregister <secs>`, `close-sockets`,
-//! `signal <rsrp dBm> <sinr dB> <ecl>`, `stats` (one JSON line). `ControlCmd::parse` and
+//! `signal <rsrp dBm> <sinr dB> <ecl>`, `deny <EMM cause>` (registration refused, stat 3),
+//! `register` (registered at once), `fault <SPEC>` (add a `--modem-fault` rule),
+//! `fault clear`, `stats` (one JSON line). `ControlCmd::parse` and
 //! `apply` are pure; `ControlServer` is the I/O edge that hands each command to the runner.
 
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::core::Modem;
+use super::fault::ModemFault;
 use super::signal::{RSRP_RANGE, SINR_RANGE};
 
 /// Longest control line read.
@@ -32,6 +35,10 @@ pub enum ControlCmd {
     Deregister(Duration),
     CloseSockets,
     Signal { rsrp: i32, sinr: i32, ecl: u8 },
+    Deny(u8),
+    Register,
+    AddFault(ModemFault),
+    ClearFaults,
     Stats,
 }
 
@@ -51,6 +58,19 @@ impl ControlCmd {
             Some("reboot") => ControlCmd::Reboot,
             Some("close-sockets") => ControlCmd::CloseSockets,
             Some("stats") => ControlCmd::Stats,
+            Some("register") => ControlCmd::Register,
+            Some("deny") => {
+                let c = num(1, "the reject cause")?;
+                if !(0.0..=255.0).contains(&c) || c.fract() != 0.0 {
+                    return Err("deny: the reject cause must be 0..=255".into());
+                }
+                ControlCmd::Deny(c as u8)
+            }
+            Some("fault") => match words.get(1).copied() {
+                Some("clear") => ControlCmd::ClearFaults,
+                Some(spec) => ControlCmd::AddFault(ModemFault::parse(spec).map_err(|e| e.to_string())?),
+                None => return Err("fault: give a SPEC (as --modem-fault) or `clear`".into()),
+            },
             Some("deregister") => {
                 let s = num(1, "the seconds")?;
                 let d = Duration::try_from_secs_f64(s)
@@ -78,7 +98,7 @@ impl ControlCmd {
             }
             _ => {
                 return Err(format!(
-                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL or stats)",
+                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL, deny CAUSE, register, fault SPEC, fault clear or stats)",
                     line.trim()
                 ))
             }
@@ -94,6 +114,7 @@ fn expected_words(c: &ControlCmd) -> usize {
     match c {
         ControlCmd::Deregister(_) => 2,
         ControlCmd::Signal { .. } => 4,
+        ControlCmd::AddFault(_) | ControlCmd::ClearFaults | ControlCmd::Deny(_) => 2,
         _ => 1,
     }
 }
@@ -107,6 +128,10 @@ pub fn apply(modem: &mut Modem, cmd: ControlCmd, now: Instant) -> String {
         ControlCmd::Deregister(d) => modem.lose_registration(d, now),
         ControlCmd::CloseSockets => modem.close_sockets(now),
         ControlCmd::Signal { rsrp, sinr, ecl } => modem.set_signal(rsrp, sinr, ecl),
+        ControlCmd::AddFault(rule) => modem.add_fault(rule, now),
+        ControlCmd::Deny(cause) => modem.deny(cause, now),
+        ControlCmd::Register => modem.register_now(now),
+        ControlCmd::ClearFaults => modem.clear_faults(),
         ControlCmd::Stats => {
             return serde_json::to_string(&modem.stats()).unwrap_or_else(|e| format!("error: {e}"))
         }
@@ -212,6 +237,13 @@ mod tests {
             (" reboot ", ControlCmd::Reboot),
             ("close-sockets", ControlCmd::CloseSockets),
             ("stats", ControlCmd::Stats),
+            ("fault clear", ControlCmd::ClearFaults),
+            ("deny 15", ControlCmd::Deny(15)),
+            ("register", ControlCmd::Register),
+            (
+                "fault cme=0.5:4",
+                ControlCmd::AddFault(ModemFault::parse("cme=0.5:4").unwrap()),
+            ),
             (
                 "deregister 2.5",
                 ControlCmd::Deregister(Duration::from_millis(2500)),
@@ -240,6 +272,12 @@ mod tests {
             "signal -30 5 0",
             "signal -100 5 3",
             "signal -100 5 1.5",
+            "fault",
+            "fault boom",
+            "fault hang extra",
+            "deny",
+            "deny 256",
+            "register now",
         ] {
             assert!(ControlCmd::parse(bad).is_err(), "{bad} accepted");
         }

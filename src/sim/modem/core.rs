@@ -7,7 +7,6 @@
 //! runner (`port`) performs the `Out` requests and feeds back `NetEvent`s. Command handlers
 //! live in `commands` (generic and signal) and `sockets` (per-model socket commands).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -15,7 +14,9 @@ use serde::Serialize;
 use super::at::{self, Cmd};
 use super::fault::{ModemFault, ModemFaults, Roll};
 use super::model::{BootCause, Model};
+pub(super) use super::reply::{After, Final, Pending, Piece, Reply};
 use super::signal::Signal;
+pub(super) use super::sockets::{RawInput, Sock, SockState};
 
 /// Longest command line accepted; a longer one is answered with ERROR.
 pub const MAX_LINE: usize = 2048;
@@ -23,6 +24,8 @@ pub const MAX_LINE: usize = 2048;
 const MAX_HELD: usize = 4096;
 /// Received bytes a socket buffers for the host; more are dropped.
 pub const RX_BUFFER_MAX: usize = 64 * 1024;
+/// Bytes a socket holds that the link has not carried yet; a send beyond is refused (busy).
+pub const TX_BUFFER_MAX: usize = 8 * 1024;
 /// From power applied (or a reset) to the first boot line.
 const BOOT_DELAY: Duration = Duration::from_millis(300);
 
@@ -37,14 +40,29 @@ pub enum Out {
     Send { conn: u64, bytes: Vec<u8> },
     /// Close connection `conn`: `graceful` flushes what was sent first, otherwise it is cut.
     Close { conn: u64, graceful: bool },
+    /// Forget serial output not yet written (power removed, or the module hung).
+    Discard,
 }
 
 /// What the runner reports about a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    Connected { conn: u64, ok: bool },
-    Data { conn: u64, bytes: Vec<u8> },
-    Closed { conn: u64 },
+    Connected {
+        conn: u64,
+        ok: bool,
+    },
+    /// `n` bytes the module sent have left it (written to the peer).
+    Sent {
+        conn: u64,
+        n: usize,
+    },
+    Data {
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: u64,
+    },
 }
 
 /// How the simulated module is set up.
@@ -63,6 +81,8 @@ pub struct Stats {
     pub model: String,
     pub state: String,
     pub commands: u64,
+    /// Bytes received on the serial line, also while hung or powered down.
+    pub bytes_in: u64,
     pub power_cycles: u64,
     pub reboots: u64,
     pub sockets_opened: u64,
@@ -83,111 +103,17 @@ pub(super) enum Power {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reg {
     RadioOff,
-    Searching { until: Instant },
+    Searching {
+        until: Instant,
+    },
     Registered,
-    Lost { until: Instant },
-}
-
-/// A final result that waits for something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pending {
-    /// AT+CGATT=1 / AT+QIACT=1: OK once registered.
-    Attach { pdp: bool },
-    /// AT+NSOCO / AT+CSOCON: OK or ERROR when the connection answers.
-    Connect { conn: u64 },
-}
-
-/// One piece of a reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Piece {
-    /// Framed "\r\n<line>\r\n".
-    Line(String),
-    /// Written as is.
-    Raw(Vec<u8>),
-}
-
-/// A command's final result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Final {
-    Ok,
-    Error,
-    Cme(u16),
-    /// Nothing (after a "> " prompt, or when the boot text carries the result).
-    Nothing,
-    /// Later, when `Pending` resolves.
-    Deferred(Pending, Duration),
-}
-
-/// What a handler answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reply {
-    pub pieces: Vec<Piece>,
-    pub fin: Final,
-}
-
-impl Reply {
-    pub fn ok() -> Reply {
-        Reply::lines(Vec::<String>::new())
-    }
-    pub fn lines<S: Into<String>>(lines: impl IntoIterator<Item = S>) -> Reply {
-        Reply {
-            pieces: lines.into_iter().map(|l| Piece::Line(l.into())).collect(),
-            fin: Final::Ok,
-        }
-    }
-    pub fn fin(fin: Final) -> Reply {
-        Reply {
-            pieces: Vec::new(),
-            fin,
-        }
-    }
-    pub fn error() -> Reply {
-        Reply::fin(Final::Error)
-    }
-    /// Bad arguments.
-    pub fn bad() -> Reply {
-        Reply::fin(Final::Cme(50))
-    }
-}
-
-impl From<at::BadArg> for Reply {
-    fn from(_: at::BadArg) -> Reply {
-        Reply::bad()
-    }
-}
-
-/// Raw bytes the module waits for after a "> " prompt (BG96 AT+QISEND).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct RawInput {
-    pub slot: usize,
-    pub want: usize,
-    pub got: Vec<u8>,
-    /// The LF of a CRLF-terminated AT+QISEND line may follow its CR: not data.
-    pub skip_lf: bool,
-}
-
-/// A socket slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Sock {
-    pub conn: u64,
-    pub state: SockState,
-    pub port: u16,
-    /// BG96 push mode (access mode 1): data goes out in the URC.
-    pub push: bool,
-    /// BC95 receive control: 0 = no +NSONMI.
-    pub notify: bool,
-    pub rx: VecDeque<u8>,
-    pub sent: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SockState {
-    /// Created, not connected (BC95 NSOCR, SIM7020 CSOC).
-    Created,
-    Connecting,
-    Open,
-    /// Closed by the peer or the network; the host still has to close it.
-    Closed,
+    Lost {
+        until: Instant,
+    },
+    /// Registration denied by the network with this EMM reject cause.
+    Denied {
+        cause: u8,
+    },
 }
 
 /// The simulated module.
@@ -219,14 +145,6 @@ pub struct Modem {
     out: Vec<Out>,
     /// The wall clock (UTC ms) behind AT+CCLK; replaceable in tests.
     pub wall_ms: fn() -> i64,
-}
-
-/// Things a handler schedules for after its reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum After {
-    Reboot,
-    PowerOff,
-    Urc(String),
 }
 
 impl Modem {
@@ -291,6 +209,7 @@ impl Modem {
             (Power::On, Reg::Searching { .. }) => "searching",
             (Power::On, Reg::Registered) => "registered",
             (Power::On, Reg::Lost { .. }) => "deregistered",
+            (Power::On, Reg::Denied { .. }) => "denied",
         }
     }
 
@@ -352,20 +271,26 @@ impl Modem {
             Reg::RadioOff => 0,
             Reg::Searching { .. } | Reg::Lost { .. } => 2,
             Reg::Registered => 1,
+            Reg::Denied { .. } => 3,
         }
     }
 
-    /// `<stat>[,"<tac>","<ci>",9[,,,"<active>","<tau>"]]` for URC level `n`.
+    /// `<stat>[,"<tac>","<ci>",9[,<cause_type>,<reject_cause>][,,,"<active>","<tau>"]]` for
+    /// URC level `n`: the location when registered or denied, the cause (type 0, EMM) when
+    /// denied and n >= 3, the PSM timers when registered and n >= 4.
     pub(super) fn cereg_body(&self, n: u8) -> String {
         let mut s = self.stat().to_string();
-        if n >= 2 && self.reg == Reg::Registered {
-            s += &format!(
-                ",\"{:04X}\",\"{:08X}\",9",
-                self.signal.tac, self.signal.cell_id
-            );
-            if n >= 4 {
-                s += &format!(",,,\"{}\",\"{}\"", self.psm.2, self.psm.1);
-            }
+        if n < 2 || !matches!(self.reg, Reg::Registered | Reg::Denied { .. }) {
+            return s;
+        }
+        s += &format!(
+            ",\"{:04X}\",\"{:08X}\",9",
+            self.signal.tac, self.signal.cell_id
+        );
+        match self.reg {
+            Reg::Denied { cause } if n >= 3 => s += &format!(",0,{cause}"),
+            Reg::Registered if n >= 4 => s += &format!(",,,\"{}\",\"{}\"", self.psm.2, self.psm.1),
+            _ => {}
         }
         s
     }
@@ -412,6 +337,26 @@ impl Modem {
         self.pdp = false;
     }
 
+    /// The network refuses registration with EMM `cause` until `register_now`, a radio off/on
+    /// or a power cycle: "+CEREG: 3", PDP context and sockets gone.
+    pub fn deny(&mut self, cause: u8, now: Instant) {
+        if !self.alive() {
+            return;
+        }
+        self.reg = Reg::Denied { cause };
+        self.attached = false;
+        self.cereg_urc(now);
+        self.network_close_all(now);
+        self.pdp = false;
+    }
+
+    /// Registered now (ends a search, a loss or a denial).
+    pub fn register_now(&mut self, now: Instant) {
+        if self.alive() && !matches!(self.reg, Reg::Registered | Reg::RadioOff) {
+            self.registration_done(now);
+        }
+    }
+
     /// Radio off (AT+CFUN=0).
     pub(super) fn radio_off(&mut self, now: Instant) {
         self.reg = Reg::RadioOff;
@@ -453,6 +398,7 @@ impl Modem {
     /// Remove the power and apply it again.
     pub fn power_cycle(&mut self, now: Instant) {
         self.stats.power_cycles += 1;
+        self.request(Out::Discard);
         self.boot(now, BootCause::PowerOn);
     }
 
@@ -467,6 +413,7 @@ impl Modem {
 
     /// Stop answering anything until a power cycle.
     pub fn hang(&mut self) {
+        self.request(Out::Discard);
         self.power = Power::Hung;
     }
 
@@ -475,6 +422,18 @@ impl Modem {
         if self.alive() {
             self.network_close_all(now);
         }
+    }
+
+    /// Add a fault rule at runtime.
+    pub fn add_fault(&mut self, rule: ModemFault, now: Instant) {
+        self.faults.push(rule);
+        self.schedule_urc(now);
+    }
+
+    /// Remove every fault rule.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+        self.next_urc = None;
     }
 
     /// Replace the radio conditions.
@@ -555,6 +514,11 @@ impl Modem {
 
     /// Bytes from the serial line.
     pub fn feed(&mut self, bytes: &[u8], now: Instant) {
+        self.stats.bytes_in += bytes.len() as u64;
+        self.input(bytes, now);
+    }
+
+    fn input(&mut self, bytes: &[u8], now: Instant) {
         if !self.alive() {
             return;
         }
@@ -623,11 +587,11 @@ impl Modem {
         }
         self.last_activity = now;
         let text = String::from_utf8_lossy(line).into_owned();
-        let roll = if text.trim().eq_ignore_ascii_case("AT") {
-            Roll::default()
-        } else {
-            self.faults.roll()
-        };
+        let mut roll = self.faults.roll();
+        if text.trim().eq_ignore_ascii_case("AT") {
+            // A module never fails a bare AT; it may still be slow, hang or reboot.
+            roll.cme = None;
+        }
         if roll.hang {
             self.hang();
             return;
@@ -661,14 +625,13 @@ impl Modem {
     fn send_reply(&mut self, reply: Reply, roll: &Roll, now: Instant) {
         let mut bytes = Vec::new();
         let n_lines = reply.pieces.len();
-        let urc_at = if roll.urc {
-            Some(if n_lines == 0 {
-                0
-            } else {
-                1 + self.faults.pick(n_lines)
-            })
-        } else {
-            None
+        // Where the urc quirk puts its line: after any information line, never next to raw
+        // data (it would split it) and never after a "> " prompt (no final result follows).
+        let has_raw = reply.pieces.iter().any(|p| matches!(p, Piece::Raw(_)));
+        let urc_at = match (roll.urc, &reply.fin) {
+            (false, _) | (true, Final::Nothing) => None,
+            _ if n_lines == 0 || has_raw => Some(n_lines),
+            _ => Some(1 + self.faults.pick(n_lines)),
         };
         for (i, p) in reply.pieces.iter().enumerate() {
             if urc_at == Some(i) {
@@ -730,7 +693,7 @@ impl Modem {
         self.write(b, Duration::ZERO);
         self.last_activity = now;
         let held = std::mem::take(&mut self.held);
-        self.feed(&held, now);
+        self.input(&held, now);
     }
 
     pub(super) fn pending_connect(&self) -> Option<u64> {

@@ -137,6 +137,14 @@ impl ModemFaults {
         }
     }
 
+    pub fn push(&mut self, rule: ModemFault) {
+        self.rules.push(rule);
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
     fn hit(&mut self, p: f64) -> bool {
         p >= 1.0 || (p > 0.0 && self.rng.f64() < p)
     }

@@ -84,7 +84,7 @@ pub struct NetSocket {
     pub port: u16,
     pub link: LinkSpec,
     pub uplink: mpsc::UnboundedReceiver<Uplink>,
-    pub events: mpsc::UnboundedSender<NetEvent>,
+    pub events: mpsc::Sender<NetEvent>,
     /// Cut the connection at once (module reset, network loss).
     pub cut: CancellationToken,
 }
@@ -111,12 +111,12 @@ impl NetSocket {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!(conn, port, "simulated modem socket cannot connect: {e}");
-                let _ = events.send(NetEvent::Connected { conn, ok: false });
+                let _ = events.send(NetEvent::Connected { conn, ok: false }).await;
                 return;
             }
             Err(_) => {
                 debug!(conn, port, "simulated modem socket: connect timed out");
-                let _ = events.send(NetEvent::Connected { conn, ok: false });
+                let _ = events.send(NetEvent::Connected { conn, ok: false }).await;
                 return;
             }
         };
@@ -125,7 +125,11 @@ impl NetSocket {
             _ = cut.cancelled() => return,
             _ = tokio::time::sleep(link.rtt) => {}
         }
-        if events.send(NetEvent::Connected { conn, ok: true }).is_err() {
+        if events
+            .send(NetEvent::Connected { conn, ok: true })
+            .await
+            .is_err()
+        {
             return;
         }
         let (mut rd, mut wr) = stream.into_split();
@@ -135,6 +139,10 @@ impl NetSocket {
                 let arrive = pacer.schedule(u.at, u.bytes.len());
                 tokio::time::sleep_until(arrive).await;
                 if wr.write_all(&u.bytes).await.is_err() {
+                    return;
+                }
+                let n = u.bytes.len();
+                if events.send(NetEvent::Sent { conn, n }).await.is_err() {
                     return;
                 }
             }
@@ -166,7 +174,7 @@ impl NetSocket {
             while let Some((at, bytes)) = rx.recv().await {
                 tokio::time::sleep_until(at).await;
                 last = at;
-                if events.send(NetEvent::Data { conn, bytes }).is_err() {
+                if events.send(NetEvent::Data { conn, bytes }).await.is_err() {
                     return;
                 }
             }
@@ -179,7 +187,7 @@ impl NetSocket {
             _ = read => {}
             _ = deliver => {}
         }
-        let _ = events.send(NetEvent::Closed { conn });
+        let _ = events.send(NetEvent::Closed { conn }).await;
     }
 }
 

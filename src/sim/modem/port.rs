@@ -21,6 +21,9 @@ use super::core::{Modem, NetEvent, Out, Settings};
 use super::link::{LinkSpec, NetSocket, Uplink};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Socket events waiting for the module; a full queue holds the sockets back (backpressure
+/// down to TCP), so a host that stops reading cannot make the simulator grow.
+const EVENT_QUEUE: usize = 256;
 /// Longest the loop sleeps without a reason (keeps timers honest after clock jumps).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -78,7 +81,7 @@ impl ModemServer {
             tokio::spawn(c.run());
         }
         let mut modem = Modem::new(self.cfg.settings.clone(), Instant::now().into_std());
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
         let mut conns: HashMap<u64, Conn> = HashMap::new();
         let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
         let port = self.cfg.port.clone();
@@ -111,9 +114,26 @@ impl ModemServer {
                 }
                 Err(e) => debug!(port = %port, "cannot open modem serial port: {e}"),
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+            // Without a line the module still lives: control commands, socket events and
+            // timers go on; what it prints meanwhile is lost, like on a UART with nothing
+            // attached.
+            let wake = Instant::now() + backoff;
+            loop {
+                for o in modem.take_out() {
+                    self.perform(o, &mut conns, &mut queue, &ev_tx);
+                }
+                queue.clear();
+                let timer = modem.next_deadline().map(Instant::from_std).unwrap_or(wake);
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(wake) => break,
+                    Some(ev) = ev_rx.recv() => modem.on_net(ev, Instant::now().into_std()),
+                    Some((cmd, reply)) = self.control_rx.recv() => {
+                        info!(?cmd, "modem control");
+                        let _ = reply.send(control::apply(&mut modem, cmd, Instant::now().into_std()));
+                    }
+                    _ = tokio::time::sleep_until(timer.min(wake)) => modem.tick(Instant::now().into_std()),
+                }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -129,8 +149,8 @@ impl ModemServer {
         modem: &mut Modem,
         conns: &mut HashMap<u64, Conn>,
         queue: &mut VecDeque<(Instant, Vec<u8>)>,
-        ev_tx: &mpsc::UnboundedSender<NetEvent>,
-        ev_rx: &mut mpsc::UnboundedReceiver<NetEvent>,
+        ev_tx: &mpsc::Sender<NetEvent>,
+        ev_rx: &mut mpsc::Receiver<NetEvent>,
     ) -> Stop {
         let mut buf = [0u8; 1024];
         loop {
@@ -181,7 +201,7 @@ impl ModemServer {
         o: Out,
         conns: &mut HashMap<u64, Conn>,
         queue: &mut VecDeque<(Instant, Vec<u8>)>,
-        ev_tx: &mpsc::UnboundedSender<NetEvent>,
+        ev_tx: &mpsc::Sender<NetEvent>,
     ) {
         match o {
             Out::Serial { bytes, delay } => {
@@ -189,6 +209,7 @@ impl ModemServer {
                 let at = after.max(Instant::now()) + delay;
                 queue.push_back((at, bytes));
             }
+            Out::Discard => queue.clear(),
             Out::Connect { conn, port } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let cut = self.shutdown.child_token();

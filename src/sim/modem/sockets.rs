@@ -3,16 +3,62 @@
 //! BG96 QIACT / QIOPEN (+QIOPEN URC) / QISEND ("> " prompt, raw bytes) / QIRD / QICLOSE with
 //! +QIURC recv (buffer or push mode) and closed, SIM7020 CSOC / CSOCON / CSOSEND / CSOCL with
 //! +CSONMI and +CSOERR (hex). Only 127.0.0.1 / localhost may be reached; per-send size limits
-//! and socket counts are the model's. Pure: TCP is requested through `Out`.
+//! and socket counts are the model's; a socket holds at most `TX_BUFFER_MAX` bytes the link
+//! has not carried yet (beyond: BC95 "+CME ERROR:159", BG96 "SEND FAIL", SIM7020 ERROR). Pure: TCP is requested through `Out`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::at::{self, Arg, Cmd, Op};
 use super::core::{
-    After, Final, Modem, NetEvent, Out, Pending, Piece, RawInput, Reg, Reply, Sock, SockState,
-    RX_BUFFER_MAX,
+    After, Final, Modem, NetEvent, Out, Pending, Piece, Reg, Reply, RX_BUFFER_MAX, TX_BUFFER_MAX,
 };
 use super::model::Model;
+
+/// Raw bytes the module waits for after a "> " prompt (BG96 AT+QISEND).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawInput {
+    pub slot: usize,
+    pub want: usize,
+    pub got: Vec<u8>,
+    /// The LF of a CRLF-terminated AT+QISEND line may follow its CR: not data.
+    pub skip_lf: bool,
+}
+
+/// A socket slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Sock {
+    pub conn: u64,
+    pub state: SockState,
+    pub port: u16,
+    /// BG96 push mode (access mode 1): data goes out in the URC.
+    pub push: bool,
+    /// BC95 receive control: 0 = no +NSONMI.
+    pub notify: bool,
+    pub rx: VecDeque<u8>,
+    pub sent: u64,
+    /// Sent by the host, not yet carried by the link.
+    pub unsent: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SockState {
+    /// Created, not connected (BC95 NSOCR, SIM7020 CSOC).
+    Created,
+    Connecting,
+    Open,
+    /// Closed by the peer or the network; the host still has to close it.
+    Closed,
+}
+
+/// What became of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Ok,
+    NotOpen,
+    /// The socket's transmit buffer is full (the link is slower than the host).
+    Busy,
+}
 
 /// Whether a socket may connect to `host`: this machine must never contact the outside.
 pub fn local_host(host: &str) -> bool {
@@ -80,6 +126,7 @@ impl Modem {
             notify,
             rx: Default::default(),
             sent: 0,
+            unsent: 0,
         });
     }
 
@@ -97,18 +144,22 @@ impl Modem {
         conn
     }
 
-    fn send(&mut self, slot: usize, bytes: Vec<u8>) -> bool {
+    fn send(&mut self, slot: usize, bytes: Vec<u8>) -> Sent {
         let Some(s) = self.socks[slot].as_mut() else {
-            return false;
+            return Sent::NotOpen;
         };
         if s.state != SockState::Open {
-            return false;
+            return Sent::NotOpen;
+        }
+        if s.unsent + bytes.len() > TX_BUFFER_MAX {
+            return Sent::Busy;
         }
         s.sent += bytes.len() as u64;
+        s.unsent += bytes.len();
         let conn = s.conn;
         self.stats.bytes_up += bytes.len() as u64;
         self.request(Out::Send { conn, bytes });
-        true
+        Sent::Ok
     }
 
     /// NSOCL / CSOCL / QICLOSE: the host closes a socket (QICLOSE of a free id is OK).
@@ -170,10 +221,11 @@ impl Modem {
         if data.len() != len {
             return Err(at::BadArg);
         }
-        if !self.send(slot, data) {
-            return Ok(Reply::error());
-        }
-        Ok(Reply::lines([format!("{slot},{len}")]))
+        Ok(match self.send(slot, data) {
+            Sent::Ok => Reply::lines([format!("{slot},{len}")]),
+            Sent::NotOpen => Reply::error(),
+            Sent::Busy => Reply::fin(Final::Cme(159)),
+        })
     }
 
     fn nsorf(&mut self, a: &[Arg]) -> Result<Reply, at::BadArg> {
@@ -270,7 +322,7 @@ impl Modem {
 
     /// The bytes after a QISEND prompt have all arrived.
     pub(super) fn raw_complete(&mut self, raw: RawInput, _now: Instant) {
-        let ok = self.send(raw.slot, raw.got);
+        let ok = self.send(raw.slot, raw.got) == Sent::Ok;
         let line = if ok { "SEND OK" } else { "SEND FAIL" };
         self.write(Self::framed(line), Duration::ZERO);
     }
@@ -336,10 +388,9 @@ impl Modem {
             return Err(at::BadArg);
         }
         let data = at::hex_decode(hex)?;
-        Ok(if self.send(slot, data) {
-            Reply::ok()
-        } else {
-            Reply::error()
+        Ok(match self.send(slot, data) {
+            Sent::Ok => Reply::ok(),
+            Sent::NotOpen | Sent::Busy => Reply::error(),
         })
     }
 
@@ -415,6 +466,7 @@ impl Modem {
         }
         let conn = match &ev {
             NetEvent::Connected { conn, .. }
+            | NetEvent::Sent { conn, .. }
             | NetEvent::Data { conn, .. }
             | NetEvent::Closed { conn } => *conn,
         };
@@ -437,6 +489,11 @@ impl Modem {
             }
             NetEvent::Connected { ok: false, .. } if state == SockState::Connecting => {
                 self.connect_failed(slot, conn, now)
+            }
+            NetEvent::Sent { n, .. } => {
+                if let Some(s) = self.socks[slot].as_mut() {
+                    s.unsent = s.unsent.saturating_sub(n);
+                }
             }
             NetEvent::Data { bytes, .. } if state == SockState::Open => {
                 self.received(slot, bytes, now)

@@ -522,3 +522,221 @@ fn reboot_commands_print_boot_text() {
     assert_eq!(ask(&mut m, "AT", t), "");
     assert_eq!(m.stats().state, "powered-down");
 }
+
+#[test]
+fn urc_quirk_never_splits_raw_data_or_prompts() {
+    let (mut m, t0) = modem_with(Model::Bg96, &["urc=1:1h"]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    m.take_out();
+    let u = "\r\n+CEREG: 1\r\n";
+    assert_eq!(ask(&mut m, "ATE0", t), format!("ATE0\r{u}\r\nOK\r\n"));
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"xyz".to_vec(),
+        },
+        t,
+    );
+    m.take_out();
+    assert_eq!(
+        ask(&mut m, "AT+QIRD=0,1500", t),
+        format!("\r\n+QIRD: 3\r\nxyz\r\n{u}\r\nOK\r\n")
+    );
+    assert_eq!(ask(&mut m, "AT+QISEND=0,2", t), "\r\n> ");
+    m.feed(b"ab", t);
+    assert_eq!(serial(&m.take_out()), "\r\nSEND OK\r\n");
+    // Runtime control of the rules.
+    m.clear_faults();
+    assert_eq!(ask(&mut m, "AT+CSQ", t), ok(&["+CSQ: 20,99"]));
+    m.add_fault(ModemFault::parse("cme:4").unwrap(), t);
+    assert_eq!(ask(&mut m, "AT+CSQ", t), "\r\n+CME ERROR: 4\r\n");
+    assert_eq!(ask(&mut m, "AT", t), ok(&[]));
+}
+
+#[test]
+fn a_full_transmit_buffer_is_busy_until_the_link_carries_it() {
+    let (mut m, t) = registered(Model::Bc95);
+    ask(&mut m, "AT+NSOCR=STREAM,6,0,1", t);
+    m.feed(b"AT+NSOCO=0,127.0.0.1,9000\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    let line = format!("AT+NSOSD=0,512,{}", "41".repeat(512));
+    for _ in 0..super::core::TX_BUFFER_MAX / 512 {
+        assert_eq!(ask(&mut m, &line, t), ok(&["0,512"]));
+    }
+    assert_eq!(ask(&mut m, &line, t), "\r\n+CME ERROR:159\r\n");
+    m.on_net(NetEvent::Sent { conn, n: 512 }, t);
+    assert_eq!(ask(&mut m, &line, t), ok(&["0,512"]));
+
+    let (mut m, t) = registered(Model::Bg96);
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,1\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    let mut results = Vec::new();
+    for _ in 0..7 {
+        m.feed(b"AT+QISEND=0,1460\r", t);
+        m.feed(&[b'x'; 1460], t);
+        results.push(serial(&m.take_out()));
+    }
+    assert_eq!(results[4], "\r\n> \r\nSEND OK\r\n");
+    assert_eq!(results[5], "\r\n> \r\nSEND FAIL\r\n", "5 x 1460 > 8 KiB");
+}
+
+#[test]
+fn per_command_faults_slow_deregister_netclose_reboot() {
+    // slow: the echo at once, the reply late.
+    let (mut m, t) = modem_with(Model::Bg96, &["slow:3s"]);
+    m.feed(b"AT+CSQ\r", t);
+    let outs = m.take_out();
+    let delays: Vec<Duration> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Serial { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, vec![Duration::ZERO, Duration::from_secs(3)]);
+
+    // deregister + netclose after the reply: the reply, then the close URC, then +CEREG.
+    let (mut m, t0) = modem_with(Model::Sim7020, &[]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    ask(&mut m, "ATE0", t);
+    ask(&mut m, "AT+CEREG=1", t);
+    ask(&mut m, "AT+CSOC=1,1,1", t);
+    m.feed(b"AT+CSOCON=0,9000,\"127.0.0.1\"\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    m.add_fault(ModemFault::parse("netclose").unwrap(), t);
+    assert_eq!(
+        ask(&mut m, "AT", t),
+        "\r\nOK\r\n\r\n+CSOERR: 0,4\r\n",
+        "the network closed the socket"
+    );
+    m.clear_faults();
+    m.add_fault(ModemFault::parse("deregister:4s").unwrap(), t);
+    assert_eq!(ask(&mut m, "AT", t), "\r\nOK\r\n\r\n+CEREG: 2\r\n");
+    m.clear_faults();
+    assert_eq!(m.next_deadline(), Some(t + Duration::from_secs(4)));
+    // reboot after the reply: boot text, sockets gone.
+    m.add_fault(ModemFault::parse("reboot").unwrap(), t);
+    let r = ask(&mut m, "AT+CSQ", t);
+    assert!(
+        r.starts_with("\r\n+CSQ: 99,99\r\n\r\nOK\r\n\r\nRDY\r\n"),
+        "{r}"
+    );
+    m.clear_faults();
+    assert_eq!(ask(&mut m, "AT+CSOCL=0", t), "AT+CSOCL=0\r\r\nERROR\r\n");
+    assert_eq!(m.stats().reboots, 1);
+}
+
+#[test]
+fn denied_registration_reports_the_cause() {
+    let (mut m, t) = registered(Model::Bg96);
+    assert_eq!(ask(&mut m, "AT+CEREG=3", t), ok(&[]));
+    m.deny(15, t);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG: 3,\"5504\",\"01A2D001\",9,0,15\r\n"
+    );
+    assert_eq!(
+        ask(&mut m, "AT+CEREG?", t),
+        ok(&["+CEREG: 3,3,\"5504\",\"01A2D001\",9,0,15"])
+    );
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 0"]));
+    assert_eq!(m.stats().state, "denied");
+    m.register_now(t);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG: 1,\"5504\",\"01A2D001\",9\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 1"]));
+}
+
+#[test]
+fn random_input_never_panics_and_stays_bounded() {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let words: &[&[u8]] = &[
+        b"AT",
+        b"+",
+        b"=",
+        b"?",
+        b",",
+        b"\"",
+        b"\r",
+        b"\n",
+        b"CEREG",
+        b"NSOSD",
+        b"QISEND",
+        b"QIOPEN",
+        b"CSOSEND",
+        b"NSORF",
+        b"QIRD",
+        b"1",
+        b"0",
+        b"512",
+        b"65536",
+        b"-1",
+        b"FF",
+        b"127.0.0.1",
+        b"9000",
+        b"E1",
+        b"I",
+        b"CFUN",
+        b"NRB",
+        b"CRESET",
+        b"QPOWD",
+    ];
+    for model in [Model::Bc95, Model::Bg96, Model::Sim7020] {
+        let (mut m, t0) = modem_with(model, &["urc=0.3:1s", "cme=0.05", "reboot=0.01"]);
+        let mut t = t0;
+        let mut conns = Vec::new();
+        for _ in 0..3000 {
+            t += Duration::from_millis(rng.u64(0..300));
+            let mut input = Vec::new();
+            for _ in 0..rng.usize(1..12) {
+                if rng.u8(..) < 20 {
+                    input.push(rng.u8(..));
+                } else {
+                    input.extend_from_slice(words[rng.usize(..words.len())]);
+                }
+            }
+            m.feed(&input, t);
+            m.tick(t);
+            if let Some(&conn) = conns.get(rng.usize(..conns.len().max(1))) {
+                let ev = match rng.u8(..4) {
+                    0 => NetEvent::Connected { conn, ok: true },
+                    1 => NetEvent::Data {
+                        conn,
+                        bytes: vec![b'z'; rng.usize(1..3000)],
+                    },
+                    2 => NetEvent::Sent {
+                        conn,
+                        n: rng.usize(..2000),
+                    },
+                    _ => NetEvent::Closed { conn },
+                };
+                m.on_net(ev, t);
+            }
+            for o in m.take_out() {
+                match o {
+                    Out::Connect { conn, .. } => conns.push(conn),
+                    Out::Serial { bytes, .. } => assert!(bytes.len() < 64 * 1024),
+                    _ => {}
+                }
+            }
+        }
+        if rng.bool() {
+            m.power_cycle(t);
+        }
+    }
+}
