@@ -144,9 +144,7 @@ async fn through_the_module(model: &str) {
     );
     tokio::spawn(engine.run(stop.clone()));
     tokio::spawn(sup.run(stop.clone()));
-    let bridge = SocketBridge::bind(at.clone(), status.clone(), Vec::new())
-        .await
-        .unwrap();
+    let bridge = SocketBridge::bind(at.clone(), status.clone(), Vec::new()).unwrap();
     let proxy = bridge.local_addr().unwrap();
     tokio::spawn(bridge.run(stop.clone()));
 

@@ -208,6 +208,23 @@ pub fn parse_with_profiles(
     else {
         return Err(d.take_errors());
     };
+    // Socket mode: the module connects to an address, so the broker must have one.
+    if let (Some(m), Some(up)) = (&modem, &uplink) {
+        if m.mode == super::ModemMode::Socket
+            && crate::modem::bridge::resolve(&up.host, &m.hosts).is_none()
+        {
+            d.error(
+                "modem.hosts",
+                None,
+                format!(
+                    "socket mode: the module needs the broker's IP address, and uplink.host {:?} \
+                     is a name: add \"<IP address> {}\" to modem.hosts (module DNS is not used)",
+                    super::escape(&up.host),
+                    super::escape(&up.host)
+                ),
+            );
+        }
+    }
     if d.has_errors() {
         return Err(d.take_errors());
     }

@@ -102,6 +102,9 @@ pub struct ModemConfig {
     pub power: Option<PowerConfig>,
     /// Radio cycles and module resets allowed per day (default 24).
     pub max_resets_per_day: u32,
+    /// Socket mode: addresses of host names the uplink uses (`hosts = ["203.0.113.7
+    /// broker.example.net"]`, like /etc/hosts lines); module DNS is not used.
+    pub hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 impl ModemConfig {
@@ -119,6 +122,7 @@ impl ModemConfig {
             edrx: None,
             power: None,
             max_resets_per_day: 24,
+            hosts: Vec::new(),
         }
     }
 }
@@ -248,6 +252,7 @@ pub(crate) fn parse_modem(
         f => f.or(Duration::ZERO).map(|_| None),
     };
     let max_resets_per_day = sec.int(d, "max_resets_per_day", 1, 240).or(24);
+    let hosts = parse_hosts(d, &mut sec);
     let power = match sec.table(d, "power") {
         Field::Value(p, _) => parse_power(d, p).map(Some),
         Field::Absent => Some(None),
@@ -260,7 +265,7 @@ pub(crate) fn parse_modem(
     let mode = mode?;
     let (port, baud, model, apn) = (port?, baud?, model?, apn?);
     let (signal_every, register_within, psm, edrx) = (signal_every?, register_within?, psm?, edrx?);
-    let (max_resets_per_day, power) = (max_resets_per_day?, power?);
+    let (max_resets_per_day, power, hosts) = (max_resets_per_day?, power?, hosts?);
     if !ok {
         return None;
     }
@@ -279,7 +284,60 @@ pub(crate) fn parse_modem(
         edrx,
         power,
         max_resets_per_day: max_resets_per_day as u32,
+        hosts,
     }))
+}
+
+/// Most `hosts` entries.
+pub const MAX_HOSTS: usize = 16;
+
+/// `hosts = ["<address> <name>", ...]`: /etc/hosts-like lines, one name each.
+fn parse_hosts(
+    d: &mut Diags<'_>,
+    sec: &mut Section<'_, '_>,
+) -> Option<Vec<(String, std::net::IpAddr)>> {
+    let path = sec.key_path("hosts");
+    let items = match sec.strings_spanned(d, "hosts") {
+        Field::Value(items, _) => items,
+        Field::Absent => return Some(Vec::new()),
+        Field::Invalid => return None,
+    };
+    let mut ok = true;
+    let mut out = Vec::new();
+    if items.len() > MAX_HOSTS {
+        d.error(
+            &path,
+            sec.value_span("hosts"),
+            format!("{} entries: at most {MAX_HOSTS}", items.len()),
+        );
+        return None;
+    }
+    for (i, (text, span)) in items.iter().enumerate() {
+        let mut parts = text.split_whitespace();
+        let parsed = match (parts.next(), parts.next(), parts.next()) {
+            (Some(addr), Some(name), None) => addr
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|_| !name.is_empty() && name.len() <= 253 && !name.contains(':'))
+                .map(|ip| (name.to_string(), ip)),
+            _ => None,
+        };
+        match parsed {
+            Some(e) => out.push(e),
+            None => {
+                d.error(
+                    &format!("{path}[{i}]"),
+                    Some(span.clone()),
+                    format!(
+                        "{:?}: expected \"<IP address> <host name>\", e.g. \"203.0.113.7 broker.example.net\"",
+                        super::escape(text)
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// `psm_tau` + `psm_active`, both or neither; each must be encodable as a GPRS timer.

@@ -100,6 +100,7 @@ max_power_cycles_per_day = 4
                 max_power_cycles_per_day: 4,
             }),
             max_resets_per_day: 10,
+            hosts: Vec::new(),
         }
     );
     let m = ok(
@@ -291,5 +292,51 @@ fn each_error_has_its_key_path_and_line() {
             panic!("{path}: no error containing {fragment:?} in {errors:#?}");
         };
         assert_eq!(e.line, Some(line), "{path}: {e}");
+    }
+}
+
+#[test]
+fn socket_mode_hosts_give_the_broker_an_address() {
+    const UP: &str = "[uplink]\nhost = \"broker.example.net\"\ntls = false\n";
+    const M: &str = "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\n";
+    let m = ok(&format!(
+        "{UP}{M}hosts = [\"203.0.113.7 broker.example.net\", \"2001:db8::1  other\"]\n"
+    ))
+    .expect("modem");
+    assert_eq!(
+        m.hosts,
+        vec![
+            (
+                "broker.example.net".to_string(),
+                "203.0.113.7".parse().unwrap()
+            ),
+            ("other".to_string(), "2001:db8::1".parse().unwrap()),
+        ]
+    );
+    // A name without an address in socket mode: refused, saying what to add.
+    let errs = parse(&format!("{UP}{M}")).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.path == "modem.hosts"
+            && !e.message.contains("203.0.113.7")
+            && e.message.contains("broker.example.net")),
+        "{errs:?}"
+    );
+    // An IP literal or localhost needs nothing; os mode needs nothing.
+    let lit = "[uplink]\nhost = \"127.0.0.1\"\ntls = false\n";
+    assert!(ok(&format!("{lit}{M}")).is_some());
+    let os = "[modem]\nmode = \"os\"\nport = \"/dev/x\"\n";
+    assert!(ok(&format!("{UP}{os}")).is_some());
+    // Malformed entries: key path with the index, and the line.
+    for bad in [
+        "\"broker.example.net\"",
+        "\"nonsense broker\"",
+        "\"1.2.3.4 a b\"",
+    ] {
+        let errs = parse(&format!("{lit}{M}hosts = [{bad}]\n")).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "modem.hosts[0]" && e.line.is_some()),
+            "{bad}: {errs:?}"
+        );
     }
 }

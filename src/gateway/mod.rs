@@ -405,7 +405,8 @@ impl Gateway {
         // The remote service checks keys, writes and points against the new config (a new
         // service started below subscribes to this value).
         self.config_tx.send_replace(Arc::new(self.cfg.clone()));
-        if uplink_changed {
+        // A new modem generation has a new bridge and status: the forwarder follows it.
+        if uplink_changed || modem_changed {
             if let Some((stop, task)) = self.forwarder.take() {
                 stop.cancel();
                 let _ = task.await;
@@ -558,8 +559,19 @@ impl Gateway {
             self.wake.clone(),
             fwd_tx,
         )
-        .with_heartbeat(Arc::new(move || progress.tick_uplink()))
-        .with_health_extra({
+        .with_heartbeat(Arc::new(move || progress.tick_uplink()));
+        // With a modem: no attempt while its link is down; in socket mode through its bridge.
+        let fwd = match &self.modem {
+            Some(m) => {
+                let f = fwd.with_link_gate(crate::modem::link_gate(self.modem_status.subscribe()));
+                match m.proxy() {
+                    Some(addr) => f.with_proxy(addr),
+                    None => f,
+                }
+            }
+            None => fwd,
+        };
+        let fwd = fwd.with_health_extra({
             // O(1) counters: the buffer depth in `<root>/health`, and the modem's small object.
             let store = self.store.clone();
             let modem_rx = self.modem_status.subscribe();

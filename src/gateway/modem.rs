@@ -12,8 +12,13 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ModemConfig;
-use crate::modem::{AtEngine, EngineOptions, ModemStatus, ModemSupervisor, SupervisorOptions};
+use std::net::SocketAddr;
+
+use crate::config::{ModemConfig, ModemMode};
+use crate::modem::{
+    AtEngine, AtHandle, EngineOptions, ModemStatus, ModemSupervisor, SocketBridge,
+    SupervisorOptions,
+};
 use crate::store::Store;
 
 /// Events waiting to be recorded before the supervisor's are dropped (with a warning).
@@ -25,6 +30,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct ModemRuntime {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The way to the engine (field tools through the status socket).
+    at: AtHandle,
+    /// Socket mode: the loopback HTTP CONNECT proxy the forwarder goes through.
+    proxy: Option<SocketAddr>,
 }
 
 impl ModemRuntime {
@@ -38,13 +47,26 @@ impl ModemRuntime {
         let (engine, at) = AtEngine::new(cfg.port.clone(), cfg.baud, EngineOptions::default());
         let (ev_tx, mut ev_rx) = mpsc::channel::<serde_json::Value>(EVENT_QUEUE);
         status.send_replace(ModemStatus::default());
+        let status_rx = status.subscribe();
         let sup = ModemSupervisor::new(
             cfg.clone(),
-            at,
+            at.clone(),
             SupervisorOptions::default(),
             status,
             Some(ev_tx),
         );
+        let mut tasks = Vec::new();
+        let mut proxy = None;
+        if cfg.mode == ModemMode::Socket {
+            match SocketBridge::bind(at.clone(), status_rx, cfg.hosts.clone()) {
+                Ok(b) => {
+                    proxy = b.local_addr().ok();
+                    tasks.push(tokio::spawn(b.run(stop.clone())));
+                }
+                // Without the bridge the uplink cannot connect: it says so in its own error.
+                Err(e) => tracing::error!("modem socket bridge: cannot listen on loopback: {e}"),
+            }
+        }
         tracing::info!(mode = cfg.mode.as_str(), port = %cfg.port, "modem supervision starting");
         let events = tokio::spawn(async move {
             // Ends when the supervisor (the only sender) is gone.
@@ -52,12 +74,25 @@ impl ModemRuntime {
                 super::record_event(&store, &wake, ev).await;
             }
         });
-        let tasks = vec![
-            tokio::spawn(engine.run(stop.clone())),
-            tokio::spawn(sup.run(stop.clone())),
-            events,
-        ];
-        ModemRuntime { stop, tasks }
+        tasks.push(tokio::spawn(engine.run(stop.clone())));
+        tasks.push(tokio::spawn(sup.run(stop.clone())));
+        tasks.push(events);
+        ModemRuntime {
+            stop,
+            tasks,
+            at,
+            proxy,
+        }
+    }
+
+    /// The AT engine of this generation.
+    pub fn at(&self) -> AtHandle {
+        self.at.clone()
+    }
+
+    /// Socket mode: the bridge's loopback address (for `Forwarder::with_proxy`).
+    pub fn proxy(&self) -> Option<SocketAddr> {
+        self.proxy
     }
 
     /// Stop the engine (closing the port), the supervisor, and record what it left.

@@ -145,13 +145,15 @@ pub struct SocketBridge {
 }
 
 impl SocketBridge {
-    /// Listen on an ephemeral loopback port.
-    pub async fn bind(
+    /// Listen on an ephemeral loopback port (within a tokio runtime).
+    pub fn bind(
         at: AtHandle,
         status: watch::Receiver<ModemStatus>,
         hosts: Vec<(String, IpAddr)>,
     ) -> std::io::Result<SocketBridge> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(std_listener)?;
         Ok(SocketBridge {
             listener,
             at,
