@@ -105,6 +105,8 @@ pub struct ModemConfig {
     /// Socket mode: addresses of host names the uplink uses (`hosts = ["203.0.113.7
     /// broker.example.net"]`, like /etc/hosts lines); module DNS is not used.
     pub hosts: Vec<(String, std::net::IpAddr)>,
+    /// The reset ladder's first gap between steps (doubling per step, up to 30 min).
+    pub ladder_gap: Duration,
 }
 
 impl ModemConfig {
@@ -123,6 +125,7 @@ impl ModemConfig {
             power: None,
             max_resets_per_day: 24,
             hosts: Vec::new(),
+            ladder_gap: Duration::from_secs(30),
         }
     }
 }
@@ -253,6 +256,14 @@ pub(crate) fn parse_modem(
     };
     let max_resets_per_day = sec.int(d, "max_resets_per_day", 1, 240).or(24);
     let hosts = parse_hosts(d, &mut sec);
+    let ladder_gap = sec
+        .duration(
+            d,
+            "ladder_gap",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )
+        .or(Duration::from_secs(30));
     let power = match sec.table(d, "power") {
         Field::Value(p, _) => parse_power(d, p).map(Some),
         Field::Absent => Some(None),
@@ -265,7 +276,8 @@ pub(crate) fn parse_modem(
     let mode = mode?;
     let (port, baud, model, apn) = (port?, baud?, model?, apn?);
     let (signal_every, register_within, psm, edrx) = (signal_every?, register_within?, psm?, edrx?);
-    let (max_resets_per_day, power, hosts) = (max_resets_per_day?, power?, hosts?);
+    let (max_resets_per_day, power, hosts, ladder_gap) =
+        (max_resets_per_day?, power?, hosts?, ladder_gap?);
     if !ok {
         return None;
     }
@@ -285,6 +297,7 @@ pub(crate) fn parse_modem(
         power,
         max_resets_per_day: max_resets_per_day as u32,
         hosts,
+        ladder_gap,
     }))
 }
 

@@ -101,6 +101,7 @@ max_power_cycles_per_day = 4
             }),
             max_resets_per_day: 10,
             hosts: Vec::new(),
+            ladder_gap: Duration::from_secs(30),
         }
     );
     let m = ok(

@@ -20,6 +20,7 @@ pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
 pub mod modem;
+pub mod modem_proxy;
 pub mod progress;
 pub mod push;
 pub mod remote;
@@ -184,6 +185,8 @@ pub struct Gateway {
     /// running engine + supervisor.
     modem_status: Arc<watch::Sender<crate::modem::ModemStatus>>,
     modem: Option<modem::ModemRuntime>,
+    /// `gasdtu modem ...` through the status socket (follows the modem generation).
+    modem_proxy: modem_proxy::ModemProxy,
 }
 
 impl Gateway {
@@ -257,6 +260,7 @@ impl Gateway {
             has_modem: AtomicBool::new(cfg.modem.is_some()),
         });
         let cfg_for_remote = cfg.clone();
+        let modem_status = Arc::new(watch::channel(crate::modem::ModemStatus::default()).0);
         let mut gw = Gateway {
             cfg,
             poll_now: opts.poll_now,
@@ -285,11 +289,14 @@ impl Gateway {
             config_path: opts.config_path.clone(),
             pushes: opts.pushes.clone(),
             remote_unanswerable: Arc::default(),
-            modem_status: Arc::new(watch::channel(crate::modem::ModemStatus::default()).0),
+            modem_status: modem_status.clone(),
             modem: None,
+            modem_proxy: modem_proxy::ModemProxy::new(modem_status.subscribe()),
         };
         // The modem before the forwarder: the uplink may wait for its link.
         gw.modem = gw.start_modem();
+        gw.modem_proxy
+            .set(gw.modem.as_ref().map(modem::ModemRuntime::at));
         gw.forwarder = gw.start_forwarder();
         if gw.forwarder.is_none() {
             tracing::warn!("no [uplink] section: readings are buffered in the store only");
@@ -398,6 +405,8 @@ impl Gateway {
             self.modem_status
                 .send_replace(crate::modem::ModemStatus::default());
             self.modem = self.start_modem();
+            self.modem_proxy
+                .set(self.modem.as_ref().map(modem::ModemRuntime::at));
             self.live
                 .has_modem
                 .store(self.cfg.modem.is_some(), Ordering::Relaxed);
@@ -673,7 +682,8 @@ impl Gateway {
                             .then(|| alarms.ack_request(line, &peer.describe()))
                     }))
                     // `gasdtu read/write/scan` go through the bus task that owns the bus.
-                    .with_bus_proxy(self.proxy.clone());
+                    .with_bus_proxy(self.proxy.clone())
+                    .with_modem_proxy(self.modem_proxy.clone());
                 self.side_tasks
                     .push(tokio::spawn(server.run(self.side_stop.clone())));
             }

@@ -51,7 +51,10 @@ impl ModemRuntime {
         let sup = ModemSupervisor::new(
             cfg.clone(),
             at.clone(),
-            SupervisorOptions::default(),
+            SupervisorOptions {
+                min_gap: cfg.ladder_gap,
+                ..SupervisorOptions::default()
+            },
             status,
             Some(ev_tx),
         );

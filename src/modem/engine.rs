@@ -29,8 +29,9 @@ use super::timeouts::{timeout_for, SLEEP_RETRY};
 pub const QUEUE: usize = 32;
 /// URCs kept for a slow subscriber before it lags.
 pub const URC_BUFFER: usize = 64;
-/// Longest command text accepted (the module's line buffer is smaller than this).
-pub const MAX_COMMAND: usize = 1024;
+/// Longest command text accepted: a hex socket send of 512 bytes (`AT+NSOSD=<s>,512,<1024
+/// hex digits>`, BC95/SIM7020) must fit; modules take lines up to about 2 KiB.
+pub const MAX_COMMAND: usize = 2048;
 /// Reopen backoff bounds.
 const REOPEN_MIN: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(5);
@@ -114,6 +115,7 @@ pub struct AtHandle {
     tx: mpsc::Sender<Job>,
     urcs: broadcast::Sender<Urc>,
     opens: watch::Receiver<u64>,
+    silences: watch::Receiver<u64>,
 }
 
 impl AtHandle {
@@ -159,6 +161,11 @@ impl AtHandle {
         self.urcs.subscribe()
     }
 
+    /// Commands (of any caller) that got nothing at all back: changes on every such one.
+    pub fn silences(&self) -> watch::Receiver<u64> {
+        self.silences.clone()
+    }
+
     /// How many times the port was (re)opened; changes when it reopens.
     pub fn port_opens(&self) -> watch::Receiver<u64> {
         self.opens.clone()
@@ -191,6 +198,7 @@ pub struct AtEngine {
     rx: mpsc::Receiver<Job>,
     urcs: broadcast::Sender<Urc>,
     opens: watch::Sender<u64>,
+    silences: watch::Sender<u64>,
     parser: AtParser,
     /// When a command last went out: modules sleep on host silence (their URCs do not
     /// count).
@@ -208,6 +216,7 @@ impl AtEngine {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (urcs, _) = broadcast::channel(URC_BUFFER);
         let (opens, opens_rx) = watch::channel(0);
+        let (silences, silences_rx) = watch::channel(0);
         let engine = AtEngine {
             port: port.into(),
             baud,
@@ -215,6 +224,7 @@ impl AtEngine {
             rx,
             urcs: urcs.clone(),
             opens,
+            silences,
             parser: AtParser::new(),
             last_write: Instant::now(),
         };
@@ -222,6 +232,7 @@ impl AtEngine {
             tx,
             urcs,
             opens: opens_rx,
+            silences: silences_rx,
         };
         (engine, handle)
     }
@@ -308,6 +319,11 @@ impl AtEngine {
                 job = self.rx.recv() => {
                     let Some(job) = job else { return Stop::Shutdown };
                     let (result, stop) = self.run_job(&mut stream, &job, shutdown).await;
+                    // Any caller's command that got no byte at all (the socket bridge's too)
+                    // tells the supervisor at once: a hang is not left to its next poll.
+                    if matches!(result, Err(AtError::Silent { .. })) {
+                        self.silences.send_modify(|n| *n += 1);
+                    }
                     let _ = job.reply.send(result);
                     if let Some(stop) = stop {
                         return stop;

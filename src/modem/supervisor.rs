@@ -158,6 +158,7 @@ impl ModemSupervisor {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut urcs = self.at.urcs();
         let mut opens = self.at.port_opens();
+        let mut silences = self.at.silences();
         let mut need_init = true;
         loop {
             if need_init {
@@ -213,7 +214,8 @@ impl ModemSupervisor {
                 }
             }
             let up = self.status.borrow().link_up;
-            let wait = if up {
+            // While commands go unanswered, look again soon: a hang must reach the ladder fast.
+            let wait = if up && self.unanswered == 0 {
                 self.opts.poll_every
             } else {
                 self.opts.poll_fast
@@ -225,6 +227,10 @@ impl ModemSupervisor {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(wake) => {}
+                changed = silences.changed() => {
+                    if changed.is_err() { return; }
+                    debug!("a modem command got no answer at all: polling now");
+                }
                 changed = opens.changed() => {
                     if changed.is_err() { return; }
                     debug!("modem port reopened: init again");
