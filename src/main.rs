@@ -54,6 +54,8 @@ enum Command {
     Cmd(cli::cmd::CmdArgs),
     /// Validate a config locally, push it to gateways over MQTT and print their outcome.
     Push(cli::push::PushArgs),
+    /// Field tools for the NB-IoT module through the running daemon: info, signal, at.
+    Modem(cli::modem::ModemArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Command::Keygen(a) => cli::keygen::run(a, &global).await,
             Command::Cmd(a) => cli::cmd::run(a, &global).await,
             Command::Push(a) => cli::push::run(a, &global).await,
+            Command::Modem(a) => cli::modem::run(a, &global).await,
         }
     });
     match result {

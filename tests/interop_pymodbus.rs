@@ -86,6 +86,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         uplink: None,
         alarms: Vec::new(),
         remote: None,
+        modem: None,
     }
 }
 

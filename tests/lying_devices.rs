@@ -179,6 +179,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         uplink: None,
         alarms: Vec::new(),
         remote: None,
+        modem: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod demo;
 pub mod export;
 pub mod keygen;
+pub mod modem;
 pub mod ops;
 pub mod push;
 pub mod queue;

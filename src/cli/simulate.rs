@@ -16,6 +16,9 @@ use super::Global;
 use crate::config::profiles::resolve_profile;
 use crate::config::{Parity, SerialSettings};
 use crate::model::{ComputedSpec, PointSpec, Value};
+use crate::sim::modem::{
+    LinkSpec, Model, ModemFault, ModemServer, ModemSimConfig, Settings as ModemSettings,
+};
 use crate::sim::{FaultRule, Faults, SimDevice, Simulator};
 
 const DEFAULT_PROFILE_DIRS: [&str; 2] = ["/etc/gasdtu/profiles", "/usr/share/gasdtu/profiles"];
@@ -44,7 +47,27 @@ every unit, the probability defaults to 1.
 e.g. --fault crc=0.1 --fault slow=0.2:800ms --fault 3:exception=0.05:6 --fault 4:dead
 
 Values follow the point names of the gas data model (daily flow cycle in UTC, rising
-totalizers, pressure noise around 400 kPa, temperature around 10 °C); --set pins one.")]
+totalizers, pressure noise around 400 kPa, temperature around 10 °C); --set pins one.
+
+NB-IoT modem (--modem bc95|bg96|sim7020 --modem-port PATH, alone or with the above): speaks
+AT on PATH, registers after --modem-register-delay, opens real TCP connections to 127.0.0.1
+only behind its socket commands, paced at --modem-up-bps / --modem-down-bps / --modem-rtt.
+  gasdtu simulate --modem bg96 --modem-port /tmp/modem --modem-control /tmp/modem.ctl \\
+      --modem-fault urc=0.2 --modem-fault sleep:20s
+Modem faults (--modem-fault, repeatable): KIND[=PROBABILITY][:ARG], probability per command.
+  urc[:GAP]             a +CEREG URC inside replies, and about every GAP (default 5s)
+  slow:DURATION         the reply comes DURATION late
+  cme[:N]               the command fails with +CME ERROR N (default 100)
+  sleep:IDLE            after IDLE without traffic the first command gets only a bare CRLF
+  deregister[:DURATION] registration lost for DURATION (default 30s), sockets closed
+  netclose              the network closes an open socket
+  reboot                the module restarts after its reply (boot text, sockets gone)
+  hang                  nothing at all (no echo, no reply) until a power cycle
+Control socket (--modem-control PATH), one line per connection, one reply line:
+  hang | power-cycle | reboot | deregister SECS | close-sockets |
+  signal RSRP_DBM SINR_DB ECL | deny EMM_CAUSE | register | fault SPEC | fault clear |
+  stats (one JSON line)
+  e.g. echo power-cycle | socat - UNIX-CONNECT:/tmp/modem.ctl")]
 pub struct SimulateArgs {
     // Boxed: the options are large and live in the binary's subcommand enum.
     #[command(flatten)]
@@ -79,7 +102,11 @@ pub struct SimulateOptions {
     #[arg(long)]
     no_timing: bool,
     /// A device to simulate: UNIT:PROFILE (repeatable).
-    #[arg(long = "device", value_name = "UNIT:PROFILE", required = true)]
+    #[arg(
+        long = "device",
+        value_name = "UNIT:PROFILE",
+        required_unless_present = "modem"
+    )]
     devices: Vec<String>,
     /// Longest register read a unit accepts (longer reads get exception 3): UNIT:N.
     #[arg(long = "max-registers", value_name = "UNIT:N")]
@@ -99,6 +126,87 @@ pub struct SimulateOptions {
     /// Stop by itself after this long (e.g. 30s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Simulate an NB-IoT module on --modem-port: bc95, bg96 or sim7020.
+    #[arg(long, value_name = "MODEL", requires = "modem_port")]
+    modem: Option<Model>,
+    /// The modem's serial port (or one end of a pty pair).
+    #[arg(long, value_name = "PATH", requires = "modem")]
+    modem_port: Option<String>,
+    /// The modem's serial line speed.
+    #[arg(
+        long,
+        value_name = "BAUD",
+        default_value_t = 115_200,
+        requires = "modem"
+    )]
+    modem_baud: u32,
+    /// Simulated uplink rate, bit/s.
+    #[arg(long, value_name = "BPS", default_value_t = 12_000, requires = "modem",
+          value_parser = clap::value_parser!(u32).range(100..=100_000_000))]
+    modem_up_bps: u32,
+    /// Simulated downlink rate, bit/s.
+    #[arg(long, value_name = "BPS", default_value_t = 8_000, requires = "modem",
+          value_parser = clap::value_parser!(u32).range(100..=100_000_000))]
+    modem_down_bps: u32,
+    /// Simulated round-trip time, 0.5s..2s.
+    #[arg(long, value_name = "DURATION", default_value = "1.5s", requires = "modem", value_parser = parse_rtt)]
+    modem_rtt: Duration,
+    /// From power-on (or AT+CFUN=1) to registered.
+    #[arg(long, value_name = "DUR", default_value = "2s", requires = "modem",
+          value_parser = parse_register_delay)]
+    modem_register_delay: Duration,
+    /// Inject a modem fault (repeatable); see below.
+    #[arg(long = "modem-fault", value_name = "SPEC", requires = "modem")]
+    modem_faults: Vec<String>,
+    /// Unix socket for runtime control of the modem; see below.
+    #[arg(long, value_name = "PATH", requires = "modem")]
+    modem_control: Option<PathBuf>,
+}
+
+fn parse_rtt(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_millis(500)..=Duration::from_secs(2)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("`{s}` is not between 0.5s and 2s"))
+    }
+}
+
+fn parse_register_delay(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d <= Duration::from_secs(600) {
+        Ok(d)
+    } else {
+        Err(format!("`{s}` is longer than 10m"))
+    }
+}
+
+/// The modem simulator the flags describe, if any.
+fn modem_config(args: &SimulateOptions) -> anyhow::Result<Option<ModemSimConfig>> {
+    let (Some(model), Some(port)) = (args.modem, &args.modem_port) else {
+        return Ok(None);
+    };
+    let faults = args
+        .modem_faults
+        .iter()
+        .map(|s| ModemFault::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ModemSimConfig {
+        settings: ModemSettings {
+            model,
+            register_delay: args.modem_register_delay,
+            faults,
+            seed: args.seed,
+        },
+        port: port.clone(),
+        baud: args.modem_baud,
+        link: LinkSpec {
+            up_bps: args.modem_up_bps,
+            down_bps: args.modem_down_bps,
+            rtt: args.modem_rtt,
+        },
+        control: args.modem_control.clone(),
+    }))
 }
 
 fn split_unit<'a>(flag: &str, s: &'a str) -> anyhow::Result<(u8, &'a str)> {
@@ -242,13 +350,52 @@ async fn terminated() {
 pub async fn run(args: SimulateArgs, global: &Global) -> anyhow::Result<u8> {
     let args = args.opts;
     super::init_logging(global.log_level.as_deref().unwrap_or("info"));
-    if args.tcp.is_none() && args.rtu_over_tcp.is_none() && args.serial.is_none() {
-        bail!("nothing to serve on: give --tcp ADDR, --rtu-over-tcp ADDR and/or --serial PATH");
+    let modbus = args.tcp.is_some() || args.rtu_over_tcp.is_some() || args.serial.is_some();
+    let modem = modem_config(&args)?;
+    if !modbus && modem.is_none() {
+        bail!("nothing to serve on: give --tcp ADDR, --rtu-over-tcp ADDR and/or --serial PATH (or --modem MODEL --modem-port PATH)");
     }
-    let (sim, units) = build(&args)?;
+    if modbus && args.devices.is_empty() {
+        bail!("--device UNIT:PROFILE is required with --tcp, --rtu-over-tcp or --serial");
+    }
+    if !modbus && !args.devices.is_empty() {
+        bail!("--device needs a Modbus transport: give --tcp ADDR, --rtu-over-tcp ADDR and/or --serial PATH");
+    }
+    let (sim, mut units) = if modbus {
+        build(&args)?
+    } else {
+        (Simulator::new(Vec::new(), Faults::none()), String::new())
+    };
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let mut listening = Vec::new();
+    if let Some(cfg) = modem {
+        let what = format!(
+            "modem {} on {} (up {} bit/s, down {} bit/s, rtt {}, registers after {}{}{})",
+            cfg.settings.model,
+            cfg.port,
+            cfg.link.up_bps,
+            cfg.link.down_bps,
+            humantime::format_duration(cfg.link.rtt),
+            humantime::format_duration(cfg.settings.register_delay),
+            if cfg.settings.faults.is_empty() {
+                String::new()
+            } else {
+                format!("; faults: {}", args.modem_faults.join(", "))
+            },
+            cfg.control
+                .as_ref()
+                .map(|p| format!("; control {}", p.display()))
+                .unwrap_or_default()
+        );
+        let server = ModemServer::new(cfg, shutdown.clone())
+            .context("cannot bind the modem control socket")?;
+        listening.push(what);
+        tasks.spawn(server.run());
+    }
+    if units.is_empty() {
+        units = "no Modbus devices".into();
+    }
     if let Some(addr) = args.tcp {
         let l = TcpListener::bind(addr)
             .await
@@ -382,6 +529,54 @@ mod tests {
             .with_device(1, |d| d.values_at(std::time::SystemTime::now()))
             .unwrap();
         assert!(pinned.contains(&("pressure".into(), Value::Int(450))));
+    }
+
+    #[test]
+    fn modem_flags() {
+        let a = args(&[
+            "--modem",
+            "bc95",
+            "--modem-port",
+            "/tmp/x",
+            "--modem-rtt",
+            "0.5s",
+            "--modem-fault",
+            "sleep:10s",
+            "--modem-control",
+            "/tmp/x.ctl",
+        ]);
+        let cfg = modem_config(&a).unwrap().unwrap();
+        assert_eq!(cfg.settings.model, Model::Bc95);
+        assert_eq!(cfg.link.rtt, Duration::from_millis(500));
+        assert_eq!(cfg.link.up_bps, 12_000);
+        assert_eq!(cfg.link.down_bps, 8_000);
+        assert_eq!(cfg.settings.register_delay, Duration::from_secs(2));
+        assert_eq!(cfg.settings.faults.len(), 1);
+        assert!(
+            modem_config(&args(&["--device", "1:a", "--tcp", "127.0.0.1:0"]))
+                .unwrap()
+                .is_none()
+        );
+        let bad_fault = args(&["--modem", "bg96", "--modem-port", "p", "--modem-fault", "x"]);
+        assert!(modem_config(&bad_fault).is_err());
+        for argv in [
+            &["--modem", "bg96"][..],
+            &["--modem", "nokia", "--modem-port", "p"],
+            &["--modem", "bg96", "--modem-port", "p", "--modem-rtt", "3s"],
+            &[
+                "--modem",
+                "bg96",
+                "--modem-port",
+                "p",
+                "--modem-rtt",
+                "100ms",
+            ],
+            &["--modem-port", "p", "--device", "1:a"],
+        ] {
+            let parsed =
+                Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied()));
+            assert!(parsed.is_err(), "{argv:?} accepted");
+        }
     }
 
     #[test]

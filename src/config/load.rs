@@ -196,15 +196,35 @@ pub fn parse_with_profiles(
         Field::Absent => Some(None),
         Field::Invalid => None,
     };
-    root.finish(&mut d, |k| match k {
-        "modem" => Some("this section is not supported by this version of gasdtu".to_string()),
-        _ => None,
-    });
+    let modem = match root.table(&mut d, "modem") {
+        Field::Value(sec, _) => super::modem::parse_modem(&mut d, sec),
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
+    root.finish(&mut d, |_| None);
 
-    let (Some(gateway), Some(store), Some(uplink), Some(remote)) = (gateway, store, uplink, remote)
+    let (Some(gateway), Some(store), Some(uplink), Some(remote), Some(modem)) =
+        (gateway, store, uplink, remote, modem)
     else {
         return Err(d.take_errors());
     };
+    // Socket mode: the module connects to an address, so the broker must have one.
+    if let (Some(m), Some(up)) = (&modem, &uplink) {
+        if m.mode == super::ModemMode::Socket
+            && crate::modem::bridge::resolve(&up.host, &m.hosts).is_none()
+        {
+            d.error(
+                "modem.hosts",
+                None,
+                format!(
+                    "socket mode: the module needs the broker's IP address, and uplink.host {:?} \
+                     is a name: add \"<IP address> {}\" to modem.hosts (module DNS is not used)",
+                    super::escape(&up.host),
+                    super::escape(&up.host)
+                ),
+            );
+        }
+    }
     if d.has_errors() {
         return Err(d.take_errors());
     }
@@ -218,6 +238,7 @@ pub fn parse_with_profiles(
         uplink,
         alarms,
         remote,
+        modem,
     };
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {

@@ -10,7 +10,8 @@
 //! warnings, positions, the error cap and the `escape` helper for echoed text), `file`
 //! (bounded reads of regular files only, UTF-8 positions), `pem` (PEM certificates and keys),
 //! `wire_time` (per-bus request plan and wire time for `gasdtu check`), `remote` (the
-//! `[remote]` section: signing keys, remote-write allow-list).
+//! `[remote]` section: signing keys, remote-write allow-list), `modem` (the `[modem]`
+//! section: mode, AT port, profile, timers, reset caps, `[modem.power]`).
 
 mod alarms;
 mod bus;
@@ -19,6 +20,7 @@ mod diag;
 mod doc;
 mod file;
 mod load;
+mod modem;
 pub mod pem;
 mod points;
 pub mod profiles;
@@ -33,6 +35,10 @@ pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use load::{
     load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS,
     DEFAULT_STATE_DIR,
+};
+pub use modem::{
+    ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest, MAX_APN, MAX_REGISTER_WITHIN,
+    MAX_SIGNAL_EVERY, MIN_REGISTER_WITHIN, MIN_SIGNAL_EVERY,
 };
 pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
@@ -61,6 +67,9 @@ pub struct Config {
     /// `[remote]`: remote operations over MQTT; `None` when the section is absent (off: no
     /// subscription to commands or config pushes).
     pub remote: Option<RemoteConfig>,
+    /// `[modem]`: the NB-IoT module to supervise (docs/config.md); `None` when the section is
+    /// absent or `mode = "none"`.
+    pub modem: Option<ModemConfig>,
 }
 
 /// `[remote]`: who may operate this gateway over MQTT and how config pushes are kept

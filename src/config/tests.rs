@@ -65,7 +65,7 @@ fn each_error_is_reported_with_its_key_path() {
         ("missing gateway id", "[gateway]\nstate_dir = \"/x\"\n".into(), "gateway.id", "missing required key `id`"),
         ("bad log level", "[gateway]\nid = \"x\"\nlog_level = \"=nope=\"\n".into(), "gateway.log_level", "invalid log level"),
         ("profile_dirs type", "[gateway]\nid = \"x\"\nprofile_dirs = [1]\n".into(), "gateway.profile_dirs[0]", "expected a string"),
-        ("unknown top-level section", doc("[modem]\nx = 1\n"), "modem", "not supported"),
+        ("unknown top-level section", doc("[modems]\nx = 1\n"), "modems", "unknown key `modems`"),
         ("unknown bus kind", doc("[buses.z]\nkind = \"udp\"\n"), "buses.z.kind", "unknown bus kind"),
         ("missing bus kind", doc("[buses.z]\nport = \"/dev/x\"\n"), "buses.z.kind", "missing required key `kind`"),
         ("non-standard baud", doc("[buses.z]\nkind = \"rtu\"\nport = \"/dev/x\"\nbaud = 9601\n"), "buses.z.baud", "not a standard rate"),

@@ -9,7 +9,8 @@
 //! store), `interlocks` (alarm actions through the bus tasks), `systemd` (notify, watchdog,
 //! signals, STATUS line), `status_socket` (device board and the unix socket of `gasdtu
 //! status`), `bus_proxy` (the commissioning verbs' Modbus requests through the bus task that
-//! owns the bus), `remote` (commands over MQTT when `[remote]` is configured). Never does Modbus or MQTT itself and never touches SQLite on an async worker
+//! owns the bus), `remote` (commands over MQTT when `[remote]` is configured), `modem` (the AT
+//! engine and modem supervisor when `[modem]` is configured; `Gateway::modem` is their status). Never does Modbus or MQTT itself and never touches SQLite on an async worker
 //! thread: every store call is a blocking task or an O(1) counter read.
 
 pub mod alarms;
@@ -18,6 +19,8 @@ mod alarms_tests;
 pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
+pub mod modem;
+pub mod modem_proxy;
 pub mod progress;
 pub mod push;
 pub mod remote;
@@ -141,6 +144,7 @@ pub struct ShutdownReport {
 struct Live {
     devices: AtomicUsize,
     has_uplink: AtomicBool,
+    has_modem: AtomicBool,
 }
 
 /// The running daemon.
@@ -177,6 +181,12 @@ pub struct Gateway {
     pushes: Option<mpsc::Sender<push::PushJob>>,
     /// Remote commands dropped for want of a readable id (kept across forwarder restarts).
     remote_unanswerable: Arc<std::sync::atomic::AtomicU64>,
+    /// The modem's status (one channel for the life of the daemon) and, with `[modem]`, the
+    /// running engine + supervisor.
+    modem_status: Arc<watch::Sender<crate::modem::ModemStatus>>,
+    modem: Option<modem::ModemRuntime>,
+    /// `gasdtu modem ...` through the status socket (follows the modem generation).
+    modem_proxy: modem_proxy::ModemProxy,
 }
 
 impl Gateway {
@@ -247,8 +257,10 @@ impl Gateway {
         let live = Arc::new(Live {
             devices: AtomicUsize::new(acq.devices),
             has_uplink: AtomicBool::new(cfg.uplink.is_some()),
+            has_modem: AtomicBool::new(cfg.modem.is_some()),
         });
         let cfg_for_remote = cfg.clone();
+        let modem_status = Arc::new(watch::channel(crate::modem::ModemStatus::default()).0);
         let mut gw = Gateway {
             cfg,
             poll_now: opts.poll_now,
@@ -277,7 +289,14 @@ impl Gateway {
             config_path: opts.config_path.clone(),
             pushes: opts.pushes.clone(),
             remote_unanswerable: Arc::default(),
+            modem_status: modem_status.clone(),
+            modem: None,
+            modem_proxy: modem_proxy::ModemProxy::new(modem_status.subscribe()),
         };
+        // The modem before the forwarder: the uplink may wait for its link.
+        gw.modem = gw.start_modem();
+        gw.modem_proxy
+            .set(gw.modem.as_ref().map(modem::ModemRuntime::at));
         gw.forwarder = gw.start_forwarder();
         if gw.forwarder.is_none() {
             tracing::warn!("no [uplink] section: readings are buffered in the store only");
@@ -315,6 +334,22 @@ impl Gateway {
     /// The uplink's state as the forwarder reports it.
     pub fn link(&self) -> watch::Receiver<LinkStatus> {
         self.link_rx.clone()
+    }
+
+    /// The modem's status (`ModemStatus::link_up`: registered and attached, the uplink's gate);
+    /// stays at its default without `[modem]`.
+    pub fn modem(&self) -> watch::Receiver<crate::modem::ModemStatus> {
+        self.modem_status.subscribe()
+    }
+
+    fn start_modem(&self) -> Option<modem::ModemRuntime> {
+        let cfg = self.cfg.modem.as_ref()?;
+        Some(modem::ModemRuntime::start(
+            cfg,
+            self.modem_status.clone(),
+            self.store.clone(),
+            self.wake.clone(),
+        ))
     }
 
     /// Enabled devices being polled, and bus tasks running.
@@ -361,11 +396,26 @@ impl Gateway {
         let uplink_changed = new.uplink != self.cfg.uplink
             || new.gateway.id != self.cfg.gateway.id
             || new.remote.is_some() != self.cfg.remote.is_some();
+        let modem_changed = new.modem != self.cfg.modem;
         self.cfg = new;
+        if modem_changed {
+            if let Some(m) = self.modem.take() {
+                m.stop().await;
+            }
+            self.modem_status
+                .send_replace(crate::modem::ModemStatus::default());
+            self.modem = self.start_modem();
+            self.modem_proxy
+                .set(self.modem.as_ref().map(modem::ModemRuntime::at));
+            self.live
+                .has_modem
+                .store(self.cfg.modem.is_some(), Ordering::Relaxed);
+        }
         // The remote service checks keys, writes and points against the new config (a new
         // service started below subscribes to this value).
         self.config_tx.send_replace(Arc::new(self.cfg.clone()));
-        if uplink_changed {
+        // A new modem generation has a new bridge and status: the forwarder follows it.
+        if uplink_changed || modem_changed {
             if let Some((stop, task)) = self.forwarder.take() {
                 stop.cancel();
                 let _ = task.await;
@@ -427,6 +477,7 @@ impl Gateway {
             store,
             side_stop,
             side_tasks,
+            modem,
             ..
         } = self;
         drop(tx);
@@ -471,6 +522,9 @@ impl Gateway {
             stop.cancel();
             let _ = task.await;
         }
+        if let Some(m) = modem {
+            m.stop().await;
+        }
         side_stop.cancel();
         for t in side_tasks {
             // The status server removes its socket file on the way out.
@@ -514,20 +568,34 @@ impl Gateway {
             self.wake.clone(),
             fwd_tx,
         )
-        .with_heartbeat(Arc::new(move || progress.tick_uplink()))
-        .with_health_extra({
-            // O(1) counters: the buffer depth in `<root>/health`.
+        .with_heartbeat(Arc::new(move || progress.tick_uplink()));
+        // With a modem: no attempt while its link is down; in socket mode through its bridge.
+        let fwd = match &self.modem {
+            Some(m) => {
+                let f = fwd.with_link_gate(crate::modem::link_gate(self.modem_status.subscribe()));
+                match m.proxy() {
+                    Some(addr) => f.with_proxy(addr),
+                    None => f,
+                }
+            }
+            None => fwd,
+        };
+        let fwd = fwd.with_health_extra({
+            // O(1) counters: the buffer depth in `<root>/health`, and the modem's small object.
             let store = self.store.clone();
-            Arc::new(move || match store.stats() {
-                Ok(b) => serde_json::json!({"buffer": {
-                    "unacked": b.sealed_messages,
-                    "pending_entries": b.pending_entries,
-                    "pending_readings": b.pending_readings,
-                    "held_entries": b.held_entries,
-                    "oldest_pending_read_ms": b.oldest_pending_read_ms,
-                    "dropped_unsent": b.dropped_unsent,
-                }}),
-                Err(e) => serde_json::json!({"buffer": {"error": e.to_string()}}),
+            let modem_rx = self.modem_status.subscribe();
+            let live = self.live.clone();
+            Arc::new(move || {
+                let mut extra = health_buffer(&store);
+                if live.has_modem.load(Ordering::Relaxed) {
+                    if let serde_json::Value::Object(m) = &mut extra {
+                        m.insert(
+                            "modem".into(),
+                            crate::modem::health_json(&modem_rx.borrow()),
+                        );
+                    }
+                }
+                extra
             })
         });
         // With `[remote]`: the inbox (persistent session) and the service that answers it,
@@ -572,6 +640,7 @@ impl Gateway {
             let board = self.board.clone();
             let store = self.store.clone();
             let link_rx = self.link_rx.clone();
+            let modem_rx = self.modem_status.subscribe();
             let live = self.live.clone();
             let alarms = self.alarms.clone();
             let id = self.cfg.gateway.id.clone();
@@ -587,12 +656,18 @@ impl Gateway {
                 } else {
                     serde_json::json!({"state": "no uplink configured"})
                 };
+                let modem = if live.has_modem.load(Ordering::Relaxed) {
+                    serde_json::to_value(&*modem_rx.borrow()).unwrap_or_default()
+                } else {
+                    serde_json::Value::Null
+                };
                 serde_json::json!({
                     "gateway": {"id": id, "started_ms": started_ms, "config": config_path},
                     "devices": board.snapshot(),
                     "alarms": alarms.active(),
                     "buffer": buffer,
                     "link": link,
+                    "modem": modem,
                 })
             })
         };
@@ -607,7 +682,8 @@ impl Gateway {
                             .then(|| alarms.ack_request(line, &peer.describe()))
                     }))
                     // `gasdtu read/write/scan` go through the bus task that owns the bus.
-                    .with_bus_proxy(self.proxy.clone());
+                    .with_bus_proxy(self.proxy.clone())
+                    .with_modem_proxy(self.modem_proxy.clone());
                 self.side_tasks
                     .push(tokio::spawn(server.run(self.side_stop.clone())));
             }
@@ -622,6 +698,7 @@ impl Gateway {
         let board = self.board.clone();
         let store = self.store.clone();
         let link_rx = self.link_rx.clone();
+        let modem_rx = self.modem_status.subscribe();
         let live = self.live.clone();
         let progress = self.progress.clone();
         let watchdog =
@@ -632,6 +709,9 @@ impl Gateway {
                 facts.backlog = store.stats().ok().map(|s| s.pending_readings);
                 if live.has_uplink.load(Ordering::Relaxed) {
                     facts.link = link_facts(&link_rx.borrow());
+                }
+                if live.has_modem.load(Ordering::Relaxed) {
+                    facts.modem = Some(crate::modem::status::status_phrase(&modem_rx.borrow()));
                 }
                 status_line(&facts)
             });
@@ -653,6 +733,21 @@ pub(crate) async fn record_event(store: &Arc<Store>, wake: &Notify, ev: serde_js
         Ok(Ok(_)) => wake.notify_one(),
         Ok(Err(e)) => tracing::error!("cannot record the {what} event: {e}"),
         Err(e) => tracing::error!("{what} event task failed: {e}"),
+    }
+}
+
+/// The buffer depth object of `<root>/health` (O(1) counters).
+fn health_buffer(store: &Store) -> serde_json::Value {
+    match store.stats() {
+        Ok(b) => serde_json::json!({"buffer": {
+            "unacked": b.sealed_messages,
+            "pending_entries": b.pending_entries,
+            "pending_readings": b.pending_readings,
+            "held_entries": b.held_entries,
+            "oldest_pending_read_ms": b.oldest_pending_read_ms,
+            "dropped_unsent": b.dropped_unsent,
+        }}),
+        Err(e) => serde_json::json!({"buffer": {"error": e.to_string()}}),
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::bus_proxy::{too_long_reply, unsupported_reply, BusProxy};
+use super::modem_proxy::ModemProxy;
 use crate::model::{Quality, SampleBatch};
 
 pub const DEFAULT_SOCKET: &str = "/run/gasdtu/gasdtu.sock";
@@ -275,6 +276,7 @@ pub struct StatusServer {
     provider: Provider,
     handler: Option<RequestHandler>,
     proxy: Option<BusProxy>,
+    modem: Option<ModemProxy>,
 }
 
 impl StatusServer {
@@ -357,6 +359,7 @@ impl StatusServer {
             provider,
             handler: None,
             proxy: None,
+            modem: None,
         })
     }
 
@@ -368,6 +371,12 @@ impl StatusServer {
 
     /// Pass JSON bus requests (lines starting with `{`) to `proxy`: the commissioning CLI
     /// reaches the buses this daemon owns through their bus tasks.
+    /// Field tools for the modem (`{"op":"modem_..."}` lines; `gateway::modem_proxy`).
+    pub fn with_modem_proxy(mut self, modem: ModemProxy) -> Self {
+        self.modem = Some(modem);
+        self
+    }
+
     pub fn with_bus_proxy(mut self, proxy: BusProxy) -> Self {
         self.proxy = Some(proxy);
         self
@@ -397,9 +406,10 @@ impl StatusServer {
             let provider = self.provider.clone();
             let handler = self.handler.clone();
             let proxy = self.proxy.clone();
+            let modem = self.modem.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                serve(stream, peer, provider, handler, proxy).await;
+                serve(stream, peer, provider, handler, proxy, modem).await;
             });
         }
         use std::os::unix::fs::MetadataExt;
@@ -443,6 +453,7 @@ async fn serve(
     provider: Provider,
     handler: Option<RequestHandler>,
     proxy: Option<BusProxy>,
+    modem: Option<ModemProxy>,
 ) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(MAX_REQUEST_LINE + 1, rd);
@@ -453,7 +464,7 @@ async fn serve(
     .await;
     let mut drain = false;
     let reply = match read {
-        Ok(Ok(line)) => answer(line.trim(), peer, &provider, handler, proxy).await,
+        Ok(Ok(line)) => answer(line.trim(), peer, &provider, handler, proxy, modem).await,
         Ok(Err(LineError::TooLong { .. })) => {
             drain = true;
             too_long_reply()
@@ -494,11 +505,20 @@ async fn answer(
     provider: &Provider,
     handler: Option<RequestHandler>,
     proxy: Option<BusProxy>,
+    modem: Option<ModemProxy>,
 ) -> serde_json::Value {
     if line.is_empty() || line == "status" {
         return provider();
     }
     if line.starts_with('{') {
+        if let Ok(req) = serde_json::from_str::<serde_json::Value>(line) {
+            if ModemProxy::wants(&req) {
+                return match modem {
+                    Some(m) => m.handle(&req, &peer.describe()).await,
+                    None => unsupported_reply(),
+                };
+            }
+        }
         return match proxy {
             Some(p) => p.handle_line(line).await,
             None => unsupported_reply(),

@@ -234,7 +234,7 @@ pub enum LinkFacts {
 }
 
 /// The numbers the STATUS line is made of. `None` leaves a part out (no store yet, no uplink).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatusFacts {
     /// Enabled devices being polled.
     pub devices: usize,
@@ -245,6 +245,8 @@ pub struct StatusFacts {
     /// The store cannot commit: read batches are held in memory.
     pub store_failing: bool,
     pub link: Option<LinkFacts>,
+    /// With `[modem]`: `modem::status::status_phrase` (e.g. "modem registered, RSRP -85 dBm").
+    pub modem: Option<String>,
 }
 
 impl StatusFacts {
@@ -261,6 +263,7 @@ impl StatusFacts {
             backlog: None,
             store_failing: false,
             link: None,
+            modem: None,
         }
     }
 }
@@ -295,6 +298,9 @@ pub fn status_line(f: &StatusFacts) -> String {
         Some(LinkFacts::Down(d)) => parts.push(format!("link down {}", human_duration(d))),
         Some(LinkFacts::Asleep(d)) => parts.push(format!("link asleep {}", human_duration(d))),
         None => {}
+    }
+    if let Some(m) = &f.modem {
+        parts.push(m.clone());
     }
     parts.join(", ")
 }
@@ -573,6 +579,7 @@ mod tests {
                     backlog: Some(1234),
                     store_failing: false,
                     link: Some(LinkFacts::Down(m(4 * 60 + 10))),
+                    modem: None,
                 },
                 "polling 12 devices, 3 offline, backlog 1.2k readings, link down 4m",
             ),
@@ -583,6 +590,7 @@ mod tests {
                     backlog: Some(0),
                     store_failing: false,
                     link: Some(LinkFacts::Up),
+                    modem: None,
                 },
                 "polling 4 devices, all offline, backlog empty, link up",
             ),
@@ -593,6 +601,7 @@ mod tests {
                     backlog: Some(1),
                     store_failing: false,
                     link: Some(LinkFacts::Down(m(7200 + 13 * 60))),
+                    modem: None,
                 },
                 "polling 1 device, 1 offline, backlog 1 reading, link down 2h13m",
             ),
@@ -603,6 +612,7 @@ mod tests {
                     backlog: Some(999),
                     store_failing: false,
                     link: None,
+                    modem: None,
                 },
                 "polling 3 devices, backlog 999 readings",
             ),
@@ -613,8 +623,18 @@ mod tests {
                     backlog: Some(2_345_678),
                     store_failing: false,
                     link: Some(LinkFacts::Down(m(3 * 86400 + 5 * 3600))),
+                    modem: None,
                 },
                 "polling 200 devices, backlog 2.3M readings, link down 3d5h",
+            ),
+            (
+                StatusFacts {
+                    devices: 2,
+                    link: Some(LinkFacts::Up),
+                    modem: Some("modem registered, RSRP -85 dBm".into()),
+                    ..Default::default()
+                },
+                "polling 2 devices, link up, modem registered, RSRP -85 dBm",
             ),
         ];
         for (facts, want) in cases {

@@ -52,3 +52,15 @@ pub use reply::ReplyError;
 pub use signal::Signal;
 pub use timeouts::timeout_for;
 pub use timers::Timer;
+
+pub mod engine;
+pub mod ladder;
+pub mod power;
+pub mod status;
+pub mod supervisor;
+
+pub use engine::{AtEngine, AtError, AtHandle, EngineOptions};
+pub use status::{health_json, ModemStatus};
+pub use supervisor::{ModemSupervisor, SupervisorOptions};
+pub mod bridge;
+pub use bridge::{link_gate, SocketBridge};

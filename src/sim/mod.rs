@@ -11,6 +11,7 @@ pub mod broker;
 pub mod device;
 pub mod fault;
 pub mod frame;
+pub mod modem;
 pub mod serial;
 pub mod server;
 pub mod tcp;

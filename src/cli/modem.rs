@@ -1,0 +1,251 @@
+//! `gasdtu modem info | signal | at "<command>"`: field tools for the NB-IoT module, through the
+//! running daemon's status socket (the daemon's AT engine owns the port; these requests are
+//! serialized with its own commands: `gateway::modem_proxy`). `signal --watch` prints a fresh
+//! sample every interval, one line each, for antenna placement. Text from the module is printed
+//! with control characters escaped. Exit 0 ok, 1 refused or the module failed, 2 no daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::Global;
+use crate::config::escape;
+use crate::gateway::status_socket::{request, DEFAULT_SOCKET};
+
+#[derive(Debug, clap::Args)]
+pub struct ModemArgs {
+    /// The daemon's status socket.
+    #[arg(long, default_value = DEFAULT_SOCKET, global = true)]
+    pub socket: PathBuf,
+    /// Print the daemon's JSON answer as is.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: ModemWhat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModemWhat {
+    /// Model, registration, attach, IP, signal, PSM/eDRX, network time, reset ladder.
+    Info,
+    /// Sample the signal now (RSRP, RSRQ, SINR, ECL, cell); --watch repeats it.
+    Signal {
+        /// Repeat every INTERVAL (e.g. 2s) until interrupted: for placing the antenna.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s",
+              value_parser = parse_interval)]
+        watch: Option<Duration>,
+    },
+    /// Send one AT command to the module and print its answer.
+    At {
+        /// The command, e.g. "AT+CSQ" (quote it in the shell).
+        command: String,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_millis(500)..=Duration::from_secs(3600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{s}: between 500ms and 1h"))
+    }
+}
+
+fn num(v: &Value, unit: &str) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{x}{unit}"),
+        None => "-".into(),
+    }
+}
+
+/// One line of signal figures (pure).
+pub fn signal_line(s: &Value) -> String {
+    format!(
+        "RSRP {}  RSRQ {}  SINR {}  RSSI {}  ECL {}  cell {}  EARFCN {}  TX {}",
+        num(&s["rsrp_dbm"], " dBm"),
+        num(&s["rsrq_db"], " dB"),
+        num(&s["sinr_db"], " dB"),
+        num(&s["rssi_dbm"], " dBm"),
+        num(&s["ecl"], ""),
+        s["cell_id"]
+            .as_u64()
+            .map_or("-".into(), |c| format!("{c:X}")),
+        num(&s["earfcn"], ""),
+        num(&s["tx_power_dbm"], " dBm"),
+    )
+}
+
+/// The summary of `modem info` (pure).
+pub fn info_lines(m: &Value) -> Vec<String> {
+    let t = |v: &Value| escape(v.as_str().unwrap_or("-")).into_owned();
+    let reg = &m["registration"];
+    let mut out = vec![
+        format!(
+            "model {} ({}), mode {}, state {}",
+            t(&m["model"]),
+            t(&m["model_text"]),
+            t(&m["mode"]),
+            t(&m["state"])
+        ),
+        format!(
+            "registration {}  TAC {}  cell {}  reject cause {}  attached {}  IP {}  link {}",
+            t(&reg["stat"]),
+            t(&reg["tac"]),
+            t(&reg["ci"]),
+            num(&reg["reject_cause"], ""),
+            m["attached"]
+                .as_bool()
+                .map_or("-", |a| if a { "yes" } else { "no" }),
+            t(&m["ip"]),
+            if m["link_up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            }
+        ),
+    ];
+    if m["signal"].is_object() {
+        out.push(format!("signal {}", signal_line(&m["signal"])));
+    }
+    if let Some(p) = m["psm"].as_object() {
+        out.push(format!(
+            "PSM granted: TAU {} s, active {} s; eDRX {} s",
+            num(&p.get("tau_s").cloned().unwrap_or_default(), ""),
+            num(&p.get("active_s").cloned().unwrap_or_default(), ""),
+            num(&m["edrx_s"], "")
+        ));
+    }
+    let l = &m["ladder"];
+    out.push(format!(
+        "reset ladder: step {}, resets today {}, power cycles today {}",
+        t(&l["step"]),
+        num(&l["resets_today"], ""),
+        num(&l["power_cycles_today"], "")
+    ));
+    if let Some(e) = m["last_error"].as_str() {
+        out.push(format!("last error: {}", escape(e)));
+    }
+    out
+}
+
+async fn ask(args: &ModemArgs, req: Value) -> Result<Value, u8> {
+    match request(&args.socket, &req.to_string()).await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            eprintln!(
+                "gasdtu modem: cannot reach the daemon at {}: {e}",
+                args.socket.display()
+            );
+            Err(2)
+        }
+    }
+}
+
+fn refused(v: &Value) -> u8 {
+    eprintln!(
+        "gasdtu modem: {}",
+        escape(v["error"].as_str().unwrap_or("refused"))
+    );
+    1
+}
+
+pub async fn run(args: ModemArgs, _global: &Global) -> anyhow::Result<u8> {
+    match &args.what {
+        ModemWhat::Info => {
+            let v = match ask(&args, json!({"op": "modem_info"})).await {
+                Ok(v) => v,
+                Err(c) => return Ok(c),
+            };
+            if v["ok"] != true {
+                return Ok(refused(&v));
+            }
+            if args.json {
+                println!("{}", v["modem"]);
+            } else {
+                for l in info_lines(&v["modem"]) {
+                    println!("{l}");
+                }
+            }
+            Ok(0)
+        }
+        ModemWhat::Signal { watch } => loop {
+            let v = match ask(&args, json!({"op": "modem_signal"})).await {
+                Ok(v) => v,
+                Err(c) => return Ok(c),
+            };
+            if v["ok"] != true {
+                let c = refused(&v);
+                if watch.is_none() {
+                    return Ok(c);
+                }
+            } else if args.json {
+                println!("{v}");
+            } else {
+                let at = v["at_ms"]
+                    .as_i64()
+                    .map_or("-".into(), crate::time::rfc3339_s);
+                println!("{at}  {}", signal_line(&v["signal"]));
+            }
+            match watch {
+                None => return Ok(0),
+                Some(every) => tokio::time::sleep(*every).await,
+            }
+        },
+        ModemWhat::At { command } => {
+            let v = match ask(&args, json!({"op": "modem_at", "cmd": command})).await {
+                Ok(v) => v,
+                Err(c) => return Ok(c),
+            };
+            if args.json {
+                println!("{v}");
+                return Ok(if v["ok"] == true { 0 } else { 1 });
+            }
+            if v["ok"] != true {
+                return Ok(refused(&v));
+            }
+            for l in v["lines"].as_array().into_iter().flatten() {
+                println!("{}", escape(l.as_str().unwrap_or("")));
+            }
+            println!("{}", escape(v["result"].as_str().unwrap_or("")));
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_and_info_lines_show_what_is_known() {
+        let s = json!({"rsrp_dbm": -87.5, "sinr_db": 12.0, "ecl": 0, "cell_id": 108155522u64});
+        assert_eq!(
+            signal_line(&s),
+            "RSRP -87.5 dBm  RSRQ -  SINR 12 dB  RSSI -  ECL 0  cell 6725282  EARFCN -  TX -"
+        );
+        let m = json!({"model": "bc95", "model_text": "BC95-B8", "mode": "socket",
+            "state": "registered", "registration": {"stat": "home", "tac": "1A2D", "ci": "6725A82"},
+            "attached": true, "ip": "10.1.2.3", "link_up": true, "signal": s,
+            "ladder": {"step": null, "resets_today": 0, "power_cycles_today": 0},
+            "last_error": "x\u{1b}[31m"});
+        let lines = info_lines(&m);
+        assert_eq!(
+            lines[0],
+            "model bc95 (BC95-B8), mode socket, state registered"
+        );
+        assert!(lines[1].contains("registration home  TAC 1A2D  cell 6725A82"));
+        assert!(lines[1].contains("attached yes  IP 10.1.2.3  link up"));
+        assert!(lines.iter().any(|l| l.starts_with("signal RSRP -87.5 dBm")));
+        // Text from the daemon never reaches the terminal raw.
+        assert!(lines.last().unwrap().starts_with("last error: x"));
+        assert!(!lines.last().unwrap().contains('\u{1b}'));
+    }
+
+    #[test]
+    fn watch_intervals_are_bounded() {
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_interval("100ms").is_err());
+        assert!(parse_interval("2h").is_err());
+    }
+}

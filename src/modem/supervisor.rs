@@ -1,0 +1,742 @@
+//! The modem supervisor: one task (`ModemSupervisor::run`) that talks to the module through the
+//! `AtHandle` and keeps `ModemStatus` (on a `watch`) true. After start, every boot URC and every
+//! port reopen it runs the init sequence (ATE0, detection ATI/CGMM -> profile, CMEE=1, the
+//! highest CEREG URC level the module takes, APN, PSM/eDRX setters when configured); then it
+//! tracks registration (URCs and polls), attach and the PDP address, samples the signal with the
+//! profile's commands every `signal_every`, reads the network time (CCLK) and drives the reset
+//! ladder when the module stops answering or registration/attach stays missing longer than
+//! `register_within`. Every ladder step and every registration change is an event
+//! (`modem_reset`, `modem_registration`) sent to the runtime's event path. It never owns the
+//! port (the engine does) and never opens sockets (socket mode's data path is not here).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::at::{Urc, UrcKind};
+use super::engine::{AtError, AtHandle};
+use super::ladder::{Decision, Input, Ladder, Policy, Step};
+use super::profile::{self, Profile};
+use super::reply::{self, RegStatus, Registration};
+use super::signal::Signal;
+use super::status::{
+    timer_secs, LastStep, ModemState, ModemStatus, NetworkTime, PsmGranted, RegistrationStatus,
+    SignalReport,
+};
+use super::timeouts;
+use super::timers::{encode_edrx, encode_t3324, encode_t3412, Timer};
+use crate::config::{ModemConfig, ModemMode};
+
+/// Consecutive unanswered commands before the ladder is asked.
+const UNRESPONSIVE_AFTER: u32 = 2;
+
+/// Tunables (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Registration/attach poll period while registered.
+    pub poll_every: Duration,
+    /// Poll period while not registered or not answering.
+    pub poll_fast: Duration,
+    /// Longest wait for the boot marker after a reset or power cycle.
+    pub boot_timeout: Duration,
+    /// Gap before the second ladder step (doubles per step, up to `max_gap`).
+    pub min_gap: Duration,
+    pub max_gap: Duration,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        SupervisorOptions {
+            poll_every: Duration::from_secs(60),
+            poll_fast: Duration::from_secs(10),
+            boot_timeout: timeouts::BOOT,
+            min_gap: Duration::from_secs(30),
+            max_gap: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// Where events go (the gateway records them in the store).
+pub type EventTx = mpsc::Sender<serde_json::Value>;
+
+/// The supervisor task.
+pub struct ModemSupervisor {
+    cfg: ModemConfig,
+    at: AtHandle,
+    opts: SupervisorOptions,
+    status: Arc<watch::Sender<ModemStatus>>,
+    events: Option<EventTx>,
+    ladder: Ladder,
+    profile: &'static Profile,
+    /// Since when registration (or attach) has been missing.
+    missing_since: Instant,
+    unanswered: u32,
+    /// No ladder step before this (backoff or cap).
+    hold_until: Option<Instant>,
+    last_stat: Option<RegStatus>,
+    next_signal: Instant,
+}
+
+/// Why an init or step did not complete.
+enum Trouble {
+    At(AtError),
+    Power(super::power::PowerError),
+    Shutdown,
+}
+
+/// The supervisor was asked to stop.
+struct Stopped;
+
+impl From<AtError> for Trouble {
+    fn from(e: AtError) -> Self {
+        Trouble::At(e)
+    }
+}
+
+impl ModemSupervisor {
+    pub fn new(
+        cfg: ModemConfig,
+        at: AtHandle,
+        opts: SupervisorOptions,
+        status: Arc<watch::Sender<ModemStatus>>,
+        events: Option<EventTx>,
+    ) -> ModemSupervisor {
+        let policy = Policy {
+            power: cfg.power.is_some(),
+            max_resets_per_day: cfg.max_resets_per_day,
+            max_power_cycles_per_day: cfg.power.as_ref().map_or(0, |p| p.max_power_cycles_per_day),
+            min_gap: opts.min_gap,
+            max_gap: opts.max_gap,
+        };
+        let profile = cfg
+            .model
+            .as_deref()
+            .and_then(profile::by_id)
+            .unwrap_or(&profile::GENERIC);
+        status.send_modify(|s| s.mode = cfg.mode.as_str().to_string());
+        let now = Instant::now();
+        ModemSupervisor {
+            cfg,
+            at,
+            opts,
+            status,
+            events,
+            ladder: Ladder::new(policy),
+            profile,
+            missing_since: now,
+            unanswered: 0,
+            hold_until: None,
+            last_stat: None,
+            next_signal: now,
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut ModemStatus)) {
+        self.status.send_modify(|s| {
+            f(s);
+            s.link_up = s
+                .registration
+                .as_ref()
+                .is_some_and(|r| matches!(r.stat.as_str(), "home" | "roaming"))
+                && s.attached == Some(true)
+                && !matches!(s.state, ModemState::Recovering | ModemState::Unresponsive);
+        });
+    }
+
+    fn event(&self, ev: serde_json::Value) {
+        if let Some(tx) = &self.events {
+            if tx.try_send(ev).is_err() {
+                warn!("modem event dropped: the event queue is full or closed");
+            }
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut urcs = self.at.urcs();
+        let mut opens = self.at.port_opens();
+        let mut silences = self.at.silences();
+        let mut need_init = true;
+        loop {
+            if need_init {
+                match self.init(&shutdown).await {
+                    Ok(()) => {
+                        need_init = false;
+                        self.unanswered = 0;
+                    }
+                    Err(Trouble::Shutdown) => return,
+                    Err(Trouble::At(e)) => {
+                        self.note_error(&e);
+                        if e.unresponsive() {
+                            self.unanswered += 1;
+                        }
+                    }
+                    Err(Trouble::Power(e)) => {
+                        let text = e.to_string();
+                        self.set(|s| s.last_error = Some(text));
+                    }
+                }
+            }
+            if !need_init {
+                match self.poll().await {
+                    Ok(()) => self.unanswered = 0,
+                    Err(e) => {
+                        self.note_error(&e);
+                        if e.unresponsive() {
+                            self.unanswered += 1;
+                        }
+                    }
+                }
+            }
+            if self.unanswered >= UNRESPONSIVE_AFTER {
+                self.set(|s| s.state = ModemState::Unresponsive);
+                match self.climb(Input::Unresponsive, &mut urcs, &shutdown).await {
+                    Err(Stopped) => return,
+                    Ok(true) => {
+                        need_init = true;
+                        continue;
+                    }
+                    Ok(false) => {}
+                }
+            } else if !need_init {
+                if let Some(input) = self.bound_passed() {
+                    match self.climb(input, &mut urcs, &shutdown).await {
+                        Err(Stopped) => return,
+                        Ok(true) => {
+                            need_init = true;
+                            continue;
+                        }
+                        Ok(false) => {}
+                    }
+                }
+            }
+            let up = self.status.borrow().link_up;
+            // While commands go unanswered, look again soon: a hang must reach the ladder fast.
+            let wait = if up && self.unanswered == 0 {
+                self.opts.poll_every
+            } else {
+                self.opts.poll_fast
+            };
+            let mut wake = Instant::now() + wait;
+            if !need_init {
+                wake = wake.min(self.next_signal.max(Instant::now()));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(wake) => {}
+                changed = silences.changed() => {
+                    if changed.is_err() { return; }
+                    debug!("a modem command got no answer at all: polling now");
+                }
+                changed = opens.changed() => {
+                    if changed.is_err() { return; }
+                    debug!("modem port reopened: init again");
+                    need_init = true;
+                }
+                urc = urcs.recv() => match urc {
+                    Ok(u) => {
+                        if self.on_urc(&u, &mut urcs, &shutdown).await {
+                            need_init = true;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(lost = n, "modem URCs lost (slow supervisor): polling");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    fn note_error(&self, e: &AtError) {
+        debug!("modem: {e}");
+        let text = e.to_string();
+        self.set(|s| s.last_error = Some(text));
+    }
+
+    /// A URC while idle; true when the module rebooted (init again).
+    async fn on_urc(
+        &mut self,
+        u: &Urc,
+        urcs: &mut broadcast::Receiver<Urc>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        match u.kind {
+            Some(UrcKind::Cereg) => {
+                match reply::cereg_urc(&u.line) {
+                    Ok(r) => self.registration(&r),
+                    Err(e) => debug!("modem: {e}"),
+                }
+                false
+            }
+            Some(UrcKind::Boot) => {
+                info!(line = %u.line, "modem rebooted");
+                // Let the rest of the boot text pass before talking to it.
+                if let Some(marker) = self.profile.boot_marker {
+                    if !u.line.starts_with(marker) {
+                        let _ = self.wait_boot(urcs, shutdown).await;
+                    }
+                }
+                true
+            }
+            Some(UrcKind::Qiurc) if u.line.contains("pdpdeact") => {
+                self.set(|s| {
+                    s.attached = Some(false);
+                    s.ip = None;
+                });
+                false
+            }
+            Some(UrcKind::TimeZone) => false,
+            _ => false,
+        }
+    }
+
+    /// Registration reported (URC or reply).
+    fn registration(&mut self, r: &Registration) {
+        let now = Instant::now();
+        let was = self.last_stat;
+        if r.stat.registered() {
+            if !was.is_some_and(RegStatus::registered) {
+                self.missing_since = now;
+                // The cell is known now: sample it at the next poll.
+                self.next_signal = now;
+            }
+        } else if was.is_some_and(RegStatus::registered) {
+            self.missing_since = now;
+        }
+        self.last_stat = Some(r.stat);
+        let mut reg = RegistrationStatus::from_reply(r);
+        let psm = (r.active_time.is_some() || r.periodic_tau.is_some()).then(|| PsmGranted {
+            tau_s: timer_secs(r.periodic_tau),
+            active_s: timer_secs(r.active_time),
+        });
+        let state = match r.stat {
+            s if s.registered() => ModemState::Registered,
+            RegStatus::Denied => ModemState::Denied,
+            _ => ModemState::Searching,
+        };
+        let prev = self.status.borrow().registration.clone();
+        // A URC without location keeps the cell we knew while the state is the same.
+        if let Some(p) = &prev {
+            if p.stat == reg.stat && reg.tac.is_none() {
+                reg.tac = p.tac.clone();
+                reg.ci = p.ci.clone();
+                reg.act = reg.act.or(p.act);
+            }
+        }
+        if prev.as_ref().map(|p| &p.stat) != Some(&reg.stat) {
+            info!(stat = %reg.stat, tac = ?reg.tac, ci = ?reg.ci, "modem registration");
+            self.event(serde_json::json!({
+                "event": "modem_registration",
+                "stat": reg.stat,
+                "tac": reg.tac,
+                "ci": reg.ci,
+                "act": reg.act,
+                "reject_cause": reg.reject_cause,
+            }));
+        }
+        if !r.stat.registered() {
+            self.set(|s| s.ip = None);
+        }
+        self.set(|s| {
+            s.registration = Some(reg);
+            if psm.is_some() {
+                s.psm = psm;
+            }
+            if !matches!(s.state, ModemState::Recovering) {
+                s.state = state;
+            }
+        });
+    }
+
+    /// ATE0, detection, CMEE, CEREG level, APN, PSM/eDRX; then one poll.
+    async fn init(&mut self, shutdown: &CancellationToken) -> Result<(), Trouble> {
+        if shutdown.is_cancelled() {
+            return Err(Trouble::Shutdown);
+        }
+        self.set(|s| s.state = ModemState::Starting);
+        let mut answered = self.at.call("AT").await;
+        if matches!(&answered, Err(e) if e.unresponsive()) {
+            answered = self.at.call("AT").await;
+        }
+        answered?;
+        self.at.call("ATE0").await?;
+        let (profile, text) = self.detect().await?;
+        if self.profile.id != profile.id {
+            info!(model = profile.id, text = %text, "modem detected");
+        }
+        self.profile = profile;
+        self.set(|s| {
+            s.model = Some(profile.id.to_string());
+            s.model_text = Some(text);
+        });
+        let _ = self.soft("AT+CMEE=1").await;
+        for n in (2..=5).rev() {
+            if self.soft(&format!("AT+CEREG={n}")).await {
+                break;
+            }
+        }
+        if let Some(apn) = self.cfg.apn.clone() {
+            self.soft(&format!("AT+CGDCONT=1,\"IP\",\"{apn}\"")).await;
+        }
+        if let Some(psm) = self.cfg.psm {
+            let tau = encode_t3412(Timer::Seconds(psm.tau.as_secs()));
+            let act = encode_t3324(Timer::Seconds(psm.active.as_secs()));
+            if let (Ok(tau), Ok(act)) = (tau, act) {
+                self.soft(&format!("AT+CPSMS=1,,,\"{tau}\",\"{act}\""))
+                    .await;
+            }
+        }
+        if let Some(edrx) = self.cfg.edrx {
+            if let Ok(bits) = encode_edrx(edrx.as_millis() as u64) {
+                if self.soft(&format!("AT+CEDRXS=1,5,\"{bits}\"")).await {
+                    if let Ok(x) = self.at.call("AT+CEDRXS?").await {
+                        let ms = reply::find_line("CEDRXS", "+CEDRXS:", &x.lines)
+                            .ok()
+                            .and_then(|l| reply::cedrxs(l).ok().flatten());
+                        self.set(|s| s.edrx_s = ms.map(|(_, ms)| ms as f64 / 1000.0));
+                    }
+                }
+            }
+        }
+        self.next_signal = Instant::now();
+        self.poll().await?;
+        Ok(())
+    }
+
+    /// A setter whose failure is noted, not fatal; true when it succeeded.
+    async fn soft(&self, cmd: &str) -> bool {
+        match self.at.call(cmd).await {
+            Ok(_) => true,
+            Err(e) => {
+                self.note_error(&e);
+                false
+            }
+        }
+    }
+
+    async fn detect(&self) -> Result<(&'static Profile, String), AtError> {
+        let ati = self.at.call("ATI").await?;
+        let first = ati.lines.first().cloned().unwrap_or_default();
+        let text = ati.lines.join(" ");
+        if let Some(p) = self.cfg.model.as_deref().and_then(profile::by_id) {
+            return Ok((p, text));
+        }
+        let p = profile::detect(&ati.lines);
+        if p.id != profile::GENERIC.id {
+            return Ok((p, first_model_line(&ati.lines).unwrap_or(first)));
+        }
+        let cgmm = self
+            .at
+            .call("AT+CGMM")
+            .await
+            .map(|x| x.lines)
+            .unwrap_or_default();
+        let all: Vec<String> = ati.lines.iter().chain(cgmm.iter()).cloned().collect();
+        Ok((profile::detect(&all), cgmm.first().cloned().unwrap_or(text)))
+    }
+
+    /// Registration, attach, address; the signal and the time when due.
+    async fn poll(&mut self) -> Result<(), AtError> {
+        let x = self.at.call("AT+CEREG?").await?;
+        if let Ok(line) = reply::find_line("CEREG", "+CEREG:", &x.lines) {
+            match reply::cereg_reply(line) {
+                Ok(r) => self.registration(&r),
+                Err(e) => debug!("modem: {e}"),
+            }
+        }
+        let registered = self.last_stat.is_some_and(RegStatus::registered);
+        let attached = match self.at.call("AT+CGATT?").await {
+            Ok(x) => reply::find_line("CGATT", "+CGATT:", &x.lines)
+                .ok()
+                .and_then(|l| reply::cgatt(l).ok()),
+            Err(e) if e.unresponsive() => return Err(e),
+            Err(e) => {
+                self.note_error(&e);
+                None
+            }
+        };
+        self.set(|s| s.attached = attached);
+        if registered && attached == Some(true) {
+            let have_ip = self.status.borrow().ip.is_some();
+            if !have_ip {
+                if let Ok(x) = self.at.call("AT+CGPADDR").await {
+                    let ip = x
+                        .lines
+                        .iter()
+                        .filter_map(|l| reply::cgpaddr(l).ok())
+                        .find_map(|(_, a)| a);
+                    self.set(|s| s.ip = ip.map(|a| a.to_string()));
+                }
+            }
+            self.ladder.success();
+            self.missing_since = Instant::now();
+            self.hold_until = None;
+            self.set(|s| s.ladder.step = None);
+        } else if registered && attached == Some(false) && self.cfg.mode == ModemMode::Socket {
+            // UART-only modules: attach is ours to ask for.
+            self.soft("AT+CGATT=1").await;
+        }
+        if Instant::now() >= self.next_signal {
+            self.next_signal = Instant::now() + self.cfg.signal_every;
+            self.sample_signal().await?;
+            self.read_time().await;
+        }
+        self.update_ladder_counts();
+        Ok(())
+    }
+
+    async fn sample_signal(&mut self) -> Result<(), AtError> {
+        let mut merged: Option<Signal> = None;
+        for cmd in self.profile.signal {
+            match self.at.call(cmd.command()).await {
+                Ok(x) => match cmd.parse(&x.lines) {
+                    Ok(s) => merged = Some(merged.map_or(s, |m| m.merge(s))),
+                    Err(e) => debug!("modem signal: {e}"),
+                },
+                Err(e) if e.unresponsive() => return Err(e),
+                Err(e) => debug!("modem signal: {e}"),
+            }
+        }
+        if let Some(s) = merged {
+            let now = crate::time::now_ms();
+            self.set(|st| {
+                st.signal = Some(SignalReport::from(s));
+                st.sampled_at_ms = Some(now);
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_time(&mut self) {
+        let sent = Instant::now();
+        let Ok(x) = self.at.call("AT+CCLK?").await else {
+            return;
+        };
+        let rtt = sent.elapsed();
+        let now = crate::time::now_ms();
+        let Some(clock) = reply::find_line("CCLK", "+CCLK:", &x.lines)
+            .ok()
+            .and_then(|l| reply::cclk(l).ok())
+        else {
+            return;
+        };
+        // A module without network time reports its build date or 1970-ish: not a source.
+        if !crate::store::clock::is_trusted(clock.utc_ms) {
+            return;
+        }
+        let t = NetworkTime {
+            utc_ms: clock.utc_ms,
+            offset_ms: clock.utc_ms - now,
+            accuracy_ms: 1000 + rtt.as_millis() as u64,
+            read_at_ms: now,
+        };
+        self.set(|s| s.network_time = Some(t));
+    }
+
+    fn update_ladder_counts(&mut self) {
+        let (r, p) = self.ladder.counts(Instant::now().into_std());
+        self.set(|s| {
+            s.ladder.resets_today = r;
+            s.ladder.power_cycles_today = p;
+        });
+    }
+
+    /// Registration or attach missing longer than the bound.
+    fn bound_passed(&self) -> Option<Input> {
+        if self.missing_since.elapsed() < self.cfg.register_within {
+            return None;
+        }
+        let s = self.status.borrow();
+        let registered = self.last_stat.is_some_and(RegStatus::registered);
+        if !registered {
+            Some(Input::RegistrationLost)
+        } else if s.attached == Some(false) {
+            Some(Input::AttachFailed)
+        } else {
+            None
+        }
+    }
+
+    /// Ask the ladder and take its step; true when a step was taken (init again).
+    async fn climb(
+        &mut self,
+        input: Input,
+        urcs: &mut broadcast::Receiver<Urc>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, Stopped> {
+        let now = Instant::now();
+        if self.hold_until.is_some_and(|t| now < t) {
+            return Ok(false);
+        }
+        let decision = self.ladder.on(input, now.into_std());
+        let step = match decision {
+            Decision::Take(step) => step,
+            Decision::Backoff { until, .. } => {
+                self.hold_until = Some(Instant::from_std(until));
+                return Ok(false);
+            }
+            Decision::Capped { step, until } => {
+                self.hold_until = Some(Instant::from_std(until));
+                let wait_ms = until.saturating_duration_since(now.into_std()).as_millis() as i64;
+                let until_ms = crate::time::now_ms() + wait_ms;
+                warn!(
+                    step = step.as_str(),
+                    "modem reset step over its daily cap: waiting"
+                );
+                self.event(serde_json::json!({
+                    "event": "modem_reset",
+                    "step": step.as_str(),
+                    "reason": input.as_str(),
+                    "outcome": "capped",
+                    "until_ms": until_ms,
+                }));
+                self.set(|s| {
+                    s.ladder.last = Some(LastStep {
+                        step,
+                        reason: input.as_str().into(),
+                        at_ms: crate::time::now_ms(),
+                        outcome: format!("capped until {until_ms}"),
+                    })
+                });
+                return Ok(false);
+            }
+        };
+        self.hold_until = None;
+        let (resets, cycles) = self.ladder.counts(now.into_std());
+        warn!(
+            step = step.as_str(),
+            reason = input.as_str(),
+            "modem reset ladder"
+        );
+        self.event(serde_json::json!({
+            "event": "modem_reset",
+            "step": step.as_str(),
+            "reason": input.as_str(),
+            "resets_today": resets,
+            "power_cycles_today": cycles,
+        }));
+        let at_ms = crate::time::now_ms();
+        self.set(|s| {
+            s.state = ModemState::Recovering;
+            s.ladder.step = Some(step);
+            s.ladder.resets_today = resets;
+            s.ladder.power_cycles_today = cycles;
+            s.ladder.last = Some(LastStep {
+                step,
+                reason: input.as_str().into(),
+                at_ms,
+                outcome: "in progress".into(),
+            });
+        });
+        let outcome = self.take(step, urcs, shutdown).await;
+        let text = match &outcome {
+            Ok(()) => "ok".to_string(),
+            Err(Trouble::At(e)) => format!("failed: {e}"),
+            Err(Trouble::Power(e)) => format!("failed: {e}"),
+            Err(Trouble::Shutdown) => return Err(Stopped),
+        };
+        if outcome.is_err() {
+            warn!(step = step.as_str(), "modem reset step: {text}");
+        }
+        self.set(|s| {
+            if let Some(l) = &mut s.ladder.last {
+                l.outcome = text;
+            }
+            s.state = ModemState::Starting;
+            s.attached = None;
+            s.ip = None;
+        });
+        // Registration gets its full bound again after every step.
+        self.missing_since = Instant::now();
+        self.last_stat = None;
+        self.unanswered = 0;
+        Ok(true)
+    }
+
+    async fn take(
+        &mut self,
+        step: Step,
+        urcs: &mut broadcast::Receiver<Urc>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Trouble> {
+        match step {
+            Step::RadioCycle => {
+                self.at.call("AT+CFUN=0").await?;
+                self.at.call("AT+CFUN=1").await?;
+                Ok(())
+            }
+            Step::ModuleReset => {
+                // A hung module ignores it; the boot marker decides.
+                if let Err(e) = self.at.call(self.profile.reset).await {
+                    debug!("modem reset command: {e}");
+                }
+                self.wait_boot(urcs, shutdown).await
+            }
+            Step::PowerCycle => {
+                let Some(power) = self.cfg.power.clone() else {
+                    return Ok(());
+                };
+                if let Err(e) = super::power::power_cycle(&power).await {
+                    let text = e.to_string();
+                    self.set(|s| s.last_error = Some(text));
+                    return Err(Trouble::Power(e));
+                }
+                self.wait_boot(urcs, shutdown).await
+            }
+        }
+    }
+
+    /// Wait for the profile's boot marker (or, without one, for `AT` to be answered).
+    async fn wait_boot(
+        &mut self,
+        urcs: &mut broadcast::Receiver<Urc>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Trouble> {
+        let deadline = Instant::now() + self.opts.boot_timeout;
+        let Some(marker) = self.profile.boot_marker else {
+            while Instant::now() < deadline {
+                if self.at.call("AT").await.is_ok() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(Trouble::Shutdown),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            return Err(Trouble::At(AtError::Silent { cmd: "AT".into() }));
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Trouble::Shutdown),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Trouble::At(AtError::Timeout {
+                        cmd: format!("boot marker {marker:?}"),
+                        after: self.opts.boot_timeout,
+                    }));
+                }
+                u = urcs.recv() => match u {
+                    Ok(u) if u.line.starts_with(marker) => return Ok(()),
+                    Ok(u) => {
+                        if u.kind == Some(UrcKind::Cereg) {
+                            if let Ok(r) = reply::cereg_urc(&u.line) { self.registration(&r) }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(Trouble::At(AtError::Closed)),
+                },
+            }
+        }
+    }
+}
+
+/// The model line of an ATI reply: the line a profile matched, else the first.
+fn first_model_line(lines: &[String]) -> Option<String> {
+    lines
+        .iter()
+        .find(|l| profile::detect(std::slice::from_ref(*l)).id != profile::GENERIC.id)
+        .cloned()
+}

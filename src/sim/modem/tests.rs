@@ -1,0 +1,742 @@
+//! Table tests of the modem core: a command line in, the exact reply text out, per model, and
+//! the socket, registration, fault and power behaviour driven through `feed` / `on_net` /
+//! `tick` with a hand-moved clock. No I/O.
+
+use std::time::{Duration, Instant};
+
+use super::commands::cclk;
+use super::core::{Modem, NetEvent, Out, Settings, MAX_LINE};
+use super::fault::ModemFault;
+use super::model::Model;
+
+const WALL: i64 = 1_764_672_000_000; // 2025-12-02T10:40:00Z
+
+fn modem_with(model: Model, faults: &[&str]) -> (Modem, Instant) {
+    let t0 = Instant::now();
+    let faults = faults
+        .iter()
+        .map(|s| ModemFault::parse(s).unwrap())
+        .collect();
+    let mut m = Modem::new(
+        Settings {
+            model,
+            register_delay: Duration::from_secs(2),
+            faults,
+            seed: Some(1),
+        },
+        t0,
+    );
+    m.wall_ms = || WALL;
+    m.take_out();
+    (m, t0)
+}
+
+fn modem(model: Model) -> (Modem, Instant) {
+    modem_with(model, &[])
+}
+
+/// Everything written to the serial line.
+fn serial(outs: &[Out]) -> String {
+    outs.iter()
+        .filter_map(|o| match o {
+            Out::Serial { bytes, .. } => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ask(m: &mut Modem, line: &str, now: Instant) -> String {
+    m.feed(format!("{line}\r").as_bytes(), now);
+    serial(&m.take_out())
+}
+
+/// A registered module, echo off.
+fn registered(model: Model) -> (Modem, Instant) {
+    let (mut m, t0) = modem(model);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    ask(&mut m, "ATE0", t);
+    (m, t)
+}
+
+fn ok(lines: &[&str]) -> String {
+    let mut s: String = lines.iter().map(|l| format!("\r\n{l}\r\n")).collect();
+    s += "\r\nOK\r\n";
+    s
+}
+
+#[test]
+fn generic_commands_per_model() {
+    let cases: Vec<(Model, &str, String)> = vec![
+        (Model::Bc95, "AT", ok(&[])),
+        (
+            Model::Bc95,
+            "ATI",
+            ok(&["Quectel", "BC95-B8", "Revision:BC95HBR01A01"]),
+        ),
+        (
+            Model::Bg96,
+            "ATI",
+            ok(&["Quectel", "BG96", "Revision: BG96MAR02A07M1G"]),
+        ),
+        (Model::Sim7020, "ATI", ok(&["SIM7020E R1752"])),
+        (Model::Sim7020, "AT+CGMM", ok(&["SIMCOM_SIM7020E"])),
+        (Model::Bc95, "AT+CGSN=1", ok(&["+CGSN:867723030000011"])),
+        (Model::Bg96, "AT+CGSN=1", ok(&["+CGSN: 867723030000011"])),
+        (Model::Bg96, "AT+CIMI", ok(&["460001234567890"])),
+        (Model::Bc95, "AT+CPIN?", ok(&["+CPIN:READY"])),
+        (Model::Bg96, "AT+CFUN?", ok(&["+CFUN: 1"])),
+        (Model::Bc95, "AT+CEREG?", ok(&["+CEREG:0,1"])),
+        (Model::Sim7020, "AT+CEREG?", ok(&["+CEREG: 0,1"])),
+        (Model::Bg96, "AT+CGATT?", ok(&["+CGATT: 1"])),
+        (Model::Bg96, "AT+COPS?", ok(&["+COPS: 0,2,\"46000\",9"])),
+        (Model::Bc95, "AT+CSQ", ok(&["+CSQ:20,99"])),
+        (Model::Bg96, "AT+CESQ", ok(&["+CESQ: 99,99,255,255,18,56"])),
+        (
+            Model::Bg96,
+            "AT+CCLK?",
+            ok(&["+CCLK: \"25/12/02,18:40:00+32\""]),
+        ),
+        (
+            Model::Bc95,
+            "AT+CPSMS?",
+            ok(&["+CPSMS:0,,,\"00100110\",\"00000011\""]),
+        ),
+        (Model::Bg96, "AT+CEDRXS?", ok(&["+CEDRXS: 5,\"0101\""])),
+        (Model::Bg96, "AT+CGPADDR", ok(&["+CGPADDR: 0,\"10.1.2.3\""])),
+        (Model::Bc95, "AT+NBAND?", ok(&["+NBAND:8"])),
+        (
+            Model::Bg96,
+            "AT+QCSQ",
+            ok(&["+QCSQ: \"NBIoT\",-73,-85,150,-11"]),
+        ),
+        (
+            Model::Sim7020,
+            "AT+CENG?",
+            ok(&["+CENG: 3569,0,98,\"01A2D001\",-85,-11,-73,10,8,\"5504\",0,23"]),
+        ),
+        (Model::Bg96, "AT+CEREG=?", ok(&[])),
+        (Model::Bg96, "AT+NOPE", "\r\nERROR\r\n".into()),
+        (Model::Bg96, "hello", "\r\nERROR\r\n".into()),
+        (Model::Bc95, "AT+NUESTATS=?", "\r\nERROR\r\n".into()),
+        (Model::Bg96, "AT+NUESTATS", "\r\nERROR\r\n".into()),
+        (Model::Bc95, "AT+CEREG=6", "\r\n+CME ERROR:50\r\n".into()),
+        (Model::Bg96, "AT+CEREG=x", "\r\n+CME ERROR: 50\r\n".into()),
+        (
+            Model::Bg96,
+            "AT+CPSMS=1,,,\"0010\"",
+            "\r\n+CME ERROR: 50\r\n".into(),
+        ),
+        (Model::Bg96, "AT+CEDRXS=1,5,\"0011\"", ok(&[])),
+        (
+            Model::Bg96,
+            "AT+CEDRXS=1,4,\"0011\"",
+            "\r\n+CME ERROR: 50\r\n".into(),
+        ),
+        (
+            Model::Bg96,
+            "AT+QENG=\"neighbourcell\"",
+            "\r\n+CME ERROR: 50\r\n".into(),
+        ),
+    ];
+    for (model, line, want) in cases {
+        let (mut m, t) = registered(model);
+        assert_eq!(ask(&mut m, line, t), want, "{model} {line}");
+    }
+}
+
+#[test]
+fn nuestats_lines() {
+    let (mut m, t) = registered(Model::Bc95);
+    let r = ask(&mut m, "AT+NUESTATS", t);
+    assert!(
+        r.starts_with("\r\nSignal power:-850\r\n\r\nTotal power:-730\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.contains("\r\nECL:0\r\n") && r.contains("\r\nSNR:100\r\n"),
+        "{r}"
+    );
+    assert!(r.ends_with("\r\nOPERATOR MODE:4\r\n\r\nOK\r\n"), "{r}");
+    m.set_signal(-120, -5, 2);
+    let r = ask(&mut m, "AT+NUESTATS", t);
+    assert!(r.contains("Signal power:-1200") && r.contains("ECL:2") && r.contains("SNR:-50"));
+}
+
+#[test]
+fn echo_default_and_toggle() {
+    let (mut bg, t) = modem(Model::Bg96);
+    assert_eq!(ask(&mut bg, "AT", t), "AT\r\r\nOK\r\n");
+    assert_eq!(ask(&mut bg, "ATE0", t), "ATE0\r\r\nOK\r\n");
+    assert_eq!(ask(&mut bg, "AT", t), "\r\nOK\r\n");
+    let (mut bc, t) = modem(Model::Bc95);
+    assert_eq!(ask(&mut bc, "AT", t), "\r\nOK\r\n");
+    assert_eq!(ask(&mut bc, "ATE1", t), "\r\nOK\r\n");
+    assert_eq!(ask(&mut bc, "at", t), "at\r\r\nOK\r\n");
+    // CRLF-terminated commands work too, and split reads are reassembled.
+    bc.feed(b"ATE", t);
+    bc.feed(b"0\r\nAT\r\n", t);
+    assert_eq!(serial(&bc.take_out()), "ATE0\r\r\nOK\r\n\r\nOK\r\n");
+}
+
+#[test]
+fn registration_machine_and_urcs() {
+    let (mut m, t0) = modem(Model::Bc95);
+    assert_eq!(ask(&mut m, "AT+CEREG?", t0), ok(&["+CEREG:0,2"]));
+    assert_eq!(ask(&mut m, "AT+CEREG=2", t0), ok(&[]));
+    assert_eq!(ask(&mut m, "AT+CGATT?", t0), ok(&["+CGATT:0"]));
+    // Registered 2 s after boot (plus the boot text's 0.3 s).
+    let due = m.next_deadline().unwrap();
+    assert!(due > t0 + Duration::from_secs(2) && due <= t0 + Duration::from_millis(2400));
+    m.tick(due);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG:1,\"5504\",\"01A2D001\",9\r\n"
+    );
+    let t = due;
+    assert_eq!(ask(&mut m, "AT+CFUN=0", t), "\r\n+CEREG:0\r\n\r\nOK\r\n");
+    assert_eq!(ask(&mut m, "AT+CFUN?", t), ok(&["+CFUN:0"]));
+    assert_eq!(ask(&mut m, "AT+CFUN=1", t), "\r\n+CEREG:2\r\n\r\nOK\r\n");
+    // AT+CGATT=1 while searching: the OK waits for registration; input meanwhile waits too.
+    assert_eq!(ask(&mut m, "AT+CGATT=1", t), "");
+    assert_eq!(ask(&mut m, "AT+CSQ", t), "");
+    m.tick(t + Duration::from_secs(2));
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG:1,\"5504\",\"01A2D001\",9\r\n\r\nOK\r\n\r\n+CSQ:20,99\r\n\r\nOK\r\n"
+    );
+    let t = t + Duration::from_secs(2);
+    assert_eq!(ask(&mut m, "AT+CEREG=4", t), ok(&[]));
+    assert_eq!(
+        ask(&mut m, "AT+CEREG?", t),
+        ok(&["+CEREG:4,1,\"5504\",\"01A2D001\",9,,,\"00000011\",\"00100110\""])
+    );
+    // Registration loss: URC, back after the time given.
+    assert_eq!(ask(&mut m, "AT+CEREG=1", t), ok(&[]));
+    m.lose_registration(Duration::from_secs(5), t);
+    assert_eq!(serial(&m.take_out()), "\r\n+CEREG:2\r\n");
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT:0"]));
+    assert_eq!(m.stats().state, "deregistered");
+    m.tick(t + Duration::from_secs(5));
+    assert_eq!(serial(&m.take_out()), "\r\n+CEREG:1\r\n");
+}
+
+#[test]
+fn long_lines_are_refused() {
+    let (mut m, t) = registered(Model::Bg96);
+    let long = format!("AT+{}", "X".repeat(MAX_LINE + 10));
+    assert_eq!(ask(&mut m, &long, t), "\r\nERROR\r\n");
+    assert_eq!(ask(&mut m, "AT", t), ok(&[]));
+}
+
+#[test]
+fn cclk_is_local_time_with_zone() {
+    assert_eq!(cclk(WALL), "\"25/12/02,18:40:00+32\"");
+    assert_eq!(cclk(0), "\"70/01/01,08:00:00+32\"");
+}
+
+fn connects(outs: &[Out]) -> Vec<(u64, u16)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Out::Connect { conn, port } => Some((*conn, *port)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sends(outs: &[Out]) -> Vec<Vec<u8>> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Out::Send { bytes, .. } => Some(bytes.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn bc95_sockets() {
+    let (mut m, t) = registered(Model::Bc95);
+    assert_eq!(ask(&mut m, "AT+NSOCR=STREAM,6,0,1", t), ok(&["0"]));
+    assert_eq!(
+        ask(&mut m, "AT+NSOCR=DGRAM,17,0,1", t),
+        "\r\n+CME ERROR:50\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+NSOCO=0,10.0.0.1,80", t), "\r\nERROR\r\n");
+    m.feed(b"AT+NSOCO=0,127.0.0.1,9000\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), "");
+    let (conn, port) = connects(&outs)[0];
+    assert_eq!(port, 9000);
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    assert_eq!(serial(&m.take_out()), "\r\nOK\r\n");
+    let r = m.take_out();
+    assert!(r.is_empty());
+    m.feed(b"AT+NSOSD=0,3,414243\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), ok(&["0,3"]));
+    assert_eq!(sends(&outs), vec![b"ABC".to_vec()]);
+    let big = "00".repeat(513);
+    assert_eq!(
+        ask(&mut m, &format!("AT+NSOSD=0,513,{big}"), t),
+        "\r\n+CME ERROR:50\r\n"
+    );
+    assert_eq!(
+        ask(&mut m, "AT+NSOSD=0,2,414243", t),
+        "\r\n+CME ERROR:50\r\n"
+    );
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"hello".to_vec(),
+        },
+        t,
+    );
+    assert_eq!(serial(&m.take_out()), "\r\n+NSONMI:0,5\r\n");
+    assert_eq!(
+        ask(&mut m, "AT+NSORF=0,3", t),
+        ok(&["0,127.0.0.1,9000,3,68656C,2"])
+    );
+    assert_eq!(
+        ask(&mut m, "AT+NSORF=0,512", t),
+        ok(&["0,127.0.0.1,9000,2,6C6F,0"])
+    );
+    assert_eq!(ask(&mut m, "AT+NSORF=0,512", t), ok(&[]));
+    m.on_net(NetEvent::Closed { conn }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+NSOCLI: 0\r\n");
+    assert_eq!(ask(&mut m, "AT+NSOSD=0,1,41", t), "\r\nERROR\r\n");
+    assert_eq!(ask(&mut m, "AT+NSOCL=0", t), ok(&[]));
+    assert_eq!(ask(&mut m, "AT+NSOCL=0", t), "\r\nERROR\r\n");
+    // Seven sockets at most.
+    for i in 0..7 {
+        assert_eq!(
+            ask(&mut m, "AT+NSOCR=STREAM,6,0,1", t),
+            ok(&[&i.to_string()])
+        );
+    }
+    assert_eq!(ask(&mut m, "AT+NSOCR=STREAM,6,0,1", t), "\r\nERROR\r\n");
+}
+
+#[test]
+fn bg96_sockets() {
+    let (mut m, t) = registered(Model::Bg96);
+    // No PDP context yet: the open fails asynchronously.
+    assert_eq!(
+        ask(&mut m, "AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0", t),
+        "\r\nOK\r\n\r\n+QIOPEN: 0,566\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+QIACT=1", t), ok(&[]));
+    assert_eq!(
+        ask(&mut m, "AT+QIACT?", t),
+        ok(&["+QIACT: 1,1,1,\"10.1.2.3\""])
+    );
+    assert_eq!(
+        ask(&mut m, "AT+QIOPEN=1,0,\"TCP\",\"example.com\",80,0,0", t),
+        "\r\nOK\r\n\r\n+QIOPEN: 0,566\r\n"
+    );
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"localhost\",9000,0,0\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), "\r\nOK\r\n");
+    let (conn, _) = connects(&outs)[0];
+    assert_eq!(
+        ask(&mut m, "AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0", t),
+        "\r\n+CME ERROR: 563\r\n"
+    );
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+QIOPEN: 0,0\r\n");
+    // QISEND: prompt, raw bytes (a CR inside the data is data), SEND OK.
+    m.feed(b"AT+QISEND=0,4\r\n", t);
+    assert_eq!(serial(&m.take_out()), "\r\n> ");
+    m.feed(b"a\rb", t);
+    assert_eq!(serial(&m.take_out()), "");
+    m.feed(b"\nAT\r", t);
+    let outs = m.take_out();
+    assert_eq!(sends(&outs), vec![b"a\rb\n".to_vec()]);
+    assert_eq!(serial(&outs), "\r\nSEND OK\r\n\r\nOK\r\n");
+    assert_eq!(ask(&mut m, "AT+QISEND=0,1461", t), "\r\nERROR\r\n");
+    assert_eq!(ask(&mut m, "AT+QISEND=0,0", t), ok(&["+QISEND: 4,4,0"]));
+    // Buffer mode: one URC until read, QIRD returns raw bytes.
+    for part in [&b"xy"[..], b"z"] {
+        m.on_net(
+            NetEvent::Data {
+                conn,
+                bytes: part.to_vec(),
+            },
+            t,
+        );
+    }
+    assert_eq!(serial(&m.take_out()), "\r\n+QIURC: \"recv\",0\r\n");
+    assert_eq!(
+        ask(&mut m, "AT+QIRD=0,1500", t),
+        "\r\n+QIRD: 3\r\nxyz\r\n\r\nOK\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+QIRD=0,1500", t), ok(&["+QIRD: 0"]));
+    m.on_net(NetEvent::Closed { conn }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+QIURC: \"closed\",0\r\n");
+    assert_eq!(ask(&mut m, "AT+QICLOSE=0", t), ok(&[]));
+    // Push mode: data in the URC.
+    m.feed(b"AT+QIOPEN=1,3,\"TCP\",\"127.0.0.1\",9000,0,1\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"hi\r\n".to_vec(),
+        },
+        t,
+    );
+    assert_eq!(serial(&m.take_out()), "\r\n+QIURC: \"recv\",3,4\r\nhi\r\n");
+    assert_eq!(ask(&mut m, "AT+QIRD=3,1500", t), "\r\nERROR\r\n");
+    // A failed connection.
+    m.feed(b"AT+QIOPEN=1,4,\"TCP\",\"127.0.0.1\",9001,0,1\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: false }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+QIOPEN: 4,566\r\n");
+}
+
+#[test]
+fn sim7020_sockets() {
+    let (mut m, t) = registered(Model::Sim7020);
+    assert_eq!(ask(&mut m, "AT+CSOC=1,1,1", t), ok(&["+CSOC: 0"]));
+    assert_eq!(ask(&mut m, "AT+CSOC=1,2,1", t), "\r\n+CME ERROR: 50\r\n");
+    assert_eq!(
+        ask(&mut m, "AT+CSOCON=0,80,\"192.168.1.1\"", t),
+        "\r\nERROR\r\n"
+    );
+    m.feed(b"AT+CSOCON=0,9000,\"127.0.0.1\"\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    assert_eq!(serial(&m.take_out()), "\r\nOK\r\n");
+    m.feed(b"AT+CSOSEND=0,6,414243\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), ok(&[]));
+    assert_eq!(sends(&outs), vec![b"ABC".to_vec()]);
+    assert_eq!(
+        ask(&mut m, "AT+CSOSEND=0,4,414243", t),
+        "\r\n+CME ERROR: 50\r\n"
+    );
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"ok".to_vec(),
+        },
+        t,
+    );
+    assert_eq!(serial(&m.take_out()), "\r\n+CSONMI: 0,4,6F6B\r\n");
+    m.on_net(NetEvent::Closed { conn }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+CSOERR: 0,4\r\n");
+    assert_eq!(ask(&mut m, "AT+CSOCL=0", t), ok(&[]));
+}
+
+#[test]
+fn registration_loss_closes_sockets() {
+    let (mut m, t) = registered(Model::Bg96);
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    m.lose_registration(Duration::from_secs(10), t);
+    let outs = m.take_out();
+    assert_eq!(
+        serial(&outs),
+        "\r\n+QIURC: \"closed\",0\r\n\r\n+QIURC: \"pdpdeact\",1\r\n"
+    );
+    assert!(outs.contains(&Out::Close {
+        conn,
+        graceful: false
+    }));
+}
+
+#[test]
+fn faults_sleep_cme_urc_hang() {
+    // Sleep: after 10 s idle the first command gets a bare CRLF.
+    let (mut m, t0) = modem_with(Model::Bg96, &["sleep:10s"]);
+    let t = t0 + Duration::from_secs(3);
+    assert_eq!(ask(&mut m, "AT", t), "AT\r\r\nOK\r\n");
+    let t = t + Duration::from_secs(11);
+    assert_eq!(ask(&mut m, "AT", t), "\r\n");
+    assert_eq!(ask(&mut m, "AT", t), "AT\r\r\nOK\r\n");
+
+    // CME on every command but a bare AT.
+    let (mut m, t) = modem_with(Model::Bc95, &["cme:4"]);
+    assert_eq!(ask(&mut m, "AT+CSQ", t), "\r\n+CME ERROR:4\r\n");
+    assert_eq!(ask(&mut m, "AT", t), "\r\nOK\r\n");
+
+    // URC between the information lines and the final result.
+    let (mut m, t0) = modem_with(Model::Bc95, &["urc=1:1h"]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    m.take_out();
+    let r = ask(&mut m, "AT+NUESTATS", t);
+    assert!(r.contains("\r\n+CEREG:1\r\n"), "{r}");
+    assert!(
+        !r.starts_with("\r\n+CEREG") && r.ends_with("\r\nOK\r\n"),
+        "{r}"
+    );
+
+    // Hang: nothing at all until a power cycle; then boot text and registration again.
+    let (mut m, t) = modem_with(Model::Bg96, &["hang=1"]);
+    assert_eq!(ask(&mut m, "AT+CSQ", t), "");
+    assert_eq!(ask(&mut m, "AT", t), "");
+    assert_eq!(m.stats().state, "hung");
+    m.tick(t + Duration::from_secs(5));
+    assert_eq!(serial(&m.take_out()), "");
+    m.power_cycle(t);
+    let boot = serial(&m.take_out());
+    assert!(
+        boot.starts_with("\r\nRDY\r\n") && boot.ends_with("\r\nAPP RDY\r\n"),
+        "{boot}"
+    );
+    assert_eq!(m.stats().power_cycles, 1);
+    assert_eq!(m.stats().state, "searching");
+}
+
+#[test]
+fn reboot_commands_print_boot_text() {
+    let (mut m, t) = registered(Model::Bc95);
+    let r = ask(&mut m, "AT+NRB", t);
+    assert!(
+        r.starts_with("\r\nREBOOTING\r\n\r\nBoot: Unsigned\r\n"),
+        "{r}"
+    );
+    assert!(r.contains("REBOOT_CAUSE_APPLICATION_AT") && r.ends_with("\r\nNeul \r\n\r\nOK\r\n"));
+    assert_eq!(m.stats().reboots, 1);
+    let (mut m, t) = registered(Model::Bg96);
+    assert_eq!(
+        ask(&mut m, "AT+CFUN=1,1", t),
+        "\r\nOK\r\n\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n\r\n+QUSIM: 1\r\n\r\n+QIND: SMS DONE\r\n\r\nAPP RDY\r\n"
+    );
+    assert_eq!(
+        ask(&mut m, "AT", t),
+        "AT\r\r\nOK\r\n",
+        "echo back on after reset"
+    );
+    let (mut m, t) = registered(Model::Sim7020);
+    assert_eq!(
+        ask(&mut m, "AT+CRESET", t),
+        "\r\nOK\r\n\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n"
+    );
+    let (mut m, t) = registered(Model::Bg96);
+    assert_eq!(ask(&mut m, "AT+QPOWD", t), "\r\nOK\r\n\r\nPOWERED DOWN\r\n");
+    assert_eq!(ask(&mut m, "AT", t), "");
+    assert_eq!(m.stats().state, "powered-down");
+}
+
+#[test]
+fn urc_quirk_never_splits_raw_data_or_prompts() {
+    let (mut m, t0) = modem_with(Model::Bg96, &["urc=1:1h"]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    m.take_out();
+    let u = "\r\n+CEREG: 1\r\n";
+    assert_eq!(ask(&mut m, "ATE0", t), format!("ATE0\r{u}\r\nOK\r\n"));
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"xyz".to_vec(),
+        },
+        t,
+    );
+    m.take_out();
+    assert_eq!(
+        ask(&mut m, "AT+QIRD=0,1500", t),
+        format!("\r\n+QIRD: 3\r\nxyz\r\n{u}\r\nOK\r\n")
+    );
+    assert_eq!(ask(&mut m, "AT+QISEND=0,2", t), "\r\n> ");
+    m.feed(b"ab", t);
+    assert_eq!(serial(&m.take_out()), "\r\nSEND OK\r\n");
+    // Runtime control of the rules.
+    m.clear_faults();
+    assert_eq!(ask(&mut m, "AT+CSQ", t), ok(&["+CSQ: 20,99"]));
+    m.add_fault(ModemFault::parse("cme:4").unwrap(), t);
+    assert_eq!(ask(&mut m, "AT+CSQ", t), "\r\n+CME ERROR: 4\r\n");
+    assert_eq!(ask(&mut m, "AT", t), ok(&[]));
+}
+
+#[test]
+fn a_full_transmit_buffer_is_busy_until_the_link_carries_it() {
+    let (mut m, t) = registered(Model::Bc95);
+    ask(&mut m, "AT+NSOCR=STREAM,6,0,1", t);
+    m.feed(b"AT+NSOCO=0,127.0.0.1,9000\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    let line = format!("AT+NSOSD=0,512,{}", "41".repeat(512));
+    for _ in 0..super::core::TX_BUFFER_MAX / 512 {
+        assert_eq!(ask(&mut m, &line, t), ok(&["0,512"]));
+    }
+    assert_eq!(ask(&mut m, &line, t), "\r\n+CME ERROR:159\r\n");
+    m.on_net(NetEvent::Sent { conn, n: 512 }, t);
+    assert_eq!(ask(&mut m, &line, t), ok(&["0,512"]));
+
+    let (mut m, t) = registered(Model::Bg96);
+    ask(&mut m, "AT+QIACT=1", t);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,1\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    let mut results = Vec::new();
+    for _ in 0..7 {
+        m.feed(b"AT+QISEND=0,1460\r", t);
+        m.feed(&[b'x'; 1460], t);
+        results.push(serial(&m.take_out()));
+    }
+    assert_eq!(results[4], "\r\n> \r\nSEND OK\r\n");
+    assert_eq!(results[5], "\r\n> \r\nSEND FAIL\r\n", "5 x 1460 > 8 KiB");
+}
+
+#[test]
+fn per_command_faults_slow_deregister_netclose_reboot() {
+    // slow: the echo at once, the reply late.
+    let (mut m, t) = modem_with(Model::Bg96, &["slow:3s"]);
+    m.feed(b"AT+CSQ\r", t);
+    let outs = m.take_out();
+    let delays: Vec<Duration> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Serial { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, vec![Duration::ZERO, Duration::from_secs(3)]);
+
+    // deregister + netclose after the reply: the reply, then the close URC, then +CEREG.
+    let (mut m, t0) = modem_with(Model::Sim7020, &[]);
+    let t = t0 + Duration::from_secs(3);
+    m.tick(t);
+    ask(&mut m, "ATE0", t);
+    ask(&mut m, "AT+CEREG=1", t);
+    ask(&mut m, "AT+CSOC=1,1,1", t);
+    m.feed(b"AT+CSOCON=0,9000,\"127.0.0.1\"\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    m.add_fault(ModemFault::parse("netclose").unwrap(), t);
+    assert_eq!(
+        ask(&mut m, "AT", t),
+        "\r\nOK\r\n\r\n+CSOERR: 0,4\r\n",
+        "the network closed the socket"
+    );
+    m.clear_faults();
+    m.add_fault(ModemFault::parse("deregister:4s").unwrap(), t);
+    assert_eq!(ask(&mut m, "AT", t), "\r\nOK\r\n\r\n+CEREG: 2\r\n");
+    m.clear_faults();
+    assert_eq!(m.next_deadline(), Some(t + Duration::from_secs(4)));
+    // reboot after the reply: boot text, sockets gone.
+    m.add_fault(ModemFault::parse("reboot").unwrap(), t);
+    let r = ask(&mut m, "AT+CSQ", t);
+    assert!(
+        r.starts_with("\r\n+CSQ: 99,99\r\n\r\nOK\r\n\r\nRDY\r\n"),
+        "{r}"
+    );
+    m.clear_faults();
+    assert_eq!(ask(&mut m, "AT+CSOCL=0", t), "AT+CSOCL=0\r\r\nERROR\r\n");
+    assert_eq!(m.stats().reboots, 1);
+}
+
+#[test]
+fn denied_registration_reports_the_cause() {
+    let (mut m, t) = registered(Model::Bg96);
+    assert_eq!(ask(&mut m, "AT+CEREG=3", t), ok(&[]));
+    m.deny(15, t);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG: 3,\"5504\",\"01A2D001\",9,0,15\r\n"
+    );
+    assert_eq!(
+        ask(&mut m, "AT+CEREG?", t),
+        ok(&["+CEREG: 3,3,\"5504\",\"01A2D001\",9,0,15"])
+    );
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 0"]));
+    assert_eq!(m.stats().state, "denied");
+    m.register_now(t);
+    assert_eq!(
+        serial(&m.take_out()),
+        "\r\n+CEREG: 1,\"5504\",\"01A2D001\",9\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+CGATT?", t), ok(&["+CGATT: 1"]));
+}
+
+#[test]
+fn random_input_never_panics_and_stays_bounded() {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let words: &[&[u8]] = &[
+        b"AT",
+        b"+",
+        b"=",
+        b"?",
+        b",",
+        b"\"",
+        b"\r",
+        b"\n",
+        b"CEREG",
+        b"NSOSD",
+        b"QISEND",
+        b"QIOPEN",
+        b"CSOSEND",
+        b"NSORF",
+        b"QIRD",
+        b"1",
+        b"0",
+        b"512",
+        b"65536",
+        b"-1",
+        b"FF",
+        b"127.0.0.1",
+        b"9000",
+        b"E1",
+        b"I",
+        b"CFUN",
+        b"NRB",
+        b"CRESET",
+        b"QPOWD",
+    ];
+    for model in [Model::Bc95, Model::Bg96, Model::Sim7020] {
+        let (mut m, t0) = modem_with(model, &["urc=0.3:1s", "cme=0.05", "reboot=0.01"]);
+        let mut t = t0;
+        let mut conns = Vec::new();
+        for _ in 0..3000 {
+            t += Duration::from_millis(rng.u64(0..300));
+            let mut input = Vec::new();
+            for _ in 0..rng.usize(1..12) {
+                if rng.u8(..) < 20 {
+                    input.push(rng.u8(..));
+                } else {
+                    input.extend_from_slice(words[rng.usize(..words.len())]);
+                }
+            }
+            m.feed(&input, t);
+            m.tick(t);
+            if let Some(&conn) = conns.get(rng.usize(..conns.len().max(1))) {
+                let ev = match rng.u8(..4) {
+                    0 => NetEvent::Connected { conn, ok: true },
+                    1 => NetEvent::Data {
+                        conn,
+                        bytes: vec![b'z'; rng.usize(1..3000)],
+                    },
+                    2 => NetEvent::Sent {
+                        conn,
+                        n: rng.usize(..2000),
+                    },
+                    _ => NetEvent::Closed { conn },
+                };
+                m.on_net(ev, t);
+            }
+            for o in m.take_out() {
+                match o {
+                    Out::Connect { conn, .. } => conns.push(conn),
+                    Out::Serial { bytes, .. } => assert!(bytes.len() < 64 * 1024),
+                    _ => {}
+                }
+            }
+        }
+        if rng.bool() {
+            m.power_cycle(t);
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The AT engine and the modem supervisor against the real module simulator
+//! (`gasdtu simulate --modem <model>`) on a pty pair: detection of each simulated model,
+//! registration, signal sampling, URCs inside replies, and a hang recovered by the reset ladder
+//! climbing to a power cycle (a command that writes `power-cycle` to the simulator's control
+//! socket). Every wait is on the status watch (or an event) with a deadline.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{gasdtu, Proc, PtyPair};
+use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch};
+use gasdtu::modem::status::ModemState;
+use gasdtu::modem::{
+    AtEngine, AtHandle, EngineOptions, ModemStatus, ModemSupervisor, SupervisorOptions, UrcKind,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+struct Sim {
+    _proc: Proc,
+    pty: Option<PtyPair>,
+    ctl: PathBuf,
+    port: PathBuf,
+}
+
+fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> Sim {
+    let pty = PtyPair::new(dir, model);
+    let ctl = dir.join(format!("{model}.ctl"));
+    let mut cmd = Command::new(gasdtu());
+    cmd.args(["simulate", "--modem", model, "--modem-port"])
+        .arg(&pty.a)
+        .arg("--modem-control")
+        .arg(&ctl)
+        .args(["--modem-register-delay", "1s", "--seed", "7"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for f in faults {
+        cmd.args(["--modem-fault", f]);
+    }
+    let proc = Proc::spawn("modem simulator", &mut cmd);
+    common::wait_for("the modem control socket", Duration::from_secs(10), || {
+        ctl.exists().then_some(())
+    });
+    Sim {
+        _proc: proc,
+        port: pty.b.clone(),
+        pty: Some(pty),
+        ctl,
+    }
+}
+
+fn control(ctl: &Path, line: &str) -> String {
+    let mut s = UnixStream::connect(ctl).expect("connect to the modem control socket");
+    s.write_all(format!("{line}\n").as_bytes())
+        .expect("write a control line");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the control reply");
+    out.trim().to_string()
+}
+
+struct Running {
+    at: AtHandle,
+    status: watch::Receiver<ModemStatus>,
+    events: mpsc::Receiver<serde_json::Value>,
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn start(cfg: ModemConfig) -> Running {
+    let stop = CancellationToken::new();
+    let (engine, at) = AtEngine::new(
+        cfg.port.clone(),
+        cfg.baud,
+        EngineOptions {
+            wake_after: Duration::from_secs(20),
+            timeout_scale: 0.3,
+        },
+    );
+    let (tx, status) = watch::channel(ModemStatus::default());
+    let (ev_tx, events) = mpsc::channel(64);
+    let sup = ModemSupervisor::new(
+        cfg,
+        at.clone(),
+        SupervisorOptions {
+            poll_every: Duration::from_secs(2),
+            poll_fast: Duration::from_millis(300),
+            boot_timeout: Duration::from_secs(4),
+            min_gap: Duration::from_millis(300),
+            max_gap: Duration::from_secs(2),
+        },
+        Arc::new(tx),
+        Some(ev_tx),
+    );
+    tokio::spawn(engine.run(stop.clone()));
+    tokio::spawn(sup.run(stop.clone()));
+    Running {
+        at,
+        status,
+        events,
+        stop,
+    }
+}
+
+fn config(port: &Path) -> ModemConfig {
+    let mut c = ModemConfig::new(ModemMode::Os, port.display().to_string());
+    c.baud = 115_200;
+    c.signal_every = Duration::from_secs(2);
+    c.register_within = Duration::from_secs(600);
+    c
+}
+
+async fn wait_status(
+    rx: &mut watch::Receiver<ModemStatus>,
+    what: &str,
+    deadline: Duration,
+    pred: impl FnMut(&ModemStatus) -> bool,
+) -> ModemStatus {
+    let got = match tokio::time::timeout(deadline, rx.wait_for(pred)).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        Ok(Err(_)) => panic!("status channel closed waiting for {what}"),
+        Err(_) => None,
+    };
+    match got {
+        Some(s) => s,
+        None => panic!(
+            "timed out after {deadline:?} waiting for {what}; status: {}",
+            serde_json::to_string_pretty(&*rx.borrow()).unwrap_or_default()
+        ),
+    }
+}
+
+async fn ready(r: &mut Running, model: &str) -> ModemStatus {
+    wait_status(
+        &mut r.status,
+        &format!("{model}: detected, registered, attached, signal sampled"),
+        Duration::from_secs(30),
+        |s| {
+            s.model.as_deref() == Some(model)
+                && s.link_up
+                && s.state == ModemState::Registered
+                && s.signal.is_some_and(|g| g.rsrp_dbm.is_some())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A "+CEREG" URC inside every reply, and more at random moments.
+    let sim = start_sim(dir.path(), "bg96", &["urc:1s"]);
+    let mut r = start(config(&sim.port));
+    let mut urcs = r.at.urcs();
+    let s = ready(&mut r, "bg96").await;
+    let reg = s.registration.expect("registration");
+    assert!(matches!(reg.stat.as_str(), "home" | "roaming"), "{reg:?}");
+    assert!(reg.tac.is_some() && reg.ci.is_some(), "{reg:?}");
+    let sig = s.signal.expect("signal");
+    assert!(sig.rsrp_dbm.is_some() && sig.sinr_db.is_some(), "{sig:?}");
+    assert!(s.sampled_at_ms.is_some());
+    // Commands keep getting their own replies while URCs interleave.
+    for _ in 0..5 {
+        let x = r.at.call("AT+QCSQ").await.expect("AT+QCSQ");
+        assert!(x.lines.iter().all(|l| l.starts_with("+QCSQ:")), "{x:?}");
+    }
+    let urc = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(u) = urcs.recv().await {
+                if u.kind == Some(UrcKind::Cereg) {
+                    return u;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a +CEREG URC within 10 s");
+    assert!(urc.line.starts_with("+CEREG:"));
+    // The registration event was emitted.
+    let ev = tokio::time::timeout(Duration::from_secs(5), r.events.recv())
+        .await
+        .expect("an event")
+        .expect("event channel open");
+    assert_eq!(ev["event"], "modem_registration", "{ev}");
+    // A CME error is an error, not a hang.
+    let e = r.at.call("AT+NOSUCH").await.expect_err("unknown command");
+    assert!(!e.unresponsive(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc95_no_space_replies_and_echo_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let mut r = start(config(&sim.port));
+    let s = ready(&mut r, "bc95").await;
+    let sig = s.signal.expect("signal");
+    // From NUESTATS: tenths of dBm, ECL and the decimal cell id.
+    assert!(
+        sig.rsrp_dbm.is_some() && sig.ecl.is_some() && sig.cell_id.is_some(),
+        "{sig:?}"
+    );
+    let x = r.at.call("AT+CEREG?").await.expect("AT+CEREG?");
+    assert!(x.lines[0].starts_with("+CEREG:"), "{x:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim7020_detection_and_ceng_signal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut r = start(config(&sim.port));
+    let s = ready(&mut r, "sim7020").await;
+    let sig = s.signal.expect("signal");
+    assert!(sig.rsrp_dbm.is_some() && sig.earfcn.is_some(), "{sig:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.power = Some(PowerConfig {
+        switch: PowerSwitch::Command(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "echo power-cycle | socat - UNIX-CONNECT:{}",
+                sim.ctl.display()
+            ),
+        ]),
+        off_for: Duration::from_millis(100),
+        max_power_cycles_per_day: 6,
+    });
+    let mut r = start(cfg);
+    ready(&mut r, "bg96").await;
+    assert_eq!(control(&sim.ctl, "hang"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a power cycle",
+        Duration::from_secs(60),
+        |s| {
+            s.ladder
+                .last
+                .as_ref()
+                .is_some_and(|l| l.step == gasdtu::modem::ladder::Step::PowerCycle)
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.power_cycles_today, 1, "{s:?}");
+    let s = wait_status(
+        &mut r.status,
+        "registered again after the power cycle",
+        Duration::from_secs(30),
+        |s| s.link_up && s.state == ModemState::Registered && s.ladder.step.is_none(),
+    )
+    .await;
+    let last = s.ladder.last.expect("last step");
+    assert_eq!(last.outcome, "ok", "{last:?}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&control(&sim.ctl, "stats")).expect("stats JSON");
+    assert_eq!(stats["power_cycles"], 1, "{stats}");
+    // The module answers again.
+    r.at.call("AT").await.expect("AT after the power cycle");
+    // Events: the steps in order (registration events in between are skipped).
+    let mut steps = Vec::new();
+    while let Ok(ev) = r.events.try_recv() {
+        if ev["event"] == "modem_reset" {
+            assert_eq!(ev["reason"], "unresponsive", "{ev}");
+            steps.push(ev["step"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(steps, ["module_reset", "power_cycle"]);
+}
+
+#[test]
+fn the_daemon_supervises_the_modem_and_status_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"socket\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
+            dir.path().join("state").display(),
+            sim.port.display()
+        ),
+    )
+    .expect("write the config");
+    let socket = dir.path().join("gasdtu.sock");
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+    let _daemon = Proc::spawn(
+        "gasdtu run",
+        Command::new(gasdtu())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new(gasdtu())
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let v = common::wait_for(
+        "gasdtu status to show the modem registered with a signal sample",
+        Duration::from_secs(60),
+        || {
+            status().filter(|v| {
+                let m = &v["modem"];
+                m["model"] == "bc95" && m["link_up"] == true && m["signal"]["rsrp_dbm"].is_number()
+            })
+        },
+    );
+    let m = &v["modem"];
+    assert_eq!(m["mode"], "socket", "{m}");
+    assert_eq!(m["state"], "registered", "{m}");
+    assert!(
+        m["registration"]["stat"] == "home" || m["registration"]["stat"] == "roaming",
+        "{m}"
+    );
+    assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
+}
+
+/// The engine alone on a simulator port.
+fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let (engine, at) = AtEngine::new(
+        port.display().to_string(),
+        115_200,
+        EngineOptions {
+            wake_after,
+            timeout_scale: 0.3,
+        },
+    );
+    tokio::spawn(engine.run(stop.clone()));
+    (at, stop)
+}
+
+/// The simulator's `sleep` quirk: after 1 s without a command, the first one is answered by
+/// a bare CRLF only.
+const SLEEPY: &str = "sleep:1s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sleep_a_safe_command_is_retried_and_an_unsafe_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[SLEEPY]);
+    let (at, stop) = engine_only(&sim.port, Duration::from_secs(3600));
+    // The port opened "idle": the first command may meet a sleeping module too.
+    at.call("AT").await.expect("AT");
+    // Idle past the module's sleep timer (the precondition, not a wait for a result).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let x = at
+        .call("AT+CSQ")
+        .await
+        .expect("AT+CSQ retried after the bare CRLF");
+    assert!(x.lines[0].starts_with("+CSQ:"), "{x:?}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let e = at
+        .call("AT+CFUN=1")
+        .await
+        .expect_err("an unsafe command is not repeated blindly");
+    assert!(matches!(e, gasdtu::modem::AtError::Timeout { .. }), "{e}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_idle_past_wake_after_is_woken_before_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[SLEEPY]);
+    let (at, stop) = engine_only(&sim.port, Duration::from_millis(500));
+    at.call("AT").await.expect("AT");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    at.call("AT+CFUN=1")
+        .await
+        .expect("the wake-up AT took the bare CRLF, the command its OK");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_lost_past_the_bound_cycles_the_radio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    ready(&mut r, "sim7020").await;
+    assert_eq!(control(&sim.ctl, "deregister 600"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a radio cycle, then registered again",
+        Duration::from_secs(30),
+        |s| {
+            s.link_up
+                && s.ladder.last.as_ref().is_some_and(|l| {
+                    l.step == gasdtu::modem::ladder::Step::RadioCycle && l.outcome == "ok"
+                })
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.resets_today, 1, "{s:?}");
+    let mut seen = Vec::new();
+    while let Ok(ev) = r.events.try_recv() {
+        seen.push(ev);
+    }
+    let reset = seen
+        .iter()
+        .find(|e| e["event"] == "modem_reset")
+        .expect("a modem_reset event");
+    assert_eq!(reset["step"], "radio_cycle");
+    assert_eq!(reset["reason"], "registration_lost");
+    assert!(
+        seen.iter()
+            .any(|e| e["event"] == "modem_registration" && e["stat"] == "searching"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = start_sim(dir.path(), "bc95", &[]);
+    let mut r = start(config(&sim.port));
+    ready(&mut r, "bc95").await;
+    let mut opens = r.at.port_opens();
+    let before = *opens.borrow_and_update();
+    let pty = sim.pty.take().expect("the pty pair");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
+    pty.unplug();
+    // Plugged in again at the same paths (a USB adapter re-enumerating).
+    sim.pty = Some(PtyPair::at(a, b));
+    tokio::time::timeout(Duration::from_secs(30), opens.wait_for(|n| *n > before))
+        .await
+        .expect("the engine reopens the port within 30 s")
+        .expect("engine running");
+    r.at.call("AT").await.expect("AT on the reopened port");
+    ready(&mut r, "bc95").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_send_carries_raw_bytes_through_the_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback listener");
+    let port = listener.local_addr().expect("local addr").port();
+    let mut r = start(config(&sim.port));
+    ready(&mut r, "bg96").await;
+    let mut urcs = r.at.urcs();
+    r.at.call("AT+QIACT=1").await.expect("AT+QIACT=1");
+    r.at.call(&format!("AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",{port},0,1"))
+        .await
+        .expect("AT+QIOPEN");
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .expect("the module connects within 20 s")
+        .expect("accept");
+    let opened = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(u) = urcs.recv().await {
+                if u.kind == Some(UrcKind::Qiopen) {
+                    return u.line;
+                }
+            }
+        }
+    })
+    .await
+    .expect("+QIOPEN within 20 s");
+    assert_eq!(opened, "+QIOPEN: 0,0");
+    let payload = bytes::Bytes::from_static(b"\r\nOK\r\n> raw");
+    let x =
+        r.at.call_with_payload(&format!("AT+QISEND=0,{}", payload.len()), payload.clone())
+            .await
+            .expect("QISEND");
+    assert_eq!(x.result, gasdtu::modem::Final::SendOk);
+    let mut got = vec![0u8; payload.len()];
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut got),
+    )
+    .await
+    .expect("the bytes arrive within 20 s")
+    .expect("read");
+    assert_eq!(got, payload.as_ref());
+}
