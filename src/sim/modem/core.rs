@@ -114,6 +114,8 @@ pub(super) enum Reg {
     Denied {
         cause: u8,
     },
+    /// Radio on but not searching (no SIM).
+    Idle,
 }
 
 /// The simulated module.
@@ -127,6 +129,8 @@ pub struct Modem {
     pub(super) reg: Reg,
     pub(super) attached: bool,
     pub(super) pdp: bool,
+    /// A SIM is inserted.
+    pub(super) sim: bool,
     pub(super) psm: (u8, String, String),
     pub(super) edrx: (u8, String),
     pub(super) signal: Signal,
@@ -161,6 +165,7 @@ impl Modem {
             reg: Reg::RadioOff,
             attached: false,
             pdp: false,
+            sim: true,
             psm: (0, "00100110".into(), "00000011".into()),
             edrx: (0, "0101".into()),
             signal: Signal::default(),
@@ -210,6 +215,7 @@ impl Modem {
             (Power::On, Reg::Registered) => "registered",
             (Power::On, Reg::Lost { .. }) => "deregistered",
             (Power::On, Reg::Denied { .. }) => "denied",
+            (Power::On, Reg::Idle) => "no-sim",
         }
     }
 
@@ -268,7 +274,7 @@ impl Modem {
 
     pub(super) fn stat(&self) -> u8 {
         match self.reg {
-            Reg::RadioOff => 0,
+            Reg::RadioOff | Reg::Idle => 0,
             Reg::Searching { .. } | Reg::Lost { .. } => 2,
             Reg::Registered => 1,
             Reg::Denied { .. } => 3,
@@ -304,10 +310,35 @@ impl Modem {
     }
 
     pub(super) fn start_search(&mut self, now: Instant, after: Duration) {
-        self.reg = Reg::Searching {
-            until: now + after + self.register_delay,
+        self.reg = if self.sim {
+            Reg::Searching {
+                until: now + after + self.register_delay,
+            }
+        } else {
+            Reg::Idle
         };
         self.cereg_urc(now);
+    }
+
+    /// Take the SIM out (registration lost, "+CPIN?" answers CME error 10) or put it back
+    /// (searching again).
+    pub fn set_sim(&mut self, present: bool, now: Instant) {
+        if present == self.sim {
+            return;
+        }
+        self.sim = present;
+        if !self.alive() || self.reg == Reg::RadioOff {
+            return;
+        }
+        if present {
+            self.start_search(now, Duration::ZERO);
+        } else {
+            self.reg = Reg::Idle;
+            self.attached = false;
+            self.cereg_urc(now);
+            self.network_close_all(now);
+            self.pdp = false;
+        }
     }
 
     fn registration_done(&mut self, now: Instant) {
@@ -352,7 +383,7 @@ impl Modem {
 
     /// Registered now (ends a search, a loss or a denial).
     pub fn register_now(&mut self, now: Instant) {
-        if self.alive() && !matches!(self.reg, Reg::Registered | Reg::RadioOff) {
+        if self.alive() && self.sim && !matches!(self.reg, Reg::Registered | Reg::RadioOff) {
             self.registration_done(now);
         }
     }
@@ -382,11 +413,16 @@ impl Modem {
         self.pending = None;
         self.held.clear();
         self.after.clear();
+        let sim = self.sim;
         let text: Vec<u8> = self
             .model
             .boot_text(cause)
             .iter()
-            .flat_map(|l| Self::framed(l))
+            .map(|l| match *l {
+                "+CPIN: READY" if !sim => "+CPIN: NOT INSERTED",
+                other => other,
+            })
+            .flat_map(Self::framed)
             .collect();
         self.write(text, BOOT_DELAY);
         self.last_activity = now + BOOT_DELAY;

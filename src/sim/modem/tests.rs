@@ -740,3 +740,23 @@ fn random_input_never_panics_and_stays_bounded() {
         }
     }
 }
+
+#[test]
+fn without_a_sim_the_module_does_not_search() {
+    let (mut m, t) = registered(Model::Sim7020);
+    ask(&mut m, "AT+CEREG=1", t);
+    m.set_sim(false, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+CEREG: 0\r\n");
+    assert_eq!(ask(&mut m, "AT+CPIN?", t), "\r\n+CME ERROR: 10\r\n");
+    assert_eq!(ask(&mut m, "AT+CIMI", t), "\r\n+CME ERROR: 10\r\n");
+    assert_eq!(ask(&mut m, "AT+CEREG?", t), ok(&["+CEREG: 1,0"]));
+    assert_eq!(m.stats().state, "no-sim");
+    m.power_cycle(t);
+    let boot = serial(&m.take_out());
+    assert!(boot.ends_with("\r\n+CPIN: NOT INSERTED\r\n"), "{boot}");
+    m.tick(t + Duration::from_secs(10));
+    assert_eq!(m.stats().state, "no-sim");
+    m.set_sim(true, t);
+    m.tick(t + Duration::from_secs(10));
+    assert_eq!(m.stats().state, "registered");
+}
