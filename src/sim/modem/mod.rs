@@ -35,3 +35,5 @@ pub use port::{ModemServer, ModemSimConfig};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sockets;
