@@ -1,6 +1,6 @@
 //! Table tests of the modem core: a command line in, the exact reply text out, per model, and
-//! the socket, registration, fault and power behaviour driven through `feed` / `on_net` /
-//! `tick` with a hand-moved clock. No I/O.
+//! the registration, fault and power behaviour driven through `feed` / `on_net` / `tick` with
+//! a hand-moved clock; the helpers shared with `tests_sockets`. No I/O.
 
 use std::time::{Duration, Instant};
 
