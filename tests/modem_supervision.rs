@@ -281,53 +281,77 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
     assert_eq!(steps, ["module_reset", "power_cycle"]);
 }
 
+/// `gasdtu run` with `config` and a status socket in `dir`; `status()` reads `gasdtu status --json`.
+struct Daemon {
+    _proc: Proc,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config_text: &str) -> Daemon {
+        let config = dir.join("gasdtu.toml");
+        std::fs::write(&config, config_text).expect("write the config");
+        let socket = dir.join("gasdtu.sock");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("log file");
+        let proc = Proc::spawn(
+            "gasdtu run",
+            Command::new(gasdtu())
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .arg("--socket")
+                .arg(&socket)
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        Daemon {
+            _proc: proc,
+            socket,
+        }
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(gasdtu())
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Wait until `gasdtu status` shows `model` registered with a signal sample.
+    fn wait_modem_ready(&self, model: &str) -> serde_json::Value {
+        common::wait_for(
+            "gasdtu status to show the modem registered with a signal sample",
+            Duration::from_secs(60),
+            || {
+                self.status().filter(|v| {
+                    let m = &v["modem"];
+                    m["model"] == model
+                        && m["link_up"] == true
+                        && m["signal"]["rsrp_dbm"].is_number()
+                })
+            },
+        )
+    }
+}
+
+fn gateway_toml(dir: &Path, sim: &Sim, mode: &str) -> String {
+    format!(
+        "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"{mode}\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
+        dir.join("state").display(),
+        sim.port.display()
+    )
+}
+
 #[test]
 fn the_daemon_supervises_the_modem_and_status_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bc95", &[]);
-    let config = dir.path().join("gasdtu.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"socket\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
-            dir.path().join("state").display(),
-            sim.port.display()
-        ),
-    )
-    .expect("write the config");
-    let socket = dir.path().join("gasdtu.sock");
-    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-    let _daemon = Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log),
-    );
-    let status = || -> Option<serde_json::Value> {
-        let out = Command::new(gasdtu())
-            .args(["status", "--json", "--socket"])
-            .arg(&socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    };
-    let v = common::wait_for(
-        "gasdtu status to show the modem registered with a signal sample",
-        Duration::from_secs(60),
-        || {
-            status().filter(|v| {
-                let m = &v["modem"];
-                m["model"] == "bc95" && m["link_up"] == true && m["signal"]["rsrp_dbm"].is_number()
-            })
-        },
-    );
+    let daemon = Daemon::start(dir.path(), &gateway_toml(dir.path(), &sim, "socket"));
+    let v = daemon.wait_modem_ready("bc95");
     let m = &v["modem"];
     assert_eq!(m["mode"], "socket", "{m}");
     assert_eq!(m["state"], "registered", "{m}");
@@ -336,6 +360,48 @@ fn the_daemon_supervises_the_modem_and_status_shows_it() {
         "{m}"
     );
     assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_and_signal_appear_in_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pki, mut broker) = common::mutual_tls_broker(dir.path());
+    // The broker comes up only once the modem is registered, so the health message sent
+    // right after the connect carries the registration.
+    broker.stop();
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let text = format!(
+        "{}\n{}",
+        gateway_toml(dir.path(), &sim, "os"),
+        pki.uplink_toml(broker.port)
+    );
+    let daemon = Daemon::start(dir.path(), &text);
+    daemon.wait_modem_ready("bg96");
+    broker.start();
+    let sub = common::Subscriber::start(
+        &pki,
+        broker.port,
+        "gasdtu/modem-gw/health",
+        "t-health",
+        false,
+    );
+    sub.wait_subscribed(1, Duration::from_secs(20)).await;
+    let health = common::wait_until(
+        "a health message with the modem registered",
+        Duration::from_secs(60),
+        || {
+            sub.snapshot().iter().rev().find_map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+                (v["modem"]["registration"] == "home" || v["modem"]["registration"] == "roaming")
+                    .then_some(v)
+            })
+        },
+    )
+    .await;
+    let m = &health["modem"];
+    assert!(m["rsrp"].is_number() && m["sinr"].is_number(), "{m}");
+    assert!(m["cell"].is_string(), "{m}");
+    assert_eq!(m["link_up"], true, "{m}");
 }
 
 /// The engine alone on a simulator port.
