@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{gasdtu, Proc, PtyPair};
-use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch};
-use gasdtu::modem::status::ModemState;
+use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest};
+use gasdtu::modem::status::{ModemState, PsmGranted};
 use gasdtu::modem::{
     AtEngine, AtHandle, EngineOptions, ModemStatus, ModemSupervisor, SupervisorOptions, UrcKind,
 };
@@ -201,8 +201,34 @@ async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
 async fn bc95_no_space_replies_and_echo_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bc95", &[]);
-    let mut r = start(config(&sim.port));
-    let s = ready(&mut r, "bc95").await;
+    let mut cfg = config(&sim.port);
+    cfg.apn = Some("iot.test".into());
+    cfg.psm = Some(PsmRequest {
+        tau: Duration::from_secs(3600),
+        active: Duration::from_secs(30),
+    });
+    cfg.edrx = Some(Duration::from_millis(81_920));
+    let mut r = start(cfg);
+    ready(&mut r, "bc95").await;
+    // The timers the network granted (CEREG level 5), the eDRX cycle set, the network time.
+    let s = wait_status(
+        &mut r.status,
+        "PSM timers granted",
+        Duration::from_secs(10),
+        |s| s.psm.is_some(),
+    )
+    .await;
+    assert_eq!(
+        s.psm,
+        Some(PsmGranted {
+            tau_s: Some(3600),
+            active_s: Some(30)
+        })
+    );
+    assert_eq!(s.edrx_s, Some(81.92));
+    let t = s.network_time.expect("network time from CCLK");
+    assert!(t.offset_ms.abs() < 5_000, "{t:?}");
+    assert!(s.last_error.is_none(), "{:?}", s.last_error);
     let sig = s.signal.expect("signal");
     // From NUESTATS: tenths of dBm, ECL and the decimal cell id.
     assert!(
