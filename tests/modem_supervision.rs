@@ -192,6 +192,12 @@ async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
         .expect("an event")
         .expect("event channel open");
     assert_eq!(ev["event"], "modem_registration", "{ev}");
+    // A payload send answered without the prompt sent nothing, and says so.
+    let e =
+        r.at.call_with_payload("AT", bytes::Bytes::from_static(b"x"))
+            .await
+            .expect_err("no prompt");
+    assert!(matches!(e, gasdtu::modem::AtError::NoPrompt { .. }), "{e}");
     // A CME error is an error, not a hang.
     let e = r.at.call("AT+NOSUCH").await.expect_err("unknown command");
     assert!(!e.unresponsive(), "{e}");

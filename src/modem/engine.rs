@@ -53,6 +53,9 @@ pub enum AtError {
     /// `SEND FAIL` after a prompt send.
     #[error("{cmd}: SEND FAIL")]
     SendFail { cmd: String },
+    /// A payload send was answered with a success but no `"> "` prompt: nothing was sent.
+    #[error("{cmd}: answered without the \"> \" prompt; the payload was not sent")]
+    NoPrompt { cmd: String },
     /// The command is not something to write to a module.
     #[error("{cmd:?}: {why}")]
     Invalid { cmd: String, why: &'static str },
@@ -389,6 +392,14 @@ impl AtEngine {
                     Ok(x) => x,
                     Err(o) => return self.failed(&job.cmd, deadline, o),
                 }
+            }
+            (Some(_), r) if r.is_success() => {
+                return (
+                    Err(AtError::NoPrompt {
+                        cmd: job.cmd.clone(),
+                    }),
+                    None,
+                )
             }
             _ => x,
         };
