@@ -598,3 +598,87 @@ async fn a_prompt_send_carries_raw_bytes_through_the_module() {
     .expect("read");
     assert_eq!(got, payload.as_ref());
 }
+
+fn parse(text: &str) -> gasdtu::config::Config {
+    match gasdtu::config::parse_str(text, "test.toml", Path::new("/")) {
+        Ok(l) => l.config,
+        Err(e) => panic!("config: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_restarts_the_modem_tasks_and_events_reach_the_store() {
+    use gasdtu::gateway::{Gateway, Options};
+    use gasdtu::outbox::{EntryBody, EntryKind, Outbox};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bc95 = start_sim(dir.path(), "bc95", &[]);
+    let sim7020 = start_sim(dir.path(), "sim7020", &[]);
+    let opts = Options {
+        notifier: gasdtu::gateway::systemd::Notifier::disabled(),
+        ..Options::default()
+    };
+    let mut gw = Gateway::start(parse(&gateway_toml(dir.path(), &bc95, "os")), opts)
+        .await
+        .expect("gateway starts");
+    let mut status = gw.modem();
+    let model = |m: &'static str| move |s: &ModemStatus| s.model.as_deref() == Some(m) && s.link_up;
+    wait_status(
+        &mut status,
+        "bc95 up",
+        Duration::from_secs(30),
+        model("bc95"),
+    )
+    .await;
+    // A changed [modem] restarts the engine and the supervisor on the new port.
+    let applied = gw
+        .apply(parse(&gateway_toml(dir.path(), &sim7020, "os")), "file")
+        .await;
+    assert!(matches!(applied, gasdtu::gateway::Applied::Changed { .. }));
+    wait_status(
+        &mut status,
+        "sim7020 up",
+        Duration::from_secs(30),
+        model("sim7020"),
+    )
+    .await;
+    // The registration events went through the runtime's event path into the outbox.
+    let events = common::wait_for(
+        "modem_registration events in the store",
+        Duration::from_secs(10),
+        || {
+            let evs: Vec<serde_json::Value> = gw
+                .store()
+                .pending(10_000, 0)
+                .ok()?
+                .into_iter()
+                .filter(|e| e.kind == EntryKind::Event)
+                .filter_map(|e| match e.body {
+                    EntryBody::Json(v) => Some(v),
+                    EntryBody::Batch(_) => None,
+                })
+                .filter(|v| v["event"] == "modem_registration")
+                .collect();
+            (evs.len() >= 2).then_some(evs)
+        },
+    );
+    assert!(events.iter().all(|e| e["stat"].is_string()), "{events:?}");
+    // Without [modem]: the tasks stop, the port is free, and the link is the OS's.
+    let none = format!(
+        "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
+    );
+    gw.apply(parse(&none), "file").await;
+    assert!(gw.modem().borrow().link_up);
+    let (engine, at) = AtEngine::new(
+        sim7020.port.display().to_string(),
+        115_200,
+        EngineOptions::default(),
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(engine.run(stop.clone()));
+    at.call("AT")
+        .await
+        .expect("the port is free for another owner");
+    stop.cancel();
+    gw.shutdown().await;
+}
