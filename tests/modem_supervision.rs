@@ -84,7 +84,7 @@ fn start(cfg: ModemConfig) -> Running {
         cfg.baud,
         EngineOptions {
             wake_after: Duration::from_secs(20),
-            timeout_scale: 0.3,
+            timeout_scale: 0.5,
         },
     );
     let (tx, status) = watch::channel(ModemStatus::default());
@@ -444,7 +444,7 @@ fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToke
         115_200,
         EngineOptions {
             wake_after,
-            timeout_scale: 0.3,
+            timeout_scale: 0.5,
         },
     );
     tokio::spawn(engine.run(stop.clone()));

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::at::{Urc, UrcKind};
+use super::at::{Exchange, Urc, UrcKind};
 use super::engine::{AtError, AtHandle};
 use super::ladder::{Input, Ladder, Policy};
 use super::profile::{self, Profile};
@@ -412,7 +412,21 @@ impl ModemSupervisor {
     }
 
     async fn detect(&self) -> Result<(&'static Profile, String), AtError> {
-        let ati = self.at.call("ATI").await?;
+        let ati = match self.at.call("ATI").await {
+            Ok(x) => x,
+            Err(e) if e.unresponsive() => return Err(e),
+            Err(e) => {
+                // Some modules refuse ATI; CGMM and the configured model still tell.
+                self.note_error(&e);
+                Exchange {
+                    command: "ATI".into(),
+                    lines: Vec::new(),
+                    data: None,
+                    result: super::at::Final::Error,
+                    truncated: false,
+                }
+            }
+        };
         let first = ati.lines.first().cloned().unwrap_or_default();
         let text = ati.lines.join(" ");
         if let Some(p) = self.cfg.model.as_deref().and_then(profile::by_id) {
