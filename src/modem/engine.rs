@@ -350,7 +350,7 @@ impl AtEngine {
                 .await
             {
                 Ok(_) => {}
-                Err(Outcome::Stop(s)) => return (Err(AtError::Closed), Some(s)),
+                Err(o @ Outcome::Stop(_)) => return self.failed("AT", Duration::ZERO, o),
                 Err(Outcome::Partial(p)) => debug!(
                     blank = p.blank_only,
                     silent = p.silent,

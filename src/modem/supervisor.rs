@@ -158,12 +158,15 @@ impl ModemSupervisor {
         let mut urcs = self.at.urcs();
         let mut opens = self.at.port_opens();
         let mut need_init = true;
+        // Polls happen on their period (or when the signal is due), not on every URC.
+        let mut next_poll = Instant::now();
         loop {
             if need_init {
                 match self.init(&shutdown).await {
                     Ok(()) => {
                         need_init = false;
                         self.unanswered = 0;
+                        next_poll = Instant::now() + self.poll_period();
                     }
                     Err(Trouble::Shutdown) => return,
                     Err(Trouble::At(e)) => {
@@ -177,8 +180,7 @@ impl ModemSupervisor {
                         self.set(|s| s.last_error = Some(text));
                     }
                 }
-            }
-            if !need_init {
+            } else if Instant::now() >= next_poll.min(self.next_signal) {
                 match self.poll().await {
                     Ok(()) => self.unanswered = 0,
                     Err(e) => {
@@ -188,10 +190,18 @@ impl ModemSupervisor {
                         }
                     }
                 }
+                next_poll = Instant::now() + self.poll_period();
             }
-            if self.unanswered >= UNRESPONSIVE_AFTER {
+            let input = if self.unanswered >= UNRESPONSIVE_AFTER {
                 self.set(|s| s.state = ModemState::Unresponsive);
-                match self.climb(Input::Unresponsive, &mut urcs, &shutdown).await {
+                Some(Input::Unresponsive)
+            } else if !need_init {
+                self.bound_passed()
+            } else {
+                None
+            };
+            if let Some(input) = input {
+                match self.climb(input, &mut urcs, &shutdown).await {
                     Err(Stopped) => return,
                     Ok(true) => {
                         need_init = true;
@@ -199,28 +209,12 @@ impl ModemSupervisor {
                     }
                     Ok(false) => {}
                 }
-            } else if !need_init {
-                if let Some(input) = self.bound_passed() {
-                    match self.climb(input, &mut urcs, &shutdown).await {
-                        Err(Stopped) => return,
-                        Ok(true) => {
-                            need_init = true;
-                            continue;
-                        }
-                        Ok(false) => {}
-                    }
-                }
             }
-            let up = self.status.borrow().link_up;
-            let wait = if up {
-                self.opts.poll_every
+            let wake = if need_init {
+                Instant::now() + self.opts.poll_fast
             } else {
-                self.opts.poll_fast
+                next_poll.min(self.next_signal).max(Instant::now())
             };
-            let mut wake = Instant::now() + wait;
-            if !need_init {
-                wake = wake.min(self.next_signal.max(Instant::now()));
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(wake) => {}
@@ -241,6 +235,15 @@ impl ModemSupervisor {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
+        }
+    }
+
+    /// Slow while the link is up, fast while it is not.
+    fn poll_period(&self) -> Duration {
+        if self.status.borrow().link_up {
+            self.opts.poll_every
+        } else {
+            self.opts.poll_fast
         }
     }
 
