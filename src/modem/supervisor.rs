@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::at::{Exchange, Urc, UrcKind};
 use super::engine::{AtError, AtHandle};
-use super::ladder::{Input, Ladder, Policy};
+use super::ladder::{permanent_reject, Input, Ladder, Policy};
 use super::profile::{self, Profile};
 use super::reply::{self, RegStatus, Registration};
 use super::signal::Signal;
@@ -562,7 +562,11 @@ impl ModemSupervisor {
         }
         let s = self.status.borrow();
         let registered = self.last_stat.is_some_and(RegStatus::registered);
-        if !registered {
+        let reject = s.registration.as_ref().and_then(|r| r.reject_cause);
+        if self.last_stat == Some(RegStatus::Denied) && reject.is_some_and(permanent_reject) {
+            // No reset brings back a SIM the network refuses: the status says why.
+            None
+        } else if !registered {
             Some(Input::RegistrationLost)
         } else if s.attached == Some(false) {
             Some(Input::AttachFailed)
