@@ -4,7 +4,8 @@
 //! a socket round trip through the module to a local TCP echo server (bytes intact, the
 //! model's data URC formats, the peer's close URC, and pacing: a 2 KB transfer takes at least
 //! its downlink serialization time plus the RTT — a lower bound only), hang and power cycle
-//! through the control socket, and the sleep quirk (a bare CRLF).
+//! through the control socket, the sleep quirk (a bare CRLF), URCs inside replies, network-closed
+//! sockets, runtime faults, and the serial line vanishing and coming back.
 
 mod common;
 
@@ -79,6 +80,24 @@ impl Term {
         String::from_utf8_lossy(&self.until_any(&[needle.as_bytes()])).into_owned()
     }
 
+    /// Whether `needle` arrives within `within` (consumed up to it if so).
+    fn arrives(&mut self, needle: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        loop {
+            {
+                let b = self.buf.lock().unwrap();
+                if let Some(i) = find(&b[self.pos..], needle.as_bytes()) {
+                    self.pos += i + needle.len();
+                    return true;
+                }
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Exactly `n` more bytes.
     fn take(&mut self, n: usize) -> Vec<u8> {
         let pos = self.pos;
@@ -116,7 +135,7 @@ struct Sim {
     term: Term,
     control: PathBuf,
     _proc: Proc,
-    _pty: PtyPair,
+    pty: Option<PtyPair>,
     _dir: tempfile::TempDir,
 }
 
@@ -143,7 +162,7 @@ fn start(model: &str, extra: &[&str]) -> Sim {
         term,
         control,
         _proc: proc,
-        _pty: pty,
+        pty: Some(pty),
         _dir: dir,
     }
 }
@@ -525,4 +544,37 @@ fn urcs_inside_replies_and_network_closed_sockets() {
     assert_eq!(s.control("fault clear").trim(), "ok");
     assert_eq!(s.control("fault cme:159").trim(), "ok");
     assert_eq!(s.term.cmd("AT+CSQ"), "\r\n+CME ERROR:159\r\n");
+}
+
+#[test]
+fn survives_its_serial_line_vanishing() {
+    let mut s = start("bg96", &[]);
+    s.term.until(boot_end("bg96"));
+    assert_eq!(s.term.cmd("ATE0"), "ATE0\r\r\nOK\r\n");
+    s.wait_registered("+CEREG: 0,1\r\n");
+    let pty = s.pty.take().expect("the pty pair");
+    let (a, b) = (pty.a.clone(), pty.b.clone());
+    pty.unplug();
+    // The module lives on without its line: the control socket still answers.
+    assert_eq!(s.control("signal -100 3 1").trim(), "ok");
+    let st = s.stats();
+    assert_eq!(st["power_cycles"], 0);
+    // The line comes back at the same path: the simulator reopens it, state kept (echo off).
+    s.pty = Some(PtyPair::at(a, b.clone()));
+    s.term = Term::open(&b);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        s.term.send(b"AT\r");
+        if s.term.arrives("\r\nOK\r\n", Duration::from_millis(500)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the simulator did not reopen its line"
+        );
+    }
+    assert_eq!(
+        s.term.cmd("AT+QCSQ"),
+        "\r\n+QCSQ: \"NBIoT\",-88,-100,115,-11\r\n\r\nOK\r\n"
+    );
 }

@@ -65,8 +65,8 @@ Modem faults (--modem-fault, repeatable): KIND[=PROBABILITY][:ARG], probability 
   hang                  nothing at all (no echo, no reply) until a power cycle
 Control socket (--modem-control PATH), one line per connection, one reply line:
   hang | power-cycle | reboot | deregister SECS | close-sockets |
-  signal RSRP_DBM SINR_DB ECL | deny EMM_CAUSE | register | fault SPEC | fault clear |
-  stats (one JSON line)
+  signal RSRP_DBM SINR_DB ECL | deny EMM_CAUSE | register | sim present|absent |
+  fault SPEC | fault clear | stats (one JSON line)
   e.g. echo power-cycle | socat - UNIX-CONNECT:/tmp/modem.ctl")]
 pub struct SimulateArgs {
     // Boxed: the options are large and live in the binary's subcommand enum.
@@ -149,7 +149,8 @@ pub struct SimulateOptions {
           value_parser = clap::value_parser!(u32).range(100..=100_000_000))]
     modem_down_bps: u32,
     /// Simulated round-trip time, 0.5s..2s.
-    #[arg(long, value_name = "DURATION", default_value = "1.5s", requires = "modem", value_parser = parse_rtt)]
+    #[arg(long, value_name = "DURATION", default_value = "1.5s", requires = "modem",
+          value_parser = parse_rtt)]
     modem_rtt: Duration,
     /// From power-on (or AT+CFUN=1) to registered.
     #[arg(long, value_name = "DUR", default_value = "2s", requires = "modem",

@@ -72,6 +72,7 @@ impl Modem {
                 1 => info("+CGSN", IMEI),
                 _ => Reply::bad(),
             },
+            ("+CIMI", Op::Exec) | ("+CPIN", Op::Read) if !self.sim => Reply::fin(Final::Cme(10)),
             ("+CIMI", Op::Exec) => Reply::lines([IMSI]),
             ("+CPIN", Op::Read) => info("+CPIN", "READY"),
             ("+CFUN", Op::Read) => {

@@ -2,7 +2,7 @@
 //! command line per connection, one reply line back, then the connection is closed. Commands:
 //! `hang`, `power-cycle`, `reboot`, `deregister <secs>`, `close-sockets`,
 //! `signal <rsrp dBm> <sinr dB> <ecl>`, `deny <EMM cause>` (registration refused, stat 3),
-//! `register` (registered at once), `fault <SPEC>` (add a `--modem-fault` rule),
+//! `register` (registered at once), `sim present|absent`, `fault <SPEC>` (add a `--modem-fault` rule),
 //! `fault clear`, `stats` (one JSON line). `ControlCmd::parse` and
 //! `apply` are pure; `ControlServer` is the I/O edge that hands each command to the runner.
 
@@ -37,6 +37,7 @@ pub enum ControlCmd {
     Signal { rsrp: i32, sinr: i32, ecl: u8 },
     Deny(u8),
     Register,
+    Sim(bool),
     AddFault(ModemFault),
     ClearFaults,
     Stats,
@@ -59,6 +60,11 @@ impl ControlCmd {
             Some("close-sockets") => ControlCmd::CloseSockets,
             Some("stats") => ControlCmd::Stats,
             Some("register") => ControlCmd::Register,
+            Some("sim") => match words.get(1).copied() {
+                Some("present") => ControlCmd::Sim(true),
+                Some("absent") => ControlCmd::Sim(false),
+                _ => return Err("sim: give `present` or `absent`".into()),
+            },
             Some("deny") => {
                 let c = num(1, "the reject cause")?;
                 if !(0.0..=255.0).contains(&c) || c.fract() != 0.0 {
@@ -98,7 +104,7 @@ impl ControlCmd {
             }
             _ => {
                 return Err(format!(
-                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL, deny CAUSE, register, fault SPEC, fault clear or stats)",
+                    "unknown command `{}` (expected hang, power-cycle, reboot, deregister SECS, close-sockets, signal RSRP SINR ECL, deny CAUSE, register, sim present|absent, fault SPEC, fault clear or stats)",
                     line.trim()
                 ))
             }
@@ -114,7 +120,10 @@ fn expected_words(c: &ControlCmd) -> usize {
     match c {
         ControlCmd::Deregister(_) => 2,
         ControlCmd::Signal { .. } => 4,
-        ControlCmd::AddFault(_) | ControlCmd::ClearFaults | ControlCmd::Deny(_) => 2,
+        ControlCmd::AddFault(_)
+        | ControlCmd::ClearFaults
+        | ControlCmd::Deny(_)
+        | ControlCmd::Sim(_) => 2,
         _ => 1,
     }
 }
@@ -131,6 +140,7 @@ pub fn apply(modem: &mut Modem, cmd: ControlCmd, now: Instant) -> String {
         ControlCmd::AddFault(rule) => modem.add_fault(rule, now),
         ControlCmd::Deny(cause) => modem.deny(cause, now),
         ControlCmd::Register => modem.register_now(now),
+        ControlCmd::Sim(present) => modem.set_sim(present, now),
         ControlCmd::ClearFaults => modem.clear_faults(),
         ControlCmd::Stats => {
             return serde_json::to_string(&modem.stats()).unwrap_or_else(|e| format!("error: {e}"))
@@ -240,6 +250,8 @@ mod tests {
             ("fault clear", ControlCmd::ClearFaults),
             ("deny 15", ControlCmd::Deny(15)),
             ("register", ControlCmd::Register),
+            ("sim absent", ControlCmd::Sim(false)),
+            ("sim present", ControlCmd::Sim(true)),
             (
                 "fault cme=0.5:4",
                 ControlCmd::AddFault(ModemFault::parse("cme=0.5:4").unwrap()),
@@ -278,6 +290,8 @@ mod tests {
             "deny",
             "deny 256",
             "register now",
+            "sim",
+            "sim maybe",
         ] {
             assert!(ControlCmd::parse(bad).is_err(), "{bad} accepted");
         }

@@ -1,11 +1,11 @@
 //! The simulated module's state machine: bytes from the serial line in, bytes to the line and
 //! socket requests out, time passed in by the caller. It owns line assembly (bounded), echo,
-//! the final-result framing, the registration machine (searching -> registered after a delay,
-//! loss and recovery), power (on, hung, powered down), reboots with boot text, deferred final
-//! results (AT+CGATT=1 while searching, AT+NSOCO until the TCP connection answers), the fault
-//! dice, the sleep quirk and the counters behind `stats`. Pure: no I/O, no clock reads; the
-//! runner (`port`) performs the `Out` requests and feeds back `NetEvent`s. Command handlers
-//! live in `commands` (generic and signal) and `sockets` (per-model socket commands).
+//! the final-result framing, power (on, hung, powered down), reboots with boot text, deferred
+//! final results (AT+CGATT=1 while searching, AT+NSOCO until the TCP connection answers), the
+//! fault dice, the sleep quirk, timers and the counters behind `stats`. Pure: no I/O, no clock
+//! reads; the runner (`port`) performs the `Out` requests and feeds back `NetEvent`s. The
+//! registration machine lives in `registration`, the command handlers in `commands` (generic
+//! and signal) and `sockets` (per-model socket commands).
 
 use std::time::{Duration, Instant};
 
@@ -114,12 +114,14 @@ pub(super) enum Reg {
     Denied {
         cause: u8,
     },
+    /// Radio on but not searching (no SIM).
+    Idle,
 }
 
 /// The simulated module.
 pub struct Modem {
     pub(super) model: Model,
-    register_delay: Duration,
+    pub(super) register_delay: Duration,
     pub(super) faults: ModemFaults,
     pub(super) power: Power,
     pub(super) echo: bool,
@@ -127,6 +129,8 @@ pub struct Modem {
     pub(super) reg: Reg,
     pub(super) attached: bool,
     pub(super) pdp: bool,
+    /// A SIM is inserted.
+    pub(super) sim: bool,
     pub(super) psm: (u8, String, String),
     pub(super) edrx: (u8, String),
     pub(super) signal: Signal,
@@ -135,7 +139,7 @@ pub struct Modem {
     line: Vec<u8>,
     overflow: bool,
     pub(super) raw: Option<RawInput>,
-    pending: Option<(Pending, Instant)>,
+    pub(super) pending: Option<(Pending, Instant)>,
     held: Vec<u8>,
     last_activity: Instant,
     next_urc: Option<Instant>,
@@ -161,6 +165,7 @@ impl Modem {
             reg: Reg::RadioOff,
             attached: false,
             pdp: false,
+            sim: true,
             psm: (0, "00100110".into(), "00000011".into()),
             edrx: (0, "0101".into()),
             signal: Signal::default(),
@@ -210,6 +215,7 @@ impl Modem {
             (Power::On, Reg::Registered) => "registered",
             (Power::On, Reg::Lost { .. }) => "deregistered",
             (Power::On, Reg::Denied { .. }) => "denied",
+            (Power::On, Reg::Idle) => "no-sim",
         }
     }
 
@@ -260,112 +266,6 @@ impl Modem {
         }
     }
 
-    // ----- registration -----------------------------------------------------------------
-
-    pub(super) fn registered(&self) -> bool {
-        self.alive() && self.reg == Reg::Registered
-    }
-
-    pub(super) fn stat(&self) -> u8 {
-        match self.reg {
-            Reg::RadioOff => 0,
-            Reg::Searching { .. } | Reg::Lost { .. } => 2,
-            Reg::Registered => 1,
-            Reg::Denied { .. } => 3,
-        }
-    }
-
-    /// `<stat>[,"<tac>","<ci>",9[,<cause_type>,<reject_cause>][,,,"<active>","<tau>"]]` for
-    /// URC level `n`: the location when registered or denied, the cause (type 0, EMM) when
-    /// denied and n >= 3, the PSM timers when registered and n >= 4.
-    pub(super) fn cereg_body(&self, n: u8) -> String {
-        let mut s = self.stat().to_string();
-        if n < 2 || !matches!(self.reg, Reg::Registered | Reg::Denied { .. }) {
-            return s;
-        }
-        s += &format!(
-            ",\"{:04X}\",\"{:08X}\",9",
-            self.signal.tac, self.signal.cell_id
-        );
-        match self.reg {
-            Reg::Denied { cause } if n >= 3 => s += &format!(",0,{cause}"),
-            Reg::Registered if n >= 4 => s += &format!(",,,\"{}\",\"{}\"", self.psm.2, self.psm.1),
-            _ => {}
-        }
-        s
-    }
-
-    fn cereg_urc(&mut self, now: Instant) {
-        if self.cereg_n >= 1 {
-            let body = self.cereg_body(self.cereg_n);
-            let line = self.model.info("+CEREG", &body);
-            self.urc(&line, now);
-        }
-    }
-
-    pub(super) fn start_search(&mut self, now: Instant, after: Duration) {
-        self.reg = Reg::Searching {
-            until: now + after + self.register_delay,
-        };
-        self.cereg_urc(now);
-    }
-
-    fn registration_done(&mut self, now: Instant) {
-        self.reg = Reg::Registered;
-        self.attached = true;
-        self.cereg_urc(now);
-        if let Some((Pending::Attach { pdp }, _)) = self.pending {
-            if pdp {
-                self.pdp = true;
-            }
-            self.resolve(Final::Ok, now);
-        }
-    }
-
-    /// Registration lost for `d`: "+CEREG: 2", PDP context and sockets gone.
-    pub fn lose_registration(&mut self, d: Duration, now: Instant) {
-        if !self.alive() {
-            return;
-        }
-        self.reg = Reg::Lost { until: now + d };
-        self.attached = false;
-        self.cereg_urc(now);
-        self.network_close_all(now);
-        if self.pdp && self.model == Model::Bg96 {
-            self.urc("+QIURC: \"pdpdeact\",1", now);
-        }
-        self.pdp = false;
-    }
-
-    /// The network refuses registration with EMM `cause` until `register_now`, a radio off/on
-    /// or a power cycle: "+CEREG: 3", PDP context and sockets gone.
-    pub fn deny(&mut self, cause: u8, now: Instant) {
-        if !self.alive() {
-            return;
-        }
-        self.reg = Reg::Denied { cause };
-        self.attached = false;
-        self.cereg_urc(now);
-        self.network_close_all(now);
-        self.pdp = false;
-    }
-
-    /// Registered now (ends a search, a loss or a denial).
-    pub fn register_now(&mut self, now: Instant) {
-        if self.alive() && !matches!(self.reg, Reg::Registered | Reg::RadioOff) {
-            self.registration_done(now);
-        }
-    }
-
-    /// Radio off (AT+CFUN=0).
-    pub(super) fn radio_off(&mut self, now: Instant) {
-        self.reg = Reg::RadioOff;
-        self.attached = false;
-        self.pdp = false;
-        self.cereg_urc(now);
-        self.network_close_all(now);
-    }
-
     // ----- power --------------------------------------------------------------------------
 
     /// Power applied or reset: state back to defaults, boot text, registration again.
@@ -382,11 +282,16 @@ impl Modem {
         self.pending = None;
         self.held.clear();
         self.after.clear();
+        let sim = self.sim;
         let text: Vec<u8> = self
             .model
             .boot_text(cause)
             .iter()
-            .flat_map(|l| Self::framed(l))
+            .map(|l| match *l {
+                "+CPIN: READY" if !sim => "+CPIN: NOT INSERTED",
+                other => other,
+            })
+            .flat_map(Self::framed)
             .collect();
         self.write(text, BOOT_DELAY);
         self.last_activity = now + BOOT_DELAY;

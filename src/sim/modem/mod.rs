@@ -7,10 +7,11 @@
 //!
 //! Layout: `at` (pure command-line parser), `model` (per-model texts and limits), `signal`
 //! (radio figures and their per-model reports), `fault` (fault spelling and dice), `core`
-//! (the pure module state machine), `reply` (what a handler answers), `commands` and
-//! `sockets` (its command handlers), `link` (pacing, and the paced TCP socket task),
-//! `control` (control commands and their socket), `port` (the runner that owns the serial
-//! line). Used by `gasdtu simulate` and tests only, never by the daemon.
+//! (the pure module state machine), `registration` (its network registration), `reply`
+//! (what a handler answers), `commands` and `sockets` (its command handlers), `link`
+//! (pacing, and the paced TCP socket task), `control` (control commands and their socket),
+//! `port` (the runner that owns the serial line). Used by `gasdtu simulate` and tests only,
+//! never by the daemon.
 
 pub mod at;
 pub mod commands;
@@ -20,6 +21,7 @@ pub mod fault;
 pub mod link;
 pub mod model;
 pub mod port;
+pub mod registration;
 pub mod reply;
 pub mod signal;
 pub mod sockets;
@@ -33,3 +35,5 @@ pub use port::{ModemServer, ModemSimConfig};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sockets;
