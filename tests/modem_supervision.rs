@@ -682,3 +682,47 @@ async fn apply_restarts_the_modem_tasks_and_events_reach_the_store() {
     stop.cancel();
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_denial_does_not_climb_and_a_temporary_one_cycles_the_radio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    ready(&mut r, "sim7020").await;
+    // EMM cause 7 (EPS services not allowed): no reset can cure it.
+    assert_eq!(control(&sim.ctl, "deny 7"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "denied, cause 7",
+        Duration::from_secs(10),
+        |s| {
+            s.state == ModemState::Denied
+                && s.registration.as_ref().and_then(|g| g.reject_cause) == Some(7)
+        },
+    )
+    .await;
+    assert!(!s.link_up);
+    // Absence of a step can only be seen after the bound passed: twice register_within.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = r.status.borrow().clone();
+    assert!(s.ladder.last.is_none(), "{:?}", s.ladder);
+    assert_eq!(s.ladder.resets_today, 0);
+    // Cause 15 (no suitable cells in the tracking area) is worth a radio cycle.
+    assert_eq!(control(&sim.ctl, "deny 15"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a radio cycle for the temporary denial, then registered",
+        Duration::from_secs(30),
+        |s| {
+            s.link_up
+                && s.ladder.last.as_ref().is_some_and(|l| {
+                    l.step == gasdtu::modem::ladder::Step::RadioCycle
+                        && l.reason == "registration_lost"
+                })
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.resets_today, 1, "{:?}", s.ladder);
+}

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::at::{AtParser, Event, Exchange, Final, Partial, Request, Urc};
-use super::timeouts::{timeout_for, SLEEP_RETRY};
+use super::timeouts::{safe_to_retry, timeout_for, SLEEP_RETRY};
 
 /// Requests waiting for the port (callers wait for a slot beyond this).
 pub const QUEUE: usize = 32;
@@ -79,30 +79,6 @@ impl AtError {
             AtError::Timeout { .. } | AtError::Silent { .. } | AtError::Port { .. }
         )
     }
-}
-
-/// Whether a command may be retried blindly after the after-sleep bare CRLF: it only reads.
-pub fn is_safe(cmd: &str) -> bool {
-    let c = cmd.trim().to_ascii_uppercase();
-    const READS: &[&str] = &[
-        "AT",
-        "ATE0",
-        "ATE1",
-        "ATI",
-        "AT+CGMM",
-        "AT+CGMR",
-        "AT+CGSN",
-        "AT+CGSN=1",
-        "AT+CIMI",
-        "AT+CSQ",
-        "AT+CESQ",
-        "AT+NUESTATS",
-        "AT+QCSQ",
-        "AT+CGPADDR",
-        "AT+CMEE=1",
-        "AT+QENG=\"SERVINGCELL\"",
-    ];
-    c.ends_with('?') || READS.contains(&c.as_str()) || c.starts_with("AT+CEREG=")
 }
 
 struct Job {
@@ -368,7 +344,7 @@ impl AtEngine {
             .exchange(stream, request.clone(), Some(deadline), shutdown)
             .await;
         if let Err(Outcome::Partial(p)) = &first {
-            if p.blank_only && is_safe(&job.cmd) {
+            if p.blank_only && safe_to_retry(&job.cmd) {
                 debug!(cmd = %job.cmd, "bare CRLF only (module slept): retrying once");
                 first = self
                     .exchange(stream, request, Some(deadline), shutdown)
@@ -547,33 +523,6 @@ fn result_of(cmd: &str, x: Exchange) -> Result<Exchange, AtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn safe_commands() {
-        for c in [
-            "AT",
-            "ATI",
-            "ate0",
-            "AT+CEREG?",
-            "AT+CGATT?",
-            "AT+CSQ",
-            "AT+NUESTATS",
-            "AT+QENG=\"servingcell\"",
-            "AT+CEREG=5",
-        ] {
-            assert!(is_safe(c), "{c}");
-        }
-        for c in [
-            "AT+NRB",
-            "AT+CFUN=1,1",
-            "AT+CGATT=1",
-            "AT+QISEND=0,5",
-            "AT+NSOSD=0,1,41",
-            "AT+CRESET",
-        ] {
-            assert!(!is_safe(c), "{c}");
-        }
-    }
 
     #[test]
     fn results_map_to_errors() {

@@ -27,7 +27,7 @@ use super::status::{
     timer_secs, ModemState, ModemStatus, NetworkTime, PsmGranted, RegistrationStatus, SignalReport,
 };
 use super::timeouts;
-use super::timers::{encode_edrx, encode_t3324, encode_t3412, Timer};
+use super::timers::{cedrxs_command, cpsms_command, Timer};
 use crate::config::{ModemConfig, ModemMode};
 
 /// Consecutive unanswered commands before the ladder is asked.
@@ -271,10 +271,8 @@ impl ModemSupervisor {
             Some(UrcKind::Boot) => {
                 info!(line = %u.line, "modem rebooted");
                 // Let the rest of the boot text pass before talking to it.
-                if let Some(marker) = self.profile.boot_marker {
-                    if !u.line.starts_with(marker) {
-                        let _ = self.wait_boot(urcs, shutdown).await;
-                    }
+                if self.profile.boot_marker.is_some() && !self.profile.boot_complete(&u.line) {
+                    let _ = self.wait_boot(urcs, shutdown).await;
                 }
                 true
             }
@@ -379,16 +377,17 @@ impl ModemSupervisor {
             self.soft(&format!("AT+CGDCONT=1,\"IP\",\"{apn}\"")).await;
         }
         if let Some(psm) = self.cfg.psm {
-            let tau = encode_t3412(Timer::Seconds(psm.tau.as_secs()));
-            let act = encode_t3324(Timer::Seconds(psm.active.as_secs()));
-            if let (Ok(tau), Ok(act)) = (tau, act) {
-                self.soft(&format!("AT+CPSMS=1,,,\"{tau}\",\"{act}\""))
-                    .await;
+            let request = (
+                Timer::Seconds(psm.tau.as_secs()),
+                Timer::Seconds(psm.active.as_secs()),
+            );
+            if let Ok(cmd) = cpsms_command(Some(request)) {
+                self.soft(&cmd).await;
             }
         }
         if let Some(edrx) = self.cfg.edrx {
-            if let Ok(bits) = encode_edrx(edrx.as_millis() as u64) {
-                if self.soft(&format!("AT+CEDRXS=1,5,\"{bits}\"")).await {
+            if let Ok(cmd) = cedrxs_command(Some(edrx.as_millis() as u64)) {
+                if self.soft(&cmd).await {
                     if let Ok(x) = self.at.call("AT+CEDRXS?").await {
                         let ms = reply::find_line("CEDRXS", "+CEDRXS:", &x.lines)
                             .ok()

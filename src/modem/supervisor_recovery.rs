@@ -177,7 +177,7 @@ impl ModemSupervisor {
                     }));
                 }
                 u = urcs.recv() => match u {
-                    Ok(u) if u.line.starts_with(marker) => return Ok(()),
+                    Ok(u) if self.profile.boot_complete(&u.line) => return Ok(()),
                     Ok(u) => {
                         if u.kind == Some(UrcKind::Cereg) {
                             if let Ok(r) = reply::cereg_urc(&u.line) { self.registration(&r) }
