@@ -726,3 +726,35 @@ async fn a_permanent_denial_does_not_climb_and_a_temporary_one_cycles_the_radio(
     .await;
     assert_eq!(s.ladder.resets_today, 1, "{:?}", s.ladder);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_sim_shows_and_does_not_climb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    let s = ready(&mut r, "bc95").await;
+    assert_eq!(s.sim.as_deref(), Some("ready"));
+    assert_eq!(control(&sim.ctl, "sim absent"), "ok");
+    wait_status(&mut r.status, "SIM absent", Duration::from_secs(10), |s| {
+        s.sim.as_deref() == Some("absent") && !s.link_up
+    })
+    .await;
+    // Absence of a step can only be seen after the bound passed: twice register_within.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = r.status.borrow().clone();
+    assert!(s.ladder.last.is_none(), "{:?}", s.ladder);
+    assert_eq!(
+        gasdtu::modem::status::status_phrase(&s),
+        "modem: SIM absent"
+    );
+    assert_eq!(control(&sim.ctl, "sim present"), "ok");
+    wait_status(
+        &mut r.status,
+        "SIM back, registered",
+        Duration::from_secs(20),
+        |s| s.sim.as_deref() == Some("ready") && s.link_up,
+    )
+    .await;
+}

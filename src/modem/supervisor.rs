@@ -368,6 +368,7 @@ impl ModemSupervisor {
             s.model_text = Some(text);
         });
         let _ = self.soft("AT+CMEE=1").await;
+        self.read_sim().await?;
         for n in (2..=5).rev() {
             if self.soft(&format!("AT+CEREG={n}")).await {
                 break;
@@ -399,6 +400,29 @@ impl ModemSupervisor {
         }
         self.next_signal = Instant::now();
         self.poll().await?;
+        Ok(())
+    }
+
+    /// The SIM state (`AT+CPIN?`): ready, absent (CME error 10), or locked.
+    async fn read_sim(&mut self) -> Result<(), AtError> {
+        let sim = match self.at.call("AT+CPIN?").await {
+            Ok(x) => match reply::find_line("CPIN", "+CPIN:", &x.lines).map(reply::cpin) {
+                Ok(Ok(reply::SimState::Ready)) => "ready".to_string(),
+                Ok(Ok(reply::SimState::Locked(what))) => what,
+                _ => return Ok(()),
+            },
+            Err(AtError::Cme { code: 10, .. }) => "absent".to_string(),
+            Err(e) if e.unresponsive() => return Err(e),
+            Err(e) => {
+                self.note_error(&e);
+                return Ok(());
+            }
+        };
+        let changed = self.status.borrow().sim.as_deref() != Some(sim.as_str());
+        if changed {
+            info!(sim = %sim, "modem SIM");
+            self.set(|s| s.sim = Some(sim));
+        }
         Ok(())
     }
 
@@ -458,6 +482,10 @@ impl ModemSupervisor {
             }
         }
         let registered = self.last_stat.is_some_and(RegStatus::registered);
+        if !registered {
+            // A SIM taken out or put back shows while the module is not registered.
+            self.read_sim().await?;
+        }
         let attached = match self.at.call("AT+CGATT?").await {
             Ok(x) => reply::find_line("CGATT", "+CGATT:", &x.lines)
                 .ok()
@@ -562,8 +590,12 @@ impl ModemSupervisor {
         let s = self.status.borrow();
         let registered = self.last_stat.is_some_and(RegStatus::registered);
         let reject = s.registration.as_ref().and_then(|r| r.reject_cause);
+        let sim_missing = s.sim.as_deref().is_some_and(|x| x != "ready");
         if self.last_stat == Some(RegStatus::Denied) && reject.is_some_and(permanent_reject) {
             // No reset brings back a SIM the network refuses: the status says why.
+            None
+        } else if sim_missing && !registered {
+            // Nor one that is absent or locked.
             None
         } else if !registered {
             Some(Input::RegistrationLost)
