@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{gasdtu, Proc, PtyPair};
-use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch};
-use gasdtu::modem::status::ModemState;
+use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest};
+use gasdtu::modem::status::{ModemState, PsmGranted};
 use gasdtu::modem::{
     AtEngine, AtHandle, EngineOptions, ModemStatus, ModemSupervisor, SupervisorOptions, UrcKind,
 };
@@ -84,7 +84,7 @@ fn start(cfg: ModemConfig) -> Running {
         cfg.baud,
         EngineOptions {
             wake_after: Duration::from_secs(20),
-            timeout_scale: 0.3,
+            timeout_scale: 0.5,
         },
     );
     let (tx, status) = watch::channel(ModemStatus::default());
@@ -192,6 +192,12 @@ async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
         .expect("an event")
         .expect("event channel open");
     assert_eq!(ev["event"], "modem_registration", "{ev}");
+    // A payload send answered without the prompt sent nothing, and says so.
+    let e =
+        r.at.call_with_payload("AT", bytes::Bytes::from_static(b"x"))
+            .await
+            .expect_err("no prompt");
+    assert!(matches!(e, gasdtu::modem::AtError::NoPrompt { .. }), "{e}");
     // A CME error is an error, not a hang.
     let e = r.at.call("AT+NOSUCH").await.expect_err("unknown command");
     assert!(!e.unresponsive(), "{e}");
@@ -201,8 +207,34 @@ async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
 async fn bc95_no_space_replies_and_echo_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bc95", &[]);
-    let mut r = start(config(&sim.port));
-    let s = ready(&mut r, "bc95").await;
+    let mut cfg = config(&sim.port);
+    cfg.apn = Some("iot.test".into());
+    cfg.psm = Some(PsmRequest {
+        tau: Duration::from_secs(3600),
+        active: Duration::from_secs(30),
+    });
+    cfg.edrx = Some(Duration::from_millis(81_920));
+    let mut r = start(cfg);
+    ready(&mut r, "bc95").await;
+    // The timers the network granted (CEREG level 5), the eDRX cycle set, the network time.
+    let s = wait_status(
+        &mut r.status,
+        "PSM timers granted",
+        Duration::from_secs(10),
+        |s| s.psm.is_some(),
+    )
+    .await;
+    assert_eq!(
+        s.psm,
+        Some(PsmGranted {
+            tau_s: Some(3600),
+            active_s: Some(30)
+        })
+    );
+    assert_eq!(s.edrx_s, Some(81.92));
+    let t = s.network_time.expect("network time from CCLK");
+    assert!(t.offset_ms.abs() < 5_000, "{t:?}");
+    assert!(s.last_error.is_none(), "{:?}", s.last_error);
     let sig = s.signal.expect("signal");
     // From NUESTATS: tenths of dBm, ECL and the decimal cell id.
     assert!(
@@ -281,53 +313,77 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
     assert_eq!(steps, ["module_reset", "power_cycle"]);
 }
 
+/// `gasdtu run` with `config` and a status socket in `dir`; `status()` reads `gasdtu status --json`.
+struct Daemon {
+    _proc: Proc,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config_text: &str) -> Daemon {
+        let config = dir.join("gasdtu.toml");
+        std::fs::write(&config, config_text).expect("write the config");
+        let socket = dir.join("gasdtu.sock");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("log file");
+        let proc = Proc::spawn(
+            "gasdtu run",
+            Command::new(gasdtu())
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .arg("--socket")
+                .arg(&socket)
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        Daemon {
+            _proc: proc,
+            socket,
+        }
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(gasdtu())
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Wait until `gasdtu status` shows `model` registered with a signal sample.
+    fn wait_modem_ready(&self, model: &str) -> serde_json::Value {
+        common::wait_for(
+            "gasdtu status to show the modem registered with a signal sample",
+            Duration::from_secs(60),
+            || {
+                self.status().filter(|v| {
+                    let m = &v["modem"];
+                    m["model"] == model
+                        && m["link_up"] == true
+                        && m["signal"]["rsrp_dbm"].is_number()
+                })
+            },
+        )
+    }
+}
+
+fn gateway_toml(dir: &Path, sim: &Sim, mode: &str) -> String {
+    format!(
+        "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"{mode}\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
+        dir.join("state").display(),
+        sim.port.display()
+    )
+}
+
 #[test]
 fn the_daemon_supervises_the_modem_and_status_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bc95", &[]);
-    let config = dir.path().join("gasdtu.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"socket\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
-            dir.path().join("state").display(),
-            sim.port.display()
-        ),
-    )
-    .expect("write the config");
-    let socket = dir.path().join("gasdtu.sock");
-    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-    let _daemon = Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log),
-    );
-    let status = || -> Option<serde_json::Value> {
-        let out = Command::new(gasdtu())
-            .args(["status", "--json", "--socket"])
-            .arg(&socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    };
-    let v = common::wait_for(
-        "gasdtu status to show the modem registered with a signal sample",
-        Duration::from_secs(60),
-        || {
-            status().filter(|v| {
-                let m = &v["modem"];
-                m["model"] == "bc95" && m["link_up"] == true && m["signal"]["rsrp_dbm"].is_number()
-            })
-        },
-    );
+    let daemon = Daemon::start(dir.path(), &gateway_toml(dir.path(), &sim, "socket"));
+    let v = daemon.wait_modem_ready("bc95");
     let m = &v["modem"];
     assert_eq!(m["mode"], "socket", "{m}");
     assert_eq!(m["state"], "registered", "{m}");
@@ -338,6 +394,48 @@ fn the_daemon_supervises_the_modem_and_status_shows_it() {
     assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_and_signal_appear_in_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pki, mut broker) = common::mutual_tls_broker(dir.path());
+    // The broker comes up only once the modem is registered, so the health message sent
+    // right after the connect carries the registration.
+    broker.stop();
+    let sim = start_sim(dir.path(), "bg96", &[]);
+    let text = format!(
+        "{}\n{}",
+        gateway_toml(dir.path(), &sim, "os"),
+        pki.uplink_toml(broker.port)
+    );
+    let daemon = Daemon::start(dir.path(), &text);
+    daemon.wait_modem_ready("bg96");
+    broker.start();
+    let sub = common::Subscriber::start(
+        &pki,
+        broker.port,
+        "gasdtu/modem-gw/health",
+        "t-health",
+        false,
+    );
+    sub.wait_subscribed(1, Duration::from_secs(20)).await;
+    let health = common::wait_until(
+        "a health message with the modem registered",
+        Duration::from_secs(60),
+        || {
+            sub.snapshot().iter().rev().find_map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+                (v["modem"]["registration"] == "home" || v["modem"]["registration"] == "roaming")
+                    .then_some(v)
+            })
+        },
+    )
+    .await;
+    let m = &health["modem"];
+    assert!(m["rsrp"].is_number() && m["sinr"].is_number(), "{m}");
+    assert!(m["cell"].is_string(), "{m}");
+    assert_eq!(m["link_up"], true, "{m}");
+}
+
 /// The engine alone on a simulator port.
 fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToken) {
     let stop = CancellationToken::new();
@@ -346,7 +444,7 @@ fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToke
         115_200,
         EngineOptions {
             wake_after,
-            timeout_scale: 0.3,
+            timeout_scale: 0.5,
         },
     );
     tokio::spawn(engine.run(stop.clone()));
@@ -499,4 +597,164 @@ async fn a_prompt_send_carries_raw_bytes_through_the_module() {
     .expect("the bytes arrive within 20 s")
     .expect("read");
     assert_eq!(got, payload.as_ref());
+}
+
+fn parse(text: &str) -> gasdtu::config::Config {
+    match gasdtu::config::parse_str(text, "test.toml", Path::new("/")) {
+        Ok(l) => l.config,
+        Err(e) => panic!("config: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_restarts_the_modem_tasks_and_events_reach_the_store() {
+    use gasdtu::gateway::{Gateway, Options};
+    use gasdtu::outbox::{EntryBody, EntryKind, Outbox};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bc95 = start_sim(dir.path(), "bc95", &[]);
+    let sim7020 = start_sim(dir.path(), "sim7020", &[]);
+    let opts = Options {
+        notifier: gasdtu::gateway::systemd::Notifier::disabled(),
+        ..Options::default()
+    };
+    let mut gw = Gateway::start(parse(&gateway_toml(dir.path(), &bc95, "os")), opts)
+        .await
+        .expect("gateway starts");
+    let mut status = gw.modem();
+    let model = |m: &'static str| move |s: &ModemStatus| s.model.as_deref() == Some(m) && s.link_up;
+    wait_status(
+        &mut status,
+        "bc95 up",
+        Duration::from_secs(30),
+        model("bc95"),
+    )
+    .await;
+    // A changed [modem] restarts the engine and the supervisor on the new port.
+    let applied = gw
+        .apply(parse(&gateway_toml(dir.path(), &sim7020, "os")), "file")
+        .await;
+    assert!(matches!(applied, gasdtu::gateway::Applied::Changed { .. }));
+    wait_status(
+        &mut status,
+        "sim7020 up",
+        Duration::from_secs(30),
+        model("sim7020"),
+    )
+    .await;
+    // The registration events went through the runtime's event path into the outbox.
+    let events = common::wait_for(
+        "modem_registration events in the store",
+        Duration::from_secs(10),
+        || {
+            let evs: Vec<serde_json::Value> = gw
+                .store()
+                .pending(10_000, 0)
+                .ok()?
+                .into_iter()
+                .filter(|e| e.kind == EntryKind::Event)
+                .filter_map(|e| match e.body {
+                    EntryBody::Json(v) => Some(v),
+                    EntryBody::Batch(_) => None,
+                })
+                .filter(|v| v["event"] == "modem_registration")
+                .collect();
+            (evs.len() >= 2).then_some(evs)
+        },
+    );
+    assert!(events.iter().all(|e| e["stat"].is_string()), "{events:?}");
+    // Without [modem]: the tasks stop, the port is free, and the link is the OS's.
+    let none = format!(
+        "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
+    );
+    gw.apply(parse(&none), "file").await;
+    assert!(gw.modem().borrow().link_up);
+    let (engine, at) = AtEngine::new(
+        sim7020.port.display().to_string(),
+        115_200,
+        EngineOptions::default(),
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(engine.run(stop.clone()));
+    at.call("AT")
+        .await
+        .expect("the port is free for another owner");
+    stop.cancel();
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_denial_does_not_climb_and_a_temporary_one_cycles_the_radio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "sim7020", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    ready(&mut r, "sim7020").await;
+    // EMM cause 7 (EPS services not allowed): no reset can cure it.
+    assert_eq!(control(&sim.ctl, "deny 7"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "denied, cause 7",
+        Duration::from_secs(10),
+        |s| {
+            s.state == ModemState::Denied
+                && s.registration.as_ref().and_then(|g| g.reject_cause) == Some(7)
+        },
+    )
+    .await;
+    assert!(!s.link_up);
+    // Absence of a step can only be seen after the bound passed: twice register_within.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = r.status.borrow().clone();
+    assert!(s.ladder.last.is_none(), "{:?}", s.ladder);
+    assert_eq!(s.ladder.resets_today, 0);
+    // Cause 15 (no suitable cells in the tracking area) is worth a radio cycle.
+    assert_eq!(control(&sim.ctl, "deny 15"), "ok");
+    let s = wait_status(
+        &mut r.status,
+        "a radio cycle for the temporary denial, then registered",
+        Duration::from_secs(30),
+        |s| {
+            s.link_up
+                && s.ladder.last.as_ref().is_some_and(|l| {
+                    l.step == gasdtu::modem::ladder::Step::RadioCycle
+                        && l.reason == "registration_lost"
+                })
+        },
+    )
+    .await;
+    assert_eq!(s.ladder.resets_today, 1, "{:?}", s.ladder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_sim_shows_and_does_not_climb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95", &[]);
+    let mut cfg = config(&sim.port);
+    cfg.register_within = Duration::from_secs(2);
+    let mut r = start(cfg);
+    let s = ready(&mut r, "bc95").await;
+    assert_eq!(s.sim.as_deref(), Some("ready"));
+    assert_eq!(control(&sim.ctl, "sim absent"), "ok");
+    wait_status(&mut r.status, "SIM absent", Duration::from_secs(10), |s| {
+        s.sim.as_deref() == Some("absent") && !s.link_up
+    })
+    .await;
+    // Absence of a step can only be seen after the bound passed: twice register_within.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = r.status.borrow().clone();
+    assert!(s.ladder.last.is_none(), "{:?}", s.ladder);
+    assert_eq!(
+        gasdtu::modem::status::status_phrase(&s),
+        "modem: SIM absent"
+    );
+    assert_eq!(control(&sim.ctl, "sim present"), "ok");
+    wait_status(
+        &mut r.status,
+        "SIM back, registered",
+        Duration::from_secs(20),
+        |s| s.sim.as_deref() == Some("ready") && s.link_up,
+    )
+    .await;
 }

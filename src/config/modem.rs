@@ -184,7 +184,10 @@ pub(crate) fn parse_modem(
         }
         f => f.or(9600).map(|b| b as u32),
     };
-    let model = match sec.string(d, "model") {
+    let model_path = sec.key_path("model");
+    let model_field = sec.string(d, "model");
+    let model_span = model_field.span();
+    let model = match model_field {
         Field::Value(m, _) if m == "auto" => Some(None),
         Field::Value(m, span) => {
             if profile::by_id(&m).is_some() {
@@ -284,6 +287,16 @@ pub(crate) fn parse_modem(
     let Some(mode) = mode else {
         return Some(None);
     };
+    if let (ModemMode::Socket, Some(id)) = (mode, &model) {
+        if profile::by_id(id).is_some_and(|p| p.socket == profile::SocketDialect::None) {
+            d.error(
+                &model_path,
+                model_span,
+                format!("model {id:?} has no AT socket commands: use mode = \"os\""),
+            );
+            return None;
+        }
+    }
     Some(Some(ModemConfig {
         mode,
         port,

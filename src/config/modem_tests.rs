@@ -165,6 +165,12 @@ fn each_error_has_its_key_path_and_line() {
             8,
         ),
         (
+            "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\nmodel = \"generic\"\n".into(),
+            "modem.model",
+            "no AT socket commands",
+            8,
+        ),
+        (
             format!("{M}apn = \"bad apn\"\n"),
             "modem.apn",
             "invalid APN",

@@ -336,14 +336,20 @@ impl Gateway {
         self.link_rx.clone()
     }
 
-    /// The modem's status (`ModemStatus::link_up`: registered and attached, the uplink's gate);
-    /// stays at its default without `[modem]`.
+    /// The modem's status (`ModemStatus::link_up`: registered and attached, the uplink's gate).
+    /// Without `[modem]` the network is the OS's: `link_up` is always true.
     pub fn modem(&self) -> watch::Receiver<crate::modem::ModemStatus> {
         self.modem_status.subscribe()
     }
 
     fn start_modem(&self) -> Option<modem::ModemRuntime> {
-        let cfg = self.cfg.modem.as_ref()?;
+        let Some(cfg) = self.cfg.modem.as_ref() else {
+            self.modem_status.send_replace(crate::modem::ModemStatus {
+                link_up: true,
+                ..Default::default()
+            });
+            return None;
+        };
         Some(modem::ModemRuntime::start(
             cfg,
             self.modem_status.clone(),
@@ -402,8 +408,6 @@ impl Gateway {
             if let Some(m) = self.modem.take() {
                 m.stop().await;
             }
-            self.modem_status
-                .send_replace(crate::modem::ModemStatus::default());
             self.modem = self.start_modem();
             self.modem_proxy
                 .set(self.modem.as_ref().map(modem::ModemRuntime::at));

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::at::{AtParser, Event, Exchange, Final, Partial, Request, Urc};
-use super::timeouts::{timeout_for, SLEEP_RETRY};
+use super::timeouts::{safe_to_retry, timeout_for, SLEEP_RETRY};
 
 /// Requests waiting for the port (callers wait for a slot beyond this).
 pub const QUEUE: usize = 32;
@@ -54,6 +54,9 @@ pub enum AtError {
     /// `SEND FAIL` after a prompt send.
     #[error("{cmd}: SEND FAIL")]
     SendFail { cmd: String },
+    /// A payload send was answered with a success but no `"> "` prompt: nothing was sent.
+    #[error("{cmd}: answered without the \"> \" prompt; the payload was not sent")]
+    NoPrompt { cmd: String },
     /// The command is not something to write to a module.
     #[error("{cmd:?}: {why}")]
     Invalid { cmd: String, why: &'static str },
@@ -77,30 +80,6 @@ impl AtError {
             AtError::Timeout { .. } | AtError::Silent { .. } | AtError::Port { .. }
         )
     }
-}
-
-/// Whether a command may be retried blindly after the after-sleep bare CRLF: it only reads.
-pub fn is_safe(cmd: &str) -> bool {
-    let c = cmd.trim().to_ascii_uppercase();
-    const READS: &[&str] = &[
-        "AT",
-        "ATE0",
-        "ATE1",
-        "ATI",
-        "AT+CGMM",
-        "AT+CGMR",
-        "AT+CGSN",
-        "AT+CGSN=1",
-        "AT+CIMI",
-        "AT+CSQ",
-        "AT+CESQ",
-        "AT+NUESTATS",
-        "AT+QCSQ",
-        "AT+CGPADDR",
-        "AT+CMEE=1",
-        "AT+QENG=\"SERVINGCELL\"",
-    ];
-    c.ends_with('?') || READS.contains(&c.as_str()) || c.starts_with("AT+CEREG=")
 }
 
 struct Job {
@@ -363,7 +342,7 @@ impl AtEngine {
                 .await
             {
                 Ok(_) => {}
-                Err(Outcome::Stop(s)) => return (Err(AtError::Closed), Some(s)),
+                Err(o @ Outcome::Stop(_)) => return self.failed("AT", Duration::ZERO, o),
                 Err(Outcome::Partial(p)) => debug!(
                     blank = p.blank_only,
                     silent = p.silent,
@@ -381,7 +360,7 @@ impl AtEngine {
             .exchange(stream, request.clone(), Some(deadline), shutdown)
             .await;
         if let Err(Outcome::Partial(p)) = &first {
-            if p.blank_only && is_safe(&job.cmd) {
+            if p.blank_only && safe_to_retry(&job.cmd) {
                 debug!(cmd = %job.cmd, "bare CRLF only (module slept): retrying once");
                 first = self
                     .exchange(stream, request, Some(deadline), shutdown)
@@ -405,6 +384,14 @@ impl AtEngine {
                     Ok(x) => x,
                     Err(o) => return self.failed(&job.cmd, deadline, o),
                 }
+            }
+            (Some(_), r) if r.is_success() => {
+                return (
+                    Err(AtError::NoPrompt {
+                        cmd: job.cmd.clone(),
+                    }),
+                    None,
+                )
             }
             _ => x,
         };
@@ -552,33 +539,6 @@ fn result_of(cmd: &str, x: Exchange) -> Result<Exchange, AtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn safe_commands() {
-        for c in [
-            "AT",
-            "ATI",
-            "ate0",
-            "AT+CEREG?",
-            "AT+CGATT?",
-            "AT+CSQ",
-            "AT+NUESTATS",
-            "AT+QENG=\"servingcell\"",
-            "AT+CEREG=5",
-        ] {
-            assert!(is_safe(c), "{c}");
-        }
-        for c in [
-            "AT+NRB",
-            "AT+CFUN=1,1",
-            "AT+CGATT=1",
-            "AT+QISEND=0,5",
-            "AT+NSOSD=0,1,41",
-            "AT+CRESET",
-        ] {
-            assert!(!is_safe(c), "{c}");
-        }
-    }
 
     #[test]
     fn results_map_to_errors() {

@@ -59,6 +59,13 @@ impl Input {
     }
 }
 
+/// EMM reject causes (3GPP TS 24.301 annex A) that no reset can cure: illegal UE (3), illegal
+/// ME (6), EPS services not allowed (7), EPS and non-EPS services not allowed (8). The
+/// subscription or the SIM must change; climbing would only burn the day's resets.
+pub fn permanent_reject(cause: u16) -> bool {
+    matches!(cause, 3 | 6 | 7 | 8)
+}
+
 /// The ladder's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -315,6 +322,21 @@ mod tests {
                 ),
             ],
         );
+    }
+
+    #[test]
+    fn permanent_rejects() {
+        for (cause, permanent) in [
+            (3, true),
+            (6, true),
+            (7, true),
+            (8, true),
+            (11, false),
+            (15, false),
+            (22, false),
+        ] {
+            assert_eq!(permanent_reject(cause), permanent, "{cause}");
+        }
     }
 
     #[test]

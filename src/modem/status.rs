@@ -156,6 +156,8 @@ pub struct ModemStatus {
     pub model_text: Option<String>,
     pub mode: String,
     pub state: ModemState,
+    /// "ready", "absent" (CME error 10) or what `+CPIN` says ("SIM PIN", ...).
+    pub sim: Option<String>,
     pub registration: Option<RegistrationStatus>,
     pub attached: Option<bool>,
     pub ip: Option<String>,
@@ -193,6 +195,9 @@ pub fn health_json(s: &ModemStatus) -> serde_json::Value {
 pub fn status_phrase(s: &ModemStatus) -> String {
     match s.state {
         ModemState::Starting => "modem starting".into(),
+        ModemState::Searching if s.sim.as_deref().is_some_and(|x| x != "ready") => {
+            format!("modem: SIM {}", s.sim.as_deref().unwrap_or_default())
+        }
         ModemState::Searching => "modem searching".into(),
         ModemState::Denied => match s.registration.as_ref().and_then(|r| r.reject_cause) {
             Some(c) => format!("modem DENIED (cause {c})"),
@@ -267,6 +272,10 @@ mod tests {
         let cases = [
             (with(ModemState::Starting, &|_| {}), "modem starting"),
             (with(ModemState::Searching, &|_| {}), "modem searching"),
+            (
+                with(ModemState::Searching, &|s| s.sim = Some("absent".into())),
+                "modem: SIM absent",
+            ),
             (
                 with(ModemState::Unresponsive, &|_| {}),
                 "modem UNRESPONSIVE",

@@ -17,18 +17,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::at::{Urc, UrcKind};
+use super::at::{Exchange, Urc, UrcKind};
 use super::engine::{AtError, AtHandle};
-use super::ladder::{Decision, Input, Ladder, Policy, Step};
+use super::ladder::{permanent_reject, Input, Ladder, Policy};
 use super::profile::{self, Profile};
 use super::reply::{self, RegStatus, Registration};
 use super::signal::Signal;
 use super::status::{
-    timer_secs, LastStep, ModemState, ModemStatus, NetworkTime, PsmGranted, RegistrationStatus,
-    SignalReport,
+    timer_secs, ModemState, ModemStatus, NetworkTime, PsmGranted, RegistrationStatus, SignalReport,
 };
 use super::timeouts;
-use super::timers::{encode_edrx, encode_t3324, encode_t3412, Timer};
+use super::timers::{cedrxs_command, cpsms_command, Timer};
 use crate::config::{ModemConfig, ModemMode};
 
 /// Consecutive unanswered commands before the ladder is asked.
@@ -160,12 +159,15 @@ impl ModemSupervisor {
         let mut opens = self.at.port_opens();
         let mut silences = self.at.silences();
         let mut need_init = true;
+        // Polls happen on their period (or when the signal is due), not on every URC.
+        let mut next_poll = Instant::now();
         loop {
             if need_init {
                 match self.init(&shutdown).await {
                     Ok(()) => {
                         need_init = false;
                         self.unanswered = 0;
+                        next_poll = Instant::now() + self.poll_period();
                     }
                     Err(Trouble::Shutdown) => return,
                     Err(Trouble::At(e)) => {
@@ -179,8 +181,7 @@ impl ModemSupervisor {
                         self.set(|s| s.last_error = Some(text));
                     }
                 }
-            }
-            if !need_init {
+            } else if Instant::now() >= next_poll.min(self.next_signal) {
                 match self.poll().await {
                     Ok(()) => self.unanswered = 0,
                     Err(e) => {
@@ -190,10 +191,18 @@ impl ModemSupervisor {
                         }
                     }
                 }
+                next_poll = Instant::now() + self.poll_period();
             }
-            if self.unanswered >= UNRESPONSIVE_AFTER {
+            let input = if self.unanswered >= UNRESPONSIVE_AFTER {
                 self.set(|s| s.state = ModemState::Unresponsive);
-                match self.climb(Input::Unresponsive, &mut urcs, &shutdown).await {
+                Some(Input::Unresponsive)
+            } else if !need_init {
+                self.bound_passed()
+            } else {
+                None
+            };
+            if let Some(input) = input {
+                match self.climb(input, &mut urcs, &shutdown).await {
                     Err(Stopped) => return,
                     Ok(true) => {
                         need_init = true;
@@ -201,35 +210,19 @@ impl ModemSupervisor {
                     }
                     Ok(false) => {}
                 }
-            } else if !need_init {
-                if let Some(input) = self.bound_passed() {
-                    match self.climb(input, &mut urcs, &shutdown).await {
-                        Err(Stopped) => return,
-                        Ok(true) => {
-                            need_init = true;
-                            continue;
-                        }
-                        Ok(false) => {}
-                    }
-                }
             }
-            let up = self.status.borrow().link_up;
-            // While commands go unanswered, look again soon: a hang must reach the ladder fast.
-            let wait = if up && self.unanswered == 0 {
-                self.opts.poll_every
+            let wake = if need_init {
+                Instant::now() + self.opts.poll_fast
             } else {
-                self.opts.poll_fast
+                next_poll.min(self.next_signal).max(Instant::now())
             };
-            let mut wake = Instant::now() + wait;
-            if !need_init {
-                wake = wake.min(self.next_signal.max(Instant::now()));
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(wake) => {}
                 changed = silences.changed() => {
                     if changed.is_err() { return; }
                     debug!("a modem command got no answer at all: polling now");
+                    next_poll = Instant::now();
                 }
                 changed = opens.changed() => {
                     if changed.is_err() { return; }
@@ -248,6 +241,16 @@ impl ModemSupervisor {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
+        }
+    }
+
+    /// Slow while the link is up, fast while it is not.
+    fn poll_period(&self) -> Duration {
+        // While commands go unanswered, look again soon: a hang must reach the ladder fast.
+        if self.status.borrow().link_up && self.unanswered == 0 {
+            self.opts.poll_every
+        } else {
+            self.opts.poll_fast
         }
     }
 
@@ -275,10 +278,8 @@ impl ModemSupervisor {
             Some(UrcKind::Boot) => {
                 info!(line = %u.line, "modem rebooted");
                 // Let the rest of the boot text pass before talking to it.
-                if let Some(marker) = self.profile.boot_marker {
-                    if !u.line.starts_with(marker) {
-                        let _ = self.wait_boot(urcs, shutdown).await;
-                    }
+                if self.profile.boot_marker.is_some() && !self.profile.boot_complete(&u.line) {
+                    let _ = self.wait_boot(urcs, shutdown).await;
                 }
                 true
             }
@@ -374,6 +375,7 @@ impl ModemSupervisor {
             s.model_text = Some(text);
         });
         let _ = self.soft("AT+CMEE=1").await;
+        self.read_sim().await?;
         for n in (2..=5).rev() {
             if self.soft(&format!("AT+CEREG={n}")).await {
                 break;
@@ -383,16 +385,17 @@ impl ModemSupervisor {
             self.soft(&format!("AT+CGDCONT=1,\"IP\",\"{apn}\"")).await;
         }
         if let Some(psm) = self.cfg.psm {
-            let tau = encode_t3412(Timer::Seconds(psm.tau.as_secs()));
-            let act = encode_t3324(Timer::Seconds(psm.active.as_secs()));
-            if let (Ok(tau), Ok(act)) = (tau, act) {
-                self.soft(&format!("AT+CPSMS=1,,,\"{tau}\",\"{act}\""))
-                    .await;
+            let request = (
+                Timer::Seconds(psm.tau.as_secs()),
+                Timer::Seconds(psm.active.as_secs()),
+            );
+            if let Ok(cmd) = cpsms_command(Some(request)) {
+                self.soft(&cmd).await;
             }
         }
         if let Some(edrx) = self.cfg.edrx {
-            if let Ok(bits) = encode_edrx(edrx.as_millis() as u64) {
-                if self.soft(&format!("AT+CEDRXS=1,5,\"{bits}\"")).await {
+            if let Ok(cmd) = cedrxs_command(Some(edrx.as_millis() as u64)) {
+                if self.soft(&cmd).await {
                     if let Ok(x) = self.at.call("AT+CEDRXS?").await {
                         let ms = reply::find_line("CEDRXS", "+CEDRXS:", &x.lines)
                             .ok()
@@ -404,6 +407,29 @@ impl ModemSupervisor {
         }
         self.next_signal = Instant::now();
         self.poll().await?;
+        Ok(())
+    }
+
+    /// The SIM state (`AT+CPIN?`): ready, absent (CME error 10), or locked.
+    async fn read_sim(&mut self) -> Result<(), AtError> {
+        let sim = match self.at.call("AT+CPIN?").await {
+            Ok(x) => match reply::find_line("CPIN", "+CPIN:", &x.lines).map(reply::cpin) {
+                Ok(Ok(reply::SimState::Ready)) => "ready".to_string(),
+                Ok(Ok(reply::SimState::Locked(what))) => what,
+                _ => return Ok(()),
+            },
+            Err(AtError::Cme { code: 10, .. }) => "absent".to_string(),
+            Err(e) if e.unresponsive() => return Err(e),
+            Err(e) => {
+                self.note_error(&e);
+                return Ok(());
+            }
+        };
+        let changed = self.status.borrow().sim.as_deref() != Some(sim.as_str());
+        if changed {
+            info!(sim = %sim, "modem SIM");
+            self.set(|s| s.sim = Some(sim));
+        }
         Ok(())
     }
 
@@ -419,7 +445,21 @@ impl ModemSupervisor {
     }
 
     async fn detect(&self) -> Result<(&'static Profile, String), AtError> {
-        let ati = self.at.call("ATI").await?;
+        let ati = match self.at.call("ATI").await {
+            Ok(x) => x,
+            Err(e) if e.unresponsive() => return Err(e),
+            Err(e) => {
+                // Some modules refuse ATI; CGMM and the configured model still tell.
+                self.note_error(&e);
+                Exchange {
+                    command: "ATI".into(),
+                    lines: Vec::new(),
+                    data: None,
+                    result: super::at::Final::Error,
+                    truncated: false,
+                }
+            }
+        };
         let first = ati.lines.first().cloned().unwrap_or_default();
         let text = ati.lines.join(" ");
         if let Some(p) = self.cfg.model.as_deref().and_then(profile::by_id) {
@@ -449,6 +489,10 @@ impl ModemSupervisor {
             }
         }
         let registered = self.last_stat.is_some_and(RegStatus::registered);
+        if !registered {
+            // A SIM taken out or put back shows while the module is not registered.
+            self.read_sim().await?;
+        }
         let attached = match self.at.call("AT+CGATT?").await {
             Ok(x) => reply::find_line("CGATT", "+CGATT:", &x.lines)
                 .ok()
@@ -552,7 +596,15 @@ impl ModemSupervisor {
         }
         let s = self.status.borrow();
         let registered = self.last_stat.is_some_and(RegStatus::registered);
-        if !registered {
+        let reject = s.registration.as_ref().and_then(|r| r.reject_cause);
+        let sim_missing = s.sim.as_deref().is_some_and(|x| x != "ready");
+        if self.last_stat == Some(RegStatus::Denied) && reject.is_some_and(permanent_reject) {
+            // No reset brings back a SIM the network refuses: the status says why.
+            None
+        } else if sim_missing && !registered {
+            // Nor one that is absent or locked.
+            None
+        } else if !registered {
             Some(Input::RegistrationLost)
         } else if s.attached == Some(false) {
             Some(Input::AttachFailed)
@@ -560,178 +612,10 @@ impl ModemSupervisor {
             None
         }
     }
-
-    /// Ask the ladder and take its step; true when a step was taken (init again).
-    async fn climb(
-        &mut self,
-        input: Input,
-        urcs: &mut broadcast::Receiver<Urc>,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, Stopped> {
-        let now = Instant::now();
-        if self.hold_until.is_some_and(|t| now < t) {
-            return Ok(false);
-        }
-        let decision = self.ladder.on(input, now.into_std());
-        let step = match decision {
-            Decision::Take(step) => step,
-            Decision::Backoff { until, .. } => {
-                self.hold_until = Some(Instant::from_std(until));
-                return Ok(false);
-            }
-            Decision::Capped { step, until } => {
-                self.hold_until = Some(Instant::from_std(until));
-                let wait_ms = until.saturating_duration_since(now.into_std()).as_millis() as i64;
-                let until_ms = crate::time::now_ms() + wait_ms;
-                warn!(
-                    step = step.as_str(),
-                    "modem reset step over its daily cap: waiting"
-                );
-                self.event(serde_json::json!({
-                    "event": "modem_reset",
-                    "step": step.as_str(),
-                    "reason": input.as_str(),
-                    "outcome": "capped",
-                    "until_ms": until_ms,
-                }));
-                self.set(|s| {
-                    s.ladder.last = Some(LastStep {
-                        step,
-                        reason: input.as_str().into(),
-                        at_ms: crate::time::now_ms(),
-                        outcome: format!("capped until {until_ms}"),
-                    })
-                });
-                return Ok(false);
-            }
-        };
-        self.hold_until = None;
-        let (resets, cycles) = self.ladder.counts(now.into_std());
-        warn!(
-            step = step.as_str(),
-            reason = input.as_str(),
-            "modem reset ladder"
-        );
-        self.event(serde_json::json!({
-            "event": "modem_reset",
-            "step": step.as_str(),
-            "reason": input.as_str(),
-            "resets_today": resets,
-            "power_cycles_today": cycles,
-        }));
-        let at_ms = crate::time::now_ms();
-        self.set(|s| {
-            s.state = ModemState::Recovering;
-            s.ladder.step = Some(step);
-            s.ladder.resets_today = resets;
-            s.ladder.power_cycles_today = cycles;
-            s.ladder.last = Some(LastStep {
-                step,
-                reason: input.as_str().into(),
-                at_ms,
-                outcome: "in progress".into(),
-            });
-        });
-        let outcome = self.take(step, urcs, shutdown).await;
-        let text = match &outcome {
-            Ok(()) => "ok".to_string(),
-            Err(Trouble::At(e)) => format!("failed: {e}"),
-            Err(Trouble::Power(e)) => format!("failed: {e}"),
-            Err(Trouble::Shutdown) => return Err(Stopped),
-        };
-        if outcome.is_err() {
-            warn!(step = step.as_str(), "modem reset step: {text}");
-        }
-        self.set(|s| {
-            if let Some(l) = &mut s.ladder.last {
-                l.outcome = text;
-            }
-            s.state = ModemState::Starting;
-            s.attached = None;
-            s.ip = None;
-        });
-        // Registration gets its full bound again after every step.
-        self.missing_since = Instant::now();
-        self.last_stat = None;
-        self.unanswered = 0;
-        Ok(true)
-    }
-
-    async fn take(
-        &mut self,
-        step: Step,
-        urcs: &mut broadcast::Receiver<Urc>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Trouble> {
-        match step {
-            Step::RadioCycle => {
-                self.at.call("AT+CFUN=0").await?;
-                self.at.call("AT+CFUN=1").await?;
-                Ok(())
-            }
-            Step::ModuleReset => {
-                // A hung module ignores it; the boot marker decides.
-                if let Err(e) = self.at.call(self.profile.reset).await {
-                    debug!("modem reset command: {e}");
-                }
-                self.wait_boot(urcs, shutdown).await
-            }
-            Step::PowerCycle => {
-                let Some(power) = self.cfg.power.clone() else {
-                    return Ok(());
-                };
-                if let Err(e) = super::power::power_cycle(&power).await {
-                    let text = e.to_string();
-                    self.set(|s| s.last_error = Some(text));
-                    return Err(Trouble::Power(e));
-                }
-                self.wait_boot(urcs, shutdown).await
-            }
-        }
-    }
-
-    /// Wait for the profile's boot marker (or, without one, for `AT` to be answered).
-    async fn wait_boot(
-        &mut self,
-        urcs: &mut broadcast::Receiver<Urc>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Trouble> {
-        let deadline = Instant::now() + self.opts.boot_timeout;
-        let Some(marker) = self.profile.boot_marker else {
-            while Instant::now() < deadline {
-                if self.at.call("AT").await.is_ok() {
-                    return Ok(());
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(Trouble::Shutdown),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-            return Err(Trouble::At(AtError::Silent { cmd: "AT".into() }));
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(Trouble::Shutdown),
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Trouble::At(AtError::Timeout {
-                        cmd: format!("boot marker {marker:?}"),
-                        after: self.opts.boot_timeout,
-                    }));
-                }
-                u = urcs.recv() => match u {
-                    Ok(u) if u.line.starts_with(marker) => return Ok(()),
-                    Ok(u) => {
-                        if u.kind == Some(UrcKind::Cereg) {
-                            if let Ok(r) = reply::cereg_urc(&u.line) { self.registration(&r) }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return Err(Trouble::At(AtError::Closed)),
-                },
-            }
-        }
-    }
 }
+
+#[path = "supervisor_recovery.rs"]
+mod recovery;
 
 /// The model line of an ATI reply: the line a profile matched, else the first.
 fn first_model_line(lines: &[String]) -> Option<String> {
