@@ -482,11 +482,10 @@ impl ModemSupervisor {
     /// Registration, attach, address; the signal and the time when due.
     async fn poll(&mut self) -> Result<(), AtError> {
         let x = self.at.call("AT+CEREG?").await?;
-        if let Ok(line) = reply::find_line("CEREG", "+CEREG:", &x.lines) {
-            match reply::cereg_reply(line) {
-                Ok(r) => self.registration(&r),
-                Err(e) => debug!("modem: {e}"),
-            }
+        // A registration URC in flight with the query is a +CEREG line too: the core picks.
+        match reply::cereg_reply_lines(&x.lines) {
+            Ok(r) => self.registration(&r),
+            Err(e) => debug!("modem: {e}"),
         }
         let registered = self.last_stat.is_some_and(RegStatus::registered);
         if !registered {
