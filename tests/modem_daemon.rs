@@ -199,6 +199,17 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("model bc95"), "{out}");
     assert!(out.contains("registration home"), "{out}");
+    let st = Command::new(gasdtu())
+        .arg("status")
+        .arg("--socket")
+        .arg(&r.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("\nmodem:\n  model bc95"),
+        "gasdtu status shows the modem: {text}"
+    );
     let (code, out) = modem_cli(&r.socket, &["signal"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("RSRP -"), "{out}");

@@ -436,6 +436,25 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
         })
         .await;
     assert!(st.acked >= 1, "{st:?}");
+    // The session figures: status, and the health published at the second session's connect
+    // carries the first session's length.
+    assert!(
+        st.connect_ms.is_some() && st.last_session_ms.is_some(),
+        "{st:?}"
+    );
+    let h: Vec<serde_json::Value> = sub
+        .snapshot()
+        .iter()
+        .filter(|m| m.topic == format!("{ROOT}/health"))
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect();
+    assert!(
+        h.iter().any(|h| h["session"]["connect_ms"].is_u64()
+            && h["session"]["last_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms >= 1000)),
+        "{h:?}"
+    );
     // Asleep only once everything was acknowledged.
     let stats = r.store.stats().unwrap();
     assert_eq!((stats.pending_entries, stats.sealed_messages), (0, 0));

@@ -3,7 +3,8 @@
 //! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NOTE]`
 //! acknowledges an active alarm through the same socket (request line `ack <occ> <note>`); the
 //! daemon records the acknowledgement as the calling user (SO_PEERCRED), the note only after
-//! it. Text from the daemon is printed with control characters escaped.
+//! it. Text from the daemon is printed with control characters escaped. With a modem the
+//! summary of `gasdtu modem info` ends the text view.
 
 use std::path::PathBuf;
 
@@ -148,6 +149,13 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
                 };
                 println!("  {:<24} {shown}", crate::config::escape(k));
             }
+        }
+    }
+    // The modem, when the gateway has one: the same summary as `gasdtu modem info`.
+    if let Some(m) = v.get("modem").filter(|m| m.is_object()) {
+        println!("\nmodem:");
+        for l in super::modem::info_lines(m) {
+            println!("  {l}");
         }
     }
     Ok(0)

@@ -457,8 +457,11 @@ impl<O: Outbox> Forwarder<O> {
                 Ok(()) => {
                     purge = false;
                     let mut connected = false;
+                    let began = Instant::now();
                     let r = self.session(&shutdown, &mut connected, sessions).await;
                     if connected {
+                        let ms = began.elapsed().as_millis() as u64;
+                        self.status.send_modify(|s| s.last_session_ms = Some(ms));
                         sessions += 1;
                         backoff.reset();
                     }
@@ -851,6 +854,7 @@ impl<O: Outbox> Forwarder<O> {
         connected: &mut bool,
         sessions: u64,
     ) -> Result<(), SessionError> {
+        let attempt = Instant::now();
         let opts = self.options()?;
         // Publishes within the window, status and health; with an inbox also the SUBSCRIBE
         // and at most ACK_WINDOW inbound PUBACKs.
@@ -904,10 +908,13 @@ impl<O: Outbox> Forwarder<O> {
             }
         }
         *connected = true;
+        let connect_ms = attempt.elapsed().as_millis() as u64;
         let live_since = now_ms();
         tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
         let resumptions = self.tls_sessions.offered();
         self.status.send_modify(|s| {
+            s.connect_ms = Some(connect_ms);
+            s.session_bytes_up = 0;
             s.state = LinkState::Connected;
             s.inbound_subscribed = false;
             s.tls_resumptions = resumptions;
@@ -1125,6 +1132,7 @@ impl<O: Outbox> Forwarder<O> {
         if s.outstanding == 0 {
             s.waiting_since = Some(Instant::now());
         }
+        let bytes = payload.len() as u64;
         if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
             s.fifo.pop_back();
             return Err(SessionError::Internal(format!(
@@ -1132,6 +1140,7 @@ impl<O: Outbox> Forwarder<O> {
             )));
         }
         s.outstanding += 1;
+        self.status.send_modify(|st| st.session_bytes_up += bytes);
         Ok(())
     }
 
@@ -1668,6 +1677,11 @@ fn health_json(
         "dead_letters": dead_letters,
         "inflight": inflight,
         "reconnects": link.reconnects,
+        "session": {
+            "connect_ms": link.connect_ms,
+            "last_ms": link.last_session_ms,
+            "bytes_up": link.session_bytes_up,
+        },
     })
 }
 

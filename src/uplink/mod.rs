@@ -126,6 +126,12 @@ pub struct LinkStatus {
     pub inbound_purges: u64,
     /// TLS connection attempts that offered a stored session (resumption), since start.
     pub tls_resumptions: u64,
+    /// The last connect: from the attempt's start (TCP, TLS, CONNECT) to CONNACK, in ms.
+    pub connect_ms: Option<u64>,
+    /// The last session that ended: its length from the attempt's start, in ms.
+    pub last_session_ms: Option<u64>,
+    /// Payload bytes published in the current (or last) session.
+    pub session_bytes_up: u64,
 }
 
 impl Default for LinkStatus {
@@ -151,6 +157,9 @@ impl Default for LinkStatus {
             inbound_ignored: 0,
             inbound_purges: 0,
             tls_resumptions: 0,
+            connect_ms: None,
+            last_session_ms: None,
+            session_bytes_up: 0,
         }
     }
 }
