@@ -348,6 +348,19 @@ fn warn_config(
             d.warn(&path, span, msg);
         }
     }
+    // PSM lets the module sleep between sessions: an always-on MQTT session either keeps it
+    // awake (keepalives) or breaks each time it sleeps.
+    if let (Some(m), Some(up)) = (&config.modem, &config.uplink) {
+        if m.psm.is_some() && up.session == super::SessionMode::Always {
+            d.warn(
+                "modem.psm_tau",
+                None,
+                "PSM requested with uplink.session = \"always\": the module cannot sleep while the \
+                 session is up (keepalives wake it), or the session breaks when it does; use \
+                 uplink.session = \"on_demand\"",
+            );
+        }
+    }
 }
 
 /// `[store]`: bounds of the buffer.

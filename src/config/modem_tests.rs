@@ -347,3 +347,25 @@ fn socket_mode_hosts_give_the_broker_an_address() {
         );
     }
 }
+
+#[test]
+fn psm_with_an_always_on_session_is_warned() {
+    const UP: &str = "[uplink]\nhost = \"127.0.0.1\"\ntls = false\n";
+    const M: &str =
+        "[modem]\nmode = \"os\"\nport = \"/dev/x\"\npsm_tau = \"1h\"\npsm_active = \"1m\"\n";
+    let l = parse(&format!("{UP}{M}")).unwrap();
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.path == "modem.psm_tau" && w.message.contains("on_demand")),
+        "{:?}",
+        l.warnings
+    );
+    let od = "[uplink]\nhost = \"127.0.0.1\"\ntls = false\nsession = \"on_demand\"\n";
+    let l = parse(&format!("{od}{M}")).unwrap();
+    assert!(
+        l.warnings.iter().all(|w| w.path != "modem.psm_tau"),
+        "{:?}",
+        l.warnings
+    );
+}
