@@ -193,6 +193,9 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
     .await;
     assert_eq!(h["modem"]["registration"], "home", "{h}");
     assert!(h["modem"]["rsrp"].is_number(), "{h}");
+    // Read success over 24 h: the healthy simulator reads every point.
+    assert_eq!(h["reads_24h"]["all"], serde_json::json!(1.0), "{h}");
+    assert_eq!(h["reads_24h"]["below_99"], serde_json::json!({}), "{h}");
 
     // Field tools through the daemon.
     let (code, out) = modem_cli(&r.socket, &["info"]);

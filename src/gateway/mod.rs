@@ -23,6 +23,7 @@ pub mod modem;
 pub mod modem_proxy;
 pub mod progress;
 pub mod push;
+pub mod read_window;
 pub mod remote;
 pub mod status_socket;
 pub mod systemd;
@@ -589,8 +590,15 @@ impl Gateway {
             let store = self.store.clone();
             let modem_rx = self.modem_status.subscribe();
             let live = self.live.clone();
+            let board = self.board.clone();
             Arc::new(move || {
                 let mut extra = health_buffer(&store);
+                if let serde_json::Value::Object(m) = &mut extra {
+                    m.insert(
+                        "reads_24h".into(),
+                        board.read_summary(crate::time::now_ms()),
+                    );
+                }
                 if live.has_modem.load(Ordering::Relaxed) {
                     if let serde_json::Value::Object(m) = &mut extra {
                         m.insert(

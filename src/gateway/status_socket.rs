@@ -164,6 +164,8 @@ pub struct DeviceState {
 #[derive(Default, Clone)]
 pub struct DeviceBoard {
     inner: Arc<Mutex<BTreeMap<String, DeviceState>>>,
+    /// Read success over the last 24 h per device (`<root>/health`).
+    windows: Arc<Mutex<BTreeMap<String, super::read_window::ReadWindow>>>,
 }
 
 impl DeviceBoard {
@@ -176,6 +178,20 @@ impl DeviceBoard {
             Err(p) => p
                 .into_inner()
                 .retain(|name, _| keep.contains(name.as_str())),
+        }
+        match self.windows.lock() {
+            Ok(mut g) => g.retain(|name, _| keep.contains(name.as_str())),
+            Err(p) => p
+                .into_inner()
+                .retain(|name, _| keep.contains(name.as_str())),
+        }
+    }
+
+    /// Read success over the last 24 h (`read_window::summary`).
+    pub fn read_summary(&self, now_ms: i64) -> serde_json::Value {
+        match self.windows.lock() {
+            Ok(g) => super::read_window::summary(&g, now_ms),
+            Err(p) => super::read_window::summary(&p.into_inner(), now_ms),
         }
     }
 
@@ -218,6 +234,15 @@ impl DeviceBoard {
         e.bad = b.samples.len() - good;
         e.last_error = err;
         e.cycles += 1;
+        drop(m);
+        let total = b.samples.len() as u64;
+        let mut w = match self.windows.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        w.entry(b.device.to_string())
+            .or_default()
+            .add(unix_ms(b.slot), good as u64, total);
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, DeviceState> {
