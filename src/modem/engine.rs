@@ -29,8 +29,9 @@ use super::timeouts::{timeout_for, SLEEP_RETRY};
 pub const QUEUE: usize = 32;
 /// URCs kept for a slow subscriber before it lags.
 pub const URC_BUFFER: usize = 64;
-/// Longest command text accepted (the module's line buffer is smaller than this).
-pub const MAX_COMMAND: usize = 1024;
+/// Longest command text accepted: room for the longest socket send of a hex dialect (512
+/// bytes as 1,024 hex digits after `AT+CSOSEND=<id>,<len>,`); the modules take such lines.
+pub const MAX_COMMAND: usize = 1088;
 /// Reopen backoff bounds.
 const REOPEN_MIN: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(5);
