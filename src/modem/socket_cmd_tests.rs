@@ -304,3 +304,22 @@ proptest! {
         let _ = cso_created(&x);
     }
 }
+
+#[test]
+fn the_largest_send_of_every_profile_fits_the_engines_command_limit() {
+    for p in PROFILES.iter().filter(|p| p.max_send > 0) {
+        let data = vec![0xA5u8; p.max_send];
+        for step in send_steps(p, 6, &data).expect("sendable") {
+            let command = match step {
+                SendStep::Inline(c) => c,
+                SendStep::Prompt { command, .. } => command,
+            };
+            assert!(
+                command.len() <= crate::modem::engine::MAX_COMMAND,
+                "{}: {} characters",
+                p.id,
+                command.len()
+            );
+        }
+    }
+}

@@ -165,6 +165,13 @@ pub struct Forwarder<O: Outbox> {
     oversized_slot: Arc<tokio::sync::Semaphore>,
     /// TLS sessions kept across reconnects (resumption), for the life of this forwarder.
     tls_sessions: Arc<SessionCache>,
+    /// Offer stored TLS sessions on reconnect (`tls_sessions`); false only in the benchmark
+    /// that measures what resumption saves (`without_tls_resumption`).
+    tls_resume: bool,
+    /// The TLS client config, built on the first attempt and kept: rustls resumes a stored
+    /// session only under the same certificate verifier instance, so a config rebuilt per
+    /// attempt would discard every ticket (`SessionCache` would count it as offered).
+    tls_config: std::sync::Mutex<Option<Arc<rustls::ClientConfig>>>,
     /// The modem's "link usable" (registered and attached): no attempt while false
     /// (`with_link_gate`); `None`: the OS owns the network, always try.
     link_gate: Option<watch::Receiver<bool>>,
@@ -337,6 +344,8 @@ impl<O: Outbox> Forwarder<O> {
             inbox: None,
             oversized_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             tls_sessions: SessionCache::new(),
+            tls_resume: true,
+            tls_config: std::sync::Mutex::new(None),
             link_gate: None,
             proxy: None,
         }
@@ -380,6 +389,15 @@ impl<O: Outbox> Forwarder<O> {
     #[doc(hidden)]
     pub fn without_size_check(mut self) -> Self {
         self.size_check = false;
+        self
+    }
+
+    /// Benchmark seam: a fresh TLS session cache for every connection attempt, so every
+    /// reconnect is a full handshake (the behaviour before resumption; benches/nbiot_sessions.rs
+    /// measures the difference). Never used by the daemon.
+    #[doc(hidden)]
+    pub fn without_tls_resumption(mut self) -> Self {
+        self.tls_resume = false;
         self
     }
 
@@ -562,10 +580,29 @@ impl<O: Outbox> Forwarder<O> {
             });
         }
         if c.tls {
-            let tls = client_config_with(c, self.tls_sessions.clone())?;
+            let tls = self.tls_config()?;
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
         Ok(o)
+    }
+
+    /// The TLS client config of every attempt: one for the life of this forwarder (built on
+    /// first use, so a CA file error is retried), or a fresh one with its own empty session
+    /// cache per attempt `without_tls_resumption`.
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, SessionError> {
+        if !self.tls_resume {
+            return Ok(client_config_with(&self.cfg, SessionCache::new())?);
+        }
+        let mut kept = self
+            .tls_config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(c) = kept.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = client_config_with(&self.cfg, self.tls_sessions.clone())?;
+        *kept = Some(c.clone());
+        Ok(c)
     }
 
     fn conn_err(&self, what: &'static str, error: impl ToString) -> SessionError {
