@@ -460,6 +460,32 @@ async fn mutual_tls_connects_and_a_client_without_certificate_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_renewed_in_place_is_picked_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let broker = Broker::new(dir.path(), &pki, &server_only(), false);
+    let outbox = Arc::new(MemOutbox::default());
+    outbox.add_reading(1, now_ms());
+    // The gateway's CA file is stale (another CA): refused, retrying with the kept config.
+    let ca = dir.path().join("gateway-ca.pem");
+    std::fs::copy(pki.path("other-ca.pem"), &ca).unwrap();
+    let mut cfg = uplink(&pki, broker.port);
+    cfg.ca_file = Some(ca.clone());
+    let run = Running::start(cfg, outbox.clone());
+    let err = run.wait_down(T).await;
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // Provisioning renews the file in place: the next attempt uses it.
+    std::fs::copy(pki.path("ca.pem"), &ca).unwrap();
+    run.wait_connected(T).await;
+    wait_until("the reading delivered", T, || {
+        (outbox.remaining() == 0).then_some(())
+    })
+    .await;
+    run.shutdown.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca_is_refused_with_a_certificate_error() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());

@@ -459,7 +459,6 @@ async fn scenario(
     tokio::spawn(engine.run(stop.clone()));
     tokio::spawn(sup.run(stop.clone()));
     let bridge = SocketBridge::bind(at.clone(), status.clone(), Vec::new())
-        .await
         .map_err(|e| format!("modem bridge: {e}"))?;
     let proxy = bridge
         .local_addr()

@@ -171,7 +171,7 @@ pub struct Forwarder<O: Outbox> {
     /// The TLS client config, built on the first attempt and kept: rustls resumes a stored
     /// session only under the same certificate verifier instance, so a config rebuilt per
     /// attempt would discard every ticket (`SessionCache` would count it as offered).
-    tls_config: std::sync::Mutex<Option<Arc<rustls::ClientConfig>>>,
+    tls_config: std::sync::Mutex<Option<(Arc<rustls::ClientConfig>, PemStamp)>>,
     /// The modem's "link usable" (registered and attached): no attempt while false
     /// (`with_link_gate`); `None`: the OS owns the network, always try.
     link_gate: Option<watch::Receiver<bool>>,
@@ -593,15 +593,22 @@ impl<O: Outbox> Forwarder<O> {
         if !self.tls_resume {
             return Ok(client_config_with(&self.cfg, SessionCache::new())?);
         }
+        // A renewed CA bundle or client certificate (same paths, new files) is picked up at
+        // the next attempt: the kept config is rebuilt when the files' size or mtime changed
+        // (its tickets are then dropped once: they belong to the old verifier).
+        let stamp = pem_stamp(&self.cfg);
         let mut kept = self
             .tls_config
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(c) = kept.as_ref() {
-            return Ok(c.clone());
+        if let Some((c, s)) = kept.as_ref() {
+            if *s == stamp {
+                return Ok(c.clone());
+            }
+            tracing::info!("uplink TLS files changed: new TLS configuration");
         }
         let c = client_config_with(&self.cfg, self.tls_sessions.clone())?;
-        *kept = Some(c.clone());
+        *kept = Some((c.clone(), stamp));
         Ok(c)
     }
 
@@ -1643,6 +1650,20 @@ impl<O: Outbox> Forwarder<O> {
         })
         .await;
     }
+}
+
+/// Size and modification time of the uplink's PEM files (CA, client certificate, key): the
+/// kept TLS configuration is rebuilt when they change.
+type PemStamp = Vec<Option<(u64, std::time::SystemTime)>>;
+
+fn pem_stamp(c: &UplinkConfig) -> PemStamp {
+    [&c.ca_file, &c.client_cert, &c.client_key]
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(p.as_ref()?).ok()?;
+            Some((m.len(), m.modified().ok()?))
+        })
+        .collect()
 }
 
 /// Why the client would refuse a QoS 1 PUBLISH of `len` payload bytes on `topic` with an

@@ -11,12 +11,12 @@
 //! sent stays the host (none for an IP address).
 //!
 //! Session resumption: a `SessionCache` lives as long as its forwarder (so, across every
-//! reconnect of one uplink configuration) and is plugged into each attempt's `ClientConfig`.
-//! The PEM files are still read at every attempt (a renewed certificate is picked up), but the
-//! session tickets the broker issued survive, so a reconnect resumes (TLS 1.3 PSK, or a TLS 1.2
-//! session id) instead of repeating the full handshake with the server's certificate chain:
-//! on an NB-IoT downlink that chain alone costs seconds. The cache counts the tickets it hands
-//! out (`offered`), i.e. resumption attempts.
+//! reconnect of one uplink configuration) and is plugged into the `ClientConfig` the forwarder
+//! keeps (rustls resumes only under the same verifier instance; the forwarder rebuilds the
+//! config when a PEM file changes). The session tickets the broker issued survive, so a
+//! reconnect resumes (TLS 1.3 PSK, or a TLS 1.2 session id) instead of repeating the full
+//! handshake with the server's certificate chain: on an NB-IoT downlink that chain alone costs
+//! seconds. The cache counts the tickets it hands out (`offered`), i.e. resumption attempts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
