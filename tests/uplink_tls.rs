@@ -380,7 +380,7 @@ async fn tls_connect_delivers_and_acks_every_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reconnect_offers_the_tls_session_the_broker_issued() {
+async fn a_reconnect_resumes_the_tls_session_the_broker_issued() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
     let broker = Broker::new(dir.path(), &pki, &server_only(), false);
@@ -403,6 +403,9 @@ async fn a_reconnect_offers_the_tls_session_the_broker_issued() {
     })
     .await;
     assert!(st.tls_resumptions <= st.reconnects, "{st:?}");
+    // And the broker accepted it: the certificate was verified once, at the first connect
+    // only (a full handshake verifies it, a resumed one does not).
+    assert_eq!(st.tls_full_handshakes, 1, "{st:?}");
     // And data still flows over the resumed session.
     outbox.add_reading(1, now_ms());
     run.wake.notify_one();

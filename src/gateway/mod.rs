@@ -801,6 +801,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "acked": l.acked,
         "reconnects": l.reconnects,
         "tls_resumptions": l.tls_resumptions,
+        "tls_full_handshakes": l.tls_full_handshakes,
         "connect_ms": l.connect_ms,
         "last_session_ms": l.last_session_ms,
         "session_bytes_up": l.session_bytes_up,

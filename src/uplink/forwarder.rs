@@ -956,7 +956,9 @@ impl<O: Outbox> Forwarder<O> {
         let live_since = now_ms();
         tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
         let resumptions = self.tls_sessions.offered();
+        let full = self.tls_sessions.full_handshakes();
         self.status.send_modify(|s| {
+            s.tls_full_handshakes = full;
             s.connect_ms = Some(connect_ms);
             s.session_bytes_up = 0;
             s.state = LinkState::Connected;

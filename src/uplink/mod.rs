@@ -126,6 +126,9 @@ pub struct LinkStatus {
     pub inbound_purges: u64,
     /// TLS connection attempts that offered a stored session (resumption), since start.
     pub tls_resumptions: u64,
+    /// TLS handshakes that verified the broker's certificate (full ones), since start: a
+    /// connection the broker let resume adds none.
+    pub tls_full_handshakes: u64,
     /// The last connect: from the attempt's start (TCP, TLS, CONNECT) to CONNACK, in ms.
     pub connect_ms: Option<u64>,
     /// The last session that ended: its length from the attempt's start, in ms.
@@ -157,6 +160,7 @@ impl Default for LinkStatus {
             inbound_ignored: 0,
             inbound_purges: 0,
             tls_resumptions: 0,
+            tls_full_handshakes: 0,
             connect_ms: None,
             last_session_ms: None,
             session_bytes_up: 0,

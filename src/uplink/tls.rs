@@ -100,24 +100,29 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Verifies the broker certificate against a fixed name instead of the connected host.
+/// The standard WebPKI verifier, verifying the broker certificate against `name` instead of
+/// the connected host when set (`server_name`), and counting full verifications in `full`: a
+/// resumed session verifies nothing, so the count tells resumptions the server accepted.
 #[derive(Debug)]
-struct NameOverride {
+struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
+    name: Option<ServerName<'static>>,
+    full: Arc<AtomicU64>,
 }
 
-impl ServerCertVerifier for NameOverride {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        self.full.fetch_add(1, Ordering::Relaxed);
+        let name = self.name.as_ref().unwrap_or(server_name);
         self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -153,6 +158,8 @@ pub struct SessionCache {
     inner: ClientSessionMemoryCache,
     offered: AtomicU64,
     stored: AtomicU64,
+    /// Broker certificates verified (full handshakes) under configs using this cache.
+    full: Arc<AtomicU64>,
 }
 
 impl SessionCache {
@@ -162,12 +169,18 @@ impl SessionCache {
             inner: ClientSessionMemoryCache::new(CACHED_SERVERS * 8),
             offered: AtomicU64::new(0),
             stored: AtomicU64::new(0),
+            full: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// Handshakes that offered a stored session (resumption attempts).
     pub fn offered(&self) -> u64 {
         self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Full handshakes (broker certificate verified); a resumed connection adds none.
+    pub fn full_handshakes(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
     }
 
     /// Tickets or sessions the servers issued and the cache took.
@@ -249,19 +262,23 @@ pub fn client_config_with(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let builder = match &cfg.server_name {
-        Some(name) => {
-            let name = ServerName::try_from(name.clone())
-                .map_err(|_| TlsError::ServerName(name.clone()))?;
-            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| TlsError::Rustls(e.to_string()))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NameOverride { inner, name }))
-        }
-        None => builder.with_root_certificates(roots),
+    let name = match &cfg.server_name {
+        Some(name) => Some(
+            ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?,
+        ),
+        None => None,
     };
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = Verifier {
+        inner,
+        name,
+        full: cache.full.clone(),
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match (&cfg.client_cert, &cfg.client_key) {
         (Some(cert), Some(key)) => {
             let certs = load_certs("client certificate", cert)?;
