@@ -442,12 +442,19 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
         st.connect_ms.is_some() && st.last_session_ms.is_some(),
         "{st:?}"
     );
-    let h: Vec<serde_json::Value> = sub
-        .snapshot()
-        .iter()
-        .filter(|m| m.topic == format!("{ROOT}/health"))
-        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
-        .collect();
+    let healths = || -> Vec<serde_json::Value> {
+        sub.snapshot()
+            .iter()
+            .filter(|m| m.topic == format!("{ROOT}/health"))
+            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+            .collect()
+    };
+    // One health message per on_demand session (at its end, not one more at each connect).
+    let h = wait_until("one health per session", T, || {
+        let h = healths();
+        (h.len() == relay.accepted()).then_some(h)
+    })
+    .await;
     assert!(
         h.iter().any(|h| h["session"]["connect_ms"].is_u64()
             && h["session"]["last_ms"]

@@ -996,7 +996,11 @@ impl<O: Outbox> Forwarder<O> {
             b"online".to_vec(),
             true,
         )?;
-        self.publish_health(&client, &mut s).await?;
+        // on_demand sessions publish health once, at their end (with the session's figures):
+        // one at the connect too would cost ~330 B per report on NB-IoT for nothing new.
+        if self.cfg.session != crate::config::SessionMode::OnDemand {
+            self.publish_health(&client, &mut s).await?;
+        }
         let mut bucket = self
             .cfg
             .rate_limit
