@@ -19,11 +19,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::{session_present, wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber};
+use common::{
+    int_readings, session_present, wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber,
+};
 use gasdtu::config::{Encoding, StoreConfig, UplinkConfig};
-use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, Inbound, InboundKind, LinkState, LinkStatus};
 use tokio::sync::{mpsc, watch, Notify};
@@ -181,7 +182,7 @@ impl Gw {
     async fn barrier(&self, store: &Store) {
         let before = self.st().acked;
         store
-            .commit(&[readings("barrier", 0, 1)], &[], &ClockStamp::now())
+            .commit(&[int_readings("barrier", 0, 1)], &[], &ClockStamp::now())
             .unwrap();
         self.wake.notify_one();
         self.wait_status("a data message acknowledged after it", |st| {
@@ -548,26 +549,6 @@ async fn a_retained_request_is_delivered_like_any_other_on_every_subscribe() {
     }
 }
 
-fn readings(device: &str, first: i64, n: i64) -> SampleBatch {
-    let now = SystemTime::now();
-    SampleBatch {
-        device: device.into(),
-        bus: "bus1".into(),
-        slot: now,
-        samples: (0..n)
-            .map(|i| Sample {
-                point: format!("p{}", first + i).into(),
-                value: Some(Value::Int(first + i)),
-                unit: None,
-                quality: Quality::Good,
-                read_at: now,
-            })
-            .collect(),
-        online: true,
-        failed_cycles: 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_path_flows_while_commands_do() {
     let s = setup().await;
@@ -587,7 +568,7 @@ async fn the_data_path_flows_while_commands_do() {
     let mut got = Vec::new();
     for i in 0..BATCHES {
         s.store
-            .commit(&[readings(&format!("d{i}"), i * 5, 5)], &[], &stamp)
+            .commit(&[int_readings(&format!("d{i}"), i * 5, 5)], &[], &stamp)
             .unwrap();
         gw.wake.notify_one();
         for j in 0..COMMANDS / BATCHES as usize {
@@ -653,7 +634,7 @@ async fn without_an_inbox_nothing_subscribes_and_the_session_stays_clean() {
     );
     sub.wait_subscribed(1, Duration::from_secs(10)).await;
     s.store
-        .commit(&[readings("d", 0, 3)], &[], &ClockStamp::now())
+        .commit(&[int_readings("d", 0, 3)], &[], &ClockStamp::now())
         .unwrap();
     gw.wake.notify_one();
     wait_until("data delivered", Duration::from_secs(10), || {

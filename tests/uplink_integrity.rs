@@ -15,14 +15,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::{
-    gasdtu, mutual_tls_broker, sigterm, simulate_tcp, wait_exit, wait_until, Broker, BrokerTls,
-    Pki, Proc, Subscriber,
+    gasdtu, int_readings, mutual_tls_broker, sigterm, simulate_tcp, wait_exit, wait_until, Broker,
+    BrokerTls, Pki, Proc, Subscriber,
 };
 use gasdtu::config::{Encoding, StoreConfig, UplinkConfig};
-use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::outbox::{EntryKind, Outbox};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, LinkState, LinkStatus};
@@ -74,26 +73,6 @@ fn broker(dir: &std::path::Path) -> (Pki, Broker) {
         false,
     );
     (pki, b)
-}
-
-fn readings(device: &str, first: i64, n: i64) -> SampleBatch {
-    let now = SystemTime::now();
-    SampleBatch {
-        device: device.into(),
-        bus: "bus1".into(),
-        slot: now,
-        samples: (0..n)
-            .map(|i| Sample {
-                point: format!("p{}", first + i).into(),
-                value: Some(Value::Int(first + i)),
-                unit: None,
-                quality: Quality::Good,
-                read_at: now,
-            })
-            .collect(),
-        online: true,
-        failed_cycles: 0,
-    }
 }
 
 fn alarm(n: u64, message: &str) -> (EntryKind, Json) {
@@ -215,7 +194,7 @@ async fn hostile_queue(size_check: bool) -> LinkStatus {
     extra.extend((2..=4).map(|n| alarm(n, "pt1 pressure 900 kPa above 700")));
     store
         .commit(
-            &[readings("d1", 0, 10), readings("d2", 10, 10)],
+            &[int_readings("d1", 0, 10), int_readings("d2", 10, 10)],
             &extra,
             &stamp,
         )
@@ -330,7 +309,11 @@ async fn retained_health_carries_the_last_seq_of_the_data_received() {
 
     for round in 0..3 {
         store
-            .commit(&[readings("d1", round * 100, 60)], &[], &ClockStamp::now())
+            .commit(
+                &[int_readings("d1", round * 100, 60)],
+                &[],
+                &ClockStamp::now(),
+            )
             .unwrap();
     }
     let (max_data, health) = wait_until(

@@ -18,11 +18,10 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::{wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber};
+use common::{int_readings, wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber};
 use gasdtu::config::{Encoding, SessionMode, StoreConfig, UplinkConfig};
-use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, Inbound, LinkState, LinkStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,26 +263,6 @@ impl Running {
     }
 }
 
-fn batch(device: &str, first: i64, n: i64) -> SampleBatch {
-    let now = SystemTime::now();
-    SampleBatch {
-        device: device.into(),
-        bus: "bus1".into(),
-        slot: now,
-        samples: (0..n)
-            .map(|i| Sample {
-                point: format!("p{}", first + i).into(),
-                value: Some(Value::Int(first + i)),
-                unit: None,
-                quality: Quality::Good,
-                read_at: now,
-            })
-            .collect(),
-        online: true,
-        failed_cycles: 0,
-    }
-}
-
 /// Readings (device, point) that reached the subscriber.
 fn delivered(sub: &Subscriber) -> std::collections::BTreeSet<(String, String)> {
     sub.snapshot()
@@ -323,13 +302,17 @@ async fn a_silent_stall_is_detected_by_the_ack_timeout_and_nothing_is_lost() {
     let relay = Relay::start(r.broker.port).await;
     let run = Running::start(&r, uplink(&r.pki, relay.port), |f| f);
     let stamp = ClockStamp::now();
-    r.store.commit(&[batch("d1", 0, 3)], &[], &stamp).unwrap();
+    r.store
+        .commit(&[int_readings("d1", 0, 3)], &[], &stamp)
+        .unwrap();
     run.wake.notify_one();
     run.wait("the first readings acknowledged", |st| st.acked >= 1)
         .await;
     // The bearer dies without a reset: the relay moves nothing any more, keeps the socket.
     relay.freeze();
-    r.store.commit(&[batch("d2", 0, 3)], &[], &stamp).unwrap();
+    r.store
+        .commit(&[int_readings("d2", 0, 3)], &[], &stamp)
+        .unwrap();
     run.wake.notify_one();
     let st = run
         .wait("the stall noticed", |st| {
@@ -413,7 +396,9 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
         .await;
     // ...and a commit opens the next session, which delivers the data and the command.
     let stamp = ClockStamp::now();
-    r.store.commit(&[batch("d1", 0, 2)], &[], &stamp).unwrap();
+    r.store
+        .commit(&[int_readings("d1", 0, 2)], &[], &stamp)
+        .unwrap();
     run.wake.notify_one();
     let inb = tokio::time::timeout(T, run.inbox.as_mut().unwrap().recv())
         .await
@@ -478,7 +463,7 @@ async fn through_an_http_connect_proxy_tls_runs_end_to_end_under_the_brokers_nam
         f.with_proxy(proxy.addr)
     });
     r.store
-        .commit(&[batch("d1", 0, 2)], &[], &ClockStamp::now())
+        .commit(&[int_readings("d1", 0, 2)], &[], &ClockStamp::now())
         .unwrap();
     run.wake.notify_one();
     wait_until("readings delivered through the proxy", T, || {

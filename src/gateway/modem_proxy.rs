@@ -21,7 +21,7 @@ use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
 use crate::modem::profile;
-use crate::modem::{AtHandle, ModemStatus, Signal};
+use crate::modem::{AtHandle, ModemStatus};
 
 /// Longest command `modem_at` passes on.
 pub const MAX_AT: usize = 256;
@@ -96,17 +96,10 @@ impl ModemProxy {
             return json!({"ok": false, "kind": "not_ready",
                 "error": "the module is not detected yet"});
         };
-        let mut merged: Option<Signal> = None;
-        let mut errors = Vec::new();
-        for cmd in p.signal {
-            match at.call(cmd.command()).await {
-                Ok(x) => match cmd.parse(&x.lines) {
-                    Ok(s) => merged = Some(merged.map_or(s, |m| m.merge(s))),
-                    Err(e) => errors.push(e.to_string()),
-                },
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
+        let (merged, errors) = match crate::modem::supervisor::sample_signal(at, p).await {
+            Ok(r) => r,
+            Err(e) => return json!({"ok": false, "kind": "at", "error": e.to_string()}),
+        };
         match merged {
             Some(s) => json!({"ok": true, "model": p.id,
                 "signal": crate::modem::status::SignalReport::from(s),

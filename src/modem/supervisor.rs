@@ -533,16 +533,9 @@ impl ModemSupervisor {
     }
 
     async fn sample_signal(&mut self) -> Result<(), AtError> {
-        let mut merged: Option<Signal> = None;
-        for cmd in self.profile.signal {
-            match self.at.call(cmd.command()).await {
-                Ok(x) => match cmd.parse(&x.lines) {
-                    Ok(s) => merged = Some(merged.map_or(s, |m| m.merge(s))),
-                    Err(e) => debug!("modem signal: {e}"),
-                },
-                Err(e) if e.unresponsive() => return Err(e),
-                Err(e) => debug!("modem signal: {e}"),
-            }
+        let (merged, errors) = sample_signal(&self.at, self.profile).await?;
+        for e in errors {
+            debug!("modem signal: {e}");
         }
         if let Some(s) = merged {
             let now = crate::time::now_ms();
@@ -622,4 +615,26 @@ fn first_model_line(lines: &[String]) -> Option<String> {
         .iter()
         .find(|l| profile::detect(std::slice::from_ref(*l)).id != profile::GENERIC.id)
         .cloned()
+}
+
+/// Run the profile's signal commands now and merge what they give (the supervisor's schedule
+/// and `gasdtu modem signal`); the messages of commands that failed or did not parse come
+/// back beside it. A module that does not answer at all ends the sample (`Err`).
+pub async fn sample_signal(
+    at: &AtHandle,
+    profile: &Profile,
+) -> Result<(Option<Signal>, Vec<String>), AtError> {
+    let mut merged: Option<Signal> = None;
+    let mut errors = Vec::new();
+    for cmd in profile.signal {
+        match at.call(cmd.command()).await {
+            Ok(x) => match cmd.parse(&x.lines) {
+                Ok(s) => merged = Some(merged.map_or(s, |m| m.merge(s))),
+                Err(e) => errors.push(e.to_string()),
+            },
+            Err(e) if e.unresponsive() => return Err(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Ok((merged, errors))
 }

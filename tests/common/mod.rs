@@ -857,3 +857,24 @@ impl ModbusTap {
         self.writes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// A batch of `n` good integer readings `p<first>..` = `first..` of `device` on `bus1`, read now.
+pub fn int_readings(device: &str, first: i64, n: i64) -> gasdtu::model::SampleBatch {
+    let now = std::time::SystemTime::now();
+    gasdtu::model::SampleBatch {
+        device: device.into(),
+        bus: "bus1".into(),
+        slot: now,
+        samples: (0..n)
+            .map(|i| gasdtu::model::Sample {
+                point: format!("p{}", first + i).into(),
+                value: Some(gasdtu::model::Value::Int(first + i)),
+                unit: None,
+                quality: gasdtu::model::Quality::Good,
+                read_at: now,
+            })
+            .collect(),
+        online: true,
+        failed_cycles: 0,
+    }
+}
