@@ -3,7 +3,8 @@
 //! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NOTE]`
 //! acknowledges an active alarm through the same socket (request line `ack <occ> <note>`); the
 //! daemon records the acknowledgement as the calling user (SO_PEERCRED), the note only after
-//! it. Text from the daemon is printed with control characters escaped. With a modem the
+//! it. The link's session figures print as one line (`last session 8.1 s: open 1.6, ...`).
+//! Text from the daemon is printed with control characters escaped. With a modem the
 //! summary of `gasdtu modem info` ends the text view.
 
 use std::path::PathBuf;
@@ -141,7 +142,17 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
     for section in ["buffer", "link"] {
         if let Some(obj) = v.get(section).and_then(|s| s.as_object()) {
             println!("\n{section}:");
+            // The session figures: one line (`uplink::session::summary_line`).
+            if let Some(line) = obj
+                .get("session")
+                .and_then(crate::uplink::session::summary_line)
+            {
+                println!("  {}", crate::config::escape(&line));
+            }
             for (k, val) in obj {
+                if k == "session" {
+                    continue;
+                }
                 let shown = if k.ends_with("_ms") {
                     when(val)
                 } else {

@@ -578,6 +578,10 @@ impl Gateway {
         let fwd = match &self.modem {
             Some(m) => {
                 let f = fwd.with_link_gate(crate::modem::link_gate(self.modem_status.subscribe()));
+                let f = match m.meter() {
+                    Some(meter) => f.with_link_meter(meter),
+                    None => f,
+                };
                 match m.proxy() {
                     Some(addr) => f.with_proxy(addr),
                     None => f,
@@ -802,9 +806,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "reconnects": l.reconnects,
         "tls_resumptions": l.tls_resumptions,
         "tls_full_handshakes": l.tls_full_handshakes,
-        "connect_ms": l.connect_ms,
-        "last_session_ms": l.last_session_ms,
-        "session_bytes_up": l.session_bytes_up,
+        "session": l.session.to_json(),
         "store_error": l.store_error,
         "last_seq": l.last_seq,
         "dead_letters": l.dead_letters,

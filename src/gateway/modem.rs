@@ -20,6 +20,7 @@ use crate::modem::{
     SupervisorOptions,
 };
 use crate::store::Store;
+use crate::uplink::LinkMeter;
 
 /// Events waiting to be recorded before the supervisor's are dropped (with a warning).
 const EVENT_QUEUE: usize = 64;
@@ -34,6 +35,8 @@ pub struct ModemRuntime {
     at: AtHandle,
     /// Socket mode: the loopback HTTP CONNECT proxy the forwarder goes through.
     proxy: Option<SocketAddr>,
+    /// Socket mode: the bridge's counters (session figures: open time, socket bytes).
+    meter: Option<Arc<LinkMeter>>,
 }
 
 impl ModemRuntime {
@@ -60,10 +63,12 @@ impl ModemRuntime {
         );
         let mut tasks = Vec::new();
         let mut proxy = None;
+        let mut meter = None;
         if cfg.mode == ModemMode::Socket {
             match SocketBridge::bind(at.clone(), status_rx, cfg.hosts.clone()) {
                 Ok(b) => {
                     proxy = b.local_addr().ok();
+                    meter = Some(b.meter());
                     tasks.push(tokio::spawn(b.run(stop.clone())));
                 }
                 // Without the bridge the uplink cannot connect: it says so in its own error.
@@ -85,6 +90,7 @@ impl ModemRuntime {
             tasks,
             at,
             proxy,
+            meter,
         }
     }
 
@@ -96,6 +102,11 @@ impl ModemRuntime {
     /// Socket mode: the bridge's loopback address (for `Forwarder::with_proxy`).
     pub fn proxy(&self) -> Option<SocketAddr> {
         self.proxy
+    }
+
+    /// Socket mode: the bridge's counters (for `Forwarder::with_link_meter`).
+    pub fn meter(&self) -> Option<Arc<LinkMeter>> {
+        self.meter.clone()
     }
 
     /// Stop the engine (closing the port), the supervisor, and record what it left.

@@ -172,6 +172,11 @@ pub struct ModemStatus {
     pub last_error: Option<String>,
     /// Registered and attached: the uplink may try to connect.
     pub link_up: bool,
+    /// The last registration episode: from the module's start (or a ladder step, or the
+    /// registration's loss) to registered, in ms; and since when (UTC ms) it is registered
+    /// (`None` while not registered).
+    pub registered_in_ms: Option<u64>,
+    pub registered_since_ms: Option<i64>,
 }
 
 /// The small `modem` object of `<root>/health`: registration, RSRP, SINR, ECL and cell.
@@ -187,6 +192,7 @@ pub fn health_json(s: &ModemStatus) -> serde_json::Value {
         "cell": s.registration.as_ref().and_then(|r| r.ci.clone())
             .or(sig.cell_id.map(|c| format!("{c:X}"))),
         "tac": s.registration.as_ref().and_then(|r| r.tac.clone()),
+        "registered_in_ms": s.registered_in_ms,
     })
 }
 
@@ -243,16 +249,19 @@ mod tests {
                 ..SignalReport::default()
             }),
             link_up: true,
+            registered_in_ms: Some(4200),
+            registered_since_ms: Some(1_700_000_000_000),
             ..ModemStatus::default()
         };
         let h = health_json(&s);
+        assert_eq!(h["registered_in_ms"], 4200);
         assert_eq!(h["registration"], "home");
         assert_eq!(h["rsrp"], -85.0);
         assert_eq!(h["sinr"], 7.5);
         assert_eq!(h["ecl"], 0);
         assert_eq!(h["cell"], "1A2D001");
         assert_eq!(h["state"], "registered");
-        assert!(h.to_string().len() < 200, "{h}");
+        assert!(h.to_string().len() < 220, "{h}");
         assert_eq!(status_phrase(&s), "modem registered, RSRP -85 dBm");
         let j = serde_json::to_value(&s).expect("status json");
         assert_eq!(j["ladder"]["resets_today"], 0);

@@ -73,6 +73,9 @@ pub struct ModemSupervisor {
     profile: &'static Profile,
     /// Since when registration (or attach) has been missing.
     missing_since: Instant,
+    /// Since when the module has not been registered (its start, a ladder step, or the
+    /// loss): `registered_in_ms` at the next registration.
+    unregistered_since: Option<Instant>,
     unanswered: u32,
     /// No ladder step before this (backoff or cap).
     hold_until: Option<Instant>,
@@ -127,6 +130,7 @@ impl ModemSupervisor {
             ladder: Ladder::new(policy),
             profile,
             missing_since: now,
+            unregistered_since: Some(now),
             unanswered: 0,
             hold_until: None,
             last_stat: None,
@@ -305,8 +309,22 @@ impl ModemSupervisor {
                 // The cell is known now: sample it at the next poll.
                 self.next_signal = now;
             }
-        } else if was.is_some_and(RegStatus::registered) {
-            self.missing_since = now;
+            if let Some(since) = self.unregistered_since.take() {
+                let took = now.saturating_duration_since(since).as_millis() as u64;
+                info!(ms = took, "modem registered");
+                self.set(|s| {
+                    s.registered_in_ms = Some(took);
+                    s.registered_since_ms = Some(crate::time::now_ms());
+                });
+            }
+        } else {
+            if was.is_some_and(RegStatus::registered) {
+                self.missing_since = now;
+            }
+            if self.unregistered_since.is_none() {
+                self.unregistered_since = Some(now);
+                self.set(|s| s.registered_since_ms = None);
+            }
         }
         self.last_stat = Some(r.stat);
         let mut reg = RegistrationStatus::from_reply(r);
