@@ -193,6 +193,14 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
     .await;
     assert_eq!(h["modem"]["registration"], "home", "{h}");
     assert!(h["modem"]["rsrp"].is_number(), "{h}");
+    assert!(h["modem"]["registered_in_ms"].is_u64(), "{h}");
+    // The session figures come from the bridge: socket bytes both ways.
+    assert_eq!(h["session"]["bytes"], "socket", "{h}");
+    assert!(h["session"]["open_ms"].is_u64(), "{h}");
+    assert!(
+        h["session"]["bytes_down"].as_u64().is_some_and(|d| d > 0),
+        "{h}"
+    );
     // Read success over 24 h: the healthy simulator reads every point.
     assert_eq!(h["reads_24h"]["all"], serde_json::json!(1.0), "{h}");
     assert_eq!(h["reads_24h"]["below_99"], serde_json::json!({}), "{h}");
@@ -212,6 +220,10 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
     assert!(
         text.contains("\nmodem:\n  model bc95"),
         "gasdtu status shows the modem: {text}"
+    );
+    assert!(
+        text.contains("  last session") && text.contains("kB down (socket)"),
+        "gasdtu status shows the session figures: {text}"
     );
     let (code, out) = modem_cli(&r.socket, &["signal"]);
     assert_eq!(code, 0, "{out}");

@@ -146,6 +146,7 @@ async fn through_the_module(model: &str) {
     tokio::spawn(sup.run(stop.clone()));
     let bridge = SocketBridge::bind(at.clone(), status.clone(), Vec::new()).unwrap();
     let proxy = bridge.local_addr().unwrap();
+    let meter = bridge.meter();
     tokio::spawn(bridge.run(stop.clone()));
 
     let (store, _) = Store::open(&dir.path().join("state"), &StoreConfig::default()).unwrap();
@@ -160,6 +161,7 @@ async fn through_the_module(model: &str) {
         ltx,
     )
     .with_proxy(proxy)
+    .with_link_meter(meter)
     .with_link_gate(link_gate(status.clone()));
     let fwd_stop = CancellationToken::new();
     let task = tokio::spawn(fwd.run(fwd_stop.clone()));
@@ -187,8 +189,32 @@ async fn through_the_module(model: &str) {
     let s = status.borrow().clone();
     assert_eq!(s.model.as_deref(), Some(model), "{s:?}");
     assert!(s.link_up);
+    // The modem's last registration episode was timed.
+    assert!(
+        s.registered_in_ms.is_some() && s.registered_since_ms.is_some(),
+        "{s:?}"
+    );
     fwd_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    // The session's figures, from the bridge: every phase, and the module socket's bytes
+    // both ways (TLS and MQTT framing over the payload).
+    let f = link.borrow().session.clone();
+    assert_eq!(f.bytes, gasdtu::uplink::ByteCount::Socket, "{f:?}");
+    assert!(f.open_ms.is_some() && f.tls_ms.is_some(), "{f:?}");
+    assert!(f.drain_ms.is_some() && f.total_ms.is_some(), "{f:?}");
+    let connect = [f.open_ms, f.tls_ms, f.mqtt_ms].map(|p| p.unwrap_or(0));
+    assert_eq!(
+        connect.iter().sum::<u64>(),
+        f.connect_ms.unwrap_or(0),
+        "{f:?}"
+    );
+    assert!(
+        f.connect_ms.unwrap_or(0) + f.drain_ms.unwrap_or(0) <= f.total_ms.unwrap_or(0),
+        "{f:?}"
+    );
+    assert!(f.bytes_down.is_some_and(|d| d > 0), "{f:?}");
+    assert!(f.payload_up > 0 && f.bytes_up >= f.payload_up, "{f:?}");
+    assert!(f.messages >= 1, "{f:?}");
     stop.cancel();
 }
 

@@ -423,9 +423,27 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
     assert!(st.acked >= 1, "{st:?}");
     // The session figures: status, and the health published at the second session's connect
     // carries the first session's length.
+    let f = &st.session;
+    assert!(f.connect_ms.is_some() && f.total_ms.is_some(), "{st:?}");
+    // os mode: no tunnel to time; TLS 1.3 measured by the handshake hook (TCP included).
+    assert!(f.open_ms.is_none() && f.tls_ms.is_some(), "{f:?}");
+    assert_eq!(f.bytes, gasdtu::uplink::ByteCount::Payload);
+    assert!(f.bytes_down.is_none(), "{f:?}");
+    // The data session: its readings went out in this session (health and status too).
     assert!(
-        st.connect_ms.is_some() && st.last_session_ms.is_some(),
-        "{st:?}"
+        f.messages >= 1 && f.bytes_up >= f.payload_up && f.payload_up > 0,
+        "{f:?}"
+    );
+    let phases = [f.tls_ms, f.mqtt_ms, f.drain_ms].map(|p| p.unwrap_or(0));
+    assert!(f.drain_ms.is_some(), "{f:?}");
+    assert_eq!(
+        f.tls_ms.unwrap_or(0) + f.mqtt_ms.unwrap_or(0),
+        f.connect_ms.unwrap_or(0),
+        "{f:?}"
+    );
+    assert!(
+        phases.iter().sum::<u64>() <= f.total_ms.unwrap_or(0),
+        "{f:?}"
     );
     let healths = || -> Vec<serde_json::Value> {
         sub.snapshot()
@@ -442,7 +460,9 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
     .await;
     assert!(
         h.iter().any(|h| h["session"]["connect_ms"].is_u64()
-            && h["session"]["last_ms"]
+            && h["session"]["bytes"] == "payload"
+            && h["session"]["messages"].as_u64().is_some_and(|n| n >= 1)
+            && h["session"]["total_ms"]
                 .as_u64()
                 .is_some_and(|ms| ms >= 1000)),
         "{h:?}"

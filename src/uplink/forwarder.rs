@@ -498,6 +498,8 @@ impl<O: Outbox> Forwarder<O> {
                     if connected {
                         let ms = began.elapsed().as_millis() as u64;
                         self.update_figures(Some(ms));
+                        let f = self.status.borrow().session.to_json();
+                        tracing::info!(session = %f, "uplink session figures");
                         sessions += 1;
                         backoff.reset();
                     }

@@ -84,10 +84,13 @@ pub fn phases(m: &Moments) -> (Option<u64>, Option<u64>, u64, u64) {
     let within = |t: Option<Instant>, after: Instant| t.filter(|t| *t >= after && *t <= m.connack);
     let opened = within(m.opened, m.start);
     let tls_done = within(m.tls_done, opened.unwrap_or(m.start));
-    let open_ms = opened.map(|o| ms(m.start, o));
-    let tls_ms = tls_done.map(|t| ms(opened.unwrap_or(m.start), t));
-    let last = tls_done.or(opened).unwrap_or(m.start);
-    (open_ms, tls_ms, ms(last, m.connack), ms(m.start, m.connack))
+    // Every moment as ms from the start (truncated once), so the phases add up exactly.
+    let at = |t: Instant| ms(m.start, t);
+    let open_ms = opened.map(at);
+    let tls_ms = tls_done.map(|t| at(t) - open_ms.unwrap_or(0));
+    let before = tls_done.or(opened).map_or(0, at);
+    let connect = at(m.connack);
+    (open_ms, tls_ms, connect - before, connect)
 }
 
 impl SessionFigures {
