@@ -3,8 +3,15 @@
 //! waiting on conditions with deadlines (never bare sleeps).
 #![allow(dead_code)]
 
+/// The NB-IoT module simulator (`gasdtu simulate --modem`) on a pty pair.
+pub mod modem;
 /// The remote-operations harness (issue 10): daemon, ops CLI, signed requests, answers.
 pub mod remote;
+/// Uplink fixtures: the `UplinkConfig` of a gateway under test, batches of readings.
+pub mod uplink;
+
+#[allow(unused_imports)] // each test crate uses what it needs
+pub use uplink::{int_readings, readings, uplink_config};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -855,26 +862,5 @@ impl ModbusTap {
     /// Write requests seen so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// A batch of `n` good integer readings `p<first>..` = `first..` of `device` on `bus1`, read now.
-pub fn int_readings(device: &str, first: i64, n: i64) -> gasdtu::model::SampleBatch {
-    let now = std::time::SystemTime::now();
-    gasdtu::model::SampleBatch {
-        device: device.into(),
-        bus: "bus1".into(),
-        slot: now,
-        samples: (0..n)
-            .map(|i| gasdtu::model::Sample {
-                point: format!("p{}", first + i).into(),
-                value: Some(gasdtu::model::Value::Int(first + i)),
-                unit: None,
-                quality: gasdtu::model::Quality::Good,
-                read_at: now,
-            })
-            .collect(),
-        online: true,
-        failed_cycles: 0,
     }
 }
