@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{int_readings, wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber};
-use gasdtu::config::{Encoding, SessionMode, StoreConfig, UplinkConfig};
+use gasdtu::config::{SessionMode, StoreConfig, UplinkConfig};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, Inbound, LinkState, LinkStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,30 +35,11 @@ const T: Duration = Duration::from_secs(20);
 
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
     UplinkConfig {
-        host: "localhost".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: "gasdtu-gw-link".into(),
-        topic_root: ROOT.into(),
         // Far beyond every wait here: only `ack_timeout` can notice a stall.
         keepalive: Duration::from_secs(240),
-        connect_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(400),
-        max_payload: 1024,
-        rate_limit: None,
-        encoding: Encoding::Json,
-        inflight: 4,
-        session: SessionMode::Always,
         linger: Duration::from_secs(1),
-        check_in: Duration::from_secs(3600),
         ack_timeout: Duration::from_secs(5),
+        ..common::uplink_config(pki, port, GW)
     }
 }
 
