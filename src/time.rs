@@ -77,6 +77,16 @@ impl ClockSource {
             other => serde_json::json!({ "source": other.as_str() }),
         }
     }
+
+    /// The small form for `<root>/health`: the source, and the accuracy when it is the network.
+    pub fn health_json(self) -> serde_json::Value {
+        match self {
+            ClockSource::Network { accuracy_ms, .. } => {
+                serde_json::json!({"source": "network", "accuracy_ms": accuracy_ms})
+            }
+            other => serde_json::json!({ "source": other.as_str() }),
+        }
+    }
 }
 
 /// The pure core of the clock seam: the time to use (ms) and its source, for a system clock
@@ -385,6 +395,10 @@ mod tests {
             serde_json::json!({"source": "untrusted"})
         );
         assert_eq!(ClockSource::System.as_str(), "system");
+        assert_eq!(
+            n.health_json(),
+            serde_json::json!({"source": "network", "accuracy_ms": 800})
+        );
     }
 
     #[test]
