@@ -390,6 +390,12 @@ impl BusTask {
         // stream of CLI requests (a scan) cannot starve the schedule, nor the reverse.
         let mut just_served = false;
         loop {
+            // A clock that went back (a network correction cleared, NTP stepping back) must
+            // not leave a device waiting for a slot far ahead.
+            let now = crate::time::now();
+            for d in &mut self.devices {
+                d.next = schedule::resync(d.next, now, d.cfg.poll, d.cfg.phase);
+            }
             // No device (all left out at planning): no schedule, requests are still served.
             let wait = self.devices.iter().map(|d| d.next).min().map(|next| {
                 next.duration_since(crate::time::now())
