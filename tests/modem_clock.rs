@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use common::remote::{pressure_device, run_daemon_with};
 use common::{
-    gasdtu, socket_request, wait_for, wait_until, Broker, BrokerTls, Pki, Proc, PtyPair,
-    Subscriber,
+    gasdtu, socket_request, wait_for, wait_until, Broker, BrokerTls, Pki, Proc, PtyPair, Subscriber,
 };
 use gasdtu::time::now_ms;
 use gasdtu::uplink::decode;
@@ -45,8 +44,8 @@ fn libfaketime() -> PathBuf {
 /// (00:00 UTC) for a year: a client whose clock says 2025 finds them not valid yet.
 fn pki_valid_from_today(dir: &Path) -> Pki {
     use rcgen::{
-        date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+        Issuer, KeyPair, KeyUsagePurpose,
     };
     let (y, m, d, ..) = gasdtu::time::civil(now_ms());
     let (y, m, d) = (y as i32, m as u8, d as u8);
@@ -56,7 +55,8 @@ fn pki_valid_from_today(dir: &Path) -> Pki {
     };
     let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "gasdtu test CA (today)");
+    ca.distinguished_name
+        .push(DnType::CommonName, "gasdtu test CA (today)");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     dated(&mut ca);
@@ -70,7 +70,10 @@ fn pki_valid_from_today(dir: &Path) -> Pki {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         dated(&mut p);
         let key = KeyPair::generate().unwrap();
-        write(&format!("{stem}.pem"), p.signed_by(&key, &issuer).unwrap().pem());
+        write(
+            &format!("{stem}.pem"),
+            p.signed_by(&key, &issuer).unwrap().pem(),
+        );
         write(&format!("{stem}.key"), key.serialize_pem());
     };
     leaf(
@@ -251,10 +254,14 @@ async fn network_time_releases_held_readings_and_validates_the_broker_certificat
         r.status().filter(|s| s["clock"]["source"] == "network")
     })
     .await;
+    eprintln!("clock in status: {}", st["clock"]);
     let acc = st["clock"]["accuracy_ms"].as_u64().expect("accuracy_ms");
     assert!((500..60_000).contains(&acc), "{st}");
     let offset = st["clock"]["offset_ms"].as_i64().expect("offset_ms");
-    assert!(offset > 86_400_000, "a 2025 clock is behind by far more: {st}");
+    assert!(
+        offset > 86_400_000,
+        "a 2025 clock is behind by far more: {st}"
+    );
     assert!(st["modem"]["network_time"]["utc_ms"].is_i64(), "{st}");
     // `gasdtu status` says it in words.
     let out = Command::new(gasdtu())
@@ -274,7 +281,10 @@ async fn network_time_releases_held_readings_and_validates_the_broker_certificat
     })
     .await;
     assert!(h["clock"]["accuracy_ms"].is_u64(), "{h}");
-    assert!(h["clock"].get("offset_ms").is_none(), "health stays small: {h}");
+    assert!(
+        h["clock"].get("offset_ms").is_none(),
+        "health stays small: {h}"
+    );
     let ev = wait_until("a clock_source event", T, || {
         events(&r.sub, "clock_source").into_iter().next()
     })
@@ -289,7 +299,8 @@ async fn without_set_clock_readings_stay_held_and_the_clock_untrusted() {
     let r = rig("gw-noclock", false, false).await;
     // The module's time was read (it is in the status) but not used.
     let st = wait_until("the network time read", T, || {
-        r.status().filter(|s| s["modem"]["network_time"]["utc_ms"].is_i64())
+        r.status()
+            .filter(|s| s["modem"]["network_time"]["utc_ms"].is_i64())
     })
     .await;
     assert_eq!(st["clock"]["source"], "untrusted", "{st}");

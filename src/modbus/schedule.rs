@@ -45,7 +45,12 @@ pub fn after(
 /// A scheduled `next` slot checked against the wall clock `now`: if it lies more than one
 /// interval ahead, the clock went back (a network-corrected clock cleared, NTP stepping back)
 /// and waiting for it would stall the device; the first slot after `now` is used instead.
-pub fn resync(next: SystemTime, now: SystemTime, interval: Duration, phase: Duration) -> SystemTime {
+pub fn resync(
+    next: SystemTime,
+    now: SystemTime,
+    interval: Duration,
+    phase: Duration,
+) -> SystemTime {
     let iv = interval.max(Duration::from_secs(1));
     match next.duration_since(now) {
         Ok(ahead) if ahead > iv => next_slot(now, iv, phase),
