@@ -4,7 +4,8 @@
 //! acknowledges an active alarm through the same socket (request line `ack <occ> <note>`); the
 //! daemon records the acknowledgement as the calling user (SO_PEERCRED), the note only after
 //! it. The link's session figures print as one line (`last session 8.1 s: open 1.6, ...`).
-//! Text from the daemon is printed with control characters escaped. With a modem the
+//! Text from the daemon is printed with control characters escaped. Under the gateway line
+//! the clock source (system, network with its accuracy, or untrusted). With a modem the
 //! summary of `gasdtu modem info` ends the text view.
 
 use std::path::PathBuf;
@@ -38,6 +39,20 @@ fn when(ms: &serde_json::Value) -> String {
     match ms.as_i64() {
         Some(ms) if ms > 0 => crate::time::rfc3339_s(ms),
         _ => "-".into(),
+    }
+}
+
+/// The daemon's `clock` object in words.
+fn clock_text(c: &serde_json::Value) -> String {
+    match c["source"].as_str() {
+        Some("network") => format!(
+            "network time (modem), accuracy ±{} ms, offset {:+} ms from the system clock",
+            c["accuracy_ms"].as_u64().unwrap_or_default(),
+            c["offset_ms"].as_i64().unwrap_or_default()
+        ),
+        Some("untrusted") => "UNTRUSTED (readings are held until the time is known)".into(),
+        Some(other) => crate::config::escape(other).into_owned(),
+        None => "?".into(),
     }
 }
 
@@ -86,6 +101,9 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             when(&gw["started_ms"]),
             text(&gw["config"], "?")
         );
+    }
+    if let Some(c) = v.get("clock").filter(|c| c.is_object()) {
+        println!("clock {}", clock_text(c));
     }
     println!(
         "\n{:<16} {:<12} {:<8} {:<21} {:<21} {:>9}  LAST ERROR",

@@ -3,7 +3,8 @@
 //! spare AT port, `socket`: gasdtu drives the module's AT socket commands), the AT serial port,
 //! the module profile (`auto` or a profile id the AT core knows), the APN, the signal sampling
 //! period, the registration bound before the reset ladder climbs, requested PSM/eDRX timers,
-//! the reset caps and `[modem.power]` (GPIO line or command that power-cycles the module).
+//! the reset caps, `set_clock` (the network's time corrects an untrusted system clock) and
+//! `[modem.power]` (GPIO line or command that power-cycles the module).
 //! Every error carries its key path and line:column, like the other sections; no I/O.
 
 use std::path::PathBuf;
@@ -107,6 +108,8 @@ pub struct ModemConfig {
     pub hosts: Vec<(String, std::net::IpAddr)>,
     /// The reset ladder's first gap between steps (doubling per step, up to 30 min).
     pub ladder_gap: Duration,
+    /// Correct an untrusted system clock with the network's time (`AT+CCLK?`; default true).
+    pub set_clock: bool,
 }
 
 impl ModemConfig {
@@ -126,6 +129,7 @@ impl ModemConfig {
             max_resets_per_day: 24,
             hosts: Vec::new(),
             ladder_gap: Duration::from_secs(30),
+            set_clock: true,
         }
     }
 }
@@ -267,6 +271,7 @@ pub(crate) fn parse_modem(
             Duration::from_secs(3600),
         )
         .or(Duration::from_secs(30));
+    let set_clock = sec.boolean(d, "set_clock").or(true);
     let power = match sec.table(d, "power") {
         Field::Value(p, _) => parse_power(d, p).map(Some),
         Field::Absent => Some(None),
@@ -279,8 +284,8 @@ pub(crate) fn parse_modem(
     let mode = mode?;
     let (port, baud, model, apn) = (port?, baud?, model?, apn?);
     let (signal_every, register_within, psm, edrx) = (signal_every?, register_within?, psm?, edrx?);
-    let (max_resets_per_day, power, hosts, ladder_gap) =
-        (max_resets_per_day?, power?, hosts?, ladder_gap?);
+    let (max_resets_per_day, power, hosts, ladder_gap, set_clock) =
+        (max_resets_per_day?, power?, hosts?, ladder_gap?, set_clock?);
     if !ok {
         return None;
     }
@@ -311,6 +316,7 @@ pub(crate) fn parse_modem(
         max_resets_per_day: max_resets_per_day as u32,
         hosts,
         ladder_gap,
+        set_clock,
     }))
 }
 

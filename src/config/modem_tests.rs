@@ -66,6 +66,7 @@ psm_tau = "1h"
 psm_active = "30s"
 edrx = "81.92s"
 max_resets_per_day = 10
+set_clock = false
 
 [modem.power]
 gpio_chip = "gpiochip1"
@@ -102,6 +103,7 @@ max_power_cycles_per_day = 4
             max_resets_per_day: 10,
             hosts: Vec::new(),
             ladder_gap: Duration::from_secs(30),
+            set_clock: false,
         }
     );
     let m = ok(
@@ -156,6 +158,12 @@ fn each_error_has_its_key_path_and_line() {
             format!("{M}baud = 9601\n"),
             "modem.baud",
             "not a standard rate",
+            8,
+        ),
+        (
+            format!("{M}set_clock = \"yes\"\n"),
+            "modem.set_clock",
+            "true or false",
             8,
         ),
         (

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -475,7 +475,7 @@ impl Consumer {
 
     async fn enforce_limits(&self) {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.enforce_limits(SystemTime::now())).await {
+        match tokio::task::spawn_blocking(move || store.enforce_limits(crate::time::now())).await {
             Ok(Ok(ev)) => {
                 if ev.dropped_unsent > 0 || ev.expired_history > 0 {
                     tracing::warn!(

@@ -602,6 +602,8 @@ impl Gateway {
                         "reads_24h".into(),
                         board.read_summary(crate::time::now_ms()),
                     );
+                    // Where the times of this gateway come from (and how good they are).
+                    m.insert("clock".into(), crate::time::clock_source().health_json());
                 }
                 if live.has_modem.load(Ordering::Relaxed) {
                     if let serde_json::Value::Object(m) = &mut extra {
@@ -684,6 +686,7 @@ impl Gateway {
                     "buffer": buffer,
                     "link": link,
                     "modem": modem,
+                    "clock": crate::time::clock_source().json(),
                 })
             })
         };

@@ -1,6 +1,7 @@
 //! The modem's place in the runtime: `ModemRuntime::start` spawns one generation of the AT
 //! engine (the only owner of the modem's port) and the supervisor for a `[modem]` config, plus
-//! the small task that records the supervisor's events (`modem_reset`, `modem_registration`)
+//! the small task that records the supervisor's events (`modem_reset`, `modem_registration`,
+//! `clock_source`)
 //! through the runtime's event path; `stop` ends all three (a changed `[modem]` restarts
 //! them). The status watch outlives generations, so `gasdtu status`, `<root>/health` and the
 //! uplink keep one receiver. Never talks AT itself.

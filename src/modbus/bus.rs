@@ -222,7 +222,7 @@ impl BusTask {
         devices: Vec<DeviceConfig>,
         tx: mpsc::Sender<SampleBatch>,
     ) -> BusTask {
-        let now = SystemTime::now();
+        let now = crate::time::now();
         let mut pollers = Vec::new();
         for d in devices
             .into_iter()
@@ -376,7 +376,7 @@ impl BusTask {
         );
         let mut requests = self.requests.take();
         if self.poll_at_start {
-            let now = SystemTime::now();
+            let now = crate::time::now();
             for i in 0..self.devices.len() {
                 if shutdown.is_cancelled() {
                     return;
@@ -390,9 +390,15 @@ impl BusTask {
         // stream of CLI requests (a scan) cannot starve the schedule, nor the reverse.
         let mut just_served = false;
         loop {
+            // A clock that went back (a network correction cleared, NTP stepping back) must
+            // not leave a device waiting for a slot far ahead.
+            let now = crate::time::now();
+            for d in &mut self.devices {
+                d.next = schedule::resync(d.next, now, d.cfg.poll, d.cfg.phase);
+            }
             // No device (all left out at planning): no schedule, requests are still served.
             let wait = self.devices.iter().map(|d| d.next).min().map(|next| {
-                next.duration_since(SystemTime::now())
+                next.duration_since(crate::time::now())
                     .unwrap_or(Duration::ZERO)
             });
             let take_requests = !(just_served && wait == Some(Duration::ZERO));
@@ -413,7 +419,7 @@ impl BusTask {
             }
             just_served = false;
             // Poll every device that is due, in name order, one transaction at a time.
-            let now = SystemTime::now();
+            let now = crate::time::now();
             for i in 0..self.devices.len() {
                 if shutdown.is_cancelled() {
                     break;
@@ -427,7 +433,7 @@ impl BusTask {
                 }
                 let d = &mut self.devices[i];
                 let (next, skipped) =
-                    schedule::after(slot, SystemTime::now(), d.cfg.poll, d.cfg.phase);
+                    schedule::after(slot, crate::time::now(), d.cfg.poll, d.cfg.phase);
                 if skipped > 0 {
                     tracing::warn!(
                         bus = %self.bus.name, device = %d.name, skipped,
@@ -478,7 +484,7 @@ async fn poll_once(
             Some(e) => Err(e.clone()),
             None => link.read(d.cfg.unit, b.table, b.start, b.count).await,
         };
-        let read_at = SystemTime::now();
+        let read_at = crate::time::now();
         match res {
             Ok(regs) => {
                 answered = true;

@@ -187,10 +187,7 @@ pub fn publish_packet_len(topic: &str, payload: usize) -> usize {
     1 + len_len + remaining
 }
 
-/// Wall-clock UTC milliseconds since the epoch.
+/// Wall-clock UTC milliseconds since the epoch (the daemon's clock seam, `crate::time::now_ms`).
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::time::now_ms()
 }
