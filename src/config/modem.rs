@@ -293,11 +293,24 @@ pub(crate) fn parse_modem(
         return Some(None);
     };
     if let (ModemMode::Socket, Some(id)) = (mode, &model) {
-        if profile::by_id(id).is_some_and(|p| p.socket == profile::SocketDialect::None) {
+        let dialect = profile::by_id(id).map(|p| p.socket);
+        let why = match dialect {
+            Some(profile::SocketDialect::None) => Some("has no AT socket commands"),
+            // SIM7080's CA* sockets put binary data inside a line (+CARECV): not implemented.
+            Some(profile::SocketDialect::Ca) => {
+                Some("speaks the CA* socket dialect, which gasdtu does not drive yet")
+            }
+            // BC66's hex receive (`+QIRD` with hex data) is not implemented either.
+            Some(profile::SocketDialect::QiHex) => {
+                Some("receives socket data in hex, which gasdtu does not read yet")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
             d.error(
                 &model_path,
                 model_span,
-                format!("model {id:?} has no AT socket commands: use mode = \"os\""),
+                format!("model {id:?} {why}: use mode = \"os\" (PPP or the OS's driver owns the data path)"),
             );
             return None;
         }

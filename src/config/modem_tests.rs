@@ -179,6 +179,18 @@ fn each_error_has_its_key_path_and_line() {
             8,
         ),
         (
+            "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\nmodel = \"sim7080\"\n".into(),
+            "modem.model",
+            "CA* socket dialect",
+            8,
+        ),
+        (
+            "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\nmodel = \"bc66\"\n".into(),
+            "modem.model",
+            "hex, which gasdtu does not read yet",
+            8,
+        ),
+        (
             format!("{M}apn = \"bad apn\"\n"),
             "modem.apn",
             "invalid APN",

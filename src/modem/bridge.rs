@@ -283,7 +283,7 @@ async fn open(
             }
             Ok(id)
         }
-        SocketDialect::Qi | SocketDialect::QiHex => {
+        SocketDialect::Qi => {
             // Sockets need the PDP context active (QIACT); an already active context answers
             // ERROR, which is fine: QIOPEN says whether it worked.
             if let Some(act) = p.pdp_activation {
@@ -326,7 +326,11 @@ async fn open(
             }
             Ok(id)
         }
-        d @ (SocketDialect::Ca | SocketDialect::None) => Err(BridgeError::Unsupported(d)),
+        // BC66 (hex receive) and SIM7080 (CA*) are not driven yet; `check` refuses them by
+        // name, this catches `model = "auto"` finding one.
+        d @ (SocketDialect::QiHex | SocketDialect::Ca | SocketDialect::None) => {
+            Err(BridgeError::Unsupported(d))
+        }
     }
 }
 
