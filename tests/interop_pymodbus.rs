@@ -28,6 +28,8 @@ fn pt(name: &str, table: Table, address: u16, data_type: DataType, order: WordOr
         offset: 0.0,
         unit: None,
         writable: false,
+        scale_from: None,
+        publish: true,
     }
 }
 

@@ -13,7 +13,7 @@ use super::doc::{join, Field, Section};
 
 /// Type names accepted in `type = "..."`, for messages.
 pub(crate) const TYPE_NAMES: &str =
-    "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, string";
+    "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, bcd48, intreal, string";
 
 /// A point as written, before it is merged into a device.
 #[derive(Debug, Clone)]
@@ -202,6 +202,8 @@ pub(crate) fn parse_point(
             offset: offset?,
             unit: unit.filter(|u| !u.is_empty()),
             writable: writable?,
+            scale_from: None,
+            publish: true,
         },
         span,
     })

@@ -427,6 +427,7 @@ fn fit(p: &PointSpec, v: &Value, floor: bool) -> Value {
         DataType::I64 => Some((i64::MIN as f64, i64::MAX as f64)),
         DataType::Bcd16 => Some((0.0, 9999.0)),
         DataType::Bcd32 => Some((0.0, 99_999_999.0)),
+        DataType::Bcd48 => Some((0.0, 999_999_999_999.0)),
         _ => None,
     };
     let Some((lo, hi)) = bounds else {
@@ -460,6 +461,8 @@ mod tests {
             offset: 0.0,
             unit: None,
             writable: true,
+            scale_from: None,
+            publish: true,
         }
     }
 
