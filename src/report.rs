@@ -10,6 +10,10 @@
 //! - with a deadband, a point's value (`p`) is sent only when it moved more than the deadband
 //!   from the value last sent (report by exception); aggregates are always sent with it.
 //!
+//! Points with `publish = false` are never sent: the reporter leaves them out of reports and
+//! `strip_local` separates them from a batch reported as polled (they stay in the store as
+//! history and feed the alarms like any reading).
+//!
 //! Read times stay device read times: `p` keeps the read time of the last sample, aggregates
 //! carry the read time of the last good sample of the window. No I/O, no clock: windows are
 //! derived from the batches' slots. A window is reported by its last poll (the one whose next
@@ -17,7 +21,7 @@
 //! window. Partial windows after a restart cover only the polls seen (the raw readings are in
 //! the history either way).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +81,8 @@ struct DeviceState {
 #[derive(Debug, Default)]
 pub struct Reporter {
     devices: HashMap<String, DeviceState>,
+    /// Per device, the points with `publish = false`.
+    local: HashMap<String, HashSet<String>>,
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -105,9 +111,38 @@ impl Reporter {
     pub fn new(config: &Config) -> Reporter {
         let mut r = Reporter::default();
         for d in config.devices.iter().filter(|d| d.enabled) {
+            let local: HashSet<String> = d
+                .points
+                .iter()
+                .filter(|p| !p.publish)
+                .map(|p| p.name.clone())
+                .collect();
+            if !local.is_empty() {
+                r.local.insert(d.name.clone(), local);
+            }
             r.add(d);
         }
         r
+    }
+
+    /// For a batch reported as polled: `(published, local)` when it carries points with
+    /// `publish = false` (the local part goes to the store as history only); `None` when every
+    /// sample is published. Either part may be empty of samples.
+    pub fn strip_local(&self, batch: &SampleBatch) -> Option<(SampleBatch, SampleBatch)> {
+        let local = self.local.get(&*batch.device)?;
+        if !batch.samples.iter().any(|s| local.contains(&*s.point)) {
+            return None;
+        }
+        let (kept, held): (Vec<Sample>, Vec<Sample>) = batch
+            .samples
+            .iter()
+            .cloned()
+            .partition(|s| !local.contains(&*s.point));
+        let with = |samples| SampleBatch {
+            samples,
+            ..batch.clone()
+        };
+        Some((with(kept), with(held)))
     }
 
     fn add(&mut self, d: &DeviceConfig) {
@@ -169,7 +204,11 @@ impl Reporter {
         }
         st.window = Some(w);
         st.last_meta = Some((batch.bus.clone(), batch.online, batch.failed_cycles));
+        let local = self.local.get(&*batch.device);
         for s in &batch.samples {
+            if local.is_some_and(|l| l.contains(&*s.point)) {
+                continue;
+            }
             let a = st.acc.entry(s.point.clone()).or_insert_with(Acc::new);
             a.unit = s.unit.clone();
             if s.quality.is_good() {

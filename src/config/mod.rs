@@ -27,6 +27,8 @@ pub mod profiles;
 mod remote;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod types_tests;
 mod uplink;
 mod wire_time;
 
