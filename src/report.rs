@@ -111,15 +111,6 @@ impl Reporter {
     pub fn new(config: &Config) -> Reporter {
         let mut r = Reporter::default();
         for d in config.devices.iter().filter(|d| d.enabled) {
-            let local: HashSet<String> = d
-                .points
-                .iter()
-                .filter(|p| !p.publish)
-                .map(|p| p.name.clone())
-                .collect();
-            if !local.is_empty() {
-                r.local.insert(d.name.clone(), local);
-            }
             r.add(d);
         }
         r
@@ -146,6 +137,15 @@ impl Reporter {
     }
 
     fn add(&mut self, d: &DeviceConfig) {
+        let local: HashSet<String> = d
+            .points
+            .iter()
+            .filter(|p| !p.publish)
+            .map(|p| p.name.clone())
+            .collect();
+        if !local.is_empty() {
+            self.local.insert(d.name.clone(), local);
+        }
         if d.reports_every_poll() {
             return;
         }
@@ -348,6 +348,59 @@ mod tests {
             online: true,
             failed_cycles: 0,
         }
+    }
+
+    /// A device whose point `h` is `publish = false` and `p` is published.
+    fn with_local(mut d: DeviceConfig) -> DeviceConfig {
+        let spec = |name: &str, publish| crate::model::PointSpec {
+            name: name.into(),
+            table: crate::model::Table::HoldingRegister,
+            address: 0,
+            data_type: crate::model::DataType::U16,
+            order: Default::default(),
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            writable: false,
+            scale_from: None,
+            publish,
+        };
+        d.points = vec![spec("p", true), spec("h", false)];
+        d
+    }
+
+    #[test]
+    fn local_points_are_split_off_a_batch_reported_as_polled() {
+        let r = reporter(with_local(dev(10, 10, &[])));
+        let b = batch(0, &[("p", Some(1.0)), ("h", Some(2.0))]);
+        let (published, local) = r.strip_local(&b).unwrap();
+        assert_eq!(values(&published), [("p".to_string(), Some(1.0))]);
+        assert_eq!(values(&local), [("h".to_string(), Some(2.0))]);
+        assert_eq!((published.slot, local.slot), (b.slot, b.slot));
+        // Nothing to split: no local point in the batch, or no local point on the device.
+        assert!(r.strip_local(&batch(0, &[("p", Some(1.0))])).is_none());
+        let plain = reporter(dev(10, 10, &[]));
+        assert!(plain.strip_local(&b).is_none());
+        // Reported as polled: the reporter hands it back untouched.
+        let mut r = r;
+        assert!(r.split(b).is_err());
+    }
+
+    #[test]
+    fn local_points_never_reach_a_report() {
+        let mut r = reporter(with_local(dev(10, 30, &[])));
+        let mut reports = Vec::new();
+        for s in [0, 10, 20] {
+            let (raw, report) = r
+                .split(batch(s, &[("p", Some(s as f64)), ("h", Some(5.0))]))
+                .unwrap();
+            // The raw batch (history, alarms) keeps every point.
+            assert_eq!(raw.samples.len(), 2);
+            reports.extend(report);
+        }
+        assert_eq!(reports.len(), 1);
+        let names: Vec<String> = values(&reports[0]).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["p", "p.min", "p.max", "p.mean", "p.n"]);
     }
 
     fn values(b: &SampleBatch) -> Vec<(String, Option<f64>)> {
