@@ -169,6 +169,9 @@ profile = "evc-dcba"
                     ms(v["read_at"].as_str().unwrap()),
                 )
             })
+            // The evc-dcba profile's integer/fraction halves are `publish = false`: stored
+            // (so exported), never sent.
+            .filter(|(_, p, _)| !(p.ends_with("_int") || p.ends_with("_frac")))
             .collect()
     }
 
