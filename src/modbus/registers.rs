@@ -199,8 +199,8 @@ pub fn decode_raw(
 /// its f32 carries (the shortest decimal that reads back as the same f32), so 987654 + 0.32f32
 /// is 987654.32, not 987654.3199999928. Exact whenever the sum fits a double's 15-17 digits.
 fn int_real(int: u32, frac: f32) -> Result<f64, DecodeError> {
-    // NaN fails both comparisons.
-    if !(frac >= 0.0 && frac < 1.0) {
+    // NaN is in no range.
+    if !(0.0..1.0).contains(&frac) {
         return Err(DecodeError::Fraction(frac));
     }
     // f32's Display is the shortest round-trip form and never uses an exponent: "0", "0.25".
@@ -424,7 +424,7 @@ pub fn encode(
         }
         DataType::IntReal => {
             let x = float()?;
-            if !(x >= 0.0 && x < 4_294_967_296.0) {
+            if !(0.0..4_294_967_296.0).contains(&x) {
                 return Err(out_of_range());
             }
             let mut int = x.floor();

@@ -359,8 +359,9 @@ fn scale_from_decimals_table() {
             value: v.into(),
         })
     };
+    type Row = (Value, Value, f64, f64, Result<Value, DecodeError>);
     #[rustfmt::skip]
-    let rows: Vec<(Value, Value, f64, f64, Result<Value, DecodeError>)> = vec![
+    let rows: Vec<Row> = vec![
         (Value::Int(-8998), Value::UInt(1), 1.0, 0.0, Ok(Value::Float(-899.8))),
         (Value::Int(1502), Value::UInt(1), 1.0, 0.0, Ok(Value::Float(150.2))),
         (Value::Int(1502), Value::UInt(3), 1.0, 0.0, Ok(Value::Float(1.502))),
