@@ -4,7 +4,9 @@
 //! polls them and publishes over TLS to a real mosquitto. The published values are the exact
 //! decimal values the instruments show, the `publish = false` points never leave the gateway
 //! but are in the local store (`gasdtu export`), and `gasdtu read --type bcd48/intreal` prints
-//! the same values. A decimals register that reads out of range makes the pressure bad.
+//! the same values. A decimals register that reads out of range makes the pressure bad, and
+//! a decimals register in a later read block than its value (a profile from `profile_dirs`)
+//! still scales the value of the same cycle.
 
 mod common;
 
@@ -56,6 +58,34 @@ fn run_cli(args: &[&str]) -> (i32, String, String) {
 async fn new_types_are_published_exactly_and_local_points_stay_local() {
     let dir = tempfile::tempdir().unwrap();
     let (pki, broker) = mutual_tls_broker(dir.path());
+    // A transmitter whose decimals register sits far behind the value: two reads per poll,
+    // the decimals in the second.
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("pt-far.toml"),
+        r#"[profile]
+id = "pt-far"
+name = "pressure transmitter, decimals far away"
+follows = "test fixture"
+description = "i16 pressure at 0, its decimals at 100"
+default_order = "ABCD"
+
+[points.pressure]
+table = "holding"
+address = 0
+type = "i16"
+scale_from = "pressure_decimals"
+unit = "kPa"
+
+[points.pressure_decimals]
+table = "holding"
+address = 100
+type = "u16"
+publish = false
+"#,
+    )
+    .unwrap();
     let sim_port = free_port();
     let ep = format!("127.0.0.1:{sim_port}");
     #[rustfmt::skip]
@@ -70,6 +100,9 @@ async fn new_types_are_published_exactly_and_local_points_stay_local() {
             .args(["--set", "3:pressure=-899.8"])
             // The second transmitter's decimals register is broken.
             .args(["--device", "4:pt-int16", "--set", "4:pressure_decimals=12"])
+            .arg("--profile-dir")
+            .arg(&profiles)
+            .args(["--device", "5:pt-far", "--set", "5:pressure_decimals=2", "--set", "5:pressure=150.2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -121,6 +154,7 @@ async fn new_types_are_published_exactly_and_local_points_stay_local() {
             r#"[gateway]
 id = "types-test"
 state_dir = "{state}"
+profile_dirs = ["{profiles}"]
 
 [buses.lan]
 kind = "tcp"
@@ -152,8 +186,15 @@ unit = 4
 poll = "1s"
 profile = "pt-int16"
 
+[devices.far1]
+bus = "lan"
+unit = 5
+poll = "1s"
+profile = "pt-far"
+
 {uplink}"#,
             state = state.display(),
+            profiles = profiles.display(),
             uplink = pki.uplink_toml(broker.port),
         ),
     )
@@ -175,6 +216,7 @@ profile = "pt-int16"
         ("tb1", "volume_standard"),
         ("pt1", "pressure"),
         ("pt2", "pressure"),
+        ("far1", "pressure"),
     ];
     let values = wait_until(
         "every new-type point published",
@@ -192,6 +234,7 @@ profile = "pt-int16"
     assert_eq!(get("evc1", "volume_standard").to_string(), "16777217.25");
     assert_eq!(get("tb1", "volume_standard").to_string(), "9876.5432");
     assert_eq!(get("pt1", "pressure").to_string(), "-899.8");
+    assert_eq!(get("far1", "pressure").to_string(), "150.2");
     // A decimals register reading 12 makes the value bad, never wrong.
     let bad = get("pt2", "pressure");
     assert!(
