@@ -29,6 +29,8 @@ mod remote;
 mod sections;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod types_tests;
 mod uplink;
 mod wire_time;
 

@@ -135,7 +135,7 @@ const CANONICAL: &[(&str, Option<&str>)] = &[
 ];
 
 fn canonical_unit(name: &str) -> Option<Option<&'static str>> {
-    let base = ["_int", "_frac", "_hi", "_lo"]
+    let base = ["_int", "_frac", "_hi", "_lo", "_decimals"]
         .iter()
         .find_map(|s| name.strip_suffix(s))
         .unwrap_or(name);
@@ -151,6 +151,7 @@ fn builtin_profiles_load_clean_and_use_the_canonical_model() {
             "evc-dcba",
             "mvt-dpspt",
             "turbine-bcd",
+            "turbine-bcd48",
             "pt-float",
             "pt-int16"
         ]
@@ -170,7 +171,8 @@ fn builtin_profiles_load_clean_and_use_the_canonical_model() {
         for pt in &p.points {
             let unit = canonical_unit(&pt.name)
                 .unwrap_or_else(|| panic!("{id}: {} is not a canonical point name", pt.name));
-            if pt.name.ends_with("_hi")
+            if !pt.publish
+                || pt.name.ends_with("_hi")
                 || pt.name.ends_with("_lo")
                 || pt.name.ends_with("_int")
                 || pt.name.ends_with("_frac")
@@ -231,7 +233,10 @@ fn builtin_profiles_load_clean_and_use_the_canonical_model() {
         .any(|p| p.name == "volume_measured_hi" && p.data_type == DataType::Bcd16));
     let pt16 = profiles::resolve_profile("pt-int16", &[]).unwrap();
     let pr = pt16.points.iter().find(|p| p.name == "pressure").unwrap();
-    assert_eq!((pr.data_type, pr.scale), (DataType::I16, 0.1));
+    assert_eq!(
+        (pr.data_type, pr.scale, pr.scale_from.as_deref()),
+        (DataType::I16, 1.0, Some("pressure_decimals"))
+    );
 }
 
 #[test]

@@ -428,6 +428,8 @@ mod tests {
             offset: 0.0,
             unit: None,
             writable: true,
+            scale_from: None,
+            publish: true,
         }
     }
 
