@@ -20,17 +20,24 @@ mod diag;
 mod doc;
 mod file;
 mod load;
+pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 mod modem;
 pub mod pem;
+mod point_sets;
 mod points;
 pub mod profiles;
 mod remote;
+mod show;
 #[cfg(test)]
 mod tests;
 mod uplink;
 mod wire_time;
 
-pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
+pub use diag::{
+    error_count, escape, sort_by_place, ConfigError, ConfigWarning, LoadError, MAX_ERRORS,
+};
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use load::{
     load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS,
@@ -41,6 +48,7 @@ pub use modem::{
     MAX_SIGNAL_EVERY, MIN_REGISTER_WITHIN, MIN_SIGNAL_EVERY,
 };
 pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
+pub use show::{published_lines, show_device};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;
