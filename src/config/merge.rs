@@ -641,12 +641,19 @@ pub(crate) fn warn_byte_swapped_16bit(
             Some(b) => b.to_string(),
             None => "its base".to_string(),
         };
+        // A point the device wrote (an override or its own) is placed at its entry.
+        let written_here = origin
+            .map(|o| o.keys.iter().any(|(_, w)| *w != Written::Base))
+            .unwrap_or(false);
+        let here = if written_here {
+            p.span.clone()
+        } else {
+            device_span.clone()
+        };
         let (path, span, whence) = match from {
-            Some(OrderFrom::Point(Written::Base)) => (
-                point_path,
-                device_span.clone(),
-                format!("pinned by {}", base_name(&base)),
-            ),
+            Some(OrderFrom::Point(Written::Base)) => {
+                (point_path, here, format!("pinned by {}", base_name(&base)))
+            }
             Some(OrderFrom::Point(_)) => (
                 join(&point_path, "order"),
                 p.span.clone(),
@@ -659,7 +666,7 @@ pub(crate) fn warn_byte_swapped_16bit(
             ),
             Some(OrderFrom::BaseDefault) => (
                 point_path,
-                device_span.clone(),
+                here,
                 format!("inherited from the default order of {}", base_name(&base)),
             ),
             _ => (point_path, p.span.clone(), "set".to_string()),
