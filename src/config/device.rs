@@ -334,6 +334,7 @@ pub(crate) fn parse_device(
             device_order_span,
             &pts,
             &merged.origins,
+            base.map(|b| &b.kind),
         );
     }
     // Reporting settings must name points of this device.

@@ -626,6 +626,7 @@ pub(crate) fn warn_byte_swapped_16bit(
     device_order_span: Option<Range<usize>>,
     points: &[PointDraft],
     origins: &[PointOrigin],
+    device_base: Option<&BaseKind>,
 ) {
     for p in points {
         if !one_register_value(p.spec.data_type) || !p.spec.order.swaps_bytes() {
@@ -634,7 +635,7 @@ pub(crate) fn warn_byte_swapped_16bit(
         let origin = origins
             .iter()
             .find(|o| o.name == p.spec.name && !o.computed);
-        let base = origin.and_then(|o| o.base.clone());
+        let base = origin.and_then(|o| o.base.clone()).or(device_base.cloned());
         let from = origin.and_then(|o| o.order_from);
         let point_path = join(&join(prefix, "points"), &p.spec.name);
         let base_name = |b: &Option<BaseKind>| match b {
