@@ -327,7 +327,7 @@ pub(crate) fn parse_device(
     };
     if base_ok {
         points::check_set(d, &prefix, &pts, &comp, &merged.broken, limits);
-        merge::warn_byte_swapped_16bit(
+        super::byte_order::warn_byte_swapped_16bit(
             d,
             &prefix,
             sec_span,

@@ -15,6 +15,7 @@
 
 mod alarms;
 mod bus;
+mod byte_order;
 mod device;
 mod diag;
 mod doc;
