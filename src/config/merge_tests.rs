@@ -88,6 +88,12 @@ fn overrides_keep_every_key_they_do_not_write() {
             (HoldingRegister, 30, T::U16, O::Abcd, 1.0, Some("%")),
         ),
         (
+            "a replacement that omits order and unit keeps the pinned ABCD and %",
+            dev("profile = \"evc-dcba\"", "[devices.d.points.battery]\ntable = \"holding\"\naddress = 30\ntype = \"u16\"\n"),
+            "battery",
+            (HoldingRegister, 30, T::U16, O::Abcd, 1.0, Some("%")),
+        ),
+        (
             "pinned order survives the device's order",
             dev("profile = \"evc-dcba\"\norder = \"CDAB\"", "[devices.d.points.battery]\naddress = 30\n"),
             "battery",
@@ -541,4 +547,28 @@ fn errors_and_warnings_come_in_line_order() {
     assert!(w
         .iter()
         .any(|w| w.path == "point_sets.unused" && w.message.contains("used by no device")));
+}
+
+#[test]
+fn overrides_merge_onto_pushed_profiles_too() {
+    let pushed = "[profile]\nid = \"site\"\nname = \"n\"\nfollows = \"f\"\ndescription = \"d\"\ndefault_order = \"DCBA\"\n[points.level]\ntable = \"input\"\naddress = 3\ntype = \"u16\"\norder = \"ABCD\"\nunit = \"%\"\n[points.flow]\ntable = \"input\"\naddress = 4\ntype = \"f32\"\nunit = \"m3/h\"\n";
+    let text = doc(&dev(
+        "profile = \"site\"\ndrop = [\"flow\"]",
+        "[devices.d.points.level]\naddress = 7\n",
+    ));
+    let l = parse_with_profiles(
+        &text,
+        "push.toml",
+        Path::new("/nonexistent"),
+        &[("site".to_string(), pushed.to_string())],
+    )
+    .unwrap_or_else(|e| panic!("{e:#?}"));
+    let d = &l.config.devices[0];
+    assert_eq!(d.points.len(), 1);
+    let p = &d.points[0];
+    assert_eq!(
+        (p.name.as_str(), p.address, p.order, p.unit.as_deref()),
+        ("level", 7, WordOrder::Abcd, Some("%"))
+    );
+    assert!(l.warnings.iter().all(|w| !w.message.contains("swaps")));
 }
