@@ -516,11 +516,10 @@ fn merge_computed(
                     b.computed
                         .iter()
                         .find(|c| c.spec.name == name)
-                        .map(|c| (b, c))
+                        .map(|c| (b, c.raw))
                 });
                 match base_c {
-                    Some((b, bc)) if bc.raw.is_some() => {
-                        let raw = bc.raw.unwrap_or(over);
+                    Some((b, Some(raw))) => {
                         let respan = (!b.same_file).then(|| entry.span.clone()).flatten();
                         let merged = overlay(raw, over, respan, &[]);
                         let keys = origin_keys(Some(raw), Some(over), Written::Override);

@@ -572,3 +572,27 @@ fn overrides_merge_onto_pushed_profiles_too() {
     );
     assert!(l.warnings.iter().all(|w| !w.message.contains("swaps")));
 }
+
+#[test]
+fn a_computed_override_keeps_the_terms_it_does_not_write() {
+    let l = ok(&doc(&dev(
+        "profile = \"evc-dcba\"",
+        "[devices.d.computed.volume_standard]\nunit = \"m3\"\n[devices.d.computed.volume_measured]\nterms = { volume_measured_int = 1.0 }\n",
+    )));
+    let d = &l.config.devices[0];
+    let c = |n: &str| d.computed.iter().find(|c| c.name == n).unwrap();
+    assert_eq!(c("volume_standard").unit.as_deref(), Some("m3"));
+    assert_eq!(c("volume_standard").terms.len(), 2);
+    assert_eq!(
+        c("volume_measured").terms,
+        vec![("volume_measured_int".to_string(), 1.0)]
+    );
+    assert_eq!(c("volume_measured").unit.as_deref(), Some("m3"));
+    let o = l.origins["d"]
+        .points
+        .iter()
+        .find(|p| p.name == "volume_standard" && p.computed)
+        .unwrap();
+    assert_eq!(o.written("unit"), Some(Written::Override));
+    assert_eq!(o.written("terms"), Some(Written::Base));
+}
