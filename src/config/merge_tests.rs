@@ -517,7 +517,8 @@ fn origins_say_where_each_field_came_from() {
     );
     assert!(shown.contains("extra"), "{shown}");
     assert!(
-        shown.ends_with("device d: 17 points (15 read, 2 computed), 17 published"),
+        shown.contains("\ndevice d: 17 points (15 read, 2 computed), ")
+            && shown.ends_with(" published"),
         "{shown}"
     );
     assert!(show_device(&l, "nope").is_none());
