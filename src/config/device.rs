@@ -188,6 +188,7 @@ pub(crate) fn parse_device(
     };
     // Or a point set of this config file.
     let set_field = sec.string(d, "point_set");
+    let set_given = !matches!(set_field, Field::Absent);
     let (set, set_ok) = match set_field {
         Field::Value(n, sp) => {
             let path = sec.key_path("point_set");
@@ -295,13 +296,20 @@ pub(crate) fn parse_device(
         (None, Some(s)) => Some(&s.base),
         (None, None) => None,
     };
-    let merged = merge::merge_entries(
-        d,
-        &mut sec,
-        name,
-        base,
-        device_order.map(|o| (o, device_order_span.clone())),
-    );
+    let merged = if base.is_none() && (profile_field_given || set_given) {
+        // The profile or set named is missing or broken (reported above): judging the
+        // device's entries without it would only pile up errors.
+        sec.skip(&["drop", "points", "computed"]);
+        merge::Merged::default()
+    } else {
+        merge::merge_entries(
+            d,
+            &mut sec,
+            name,
+            base,
+            device_order.map(|o| (o, device_order_span.clone())),
+        )
+    };
     let sec_span = sec.span.clone();
     sec.finish(d, |_| None);
     let base_ok = profile_ok && set_ok;

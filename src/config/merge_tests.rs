@@ -597,3 +597,21 @@ fn a_computed_override_keeps_the_terms_it_does_not_write() {
     assert_eq!(o.written("unit"), Some(Written::Override));
     assert_eq!(o.written("terms"), Some(Written::Base));
 }
+
+#[test]
+fn a_missing_base_is_one_error_not_a_pile() {
+    let errs = parse(&doc(&dev(
+        "profile = \"evc-dcbx\"",
+        "drop = [\"temperature\"]\n[devices.d.points.pressure]\naddress = 40\n",
+    )))
+    .expect_err("invalid");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "devices.d.profile");
+    let errs = parse(&doc(&dev(
+        "point_set = \"nope\"",
+        "drop = [\"temperature\"]\n[devices.d.points.pressure]\naddress = 40\n",
+    )))
+    .expect_err("invalid");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "devices.d.point_set");
+}
