@@ -2,6 +2,9 @@
 //! every error and warning (each naming its key path, line and column; the first 100 errors and
 //! a count of the rest; control characters escaped), the per-bus wire-time report and a
 //! summary line. Diagnostics go to stderr, the report and summary to stdout.
+//! Errors and warnings come in line order. Without `--quiet`, one line per device counts its
+//! published points; `--show <device>` prints that device's resolved points instead of the
+//! report (exit 1 when there is no such device).
 //! Exit 0 valid (warnings allowed), 1 invalid, 2 unreadable. One warning is not the loader's:
 //! a `store.max_bytes` larger than the state directory's file system can hold (the daemon
 //! clamps it, see src/store/space.rs), measured here because loading does no such I/O.
@@ -15,6 +18,10 @@ pub struct CheckArgs {
     /// Print only errors, warnings and the summary line (no per-bus report).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Print the resolved points of this device (what will run, and where each field came
+    /// from: profile, point set, override, device order) instead of the per-bus report.
+    #[arg(long, value_name = "DEVICE")]
+    pub show: Option<String>,
 }
 
 pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
@@ -43,11 +50,37 @@ pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
         Ok(loaded) => {
             let mut warnings = loaded.warnings.clone();
             warnings.extend(store_cap_warning(&name, &loaded.config));
+            config::sort_by_place(&mut warnings, |w| (&w.origin, w.line, w.column));
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            if !args.quiet {
+            if let Some(device) = &args.show {
+                match config::show_device(&loaded, device) {
+                    Some(lines) => {
+                        for line in lines {
+                            println!("{line}");
+                        }
+                    }
+                    None => {
+                        let known: Vec<&str> = loaded
+                            .config
+                            .devices
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect();
+                        eprintln!(
+                            "error: no device named {:?} in {name} (devices: {})",
+                            config::escape(device),
+                            config::escape(&known.join(", "))
+                        );
+                        return Ok(1);
+                    }
+                }
+            } else if !args.quiet {
                 for line in config::check_report(&loaded) {
+                    println!("{line}");
+                }
+                for line in config::published_lines(&loaded) {
                     println!("{line}");
                 }
             }

@@ -1,6 +1,7 @@
 //! One `[devices.<name>]` entry: bus and unit, poll schedule, read limits, and its points,
-//! merged from its profile (looked up once per document) and its inline entries, then checked
-//! as a whole (computed terms, request plan). Pure apart from reading profile files.
+//! merged from its profile (looked up once per document) or point set and its own entries
+//! (`merge`: overrides, drops, additions), then checked as a whole (computed terms, request
+//! plan, 16-bit byte order). Pure apart from reading profile files.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -12,7 +13,9 @@ use crate::modbus::planner::Limits;
 use super::bus::Kind;
 use super::diag::Diags;
 use super::doc::{Field, Section};
-use super::points::{self, ComputedDraft, PointDraft};
+use super::merge::{self, Base, DeviceOrigins};
+use super::point_sets::PointSets;
+use super::points;
 use super::profiles::{self, Profile};
 use super::DeviceConfig;
 
@@ -20,6 +23,7 @@ use super::DeviceConfig;
 pub(crate) struct DeviceCtx<'a> {
     pub bus_kinds: &'a HashMap<String, Option<Kind>>,
     pub profile_dirs: &'a [PathBuf],
+    pub point_sets: &'a PointSets<'a, 'a>,
 }
 
 pub(crate) fn parse_device(
@@ -28,7 +32,7 @@ pub(crate) fn parse_device(
     mut sec: Section<'_, '_>,
     ctx: &DeviceCtx<'_>,
     cache: &mut HashMap<String, Option<Profile>>,
-) -> Option<(DeviceConfig, Option<Range<usize>>)> {
+) -> Option<(DeviceConfig, Option<Range<usize>>, DeviceOrigins)> {
     let prefix = sec.path.clone();
     points::check_name(d, &prefix, sec.span.clone(), name);
     let f = sec.string(d, "bus");
@@ -126,6 +130,7 @@ pub(crate) fn parse_device(
     let order = points::parse_order(&mut sec, d);
     // The profile, looked up once per id for the whole document.
     let profile_field = sec.string(d, "profile");
+    let profile_field_given = !matches!(profile_field, Field::Absent);
     let (profile_id, profile, profile_ok) = match profile_field {
         Field::Value(id, sp) if !points::valid_name(&id) => {
             d.error(
@@ -181,10 +186,52 @@ pub(crate) fn parse_device(
         Field::Absent => (None, None, true),
         Field::Invalid => (None, None, false),
     };
-    let device_order = order.flatten();
-    let default_order = device_order
-        .or(profile.as_ref().map(|p| p.default_order))
-        .unwrap_or_default();
+    // Or a point set of this config file.
+    let set_field = sec.string(d, "point_set");
+    let set_given = !matches!(set_field, Field::Absent);
+    let (set, set_ok) = match set_field {
+        Field::Value(n, sp) => {
+            let path = sec.key_path("point_set");
+            if profile_field_given {
+                d.error(
+                    &path,
+                    Some(sp),
+                    "use either `profile` or `point_set`, not both (a point set holds the whole register map)",
+                );
+                (None, false)
+            } else {
+                match ctx.point_sets.get(&n) {
+                    Some(s) if s.ok => (Some(s), true),
+                    Some(_) => {
+                        d.error(
+                            &path,
+                            Some(sp),
+                            format!("point set `{n}` is invalid (see its errors)"),
+                        );
+                        (None, false)
+                    }
+                    None => {
+                        let known: Vec<&str> = ctx.point_sets.keys().map(|k| k.as_str()).collect();
+                        d.error(
+                            &path,
+                            Some(sp),
+                            format!(
+                                "no point set named `{n}` (point sets: {})",
+                                if known.is_empty() {
+                                    "none; define one as [point_sets.<name>]".to_string()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                        (None, false)
+                    }
+                }
+            }
+        }
+        Field::Absent => (None, true),
+        Field::Invalid => (None, false),
+    };
     // Poll fast, report slow: `report` (default: every poll), `deadband` (point -> deadband for
     // report by exception) and `report_last` (points sent as last value only).
     let report_field = sec.duration(
@@ -235,49 +282,43 @@ pub(crate) fn parse_device(
         Field::Value(v, _) => v,
         _ => Vec::new(),
     };
-    let entries = points::parse_entries(d, &mut sec, default_order);
+    let device_order = order.flatten();
+    let device_order_span = sec.value_span("order");
+    // The base: a profile (its text parsed again so overrides merge key by key) or a point set.
+    let profile_doc = profile
+        .as_ref()
+        .and_then(|p| toml::de::DeTable::parse(&p.text).ok());
+    let profile_base = profile
+        .as_ref()
+        .map(|p| Base::from_profile(p, profile_doc.as_ref().map(|t| t.get_ref())));
+    let base: Option<&Base<'_, '_>> = match (&profile_base, &set) {
+        (Some(b), _) => Some(b),
+        (None, Some(s)) => Some(&s.base),
+        (None, None) => None,
+    };
+    let merged = if base.is_none() && (profile_field_given || set_given) {
+        // The profile or set named is missing or broken (reported above): judging the
+        // device's entries without it would only pile up errors.
+        sec.skip(&["drop", "points", "computed"]);
+        merge::Merged::default()
+    } else {
+        merge::merge_entries(
+            d,
+            &mut sec,
+            name,
+            base,
+            device_order.map(|o| (o, device_order_span.clone())),
+        )
+    };
     let sec_span = sec.span.clone();
     sec.finish(d, |_| None);
-
-    // Merge: profile points (device order replacing the profile default), then inline
-    // entries, which replace profile entries of the same name.
-    let mut pts: Vec<PointDraft> = Vec::new();
-    let mut comp: Vec<ComputedDraft> = Vec::new();
-    if let Some(p) = &profile {
-        for spec in &p.points {
-            let mut spec = spec.clone();
-            if let Some(o) = device_order {
-                if spec.order == p.default_order {
-                    spec.order = o;
-                }
-            }
-            pts.push(PointDraft { spec, span: None });
-        }
-        for c in &p.computed {
-            comp.push(ComputedDraft {
-                term_spans: vec![None; c.terms.len()],
-                spec: c.clone(),
-                span: None,
-            });
-        }
-    }
-    for ip in entries.points {
-        match pts.iter_mut().find(|p| p.spec.name == ip.spec.name) {
-            Some(slot) => *slot = ip,
-            None => pts.push(ip),
-        }
-    }
-    for ic in entries.computed {
-        match comp.iter_mut().find(|c| c.spec.name == ic.spec.name) {
-            Some(slot) => *slot = ic,
-            None => comp.push(ic),
-        }
-    }
-    if pts.is_empty() && entries.ok && profile_ok && profile_id.is_none() {
+    let base_ok = profile_ok && set_ok;
+    let (pts, comp) = (merged.points, merged.computed);
+    if pts.is_empty() && merged.ok && base_ok && base.is_none() && profile_id.is_none() {
         d.error(
             &prefix,
-            sec_span,
-            "device has no points: set `profile` or add [devices.<name>.points.<point>] entries",
+            sec_span.clone(),
+            "device has no points: set `profile` or `point_set`, or add [devices.<name>.points.<point>] entries",
         );
     }
     let max_registers = max_registers.ok()?;
@@ -285,15 +326,24 @@ pub(crate) fn parse_device(
     let limits = Limits {
         max_registers: max_registers
             .map(|v| v as u16)
-            .or(profile.as_ref().and_then(|p| p.max_registers))
+            .or(base.and_then(|b| b.max_registers))
             .unwrap_or(125),
         max_gap: max_gap
             .map(|v| v as u16)
-            .or(profile.as_ref().and_then(|p| p.max_gap))
+            .or(base.and_then(|b| b.max_gap))
             .unwrap_or(10),
     };
-    if profile_ok {
-        points::check_set(d, &prefix, &pts, &comp, &entries.broken, limits);
+    if base_ok {
+        points::check_set(d, &prefix, &pts, &comp, &merged.broken, limits);
+        super::byte_order::warn_byte_swapped_16bit(
+            d,
+            &prefix,
+            sec_span,
+            device_order_span,
+            &pts,
+            &merged.origins,
+            base.map(|b| &b.kind),
+        );
     }
     // Reporting settings must name points of this device.
     let known =
@@ -316,9 +366,14 @@ pub(crate) fn parse_device(
             );
         }
     }
-    if !(entries.ok && profile_ok) {
+    if !(merged.ok && base_ok) {
         return None;
     }
+    let origins = DeviceOrigins {
+        base: base.map(|b| b.kind.clone()),
+        dropped: merged.dropped,
+        points: merged.origins,
+    };
     Some((
         DeviceConfig {
             name: name.to_string(),
@@ -338,5 +393,6 @@ pub(crate) fn parse_device(
             report_last: report_last.into_iter().collect(),
         },
         unit_span,
+        origins,
     ))
 }

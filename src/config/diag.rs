@@ -166,6 +166,27 @@ fn first_error(errors: &[ConfigError]) -> String {
     }
 }
 
+/// Put diagnostics in reading order: grouped by file (files in the order their first
+/// diagnostic was found), then by line and column; unplaced ones follow the placed ones of
+/// their file in the order they were found (the sort is stable).
+pub fn sort_by_place<T>(
+    items: &mut [T],
+    place: impl Fn(&T) -> (&String, Option<usize>, Option<usize>),
+) {
+    let mut files: Vec<String> = Vec::new();
+    for it in items.iter() {
+        let (origin, _, _) = place(it);
+        if !files.contains(origin) {
+            files.push(origin.clone());
+        }
+    }
+    items.sort_by_key(|it| {
+        let (origin, line, column) = place(it);
+        let file = files.iter().position(|f| f == origin).unwrap_or(usize::MAX);
+        (file, line.is_none(), line, column)
+    });
+}
+
 /// Byte offset to line/column translation for one text.
 #[derive(Debug, Clone)]
 pub(crate) struct Source<'t> {
@@ -227,6 +248,7 @@ impl<'t> Diags<'t> {
     /// counting them (`error_count` reads it back).
     pub fn take_errors(&mut self) -> Vec<ConfigError> {
         let mut errors = std::mem::take(&mut self.errors);
+        sort_by_place(&mut errors, |e| (&e.origin, e.line, e.column));
         if self.omitted > 0 {
             errors.push(ConfigError {
                 origin: self.src.origin.clone(),
@@ -238,6 +260,13 @@ impl<'t> Diags<'t> {
             self.omitted = 0;
         }
         errors
+    }
+
+    /// The warnings, in line order.
+    pub fn take_warnings(&mut self) -> Vec<ConfigWarning> {
+        let mut warnings = std::mem::take(&mut self.warnings);
+        sort_by_place(&mut warnings, |w| (&w.origin, w.line, w.column));
+        warnings
     }
 
     fn push(&mut self, e: ConfigError) {
@@ -253,6 +282,11 @@ impl<'t> Diags<'t> {
         for e in errors {
             self.push(e);
         }
+    }
+
+    /// How many errors were recorded (kept or counted).
+    pub fn count(&self) -> usize {
+        self.errors.len() + self.omitted
     }
 
     /// Whether any error was recorded (kept or counted).

@@ -103,6 +103,11 @@ impl<'a, 'i> Section<'a, 'i> {
         join(&self.path, key)
     }
 
+    /// The table as written (for merging a device's point entries onto a profile's).
+    pub fn as_table(&self) -> &'a DeTable<'i> {
+        self.table
+    }
+
     fn raw(&mut self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
         self.used.insert(key.to_string());
         self.table.get(key)

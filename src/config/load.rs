@@ -20,6 +20,8 @@ use super::{BusConfig, Config, DeviceConfig, StoreConfig};
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<ConfigWarning>,
+    /// Per device: where each of its points and their fields came from (`check --show`).
+    pub origins: BTreeMap<String, super::merge::DeviceOrigins>,
 }
 
 /// Standard serial rates accepted for `baud`.
@@ -136,6 +138,8 @@ pub fn parse_with_profiles(
         sec.finish(&mut d, |_| None);
     }
 
+    let point_sets = super::point_sets::parse_point_sets(&mut d, &mut root);
+    let mut origins = BTreeMap::new();
     // Devices.
     let mut devices: Vec<DeviceConfig> = Vec::new();
     let mut units: HashMap<(String, u8), String> = HashMap::new();
@@ -144,8 +148,12 @@ pub fn parse_with_profiles(
             let ctx = DeviceCtx {
                 bus_kinds: &bus_kinds,
                 profile_dirs: &profile_dirs,
+                point_sets: &point_sets,
             };
-            if let Some((dev, unit_span)) = parse_device(&mut d, &name, entry, &ctx, &mut cache) {
+            if let Some((dev, unit_span, from)) =
+                parse_device(&mut d, &name, entry, &ctx, &mut cache)
+            {
+                origins.insert(name.clone(), from);
                 if dev.enabled {
                     let key = (dev.bus.clone(), dev.unit);
                     if let Some(other) = units.get(&key) {
@@ -166,6 +174,7 @@ pub fn parse_with_profiles(
         }
         sec.finish(&mut d, |_| None);
     }
+    super::point_sets::warn_unused(&mut d, &point_sets, &origins);
     let gw_id = gateway
         .as_ref()
         .map(|g| g.id.clone())
@@ -238,7 +247,8 @@ pub fn parse_with_profiles(
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {
         config,
-        warnings: d.warnings,
+        warnings: d.take_warnings(),
+        origins,
     })
 }
 

@@ -16,17 +16,23 @@
 
 mod alarms;
 mod bus;
+mod byte_order;
 mod device;
 mod diag;
 mod doc;
 mod file;
 mod load;
+pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 mod modem;
 pub mod pem;
+mod point_sets;
 mod points;
 pub mod profiles;
 mod remote;
 mod sections;
+mod show;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -34,7 +40,9 @@ mod types_tests;
 mod uplink;
 mod wire_time;
 
-pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
+pub use diag::{
+    error_count, escape, sort_by_place, ConfigError, ConfigWarning, LoadError, MAX_ERRORS,
+};
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use load::{load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES};
 pub use modem::{
@@ -43,6 +51,7 @@ pub use modem::{
 };
 pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
 pub use sections::{DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
+pub use show::{published_lines, show_device};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;

@@ -32,6 +32,9 @@ pub struct Profile {
     pub max_gap: Option<u16>,
     pub points: Vec<PointSpec>,
     pub computed: Vec<ComputedSpec>,
+    /// The profile's TOML text, read again when a device overrides some of its points (the
+    /// override keeps every key it does not write; see `merge`).
+    pub(crate) text: std::sync::Arc<str>,
 }
 
 static BUILTIN: &[(&str, &str)] = &[
@@ -219,6 +222,7 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile, Vec<ConfigErro
                 .into_iter()
                 .map(|c: ComputedDraft| c.spec)
                 .collect(),
+            text: text.into(),
         }),
         _ => Err(d.take_errors()),
     }
