@@ -1,6 +1,7 @@
 //! The subcommands of the `gasdtu` binary, one module each. This is the only layer that uses
 //! anyhow; everything below returns typed errors.
 
+pub mod address;
 pub mod busargs;
 pub mod check;
 pub mod cmd;

@@ -20,6 +20,7 @@ mod diag;
 mod doc;
 mod file;
 mod load;
+pub mod lookup;
 mod modem;
 pub mod pem;
 mod points;
