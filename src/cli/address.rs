@@ -88,11 +88,14 @@ pub fn parse_modicon(text: &str) -> Result<(Table, u16), String> {
     }
     let mut chars = t.chars();
     let first = chars.next().unwrap_or('?');
-    let table = modicon_table(first).ok_or_else(|| bad(&format!("no table starts with {first}")))?;
+    let table =
+        modicon_table(first).ok_or_else(|| bad(&format!("no table starts with {first}")))?;
     let rest: u32 = chars.as_str().parse().map_err(|_| bad("not a number"))?;
     let max = if t.len() == 5 { 9999 } else { 65536 };
     if rest == 0 || rest > max {
-        return Err(bad(&format!("register {rest} of the {table} table is out of range")));
+        return Err(bad(&format!(
+            "register {rest} of the {table} table is out of range"
+        )));
     }
     let address = u16::try_from(rest - 1).map_err(|_| bad("out of range"))?;
     Ok((table, address))
@@ -158,7 +161,9 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(parse_protocol(text), Ok(*want), "{text}");
         }
-        for bad in ["", "0x", "65536", "0x10000", "16h", "-1", "1.5", "0b101", "x16", "1_000"] {
+        for bad in [
+            "", "0x", "65536", "0x10000", "16h", "-1", "1.5", "0b101", "x16", "1_000",
+        ] {
             let e = parse_protocol(bad).unwrap_err();
             assert!(e.contains("decimal (22) or hex (0x16)"), "{bad}: {e}");
         }
@@ -216,7 +221,10 @@ mod tests {
         let r = resolve("40023", true, Some(HoldingRegister), Coil).unwrap();
         assert_eq!((r.table, r.address), (HoldingRegister, 22));
         let e = resolve("30011", true, Some(HoldingRegister), Coil).unwrap_err();
-        assert!(e.contains("names an input register, but --table holding"), "{e}");
+        assert!(
+            e.contains("names an input register, but --table holding"),
+            "{e}"
+        );
         assert!(e.contains("use 40011"), "{e}");
     }
 }

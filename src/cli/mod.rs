@@ -10,6 +10,7 @@ pub mod demo;
 pub mod export;
 pub mod keygen;
 pub mod modem;
+pub mod named;
 pub mod ops;
 pub mod push;
 pub mod queue;
@@ -18,6 +19,7 @@ pub mod run;
 pub mod scan;
 pub mod simulate;
 pub mod status;
+pub mod values;
 pub mod write;
 
 use std::path::PathBuf;
