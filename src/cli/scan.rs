@@ -123,7 +123,8 @@ pub fn line(unit: u8, table: Table, address: u16, probe: &Probe) -> Option<Strin
     }
 }
 
-/// "1 2 3" or "1-40" style lists stay readable: ranges of 3 or more consecutive ids collapse.
+/// Lists of unit ids stay readable: runs of 4 or more consecutive ids collapse ("1 2 3",
+/// "5-247").
 pub fn list(units: &[u8]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
@@ -132,7 +133,7 @@ pub fn list(units: &[u8]) -> String {
         while j + 1 < units.len() && units[j + 1] as u16 == units[j] as u16 + 1 {
             j += 1;
         }
-        if j - i >= 2 {
+        if j - i >= 3 {
             parts.push(format!("{}-{}", units[i], units[j]));
         } else {
             parts.extend(units[i..=j].iter().map(|u| u.to_string()));
@@ -141,6 +142,10 @@ pub fn list(units: &[u8]) -> String {
     }
     parts.join(" ")
 }
+
+/// From this many probed ids up, all of them answering on Modbus TCP means a device that
+/// ignores the unit id (a site with that many devices behind one gateway and no gap is rare).
+const EVERY_ID_MIN: usize = 10;
 
 /// The summary and advice after a scan (pure): how many answered, which, and what to check,
 /// in the terms of the bus kind.
@@ -208,7 +213,7 @@ pub fn summary(kind: BusKind, target: &str, probes: &[(u8, Probe)], secs: f64) -
                  manual), or sit behind a gateway whose serial line is silent\n"
             }
         });
-    } else if kind == BusKind::Tcp && total > 1 && answered.len() == total {
+    } else if kind == BusKind::Tcp && total >= EVERY_ID_MIN && answered.len() == total {
         out.push_str(
             "every unit id answered: this Modbus TCP device ignores the unit id (use the one \
              its manual gives, often 1 or 255)\n",
@@ -389,8 +394,9 @@ mod tests {
     fn unit_lists_collapse_runs() {
         assert_eq!(list(&[]), "");
         assert_eq!(list(&[1, 2]), "1 2");
-        assert_eq!(list(&[1, 2, 3]), "1-3");
-        assert_eq!(list(&[1, 3, 4, 5, 6, 9, 10, 255]), "1 3-6 9 10 255");
+        assert_eq!(list(&[1, 2, 3]), "1 2 3");
+        assert_eq!(list(&[1, 2, 3, 4]), "1-4");
+        assert_eq!(list(&[1, 3, 4, 5, 6, 9, 10, 11, 255]), "1 3-6 9 10 11 255");
     }
 
     #[test]
@@ -405,7 +411,8 @@ mod tests {
                 vec!["garbled replies from 2 (check baud rate, parity and wiring)"]),
             (BusKind::Tcp, vec![(1, v()), (2, g())],
                 vec!["garbled replies from 2 (the device does not answer in Modbus TCP framing there: a serial device server in transparent mode needs --rtu-over-tcp, and a reply from another unit id comes from a device that ignores the unit id)"]),
-            (BusKind::Tcp, vec![(1, v()), (2, v()), (3, v())],
+            (BusKind::Tcp, vec![(1, v()), (2, v()), (3, v())], vec![]),
+            (BusKind::Tcp, (1..=10).map(|u| (u, v())).collect(),
                 vec!["every unit id answered: this Modbus TCP device ignores the unit id (use the one its manual gives, often 1 or 255)"]),
             (BusKind::Tcp, vec![(1, Probe::NoTarget(11)), (2, Probe::NoTarget(11)), (3, Probe::Dropped("x".into()))],
                 vec!["the gateway reported no device (exception 10/11) at 1 2",
