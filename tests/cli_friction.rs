@@ -548,3 +548,39 @@ fn scan_on_tcp_says_when_every_unit_id_answers() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_named_read_goes_through_the_running_daemon() {
+    let (_sim, port) = simulator(&["--device", "1:pt-float", "--set", "1:pressure=450.2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = site(dir.path(), port);
+    let socket = dir.path().join("run/gasdtu.sock");
+    let _daemon = Proc::spawn(
+        "gasdtu run",
+        Command::new(gasdtu())
+            .args(["run", "--config", &config, "--socket"])
+            .arg(&socket)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for(
+        "the daemon's status socket",
+        Duration::from_secs(20),
+        || {
+            socket_request(&socket, b"status\n", Duration::from_secs(2))
+                .ok()
+                .filter(|r| r.contains("\"gateway\""))
+        },
+    );
+    let sock = socket.to_str().unwrap();
+    let r = cli(&[
+        "--config", &config, "read", "pt1", "pressure", "--socket", sock, "--json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "gasdtu read: through the running daemon (bus lan)\n"
+    );
+    assert_eq!(json_lines(&r.stdout)[0]["text"], "450.2");
+}
