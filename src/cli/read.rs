@@ -316,8 +316,10 @@ async fn run_named(args: &ReadArgs, device: &str, global: &Global) -> anyhow::Re
         let width = p.width();
         let reading = match client.read(n.unit, p.table, p.address, width).await {
             Ok(Ok(regs)) => {
-                let value = check_count(p.table, width, regs.len())
-                    .and_then(|()| Codec::of_point(p).decode(&regs).map_err(|e| e.to_string()));
+                // Decoded exactly as the poller decodes this point.
+                let value = check_count(p.table, width, regs.len()).and_then(|()| {
+                    crate::modbus::registers::decode_point(p, &regs).map_err(|e| e.to_string())
+                });
                 Reading { raw: regs, value }
             }
             Ok(Err(e)) => Reading {
