@@ -584,3 +584,92 @@ fn a_named_read_goes_through_the_running_daemon() {
     );
     assert_eq!(json_lines(&r.stdout)[0]["text"], "450.2");
 }
+
+#[test]
+fn a_serial_bus_by_name_named_points_and_serial_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::new(dir.path(), "rs485");
+    let _sim = Proc::spawn(
+        "gasdtu simulate",
+        Command::new(gasdtu())
+            .args(["simulate", "--seed", "3", "--log-level", "warn", "--serial"])
+            .arg(&pty.b)
+            .args([
+                "--parity",
+                "none",
+                "--device",
+                "1:pt-float",
+                "--device",
+                "2:pt-float",
+            ])
+            .args(["--fault", "2:crc", "--set", "1:pressure=450.2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[gateway]
+id = "serial"
+state_dir = "{state}"
+profile_dirs = []
+
+[buses.rs485]
+kind = "rtu"
+port = "{port}"
+parity = "none"
+timeout = "300ms"
+
+[devices.pt1]
+bus = "rs485"
+unit = 1
+profile = "pt-float"
+"#,
+            state = dir.path().display(),
+            port = pty.a.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // The simulator opens its end of the line when it starts: wait until pt1 answers.
+    let r = wait_for("pt1 on the serial line", Duration::from_secs(20), || {
+        let r = cli(&["--config", config, "read", "pt1", "pressure", "--json"]);
+        (r.code == 0).then_some(r)
+    });
+    assert_eq!(json_lines(&r.stdout)[0]["text"], "450.2");
+    assert_eq!(json_lines(&r.stdout)[0]["engineering_unit"], "kPa");
+
+    let r = cli(&[
+        "--config",
+        config,
+        "scan",
+        "--bus",
+        "rs485",
+        "--from",
+        "1",
+        "--to",
+        "3",
+        "--modicon",
+        "--address",
+        "40003",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let out: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        out[0].starts_with("unit   1  answers  holding 2 = 4090"),
+        "{r:?}"
+    );
+    assert_eq!(out[1], "unit   2  garbled  CRC error in reply");
+    assert!(
+        out[2].starts_with(&format!(
+            "1 of 3 unit ids answered on {} in ",
+            pty.a.display()
+        )),
+        "{r:?}"
+    );
+    assert_eq!(
+        out[3],
+        "garbled replies from 2 (check baud rate, parity and wiring)"
+    );
+}
