@@ -219,45 +219,25 @@ fn hex_and_modicon_addresses_say_what_they_used() {
         r.stdout.contains("read back: 321.5 (raw 404D C28F)"),
         "{r:?}"
     );
-    let r = cli(&[
-        "scan",
-        "--tcp",
-        &ep,
-        "--from",
-        "1",
-        "--to",
-        "1",
-        "--address",
-        "0x6",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        r.stdout
-            .starts_with("unit   1  answers  holding 6 = 4148\n"),
-        "{r:?}"
-    );
-    let r = cli(&[
-        "scan",
-        "--tcp",
-        &ep,
-        "--from",
-        "1",
-        "--to",
-        "1",
-        "--modicon",
-        "--address",
-        "40007",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        r.stdout
-            .starts_with("unit   1  answers  holding 6 = 4148\n"),
-        "{r:?}"
-    );
-    assert_eq!(
-        r.stderr,
-        "gasdtu scan: probing Modicon 40007 = a holding register at address 6 (0x0006)\n"
-    );
+    // (probe address arguments, stderr)
+    #[rustfmt::skip]
+    let probes: &[(&[&str], &str)] = &[
+        (&["--address", "0x6"], ""),
+        (&["--modicon", "--address", "40007"],
+            "gasdtu scan: probing Modicon 40007 = a holding register at address 6 (0x0006)\n"),
+    ];
+    for (at, note) in probes {
+        let mut args = vec!["scan", "--tcp", &ep, "--from", "1", "--to", "1"];
+        args.extend_from_slice(at);
+        let r = cli(&args);
+        assert_eq!(r.code, 0, "{at:?}: {r:?}");
+        assert!(
+            r.stdout
+                .starts_with("unit   1  answers  holding 6 = 4148\n"),
+            "{at:?}: {r:?}"
+        );
+        assert_eq!(r.stderr, *note, "{at:?}");
+    }
 }
 
 #[test]
