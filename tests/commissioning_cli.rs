@@ -255,7 +255,7 @@ fn bad_arguments_exit_2_before_touching_the_bus() {
     // (arguments, fragment of stderr)
     #[rustfmt::skip]
     let rows: &[(&[&str], &str)] = &[
-        (&["read", "--address", "0"], "required arguments were not provided"),
+        (&["read", "--address", "0"], "no bus named: give --serial PATH"),
         (&["read", "--tcp", &ep, "--address", "0", "--type", "f32", "--count", "3"], "not a whole number of f32"),
         (&["read", "--tcp", &ep, "--address", "0", "--unit", "0"], "invalid value"),
         (&["read", "--tcp", &ep, "--address", "0", "--type", "quad"], "invalid value"),

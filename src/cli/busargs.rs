@@ -18,9 +18,10 @@ use crate::model::Table;
 
 use super::Global;
 
-/// Exactly one transport (or a bus of the config by name).
+/// At most one transport (or a bus of the config by name); none is an error reported by
+/// `to_bus_config` unless the command names a configured device instead.
 #[derive(Debug, Clone, clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct TransportArgs {
     /// Serial port of an RS-485 adapter (Modbus RTU), e.g. /dev/ttyUSB0.
     #[arg(long, value_name = "PATH")]
@@ -81,17 +82,22 @@ pub struct BusArgs {
     pub direct: bool,
 }
 
-/// A `HOST:PORT` that does not parse.
+/// Bus options that do not name a bus.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{option} {value:?}: expected HOST:PORT with a port from 1 to 65535")]
-pub struct BadEndpoint {
-    pub option: &'static str,
-    pub value: String,
+pub enum BadBusArgs {
+    /// A `HOST:PORT` that does not parse.
+    #[error("{option} {value:?}: expected HOST:PORT with a port from 1 to 65535")]
+    Endpoint { option: &'static str, value: String },
+    /// No transport at all.
+    #[error(
+        "no bus named: give --serial PATH, --tcp HOST:PORT, --rtu-over-tcp HOST:PORT or --bus NAME"
+    )]
+    Missing,
 }
 
 /// Split "host:port", "[v6]:port" into its parts.
-fn endpoint(option: &'static str, value: &str) -> Result<(String, u16), BadEndpoint> {
-    let bad = || BadEndpoint {
+fn endpoint(option: &'static str, value: &str) -> Result<(String, u16), BadBusArgs> {
+    let bad = || BadBusArgs::Endpoint {
         option,
         value: value.to_string(),
     };
@@ -109,7 +115,7 @@ fn endpoint(option: &'static str, value: &str) -> Result<(String, u16), BadEndpo
 
 impl BusArgs {
     /// The bus these options describe, `default_timeout` applying when `--timeout` is absent.
-    pub fn to_bus_config(&self, default_timeout: Duration) -> Result<BusConfig, BadEndpoint> {
+    pub fn to_bus_config(&self, default_timeout: Duration) -> Result<BusConfig, BadBusArgs> {
         let t = &self.transport;
         let transport = if let Some(port) = &t.serial {
             Transport::Rtu(SerialSettings {
@@ -130,11 +136,8 @@ impl BusArgs {
             let (host, port) = endpoint("--rtu-over-tcp", v)?;
             Transport::RtuOverTcp { host, port }
         } else {
-            // `--bus NAME` (resolved by `BusClient::open`) or nothing, which clap refuses.
-            return Err(BadEndpoint {
-                option: "--serial/--tcp/--rtu-over-tcp",
-                value: t.bus.clone().unwrap_or_default(),
-            });
+            // `--bus NAME` is resolved by `BusClient::open` from the config.
+            return Err(BadBusArgs::Missing);
         };
         Ok(BusConfig {
             name: "cli".to_string(),
@@ -144,6 +147,17 @@ impl BusArgs {
             retries: self.retries,
         })
     }
+}
+
+/// The three kinds of bus, as far as advice to a person goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusKind {
+    /// Modbus RTU on a serial line.
+    Serial,
+    /// Modbus TCP (MBAP framing).
+    Tcp,
+    /// RTU framing through a serial device server.
+    RtuOverTcp,
 }
 
 /// Where a commissioning command's transactions go.
@@ -346,6 +360,22 @@ impl BusClient {
         }
     }
 
+    /// The kind of bus the transactions go over (for advice that fits it).
+    pub fn kind(&self) -> BusKind {
+        match self {
+            BusClient::Direct(link) => match link.bus().transport {
+                Transport::Rtu(_) => BusKind::Serial,
+                Transport::Tcp { .. } => BusKind::Tcp,
+                Transport::RtuOverTcp { .. } => BusKind::RtuOverTcp,
+            },
+            BusClient::Daemon { target, .. } => match target {
+                BusTarget::Rtu { .. } => BusKind::Serial,
+                BusTarget::Tcp { .. } => BusKind::Tcp,
+                BusTarget::RtuOverTcp { .. } => BusKind::RtuOverTcp,
+            },
+        }
+    }
+
     async fn transact(&mut self, unit: u8, op: RawOp) -> Outcome<Vec<u16>> {
         match self {
             BusClient::Direct(link) => Ok(match op {
@@ -478,7 +508,7 @@ mod tests {
     fn bad_bus_args_are_refused() {
         // (arguments, expected error text fragment)
         let rows: &[(&[&str], &str)] = &[
-            (&[], "required arguments were not provided"),
+            (&[], "no bus named: give --serial PATH"),
             (&["--serial", "/dev/x", "--tcp", "h:1"], "cannot be used"),
             (&["--tcp", "host"], "expected HOST:PORT"),
             (&["--tcp", "host:0"], "expected HOST:PORT"),

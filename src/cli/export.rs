@@ -1,7 +1,9 @@
 //! `gasdtu export`: streams buffered readings out of the store as CSV or JSON lines, through a
 //! read-only connection, so a field engineer can pull data onto a laptop while the daemon runs
 //! and the uplink is dead. Times: RFC 3339 (`2026-11-01T00:00:00Z`, weak forms accepted) or a
-//! duration back from now (`24h`).
+//! duration back from now (`24h`). The summary on stderr counts what was written; when the
+//! reader goes away (`gasdtu export | head`) it says the export stopped early instead of
+//! giving counts nobody can vouch for, and the exit status stays 0.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -73,7 +75,7 @@ pub async fn run(args: ExportArgs, global: &Global) -> anyhow::Result<u8> {
     let dir = resolve_state_dir(args.state_dir.clone(), global)?;
     let format = args.format;
     let output = args.output.clone();
-    let (batches, readings) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64)> {
+    let ended = tokio::task::spawn_blocking(move || -> anyhow::Result<Ended> {
         let store = Store::open_read_only(&dir)?;
         let out: Box<dyn Write> = match &output {
             Some(p) => Box::new(
@@ -98,21 +100,48 @@ pub async fn run(args: ExportArgs, global: &Global) -> anyhow::Result<u8> {
             out.flush().context("cannot write the export")?;
             Ok(n)
         }) {
-            Ok(batches) => Ok((batches, readings)),
-            // `gasdtu export | head`: the reader went away; not an error.
-            Err(e) if is_broken_pipe(&e) => Ok((0, readings)),
+            Ok(batches) => Ok(Ended::Complete { batches, readings }),
+            // `gasdtu export | head`: the reader went away; not an error, but what it got is
+            // unknown (buffered lines may never have reached it).
+            Err(e) if is_broken_pipe(&e) => Ok(Ended::ReaderGone),
             Err(e) => Err(e),
         }
     })
     .await??;
-    eprintln!(
-        "exported {readings} readings ({batches} batches){}",
-        args.output
-            .as_ref()
-            .map(|p| format!(" to {}", p.display()))
-            .unwrap_or_default()
-    );
+    eprintln!("{}", ended.summary(args.output.as_deref()));
     Ok(0)
+}
+
+/// How an export ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Everything was written (and flushed).
+    Complete { batches: u64, readings: u64 },
+    /// The reader closed the pipe first.
+    ReaderGone,
+}
+
+impl Ended {
+    /// The line for stderr (pure).
+    pub fn summary(&self, output: Option<&std::path::Path>) -> String {
+        match self {
+            Ended::Complete { batches, readings } => format!(
+                "exported {readings} {} ({batches} {}){}",
+                if *readings == 1 {
+                    "reading"
+                } else {
+                    "readings"
+                },
+                if *batches == 1 { "batch" } else { "batches" },
+                output
+                    .map(|p| format!(" to {}", p.display()))
+                    .unwrap_or_default()
+            ),
+            Ended::ReaderGone => {
+                "export stopped early: the reader closed the pipe (as `| head` does)".to_string()
+            }
+        }
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -252,6 +281,45 @@ mod tests {
         assert_eq!(j["value"], 12.5);
         assert_eq!(j["read_at"], "2026-11-01T00:00:00.123Z");
         assert_eq!(j["quality"], "good");
+    }
+
+    #[test]
+    fn summaries_count_only_a_complete_export() {
+        let out = std::path::Path::new("/tmp/x.csv");
+        let rows: &[(Ended, Option<&std::path::Path>, &str)] = &[
+            (
+                Ended::Complete {
+                    batches: 3,
+                    readings: 40,
+                },
+                None,
+                "exported 40 readings (3 batches)",
+            ),
+            (
+                Ended::Complete {
+                    batches: 1,
+                    readings: 1,
+                },
+                Some(out),
+                "exported 1 reading (1 batch) to /tmp/x.csv",
+            ),
+            (
+                Ended::Complete {
+                    batches: 0,
+                    readings: 0,
+                },
+                None,
+                "exported 0 readings (0 batches)",
+            ),
+            (
+                Ended::ReaderGone,
+                None,
+                "export stopped early: the reader closed the pipe (as `| head` does)",
+            ),
+        ];
+        for (ended, output, want) in rows {
+            assert_eq!(ended.summary(*output), *want);
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The subcommands of the `gasdtu` binary, one module each. This is the only layer that uses
 //! anyhow; everything below returns typed errors.
 
+pub mod address;
 pub mod busargs;
 pub mod check;
 pub mod cmd;
@@ -9,6 +10,7 @@ pub mod demo;
 pub mod export;
 pub mod keygen;
 pub mod modem;
+pub mod named;
 pub mod ops;
 pub mod push;
 pub mod queue;
@@ -17,6 +19,7 @@ pub mod run;
 pub mod scan;
 pub mod simulate;
 pub mod status;
+pub mod values;
 pub mod write;
 
 use std::path::PathBuf;

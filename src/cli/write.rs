@@ -1,9 +1,12 @@
 //! `gasdtu write`: write one coil or one holding-register value (any codec type, scaled),
 //! after showing the registers that will go on the wire and asking for confirmation (unless
 //! `--yes`; without a terminal on stdin and without `--yes` it refuses). A bit of a register is
-//! written read-modify-write. The value is read back and shown afterwards. Every transaction
-//! goes through the running daemon when it owns the bus (see `busargs::BusClient`). Exit 0
-//! written, 1 Modbus error or declined, 2 bad arguments or refused.
+//! written read-modify-write. The value is read back and shown afterwards. Raw addressing
+//! (`--address` in decimal, hex or with `--modicon` as a 4xxxx / 0xxxx number) or a configured
+//! writable point (`gasdtu write evc1 setpoint 12.5`: bus, unit, address, type, order and scale
+//! from the config). Every transaction goes through the running daemon when it owns the bus
+//! (see `busargs::BusClient`). Exit 0 written, 1 Modbus error or declined, 2 bad arguments or
+//! refused.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use crate::modbus::registers;
 use crate::model::{DataType, Table, Value};
 
 use super::busargs::{BusArgs, BusClient};
-use super::read::{emit, show_raw, show_value, ValueArgs};
+use super::values::{emit, show_raw, show_value, Codec, ValueArgs};
 use super::Global;
 
 /// The writable tables.
@@ -26,36 +29,89 @@ pub enum WriteTableArg {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Addresses are 0-based protocol addresses (holding register 40001 of a \
-    manual is --address 0).\n\nExit status: 0 written, 1 Modbus error or declined at the \
-    prompt, 2 bad arguments or no confirmation possible."
+    after_help = "Addresses are 0-based protocol addresses, decimal or hex (holding register \
+    40001 of a manual is --address 0, 40023 is --address 22 or 0x16); with --modicon the \
+    address is the 1-based register number (40023, 400023; 00001 for coil 0).\n\nA \
+    configured point: `gasdtu write evc1 setpoint 12.5` (bus, unit, address, type, order and \
+    scale from --config; the point must be `writable = true`).\n\nExit status: 0 written, 1 \
+    Modbus error or declined at the prompt, 2 bad arguments or no confirmation possible."
 )]
 pub struct WriteArgs {
+    /// A device of the configuration (--config) instead of raw addressing.
+    #[arg(value_name = "DEVICE", requires = "point")]
+    pub device: Option<String>,
+    /// The writable point of DEVICE to write.
+    #[arg(value_name = "POINT", requires = "device")]
+    pub point: Option<String>,
+    /// The engineering value (the same as --value).
+    #[arg(
+        value_name = "VALUE",
+        allow_negative_numbers = true,
+        conflicts_with = "value"
+    )]
+    pub value_pos: Option<String>,
     #[command(flatten)]
     pub bus: BusArgs,
-    /// Modbus unit id (slave address), 1-247 (up to 255 for TCP).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=255))]
-    pub unit: u8,
-    /// Which table to write.
-    #[arg(long, value_enum, default_value_t = WriteTableArg::Holding)]
-    pub table: WriteTableArg,
-    /// Address, 0-based (register 40001 is address 0).
+    /// Modbus unit id (slave address), 1-247 (up to 255 for TCP) [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub unit: Option<u8>,
+    /// Which table to write [default: holding; with --modicon the number's first digit].
+    #[arg(long, value_enum)]
+    pub table: Option<WriteTableArg>,
+    /// Address: 0-based, decimal or hex (22, 0x16); a 1-based register number such as 40023
+    /// with --modicon.
     #[arg(long, value_name = "N")]
-    pub address: u16,
+    pub address: Option<String>,
+    /// Read --address as a Modicon register number (4xxxx / 4xxxxx holding, 0xxxx coil).
+    #[arg(long)]
+    pub modicon: bool,
     #[command(flatten)]
     pub value_args: ValueArgs,
     /// The engineering value: a number (0x.. for unsigned integers), 0/1/on/off/true/false
     /// for bits, text for strings.
     #[arg(long, value_name = "V", allow_hyphen_values = true)]
-    pub value: String,
+    pub value: Option<String>,
     /// Write without asking.
     #[arg(long, short = 'y')]
     pub yes: bool,
 }
 
+impl WriteArgs {
+    /// The value text, positional or `--value`.
+    fn value_text(&self) -> Result<&str, String> {
+        self.value
+            .as_deref()
+            .or(self.value_pos.as_deref())
+            .ok_or_else(|| {
+                "the value to write is missing (--value V, or DEVICE POINT VALUE)".into()
+            })
+    }
+
+    /// The raw options given with a DEVICE (which brings its own), for the refusal.
+    fn raw_options(&self) -> Vec<&'static str> {
+        let t = &self.bus.transport;
+        let mut v: Vec<&'static str> = [
+            (t.serial.is_some(), "--serial"),
+            (t.tcp.is_some(), "--tcp"),
+            (t.rtu_over_tcp.is_some(), "--rtu-over-tcp"),
+            (t.bus.is_some(), "--bus"),
+            (self.unit.is_some(), "--unit"),
+            (self.table.is_some(), "--table"),
+            (self.address.is_some(), "--address"),
+            (self.modicon, "--modicon"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        v.extend(self.value_args.given());
+        v
+    }
+}
+
 /// A checked write: the registers (or the coil state) that go on the wire.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WritePlan {
+    pub unit: u8,
     pub table: Table,
     pub address: u16,
     pub data_type: DataType,
@@ -63,6 +119,13 @@ pub struct WritePlan {
     /// Encoded registers; for a coil one word holding 0 or 1; for a bit of a register the
     /// register with only that bit (merged with the live register before writing).
     pub regs: Vec<u16>,
+    pub codec: Codec,
+    /// "evc1.setpoint" for a configured point.
+    pub label: Option<String>,
+    /// The point's engineering unit, shown after values.
+    pub eng_unit: Option<String>,
+    /// How a Modicon number was read, for stderr.
+    pub note: Option<String>,
 }
 
 /// Parse the text of `--value` for `data_type`. Integers stay exact when there is no
@@ -105,36 +168,97 @@ pub fn parse_value(text: &str, data_type: DataType, scaled: bool) -> Result<Valu
     }
 }
 
-/// Check the arguments and encode the value. Pure; errors are user messages.
+/// Check the raw arguments and encode the value. Pure; errors are user messages.
 pub fn plan_write(args: &WriteArgs) -> Result<WritePlan, String> {
-    let table = match args.table {
-        WriteTableArg::Holding => Table::HoldingRegister,
-        WriteTableArg::Coil => Table::Coil,
-    };
-    let data_type = args.value_args.resolve(table, None)?;
+    let text = args
+        .address
+        .as_deref()
+        .ok_or("--address is required (or name a configured DEVICE POINT VALUE)")?;
+    let at = super::address::resolve(
+        text,
+        args.modicon,
+        args.table.map(|t| match t {
+            WriteTableArg::Holding => Table::HoldingRegister,
+            WriteTableArg::Coil => Table::Coil,
+        }),
+        Table::HoldingRegister,
+    )?;
+    if !matches!(at.table, Table::HoldingRegister | Table::Coil) {
+        return Err(format!(
+            "--address {text} is {}, which is read-only: only holding registers (4xxxx) and \
+             coils (0xxxx) can be written",
+            super::address::long_name(at.table)
+        ));
+    }
+    let codec = args.value_args.codec(at.table, None)?;
+    let mut plan = encode(at.table, at.address, codec, args.value_text()?)?;
+    plan.unit = args.unit.unwrap_or(1);
+    plan.note = at.note;
+    Ok(plan)
+}
+
+/// Encode `value` for a write of `codec` at `table` `address`. Pure; errors are user
+/// messages.
+pub fn encode(table: Table, address: u16, codec: Codec, value: &str) -> Result<WritePlan, String> {
+    let data_type = codec.data_type;
     if data_type.width() > 123 {
         return Err(format!(
             "{data_type} needs {} registers; one write carries at most 123",
             data_type.width()
         ));
     }
-    if args.address as u32 + data_type.width() as u32 > 65536 {
+    if address as u32 + data_type.width() as u32 > 65536 {
         return Err(format!(
-            "--address {} with {data_type} runs past address 65535",
-            args.address
+            "--address {address} with {data_type} runs past address 65535"
         ));
     }
-    let v = &args.value_args;
-    let value = parse_value(&args.value, data_type, v.scaled())?;
-    let regs = registers::encode(data_type, v.order(), v.scale, v.offset, &value)
-        .map_err(|e| format!("--value {:?}: {e}", args.value))?;
+    let parsed = parse_value(value, data_type, codec.scaled())?;
+    let regs = registers::encode(data_type, codec.order, codec.scale, codec.offset, &parsed)
+        .map_err(|e| format!("--value {value:?}: {e}"))?;
     Ok(WritePlan {
+        unit: 1,
         table,
-        address: args.address,
+        address,
         data_type,
-        value,
+        value: parsed,
         regs,
+        codec,
+        label: None,
+        eng_unit: None,
+        note: None,
     })
+}
+
+/// The write of a configured point: it must be a writable holding register or coil.
+pub fn plan_named(n: &super::named::Named, value: &str) -> Result<WritePlan, String> {
+    let [super::named::Row::Point(p)] = n.rows.as_slice() else {
+        return Err(format!(
+            "{}.{} is computed: write the points it is computed from",
+            n.device,
+            n.rows.first().map(|r| r.name()).unwrap_or("?")
+        ));
+    };
+    if !matches!(p.table, Table::HoldingRegister | Table::Coil) {
+        return Err(format!(
+            "{}.{} is {} {}, which is read-only",
+            n.device,
+            p.name,
+            super::address::long_name(p.table),
+            p.address
+        ));
+    }
+    if !p.writable {
+        return Err(format!(
+            "{}.{} is not writable in the config (set `writable = true` on the point, or write \
+             it with raw addressing: --bus {} --unit {} --address {})",
+            n.device, p.name, n.bus, n.unit, p.address
+        ));
+    }
+    let mut plan = encode(p.table, p.address, Codec::of_point(p), value)?;
+    plan.unit = n.unit;
+    plan.label = Some(format!("{}.{}", n.device, p.name));
+    plan.eng_unit = p.unit.clone();
+    Ok(plan)
 }
 
 /// The register a bit write leaves: `live` with bit `n` set to what `encoded` holds.
@@ -156,29 +280,46 @@ fn ask(question: &str) -> std::io::Result<bool> {
     ))
 }
 
+/// The plan and the bus options of a write: raw, or a configured point with its bus.
+fn plan_and_bus(args: &WriteArgs, global: &Global) -> Result<(WritePlan, BusArgs), String> {
+    let Some(device) = &args.device else {
+        let plan = plan_write(args)?;
+        if args.bus.transport.bus.is_none() {
+            args.bus
+                .to_bus_config(Duration::from_secs(1))
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok((plan, args.bus.clone()));
+    };
+    super::named::refuse_raw_options("write", &args.raw_options())?;
+    let value = args.value_text()?;
+    let loaded = crate::config::load_file(&global.config).map_err(|e| e.to_string())?;
+    let n = super::named::resolve(&loaded.config, device, args.point.as_deref())?;
+    let plan = plan_named(&n, value)?;
+    let mut bus = args.bus.clone();
+    bus.transport.bus = Some(n.bus);
+    Ok((plan, bus))
+}
+
 pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
     super::init_logging(global.log_level.as_deref().unwrap_or("error"));
-    let plan = match plan_write(&args) {
+    let (plan, bus) = match plan_and_bus(&args, global) {
         Ok(p) => p,
         Err(msg) => {
             eprintln!("gasdtu write: {msg}");
             return Ok(2);
         }
     };
-    if let (None, Err(e)) = (
-        &args.bus.transport.bus,
-        args.bus.to_bus_config(Duration::from_secs(1)),
-    ) {
-        eprintln!("gasdtu write: {e}");
-        return Ok(2);
+    if let Some(note) = &plan.note {
+        eprintln!("gasdtu write: {note}");
     }
     if !args.yes && !std::io::stdin().is_terminal() {
         eprintln!("gasdtu write: refusing to write without confirmation: stdin is not a terminal (pass --yes)");
         return Ok(2);
     }
-    let unit = args.unit;
-    let v = &args.value_args;
-    let mut link = match BusClient::open(&args.bus, global, Duration::from_secs(1), "write").await {
+    let unit = plan.unit;
+    let codec = plan.codec;
+    let mut link = match BusClient::open(&bus, global, Duration::from_secs(1), "write").await {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
@@ -192,7 +333,11 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
 
     // What goes on the wire; a bit of a register merges into the live register.
     let mut regs = plan.regs.clone();
-    let shown_value = show_value(&plan.value, plan.data_type, false);
+    let with_unit = |text: String| match &plan.eng_unit {
+        Some(u) => format!("{text} {}", crate::config::escape(u)),
+        None => text,
+    };
+    let shown_value = with_unit(show_value(&plan.value, plan.data_type, false));
     let summary = match plan.data_type {
         DataType::Bool => format!(
             "unit {unit}  coil {}: write {}",
@@ -216,12 +361,16 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
             "unit {unit}  holding {}: write {shown_value} as {dt}{} = registers {}",
             plan.address,
             if dt.width() > 1 {
-                format!(" {}", v.order())
+                format!(" {}", codec.order)
             } else {
                 String::new()
             },
             show_raw(plan.table, &regs)
         ),
+    };
+    let summary = match &plan.label {
+        Some(l) => format!("{}  {summary}", crate::config::escape(l)),
+        None => summary,
     };
     emit(&format!("{summary}\n"));
     if !args.yes {
@@ -256,12 +405,8 @@ pub async fn run(args: WriteArgs, global: &Global) -> anyhow::Result<u8> {
     let width = plan.data_type.width();
     match link.read(unit, plan.table, plan.address, width).await {
         Ok(Ok(back)) => {
-            let shown = match registers::decode_raw(plan.data_type, v.order(), &back) {
-                Ok(x) => show_value(
-                    &registers::scale(x, v.scale, v.offset),
-                    plan.data_type,
-                    v.scaled(),
-                ),
+            let shown = match codec.decode(&back) {
+                Ok(x) => with_unit(codec.show(&x)),
                 Err(e) => format!("undecodable ({e})"),
             };
             emit(&format!(

@@ -22,6 +22,7 @@ mod diag;
 mod doc;
 mod file;
 mod load;
+pub mod lookup;
 pub mod merge;
 #[cfg(test)]
 mod merge_tests;
