@@ -653,3 +653,36 @@ profile = "pt-float"
         "garbled replies from 2 (check baud rate, parity and wiring)"
     );
 }
+
+/// A named read of a `scale_from` point reads its decimals register too and scales as the
+/// poller does (the pt-int16 profile: pressure's decimals live in holding 3).
+#[test]
+fn a_named_read_applies_the_decimals_read_from_the_device() {
+    let (_sim, port) = simulator(&[
+        "--device",
+        "2:pt-int16",
+        "--set",
+        "2:pressure_decimals=2",
+        "--set",
+        "2:pressure=-12.34",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gasdtu.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"decimals\"\nstate_dir = \"{}\"\nprofile_dirs = []\n\n\
+             [buses.lan]\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout = \"500ms\"\n\n\
+             [devices.pt2]\nbus = \"lan\"\nunit = 2\nprofile = \"pt-int16\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let r = cli(&["--config", &config, "read", "pt2", "pressure", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let l = &json_lines(&r.stdout)[0];
+    assert_eq!(l["point"], "pressure");
+    assert_eq!(l["text"], "-12.34", "{r:?}");
+    assert_eq!(l["engineering_unit"], "kPa");
+}

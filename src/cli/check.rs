@@ -96,11 +96,27 @@ pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
                 n => format!(", {n} warnings"),
             };
             println!(
-                "{name}: valid, {} buses, {} devices{disabled}, {} points, {} reads per cycle{warnings}",
-                s.buses, s.devices, s.points, s.reads
+                "{name}: valid, {}, {}{disabled}, {}, {}{warnings}",
+                counted(s.buses, "bus", "buses"),
+                counted(s.devices, "device", "devices"),
+                counted(s.points, "point", "points"),
+                counted(s.reads, "read per cycle", "reads per cycle"),
             );
             Ok(0)
         }
+    }
+}
+
+/// "1 bus", "2 buses".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+#[test]
+fn counts_agree_with_their_number() {
+    for (n, want) in [(0, "0 buses"), (1, "1 bus"), (2, "2 buses")] {
+        assert_eq!(counted(n, "bus", "buses"), want);
     }
 }
 

@@ -62,14 +62,28 @@ pub fn resolve(config: &Config, device: &str, point: Option<&str>) -> Result<Nam
             reads.push(p.clone());
         }
     };
+    // A `scale_from` point needs its decimals register, read in the same run.
+    let decimals_of = |p: &PointSpec| {
+        p.scale_from
+            .as_deref()
+            .and_then(|from| dev.points.iter().find(|q| q.name == from))
+    };
     for row in &rows {
         match row {
-            Row::Point(p) => need(p),
+            Row::Point(p) => {
+                need(p);
+                if let Some(d) = decimals_of(p) {
+                    need(d);
+                }
+            }
             Row::Computed(c) => {
                 for (input, _) in &c.terms {
                     // The loader checked that every term names a read point of the device.
                     if let Some(p) = dev.points.iter().find(|p| &p.name == input) {
                         need(p);
+                        if let Some(d) = decimals_of(p) {
+                            need(d);
+                        }
                     }
                 }
             }

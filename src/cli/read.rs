@@ -317,8 +317,14 @@ async fn run_named(args: &ReadArgs, device: &str, global: &Global) -> anyhow::Re
         let reading = match client.read(n.unit, p.table, p.address, width).await {
             Ok(Ok(regs)) => {
                 // Decoded exactly as the poller decodes this point.
+                // (a `scale_from` point raw for now: its decimals are applied below).
                 let value = check_count(p.table, width, regs.len()).and_then(|()| {
-                    crate::modbus::registers::decode_point(p, &regs).map_err(|e| e.to_string())
+                    if p.scale_from.is_some() {
+                        crate::modbus::registers::decode_raw(p.data_type, p.order, &regs)
+                    } else {
+                        crate::modbus::registers::decode_point(p, &regs)
+                    }
+                    .map_err(|e| e.to_string())
                 });
                 Reading { raw: regs, value }
             }
@@ -339,6 +345,24 @@ async fn run_named(args: &ReadArgs, device: &str, global: &Global) -> anyhow::Re
             );
         }
         readings.insert(p.name.clone(), reading);
+    }
+    // `scale_from`: raw x 10^-decimals, then scale and offset, as the poller does.
+    for p in &n.reads {
+        let Some(from) = p.scale_from.as_deref() else {
+            continue;
+        };
+        let decimals = readings.get(from).map(|r| r.value.clone());
+        if let Some(r) = readings.get_mut(&p.name) {
+            r.value = match (r.value.clone(), decimals) {
+                (Ok(raw), Some(Ok(k))) => {
+                    crate::modbus::registers::apply_decimals(raw, from, &k, p.scale, p.offset)
+                        .map_err(|e| e.to_string())
+                }
+                (Ok(_), Some(Err(e))) => Err(format!("{from}: {e}")),
+                (Ok(_), None) => Err(format!("{from}: not read")),
+                (Err(e), _) => Err(e),
+            };
+        }
     }
     let (text, failed) = if args.json {
         named::render_json(&n, &readings)
