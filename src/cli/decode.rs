@@ -1,6 +1,8 @@
-//! `gasdtu decode [FILE|-] [--pretty]`: turns a captured MQTT payload (JSON or compact CBOR,
-//! detected from the first byte) into the documented JSON shape on stdout, e.g. from
-//! `mosquitto_sub -C 1 -t 'gasdtu/+/data' > msg.bin`. The decoding lives in `uplink::payload`.
+//! `gasdtu decode [FILE|-] [--pretty]`: turns a captured MQTT payload of any gasdtu topic
+//! (data as JSON or compact CBOR, alarm, event, cmd/res, config/state, health, status) into
+//! JSON on stdout, e.g. from `mosquitto_sub -C 1 -t 'gasdtu/+/data' > msg.bin`; with
+//! `--pretty` it also says on stderr what it recognised. The decoding lives in
+//! `uplink::payload`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ Examples:
 pub struct DecodeArgs {
     /// Payload file; `-` or nothing reads stdin.
     pub file: Option<PathBuf>,
-    /// Indent the JSON output.
+    /// Indent the JSON output, and say on stderr which message it is.
     #[arg(long)]
     pub pretty: bool,
 }
@@ -32,8 +34,11 @@ pub async fn run(args: DecodeArgs, _global: &Global) -> anyhow::Result<u8> {
         Some(p) if p.as_os_str() != "-" => p.display().to_string(),
         _ => "stdin".to_string(),
     };
-    let v = crate::uplink::decode(&bytes)
+    let (kind, v) = crate::uplink::payload::decode_kind(&bytes)
         .with_context(|| format!("{origin}: {} bytes", bytes.len()))?;
+    if args.pretty {
+        eprintln!("{origin}: {} bytes, {kind} message", bytes.len());
+    }
     let text = if args.pretty {
         serde_json::to_string_pretty(&v)?
     } else {
