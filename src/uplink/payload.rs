@@ -393,21 +393,6 @@ fn float_json(x: f64) -> Json {
         .unwrap_or(Json::Null)
 }
 
-/// A float as CBOR: the narrowest float a reader turns back into the same decimal. ciborium
-/// writes a float in half or single width when that is lossless; a reader applies `meant`, so
-/// the single-width neighbour of a value is sent whenever the reader reads the value back from
-/// it (-899.8 costs 5 bytes, not 9), and the value itself otherwise (987654.32, 16777217.25:
-/// double width, exact).
-fn float_cbor(x: f64) -> Cbor {
-    let m = meant(x);
-    let narrow = f64::from(m as f32);
-    if meant(narrow).to_bits() == m.to_bits() {
-        Cbor::Float(narrow)
-    } else {
-        Cbor::Float(m)
-    }
-}
-
 fn value_json(v: &Value) -> Json {
     match v {
         Value::Bool(b) => Json::Bool(*b),
@@ -423,7 +408,10 @@ fn value_cbor(v: &Value) -> Cbor {
         Value::Bool(b) => Cbor::Bool(*b),
         Value::Int(i) => Cbor::Integer((*i).into()),
         Value::UInt(u) => Cbor::Integer((*u).into()),
-        Value::Float(x) => float_cbor(*x),
+        // The double itself: ciborium narrows it to a half or single only when that is
+        // lossless, so every CBOR reader reads exactly the stored double, and an f32 reading
+        // keeps costing 5 bytes. Readers apply `decimal::meant` as the JSON writer does.
+        Value::Float(x) => Cbor::Float(*x),
         Value::Text(s) => Cbor::Text(s.clone()),
     }
 }

@@ -185,7 +185,8 @@ fn totals_stay_exact_through_the_store() {
 }
 
 /// Scaled registers go out with the decimals the raw value and the scale carry, in JSON, in
-/// CBOR (as the narrowest float that reads back to the same decimal) and through `decode`.
+/// CBOR (the exact double, narrowed by the CBOR writer only where that is lossless) and
+/// through `decode`.
 #[test]
 fn scaled_values_carry_no_float_noise() {
     use DataType as D;
@@ -193,25 +194,26 @@ fn scaled_values_carry_no_float_noise() {
     // (type, order, registers, scale, offset, JSON text, CBOR float width in bytes)
     #[rustfmt::skip]
     let cases: &[(DataType, WordOrder, &str, f64, f64, &str, usize)] = &[
-        (D::I16, O::Abcd, "DCDA", 0.1, 0.0, "-899.8", 5),
-        (D::I16, O::Abcd, "05DE", 0.1, 0.0, "150.2", 5),
-        (D::U16, O::Abcd, "0FA2", 0.1, 0.0, "400.2", 5),
-        (D::I16, O::Abcd, "8000", 0.01, 0.0, "-327.68", 5),
+        (D::I16, O::Abcd, "DCDA", 0.1, 0.0, "-899.8", 9),
+        (D::I16, O::Abcd, "05DE", 0.1, 0.0, "150.2", 9),
+        (D::U32, O::Abcd, "0006 1A99", 0.01, 0.0, "4000.25", 5),
+        (D::U16, O::Abcd, "0FA2", 0.1, 0.0, "400.2", 9),
+        (D::I16, O::Abcd, "8000", 0.01, 0.0, "-327.68", 9),
         (D::U16, O::Abcd, "0000", 0.1, 0.0, "0.0", 3),
-        (D::U16, O::Abcd, "0AAB", 0.1, -273.15, "-0.05", 5),
-        (D::U16, O::Abcd, "0AAC", 0.1, -273.15, "0.05", 5),
-        (D::I32, O::Abcd, "FFFE 1DC0", 0.001, 0.0, "-123.456", 5),
-        (D::I32, O::Cdab, "1DC0 FFFE", 0.001, 0.0, "-123.456", 5),
-        (D::I32, O::Badc, "FEFF C01D", 0.001, 0.0, "-123.456", 5),
-        (D::I32, O::Dcba, "C01D FEFF", 0.001, 0.0, "-123.456", 5),
+        (D::U16, O::Abcd, "0AAB", 0.1, -273.15, "-0.05", 9),
+        (D::U16, O::Abcd, "0AAC", 0.1, -273.15, "0.05", 9),
+        (D::I32, O::Abcd, "FFFE 1DC0", 0.001, 0.0, "-123.456", 9),
+        (D::I32, O::Cdab, "1DC0 FFFE", 0.001, 0.0, "-123.456", 9),
+        (D::I32, O::Badc, "FEFF C01D", 0.001, 0.0, "-123.456", 9),
+        (D::I32, O::Dcba, "C01D FEFF", 0.001, 0.0, "-123.456", 9),
         // 3_735_928_559 x 0.001: more digits than an f32 carries, so a double.
         (D::U32, O::Abcd, "DEAD BEEF", 0.001, 0.0, "3735928.559", 9),
         (D::Bcd32, O::Abcd, "9876 5432", 0.0001, 0.0, "9876.5432", 9),
         // An f32 of 1.01325 bar at scale 100: 101.325 kPa, not 101.32499933242798.
-        (D::F32, O::Abcd, "3F81 B22D", 100.0, 0.0, "101.325", 5),
-        (D::F32, O::Cdab, "B22D 3F81", 100.0, 0.0, "101.325", 5),
-        (D::F32, O::Badc, "813F 2DB2", 100.0, 0.0, "101.325", 5),
-        (D::F32, O::Dcba, "2DB2 813F", 100.0, 0.0, "101.325", 5),
+        (D::F32, O::Abcd, "3F81 B22D", 100.0, 0.0, "101.325", 9),
+        (D::F32, O::Cdab, "B22D 3F81", 100.0, 0.0, "101.325", 9),
+        (D::F32, O::Badc, "813F 2DB2", 100.0, 0.0, "101.325", 9),
+        (D::F32, O::Dcba, "2DB2 813F", 100.0, 0.0, "101.325", 9),
     ];
     for &(t, order, hex, scale, offset, text, width) in cases {
         let name = format!("{t} {order} [{hex}] x{scale}+{offset}");
@@ -439,4 +441,76 @@ fn decode_names_what_it_saw_when_it_is_no_gasdtu_payload() {
             String::from_utf8_lossy(bytes)
         );
     }
+}
+
+/// What the decimal rule saves on a W1-like workload (the peer benchmark's map: 20 devices,
+/// 4 f32, 2 u32 and 4 int16 x 0.1 points, polled every second, each cycle's 20 batches packed
+/// into 1024-byte messages). "Before" scales the way gasdtu did until issue 12 (raw as f64
+/// times the scale); "after" through the decoder. Byte counts, not timing: deterministic.
+#[test]
+fn w1_payload_bytes_before_and_after_the_decimal_rule() {
+    let cycles = 60u64;
+    let f32_point = |name: &str, x: f64| sample(name, Value::Float(f64::from(x as f32)));
+    let mut totals = [[0usize; 2]; 2]; // [before, after] x [json, cbor]
+    let mut noisy = [0usize; 2];
+    for k in 0..cycles {
+        for (which, total) in totals.iter_mut().enumerate() {
+            let entries: Vec<Entry> = (1..=20u64)
+                .map(|dev| {
+                    let base = (dev * 10_000 + k) as f64;
+                    let mut s = vec![
+                        f32_point("f0", base + 0.5),
+                        f32_point("f1", -(base + 0.25)),
+                        f32_point("f2", base + 0.75),
+                        f32_point("f3", base / 8.0 + 1000.0),
+                        sample("t0", Value::UInt(3_000_000_000 + dev * 100_000 + k)),
+                        sample("t1", Value::UInt(dev * 100_000 + 3 * k)),
+                    ];
+                    for j in 0..4u64 {
+                        let raw = ((dev * 1000 + j * 250 + k) % 20_000) as i64 - 10_000;
+                        let v = if which == 0 {
+                            Value::Float(raw as f64 * 0.1)
+                        } else {
+                            let p = spec(DataType::I16, WordOrder::Abcd, 0.1, 0.0);
+                            decode_point(&p, &[raw as i16 as u16]).unwrap()
+                        };
+                        if Value::Float(raw as f64 / 10.0) != v {
+                            noisy[which] += 1;
+                        }
+                        s.push(sample(&format!("i{j}"), v));
+                    }
+                    let mut b = batch(s);
+                    b.device = format!("dev{dev:02}").into();
+                    entry(dev as i64, EntryKind::Data, EntryBody::Batch(b))
+                })
+                .collect();
+            for (ei, enc) in [Encoding::Json, Encoding::Cbor].into_iter().enumerate() {
+                total[ei] += encode_messages(&entries, GW, 1024, enc)
+                    .iter()
+                    .map(|m| m.build(GW, 1_764_000_000_000_000 + k).unwrap().len())
+                    .sum::<usize>();
+            }
+        }
+    }
+    let readings = (cycles * 20 * 10) as f64;
+    for (ei, enc) in ["JSON", "CBOR"].iter().enumerate() {
+        let (b, a) = (totals[0][ei], totals[1][ei]);
+        println!(
+            "W1-like {enc}: before {b} B ({:.1} B/reading), after {a} B ({:.1} B/reading): {:.1} % less",
+            b as f64 / readings,
+            a as f64 / readings,
+            (b - a) as f64 * 100.0 / b as f64
+        );
+        // JSON drops the noise digits; CBOR carried a double before and still does.
+        if ei == 0 {
+            assert!(a < b, "{enc}: {a} >= {b}");
+        } else {
+            assert_eq!(a, b, "{enc}");
+        }
+    }
+    println!(
+        "int16 x 0.1 readings off the decimal: before {}, after {}",
+        noisy[0], noisy[1]
+    );
+    assert_eq!(noisy[1], 0);
 }
