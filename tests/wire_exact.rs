@@ -209,3 +209,42 @@ async fn totals_and_scaled_values_are_exact_on_the_wire_and_through_decode() {
         assert!(line.contains(&format!(":{value}")), "{line}");
     }
 }
+
+/// `gasdtu decode` on what is no gasdtu payload: exit 1, naming the input and what it saw; a
+/// capture larger than any payload is refused before decoding.
+#[test]
+fn decode_cli_names_what_it_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    // (file contents, what stderr must say)
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"hello\n".to_vec(),
+            "text \"hello\" is neither JSON nor a status word",
+        ),
+        (
+            b"{\"temp\": 21.5}".to_vec(),
+            "JSON object with keys [temp] is none of gasdtu's messages",
+        ),
+        (
+            vec![0xff, 0x00],
+            "binary payload starting ff 00 is not CBOR",
+        ),
+        (vec![b' '; (16 << 20) + 1], "more than 16777216 bytes"),
+    ];
+    for (i, (bytes, want)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("capture{i}.bin"));
+        std::fs::write(&file, &bytes).unwrap();
+        let out = Command::new(gasdtu())
+            .arg("decode")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{want}: {err}");
+        assert!(
+            err.contains(want) && err.contains(&format!("capture{i}.bin")),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -24,16 +24,25 @@ pub struct DecodeArgs {
     pub pretty: bool,
 }
 
+/// Largest capture read: far above any payload gasdtu publishes (its MQTT client refuses
+/// packets over `max_payload` + 4 KiB, and the broker's default limit is 256 MiB for others).
+const MAX_CAPTURE: u64 = 16 << 20;
+
 pub async fn run(args: DecodeArgs, _global: &Global) -> anyhow::Result<u8> {
-    let bytes = match args.file.as_deref() {
-        None => read_stdin()?,
-        Some(p) if p.as_os_str() == "-" => read_stdin()?,
-        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-    };
     let origin = match &args.file {
         Some(p) if p.as_os_str() != "-" => p.display().to_string(),
         _ => "stdin".to_string(),
     };
+    let bytes = match args.file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = std::fs::File::open(p).with_context(|| format!("cannot read {origin}"))?;
+            read_bounded(f).with_context(|| format!("cannot read {origin}"))?
+        }
+        _ => read_bounded(std::io::stdin()).context("cannot read stdin")?,
+    };
+    if bytes.len() as u64 > MAX_CAPTURE {
+        anyhow::bail!("{origin}: more than {MAX_CAPTURE} bytes: not one MQTT payload of gasdtu");
+    }
     let (kind, v) = crate::uplink::payload::decode_kind(&bytes)
         .with_context(|| format!("{origin}: {} bytes", bytes.len()))?;
     if args.pretty {
@@ -48,10 +57,9 @@ pub async fn run(args: DecodeArgs, _global: &Global) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn read_stdin() -> anyhow::Result<Vec<u8>> {
+/// At most `MAX_CAPTURE` + 1 bytes (one more tells "too large").
+fn read_bounded(r: impl Read) -> std::io::Result<Vec<u8>> {
     let mut b = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut b)
-        .context("cannot read stdin")?;
+    r.take(MAX_CAPTURE + 1).read_to_end(&mut b)?;
     Ok(b)
 }

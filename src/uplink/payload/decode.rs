@@ -85,33 +85,26 @@ pub fn decode_kind(bytes: &[u8]) -> Result<(PayloadKind, Json), CodecError> {
     if STATUS_TEXTS.contains(&text) {
         return Ok((PayloadKind::Status, json!({ "status": text })));
     }
-    match trimmed[0] {
-        b'{' => {
-            let v: Json = serde_json::from_str(text)
-                .map_err(|e| CodecError::Malformed(format!("invalid JSON: {e}")))?;
-            let kind = json_kind(&v)?;
-            Ok((kind, v))
-        }
-        b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
-            if serde_json::from_str::<Json>(text).is_ok() =>
-        {
-            Err(CodecError::Malformed(format!(
-                "JSON {} is not a gasdtu message (gasdtu publishes JSON objects)",
-                json_type(&serde_json::from_str::<Json>(text).unwrap_or(Json::Null))
-            )))
-        }
-        _ => {
-            // Text that is also a well-formed CBOR item of ours is possible in principle (a map
-            // header is never a UTF-8 start byte, so not for gasdtu's messages): say it is text.
-            let shown: String = text.chars().take(40).collect();
-            Err(CodecError::Malformed(format!(
-                "text {:?}{} is neither JSON nor a status word ({})",
-                shown,
-                if shown.len() < text.len() { "…" } else { "" },
-                STATUS_TEXTS.join(", ")
-            )))
-        }
+    if trimmed[0] == b'{' {
+        let v: Json = serde_json::from_str(text)
+            .map_err(|e| CodecError::Malformed(format!("invalid JSON: {e}")))?;
+        let kind = json_kind(&v)?;
+        return Ok((kind, v));
     }
+    if let Ok(other) = serde_json::from_str::<Json>(text) {
+        return Err(CodecError::Malformed(format!(
+            "JSON {} is not a gasdtu message (gasdtu publishes JSON objects)",
+            json_type(&other)
+        )));
+    }
+    // Shown with escapes (`{:?}`): the text may hold control characters.
+    let shown: String = text.chars().take(40).collect();
+    Err(CodecError::Malformed(format!(
+        "text {:?}{} is neither JSON nor a status word ({})",
+        shown,
+        if shown.len() < text.len() { "…" } else { "" },
+        STATUS_TEXTS.join(", ")
+    )))
 }
 
 fn hex_start(b: &[u8]) -> String {
@@ -207,10 +200,7 @@ fn json_kind(v: &Json) -> Result<PayloadKind, CodecError> {
     }
     match kind {
         PayloadKind::DataJson => check_data(m)?,
-        PayloadKind::Alarm => {
-            need(m, kind, "alarm", "a string", is_str)?;
-            need(m, kind, "state", "a string", is_str)?;
-        }
+        PayloadKind::Alarm => need(m, kind, "alarm", "a string", is_str)?,
         PayloadKind::Event => {
             if !m.contains_key("body") {
                 need(m, kind, "event", "a string", is_str)?;
