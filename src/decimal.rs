@@ -379,4 +379,68 @@ mod tests {
         assert_eq!(dec(1, 300).checked_add(dec(1, -300)), None);
         assert_eq!(dec(i128::MAX, 0).checked_mul(dec(2, 0)), None);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+        fn runner(cases: u32, seed: u64) -> TestRunner {
+            TestRunner::new(Config {
+                cases,
+                rng_seed: RngSeed::Fixed(seed),
+                failure_persistence: None,
+                ..Config::default()
+            })
+        }
+
+        /// Any integer register at any decimal scale 10^-d is the correctly rounded double of
+        /// the decimal `raw / 10^d`, and JSON writes it with at most `d` decimals.
+        #[test]
+        fn decimal_scales_give_the_correctly_rounded_decimal() {
+            runner(5000, 0xdec1_0001)
+                .run(&(any::<i64>(), 0u32..=9), |(raw, d)| {
+                    let scale = format!("1e-{d}").parse::<f64>().unwrap_or(1.0);
+                    let got = affine(Decimal::from_int(i128::from(raw)), scale, 0.0);
+                    let want: f64 = format!("{raw}e-{d}").parse().unwrap_or(f64::NAN);
+                    prop_assert_eq!(got.map(f64::to_bits), Some(want.to_bits()));
+                    let text = serde_json::to_string(&want).unwrap_or_default();
+                    if raw.unsigned_abs() < 1 << 50 && !text.contains('e') {
+                        let decimals = text.split_once('.').map_or(0, |(_, f)| f.len());
+                        prop_assert!(
+                            decimals <= d.max(1) as usize,
+                            "{} at 1e-{}: {}",
+                            raw,
+                            d,
+                            text
+                        );
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+
+        /// A u32 whole part plus an f32 fraction sums to the double nearest the decimal
+        /// `int + shortest(frac)`.
+        #[test]
+        fn int_plus_f32_fraction_sums_exactly() {
+            runner(5000, 0xdec1_0002)
+                .run(&(any::<u32>(), 0.0f32..1.0), |(int, frac)| {
+                    let got = weighted_sum(&[(f64::from(int), 1.0), (f64::from(frac), 1.0)]);
+                    let Some(f) = Decimal::of(f64::from(frac)) else {
+                        return Err(TestCaseError::fail("finite fraction"));
+                    };
+                    let want = Decimal::from_int(i128::from(int))
+                        .checked_add(f)
+                        .map(Decimal::to_f64);
+                    prop_assert_eq!(Some(got.to_bits()), want.map(f64::to_bits));
+                    // Never further from the binary sum than the f32's own rounding (half an
+                    // f32 ulp below 1) plus a few ulps of the sum.
+                    let binary = f64::from(int) + f64::from(frac);
+                    prop_assert!((got - binary).abs() <= 3e-8 + binary.abs() * 4.0 * f64::EPSILON);
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
 }
