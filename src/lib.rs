@@ -8,6 +8,7 @@
 pub mod alarm;
 pub mod cli;
 pub mod config;
+pub mod decimal;
 pub mod gateway;
 pub mod modbus;
 pub mod model;

@@ -570,13 +570,13 @@ async fn poll_once(
     }
     let mut computed = Vec::with_capacity(d.cfg.computed.len());
     for (ci, c) in d.cfg.computed.iter().enumerate() {
-        let mut sum = 0.0;
+        let mut terms = Vec::with_capacity(c.terms.len());
         let mut bad: Option<String> = None;
         let mut read_at = slot;
         for (term, factor) in &c.terms {
             match by_name.get(term.as_str()) {
                 Some((Some(x), None, t)) => {
-                    sum += x * factor;
+                    terms.push((*x, *factor));
                     read_at = read_at.max(*t);
                 }
                 Some((_, Some(r), _)) => {
@@ -589,8 +589,10 @@ async fn poll_once(
         }
         computed.push(Sample {
             point: d.computed_names[ci].clone(),
+            // Summed on the decimals the inputs stand for (an f32 fraction of 0.32f32 is
+            // 0.32), rounded once: 987654 + 0.32 is 987654.32 (`crate::decimal`).
             value: if bad.is_none() {
-                Some(Value::Float(sum))
+                Some(Value::Float(crate::decimal::weighted_sum(&terms)))
             } else {
                 None
             },

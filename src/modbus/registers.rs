@@ -4,6 +4,7 @@
 
 use thiserror::Error;
 
+use crate::decimal::{self, Decimal};
 use crate::model::{DataType, PointSpec, Value, WordOrder};
 
 /// Why registers could not become a value.
@@ -222,20 +223,25 @@ fn b8(v: &[u8]) -> [u8; 8] {
     [v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]
 }
 
-/// Apply scale and offset. Identity scaling keeps integers exact; anything else is a float.
+/// Apply scale and offset. Identity scaling keeps integers exact; anything else is a float,
+/// computed on the decimals the raw value, the scale and the offset stand for and rounded once
+/// (`crate::decimal`): an i16 of -8998 at scale 0.1 is -899.8, not -899.8000000000001.
 pub fn scale(value: Value, scale: f64, offset: f64) -> Value {
     if scale == 1.0 && offset == 0.0 {
         return value;
     }
+    let raw = match &value {
+        Value::Int(i) => Some(Decimal::from_int(i128::from(*i))),
+        Value::UInt(u) => Some(Decimal::from_int(i128::from(*u))),
+        Value::Float(x) => Decimal::of(*x),
+        Value::Bool(_) | Value::Text(_) => return value,
+    };
     match value.as_f64() {
-        Some(x) if !matches!(value, Value::Bool(_)) => {
-            let scaled = match decimals_of(scale) {
-                Some(k) => shift_decimals(x, k),
-                None => x * scale,
-            };
-            Value::Float(scaled + offset)
-        }
-        _ => value,
+        Some(x) => Value::Float(
+            raw.and_then(|r| decimal::affine(r, scale, offset))
+                .unwrap_or(x * scale + offset),
+        ),
+        None => value,
     }
 }
 

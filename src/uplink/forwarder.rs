@@ -1814,7 +1814,7 @@ async fn next_ack(rx: &mut Option<mpsc::UnboundedReceiver<AckReq>>) -> Option<Ac
 }
 
 /// The documented health message (docs/mqtt.md): no `seq`, retained.
-fn health_json(
+pub(crate) fn health_json(
     gw: &str,
     now_ms: i64,
     last_seq: u64,

@@ -14,13 +14,12 @@
 //! reason}?]` where `dt` is relative to the previous read of the device (the first to the base).
 
 use crate::time::{rfc3339_ms, unix_ms};
-use std::collections::BTreeMap;
-
 use ciborium::Value as Cbor;
 use serde_json::{json, Map, Value as Json};
 use thiserror::Error;
 
 use crate::config::Encoding;
+use crate::decimal::meant;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
 use crate::outbox::{Entry, EntryBody, EntryKind};
 
@@ -378,8 +377,10 @@ pub fn reason_text(r: &BadReason) -> String {
     }
 }
 
-/// A float as JSON: values that are exactly an f32 are written at f32 precision (what the
-/// device sent), non-finite values as the strings "NaN", "inf", "-inf".
+/// A float as JSON: the decimal it stands for (`decimal::meant`: a value that came from an f32
+/// register is written at f32 precision, 4.2 and not 4.199999809265137; everything else,
+/// computed totals and scaled values included, exactly, in its shortest form), non-finite
+/// values as the strings "NaN", "inf", "-inf".
 fn float_json(x: f64) -> Json {
     if x.is_nan() {
         return Json::from("NaN");
@@ -387,12 +388,7 @@ fn float_json(x: f64) -> Json {
     if x.is_infinite() {
         return Json::from(if x > 0.0 { "inf" } else { "-inf" });
     }
-    let short = if f64::from(x as f32) == x {
-        (x as f32).to_string().parse::<f64>().unwrap_or(x)
-    } else {
-        x
-    };
-    serde_json::Number::from_f64(short)
+    serde_json::Number::from_f64(meant(x))
         .map(Json::Number)
         .unwrap_or(Json::Null)
 }
@@ -412,6 +408,9 @@ fn value_cbor(v: &Value) -> Cbor {
         Value::Bool(b) => Cbor::Bool(*b),
         Value::Int(i) => Cbor::Integer((*i).into()),
         Value::UInt(u) => Cbor::Integer((*u).into()),
+        // The double itself: ciborium narrows it to a half or single only when that is
+        // lossless, so every CBOR reader reads exactly the stored double, and an f32 reading
+        // keeps costing 5 bytes. Readers apply `decimal::meant` as the JSON writer does.
         Value::Float(x) => Cbor::Float(*x),
         Value::Text(s) => Cbor::Text(s.clone()),
     }
@@ -531,158 +530,10 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
     ])
 }
 
-/// Turn a captured payload (JSON or CBOR, detected by the first byte: JSON messages are
-/// objects and start with `{`) into the documented JSON shape.
-pub fn decode(bytes: &[u8]) -> Result<Json, CodecError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
-        None => Err(CodecError::Malformed("empty payload".into())),
-        Some(b'{') => serde_json::from_slice(bytes)
-            .map_err(|e| CodecError::Malformed(format!("invalid JSON: {e}"))),
-        Some(_) => {
-            let v: Cbor = ciborium::from_reader(bytes)
-                .map_err(|e| CodecError::Malformed(format!("invalid CBOR: {e}")))?;
-            cbor_to_json(&v)
-        }
-    }
-}
-
-fn bad(what: &str) -> CodecError {
-    CodecError::Malformed(format!("CBOR message: {what}"))
-}
-
-fn as_i64(v: &Cbor, what: &str) -> Result<i64, CodecError> {
-    match v {
-        Cbor::Integer(i) => i64::try_from(*i).map_err(|_| bad(what)),
-        _ => Err(bad(what)),
-    }
-}
-
-fn as_array<'a>(v: &'a Cbor, what: &str) -> Result<&'a [Cbor], CodecError> {
-    match v {
-        Cbor::Array(a) => Ok(a),
-        _ => Err(bad(what)),
-    }
-}
-
-fn as_text<'a>(v: &'a Cbor, what: &str) -> Result<&'a str, CodecError> {
-    match v {
-        Cbor::Text(s) => Ok(s),
-        _ => Err(bad(what)),
-    }
-}
-
-fn cbor_value_json(v: &Cbor) -> Result<Json, CodecError> {
-    Ok(match v {
-        Cbor::Bool(b) => Json::Bool(*b),
-        Cbor::Integer(i) => {
-            let n = i128::from(*i);
-            if let Ok(x) = i64::try_from(n) {
-                Json::from(x)
-            } else if let Ok(x) = u64::try_from(n) {
-                Json::from(x)
-            } else {
-                return Err(bad("integer value out of range"));
-            }
-        }
-        Cbor::Float(x) => float_json(*x),
-        Cbor::Text(s) => Json::from(s.as_str()),
-        _ => return Err(bad("value of unsupported type")),
-    })
-}
-
-fn cbor_to_json(v: &Cbor) -> Result<Json, CodecError> {
-    let Cbor::Map(m) = v else {
-        return Err(bad("top level is not a map"));
-    };
-    let mut fields: BTreeMap<i64, &Cbor> = BTreeMap::new();
-    for (k, v) in m {
-        fields.insert(as_i64(k, "map key is not an integer")?, v);
-    }
-    let get = |k: i64, what: &str| fields.get(&k).copied().ok_or_else(|| bad(what));
-    let gw = as_text(get(0, "missing gateway (0)")?, "gateway (0) is not text")?;
-    let seq = match get(1, "missing seq (1)")? {
-        Cbor::Integer(i) => u64::try_from(*i).map_err(|_| bad("seq (1) out of range"))?,
-        _ => return Err(bad("seq (1) is not an integer")),
-    };
-    let hist = match get(2, "missing hist (2)")? {
-        Cbor::Bool(b) => *b,
-        _ => return Err(bad("hist (2) is not a boolean")),
-    };
-    let base = as_i64(get(3, "missing base time (3)")?, "base time (3)")?;
-    let mut data = Vec::new();
-    for d in as_array(get(4, "missing devices (4)")?, "devices (4) not an array")? {
-        let d = as_array(d, "device is not an array")?;
-        let [name, names, units, reads] = d else {
-            return Err(bad("device needs 4 elements"));
-        };
-        let name = as_text(name, "device name")?;
-        let names: Vec<&str> = as_array(names, "point names")?
-            .iter()
-            .map(|n| as_text(n, "point name"))
-            .collect::<Result<_, _>>()?;
-        let units = as_array(units, "units")?;
-        if units.len() != names.len() {
-            return Err(bad("units and point names differ in length"));
-        }
-        let mut unit = Map::new();
-        for (n, u) in names.iter().zip(units) {
-            match u {
-                Cbor::Null => {}
-                u => {
-                    unit.insert(n.to_string(), Json::from(as_text(u, "unit")?));
-                }
-            }
-        }
-        let mut t = base;
-        let mut out_reads = Vec::new();
-        for r in as_array(reads, "reads")? {
-            let r = as_array(r, "read is not an array")?;
-            if r.len() < 2 || r.len() > 3 {
-                return Err(bad("read needs 2 or 3 elements"));
-            }
-            t = t
-                .checked_add(as_i64(&r[0], "read time delta")?)
-                .ok_or_else(|| bad("read time out of range"))?;
-            let values = as_array(&r[1], "read values")?;
-            if values.len() != names.len() {
-                return Err(bad("read values and point names differ in length"));
-            }
-            let mut v = Map::new();
-            for (n, x) in names.iter().zip(values) {
-                if *x != Cbor::Null {
-                    v.insert(n.to_string(), cbor_value_json(x)?);
-                }
-            }
-            let mut o = Map::new();
-            o.insert("t".into(), Json::from(rfc3339_ms(t)));
-            o.insert("v".into(), Json::Object(v));
-            if let Some(Cbor::Map(b)) = r.get(2) {
-                let mut bm = Map::new();
-                for (i, reason) in b {
-                    let i = as_i64(i, "bad index")?;
-                    let n = usize::try_from(i)
-                        .ok()
-                        .and_then(|i| names.get(i))
-                        .ok_or_else(|| bad("bad index out of range"))?;
-                    bm.insert(n.to_string(), Json::from(as_text(reason, "bad reason")?));
-                }
-                o.insert("bad".into(), Json::Object(bm));
-            } else if r.len() == 3 {
-                return Err(bad("bad map is not a map"));
-            }
-            out_reads.push(Json::Object(o));
-        }
-        let mut dev = Map::new();
-        dev.insert("dev".into(), Json::from(name));
-        if !unit.is_empty() {
-            dev.insert("unit".into(), Json::Object(unit));
-        }
-        dev.insert("reads".into(), Json::Array(out_reads));
-        data.push(Json::Object(dev));
-    }
-    Ok(json!({"gw": gw, "seq": seq, "hist": hist, "data": data}))
-}
+mod decode;
+pub use decode::{decode, decode_kind, PayloadKind};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;

@@ -1,0 +1,446 @@
+//! Exact decimal arithmetic for the numbers gasdtu reads and publishes (pure core, no I/O).
+//!
+//! A meter value is a decimal: an int16 register of 0.1 bar counts holding -8998 means
+//! -899.8, an f32 fraction register holding 0.32f32 means 0.32, a u32 whole part 987654 plus
+//! that fraction means 987654.32. Binary floating point computes -8998 × 0.1 as
+//! -899.8000000000001 and 987654 + f64::from(0.32f32) as 987654.3199999928. This module does
+//! the scale/offset and sum arithmetic on the decimals the operands stand for (`Decimal`,
+//! mantissa × 10^exponent, exact, overflow-checked) and converts the exact result once to the
+//! nearest f64, whose shortest representation is then exactly the decimal a human reads off
+//! the meter. Where a result does not fit (i128 overflow, non-finite operands) it falls back to
+//! ordinary f64 arithmetic: never wrong, at worst one ulp of noise.
+//!
+//! The one rule of what decimal a float stands for is `meant`: a value that is exactly an f32
+//! and whose shortest f64 representation needs more than 15 significant digits came from an
+//! f32 register and stands for its shortest f32 representation (4.199999809265137 → 4.2);
+//! every other value stands for its own shortest representation. Any decimal of at most 15
+//! significant digits survives f64 unchanged, so `meant` never alters a value that came out of
+//! this arithmetic. The payload codecs use the same rule (docs/mqtt.md, number formatting).
+
+use std::fmt::Write as _;
+
+/// Significant decimal digits that always survive a round trip through f64.
+const F64_EXACT_DIGITS: usize = 15;
+
+/// `mantissa × 10^exponent`, exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    pub mantissa: i128,
+    pub exponent: i32,
+}
+
+/// A small stack buffer for float formatting (no allocation on the polling path).
+struct Buf {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        Buf {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only `write_str` fills the buffer, always with whole UTF-8 strings.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Digits and exponent of a shortest representation in `{:e}` form (`-8.998e2`, `1e-7`).
+fn parse_sci(s: &str) -> Option<Decimal> {
+    let (digits, exp) = s.split_once('e')?;
+    let mut exponent: i32 = exp.parse().ok()?;
+    let (neg, digits) = match digits.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, digits),
+    };
+    let mut mantissa: i128 = 0;
+    let mut after_point = false;
+    for c in digits.bytes() {
+        match c {
+            b'.' => after_point = true,
+            b'0'..=b'9' => {
+                mantissa = mantissa
+                    .checked_mul(10)?
+                    .checked_add(i128::from(c - b'0'))?;
+                if after_point {
+                    exponent = exponent.checked_sub(1)?;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(
+        Decimal {
+            mantissa: if neg { -mantissa } else { mantissa },
+            exponent,
+        }
+        .normalized(),
+    )
+}
+
+/// Significant digits of the shortest representation of a finite `x`.
+fn shortest_digits(x: f64) -> usize {
+    let mut b = Buf::new();
+    if write!(b, "{x:e}").is_err() {
+        return usize::MAX;
+    }
+    let s = b.as_str();
+    let mant = s.split('e').next().unwrap_or("");
+    mant.bytes().filter(u8::is_ascii_digit).count()
+}
+
+/// The value a float stands for (see the module documentation): an exact f32 whose shortest
+/// f64 representation needs more than 15 digits is read at f32 precision; anything else,
+/// including NaN and infinities, is itself.
+pub fn meant(x: f64) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    let f = x as f32;
+    if f64::from(f) != x || shortest_digits(x) <= F64_EXACT_DIGITS {
+        return x;
+    }
+    let mut b = Buf::new();
+    if write!(b, "{f:e}").is_err() {
+        return x;
+    }
+    b.as_str().parse::<f64>().unwrap_or(x)
+}
+
+impl Decimal {
+    pub fn from_int(i: i128) -> Decimal {
+        Decimal {
+            mantissa: i,
+            exponent: 0,
+        }
+        .normalized()
+    }
+
+    /// The decimal a finite float stands for (`meant`); `None` for NaN and infinities.
+    pub fn of(x: f64) -> Option<Decimal> {
+        if !x.is_finite() {
+            return None;
+        }
+        let mut b = Buf::new();
+        write!(b, "{:e}", meant(x)).ok()?;
+        parse_sci(b.as_str())
+    }
+
+    /// Trailing zeros moved into the exponent (one representation per value).
+    fn normalized(mut self) -> Decimal {
+        if self.mantissa == 0 {
+            return Decimal {
+                mantissa: 0,
+                exponent: 0,
+            };
+        }
+        while self.mantissa % 10 == 0 {
+            let Some(e) = self.exponent.checked_add(1) else {
+                break;
+            };
+            self.mantissa /= 10;
+            self.exponent = e;
+        }
+        self
+    }
+
+    pub fn checked_mul(self, o: Decimal) -> Option<Decimal> {
+        Some(
+            Decimal {
+                mantissa: self.mantissa.checked_mul(o.mantissa)?,
+                exponent: self.exponent.checked_add(o.exponent)?,
+            }
+            .normalized(),
+        )
+    }
+
+    pub fn checked_add(self, o: Decimal) -> Option<Decimal> {
+        let (hi, lo) = if self.exponent >= o.exponent {
+            (self, o)
+        } else {
+            (o, self)
+        };
+        let shift = u32::try_from(hi.exponent.checked_sub(lo.exponent)?).ok()?;
+        let scaled = hi.mantissa.checked_mul(10i128.checked_pow(shift)?)?;
+        Some(
+            Decimal {
+                mantissa: scaled.checked_add(lo.mantissa)?,
+                exponent: lo.exponent,
+            }
+            .normalized(),
+        )
+    }
+
+    /// The nearest f64 (correctly rounded).
+    pub fn to_f64(self) -> f64 {
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        // Both operands exact in f64: one IEEE operation rounds correctly (Clinger's fast path).
+        if self.mantissa.unsigned_abs() < (1u128 << 53) {
+            let m = self.mantissa as f64;
+            if let Ok(e) = usize::try_from(self.exponent) {
+                if let Some(p) = POW10.get(e) {
+                    return m * p;
+                }
+            } else if let Some(p) = usize::try_from(-i64::from(self.exponent))
+                .ok()
+                .and_then(|e| POW10.get(e))
+            {
+                return m / p;
+            }
+        }
+        let mut b = Buf::new();
+        if write!(b, "{}e{}", self.mantissa, self.exponent).is_err() {
+            return f64::NAN;
+        }
+        b.as_str().parse::<f64>().unwrap_or(f64::NAN)
+    }
+}
+
+/// `raw × scale + offset` on the decimals the operands stand for, rounded once to the nearest
+/// f64; ordinary float arithmetic where the decimals do not fit.
+pub fn affine(raw: Decimal, scale: f64, offset: f64) -> Option<f64> {
+    let s = Decimal::of(scale)?;
+    let o = Decimal::of(offset)?;
+    Some(raw.checked_mul(s)?.checked_add(o)?.to_f64())
+}
+
+/// `Σ value × factor` on the decimals the operands stand for, rounded once; float arithmetic
+/// (on the `meant` values) where the decimals do not fit.
+pub fn weighted_sum(terms: &[(f64, f64)]) -> f64 {
+    let exact = terms.iter().try_fold(Decimal::from_int(0), |acc, (x, k)| {
+        acc.checked_add(Decimal::of(*x)?.checked_mul(Decimal::of(*k)?)?)
+    });
+    match exact {
+        Some(d) => d.to_f64(),
+        None => terms.iter().map(|(x, k)| meant(*x) * meant(*k)).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(m: i128, e: i32) -> Decimal {
+        Decimal {
+            mantissa: m,
+            exponent: e,
+        }
+    }
+
+    #[test]
+    fn meant_reads_exact_f32_noise_at_f32_precision_only() {
+        let cases: &[(f64, f64)] = &[
+            (f64::from(4.2f32), 4.2),
+            (f64::from(-899.8f32), -899.8),
+            (f64::from(0.32f32), 0.32),
+            (f64::from(1.01325f32), 1.01325),
+            // Exact f32 with a short decimal: itself (987654.3 at f32 precision would lose .0125).
+            (987_654.312_5, 987_654.312_5),
+            (0.5, 0.5),
+            (16_777_216.0, 16_777_216.0),
+            // Not an f32: itself, noise or not.
+            (987_654.32, 987_654.32),
+            (-899.800_000_000_000_1, -899.800_000_000_000_1),
+            (16_777_217.25, 16_777_217.25),
+            (0.1, 0.1),
+        ];
+        for &(x, want) in cases {
+            assert_eq!(meant(x).to_bits(), want.to_bits(), "meant({x:?})");
+        }
+        assert!(meant(f64::NAN).is_nan());
+        assert_eq!(meant(f64::INFINITY), f64::INFINITY);
+    }
+
+    #[test]
+    fn decimals_of_floats_are_their_shortest_representation() {
+        let cases: &[(f64, Decimal)] = &[
+            (0.0, dec(0, 0)),
+            (-0.0, dec(0, 0)),
+            (0.1, dec(1, -1)),
+            (-899.8, dec(-8998, -1)),
+            (1e-7, dec(1, -7)),
+            (1.5e300, dec(15, 299)),
+            (123_000.0, dec(123, 3)),
+            (f64::from(0.32f32), dec(32, -2)),
+            (16_777_217.25, dec(1_677_721_725, -2)),
+            (f64::MAX, dec(17_976_931_348_623_157, 292)),
+        ];
+        for &(x, want) in cases {
+            assert_eq!(Decimal::of(x), Some(want), "{x:?}");
+        }
+        assert_eq!(Decimal::of(f64::NAN), None);
+        assert_eq!(Decimal::of(f64::NEG_INFINITY), None);
+    }
+
+    #[test]
+    fn to_f64_rounds_once_to_the_nearest_double() {
+        let cases: &[(Decimal, f64)] = &[
+            (dec(-8998, -1), -899.8),
+            (dec(1502, -1), 150.2),
+            (dec(4002, -1), 400.2),
+            (dec(98_765_432, -2), 987_654.32),
+            (dec(1_677_721_725, -2), 16_777_217.25),
+            // Beyond the fast path: through the correctly rounded parser.
+            (
+                dec(12_345_678_901_234_567_891, -3),
+                12_345_678_901_234_567.891,
+            ),
+            (dec(1, -30), 1e-30),
+            (dec(7, 40), 7e40),
+            (dec(1, 400), f64::INFINITY),
+        ];
+        for &(d, want) in cases {
+            assert_eq!(d.to_f64().to_bits(), want.to_bits(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn scaled_integers_are_the_decimal_a_human_reads() {
+        // (raw, scale, offset, JSON text of the result)
+        let cases: &[(i128, f64, f64, &str)] = &[
+            (-8998, 0.1, 0.0, "-899.8"),
+            (1502, 0.1, 0.0, "150.2"),
+            (4002, 0.1, 0.0, "400.2"),
+            (-32768, 0.01, 0.0, "-327.68"),
+            (65535, 0.001, 0.0, "65.535"),
+            (12345, 0.05, 0.0, "617.25"),
+            (3, 0.1, 0.0, "0.3"),
+            (7, 0.1, -40.0, "-39.3"),
+            (2731, 0.1, -273.15, "-0.05"),
+            (i128::from(u64::MAX), 0.001, 0.0, "1.844674407370955e+16"),
+            (100, 1.0 / 3.0, 0.0, "33.33333333333333"),
+        ];
+        for &(raw, scale, offset, text) in cases {
+            let v = affine(Decimal::from_int(raw), scale, offset).expect("fits");
+            assert_eq!(
+                serde_json::to_string(&v).ok().as_deref(),
+                Some(text),
+                "{raw} {scale}"
+            );
+            // The naive product is the noise this module exists for (sanity of the fixture).
+            if raw == -8998 {
+                assert_ne!(raw as f64 * scale, v);
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_sums_keep_int_plus_fraction_totals_exact() {
+        let cases: &[(&[(f64, f64)], &str)] = &[
+            (&[(16_777_217.0, 1.0), (0.25, 1.0)], "16777217.25"),
+            (&[(987_654.0, 1.0), (f64::from(0.32f32), 1.0)], "987654.32"),
+            (
+                &[(4_294_967_295.0, 1.0), (f64::from(0.999f32), 1.0)],
+                "4294967295.999",
+            ),
+            (&[(1234.0, 10_000.0), (5678.0, 1.0)], "12345678.0"),
+            (&[(1.0, 0.1), (2.0, 0.2)], "0.5"),
+            (&[], "0.0"),
+        ];
+        for &(terms, text) in cases {
+            let v = weighted_sum(terms);
+            assert_eq!(
+                serde_json::to_string(&v).ok().as_deref(),
+                Some(text),
+                "{terms:?}"
+            );
+        }
+        // Non-finite terms fall back to float arithmetic.
+        assert!(weighted_sum(&[(f64::NAN, 1.0), (1.0, 1.0)]).is_nan());
+        assert_eq!(weighted_sum(&[(f64::INFINITY, 1.0)]), f64::INFINITY);
+        // Decimals that overflow i128 fall back too (and stay finite and close).
+        let big = weighted_sum(&[(1e300, 1.0), (1e-300, 1.0)]);
+        assert_eq!(big, 1e300);
+    }
+
+    #[test]
+    fn addition_aligns_exponents_and_refuses_overflow() {
+        assert_eq!(dec(1, 3).checked_add(dec(5, -1)), Some(dec(10005, -1)));
+        assert_eq!(dec(1, 0).checked_add(dec(-1, 0)), Some(dec(0, 0)));
+        assert_eq!(dec(1, 300).checked_add(dec(1, -300)), None);
+        assert_eq!(dec(i128::MAX, 0).checked_mul(dec(2, 0)), None);
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+        fn runner(cases: u32, seed: u64) -> TestRunner {
+            TestRunner::new(Config {
+                cases,
+                rng_seed: RngSeed::Fixed(seed),
+                failure_persistence: None,
+                ..Config::default()
+            })
+        }
+
+        /// Any integer register at any decimal scale 10^-d is the correctly rounded double of
+        /// the decimal `raw / 10^d`, and JSON writes it with at most `d` decimals.
+        #[test]
+        fn decimal_scales_give_the_correctly_rounded_decimal() {
+            runner(5000, 0xdec1_0001)
+                .run(&(any::<i64>(), 0u32..=9), |(raw, d)| {
+                    let scale = format!("1e-{d}").parse::<f64>().unwrap_or(1.0);
+                    let got = affine(Decimal::from_int(i128::from(raw)), scale, 0.0);
+                    let want: f64 = format!("{raw}e-{d}").parse().unwrap_or(f64::NAN);
+                    prop_assert_eq!(got.map(f64::to_bits), Some(want.to_bits()));
+                    let text = serde_json::to_string(&want).unwrap_or_default();
+                    if raw.unsigned_abs() < 1 << 50 && !text.contains('e') {
+                        let decimals = text.split_once('.').map_or(0, |(_, f)| f.len());
+                        prop_assert!(
+                            decimals <= d.max(1) as usize,
+                            "{} at 1e-{}: {}",
+                            raw,
+                            d,
+                            text
+                        );
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+
+        /// A u32 whole part plus an f32 fraction sums to the double nearest the decimal
+        /// `int + shortest(frac)`.
+        #[test]
+        fn int_plus_f32_fraction_sums_exactly() {
+            runner(5000, 0xdec1_0002)
+                .run(&(any::<u32>(), 0.0f32..1.0), |(int, frac)| {
+                    let got = weighted_sum(&[(f64::from(int), 1.0), (f64::from(frac), 1.0)]);
+                    let Some(f) = Decimal::of(f64::from(frac)) else {
+                        return Err(TestCaseError::fail("finite fraction"));
+                    };
+                    let want = Decimal::from_int(i128::from(int))
+                        .checked_add(f)
+                        .map(Decimal::to_f64);
+                    prop_assert_eq!(Some(got.to_bits()), want.map(f64::to_bits));
+                    // Never further from the binary sum than the f32's own rounding (half an
+                    // f32 ulp below 1) plus a few ulps of the sum.
+                    let binary = f64::from(int) + f64::from(frac);
+                    prop_assert!((got - binary).abs() <= 3e-8 + binary.abs() * 4.0 * f64::EPSILON);
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+}
