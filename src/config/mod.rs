@@ -19,6 +19,8 @@ mod device;
 mod diag;
 mod doc;
 mod file;
+#[cfg(test)]
+mod gateway_tests;
 mod load;
 mod modem;
 pub mod pem;
@@ -33,8 +35,8 @@ mod wire_time;
 pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use load::{
-    load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES, DEFAULT_PROFILE_DIRS,
-    DEFAULT_STATE_DIR,
+    config_dir, load_file, parse_str, parse_with_profiles, resolve_path, Loaded, BAUD_RATES,
+    DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR,
 };
 pub use modem::{
     ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest, MAX_APN, MAX_REGISTER_WITHIN,
@@ -209,6 +211,12 @@ pub struct GatewayConfig {
     pub profile_dirs: Vec<PathBuf>,
     /// tracing filter, default "info".
     pub log_level: String,
+    /// `false`: the config is not commissioned yet (the shipped example): `gasdtu run` idles,
+    /// polls nothing and sends nothing. Default true.
+    pub commissioned: bool,
+    /// The status socket (`gateway.socket`, relative to the config file's directory); None:
+    /// the default, /run/gasdtu/gasdtu.sock (see `cli::socket`).
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
