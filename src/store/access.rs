@@ -226,7 +226,7 @@ mod tests {
         assert!(check_files_writable(dir.path()).is_ok());
         std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
         assert!(check_files_writable(dir.path()).is_ok());
-        // Unwritable files and root in a foreign directory: tests/store_access.rs, which runs
+        // Unwritable files and root in a foreign directory: tests/run_by_hand.rs, which runs
         // the real binary as another user.
         assert!(check_root_in_foreign_dir(dir.path(), true).is_ok());
         assert!(check_root_in_foreign_dir(&dir.path().join("new"), false).is_ok());
