@@ -173,14 +173,16 @@ mod tests {
     fn the_daemon_takes_flag_then_config_then_default_then_a_fallback() {
         let sd = Path::new("/var/lib/x");
         let xdg = Some(Path::new("/run/user/1000"));
-        let cases: &[(
-            Option<&str>,
-            Option<&str>,
+        // (flag, configured, default dir usable, $XDG_RUNTIME_DIR, chosen, why)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
             bool,
-            Option<&Path>,
-            &str,
+            Option<&'a Path>,
+            &'a str,
             Source,
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (
                 Some("/f.sock"),
                 Some("/c.sock"),
