@@ -245,7 +245,10 @@ async fn idle(
     let mut ping = tokio::time::interval(every);
     loop {
         tokio::select! {
-            ask = signals.next() => if ask != SignalAsk::Reload { return None },
+            ask = signals.next() => if ask != SignalAsk::Reload {
+                notifier.stopping();
+                return None;
+            },
             _ = ping.tick() => { notifier.watchdog(); continue; }
         }
         notifier.reloading();
