@@ -31,6 +31,8 @@ fn pt(name: &str, table: Table, address: u16, data_type: DataType) -> PointSpec 
         offset: 0.0,
         unit: None,
         writable: false,
+        scale_from: None,
+        publish: true,
     }
 }
 

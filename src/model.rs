@@ -80,18 +80,43 @@ pub enum DataType {
     Bcd16,
     /// Eight BCD digits in two registers (0..=99_999_999).
     Bcd32,
+    /// Twelve BCD digits in three registers (6 bytes, 0..=999_999_999_999): the totals of
+    /// turbine and vortex flow computers, usually with implied decimals (`decimals = 4` on the
+    /// point: `000098765432` is 9876.5432).
+    Bcd48,
+    /// INTREAL: a u32 integer part (first two registers) plus an f32 fraction in [0, 1) (last
+    /// two), each half in the point's byte/word order, decoded to one f64 (the fraction at the
+    /// decimal digits its f32 carries). Totals of volume correctors.
+    IntReal,
     /// ASCII string of `n` bytes (two per register, padded with NUL or space).
     String(u16),
 }
 
 impl DataType {
+    /// Whole numbers: the types `decimals` and `scale_from` apply to (integers and BCD).
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            DataType::U16
+                | DataType::I16
+                | DataType::U32
+                | DataType::I32
+                | DataType::U64
+                | DataType::I64
+                | DataType::Bcd16
+                | DataType::Bcd32
+                | DataType::Bcd48
+        )
+    }
+
     /// Registers (or bits, for `Bool`) this type occupies.
     pub fn width(self) -> u16 {
         match self {
             DataType::Bool | DataType::BitOfRegister(_) => 1,
             DataType::U16 | DataType::I16 | DataType::Bcd16 => 1,
             DataType::U32 | DataType::I32 | DataType::F32 | DataType::Bcd32 => 2,
-            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::Bcd48 => 3,
+            DataType::U64 | DataType::I64 | DataType::F64 | DataType::IntReal => 4,
             DataType::String(n) => n.div_ceil(2),
         }
     }
@@ -114,6 +139,8 @@ impl DataType {
             "f64" | "float64" | "double" => DataType::F64,
             "bcd16" => DataType::Bcd16,
             "bcd32" => DataType::Bcd32,
+            "bcd48" => DataType::Bcd48,
+            "intreal" => DataType::IntReal,
             "string" => DataType::String(length?),
             _ => return None,
         })
@@ -135,6 +162,8 @@ impl fmt::Display for DataType {
             DataType::F64 => f.write_str("f64"),
             DataType::Bcd16 => f.write_str("bcd16"),
             DataType::Bcd32 => f.write_str("bcd32"),
+            DataType::Bcd48 => f.write_str("bcd48"),
+            DataType::IntReal => f.write_str("intreal"),
             DataType::String(n) => write!(f, "string({n})"),
         }
     }
@@ -205,6 +234,12 @@ pub struct PointSpec {
     pub offset: f64,
     pub unit: Option<String>,
     pub writable: bool,
+    /// The point of the same device holding this point's number of decimals (`scale_from`):
+    /// engineering value = raw x 10^-decimals x scale + offset, both read in the same cycle.
+    pub scale_from: Option<String>,
+    /// Sent upstream (`publish = false`: read, stored, usable by computed points, `scale_from`
+    /// and alarms, but kept local).
+    pub publish: bool,
 }
 
 impl PointSpec {

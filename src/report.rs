@@ -10,6 +10,10 @@
 //! - with a deadband, a point's value (`p`) is sent only when it moved more than the deadband
 //!   from the value last sent (report by exception); aggregates are always sent with it.
 //!
+//! Points with `publish = false` are never sent: the reporter leaves them out of reports and
+//! `strip_local` separates them from a batch reported as polled (they stay in the store as
+//! history and feed the alarms like any reading).
+//!
 //! Read times stay device read times: `p` keeps the read time of the last sample, aggregates
 //! carry the read time of the last good sample of the window. No I/O, no clock: windows are
 //! derived from the batches' slots. A window is reported by its last poll (the one whose next
@@ -17,7 +21,7 @@
 //! window. Partial windows after a restart cover only the polls seen (the raw readings are in
 //! the history either way).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +81,8 @@ struct DeviceState {
 #[derive(Debug, Default)]
 pub struct Reporter {
     devices: HashMap<String, DeviceState>,
+    /// Per device, the points with `publish = false`.
+    local: HashMap<String, HashSet<String>>,
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -110,7 +116,36 @@ impl Reporter {
         r
     }
 
+    /// For a batch reported as polled: `(published, local)` when it carries points with
+    /// `publish = false` (the local part goes to the store as history only); `None` when every
+    /// sample is published. Either part may be empty of samples.
+    pub fn strip_local(&self, batch: &SampleBatch) -> Option<(SampleBatch, SampleBatch)> {
+        let local = self.local.get(&*batch.device)?;
+        if !batch.samples.iter().any(|s| local.contains(&*s.point)) {
+            return None;
+        }
+        let (kept, held): (Vec<Sample>, Vec<Sample>) = batch
+            .samples
+            .iter()
+            .cloned()
+            .partition(|s| !local.contains(&*s.point));
+        let with = |samples| SampleBatch {
+            samples,
+            ..batch.clone()
+        };
+        Some((with(kept), with(held)))
+    }
+
     fn add(&mut self, d: &DeviceConfig) {
+        let local: HashSet<String> = d
+            .points
+            .iter()
+            .filter(|p| !p.publish)
+            .map(|p| p.name.clone())
+            .collect();
+        if !local.is_empty() {
+            self.local.insert(d.name.clone(), local);
+        }
         if d.reports_every_poll() {
             return;
         }
@@ -169,7 +204,11 @@ impl Reporter {
         }
         st.window = Some(w);
         st.last_meta = Some((batch.bus.clone(), batch.online, batch.failed_cycles));
+        let local = self.local.get(&*batch.device);
         for s in &batch.samples {
+            if local.is_some_and(|l| l.contains(&*s.point)) {
+                continue;
+            }
             let a = st.acc.entry(s.point.clone()).or_insert_with(Acc::new);
             a.unit = s.unit.clone();
             if s.quality.is_good() {
@@ -309,6 +348,59 @@ mod tests {
             online: true,
             failed_cycles: 0,
         }
+    }
+
+    /// A device whose point `h` is `publish = false` and `p` is published.
+    fn with_local(mut d: DeviceConfig) -> DeviceConfig {
+        let spec = |name: &str, publish| crate::model::PointSpec {
+            name: name.into(),
+            table: crate::model::Table::HoldingRegister,
+            address: 0,
+            data_type: crate::model::DataType::U16,
+            order: Default::default(),
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            writable: false,
+            scale_from: None,
+            publish,
+        };
+        d.points = vec![spec("p", true), spec("h", false)];
+        d
+    }
+
+    #[test]
+    fn local_points_are_split_off_a_batch_reported_as_polled() {
+        let r = reporter(with_local(dev(10, 10, &[])));
+        let b = batch(0, &[("p", Some(1.0)), ("h", Some(2.0))]);
+        let (published, local) = r.strip_local(&b).unwrap();
+        assert_eq!(values(&published), [("p".to_string(), Some(1.0))]);
+        assert_eq!(values(&local), [("h".to_string(), Some(2.0))]);
+        assert_eq!((published.slot, local.slot), (b.slot, b.slot));
+        // Nothing to split: no local point in the batch, or no local point on the device.
+        assert!(r.strip_local(&batch(0, &[("p", Some(1.0))])).is_none());
+        let plain = reporter(dev(10, 10, &[]));
+        assert!(plain.strip_local(&b).is_none());
+        // Reported as polled: the reporter hands it back untouched.
+        let mut r = r;
+        assert!(r.split(b).is_err());
+    }
+
+    #[test]
+    fn local_points_never_reach_a_report() {
+        let mut r = reporter(with_local(dev(10, 30, &[])));
+        let mut reports = Vec::new();
+        for s in [0, 10, 20] {
+            let (raw, report) = r
+                .split(batch(s, &[("p", Some(s as f64)), ("h", Some(5.0))]))
+                .unwrap();
+            // The raw batch (history, alarms) keeps every point.
+            assert_eq!(raw.samples.len(), 2);
+            reports.extend(report);
+        }
+        assert_eq!(reports.len(), 1);
+        let names: Vec<String> = values(&reports[0]).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["p", "p.min", "p.max", "p.mean", "p.n"]);
     }
 
     fn values(b: &SampleBatch) -> Vec<(String, Option<f64>)> {

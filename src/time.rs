@@ -3,8 +3,16 @@
 //! unix ms and RFC 3339, so every module agrees on pre-1970 times and on times far in the future.
 //! Nothing here panics, whatever the value: a persisted time from a corrupt row or a device with
 //! a broken clock is printed (years outside 0000-9999 with a sign and more digits), never a
-//! crash. Pure: no I/O, the only clock read is in `now_ms`.
+//! crash.
+//!
+//! It is also the daemon's one clock seam: `now()` / `now_ms()` read the system clock, except
+//! while that clock is untrusted (before `MIN_TRUSTED_UNIX_MS`: a gateway without NTP and
+//! without a battery-backed clock) and a network correction is installed (the modem's
+//! network time, `set_network_correction`): then they read system + correction. The moment the
+//! system clock is trusted (NTP set it) the correction is ignored, whatever it says. The
+//! decision is the pure `decide`; the only clock read is `SystemTime::now()` in `now`.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// 2026-01-01T00:00:00Z in ms. A wall time before this is not trusted: no binary of this
@@ -19,9 +27,163 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     }
 }
 
-/// The current wall-clock time as unix ms.
-pub fn now_ms() -> i64 {
+/// True if a wall time (ms since the epoch) is plausible enough to stamp data with.
+pub fn is_trusted(wall_ms: i64) -> bool {
+    wall_ms >= MIN_TRUSTED_UNIX_MS
+}
+
+/// A correction of an untrusted system clock from another source (the network's time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Correction {
+    /// Source time minus system time, ms.
+    pub offset_ms: i64,
+    /// Bound of the source's error, ms.
+    pub accuracy_ms: u64,
+}
+
+/// Where the daemon's wall clock comes from right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSource {
+    /// The system clock, trusted (NTP, RTC, an operator).
+    System,
+    /// The untrusted system clock corrected by the network's time (`offset_ms` added), good
+    /// to `accuracy_ms`.
+    Network { offset_ms: i64, accuracy_ms: u64 },
+    /// The system clock, untrusted, and no correction: data read now is held.
+    Untrusted,
+}
+
+impl ClockSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockSource::System => "system",
+            ClockSource::Network { .. } => "network",
+            ClockSource::Untrusted => "untrusted",
+        }
+    }
+
+    /// `{"source": "system"|"network"|"untrusted"}`, with `offset_ms` and `accuracy_ms` for
+    /// the network (status socket and `<root>/health`).
+    pub fn json(self) -> serde_json::Value {
+        match self {
+            ClockSource::Network {
+                offset_ms,
+                accuracy_ms,
+            } => serde_json::json!({
+                "source": "network",
+                "accuracy_ms": accuracy_ms,
+                "offset_ms": offset_ms,
+            }),
+            other => serde_json::json!({ "source": other.as_str() }),
+        }
+    }
+
+    /// The small form for `<root>/health`: the source, and the accuracy when it is the network.
+    pub fn health_json(self) -> serde_json::Value {
+        match self {
+            ClockSource::Network { accuracy_ms, .. } => {
+                serde_json::json!({"source": "network", "accuracy_ms": accuracy_ms})
+            }
+            other => serde_json::json!({ "source": other.as_str() }),
+        }
+    }
+}
+
+/// The pure core of the clock seam: the time to use (ms) and its source, for a system clock
+/// reading `system_ms` and the installed correction. A trusted system clock always wins; a
+/// correction is used only while the system clock is untrusted and only if it yields a trusted
+/// time.
+pub fn decide(system_ms: i64, correction: Option<Correction>) -> (i64, ClockSource) {
+    if is_trusted(system_ms) {
+        return (system_ms, ClockSource::System);
+    }
+    match correction {
+        Some(c) => {
+            let t = system_ms.saturating_add(c.offset_ms);
+            if is_trusted(t) {
+                let src = ClockSource::Network {
+                    offset_ms: c.offset_ms,
+                    accuracy_ms: c.accuracy_ms,
+                };
+                (t, src)
+            } else {
+                (system_ms, ClockSource::Untrusted)
+            }
+        }
+        None => (system_ms, ClockSource::Untrusted),
+    }
+}
+
+/// Whether a freshly measured correction should replace the installed one: when there is none,
+/// when the two disagree beyond their accuracies (the system clock was stepped, or drifted), or
+/// when the new one is more accurate. Otherwise the installed one stays, so time does not
+/// jitter by the source's resolution at every reading.
+pub fn should_replace(installed: Option<Correction>, new: Correction) -> bool {
+    match installed {
+        None => true,
+        Some(old) => {
+            let apart = old.offset_ms.abs_diff(new.offset_ms);
+            apart > old.accuracy_ms.saturating_add(new.accuracy_ms)
+                || new.accuracy_ms < old.accuracy_ms
+        }
+    }
+}
+
+/// `u64::MAX` in `ACCURACY`: no correction installed.
+const NONE: u64 = u64::MAX;
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+static ACCURACY: AtomicU64 = AtomicU64::new(NONE);
+
+/// Install (or replace) the process-wide network correction of an untrusted system clock.
+pub fn set_network_correction(offset_ms: i64, accuracy_ms: u64) {
+    OFFSET.store(offset_ms, Ordering::Release);
+    ACCURACY.store(accuracy_ms.min(NONE - 1), Ordering::Release);
+}
+
+/// Remove the network correction: an untrusted system clock stays untrusted.
+pub fn clear_network_correction() {
+    ACCURACY.store(NONE, Ordering::Release);
+}
+
+/// The installed network correction, if any (whether it is in use depends on the system clock).
+pub fn network_correction() -> Option<Correction> {
+    let accuracy_ms = ACCURACY.load(Ordering::Acquire);
+    (accuracy_ms != NONE).then(|| Correction {
+        offset_ms: OFFSET.load(Ordering::Acquire),
+        accuracy_ms,
+    })
+}
+
+/// The system clock as unix ms, uncorrected (for measuring a correction).
+pub fn system_now_ms() -> i64 {
     unix_ms(SystemTime::now())
+}
+
+/// The daemon's wall-clock time: the system clock, or the corrected one (see the module doc).
+pub fn now() -> SystemTime {
+    let sys = SystemTime::now();
+    match decide(unix_ms(sys), network_correction()).1 {
+        ClockSource::Network { offset_ms, .. } => {
+            let d = Duration::from_millis(offset_ms.unsigned_abs());
+            let t = if offset_ms >= 0 {
+                sys.checked_add(d)
+            } else {
+                sys.checked_sub(d)
+            };
+            t.unwrap_or(sys)
+        }
+        ClockSource::System | ClockSource::Untrusted => sys,
+    }
+}
+
+/// The daemon's wall-clock time as unix ms (see `now`).
+pub fn now_ms() -> i64 {
+    unix_ms(now())
+}
+
+/// Where `now()` takes its time from at this moment.
+pub fn clock_source() -> ClockSource {
+    decide(system_now_ms(), network_correction()).1
 }
 
 /// The inverse of `unix_ms`. Values the platform's `SystemTime` cannot hold saturate at the
@@ -147,6 +309,112 @@ mod tests {
             let h = humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string();
             assert_eq!(rfc3339_ms(ms), h);
         }
+    }
+
+    #[test]
+    fn the_clock_seam_decides() {
+        let t = MIN_TRUSTED_UNIX_MS;
+        let c = |offset_ms, accuracy_ms| {
+            Some(Correction {
+                offset_ms,
+                accuracy_ms,
+            })
+        };
+        let net = |offset_ms, accuracy_ms| ClockSource::Network {
+            offset_ms,
+            accuracy_ms,
+        };
+        // (system ms, correction, want time, want source)
+        let cases = [
+            // A trusted system clock wins, correction or not.
+            (t, None, t, ClockSource::System),
+            (t + 5, c(1_000, 700), t + 5, ClockSource::System),
+            // Untrusted without a correction: the system clock, untrusted.
+            (0, None, 0, ClockSource::Untrusted),
+            (t - 1, None, t - 1, ClockSource::Untrusted),
+            // Booted in 1970, the network says it is t + 10 s.
+            (
+                60_000,
+                c(t + 10_000 - 60_000, 1_200),
+                t + 10_000,
+                net(t - 50_000, 1_200),
+            ),
+            // A stale 2025 clock a year behind.
+            (
+                t - 31_536_000_000,
+                c(31_536_000_000, 900),
+                t,
+                net(31_536_000_000, 900),
+            ),
+            // A correction that still leaves the time untrusted is not used.
+            (0, c(1_000, 700), 0, ClockSource::Untrusted),
+            // Overflow saturates instead of panicking.
+            (i64::MIN, c(i64::MIN, 1), i64::MIN, ClockSource::Untrusted),
+            (t - 1, c(i64::MAX, 1), i64::MAX, net(i64::MAX, 1)),
+        ];
+        for (sys, corr, want_t, want_src) in cases {
+            assert_eq!(decide(sys, corr), (want_t, want_src), "{sys} {corr:?}");
+        }
+    }
+
+    #[test]
+    fn corrections_replace_only_when_they_disagree_or_improve() {
+        let c = |offset_ms, accuracy_ms| Correction {
+            offset_ms,
+            accuracy_ms,
+        };
+        // (installed, new, replace?)
+        let cases = [
+            (None, c(5_000, 1_000), true),
+            // Within both accuracies and not better: keep (no jitter).
+            (Some(c(5_000, 600)), c(5_400, 700), false),
+            (Some(c(5_000, 600)), c(6_300, 700), false),
+            // Apart by more than both accuracies: the system clock moved.
+            (Some(c(5_000, 600)), c(6_301, 700), true),
+            (Some(c(5_000, 600)), c(-90_000, 700), true),
+            // More accurate.
+            (Some(c(5_000, 600)), c(5_100, 550), true),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(should_replace(old, new), want, "{old:?} {new:?}");
+        }
+    }
+
+    #[test]
+    fn source_json() {
+        let n = ClockSource::Network {
+            offset_ms: -3,
+            accuracy_ms: 800,
+        };
+        assert_eq!(
+            n.json(),
+            serde_json::json!({"source": "network", "accuracy_ms": 800, "offset_ms": -3})
+        );
+        assert_eq!(
+            ClockSource::Untrusted.json(),
+            serde_json::json!({"source": "untrusted"})
+        );
+        assert_eq!(ClockSource::System.as_str(), "system");
+        assert_eq!(
+            n.health_json(),
+            serde_json::json!({"source": "network", "accuracy_ms": 800})
+        );
+    }
+
+    #[test]
+    fn a_trusted_system_clock_ignores_the_correction() {
+        // The test machine's clock is trusted: an installed correction changes nothing (this
+        // is also why installing one here cannot disturb other tests of this process).
+        let before = SystemTime::now();
+        set_network_correction(86_400_000, 1_000);
+        let got = now();
+        let src = clock_source();
+        clear_network_correction();
+        if is_trusted(unix_ms(before)) {
+            assert_eq!(src, ClockSource::System);
+            assert!(got >= before && unix_ms(got) - unix_ms(before) < 86_400_000);
+        }
+        assert_eq!(network_correction(), None);
     }
 
     #[test]

@@ -47,6 +47,8 @@ fn hr(name: &str, address: u16, data_type: DataType) -> PointSpec {
         offset: 0.0,
         unit: None,
         writable: false,
+        scale_from: None,
+        publish: true,
     }
 }
 

@@ -41,6 +41,8 @@ fn point(name: &str, address: u16, writable: bool) -> PointSpec {
         offset: 0.0,
         unit: None,
         writable,
+        scale_from: None,
+        publish: true,
     }
 }
 

@@ -28,6 +28,8 @@ fn pt(name: &str, table: Table, address: u16, data_type: DataType, order: WordOr
         offset: 0.0,
         unit: None,
         writable: false,
+        scale_from: None,
+        publish: true,
     }
 }
 
@@ -62,6 +64,11 @@ fn unit1_points() -> Vec<PointSpec> {
         pt("neg", HoldingRegister, 6, I16, Abcd),
         pt("bcd", HoldingRegister, 7, Bcd16, Abcd),
         pt("double", HoldingRegister, 8, F64, Dcba),
+        pt("intreal", HoldingRegister, 12, IntReal, Dcba),
+        PointSpec {
+            scale: gasdtu::modbus::registers::decimal_scale(4),
+            ..pt("bcd48", HoldingRegister, 16, Bcd48, Abcd)
+        },
         // Not mapped in the device: its own block, which gets exception 2.
         pt("missing", HoldingRegister, 40, U16, Abcd),
         pt("ir0", InputRegister, 0, U16, Abcd),
@@ -136,6 +143,10 @@ fn assert_unit1(b: &SampleBatch) {
     assert_eq!(value(b, "neg"), Value::Int(-1234));
     assert_eq!(value(b, "bcd"), Value::UInt(1234));
     assert_eq!(value(b, "double"), Value::Float(123456.789));
+    // INTREAL (each half fully reversed) and 12-digit BCD with 4 implied decimals, written by
+    // an independent implementation: the decimals the device means, exactly.
+    assert_eq!(value(b, "intreal"), Value::Float(987_654.32));
+    assert_eq!(value(b, "bcd48"), Value::Float(9876.5432));
     assert_eq!(value(b, "ir0"), Value::UInt(42));
     assert_eq!(value(b, "ir3"), Value::UInt(45));
     assert_eq!(value(b, "coil0"), Value::Bool(true));

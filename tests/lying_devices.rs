@@ -53,6 +53,8 @@ fn points() -> Vec<PointSpec> {
             offset: 0.0,
             unit: None,
             writable: false,
+            scale_from: None,
+            publish: true,
         })
         .collect()
 }

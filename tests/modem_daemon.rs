@@ -14,16 +14,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::remote::pressure_device;
-use common::{
-    gasdtu, mutual_tls_broker, simulate_tcp, wait_for, wait_until, Proc, PtyPair, Subscriber,
-};
+use common::modem::{ModemSim, SimArgs};
+use common::remote::{pressure_device, run_daemon};
+use common::{gasdtu, mutual_tls_broker, simulate_tcp, wait_until, Proc, Subscriber};
 use gasdtu::uplink::decode;
 use serde_json::Value;
 
@@ -32,14 +29,6 @@ const T: Duration = Duration::from_secs(90);
 /// A hang is noticed within seconds, but the ladder's first rungs each take their command
 /// timeouts (CFUN 15 s, the reset command and its boot wait) before the power cycle.
 const LADDER: Duration = Duration::from_secs(240);
-
-fn control(ctl: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(ctl).expect("connect to the modem control socket");
-    s.write_all(format!("{line}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.trim().to_string()
-}
 
 fn modem_cli(socket: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(gasdtu())
@@ -85,11 +74,9 @@ fn health(sub: &Subscriber) -> Option<Value> {
 struct Rig {
     _dir: tempfile::TempDir,
     socket: PathBuf,
-    ctl: PathBuf,
     sub: Subscriber,
     _daemon: Proc,
-    _modem: Proc,
-    _pty: PtyPair,
+    modem: ModemSim,
     _sim: Proc,
     _broker: common::Broker,
     log: PathBuf,
@@ -99,22 +86,14 @@ async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let (pki, broker) = mutual_tls_broker(dir.path());
     let (sim, sim_port) = simulate_tcp(&["1:pt-float"], &[]);
-    let pty = PtyPair::new(dir.path(), "bc95");
-    let ctl = dir.path().join("modem.ctl");
-    let modem = Proc::spawn(
-        "modem simulator",
-        Command::new(gasdtu())
-            .args(["simulate", "--modem", "bc95", "--modem-port"])
-            .arg(&pty.a)
-            .arg("--modem-control")
-            .arg(&ctl)
-            .args(["--modem-register-delay", "1s", "--modem-rtt", "0.5s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let modem = ModemSim::start(
+        dir.path(),
+        "bc95",
+        SimArgs {
+            rtt: Some("0.5s"),
+            ..SimArgs::default()
+        },
     );
-    wait_for("the modem control socket", Duration::from_secs(10), || {
-        ctl.exists().then_some(())
-    });
     let sub = Subscriber::start(
         &pki,
         broker.port,
@@ -124,10 +103,7 @@ async fn rig() -> Rig {
     );
     sub.wait_subscribed(1, T).await;
     let config = dir.path().join("gasdtu.toml");
-    let power = format!(
-        "[\"/bin/sh\", \"-c\", \"echo power-cycle | socat - UNIX-CONNECT:{}\"]",
-        ctl.display()
-    );
+    let power = modem.power_cycle_toml();
     std::fs::write(
         &config,
         format!(
@@ -140,33 +116,18 @@ async fn rig() -> Rig {
             state = dir.path().join("state").display(),
             dev = pressure_device("pcv1", 1, "1s", "f32"),
             uplink = pki.uplink_toml(broker.port),
-            port = pty.b.display(),
+            port = modem.port.display(),
         ),
     )
     .unwrap();
-    let socket = dir.path().join("gasdtu.sock");
     let log = dir.path().join("daemon.log");
-    let daemon = Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
+    let daemon = run_daemon(&config, &log);
     Rig {
         _dir: dir,
-        socket,
-        ctl,
+        socket: config.with_extension("sock"),
         sub,
         _daemon: daemon,
-        _modem: modem,
-        _pty: pty,
+        modem,
         _sim: sim,
         _broker: broker,
         log,
@@ -193,6 +154,14 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
     .await;
     assert_eq!(h["modem"]["registration"], "home", "{h}");
     assert!(h["modem"]["rsrp"].is_number(), "{h}");
+    assert!(h["modem"]["registered_in_ms"].is_u64(), "{h}");
+    // The session figures come from the bridge: socket bytes both ways.
+    assert_eq!(h["session"]["bytes"], "socket", "{h}");
+    assert!(h["session"]["open_ms"].is_u64(), "{h}");
+    assert!(
+        h["session"]["bytes_down"].as_u64().is_some_and(|d| d > 0),
+        "{h}"
+    );
     // Read success over 24 h: the healthy simulator reads every point.
     assert_eq!(h["reads_24h"]["all"], serde_json::json!(1.0), "{h}");
     assert_eq!(h["reads_24h"]["below_99"], serde_json::json!({}), "{h}");
@@ -213,6 +182,10 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
         text.contains("\nmodem:\n  model bc95"),
         "gasdtu status shows the modem: {text}"
     );
+    assert!(
+        text.contains("  last session") && text.contains("kB down (socket)"),
+        "gasdtu status shows the session figures: {text}"
+    );
     let (code, out) = modem_cli(&r.socket, &["signal"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("RSRP -"), "{out}");
@@ -223,7 +196,7 @@ async fn socket_mode_through_the_daemon_field_tools_and_a_hang_recovered_without
 
     // The module hangs: nothing at all on the line until it is power-cycled.
     let before = reads(&r.sub).len();
-    assert_eq!(control(&r.ctl, "hang"), "ok");
+    assert_eq!(r.modem.control("hang"), "ok");
     let hung_at = std::time::Instant::now();
     // Readings keep being committed meanwhile; once the ladder got the module back, all of
     // them arrive (the device polls every second, so the set keeps growing; every read time

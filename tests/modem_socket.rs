@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::{gasdtu, wait_until, Broker, BrokerTls, Pki, Proc, PtyPair, Subscriber};
-use gasdtu::config::{Encoding, ModemConfig, ModemMode, SessionMode, StoreConfig, UplinkConfig};
-use gasdtu::model::{Quality, Sample, SampleBatch, Value};
+use common::modem::{ModemSim, SimArgs};
+use common::{wait_until, Broker, BrokerTls, Pki, Subscriber};
+use gasdtu::config::{Encoding, ModemConfig, ModemMode, StoreConfig, UplinkConfig};
+use gasdtu::model::Value;
 use gasdtu::modem::{
     link_gate, AtEngine, EngineOptions, ModemStatus, ModemSupervisor, SocketBridge,
     SupervisorOptions,
@@ -28,72 +27,15 @@ use tokio_util::sync::CancellationToken;
 const ROOT: &str = "gasdtu/gw-nb";
 const T: Duration = Duration::from_secs(60);
 
-fn start_sim(dir: &Path, model: &str) -> (Proc, PtyPair) {
-    let pty = PtyPair::new(dir, model);
-    let ctl = dir.join(format!("{model}.ctl"));
-    let proc = Proc::spawn(
-        "modem simulator",
-        Command::new(gasdtu())
-            .args(["simulate", "--modem", model, "--modem-port"])
-            .arg(&pty.a)
-            .arg("--modem-control")
-            .arg(&ctl)
-            .args(["--modem-register-delay", "1s", "--modem-rtt", "0.5s"])
-            .args(["--seed", "11"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    common::wait_for("the modem control socket", Duration::from_secs(10), || {
-        ctl.exists().then_some(())
-    });
-    (proc, pty)
-}
-
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
     UplinkConfig {
-        host: "localhost".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: "gasdtu-gw-nb".into(),
-        topic_root: ROOT.into(),
         keepalive: Duration::from_secs(240),
         connect_timeout: Duration::from_secs(60),
         reconnect_min: Duration::from_millis(500),
         reconnect_max: Duration::from_secs(2),
-        max_payload: 1024,
-        rate_limit: None,
         encoding: Encoding::Cbor,
-        inflight: 4,
-        session: SessionMode::Always,
-        linger: Duration::from_secs(20),
-        check_in: Duration::from_secs(3600),
         ack_timeout: Duration::from_secs(60),
-    }
-}
-
-fn batch(device: &str, n: i64) -> SampleBatch {
-    let now = SystemTime::now();
-    SampleBatch {
-        device: device.into(),
-        bus: "bus1".into(),
-        slot: now,
-        samples: (0..n)
-            .map(|i| Sample {
-                point: format!("p{i}").into(),
-                value: Some(Value::Float(400.0 + i as f64 / 10.0)),
-                unit: None,
-                quality: Quality::Good,
-                read_at: now,
-            })
-            .collect(),
-        online: true,
-        failed_cycles: 0,
+        ..common::uplink_config(pki, port, "gw-nb")
     }
 }
 
@@ -127,10 +69,18 @@ async fn through_the_module(model: &str) {
     );
     let sub = Subscriber::start(&pki, broker.port, &format!("{ROOT}/#"), "nb-sub", false);
     sub.wait_subscribed(1, T).await;
-    let (_sim, pty) = start_sim(dir.path(), model);
+    let sim = ModemSim::start(
+        dir.path(),
+        model,
+        SimArgs {
+            rtt: Some("0.5s"),
+            seed: Some(11),
+            ..SimArgs::default()
+        },
+    );
 
     let stop = CancellationToken::new();
-    let mut mc = ModemConfig::new(ModemMode::Socket, pty.b.display().to_string());
+    let mut mc = ModemConfig::new(ModemMode::Socket, sim.port.display().to_string());
     mc.baud = 115_200;
     mc.signal_every = Duration::from_secs(30);
     let (engine, at) = AtEngine::new(mc.port.clone(), mc.baud, EngineOptions::default());
@@ -146,6 +96,7 @@ async fn through_the_module(model: &str) {
     tokio::spawn(sup.run(stop.clone()));
     let bridge = SocketBridge::bind(at.clone(), status.clone(), Vec::new()).unwrap();
     let proxy = bridge.local_addr().unwrap();
+    let meter = bridge.meter();
     tokio::spawn(bridge.run(stop.clone()));
 
     let (store, _) = Store::open(&dir.path().join("state"), &StoreConfig::default()).unwrap();
@@ -160,6 +111,7 @@ async fn through_the_module(model: &str) {
         ltx,
     )
     .with_proxy(proxy)
+    .with_link_meter(meter)
     .with_link_gate(link_gate(status.clone()));
     let fwd_stop = CancellationToken::new();
     let task = tokio::spawn(fwd.run(fwd_stop.clone()));
@@ -167,7 +119,13 @@ async fn through_the_module(model: &str) {
     let stamp = ClockStamp::now();
     for i in 0..3 {
         store
-            .commit(&[batch(&format!("meter{i}"), 10)], &[], &stamp)
+            .commit(
+                &[common::readings(&format!("meter{i}"), 0, 10, |i| {
+                    Value::Float(400.0 + i as f64 / 10.0)
+                })],
+                &[],
+                &stamp,
+            )
             .unwrap();
     }
     wake.notify_one();
@@ -187,8 +145,32 @@ async fn through_the_module(model: &str) {
     let s = status.borrow().clone();
     assert_eq!(s.model.as_deref(), Some(model), "{s:?}");
     assert!(s.link_up);
+    // The modem's last registration episode was timed.
+    assert!(
+        s.registered_in_ms.is_some() && s.registered_since_ms.is_some(),
+        "{s:?}"
+    );
     fwd_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    // The session's figures, from the bridge: every phase, and the module socket's bytes
+    // both ways (TLS and MQTT framing over the payload).
+    let f = link.borrow().session.clone();
+    assert_eq!(f.bytes, gasdtu::uplink::ByteCount::Socket, "{f:?}");
+    assert!(f.open_ms.is_some() && f.tls_ms.is_some(), "{f:?}");
+    assert!(f.drain_ms.is_some() && f.total_ms.is_some(), "{f:?}");
+    let connect = [f.open_ms, f.tls_ms, f.mqtt_ms].map(|p| p.unwrap_or(0));
+    assert_eq!(
+        connect.iter().sum::<u64>(),
+        f.connect_ms.unwrap_or(0),
+        "{f:?}"
+    );
+    assert!(
+        f.connect_ms.unwrap_or(0) + f.drain_ms.unwrap_or(0) <= f.total_ms.unwrap_or(0),
+        "{f:?}"
+    );
+    assert!(f.bytes_down.is_some_and(|d| d > 0), "{f:?}");
+    assert!(f.payload_up > 0 && f.bytes_up >= f.payload_up, "{f:?}");
+    assert!(f.messages >= 1, "{f:?}");
     stop.cancel();
 }
 

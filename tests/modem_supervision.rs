@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::modem::{ModemSim, SimArgs};
+use common::remote::run_daemon;
 use common::{gasdtu, Proc, PtyPair};
 use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest};
 use gasdtu::modem::status::{ModemState, PsmGranted};
@@ -22,46 +22,17 @@ use gasdtu::modem::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-struct Sim {
-    _proc: Proc,
-    pty: Option<PtyPair>,
-    ctl: PathBuf,
-    port: PathBuf,
-}
-
-fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> Sim {
-    let pty = PtyPair::new(dir, model);
-    let ctl = dir.join(format!("{model}.ctl"));
-    let mut cmd = Command::new(gasdtu());
-    cmd.args(["simulate", "--modem", model, "--modem-port"])
-        .arg(&pty.a)
-        .arg("--modem-control")
-        .arg(&ctl)
-        .args(["--modem-register-delay", "1s", "--seed", "7"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for f in faults {
-        cmd.args(["--modem-fault", f]);
-    }
-    let proc = Proc::spawn("modem simulator", &mut cmd);
-    common::wait_for("the modem control socket", Duration::from_secs(10), || {
-        ctl.exists().then_some(())
-    });
-    Sim {
-        _proc: proc,
-        port: pty.b.clone(),
-        pty: Some(pty),
-        ctl,
-    }
-}
-
-fn control(ctl: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(ctl).expect("connect to the modem control socket");
-    s.write_all(format!("{line}\n").as_bytes())
-        .expect("write a control line");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the control reply");
-    out.trim().to_string()
+/// The simulator of `model` (seed 7) with `faults`.
+fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> ModemSim {
+    ModemSim::start(
+        dir,
+        model,
+        SimArgs {
+            seed: Some(7),
+            faults,
+            ..SimArgs::default()
+        },
+    )
 }
 
 struct Running {
@@ -155,6 +126,19 @@ async fn ready(r: &mut Running, model: &str) -> ModemStatus {
     .await
 }
 
+/// The supervisor on `sim`'s port (`config`, then `tweak`), once `model` is ready.
+async fn supervised(
+    sim: &ModemSim,
+    model: &str,
+    tweak: impl FnOnce(&mut ModemConfig),
+) -> (Running, ModemStatus) {
+    let mut cfg = config(&sim.port);
+    tweak(&mut cfg);
+    let mut r = start(cfg);
+    let s = ready(&mut r, model).await;
+    (r, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,15 +191,15 @@ async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
 async fn bc95_no_space_replies_and_echo_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bc95", &[]);
-    let mut cfg = config(&sim.port);
-    cfg.apn = Some("iot.test".into());
-    cfg.psm = Some(PsmRequest {
-        tau: Duration::from_secs(3600),
-        active: Duration::from_secs(30),
-    });
-    cfg.edrx = Some(Duration::from_millis(81_920));
-    let mut r = start(cfg);
-    ready(&mut r, "bc95").await;
+    let (mut r, _) = supervised(&sim, "bc95", |cfg| {
+        cfg.apn = Some("iot.test".into());
+        cfg.psm = Some(PsmRequest {
+            tau: Duration::from_secs(3600),
+            active: Duration::from_secs(30),
+        });
+        cfg.edrx = Some(Duration::from_millis(81_920));
+    })
+    .await;
     // The timers the network granted (CEREG level 5), the eDRX cycle set, the network time.
     let s = wait_status(
         &mut r.status,
@@ -249,8 +233,7 @@ async fn bc95_no_space_replies_and_echo_off() {
 async fn sim7020_detection_and_ceng_signal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "sim7020", &[]);
-    let mut r = start(config(&sim.port));
-    let s = ready(&mut r, "sim7020").await;
+    let (_r, s) = supervised(&sim, "sim7020", |_| {}).await;
     let sig = s.signal.expect("signal");
     assert!(sig.rsrp_dbm.is_some() && sig.earfcn.is_some(), "{sig:?}");
 }
@@ -259,22 +242,15 @@ async fn sim7020_detection_and_ceng_signal() {
 async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bg96", &[]);
-    let mut cfg = config(&sim.port);
-    cfg.power = Some(PowerConfig {
-        switch: PowerSwitch::Command(vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            format!(
-                "echo power-cycle | socat - UNIX-CONNECT:{}",
-                sim.ctl.display()
-            ),
-        ]),
-        off_for: Duration::from_millis(100),
-        max_power_cycles_per_day: 6,
-    });
-    let mut r = start(cfg);
-    ready(&mut r, "bg96").await;
-    assert_eq!(control(&sim.ctl, "hang"), "ok");
+    let (mut r, _) = supervised(&sim, "bg96", |cfg| {
+        cfg.power = Some(PowerConfig {
+            switch: PowerSwitch::Command(sim.power_cycle_command()),
+            off_for: Duration::from_millis(100),
+            max_power_cycles_per_day: 6,
+        });
+    })
+    .await;
+    assert_eq!(sim.control("hang"), "ok");
     let s = wait_status(
         &mut r.status,
         "a power cycle",
@@ -297,8 +273,7 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
     .await;
     let last = s.ladder.last.expect("last step");
     assert_eq!(last.outcome, "ok", "{last:?}");
-    let stats: serde_json::Value =
-        serde_json::from_str(&control(&sim.ctl, "stats")).expect("stats JSON");
+    let stats: serde_json::Value = serde_json::from_str(&sim.control("stats")).expect("stats JSON");
     assert_eq!(stats["power_cycles"], 1, "{stats}");
     // The module answers again.
     r.at.call("AT").await.expect("AT after the power cycle");
@@ -313,7 +288,7 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
     assert_eq!(steps, ["module_reset", "power_cycle"]);
 }
 
-/// `gasdtu run` with `config` and a status socket in `dir`; `status()` reads `gasdtu status --json`.
+/// `gasdtu run` with `config` and its status socket in `dir`; `status()` reads `gasdtu status --json`.
 struct Daemon {
     _proc: Proc,
     socket: PathBuf,
@@ -323,24 +298,9 @@ impl Daemon {
     fn start(dir: &Path, config_text: &str) -> Daemon {
         let config = dir.join("gasdtu.toml");
         std::fs::write(&config, config_text).expect("write the config");
-        let socket = dir.join("gasdtu.sock");
-        let log = std::fs::File::create(dir.join("daemon.log")).expect("log file");
-        let proc = Proc::spawn(
-            "gasdtu run",
-            Command::new(gasdtu())
-                .arg("run")
-                .arg("--config")
-                .arg(&config)
-                .arg("--socket")
-                .arg(&socket)
-                .env("NO_COLOR", "1")
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
         Daemon {
-            _proc: proc,
-            socket,
+            _proc: run_daemon(&config, &dir.join("daemon.log")),
+            socket: config.with_extension("sock"),
         }
     }
 
@@ -370,7 +330,7 @@ impl Daemon {
     }
 }
 
-fn gateway_toml(dir: &Path, sim: &Sim, mode: &str) -> String {
+fn gateway_toml(dir: &Path, sim: &ModemSim, mode: &str) -> String {
     format!(
         "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"{mode}\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
         dir.join("state").display(),
@@ -495,11 +455,11 @@ async fn a_module_idle_past_wake_after_is_woken_before_the_command() {
 async fn registration_lost_past_the_bound_cycles_the_radio() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "sim7020", &[]);
-    let mut cfg = config(&sim.port);
-    cfg.register_within = Duration::from_secs(2);
-    let mut r = start(cfg);
-    ready(&mut r, "sim7020").await;
-    assert_eq!(control(&sim.ctl, "deregister 600"), "ok");
+    let (mut r, _) = supervised(&sim, "sim7020", |cfg| {
+        cfg.register_within = Duration::from_secs(2);
+    })
+    .await;
+    assert_eq!(sim.control("deregister 600"), "ok");
     let s = wait_status(
         &mut r.status,
         "a radio cycle, then registered again",
@@ -534,8 +494,7 @@ async fn registration_lost_past_the_bound_cycles_the_radio() {
 async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sim = start_sim(dir.path(), "bc95", &[]);
-    let mut r = start(config(&sim.port));
-    ready(&mut r, "bc95").await;
+    let (mut r, _) = supervised(&sim, "bc95", |_| {}).await;
     let mut opens = r.at.port_opens();
     let before = *opens.borrow_and_update();
     let pty = sim.pty.take().expect("the pty pair");
@@ -559,8 +518,7 @@ async fn a_prompt_send_carries_raw_bytes_through_the_module() {
         .await
         .expect("bind a loopback listener");
     let port = listener.local_addr().expect("local addr").port();
-    let mut r = start(config(&sim.port));
-    ready(&mut r, "bg96").await;
+    let (r, _) = supervised(&sim, "bg96", |_| {}).await;
     let mut urcs = r.at.urcs();
     r.at.call("AT+QIACT=1").await.expect("AT+QIACT=1");
     r.at.call(&format!("AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",{port},0,1"))
@@ -687,12 +645,12 @@ async fn apply_restarts_the_modem_tasks_and_events_reach_the_store() {
 async fn a_permanent_denial_does_not_climb_and_a_temporary_one_cycles_the_radio() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "sim7020", &[]);
-    let mut cfg = config(&sim.port);
-    cfg.register_within = Duration::from_secs(2);
-    let mut r = start(cfg);
-    ready(&mut r, "sim7020").await;
+    let (mut r, _) = supervised(&sim, "sim7020", |cfg| {
+        cfg.register_within = Duration::from_secs(2);
+    })
+    .await;
     // EMM cause 7 (EPS services not allowed): no reset can cure it.
-    assert_eq!(control(&sim.ctl, "deny 7"), "ok");
+    assert_eq!(sim.control("deny 7"), "ok");
     let s = wait_status(
         &mut r.status,
         "denied, cause 7",
@@ -710,7 +668,7 @@ async fn a_permanent_denial_does_not_climb_and_a_temporary_one_cycles_the_radio(
     assert!(s.ladder.last.is_none(), "{:?}", s.ladder);
     assert_eq!(s.ladder.resets_today, 0);
     // Cause 15 (no suitable cells in the tracking area) is worth a radio cycle.
-    assert_eq!(control(&sim.ctl, "deny 15"), "ok");
+    assert_eq!(sim.control("deny 15"), "ok");
     let s = wait_status(
         &mut r.status,
         "a radio cycle for the temporary denial, then registered",
@@ -731,12 +689,12 @@ async fn a_permanent_denial_does_not_climb_and_a_temporary_one_cycles_the_radio(
 async fn an_absent_sim_shows_and_does_not_climb() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = start_sim(dir.path(), "bc95", &[]);
-    let mut cfg = config(&sim.port);
-    cfg.register_within = Duration::from_secs(2);
-    let mut r = start(cfg);
-    let s = ready(&mut r, "bc95").await;
+    let (mut r, s) = supervised(&sim, "bc95", |cfg| {
+        cfg.register_within = Duration::from_secs(2);
+    })
+    .await;
     assert_eq!(s.sim.as_deref(), Some("ready"));
-    assert_eq!(control(&sim.ctl, "sim absent"), "ok");
+    assert_eq!(sim.control("sim absent"), "ok");
     wait_status(&mut r.status, "SIM absent", Duration::from_secs(10), |s| {
         s.sim.as_deref() == Some("absent") && !s.link_up
     })
@@ -749,7 +707,7 @@ async fn an_absent_sim_shows_and_does_not_climb() {
         gasdtu::modem::status::status_phrase(&s),
         "modem: SIM absent"
     );
-    assert_eq!(control(&sim.ctl, "sim present"), "ok");
+    assert_eq!(sim.control("sim present"), "ok");
     wait_status(
         &mut r.status,
         "SIM back, registered",

@@ -355,7 +355,7 @@ fn a_store_on_a_small_file_system_clamps_its_cap_keeps_committing_and_recovers()
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gasdtu::config::{Encoding, UplinkConfig};
+use gasdtu::config::UplinkConfig;
 use gasdtu::outbox::{Entry, Outbox, OutboxError, Sealed};
 use gasdtu::uplink::{Forwarder, LinkState, LinkStatus};
 
@@ -472,28 +472,10 @@ async fn a_failing_store_keeps_the_uplink_session_and_delivers_afterwards() {
     });
     let cfg = UplinkConfig {
         host: "127.0.0.1".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
         server_name: Some("localhost".into()),
-        username: None,
-        password: None,
-        client_id: "gasdtu-gw-flaky".into(),
-        topic_root: root.into(),
         keepalive: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(400),
         max_payload: 256,
-        rate_limit: None,
-        encoding: Encoding::Json,
-        inflight: 4,
-        session: gasdtu::config::SessionMode::Always,
-        linger: Duration::from_secs(20),
-        check_in: Duration::from_secs(3600),
-        ack_timeout: Duration::from_secs(30),
+        ..common::uplink_config(&pki, port, "gw-flaky")
     };
     let (tx, mut rx) = tokio::sync::watch::channel(LinkStatus::default());
     let seen = Arc::new(std::sync::Mutex::new(Vec::<LinkStatus>::new()));

@@ -169,6 +169,9 @@ profile = "evc-dcba"
                     ms(v["read_at"].as_str().unwrap()),
                 )
             })
+            // The evc-dcba profile's integer/fraction halves are `publish = false`: stored
+            // (so exported), never sent.
+            .filter(|(_, p, _)| !(p.ends_with("_int") || p.ends_with("_frac")))
             .collect()
     }
 
@@ -325,8 +328,9 @@ async fn broker_outage_loses_nothing_and_reconnects_within_seconds() {
         got.historical > 0,
         "the backlog drained after the outage is marked historical"
     );
+    // (The backlog wait above is 60 published readings; the export adds the polls around it.)
     assert!(
-        committed.len() >= 100,
+        committed.len() >= 80,
         "enough readings to mean something: {}",
         committed.len()
     );

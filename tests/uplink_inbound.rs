@@ -24,7 +24,7 @@ use std::time::Duration;
 use common::{
     int_readings, session_present, wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber,
 };
-use gasdtu::config::{Encoding, StoreConfig, UplinkConfig};
+use gasdtu::config::{StoreConfig, UplinkConfig};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, Inbound, InboundKind, LinkState, LinkStatus};
 use tokio::sync::{mpsc, watch, Notify};
@@ -43,31 +43,7 @@ fn config_set() -> String {
 }
 
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
-    UplinkConfig {
-        host: "localhost".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: CLIENT_ID.into(),
-        topic_root: ROOT.into(),
-        keepalive: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(400),
-        max_payload: 1024,
-        rate_limit: None,
-        encoding: Encoding::Json,
-        inflight: 4,
-        session: gasdtu::config::SessionMode::Always,
-        linger: Duration::from_secs(20),
-        check_in: Duration::from_secs(3600),
-        ack_timeout: Duration::from_secs(30),
-    }
+    common::uplink_config(pki, port, GW)
 }
 
 struct Setup {

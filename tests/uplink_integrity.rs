@@ -21,7 +21,7 @@ use common::{
     gasdtu, int_readings, mutual_tls_broker, sigterm, simulate_tcp, wait_exit, wait_until, Broker,
     BrokerTls, Pki, Proc, Subscriber,
 };
-use gasdtu::config::{Encoding, StoreConfig, UplinkConfig};
+use gasdtu::config::{StoreConfig, UplinkConfig};
 use gasdtu::outbox::{EntryKind, Outbox};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, LinkState, LinkStatus};
@@ -33,31 +33,7 @@ const GW: &str = "gw-int";
 const ROOT: &str = "gasdtu/gw-int";
 
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
-    UplinkConfig {
-        host: "localhost".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: format!("gasdtu-{GW}"),
-        topic_root: ROOT.into(),
-        keepalive: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(400),
-        max_payload: 1024,
-        rate_limit: None,
-        encoding: Encoding::Json,
-        inflight: 4,
-        session: gasdtu::config::SessionMode::Always,
-        linger: Duration::from_secs(20),
-        check_in: Duration::from_secs(3600),
-        ack_timeout: Duration::from_secs(30),
-    }
+    common::uplink_config(pki, port, GW)
 }
 
 fn broker(dir: &std::path::Path) -> (Pki, Broker) {

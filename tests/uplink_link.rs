@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{int_readings, wait_until, Broker, BrokerTls, Pki, Publisher, Subscriber};
-use gasdtu::config::{Encoding, SessionMode, StoreConfig, UplinkConfig};
+use gasdtu::config::{SessionMode, StoreConfig, UplinkConfig};
 use gasdtu::store::{ClockStamp, Store};
 use gasdtu::uplink::{decode, Forwarder, Inbound, LinkState, LinkStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,30 +35,11 @@ const T: Duration = Duration::from_secs(20);
 
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
     UplinkConfig {
-        host: "localhost".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: "gasdtu-gw-link".into(),
-        topic_root: ROOT.into(),
         // Far beyond every wait here: only `ack_timeout` can notice a stall.
         keepalive: Duration::from_secs(240),
-        connect_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(400),
-        max_payload: 1024,
-        rate_limit: None,
-        encoding: Encoding::Json,
-        inflight: 4,
-        session: SessionMode::Always,
         linger: Duration::from_secs(1),
-        check_in: Duration::from_secs(3600),
         ack_timeout: Duration::from_secs(5),
+        ..common::uplink_config(pki, port, GW)
     }
 }
 
@@ -423,9 +404,27 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
     assert!(st.acked >= 1, "{st:?}");
     // The session figures: status, and the health published at the second session's connect
     // carries the first session's length.
+    let f = &st.session;
+    assert!(f.connect_ms.is_some() && f.total_ms.is_some(), "{st:?}");
+    // os mode: no tunnel to time; TLS 1.3 measured by the handshake hook (TCP included).
+    assert!(f.open_ms.is_none() && f.tls_ms.is_some(), "{f:?}");
+    assert_eq!(f.bytes, gasdtu::uplink::ByteCount::Payload);
+    assert!(f.bytes_down.is_none(), "{f:?}");
+    // The data session: its readings went out in this session (health and status too).
     assert!(
-        st.connect_ms.is_some() && st.last_session_ms.is_some(),
-        "{st:?}"
+        f.messages >= 1 && f.bytes_up >= f.payload_up && f.payload_up > 0,
+        "{f:?}"
+    );
+    let phases = [f.tls_ms, f.mqtt_ms, f.drain_ms].map(|p| p.unwrap_or(0));
+    assert!(f.drain_ms.is_some(), "{f:?}");
+    assert_eq!(
+        f.tls_ms.unwrap_or(0) + f.mqtt_ms.unwrap_or(0),
+        f.connect_ms.unwrap_or(0),
+        "{f:?}"
+    );
+    assert!(
+        phases.iter().sum::<u64>() <= f.total_ms.unwrap_or(0),
+        "{f:?}"
     );
     let healths = || -> Vec<serde_json::Value> {
         sub.snapshot()
@@ -442,7 +441,9 @@ async fn on_demand_sessions_open_for_data_linger_and_sleep() {
     .await;
     assert!(
         h.iter().any(|h| h["session"]["connect_ms"].is_u64()
-            && h["session"]["last_ms"]
+            && h["session"]["bytes"] == "payload"
+            && h["session"]["messages"].as_u64().is_some_and(|n| n >= 1)
+            && h["session"]["total_ms"]
                 .as_u64()
                 .is_some_and(|ms| ms >= 1000)),
         "{h:?}"

@@ -183,29 +183,9 @@ impl Outbox for MemOutbox {
 
 fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
     UplinkConfig {
-        host: "localhost".into(),
-        port,
-        tls: true,
-        ca_file: Some(pki.path("ca.pem")),
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: format!("gasdtu-{GW}"),
-        topic_root: ROOT.into(),
-        keepalive: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(10),
         reconnect_min: Duration::from_secs(1),
         reconnect_max: Duration::from_secs(2),
-        max_payload: 1024,
-        rate_limit: None,
-        encoding: Encoding::Json,
-        inflight: 4,
-        session: gasdtu::config::SessionMode::Always,
-        linger: Duration::from_secs(20),
-        check_in: Duration::from_secs(3600),
-        ack_timeout: Duration::from_secs(30),
+        ..common::uplink_config(pki, port, GW)
     }
 }
 

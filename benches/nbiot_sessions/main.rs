@@ -24,6 +24,8 @@
 //! Fails (non-zero) only when it cannot measure: socat or mosquitto missing, a child died, a
 //! session that does not connect, drain or end within its deadline, or readings missing at the
 //! subscriber. Never on a speed. Writes bench-results/nbiot_sessions.txt.
+//! Each session's line also shows the forwarder's own figures (`own:`, the `gasdtu status`
+//! line), for comparison with the outside measurements.
 //! Run: `cargo bench --bench nbiot_sessions`. The report's text is built in report.rs.
 
 mod report;
@@ -92,6 +94,9 @@ struct Sess {
     /// MQTT payload bytes published in the session: data messages, and status + health.
     data_bytes: usize,
     other_bytes: usize,
+    /// The forwarder's own figures of the session (`uplink::session::summary_line`), shown
+    /// next to the outside measurements.
+    own: String,
 }
 
 struct Outcome {
@@ -384,10 +389,12 @@ impl Rig<'_> {
         })
         .await?;
         let td = wait_drained(&self.store, &mut self.link).await?;
-        let (ta, _) = wait_link(&mut self.link, "asleep", |s| {
+        let (ta, asleep) = wait_link(&mut self.link, "asleep", |s| {
             matches!(s.state, LinkState::Asleep { .. })
         })
         .await?;
+        let own = gasdtu::uplink::session::summary_line(&asleep.session.to_json())
+            .unwrap_or_else(|| "-".into());
         let after = settled_stats(&self.ctl).await?;
         let seen = self.wait_delivered(expect).await?;
         let n = seen.readings;
@@ -409,6 +416,7 @@ impl Rig<'_> {
             data_msgs: seen.data_msgs - seen0.data_msgs,
             data_bytes: seen.data_bytes - seen0.data_bytes,
             other_bytes: seen.other_bytes - seen0.other_bytes,
+            own,
         })
     }
 }
@@ -463,6 +471,7 @@ async fn scenario(
     let proxy = bridge
         .local_addr()
         .map_err(|e| format!("modem bridge address: {e}"))?;
+    let meter = bridge.meter();
     tokio::spawn(bridge.run(stop.clone()));
 
     let state = dir.join(format!("{tag}-state"));
@@ -480,6 +489,7 @@ async fn scenario(
         wake.clone(),
         ltx,
     )
+    .with_link_meter(meter)
     .with_proxy(proxy)
     .with_link_gate(link_gate(status.clone()))
     // As the daemon does (src/gateway): the buffer depth in every health message.

@@ -134,7 +134,7 @@ pub fn render(outs: &[Outcome], reports: usize, machine: &str, started: &str) ->
         );
         let line = |what: &str, s: &Sess| {
             format!(
-                "{what:<9} connect {:>7}  drain {:>7}  session {:>7}  up {:>5} B  down {:>5} B  sockets {}  tls tickets offered {}  data messages {} ({} B payload)  status + health payload {} B\n",
+                "{what:<9} connect {:>7}  drain {:>7}  session {:>7}  up {:>5} B  down {:>5} B  sockets {}  tls tickets offered {}  data messages {} ({} B payload)  status + health payload {} B\n          own: {}\n",
                 secs(s.connect),
                 secs(s.drain),
                 secs(s.session),
@@ -144,7 +144,8 @@ pub fn render(outs: &[Outcome], reports: usize, machine: &str, started: &str) ->
                 s.resumptions,
                 s.data_msgs,
                 s.data_bytes,
-                s.other_bytes
+                s.other_bytes,
+                s.own
             )
         };
         r.push_str(&line("start-up", &o.startup));

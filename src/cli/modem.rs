@@ -107,6 +107,16 @@ pub fn info_lines(m: &Value) -> Vec<String> {
             }
         ),
     ];
+    if let Some(ms) = m["registered_in_ms"].as_u64() {
+        let since = match m["registered_since_ms"].as_i64() {
+            Some(t) => format!(", registered since {}", crate::time::rfc3339_s(t)),
+            None => ", not registered now".into(),
+        };
+        out.push(format!(
+            "last registration took {:.1} s{since}",
+            ms as f64 / 1000.0
+        ));
+    }
     if m["signal"].is_object() {
         out.push(format!("signal {}", signal_line(&m["signal"])));
     }
@@ -236,6 +246,7 @@ mod tests {
         let m = json!({"model": "bc95", "model_text": "BC95-B8", "mode": "socket",
             "state": "registered", "registration": {"stat": "home", "tac": "1A2D", "ci": "6725A82"},
             "attached": true, "ip": "10.1.2.3", "link_up": true, "signal": s,
+            "registered_in_ms": 12840, "registered_since_ms": 0,
             "ladder": {"step": null, "resets_today": 0, "power_cycles_today": 0},
             "last_error": "x\u{1b}[31m"});
         let lines = info_lines(&m);
@@ -246,6 +257,12 @@ mod tests {
         assert!(lines[1].contains("registration home  TAC 1A2D  cell 6725A82"));
         assert!(lines[1].contains("attached yes  IP 10.1.2.3  link up"));
         assert!(lines.iter().any(|l| l.starts_with("signal RSRP -87.5 dBm")));
+        assert!(
+            lines.contains(
+                &"last registration took 12.8 s, registered since 1970-01-01T00:00:00Z".to_string()
+            ),
+            "{lines:?}"
+        );
         // Text from the daemon never reaches the terminal raw.
         assert!(lines.last().unwrap().starts_with("last error: x"));
         assert!(!lines.last().unwrap().contains('\u{1b}'));

@@ -49,6 +49,10 @@ pub enum TypeArg {
     F64,
     Bcd16,
     Bcd32,
+    /// Twelve BCD digits in three registers.
+    Bcd48,
+    /// u32 integer part + f32 fraction in four registers.
+    Intreal,
     String,
     /// A coil or discrete input; on a register table, bit --bit N of each register.
     Bit,
@@ -132,6 +136,8 @@ impl ValueArgs {
             TypeArg::F64 => DataType::F64,
             TypeArg::Bcd16 => DataType::Bcd16,
             TypeArg::Bcd32 => DataType::Bcd32,
+            TypeArg::Bcd48 => DataType::Bcd48,
+            TypeArg::Intreal => DataType::IntReal,
             TypeArg::Bit if table.is_bits() => DataType::Bool,
             TypeArg::Bit => match self.bit {
                 Some(n) => DataType::BitOfRegister(n),

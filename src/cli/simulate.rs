@@ -485,6 +485,8 @@ mod tests {
                 offset: 0.0,
                 unit: None,
                 writable: false,
+                scale_from: None,
+                publish: true,
             }],
             computed: vec![],
         })

@@ -3,7 +3,9 @@
 //! and uplink, and the active alarms. `--json` prints the raw document; `--ack OCC [--by NOTE]`
 //! acknowledges an active alarm through the same socket (request line `ack <occ> <note>`); the
 //! daemon records the acknowledgement as the calling user (SO_PEERCRED), the note only after
-//! it. Text from the daemon is printed with control characters escaped. With a modem the
+//! it. The link's session figures print as one line (`last session 8.1 s: open 1.6, ...`).
+//! Text from the daemon is printed with control characters escaped. Under the gateway line
+//! the clock source (system, network with its accuracy, or untrusted). With a modem the
 //! summary of `gasdtu modem info` ends the text view.
 
 use std::path::PathBuf;
@@ -39,6 +41,20 @@ fn when(ms: &serde_json::Value) -> String {
     match ms.as_i64() {
         Some(ms) if ms > 0 => crate::time::rfc3339_s(ms),
         _ => "-".into(),
+    }
+}
+
+/// The daemon's `clock` object in words.
+fn clock_text(c: &serde_json::Value) -> String {
+    match c["source"].as_str() {
+        Some("network") => format!(
+            "network time (modem), accuracy ±{} ms, offset {:+} ms from the system clock",
+            c["accuracy_ms"].as_u64().unwrap_or_default(),
+            c["offset_ms"].as_i64().unwrap_or_default()
+        ),
+        Some("untrusted") => "UNTRUSTED (readings are held until the time is known)".into(),
+        Some(other) => crate::config::escape(other).into_owned(),
+        None => "?".into(),
     }
 }
 
@@ -98,6 +114,9 @@ pub async fn run(args: StatusArgs, global: &Global) -> anyhow::Result<u8> {
             text(&gw["config"], "?")
         );
     }
+    if let Some(c) = v.get("clock").filter(|c| c.is_object()) {
+        println!("clock {}", clock_text(c));
+    }
     println!(
         "\n{:<16} {:<12} {:<8} {:<21} {:<21} {:>9}  LAST ERROR",
         "DEVICE", "BUS", "STATE", "LAST POLL (UTC)", "LAST GOOD (UTC)", "GOOD/BAD"
@@ -153,7 +172,17 @@ pub async fn run(args: StatusArgs, global: &Global) -> anyhow::Result<u8> {
     for section in ["buffer", "link"] {
         if let Some(obj) = v.get(section).and_then(|s| s.as_object()) {
             println!("\n{section}:");
+            // The session figures: one line (`uplink::session::summary_line`).
+            if let Some(line) = obj
+                .get("session")
+                .and_then(crate::uplink::session::summary_line)
+            {
+                println!("  {}", crate::config::escape(&line));
+            }
             for (k, val) in obj {
+                if k == "session" {
+                    continue;
+                }
                 let shown = if k.ends_with("_ms") {
                     when(val)
                 } else {

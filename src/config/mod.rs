@@ -3,7 +3,8 @@
 //! loader that produces it. Loading reads files; everything after the read is pure so that
 //! `gasdtu check`, the daemon and (later) MQTT config pushes share one validator.
 //!
-//! Layout: `load` (entry points `load_file`/`parse_str`, gateway section, cross-entry checks),
+//! Layout: `load` (entry points `load_file`/`parse_str`, cross-entry checks), `sections`
+//! (the `[gateway]` and `[store]` sections),
 //! `bus` and `device` (one entry each), `points` (point and computed entries, shared with
 //! profiles), `profiles` (profile lookup and the built-in copies of configs/profiles),
 //! `doc` (typed reader over the spanned TOML tree that reports unknown keys), `diag` (errors,
@@ -27,22 +28,23 @@ pub mod pem;
 mod points;
 pub mod profiles;
 mod remote;
+mod sections;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod types_tests;
 mod uplink;
 mod wire_time;
 
 pub use diag::{error_count, escape, ConfigError, ConfigWarning, LoadError, MAX_ERRORS};
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
-pub use load::{
-    config_dir, load_file, parse_str, parse_with_profiles, resolve_path, Loaded, BAUD_RATES,
-    DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR,
-};
+pub use load::{config_dir, load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES};
 pub use modem::{
     ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest, MAX_APN, MAX_REGISTER_WITHIN,
     MAX_SIGNAL_EVERY, MIN_REGISTER_WITHIN, MIN_SIGNAL_EVERY,
 };
 pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
+pub use sections::{resolve_path, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;

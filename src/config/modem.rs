@@ -3,7 +3,8 @@
 //! spare AT port, `socket`: gasdtu drives the module's AT socket commands), the AT serial port,
 //! the module profile (`auto` or a profile id the AT core knows), the APN, the signal sampling
 //! period, the registration bound before the reset ladder climbs, requested PSM/eDRX timers,
-//! the reset caps and `[modem.power]` (GPIO line or command that power-cycles the module).
+//! the reset caps, `set_clock` (the network's time corrects an untrusted system clock) and
+//! `[modem.power]` (GPIO line or command that power-cycles the module).
 //! Every error carries its key path and line:column, like the other sections; no I/O.
 
 use std::path::PathBuf;
@@ -107,6 +108,8 @@ pub struct ModemConfig {
     pub hosts: Vec<(String, std::net::IpAddr)>,
     /// The reset ladder's first gap between steps (doubling per step, up to 30 min).
     pub ladder_gap: Duration,
+    /// Correct an untrusted system clock with the network's time (`AT+CCLK?`; default true).
+    pub set_clock: bool,
 }
 
 impl ModemConfig {
@@ -126,6 +129,7 @@ impl ModemConfig {
             max_resets_per_day: 24,
             hosts: Vec::new(),
             ladder_gap: Duration::from_secs(30),
+            set_clock: true,
         }
     }
 }
@@ -267,6 +271,7 @@ pub(crate) fn parse_modem(
             Duration::from_secs(3600),
         )
         .or(Duration::from_secs(30));
+    let set_clock = sec.boolean(d, "set_clock").or(true);
     let power = match sec.table(d, "power") {
         Field::Value(p, _) => parse_power(d, p).map(Some),
         Field::Absent => Some(None),
@@ -279,8 +284,8 @@ pub(crate) fn parse_modem(
     let mode = mode?;
     let (port, baud, model, apn) = (port?, baud?, model?, apn?);
     let (signal_every, register_within, psm, edrx) = (signal_every?, register_within?, psm?, edrx?);
-    let (max_resets_per_day, power, hosts, ladder_gap) =
-        (max_resets_per_day?, power?, hosts?, ladder_gap?);
+    let (max_resets_per_day, power, hosts, ladder_gap, set_clock) =
+        (max_resets_per_day?, power?, hosts?, ladder_gap?, set_clock?);
     if !ok {
         return None;
     }
@@ -288,11 +293,24 @@ pub(crate) fn parse_modem(
         return Some(None);
     };
     if let (ModemMode::Socket, Some(id)) = (mode, &model) {
-        if profile::by_id(id).is_some_and(|p| p.socket == profile::SocketDialect::None) {
+        let dialect = profile::by_id(id).map(|p| p.socket);
+        let why = match dialect {
+            Some(profile::SocketDialect::None) => Some("has no AT socket commands"),
+            // SIM7080's CA* sockets put binary data inside a line (+CARECV): not implemented.
+            Some(profile::SocketDialect::Ca) => {
+                Some("speaks the CA* socket dialect, which gasdtu does not drive yet")
+            }
+            // BC66's hex receive (`+QIRD` with hex data) is not implemented either.
+            Some(profile::SocketDialect::QiHex) => {
+                Some("receives socket data in hex, which gasdtu does not read yet")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
             d.error(
                 &model_path,
                 model_span,
-                format!("model {id:?} has no AT socket commands: use mode = \"os\""),
+                format!("model {id:?} {why}: use mode = \"os\" (PPP or the OS's driver owns the data path)"),
             );
             return None;
         }
@@ -311,6 +329,7 @@ pub(crate) fn parse_modem(
         max_resets_per_day: max_resets_per_day as u32,
         hosts,
         ladder_gap,
+        set_clock,
     }))
 }
 

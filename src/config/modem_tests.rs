@@ -66,6 +66,7 @@ psm_tau = "1h"
 psm_active = "30s"
 edrx = "81.92s"
 max_resets_per_day = 10
+set_clock = false
 
 [modem.power]
 gpio_chip = "gpiochip1"
@@ -102,6 +103,7 @@ max_power_cycles_per_day = 4
             max_resets_per_day: 10,
             hosts: Vec::new(),
             ladder_gap: Duration::from_secs(30),
+            set_clock: false,
         }
     );
     let m = ok(
@@ -159,6 +161,12 @@ fn each_error_has_its_key_path_and_line() {
             8,
         ),
         (
+            format!("{M}set_clock = \"yes\"\n"),
+            "modem.set_clock",
+            "true or false",
+            8,
+        ),
+        (
             format!("{M}model = \"bc96\"\n"),
             "modem.model",
             "unknown modem model",
@@ -168,6 +176,18 @@ fn each_error_has_its_key_path_and_line() {
             "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\nmodel = \"generic\"\n".into(),
             "modem.model",
             "no AT socket commands",
+            8,
+        ),
+        (
+            "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\nmodel = \"sim7080\"\n".into(),
+            "modem.model",
+            "CA* socket dialect",
+            8,
+        ),
+        (
+            "[modem]\nmode = \"socket\"\nport = \"/dev/x\"\nmodel = \"bc66\"\n".into(),
+            "modem.model",
+            "hex, which gasdtu does not read yet",
             8,
         ),
         (

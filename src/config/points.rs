@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use crate::modbus::planner::{self, Limits, PlanError};
+use crate::modbus::registers;
 use crate::model::{ComputedSpec, DataType, PointSpec, Table, WordOrder};
 
 use super::diag::Diags;
@@ -13,7 +14,7 @@ use super::doc::{join, Field, Section};
 
 /// Type names accepted in `type = "..."`, for messages.
 pub(crate) const TYPE_NAMES: &str =
-    "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, string";
+    "bit, u16, i16, u32, i32, u64, i64, f32, f64, bcd16, bcd32, bcd48, intreal, string";
 
 /// A point as written, before it is merged into a device.
 #[derive(Debug, Clone)]
@@ -116,6 +117,11 @@ pub(crate) fn parse_point(
     let writable = sec.boolean(d, "writable");
     let writable_span = writable.span();
     let writable = writable.or(false);
+    let decimals = sec.int(d, "decimals", 0, MAX_POINT_DECIMALS as i64);
+    let decimals_span = decimals.span();
+    let scale_from = sec.string(d, "scale_from");
+    let scale_from_span = scale_from.span();
+    let publish = sec.boolean(d, "publish").or(true);
 
     // The data type, refined by table, bit and length.
     let data_type = match (&type_field, table) {
@@ -153,10 +159,18 @@ pub(crate) fn parse_point(
     if scale == Some(0.0) {
         d.error(
             &sec.key_path("scale"),
-            scale_span,
+            scale_span.clone(),
             "scale must not be 0 (the value would be constant)",
         );
     }
+    let (scale, decimals, scale_from) = decimal_keys(
+        d,
+        &sec,
+        data_type,
+        (scale, scale_span),
+        (decimals, decimals_span),
+        (scale_from, scale_from_span),
+    );
     if let (Some(table), Some(true)) = (table, writable) {
         if !matches!(table, Table::Coil | Table::HoldingRegister) {
             d.error(
@@ -169,10 +183,17 @@ pub(crate) fn parse_point(
         } else if let Some(DataType::BitOfRegister(_)) = data_type {
             d.error(
                 &sec.key_path("writable"),
-                writable_span,
+                writable_span.clone(),
                 "a bit of a register cannot be writable: writing it would overwrite the other 15 bits",
             );
         }
+    }
+    if let (Some(Some(_)), Some(true)) = (&scale_from, writable) {
+        d.error(
+            &sec.key_path("writable"),
+            writable_span.clone(),
+            "a point with scale_from cannot be writable: its decimals are only known when read",
+        );
     }
     if let (Some(a), Some(dt)) = (address, data_type) {
         let end = a as u32 + dt.width() as u32;
@@ -202,9 +223,101 @@ pub(crate) fn parse_point(
             offset: offset?,
             unit: unit.filter(|u| !u.is_empty()),
             writable: writable?,
+            scale_from: scale_from?,
+            publish: publish?,
         },
         span,
     })
+    .filter(|_| decimals.is_some())
+}
+
+/// Most implied decimals `decimals = N` takes (a bcd48 has twelve digits).
+pub(crate) const MAX_POINT_DECIMALS: u8 = 12;
+
+/// The decimal keys of a point: `decimals = N` (implied decimals, the same as scale = 10^-N,
+/// divided exactly) and `scale_from = "<point>"` (decimals read from the device) apply to
+/// integer and BCD types only and exclude each other and a `scale` other than 1 (with
+/// `scale_from`, `scale` stays available for a unit conversion after the shift). Returns the
+/// effective scale, `Some(())` when the keys are valid, and the `scale_from` name.
+type Keyed<T> = (Field<T>, Option<Range<usize>>);
+fn decimal_keys(
+    d: &mut Diags<'_>,
+    sec: &Section<'_, '_>,
+    data_type: Option<DataType>,
+    (scale, scale_span): (Option<f64>, Option<Range<usize>>),
+    (decimals, decimals_span): Keyed<i64>,
+    (scale_from, scale_from_span): Keyed<String>,
+) -> (Option<f64>, Option<()>, Option<Option<String>>) {
+    let mut ok = Some(());
+    let decimals = match decimals {
+        Field::Value(n, _) => Some(n as u8),
+        Field::Absent => None,
+        Field::Invalid => {
+            ok = None;
+            None
+        }
+    };
+    let scale_from = match scale_from {
+        Field::Value(n, _) => Some(Some(n)),
+        Field::Absent => Some(None),
+        Field::Invalid => None,
+    };
+    let mut scale = scale;
+    let numeric_key = |key: &str, span: Option<Range<usize>>, d: &mut Diags<'_>| {
+        if let Some(dt) = data_type.filter(|dt| !dt.is_integer()) {
+            let hint = if matches!(dt, DataType::F32 | DataType::F64 | DataType::IntReal) {
+                " (a float carries its own decimals; use scale)"
+            } else {
+                ""
+            };
+            d.error(
+                &sec.key_path(key),
+                span,
+                format!("`{key}` applies to integer and BCD types only, not {dt}{hint}"),
+            );
+            false
+        } else {
+            true
+        }
+    };
+    if let Some(k) = decimals {
+        if !numeric_key("decimals", decimals_span.clone(), d) {
+            ok = None;
+        }
+        if scale_span.is_some() {
+            d.error(
+                &sec.key_path("decimals"),
+                decimals_span.clone(),
+                "use either `decimals` or `scale`, not both (decimals = N is scale = 10^-N)",
+            );
+            ok = None;
+        }
+        if k > 0 {
+            scale = scale.map(|_| registers::decimal_scale(k));
+        }
+    }
+    if let Some(Some(from)) = &scale_from {
+        if !numeric_key("scale_from", scale_from_span.clone(), d) {
+            ok = None;
+        }
+        if decimals.is_some() {
+            d.error(
+                &sec.key_path("scale_from"),
+                scale_from_span.clone(),
+                format!("use either `decimals` or `scale_from`, not both (the decimals come from `{from}`)"),
+            );
+            ok = None;
+        }
+        if !valid_name(from) {
+            d.error(
+                &sec.key_path("scale_from"),
+                scale_from_span,
+                format!("invalid point name {from:?} in scale_from"),
+            );
+            ok = None;
+        }
+    }
+    (scale, ok, scale_from)
 }
 
 fn resolve_type(
@@ -460,6 +573,7 @@ pub(crate) fn check_set(
             }
         }
     }
+    check_scale_from(d, prefix, points, computed, broken);
     let specs: Vec<PointSpec> = points.iter().map(|p| p.spec.clone()).collect();
     if let Err(e) = planner::plan(&specs, limits) {
         let (name, msg) = match &e {
@@ -474,5 +588,47 @@ pub(crate) fn check_set(
             .find(|p| p.spec.name == name)
             .and_then(|p| p.span.clone());
         d.error(&join(&join(prefix, "points"), &name), span, msg);
+    }
+}
+
+/// Every `scale_from` names another read point of the same device (so it is planned and read in
+/// the same cycle) holding a whole number: an integer or BCD point that takes no decimals from
+/// a third point itself.
+fn check_scale_from(
+    d: &mut Diags<'_>,
+    prefix: &str,
+    points: &[PointDraft],
+    computed: &[ComputedDraft],
+    broken: &[String],
+) {
+    for p in points {
+        let Some(from) = &p.spec.scale_from else {
+            continue;
+        };
+        let name = &p.spec.name;
+        let path = join(&join(&join(prefix, "points"), name), "scale_from");
+        let why = if broken.contains(from) {
+            continue;
+        } else if from == name {
+            "a point cannot take its decimals from itself".to_string()
+        } else if computed.iter().any(|c| c.spec.name == *from) {
+            format!("point `{name}` takes its decimals from `{from}`, a computed point: name a read point of the device")
+        } else {
+            match points.iter().find(|o| o.spec.name == *from) {
+                None => format!(
+                    "point `{name}` takes its decimals from `{from}`, but this device has no point `{from}`"
+                ),
+                Some(o) if !o.spec.data_type.is_integer() => format!(
+                    "point `{name}` takes its decimals from `{from}`, a {} point: decimals are a whole number (an integer or BCD point)",
+                    o.spec.data_type
+                ),
+                Some(o) if o.spec.scale_from.is_some() => format!(
+                    "point `{name}` takes its decimals from `{from}`, which takes its own from `{}`: one level only",
+                    o.spec.scale_from.as_deref().unwrap_or_default()
+                ),
+                Some(_) => continue,
+            }
+        };
+        d.error(&path, p.span.clone(), why);
     }
 }

@@ -48,6 +48,10 @@ static BUILTIN: &[(&str, &str)] = &[
         include_str!("../../configs/profiles/turbine-bcd.toml"),
     ),
     (
+        "turbine-bcd48",
+        include_str!("../../configs/profiles/turbine-bcd48.toml"),
+    ),
+    (
         "pt-float",
         include_str!("../../configs/profiles/pt-float.toml"),
     ),

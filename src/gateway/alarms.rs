@@ -42,7 +42,7 @@ impl AlarmService {
     /// Build the engine for `rules` and restore its persisted state from `store`.
     pub fn open(rules: Vec<AlarmRule>, store: Arc<Store>) -> Result<AlarmService, StoreError> {
         let (rows, next) = store.alarm_state()?;
-        let now = crate::time::unix_ms(std::time::SystemTime::now()).max(1) as u64;
+        let now = crate::time::now_ms().max(1) as u64;
         let mut engine = AlarmEngine::new(rules, now);
         engine.restore(rows, next);
         Ok(AlarmService {
@@ -126,7 +126,7 @@ impl AlarmService {
     pub fn acknowledge(&self, occurrence: u64, by: &str) -> Result<usize, AlarmError> {
         let mut g = self.lock();
         let mut next = g.clone();
-        let now = crate::time::unix_ms(std::time::SystemTime::now());
+        let now = crate::time::now_ms();
         let out = next.acknowledge(occurrence, by, now)?;
         let writes = next.take_writes();
         let entries: Vec<_> = out.into_iter().map(|j| (EntryKind::Alarm, j)).collect();
@@ -141,7 +141,7 @@ impl AlarmService {
     pub fn reconfigure(&self, rules: Vec<AlarmRule>) -> Result<(), StoreError> {
         let mut g = self.lock();
         let (rows, next) = self.store.alarm_state()?;
-        let now = crate::time::unix_ms(std::time::SystemTime::now()).max(1) as u64;
+        let now = crate::time::now_ms().max(1) as u64;
         let mut engine = AlarmEngine::new(rules, now);
         engine.restore(rows, next);
         *g = engine;

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -144,6 +144,9 @@ struct Item {
     raw: SampleBatch,
     history_only: bool,
     report: Option<SampleBatch>,
+    /// A batch reported as polled that carries `publish = false` points: (published part for
+    /// the outbox, local part kept as history only). `raw` still feeds the alarms whole.
+    local_split: Option<(SampleBatch, SampleBatch)>,
 }
 
 impl Consumer {
@@ -219,6 +222,7 @@ impl Consumer {
                 raw: b,
                 history_only: false,
                 report: None,
+                local_split: None,
             };
         };
         let mut r = match r.lock() {
@@ -230,9 +234,11 @@ impl Consumer {
                 raw,
                 history_only: true,
                 report,
+                local_split: None,
             },
-            // Reported as polled: no copy, no reporter state.
+            // Reported as polled: no copy, no reporter state (unless points stay local).
             Err(raw) => Item {
+                local_split: r.strip_local(&raw),
                 raw,
                 history_only: false,
                 report: None,
@@ -475,7 +481,7 @@ impl Consumer {
 
     async fn enforce_limits(&self) {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.enforce_limits(SystemTime::now())).await {
+        match tokio::task::spawn_blocking(move || store.enforce_limits(crate::time::now())).await {
             Ok(Ok(ev)) => {
                 if ev.dropped_unsent > 0 || ev.expired_history > 0 {
                     tracing::warn!(
@@ -543,7 +549,12 @@ fn commit_group(
     let mut history = Vec::new();
     let mut outbox = Vec::with_capacity(group.len());
     for it in group {
-        if it.history_only {
+        if let Some((published, local)) = &it.local_split {
+            history.push(local.clone());
+            if !published.samples.is_empty() {
+                outbox.push(published.clone());
+            }
+        } else if it.history_only {
             history.push(it.raw.clone());
         } else {
             outbox.push(it.raw.clone());

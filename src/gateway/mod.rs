@@ -578,6 +578,10 @@ impl Gateway {
         let fwd = match &self.modem {
             Some(m) => {
                 let f = fwd.with_link_gate(crate::modem::link_gate(self.modem_status.subscribe()));
+                let f = match m.meter() {
+                    Some(meter) => f.with_link_meter(meter),
+                    None => f,
+                };
                 match m.proxy() {
                     Some(addr) => f.with_proxy(addr),
                     None => f,
@@ -598,6 +602,8 @@ impl Gateway {
                         "reads_24h".into(),
                         board.read_summary(crate::time::now_ms()),
                     );
+                    // Where the times of this gateway come from (and how good they are).
+                    m.insert("clock".into(), crate::time::clock_source().health_json());
                 }
                 if live.has_modem.load(Ordering::Relaxed) {
                     if let serde_json::Value::Object(m) = &mut extra {
@@ -680,6 +686,7 @@ impl Gateway {
                     "buffer": buffer,
                     "link": link,
                     "modem": modem,
+                    "clock": crate::time::clock_source().json(),
                 })
             })
         };
@@ -802,9 +809,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "reconnects": l.reconnects,
         "tls_resumptions": l.tls_resumptions,
         "tls_full_handshakes": l.tls_full_handshakes,
-        "connect_ms": l.connect_ms,
-        "last_session_ms": l.last_session_ms,
-        "session_bytes_up": l.session_bytes_up,
+        "session": l.session.to_json(),
         "store_error": l.store_error,
         "last_seq": l.last_seq,
         "dead_letters": l.dead_letters,

@@ -1,6 +1,7 @@
 //! The modem's place in the runtime: `ModemRuntime::start` spawns one generation of the AT
 //! engine (the only owner of the modem's port) and the supervisor for a `[modem]` config, plus
-//! the small task that records the supervisor's events (`modem_reset`, `modem_registration`)
+//! the small task that records the supervisor's events (`modem_reset`, `modem_registration`,
+//! `clock_source`)
 //! through the runtime's event path; `stop` ends all three (a changed `[modem]` restarts
 //! them). The status watch outlives generations, so `gasdtu status`, `<root>/health` and the
 //! uplink keep one receiver. Never talks AT itself.
@@ -20,6 +21,7 @@ use crate::modem::{
     SupervisorOptions,
 };
 use crate::store::Store;
+use crate::uplink::LinkMeter;
 
 /// Events waiting to be recorded before the supervisor's are dropped (with a warning).
 const EVENT_QUEUE: usize = 64;
@@ -34,6 +36,8 @@ pub struct ModemRuntime {
     at: AtHandle,
     /// Socket mode: the loopback HTTP CONNECT proxy the forwarder goes through.
     proxy: Option<SocketAddr>,
+    /// Socket mode: the bridge's counters (session figures: open time, socket bytes).
+    meter: Option<Arc<LinkMeter>>,
 }
 
 impl ModemRuntime {
@@ -60,10 +64,12 @@ impl ModemRuntime {
         );
         let mut tasks = Vec::new();
         let mut proxy = None;
+        let mut meter = None;
         if cfg.mode == ModemMode::Socket {
             match SocketBridge::bind(at.clone(), status_rx, cfg.hosts.clone()) {
                 Ok(b) => {
                     proxy = b.local_addr().ok();
+                    meter = Some(b.meter());
                     tasks.push(tokio::spawn(b.run(stop.clone())));
                 }
                 // Without the bridge the uplink cannot connect: it says so in its own error.
@@ -85,6 +91,7 @@ impl ModemRuntime {
             tasks,
             at,
             proxy,
+            meter,
         }
     }
 
@@ -96,6 +103,11 @@ impl ModemRuntime {
     /// Socket mode: the bridge's loopback address (for `Forwarder::with_proxy`).
     pub fn proxy(&self) -> Option<SocketAddr> {
         self.proxy
+    }
+
+    /// Socket mode: the bridge's counters (for `Forwarder::with_link_meter`).
+    pub fn meter(&self) -> Option<Arc<LinkMeter>> {
+        self.meter.clone()
     }
 
     /// Stop the engine (closing the port), the supervisor, and record what it left.

@@ -1,5 +1,6 @@
-//! The daemon's status: what `gasdtu status` shows. `DeviceBoard` keeps the latest state of
-//! every device (last read, quality, online) as batches pass by; `StatusServer` answers on a
+//! The daemon's status: what `gasdtu status` shows. `DeviceBoard` (`board`) keeps the latest
+//! state of every device (last read, quality, online) as batches pass by; `Peer` (`peer`) is
+//! who is asking, from the kernel; `StatusServer` answers on a
 //! unix socket (default /run/gasdtu/gasdtu.sock) with one JSON document built by a snapshot
 //! function the daemon composes (devices, buffer, link, sequence); `query` is the client side.
 //! The protocol is one request line and one JSON reply line, then close: `status` (or an
@@ -15,13 +16,10 @@
 //! `WRITE_TIMEOUT`. The socket is created under a private name, set to mode 0660, then renamed
 //! into place (a failure is fatal, never ignored); a file already at the path is replaced only
 //! if it is a socket nobody answers on (ECONNREFUSED).
-use crate::time::unix_ms;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -30,7 +28,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus_proxy::{too_long_reply, unsupported_reply, BusProxy};
 use super::modem_proxy::ModemProxy;
-use crate::model::{Quality, SampleBatch};
+
+mod board;
+mod peer;
+
+pub use board::{DeviceBoard, DeviceState};
+pub use peer::Peer;
 
 pub const DEFAULT_SOCKET: &str = "/run/gasdtu/gasdtu.sock";
 
@@ -46,69 +49,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Mode of the socket: the daemon's user and group (operators in the group) only.
 pub const SOCKET_MODE: u32 = 0o660;
-
-/// Who is at the other end of a connection, from the kernel (SO_PEERCRED), never from what
-/// the client says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Peer {
-    pub uid: Option<u32>,
-    pub pid: Option<i32>,
-}
-
-impl Peer {
-    /// The peer of a connected stream (unknown fields stay `None`).
-    pub fn of(stream: &UnixStream) -> Peer {
-        match stream.peer_cred() {
-            Ok(c) => Peer {
-                uid: Some(c.uid()),
-                pid: c.pid(),
-            },
-            Err(_) => Peer::default(),
-        }
-    }
-
-    /// "uid 1000 (alice)", "uid 1000" when the uid has no name, "unknown peer" without
-    /// credentials. Looks the name up in the user database: may block (NSS).
-    pub fn describe(&self) -> String {
-        match self.uid {
-            Some(uid) => match user_name(uid) {
-                Some(name) => format!("uid {uid} ({})", crate::config::escape(&name)),
-                None => format!("uid {uid}"),
-            },
-            None => "unknown peer".to_string(),
-        }
-    }
-}
-
-/// The login name of `uid` (getpwuid_r), if it has one.
-fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: `pwd` and `buf` outlive the call; getpwuid_r writes only within `buf.len()`
-        // bytes of `buf` and into `pwd`/`result`.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 64 * 1024 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
-}
 
 /// Why a line could not be read.
 #[derive(Debug, Error)]
@@ -141,116 +81,6 @@ pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
         return Err(LineError::TooLong { max });
     }
     String::from_utf8(buf).map_err(|_| LineError::NotUtf8)
-}
-
-/// Latest known state of one device.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeviceState {
-    pub bus: String,
-    pub online: bool,
-    pub failed_cycles: u32,
-    /// Last poll slot (UTC ms).
-    pub last_poll_ms: i64,
-    /// Last time any point of the device was read good (UTC ms).
-    pub last_good_ms: Option<i64>,
-    pub good: usize,
-    pub bad: usize,
-    /// First bad reason of the last cycle, if any.
-    pub last_error: Option<String>,
-    pub cycles: u64,
-}
-
-/// Device states, updated by the sample consumer.
-#[derive(Default, Clone)]
-pub struct DeviceBoard {
-    inner: Arc<Mutex<BTreeMap<String, DeviceState>>>,
-    /// Read success over the last 24 h per device (`<root>/health`).
-    windows: Arc<Mutex<BTreeMap<String, super::read_window::ReadWindow>>>,
-}
-
-impl DeviceBoard {
-    /// Forget every device not in `keep` (a reload removed or disabled it): it must not stay
-    /// "offline" in `status` and the STATUS= line forever.
-    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
-        let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
-        match self.inner.lock() {
-            Ok(mut g) => g.retain(|name, _| keep.contains(name.as_str())),
-            Err(p) => p
-                .into_inner()
-                .retain(|name, _| keep.contains(name.as_str())),
-        }
-        match self.windows.lock() {
-            Ok(mut g) => g.retain(|name, _| keep.contains(name.as_str())),
-            Err(p) => p
-                .into_inner()
-                .retain(|name, _| keep.contains(name.as_str())),
-        }
-    }
-
-    /// Read success over the last 24 h (`read_window::summary`).
-    pub fn read_summary(&self, now_ms: i64) -> serde_json::Value {
-        match self.windows.lock() {
-            Ok(g) => super::read_window::summary(&g, now_ms),
-            Err(p) => super::read_window::summary(&p.into_inner(), now_ms),
-        }
-    }
-
-    pub fn observe(&self, b: &SampleBatch) {
-        let good = b.samples.iter().filter(|s| s.quality.is_good()).count();
-        let last_good = b
-            .samples
-            .iter()
-            .filter(|s| s.quality.is_good())
-            .map(|s| unix_ms(s.read_at))
-            .max();
-        let err = b.samples.iter().find_map(|s| match &s.quality {
-            Quality::Bad(r) => Some(format!("{}: {r}", s.point)),
-            Quality::Good => None,
-        });
-        let mut m = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let e = m
-            .entry(b.device.to_string())
-            .or_insert_with(|| DeviceState {
-                bus: b.bus.to_string(),
-                online: b.online,
-                failed_cycles: 0,
-                last_poll_ms: 0,
-                last_good_ms: None,
-                good: 0,
-                bad: 0,
-                last_error: None,
-                cycles: 0,
-            });
-        e.online = b.online;
-        e.failed_cycles = b.failed_cycles;
-        e.last_poll_ms = unix_ms(b.slot);
-        if last_good.is_some() {
-            e.last_good_ms = last_good;
-        }
-        e.good = good;
-        e.bad = b.samples.len() - good;
-        e.last_error = err;
-        e.cycles += 1;
-        drop(m);
-        let total = b.samples.len() as u64;
-        let mut w = match self.windows.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        w.entry(b.device.to_string())
-            .or_default()
-            .add(unix_ms(b.slot), good as u64, total);
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, DeviceState> {
-        match self.inner.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
 }
 
 #[derive(Debug, Error)]
@@ -632,6 +462,7 @@ pub(crate) async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SampleBatch;
 
     #[tokio::test]
     async fn answers_status_and_replaces_a_stale_socket() {
@@ -732,31 +563,6 @@ mod tests {
         );
         stop.cancel();
         task.await.unwrap();
-    }
-
-    #[test]
-    fn peers_are_described_by_uid_and_name() {
-        // (peer, description)
-        let cases = [
-            (
-                Peer {
-                    uid: Some(0),
-                    pid: Some(1),
-                },
-                "uid 0 (root)",
-            ),
-            (
-                Peer {
-                    uid: Some(3_999_999),
-                    pid: None,
-                },
-                "uid 3999999",
-            ),
-            (Peer::default(), "unknown peer"),
-        ];
-        for (peer, want) in cases {
-            assert_eq!(peer.describe(), want, "{peer:?}");
-        }
     }
 
     fn provider() -> Provider {

@@ -35,6 +35,8 @@ struct DevicePoller {
     units: Vec<Option<Arc<str>>>,
     computed_names: Vec<Arc<str>>,
     computed_units: Vec<Option<Arc<str>>>,
+    /// Per point: the index of the point holding its decimals (`scale_from`).
+    scale_from: Vec<Option<usize>>,
     next: SystemTime,
     failed_cycles: u32,
     online: bool,
@@ -64,6 +66,14 @@ impl DevicePoller {
                 .computed
                 .iter()
                 .map(|c| c.unit.as_deref().map(Arc::from))
+                .collect(),
+            scale_from: cfg
+                .points
+                .iter()
+                .map(|p| {
+                    let from = p.scale_from.as_deref()?;
+                    cfg.points.iter().position(|o| o.name == from)
+                })
                 .collect(),
             next: schedule::next_slot(now, cfg.poll, cfg.phase),
             blocks,
@@ -222,7 +232,7 @@ impl BusTask {
         devices: Vec<DeviceConfig>,
         tx: mpsc::Sender<SampleBatch>,
     ) -> BusTask {
-        let now = SystemTime::now();
+        let now = crate::time::now();
         let mut pollers = Vec::new();
         for d in devices
             .into_iter()
@@ -376,7 +386,7 @@ impl BusTask {
         );
         let mut requests = self.requests.take();
         if self.poll_at_start {
-            let now = SystemTime::now();
+            let now = crate::time::now();
             for i in 0..self.devices.len() {
                 if shutdown.is_cancelled() {
                     return;
@@ -390,9 +400,15 @@ impl BusTask {
         // stream of CLI requests (a scan) cannot starve the schedule, nor the reverse.
         let mut just_served = false;
         loop {
+            // A clock that went back (a network correction cleared, NTP stepping back) must
+            // not leave a device waiting for a slot far ahead.
+            let now = crate::time::now();
+            for d in &mut self.devices {
+                d.next = schedule::resync(d.next, now, d.cfg.poll, d.cfg.phase);
+            }
             // No device (all left out at planning): no schedule, requests are still served.
             let wait = self.devices.iter().map(|d| d.next).min().map(|next| {
-                next.duration_since(SystemTime::now())
+                next.duration_since(crate::time::now())
                     .unwrap_or(Duration::ZERO)
             });
             let take_requests = !(just_served && wait == Some(Duration::ZERO));
@@ -413,7 +429,7 @@ impl BusTask {
             }
             just_served = false;
             // Poll every device that is due, in name order, one transaction at a time.
-            let now = SystemTime::now();
+            let now = crate::time::now();
             for i in 0..self.devices.len() {
                 if shutdown.is_cancelled() {
                     break;
@@ -427,7 +443,7 @@ impl BusTask {
                 }
                 let d = &mut self.devices[i];
                 let (next, skipped) =
-                    schedule::after(slot, SystemTime::now(), d.cfg.poll, d.cfg.phase);
+                    schedule::after(slot, crate::time::now(), d.cfg.poll, d.cfg.phase);
                 if skipped > 0 {
                     tracing::warn!(
                         bus = %self.bus.name, device = %d.name, skipped,
@@ -478,7 +494,7 @@ async fn poll_once(
             Some(e) => Err(e.clone()),
             None => link.read(d.cfg.unit, b.table, b.start, b.count).await,
         };
-        let read_at = SystemTime::now();
+        let read_at = crate::time::now();
         match res {
             Ok(regs) => {
                 answered = true;
@@ -486,6 +502,11 @@ async fn poll_once(
                     let p = &d.cfg.points[pi];
                     let off = b.offset_of(p);
                     let v = match regs.get(off..) {
+                        // Raw for now: the decimals may come in a later block.
+                        Some(r) if p.scale_from.is_some() => {
+                            registers::decode_raw(p.data_type, p.order, r)
+                                .map_err(|e| BadReason::Decode(e.to_string()))
+                        }
                         Some(r) => registers::decode_point(p, r)
                             .map_err(|e| BadReason::Decode(e.to_string())),
                         None => Err(BadReason::Protocol(format!(
@@ -509,6 +530,8 @@ async fn poll_once(
             }
         }
     }
+
+    apply_scale_from(d, &mut values);
 
     let mut samples = Vec::with_capacity(n + d.cfg.computed.len());
     let mut by_name: HashMap<&str, (Option<f64>, Option<&BadReason>, SystemTime)> = HashMap::new();
@@ -608,5 +631,32 @@ async fn poll_once(
         samples,
         online: d.online,
         failed_cycles: d.failed_cycles,
+    }
+}
+
+/// The `scale_from` points of one cycle: raw value x 10^-decimals (read in the same cycle),
+/// then their scale and offset. A bad decimals point or reading makes the value bad.
+fn apply_scale_from(
+    d: &DevicePoller,
+    values: &mut [Option<(Result<Value, BadReason>, SystemTime)>],
+) {
+    for (pi, from) in d.scale_from.iter().enumerate() {
+        let p = &d.cfg.points[pi];
+        let Some(from_name) = p.scale_from.as_deref() else {
+            continue;
+        };
+        let decimals = match from.and_then(|i| values[i].as_ref()) {
+            Some((Ok(v), _)) => Ok(v.clone()),
+            Some((Err(r), _)) => Err(BadReason::Input(format!("{from_name}: {r}"))),
+            None => Err(BadReason::Input(format!("{from_name}: no value"))),
+        };
+        if let Some((res, _)) = values[pi].as_mut() {
+            if let Ok(raw) = res {
+                *res = decimals.and_then(|k| {
+                    registers::apply_decimals(raw.clone(), from_name, &k, p.scale, p.offset)
+                        .map_err(|e| BadReason::Decode(e.to_string()))
+                });
+            }
+        }
     }
 }

@@ -15,6 +15,39 @@ pub enum DecodeError {
     Bcd(u16),
     #[error("bit index {0} is outside a 16-bit register")]
     BitIndex(u8),
+    /// An INTREAL whose fraction is NaN, negative or not below 1: bad, never a wrong total.
+    #[error("INTREAL fraction {0} is outside [0, 1)")]
+    Fraction(f32),
+    /// A `scale_from` point whose decimals point read something that is not 0..=9.
+    #[error("decimals point `{point}` reads {value}: decimals must be a whole number 0 to {MAX_DECIMALS}")]
+    Decimals { point: String, value: String },
+}
+
+/// Most decimals a `scale_from` point accepts from its device (an i16 has five digits; a
+/// reading above 9 is a broken or misread register, never a scale).
+pub const MAX_DECIMALS: u8 = 9;
+
+/// Exact powers of ten (every one up to 10^22 is a double).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The number of decimals `k` a scale stands for when it is 10^-k (0.1, 0.01, `decimals = k`),
+/// up to 22.
+pub fn decimals_of(scale: f64) -> Option<usize> {
+    (1..POW10.len()).find(|&k| scale == 1.0 / POW10[k])
+}
+
+/// The scale of `k` implied decimals: 10^-k (the nearest double, as TOML reads "0.0001").
+pub fn decimal_scale(k: u8) -> f64 {
+    1.0 / POW10[(k as usize).min(POW10.len() - 1)]
+}
+
+/// Raw count x 10^-k, divided rather than multiplied: the quotient is the double nearest to
+/// the decimal number the meter shows (-8998 x 10^-1 is -899.8, not -899.8000000000001).
+fn shift_decimals(x: f64, k: usize) -> f64 {
+    x / POW10[k.min(POW10.len() - 1)]
 }
 
 /// Why a value could not become registers.
@@ -130,6 +163,25 @@ pub fn decode_raw(
             let lo = bcd_digits(lo).map_err(|_| DecodeError::Bcd(lo_wire))?;
             Value::UInt(hi as u64 * 10_000 + lo as u64)
         }
+        DataType::Bcd48 => {
+            let b = to_be_bytes(regs, order);
+            let mut v = 0u64;
+            for k in 0..3 {
+                let w = u16::from_be_bytes([b[2 * k], b[2 * k + 1]]);
+                let wire = if order.swaps_words() {
+                    regs[2 - k]
+                } else {
+                    regs[k]
+                };
+                v = v * 10_000 + bcd_digits(w).map_err(|_| DecodeError::Bcd(wire))? as u64;
+            }
+            Value::UInt(v)
+        }
+        DataType::IntReal => {
+            let int = u32::from_be_bytes(b4(&to_be_bytes(&regs[..2], order)));
+            let frac = f32::from_be_bytes(b4(&to_be_bytes(&regs[2..], order)));
+            Value::Float(int_real(int, frac)?)
+        }
         DataType::String(n) => {
             let b = to_be_bytes(regs, order);
             let b = &b[..(n as usize).min(b.len())];
@@ -141,6 +193,23 @@ pub fn decode_raw(
             Value::Text(s.trim_end().to_string())
         }
     })
+}
+
+/// One f64 from an INTREAL's halves: the integer part plus the fraction at the decimal digits
+/// its f32 carries (the shortest decimal that reads back as the same f32), so 987654 + 0.32f32
+/// is 987654.32, not 987654.3199999928. Exact whenever the sum fits a double's 15-17 digits.
+fn int_real(int: u32, frac: f32) -> Result<f64, DecodeError> {
+    // NaN is in no range.
+    if !(0.0..1.0).contains(&frac) {
+        return Err(DecodeError::Fraction(frac));
+    }
+    // f32's Display is the shortest round-trip form and never uses an exponent: "0", "0.25".
+    let digits = frac.to_string();
+    let text = match digits.strip_prefix("0.") {
+        Some(d) => format!("{int}.{d}"),
+        None => int.to_string(),
+    };
+    text.parse::<f64>().map_err(|_| DecodeError::Fraction(frac))
 }
 
 fn b2(v: &[u8]) -> [u8; 2] {
@@ -159,9 +228,45 @@ pub fn scale(value: Value, scale: f64, offset: f64) -> Value {
         return value;
     }
     match value.as_f64() {
-        Some(x) if !matches!(value, Value::Bool(_)) => Value::Float(x * scale + offset),
+        Some(x) if !matches!(value, Value::Bool(_)) => {
+            let scaled = match decimals_of(scale) {
+                Some(k) => shift_decimals(x, k),
+                None => x * scale,
+            };
+            Value::Float(scaled + offset)
+        }
         _ => value,
     }
+}
+
+/// Finish a `scale_from` point: its raw value (from `decode_raw`) x 10^-decimals, then its own
+/// scale and offset. `decimals` is the decoded value of the point named `decimals_point`; a
+/// reading that is not a whole number 0..=MAX_DECIMALS makes the value bad, never wrong.
+pub fn apply_decimals(
+    raw: Value,
+    decimals_point: &str,
+    decimals: &Value,
+    scale_by: f64,
+    offset: f64,
+) -> Result<Value, DecodeError> {
+    let k = match decimals {
+        Value::Int(i) => u8::try_from(*i).ok(),
+        Value::UInt(u) => u8::try_from(*u).ok(),
+        Value::Float(x) if x.fract() == 0.0 && (0.0..=255.0).contains(x) => Some(*x as u8),
+        _ => None,
+    }
+    .filter(|k| *k <= MAX_DECIMALS)
+    .ok_or_else(|| DecodeError::Decimals {
+        point: decimals_point.to_string(),
+        value: decimals.to_string(),
+    })?;
+    let shifted = match raw.as_f64() {
+        Some(x) if k > 0 && !matches!(raw, Value::Bool(_) | Value::Text(_)) => {
+            Value::Float(shift_decimals(x, k as usize))
+        }
+        _ => raw,
+    };
+    Ok(scale(shifted, scale_by, offset))
 }
 
 /// Decode a point from the registers starting at its own address.
@@ -185,7 +290,11 @@ pub fn encode(
         value: value.to_string(),
         data_type,
     };
-    let unscaled = |x: f64| (x - offset) / scale;
+    // A decimal scale (10^-k) is undone by multiplying with the exact 10^k.
+    let unscaled = |x: f64| match decimals_of(scale) {
+        Some(k) => (x - offset) * POW10[k],
+        None => (x - offset) / scale,
+    };
     // Integer view of the raw value, rounding floats (a scaled integer register).
     let int = || -> Result<i128, EncodeError> {
         match value {
@@ -301,6 +410,41 @@ pub fn encode(
             b.extend_from_slice(&to_bcd(v % 10_000).to_be_bytes());
             b
         }
+        DataType::Bcd48 => {
+            let v = int()?;
+            if !(0..=999_999_999_999).contains(&v) {
+                return Err(out_of_range());
+            }
+            let v = v as u64;
+            let mut b = Vec::with_capacity(6);
+            for part in [v / 100_000_000, v / 10_000 % 10_000, v % 10_000] {
+                b.extend_from_slice(&to_bcd(part as u32).to_be_bytes());
+            }
+            b
+        }
+        DataType::IntReal => {
+            let x = float()?;
+            if !(0.0..4_294_967_296.0).contains(&x) {
+                return Err(out_of_range());
+            }
+            let mut int = x.floor();
+            let mut frac = (x - int) as f32;
+            // 0.99999999 becomes 1.0f32: carry it into the integer part.
+            if frac >= 1.0 {
+                int += 1.0;
+                frac = 0.0;
+            }
+            if int >= 4_294_967_296.0 {
+                return Err(out_of_range());
+            }
+            let mut b = (int as u32).to_be_bytes().to_vec();
+            let regs_int = from_be_bytes(&b, order);
+            b.clear();
+            b.extend_from_slice(&frac.to_be_bytes());
+            let mut regs = regs_int;
+            regs.extend(from_be_bytes(&b, order));
+            return Ok(regs);
+        }
         DataType::String(n) => {
             let Value::Text(s) = value else {
                 return Err(EncodeError::WrongKind {
@@ -340,374 +484,8 @@ pub fn encode_point(point: &PointSpec, value: &Value) -> Result<Vec<u16>, Encode
 }
 
 #[cfg(test)]
-mod tests {
-    //! Fixtures are written as the registers appear on the wire, in hex, one row per case.
-    //! Every row that decodes to a value the encoder can reproduce is also round-tripped.
-
-    use super::*;
-    use crate::model::{DataType as T, WordOrder as O};
-
-    /// "4049 0FDB" -> [0x4049, 0x0FDB]
-    fn regs(hex: &str) -> Vec<u16> {
-        hex.split_whitespace()
-            .map(|w| u16::from_str_radix(w, 16).unwrap())
-            .collect()
-    }
-
-    fn hex(regs: &[u16]) -> String {
-        regs.iter()
-            .map(|r| format!("{r:04X}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    #[derive(Debug)]
-    enum Want {
-        V(Value),
-        NaN,
-        Err(DecodeError),
-    }
-    use Want::*;
-
-    const RT: bool = true; // encode(decoded) must give the same registers back
-    const NO: bool = false;
-
-    fn u(v: u64) -> Want {
-        V(Value::UInt(v))
-    }
-    fn i(v: i64) -> Want {
-        V(Value::Int(v))
-    }
-    fn f(v: f64) -> Want {
-        V(Value::Float(v))
-    }
-    fn b(v: bool) -> Want {
-        V(Value::Bool(v))
-    }
-    fn s(v: &str) -> Want {
-        V(Value::Text(v.to_string()))
-    }
-
-    #[rustfmt::skip]
-    fn decode_rows() -> Vec<(T, O, &'static str, Want, bool)> {
-        let pi32 = std::f32::consts::PI as f64;
-        let pi64 = std::f64::consts::PI;
-        vec![
-            // Bits: a bit-table value is 0 or 1; bit n of a register counts from the LSB.
-            (T::Bool, O::Abcd, "0001", b(true), RT),
-            (T::Bool, O::Abcd, "0000", b(false), RT),
-            (T::BitOfRegister(0), O::Abcd, "0001", b(true), RT),
-            (T::BitOfRegister(0), O::Abcd, "FFFE", b(false), NO),
-            (T::BitOfRegister(15), O::Abcd, "8000", b(true), RT),
-            (T::BitOfRegister(15), O::Abcd, "7FFF", b(false), NO),
-            (T::BitOfRegister(7), O::Abcd, "0080", b(true), RT),
-            (T::BitOfRegister(16), O::Abcd, "FFFF", Err(DecodeError::BitIndex(16)), NO),
-            // u16 / i16: word order is moot for one register, byte swap is not.
-            (T::U16, O::Abcd, "1234", u(0x1234), RT),
-            (T::U16, O::Cdab, "1234", u(0x1234), RT),
-            (T::U16, O::Badc, "3412", u(0x1234), RT),
-            (T::U16, O::Dcba, "3412", u(0x1234), RT),
-            (T::U16, O::Abcd, "FFFF", u(65535), RT),
-            (T::I16, O::Abcd, "FFFE", i(-2), RT),
-            (T::I16, O::Cdab, "FFFE", i(-2), RT),
-            (T::I16, O::Badc, "FEFF", i(-2), RT),
-            (T::I16, O::Dcba, "FEFF", i(-2), RT),
-            (T::I16, O::Abcd, "8000", i(-32768), RT),
-            (T::I16, O::Badc, "0080", i(-32768), RT),
-            (T::I16, O::Abcd, "7FFF", i(32767), RT),
-            // u32 123456789 = 0x075BCD15 in the four orders.
-            (T::U32, O::Abcd, "075B CD15", u(123_456_789), RT),
-            (T::U32, O::Cdab, "CD15 075B", u(123_456_789), RT),
-            (T::U32, O::Badc, "5B07 15CD", u(123_456_789), RT),
-            (T::U32, O::Dcba, "15CD 5B07", u(123_456_789), RT),
-            // u32 above 2^31 stays positive.
-            (T::U32, O::Abcd, "DEAD BEEF", u(3_735_928_559), RT),
-            (T::U32, O::Cdab, "BEEF DEAD", u(3_735_928_559), RT),
-            (T::U32, O::Badc, "ADDE EFBE", u(3_735_928_559), RT),
-            (T::U32, O::Dcba, "EFBE ADDE", u(3_735_928_559), RT),
-            (T::U32, O::Abcd, "8000 0000", u(2_147_483_648), RT),
-            (T::U32, O::Abcd, "FFFF FFFF", u(4_294_967_295), RT),
-            // i32 -123456789 = 0xF8A432EB.
-            (T::I32, O::Abcd, "F8A4 32EB", i(-123_456_789), RT),
-            (T::I32, O::Cdab, "32EB F8A4", i(-123_456_789), RT),
-            (T::I32, O::Badc, "A4F8 EB32", i(-123_456_789), RT),
-            (T::I32, O::Dcba, "EB32 A4F8", i(-123_456_789), RT),
-            (T::I32, O::Abcd, "8000 0000", i(i32::MIN as i64), RT),
-            (T::I32, O::Cdab, "FFFF 7FFF", i(i32::MAX as i64), RT),
-            // u64 0x0123456789ABCDEF and extremes.
-            (T::U64, O::Abcd, "0123 4567 89AB CDEF", u(0x0123_4567_89AB_CDEF), RT),
-            (T::U64, O::Cdab, "CDEF 89AB 4567 0123", u(0x0123_4567_89AB_CDEF), RT),
-            (T::U64, O::Badc, "2301 6745 AB89 EFCD", u(0x0123_4567_89AB_CDEF), RT),
-            (T::U64, O::Dcba, "EFCD AB89 6745 2301", u(0x0123_4567_89AB_CDEF), RT),
-            (T::U64, O::Abcd, "FFFF FFFF FFFF FFFF", u(u64::MAX), RT),
-            (T::U64, O::Abcd, "8000 0000 0000 0000", u(1 << 63), RT),
-            (T::U64, O::Dcba, "0000 0000 0000 0000", u(0), RT),
-            // i64 extremes and a small negative.
-            (T::I64, O::Abcd, "8000 0000 0000 0000", i(i64::MIN), RT),
-            (T::I64, O::Cdab, "0000 0000 0000 8000", i(i64::MIN), RT),
-            (T::I64, O::Badc, "0080 0000 0000 0000", i(i64::MIN), RT),
-            (T::I64, O::Dcba, "0000 0000 0000 0080", i(i64::MIN), RT),
-            (T::I64, O::Abcd, "7FFF FFFF FFFF FFFF", i(i64::MAX), RT),
-            (T::I64, O::Dcba, "FFFF FFFF FFFF FF7F", i(i64::MAX), RT),
-            (T::I64, O::Abcd, "FFFF FFFF FFFF FFFE", i(-2), RT),
-            (T::I64, O::Cdab, "FFFE FFFF FFFF FFFF", i(-2), RT),
-            (T::I64, O::Badc, "FFFF FFFF FFFF FEFF", i(-2), RT),
-            (T::I64, O::Dcba, "FEFF FFFF FFFF FFFF", i(-2), RT),
-            // f32 pi = 0x40490FDB, -1.5 = 0xBFC00000, NaN, infinities.
-            (T::F32, O::Abcd, "4049 0FDB", f(pi32), RT),
-            (T::F32, O::Cdab, "0FDB 4049", f(pi32), RT),
-            (T::F32, O::Badc, "4940 DB0F", f(pi32), RT),
-            (T::F32, O::Dcba, "DB0F 4940", f(pi32), RT),
-            (T::F32, O::Abcd, "BFC0 0000", f(-1.5), RT),
-            (T::F32, O::Cdab, "0000 BFC0", f(-1.5), RT),
-            (T::F32, O::Abcd, "0000 0000", f(0.0), RT),
-            (T::F32, O::Abcd, "7FC0 0000", NaN, RT),
-            (T::F32, O::Cdab, "0000 7FC0", NaN, RT),
-            (T::F32, O::Dcba, "0000 C07F", NaN, RT),
-            (T::F32, O::Abcd, "7F80 0000", f(f64::INFINITY), RT),
-            (T::F32, O::Abcd, "FF80 0000", f(f64::NEG_INFINITY), RT),
-            (T::F32, O::Badc, "80FF 0000", f(f64::NEG_INFINITY), RT),
-            // f64 pi = 0x400921FB54442D18, NaN, infinity.
-            (T::F64, O::Abcd, "4009 21FB 5444 2D18", f(pi64), RT),
-            (T::F64, O::Cdab, "2D18 5444 21FB 4009", f(pi64), RT),
-            (T::F64, O::Badc, "0940 FB21 4454 182D", f(pi64), RT),
-            (T::F64, O::Dcba, "182D 4454 FB21 0940", f(pi64), RT),
-            (T::F64, O::Abcd, "C059 0000 0000 0000", f(-100.0), RT),
-            (T::F64, O::Abcd, "7FF8 0000 0000 0000", NaN, RT),
-            (T::F64, O::Abcd, "7FF0 0000 0000 0000", f(f64::INFINITY), RT),
-            (T::F64, O::Cdab, "0000 0000 0000 FFF0", f(f64::NEG_INFINITY), RT),
-            // BCD: digits per nibble; a bad digit names the register as on the wire.
-            (T::Bcd16, O::Abcd, "1234", u(1234), RT),
-            (T::Bcd16, O::Badc, "3412", u(1234), RT),
-            (T::Bcd16, O::Abcd, "9999", u(9999), RT),
-            (T::Bcd16, O::Abcd, "0000", u(0), RT),
-            (T::Bcd16, O::Abcd, "12A4", Err(DecodeError::Bcd(0x12A4)), NO),
-            (T::Bcd16, O::Badc, "A412", Err(DecodeError::Bcd(0xA412)), NO),
-            (T::Bcd16, O::Abcd, "F000", Err(DecodeError::Bcd(0xF000)), NO),
-            (T::Bcd32, O::Abcd, "1234 5678", u(12_345_678), RT),
-            (T::Bcd32, O::Cdab, "5678 1234", u(12_345_678), RT),
-            (T::Bcd32, O::Badc, "3412 7856", u(12_345_678), RT),
-            (T::Bcd32, O::Dcba, "7856 3412", u(12_345_678), RT),
-            (T::Bcd32, O::Abcd, "9999 9999", u(99_999_999), RT),
-            (T::Bcd32, O::Abcd, "0000 0042", u(42), RT),
-            (T::Bcd32, O::Abcd, "1234 56F8", Err(DecodeError::Bcd(0x56F8)), NO),
-            (T::Bcd32, O::Abcd, "1B34 5678", Err(DecodeError::Bcd(0x1B34)), NO),
-            (T::Bcd32, O::Cdab, "56F8 1234", Err(DecodeError::Bcd(0x56F8)), NO),
-            (T::Bcd32, O::Dcba, "7856 341C", Err(DecodeError::Bcd(0x341C)), NO),
-            // Strings: two ASCII bytes per register, NUL or space padded.
-            (T::String(8), O::Abcd, "4741 5344 5455 0000", s("GASDTU"), RT),
-            (T::String(8), O::Abcd, "4741 5344 5455 2020", s("GASDTU"), NO),
-            (T::String(8), O::Abcd, "4741 5344 5400 5858", s("GASDT"), NO),
-            (T::String(8), O::Badc, "4147 4453 5554 0000", s("GASDTU"), RT),
-            (T::String(6), O::Cdab, "5455 5344 4741", s("GASDTU"), RT),
-            (T::String(5), O::Abcd, "4142 4344 4500", s("ABCDE"), RT),
-            (T::String(5), O::Abcd, "4142 4344 4546", s("ABCDE"), NO),
-            (T::String(4), O::Abcd, "0000 0000", s(""), RT),
-            // Short input is an error, never a panic.
-            (T::U16, O::Abcd, "", Err(DecodeError::Short { expected: 1, got: 0 }), NO),
-            (T::U32, O::Abcd, "1234", Err(DecodeError::Short { expected: 2, got: 1 }), NO),
-            (T::F32, O::Cdab, "1234", Err(DecodeError::Short { expected: 2, got: 1 }), NO),
-            (T::F64, O::Abcd, "0000 0000 0000", Err(DecodeError::Short { expected: 4, got: 3 }), NO),
-            (T::I64, O::Dcba, "0000", Err(DecodeError::Short { expected: 4, got: 1 }), NO),
-            (T::Bcd32, O::Abcd, "1234", Err(DecodeError::Short { expected: 2, got: 1 }), NO),
-            (T::String(8), O::Abcd, "4741 5344 5455", Err(DecodeError::Short { expected: 4, got: 3 }), NO),
-            (T::Bool, O::Abcd, "", Err(DecodeError::Short { expected: 1, got: 0 }), NO),
-        ]
-    }
-
-    #[test]
-    fn decode_table() {
-        let mut failures = Vec::new();
-        for (n, (t, o, raw, want, _)) in decode_rows().into_iter().enumerate() {
-            let got = decode_raw(t, o, &regs(raw));
-            let ok = match (&want, &got) {
-                (V(w), Ok(g)) => w == g,
-                (NaN, Ok(Value::Float(x))) => x.is_nan(),
-                (Err(w), Result::Err(g)) => w == g,
-                _ => false,
-            };
-            if !ok {
-                failures.push(format!(
-                    "row {n}: {t} {o} [{raw}]: want {want:?}, got {got:?}"
-                ));
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
-    }
-
-    #[test]
-    fn encode_round_trips_every_decodable_row() {
-        let mut failures = Vec::new();
-        let mut checked = 0;
-        for (n, (t, o, raw, _, rt)) in decode_rows().into_iter().enumerate() {
-            if !rt {
-                continue;
-            }
-            let value = decode_raw(t, o, &regs(raw)).unwrap();
-            match encode(t, o, 1.0, 0.0, &value) {
-                Ok(back) if back == regs(raw) => checked += 1,
-                other => failures.push(format!(
-                    "row {n}: {t} {o} [{raw}] -> {value:?} -> {:?}",
-                    other.map(|r| hex(&r))
-                )),
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
-        assert!(checked > 60, "only {checked} rows round-tripped");
-    }
-
-    #[test]
-    fn every_type_and_order_is_covered() {
-        let rows = decode_rows();
-        let multi = [T::U32, T::I32, T::U64, T::I64, T::F32, T::F64, T::Bcd32];
-        for t in multi {
-            for o in [O::Abcd, O::Cdab, O::Badc, O::Dcba] {
-                assert!(
-                    rows.iter()
-                        .any(|r| r.0 == t && r.1 == o && matches!(r.3, V(_))),
-                    "no value row for {t} {o}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn bcd_error_message_names_the_wire_register() {
-        let e = decode_raw(T::Bcd32, O::Cdab, &regs("56F8 1234")).unwrap_err();
-        assert_eq!(e.to_string(), "invalid BCD digit in register value 0x56F8");
-        let e = decode_raw(T::U32, O::Abcd, &regs("1234")).unwrap_err();
-        assert_eq!(e.to_string(), "expected 2 registers, got 1");
-    }
-
-    fn point(t: T, o: O, scale: f64, offset: f64) -> PointSpec {
-        PointSpec {
-            name: "p".into(),
-            table: crate::model::Table::HoldingRegister,
-            address: 0,
-            data_type: t,
-            order: o,
-            scale,
-            offset,
-            unit: None,
-            writable: true,
-        }
-    }
-
-    #[test]
-    fn scale_and_offset() {
-        // (type, registers, scale, offset, expected engineering value, encodes back)
-        #[rustfmt::skip]
-        let rows: Vec<(T, &str, f64, f64, Value)> = vec![
-            (T::U16, "04D2", 0.1, -10.0, Value::Float(113.4)),
-            (T::I16, "FF9C", 0.01, 0.0, Value::Float(-1.0)),
-            (T::I16, "0064", 1.0, 273.15, Value::Float(373.15)),
-            (T::U32, "DEAD BEEF", 0.001, 0.0, Value::Float(3_735_928.559)),
-            (T::F32, "BFC0 0000", 2.0, 1.0, Value::Float(-2.0)),
-            (T::Bcd16, "0250", 0.1, 0.0, Value::Float(25.0)),
-            // Identity scaling keeps integers exact (no trip through f64).
-            (T::U64, "FFFF FFFF FFFF FFFF", 1.0, 0.0, Value::UInt(u64::MAX)),
-            (T::I64, "7FFF FFFF FFFF FFFF", 1.0, 0.0, Value::Int(i64::MAX)),
-            (T::U64, "0020 0000 0000 0001", 1.0, 0.0, Value::UInt((1 << 53) + 1)),
-            // Bits and text are never scaled.
-            (T::BitOfRegister(2), "0004", 10.0, 5.0, Value::Bool(true)),
-            (T::String(2), "4F4B", 10.0, 5.0, Value::Text("OK".into())),
-        ];
-        for (t, raw, sc, off, want) in rows {
-            let p = point(t, O::Abcd, sc, off);
-            let got = decode_point(&p, &regs(raw)).unwrap();
-            match (&want, &got) {
-                (Value::Float(w), Value::Float(g)) => {
-                    assert!((w - g).abs() < 1e-9, "{t} [{raw}] *{sc}+{off}: {g} != {w}")
-                }
-                _ => assert_eq!(want, got, "{t} [{raw}] *{sc}+{off}"),
-            }
-            let back = encode_point(&p, &got).unwrap();
-            assert_eq!(hex(&back), raw, "{t} {got:?} *{sc}+{off} encodes back");
-        }
-    }
-
-    #[test]
-    fn encode_rounds_scaled_values_to_the_nearest_count() {
-        // 21.37 kPa at 0.01 kPa/count is 2137 counts, even though 21.37/0.01 is 2136.99...
-        let r = encode(T::U16, O::Abcd, 0.01, 0.0, &Value::Float(21.37)).unwrap();
-        assert_eq!(hex(&r), "0859");
-        let r = encode(T::I32, O::Cdab, 0.1, 0.0, &Value::Float(-0.5)).unwrap();
-        assert_eq!(hex(&r), "FFFB FFFF");
-    }
-
-    #[test]
-    fn encode_errors() {
-        let oor = |t: T, v: Value| EncodeError::OutOfRange {
-            value: v.to_string(),
-            data_type: t,
-        };
-        #[rustfmt::skip]
-        let rows: Vec<(T, f64, Value, EncodeError)> = vec![
-            (T::U16, 1.0, Value::Int(65536), oor(T::U16, Value::Int(65536))),
-            (T::U16, 1.0, Value::Int(-1), oor(T::U16, Value::Int(-1))),
-            (T::I16, 1.0, Value::Int(-32769), oor(T::I16, Value::Int(-32769))),
-            (T::I16, 1.0, Value::UInt(32768), oor(T::I16, Value::UInt(32768))),
-            (T::U32, 1.0, Value::Int(-1), oor(T::U32, Value::Int(-1))),
-            (T::U32, 1.0, Value::UInt(1 << 32), oor(T::U32, Value::UInt(1 << 32))),
-            (T::I32, 1.0, Value::Int(1 << 31), oor(T::I32, Value::Int(1 << 31))),
-            (T::I64, 1.0, Value::UInt(u64::MAX), oor(T::I64, Value::UInt(u64::MAX))),
-            (T::U64, 1.0, Value::Int(-1), oor(T::U64, Value::Int(-1))),
-            // 700 counts of 0.01 is 70000: does not fit a u16 once the scale is undone.
-            (T::U16, 0.01, Value::Float(700.0), oor(T::U16, Value::Float(700.0))),
-            (T::U16, 1.0, Value::Float(f64::NAN), oor(T::U16, Value::Float(f64::NAN))),
-            (T::I32, 1.0, Value::Float(f64::INFINITY), oor(T::I32, Value::Float(f64::INFINITY))),
-            (T::F32, 1.0, Value::Float(1e300), oor(T::F32, Value::Float(1e300))),
-            (T::Bcd16, 1.0, Value::Int(10_000), oor(T::Bcd16, Value::Int(10_000))),
-            (T::Bcd16, 1.0, Value::Int(-1), oor(T::Bcd16, Value::Int(-1))),
-            (T::Bcd32, 1.0, Value::Int(100_000_000), oor(T::Bcd32, Value::Int(100_000_000))),
-            // Wrong bit values.
-            (T::Bool, 1.0, Value::Int(2), oor(T::Bool, Value::Int(2))),
-            (T::Bool, 1.0, Value::Int(-1), oor(T::Bool, Value::Int(-1))),
-            (T::Bool, 1.0, Value::Float(0.5), oor(T::Bool, Value::Float(0.5))),
-            (T::BitOfRegister(3), 1.0, Value::UInt(2), oor(T::BitOfRegister(3), Value::UInt(2))),
-            (T::BitOfRegister(16), 1.0, Value::Bool(true), oor(T::BitOfRegister(16), Value::Bool(true))),
-            // Text into numeric, numeric into text, strings that do not fit.
-            (T::U16, 1.0, Value::Text("12".into()), EncodeError::WrongKind { kind: "text", data_type: T::U16 }),
-            (T::F64, 1.0, Value::Text("1.5".into()), EncodeError::WrongKind { kind: "text", data_type: T::F64 }),
-            (T::Bool, 1.0, Value::Text("on".into()), EncodeError::WrongKind { kind: "text", data_type: T::Bool }),
-            (T::String(4), 1.0, Value::Int(12), EncodeError::WrongKind { kind: "numeric", data_type: T::String(4) }),
-            (T::String(4), 1.0, Value::Text("GASDTU".into()), oor(T::String(4), Value::Text("GASDTU".into()))),
-            (T::String(4), 1.0, Value::Text("µbar".into()), oor(T::String(4), Value::Text("µbar".into()))),
-        ];
-        for (t, sc, v, want) in rows {
-            assert_eq!(
-                encode(t, O::Abcd, sc, 0.0, &v),
-                Result::Err(want),
-                "{t} {v:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn bits_ignore_scale_when_encoding() {
-        for v in [
-            Value::Bool(true),
-            Value::Int(1),
-            Value::UInt(1),
-            Value::Float(1.0),
-        ] {
-            assert_eq!(
-                encode(T::Bool, O::Abcd, 10.0, 3.0, &v),
-                Ok(vec![1]),
-                "{v:?}"
-            );
-            assert_eq!(
-                encode(T::BitOfRegister(15), O::Dcba, 10.0, 3.0, &v),
-                Ok(vec![0x8000]),
-                "{v:?}"
-            );
-        }
-        assert_eq!(
-            encode(T::Bool, O::Abcd, 10.0, 0.0, &Value::Int(0)),
-            Ok(vec![0])
-        );
-    }
-}
+#[path = "registers_tests.rs"]
+mod tests;
 
 #[cfg(test)]
 #[path = "registers_props.rs"]

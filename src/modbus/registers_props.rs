@@ -42,6 +42,8 @@ fn data_type() -> impl Strategy<Value = DataType> {
         Just(DataType::F64),
         Just(DataType::Bcd16),
         Just(DataType::Bcd32),
+        Just(DataType::Bcd48),
+        Just(DataType::IntReal),
         (0..=300u16).prop_map(DataType::String),
     ]
 }
@@ -107,6 +109,8 @@ proptest! {
             offset: off,
             unit: None,
             writable: false,
+            scale_from: None,
+            publish: true,
         };
         match decode_point(&p, &regs) {
             Ok(_) => prop_assert!(regs.len() >= t.width() as usize),
@@ -114,9 +118,41 @@ proptest! {
                 prop_assert_eq!((expected, got), (t.width() as usize, regs.len()))
             }
             Err(DecodeError::Bcd(_)) => {
-                prop_assert!(matches!(t, DataType::Bcd16 | DataType::Bcd32))
+                prop_assert!(matches!(t, DataType::Bcd16 | DataType::Bcd32 | DataType::Bcd48))
             }
             Err(DecodeError::BitIndex(b)) => prop_assert!(b > 15),
+            Err(DecodeError::Fraction(f)) => {
+                prop_assert!(t == DataType::IntReal && !(0.0..1.0).contains(&f))
+            }
+            Err(e @ DecodeError::Decimals { .. }) => prop_assert!(false, "{}", e),
+        }
+    }
+
+    /// An INTREAL is its integer part plus its fraction, or bad: never another number. Within
+    /// f64 precision the value lies in [int, int + 1), and its integer part is the u32 itself.
+    #[test]
+    fn intreal_is_its_integer_plus_its_fraction_or_bad(
+        o in order(),
+        int in any::<u32>(),
+        frac in prop_oneof![0.0..1.0f32, any::<f32>()],
+    ) {
+        let mut bytes = int.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&frac.to_be_bytes());
+        // The registers as a device in order `o` sends them (each half in that order).
+        let mut regs = from_be_bytes(&bytes[..4], o);
+        regs.extend(from_be_bytes(&bytes[4..], o));
+        match decode_raw(DataType::IntReal, o, &regs) {
+            Ok(Value::Float(x)) => {
+                prop_assert!((0.0..1.0).contains(&frac), "{} + {} gave {}", int, frac, x);
+                prop_assert!(x >= int as f64 && x <= int as f64 + 1.0, "{} + {} gave {}", int, frac, x);
+                prop_assert!((x - (int as f64 + frac as f64)).abs() <= 1e-6, "{} + {} gave {}", int, frac, x);
+            }
+            Ok(v) => prop_assert!(false, "not a float: {:?}", v),
+            Err(DecodeError::Fraction(f)) => {
+                prop_assert!(!(0.0..1.0).contains(&frac));
+                prop_assert!(f.to_bits() == frac.to_bits());
+            }
+            Err(e) => prop_assert!(false, "{}", e),
         }
     }
 
@@ -143,9 +179,9 @@ proptest! {
     #[test]
     fn bcd_round_trips_or_names_the_bad_register(
         o in order(),
-        regs in prop::collection::vec(any::<u16>(), 2),
+        regs in prop::collection::vec(any::<u16>(), 3),
     ) {
-        for t in [DataType::Bcd16, DataType::Bcd32] {
+        for t in [DataType::Bcd16, DataType::Bcd32, DataType::Bcd48] {
             let regs = &regs[..t.width() as usize];
             match decode_raw(t, o, regs) {
                 Ok(v) => prop_assert_eq!(encode(t, o, 1.0, 0.0, &v).unwrap(), regs.to_vec()),
@@ -228,6 +264,8 @@ proptest! {
                 let tol = match t {
                     DataType::F32 => (want - off).abs() * 1.2e-7 + arith,
                     DataType::F64 => (want - off).abs() * 1e-15 + arith,
+                    // The fraction's f32 steps (below 6e-8) and the f64 sum.
+                    DataType::IntReal => s.abs() * 1.2e-7 + (want - off).abs() * 1e-15 + arith,
                     _ => s.abs() * 0.5 + arith,
                 } + 1e-12;
                 prop_assert!(

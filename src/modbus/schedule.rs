@@ -42,6 +42,22 @@ pub fn after(
     (next, skipped)
 }
 
+/// A scheduled `next` slot checked against the wall clock `now`: if it lies more than one
+/// interval ahead, the clock went back (a network-corrected clock cleared, NTP stepping back)
+/// and waiting for it would stall the device; the first slot after `now` is used instead.
+pub fn resync(
+    next: SystemTime,
+    now: SystemTime,
+    interval: Duration,
+    phase: Duration,
+) -> SystemTime {
+    let iv = interval.max(Duration::from_secs(1));
+    match next.duration_since(now) {
+        Ok(ahead) if ahead > iv => next_slot(now, iv, phase),
+        _ => next,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +110,22 @@ mod tests {
             after(t(10 * M), t(13 * M + 20 * S), iv, Duration::ZERO),
             (t(14 * M), 3)
         );
+    }
+
+    #[test]
+    fn a_clock_that_went_back_resyncs() {
+        let iv = Duration::from_secs(60);
+        // (next, now, want)
+        let cases = [
+            // Due soon or already due: unchanged.
+            (t(11 * M), t(10 * M + 5 * S), t(11 * M)),
+            (t(11 * M), t(12 * M), t(11 * M)),
+            (t(11 * M), t(10 * M), t(11 * M)),
+            // A year ahead of the clock: the next slot after now.
+            (t(525_600 * M), t(10 * M + 5 * S), t(11 * M)),
+        ];
+        for (next, now, want) in cases {
+            assert_eq!(resync(next, now, iv, Duration::ZERO), want);
+        }
     }
 }

@@ -116,16 +116,37 @@ pub fn timer_secs(t: Option<Timer>) -> Option<u64> {
     }
 }
 
-/// The network's time (`AT+CCLK?`), offered as a clock source: `offset_ms` = network time
-/// minus this machine's wall clock when read; `accuracy_ms` bounds the error (1 s resolution
-/// plus the command's round trip). Nothing consumes it yet (see docs/ARCHITECTURE.md).
+/// The network's time (`AT+CCLK?`), a clock source: `offset_ms` = network time minus this
+/// machine's system clock (uncorrected) when read; `accuracy_ms` bounds the error (the 1 s
+/// resolution plus the command's round trip, halved around the middle). With `[modem]
+/// set_clock` the supervisor installs it as `crate::time`'s network correction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct NetworkTime {
+    /// What the module said, UTC (whole seconds).
     pub utc_ms: i64,
     pub offset_ms: i64,
     pub accuracy_ms: u64,
-    /// This machine's wall clock when it was read.
+    /// This machine's system clock when the reply arrived.
     pub read_at_ms: i64,
+}
+
+impl NetworkTime {
+    /// The network time from a `+CCLK` reply: `utc_ms` as the module said it (truncated to the
+    /// second), `rtt_ms` the command's round trip, `system_ms` the system clock when the reply
+    /// arrived. The module read its clock somewhere within the round trip and dropped the
+    /// fraction, so at `system_ms` the true time lies in `[utc_ms, utc_ms + 1000 + rtt_ms]`:
+    /// the offset points at the middle, the accuracy is half the width (rounded up).
+    pub fn measure(utc_ms: i64, rtt_ms: u64, system_ms: i64) -> NetworkTime {
+        let width = 1000u64.saturating_add(rtt_ms);
+        let half = width.div_ceil(2);
+        let mid = utc_ms.saturating_add(i64::try_from(half).unwrap_or(i64::MAX));
+        NetworkTime {
+            utc_ms,
+            offset_ms: mid.saturating_sub(system_ms),
+            accuracy_ms: half,
+            read_at_ms: system_ms,
+        }
+    }
 }
 
 /// The last ladder step.
@@ -172,6 +193,11 @@ pub struct ModemStatus {
     pub last_error: Option<String>,
     /// Registered and attached: the uplink may try to connect.
     pub link_up: bool,
+    /// The last registration episode: from the module's start (or a ladder step, or the
+    /// registration's loss) to registered, in ms; and since when (UTC ms) it is registered
+    /// (`None` while not registered).
+    pub registered_in_ms: Option<u64>,
+    pub registered_since_ms: Option<i64>,
 }
 
 /// The small `modem` object of `<root>/health`: registration, RSRP, SINR, ECL and cell.
@@ -187,6 +213,7 @@ pub fn health_json(s: &ModemStatus) -> serde_json::Value {
         "cell": s.registration.as_ref().and_then(|r| r.ci.clone())
             .or(sig.cell_id.map(|c| format!("{c:X}"))),
         "tac": s.registration.as_ref().and_then(|r| r.tac.clone()),
+        "registered_in_ms": s.registered_in_ms,
     })
 }
 
@@ -243,20 +270,48 @@ mod tests {
                 ..SignalReport::default()
             }),
             link_up: true,
+            registered_in_ms: Some(4200),
+            registered_since_ms: Some(1_700_000_000_000),
             ..ModemStatus::default()
         };
         let h = health_json(&s);
+        assert_eq!(h["registered_in_ms"], 4200);
         assert_eq!(h["registration"], "home");
         assert_eq!(h["rsrp"], -85.0);
         assert_eq!(h["sinr"], 7.5);
         assert_eq!(h["ecl"], 0);
         assert_eq!(h["cell"], "1A2D001");
         assert_eq!(h["state"], "registered");
-        assert!(h.to_string().len() < 200, "{h}");
+        assert!(h.to_string().len() < 220, "{h}");
         assert_eq!(status_phrase(&s), "modem registered, RSRP -85 dBm");
         let j = serde_json::to_value(&s).expect("status json");
         assert_eq!(j["ladder"]["resets_today"], 0);
         assert_eq!(j["link_up"], true);
+    }
+
+    #[test]
+    fn network_time_points_at_the_middle_of_its_window() {
+        let t = crate::time::MIN_TRUSTED_UNIX_MS;
+        // (module utc, rtt, system clock, want offset, want accuracy)
+        let cases = [
+            // A 1970 boot, an instant reply: [t, t + 1000] -> t + 500 ± 500.
+            (t, 0, 60_000, t + 500 - 60_000, 500),
+            // A 2025 clock a year behind, a 1.5 s round trip: ± 1250.
+            (t, 1_500, t - 31_536_000_000, 31_536_001_250, 1_250),
+            // Odd widths round the accuracy up.
+            (t, 1, t, 501, 501),
+            // Extremes saturate.
+            (i64::MAX, u64::MAX, i64::MIN, i64::MAX, u64::MAX / 2 + 1),
+        ];
+        for (utc, rtt, sys, offset, acc) in cases {
+            let n = NetworkTime::measure(utc, rtt, sys);
+            assert_eq!(
+                (n.offset_ms, n.accuracy_ms),
+                (offset, acc),
+                "{utc} {rtt} {sys}"
+            );
+            assert_eq!((n.utc_ms, n.read_at_ms), (utc, sys));
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! port reopen it runs the init sequence (ATE0, detection ATI/CGMM -> profile, CMEE=1, the
 //! highest CEREG URC level the module takes, APN, PSM/eDRX setters when configured); then it
 //! tracks registration (URCs and polls), attach and the PDP address, samples the signal with the
-//! profile's commands every `signal_every`, reads the network time (CCLK) and drives the reset
+//! profile's commands every `signal_every`, reads the network time (CCLK; with `set_clock` it
+//! becomes `crate::time`'s correction of an untrusted system clock, and every change of the
+//! clock source is a `clock_source` event) and drives the reset
 //! ladder when the module stops answering or registration/attach stays missing longer than
 //! `register_within`. Every ladder step and every registration change is an event
 //! (`modem_reset`, `modem_registration`) sent to the runtime's event path. It never owns the
@@ -73,11 +75,16 @@ pub struct ModemSupervisor {
     profile: &'static Profile,
     /// Since when registration (or attach) has been missing.
     missing_since: Instant,
+    /// Since when the module has not been registered (its start, a ladder step, or the
+    /// loss): `registered_in_ms` at the next registration.
+    unregistered_since: Option<Instant>,
     unanswered: u32,
     /// No ladder step before this (backoff or cap).
     hold_until: Option<Instant>,
     last_stat: Option<RegStatus>,
     next_signal: Instant,
+    /// The clock source last reported (an event when it changes).
+    clock: crate::time::ClockSource,
 }
 
 /// Why an init or step did not complete.
@@ -117,6 +124,10 @@ impl ModemSupervisor {
             .and_then(profile::by_id)
             .unwrap_or(&profile::GENERIC);
         status.send_modify(|s| s.mode = cfg.mode.as_str().to_string());
+        if !cfg.set_clock {
+            // A correction an earlier generation installed is not wanted any more.
+            crate::time::clear_network_correction();
+        }
         let now = Instant::now();
         ModemSupervisor {
             cfg,
@@ -127,10 +138,12 @@ impl ModemSupervisor {
             ladder: Ladder::new(policy),
             profile,
             missing_since: now,
+            unregistered_since: Some(now),
             unanswered: 0,
             hold_until: None,
             last_stat: None,
             next_signal: now,
+            clock: crate::time::clock_source(),
         }
     }
 
@@ -305,8 +318,22 @@ impl ModemSupervisor {
                 // The cell is known now: sample it at the next poll.
                 self.next_signal = now;
             }
-        } else if was.is_some_and(RegStatus::registered) {
-            self.missing_since = now;
+            if let Some(since) = self.unregistered_since.take() {
+                let took = now.saturating_duration_since(since).as_millis() as u64;
+                info!(ms = took, "modem registered");
+                self.set(|s| {
+                    s.registered_in_ms = Some(took);
+                    s.registered_since_ms = Some(crate::time::now_ms());
+                });
+            }
+        } else {
+            if was.is_some_and(RegStatus::registered) {
+                self.missing_since = now;
+            }
+            if self.unregistered_since.is_none() {
+                self.unregistered_since = Some(now);
+                self.set(|s| s.registered_since_ms = None);
+            }
         }
         self.last_stat = Some(r.stat);
         let mut reg = RegistrationStatus::from_reply(r);
@@ -528,6 +555,8 @@ impl ModemSupervisor {
             self.sample_signal().await?;
             self.read_time().await;
         }
+        // NTP may have set the system clock meanwhile: noticed at the latest one poll later.
+        self.note_clock_source();
         self.update_ladder_counts();
         Ok(())
     }
@@ -547,13 +576,17 @@ impl ModemSupervisor {
         Ok(())
     }
 
+    /// `AT+CCLK?`: the network time in the status and, with `set_clock`, the correction of an
+    /// untrusted system clock (replaced only when the new reading disagrees with it or is more
+    /// accurate, see `time::should_replace`).
     async fn read_time(&mut self) {
         let sent = Instant::now();
         let Ok(x) = self.at.call("AT+CCLK?").await else {
             return;
         };
         let rtt = sent.elapsed();
-        let now = crate::time::now_ms();
+        // The offset is against the system clock itself, never the corrected one.
+        let system = crate::time::system_now_ms();
         let Some(clock) = reply::find_line("CCLK", "+CCLK:", &x.lines)
             .ok()
             .and_then(|l| reply::cclk(l).ok())
@@ -561,16 +594,44 @@ impl ModemSupervisor {
             return;
         };
         // A module without network time reports its build date or 1970-ish: not a source.
-        if !crate::store::clock::is_trusted(clock.utc_ms) {
+        if !crate::time::is_trusted(clock.utc_ms) {
             return;
         }
-        let t = NetworkTime {
-            utc_ms: clock.utc_ms,
-            offset_ms: clock.utc_ms - now,
-            accuracy_ms: 1000 + rtt.as_millis() as u64,
-            read_at_ms: now,
-        };
+        let rtt_ms = u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX);
+        let t = NetworkTime::measure(clock.utc_ms, rtt_ms, system);
         self.set(|s| s.network_time = Some(t));
+        if self.cfg.set_clock {
+            let new = crate::time::Correction {
+                offset_ms: t.offset_ms,
+                accuracy_ms: t.accuracy_ms,
+            };
+            if crate::time::should_replace(crate::time::network_correction(), new) {
+                crate::time::set_network_correction(new.offset_ms, new.accuracy_ms);
+            }
+        }
+    }
+
+    /// One `clock_source` event (and a log line) when the daemon's clock source changed
+    /// (untrusted -> network, network -> system, ...); offset updates are not changes.
+    fn note_clock_source(&mut self) {
+        let now = crate::time::clock_source();
+        if now.as_str() == self.clock.as_str() {
+            return;
+        }
+        let was = self.clock;
+        self.clock = now;
+        info!(
+            source = now.as_str(),
+            was = was.as_str(),
+            "clock source changed"
+        );
+        let mut ev = serde_json::json!({"event": "clock_source", "was": was.as_str()});
+        if let (serde_json::Value::Object(m), serde_json::Value::Object(src)) =
+            (&mut ev, now.json())
+        {
+            m.extend(src);
+        }
+        self.event(ev);
     }
 
     fn update_ladder_counts(&mut self) {

@@ -108,8 +108,10 @@ impl ModemSupervisor {
             s.attached = None;
             s.ip = None;
         });
-        // Registration gets its full bound again after every step.
+        // Registration gets its full bound again after every step; the module starts over.
         self.missing_since = Instant::now();
+        self.unregistered_since = Some(Instant::now());
+        self.set(|s| s.registered_since_ms = None);
         self.last_stat = None;
         self.unanswered = 0;
         Ok(true)

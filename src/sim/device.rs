@@ -26,6 +26,9 @@ pub enum SimError {
     UnknownPoint { unit: u8, point: String },
 }
 
+/// What a simulated decimals register (the target of a `scale_from`) holds unless pinned.
+pub const SIM_DECIMALS: u64 = 1;
+
 /// Seconds since the epoch of a `SystemTime` (negative before 1970).
 pub fn epoch_secs(t: SystemTime) -> f64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -173,6 +176,13 @@ impl SimDevice {
                 v.clone()
             } else if let Some(v) = out.get(&p.name) {
                 v.clone()
+            } else if self
+                .points
+                .iter()
+                .any(|o| o.scale_from.as_deref() == Some(p.name.as_str()))
+            {
+                // A decimals register: one decimal unless a test pins another.
+                Value::UInt(SIM_DECIMALS)
             } else {
                 self.model_value(p, t)
             };
@@ -196,14 +206,46 @@ impl SimDevice {
         }
     }
 
-    /// Place every point's value at `now` into the banks.
+    /// Place every point's value at `now` into the banks. Where points overlap (an INTREAL
+    /// total and the old integer/fraction helpers on the same registers), narrower points are
+    /// placed first and wider ones over them, pinned points last, so the registers agree with
+    /// the widest value and a pin always shows.
     pub fn refresh(&mut self, now: SystemTime) {
         let values = self.values_at(now);
         let by_name: HashMap<&str, &Value> = values.iter().map(|(n, v)| (n.as_str(), v)).collect();
         let points = std::mem::take(&mut self.points);
-        for p in &points {
+        let mut placing: Vec<&PointSpec> = points.iter().collect();
+        placing.sort_by_key(|p| (self.pins.contains_key(&p.name), p.width()));
+        for p in placing {
             let Some(v) = by_name.get(p.name.as_str()) else {
                 continue;
+            };
+            // A `scale_from` point is encoded with the decimals its device shows right now.
+            let shifted;
+            let p = match p.scale_from.as_deref() {
+                Some(from) => {
+                    let Some(k) = by_name
+                        .get(from)
+                        .and_then(|v| v.as_f64())
+                        .filter(|k| k.fract() == 0.0 && (0.0..=9.0).contains(k))
+                    else {
+                        debug!(unit = self.unit, point = %p.name, "decimals point `{from}` holds no valid decimals: not placed");
+                        continue;
+                    };
+                    shifted = PointSpec {
+                        scale: if k == 0.0 {
+                            p.scale
+                        } else if p.scale == 1.0 {
+                            registers::decimal_scale(k as u8)
+                        } else {
+                            registers::decimal_scale(k as u8) * p.scale
+                        },
+                        scale_from: None,
+                        ..p.clone()
+                    };
+                    &shifted
+                }
+                None => p,
             };
             let is_term = !self.pins.contains_key(&p.name)
                 && self
@@ -427,6 +469,7 @@ fn fit(p: &PointSpec, v: &Value, floor: bool) -> Value {
         DataType::I64 => Some((i64::MIN as f64, i64::MAX as f64)),
         DataType::Bcd16 => Some((0.0, 9999.0)),
         DataType::Bcd32 => Some((0.0, 99_999_999.0)),
+        DataType::Bcd48 => Some((0.0, 999_999_999_999.0)),
         _ => None,
     };
     let Some((lo, hi)) = bounds else {
@@ -460,6 +503,8 @@ mod tests {
             offset: 0.0,
             unit: None,
             writable: true,
+            scale_from: None,
+            publish: true,
         }
     }
 

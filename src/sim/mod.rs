@@ -25,3 +25,5 @@ pub use tcp::{TcpFraming, TcpServer};
 
 #[cfg(test)]
 mod tests_io;
+#[cfg(test)]
+mod types_tests;

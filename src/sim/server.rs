@@ -354,6 +354,8 @@ mod tests {
             offset: 0.0,
             unit: None,
             writable: true,
+            scale_from: None,
+            publish: true,
         };
         Simulator::new(
             vec![

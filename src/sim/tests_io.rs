@@ -28,6 +28,8 @@ fn pt(name: &str, table: Table, address: u16, data_type: DataType) -> PointSpec 
         offset: 0.0,
         unit: None,
         writable: true,
+        scale_from: None,
+        publish: true,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Clock trust for gateways without a battery-backed clock (they boot in 1970 until NTP or the
 //! modem sets the time). Owns the trust floor, the `ClockStamp` the caller captures at commit
 //! time (wall clock, monotonic time since boot, boot id), and the pure re-stamp arithmetic.
-//! Only `ClockStamp::now` does I/O (it reads /proc).
+//! Only `ClockStamp::now` does I/O (it reads /proc). Its wall clock is `crate::time::now`, so a
+//! network-corrected clock (the modem's network time while NTP is unreachable) counts as
+//! trusted, and the rows held before it are re-stamped from it like from NTP.
 //!
 //! Every untrusted row remembers its clock's *base*: wall time minus monotonic time at commit,
 //! i.e. when that (wrong) clock believes the machine booted. A time `t` taken with that clock
@@ -11,16 +13,10 @@
 //! exactly; they are *estimated* as having ended right before the next boot began (an upper
 //! bound: the real times are earlier by the unknown downtime), chained boot by boot.
 
-use crate::time::unix_ms;
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
 
-pub use crate::time::MIN_TRUSTED_UNIX_MS;
-
-/// True if a wall time (ms since the epoch) is plausible enough to send.
-pub fn is_trusted(wall_ms: i64) -> bool {
-    wall_ms >= MIN_TRUSTED_UNIX_MS
-}
+/// `is_trusted`: true if a wall time (ms since the epoch) is plausible enough to send.
+pub use crate::time::{is_trusted, MIN_TRUSTED_UNIX_MS};
 
 /// How a stored batch's read time was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +81,7 @@ impl ClockStamp {
             .and_then(|s| parse_uptime_ms(&s))
             .unwrap_or(0);
         ClockStamp {
-            wall_ms: unix_ms(SystemTime::now()),
+            wall_ms: crate::time::now_ms(),
             mono_ms,
             boot_id,
         }
@@ -139,7 +135,7 @@ pub fn estimate_orphan_bases(anchor: i64, last_mono_newest_first: &[i64]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::from_unix_ms;
+    use crate::time::{from_unix_ms, unix_ms};
 
     #[test]
     fn trust_floor() {

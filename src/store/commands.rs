@@ -24,7 +24,6 @@ use serde_json::Value as Json;
 
 use super::{entry_state, insert_json, Store, StoreError};
 use crate::outbox::{EntryKind, ReplyTopic};
-use crate::time::unix_ms;
 
 /// Largest result, reply body or event JSON accepted (serialized bytes).
 pub const COMMAND_JSON_MAX: usize = 16 * 1024;
@@ -218,7 +217,7 @@ impl Store {
     pub fn command_finish(&self, id: &str, result: &Json, event: &Json) -> Result<(), StoreError> {
         let result_text = bounded_json("command result", result)?;
         bounded_json("command event", event)?;
-        let now = unix_ms(SystemTime::now());
+        let now = crate::time::now_ms();
         let mut g = self.lock();
         let tx = g
             .conn
@@ -268,7 +267,7 @@ impl Store {
     /// `CommandState` when the id was never begun or is already done.
     pub fn command_settle(&self, id: &str, result: &Json) -> Result<(), StoreError> {
         let result_text = bounded_json("command result", result)?;
-        let now = unix_ms(SystemTime::now());
+        let now = crate::time::now_ms();
         let g = self.lock();
         let n = g
             .conn
@@ -320,7 +319,7 @@ impl Store {
             .and_then(Json::as_str)
             .filter(|op| !op.is_empty() && op.len() <= COMMAND_OP_MAX)
             .unwrap_or("?");
-        let now = unix_ms(SystemTime::now());
+        let now = crate::time::now_ms();
         let mut g = self.lock();
         let tx = g
             .conn
@@ -396,7 +395,7 @@ impl Store {
         if let Some(e) = event {
             bounded_json("reply event", e)?;
         }
-        let now = unix_ms(SystemTime::now());
+        let now = crate::time::now_ms();
         let mut g = self.lock();
         let tx = g
             .conn

@@ -42,7 +42,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
@@ -559,7 +559,7 @@ impl Store {
             db_max_message,
             reserve: reserve.clone(),
             prior_hwm,
-            now_ms: unix_ms(SystemTime::now()),
+            now_ms: crate::time::now_ms(),
         });
         let hwm = start.hwm;
         for f in &start.findings {
@@ -1193,7 +1193,7 @@ fn check_integrity(path: &Path) -> Result<Option<String>, StoreError> {
 
 /// Move the database and its -wal/-shm to `<name>.corrupt-<UTC time>[-n]<suffix>`.
 fn move_aside(path: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let stamp = crate::time::file_stamp(unix_ms(SystemTime::now()));
+    let stamp = crate::time::file_stamp(crate::time::now_ms());
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -1381,7 +1381,7 @@ fn check_wal(path: &Path) -> Option<StoreEvent> {
     if !scan.loses_commits() {
         return None;
     }
-    let stamp = crate::time::file_stamp(unix_ms(SystemTime::now()));
+    let stamp = crate::time::file_stamp(crate::time::now_ms());
     let copy = sibling(path, &format!("-wal.corrupt-{stamp}"));
     let wal_len = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
     let copy = if wal_len > WAL_COPY_MAX {

@@ -5,8 +5,6 @@
 //! `dead_letter` event is committed in the same transaction). Each method is one short
 //! transaction under the store's lock.
 
-use std::time::SystemTime;
-
 use rusqlite::TransactionBehavior;
 
 use super::counters::Tally;
@@ -16,7 +14,6 @@ use crate::outbox::{
     DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, ReplyTopic, Sealed,
     DEAD_LETTER_REASON_MAX,
 };
-use crate::time::unix_ms;
 
 /// Stored kind codes of the JSON entries in send order: alarms (0), replies (3), events (1).
 const PRIORITY: [i64; 3] = [0, 3, 1];
@@ -290,7 +287,7 @@ impl Outbox for Store {
             .map_err(self.sql("begin ack"))?;
         let mut n = 0;
         let mut next = self.next_stats();
-        let now = unix_ms(SystemTime::now());
+        let now = crate::time::now_ms();
         for &seq in seqs {
             let s = seq as i64;
             let t = Tally::of(&tx, "msg_seq = ?1", &[&s]).map_err(self.sql("ack tally"))?;
@@ -411,7 +408,7 @@ impl Store {
                 topic,
                 payload,
                 readings as i64,
-                unix_ms(SystemTime::now())
+                crate::time::now_ms()
             ])
         })
         .map_err(self.sql("insert message"))?;
@@ -441,7 +438,7 @@ impl Store {
         next: &mut super::counters::Next,
     ) -> Result<(), OutboxError> {
         let s = d.seq as i64;
-        let now = unix_ms(SystemTime::now());
+        let now = crate::time::now_ms();
         let t = Tally::of(tx, "msg_seq = ?1", &[&s]).map_err(self.sql("dead letter tally"))?;
         tx.execute(
             "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",

@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::{route, AckReq, AckToken, Inbound, Route, MAX_INCOMING_PACKET};
 use super::payload::{encode_messages, Packed};
+use super::session::{ByteCount, HandshakeClock, LinkMeter, Moments, SessionFigures};
 use super::tls::{client_config_with, SessionCache, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
@@ -177,6 +178,11 @@ pub struct Forwarder<O: Outbox> {
     link_gate: Option<watch::Receiver<bool>>,
     /// Reach the broker through this HTTP CONNECT proxy (the modem's socket mode bridge).
     proxy: Option<std::net::SocketAddr>,
+    /// The bridge's counters (tunnel open, bytes both ways on the module socket): the
+    /// session figures then count socket bytes (`with_link_meter`).
+    meter: Option<Arc<LinkMeter>>,
+    /// When the TLS handshake of the current attempt completed (rustls key-log hook).
+    handshake: Arc<HandshakeClock>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -315,6 +321,9 @@ struct Session {
     waiting_since: Option<Instant>,
     /// on_demand: since when nothing is left to send or acknowledge (the linger clock).
     quiet_since: Option<Instant>,
+    /// CONNACK of this session, and whether it was drained once since (`drain_ms`).
+    connack: Option<Instant>,
+    drained: bool,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -348,6 +357,8 @@ impl<O: Outbox> Forwarder<O> {
             tls_config: std::sync::Mutex::new(None),
             link_gate: None,
             proxy: None,
+            meter: None,
+            handshake: HandshakeClock::new(),
         }
     }
 
@@ -366,6 +377,13 @@ impl<O: Outbox> Forwarder<O> {
     /// loopback); TLS still runs end to end with the broker, under its own name.
     pub fn with_proxy(mut self, addr: std::net::SocketAddr) -> Self {
         self.proxy = Some(addr);
+        self
+    }
+
+    /// Take the session's open time and byte counts from the transport below (the modem
+    /// bridge's `LinkMeter`) instead of counting payload bytes only.
+    pub fn with_link_meter(mut self, meter: Arc<LinkMeter>) -> Self {
+        self.meter = Some(meter);
         self
     }
 
@@ -479,7 +497,9 @@ impl<O: Outbox> Forwarder<O> {
                     let r = self.session(&shutdown, &mut connected, sessions).await;
                     if connected {
                         let ms = began.elapsed().as_millis() as u64;
-                        self.status.send_modify(|s| s.last_session_ms = Some(ms));
+                        self.update_figures(Some(ms));
+                        let f = self.status.borrow().session.to_json();
+                        tracing::info!(session = %f, "uplink session figures");
                         sessions += 1;
                         backoff.reset();
                     }
@@ -591,7 +611,8 @@ impl<O: Outbox> Forwarder<O> {
     /// cache per attempt `without_tls_resumption`.
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, SessionError> {
         if !self.tls_resume {
-            return Ok(client_config_with(&self.cfg, SessionCache::new())?);
+            let c = client_config_with(&self.cfg, SessionCache::new())?;
+            return Ok(self.with_handshake_clock(c));
         }
         // A renewed CA bundle or client certificate (same paths, new files) is picked up at
         // the next attempt: the kept config is rebuilt when the files' size or mtime changed
@@ -608,8 +629,33 @@ impl<O: Outbox> Forwarder<O> {
             tracing::info!("uplink TLS files changed: new TLS configuration");
         }
         let c = client_config_with(&self.cfg, self.tls_sessions.clone())?;
+        let c = self.with_handshake_clock(c);
         *kept = Some((c.clone(), stamp));
         Ok(c)
+    }
+
+    /// `c` with the key-log hook that notes when each handshake completed (the session
+    /// figures' `tls_ms`; it drops every secret). The verifier and session store stay the
+    /// same instances, so resumption is unaffected.
+    fn with_handshake_clock(&self, c: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+        let mut c = Arc::unwrap_or_clone(c);
+        c.key_log = self.handshake.clone();
+        Arc::new(c)
+    }
+
+    /// Bring the status's session figures up to date: socket bytes from the meter, and the
+    /// length (`total_ms`: at the end, or so far while the session is up).
+    fn update_figures(&self, total_ms: Option<u64>) {
+        let reading = self.meter.as_ref().map(|m| m.reading());
+        self.status.send_modify(|st| {
+            if let Some(r) = reading {
+                st.session.bytes_up = r.up;
+                st.session.bytes_down = Some(r.down);
+            }
+            if total_ms.is_some() {
+                st.session.total_ms = total_ms;
+            }
+        });
     }
 
     fn conn_err(&self, what: &'static str, error: impl ToString) -> SessionError {
@@ -899,6 +945,7 @@ impl<O: Outbox> Forwarder<O> {
         sessions: u64,
     ) -> Result<(), SessionError> {
         let attempt = Instant::now();
+        self.handshake.reset();
         let opts = self.options()?;
         // Publishes within the window, status and health; with an inbox also the SUBSCRIBE
         // and at most ACK_WINDOW inbound PUBACKs.
@@ -952,15 +999,27 @@ impl<O: Outbox> Forwarder<O> {
             }
         }
         *connected = true;
-        let connect_ms = attempt.elapsed().as_millis() as u64;
+        let connack = Instant::now();
+        let figures = SessionFigures::at_connack(
+            &Moments {
+                start: attempt.into_std(),
+                opened: self.meter.as_ref().and_then(|m| m.reading().opened),
+                tls_done: self.handshake.done(),
+                connack: connack.into_std(),
+            },
+            if self.meter.is_some() {
+                ByteCount::Socket
+            } else {
+                ByteCount::Payload
+            },
+        );
         let live_since = now_ms();
         tracing::info!(host = %self.cfg.host, port = self.cfg.port, "uplink connected");
         let resumptions = self.tls_sessions.offered();
         let full = self.tls_sessions.full_handshakes();
         self.status.send_modify(|s| {
             s.tls_full_handshakes = full;
-            s.connect_ms = Some(connect_ms);
-            s.session_bytes_up = 0;
+            s.session = figures;
             s.state = LinkState::Connected;
             s.inbound_subscribed = false;
             s.tls_resumptions = resumptions;
@@ -970,6 +1029,7 @@ impl<O: Outbox> Forwarder<O> {
         });
 
         let mut s = Session {
+            connack: Some(connack),
             more: true,
             need_unacked: true,
             store_delay: STORE_RETRY_MIN,
@@ -1023,6 +1083,7 @@ impl<O: Outbox> Forwarder<O> {
             let health_due = self.health_due(&s);
             let stall_at = self.stall_at(&s);
             let linger_end = self.linger_end(&mut s);
+            self.note_drained(&mut s);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -1150,7 +1211,28 @@ impl<O: Outbox> Forwarder<O> {
         if self.cfg.session != crate::config::SessionMode::OnDemand {
             return None;
         }
-        let quiet = s.outstanding == 0
+        if !Self::quiet(s) {
+            s.quiet_since = None;
+            return None;
+        }
+        let since = *s.quiet_since.get_or_insert_with(Instant::now);
+        Some(since + self.cfg.linger)
+    }
+
+    /// The session's first moment with nothing left to send or acknowledge: `drain_ms`.
+    fn note_drained(&self, s: &mut Session) {
+        let Some(connack) = s.connack else { return };
+        if s.drained || !Self::quiet(s) {
+            return;
+        }
+        s.drained = true;
+        let ms = connack.elapsed().as_millis() as u64;
+        self.status.send_modify(|st| st.session.drain_ms = Some(ms));
+    }
+
+    /// Nothing to send, resend, seal or acknowledge, no PUBACK awaited, no hold.
+    fn quiet(s: &Session) -> bool {
+        s.outstanding == 0
             && !s.more
             && s.staged.is_empty()
             && s.resend.is_empty()
@@ -1159,13 +1241,7 @@ impl<O: Outbox> Forwarder<O> {
             && s.acks.is_empty()
             && s.acks_queued == 0
             && s.store_hold.is_none()
-            && s.hold_until.is_none();
-        if !quiet {
-            s.quiet_since = None;
-            return None;
-        }
-        let since = *s.quiet_since.get_or_insert_with(Instant::now);
-        Some(since + self.cfg.linger)
+            && s.hold_until.is_none()
     }
 
     /// Request one QoS 1 publish, recording it in the FIFO first.
@@ -1190,7 +1266,13 @@ impl<O: Outbox> Forwarder<O> {
             )));
         }
         s.outstanding += 1;
-        self.status.send_modify(|st| st.session_bytes_up += bytes);
+        let socket = self.meter.is_some();
+        self.status.send_modify(|st| {
+            st.session.payload_up += bytes;
+            if !socket {
+                st.session.bytes_up += bytes;
+            }
+        });
         Ok(())
     }
 
@@ -1521,6 +1603,11 @@ impl<O: Outbox> Forwarder<O> {
         };
         s.last_seq = last_seq;
         let now = now_ms();
+        let so_far = s.connack.map(|c| {
+            let connect = self.status.borrow().session.connect_ms.unwrap_or(0);
+            connect + c.elapsed().as_millis() as u64
+        });
+        self.update_figures(so_far);
         let mut h = {
             let st = self.status.borrow();
             health_json(&self.gateway_id, now, last_seq, dead, s.outstanding, &st)
@@ -1590,6 +1677,7 @@ impl<O: Outbox> Forwarder<O> {
                 if seq.is_some() {
                     self.status.send_modify(|st| {
                         st.published += 1;
+                        st.session.messages += 1;
                         st.last_publish_ms = Some(now_ms());
                     });
                 }
@@ -1741,11 +1829,7 @@ fn health_json(
         "dead_letters": dead_letters,
         "inflight": inflight,
         "reconnects": link.reconnects,
-        "session": {
-            "connect_ms": link.connect_ms,
-            "last_ms": link.last_session_ms,
-            "bytes_up": link.session_bytes_up,
-        },
+        "session": link.session.to_json(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! The MQTT uplink: payload codecs (`codec`, pure), the rustls client configuration (`tls`),
-//! the `Forwarder` task that drains the outbox to the broker (`forwarder`) and, with an
+//! the per-session link figures (`session`: phases, bytes; pure but for two counters), the
+//! `Forwarder` task that drains the outbox to the broker (`forwarder`) and, with an
 //! inbox, hands requests from `cmd/req` and `config/set` to the remote service (`inbox`). Topics and
 //! payloads are documented in docs/mqtt.md. The uplink only ever reads the store through the
 //! `Outbox` trait; it never reaches back into acquisition.
@@ -7,11 +8,13 @@
 pub mod forwarder;
 pub mod inbox;
 pub mod payload;
+pub mod session;
 pub mod tls;
 
 pub use forwarder::Forwarder;
 pub use inbox::{Inbound, InboundKind};
 pub use payload::{decode, encode_messages, CodecError, Packed};
+pub use session::{ByteCount, HandshakeClock, LinkMeter, SessionFigures};
 pub use tls::{client_config, client_config_with, SessionCache, TlsError};
 
 use crate::outbox::{EntryKind, ReplyTopic};
@@ -129,12 +132,9 @@ pub struct LinkStatus {
     /// TLS handshakes that verified the broker's certificate (full ones), since start: a
     /// connection the broker let resume adds none.
     pub tls_full_handshakes: u64,
-    /// The last connect: from the attempt's start (TCP, TLS, CONNECT) to CONNACK, in ms.
-    pub connect_ms: Option<u64>,
-    /// The last session that ended: its length from the attempt's start, in ms.
-    pub last_session_ms: Option<u64>,
-    /// Payload bytes published in the current (or last) session.
-    pub session_bytes_up: u64,
+    /// The current session's figures while connected, else the last session's (phases,
+    /// bytes, messages: `session::SessionFigures`); default before the first CONNACK.
+    pub session: SessionFigures,
 }
 
 impl Default for LinkStatus {
@@ -161,9 +161,7 @@ impl Default for LinkStatus {
             inbound_purges: 0,
             tls_resumptions: 0,
             tls_full_handshakes: 0,
-            connect_ms: None,
-            last_session_ms: None,
-            session_bytes_up: 0,
+            session: SessionFigures::default(),
         }
     }
 }
@@ -189,10 +187,7 @@ pub fn publish_packet_len(topic: &str, payload: usize) -> usize {
     1 + len_len + remaining
 }
 
-/// Wall-clock UTC milliseconds since the epoch.
+/// Wall-clock UTC milliseconds since the epoch (the daemon's clock seam, `crate::time::now_ms`).
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::time::now_ms()
 }

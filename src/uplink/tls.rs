@@ -17,6 +17,11 @@
 //! reconnect resumes (TLS 1.3 PSK, or a TLS 1.2 session id) instead of repeating the full
 //! handshake with the server's certificate chain: on an NB-IoT downlink that chain alone costs
 //! seconds. The cache counts the tickets it hands out (`offered`), i.e. resumption attempts.
+//!
+//! Time: the config's rustls `TimeProvider` is `crate::time::now`, the daemon's clock seam, not
+//! the raw system clock. A gateway that booted in 1970 (or restored a stale time) cannot
+//! validate a broker certificate ("not valid yet"); once the modem's network time corrects the
+//! clock, the same config validates it, without a rebuild.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use rustls::client::{
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
 use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
@@ -148,6 +154,20 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
+/// Certificate and ticket times from the daemon's clock seam (`crate::time::now`): the system
+/// clock, or the network-corrected one while the system clock is untrusted.
+#[derive(Debug)]
+struct SeamTime;
+
+impl TimeProvider for SeamTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        crate::time::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(UnixTime::since_unix_epoch)
+    }
+}
+
 /// Servers remembered by a `SessionCache` (one broker in practice; a few for a changed host).
 const CACHED_SERVERS: usize = 4;
 
@@ -259,7 +279,7 @@ pub fn client_config_with(
         })?;
     }
     let roots = Arc::new(roots);
-    let builder = ClientConfig::builder_with_provider(provider.clone())
+    let builder = ClientConfig::builder_with_details(provider.clone(), Arc::new(SeamTime))
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let name = match &cfg.server_name {

@@ -10,7 +10,9 @@ Unit 1 holding registers (0-based protocol addresses):
   6    i16        -1234
   7    bcd16      0x1234 -> 1234
   8-11 f64  DCBA  123456.789
-  12-19 (zeros)
+  12-15 intreal DCBA 987654 + 0.32   (u32 then f32, each half DCBA: 987654.32)
+  16-18 bcd48 ABCD  0000 9876 5432   (9876.5432 with 4 decimals)
+  19   (zero)
 Addresses 20 and above do not exist: reading them gives exception 2 (illegal data address).
 Unit 1 input registers 0-3: 42, 43, 44, 45. Coils 0-7: 1 0 1 1 0 0 0 1.
 Unit 2 holding registers 0-9: 7, 0 ...
@@ -46,6 +48,9 @@ def unit1() -> SimDevice:
         + regs("h", -1234, "ABCD")
         + [0x1234]
         + regs("d", 123456.789, "DCBA")
+        + regs("I", 987654, "DCBA")
+        + regs("f", 0.32, "DCBA")
+        + [0x0000, 0x9876, 0x5432]
     )
     hr += [0] * (20 - len(hr))
     coils = [True, False, True, True, False, False, False, True]
