@@ -86,6 +86,8 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
             state_dir: std::env::temp_dir(),
             profile_dirs: vec![],
             log_level: "info".into(),
+            commissioned: true,
+            socket: None,
         },
         buses: vec![bus],
         devices,

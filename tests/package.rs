@@ -6,9 +6,11 @@
 //! POSIX sh and are *run* in a scratch root (their absolute paths redirected into it, stub
 //! `systemctl`, `deb-systemd-*`, `useradd`, `dpkg-statoverride`, ... on PATH recording every
 //! call, the real `gasdtu check` on the config): user and directories, enable, start only
-//! after a passing check, stop on remove, data kept on remove and deleted on purge; every
-//! asset in `[package.metadata.deb]` exists; every subcommand and option has help text and the
-//! man page names every subcommand.
+//! after a passing check, stop on remove, data kept on remove and deleted on purge; the config
+//! created once from the shipped example (no conffile) and then left alone; purge handing
+//! what stays in /etc/gasdtu to root before the user and group go; the shipped example inert
+//! (`check`/`status` say it is not commissioned). The package's contents, metadata and help:
+//! tests/package_contents.rs.
 
 mod common;
 
@@ -170,6 +172,19 @@ fn unit_has_the_contract_settings() {
         unit_values_in(&text, "Install", "WantedBy"),
         ["multi-user.target"]
     );
+    // The uplink needs the network up (lintian and systemd.special(7)): ordered after and
+    // pulling in network-online.target.
+    let after = unit_values_in(&text, "Unit", "After").join(" ");
+    assert!(
+        after
+            .split_whitespace()
+            .any(|u| u == "network-online.target"),
+        "After={after}"
+    );
+    assert_eq!(
+        unit_values_in(&text, "Unit", "Wants"),
+        ["network-online.target"]
+    );
     for (key, want) in [
         ("Type", "notify"),
         ("NotifyAccess", "main"),
@@ -267,8 +282,9 @@ fn maintainer_scripts_are_valid_posix_sh() {
 // ------------------------------------------- maintainer scripts, run in a scratch root
 
 /// Absolute paths of the maintainer scripts that are redirected into the scratch root.
-const REDIRECTED: [&str; 5] = [
+const REDIRECTED: [&str; 6] = [
     "/etc/gasdtu",
+    "/usr/share/gasdtu",
     "/var/lib/gasdtu",
     "/run/gasdtu",
     "/run/systemd/system",
@@ -334,26 +350,30 @@ impl Root {
         for d in [&bin, &db] {
             std::fs::create_dir_all(d).unwrap();
         }
-        for d in ["etc/gasdtu", "usr/bin", "var/lib", "run"] {
+        for d in ["etc", "usr/bin", "usr/share/gasdtu", "var/lib", "run"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         if systemd {
             std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
         }
         std::os::unix::fs::symlink(gasdtu(), root.join("usr/bin/gasdtu")).unwrap();
+        // The package ships the example here; postinst creates /etc/gasdtu/gasdtu.toml from it.
         std::fs::copy(
             repo_root().join("configs/gasdtu.toml"),
-            root.join("etc/gasdtu/gasdtu.toml"),
+            root.join("usr/share/gasdtu/gasdtu.toml"),
         )
         .unwrap();
         // The host's users and groups the scripts may look up: dialout exists on Debian.
         std::fs::write(db.join("group"), "root:x:0:\ndialout:x:20:\n").unwrap();
         std::fs::write(db.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         std::fs::write(db.join("statoverride"), "").unwrap();
-        for tool in ["rm", "rmdir", "grep", "mkdir"] {
+        // find, chown and chgrp are real: purge's ownership hand-over is checked on real files.
+        for tool in [
+            "rm", "rmdir", "grep", "mkdir", "cp", "cut", "find", "chown", "chgrp",
+        ] {
             std::os::unix::fs::symlink(real(tool), bin.join(tool)).unwrap();
         }
-        stub(&bin, "getent", r#"grep -q "^$2:" "$DB/$1" || exit 2"#);
+        stub(&bin, "getent", r#"grep "^$2:" "$DB/$1" || exit 2"#);
         stub(
             &bin,
             "groupadd",
@@ -375,8 +395,14 @@ impl Root {
 --update) for a; do n=$a; done; echo "$n" >> "$DB/statoverride" ;;
 esac"#,
         );
-        // `install -d ... DIR`: the directory is made (owner and mode are in the call log).
-        stub(&bin, "install", r#"for a; do n=$a; done; mkdir -p "$n""#);
+        // `install -d ... DIR`: the directory is made; `install ... SRC DEST`: the file is
+        // copied (owner and mode are in the call log).
+        stub(
+            &bin,
+            "install",
+            r#"d=; src=; for a; do src=$n; n=$a; [ "$a" = -d ] && d=1; done
+if [ -n "$d" ]; then mkdir -p "$n"; else cp "$src" "$n"; fi"#,
+        );
         // `runuser -u USER -- CMD...`: runs CMD (as the test's user).
         stub(
             &bin,
@@ -488,8 +514,8 @@ fn postinst_fresh_install_creates_the_user_and_starts_after_a_passing_check() {
         "groupadd --system gasdtu",
         "useradd --system --gid gasdtu --home-dir /var/lib/gasdtu --no-create-home --shell /usr/sbin/nologin --comment gasdtu DTU daemon gasdtu",
         "usermod --append --groups dialout gasdtu",
-        "dpkg-statoverride --update --add root gasdtu 0750 /etc/gasdtu",
-        "dpkg-statoverride --update --add root gasdtu 0640 /etc/gasdtu/gasdtu.toml",
+        "install -d -o root -g gasdtu -m 0750 /etc/gasdtu",
+        "install -o root -g gasdtu -m 0640 /usr/share/gasdtu/gasdtu.toml /etc/gasdtu/gasdtu.toml",
         "install -d -o gasdtu -g gasdtu -m 0750 /var/lib/gasdtu",
         "deb-systemd-helper enable gasdtu.service",
         "systemctl daemon-reload",
@@ -517,12 +543,94 @@ fn postinst_fresh_install_creates_the_user_and_starts_after_a_passing_check() {
         "postinst checks a config the unit does not read ({unit_conf})"
     );
 
-    // Reconfigured later (same version): the user and the overrides exist, nothing is re-added.
+    // The config is the shipped example, and the engineer is told it idles until commissioned.
+    assert_eq!(
+        std::fs::read(r.path("/etc/gasdtu/gasdtu.toml")).unwrap(),
+        std::fs::read(repo_root().join("configs/gasdtu.toml")).unwrap()
+    );
+    assert!(
+        ran.stderr.contains("commissioned = true")
+            && ran.stderr.contains("systemctl reload gasdtu"),
+        "{}",
+        ran.stderr
+    );
+
+    // Reconfigured later (same version): the user exists, nothing is re-added or re-created.
     let again = r.run("postinst", &["configure", "0.1.0"]);
     assert_eq!(again.code, Some(0), "{}", again.stderr);
-    for not in ["groupadd", "useradd", "dpkg-statoverride --update"] {
+    for not in [
+        "groupadd",
+        "useradd",
+        "dpkg-statoverride",
+        "install -o root",
+    ] {
         assert!(!again.called(not), "`{not}` again: {:#?}", again.calls);
     }
+}
+
+#[test]
+fn the_installed_config_is_created_once_and_then_is_the_engineers_file() {
+    let r = Root::new(true, true);
+    assert_eq!(r.run("postinst", &["configure", ""]).code, Some(0));
+    let conf = r.path("/etc/gasdtu/gasdtu.toml");
+    let edited = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("commissioned = false", "commissioned = true");
+    std::fs::write(&conf, &edited).unwrap();
+    // An upgrade that ships a changed example: the engineer's file stays as it is, no prompt
+    // (it is not a conffile), and the service restarts with it.
+    std::fs::write(
+        r.path("/usr/share/gasdtu/gasdtu.toml"),
+        "# a newer example\n[gateway]\nid = \"x\"\ncommissioned = false\n",
+    )
+    .unwrap();
+    let ran = r.run("postinst", &["configure", "0.1.0"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
+    assert!(!ran.stderr.contains("created"), "{}", ran.stderr);
+    assert!(
+        ran.called("deb-systemd-invoke restart gasdtu.service"),
+        "{:#?}",
+        ran.calls
+    );
+    // Deleted by the engineer: the next configure brings the example back.
+    std::fs::remove_file(&conf).unwrap();
+    let ran = r.run("postinst", &["configure", "0.1.0"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(std::fs::read_to_string(&conf)
+        .unwrap()
+        .starts_with("# a newer example"));
+}
+
+/// `gasdtu check` of the shipped example passes (postinst and ExecStartPre start the service)
+/// and says it is not commissioned; `gasdtu status` says the same.
+#[test]
+fn the_shipped_example_is_inert_and_check_and_status_say_so() {
+    let example = repo_root().join("configs/gasdtu.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert!(
+        text.contains("\ncommissioned = false\n"),
+        "the example must not be commissioned"
+    );
+    let out = Command::new(gasdtu())
+        .args(["check", "--quiet", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("NOT COMMISSIONED"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(gasdtu())
+        .args(["status", "--config"])
+        .arg(&example)
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("NOT COMMISSIONED"), "{stdout}");
 }
 
 #[test]
@@ -670,13 +778,27 @@ fn postrm_keeps_data_and_config_on_remove_and_deletes_them_on_purge() {
         ran.calls
     );
 
-    // Purge (dpkg has deleted the conffile itself by then): the buffer, the runtime dir, the
-    // overrides and the user go; the operator's own profile and so /etc/gasdtu stay.
-    std::fs::remove_file(r.path("/etc/gasdtu/gasdtu.toml")).unwrap();
+    // An install upgraded from a package that shipped the config as a conffile has the
+    // ownership overrides of those days: purge removes them.
+    std::fs::write(
+        r.db.join("statoverride"),
+        format!(
+            "{}\n{}\n",
+            r.path("/etc/gasdtu").display(),
+            r.path("/etc/gasdtu/gasdtu.toml").display()
+        ),
+    )
+    .unwrap();
+    // Purge: the buffer, the runtime dir, the config, the overrides and the user go; the
+    // operator's own profile and so /etc/gasdtu stay.
     let ran = r.run("postrm", &["purge"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(!r.path("/var/lib/gasdtu").exists(), "purge kept the buffer");
     assert!(!r.path("/run/gasdtu").exists(), "purge kept /run/gasdtu");
+    assert!(
+        !r.path("/etc/gasdtu/gasdtu.toml").exists(),
+        "purge kept the config"
+    );
     assert!(
         own_profile.is_file(),
         "purge deleted the operator's profile"
@@ -704,106 +826,48 @@ fn postrm_keeps_data_and_config_on_remove_and_deletes_them_on_purge() {
     );
 }
 
+/// Purge leaves nothing owned by the gasdtu uid or gid it frees: the next system user or group
+/// created would get that number, and with it the operator's client key.
 #[test]
-fn deb_metadata_lists_assets_that_exist() {
-    let root = repo_root();
-    let cargo: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let deb = &cargo["package"]["metadata"]["deb"];
-    assert_eq!(
-        deb["depends"].as_str(),
-        Some("$auto"),
-        "libc only, found by cargo-deb"
+fn purge_hands_files_left_in_etc_gasdtu_to_root_before_deleting_the_user() {
+    use std::os::unix::fs::MetadataExt;
+    // Real files with real owners: chown needs root (the suite runs as root, as CI does).
+    assert!(
+        std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false),
+        "this test chowns files to the stub gasdtu uid/gid: run the suite as root"
     );
-    assert_eq!(deb["maintainer-scripts"].as_str(), Some("packaging/"));
-    let mut dests = Vec::new();
-    for a in deb["assets"].as_array().unwrap() {
-        let a = a.as_array().unwrap();
-        let (src, dest) = (a[0].as_str().unwrap(), a[1].as_str().unwrap());
-        dests.push(dest.to_string());
-        if src == "target/release/gasdtu" {
-            continue; // built by packaging/build-deb
-        }
-        let matches = if let Some((dir, pat)) = src.rsplit_once("/*") {
-            std::fs::read_dir(root.join(dir))
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(pat)
-                })
-                .count()
-        } else {
-            usize::from(root.join(src).is_file())
-        };
-        assert!(matches > 0, "asset {src} matches no file");
+    let r = Root::new(true, true);
+    assert_eq!(r.run("postinst", &["configure", ""]).code, Some(0));
+    // The stub useradd/groupadd gave gasdtu uid 999 and gid 999 (see Root::new).
+    let etc = r.path("/etc/gasdtu");
+    let key = r.path("/etc/gasdtu/client.key");
+    let profile = r.path("/etc/gasdtu/profiles/site.toml");
+    let other = r.path("/etc/gasdtu/alice.notes");
+    for f in [&key, &profile, &other] {
+        std::fs::write(f, "secret\n").unwrap();
     }
-    for want in [
-        "usr/bin/",
-        "usr/lib/systemd/system/",
-        "etc/gasdtu/",
-        "usr/share/gasdtu/profiles/",
-        "usr/share/man/man1/",
+    let own = |p: &Path, u: u32, g: u32| std::os::unix::fs::chown(p, Some(u), Some(g)).unwrap();
+    own(&etc, 0, 999);
+    own(&key, 0, 999); // the operator's key, readable by the service's group
+    own(&profile, 999, 999);
+    own(&other, 1234, 999); // someone else's file: only the group changes
+    let ran = r.run("postrm", &["purge"]);
+    assert_eq!(ran.code, Some(0), "{}\n{:#?}", ran.stderr, ran.calls);
+    for (p, u, g) in [
+        (&etc, 0, 0),
+        (&key, 0, 0),
+        (&profile, 0, 0),
+        (&other, 1234, 0),
     ] {
-        assert!(dests.iter().any(|d| d == want), "no asset goes to {want}");
+        let m = std::fs::symlink_metadata(p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (u, g), "{}", p.display());
     }
-    let conf: Vec<_> = deb["conf-files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(conf, ["/etc/gasdtu/gasdtu.toml"]);
-}
-
-/// Subcommand names from `gasdtu --help`.
-fn subcommands() -> Vec<String> {
-    let out = Command::new(gasdtu()).arg("--help").output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .map(str::to_string)
-        .collect()
-}
-
-#[test]
-fn help_is_complete_and_the_man_page_names_every_command() {
-    let cmds = subcommands();
-    assert!(cmds.len() >= 8, "{cmds:?}");
-    let man = std::fs::read_to_string(repo_root().join("packaging/gasdtu.1")).unwrap();
-    for c in &cmds {
-        assert!(man.contains(&format!(".B {c}\n")), "man page lacks `{c}`");
-        let out = Command::new(gasdtu()).arg(c).arg("-h").output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        // Short help: one line per option, `  -x, --flag <V>  description`.
-        let undocumented: Vec<_> = text
-            .lines()
-            .skip_while(|l| !l.starts_with("Options:"))
-            .skip(1)
-            .take_while(|l| l.starts_with("  "))
-            .filter(|l| {
-                let l = l.trim_start();
-                // Flag and value name, then at least two spaces, then words.
-                match l.split_once("  ") {
-                    Some((_, rest)) => {
-                        let d = rest.trim();
-                        d.is_empty() || d.starts_with('[')
-                    }
-                    None => true,
-                }
-            })
-            .collect();
-        assert!(
-            undocumented.is_empty(),
-            "`gasdtu {c} -h`: options without help: {undocumented:?}"
-        );
-    }
+    assert!(key.is_file(), "purge deleted the operator's key");
+    // Before the user and group are deleted (the numbers are looked up by name).
+    let userdel = ran.find("userdel gasdtu").unwrap();
+    let groupdel = ran.find("groupdel gasdtu").unwrap();
+    let lookup = ran.find("getent group gasdtu").unwrap();
+    assert!(lookup < userdel && lookup < groupdel, "{:#?}", ran.calls);
 }

@@ -145,6 +145,23 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         v1,
         "a bad push changes nothing"
     );
+    // -- a push that would make the gateway idle at its next start (unreachable): refused
+    let idle = cfg(&["pcv1", "pcv2", "pcv3"], "f32", broker.port).replacen(
+        "[gateway]\n",
+        "[gateway]\ncommissioned = false\n",
+        1,
+    );
+    assert!(idle.contains("commissioned = false"));
+    ops.publish(&set, gw.push("idle1", &idle, "30s"), false)
+        .await;
+    let (rej, _) = gw.state(&sub, "idle1", "rejected", &log).await;
+    assert!(
+        rej["errors"]
+            .as_array()
+            .is_some_and(|es| es.iter().any(|e| e["path"] == "gateway.commissioned")),
+        "{rej}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
     // The redelivery of v1 (handled before bad1, one request at a time) was not applied again.
     assert_eq!(
         gw.push_events(&sub, "v1", "pending_confirm"),

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::config::{BusConfig, Parity, SerialSettings, Transport};
 use crate::gateway::bus_proxy::{BusInfo, BusTarget, ProxyClient, ProxyError};
-use crate::gateway::status_socket::DEFAULT_SOCKET;
 use crate::modbus::bus::RawOp;
 use crate::modbus::link::{Link, TxError};
 use crate::model::Table;
@@ -73,8 +72,10 @@ pub struct BusArgs {
     pub turnaround: Duration,
     /// The daemon's status socket: when the daemon runs and owns this bus, the transactions go
     /// through its bus task (with the bus's own timeout, retries and turnaround).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// [default: `[gateway] socket` of the config, else the first socket found of
+    /// /run/gasdtu/gasdtu.sock, $XDG_RUNTIME_DIR/gasdtu.sock, <state_dir>/gasdtu.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Open the bus here even if the running daemon owns it. On Modbus TCP and RTU over TCP
     /// our frames then interleave with the daemon's polling; a serial port it holds will not
     /// open.
@@ -302,7 +303,8 @@ impl BusClient {
             },
         };
         if !args.direct {
-            let client = ProxyClient::new(&args.socket);
+            let socket = super::socket::for_client(args.socket.as_deref(), &global.config);
+            let client = ProxyClient::new(&socket);
             match client.buses().await {
                 Ok(buses) => {
                     if let Some(b) = pick(&buses, &want).await {
@@ -532,14 +534,14 @@ mod tests {
         let cmd = Cmd::try_parse_from(["t", "--bus", "rs485", "--direct"]).unwrap();
         assert_eq!(cmd.bus.transport.bus.as_deref(), Some("rs485"));
         assert!(cmd.bus.direct);
-        assert_eq!(cmd.bus.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(cmd.bus.socket, None);
         let e = Cmd::try_parse_from(["t", "--bus", "a", "--tcp", "h:1"])
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("cannot be used"), "{e}");
         let cmd = Cmd::try_parse_from(["t", "--tcp", "h:1", "--socket", "/tmp/x.sock"]).unwrap();
-        assert_eq!(cmd.bus.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(cmd.bus.socket, Some(PathBuf::from("/tmp/x.sock")));
         assert!(!cmd.bus.direct);
     }
 

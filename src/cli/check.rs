@@ -1,10 +1,10 @@
 //! `gasdtu check`: validates the configuration file with the daemon's own loader and prints
 //! every error and warning (each naming its key path, line and column; the first 100 errors and
 //! a count of the rest; control characters escaped), the per-bus wire-time report and a
-//! summary line. Diagnostics go to stderr, the report and summary to stdout.
-//! Errors and warnings come in line order. Without `--quiet`, one line per device counts its
-//! published points; `--show <device>` prints that device's resolved points instead of the
-//! report (exit 1 when there is no such device).
+//! summary line (a config not commissioned yet says so just before it). Diagnostics go to
+//! stderr, the report and summary to stdout. Errors and warnings come in line order. Without
+//! `--quiet`, one line per device counts its published points; `--show <device>` prints that
+//! device's resolved points instead of the report (exit 1 when there is no such device).
 //! Exit 0 valid (warnings allowed), 1 invalid, 2 unreadable. One warning is not the loader's:
 //! a `store.max_bytes` larger than the state directory's file system can hold (the daemon
 //! clamps it, see src/store/space.rs), measured here because loading does no such I/O.
@@ -83,6 +83,12 @@ pub async fn run(args: CheckArgs, global: &Global) -> anyhow::Result<u8> {
                 for line in config::published_lines(&loaded) {
                     println!("{line}");
                 }
+            }
+            if !loaded.config.gateway.commissioned {
+                println!(
+                    "{name}: NOT COMMISSIONED ([gateway] commissioned = false): `gasdtu run` idles, \
+                     polling nothing and sending nothing, until it is set to true"
+                );
             }
             let s = config::summary(&loaded.config);
             let disabled = if s.disabled_devices > 0 {

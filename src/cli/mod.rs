@@ -18,6 +18,7 @@ pub mod read;
 pub mod run;
 pub mod scan;
 pub mod simulate;
+pub mod socket;
 pub mod status;
 pub mod values;
 pub mod write;

@@ -11,13 +11,15 @@ use serde_json::{json, Value};
 
 use super::Global;
 use crate::config::escape;
-use crate::gateway::status_socket::{request, DEFAULT_SOCKET};
+use crate::gateway::status_socket::request;
 
 #[derive(Debug, clap::Args)]
 pub struct ModemArgs {
-    /// The daemon's status socket.
-    #[arg(long, default_value = DEFAULT_SOCKET, global = true)]
-    pub socket: PathBuf,
+    /// The daemon's status socket [default: `[gateway] socket` of the config, else
+    /// /run/gasdtu/gasdtu.sock, $XDG_RUNTIME_DIR/gasdtu.sock or <state_dir>/gasdtu.sock,
+    /// the first that exists].
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
     /// Print the daemon's JSON answer as is.
     #[arg(long, global = true)]
     pub json: bool,
@@ -140,12 +142,14 @@ pub fn info_lines(m: &Value) -> Vec<String> {
 }
 
 async fn ask(args: &ModemArgs, req: Value) -> Result<Value, u8> {
-    match request(&args.socket, &req.to_string()).await {
+    // Always set by `run` (resolved once).
+    let socket = args.socket.clone().unwrap_or_default();
+    match request(&socket, &req.to_string()).await {
         Ok(v) => Ok(v),
         Err(e) => {
             eprintln!(
                 "gasdtu modem: cannot reach the daemon at {}: {e}",
-                args.socket.display()
+                socket.display()
             );
             Err(2)
         }
@@ -160,7 +164,12 @@ fn refused(v: &Value) -> u8 {
     1
 }
 
-pub async fn run(args: ModemArgs, _global: &Global) -> anyhow::Result<u8> {
+pub async fn run(args: ModemArgs, global: &Global) -> anyhow::Result<u8> {
+    let socket = super::socket::for_client(args.socket.as_deref(), &global.config);
+    let args = ModemArgs {
+        socket: Some(socket),
+        ..args
+    };
     match &args.what {
         ModemWhat::Info => {
             let v = match ask(&args, json!({"op": "modem_info"})).await {

@@ -3,22 +3,31 @@
 //! is ready, and turns signals into runtime calls: SIGHUP re-reads the file with the code of
 //! `gasdtu check` and hands a valid, changed config to `Gateway::apply`; SIGTERM/SIGINT stop
 //! it. The signal handlers are installed once, before anything slow, so none is ever lost.
-//! First of all it tightens the umask to 027, so nothing it creates is world-readable.
+//! First of all it tightens the umask to 027, so nothing it creates is world-readable, and
+//! refuses root in a state directory another user owns (`--allow-root-store`). A config
+//! with `[gateway] commissioned = false` (the shipped example) makes it idle: nothing is
+//! opened or polled, the watchdog is fed, and a reload that commissions the file starts it.
 
 use super::Global;
 use crate::config;
 use crate::gateway::push::{self, PushOwner};
 use crate::gateway::systemd::{try_reload, Notifier, Reload, SignalAsk, Signals};
 use crate::gateway::{Gateway, Options};
+use crate::store::access;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Poll every device once right away instead of waiting for its first aligned slot.
     #[arg(long)]
     pub poll_now: bool,
-    /// Unix socket where `gasdtu status` reaches the daemon.
-    #[arg(long, default_value = crate::gateway::status_socket::DEFAULT_SOCKET)]
-    pub socket: std::path::PathBuf,
+    /// Unix socket where `gasdtu status` reaches the daemon [default: `[gateway] socket`, else
+    /// /run/gasdtu/gasdtu.sock, else $XDG_RUNTIME_DIR/gasdtu.sock or <state_dir>/gasdtu.sock].
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// As root, open the store even in a state directory that another user (the service's
+    /// `gasdtu`) owns; the files root creates there are then root's.
+    #[arg(long)]
+    pub allow_root_store: bool,
 }
 
 /// Bits every file gasdtu creates loses: nothing for others, no write for the group.
@@ -37,9 +46,18 @@ pub fn tighten_umask() -> u32 {
 
 pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     tighten_umask();
+    // Root in the service's state directory: refused before anything is written there (the
+    // push recovery below writes too).
+    let raw = super::socket::raw_gateway(&global.config);
+    if let Some(r) = &raw {
+        if let Err(e) = access::check_root_in_foreign_dir(&r.state_dir, args.allow_root_store) {
+            eprintln!("gasdtu run: {e}");
+            return Ok(1);
+        }
+    }
     // Config pushes: finish what a crash left (a pending push continues its window, a crash
     // loop or an unloadable pending config rolls back) before the config is loaded.
-    let mut owner = push_owner(&global.config);
+    let mut owner = push_owner(&global.config, raw.as_ref());
     let mut reports = owner.as_mut().map(|o| o.recover()).unwrap_or_default();
     let mut first = config::load_file(&global.config);
     if let (Err(e), Some(o)) = (&first, owner.as_mut()) {
@@ -48,7 +66,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             first = config::load_file(&global.config);
         }
     }
-    let loaded = match first {
+    let mut loaded = match first {
         Ok(l) => l,
         Err(e) => {
             super::init_logging(global.log_level.as_deref().unwrap_or("info"));
@@ -87,12 +105,31 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     // during start-up or a reload must be seen.
     let mut signals = Signals::install()?;
     let notifier = Notifier::from_env();
+    if !loaded.config.gateway.commissioned {
+        match idle(&global.config, &mut signals, &notifier).await {
+            Some(l) => loaded = l,
+            None => return Ok(0),
+        }
+    }
+    let state_dir = &loaded.config.gateway.state_dir;
+    if let Err(e) = access::check_root_in_foreign_dir(state_dir, args.allow_root_store) {
+        eprintln!("gasdtu run: {e}");
+        tracing::error!("refusing to start: {e}");
+        return Ok(1);
+    }
+    let (socket, source) =
+        super::socket::for_daemon(args.socket.as_deref(), &loaded.config.gateway);
+    if let super::socket::Source::Fallback(what) = source {
+        tracing::info!(socket = %socket.display(),
+            "status socket in {what}: {} is missing or not writable for this user",
+            crate::gateway::status_socket::DEFAULT_SOCKET);
+    }
     let (push_tx, mut push_rx) = tokio::sync::mpsc::channel(4);
     let mut owner = owner.unwrap_or_else(|| PushOwner::new(&global.config, &loaded.config));
     let opts = Options {
         config_path: Some(global.config.clone()),
         poll_now: args.poll_now,
-        socket: Some(args.socket.clone()),
+        socket: Some(socket),
         notifier: notifier.clone(),
         pushes: Some(push_tx),
         ..Options::default()
@@ -154,6 +191,10 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                 print_errors(&e, |m| tracing::error!("reload: {m}"));
             }
             Reload::Unchanged => tracing::info!("reload: config unchanged"),
+            // A running gateway is not idled by a reload: that takes a restart.
+            Reload::Apply(l) if !l.config.gateway.commissioned => {
+                tracing::error!("reload refused, the running config stays in force: {} sets [gateway] commissioned = false; restart the service to idle it", global.config.display());
+            }
             Reload::Apply(l) => {
                 for w in &l.warnings {
                     tracing::warn!("config: {w}");
@@ -173,18 +214,69 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     })
 }
 
+/// The message of an idle daemon (journal, STATUS= and `gasdtu status`).
+pub fn not_commissioned(path: &std::path::Path) -> String {
+    format!(
+        "NOT COMMISSIONED: {} has [gateway] commissioned = false; polling nothing, sending \
+         nothing. Edit it, set commissioned = true, check it (gasdtu check), then reload \
+         (systemctl reload gasdtu)",
+        path.display()
+    )
+}
+
+/// Not commissioned: poll nothing, open nothing (the buses stay free for `gasdtu read` and
+/// `scan`), keep systemd's watchdog fed, and wait for a reload that commissions the config
+/// (returned) or a stop (None). A reload that fails to load, or is still not commissioned,
+/// keeps idling.
+async fn idle(
+    path: &std::path::Path,
+    signals: &mut Signals,
+    notifier: &Notifier,
+) -> Option<config::Loaded> {
+    let msg = not_commissioned(path);
+    tracing::warn!("{msg}");
+    notifier.ready();
+    notifier.status(&msg);
+    // Never zero: tokio's interval panics on a zero period.
+    let every = notifier
+        .watchdog_enabled()
+        .map(|d| (d / 2).max(std::time::Duration::from_millis(100)))
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    let mut ping = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            ask = signals.next() => if ask != SignalAsk::Reload {
+                notifier.stopping();
+                return None;
+            },
+            _ = ping.tick() => { notifier.watchdog(); continue; }
+        }
+        notifier.reloading();
+        match config::load_file(path) {
+            Ok(l) if l.config.gateway.commissioned => {
+                tracing::info!("reload: commissioned, starting");
+                return Some(l);
+            }
+            Ok(_) => tracing::warn!("reload: still not commissioned; idling"),
+            Err(e) => {
+                tracing::error!("reload refused, still idling: {e}");
+                print_errors(&e, |m| tracing::error!("reload: {m}"));
+            }
+        }
+        notifier.ready();
+        notifier.status(&msg);
+    }
+}
+
 /// The push owner for the config at `path`, found before the config is validated: the state
-/// directory is read from the raw TOML (`gateway.state_dir`, else the default), so a pending
-/// push whose config does not load can still be rolled back. None when the file is unreadable.
-fn push_owner(path: &std::path::Path) -> Option<PushOwner> {
+/// directory is read from the raw TOML (`gateway.state_dir` resolved against the config's
+/// directory, else the default), so a pending push whose config does not load can still be
+/// rolled back. None when the file is unreadable.
+fn push_owner(path: &std::path::Path, gw: Option<&super::socket::RawGateway>) -> Option<PushOwner> {
+    let state_dir = gw?.state_dir.clone();
     let text = config::read_bounded(path, config::MAX_CONFIG_BYTES).ok()?;
     let text = String::from_utf8(text).ok()?;
     let raw: toml::Table = toml::from_str(&text).ok()?;
-    let state_dir = raw
-        .get("gateway")
-        .and_then(|g| g.get("state_dir"))
-        .and_then(|s| s.as_str())
-        .unwrap_or(config::DEFAULT_STATE_DIR);
     let keep = raw
         .get("remote")
         .and_then(|r| r.get("keep_configs"))
@@ -192,11 +284,7 @@ fn push_owner(path: &std::path::Path) -> Option<PushOwner> {
         .and_then(|k| usize::try_from(k).ok())
         .filter(|k| (1..=config::MAX_KEEP_CONFIGS as usize).contains(k))
         .unwrap_or(5);
-    Some(PushOwner::with_state_dir(
-        path,
-        std::path::Path::new(state_dir),
-        keep,
-    ))
+    Some(PushOwner::with_state_dir(path, &state_dir, keep))
 }
 
 fn print_errors(e: &config::LoadError, mut out: impl FnMut(&str)) {

@@ -15,13 +15,15 @@
 use std::path::PathBuf;
 
 use super::Global;
-use crate::gateway::status_socket::{query, request, DEFAULT_SOCKET};
+use crate::gateway::status_socket::{query, request};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The daemon's status socket.
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// The daemon's status socket [default: `[gateway] socket` of the config, else
+    /// /run/gasdtu/gasdtu.sock, $XDG_RUNTIME_DIR/gasdtu.sock or <state_dir>/gasdtu.sock,
+    /// the first that exists].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// Print the daemon's JSON document as is.
     #[arg(long)]
     pub json: bool,
@@ -132,7 +134,8 @@ pub fn section_lines(obj: &serde_json::Map<String, serde_json::Value>, now_ms: i
         .collect()
 }
 
-pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
+pub async fn run(args: StatusArgs, global: &Global) -> anyhow::Result<u8> {
+    let socket = super::socket::for_client(args.socket.as_deref(), &global.config);
     if let Some(occ) = args.ack {
         if args.by.split_whitespace().count() != 1 || args.by.chars().any(char::is_control) {
             eprintln!(
@@ -141,7 +144,7 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             );
             return Ok(2);
         }
-        return match request(&args.socket, &format!("ack {occ} {}", args.by)).await {
+        return match request(&socket, &format!("ack {occ} {}", args.by)).await {
             Ok(v) if v.get("error").is_none() => {
                 println!("acknowledged alarm occurrence {occ}");
                 Ok(0)
@@ -159,8 +162,17 @@ pub async fn run(args: StatusArgs, _global: &Global) -> anyhow::Result<u8> {
             }
         };
     }
-    let v = match query(&args.socket).await {
+    // A config that is not commissioned yet: the daemon idles without a socket; say why.
+    let idle = super::socket::raw_gateway(&global.config).is_some_and(|g| !g.commissioned);
+    if idle {
+        println!("{}", super::run::not_commissioned(&global.config));
+    }
+    let v = match query(&socket).await {
         Ok(v) => v,
+        Err(e) if idle => {
+            eprintln!("gasdtu status: {e} (an idle daemon has no status socket)");
+            return Ok(3);
+        }
         Err(e) => {
             eprintln!("gasdtu status: {e}");
             return Ok(2);

@@ -49,14 +49,17 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
             message: bad.message(),
         }],
     })?;
-    let base = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    parse_str(&text, &origin, &base).map_err(|errors| LoadError::Invalid {
+    parse_str(&text, &origin, &config_dir(path)).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
+}
+
+/// The directory relative paths in the config file at `path` resolve against.
+pub fn config_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Validate a configuration document. `origin` names it in diagnostics; relative

@@ -21,6 +21,8 @@ mod device;
 mod diag;
 mod doc;
 mod file;
+#[cfg(test)]
+mod gateway_tests;
 mod load;
 pub mod lookup;
 pub mod merge;
@@ -45,13 +47,13 @@ pub use diag::{
     error_count, escape, sort_by_place, ConfigError, ConfigWarning, LoadError, MAX_ERRORS,
 };
 pub use file::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
-pub use load::{load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES};
+pub use load::{config_dir, load_file, parse_str, parse_with_profiles, Loaded, BAUD_RATES};
 pub use modem::{
     ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest, MAX_APN, MAX_REGISTER_WITHIN,
     MAX_SIGNAL_EVERY, MIN_REGISTER_WITHIN, MIN_SIGNAL_EVERY,
 };
 pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
-pub use sections::{DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
+pub use sections::{resolve_path, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
 pub use show::{published_lines, show_device};
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
@@ -221,6 +223,12 @@ pub struct GatewayConfig {
     pub profile_dirs: Vec<PathBuf>,
     /// tracing filter, default "info".
     pub log_level: String,
+    /// `false`: the config is not commissioned yet (the shipped example): `gasdtu run` idles,
+    /// polls nothing and sends nothing. Default true.
+    pub commissioned: bool,
+    /// The status socket (`gateway.socket`, relative to the config file's directory); None:
+    /// the default, /run/gasdtu/gasdtu.sock (see `cli::socket`).
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

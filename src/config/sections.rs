@@ -45,7 +45,9 @@ pub(super) fn parse_gateway(
             d.error(&sec.key_path("state_dir"), Some(sp), "must not be empty");
             None
         }
-        Field::Value(s, sp) => match std::fs::metadata(&s) {
+        // Relative to the config file's directory, as profile_dirs (not to the working
+        // directory, which is / under systemd).
+        Field::Value(s, sp) => match std::fs::metadata(resolve_path(&s, base_dir)) {
             // A missing directory is created by the daemon; anything else in its place is not
             // usable and would only fail at start.
             Ok(m) if !m.is_dir() => {
@@ -76,13 +78,33 @@ pub(super) fn parse_gateway(
         }
         f => f.or("info".to_string()),
     };
+    let commissioned = sec.boolean(d, "commissioned").or(true);
+    let socket = match sec.string(d, "socket") {
+        Field::Value(s, sp) if s.is_empty() => {
+            d.error(&sec.key_path("socket"), Some(sp), "must not be empty");
+            None
+        }
+        f => f.opt().ok().map(|s| s.map(|s| resolve_path(&s, base_dir))),
+    };
     sec.finish(d, |_| None);
     Some(GatewayConfig {
         id: id?,
-        state_dir: PathBuf::from(state_dir?),
+        state_dir: resolve_path(&state_dir?, base_dir),
         profile_dirs: profiles::resolve_dirs(&profile_dirs?, base_dir),
         log_level: log_level?,
+        commissioned: commissioned?,
+        socket: socket?,
     })
+}
+
+/// `p` as is when absolute, else under `base_dir` (the config file's directory).
+pub fn resolve_path(p: &str, base_dir: &Path) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        base_dir.join(p)
+    }
 }
 
 /// `[store]`: bounds of the buffer.

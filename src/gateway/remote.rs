@@ -148,7 +148,7 @@ pub const MAX_PUSH_ERRORS: usize = 100;
 
 /// One config push: open, parse, authorize (sha256 checked by `parse_push`), validate with
 /// the loader of `gasdtu check` (pushed profiles, base dir = the config file's directory),
-/// refuse a change of `gateway.id` or `gateway.state_dir`; a valid push goes to the owner of
+/// refuse a change of `gateway.id` or `gateway.state_dir`, and `commissioned = false`; a valid push goes to the owner of
 /// the `Gateway` (which acknowledges it once installed), a bad one is answered `rejected` on
 /// `config/state` with every error (the first `MAX_PUSH_ERRORS`) and nothing changes.
 async fn handle_push(
@@ -242,6 +242,10 @@ async fn handle_push(
         if loaded.config.remote.is_none() {
             errs.push(json!({"path": "remote", "message":
                 "a push cannot remove [remote] (no further push could reach the gateway)"}));
+        }
+        if !loaded.config.gateway.commissioned {
+            errs.push(json!({"path": "gateway.commissioned", "message":
+                "a push cannot set commissioned = false (the gateway would idle at its next start, unreachable)"}));
         }
         if !errs.is_empty() {
             break 'refused refuse(Some(push.version), signer, errs);

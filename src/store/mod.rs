@@ -7,7 +7,8 @@
 //! Layout: `schema` (migration steps), `blob` (pure: the compact sample encoding), `clock`
 //! (trust floor and re-stamp math), `seq` (the side-file reservation and where numbering
 //! starts), `wal` (pure: committed transactions a damaged WAL would lose), `dict` (device and
-//! point dictionaries), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size
+//! point dictionaries), `access` (store files this user cannot write; root in the service's
+//! directory), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size
 //! cap clamped to the file system, the full-disk ballast), `counters` (O(1) statistics),
 //! `export` (history read-out and the statistics type), `commands` (remote commands exactly
 //! once, replies, history resend).
@@ -20,6 +21,7 @@
 //! (`gasdtu export`, `gasdtu queue`) open their own read-only connection; WAL lets them read
 //! while the daemon writes.
 
+pub mod access;
 mod alarm_state;
 mod blob;
 pub mod clock;
@@ -127,6 +129,20 @@ pub enum StoreError {
         known: i64,
     },
     /// A database that cannot be read because it does not exist (read-only open).
+    /// Store files this process may not write (e.g. left root-owned by a run as root).
+    #[error("store files not writable by {user}: {files}; SQLite would open the database read-only and every commit would fail. Fix: {fix}")]
+    NotWritableByUs {
+        files: String,
+        user: String,
+        fix: String,
+    },
+    /// Root about to create store files in a directory another user (the service) owns.
+    #[error("refusing to open the store as root in {}, which belongs to {owner}: the files root creates there would be unwritable for the service afterwards. Run as that user (runuser -u {run_as} -- gasdtu run ...), or pass --allow-root-store if root should own this store", dir.display())]
+    RootInForeignDir {
+        dir: PathBuf,
+        owner: String,
+        run_as: String,
+    },
     #[error("database {} does not exist (is the state directory right?)", path.display())]
     Missing { path: PathBuf },
     /// A stored row could not be decoded.
@@ -374,6 +390,8 @@ impl Store {
         let mut events = Vec::new();
         // WAL needs `-wal` and `-shm` beside the database: the directory must be writable.
         probe_dir_writable(state_dir)?;
+        // A root-owned database (a run by hand as root) would open read-only: say whose it is.
+        access::check_files_writable(state_dir)?;
         let cap = match space::fs_space(state_dir) {
             Ok(sp) => {
                 let own = db_and_wal_bytes(&path) + space::ballast_bytes(state_dir);
