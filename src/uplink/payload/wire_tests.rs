@@ -34,6 +34,8 @@ fn spec(t: DataType, order: WordOrder, scale: f64, offset: f64) -> PointSpec {
         offset,
         unit: None,
         writable: false,
+        scale_from: None,
+        publish: true,
     }
 }
 
