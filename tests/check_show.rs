@@ -133,10 +133,10 @@ fn check_warns_about_byte_swapped_16_bit_values_and_counts_published_points() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gasdtu.toml");
     // status_tamper becomes a u16 and inherits the profile's DCBA; the battery override keeps
-    // its pinned ABCD.
+    // its pinned ABCD. tb1 (turbine-bcd, ABCD) has computed totals and nothing to warn about.
     std::fs::write(
         &path,
-        format!("{HEAD}[devices.evc1]\nbus = \"a\"\nunit = 1\nprofile = \"evc-dcba\"\n[devices.evc1.points.status_tamper]\ntype = \"u16\"\n[devices.evc1.points.battery]\naddress = 30\n"),
+        format!("{HEAD}[devices.evc1]\nbus = \"a\"\nunit = 1\nprofile = \"evc-dcba\"\n[devices.evc1.points.status_tamper]\ntype = \"u16\"\n[devices.evc1.points.battery]\naddress = 30\n\n[devices.tb1]\nbus = \"a\"\nunit = 2\nprofile = \"turbine-bcd\"\n"),
     )
     .unwrap();
     let out = check(&path, &[]);
@@ -152,12 +152,18 @@ fn check_warns_about_byte_swapped_16_bit_values_and_counts_published_points() {
             && warnings[0].contains("gasdtu.toml:13:22: devices.evc1.points.status_tamper: u16 point `status_tamper` decodes with order DCBA (inherited from the default order of profile `evc-dcba`)"),
         "{stderr}"
     );
+    // evc-dcba: 16 read points, its four integer/fraction halves `publish = false`.
     assert!(
-        // How many are published depends on the profile's `publish` keys.
-        stdout.lines().any(
-            |l| l.starts_with("device evc1: 16 points (14 read, 2 computed), ")
-                && l.ends_with(" published")
-        ),
+        stdout
+            .lines()
+            .any(|l| l == "device evc1: 16 points (16 read, 0 computed), 12 published"),
+        "{stdout}"
+    );
+    // turbine-bcd: every read point and both computed totals published.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "device tb1: 16 points (14 read, 2 computed), 16 published"),
         "{stdout}"
     );
     assert!(stdout.trim_end().ends_with("1 warning"), "{stdout}");

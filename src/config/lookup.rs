@@ -116,6 +116,11 @@ writable = true
 bus = "lan"
 unit = 2
 profile = "evc-dcba"
+
+[devices.tb1]
+bus = "lan"
+unit = 3
+profile = "turbine-bcd"
 "#;
 
     fn site() -> Config {
@@ -143,17 +148,33 @@ profile = "evc-dcba"
             panic!("pressure of evc-dcba is a read point");
         };
         assert_eq!(p.order, crate::model::WordOrder::Dcba);
-        assert!(matches!(
-            find_point(evc, "volume_standard").unwrap(),
-            Found::Computed(_)
-        ));
+        // evc-dcba reads its totals as one INTREAL point each.
+        let Found::Point(p) = find_point(evc, "volume_standard").unwrap() else {
+            panic!("volume_standard of evc-dcba is a read point");
+        };
+        assert_eq!(p.data_type, crate::model::DataType::IntReal);
+        // turbine-bcd computes its totals from BCD hi/lo words.
+        let tb = find_device(&cfg, "tb1").unwrap();
+        match find_point(tb, "volume_standard").unwrap() {
+            Found::Computed(c) => {
+                assert_eq!(
+                    c.terms,
+                    vec![
+                        ("volume_standard_hi".to_string(), 10000.0),
+                        ("volume_standard_lo".to_string(), 1.0)
+                    ]
+                );
+                assert_eq!(c.unit.as_deref(), Some("Sm3"));
+            }
+            other => panic!("volume_standard of turbine-bcd is computed: {other:?}"),
+        }
     }
 
     #[test]
     fn unknown_names_list_what_there_is() {
         let cfg = site();
         let e = find_device(&cfg, "pt9").unwrap_err().to_string();
-        assert_eq!(e, "no device `pt9` in the config (devices: evc1, pt1)");
+        assert_eq!(e, "no device `pt9` in the config (devices: evc1, pt1, tb1)");
         let pt1 = find_device(&cfg, "pt1").unwrap();
         let e = find_point(pt1, "flow").unwrap_err().to_string();
         assert_eq!(

@@ -204,15 +204,18 @@ fn overrides_keep_every_key_they_do_not_write() {
 
 #[test]
 fn drop_removes_points_and_computed_points() {
+    // turbine-bcd: 14 read points, the totals computed from BCD hi/lo words.
     let l = ok(&doc(&dev(
-        "profile = \"evc-dcba\"",
-        "drop = [\"temperature\", \"volume_measured\", \"volume_measured_int\", \"volume_measured_frac\"]\n",
+        "profile = \"turbine-bcd\"",
+        "drop = [\"temperature\", \"volume_measured\", \"volume_measured_hi\", \"volume_measured_lo\"]\n",
     )));
     let d = &l.config.devices[0];
     let names: Vec<&str> = d.points.iter().map(|p| p.name.as_str()).collect();
     assert!(!names.contains(&"temperature"), "{names:?}");
-    assert!(!names.contains(&"volume_measured_int"), "{names:?}");
+    assert!(!names.contains(&"volume_measured_hi"), "{names:?}");
+    assert!(!names.contains(&"volume_measured_lo"), "{names:?}");
     assert!(names.contains(&"pressure"), "{names:?}");
+    assert!(names.contains(&"volume_standard_hi"), "{names:?}");
     assert_eq!(d.points.len(), 14 - 3);
     let computed: Vec<&str> = d.computed.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(computed, vec!["volume_standard"]);
@@ -222,10 +225,22 @@ fn drop_removes_points_and_computed_points() {
         vec![
             "temperature",
             "volume_measured",
-            "volume_measured_int",
-            "volume_measured_frac"
+            "volume_measured_hi",
+            "volume_measured_lo"
         ]
     );
+    // evc-dcba reads its totals as INTREAL points: dropping one is dropping a read point.
+    let l = ok(&doc(&dev(
+        "profile = \"evc-dcba\"",
+        "drop = [\"volume_measured\", \"volume_measured_int\", \"volume_measured_frac\"]\n",
+    )));
+    let d = &l.config.devices[0];
+    assert!(d
+        .points
+        .iter()
+        .all(|p| !p.name.starts_with("volume_measured")));
+    assert_eq!(d.points.len(), 16 - 3);
+    assert!(d.computed.is_empty());
     // The same with a point set.
     let l = ok(&doc(&format!(
         "{SET}\n{}",
@@ -271,11 +286,20 @@ fn misuse_is_an_error_naming_device_base_and_point() {
         (
             "a computed point overridden as a read point",
             doc(&dev(
-                "profile = \"evc-dcba\"",
+                "profile = \"turbine-bcd\"",
                 "[devices.d.points.volume_standard]\naddress = 3\n",
             )),
             "devices.d.points.volume_standard",
-            "is a computed point of profile `evc-dcba`",
+            "device `d`: `volume_standard` is a computed point of profile `turbine-bcd`",
+        ),
+        (
+            "a read point overridden as a computed point",
+            doc(&dev(
+                "profile = \"evc-dcba\"",
+                "[devices.d.computed.volume_standard]\nunit = \"m3\"\n",
+            )),
+            "devices.d.computed.volume_standard",
+            "device `d`: profile `evc-dcba` has no computed point `volume_standard` to override",
         ),
         (
             "dropped and overridden",
@@ -289,11 +313,11 @@ fn misuse_is_an_error_naming_device_base_and_point() {
         (
             "dropping what a computed point reads",
             doc(&dev(
-                "profile = \"evc-dcba\"",
-                "drop = [\"volume_standard_frac\"]\n",
+                "profile = \"turbine-bcd\"",
+                "drop = [\"volume_standard_lo\"]\n",
             )),
             "devices.d.drop",
-            "computed point `volume_standard` reads `volume_standard_frac`",
+            "device `d`: computed point `volume_standard` reads `volume_standard_lo`",
         ),
         (
             "drop without a base",
@@ -505,10 +529,14 @@ fn origins_say_where_each_field_came_from() {
     let extra = p("extra");
     assert_eq!(extra.base, None);
     assert_eq!(extra.written("table"), Some(Written::Inline));
-    assert!(o
+    // evc-dcba's totals are read points (INTREAL) now, not computed ones.
+    let total = o
         .points
         .iter()
-        .any(|p| p.name == "volume_standard" && p.computed));
+        .find(|p| p.name == "volume_standard")
+        .unwrap();
+    assert!(!total.computed);
+    assert_eq!(total.written("type"), Some(Written::Base));
     // And the --show text says it.
     let shown = show_device(&l, "d").unwrap().join("\n");
     assert!(
@@ -516,12 +544,40 @@ fn origins_say_where_each_field_came_from() {
         "{shown}"
     );
     assert!(shown.contains("extra"), "{shown}");
+    // 16 profile points + extra; the four integer/fraction halves are `publish = false`.
     assert!(
-        shown.contains("\ndevice d: 17 points (15 read, 2 computed), ")
-            && shown.ends_with(" published"),
+        shown.ends_with("\ndevice d: 17 points (17 read, 0 computed), 13 published"),
         "{shown}"
     );
     assert!(show_device(&l, "nope").is_none());
+
+    // Computed points: turbine-bcd's totals, one with its unit overridden.
+    let l = ok(&doc(&dev(
+        "profile = \"turbine-bcd\"",
+        "[devices.d.computed.volume_standard]\nunit = \"m3\"\n",
+    )));
+    let o = &l.origins["d"];
+    let c = |n: &str| o.points.iter().find(|p| p.name == n && p.computed).unwrap();
+    let standard = c("volume_standard");
+    assert_eq!(standard.base, Some(BaseKind::Profile("turbine-bcd".into())));
+    assert_eq!(standard.written("terms"), Some(Written::Base));
+    assert_eq!(standard.written("unit"), Some(Written::Override));
+    let measured = c("volume_measured");
+    assert_eq!(measured.written("terms"), Some(Written::Base));
+    assert_eq!(measured.written("unit"), Some(Written::Base));
+    let shown = show_device(&l, "d").unwrap().join("\n");
+    assert!(
+        shown.contains("  computed volume_standard = volume_standard_hi x 10000 + volume_standard_lo m3 (publish yes; from profile turbine-bcd; override: unit)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  computed volume_measured = volume_measured_hi x 10000 + volume_measured_lo m3 (publish yes; from profile turbine-bcd)"),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with("\ndevice d: 16 points (14 read, 2 computed), 16 published"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -577,16 +633,22 @@ fn overrides_merge_onto_pushed_profiles_too() {
 #[test]
 fn a_computed_override_keeps_the_terms_it_does_not_write() {
     let l = ok(&doc(&dev(
-        "profile = \"evc-dcba\"",
-        "[devices.d.computed.volume_standard]\nunit = \"m3\"\n[devices.d.computed.volume_measured]\nterms = { volume_measured_int = 1.0 }\n",
+        "profile = \"turbine-bcd\"",
+        "[devices.d.computed.volume_standard]\nunit = \"m3\"\n[devices.d.computed.volume_measured]\nterms = { volume_measured_lo = 1.0 }\n",
     )));
     let d = &l.config.devices[0];
     let c = |n: &str| d.computed.iter().find(|c| c.name == n).unwrap();
     assert_eq!(c("volume_standard").unit.as_deref(), Some("m3"));
-    assert_eq!(c("volume_standard").terms.len(), 2);
+    assert_eq!(
+        c("volume_standard").terms,
+        vec![
+            ("volume_standard_hi".to_string(), 10000.0),
+            ("volume_standard_lo".to_string(), 1.0)
+        ]
+    );
     assert_eq!(
         c("volume_measured").terms,
-        vec![("volume_measured_int".to_string(), 1.0)]
+        vec![("volume_measured_lo".to_string(), 1.0)]
     );
     assert_eq!(c("volume_measured").unit.as_deref(), Some("m3"));
     let o = l.origins["d"]
