@@ -37,7 +37,7 @@ fn valid_example_config_exits_0_with_report_and_summary() {
             && stdout.contains("at 9600 baud, shortest poll 1m: ok"),
         "{stdout}"
     );
-    assert!(stdout.contains("bus lan: 1 devices,"), "{stdout}");
+    assert!(stdout.contains("bus lan: 1 device,"), "{stdout}");
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(
         summary.ends_with("gasdtu.toml: valid, 2 buses, 4 devices, 38 points, 6 reads per cycle"),

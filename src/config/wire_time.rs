@@ -77,17 +77,27 @@ impl BusTiming {
         };
         match (self.wire_time, self.baud) {
             (Some(w), Some(b)) => format!(
-                "bus {}: {} devices, {} reads/cycle, wire time {} at {b} baud, shortest poll {poll}: {verdict}",
+                "bus {}: {} device{}, {} reads/cycle, wire time {} at {b} baud, shortest poll {poll}: {verdict}",
                 self.bus,
                 self.devices,
+                plural(self.devices),
                 self.reads,
                 fmt_ms(w)
             ),
             _ => format!(
-                "bus {}: {} devices, {} reads/cycle, shortest poll {poll} (no serial wire time: network bus)",
-                self.bus, self.devices, self.reads
+                "bus {}: {} device{}, {} reads/cycle, shortest poll {poll} (no serial wire time: network bus)",
+                self.bus, self.devices, plural(self.devices), self.reads
             ),
         }
+    }
+}
+
+/// "s" unless exactly one ("1 device", "2 devices").
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 
