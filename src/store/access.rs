@@ -30,7 +30,9 @@ pub fn store_files(state_dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// True when this process (effective uid and groups) may read and write `path`.
+/// False only when permissions deny this process (effective uid and groups) reading or
+/// writing `path` (EACCES/EPERM): an ownership problem `chown` fixes. Any other failure (a
+/// read-only file system, an I/O error) is left to the open, which reports it with its reason.
 fn writable(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
@@ -45,6 +47,10 @@ fn writable(path: &Path) -> bool {
         )
     };
     rc == 0
+        || !matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EACCES | libc::EPERM)
+        )
 }
 
 /// Every existing store file in `state_dir` that this process cannot read and write, as one
