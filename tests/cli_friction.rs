@@ -16,37 +16,9 @@ use std::time::Duration;
 
 use common::*;
 
-/// A finished run of the binary.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run `gasdtu args` with stdin from /dev/null; panics if it has not exited within 60 s.
-fn cli(args: &[&str]) -> Out {
-    let child = Command::new(gasdtu())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gasdtu");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("gasdtu {args:?} did not exit within 60 s"))
-        .expect("wait for gasdtu");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// Run `gasdtu args` with stdin from /dev/null (fails the test after 60 s).
+fn cli(args: &[&str]) -> Run {
+    gasdtu_run(args)
 }
 
 fn json_lines(s: &str) -> Vec<serde_json::Value> {

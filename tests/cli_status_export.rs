@@ -16,29 +16,8 @@ use gasdtu::store::{ClockStamp, Store};
 
 /// (exit code, stdout, stderr) of `program args`, killed after 60 s.
 fn run(program: &Path, args: &[&str]) -> (i32, String, String) {
-    let child = Command::new(program)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the command");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(Duration::from_secs(60)) else {
-        signal(pid, "KILL");
-        panic!("{} {args:?} did not exit within 60 s", program.display());
-    };
-    let out = out.expect("wait for the command");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = run_program(program, args, None);
+    (r.code, r.stdout, r.stderr)
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! waiting on conditions with deadlines (never bare sleeps).
 #![allow(dead_code)]
 
+/// Running the binary as a command-line user does: exit code, stdout, stderr, a deadline.
+pub mod cli;
 /// The NB-IoT module simulator (`gasdtu simulate --modem`) on a pty pair.
 pub mod modem;
 /// MQTT: test PKI, mosquitto, subscriber, publisher.
@@ -12,6 +14,8 @@ pub mod remote;
 /// Uplink fixtures: the `UplinkConfig` of a gateway under test, batches of readings.
 pub mod uplink;
 
+#[allow(unused_imports)]
+pub use cli::{gasdtu_run, run_program, Run};
 #[allow(unused_imports)]
 pub use mqtt::*;
 #[allow(unused_imports)] // each test crate uses what it needs

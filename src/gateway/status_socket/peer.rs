@@ -3,6 +3,8 @@
 
 use tokio::net::UnixStream;
 
+use crate::store::access::user_name;
+
 /// Who is at the other end of a connection, from the kernel (SO_PEERCRED), never from what
 /// the client says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,36 +35,6 @@ impl Peer {
             },
             None => "unknown peer".to_string(),
         }
-    }
-}
-
-/// The login name of `uid` (getpwuid_r), if it has one.
-fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: `pwd` and `buf` outlive the call; getpwuid_r writes only within `buf.len()`
-        // bytes of `buf` and into `pwd`/`result`.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 64 * 1024 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
     }
 }
 
