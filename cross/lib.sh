@@ -85,3 +85,20 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
 }
+
+# glibc_needed BINARY: the highest GLIBC_x.y symbol version BINARY asks of the loader (empty
+# for a static binary).
+glibc_needed() {
+  readelf --dyn-syms -W "$1" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1
+}
+
+# set_deb_depends DEB VALUE: rewrite the Depends: field of a built .deb (root-owned contents).
+set_deb_depends() {
+  local dir
+  dir=$(mktemp -d)
+  dpkg-deb -R "$1" "$dir/pkg"
+  sed -i '/^Depends:/d' "$dir/pkg/DEBIAN/control"
+  sed -i "/^Architecture:/a Depends: $2" "$dir/pkg/DEBIAN/control"
+  dpkg-deb -Zxz --root-owner-group -b "$dir/pkg" "$1" >/dev/null
+  rm -rf "$dir"
+}
