@@ -227,3 +227,42 @@ fn tarball_packs_the_layout_owned_by_root() {
     let unit = std::fs::read_to_string(root.join("systemd/gasdtu.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/gasdtu run"));
 }
+
+#[test]
+fn glibc_tarballs_are_named_for_their_floor() {
+    let root = repo_root();
+    let out = tempfile::tempdir().unwrap();
+    let bin = out.path().join("gasdtu");
+    std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lib = std::fs::read_to_string(root.join("cross/lib.sh")).unwrap();
+    let floor = lib
+        .lines()
+        .find_map(|l| l.strip_prefix("GLIBC_FLOOR="))
+        .expect("GLIBC_FLOOR= in cross/lib.sh");
+    assert_eq!(floor, "2.28", "the issue asks for glibc 2.28 and newer");
+    let pack = |arch: &str, triple: &str| {
+        let run = Command::new(root.join("cross/tarball"))
+            .arg("--bin")
+            .arg(&bin)
+            .arg("--out")
+            .arg(out.path())
+            .args([arch, triple])
+            .output()
+            .expect("run cross/tarball");
+        (
+            run.status.code(),
+            String::from_utf8_lossy(&run.stdout).trim().to_string(),
+            String::from_utf8_lossy(&run.stderr).to_string(),
+        )
+    };
+    let (code, path, _) = pack("armhf", "armv7-unknown-linux-gnueabihf");
+    assert_eq!(code, Some(0));
+    assert!(path.ends_with("-armhf-glibc2.28.tar.gz"), "{path}");
+    let (code, path, _) = pack("armhf", "armv7-unknown-linux-musleabihf");
+    assert_eq!(code, Some(0));
+    assert!(path.ends_with("-armhf.tar.gz"), "{path}");
+    let (code, _, err) = pack("mips", "mips-unknown-linux-musl");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown architecture 'mips'"), "{err}");
+}
