@@ -260,15 +260,21 @@ pub struct ComputedSpec {
     pub unit: Option<String>,
 }
 
-/// A decoded value.
+/// A decoded value. Printed and serialized (export, status, command results) as the decimal a
+/// float stands for (`decimal::meant`: a raw f32 reading is 4.2, not 4.199999809265137), as the
+/// MQTT payloads write it; the store keeps the exact double.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     Bool(bool),
     Int(i64),
     UInt(u64),
-    Float(f64),
+    Float(#[serde(serialize_with = "serialize_meant")] f64),
     Text(String),
+}
+
+fn serialize_meant<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(crate::decimal::meant(*x))
 }
 
 impl Value {
@@ -290,7 +296,7 @@ impl fmt::Display for Value {
             Value::Bool(b) => write!(f, "{}", if *b { 1 } else { 0 }),
             Value::Int(i) => write!(f, "{i}"),
             Value::UInt(u) => write!(f, "{u}"),
-            Value::Float(x) => write!(f, "{x}"),
+            Value::Float(x) => write!(f, "{}", crate::decimal::meant(*x)),
             Value::Text(s) => write!(f, "{s:?}"),
         }
     }
@@ -385,4 +391,26 @@ pub struct SampleBatch {
     pub online: bool,
     /// Consecutive failed cycles so far (0 after any good read).
     pub failed_cycles: u32,
+}
+
+#[cfg(test)]
+mod value_text_tests {
+    use super::Value;
+
+    #[test]
+    fn floats_print_and_serialize_as_the_decimal_they_stand_for() {
+        // (value, text): a raw f32 reading at f32 precision, exact doubles as themselves.
+        let cases = [
+            (f64::from(4.2f32), "4.2"),
+            (f64::from(-899.8f32), "-899.8"),
+            (987_654.32, "987654.32"),
+            (16_777_217.25, "16777217.25"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ];
+        for (x, want) in cases {
+            let v = Value::Float(x);
+            assert_eq!(v.to_string(), want, "{x:?}");
+            assert_eq!(serde_json::to_string(&v).unwrap(), want, "{x:?}");
+        }
+    }
 }

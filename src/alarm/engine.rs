@@ -301,7 +301,7 @@ impl AlarmEngine {
             "severity": r.severity.as_str(),
             "state": edge.as_str(),
             "occurrence": s.occurrence,
-            "value": value,
+            "value": value.map(crate::decimal::meant),
             "limit": c.limit,
             "unit": unit,
             "raised_at": rfc3339(s.raised_ms),

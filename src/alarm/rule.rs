@@ -164,6 +164,8 @@ pub const NUM_TEXT_MAX: usize = 24;
 /// decimal is longer than `NUM_TEXT_MAX` (1e300 prints 301 digits in decimal), so a device's
 /// value can never blow a message up.
 pub fn num_text(v: f64) -> String {
+    // The decimal the value stands for (a raw f32 reading 4.2, not 4.199999809265137).
+    let v = crate::decimal::meant(v);
     let s = v.to_string();
     if s.len() <= NUM_TEXT_MAX {
         s
@@ -212,6 +214,8 @@ mod tests {
             (-f64::MIN_POSITIVE, "-2.2250738585072014e-308"),
             (f64::NAN, "NaN"),
             (f64::NEG_INFINITY, "-inf"),
+            // A raw f32 reading reads as the meter shows it.
+            (f64::from(4.2f32), "4.2"),
         ] {
             let t = num_text(v);
             assert_eq!(t, want);
