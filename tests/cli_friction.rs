@@ -27,20 +27,9 @@ fn json_lines(s: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `gasdtu simulate --tcp` on a fresh loopback port with these extra arguments; "127.0.0.1:P".
+/// `gasdtu simulate --tcp` (seed 3) on a fresh loopback port with these extra arguments.
 fn simulator(extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let sim = Proc::spawn(
-        "gasdtu simulate",
-        Command::new(gasdtu())
-            .args(["simulate", "--seed", "3", "--log-level", "warn", "--tcp"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_port(port, Duration::from_secs(20));
-    (sim, port)
+    simulate_tcp_args(&[&["--seed", "3", "--log-level", "warn"], extra].concat())
 }
 
 /// pt1 (unit 1) and pt3 (unit 3) are pt-float transmitters: pt1 by its profile, pt3 with an

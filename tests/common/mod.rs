@@ -203,21 +203,30 @@ impl PtyPair {
 /// `gasdtu simulate --tcp 127.0.0.1:PORT --seed 1 --device ... --fault ...` on a fresh port,
 /// accepting connections when this returns.
 pub fn simulate_tcp(devices: &[&str], faults: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(gasdtu());
-    cmd.args(["simulate", "--seed", "1", "--tcp"])
-        .arg(format!("127.0.0.1:{port}"));
+    let mut args = vec!["--seed", "1"];
     for d in devices {
-        cmd.arg("--device").arg(d);
+        args.extend(["--device", d]);
     }
     for f in faults {
-        cmd.arg("--fault").arg(f);
+        args.extend(["--fault", f]);
     }
+    simulate_tcp_args(&args)
+}
+
+/// `gasdtu simulate --tcp 127.0.0.1:PORT <args>` on a fresh port, accepting connections when
+/// this returns.
+pub fn simulate_tcp_args(args: &[&str]) -> (Proc, u16) {
+    let port = free_port();
     let p = Proc::spawn(
         "gasdtu simulate",
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        Command::new(gasdtu())
+            .args(["simulate", "--tcp"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
     );
-    wait_port(port, Duration::from_secs(10));
+    wait_port(port, Duration::from_secs(20));
     (p, port)
 }
 
