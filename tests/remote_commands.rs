@@ -21,7 +21,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::remote::{cmd_body as body, start_daemon, valve_device, GwConfig, RemoteGw};
 use common::{mutual_tls_broker, simulate_tcp, wait_until, ModbusTap, Publisher, Subscriber};
@@ -439,21 +439,33 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
             .count()
     };
     let hist_before = hist(&sub);
-    let r = gw
-        .ask(
-            &ops,
-            &sub,
-            "h1",
-            gw.signed_cmd(&body(
-                "h1",
-                GW,
-                exp(),
-                "resend",
-                json!({"device": "pcv1", "from": now_ms() - 3_600_000, "to": now_ms()}),
-            )),
-        )
-        .await;
-    assert_eq!(r["status"], "ok", "{r}");
+    // Only readings the broker has acknowledged (and the store has marked delivered) can be
+    // resent; the first of them may still be on its way: ask again until one is there.
+    let resend_end = Instant::now() + WAIT;
+    let mut attempt = 0;
+    let r = loop {
+        attempt += 1;
+        let id = format!("h{attempt}");
+        let r = gw
+            .ask(
+                &ops,
+                &sub,
+                &id,
+                gw.signed_cmd(&body(
+                    &id,
+                    GW,
+                    exp(),
+                    "resend",
+                    json!({"device": "pcv1", "from": now_ms() - 3_600_000, "to": now_ms()}),
+                )),
+            )
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+        if r["result"]["readings"].as_u64().is_some_and(|n| n >= 1) || Instant::now() > resend_end {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(
         r["result"]["readings"].as_u64().is_some_and(|n| n >= 1),
         "the delivered readings of the last hour are resent: {r}"
