@@ -7,7 +7,8 @@
 //!   (retained: a subscriber that comes later still gets it), with `gw` and `seq`.
 //! - `resend_history` makes delivered readings of one device in a range pending again; they
 //!   are sealed as `hist: true` with new sequence numbers; other devices, other times and
-//!   readings beyond `max_readings` are left alone.
+//!   readings beyond `max_readings` are left alone; rows holding `publish = false` points
+//!   (history only) are never resent.
 
 mod common;
 
@@ -320,7 +321,7 @@ fn resend_history_sends_one_device_range_again_as_history_with_new_seqs() {
 
     // pt1, minutes 2..=5: 4 batches, 12 readings.
     let r = store
-        .resend_history("pt1", T0 + 2 * minute, T0 + 5 * minute, 1000)
+        .resend_history("pt1", T0 + 2 * minute, T0 + 5 * minute, 1000, &[])
         .unwrap();
     assert_eq!((r.entries, r.readings, r.more), (4, 12, false));
     assert_eq!(
@@ -349,15 +350,19 @@ fn resend_history_sends_one_device_range_again_as_history_with_new_seqs() {
     assert_eq!(store.stats().unwrap().history_readings, history_before);
 
     // Bounds: max_readings cuts at whole batches and says there is more.
-    let r = store.resend_history("pt2", T0, T0 + 9 * minute, 7).unwrap();
+    let r = store
+        .resend_history("pt2", T0, T0 + 9 * minute, 7, &[])
+        .unwrap();
     assert_eq!((r.entries, r.readings, r.more), (2, 6, true));
     assert_eq!(r.last_ms, Some(T0 + minute));
     assert_eq!(reads(&deliver(&store, 0)).len(), 6);
     // Unknown device, empty range, nothing delivered in range.
-    let r = store.resend_history("nope", T0, T0 + minute, 100).unwrap();
+    let r = store
+        .resend_history("nope", T0, T0 + minute, 100, &[])
+        .unwrap();
     assert!(!r.device_known && r.entries == 0);
     let r = store
-        .resend_history("pt1", T0 + 20 * minute, T0 + 30 * minute, 100)
+        .resend_history("pt1", T0 + 20 * minute, T0 + 30 * minute, 100, &[])
         .unwrap();
     assert!(r.device_known && r.entries == 0 && !r.more);
     // Rows still pending are not doubled.
@@ -365,7 +370,7 @@ fn resend_history_sends_one_device_range_again_as_history_with_new_seqs() {
         .commit(&[batch("pt1", T0 + 11 * minute, 3)], &[], &stamp)
         .unwrap();
     let r = store
-        .resend_history("pt1", T0 + 11 * minute, T0 + 11 * minute, 100)
+        .resend_history("pt1", T0 + 11 * minute, T0 + 11 * minute, 100, &[])
         .unwrap();
     assert_eq!(r.entries, 0);
     // Live counters equal a full scan.
@@ -373,4 +378,81 @@ fn resend_history_sends_one_device_range_again_as_history_with_new_seqs() {
     let mut scan = store.stats_scan().unwrap();
     scan.bytes_on_disk = live.bytes_on_disk;
     assert_eq!(live, scan);
+}
+
+/// Point names of every reading in data messages.
+fn read_points(msgs: &[(u64, Json)]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (_, m) in msgs {
+        for d in m["data"].as_array().into_iter().flatten() {
+            for r in d["reads"].as_array().unwrap() {
+                v.extend(r["v"].as_object().unwrap().keys().cloned());
+            }
+        }
+    }
+    v
+}
+
+/// `batch` with the point names given.
+fn named(device: &str, read_ms: i64, points: &[&str]) -> SampleBatch {
+    let mut b = batch(device, read_ms, points.len() as i64);
+    for (s, p) in b.samples.iter_mut().zip(points) {
+        s.point = (*p).into();
+    }
+    b
+}
+
+#[test]
+fn resend_history_never_sends_rows_of_local_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let stamp = ClockStamp::now();
+    let minute = 60_000;
+    // "evc" is reported as polled: each poll is a published row (outbox) and a row of its
+    // local point `dec` (history only). "slow" reports slower than it polls: its raw polls
+    // (local point included) are history, its reports (published points only) are sent.
+    let mut history = Vec::new();
+    let mut outbox = Vec::new();
+    for i in 0..6 {
+        let t = T0 + i * minute;
+        outbox.push(named("evc", t, &["p0", "p1"]));
+        history.push(named("evc", t, &["dec"]));
+        history.push(named("slow", t, &["p0", "dec"]));
+        if i % 3 == 2 {
+            outbox.push(named("slow", t, &["p0"]));
+        }
+    }
+    store.commit_routed(&history, &outbox, &[], &stamp).unwrap();
+    let first = deliver(&store, 0);
+    assert!(!read_points(&first).contains(&"dec".to_string()));
+    assert_eq!(read_points(&first).len(), 6 * 2 + 2);
+
+    // Only the published rows come back, and only they are counted.
+    let r = store
+        .resend_history("evc", T0, T0 + 5 * minute, 12, &["dec"])
+        .unwrap();
+    assert_eq!((r.entries, r.readings, r.more), (6, 12, false));
+    assert_eq!((r.first_ms, r.last_ms), (Some(T0), Some(T0 + 5 * minute)));
+    let again = deliver(&store, 0);
+    let points = read_points(&again);
+    assert_eq!(points.len(), 12, "{points:?}");
+    assert!(points.iter().all(|p| p == "p0" || p == "p1"), "{points:?}");
+
+    // A raw poll holding a local point is history only too: only the reports go again.
+    let r = store
+        .resend_history("slow", T0, T0 + 5 * minute, 100, &["dec"])
+        .unwrap();
+    assert_eq!((r.entries, r.readings), (2, 2));
+    let again = deliver(&store, 0);
+    assert_eq!(read_points(&again), ["p0", "p0"]);
+    assert!(reads(&again)
+        .iter()
+        .all(|(d, _, hist)| d == "slow" && *hist));
+
+    // Nothing was lost from the history: export still has every row.
+    let live = store.stats().unwrap();
+    let mut scan = store.stats_scan().unwrap();
+    scan.bytes_on_disk = live.bytes_on_disk;
+    assert_eq!(live, scan);
+    assert_eq!(live.history_readings, 6 * 3 + 6 * 2 + 2);
 }

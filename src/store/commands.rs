@@ -12,7 +12,8 @@
 //! between begin and finish (`Interrupted`: the effect may or may not have happened; it is
 //! never executed again). Everything from outside is bounded: ids, ops, result and event
 //! JSON (`COMMAND_JSON_MAX`), the table (`COMMAND_ROWS_MAX`, purged with the store's bounds),
-//! resend ranges (`RESEND_RANGE_MAX_MS`) and counts (`max_readings`).
+//! resend ranges (`RESEND_RANGE_MAX_MS`) and counts (`max_readings`). The resend itself
+//! (never of local rows) is `resend`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -22,8 +23,13 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value as Json;
 
-use super::{entry_state, insert_json, Store, StoreError};
+use super::{insert_json, Store, StoreError};
 use crate::outbox::{EntryKind, ReplyTopic};
+
+mod resend;
+#[cfg(test)]
+use resend::RESEND_ROWS;
+pub use resend::{Resent, RESEND_RANGE_MAX_MS};
 
 /// Largest result, reply body or event JSON accepted (serialized bytes).
 pub const COMMAND_JSON_MAX: usize = 16 * 1024;
@@ -37,13 +43,6 @@ pub const PURGE_AFTER_MS: i64 = 86_400_000;
 /// A row written by `command_reject` has no expiry of its own: it is kept as if it expired
 /// this long after it was refused (longer than any request may live: 7 days).
 pub const REJECT_KEEP_MS: i64 = 8 * 86_400_000;
-/// Longest time range of one `resend_history`.
-pub const RESEND_RANGE_MAX_MS: i64 = 31 * 86_400_000;
-/// Longest device name `resend_history` looks up (bytes).
-pub const DEVICE_NAME_MAX: usize = 256;
-/// `created_ms` of a resent entry: before any uplink session, so it is always sent as
-/// backlog (`hist: true`), ahead of the rest of the backlog, oldest read first.
-pub const RESENT_CREATED_MS: i64 = -1;
 
 /// What `command_begin` found.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,22 +58,6 @@ pub enum Begin {
     /// effect may or may not have happened. Never executed again: answer it with
     /// `command_reject` (e.g. `unknown_outcome` / `interrupted`).
     Interrupted,
-}
-
-/// What `resend_history` made pending again.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resent {
-    /// The device has rows in the store (false: unknown device, nothing done).
-    pub device_known: bool,
-    /// Entries (batches) and readings made pending again.
-    pub entries: u64,
-    pub readings: u64,
-    /// Read times of the first and last reading resent.
-    pub first_ms: Option<i64>,
-    pub last_ms: Option<i64>,
-    /// More delivered readings matched than `max_readings`: the later ones were left (ask
-    /// again from just after `last_ms`).
-    pub more: bool,
 }
 
 /// A generation for this opening of the store: random (the per-process keys of the standard
@@ -94,7 +77,7 @@ pub(crate) fn new_generation() -> i64 {
     h.finish() as i64
 }
 
-fn bounded_text(what: &'static str, s: &str, max: usize) -> Result<(), StoreError> {
+pub(super) fn bounded_text(what: &'static str, s: &str, max: usize) -> Result<(), StoreError> {
     if s.is_empty() {
         return Err(StoreError::OutOfBounds {
             what,
@@ -427,103 +410,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Delivered history of `device` read in [from_ms, to_ms] becomes pending again (sent as
-    /// backlog, `hist: true`, new sequence numbers), at most `max_readings` readings, oldest
-    /// read first, whole batches only; one transaction. Rows still pending or sealed are
-    /// already on their way and left alone. Refused (`OutOfBounds`) for a reversed range or
-    /// one longer than `RESEND_RANGE_MAX_MS`.
-    pub fn resend_history(
-        &self,
-        device: &str,
-        from_ms: i64,
-        to_ms: i64,
-        max_readings: u64,
-    ) -> Result<Resent, StoreError> {
-        bounded_text("resend device", device, DEVICE_NAME_MAX)?;
-        if to_ms < from_ms {
-            return Err(StoreError::OutOfBounds {
-                what: "resend range",
-                why: format!("ends ({to_ms} ms) before it starts ({from_ms} ms)"),
-            });
-        }
-        if to_ms.saturating_sub(from_ms) > RESEND_RANGE_MAX_MS {
-            return Err(StoreError::OutOfBounds {
-                what: "resend range",
-                why: format!(
-                    "{} ms long, at most 31 days ({RESEND_RANGE_MAX_MS} ms) per request",
-                    to_ms.saturating_sub(from_ms)
-                ),
-            });
-        }
-        let mut g = self.lock();
-        let tx = g
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.sql("begin resend"))?;
-        let mut r = Resent {
-            device_known: tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM source WHERE device = ?1)",
-                    [device],
-                    |r| r.get(0),
-                )
-                .map_err(self.sql("resend device"))?,
-            ..Resent::default()
-        };
-        if !r.device_known || max_readings == 0 {
-            return Ok(r);
-        }
-        let mut ids = Vec::new();
-        {
-            let mut st = tx
-                .prepare_cached(RESEND_ROWS)
-                .map_err(self.sql("resend rows"))?;
-            let mut rows = st
-                .query(rusqlite::params![
-                    from_ms,
-                    to_ms,
-                    device,
-                    entry_state::DELIVERED
-                ])
-                .map_err(self.sql("resend rows"))?;
-            while let Some(row) = rows.next().map_err(self.sql("resend rows"))? {
-                let (id, readings, read_ms): (i64, i64, i64) = (
-                    row.get(0).map_err(self.sql("resend rows"))?,
-                    row.get(1).map_err(self.sql("resend rows"))?,
-                    row.get(2).map_err(self.sql("resend rows"))?,
-                );
-                let readings = readings.max(0) as u64;
-                if r.readings + readings > max_readings {
-                    r.more = true;
-                    break;
-                }
-                r.readings += readings;
-                r.entries += 1;
-                r.first_ms.get_or_insert(read_ms);
-                r.last_ms = Some(read_ms);
-                ids.push(id);
-            }
-        }
-        {
-            let mut up = tx
-                .prepare_cached("UPDATE entry SET status = ?2, created_ms = ?3 WHERE id = ?1")
-                .map_err(self.sql("resend"))?;
-            for id in &ids {
-                up.execute(rusqlite::params![
-                    id,
-                    entry_state::PENDING,
-                    RESENT_CREATED_MS
-                ])
-                .map_err(self.sql("resend"))?;
-            }
-        }
-        let mut next = self.next_stats();
-        next.resend(r.entries, r.readings, r.first_ms);
-        tx.commit().map_err(self.sql("commit resend"))?;
-        self.publish_stats(next);
-        Ok(r)
-    }
-
     /// A stored result as JSON (it was written by this code, so a failure is corruption).
     fn stored_result(&self, id: &str, text: &str) -> Result<Json, StoreError> {
         serde_json::from_str(text).map_err(|e| StoreError::Decode {
@@ -533,12 +419,6 @@ impl Store {
         })
     }
 }
-
-/// Delivered data rows of device `?3` read in [`?1`, `?2`] with readings, oldest read first
-/// (a range of the `entry_read` index).
-pub(crate) const RESEND_ROWS: &str = "SELECT id, readings, read_ms FROM entry \
-     WHERE kind = 2 AND read_ms BETWEEN ?1 AND ?2 AND status = ?4 AND readings > 0 \
-     AND source IN (SELECT id FROM source WHERE device = ?3) ORDER BY read_ms, id";
 
 #[cfg(test)]
 mod tests {
@@ -910,7 +790,7 @@ mod tests {
         drop(ro);
         drain(&store);
         assert_counters_exact(&store);
-        let r = store.resend_history("d", T0, T0 + 1000, 100).unwrap();
+        let r = store.resend_history("d", T0, T0 + 1000, 100, &[]).unwrap();
         assert_eq!((r.entries, r.readings), (2, 6));
         assert_counters_exact(&store);
         drain(&store);
@@ -963,17 +843,19 @@ mod tests {
             ),
             (
                 "resend reversed",
-                store.resend_history("d", T0, T0 - 1, 10).map(drop),
+                store.resend_history("d", T0, T0 - 1, 10, &[]).map(drop),
             ),
             (
                 "resend 31 days + 1 ms",
                 store
-                    .resend_history("d", T0, T0 + RESEND_RANGE_MAX_MS + 1, 10)
+                    .resend_history("d", T0, T0 + RESEND_RANGE_MAX_MS + 1, 10, &[])
                     .map(drop),
             ),
             (
                 "resend long device",
-                store.resend_history(&"d".repeat(257), T0, T0, 10).map(drop),
+                store
+                    .resend_history(&"d".repeat(257), T0, T0, 10, &[])
+                    .map(drop),
             ),
         ];
         for (what, r) in cases {
@@ -1005,7 +887,7 @@ mod tests {
         store.command_finish("b", &exact, &ok).unwrap();
         // 31 days exactly is accepted.
         store
-            .resend_history("d", T0, T0 + RESEND_RANGE_MAX_MS, 10)
+            .resend_history("d", T0, T0 + RESEND_RANGE_MAX_MS, 10, &[])
             .unwrap();
         // Only the one finish wrote anything.
         assert_eq!(pending(&store).len(), 2);

@@ -77,14 +77,25 @@ pub(super) async fn execute(
         } => {
             let store = ctx.store.clone();
             let (d, f, t) = (device.clone(), *from_ms, *to_ms);
-            let r = blocking(move || store.resend_history(&d, f, t, RESEND_MAX_READINGS))
-                .await
-                .map_err(|e| match e {
-                    StoreError::OutOfBounds { what, why } => {
-                        fail(RemoteError::BadRequest(format!("{what}: {why}")))
-                    }
-                    e => fail(RemoteError::Store(e.to_string())),
-                })?;
+            // The device's `publish = false` points: their rows were never sent, nor are they now.
+            let local: Vec<String> = cfg
+                .devices
+                .iter()
+                .filter(|c| c.name == *device)
+                .flat_map(|c| c.points.iter().filter(|p| !p.publish))
+                .map(|p| p.name.clone())
+                .collect();
+            let r = blocking(move || {
+                let local: Vec<&str> = local.iter().map(String::as_str).collect();
+                store.resend_history(&d, f, t, RESEND_MAX_READINGS, &local)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::OutOfBounds { what, why } => {
+                    fail(RemoteError::BadRequest(format!("{what}: {why}")))
+                }
+                e => fail(RemoteError::Store(e.to_string())),
+            })?;
             if !r.device_known {
                 return Err(fail(RemoteError::NotFound(format!(
                     "device {:?} has no history in this gateway's store",
