@@ -4,7 +4,8 @@
 //! write pt3 setpoint 321.5`), a reply short of registers failing like the daemon ("expected 2
 //! registers, got 0", through a stand-in daemon socket that answers with no values), and a scan
 //! of a TCP bus with lying units that prints readable lines, goes on after a dropped
-//! connection and gives advice that fits TCP. Every wait is on a condition with a deadline.
+//! connection and gives advice that fits TCP, and raw reads with implied `--decimals`. Every
+//! wait is on a condition with a deadline.
 
 mod common;
 
@@ -646,4 +647,52 @@ fn a_named_read_applies_the_decimals_read_from_the_device() {
     assert_eq!(l["point"], "pressure");
     assert_eq!(l["text"], "-12.34", "{r:?}");
     assert_eq!(l["engineering_unit"], "kPa");
+}
+
+/// Raw addressing with implied decimals: `--decimals N` is the config's `decimals = N` (raw x
+/// 10^-N, exact), refused with `--scale` and on a float.
+#[test]
+fn a_raw_read_takes_implied_decimals() {
+    // The transmitter set to 2 decimals holds -12.34 kPa as the register -1234.
+    let (_sim, port) = simulator(&[
+        "--device",
+        "2:pt-int16",
+        "--set",
+        "2:pressure_decimals=2",
+        "--set",
+        "2:pressure=-12.34",
+    ]);
+    let ep = format!("127.0.0.1:{port}");
+    let raw = [
+        "read",
+        "--tcp",
+        &ep,
+        "--unit",
+        "2",
+        "--address",
+        "4",
+        "--json",
+    ];
+    for (decimals, text) in [("2", "-12.34"), ("3", "-1.234"), ("0", "-1234")] {
+        let r = cli(&[&raw[..], &["--type", "i16", "--decimals", decimals]].concat());
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(json_lines(&r.stdout)[0]["text"], text, "{r:?}");
+    }
+    for (extra, want) in [
+        (
+            &["--type", "i16", "--decimals", "2", "--scale", "0.01"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--type", "f32", "--decimals", "1"][..],
+            "integer and BCD types only",
+        ),
+    ] {
+        let r = cli(&[&raw[..], extra].concat());
+        assert_ne!(r.code, 0, "{extra:?}: {r:?}");
+        assert!(
+            r.stdout.is_empty() && r.stderr.contains(want),
+            "{extra:?}: {r:?}"
+        );
+    }
 }

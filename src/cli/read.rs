@@ -451,6 +451,23 @@ mod tests {
             ("--address 70000", "decimal (22) or hex (0x16)"),
             ("--type u16", "--address is required"),
             ("--address 0 --order ABDC", "invalid value"),
+            (
+                "--address 0 --decimals 2 --scale 0.01",
+                "cannot be used with",
+            ),
+            (
+                "--address 0 --scale 0.01 --decimals 2",
+                "cannot be used with",
+            ),
+            ("--address 0 --decimals 13", "invalid value"),
+            (
+                "--address 0 --type f32 --decimals 1",
+                "integer and BCD types only, not f32 (a float",
+            ),
+            (
+                "--address 0 --type bit --bit 1 --decimals 1",
+                "integer and BCD types only",
+            ),
             ("--modicon --address 0x16", "not a decimal register number"),
             (
                 "--modicon --address 30011 --table holding",
@@ -464,6 +481,19 @@ mod tests {
     }
 
     #[test]
+    fn decimals_are_an_exact_decimal_scale() {
+        let p = plan("--address 4 --type i16 --decimals 2").unwrap();
+        assert_eq!(p.codec.scale, 0.01);
+        let items = decode_items(&p, &[(-1234i16) as u16]);
+        assert_eq!(items[0].value, Ok(Value::Float(-12.34)));
+        assert_eq!(p.codec.show(items[0].value.as_ref().unwrap()), "-12.34");
+        let p = plan("--address 0 --type bcd48 --decimals 4").unwrap();
+        let items = decode_items(&p, &[0x0000, 0x9876, 0x5432]);
+        assert_eq!(items[0].value, Ok(Value::Float(9876.5432)));
+        assert_eq!(plan("--address 0 --decimals 0").unwrap().codec.scale, 1.0);
+    }
+
+    #[test]
     fn a_configured_device_refuses_raw_options() {
         let a = parse("evc1 pressure --json --timeout 2s --direct").unwrap();
         assert_eq!(a.device.as_deref(), Some("evc1"));
@@ -471,6 +501,8 @@ mod tests {
         assert!(raw_options(&a).is_empty());
         let a = parse("evc1 --tcp h:1 --address 3 --scale 0.1 --unit 2").unwrap();
         assert_eq!(raw_options(&a), ["--tcp", "--unit", "--address", "--scale"]);
+        let a = parse("evc1 pressure --decimals 1").unwrap();
+        assert_eq!(raw_options(&a), ["--decimals"]);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 use crate::modbus::registers;
 use crate::model::{DataType, Table, Value, WordOrder};
 
+/// Most implied decimals `--decimals` takes (as the config's `decimals`: a bcd48 has twelve
+/// digits).
+pub const MAX_DECIMALS: u8 = 12;
+
 /// The four Modbus tables, as typed on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TableArg {
@@ -94,6 +98,11 @@ pub struct ValueArgs {
     /// Engineering value = raw * scale + offset [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     pub scale: Option<f64>,
+    /// Implied decimals of an integer or BCD value: raw x 10^-N, the config's `decimals = N`
+    /// (the same as --scale 10^-N, divided exactly).
+    #[arg(long, value_name = "N", conflicts_with = "scale",
+          value_parser = clap::value_parser!(u8).range(0..=MAX_DECIMALS as i64))]
+    pub decimals: Option<u8>,
     /// Added after scaling (engineering value = raw * scale + offset) [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub offset: Option<f64>,
@@ -153,10 +162,26 @@ impl ValueArgs {
 
     /// The codec of these options for `table` (`count` as in `resolve`).
     pub fn codec(&self, table: Table, count: Option<u16>) -> Result<Codec, String> {
+        let data_type = self.resolve(table, count)?;
+        let scale = match self.decimals {
+            Some(_) if !data_type.is_integer() => {
+                let hint = if matches!(data_type, DataType::F32 | DataType::F64 | DataType::IntReal)
+                {
+                    " (a float carries its own decimals; use --scale)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "--decimals applies to integer and BCD types only, not {data_type}{hint}"
+                ));
+            }
+            Some(n) => registers::decimal_scale(n),
+            None => self.scale.unwrap_or(1.0),
+        };
         Ok(Codec {
-            data_type: self.resolve(table, count)?,
+            data_type,
             order: self.order.map(WordOrder::from).unwrap_or(WordOrder::Abcd),
-            scale: self.scale.unwrap_or(1.0),
+            scale,
             offset: self.offset.unwrap_or(0.0),
         })
     }
@@ -171,6 +196,7 @@ impl ValueArgs {
             (self.length.is_some(), "--length"),
             (self.order.is_some(), "--order"),
             (self.scale.is_some(), "--scale"),
+            (self.decimals.is_some(), "--decimals"),
             (self.offset.is_some(), "--offset"),
         ] {
             if set {

@@ -467,6 +467,7 @@ mod tests {
             ("--address 0 --type f32 --value 3.1415927", Table::HoldingRegister, "4049 0FDB"),
             ("--address 0 --type f32 --order DCBA --value -1.5", Table::HoldingRegister, "0000 C0BF"),
             ("--address 0 --type u16 --scale 0.01 --value 21.37", Table::HoldingRegister, "0859"),
+            ("--address 0 --type u16 --decimals 2 --value 21.37", Table::HoldingRegister, "0859"),
             ("--address 0 --type i16 --scale 0.1 --offset -40 --value -50", Table::HoldingRegister, "FF9C"),
             ("--address 0 --type bcd16 --value 1234", Table::HoldingRegister, "1234"),
             ("--address 0 --type string --length 4 --value OK", Table::HoldingRegister, "4F4B 0000"),
