@@ -401,7 +401,7 @@ fn scan_on_tcp_prints_readable_lines_and_tcp_advice() {
     );
     assert_eq!(
         out[1],
-        "unit   2  garbled  invalid reply: reply header does not match the request"
+        "unit   2  garbled  invalid reply: reply for function 3 has unit 3, expected 2"
     );
     assert!(
         out[2].starts_with("unit   3  garbled  invalid reply: "),

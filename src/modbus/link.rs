@@ -615,12 +615,16 @@ fn reply_pdu(function: u8, res: Result<Response, ExceptionCode>) -> Vec<u8> {
     }
 }
 
-/// A short description of what tokio-modbus refused (its `Display` includes the whole
-/// decoded reply).
+/// One readable clause for what tokio-modbus refused (its `Display` includes the whole decoded
+/// reply and the headers' `Debug`): see `reply::header_mismatch`.
 fn protocol_detail(p: &tokio_modbus::ProtocolError) -> String {
     match p {
-        tokio_modbus::ProtocolError::HeaderMismatch { message, .. } => {
-            format!("reply header does not match the request: {message}")
+        tokio_modbus::ProtocolError::HeaderMismatch { message, result } => {
+            let (function, exception) = match result {
+                Ok(r) => (r.function_code().value(), false),
+                Err(e) => (e.function.value(), true),
+            };
+            reply::header_mismatch(message, function, exception)
         }
         tokio_modbus::ProtocolError::FunctionCodeMismatch { request, result } => {
             let got = match result {
@@ -734,6 +738,28 @@ mod tests {
         let kept = log.take();
         assert_eq!(kept.len(), TAP_MAX);
         assert_eq!(kept[..4], [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_refused_header_is_one_clause_without_the_reply() {
+        use tokio_modbus::{ExceptionResponse, FunctionCode, ProtocolError};
+        let message = "expected/request = Header { transaction_id: 8, unit_id: 3 }, \
+                       actual/response = Header { transaction_id: 7, unit_id: 3 }";
+        let p = ProtocolError::HeaderMismatch {
+            message: message.into(),
+            result: Ok(Response::ReadHoldingRegisters(vec![0x1234; 60])),
+        };
+        let want = "reply for unit 3 function 3 has transaction id 7, expected 8";
+        assert_eq!(protocol_detail(&p), want);
+        let p = ProtocolError::HeaderMismatch {
+            message: message.into(),
+            result: Err(ExceptionResponse {
+                function: FunctionCode::ReadInputRegisters,
+                exception: ExceptionCode::IllegalDataAddress,
+            }),
+        };
+        let want = "reply for unit 3 function 4 (an exception) has transaction id 7, expected 8";
+        assert_eq!(protocol_detail(&p), want);
     }
 
     #[test]

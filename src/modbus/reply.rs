@@ -251,6 +251,80 @@ fn echo(func: u8, a: u16, b: u16) -> Vec<u8> {
     out
 }
 
+/// One readable clause for a reply whose header tokio-modbus refused (`HeaderMismatch`), from
+/// its message ("expected/request = Header { transaction_id: 8, unit_id: 3 }, actual/response
+/// = Header { transaction_id: 7, unit_id: 3 }"; RTU: `slave_id`), the reply's `function` and
+/// whether it was an exception: "reply for unit 3 function 3 has transaction id 7, expected 8".
+/// Only numbers are taken from the message; one it does not recognise gives the plain
+/// "reply header does not match the request" (never a dump of the reply).
+pub fn header_mismatch(message: &str, function: u8, exception: bool) -> String {
+    let plain = "reply header does not match the request".to_string();
+    let Some((want, got)) = message
+        .strip_prefix("expected/request = ")
+        .and_then(|m| m.split_once(", actual/response = "))
+    else {
+        return plain;
+    };
+    let (Some(want), Some(got)) = (header_fields(want), header_fields(got)) else {
+        return plain;
+    };
+    let label = |k: &str| match k {
+        "transaction_id" => "transaction id".to_string(),
+        "unit_id" | "slave_id" => "unit".to_string(),
+        k => k.replace('_', " "),
+    };
+    let mut unit = None;
+    let mut diffs = Vec::new();
+    for (k, w) in &want {
+        let Some((_, g)) = got.iter().find(|(gk, _)| gk == k) else {
+            return plain;
+        };
+        if g != w {
+            diffs.push((label(k), *g, *w));
+        } else if label(k) == "unit" {
+            unit = Some(*w);
+        }
+    }
+    if diffs.is_empty() || want.len() != got.len() {
+        return plain;
+    }
+    let mut who = match unit {
+        Some(u) => format!("unit {u} function {function}"),
+        None => format!("function {function}"),
+    };
+    if exception {
+        who.push_str(" (an exception)");
+    }
+    let join = |value: fn(&(String, u64, u64)) -> u64| {
+        diffs
+            .iter()
+            .map(|d| format!("{} {}", d.0, value(d)))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let has = join(|d| d.1);
+    // "expected 8" after one difference, "expected transaction id 8 and unit 3" after two.
+    let expected = match diffs.as_slice() {
+        [(_, _, w)] => w.to_string(),
+        _ => join(|d| d.2),
+    };
+    format!("reply for {who} has {has}, expected {expected}")
+}
+
+/// The `name: number` fields of "Header { a: 1, b: 2 }"; None for anything else.
+fn header_fields(s: &str) -> Option<Vec<(String, u64)>> {
+    let body = s.trim().strip_prefix("Header {")?.strip_suffix('}')?.trim();
+    body.split(',')
+        .map(|f| {
+            let (k, v) = f.split_once(':')?;
+            let k = k.trim();
+            let ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            ok.then_some(())?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "reply_tests.rs"]
 mod tests;

@@ -445,3 +445,45 @@ proptest! {
         prop_assert!(refused);
     }
 }
+
+/// tokio-modbus 0.17's header messages (TCP: transaction and unit id; RTU: slave id) become
+/// one clause of numbers; anything else is the plain sentence, never a dump.
+#[test]
+fn header_mismatches_read_as_one_clause() {
+    let tcp = |w: (u16, u8), g: (u16, u8)| {
+        format!(
+            "expected/request = Header {{ transaction_id: {}, unit_id: {} }}, \
+             actual/response = Header {{ transaction_id: {}, unit_id: {} }}",
+            w.0, w.1, g.0, g.1
+        )
+    };
+    let rtu = |w: u8, g: u8| {
+        format!(
+            "expected/request = Header {{ slave_id: {w} }}, actual/response = Header {{ slave_id: {g} }}"
+        )
+    };
+    let plain = "reply header does not match the request";
+    #[rustfmt::skip]
+    let cases: Vec<(String, u8, bool, &str)> = vec![
+        (tcp((8, 3), (7, 3)), 3, false, "reply for unit 3 function 3 has transaction id 7, expected 8"),
+        (tcp((8, 3), (8, 4)), 4, false, "reply for function 4 has unit 4, expected 3"),
+        (tcp((8, 3), (7, 4)), 3, false, "reply for function 3 has transaction id 7 and unit 4, expected transaction id 8 and unit 3"),
+        (tcp((1, 1), (65535, 1)), 16, true, "reply for unit 1 function 16 (an exception) has transaction id 65535, expected 1"),
+        (rtu(3, 4), 3, false, "reply for function 3 has unit 4, expected 3"),
+        (rtu(3, 3), 3, false, plain),
+        ("".into(), 3, false, plain),
+        ("expected/request = Header { transaction_id: 8, unit_id: 3 }".into(), 3, false, plain),
+        ("expected/request = Header { transaction_id: 8 }, actual/response = Header { transaction_id: x }".into(), 3, false, plain),
+        ("expected/request = Header { slave_id: 3 }, actual/response = Header { unit_id: 4 }".into(), 3, false, plain),
+        ("expected/request = Header { a: 1 }, actual/response = Header { a: 1, b: 2 }".into(), 3, false, plain),
+        ("expected/request = Header { Id: 1 }, actual/response = Header { Id: 2 }".into(), 3, false, plain),
+        ("expected/request = Frame { a: 1 }, actual/response = Frame { a: 2 }".into(), 3, false, plain),
+    ];
+    for (message, function, exception, want) in cases {
+        assert_eq!(
+            header_mismatch(&message, function, exception),
+            want,
+            "{message:?}"
+        );
+    }
+}
