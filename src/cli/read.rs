@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::modbus::scale_from::{self, Decimals};
 use crate::model::{Table, Value};
 
 use super::busargs::{BusArgs, BusClient};
@@ -347,21 +348,16 @@ async fn run_named(args: &ReadArgs, device: &str, global: &Global) -> anyhow::Re
         readings.insert(p.name.clone(), reading);
     }
     // `scale_from`: raw x 10^-decimals, then scale and offset, as the poller does.
-    for p in &n.reads {
-        let Some(from) = p.scale_from.as_deref() else {
-            continue;
+    for p in n.reads.iter().filter(|p| p.scale_from.is_some()) {
+        let decimals = match p.scale_from.as_deref().and_then(|f| readings.get(f)) {
+            Some(Reading { value: Ok(k), .. }) => Decimals::Read(k.clone()),
+            Some(Reading { value: Err(e), .. }) => Decimals::Bad(e.clone()),
+            None => Decimals::Missing,
         };
-        let decimals = readings.get(from).map(|r| r.value.clone());
         if let Some(r) = readings.get_mut(&p.name) {
-            r.value = match (r.value.clone(), decimals) {
-                (Ok(raw), Some(Ok(k))) => {
-                    crate::modbus::registers::apply_decimals(raw, from, &k, p.scale, p.offset)
-                        .map_err(|e| e.to_string())
-                }
-                (Ok(_), Some(Err(e))) => Err(format!("{from}: {e}")),
-                (Ok(_), None) => Err(format!("{from}: not read")),
-                (Err(e), _) => Err(e),
-            };
+            if let Ok(raw) = &r.value {
+                r.value = scale_from::finish(p, raw.clone(), decimals).map_err(|e| e.to_string());
+            }
         }
     }
     let (text, failed) = if args.json {

@@ -637,27 +637,26 @@ async fn poll_once(
 }
 
 /// The `scale_from` points of one cycle: raw value x 10^-decimals (read in the same cycle),
-/// then their scale and offset. A bad decimals point or reading makes the value bad.
+/// then their scale and offset (`scale_from::finish`). A bad decimals point or reading makes
+/// the value bad.
 fn apply_scale_from(
     d: &DevicePoller,
     values: &mut [Option<(Result<Value, BadReason>, SystemTime)>],
 ) {
+    use crate::modbus::scale_from::{self, Decimals};
     for (pi, from) in d.scale_from.iter().enumerate() {
         let p = &d.cfg.points[pi];
-        let Some(from_name) = p.scale_from.as_deref() else {
+        if p.scale_from.is_none() {
             continue;
-        };
+        }
         let decimals = match from.and_then(|i| values[i].as_ref()) {
-            Some((Ok(v), _)) => Ok(v.clone()),
-            Some((Err(r), _)) => Err(BadReason::Input(format!("{from_name}: {r}"))),
-            None => Err(BadReason::Input(format!("{from_name}: no value"))),
+            Some((Ok(v), _)) => Decimals::Read(v.clone()),
+            Some((Err(r), _)) => Decimals::Bad(r.to_string()),
+            None => Decimals::Missing,
         };
         if let Some((res, _)) = values[pi].as_mut() {
             if let Ok(raw) = res {
-                *res = decimals.and_then(|k| {
-                    registers::apply_decimals(raw.clone(), from_name, &k, p.scale, p.offset)
-                        .map_err(|e| BadReason::Decode(e.to_string()))
-                });
+                *res = scale_from::finish(p, raw.clone(), decimals).map_err(|e| e.bad_reason());
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod link;
 pub mod planner;
 pub mod registers;
 pub mod reply;
+pub mod scale_from;
 pub mod schedule;
 
 use tokio::sync::mpsc;
