@@ -5,12 +5,16 @@
 
 /// Running the binary as a command-line user does: exit code, stdout, stderr, a deadline.
 pub mod cli;
+/// The uplink tests' forwarder harness: an in-memory outbox, a running forwarder.
+pub mod forwarder;
 /// The NB-IoT module simulator (`gasdtu simulate --modem`) on a pty pair.
 pub mod modem;
 /// MQTT: test PKI, mosquitto, subscriber, publisher.
 pub mod mqtt;
 /// The remote-operations harness (issue 10): daemon, ops CLI, signed requests, answers.
 pub mod remote;
+/// The systemd unit's text and entries (the package tests).
+pub mod unit_file;
 /// Uplink fixtures: the `UplinkConfig` of a gateway under test, batches of readings.
 pub mod uplink;
 
