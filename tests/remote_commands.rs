@@ -8,7 +8,7 @@
 //! the stored result and the device sees no second write; expired, bad signature, unsigned,
 //! unknown key, wrong gateway, not in `[remote.writes]`, out of range and wrong type are
 //! refused with their codes and never written; read, status, config/get, ack and resend
-//! answer; every command leaves a `command` event with id, op, status and signer; ~200
+//! answer (a resend never sends the `publish = false` point); every command leaves a `command` event with id, op, status and signer; ~200
 //! seeded malformed envelopes never crash it and it still answers a ping; a
 //! malformed config push is refused on `config/state`; a command
 //! published while the daemon is stopped (its persistent session made by the first run)
@@ -34,8 +34,9 @@ const GW: &str = "gw-rc";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The daemon's config: one simulated device behind `modbus_port` with a valve (coil), a
-/// spare coil and a setpoint (u16), all writable; `[remote]` with `public`, and
-/// `[remote.writes]` allowing the valve and the setpoint (1..=100).
+/// spare coil and a setpoint (u16), all writable, and a local point (`publish = false`, stored,
+/// never sent, not even by a resend); `[remote]` with `public`, and `[remote.writes]`
+/// allowing the valve and the setpoint (1..=100).
 fn config_text(
     dir: &Path,
     pki: &common::Pki,
@@ -53,7 +54,12 @@ fn config_text(
         modbus_port,
         public,
         bus_timeout: timeout,
-        devices: &valve_device(poll, true),
+        devices: &valve_device(poll, true).replacen(
+            "\n\n",
+            "\npoints.temperature = { table = \"holding\", address = 6, type = \"f32\", \
+             publish = false }\n\n",
+            1,
+        ),
         writes: "\"pcv1.valve\" = {}\n\"pcv1.setpoint\" = { min = 1, max = 100 }\n",
     }
     .text()
@@ -474,6 +480,39 @@ async fn remote_commands_run_exactly_once_and_refusals_never_execute() {
         (hist(&sub) > hist_before).then_some(())
     })
     .await;
+    // Every resent reading arrives, and none of the local point's (stored, never sent).
+    let pcv1_reads = |sub: &Subscriber, hist: bool, skip: usize| {
+        gw.seen(sub)
+            .into_iter()
+            .filter(|(_, v, _)| v["hist"] == hist && v["data"][0]["dev"] == "pcv1")
+            .skip(skip)
+            .flat_map(|(_, v, _)| {
+                v["data"][0]["reads"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|r| {
+                r["v"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<String>>()
+            })
+            .collect::<Vec<String>>()
+    };
+    let resent = r["result"]["readings"].as_u64().unwrap_or(0) as usize;
+    let seen = wait_until("every resent reading", WAIT, || {
+        let v = pcv1_reads(&sub, true, hist_before);
+        (v.len() >= resent).then_some(v)
+    })
+    .await;
+    assert!(!seen.contains(&"temperature".to_string()), "{seen:?}");
+    assert!(seen.contains(&"pressure".to_string()), "{seen:?}");
+    let live = pcv1_reads(&sub, false, 0);
+    assert!(live.contains(&"pressure".to_string()) && !live.contains(&"temperature".to_string()));
 
     // -- the audit trail: one command event per answer, with id, op, status and signer
     let signer = format!("key {}", key.id());
