@@ -109,7 +109,10 @@ fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
             let mut o = Map::new();
             o.insert(
                 "pts".into(),
-                s.points.iter().map(|(p, _)| Json::from(p.as_str())).collect(),
+                s.points
+                    .iter()
+                    .map(|(p, _)| Json::from(p.as_str()))
+                    .collect(),
             );
             if s.points.iter().any(|(_, u)| u.is_some()) {
                 o.insert(
@@ -232,7 +235,11 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
         .map(|s| {
             let n = s.points.len();
             let kinds: Vec<Kind> = (0..n).map(|i| kind_of(&s, i)).collect();
-            let names = s.points.iter().map(|(p, _)| Cbor::Text(p.clone())).collect();
+            let names = s
+                .points
+                .iter()
+                .map(|(p, _)| Cbor::Text(p.clone()))
+                .collect();
             let units = if s.points.iter().any(|(_, u)| u.is_some()) {
                 Cbor::Array(
                     s.points

@@ -1,0 +1,674 @@
+//! Format 2 of `data` messages: the documented example with its exact bytes (docs/mqtt.md),
+//! v1 and v2 of the same readings decoding to the same values, the W1 size bars (JSON <= 15,
+//! CBOR <= 6 payload bytes per reading: deterministic byte counts, not timing), decimal slots
+//! and deltas, the 5-minute station's bytes per day, and malformed format 2 input.
+
+use super::tests::{badq, batch, flatten, good, T0, WIRES};
+use super::*;
+use crate::model::{BadReason, Value};
+use crate::outbox::{Entry, EntryBody};
+
+const V2_JSON: Wire = Wire {
+    encoding: Encoding::Json,
+    format: PayloadFormat::V2,
+};
+const V2_CBOR: Wire = Wire {
+    encoding: Encoding::Cbor,
+    format: PayloadFormat::V2,
+};
+
+fn f32v(x: f32) -> Value {
+    Value::Float(f64::from(x))
+}
+
+/// The readings of the example in docs/mqtt.md (format 1 and format 2 sections).
+fn doc_example() -> Vec<Entry> {
+    let evc = |id, t: u64, p: f32, temp: f64, flow: Option<f64>, vol: u64| {
+        let mut s = vec![
+            good("pressure", f32v(p), Some("bar"), t),
+            good("temperature", Value::Float(temp), Some("degC"), t),
+        ];
+        s.push(match flow {
+            Some(f) => good("flow", Value::Float(f), Some("m3/h"), t),
+            None => badq("flow", BadReason::Timeout, Some("m3/h"), t),
+        });
+        s.push(good("volume", Value::UInt(vol), Some("m3"), t + 60));
+        batch(id, "evc1", s, false)
+    };
+    vec![
+        evc(1, T0 + 120, 4.2, 15.5, None, 1_234_567),
+        batch(
+            2,
+            "pt2",
+            vec![good("pressure", f32v(0.35), Some("MPa"), T0 + 40)],
+            false,
+        ),
+        evc(3, T0 + 300_120, 4.3, 15.0, Some(12.5), 1_234_568),
+    ]
+}
+
+fn one(entries: &[Entry], wire: impl Into<Wire>) -> Vec<u8> {
+    let m = encode_messages(entries, "gw-1", 64 * 1024, wire);
+    assert_eq!(m.len(), 1);
+    m[0].build("gw-1", 42).unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn documented_example_bytes() {
+    let e = doc_example();
+    let j = one(&e, V2_JSON);
+    let text = String::from_utf8(j.clone()).unwrap();
+    println!("JSON v2 ({} B): {text}", j.len());
+    assert_eq!(
+        text,
+        concat!(
+            r#"{"gw":"gw-1","hist":false,"sch":["#,
+            r#"{"dev":[["evc1",80,4.2,15.5,null,null,{"flow":"timeout"},140,null,null,null,1234567,"#,
+            r#"300080,4.3,15.0,12.5,null,300140,null,null,null,1234568]],"#,
+            r#""pts":["pressure","temperature","flow","volume"],"unit":["bar","degC","m3/h","m3"]},"#,
+            r#"{"dev":[["pt2",0,0.35]],"pts":["pressure"],"unit":["MPa"]}],"#,
+            r#""seq":42,"t":1740823200040,"v":2}"#
+        )
+    );
+    assert_eq!(j.len(), 352);
+    let c = one(&e, V2_CBOR);
+    println!("CBOR v2 ({} B): {}", c.len(), hex(&c));
+    assert_eq!(c.len(), 163);
+    assert_eq!(
+        hex(&c),
+        concat!(
+            "a5006467772d3101182a02f4031b00000195512601280582",
+            "84846870726573737572656b74656d706572617475726564666c6f7766766f6c756d65",
+            "84636261726464656743646d332f68626d33",
+            "84202020f5",
+            "81966465766331",
+            "1850182a189bf6f6a1026774696d656f7574",
+            "188cf6f6f61a0012d687",
+            "1a000494300124187df6",
+            "1a0004946cf6f6f601",
+            "848168707265737375726581634d5061812181836370743200",
+            "1823"
+        )
+    );
+    let v1j = one(&e, Encoding::Json);
+    let v1c = one(&e, Encoding::Cbor);
+    println!("v1: JSON {} B, CBOR {} B", v1j.len(), v1c.len());
+    // The same document from all four.
+    let want = decode(&v1j).unwrap();
+    assert_eq!(decode(&v1c).unwrap(), want);
+    assert_eq!(decode(&j).unwrap(), want);
+    assert_eq!(decode(&c).unwrap(), want);
+    assert_eq!(decode_kind(&j).unwrap().0, PayloadKind::DataJsonV2);
+    assert_eq!(decode_kind(&c).unwrap().0, PayloadKind::DataCborV2);
+    assert_eq!(decode_kind(&v1c).unwrap().0, PayloadKind::DataCbor);
+}
+
+/// A table of readings of every kind, each decoded from v1 and v2 (JSON and CBOR) to the same
+/// values: f32 at f32 precision, scaled decimals, totals, extremes, -0.0, non-finite, text,
+/// booleans, bad readings, several cycles (deltas) and a point whose type changes.
+#[test]
+fn v1_and_v2_decode_to_the_same_values() {
+    let t = T0;
+    let cases: Vec<(&str, Vec<Value>)> = vec![
+        (
+            "f32",
+            vec![f32v(4.2), f32v(-10001.25), f32v(2250.125), f32v(1e-7)],
+        ),
+        (
+            "f32 extremes",
+            vec![f32v(f32::MAX), f32v(f32::MIN_POSITIVE), f32v(0.0)],
+        ),
+        (
+            "scaled",
+            vec![
+                Value::Float(-899.8),
+                Value::Float(150.2),
+                Value::Float(-0.05),
+            ],
+        ),
+        (
+            "totals",
+            vec![Value::Float(987_654.32), Value::Float(16_777_217.25)],
+        ),
+        (
+            "zeros",
+            vec![Value::Float(0.0), Value::Float(-0.0), Value::Float(0.0)],
+        ),
+        (
+            "non-finite",
+            vec![
+                Value::Float(f64::NAN),
+                Value::Float(f64::INFINITY),
+                Value::Float(1.5),
+            ],
+        ),
+        (
+            "doubles",
+            vec![
+                Value::Float(0.1 + 0.2),
+                Value::Float(1e300),
+                Value::Float(5e-324),
+            ],
+        ),
+        (
+            "ints",
+            vec![
+                Value::UInt(3_000_100_001),
+                Value::UInt(3_000_100_002),
+                Value::Int(-5),
+            ],
+        ),
+        (
+            "big ints",
+            vec![Value::UInt(u64::MAX), Value::Int(i64::MIN), Value::UInt(1)],
+        ),
+        (
+            "mixed",
+            vec![
+                Value::UInt(5),
+                Value::Float(5.0),
+                Value::Bool(true),
+                Value::Text("x".into()),
+            ],
+        ),
+    ];
+    for (name, values) in cases {
+        // One point, one read per value, 1 s apart: several cycles in one message.
+        let entries: Vec<Entry> = values
+            .iter()
+            .enumerate()
+            .map(|(k, v)| {
+                let s = vec![
+                    good("p", v.clone(), Some("bar"), t + k as u64 * 1000),
+                    badq("q", BadReason::Crc, None, t + k as u64 * 1000),
+                    good("r", Value::UInt(k as u64 * 7), None, t + k as u64 * 1000),
+                ];
+                batch(k as i64 + 1, "dev", s, true)
+            })
+            .collect();
+        let v1 = decode(&one(&entries, Encoding::Json)).unwrap();
+        for wire in WIRES {
+            let got = decode(&one(&entries, wire)).unwrap();
+            assert_eq!(got, v1, "{name} {wire:?}");
+        }
+    }
+}
+
+/// Scaled and f32 readings become integer mantissas at the point's exponent: -899.8 is -8998
+/// at 10^-1, 3 bytes (a double: 9).
+#[test]
+fn decimal_slots_are_short() {
+    let e = vec![batch(
+        1,
+        "d",
+        vec![good("i0", Value::Float(-899.8), None, T0)],
+        false,
+    )];
+    let c = one(&e, V2_CBOR);
+    // ... [["i0"], null, [-1 (0x20)], [["d", 0, -8998 (39 23 25)]]]
+    assert!(
+        hex(&c).ends_with(
+            "84 81 62 69 30 f6 81 20 81 83 61 64 00 39 23 25"
+                .replace(' ', "")
+                .as_str()
+        ),
+        "{}",
+        hex(&c)
+    );
+    let v1 = one(&e, Encoding::Cbor);
+    assert_eq!(v1.len() - c.len(), 6, "v1 {} B, v2 {} B", v1.len(), c.len());
+}
+
+/// Several cycles of a device in one message (backlog): values that barely change cost one
+/// byte each (a delta of 0 or a small step).
+#[test]
+fn deltas_pay_on_multi_cycle_messages() {
+    let entries: Vec<Entry> = (0..10u64)
+        .map(|k| {
+            let s = vec![
+                good(
+                    "pressure",
+                    f32v([4.2, 4.201][k as usize % 2]),
+                    Some("bar"),
+                    T0 + k * 300_000,
+                ),
+                good(
+                    "volume",
+                    Value::UInt(1_234_567 + k),
+                    Some("m3"),
+                    T0 + k * 300_000,
+                ),
+                good(
+                    "temperature",
+                    Value::Float(15.5),
+                    Some("degC"),
+                    T0 + k * 300_000,
+                ),
+            ];
+            batch(k as i64 + 1, "evc1", s, true)
+        })
+        .collect();
+    let c = one(&entries, V2_CBOR);
+    let first = one(&entries[..1], V2_CBOR);
+    let v1 = one(&entries, Encoding::Cbor);
+    println!(
+        "10 cycles x 3 points: v1 CBOR {} B, v2 CBOR {} B (one cycle: {} B)",
+        v1.len(),
+        c.len(),
+        first.len()
+    );
+    // Each further read: its offset (5 B: 300000 * k ms) and three one-byte deltas; 2 B more
+    // for the longer device array and the first pressure at 10^-3 (4200, not 42).
+    assert_eq!(c.len() - first.len(), 9 * 8 + 2, "v2 {} B", c.len());
+    assert!(c.len() < v1.len(), "v1 {} B, v2 {} B", v1.len(), c.len());
+    assert_eq!(
+        decode(&c).unwrap(),
+        decode(&one(&entries, Encoding::Json)).unwrap()
+    );
+}
+
+/// The peer benchmark's W1 map and values (bench/workload.py): device `devNN`, f0..f3 f32,
+/// t0/t1 u32 totalizers, i0..i3 int16 x 0.1, read times a few ms apart within a cycle.
+fn w1_cycle(k: u64) -> Vec<Entry> {
+    (1..=20u64)
+        .map(|dev| {
+            let t = T0 + k * 1000 + dev * 2;
+            let base = (dev * 10_000 + k) as f32;
+            let mut s = vec![
+                good("f0", f32v(base + 0.5), None, t),
+                good("f1", f32v(-(base + 0.25)), None, t),
+                good("f2", f32v(base + 0.75), None, t),
+                good("f3", f32v(base / 8.0 + 1000.0), None, t),
+                good(
+                    "t0",
+                    Value::UInt(3_000_000_000 + dev * 100_000 + k),
+                    None,
+                    t,
+                ),
+                good("t1", Value::UInt(dev * 100_000 + 3 * k), None, t),
+            ];
+            for j in 0..4u64 {
+                let raw = ((dev * 1000 + j * 250 + k) % 20_000) as i64 - 10_000;
+                let v =
+                    crate::decimal::affine(crate::decimal::Decimal::from_int(raw.into()), 0.1, 0.0)
+                        .unwrap_or(f64::NAN);
+                s.push(good(&format!("i{j}"), Value::Float(v), None, t));
+            }
+            let mut e = batch(dev as i64, &format!("dev{dev:02}"), s, false);
+            e.id = (k * 20 + dev) as i64;
+            e
+        })
+        .collect()
+}
+
+/// Payload bytes of `cycles` packed one cycle at a time (W1: the consumer commits a cycle, the
+/// forwarder seals it) into `max` byte messages, with a realistic sequence number.
+fn bytes_of(cycles: &[Vec<Entry>], wire: Wire, max: usize) -> (usize, usize) {
+    let mut bytes = 0;
+    let mut msgs = 0;
+    for (k, c) in cycles.iter().enumerate() {
+        for m in encode_messages(c, "bench", max, wire) {
+            let b = m.build("bench", 1_764_000_000_000_000 + k as u64).unwrap();
+            assert!(b.len() <= max);
+            bytes += b.len();
+            msgs += 1;
+        }
+    }
+    (bytes, msgs)
+}
+
+#[test]
+fn w1_bytes_per_reading_meet_the_bars() {
+    let cycles: Vec<Vec<Entry>> = (0..60).map(w1_cycle).collect();
+    let readings = (60 * 200) as f64;
+    let mut per = Vec::new();
+    for wire in WIRES {
+        let (b, m) = bytes_of(&cycles, wire, 1024);
+        let r = b as f64 / readings;
+        println!(
+            "W1 {:?} format {:?}: {m} messages, {b} B, {r:.2} B/reading",
+            wire.encoding, wire.format
+        );
+        per.push(r);
+    }
+    assert!(per[2] <= 15.0, "JSON v2 {:.2} B/reading", per[2]);
+    assert!(per[3] <= 6.0, "CBOR v2 {:.2} B/reading", per[3]);
+    // And the readings are all there.
+    for wire in [V2_JSON, V2_CBOR] {
+        for c in cycles.iter().take(3) {
+            let msgs = encode_messages(c, "bench", 1024, wire);
+            let mut got = std::collections::BTreeSet::new();
+            for m in &msgs {
+                got.extend(flatten(&decode(&m.build("bench", 1).unwrap()).unwrap()));
+            }
+            let mut want = std::collections::BTreeSet::new();
+            for m in encode_messages(c, "bench", 64 * 1024, Encoding::Json) {
+                want.extend(flatten(&decode(&m.build("bench", 1).unwrap()).unwrap()));
+            }
+            assert_eq!(got, want, "{wire:?}");
+        }
+    }
+}
+
+/// A 5-minute station: 6 devices, 50 points, values that barely change (two volume
+/// correctors of one profile, two pressure transmitters, a flow computer, a cabinet RTU).
+fn station_cycle(k: u64) -> Vec<Entry> {
+    let t = T0 + k * 300_000;
+    let wiggle = |x: f64, step: f64| x + ((k * 7919) % 5) as f64 * step - 2.0 * step;
+    let dec = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    let mut out = Vec::new();
+    let mut id = (k * 10) as i64;
+    let mut push = |dev: &str, s: Vec<Sample>| {
+        id += 1;
+        out.push(batch(id, dev, s, false));
+    };
+    for (n, dev) in ["evc1", "evc2"].iter().enumerate() {
+        let n = n as u64;
+        push(
+            dev,
+            vec![
+                good(
+                    "volume_standard",
+                    Value::UInt(8_123_456 + n * 1_000_000 + k * 3),
+                    Some("m3"),
+                    t,
+                ),
+                good(
+                    "volume_measured",
+                    Value::UInt(1_523_456 + n * 200_000 + k),
+                    Some("m3"),
+                    t,
+                ),
+                good("volume_error", Value::UInt(12 + n), Some("m3"), t),
+                good(
+                    "flow_standard",
+                    f32v(wiggle(38.5, 0.1) as f32),
+                    Some("m3/h"),
+                    t,
+                ),
+                good(
+                    "flow_measured",
+                    f32v(wiggle(9.2, 0.02) as f32),
+                    Some("m3/h"),
+                    t,
+                ),
+                good(
+                    "pressure",
+                    f32v(wiggle(4.215, 0.001) as f32),
+                    Some("bar"),
+                    t,
+                ),
+                good(
+                    "temperature",
+                    f32v(wiggle(12.4, 0.1) as f32),
+                    Some("degC"),
+                    t,
+                ),
+                good(
+                    "conversion_factor",
+                    f32v(wiggle(4.1875, 0.0001) as f32),
+                    None,
+                    t,
+                ),
+                good("battery", Value::UInt(87), Some("%"), t),
+                good("status", Value::UInt(0), None, t),
+                good("alarm_word", Value::UInt(0), None, t),
+                good("day_volume", Value::UInt(224 + k * 3), Some("m3"), t),
+            ],
+        );
+    }
+    for (n, dev) in ["pt_inlet", "pt_outlet"].iter().enumerate() {
+        let p = if n == 0 { 16.42 } else { 4.21 };
+        push(
+            dev,
+            vec![
+                good(
+                    "pressure",
+                    Value::Float(dec(wiggle(p, 0.01), 2)),
+                    Some("bar"),
+                    t + 40,
+                ),
+                good(
+                    "temperature",
+                    Value::Float(dec(wiggle(11.8, 0.1), 1)),
+                    Some("degC"),
+                    t + 40,
+                ),
+                good("status", Value::UInt(0), None, t + 40),
+            ],
+        );
+    }
+    push(
+        "fc1",
+        vec![
+            good(
+                "volume_standard",
+                Value::Float(18_234_567.25 + k as f64 * 6.5),
+                Some("m3"),
+                t + 90,
+            ),
+            good(
+                "energy",
+                Value::Float(201_345.5 + k as f64 * 0.75),
+                Some("MWh"),
+                t + 90,
+            ),
+            good(
+                "mass",
+                Value::Float(13_567_890.0 + k as f64 * 5.0),
+                Some("kg"),
+                t + 90,
+            ),
+            good(
+                "flow_standard",
+                f32v(wiggle(77.0, 0.1) as f32),
+                Some("m3/h"),
+                t + 90,
+            ),
+            good(
+                "pressure",
+                f32v(wiggle(16.4, 0.01) as f32),
+                Some("bar"),
+                t + 90,
+            ),
+            good(
+                "temperature",
+                f32v(wiggle(11.9, 0.1) as f32),
+                Some("degC"),
+                t + 90,
+            ),
+            good(
+                "density",
+                f32v(wiggle(0.7412, 0.0001) as f32),
+                Some("kg/m3"),
+                t + 90,
+            ),
+            good(
+                "calorific_value",
+                f32v(wiggle(39.82, 0.01) as f32),
+                Some("MJ/m3"),
+                t + 90,
+            ),
+            good("co2", f32v(1.12), Some("mol%"), t + 90),
+            good("n2", f32v(0.85), Some("mol%"), t + 90),
+            good(
+                "compressibility",
+                f32v(wiggle(0.9712, 0.0001) as f32),
+                None,
+                t + 90,
+            ),
+            good(
+                "wobbe_index",
+                f32v(wiggle(50.1, 0.01) as f32),
+                Some("MJ/m3"),
+                t + 90,
+            ),
+            good("status", Value::UInt(0), None, t + 90),
+            good("alarm_word", Value::UInt(0), None, t + 90),
+        ],
+    );
+    push(
+        "rtu",
+        vec![
+            good(
+                "gas_ppm",
+                Value::UInt(if k % 37 == 0 { 3 } else { 0 }),
+                Some("ppm"),
+                t + 120,
+            ),
+            good("door_open", Value::Bool(false), None, t + 120),
+            good("mains_ok", Value::Bool(true), None, t + 120),
+            good(
+                "cabinet_temp",
+                Value::Float(dec(wiggle(18.5, 0.1), 1)),
+                Some("degC"),
+                t + 120,
+            ),
+            good(
+                "battery_voltage",
+                Value::Float(dec(wiggle(13.62, 0.01), 2)),
+                Some("V"),
+                t + 120,
+            ),
+            good("valve_position", Value::UInt(100), Some("%"), t + 120),
+        ],
+    );
+    out
+}
+
+/// What the station costs per day on the air, live (one cycle per message, every 5 minutes)
+/// and as backlog (a day of cycles drained at once, packed into full messages).
+#[test]
+fn station_bytes_per_day() {
+    let day: Vec<Vec<Entry>> = (0..288).map(station_cycle).collect();
+    assert_eq!(
+        day[0]
+            .iter()
+            .map(|e| match &e.body {
+                EntryBody::Batch(b) => b.samples.len(),
+                _ => 0,
+            })
+            .sum::<usize>(),
+        50
+    );
+    let mut live = Vec::new();
+    for wire in WIRES {
+        let (b, m) = bytes_of(&day, wire, 1024);
+        let backlog: Vec<Entry> = day
+            .iter()
+            .flatten()
+            .cloned()
+            .map(|mut e| {
+                e.historical = true;
+                e
+            })
+            .collect();
+        let (bb, bm) = bytes_of(&[backlog], wire, 1024);
+        println!(
+            "station {:?} format {:?}: live {m} messages {b} B/day ({:.1} B/reading), \
+             backlog {bm} messages {bb} B/day ({:.1} B/reading)",
+            wire.encoding,
+            wire.format,
+            b as f64 / (288.0 * 50.0),
+            bb as f64 / (288.0 * 50.0)
+        );
+        live.push((b, bb));
+    }
+    // Format 2 never costs more than format 1, live or as backlog.
+    assert!(live[2].0 < live[0].0 && live[3].0 < live[1].0, "{live:?}");
+    assert!(live[2].1 < live[0].1 && live[3].1 < live[1].1, "{live:?}");
+    if let Ok(dir) = std::env::var("GASDTU_DUMP_STATION") {
+        // For measuring a preset-dictionary compressor outside the crate (docs/mqtt.md).
+        for (k, c) in day.iter().enumerate().take(288) {
+            for (i, m) in encode_messages(c, "bench", 1024, V2_CBOR)
+                .iter()
+                .enumerate()
+            {
+                let b = m.build("bench", k as u64).unwrap();
+                let _ = std::fs::write(format!("{dir}/live-{k:03}-{i}.cbor"), b);
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_format_2_is_an_error() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("json no sch array", br#"{"v":2,"gw":"g","seq":1,"hist":false,"t":0,"sch":1}"#.to_vec()),
+        ("json short read", br#"{"v":2,"gw":"g","seq":1,"hist":false,"t":0,"sch":[{"pts":["a","b"],"dev":[["d",0,1]]}]}"#.to_vec()),
+        ("json bad name", br#"{"v":2,"gw":"g","seq":1,"hist":false,"t":0,"sch":[{"pts":["a"],"dev":[["d",0,null,{"zz":"crc"}]]}]}"#.to_vec()),
+        ("json time overflow", br#"{"v":2,"gw":"g","seq":1,"hist":false,"t":9223372036854775807,"sch":[{"pts":["a"],"dev":[["d",1,1]]}]}"#.to_vec()),
+        ("json unit length", br#"{"v":2,"gw":"g","seq":1,"hist":false,"t":0,"sch":[{"pts":["a"],"unit":[],"dev":[]}]}"#.to_vec()),
+    ];
+    for (name, b) in cases {
+        assert!(decode(&b).is_err(), "{name}");
+    }
+    // CBOR: a delta that overflows, a schema of the wrong length, a bad index out of range.
+    let msg = |schemas: ciborium::Value| {
+        use ciborium::Value as C;
+        let m = C::Map(vec![
+            (C::Integer(0.into()), C::Text("g".into())),
+            (C::Integer(1.into()), C::Integer(1.into())),
+            (C::Integer(2.into()), C::Bool(false)),
+            (C::Integer(3.into()), C::Integer(0.into())),
+            (C::Integer(5.into()), schemas),
+        ]);
+        let mut out = Vec::new();
+        ciborium::into_writer(&m, &mut out).unwrap();
+        out
+    };
+    use ciborium::Value as C;
+    let names = C::Array(vec![C::Text("a".into())]);
+    let big = C::Integer(ciborium::value::Integer::try_from(u64::MAX).unwrap());
+    let cases = vec![
+        (
+            "delta overflow",
+            C::Array(vec![C::Array(vec![
+                names.clone(),
+                C::Null,
+                C::Array(vec![C::Bool(true)]),
+                C::Array(vec![C::Array(vec![
+                    C::Text("d".into()),
+                    C::Integer(0.into()),
+                    big.clone(),
+                    C::Integer(0.into()),
+                    big,
+                ])]),
+            ])]),
+        ),
+        (
+            "schema of 3",
+            C::Array(vec![C::Array(vec![names.clone(), C::Null, C::Null])]),
+        ),
+        (
+            "bad index",
+            C::Array(vec![C::Array(vec![
+                names.clone(),
+                C::Null,
+                C::Null,
+                C::Array(vec![C::Array(vec![
+                    C::Text("d".into()),
+                    C::Integer(0.into()),
+                    C::Null,
+                    C::Map(vec![(C::Integer(1.into()), C::Text("crc".into()))]),
+                ])]),
+            ])]),
+        ),
+        (
+            "exponent",
+            C::Array(vec![C::Array(vec![
+                names,
+                C::Null,
+                C::Array(vec![C::Integer(100_000.into())]),
+                C::Array(vec![]),
+            ])]),
+        ),
+    ];
+    for (name, s) in cases {
+        assert!(decode(&msg(s)).is_err(), "{name}");
+    }
+}
