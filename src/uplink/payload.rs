@@ -12,6 +12,10 @@
 //! CBOR data message: map `{0: gw, 1: seq, 2: hist, 3: base time (epoch ms), 4: [device]}`,
 //! device `[name, [points], [units|null], [read]]`, read `[dt ms, [values|null], {index:
 //! reason}?]` where `dt` is relative to the previous read of the device (the first to the base).
+//!
+//! Format 2 (`uplink.format = 2`, `v2`; read back by `v2_decode`): a schema table of point
+//! names and units per message, one time offset per device read, decimal mantissas and
+//! deltas in CBOR. `Wire` says which encoding and format `encode_messages` writes.
 
 use crate::time::{rfc3339_ms, unix_ms};
 use ciborium::Value as Cbor;

@@ -97,6 +97,8 @@ fn documented_example_bytes() {
     let v1j = one(&e, Encoding::Json);
     let v1c = one(&e, Encoding::Cbor);
     println!("v1: JSON {} B, CBOR {} B", v1j.len(), v1c.len());
+    // The format 1 figures of the same example in docs/mqtt.md.
+    assert_eq!((v1j.len(), v1c.len()), (544, 179));
     // The same document from all four.
     let want = decode(&v1j).unwrap();
     assert_eq!(decode(&v1c).unwrap(), want);
