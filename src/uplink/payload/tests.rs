@@ -898,15 +898,11 @@ mod props {
     fn decode_never_panics_on_mutated_payloads() {
         let mutation =
             prop::collection::vec((any::<u8>(), any::<prop::sample::Index>(), 0u8..4), 1..6);
-        runner(1000, 0x9a5d_0003)
+        runner(2000, 0x9a5d_0003)
             .run(
-                &(
-                    entries(),
-                    prop::sample::select(vec![Encoding::Json, Encoding::Cbor]),
-                    mutation,
-                ),
-                |(entries, enc, muts)| {
-                    let msgs = encode_messages(&entries, "gw-1", 4096, enc);
+                &(entries(), prop::sample::select(WIRES.to_vec()), mutation),
+                |(entries, wire, muts)| {
+                    let msgs = encode_messages(&entries, "gw-1", 4096, wire);
                     let Some(m) = msgs.first() else { return Ok(()) };
                     let mut bytes = m
                         .build("gw-1", 42)

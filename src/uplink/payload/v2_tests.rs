@@ -674,3 +674,77 @@ fn malformed_format_2_is_an_error() {
         assert!(decode(&msg(s)).is_err(), "{name}");
     }
 }
+
+/// Hostile format 2 CBOR of the documented shape (any scale, any integers at the extremes,
+/// wrong counts, maps in odd places): an error or a document, never a panic.
+#[test]
+fn decode_never_panics_on_schema_shaped_format_2() {
+    use ciborium::value::Integer;
+    use ciborium::Value as C;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let scalar = prop_oneof![
+        Just(C::Null),
+        any::<i64>().prop_map(|i| C::Integer(i.into())),
+        any::<u64>().prop_map(|u| C::Integer(u.into())),
+        Just(C::Integer(Integer::try_from(-(1i128 << 64)).unwrap())),
+        any::<f64>().prop_map(C::Float),
+        any::<bool>().prop_map(C::Bool),
+        "[a-c]{0,3}".prop_map(C::Text),
+        (0u64..4, "[a-c]{0,3}").prop_map(|(i, t)| C::Map(vec![(C::Integer(i.into()), C::Text(t))])),
+    ];
+    let scale = prop_oneof![
+        Just(C::Null),
+        Just(C::Bool(true)),
+        (-500i64..500).prop_map(|e| C::Integer(e.into())),
+    ];
+    let schema = (
+        1usize..4,
+        prop::collection::vec(scale, 0..4),
+        prop::collection::vec(prop::collection::vec(scalar, 0..14), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(n, scale, devs, units)| {
+            let names = (0..n).map(|i| C::Text(format!("p{i}"))).collect();
+            let units = if units {
+                C::Array((0..n).map(|_| C::Text("u".into())).collect())
+            } else {
+                C::Null
+            };
+            let devs = devs
+                .into_iter()
+                .map(|mut d| {
+                    d.insert(0, C::Text("d".into()));
+                    C::Array(d)
+                })
+                .collect();
+            C::Array(vec![
+                C::Array(names),
+                units,
+                C::Array(scale),
+                C::Array(devs),
+            ])
+        });
+    let msg = (prop::collection::vec(schema, 0..3), any::<i64>()).prop_map(|(s, base)| {
+        C::Map(vec![
+            (C::Integer(0.into()), C::Text("g".into())),
+            (C::Integer(1.into()), C::Integer(1.into())),
+            (C::Integer(2.into()), C::Bool(false)),
+            (C::Integer(3.into()), C::Integer(base.into())),
+            (C::Integer(5.into()), C::Array(s)),
+        ])
+    });
+    TestRunner::new(Config {
+        cases: 3000,
+        rng_seed: RngSeed::Fixed(0x9a5d_0013),
+        failure_persistence: None,
+        ..Config::default()
+    })
+    .run(&msg, |m| {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&m, &mut bytes).unwrap();
+        let _ = decode(&bytes);
+        Ok(())
+    })
+    .unwrap();
+}
