@@ -63,7 +63,7 @@ fn base_ms(devices: &[DeviceGroup]) -> i64 {
 
 /// The values of one read in point order (`None`: not read at this time, or bad), and the bad
 /// points with their reasons.
-fn slots<'a>(n: usize, r: &'a ReadGroup) -> (Vec<Option<&'a Value>>, Vec<(usize, &'a str)>) {
+fn slots(n: usize, r: &ReadGroup) -> (Vec<Option<&Value>>, Vec<(usize, &str)>) {
     let mut vals = vec![None; n];
     let mut bad = Vec::new();
     for (i, item) in &r.items {
