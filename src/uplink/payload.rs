@@ -581,6 +581,8 @@ pub use decode::{decode, decode_kind, PayloadKind};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod v2_size_tests;
+#[cfg(test)]
 mod v2_tests;
 #[cfg(test)]
 mod wire_tests;
