@@ -34,6 +34,7 @@ fn uplink(pki: &Pki, port: u16) -> UplinkConfig {
         reconnect_min: Duration::from_millis(500),
         reconnect_max: Duration::from_secs(2),
         encoding: Encoding::Cbor,
+        format: Default::default(),
         ack_timeout: Duration::from_secs(60),
         ..common::uplink_config(pki, port, "gw-nb")
     }

@@ -246,6 +246,7 @@ fn uplink(ca: &Path, port: u16, root: &str, encoding: Encoding) -> UplinkConfig 
         max_payload: 1024,
         rate_limit: None,
         encoding,
+        format: Default::default(),
         inflight: 8,
         session: SessionMode::OnDemand,
         linger: LINGER,

@@ -372,6 +372,7 @@ pub fn mqtt_options(cfg: &OpsConfig) -> anyhow::Result<MqttOptions> {
             max_payload: 1024,
             rate_limit: None,
             encoding: Encoding::Json,
+            format: Default::default(),
             inflight: 8,
             session: crate::config::SessionMode::Always,
             linger: Duration::from_secs(20),

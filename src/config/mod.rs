@@ -158,6 +158,16 @@ pub enum Encoding {
     Cbor,
 }
 
+/// Layout of `data` messages (`uplink.format`): 1, the original documented form (default,
+/// unchanged), or 2, the compact versioned form (schema table, one time stamp per device read,
+/// decimal values as scaled integers in CBOR). docs/mqtt.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PayloadFormat {
+    #[default]
+    V1,
+    V2,
+}
+
 /// `[uplink]`: the MQTT 3.1.1 connection to the utility's broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkConfig {
@@ -191,6 +201,8 @@ pub struct UplinkConfig {
     /// Optional uplink budget in payload bytes per second.
     pub rate_limit: Option<u64>,
     pub encoding: Encoding,
+    /// `data` message layout, default 1 (docs/mqtt.md).
+    pub format: PayloadFormat,
     /// Unacknowledged publishes in flight, default 8.
     pub inflight: u16,
     /// `always` (default): one long-lived session. `on_demand`: connect when there is

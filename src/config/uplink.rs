@@ -1,7 +1,7 @@
 //! The `[uplink]` section: the broker (host, port, TLS material checked as PEM, server-name
 //! override), the MQTT credentials and strings that end up in packets (bounded, no control
 //! characters), timing (keepalive, connect timeout, reconnect backoff, the PUBACK stall
-//! timeout), payload size, rate limit, encoding, and the session mode (`always` or
+//! timeout), payload size, rate limit, encoding and data format (1 or 2), and the session mode (`always` or
 //! `on_demand` with its linger). Every error carries its key path and line:column; the only
 //! I/O is reading the PEM files it names (bounded).
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::diag::Diags;
 use super::doc::{Field, Section};
-use super::{Encoding, SessionMode, UplinkConfig};
+use super::{Encoding, PayloadFormat, SessionMode, UplinkConfig};
 
 /// A PEM file named by `key`, resolved against the config directory; it must be readable
 /// and hold the expected kind of PEM item.
@@ -348,6 +348,11 @@ pub(crate) fn parse_uplink(
         Field::Absent => Some(Encoding::Json),
         Field::Invalid => None,
     };
+    let format = match sec.int(d, "format", 1, 2) {
+        Field::Value(1, _) | Field::Absent => Some(PayloadFormat::V1),
+        Field::Value(_, _) => Some(PayloadFormat::V2),
+        Field::Invalid => None,
+    };
     let inflight = sec.int(d, "inflight", 1, 100).or(8);
     let session = match sec.string(d, "session") {
         Field::Value(s, sp) => match s.as_str() {
@@ -423,6 +428,7 @@ pub(crate) fn parse_uplink(
         max_payload: max_payload? as usize,
         rate_limit: rate_limit.ok()?.map(|r| r as u64),
         encoding: encoding?,
+        format: format?,
         inflight: inflight? as u16,
         session: session?,
         linger: linger?,

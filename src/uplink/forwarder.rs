@@ -1352,7 +1352,7 @@ impl<O: Outbox> Forwarder<O> {
                     &entries,
                     &self.gateway_id,
                     self.cfg.max_payload,
-                    self.cfg.encoding,
+                    (self.cfg.encoding, self.cfg.format),
                 );
                 if full && packed.len() > 1 {
                     // The last message may be completed by entries beyond this look: leave it

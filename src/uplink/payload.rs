@@ -12,13 +12,17 @@
 //! CBOR data message: map `{0: gw, 1: seq, 2: hist, 3: base time (epoch ms), 4: [device]}`,
 //! device `[name, [points], [units|null], [read]]`, read `[dt ms, [values|null], {index:
 //! reason}?]` where `dt` is relative to the previous read of the device (the first to the base).
+//!
+//! Format 2 (`uplink.format = 2`, `v2`; read back by `v2_decode`): a schema table of point
+//! names and units per message, one time offset per device read, decimal mantissas and
+//! deltas in CBOR. `Wire` says which encoding and format `encode_messages` writes.
 
 use crate::time::{rfc3339_ms, unix_ms};
 use ciborium::Value as Cbor;
 use serde_json::{json, Map, Value as Json};
 use thiserror::Error;
 
-use crate::config::Encoding;
+use crate::config::{Encoding, PayloadFormat};
 use crate::decimal::meant;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
 use crate::outbox::{Entry, EntryBody, EntryKind};
@@ -68,16 +72,41 @@ pub struct Packed {
     pub entries: Vec<i64>,
     pub readings: u64,
     encoding: Encoding,
+    format: PayloadFormat,
     body: Body,
 }
 
+/// How `data` messages are written: the encoding and the layout version (`uplink.encoding`,
+/// `uplink.format`). An `Encoding` alone means format 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wire {
+    pub encoding: Encoding,
+    pub format: PayloadFormat,
+}
+
+impl From<Encoding> for Wire {
+    fn from(encoding: Encoding) -> Wire {
+        Wire {
+            encoding,
+            format: PayloadFormat::V1,
+        }
+    }
+}
+
+impl From<(Encoding, PayloadFormat)> for Wire {
+    fn from((encoding, format): (Encoding, PayloadFormat)) -> Wire {
+        Wire { encoding, format }
+    }
+}
+
 impl Packed {
-    fn data(historical: bool, encoding: Encoding) -> Packed {
+    fn data(historical: bool, wire: Wire) -> Packed {
         Packed {
             kind: EntryKind::Data,
             entries: Vec::new(),
             readings: 0,
-            encoding,
+            encoding: wire.encoding,
+            format: wire.format,
             body: Body::Data {
                 historical,
                 devices: Vec::new(),
@@ -94,6 +123,16 @@ impl Packed {
 
     /// The payload of this message as gateway `gateway` with sequence number `seq`.
     pub fn build(&self, gateway: &str, seq: u64) -> Result<Vec<u8>, CodecError> {
+        if let (
+            Body::Data {
+                historical,
+                devices,
+            },
+            PayloadFormat::V2,
+        ) = (&self.body, self.format)
+        {
+            return v2::build(self.encoding, gateway, seq, *historical, devices);
+        }
         match (&self.body, self.encoding) {
             (Body::Json(v), _) => {
                 let mut obj = Map::new();
@@ -232,6 +271,7 @@ pub fn fit_json(v: &Json, gateway: &str, max_payload: usize) -> Json {
             entries: Vec::new(),
             readings: 0,
             encoding: Encoding::Json,
+            format: PayloadFormat::V1,
             body: Body::Json(v.clone()),
         }
         .worst_len(gateway)
@@ -301,13 +341,15 @@ fn longest_string(v: &mut Json) -> Option<&mut String> {
 /// are combined while they fit; a batch larger than the limit is split by samples (never
 /// dropped); a single sample that alone exceeds the limit still gets its own message. An
 /// alarm/event that exceeds the limit is cut to fit (`fit_json`). Live and historical data
-/// never share a message. Order is preserved.
+/// never share a message. Order is preserved. `wire`: an `Encoding` (format 1) or
+/// `(Encoding, PayloadFormat)`.
 pub fn encode_messages(
     entries: &[Entry],
     gateway: &str,
     max_payload: usize,
-    encoding: Encoding,
+    wire: impl Into<Wire>,
 ) -> Vec<Packed> {
+    let wire = wire.into();
     let mut out: Vec<Packed> = Vec::new();
     let mut cur: Option<Packed> = None;
     for e in entries {
@@ -319,6 +361,7 @@ pub fn encode_messages(
                     entries: vec![e.id],
                     readings: 0,
                     encoding: Encoding::Json,
+                    format: PayloadFormat::V1,
                     body: Body::Json(fit_json(v, gateway, max_payload)),
                 });
             }
@@ -328,7 +371,7 @@ pub fn encode_messages(
                 }
                 let base = cur
                     .take()
-                    .unwrap_or_else(|| Packed::data(e.historical, encoding));
+                    .unwrap_or_else(|| Packed::data(e.historical, wire));
                 let mut whole = base.clone();
                 whole.add_batch(b);
                 if whole.worst_len(gateway) <= max_payload {
@@ -341,7 +384,7 @@ pub fn encode_messages(
                     base
                 } else {
                     out.push(base);
-                    Packed::data(e.historical, encoding)
+                    Packed::data(e.historical, wire)
                 };
                 for s in &b.samples {
                     let mut next = m.clone();
@@ -350,7 +393,7 @@ pub fn encode_messages(
                         m = next;
                     } else {
                         out.push(m);
-                        m = Packed::data(e.historical, encoding);
+                        m = Packed::data(e.historical, wire);
                         m.add_sample(&b.device, s);
                     }
                 }
@@ -531,9 +574,15 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
 }
 
 mod decode;
+mod v2;
+mod v2_decode;
 pub use decode::{decode, decode_kind, PayloadKind};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_size_tests;
+#[cfg(test)]
+mod v2_tests;
 #[cfg(test)]
 mod wire_tests;

@@ -32,6 +32,7 @@ pub fn uplink_config(pki: &Pki, port: u16, gw: &str) -> UplinkConfig {
         max_payload: 1024,
         rate_limit: None,
         encoding: Encoding::Json,
+        format: Default::default(),
         inflight: 4,
         session: SessionMode::Always,
         linger: Duration::from_secs(20),

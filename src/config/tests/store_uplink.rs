@@ -46,6 +46,7 @@ fn defaults() {
     );
     assert_eq!((u.max_payload, u.inflight, u.rate_limit), (1024, 8, None));
     assert_eq!(u.encoding, Encoding::Json);
+    assert_eq!(u.format, crate::config::PayloadFormat::V1);
     assert_eq!(
         (u.session, u.linger, u.check_in, u.ack_timeout),
         (
@@ -70,7 +71,7 @@ fn everything_set() {
          client_key = \"client.key\"\nserver_name = \"broker.example\"\nusername = \"u\"\npassword = \"p\"\n\
          client_id = \"c1\"\ntopic_root = \"utility/north/gw-7\"\nkeepalive = \"5m\"\nconnect_timeout = \"90s\"\n\
          reconnect_min = \"500ms\"\nreconnect_max = \"30s\"\nmax_payload = 512\nrate_limit = 200\n\
-         encoding = \"cbor\"\ninflight = 2\n",
+         encoding = \"cbor\"\nformat = 2\ninflight = 2\n",
     )
     .unwrap();
     assert_eq!(l.config.store.max_bytes, 64 << 20);
@@ -86,6 +87,7 @@ fn everything_set() {
         (u.encoding, u.inflight, u.rate_limit, u.max_payload),
         (Encoding::Cbor, 2, Some(200), 512)
     );
+    assert_eq!(u.format, crate::config::PayloadFormat::V2);
     assert_eq!(u.topic_root, "utility/north/gw-7");
     assert_eq!(
         parse(d.path(), "[store]\nmax_bytes = 2097152\n")
@@ -254,6 +256,18 @@ fn each_error_has_its_key_path() {
             format!("{up}encoding = \"xml\"\n"),
             "uplink.encoding",
             "use \"json\" or \"cbor\"",
+        ),
+        (
+            "format 3",
+            format!("{up}format = 3\n"),
+            "uplink.format",
+            "out of range 1..=2",
+        ),
+        (
+            "format as text",
+            format!("{up}format = \"2\"\n"),
+            "uplink.format",
+            "integer",
         ),
         (
             "payload too small",

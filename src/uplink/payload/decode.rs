@@ -23,6 +23,10 @@ pub enum PayloadKind {
     DataJson,
     /// `<root>/data`, compact CBOR.
     DataCbor,
+    /// `<root>/data`, JSON format 2 (`"v": 2`), printed in the format 1 shape.
+    DataJsonV2,
+    /// `<root>/data`, CBOR format 2 (key 5), printed in the format 1 shape.
+    DataCborV2,
     Alarm,
     Event,
     /// `<root>/cmd/res`.
@@ -40,6 +44,8 @@ impl PayloadKind {
         match self {
             PayloadKind::DataJson => "data (JSON)",
             PayloadKind::DataCbor => "data (CBOR)",
+            PayloadKind::DataJsonV2 => "data (JSON, format 2)",
+            PayloadKind::DataCborV2 => "data (CBOR, format 2)",
             PayloadKind::Alarm => "alarm",
             PayloadKind::Event => "event",
             PayloadKind::CommandResult => "cmd/res",
@@ -75,7 +81,7 @@ pub fn decode_kind(bytes: &[u8]) -> Result<(PayloadKind, Json), CodecError> {
                 hex_start(bytes)
             ))
         })?;
-        return Ok((PayloadKind::DataCbor, cbor_to_json(&v)?));
+        return cbor_to_json(&v);
     };
     let text = text.trim_ascii();
     let trimmed = text.as_bytes();
@@ -88,6 +94,11 @@ pub fn decode_kind(bytes: &[u8]) -> Result<(PayloadKind, Json), CodecError> {
     if trimmed[0] == b'{' {
         let v: Json = serde_json::from_str(text)
             .map_err(|e| CodecError::Malformed(format!("invalid JSON: {e}")))?;
+        if let Json::Object(m) = &v {
+            if m.get("v").and_then(Json::as_u64) == Some(2) && m.contains_key("sch") {
+                return Ok((PayloadKind::DataJsonV2, super::v2_decode::json_v2(m)?));
+            }
+        }
         let kind = json_kind(&v)?;
         return Ok((kind, v));
     }
@@ -216,7 +227,10 @@ fn json_kind(v: &Json) -> Result<PayloadKind, CodecError> {
             need(m, kind, "status", "a string", is_str)?;
         }
         PayloadKind::ConfigState => need(m, kind, "status", "a string", is_str)?,
-        PayloadKind::DataCbor | PayloadKind::Status => {}
+        PayloadKind::DataCbor
+        | PayloadKind::DataJsonV2
+        | PayloadKind::DataCborV2
+        | PayloadKind::Status => {}
     }
     Ok(kind)
 }
@@ -310,7 +324,9 @@ fn cbor_value_json(v: &Cbor) -> Result<Json, CodecError> {
     })
 }
 
-fn cbor_to_json(v: &Cbor) -> Result<Json, CodecError> {
+/// A CBOR data message of either format: key 4 (devices) is format 1, key 5 (schemas)
+/// format 2.
+fn cbor_to_json(v: &Cbor) -> Result<(PayloadKind, Json), CodecError> {
     let Cbor::Map(m) = v else {
         return Err(bad("top level is not a map"));
     };
@@ -329,6 +345,12 @@ fn cbor_to_json(v: &Cbor) -> Result<Json, CodecError> {
         _ => return Err(bad("hist (2) is not a boolean")),
     };
     let base = as_i64(get(3, "missing base time (3)")?, "base time (3)")?;
+    if !fields.contains_key(&4) {
+        if let Some(schemas) = fields.get(&5) {
+            let v = super::v2_decode::cbor_v2(gw, seq, hist, base, schemas)?;
+            return Ok((PayloadKind::DataCborV2, v));
+        }
+    }
     let mut data = Vec::new();
     for d in as_array(get(4, "missing devices (4)")?, "devices (4) not an array")? {
         let d = as_array(d, "device is not an array")?;
@@ -400,5 +422,8 @@ fn cbor_to_json(v: &Cbor) -> Result<Json, CodecError> {
         dev.insert("reads".into(), Json::Array(out_reads));
         data.push(Json::Object(dev));
     }
-    Ok(json!({"gw": gw, "seq": seq, "hist": hist, "data": data}))
+    Ok((
+        PayloadKind::DataCbor,
+        json!({"gw": gw, "seq": seq, "hist": hist, "data": data}),
+    ))
 }

@@ -13,13 +13,33 @@ use super::*;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
 use crate::outbox::{Entry, EntryBody, EntryKind};
 
-const T0: u64 = 1_740_823_200_000; // 2025-03-01T10:00:00Z
+/// Every encoding in both formats.
+pub(super) const WIRES: [Wire; 4] = [
+    Wire {
+        encoding: Encoding::Json,
+        format: PayloadFormat::V1,
+    },
+    Wire {
+        encoding: Encoding::Cbor,
+        format: PayloadFormat::V1,
+    },
+    Wire {
+        encoding: Encoding::Json,
+        format: PayloadFormat::V2,
+    },
+    Wire {
+        encoding: Encoding::Cbor,
+        format: PayloadFormat::V2,
+    },
+];
 
-fn at(ms: u64) -> SystemTime {
+pub(super) const T0: u64 = 1_740_823_200_000; // 2025-03-01T10:00:00Z
+
+pub(super) fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-fn good(point: &str, v: Value, unit: Option<&str>, t: u64) -> Sample {
+pub(super) fn good(point: &str, v: Value, unit: Option<&str>, t: u64) -> Sample {
     Sample {
         point: Arc::from(point),
         value: Some(v),
@@ -29,7 +49,7 @@ fn good(point: &str, v: Value, unit: Option<&str>, t: u64) -> Sample {
     }
 }
 
-fn badq(point: &str, r: BadReason, unit: Option<&str>, t: u64) -> Sample {
+pub(super) fn badq(point: &str, r: BadReason, unit: Option<&str>, t: u64) -> Sample {
     Sample {
         point: Arc::from(point),
         value: None,
@@ -39,7 +59,7 @@ fn badq(point: &str, r: BadReason, unit: Option<&str>, t: u64) -> Sample {
     }
 }
 
-fn batch(id: i64, device: &str, samples: Vec<Sample>, historical: bool) -> Entry {
+pub(super) fn batch(id: i64, device: &str, samples: Vec<Sample>, historical: bool) -> Entry {
     Entry {
         id,
         kind: EntryKind::Data,
@@ -67,7 +87,7 @@ fn json_entry(id: i64, kind: EntryKind, v: Json) -> Entry {
 }
 
 /// A device with `n` float points, all read at `t`.
-fn device(id: i64, name: &str, n: usize, t: u64) -> Entry {
+pub(super) fn device(id: i64, name: &str, n: usize, t: u64) -> Entry {
     let names = [
         "pressure",
         "temperature",
@@ -102,12 +122,12 @@ fn device(id: i64, name: &str, n: usize, t: u64) -> Entry {
 
 /// A value as text, exactly: JSON and CBOR must decode to the same number, digit for digit
 /// (serde_json reads numbers with `float_roundtrip`).
-fn norm(v: &Json) -> String {
+pub(super) fn norm(v: &Json) -> String {
     v.to_string()
 }
 
 /// Flatten a decoded message into (device, point, time, value-or-bad, unit) tuples.
-fn flatten(m: &Json) -> BTreeSet<(String, String, String, String, String)> {
+pub(super) fn flatten(m: &Json) -> BTreeSet<(String, String, String, String, String)> {
     let mut out = BTreeSet::new();
     for d in m["data"].as_array().unwrap() {
         let dev = d["dev"].as_str().unwrap().to_string();
@@ -134,7 +154,7 @@ fn flatten(m: &Json) -> BTreeSet<(String, String, String, String, String)> {
 }
 
 /// The same tuples computed from the entries (the expectation).
-fn expected(entries: &[Entry]) -> BTreeSet<(String, String, String, String, String)> {
+pub(super) fn expected(entries: &[Entry]) -> BTreeSet<(String, String, String, String, String)> {
     let mut out = BTreeSet::new();
     for e in entries {
         let EntryBody::Batch(b) = &e.body else {
@@ -158,7 +178,7 @@ fn expected(entries: &[Entry]) -> BTreeSet<(String, String, String, String, Stri
     out
 }
 
-fn all_readings(
+pub(super) fn all_readings(
     msgs: &[Packed],
     enc: Encoding,
 ) -> BTreeSet<(String, String, String, String, String)> {
@@ -231,11 +251,12 @@ fn round_trips_keep_every_reading() {
         ("before 1970", vec![device(1, "old", 2, 0)]),
     ];
     for (name, entries) in cases {
-        for enc in [Encoding::Json, Encoding::Cbor] {
-            let msgs = encode_messages(&entries, "gw-1", 64 * 1024, enc);
+        for wire in WIRES {
+            let enc = wire.encoding;
+            let msgs = encode_messages(&entries, "gw-1", 64 * 1024, wire);
             assert_eq!(msgs.len(), 1, "{name} {enc:?}: one message");
             let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
-            assert_eq!(msgs[0].entries, ids, "{name} {enc:?}");
+            assert_eq!(msgs[0].entries, ids, "{name} {wire:?}");
             let want = expected(&entries);
             let n = entries
                 .iter()
@@ -244,17 +265,24 @@ fn round_trips_keep_every_reading() {
                     _ => 0,
                 })
                 .sum::<u64>();
-            assert_eq!(msgs[0].readings, n, "{name} {enc:?}");
-            assert_eq!(all_readings(&msgs, enc), want, "{name} {enc:?}");
+            assert_eq!(msgs[0].readings, n, "{name} {wire:?}");
+            assert_eq!(all_readings(&msgs, enc), want, "{name} {wire:?}");
         }
-        // Both encodings decode to the identical document.
+        // Both encodings decode to the identical document; format 2 to the same readings
+        // (devices grouped by schema, so compared as sets).
         let j = encode_messages(&entries, "gw-1", 64 * 1024, Encoding::Json);
         let c = encode_messages(&entries, "gw-1", 64 * 1024, Encoding::Cbor);
+        let v1 = decode(&j[0].build("gw-1", 9).unwrap()).unwrap();
         assert_eq!(
-            decode(&j[0].build("gw-1", 9).unwrap()).unwrap(),
+            v1,
             decode(&c[0].build("gw-1", 9).unwrap()).unwrap(),
             "{name}"
         );
+        for wire in &WIRES[2..] {
+            let m = encode_messages(&entries, "gw-1", 64 * 1024, *wire);
+            let v2 = decode(&m[0].build("gw-1", 9).unwrap()).unwrap();
+            assert_eq!(flatten(&v2), flatten(&v1), "{name} {wire:?}");
+        }
     }
 }
 
@@ -751,16 +779,20 @@ mod props {
     /// one batch is kept once per (device, point, time, unit) tuple, so compare sets.
     #[test]
     fn encode_then_decode_round_trips() {
-        runner(200, 0x9a5d_0001)
+        runner(400, 0x9a5d_0001)
             .run(
                 &(
                     entries(),
-                    prop::sample::select(vec![Encoding::Json, Encoding::Cbor]),
+                    prop::sample::select(WIRES.to_vec()),
                     128usize..2048,
                 ),
-                |(entries, enc, limit)| {
-                    let msgs = encode_messages(&entries, "gw-1", limit, enc);
-                    prop_assert_eq!(all_readings(&msgs, enc), expected(&entries));
+                |(entries, wire, limit)| {
+                    let msgs = encode_messages(&entries, "gw-1", limit, wire);
+                    prop_assert_eq!(all_readings(&msgs, wire.encoding), expected(&entries));
+                    for m in &msgs {
+                        let worst = m.build("gw-1", u64::MAX).unwrap().len();
+                        prop_assert!(worst <= limit || m.readings == 1, "{} > {}", worst, limit);
+                    }
                     let n: u64 = msgs.iter().map(|m| m.readings).sum();
                     let want: usize = entries
                         .iter()
@@ -866,15 +898,11 @@ mod props {
     fn decode_never_panics_on_mutated_payloads() {
         let mutation =
             prop::collection::vec((any::<u8>(), any::<prop::sample::Index>(), 0u8..4), 1..6);
-        runner(1000, 0x9a5d_0003)
+        runner(2000, 0x9a5d_0003)
             .run(
-                &(
-                    entries(),
-                    prop::sample::select(vec![Encoding::Json, Encoding::Cbor]),
-                    mutation,
-                ),
-                |(entries, enc, muts)| {
-                    let msgs = encode_messages(&entries, "gw-1", 4096, enc);
+                &(entries(), prop::sample::select(WIRES.to_vec()), mutation),
+                |(entries, wire, muts)| {
+                    let msgs = encode_messages(&entries, "gw-1", 4096, wire);
                     let Some(m) = msgs.first() else { return Ok(()) };
                     let mut bytes = m
                         .build("gw-1", 42)

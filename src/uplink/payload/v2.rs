@@ -1,0 +1,296 @@
+//! Format 2 of `data` messages (`uplink.format = 2`, pure core): the writer of the compact,
+//! versioned layout of docs/mqtt.md ("Data messages, format 2"), in JSON and in CBOR. One base
+//! time per message and one ms offset per device read; point names and units once per message
+//! in a schema table that every device with the same point list shares; values positional. In
+//! CBOR a float reading is a decimal (`decimal::Decimal::of`, the Numbers rule) written as an
+//! integer mantissa at the point's exponent (in the schema), and integer slots of a point are
+//! delta-coded against its previous read in the same device entry. The reader is
+//! `v2_decode`; keep both and the document in step.
+
+use ciborium::Value as Cbor;
+use serde_json::{Map, Value as Json};
+
+use super::{sorted_reads, value_cbor, value_json, CodecError, DeviceGroup, ReadGroup};
+use crate::config::Encoding;
+use crate::decimal::Decimal;
+use crate::model::Value;
+
+/// Largest magnitude of an integer slot's absolute value (mantissa or integer): 2^53, so a
+/// delta is at most 2^54 and any consumer can add it in a double or an i64.
+pub(super) const MAX_SLOT: i128 = 1 << 53;
+
+/// How the values of one point are written in a CBOR message (the schema's `scale` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `null`: every value as it is (no scaling, no delta).
+    Literal,
+    /// An integer `e`: float readings as integer mantissas at 10^e, delta-coded; a value that
+    /// does not fit (non-finite, -0.0, too many digits) is a literal float.
+    Decimal(i32),
+    /// `true`: integer readings, delta-coded.
+    Integer,
+}
+
+/// Devices grouped by their point list (names and units, in order): one schema each, in
+/// first-seen order.
+struct Schema<'a> {
+    points: &'a [(String, Option<String>)],
+    devices: Vec<&'a DeviceGroup>,
+}
+
+fn schemas(devices: &[DeviceGroup]) -> Vec<Schema<'_>> {
+    let mut out: Vec<Schema<'_>> = Vec::new();
+    for g in devices.iter().filter(|g| !g.reads.is_empty()) {
+        match out.iter_mut().find(|s| s.points == g.points.as_slice()) {
+            Some(s) => s.devices.push(g),
+            None => out.push(Schema {
+                points: &g.points,
+                devices: vec![g],
+            }),
+        }
+    }
+    out
+}
+
+/// Earliest read time of the message (every offset is from it, so none is negative).
+fn base_ms(devices: &[DeviceGroup]) -> i64 {
+    devices
+        .iter()
+        .flat_map(|g| g.reads.iter().map(|r| r.t_ms))
+        .min()
+        .unwrap_or(0)
+}
+
+/// The values of one read in point order (`None`: not read at this time, or bad), and the bad
+/// points with their reasons.
+fn slots(n: usize, r: &ReadGroup) -> (Vec<Option<&Value>>, Vec<(usize, &str)>) {
+    let mut vals = vec![None; n];
+    let mut bad = Vec::new();
+    for (i, item) in &r.items {
+        match item {
+            Ok(v) => {
+                if let Some(s) = vals.get_mut(*i) {
+                    *s = Some(v);
+                }
+            }
+            Err(reason) => bad.push((*i, reason.as_str())),
+        }
+    }
+    (vals, bad)
+}
+
+pub(super) fn build(
+    encoding: Encoding,
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) -> Result<Vec<u8>, CodecError> {
+    match encoding {
+        Encoding::Json => serde_json::to_vec(&data_json(gateway, seq, historical, devices))
+            .map_err(|e| CodecError::Encode(e.to_string())),
+        Encoding::Cbor => {
+            let mut out = Vec::new();
+            ciborium::into_writer(&data_cbor(gateway, seq, historical, devices), &mut out)
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
+            Ok(out)
+        }
+    }
+}
+
+/// `{"v":2,"gw","seq","hist","t": base ms,"sch":[{"pts":[…],"unit":[…]?,"dev":[[name, dt,
+/// v…, {bad}?, dt, v…]]}]}`.
+fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
+    let base = base_ms(devices);
+    let sch: Vec<Json> = schemas(devices)
+        .into_iter()
+        .map(|s| {
+            let n = s.points.len();
+            let mut o = Map::new();
+            o.insert(
+                "pts".into(),
+                s.points
+                    .iter()
+                    .map(|(p, _)| Json::from(p.as_str()))
+                    .collect(),
+            );
+            if s.points.iter().any(|(_, u)| u.is_some()) {
+                o.insert(
+                    "unit".into(),
+                    s.points
+                        .iter()
+                        .map(|(_, u)| u.as_deref().map_or(Json::Null, Json::from))
+                        .collect(),
+                );
+            }
+            let devs: Vec<Json> = s
+                .devices
+                .iter()
+                .map(|g| {
+                    let mut a = vec![Json::from(g.device.as_str())];
+                    for r in sorted_reads(g) {
+                        a.push(Json::from(r.t_ms.saturating_sub(base)));
+                        let (vals, bad) = slots(n, r);
+                        a.extend(vals.into_iter().map(|v| v.map_or(Json::Null, value_json)));
+                        if !bad.is_empty() {
+                            let m: Map<String, Json> = bad
+                                .into_iter()
+                                .map(|(i, why)| (s.points[i].0.clone(), Json::from(why)))
+                                .collect();
+                            a.push(Json::Object(m));
+                        }
+                    }
+                    Json::Array(a)
+                })
+                .collect();
+            o.insert("dev".into(), Json::Array(devs));
+            Json::Object(o)
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("v".into(), Json::from(2));
+    m.insert("gw".into(), Json::from(gateway));
+    m.insert("seq".into(), Json::from(seq));
+    m.insert("hist".into(), Json::Bool(historical));
+    m.insert("t".into(), Json::from(base));
+    m.insert("sch".into(), Json::Array(sch));
+    Json::Object(m)
+}
+
+/// The decimal `x` stands for as a mantissa at 10^`e` (`None`: does not fit a slot).
+pub(super) fn mantissa_at(x: f64, e: i32) -> Option<i128> {
+    if x == 0.0 && x.is_sign_negative() {
+        return None;
+    }
+    let d = Decimal::of(x)?;
+    let shift = u32::try_from(d.exponent.checked_sub(e)?).ok()?;
+    let m = d.mantissa.checked_mul(10i128.checked_pow(shift)?)?;
+    (m.abs() <= MAX_SLOT).then_some(m)
+}
+
+/// The kind of point `i` of a schema, from every value it has in the message.
+fn kind_of(s: &Schema<'_>, i: usize) -> Kind {
+    let values = s.devices.iter().flat_map(|g| {
+        g.reads.iter().flat_map(move |r| {
+            r.items.iter().filter_map(move |(j, item)| match item {
+                Ok(v) if *j == i => Some(v),
+                _ => None,
+            })
+        })
+    });
+    let (mut floats, mut ints, mut others) = (0usize, 0usize, 0usize);
+    let mut exp: Option<i32> = None;
+    for v in values {
+        match v {
+            Value::Float(x) => {
+                floats += 1;
+                if let Some(d) = Decimal::of(*x).filter(|d| d.mantissa != 0) {
+                    exp = Some(exp.map_or(d.exponent, |e| e.min(d.exponent)));
+                }
+            }
+            Value::Int(v) if i128::from(*v).abs() <= MAX_SLOT => ints += 1,
+            Value::UInt(v) if i128::from(*v) <= MAX_SLOT => ints += 1,
+            _ => others += 1,
+        }
+    }
+    match (floats, ints, others) {
+        (f, 0, 0) if f > 0 => Kind::Decimal(exp.unwrap_or(0)),
+        (0, i, 0) if i > 0 => Kind::Integer,
+        _ => Kind::Literal,
+    }
+}
+
+fn kind_cbor(k: Kind) -> Cbor {
+    match k {
+        Kind::Literal => Cbor::Null,
+        Kind::Decimal(e) => Cbor::Integer(e.into()),
+        Kind::Integer => Cbor::Bool(true),
+    }
+}
+
+/// One value in its slot: an integer slot (delta to `prev`, which it updates) where the kind
+/// allows, else the value as it is.
+fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128) -> Cbor {
+    let abs = match (kind, v) {
+        (Kind::Decimal(e), Value::Float(x)) => mantissa_at(*x, e),
+        (Kind::Integer, Value::Int(i)) => Some(i128::from(*i)),
+        (Kind::Integer, Value::UInt(u)) => Some(i128::from(*u)),
+        _ => None,
+    };
+    match abs.and_then(|m| Some((m, ciborium::value::Integer::try_from(m - *prev).ok()?))) {
+        Some((m, delta)) => {
+            *prev = m;
+            Cbor::Integer(delta)
+        }
+        None => value_cbor(v),
+    }
+}
+
+/// `{0: gw, 1: seq, 2: hist, 3: base ms, 5: [schema]}`, schema `[[names], [units]|null,
+/// [scale]|null, [device]]`, device `[name, dt, v…, {index: reason}?, dt, v…]`.
+fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Cbor {
+    let base = base_ms(devices);
+    let sch: Vec<Cbor> = schemas(devices)
+        .into_iter()
+        .map(|s| {
+            let n = s.points.len();
+            let kinds: Vec<Kind> = (0..n).map(|i| kind_of(&s, i)).collect();
+            let names = s
+                .points
+                .iter()
+                .map(|(p, _)| Cbor::Text(p.clone()))
+                .collect();
+            let units = if s.points.iter().any(|(_, u)| u.is_some()) {
+                Cbor::Array(
+                    s.points
+                        .iter()
+                        .map(|(_, u)| u.clone().map_or(Cbor::Null, Cbor::Text))
+                        .collect(),
+                )
+            } else {
+                Cbor::Null
+            };
+            let scale = if kinds.iter().all(|k| *k == Kind::Literal) {
+                Cbor::Null
+            } else {
+                Cbor::Array(kinds.iter().map(|k| kind_cbor(*k)).collect())
+            };
+            let devs = s
+                .devices
+                .iter()
+                .map(|g| {
+                    let mut prev = vec![0i128; n];
+                    let mut a = vec![Cbor::Text(g.device.clone())];
+                    for r in sorted_reads(g) {
+                        a.push(Cbor::Integer(r.t_ms.saturating_sub(base).into()));
+                        let (vals, bad) = slots(n, r);
+                        for (i, v) in vals.into_iter().enumerate() {
+                            a.push(match v {
+                                Some(v) => slot_cbor(v, kinds[i], &mut prev[i]),
+                                None => Cbor::Null,
+                            });
+                        }
+                        if !bad.is_empty() {
+                            a.push(Cbor::Map(
+                                bad.into_iter()
+                                    .map(|(i, why)| {
+                                        (Cbor::Integer(i.into()), Cbor::Text(why.to_string()))
+                                    })
+                                    .collect(),
+                            ));
+                        }
+                    }
+                    Cbor::Array(a)
+                })
+                .collect();
+            Cbor::Array(vec![Cbor::Array(names), units, scale, Cbor::Array(devs)])
+        })
+        .collect();
+    Cbor::Map(vec![
+        (Cbor::Integer(0.into()), Cbor::Text(gateway.to_string())),
+        (Cbor::Integer(1.into()), Cbor::Integer(seq.into())),
+        (Cbor::Integer(2.into()), Cbor::Bool(historical)),
+        (Cbor::Integer(3.into()), Cbor::Integer(base.into())),
+        (Cbor::Integer(5.into()), Cbor::Array(sch)),
+    ])
+}
