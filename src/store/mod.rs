@@ -514,8 +514,12 @@ impl Store {
             });
         }
         let wal_pages = wal_pages(cap);
+        // cache_size -512: at most 512 KiB of page cache for this connection (SQLite's default
+        // is 2 MiB, which a long-running daemon fills and keeps resident); the hot pages of a
+        // cycle (the tails of entry/message and their index roots) fit many times over and the
+        // OS page cache backs the rest (bench-results/cpu_profile.txt).
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; \
              PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
             wal_pages * 4096
         ))
