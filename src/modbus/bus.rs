@@ -89,6 +89,8 @@ impl DevicePoller {
 /// The long-lived task that owns one bus.
 pub struct BusTask {
     bus: BusConfig,
+    /// `bus.name`, shared by every batch of this bus (no allocation per batch).
+    bus_name: Arc<str>,
     link: Link,
     devices: Vec<DevicePoller>,
     tx: mpsc::Sender<SampleBatch>,
@@ -248,6 +250,7 @@ impl BusTask {
         }
         BusTask {
             link: Link::new(bus.clone()),
+            bus_name: Arc::from(bus.name.as_str()),
             bus,
             devices: pollers,
             tx,
@@ -458,7 +461,7 @@ impl BusTask {
 
     /// Poll device `i` for `slot`; false if the sample channel is closed (shutdown).
     async fn poll_device(&mut self, i: usize, slot: SystemTime) -> bool {
-        let batch = poll_once(&mut self.link, &mut self.devices[i], slot, &self.bus.name).await;
+        let batch = poll_once(&mut self.link, &mut self.devices[i], slot, &self.bus_name).await;
         self.tx.send(batch).await.is_ok()
     }
 }
@@ -481,8 +484,9 @@ async fn poll_once(
     link: &mut Link,
     d: &mut DevicePoller,
     slot: SystemTime,
-    bus: &str,
+    bus_name: &Arc<str>,
 ) -> SampleBatch {
+    let bus: &str = bus_name;
     let n = d.cfg.points.len();
     let mut values: Vec<Option<(Result<Value, BadReason>, SystemTime)>> = vec![None; n];
     let mut answered = false;
@@ -558,7 +562,8 @@ async fn poll_once(
         };
         samples.push(sample);
     }
-    for s in &samples {
+    // Only computed points look inputs up by name (no map for a device without them).
+    for s in samples.iter().filter(|_| !d.cfg.computed.is_empty()) {
         let bad = match &s.quality {
             Quality::Good => None,
             Quality::Bad(r) => Some(r),
@@ -628,7 +633,7 @@ async fn poll_once(
     }
     SampleBatch {
         device: d.name.clone(),
-        bus: Arc::from(bus),
+        bus: bus_name.clone(),
         slot,
         samples,
         online: d.online,
