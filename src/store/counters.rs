@@ -235,6 +235,16 @@ impl Next {
         self.stale_if(t.min_read[1], None, None);
     }
 
+    /// The oldest pending read time must be recomputed (deferred acknowledgements written).
+    pub fn stale_oldest_pending(&mut self) {
+        self.stale.oldest_pending = true;
+    }
+
+    /// Forget what went stale (nothing will be refreshed in this step).
+    pub fn clear_stale(&mut self) {
+        self.stale = Stale::default();
+    }
+
     fn stale_if(&mut self, pending_min: Option<i64>, min: Option<i64>, max: Option<i64>) {
         let s = &self.s;
         let hit = |removed: Option<i64>, cur: Option<i64>| matches!((removed, cur), (Some(r), Some(c)) if r == c);

@@ -208,7 +208,11 @@ impl Store {
     /// Buffer statistics by a full scan of the entry table (read-only stores; the oracle the
     /// live counters are tested against). Holds the connection's lock for the scan.
     pub fn stats_scan(&self) -> Result<StoreStats, StoreError> {
-        let g = self.lock();
+        let mut g = self.lock();
+        if self.live {
+            // The oracle counts rows: acknowledgements not written yet are written first.
+            self.write_deferred(&mut g)?;
+        }
         let mut s = super::counters::scan(&g.conn, g.seq_hwm).map_err(self.sql("stats"))?;
         s.bytes_on_disk = self.bytes_on_disk();
         Ok(s)

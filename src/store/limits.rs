@@ -203,11 +203,15 @@ impl Store {
                 .map_err(self.sql("wal pragmas"))?;
             g.wal_pages = pages;
         }
-        let tx = g
+        let inner = &mut *g;
+        let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin eviction"))?;
         let mut next = self.next_stats();
+        // Deferred acknowledgements first: an acknowledged message is history, not unsent.
+        super::deferred::apply(&tx, &inner.deferred, &mut next)
+            .map_err(self.sql("deferred acks"))?;
         let mut history = 0i64;
         let mut lost = Loss {
             readings: 0,
@@ -318,6 +322,7 @@ impl Store {
         next.refresh(&tx).map_err(self.sql("eviction statistics"))?;
         tx.commit().map_err(self.sql("commit eviction"))?;
         self.publish_stats(next);
+        inner.deferred = Default::default();
         ev.expired_history = history as u64;
         ev.dropped_unsent = lost.readings as u64;
         ev.dropped_range = lost.range;

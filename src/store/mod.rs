@@ -27,6 +27,7 @@ mod blob;
 pub mod clock;
 mod commands;
 mod counters;
+mod deferred;
 mod dict;
 mod export;
 mod limits;
@@ -366,6 +367,8 @@ struct Inner {
     held_rows: bool,
     /// WAL auto-checkpoint pages in force (follows the size cap).
     wal_pages: u64,
+    /// Acknowledgements not written yet (see `deferred`).
+    deferred: deferred::Deferred,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -621,6 +624,7 @@ impl Store {
                 untrusted_base: None,
                 held_rows,
                 wal_pages,
+                deferred: Default::default(),
             }),
             counters: Mutex::new(counters),
             live: true,
@@ -687,6 +691,7 @@ impl Store {
                 untrusted_base: None,
                 held_rows: false,
                 wal_pages: 0,
+                deferred: Default::default(),
             }),
             counters: Mutex::new(StoreStats::default()),
             live: false,
@@ -809,6 +814,7 @@ impl Store {
             dict,
             untrusted_base,
             held_rows,
+            deferred,
             ..
         } = g;
         let tx = conn
@@ -816,6 +822,8 @@ impl Store {
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
         let mut next = self.next_stats();
+        // Acknowledgements since the last write ride along (one fsync for both).
+        deferred::apply(&tx, deferred, &mut next).map_err(self.sql("deferred acks"))?;
 
         // Base of the untrusted clock of this boot, for batches read before the clock was set
         // but committed after.
@@ -963,6 +971,7 @@ impl Store {
         alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
         tx.commit().map_err(self.sql("commit"))?;
         self.publish_stats(next);
+        *deferred = Default::default();
         Ok(info)
     }
 
