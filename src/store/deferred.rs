@@ -75,6 +75,24 @@ pub(crate) fn apply(tx: &Connection, d: &Deferred, next: &mut Next) -> rusqlite:
     next.refresh(tx)
 }
 
+/// The counters' view of acknowledging `seqs` at `now_ms` (rows unchanged): readings become
+/// history, the messages are gone, the oldest pending read time skips every message in
+/// `deferred` (which includes `seqs`).
+pub(crate) fn account(
+    c: &Connection,
+    seqs: &[u64],
+    now_ms: i64,
+    deferred: &[u64],
+    next: &mut Next,
+) -> rusqlite::Result<()> {
+    for &seq in seqs {
+        let s = seq as i64;
+        let t = Tally::of(c, "msg_seq = ?1", &[&s])?;
+        next.ack(&t, 1, now_ms);
+    }
+    next.refresh_pending_skipping(c, deferred)
+}
+
 impl Store {
     /// `Outbox::ack_many`: record `seqs` as acknowledged (see the module doc); writes only
     /// when the bound is reached.
@@ -83,31 +101,27 @@ impl Store {
         let inner = &mut *g;
         let mut next = self.next_stats();
         let now = crate::time::now_ms();
-        let mut any = false;
+        let mut fresh = Vec::new();
         for &seq in seqs {
-            if inner.deferred.contains(seq) {
+            if inner.deferred.contains(seq) || fresh.contains(&seq) {
                 continue; // a duplicate PUBACK
             }
-            let s = seq as i64;
             let known: Option<i64> = inner
                 .conn
                 .prepare_cached("SELECT seq FROM message WHERE seq = ?1")
-                .and_then(|mut st| st.query_row([s], |r| r.get(0)).optional())
+                .and_then(|mut st| st.query_row([seq as i64], |r| r.get(0)).optional())
                 .map_err(self.sql("ack lookup"))?;
-            if known.is_none() {
-                continue; // unknown or already acknowledged: a no-op
+            if known.is_some() {
+                fresh.push(seq); // else unknown or already acknowledged: a no-op
             }
-            let t = Tally::of(&inner.conn, "msg_seq = ?1", &[&s]).map_err(self.sql("ack tally"))?;
-            next.ack(&t, 1, now);
-            inner.deferred.seqs.push(seq);
+        }
+        if !fresh.is_empty() {
+            let mut all = inner.deferred.seqs.clone();
+            all.extend_from_slice(&fresh);
+            account(&inner.conn, &fresh, now, &all, &mut next).map_err(self.sql("ack tally"))?;
+            inner.deferred.seqs = all;
             inner.deferred.since.get_or_insert_with(Instant::now);
             inner.deferred.last_ms = now;
-            any = true;
-        }
-        if any {
-            // Not refreshed here: the oldest pending read time is recomputed when the rows
-            // are written (until then it may name an acknowledged row: a statistic only).
-            next.clear_stale();
             self.publish_stats(next);
         }
         if inner.deferred.due(Instant::now()) {
@@ -254,7 +268,7 @@ mod tests {
         store.ack_many(&[a, a]).unwrap();
 
         // The next ingest commit carries it.
-        store.commit(&[batch(T0 + 2000)], &[], &stamp(T0 + 2100)).unwrap();
+        let info2 = store.commit(&[batch(T0 + 2000)], &[], &stamp(T0 + 2100)).unwrap();
         assert_eq!(on_disk(dir.path()), vec![b]);
         let live = store.stats().unwrap();
         let mut scan = store.stats_scan().unwrap();
@@ -263,9 +277,9 @@ mod tests {
 
         // A seal carries the next one; a clean drop writes the last ones.
         store.ack_many(&[b]).unwrap();
-        let p = store.pending(10, 0).unwrap();
+        let id = info2.entry_ids[0];
         let m = store
-            .seal("r/data", &[p[0].id], 4, &mut |_| Ok(b"c".to_vec()))
+            .seal("r/data", &[id], 4, &mut |_| Ok(b"c".to_vec()))
             .unwrap();
         assert_eq!(on_disk(dir.path()), vec![m.seq]);
         store.ack(m.seq).unwrap();
@@ -325,7 +339,13 @@ mod tests {
         assert_eq!(sealed[0].seq, hwm + 1);
         assert_eq!(store.last_seq().unwrap(), hwm + 1, "the refused one consumed no number");
         // The refused and the untried entries are still pending.
-        let pending: Vec<i64> = store.pending(10, 0).unwrap().iter().map(|e| e.id).collect();
+        let pending: Vec<i64> = store
+            .pending(10, 0)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == crate::outbox::EntryKind::Data)
+            .map(|e| e.id)
+            .collect();
         assert_eq!(pending.len(), 2);
         assert!(pending.contains(&ids[1]) && pending.contains(&ids[2]));
         // A request with an entry no longer pending stops there too.
