@@ -1384,12 +1384,14 @@ impl<O: Outbox> Forwarder<O> {
                     break;
                 }
             }
-            // Seal what the window allows in ONE outbox transaction (one fsync for all of
-            // them: flash wear); one at a time under a rate limit (the bucket decides each).
+            // Seal everything staged (at most one look, FETCH entries) in ONE outbox
+            // transaction (one fsync for all of them: flash wear) and publish them as the
+            // window allows (sealed, they wait in `resend`); one at a time under a rate limit
+            // (the bucket decides each, and an alarm committed meanwhile goes first).
             let n = if bucket.is_some() {
                 1
             } else {
-                (window - s.outstanding).min(s.staged.len()).max(1)
+                s.staged.len().max(1)
             };
             let packs: Vec<Packed> = s.staged.drain(..n).collect();
             let topics: Vec<String> = packs.iter().map(|p| self.topics.for_kind(p.kind)).collect();
@@ -1432,7 +1434,11 @@ impl<O: Outbox> Forwarder<O> {
             }
             for m in sealed {
                 s.last_seq = s.last_seq.max(m.seq);
-                self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain)?;
+                if s.outstanding < window && s.resend.is_empty() {
+                    self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain)?;
+                } else {
+                    s.resend.push_back(m);
+                }
             }
             let Some(err) = stop else { continue };
             let mut rest = packs.into_iter().skip(done);
