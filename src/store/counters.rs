@@ -243,7 +243,11 @@ impl Next {
     /// Recompute the oldest pending read time if it went stale, not counting the rows of the
     /// messages in `skip` (acknowledged, rows not written yet: see `deferred`). Only this
     /// value: the caller removed nothing else.
-    pub fn refresh_pending_skipping(&mut self, c: &Connection, skip: &[u64]) -> rusqlite::Result<()> {
+    pub fn refresh_pending_skipping(
+        &mut self,
+        c: &Connection,
+        skip: &[u64],
+    ) -> rusqlite::Result<()> {
         if !std::mem::take(&mut self.stale.oldest_pending) {
             return Ok(());
         }

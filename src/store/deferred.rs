@@ -249,7 +249,8 @@ mod tests {
                 readings: 4,
             },
         ];
-        let (sealed, err) = store.seal_many(&reqs, &mut |i, seq| Ok(format!("{i}:{seq}").into_bytes()));
+        let (sealed, err) =
+            store.seal_many(&reqs, &mut |i, seq| Ok(format!("{i}:{seq}").into_bytes()));
         assert!(err.is_none(), "{err:?}");
         assert_eq!(sealed.len(), 2);
         assert_eq!(sealed[1].seq, sealed[0].seq + 1);
@@ -261,14 +262,19 @@ mod tests {
         let un: Vec<u64> = store.unacked().unwrap().iter().map(|m| m.seq).collect();
         assert_eq!(un, vec![b]);
         let st = store.stats().unwrap();
-        assert_eq!((st.sealed_messages, st.pending_readings, st.history_readings), (1, 4, 4));
+        assert_eq!(
+            (st.sealed_messages, st.pending_readings, st.history_readings),
+            (1, 4, 4)
+        );
         assert!(st.last_ack_ms.is_some());
         // Not written yet: a crash now resends `a` with its seq and payload.
         assert_eq!(on_disk(dir.path()), vec![a, b]);
         store.ack_many(&[a, a]).unwrap();
 
         // The next ingest commit carries it.
-        let info2 = store.commit(&[batch(T0 + 2000)], &[], &stamp(T0 + 2100)).unwrap();
+        let info2 = store
+            .commit(&[batch(T0 + 2000)], &[], &stamp(T0 + 2100))
+            .unwrap();
         assert_eq!(on_disk(dir.path()), vec![b]);
         let live = store.stats().unwrap();
         let mut scan = store.stats_scan().unwrap();
@@ -315,7 +321,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
         let info = store
-            .commit(&[batch(T0), batch(T0 + 1), batch(T0 + 2)], &[], &stamp(T0 + 100))
+            .commit(
+                &[batch(T0), batch(T0 + 1), batch(T0 + 2)],
+                &[],
+                &stamp(T0 + 100),
+            )
             .unwrap();
         let ids = &info.entry_ids;
         let reqs: Vec<SealRequest<'_>> = ids
@@ -334,10 +344,17 @@ mod tests {
                 Ok(vec![b'p'; 3])
             }
         });
-        assert!(matches!(err, Some(OutboxError::Build(ref w)) if w == "too large"), "{err:?}");
+        assert!(
+            matches!(err, Some(OutboxError::Build(ref w)) if w == "too large"),
+            "{err:?}"
+        );
         assert_eq!(sealed.len(), 1);
         assert_eq!(sealed[0].seq, hwm + 1);
-        assert_eq!(store.last_seq().unwrap(), hwm + 1, "the refused one consumed no number");
+        assert_eq!(
+            store.last_seq().unwrap(),
+            hwm + 1,
+            "the refused one consumed no number"
+        );
         // The refused and the untried entries are still pending.
         let pending: Vec<i64> = store
             .pending(10, 0)
@@ -352,5 +369,41 @@ mod tests {
         let (sealed, err) = store.seal_many(&reqs[..1], &mut |_, _| Ok(vec![1]));
         assert!(sealed.is_empty());
         assert!(matches!(err, Some(OutboxError::NotPending(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_database_with_4k_pages_keeps_them_and_drains() {
+        // A database created by an earlier version (4 KiB pages) is opened as is: its page
+        // size stays, and it commits, seals, acknowledges and drains like a new one.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+            c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; VACUUM;")
+                .unwrap();
+        }
+        let page_size = |dir: &std::path::Path| -> i64 {
+            let c = rusqlite::Connection::open(dir.join(crate::store::DB_FILE)).unwrap();
+            c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+        };
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let info = store.commit(&[batch(T0)], &[], &stamp(T0 + 100)).unwrap();
+        let m = store
+            .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
+            .unwrap();
+        store.ack(m.seq).unwrap();
+        drop(store);
+        assert_eq!(page_size(dir.path()), 4096);
+        assert!(on_disk(dir.path()).is_empty());
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert_eq!(store.stats().unwrap().history_readings, 4);
+        assert!(store.unacked().unwrap().is_empty());
+
+        // A new one gets the small pages.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(Store::open(fresh.path(), &StoreConfig::default()).unwrap());
+        assert_eq!(
+            page_size(fresh.path()),
+            crate::store::NEW_DB_PAGE_SIZE as i64
+        );
     }
 }

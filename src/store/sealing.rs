@@ -259,8 +259,7 @@ impl Outbox for Store {
         let mut stop = None;
         let r: Result<(), OutboxError> = (|| {
             // Acknowledgements since the last write ride along (one fsync for both).
-            deferred::apply(&tx, &inner.deferred, &mut next)
-                .map_err(self.sql("deferred acks"))?;
+            deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
             for (i, q) in reqs.iter().enumerate() {
                 if let Err(e) = self.check_pending(&tx, q.entries) {
                     stop = Some(e);

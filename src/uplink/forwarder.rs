@@ -1456,7 +1456,15 @@ impl<O: Outbox> Forwarder<O> {
                     let t = topic.clone();
                     let r = self
                         .blocking(move |o| {
-                            Ok(o.dead_letter_entries(&t, &entries, readings, bytes as u64, &reason))
+                            Ok(
+                                o.dead_letter_entries(
+                                    &t,
+                                    &entries,
+                                    readings,
+                                    bytes as u64,
+                                    &reason,
+                                ),
+                            )
                         })
                         .await?
                         .map_err(SessionError::from)?;
