@@ -237,7 +237,24 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "store_write: {DEVICES} devices x {POINTS} points per poll cycle, SQLite WAL, synchronous=FULL\n"
+        "store_write: {DEVICES} devices x {POINTS} points per poll cycle, SQLite WAL, synchronous=FULL"
+    );
+    let sh = |cmd: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        out,
+        "run {} on {} CPUs ({}), load average {}, state under {base}\n",
+        sh("date -u '+%Y-%m-%d %H:%M:%SZ'"),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        sh("cut -d' ' -f1-3 /proc/loadavg"),
     );
     let _ = writeln!(
         out,
