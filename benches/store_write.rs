@@ -4,7 +4,9 @@
 //! (bytes this process caused to be sent to the block layer, i.e. what the flash sees, before
 //! any FTL write amplification) and `wchar` (bytes handed to write(2)). Scenarios: one commit
 //! per poll cycle (how the daemon commits), one commit per device batch, and the full life of
-//! a reading (commit, seal into ~1 KiB messages, ack). Then a backlog fill of one million
+//! a reading (commit, seal into ~1 KiB messages, ack), and the daemon's pattern since issue 13
+//! (ingest commit carrying the deferred acks, one `seal_many` per cycle, deferred `ack_many`)
+//! with disk bytes per reading for each kind of call. Then a backlog fill of one million
 //! readings (time, size, quick_check and open time), which the drain benchmark reuses.
 //! Results go to stdout and bench-results/store_write.txt.
 //!
@@ -183,12 +185,76 @@ fn scenario(label: &'static str, dir: &Path, cycles: usize, per_batch: bool, del
     }
 }
 
+/// The daemon's pattern since issue 13: per cycle one ingest commit (which also writes the
+/// acknowledgements deferred since the last write), then ONE `seal_many` of the cycle's
+/// batches into 4 messages of 5 batches (~600 B payloads), then `ack_many` (deferred: no
+/// write). Returns disk bytes per reading for each kind of call (a checkpoint is counted in
+/// the call that triggered it).
+fn daemon_pattern(dir: &Path, cycles: usize) -> (f64, f64, f64, u64) {
+    use gasdtu::outbox::SealRequest;
+    let (store, _) = Store::open(dir, &StoreConfig::default()).expect("open store");
+    let n = names();
+    store
+        .commit(&cycle(&n, T0 - 1000), &[], &stamp(T0 - 1000))
+        .expect("commit");
+    let (mut ingest, mut seal, mut ack) = (0u64, 0u64, 0u64);
+    for c in 0..cycles {
+        let t = T0 + c as i64 * 1000;
+        let a = io();
+        let info = store.commit(&cycle(&n, t), &[], &stamp(t)).expect("commit");
+        let b = io();
+        let groups: Vec<&[i64]> = info.entry_ids.chunks(5).collect();
+        let reqs: Vec<SealRequest<'_>> = groups
+            .iter()
+            .map(|g| SealRequest {
+                topic: "gasdtu/gw/data",
+                entries: g,
+                readings: 50,
+            })
+            .collect();
+        let (sealed, err) = store.seal_many(&reqs, &mut |_, _| Ok(vec![0x5a; 600]));
+        assert!(err.is_none(), "seal: {err:?}");
+        let c2 = io();
+        let seqs: Vec<u64> = sealed.iter().map(|m| m.seq).collect();
+        store.ack_many(&seqs).expect("ack");
+        let d = io();
+        ingest += b.write_bytes - a.write_bytes;
+        seal += c2.write_bytes - b.write_bytes;
+        ack += d.write_bytes - c2.write_bytes;
+    }
+    let readings = (cycles * DEVICES * POINTS) as f64;
+    let (db, wal) = file_sizes(dir);
+    (
+        ingest as f64 / readings,
+        seal as f64 / readings,
+        ack as f64 / readings,
+        db + wal,
+    )
+}
+
 fn main() {
     let base = std::env::var("CARGO_TARGET_TMPDIR").unwrap_or_else(|_| "target".into());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "store_write: {DEVICES} devices x {POINTS} points per poll cycle, SQLite WAL, synchronous=FULL\n"
+        "store_write: {DEVICES} devices x {POINTS} points per poll cycle, SQLite WAL, synchronous=FULL"
+    );
+    let sh = |cmd: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        out,
+        "run {} on {} CPUs ({}), load average {}, state under {base}\n",
+        sh("date -u '+%Y-%m-%d %H:%M:%SZ'"),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        sh("cut -d' ' -f1-3 /proc/loadavg"),
     );
     let _ = writeln!(
         out,
@@ -227,6 +293,18 @@ fn main() {
         println!("{line}");
         let _ = writeln!(out, "{line}");
     }
+    let dir = tempfile::Builder::new()
+        .prefix("store-daemon")
+        .tempdir_in(&base)
+        .expect("temp dir");
+    let (i, se, a, size) = daemon_pattern(dir.path(), 600);
+    let line = format!(
+        "daemon pattern (issue 13), 600 cycles: ingest+deferred acks {i:.1} + seal_many {se:.1} + ack_many {a:.1} = {:.1} disk B/reading; db+wal {}K",
+        i + se + a,
+        size / 1024
+    );
+    println!("{line}");
+    let _ = writeln!(out, "{line}");
     let _ = writeln!(
         out,
         "\ndisk B/rd = /proc/self/io write_bytes per reading (what reaches the block device);\n\

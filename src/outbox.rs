@@ -125,6 +125,15 @@ pub struct Sealed {
     pub retain: bool,
 }
 
+/// One message for `Outbox::seal_many`: its topic, the pending entries it carries and how many
+/// readings they hold.
+#[derive(Debug, Clone, Copy)]
+pub struct SealRequest<'a> {
+    pub topic: &'a str,
+    pub entries: &'a [i64],
+    pub readings: u64,
+}
+
 #[derive(Debug, Error)]
 pub enum OutboxError {
     /// SQLite failed (disk full, I/O error, corruption found at run time).
@@ -188,6 +197,26 @@ pub trait Outbox: Send + Sync + 'static {
         build: &mut dyn FnMut(u64) -> Result<Vec<u8>, String>,
     ) -> Result<Sealed, OutboxError>;
 
+    /// `seal` for several messages in ONE transaction (one fsync for all of them: flash
+    /// wear), in order; `build(i, seq)` builds the payload of `reqs[i]`. Returns the messages
+    /// sealed (a prefix of `reqs`, committed) and the error that stopped at the next one:
+    /// `NotPending` or `Build` for that request (nothing of it sealed, no number consumed;
+    /// the earlier ones stand), or `Store` (nothing sealed at all).
+    fn seal_many(
+        &self,
+        reqs: &[SealRequest<'_>],
+        build: &mut dyn FnMut(usize, u64) -> Result<Vec<u8>, String>,
+    ) -> (Vec<Sealed>, Option<OutboxError>) {
+        let mut out = Vec::with_capacity(reqs.len());
+        for (i, q) in reqs.iter().enumerate() {
+            match self.seal(q.topic, q.entries, q.readings, &mut |seq| build(i, seq)) {
+                Ok(m) => out.push(m),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
     /// Sealed messages not yet acknowledged, by sequence number (resent after a reconnect).
     fn unacked(&self) -> Result<Vec<Sealed>, OutboxError>;
 
@@ -195,12 +224,20 @@ pub trait Outbox: Send + Sync + 'static {
     /// as history until the history bound evicts them).
     fn ack(&self, seq: u64) -> Result<(), OutboxError>;
 
-    /// `ack` for several messages at once; the store does it in ONE transaction (one fsync
-    /// for all the PUBACKs that arrived together, instead of one each: flash wear).
+    /// `ack` for several messages at once. The store defers the write (flash wear): the
+    /// messages leave `unacked()` and the live counters at once, and their rows are updated
+    /// inside its next write transaction (a commit, a seal) or by `settle` after a bounded
+    /// delay; after a crash they are resent with the same seq and payload (at least once).
     fn ack_many(&self, seqs: &[u64]) -> Result<(), OutboxError> {
         for s in seqs {
             self.ack(*s)?;
         }
+        Ok(())
+    }
+
+    /// Write acknowledgements the store deferred once they are old enough (the forwarder
+    /// calls this when idle). Cheap when there is nothing to do.
+    fn settle(&self) -> Result<(), OutboxError> {
         Ok(())
     }
 

@@ -6,7 +6,8 @@
 //!   port: the daemon reconnects within seconds (retries every 0.5-1 s in the first 30 s of an
 //!   outage, then backoff up to 5 s) and every reading
 //!   committed meanwhile arrives, marked historical.
-//! - Crash test: the daemon is killed with SIGKILL at random moments `KILLS` times (10) and
+//! - Crash test: the daemon is killed with SIGKILL at random moments `KILLS` times (10, or
+//!   GASDTU_CRASH_KILLS, e.g. 100 for the long run) and
 //!   restarted; afterwards every reading that was committed (the store's own export) has been
 //!   delivered at least once, duplicates carry the same sequence number with byte-identical
 //!   payloads (so a consumer can drop them), and `PRAGMA integrity_check` is ok after every
@@ -22,6 +23,14 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const KILLS: usize = 10;
+
+/// `KILLS`, or GASDTU_CRASH_KILLS when set (the 100-kill run of issue 13).
+fn kills() -> usize {
+    std::env::var("GASDTU_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(KILLS)
+}
 
 /// (device, point, read time in ms)
 type Key = (String, String, i64);
@@ -355,7 +364,8 @@ async fn kill_9_at_random_moments_loses_no_committed_reading() {
     );
     sub.wait_subscribed(1, Duration::from_secs(10)).await;
     let mut rng = fastrand::Rng::with_seed(0x6a5d7);
-    for i in 0..KILLS {
+    let kills = kills();
+    for i in 0..kills {
         let mut daemon = site.daemon();
         // Let it poll, commit and publish for a random moment, then pull the plug.
         let alive = Duration::from_millis(rng.u64(700..3500));
@@ -389,7 +399,7 @@ async fn kill_9_at_random_moments_loses_no_committed_reading() {
     assert_eq!(site.integrity(), "ok");
     let dup = got.by_seq.values().map(|p| p.len() - 1).sum::<usize>();
     eprintln!(
-        "crash test: {KILLS} kills, {} readings committed and delivered, {} messages, {dup} duplicates dropped by seq",
+        "crash test: {kills} kills, {} readings committed and delivered, {} messages, {dup} duplicates dropped by seq",
         committed.len(),
         got.by_seq.len()
     );

@@ -433,11 +433,11 @@ fn wal_child_writer() {
     let mode = parts.next().unwrap().to_string();
     let n: i64 = parts.next().unwrap().parse().unwrap();
     let dir = parts.next().unwrap().to_string();
-    // Busy: a small cap means a small WAL auto-checkpoint (64 pages), so the WAL restarts
-    // often and frames of older generations stay behind its head.
+    // Busy: a small cap means a small WAL auto-checkpoint (64 KiB, an eighth of the cap), so
+    // the WAL restarts often and frames of older generations stay behind its head.
     let cfg = StoreConfig {
         max_bytes: if mode == "busy" {
-            2 << 20
+            512 << 10
         } else {
             StoreConfig::default().max_bytes
         },

@@ -34,6 +34,9 @@ const MAX_GROUP: usize = 256;
 /// counted). About 100 bytes a reading: 5 MB at most; 4 minutes of the 200-readings-a-second
 /// benchmark site, days of a 5-minute station.
 pub const MEMORY_READINGS: usize = 50_000;
+/// How long the first batch after an idle moment waits for the rest of its poll cycle before
+/// the group is committed (flash wear: one commit per cycle; docs/store.md "Flash wear").
+const GATHER: Duration = Duration::from_millis(50);
 /// How often the size and age bounds are enforced.
 const LIMITS_EVERY: Duration = Duration::from_secs(60);
 /// After a failed commit, the bounds are enforced at most this often (eviction may make room
@@ -347,6 +350,10 @@ impl Consumer {
                         continue;
                     }
                 }
+                // The other devices of this poll cycle are a few ms behind: one commit (one
+                // fsync) for the cycle instead of one each (flash wear, docs/store.md).
+                let gather = tokio::time::sleep(GATHER);
+                self.receiving(gather, &mut held, &mut open).await;
             }
             if open {
                 open = self.drain_waiting(&mut held);

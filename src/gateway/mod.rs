@@ -527,6 +527,11 @@ impl Gateway {
             stop.cancel();
             let _ = task.await;
         }
+        // The acknowledgements the store deferred (flash wear): recorded now, so a clean stop
+        // resends nothing. (The store also writes them when dropped.)
+        if let Err(e) = store.flush_acks() {
+            tracing::warn!(error = %e, "cannot record the last acknowledgements; their messages will be sent again");
+        }
         if let Some(m) = modem {
             m.stop().await;
         }

@@ -235,6 +235,44 @@ impl Next {
         self.stale_if(t.min_read[1], None, None);
     }
 
+    /// The oldest pending read time must be recomputed (deferred acknowledgements written).
+    pub fn stale_oldest_pending(&mut self) {
+        self.stale.oldest_pending = true;
+    }
+
+    /// Recompute the oldest pending read time if it went stale, not counting the rows of the
+    /// messages in `skip` (acknowledged, rows not written yet: see `deferred`). Only this
+    /// value: the caller removed nothing else.
+    pub fn refresh_pending_skipping(
+        &mut self,
+        c: &Connection,
+        skip: &[u64],
+    ) -> rusqlite::Result<()> {
+        if !std::mem::take(&mut self.stale.oldest_pending) {
+            return Ok(());
+        }
+        let Some(from) = self.from.0 else {
+            self.s.oldest_pending_read_ms = None;
+            return Ok(());
+        };
+        let mut st = c.prepare_cached(
+            "SELECT read_ms, msg_seq FROM entry INDEXED BY entry_read \
+             WHERE kind = 2 AND read_ms >= ?1 AND status IN (0, 1) ORDER BY read_ms",
+        )?;
+        let mut rows = st.query([from])?;
+        let mut found = None;
+        while let Some(r) = rows.next()? {
+            let seq: Option<i64> = r.get(1)?;
+            if seq.is_some_and(|q| skip.contains(&(q as u64))) {
+                continue;
+            }
+            found = Some(r.get(0)?);
+            break;
+        }
+        self.s.oldest_pending_read_ms = found;
+        Ok(())
+    }
+
     fn stale_if(&mut self, pending_min: Option<i64>, min: Option<i64>, max: Option<i64>) {
         let s = &self.s;
         let hit = |removed: Option<i64>, cur: Option<i64>| matches!((removed, cur), (Some(r), Some(c)) if r == c);

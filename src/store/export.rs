@@ -144,13 +144,18 @@ pub struct StoreStats {
 
 impl Store {
     /// Stream the stored batches matching `filter` to `sink`, oldest read time first. Returns
-    /// the number of batches given to the sink.
+    /// the number of batches given to the sink. On the daemon's own store, deferred
+    /// acknowledgements are written first (so `delivered` is exact).
     pub fn export(
         &self,
         filter: &ExportFilter,
         sink: &mut dyn FnMut(&StoredBatch) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
         let mut g = self.lock();
+        if self.live {
+            // Delivered means acknowledged: write deferred acknowledgements first.
+            self.write_deferred(&mut g)?;
+        }
         let super::Inner { conn, dict, .. } = &mut *g;
         let since = filter.since.map(unix_ms).unwrap_or(i64::MIN);
         let until = filter.until.map(unix_ms).unwrap_or(i64::MAX);
@@ -210,6 +215,14 @@ impl Store {
     pub fn stats_scan(&self) -> Result<StoreStats, StoreError> {
         let g = self.lock();
         let mut s = super::counters::scan(&g.conn, g.seq_hwm).map_err(self.sql("stats"))?;
+        let d = &g.deferred;
+        if !d.is_empty() {
+            // Acknowledged, rows not written yet (see `deferred`): counted as acknowledged.
+            let mut next = super::counters::Next::new(s);
+            super::deferred::account(&g.conn, &d.seqs, d.last_ms, &d.seqs, &mut next)
+                .map_err(self.sql("stats"))?;
+            s = next.s;
+        }
         s.bytes_on_disk = self.bytes_on_disk();
         Ok(s)
     }

@@ -184,30 +184,34 @@ impl Store {
         ev.max_bytes = cap;
         // The WAL is checkpointed at `wal_pages` and truncated back to that size, but one
         // transaction can overshoot before the checkpoint: reserve twice that for it.
-        // A WAL frame is a 4 KiB page plus a 24-byte header (the file has a 32-byte header).
-        let wal_reserve = 2 * wal_pages(cap) * (4096 + 24) + 32;
+        // A WAL frame is a page plus a 24-byte header (the file has a 32-byte header).
+        let wal_reserve = 2 * wal_pages(cap, self.page_size) * (self.page_size + 24) + 32;
         let budget = cap.saturating_sub(wal_reserve).max(64 * 1024);
         let now_ms = unix_ms(now);
         let hist_cut = now_ms - self.cfg.history.min(self.cfg.max_age).as_millis() as i64;
         let age_cut = now_ms - self.cfg.max_age.as_millis() as i64;
 
         let mut g = self.lock();
-        let pages = wal_pages(cap);
+        let pages = wal_pages(cap, self.page_size);
         if pages != g.wal_pages {
             // Keep the WAL inside the (new) cap.
             g.conn
                 .execute_batch(&format!(
                     "PRAGMA wal_autocheckpoint = {pages}; PRAGMA journal_size_limit = {};",
-                    pages * 4096
+                    pages * self.page_size
                 ))
                 .map_err(self.sql("wal pragmas"))?;
             g.wal_pages = pages;
         }
-        let tx = g
+        let inner = &mut *g;
+        let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin eviction"))?;
         let mut next = self.next_stats();
+        // Deferred acknowledgements first: an acknowledged message is history, not unsent.
+        super::deferred::apply(&tx, &inner.deferred, &mut next)
+            .map_err(self.sql("deferred acks"))?;
         let mut history = 0i64;
         let mut lost = Loss {
             readings: 0,
@@ -318,6 +322,7 @@ impl Store {
         next.refresh(&tx).map_err(self.sql("eviction statistics"))?;
         tx.commit().map_err(self.sql("commit eviction"))?;
         self.publish_stats(next);
+        inner.deferred = Default::default();
         ev.expired_history = history as u64;
         ev.dropped_unsent = lost.readings as u64;
         ev.dropped_range = lost.range;

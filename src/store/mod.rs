@@ -27,6 +27,7 @@ mod blob;
 pub mod clock;
 mod commands;
 mod counters;
+mod deferred;
 mod dict;
 mod export;
 mod limits;
@@ -343,6 +344,9 @@ pub struct Store {
     counters: Mutex<StoreStats>,
     /// False for a read-only store (another process writes): `stats()` scans instead.
     live: bool,
+    /// The database's page size (`NEW_DB_PAGE_SIZE` for databases this version creates; older
+    /// ones keep theirs, usually 4096).
+    page_size: u64,
     /// The size cap in force: `cfg.max_bytes` clamped to the file system (`space`).
     cap: AtomicU64,
     path: PathBuf,
@@ -366,6 +370,8 @@ struct Inner {
     held_rows: bool,
     /// WAL auto-checkpoint pages in force (follows the size cap).
     wal_pages: u64,
+    /// Acknowledgements not written yet (see `deferred`).
+    deferred: deferred::Deferred,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -498,8 +504,10 @@ impl Store {
             .map_err(sql("busy_timeout"))?;
         if fresh {
             // Must precede the first table; lets a lowered size cap shrink the file.
-            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
-                .map_err(sql("auto_vacuum"))?;
+            conn.execute_batch(&format!(
+                "PRAGMA page_size = {NEW_DB_PAGE_SIZE}; PRAGMA auto_vacuum = INCREMENTAL"
+            ))
+            .map_err(sql("auto_vacuum"))?;
         }
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -513,11 +521,15 @@ impl Store {
                 )),
             });
         }
-        let wal_pages = wal_pages(cap);
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sql("page_size"))?;
+        let page_size = (page_size.max(512)) as u64;
+        let wal_pages = wal_pages(cap, page_size);
         conn.execute_batch(&format!(
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
              PRAGMA wal_autocheckpoint = {wal_pages}; PRAGMA journal_size_limit = {};",
-            wal_pages * 4096
+            wal_pages * page_size
         ))
         .map_err(sql("pragmas"))?;
 
@@ -627,9 +639,11 @@ impl Store {
                 untrusted_base: None,
                 held_rows,
                 wal_pages,
+                deferred: Default::default(),
             }),
             counters: Mutex::new(counters),
             live: true,
+            page_size,
             cap: AtomicU64::new(cap),
             path,
             reserve_path,
@@ -693,9 +707,11 @@ impl Store {
                 untrusted_base: None,
                 held_rows: false,
                 wal_pages: 0,
+                deferred: Default::default(),
             }),
             counters: Mutex::new(StoreStats::default()),
             live: false,
+            page_size: 4096,
             cap: AtomicU64::new(StoreConfig::default().max_bytes),
             reserve_path: state_dir.join(seq::FILE_NAME),
             path,
@@ -815,6 +831,7 @@ impl Store {
             dict,
             untrusted_base,
             held_rows,
+            deferred,
             ..
         } = g;
         let tx = conn
@@ -822,6 +839,8 @@ impl Store {
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
         let mut next = self.next_stats();
+        // Acknowledgements since the last write ride along (one fsync for both).
+        deferred::apply(&tx, deferred, &mut next).map_err(self.sql("deferred acks"))?;
 
         // Base of the untrusted clock of this boot, for batches read before the clock was set
         // but committed after.
@@ -969,6 +988,7 @@ impl Store {
         alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
         tx.commit().map_err(self.sql("commit"))?;
         self.publish_stats(next);
+        *deferred = Default::default();
         Ok(info)
     }
 
@@ -1029,10 +1049,15 @@ fn db_and_wal_bytes(path: &Path) -> u64 {
     len(path) + len(Path::new(&wal))
 }
 
-/// WAL pages before an automatic checkpoint: 1000 (SQLite's default, 4 MiB) unless the size
-/// cap is small, then an eighth of the cap (at least 16 pages).
-fn wal_pages(max_bytes: u64) -> u64 {
-    (max_bytes / 8 / 4096).clamp(16, 1000)
+/// Page size of a new database: 512 bytes (SQLite's smallest), so that a commit's WAL frames
+/// (page + 24 bytes) carry little besides what changed and pack densely into the 4 KiB pages
+/// the flash is written in (docs/store.md, "Flash wear": measured against 1 KiB and 4 KiB).
+pub const NEW_DB_PAGE_SIZE: u64 = 512;
+
+/// WAL pages before an automatic checkpoint: 4 MiB of pages (SQLite's default of 1000 pages at
+/// 4 KiB) unless the size cap is small, then an eighth of the cap (at least 64 KiB).
+fn wal_pages(max_bytes: u64, page_size: u64) -> u64 {
+    (max_bytes / 8).clamp(16 * 4096, 1000 * 4096) / page_size.max(512)
 }
 
 fn insert_json(

@@ -9,9 +9,9 @@ use rusqlite::TransactionBehavior;
 
 use super::counters::Tally;
 use super::export::{decode_batch, DataRow, DATA_COLS};
-use super::{add_meta, entry_state, get_meta, seq, set_meta, Store, StoreError};
+use super::{add_meta, deferred, entry_state, get_meta, seq, set_meta, Store, StoreError};
 use crate::outbox::{
-    DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, ReplyTopic, Sealed,
+    DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, ReplyTopic, SealRequest, Sealed,
     DEAD_LETTER_REASON_MAX,
 };
 
@@ -136,10 +136,13 @@ impl Outbox for Store {
 
     fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
         let mut g = self.lock();
-        let tx = g
+        let inner = &mut *g;
+        let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin dead letter"))?;
+        let mut next = self.next_stats();
+        deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
         let found: Option<(String, Vec<u8>, i64)> = tx
             .query_row(
                 "SELECT topic, payload, readings FROM message WHERE seq = ?1",
@@ -155,7 +158,6 @@ impl Outbox for Store {
         let Some((topic, payload, readings)) = found else {
             return Ok(None);
         };
-        let mut next = self.next_stats();
         let d = DeadLetter {
             seq,
             topic,
@@ -165,6 +167,7 @@ impl Outbox for Store {
         self.set_aside(&tx, &d, readings.max(0) as u64, Some(&payload), &mut next)?;
         tx.commit().map_err(self.sql("commit dead letter"))?;
         self.publish_stats(next);
+        inner.deferred = Default::default();
         Ok(Some(d))
     }
 
@@ -182,9 +185,10 @@ impl Outbox for Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin dead letter"))?;
+        let mut next = self.next_stats();
+        deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
         self.check_pending(&tx, entries)?;
         let seq = self.reserve_next(inner.seq_hwm, &mut inner.reserved)?;
-        let mut next = self.next_stats();
         // Bound to a placeholder message first, so the entries leave exactly as a sealed
         // message's do (the same counters, the same history rule).
         self.insert_message(&tx, seq, topic, &[], readings, entries, &mut next)?;
@@ -197,6 +201,7 @@ impl Outbox for Store {
         self.set_aside(&tx, &d, readings, None, &mut next)?;
         tx.commit().map_err(self.sql("commit dead letter"))?;
         self.publish_stats(next);
+        inner.deferred = Default::default();
         inner.seq_hwm = seq;
         Ok(d)
     }
@@ -220,32 +225,87 @@ impl Outbox for Store {
         readings: u64,
         build: &mut dyn FnMut(u64) -> Result<Vec<u8>, String>,
     ) -> Result<Sealed, OutboxError> {
+        let req = [SealRequest {
+            topic,
+            entries,
+            readings,
+        }];
+        let (mut sealed, err) = self.seal_many(&req, &mut |_, seq| build(seq));
+        match (sealed.pop(), err) {
+            (_, Some(e)) => Err(e),
+            (Some(m), None) => Ok(m),
+            (None, None) => Err(OutboxError::Store("nothing sealed".into())),
+        }
+    }
+
+    fn seal_many(
+        &self,
+        reqs: &[SealRequest<'_>],
+        build: &mut dyn FnMut(usize, u64) -> Result<Vec<u8>, String>,
+    ) -> (Vec<Sealed>, Option<OutboxError>) {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = inner
+        let tx = match inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.sql("begin seal"))?;
-        self.check_pending(&tx, entries)?;
-        let seq = self.reserve_next(inner.seq_hwm, &mut inner.reserved)?;
-        let retain = self.retained(&tx, entries)?;
-        let payload = build(seq).map_err(OutboxError::Build)?;
+            .map_err(self.sql("begin seal"))
+        {
+            Ok(tx) => tx,
+            Err(e) => return (Vec::new(), Some(e.into())),
+        };
         let mut next = self.next_stats();
-        self.insert_message(&tx, seq, topic, &payload, readings, entries, &mut next)?;
-        if retain {
-            tx.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
-                .map_err(self.sql("retain"))?;
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut hwm = inner.seq_hwm;
+        let mut stop = None;
+        let r: Result<(), OutboxError> = (|| {
+            // Acknowledgements since the last write ride along (one fsync for both).
+            deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
+            for (i, q) in reqs.iter().enumerate() {
+                if let Err(e) = self.check_pending(&tx, q.entries) {
+                    stop = Some(e);
+                    break;
+                }
+                let seq = self.reserve_next(hwm, &mut inner.reserved)?;
+                let retain = self.retained(&tx, q.entries)?;
+                let payload = match build(i, seq) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        stop = Some(OutboxError::Build(why));
+                        break;
+                    }
+                };
+                self.insert_message(
+                    &tx, seq, q.topic, &payload, q.readings, q.entries, &mut next,
+                )?;
+                if retain {
+                    tx.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
+                        .map_err(self.sql("retain"))?;
+                }
+                hwm = seq;
+                out.push(Sealed {
+                    seq,
+                    topic: q.topic.to_string(),
+                    payload,
+                    readings: q.readings,
+                    retain,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            // Rolled back: nothing sealed, no number consumed.
+            return (Vec::new(), Some(e));
         }
-        tx.commit().map_err(self.sql("commit seal"))?;
+        if out.is_empty() && inner.deferred.is_empty() {
+            return (out, stop); // nothing written: no commit, no fsync
+        }
+        if let Err(e) = tx.commit().map_err(self.sql("commit seal")) {
+            return (Vec::new(), Some(e.into()));
+        }
         self.publish_stats(next);
-        inner.seq_hwm = seq;
-        Ok(Sealed {
-            seq,
-            topic: topic.to_string(),
-            payload,
-            readings,
-            retain,
-        })
+        inner.deferred = Default::default();
+        inner.seq_hwm = hwm;
+        (out, stop)
     }
 
     fn unacked(&self) -> Result<Vec<Sealed>, OutboxError> {
@@ -267,9 +327,13 @@ impl Outbox for Store {
                 })
             })
             .map_err(self.sql("unacked"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            .collect::<rusqlite::Result<Vec<Sealed>>>()
             .map_err(self.sql("unacked"))?;
-        Ok(rows)
+        // Acknowledged but not written yet: not to be resent.
+        Ok(rows
+            .into_iter()
+            .filter(|m| !g.deferred.contains(m.seq))
+            .collect())
     }
 
     fn ack(&self, seq: u64) -> Result<(), OutboxError> {
@@ -277,40 +341,12 @@ impl Outbox for Store {
     }
 
     fn ack_many(&self, seqs: &[u64]) -> Result<(), OutboxError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let mut g = self.lock();
-        let tx = g
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.sql("begin ack"))?;
-        let mut n = 0;
-        let mut next = self.next_stats();
-        let now = crate::time::now_ms();
-        for &seq in seqs {
-            let s = seq as i64;
-            let t = Tally::of(&tx, "msg_seq = ?1", &[&s]).map_err(self.sql("ack tally"))?;
-            tx.execute(
-                "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
-                [s],
-            )
-            .map_err(self.sql("ack data"))?;
-            tx.execute("DELETE FROM entry WHERE msg_seq = ?1", [s])
-                .map_err(self.sql("ack entries"))?;
-            let m = tx
-                .execute("DELETE FROM message WHERE seq = ?1", [s])
-                .map_err(self.sql("ack message"))?;
-            next.ack(&t, m as u64, now);
-            n += m;
-        }
-        if n > 0 {
-            set_meta(&tx, "last_ack_ms", now).map_err(self.sql("last_ack_ms"))?;
-        }
-        next.refresh(&tx).map_err(self.sql("ack statistics"))?;
-        tx.commit().map_err(self.sql("commit ack"))?;
-        self.publish_stats(next);
-        Ok(())
+        // Deferred: written with the next write transaction (see `deferred`).
+        Ok(self.defer_acks(seqs)?)
+    }
+
+    fn settle(&self) -> Result<(), OutboxError> {
+        Ok(Store::settle(self)?)
     }
 }
 

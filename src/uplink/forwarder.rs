@@ -62,7 +62,7 @@ use super::session::{ByteCount, HandshakeClock, LinkMeter, Moments, SessionFigur
 use super::tls::{client_config_with, SessionCache, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
-use crate::outbox::{DeadLetter, Outbox, OutboxError, Sealed};
+use crate::outbox::{DeadLetter, Outbox, OutboxError, SealRequest, Sealed};
 
 /// Why a session ended (each ends the session the same way; the variants keep the message
 /// honest about where the failure was).
@@ -1186,7 +1186,13 @@ impl<O: Outbox> Forwarder<O> {
                     .await;
                     return Err(SessionError::Asleep);
                 }
-                _ = tokio::time::sleep(IDLE_RECHECK) => s.more = true,
+                _ = tokio::time::sleep(IDLE_RECHECK) => {
+                    s.more = true;
+                    // Acknowledgements the store deferred are written once old enough.
+                    if let Ok(Err(e)) = self.blocking(|o| o.settle()).await {
+                        tracing::debug!(error = %e, "cannot write deferred acknowledgements yet");
+                    }
+                }
             }
         }
     }
@@ -1378,95 +1384,119 @@ impl<O: Outbox> Forwarder<O> {
                     break;
                 }
             }
-            let Some(p) = s.staged.pop_front() else { break };
-            let topic = self.topics.for_kind(p.kind);
+            // Seal everything staged (at most one look, FETCH entries) in ONE outbox
+            // transaction (one fsync for all of them: flash wear) and publish them as the
+            // window allows (sealed, they wait in `resend`); one at a time under a rate limit
+            // (the bucket decides each, and an alarm committed meanwhile goes first).
+            let n = if bucket.is_some() {
+                1
+            } else {
+                s.staged.len().max(1)
+            };
+            let packs: Vec<Packed> = s.staged.drain(..n).collect();
+            let topics: Vec<String> = packs.iter().map(|p| self.topics.for_kind(p.kind)).collect();
             let gw = self.gateway_id.clone();
-            let t = topic.clone();
             let limit = if self.size_check {
                 max_packet(self.cfg.max_payload)
             } else {
                 usize::MAX
             };
-            let (sealed, bytes, p) = self
+            let (sealed, stop, bytes, packs, topics) = self
                 .blocking(move |o| {
                     let mut bytes = 0usize;
+                    let reqs: Vec<SealRequest<'_>> = packs
+                        .iter()
+                        .zip(&topics)
+                        .map(|(p, t)| SealRequest {
+                            topic: t,
+                            entries: &p.entries,
+                            readings: p.readings,
+                        })
+                        .collect();
                     // A payload the client would refuse is never sealed as is: the build
                     // fails, and the entries are set aside below (the seq is not consumed).
-                    let r = o.seal(&t, &p.entries, p.readings, &mut |seq| {
-                        let b = p.build(&gw, seq).map_err(|e| e.to_string())?;
+                    let (sealed, stop) = o.seal_many(&reqs, &mut |i, seq| {
+                        let b = packs[i].build(&gw, seq).map_err(|e| e.to_string())?;
                         bytes = b.len();
-                        match refusal_reason(&t, b.len(), limit) {
+                        match refusal_reason(&topics[i], b.len(), limit) {
                             Some(why) => Err(why),
                             None => Ok(b),
                         }
                     });
-                    Ok((r, bytes, p))
+                    drop(reqs);
+                    Ok((sealed, stop, bytes, packs, topics))
                 })
                 .await?
                 .map_err(SessionError::from)?;
-            let sealed =
-                match sealed {
-                    Ok(m) => {
-                        self.store_ok(s);
-                        s.last_seq = s.last_seq.max(m.seq);
-                        m
-                    }
-                    Err(OutboxError::Build(reason)) => {
-                        // One entry that cannot become an acceptable message must not block the
-                        // rest: set it aside with a sequence number of its own.
-                        let (entries, readings) = (p.entries.clone(), p.readings);
-                        let t = topic.clone();
-                        let r = self
-                            .blocking(move |o| {
-                                Ok(o.dead_letter_entries(
+            let done = sealed.len();
+            if done > 0 {
+                self.store_ok(s);
+            }
+            for m in sealed {
+                s.last_seq = s.last_seq.max(m.seq);
+                if s.outstanding < window && s.resend.is_empty() {
+                    self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain)?;
+                } else {
+                    s.resend.push_back(m);
+                }
+            }
+            let Some(err) = stop else { continue };
+            let mut rest = packs.into_iter().skip(done);
+            let Some(p) = rest.next() else { continue };
+            let topic = topics.get(done).cloned().unwrap_or_default();
+            // Not tried yet: still pending, ahead of what was staged after them.
+            for q in rest.rev() {
+                s.staged.push_front(q);
+            }
+            match err {
+                OutboxError::Build(reason) => {
+                    // One entry that cannot become an acceptable message must not block the
+                    // rest: set it aside with a sequence number of its own.
+                    let (entries, readings) = (p.entries.clone(), p.readings);
+                    let t = topic.clone();
+                    let r = self
+                        .blocking(move |o| {
+                            Ok(
+                                o.dead_letter_entries(
                                     &t,
                                     &entries,
                                     readings,
                                     bytes as u64,
                                     &reason,
-                                ))
-                            })
-                            .await?
-                            .map_err(SessionError::from)?;
-                        match r {
-                            Ok(d) => {
-                                self.store_ok(s);
-                                s.last_seq = s.last_seq.max(d.seq);
-                                self.dead_lettered(s, &d);
-                            }
-                            Err(OutboxError::NotPending(_)) => s.staged.clear(),
-                            Err(e @ OutboxError::Store(_)) => {
-                                s.staged.clear();
-                                s.more = true;
-                                self.store_failed(s, &e);
-                                return Ok(());
-                            }
-                            Err(e) => return Err(e.into()),
+                                ),
+                            )
+                        })
+                        .await?
+                        .map_err(SessionError::from)?;
+                    match r {
+                        Ok(d) => {
+                            self.store_ok(s);
+                            s.last_seq = s.last_seq.max(d.seq);
+                            self.dead_lettered(s, &d);
                         }
-                        continue;
+                        Err(OutboxError::NotPending(_)) => s.staged.clear(),
+                        Err(e @ OutboxError::Store(_)) => {
+                            s.staged.clear();
+                            s.more = true;
+                            self.store_failed(s, &e);
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(OutboxError::NotPending(ids)) => {
-                        // Evicted meanwhile: drop what was staged and look again.
-                        tracing::warn!(?ids, "outbox entries vanished before sealing");
-                        s.staged.clear();
-                        continue;
-                    }
-                    Err(e @ OutboxError::Store(_)) => {
-                        // Nothing was sealed: the entries are still pending; look again later.
-                        s.staged.clear();
-                        s.more = true;
-                        self.store_failed(s, &e);
-                        return Ok(());
-                    }
-                };
-            self.publish(
-                client,
-                s,
-                Some(sealed.seq),
-                sealed.topic,
-                sealed.payload,
-                sealed.retain,
-            )?;
+                }
+                OutboxError::NotPending(ids) => {
+                    // Evicted meanwhile: drop what was staged and look again.
+                    tracing::warn!(?ids, "outbox entries vanished before sealing");
+                    s.staged.clear();
+                }
+                e @ OutboxError::Store(_) => {
+                    // Nothing was sealed: the entries are still pending; look again later.
+                    s.staged.clear();
+                    s.more = true;
+                    self.store_failed(s, &e);
+                    return Ok(());
+                }
+            }
         }
         Ok(())
     }

@@ -99,6 +99,8 @@ impl Store {
             });
         }
         let mut g = self.lock();
+        // Acknowledged rows are history: write deferred acknowledgements first.
+        self.write_deferred(&mut g)?;
         let tx = g
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -1,0 +1,409 @@
+//! Deferred acknowledgements (issue 13, flash wear): `ack_many` does not write. It records the
+//! acknowledged sequence numbers in memory (`Deferred`), takes them out of `unacked()` and
+//! out of the live counters at once, and the rows are changed (data entries become history,
+//! other entries and the message row are deleted, `last_ack_ms` set) inside the next write
+//! transaction the store makes anyway: the ingest commit, a seal, an eviction, a dead letter,
+//! a resend. At the latest they are written by `settle` once the oldest is `MAX_AGE` old or
+//! `MAX_COUNT` are waiting, and when the store is dropped (clean shutdown).
+//!
+//! Why this is within the contract: an acknowledgement lost by a crash only means the message
+//! is resent after the restart, with the same sequence number and the byte-identical payload
+//! (its row is still there): at least once, duplicates detectable by seq. Nothing committed is
+//! lost, and nothing leaves the outbox without a PUBACK.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::counters::{Next, Tally};
+use super::{set_meta, Store, StoreError};
+
+/// Oldest a deferred acknowledgement gets before `settle` writes it on its own.
+pub const MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Deferred acknowledgements that make `ack_many` write at once.
+pub const MAX_COUNT: usize = 1000;
+
+/// Acknowledged messages whose rows are not updated yet.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    /// Sequence numbers, in the order the PUBACKs came.
+    pub seqs: Vec<u64>,
+    /// When the oldest of them was acknowledged.
+    pub since: Option<Instant>,
+    /// Time of the last acknowledgement (UTC ms), for `meta.last_ack_ms`.
+    pub last_ms: i64,
+}
+
+impl Deferred {
+    pub fn contains(&self, seq: u64) -> bool {
+        self.seqs.contains(&seq)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.seqs.len() >= MAX_COUNT || self.since.is_some_and(|s| now.duration_since(s) >= MAX_AGE)
+    }
+}
+
+/// Apply the deferred acknowledgements in `tx` (first thing in a write transaction: only
+/// removals precede the counters' refresh). The live counters already left them out; the
+/// refresh recomputes the oldest pending read time, which still saw their rows. Idempotent:
+/// the caller clears `d` only after its transaction committed.
+pub(crate) fn apply(tx: &Connection, d: &Deferred, next: &mut Next) -> rusqlite::Result<()> {
+    if d.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut data = tx.prepare_cached(
+            "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
+        )?;
+        let mut other = tx.prepare_cached("DELETE FROM entry WHERE msg_seq = ?1")?;
+        let mut msg = tx.prepare_cached("DELETE FROM message WHERE seq = ?1")?;
+        for &seq in &d.seqs {
+            let s = seq as i64;
+            data.execute([s])?;
+            other.execute([s])?;
+            msg.execute([s])?;
+        }
+    }
+    set_meta(tx, "last_ack_ms", d.last_ms)?;
+    next.stale_oldest_pending();
+    next.refresh(tx)
+}
+
+/// The counters' view of acknowledging `seqs` at `now_ms` (rows unchanged): readings become
+/// history, the messages are gone, the oldest pending read time skips every message in
+/// `deferred` (which includes `seqs`).
+pub(crate) fn account(
+    c: &Connection,
+    seqs: &[u64],
+    now_ms: i64,
+    deferred: &[u64],
+    next: &mut Next,
+) -> rusqlite::Result<()> {
+    for &seq in seqs {
+        let s = seq as i64;
+        let t = Tally::of(c, "msg_seq = ?1", &[&s])?;
+        next.ack(&t, 1, now_ms);
+    }
+    next.refresh_pending_skipping(c, deferred)
+}
+
+impl Store {
+    /// `Outbox::ack_many`: record `seqs` as acknowledged (see the module doc); writes only
+    /// when the bound is reached.
+    pub(crate) fn defer_acks(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut next = self.next_stats();
+        let now = crate::time::now_ms();
+        let mut fresh = Vec::new();
+        for &seq in seqs {
+            if inner.deferred.contains(seq) || fresh.contains(&seq) {
+                continue; // a duplicate PUBACK
+            }
+            let known: Option<i64> = inner
+                .conn
+                .prepare_cached("SELECT seq FROM message WHERE seq = ?1")
+                .and_then(|mut st| st.query_row([seq as i64], |r| r.get(0)).optional())
+                .map_err(self.sql("ack lookup"))?;
+            if known.is_some() {
+                fresh.push(seq); // else unknown or already acknowledged: a no-op
+            }
+        }
+        if !fresh.is_empty() {
+            let mut all = inner.deferred.seqs.clone();
+            all.extend_from_slice(&fresh);
+            account(&inner.conn, &fresh, now, &all, &mut next).map_err(self.sql("ack tally"))?;
+            inner.deferred.seqs = all;
+            inner.deferred.since.get_or_insert_with(Instant::now);
+            inner.deferred.last_ms = now;
+            self.publish_stats(next);
+        }
+        if inner.deferred.due(Instant::now()) {
+            self.write_deferred(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Write the deferred acknowledgements now if the oldest is `MAX_AGE` old (or too many
+    /// wait). Cheap when there is nothing to do (no SQLite call).
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if g.deferred.due(Instant::now()) {
+            self.write_deferred(&mut g)?;
+        }
+        Ok(())
+    }
+
+    /// Write every deferred acknowledgement now, in one transaction (clean shutdown, tests,
+    /// `stats_scan`).
+    pub fn flush_acks(&self) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        self.write_deferred(&mut g)
+    }
+
+    pub(super) fn write_deferred(&self, inner: &mut super::Inner) -> Result<(), StoreError> {
+        if inner.deferred.is_empty() {
+            return Ok(());
+        }
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin ack"))?;
+        let mut next = self.next_stats();
+        apply(&tx, &inner.deferred, &mut next).map_err(self.sql("ack"))?;
+        tx.commit().map_err(self.sql("commit ack"))?;
+        self.publish_stats(next);
+        inner.deferred = Deferred::default();
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if !self.live {
+            return;
+        }
+        let mut g = self.lock();
+        if let Err(e) = self.write_deferred(&mut g) {
+            // The messages are resent after the restart (same seq, same payload).
+            tracing::warn!(error = %e, "cannot record the last acknowledgements; their messages will be sent again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! On a real SQLite file: an acknowledgement is visible at once (unacked, counters) and
+    //! written with the next write transaction; `seal_many` seals in one transaction and
+    //! stops cleanly at a refused build.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Quality, Sample, SampleBatch, Value};
+    use crate::outbox::{Outbox, OutboxError, SealRequest};
+    use crate::store::{ClockStamp, StoreConfig, MIN_TRUSTED_UNIX_MS};
+    use crate::time::from_unix_ms;
+
+    const T0: i64 = MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
+
+    fn batch(read_ms: i64) -> SampleBatch {
+        SampleBatch {
+            device: "d".into(),
+            bus: "b".into(),
+            slot: from_unix_ms(read_ms),
+            samples: (0..4)
+                .map(|i| Sample {
+                    point: format!("p{i}").into(),
+                    value: Some(Value::Int(i)),
+                    unit: Some(Arc::from("bar")),
+                    quality: Quality::Good,
+                    read_at: from_unix_ms(read_ms),
+                })
+                .collect(),
+            online: true,
+            failed_cycles: 0,
+        }
+    }
+
+    fn stamp(ms: i64) -> ClockStamp {
+        ClockStamp {
+            wall_ms: ms,
+            mono_ms: 3_600_000 + ms - T0,
+            boot_id: "boot".into(),
+        }
+    }
+
+    /// Message rows as another connection sees them (what a crash would leave).
+    fn on_disk(dir: &std::path::Path) -> Vec<u64> {
+        let c = rusqlite::Connection::open(dir.join(crate::store::DB_FILE)).unwrap();
+        let mut st = c.prepare("SELECT seq FROM message ORDER BY seq").unwrap();
+        st.query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|s| s.unwrap() as u64)
+            .collect()
+    }
+
+    #[test]
+    fn acks_are_visible_at_once_and_written_with_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let info = store
+            .commit(&[batch(T0), batch(T0 + 1000)], &[], &stamp(T0 + 1100))
+            .unwrap();
+        let reqs = [
+            SealRequest {
+                topic: "r/data",
+                entries: &info.entry_ids[..1],
+                readings: 4,
+            },
+            SealRequest {
+                topic: "r/data",
+                entries: &info.entry_ids[1..],
+                readings: 4,
+            },
+        ];
+        let (sealed, err) =
+            store.seal_many(&reqs, &mut |i, seq| Ok(format!("{i}:{seq}").into_bytes()));
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(sealed.len(), 2);
+        assert_eq!(sealed[1].seq, sealed[0].seq + 1);
+        let (a, b) = (sealed[0].seq, sealed[1].seq);
+        assert_eq!(on_disk(dir.path()), vec![a, b], "both sealed, committed");
+
+        store.ack_many(&[a]).unwrap();
+        // At once: not resent, not counted as unacknowledged or unsent.
+        let un: Vec<u64> = store.unacked().unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(un, vec![b]);
+        let st = store.stats().unwrap();
+        assert_eq!(
+            (st.sealed_messages, st.pending_readings, st.history_readings),
+            (1, 4, 4)
+        );
+        assert!(st.last_ack_ms.is_some());
+        // Not written yet: a crash now resends `a` with its seq and payload.
+        assert_eq!(on_disk(dir.path()), vec![a, b]);
+        store.ack_many(&[a, a]).unwrap();
+
+        // The next ingest commit carries it.
+        let info2 = store
+            .commit(&[batch(T0 + 2000)], &[], &stamp(T0 + 2100))
+            .unwrap();
+        assert_eq!(on_disk(dir.path()), vec![b]);
+        let live = store.stats().unwrap();
+        let mut scan = store.stats_scan().unwrap();
+        scan.bytes_on_disk = live.bytes_on_disk;
+        assert_eq!(live, scan);
+
+        // A seal carries the next one; a clean drop writes the last ones.
+        store.ack_many(&[b]).unwrap();
+        let id = info2.entry_ids[0];
+        let m = store
+            .seal("r/data", &[id], 4, &mut |_| Ok(b"c".to_vec()))
+            .unwrap();
+        assert_eq!(on_disk(dir.path()), vec![m.seq]);
+        store.ack(m.seq).unwrap();
+        assert_eq!(on_disk(dir.path()), vec![m.seq]);
+        drop(store);
+        assert!(on_disk(dir.path()).is_empty());
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert!(store.unacked().unwrap().is_empty());
+        assert_eq!(store.stats().unwrap().history_readings, 12);
+    }
+
+    #[test]
+    fn settle_writes_after_the_bound_and_flush_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let info = store.commit(&[batch(T0)], &[], &stamp(T0 + 100)).unwrap();
+        let m = store
+            .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
+            .unwrap();
+        store.ack(m.seq).unwrap();
+        store.settle().unwrap();
+        assert_eq!(on_disk(dir.path()), vec![m.seq], "young: still deferred");
+        {
+            let mut g = store.lock();
+            g.deferred.since = Instant::now().checked_sub(MAX_AGE);
+        }
+        store.settle().unwrap();
+        assert!(on_disk(dir.path()).is_empty(), "old: written");
+    }
+
+    #[test]
+    fn seal_many_stops_at_a_refused_build_and_keeps_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let info = store
+            .commit(
+                &[batch(T0), batch(T0 + 1), batch(T0 + 2)],
+                &[],
+                &stamp(T0 + 100),
+            )
+            .unwrap();
+        let ids = &info.entry_ids;
+        let reqs: Vec<SealRequest<'_>> = ids
+            .iter()
+            .map(|id| SealRequest {
+                topic: "r/data",
+                entries: std::slice::from_ref(id),
+                readings: 4,
+            })
+            .collect();
+        let hwm = store.last_seq().unwrap();
+        let (sealed, err) = store.seal_many(&reqs, &mut |i, _| {
+            if i == 1 {
+                Err("too large".into())
+            } else {
+                Ok(vec![b'p'; 3])
+            }
+        });
+        assert!(
+            matches!(err, Some(OutboxError::Build(ref w)) if w == "too large"),
+            "{err:?}"
+        );
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].seq, hwm + 1);
+        assert_eq!(
+            store.last_seq().unwrap(),
+            hwm + 1,
+            "the refused one consumed no number"
+        );
+        // The refused and the untried entries are still pending.
+        let pending: Vec<i64> = store
+            .pending(10, 0)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == crate::outbox::EntryKind::Data)
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(pending.len(), 2);
+        assert!(pending.contains(&ids[1]) && pending.contains(&ids[2]));
+        // A request with an entry no longer pending stops there too.
+        let (sealed, err) = store.seal_many(&reqs[..1], &mut |_, _| Ok(vec![1]));
+        assert!(sealed.is_empty());
+        assert!(matches!(err, Some(OutboxError::NotPending(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_database_with_4k_pages_keeps_them_and_drains() {
+        // A database created by an earlier version (4 KiB pages) is opened as is: its page
+        // size stays, and it commits, seals, acknowledges and drains like a new one.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+            c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; VACUUM;")
+                .unwrap();
+        }
+        let page_size = |dir: &std::path::Path| -> i64 {
+            let c = rusqlite::Connection::open(dir.join(crate::store::DB_FILE)).unwrap();
+            c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+        };
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let info = store.commit(&[batch(T0)], &[], &stamp(T0 + 100)).unwrap();
+        let m = store
+            .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
+            .unwrap();
+        store.ack(m.seq).unwrap();
+        drop(store);
+        assert_eq!(page_size(dir.path()), 4096);
+        assert!(on_disk(dir.path()).is_empty());
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert_eq!(store.stats().unwrap().history_readings, 4);
+        assert!(store.unacked().unwrap().is_empty());
+
+        // A new one gets the small pages.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(Store::open(fresh.path(), &StoreConfig::default()).unwrap());
+        assert_eq!(
+            page_size(fresh.path()),
+            crate::store::NEW_DB_PAGE_SIZE as i64
+        );
+    }
+}
