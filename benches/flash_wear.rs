@@ -6,7 +6,7 @@
 //! subscriber (data messages decoded with `gasdtu::uplink::decode`).
 //!
 //! - W1: 20 Modbus TCP devices x 10 points (4 f32, 2 u32, 4 i16 x 0.1), polled every 1 s, one
-//!   daemon per encoding (JSON and CBOR side by side, each with its own simulator): write_bytes
+//!   daemon per encoding (JSON and CBOR, data formats 1 and 2 (`json2`, `cbor2`), side by side, each with its own simulator): write_bytes
 //!   delta over the window / readings delivered in the window.
 //! - 5-minute station: 6 devices, 50 points in total (4 x 8 + 2 x 9). Per-cycle bytes are
 //!   measured with a 2 s poll (same writes per cycle as a 5-minute poll: every cycle is its own
@@ -132,9 +132,14 @@ fn config_text(
     enc: &str,
     devs: &[Device],
 ) -> String {
+    // "json2" / "cbor2": the encoding with data format 2 (docs/mqtt.md).
+    let (enc, format) = match enc.strip_suffix('2') {
+        Some(e) => (e, 2),
+        None => (enc, 1),
+    };
     let mut s = format!(
         "[gateway]\nid = \"{id}\"\nstate_dir = \"{}\"\nprofile_dirs = [\"{}\"]\nlog_level = \"warn\"\n\n\
-         [uplink]\nhost = \"127.0.0.1\"\nport = {broker}\ntls = false\nencoding = \"{enc}\"\n",
+         [uplink]\nhost = \"127.0.0.1\"\nport = {broker}\ntls = false\nencoding = \"{enc}\"\nformat = {format}\n",
         state.display(),
         profiles.display()
     );
@@ -349,6 +354,8 @@ fn run() -> Res<()> {
     let mut gws = vec![
         start_gw(&bin, dir, &profiles, broker.port, "w1-json", "json", &w1)?,
         start_gw(&bin, dir, &profiles, broker.port, "w1-cbor", "cbor", &w1)?,
+        start_gw(&bin, dir, &profiles, broker.port, "w1-json2", "json2", &w1)?,
+        start_gw(&bin, dir, &profiles, broker.port, "w1-cbor2", "cbor2", &w1)?,
     ];
     wait_first_data(&sub, &gws, Duration::from_secs(warmup + 30))?;
     std::thread::sleep(Duration::from_secs(warmup));
@@ -401,7 +408,7 @@ fn run() -> Res<()> {
                 .collect()
         };
         let mut gws = Vec::new();
-        for enc in ["json", "cbor"] {
+        for enc in ["json", "cbor", "json2", "cbor2"] {
             gws.push(start_gw(
                 &bin,
                 dir,
@@ -449,7 +456,7 @@ fn run() -> Res<()> {
             "station: 6 devices, 50 points (4 x 8 + 2 x 9 of the W1 map); per cycle measured with poll 2 s, idle with poll 1 h, window {:.1} s each",
             (t1 - t0) as f64 / 1000.0
         );
-        for enc in ["json", "cbor"] {
+        for enc in ["json", "cbor", "json2", "cbor2"] {
             let ci = gws
                 .iter()
                 .position(|g| g.label == format!("st-{enc}"))
