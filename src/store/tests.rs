@@ -1112,3 +1112,35 @@ fn seq_hwm_out_of_range_in_the_database_is_repaired() {
         assert_eq!(events_pending(&store, "sequence_repaired").len(), 1);
     }
 }
+
+/// The outbox queries stay prepared from one call to the next: their `LIMIT ?1` changes with
+/// the room left, and without the query planner stability guarantee SQLite re-prepares a
+/// statement whenever a rebound LIMIT changes (bench-results/cpu_profile.txt).
+#[test]
+fn pending_statements_are_not_reprepared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    for i in 0..3 {
+        store
+            .commit(
+                &[batch("a", T0 + i * 1000, 2)],
+                &[(EntryKind::Event, serde_json::json!({"event": "x"}))],
+                &stamp_at(T0 + i * 1000),
+            )
+            .unwrap();
+    }
+    for limit in [100, 3, 7, 2, 50, 1] {
+        assert!(!store.pending(limit, T0 + 1500).unwrap().is_empty());
+    }
+    let g = store.lock();
+    let st = g.conn.prepare_cached(sealing::PENDING_JSON).unwrap();
+    assert_eq!(
+        st.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "the pending statement was compiled again"
+    );
+    assert!(g
+        .conn
+        .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+        .unwrap());
+}
