@@ -99,6 +99,8 @@ impl ClockStamp {
 /// One vDSO call where /proc/uptime cost an open, a stat, two reads and a close per commit
 /// (bench-results/cpu_profile.txt). None if the kernel refuses it (then 0 is used, as for an
 /// unreadable /proc/uptime before).
+// `time_t` and `c_long` are 32-bit on some ARM targets: the conversions are not useless there.
+#[allow(clippy::useless_conversion)]
 pub fn boottime_ms() -> Option<i64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
