@@ -1112,3 +1112,70 @@ fn seq_hwm_out_of_range_in_the_database_is_repaired() {
         assert_eq!(events_pending(&store, "sequence_repaired").len(), 1);
     }
 }
+
+/// The outbox queries stay prepared from one call to the next: their `LIMIT ?1` changes with
+/// the room left, and without the query planner stability guarantee SQLite re-prepares a
+/// statement whenever a rebound LIMIT changes (bench-results/cpu_profile.txt).
+#[test]
+fn pending_statements_are_not_reprepared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    for i in 0..3 {
+        store
+            .commit(
+                &[batch("a", T0 + i * 1000, 2)],
+                &[(EntryKind::Event, serde_json::json!({"event": "x"}))],
+                &stamp_at(T0 + i * 1000),
+            )
+            .unwrap();
+    }
+    for limit in [100, 3, 7, 2, 50, 1] {
+        assert!(!store.pending(limit, T0 + 1500).unwrap().is_empty());
+    }
+    // Acknowledged messages are tallied by `msg_seq = ?1`: also re-prepared at every new
+    // seq without the guarantee (5 times in these 6 acks).
+    for i in 0..6 {
+        let ids = store
+            .commit(
+                &[batch("b", T0 + 10_000 + i * 1000, 2)],
+                &[],
+                &stamp_at(T0 + 10_000 + i * 1000),
+            )
+            .unwrap()
+            .entry_ids;
+        let s = store.seal("t", &ids, 2, &mut |_| Ok(vec![])).unwrap();
+        store.ack(s.seq).unwrap();
+        store.flush_acks().unwrap();
+    }
+    let g = store.lock();
+    let st = g.conn.prepare_cached(sealing::PENDING_JSON).unwrap();
+    assert_eq!(
+        st.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "the pending statement was compiled again"
+    );
+    drop(st);
+    let tally = g
+        .conn
+        .prepare_cached(
+            "SELECT status, COUNT(*), COALESCE(SUM(readings), 0), \
+                    MIN(CASE WHEN kind = 2 THEN read_ms END), \
+                    MAX(CASE WHEN kind = 2 THEN read_ms END) \
+             FROM entry WHERE msg_seq = ?1 GROUP BY status",
+        )
+        .unwrap();
+    assert_eq!(
+        tally.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "the ack tally was compiled again"
+    );
+    assert!(
+        tally.get_status(rusqlite::StatementStatus::Run) >= 6,
+        "the tally statement checked is the one the acks ran"
+    );
+    drop(tally);
+    assert!(g
+        .conn
+        .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+        .unwrap());
+}

@@ -343,3 +343,67 @@ fn station_bytes_per_day() {
         }
     }
 }
+
+/// Why the daemon on benches/flash_wear.rs's W1 sends one JSON format 1 message per device
+/// and cycle (20 a cycle) and one CBOR message per four devices: the byte limit, not the
+/// packer. A device read with that bench's point names and units is 546 JSON bytes (two do
+/// not fit in 1024 with the header) and 276 CBOR bytes (four fit). Format 2 (names once per
+/// message) carries several devices in JSON too.
+#[test]
+fn w1_bench_device_per_message_is_the_byte_limit() {
+    const POINTS: [(&str, &str); 10] = [
+        ("flow_standard", "Sm3/h"),
+        ("flow_measured", "m3/h"),
+        ("pressure", "kPa"),
+        ("temperature", "degC"),
+        ("volume_standard", "Sm3"),
+        ("volume_measured", "m3"),
+        ("battery", "%"),
+        ("ambient", "degC"),
+        ("line_temperature", "degC"),
+        ("cabinet", "degC"),
+    ];
+    let cycle: Vec<Entry> = (1..=20u64)
+        .map(|dev| {
+            let t = T0 + dev * 2;
+            let s = POINTS
+                .iter()
+                .enumerate()
+                .map(|(i, (p, u))| {
+                    let v = match i {
+                        0..=3 => f32v(1234.567 + dev as f32 + i as f32 * 0.125),
+                        4 | 5 => Value::UInt(3_000_000 + dev * 1000),
+                        _ => Value::Float(f64::from(200 + i as i32) / 10.0),
+                    };
+                    good(p, v, Some(u), t)
+                })
+                .collect();
+            let mut e = batch(dev as i64, &format!("dev{dev:02}"), s, false);
+            e.id = dev as i64;
+            e
+        })
+        .collect();
+    // Bytes of the first `n` devices in one message, with a small (real) sequence number.
+    let size = |n: usize, wire: Wire| {
+        let m = encode_messages(&cycle[..n], "fw-w1-json", 64 * 1024, wire);
+        assert_eq!(m.len(), 1);
+        m[0].build("fw-w1-json", 1200).unwrap().len()
+    };
+    let mut got = Vec::new();
+    for wire in WIRES {
+        let msgs = encode_messages(&cycle, "fw-w1-json", 1024, wire);
+        let per: Vec<usize> = msgs.iter().map(|m| m.entries.len()).collect();
+        println!(
+            "{wire:?}: one device {} B, {} messages {per:?}",
+            size(1, wire),
+            msgs.len()
+        );
+        got.push((size(1, wire), msgs.len()));
+    }
+    assert_eq!(got, vec![(546, 20), (276, 5), (392, 3), (258, 2)]);
+    // JSON format 1: two devices do not fit even with a 4-digit sequence number, so no
+    // packer change can put more than one W1 device in a 1024-byte message.
+    assert!(size(2, WIRES[0]) > 1024, "{}", size(2, WIRES[0]));
+    // CBOR format 1: a fifth device would not fit either.
+    assert!(size(5, WIRES[1]) > 1024, "{}", size(5, WIRES[1]));
+}
