@@ -8,10 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::wire::{config, daemon};
 use common::*;
 
 /// (device, point, value as published)
@@ -21,56 +22,6 @@ const EXPECT: [(&str, &str, &str); 4] = [
     ("pt1", "pressure", "-899.8"),
     ("pt1", "temperature", "150.2"),
 ];
-
-fn config(dir: &Path, id: &str, sim_port: u16, uplink: &str, encoding: &str) -> PathBuf {
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"[gateway]
-id = "{id}"
-state_dir = "{state}"
-
-[buses.lan]
-kind = "tcp"
-host = "127.0.0.1"
-port = {sim_port}
-timeout = "500ms"
-
-[devices.pt1]
-bus = "lan"
-unit = 1
-poll = "1s"
-profile = "pt-int16"
-
-[devices.evc1]
-bus = "lan"
-unit = 2
-poll = "1s"
-profile = "evc-dcba"
-
-{uplink}encoding = "{encoding}"
-"#,
-            state = dir.join(format!("{id}-state")).display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn daemon(config: &Path, socket: &Path) -> Proc {
-    Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .args(["run", "--poll-now", "--log-level", "warn"])
-            .arg("--config")
-            .arg(config)
-            .arg("--socket")
-            .arg(socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )
-}
 
 /// `gasdtu decode FILE` of `payload`: stdout.
 fn decode_cli(dir: &Path, payload: &[u8]) -> String {
@@ -122,8 +73,8 @@ async fn totals_and_scaled_values_are_exact_on_the_wire_and_through_decode() {
     let sub = Subscriber::start(&pki, broker.port, "gasdtu/#", "wire-sub", false);
     sub.wait_subscribed(1, Duration::from_secs(10)).await;
     let uplink = pki.uplink_toml(broker.port);
-    let json_cfg = config(dir.path(), "wire-json", sim_port, &uplink, "json");
-    let cbor_cfg = config(dir.path(), "wire-cbor", sim_port, &uplink, "cbor");
+    let json_cfg = config(dir.path(), "wire-json", sim_port, &uplink, "json", 1);
+    let cbor_cfg = config(dir.path(), "wire-cbor", sim_port, &uplink, "cbor", 1);
     let _json_daemon = daemon(&json_cfg, &dir.path().join("json.sock"));
     let _cbor_daemon = daemon(&cbor_cfg, &dir.path().join("cbor.sock"));
 

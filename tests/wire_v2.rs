@@ -9,62 +9,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::wire::{config, daemon};
 use common::*;
-
-fn config(dir: &Path, id: &str, sim_port: u16, uplink: &str, encoding: &str) -> PathBuf {
-    let path = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"[gateway]
-id = "{id}"
-state_dir = "{state}"
-
-[buses.lan]
-kind = "tcp"
-host = "127.0.0.1"
-port = {sim_port}
-timeout = "500ms"
-
-[devices.pt1]
-bus = "lan"
-unit = 1
-poll = "1s"
-profile = "pt-int16"
-
-[devices.evc1]
-bus = "lan"
-unit = 2
-poll = "1s"
-profile = "evc-dcba"
-
-{uplink}encoding = "{encoding}"
-format = 2
-"#,
-            state = dir.join(format!("{id}-state")).display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn daemon(config: &Path, socket: &Path) -> Proc {
-    Proc::spawn(
-        "gasdtu run",
-        Command::new(gasdtu())
-            .args(["run", "--poll-now", "--log-level", "warn"])
-            .arg("--config")
-            .arg(config)
-            .arg("--socket")
-            .arg(socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )
-}
 
 /// (device, point, read time) → value as JSON text.
 type Readings = BTreeMap<(String, String, String), String>;
@@ -146,7 +96,7 @@ async fn format_2_json_and_cbor_carry_exactly_what_the_store_holds() {
     let mut daemons = Vec::new();
     let mut configs = Vec::new();
     for (id, enc) in gws {
-        let cfg = config(dir.path(), id, sim_port, &uplink, enc);
+        let cfg = config(dir.path(), id, sim_port, &uplink, enc, 2);
         daemons.push(daemon(&cfg, &dir.path().join(format!("{id}.sock"))));
         configs.push(cfg);
     }

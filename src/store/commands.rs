@@ -426,13 +426,11 @@ mod tests {
     //! rejects, reply send order and topics, the retain flag through seal/unacked/reopen,
     //! bounds, purge, the query plans, and live counters equal to a full scan throughout.
 
-    use std::sync::Arc;
-
     use serde_json::json;
 
     use super::*;
     use crate::config::StoreConfig;
-    use crate::model::{Quality, Sample, SampleBatch, Value};
+    use crate::model::SampleBatch;
     use crate::outbox::{EntryBody, Outbox, OutboxError};
     use crate::store::{ClockStamp, MIN_TRUSTED_UNIX_MS};
     use crate::time::from_unix_ms;
@@ -444,22 +442,7 @@ mod tests {
     }
 
     fn batch(device: &str, read_ms: i64) -> SampleBatch {
-        SampleBatch {
-            device: device.into(),
-            bus: "b".into(),
-            slot: from_unix_ms(read_ms),
-            samples: (0..3)
-                .map(|i| Sample {
-                    point: format!("p{i}").into(),
-                    value: Some(Value::Int(i)),
-                    unit: Some(Arc::from("bar")),
-                    quality: Quality::Good,
-                    read_at: from_unix_ms(read_ms),
-                })
-                .collect(),
-            online: true,
-            failed_cycles: 0,
-        }
+        crate::store::tests::int_batch(device, read_ms, 3)
     }
 
     fn stamp(wall_ms: i64) -> ClockStamp {

@@ -183,33 +183,15 @@ mod tests {
     //! written with the next write transaction; `seal_many` seals in one transaction and
     //! stops cleanly at a refused build.
 
-    use std::sync::Arc;
-
     use super::*;
-    use crate::model::{Quality, Sample, SampleBatch, Value};
+    use crate::model::SampleBatch;
     use crate::outbox::{Outbox, OutboxError, SealRequest};
     use crate::store::{ClockStamp, StoreConfig, MIN_TRUSTED_UNIX_MS};
-    use crate::time::from_unix_ms;
 
     const T0: i64 = MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
 
     fn batch(read_ms: i64) -> SampleBatch {
-        SampleBatch {
-            device: "d".into(),
-            bus: "b".into(),
-            slot: from_unix_ms(read_ms),
-            samples: (0..4)
-                .map(|i| Sample {
-                    point: format!("p{i}").into(),
-                    value: Some(Value::Int(i)),
-                    unit: Some(Arc::from("bar")),
-                    quality: Quality::Good,
-                    read_at: from_unix_ms(read_ms),
-                })
-                .collect(),
-            online: true,
-            failed_cycles: 0,
-        }
+        crate::store::tests::int_batch("d", read_ms, 4)
     }
 
     fn stamp(ms: i64) -> ClockStamp {

@@ -527,32 +527,14 @@ mod tests {
     //! Dead letters on a real SQLite file: a refused sealed message and unbuildable entries
     //! leave the outbox with their seq, an event names them, the counters stay exact.
 
-    use std::sync::Arc;
-
     use super::*;
-    use crate::model::{Quality, Sample, SampleBatch, Value};
+    use crate::model::SampleBatch;
     use crate::store::{ClockStamp, StoreConfig};
-    use crate::time::from_unix_ms;
 
     const T0: i64 = crate::store::clock::MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
 
     fn batch(read_ms: i64) -> SampleBatch {
-        SampleBatch {
-            device: "d".into(),
-            bus: "b".into(),
-            slot: from_unix_ms(read_ms),
-            samples: (0..3)
-                .map(|i| Sample {
-                    point: format!("p{i}").into(),
-                    value: Some(Value::Int(i)),
-                    unit: Some(Arc::from("bar")),
-                    quality: Quality::Good,
-                    read_at: from_unix_ms(read_ms),
-                })
-                .collect(),
-            online: true,
-            failed_cycles: 0,
-        }
+        crate::store::tests::int_batch("d", read_ms, 3)
     }
 
     fn stamp() -> ClockStamp {

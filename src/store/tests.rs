@@ -23,6 +23,28 @@ fn stamp_at(wall_ms: i64) -> ClockStamp {
     }
 }
 
+/// A batch of `points` good integer samples (`p0` = 0, `p1` = 1, ... in bar) of `device` on bus
+/// `b`, read at `read_ms`: the plain fixture of the store's module tests (deferred acks,
+/// sealing, commands).
+pub(super) fn int_batch(device: &str, read_ms: i64, points: i64) -> SampleBatch {
+    SampleBatch {
+        device: device.into(),
+        bus: "b".into(),
+        slot: from_unix_ms(read_ms),
+        samples: (0..points)
+            .map(|i| Sample {
+                point: format!("p{i}").into(),
+                value: Some(Value::Int(i)),
+                unit: Some(Arc::from("bar")),
+                quality: Quality::Good,
+                read_at: from_unix_ms(read_ms),
+            })
+            .collect(),
+        online: true,
+        failed_cycles: 0,
+    }
+}
+
 fn batch(device: &str, read_ms: i64, points: usize) -> SampleBatch {
     let samples = (0..points)
         .map(|i| {

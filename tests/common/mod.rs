@@ -17,6 +17,8 @@ pub mod remote;
 pub mod unit_file;
 /// Uplink fixtures: the `UplinkConfig` of a gateway under test, batches of readings.
 pub mod uplink;
+/// The wire tests' gateway: config (pressure transmitter + volume corrector) and daemon.
+pub mod wire;
 
 #[allow(unused_imports)]
 pub use cli::{gasdtu_run, run_program, Run};
