@@ -305,7 +305,9 @@ fn as_text<'a>(v: &'a Cbor, what: &str) -> Result<&'a str, CodecError> {
     }
 }
 
-fn cbor_value_json(v: &Cbor) -> Result<Json, CodecError> {
+/// A CBOR value slot as JSON (bool, integer up to 64 bits, float by the Numbers rule, text);
+/// shared by both formats' decoders.
+pub(super) fn cbor_value_json(v: &Cbor) -> Result<Json, CodecError> {
     Ok(match v {
         Cbor::Bool(b) => Json::Bool(*b),
         Cbor::Integer(i) => {

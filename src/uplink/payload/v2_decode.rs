@@ -7,6 +7,7 @@
 use ciborium::Value as Cbor;
 use serde_json::{json, Map, Value as Json};
 
+use super::decode::cbor_value_json;
 use super::{float_json, CodecError};
 use crate::decimal::Decimal;
 use crate::time::rfc3339_ms;
@@ -170,30 +171,11 @@ fn text(v: &Cbor) -> Option<&str> {
     }
 }
 
-fn literal(v: &Cbor) -> Result<Json, CodecError> {
-    Ok(match v {
-        Cbor::Bool(b) => Json::Bool(*b),
-        Cbor::Integer(i) => {
-            let n = i128::from(*i);
-            if let Ok(x) = i64::try_from(n) {
-                Json::from(x)
-            } else if let Ok(x) = u64::try_from(n) {
-                Json::from(x)
-            } else {
-                return Err(bad("integer value out of range"));
-            }
-        }
-        Cbor::Float(x) => float_json(*x),
-        Cbor::Text(s) => Json::from(s.as_str()),
-        _ => return Err(bad("value of unsupported type")),
-    })
-}
-
 /// One value slot: integer slots of decimal and integer points are deltas to `prev`.
 fn slot(v: &Cbor, kind: Kind, prev: &mut i128) -> Result<Json, CodecError> {
     let delta = match (kind, v) {
         (Kind::Decimal(_) | Kind::Integer, Cbor::Integer(i)) => i128::from(*i),
-        _ => return literal(v),
+        _ => return cbor_value_json(v),
     };
     *prev = prev
         .checked_add(delta)
@@ -206,7 +188,7 @@ fn slot(v: &Cbor, kind: Kind, prev: &mut i128) -> Result<Json, CodecError> {
             }
             .to_f64(),
         )),
-        _ => literal(&Cbor::Integer(
+        _ => cbor_value_json(&Cbor::Integer(
             ciborium::value::Integer::try_from(*prev)
                 .map_err(|_| bad("integer value out of range"))?,
         )),
