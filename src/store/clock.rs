@@ -116,7 +116,8 @@ pub fn boottime_ms() -> Option<i64> {
         .checked_add(i64::from(ts.tv_nsec) / 1_000_000)
 }
 
-/// `/proc/uptime` ("12345.67 890.12") to ms.
+/// `/proc/uptime` ("12345.67 890.12") to ms: the tests' reference for `boottime_ms`.
+#[cfg(test)]
 pub fn parse_uptime_ms(s: &str) -> Option<i64> {
     let first = s.split_whitespace().next()?;
     let (secs, frac) = first.split_once('.').unwrap_or((first, "0"));

@@ -57,22 +57,27 @@ pub(crate) fn apply(tx: &Connection, d: &Deferred, next: &mut Next) -> rusqlite:
     if d.is_empty() {
         return Ok(());
     }
-    {
-        let mut data = tx.prepare_cached(
-            "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
-        )?;
-        let mut other = tx.prepare_cached("DELETE FROM entry WHERE msg_seq = ?1")?;
-        let mut msg = tx.prepare_cached("DELETE FROM message WHERE seq = ?1")?;
-        for &seq in &d.seqs {
-            let s = seq as i64;
-            data.execute([s])?;
-            other.execute([s])?;
-            msg.execute([s])?;
-        }
+    for &seq in &d.seqs {
+        retire(tx, seq as i64)?;
     }
     set_meta(tx, "last_ack_ms", d.last_ms)?;
     next.stale_oldest_pending();
     next.refresh(tx)
+}
+
+/// Take sealed message `seq` out of the outbox (in `tx`), as an acknowledgement does: its data
+/// entries become history, its other entries and the message row are deleted. Returns the
+/// number of message rows deleted (0 for an unknown seq). Shared by acknowledgement and dead
+/// letters.
+pub(crate) fn retire(tx: &Connection, seq: i64) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
+    )?
+    .execute([seq])?;
+    tx.prepare_cached("DELETE FROM entry WHERE msg_seq = ?1")?
+        .execute([seq])?;
+    tx.prepare_cached("DELETE FROM message WHERE seq = ?1")?
+        .execute([seq])
 }
 
 /// The counters' view of acknowledging `seqs` at `now_ms` (rows unchanged): readings become

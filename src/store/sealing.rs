@@ -476,16 +476,7 @@ impl Store {
         let s = d.seq as i64;
         let now = crate::time::now_ms();
         let t = Tally::of(tx, "msg_seq = ?1", &[&s]).map_err(self.sql("dead letter tally"))?;
-        tx.execute(
-            "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq = ?1 AND kind = 2",
-            [s],
-        )
-        .map_err(self.sql("dead letter data"))?;
-        tx.execute("DELETE FROM entry WHERE msg_seq = ?1", [s])
-            .map_err(self.sql("dead letter entries"))?;
-        let m = tx
-            .execute("DELETE FROM message WHERE seq = ?1", [s])
-            .map_err(self.sql("dead letter message"))?;
+        let m = super::deferred::retire(tx, s).map_err(self.sql("dead letter message"))?;
         tx.execute(
             "INSERT OR REPLACE INTO dead_letter \
              (seq, topic, bytes, reason, readings, created_ms, payload) \
