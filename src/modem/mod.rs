@@ -39,6 +39,7 @@
 //!    schedule.
 
 pub mod at;
+pub mod at_class;
 pub mod profile;
 pub mod reply;
 pub mod signal;
@@ -47,6 +48,7 @@ pub mod timeouts;
 pub mod timers;
 
 pub use at::{AtParser, Event, Exchange, Final, Partial, Request, StreamError, Urc, UrcKind};
+pub use at_class::{classify, AtClass, Priority};
 pub use profile::{detect, Profile, SignalCommand, SocketDialect};
 pub use reply::ReplyError;
 pub use signal::Signal;
