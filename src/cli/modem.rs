@@ -42,6 +42,11 @@ pub enum ModemWhat {
     At {
         /// The command, e.g. "AT+CSQ" (quote it in the shell).
         command: String,
+        /// Send a link-breaking command (CFUN, CGATT, COPS, CGACT, CEREG, CPSMS/CEDRXS, band
+        /// setters, resets) although the daemon's session may be using the link; the daemon
+        /// logs it as forced with your uid.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -211,8 +216,9 @@ pub async fn run(args: ModemArgs, global: &Global) -> anyhow::Result<u8> {
                 Some(every) => tokio::time::sleep(*every).await,
             }
         },
-        ModemWhat::At { command } => {
-            let v = match ask(&args, json!({"op": "modem_at", "cmd": command})).await {
+        ModemWhat::At { command, force } => {
+            let req = json!({"op": "modem_at", "cmd": command, "force": force});
+            let v = match ask(&args, req).await {
                 Ok(v) => v,
                 Err(c) => return Ok(c),
             };

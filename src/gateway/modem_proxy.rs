@@ -7,12 +7,17 @@
 //! {"op":"modem_info"}                  -> {"ok":true,"modem":{ModemStatus}}
 //! {"op":"modem_signal"}                -> {"ok":true,"model":"bg96","signal":{...},"at_ms":...}
 //! {"op":"modem_at","cmd":"AT+CSQ"}     -> {"ok":true,"lines":["+CSQ: 20,99"],"result":"OK"}
+//! {"op":"modem_at","cmd":"AT+CFUN=0"}  -> {"ok":false,"kind":"refused","class":"radio",...}
+//! {"op":"modem_at","cmd":"AT+CFUN=0","force":true} -> sent (logged forced=true)
 //! ```
 //!
 //! `modem_signal` runs the detected module's signal commands now (for antenna placement: a
 //! fresh sample every time, not the supervisor's scheduled one). `modem_at` sends one command
 //! (at most `MAX_AT` characters, no line breaks); every such command is logged with the peer's
-//! uid, because a field engineer can switch the radio off with it. Without `[modem]` every
+//! uid, because a field engineer can switch the radio off with it; a link-breaking command
+//! (`at_class::AtClass::link_breaking`: attach, operator, radio, PDP context, reporting level,
+//! PSM/eDRX, band setters and resets) is refused unless the request says `"force":true`, and
+//! the log line says `forced`. Field tools' commands run at `Priority::Field`. Without `[modem]` every
 //! request answers `{"ok":false,"kind":"no_modem"}`.
 
 use std::sync::{Arc, Mutex};
@@ -21,7 +26,7 @@ use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
 use crate::modem::profile;
-use crate::modem::{AtHandle, ModemStatus};
+use crate::modem::{classify, AtClass, AtHandle, ModemStatus, Priority};
 
 /// Longest command `modem_at` passes on.
 pub const MAX_AT: usize = 256;
@@ -41,8 +46,10 @@ impl ModemProxy {
         }
     }
 
-    /// The engine of the current modem generation (None: no `[modem]`).
+    /// The engine of the current modem generation (None: no `[modem]`); field tools' commands
+    /// run at `Priority::Field` (after socket traffic, before the supervisor's).
     pub fn set(&self, at: Option<AtHandle>) {
+        let at = at.map(|a| a.with_priority(Priority::Field));
         *self.link.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 
@@ -75,7 +82,15 @@ impl ModemProxy {
                 if cmd.len() > MAX_AT {
                     return bad(&format!("the command is longer than {MAX_AT} characters"));
                 }
-                tracing::warn!(peer, cmd = %crate::config::escape(cmd),
+                let force = req.get("force").and_then(Json::as_bool).unwrap_or(false);
+                let class = classify(cmd);
+                if class.link_breaking() && !force {
+                    tracing::warn!(peer, cmd = %crate::config::escape(cmd), class = class.as_str(),
+                        forced = false, "modem AT command from the status socket refused");
+                    return refused(cmd, class);
+                }
+                tracing::warn!(peer, cmd = %crate::config::escape(cmd), class = class.as_str(),
+                    forced = force && class.link_breaking(),
                     "modem AT command from the status socket");
                 match at.call(cmd).await {
                     Ok(x) => json!({"ok": true, "lines": x.lines,
@@ -109,6 +124,38 @@ impl ModemProxy {
     }
 }
 
+/// The answer to a link-breaking command sent without `force` (pure).
+pub fn refused(cmd: &str, class: AtClass) -> Json {
+    let what = match class {
+        AtClass::Reset => "resets or powers down the module".to_string(),
+        c => format!("can take the link down ({})", c.as_str()),
+    };
+    json!({"ok": false, "kind": "refused", "class": class.as_str(),
+        "error": format!("{} {what} under the daemon's live session; \
+            send it anyway with --force", crate::config::escape(cmd))})
+}
+
 fn bad(msg: &str) -> Json {
     json!({"ok": false, "kind": "bad_request", "error": msg})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_command_the_class_and_the_way_out() {
+        let r = refused("AT+CFUN=0", classify("AT+CFUN=0"));
+        assert_eq!(r["kind"], "refused");
+        assert_eq!(r["class"], "radio");
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(e.starts_with("AT+CFUN=0 can take the link down"), "{e}");
+        assert!(e.contains("--force"), "{e}");
+        let r = refused("AT+NRB\u{1b}", classify("AT+NRB"));
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("resets or powers down") && !e.contains('\u{1b}'),
+            "{e}"
+        );
+    }
 }

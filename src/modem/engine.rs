@@ -1,7 +1,13 @@
 //! The AT engine: the ONE task that owns the modem's serial port (`AtEngine::run`), and the
-//! cloneable `AtHandle` every other part of the daemon talks AT through. Commands are
-//! serialized in arrival order through a bounded queue; each gets the deadline of the core's
-//! timeout table (`timeouts::timeout_for`). URCs are broadcast whenever they arrive, including
+//! cloneable `AtHandle` every other part of the daemon talks AT through. Commands wait in three
+//! bounded queues, one per `at_class::Priority`: socket commands (whoever sends them; the
+//! bridge's traffic) go first, then the field tools' (`AtHandle::with_priority`), then the
+//! supervisor's; within a queue, in arrival order. One command is on the wire at a time, so a
+//! long command already sent still holds the port until its deadline, but a queued one never
+//! delays a socket command that arrives after it. Each gets the deadline of the core's
+//! timeout table (`timeouts::timeout_for`). The engine also tracks whether a module socket is
+//! open (`AtHandle::socket_open`): a successful open-class command sets it, any close-class
+//! command, a boot URC or a port reopen clears it (the bridge serves one socket at a time). URCs are broadcast whenever they arrive, including
 //! between a command's lines and its final result. The engine carries the field quirks: a
 //! module idle longer than `wake_after` is woken with a bare `AT` first; a safe command
 //! answered only by a bare CRLF (the module slept) is retried once after
@@ -22,10 +28,11 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::at::{AtParser, Event, Exchange, Final, Partial, Request, Urc};
+use super::at::{AtParser, Event, Exchange, Final, Partial, Request, Urc, UrcKind};
+use super::at_class::{self, AtClass, Priority, SocketOp};
 use super::timeouts::{safe_to_retry, timeout_for, SLEEP_RETRY};
 
-/// Requests waiting for the port (callers wait for a slot beyond this).
+/// Requests waiting for the port, per priority (callers wait for a slot beyond this).
 pub const QUEUE: usize = 32;
 /// URCs kept for a slow subscriber before it lags.
 pub const URC_BUFFER: usize = 64;
@@ -84,6 +91,7 @@ impl AtError {
 
 struct Job {
     cmd: String,
+    class: AtClass,
     payload: Option<Bytes>,
     reply: oneshot::Sender<Result<Exchange, AtError>>,
 }
@@ -91,13 +99,31 @@ struct Job {
 /// The way to the engine: cloneable, cheap.
 #[derive(Clone)]
 pub struct AtHandle {
-    tx: mpsc::Sender<Job>,
+    /// One queue per priority, indexed by `Priority as usize`.
+    tx: [mpsc::Sender<Job>; 3],
+    /// The priority of this handle's non-socket commands.
+    caller: Priority,
     urcs: broadcast::Sender<Urc>,
     opens: watch::Receiver<u64>,
     silences: watch::Receiver<u64>,
+    socket_open: watch::Receiver<bool>,
 }
 
 impl AtHandle {
+    /// The same engine, with `caller`'s priority for commands that are not socket commands
+    /// (handles start at `Priority::Supervisor`).
+    pub fn with_priority(&self, caller: Priority) -> AtHandle {
+        AtHandle {
+            caller,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a module socket is open (as far as the commands through this engine tell).
+    pub fn socket_open(&self) -> watch::Receiver<bool> {
+        self.socket_open.clone()
+    }
+
     /// Send `cmd` (without CR) and wait for its reply; `Ok` only for a success result.
     pub async fn call(&self, cmd: &str) -> Result<Exchange, AtError> {
         self.submit(cmd, None).await
@@ -123,10 +149,13 @@ impl AtHandle {
                 why: "not an AT command",
             });
         }
+        let class = at_class::classify(&cmd);
+        let queue = &self.tx[at_class::priority(self.caller, class) as usize];
         let (reply, rx) = oneshot::channel();
-        self.tx
+        queue
             .send(Job {
                 cmd,
+                class,
                 payload,
                 reply,
             })
@@ -174,10 +203,11 @@ pub struct AtEngine {
     port: String,
     baud: u32,
     opts: EngineOptions,
-    rx: mpsc::Receiver<Job>,
+    rx: [mpsc::Receiver<Job>; 3],
     urcs: broadcast::Sender<Urc>,
     opens: watch::Sender<u64>,
     silences: watch::Sender<u64>,
+    socket_open: watch::Sender<bool>,
     parser: AtParser,
     /// When a command last went out: modules sleep on host silence (their URCs do not
     /// count).
@@ -192,26 +222,32 @@ enum Stop {
 impl AtEngine {
     /// An engine for `port` at `baud`, and the handle to it.
     pub fn new(port: impl Into<String>, baud: u32, opts: EngineOptions) -> (AtEngine, AtHandle) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx0, rx0) = mpsc::channel(QUEUE);
+        let (tx1, rx1) = mpsc::channel(QUEUE);
+        let (tx2, rx2) = mpsc::channel(QUEUE);
         let (urcs, _) = broadcast::channel(URC_BUFFER);
         let (opens, opens_rx) = watch::channel(0);
         let (silences, silences_rx) = watch::channel(0);
+        let (socket_open, socket_open_rx) = watch::channel(false);
         let engine = AtEngine {
             port: port.into(),
             baud,
             opts,
-            rx,
+            rx: [rx0, rx1, rx2],
             urcs: urcs.clone(),
             opens,
             silences,
+            socket_open,
             parser: AtParser::new(),
             last_write: Instant::now(),
         };
         let handle = AtHandle {
-            tx,
+            tx: [tx0, tx1, tx2],
+            caller: Priority::Supervisor,
             urcs,
             opens: opens_rx,
             silences: silences_rx,
+            socket_open: socket_open_rx,
         };
         (engine, handle)
     }
@@ -241,6 +277,9 @@ impl AtEngine {
                         .checked_sub(self.opts.wake_after)
                         .unwrap_or_else(Instant::now);
                     self.opens.send_modify(|n| *n += 1);
+                    // The module may have restarted while the port was away.
+                    self.socket_open
+                        .send_if_modified(|o| std::mem::replace(o, false));
                     match self.serve(stream, &shutdown).await {
                         Stop::Shutdown => break,
                         Stop::Lost(e) => {
@@ -260,7 +299,7 @@ impl AtEngine {
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep_until(until) => break,
-                            job = self.rx.recv() => match job {
+                            job = next_job(&mut self.rx) => match job {
                                 Some(job) => {
                                     let err = std::io::Error::other(e.to_string());
                                     let _ = job.reply.send(Err(self.port_error(err)));
@@ -295,9 +334,10 @@ impl AtEngine {
                     }
                     Err(e) => return Stop::Lost(e),
                 },
-                job = self.rx.recv() => {
+                job = next_job(&mut self.rx) => {
                     let Some(job) = job else { return Stop::Shutdown };
                     let (result, stop) = self.run_job(&mut stream, &job, shutdown).await;
+                    self.track_socket(job.class, result.is_ok());
                     // Any caller's command that got no byte at all (the socket bridge's too)
                     // tells the supervisor at once: a hang is not left to its next poll.
                     if matches!(result, Err(AtError::Silent { .. })) {
@@ -312,6 +352,17 @@ impl AtEngine {
         }
     }
 
+    /// A successful open marks a module socket open; any close (answered or not) marks none.
+    fn track_socket(&self, class: AtClass, ok: bool) {
+        let now = match class {
+            AtClass::Socket(SocketOp::Open) if ok => true,
+            AtClass::Socket(SocketOp::Close) => false,
+            _ => return,
+        };
+        self.socket_open
+            .send_if_modified(|o| std::mem::replace(o, now) != now);
+    }
+
     /// URCs go out; anything else outside a command is noted.
     fn dispatch(&mut self, events: Vec<Event>) -> Option<Exchange> {
         let mut done = None;
@@ -319,6 +370,11 @@ impl AtEngine {
             match ev {
                 Event::Urc(u) => {
                     debug!(line = %u.line, "modem URC");
+                    if u.kind == Some(UrcKind::Boot) {
+                        // A restarted module has no sockets.
+                        self.socket_open
+                            .send_if_modified(|o| std::mem::replace(o, false));
+                    }
                     let _ = self.urcs.send(u);
                 }
                 Event::Exchange(x) => done = Some(x),
@@ -517,6 +573,19 @@ impl AtEngine {
                 },
             }
         }
+    }
+}
+
+/// The next job, highest priority first (socket, field, supervisor); `None` once every
+/// handle is gone.
+async fn next_job(rx: &mut [mpsc::Receiver<Job>; 3]) -> Option<Job> {
+    let [supervisor, field, socket] = rx;
+    tokio::select! {
+        biased;
+        Some(j) = socket.recv() => Some(j),
+        Some(j) = field.recv() => Some(j),
+        Some(j) = supervisor.recv() => Some(j),
+        else => None,
     }
 }
 
