@@ -566,6 +566,57 @@ pub fn cedrxs(line: &str) -> Result<Option<(u8, u64)>, ReplyError> {
     Ok(Some((act, decode_edrx("CEDRXS", f.str(1, "eDRX")?)?)))
 }
 
+/// The eDRX parameters of `+CEDRXRDP` (27.007 7.41), milliseconds: what was requested, what
+/// the network granted and the paging time window. `None` fields were not reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdrxDynamic {
+    /// Access technology (4 = LTE-M, 5 = NB-IoT).
+    pub act: u8,
+    pub requested_ms: Option<u64>,
+    pub granted_ms: Option<u64>,
+    pub paging_window_ms: Option<u64>,
+}
+
+/// `+CEDRXRDP: <act>[,"<requested>"[,"<granted>"[,"<ptw>"]]]`; `<act>` 0 (eDRX not used in
+/// the cell, or no network) -> `None`. Cycles decode as NB-IoT's (`timers::decode_edrx`);
+/// the paging window is (value + 1) x 2.56 s for NB-IoT and x 1.28 s for LTE-M (24.008
+/// 10.5.5.32).
+pub fn cedrxrdp(line: &str) -> Result<Option<EdrxDynamic>, ReplyError> {
+    const R: &str = "CEDRXRDP";
+    let f = Fields::split(R, body(R, "+CEDRXRDP:", line)?)?;
+    let act: u8 = f.num(0, "act")?;
+    if act == 0 {
+        return Ok(None);
+    }
+    let cycle = |i, field| f.opt(i).map(|b| decode_edrx_field(R, field, b)).transpose();
+    let ptw = match f.opt(3) {
+        None => None,
+        Some(b) => {
+            if b.len() != 4 || !b.bytes().all(|c| c == b'0' || c == b'1') {
+                return Err(ReplyError::bad(R, "paging window", b));
+            }
+            let n =
+                u64::from_str_radix(b, 2).map_err(|_| ReplyError::bad(R, "paging window", b))?;
+            let unit = if act == 4 { 1280 } else { 2560 };
+            Some((n + 1) * unit)
+        }
+    };
+    Ok(Some(EdrxDynamic {
+        act,
+        requested_ms: cycle(1, "requested eDRX")?,
+        granted_ms: cycle(2, "granted eDRX")?,
+        paging_window_ms: ptw,
+    }))
+}
+
+fn decode_edrx_field(
+    reply: &'static str,
+    field: &'static str,
+    bits: &str,
+) -> Result<u64, ReplyError> {
+    decode_edrx(reply, bits).map_err(|_| ReplyError::bad(reply, field, bits))
+}
+
 #[cfg(test)]
 #[path = "reply_tests.rs"]
 mod tests;

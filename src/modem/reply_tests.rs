@@ -313,6 +313,56 @@ fn psm_and_edrx() {
     assert!(cedrxs("+CEDRXS: 5,\"0100\"").is_err());
 }
 
+#[test]
+fn edrx_granted() {
+    let some = |requested_ms, granted_ms, paging_window_ms| -> Result<_, ()> {
+        Ok(Some(EdrxDynamic {
+            act: 5,
+            requested_ms,
+            granted_ms,
+            paging_window_ms,
+        }))
+    };
+    let cases: &[(&str, Result<Option<EdrxDynamic>, ()>)] = &[
+        // Requested 81.92 s, granted 40.96 s, window (3 + 1) x 2.56 s.
+        (
+            "+CEDRXRDP: 5,\"0101\",\"0011\",\"0011\"",
+            some(Some(81_920), Some(40_960), Some(10_240)),
+        ),
+        (
+            "+CEDRXRDP:5,\"1001\",\"1001\",\"0000\"",
+            some(Some(163_840), Some(163_840), Some(2_560)),
+        ),
+        // Requested only (the network has not answered the request yet).
+        ("+CEDRXRDP: 5,\"0101\"", some(Some(81_920), None, None)),
+        // eDRX not used.
+        ("+CEDRXRDP: 0", Ok(None)),
+        // LTE-M's window unit is 1.28 s.
+        (
+            "+CEDRXRDP: 4,\"0010\",\"0010\",\"0001\"",
+            Ok(Some(EdrxDynamic {
+                act: 4,
+                requested_ms: Some(20_480),
+                granted_ms: Some(20_480),
+                paging_window_ms: Some(2_560),
+            })),
+        ),
+        ("+CEDRXRDP: 5,\"0101\",\"0100\",\"0011\"", Err(())),
+        ("+CEDRXRDP: 5,\"0101\",\"0011\",\"10000\"", Err(())),
+        ("+CEDRXRDP: 5,\"0101\",\"0011\",\"00x1\"", Err(())),
+        ("+CEDRXRDP: x", Err(())),
+        ("+CEDRXRDP:", Err(())),
+        ("+CEDRXS: 5,\"0101\"", Err(())),
+    ];
+    for (line, want) in cases {
+        assert_eq!(&cedrxrdp(line).map_err(|_| ()), want, "{line}");
+    }
+    let e = cedrxrdp("+CEDRXRDP: 5,\"0101\",\"0100\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("granted eDRX") && e.contains("0100"), "{e}");
+}
+
 fn lines(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -481,6 +531,7 @@ proptest! {
             let _ = ctzv(l);
             let _ = cpsms(l);
             let _ = cedrxs(l);
+            let _ = cedrxrdp(l);
             let _ = qcsq(l);
             let _ = qeng_servingcell(l);
             let _ = ceng(l);
