@@ -18,9 +18,31 @@ pub const CCLK_ZONE: i64 = 32;
 
 /// Names whose test form (`AT+X=?`) answers OK.
 const KNOWN: &[&str] = &[
-    "+CMEE", "+CGMM", "+CGMR", "+CGSN", "+CIMI", "+CPIN", "+CFUN", "+CEREG", "+CGATT", "+COPS",
-    "+CSQ", "+CESQ", "+CCLK", "+CPSMS", "+CEDRXS", "+CGPADDR", "+CGDCONT",
+    "+CMEE",
+    "+CGMM",
+    "+CGMR",
+    "+CGSN",
+    "+CIMI",
+    "+CPIN",
+    "+CFUN",
+    "+CEREG",
+    "+CGATT",
+    "+COPS",
+    "+CSQ",
+    "+CESQ",
+    "+CCLK",
+    "+CPSMS",
+    "+CEDRXS",
+    "+CGPADDR",
+    "+CGDCONT",
+    "+CTZR",
+    "+CEDRXRDP",
 ];
+
+/// The longest eDRX cycle the simulated network grants ("0101", 81.92 s), and the paging
+/// time window it gives with it ("0011", 10.24 s).
+pub const EDRX_GRANT_MAX: &str = "0101";
+pub const EDRX_PTW: &str = "0011";
 
 /// `+CCLK` body for a UTC time in ms: `"yy/MM/dd,hh:mm:ss+zz"`, local time (UTC + zz*15 min).
 pub fn cclk(utc_ms: i64) -> String {
@@ -156,6 +178,24 @@ impl Modem {
                 Reply::ok()
             }
             ("+CEDRXS", Op::Read) => info("+CEDRXS", &format!("5,\"{}\"", self.edrx.1)),
+            ("+CEDRXRDP", Op::Exec) => {
+                let (mode, requested) = &self.edrx;
+                if *mode == 0 || !self.registered() {
+                    info("+CEDRXRDP", "0")
+                } else {
+                    // Four-bit strings compare as their values.
+                    let granted = requested.as_str().min(EDRX_GRANT_MAX);
+                    info(
+                        "+CEDRXRDP",
+                        &format!("5,\"{requested}\",\"{granted}\",\"{EDRX_PTW}\""),
+                    )
+                }
+            }
+            ("+CTZR", Op::Set(a)) => {
+                self.ctzr = at::num(a, 0, 0, 2)? as u8;
+                Reply::ok()
+            }
+            ("+CTZR", Op::Read) => info("+CTZR", &self.ctzr.to_string()),
             ("+CEDRXS", Op::Set(a)) => {
                 let mode = at::num(a, 0, 0, 3)? as u8;
                 if a.len() > 1 {

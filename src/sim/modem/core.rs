@@ -126,6 +126,8 @@ pub struct Modem {
     pub(super) power: Power,
     pub(super) echo: bool,
     pub(super) cereg_n: u8,
+    /// `AT+CTZR` level: 1 `+CTZV`, 2 `+CTZE` at registration.
+    pub(super) ctzr: u8,
     pub(super) reg: Reg,
     pub(super) attached: bool,
     pub(super) pdp: bool,
@@ -162,6 +164,7 @@ impl Modem {
             power: Power::On,
             echo: settings.model.echo_default(),
             cereg_n: 0,
+            ctzr: 0,
             reg: Reg::RadioOff,
             attached: false,
             pdp: false,
@@ -274,6 +277,7 @@ impl Modem {
         self.power = Power::On;
         self.echo = self.model.echo_default();
         self.cereg_n = 0;
+        self.ctzr = 0;
         self.attached = false;
         self.pdp = false;
         self.line.clear();

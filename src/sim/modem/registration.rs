@@ -86,12 +86,31 @@ impl Modem {
         self.reg = Reg::Registered;
         self.attached = true;
         self.cereg_urc(now);
+        self.time_zone_urc(now);
         if let Some((Pending::Attach { pdp }, _)) = self.pending {
             if pdp {
                 self.pdp = true;
             }
             self.resolve(Final::Ok, now);
         }
+    }
+
+    /// The network's time-zone report at registration, per `AT+CTZR`: `+CTZV: <tz>` (1) or
+    /// `+CTZE: "<tz>",<dst>,"<local time>"` (2), the zone of `commands::CCLK_ZONE`.
+    pub(super) fn time_zone_urc(&mut self, now: Instant) {
+        let zone = super::commands::CCLK_ZONE;
+        let line = match self.ctzr {
+            1 => self.model.info("+CTZV", &format!("{zone:+03}")),
+            2 => {
+                let local = (self.wall_ms)() + zone * 15 * 60 * 1000;
+                let (y, mo, d, h, mi, s, _) = crate::time::civil(local);
+                let body =
+                    format!("\"{zone:+03}\",0,\"{y:04}/{mo:02}/{d:02},{h:02}:{mi:02}:{s:02}\"");
+                self.model.info("+CTZE", &body)
+            }
+            _ => return,
+        };
+        self.urc(&line, now);
     }
 
     /// Registration lost for `d`: "+CEREG: 2", PDP context and sockets gone.

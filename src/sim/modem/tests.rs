@@ -481,3 +481,47 @@ fn without_a_sim_the_module_does_not_search() {
     m.tick(t + Duration::from_secs(10));
     assert_eq!(m.stats().state, "registered");
 }
+
+#[test]
+fn edrx_read_dynamic_and_time_zone_urcs() {
+    let (mut m, t) = registered(Model::Bg96);
+    // eDRX off: nothing to report.
+    assert_eq!(
+        ask(&mut m, "AT+CEDRXRDP", t),
+        "\r\n+CEDRXRDP: 0\r\n\r\nOK\r\n"
+    );
+    // A request longer than the network's cap is granted the cap.
+    assert_eq!(ask(&mut m, "AT+CEDRXS=1,5,\"1001\"", t), "\r\nOK\r\n");
+    assert_eq!(
+        ask(&mut m, "AT+CEDRXRDP", t),
+        "\r\n+CEDRXRDP: 5,\"1001\",\"0101\",\"0011\"\r\n\r\nOK\r\n"
+    );
+    // A shorter one is granted as asked.
+    ask(&mut m, "AT+CEDRXS=1,5,\"0010\"", t);
+    assert_eq!(
+        ask(&mut m, "AT+CEDRXRDP", t),
+        "\r\n+CEDRXRDP: 5,\"0010\",\"0010\",\"0011\"\r\n\r\nOK\r\n"
+    );
+    // CTZR=2: a +CTZE with the local time at the next registration.
+    assert_eq!(ask(&mut m, "AT+CTZR=2", t), "\r\nOK\r\n");
+    assert_eq!(ask(&mut m, "AT+CTZR?", t), "\r\n+CTZR: 2\r\n\r\nOK\r\n");
+    assert_eq!(ask(&mut m, "AT+CTZR=3", t), "\r\n+CME ERROR: 50\r\n");
+    ask(&mut m, "AT+CFUN=0", t);
+    ask(&mut m, "AT+CFUN=1", t);
+    let t2 = t + Duration::from_secs(3);
+    m.tick(t2);
+    let out = serial(&m.take_out());
+    assert!(
+        out.contains("\r\n+CTZE: \"+32\",0,\"2025/12/02,18:40:00\"\r\n"),
+        "{out:?}"
+    );
+    // The daemon's parser reads it back as the wall clock.
+    let line = out
+        .split("\r\n")
+        .find(|l| l.starts_with("+CTZE"))
+        .unwrap_or_default();
+    assert_eq!(
+        crate::modem::reply::ctzv(line).map(|z| z.utc_ms),
+        Ok(Some(WALL))
+    );
+}
