@@ -125,12 +125,48 @@ pub fn info_lines(m: &Value) -> Vec<String> {
     if m["signal"].is_object() {
         out.push(format!("signal {}", signal_line(&m["signal"])));
     }
-    if let Some(p) = m["psm"].as_object() {
+    let timers = |v: &Value| {
+        format!(
+            "TAU {} s, active {} s",
+            num(&v["tau_s"], ""),
+            num(&v["active_s"], "")
+        )
+    };
+    if m["psm"].is_object() || m["psm_requested"].is_object() {
         out.push(format!(
-            "PSM granted: TAU {} s, active {} s; eDRX {} s",
-            num(&p.get("tau_s").cloned().unwrap_or_default(), ""),
-            num(&p.get("active_s").cloned().unwrap_or_default(), ""),
-            num(&m["edrx_s"], "")
+            "PSM granted: {}; requested: {}",
+            if m["psm"].is_object() {
+                timers(&m["psm"])
+            } else {
+                "-".into()
+            },
+            if m["psm_requested"].is_object() {
+                timers(&m["psm_requested"])
+            } else {
+                "-".into()
+            },
+        ));
+    }
+    if let Some(e) = m["edrx"].as_object() {
+        let f = |k: &str| num(&e.get(k).cloned().unwrap_or_default(), " s");
+        out.push(format!(
+            "eDRX granted {} (paging window {}); requested {}",
+            f("granted_s"),
+            f("paging_window_s"),
+            f("requested_s")
+        ));
+    }
+    if m["socket_open"].as_bool() == Some(true) {
+        out.push("module socket open".into());
+    }
+    if let Some(d) = m["deferred"].as_array().filter(|d| !d.is_empty()) {
+        let cmds: Vec<String> = d
+            .iter()
+            .map(|c| escape(c.as_str().unwrap_or("")).into_owned())
+            .collect();
+        out.push(format!(
+            "deferred until the socket closes: {}",
+            cmds.join(", ")
         ));
     }
     let l = &m["ladder"];
@@ -254,6 +290,9 @@ mod tests {
             "attached": true, "ip": "10.1.2.3", "link_up": true, "signal": s,
             "registered_in_ms": 12840, "registered_since_ms": 0,
             "ladder": {"step": null, "resets_today": 0, "power_cycles_today": 0},
+            "psm": {"tau_s": 3600, "active_s": 60}, "psm_requested": {"tau_s": 3600, "active_s": 30},
+            "edrx": {"requested_s": 163.84, "granted_s": 81.92, "paging_window_s": 10.24},
+            "socket_open": true, "deferred": ["AT+CGATT=1"],
             "last_error": "x\u{1b}[31m"});
         let lines = info_lines(&m);
         assert_eq!(
@@ -269,6 +308,14 @@ mod tests {
             ),
             "{lines:?}"
         );
+        for want in [
+            "PSM granted: TAU 3600 s, active 60 s; requested: TAU 3600 s, active 30 s",
+            "eDRX granted 81.92 s (paging window 10.24 s); requested 163.84 s",
+            "module socket open",
+            "deferred until the socket closes: AT+CGATT=1",
+        ] {
+            assert!(lines.contains(&want.to_string()), "{want}: {lines:?}");
+        }
         // Text from the daemon never reaches the terminal raw.
         assert!(lines.last().unwrap().starts_with("last error: x"));
         assert!(!lines.last().unwrap().contains('\u{1b}'));

@@ -116,6 +116,15 @@ pub fn priority(caller: Priority, class: AtClass) -> Priority {
     }
 }
 
+/// Whether the supervisor holds a command of `class` back until the module socket closes: a
+/// link-disturbing setter while a socket is open on a live link (registered and attached).
+/// Resets are never held (the supervisor sends them only as the reset ladder's rescue of a
+/// module that does not answer), nor is anything while the link is down (no session to
+/// protect, and attach is how it comes back).
+pub fn defer(class: AtClass, socket_open: bool, link_up: bool) -> bool {
+    matches!(class, AtClass::Disturbing(_)) && socket_open && link_up
+}
+
 /// Exec-only commands that just read (no `?` needed).
 const READS: &[&str] = &[
     "+CSQ",
@@ -453,5 +462,28 @@ mod tests {
         }
         assert!(Priority::Socket > Priority::Field && Priority::Field > Priority::Supervisor);
         assert_eq!(classify("AT+CEDRXS=0").as_str(), "power_saving");
+    }
+
+    #[test]
+    fn deferral() {
+        // (command, socket open, link up, deferred)
+        let cases = [
+            ("AT+CGATT=1", true, true, true),
+            ("AT+COPS=0", true, true, true),
+            ("AT+CFUN=0", true, true, true),
+            ("AT+CPSMS=1,,,\"00100001\",\"00000011\"", true, true, true),
+            ("AT+CEDRXS=1,5,\"0101\"", true, true, true),
+            ("AT+CEREG=5", true, true, true),
+            ("AT+CGATT=1", false, true, false),
+            ("AT+CGATT=1", true, false, false),
+            ("AT+NRB", true, true, false),
+            ("AT+CFUN=1,1", true, true, false),
+            ("AT+CSQ", true, true, false),
+            ("AT+CGDCONT=1,\"IP\",\"x\"", true, true, false),
+            ("AT+QIRD=0,1500", true, true, false),
+        ];
+        for (cmd, open, up, want) in cases {
+            assert_eq!(defer(classify(cmd), open, up), want, "{cmd} {open} {up}");
+        }
     }
 }

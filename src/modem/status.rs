@@ -102,11 +102,33 @@ impl From<Signal> for SignalReport {
     }
 }
 
-/// PSM timers the network granted (`+CEREG` n=4/5), seconds; `None` = deactivated/unknown.
+/// PSM timers (`tau_s` periodic TAU / T3412, `active_s` active time / T3324), seconds: as the
+/// network granted them (`+CEREG` n=4/5) or as requested (`[modem] psm`); `None` =
+/// deactivated/unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct PsmGranted {
     pub tau_s: Option<u64>,
     pub active_s: Option<u64>,
+}
+
+/// eDRX as requested from the module and as the network granted it (`+CEDRXRDP`), seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct EdrxStatus {
+    pub requested_s: Option<f64>,
+    pub granted_s: Option<f64>,
+    pub paging_window_s: Option<f64>,
+}
+
+impl EdrxStatus {
+    /// From a `+CEDRXRDP` reply (`None`: eDRX not used: nothing granted).
+    pub fn from_dynamic(d: Option<super::reply::EdrxDynamic>, requested_ms: Option<u64>) -> Self {
+        let s = |ms: Option<u64>| ms.map(|ms| ms as f64 / 1000.0);
+        EdrxStatus {
+            requested_s: s(d.and_then(|d| d.requested_ms).or(requested_ms)),
+            granted_s: s(d.and_then(|d| d.granted_ms)),
+            paging_window_s: s(d.and_then(|d| d.paging_window_ms)),
+        }
+    }
 }
 
 pub fn timer_secs(t: Option<Timer>) -> Option<u64> {
@@ -128,6 +150,8 @@ pub struct NetworkTime {
     pub accuracy_ms: u64,
     /// This machine's system clock when the reply arrived.
     pub read_at_ms: i64,
+    /// Where it came from: "cclk" (a poll) or "ctze" (the network's time-zone URC).
+    pub source: &'static str,
 }
 
 impl NetworkTime {
@@ -145,6 +169,17 @@ impl NetworkTime {
             offset_ms: mid.saturating_sub(system_ms),
             accuracy_ms: half,
             read_at_ms: system_ms,
+            source: "cclk",
+        }
+    }
+
+    /// The network time of a `+CTZE` URC (whole seconds, `utc_ms`) that arrived when the system
+    /// clock said `system_ms`: the URC may have waited in the module or behind a command, so
+    /// the window is taken as 2 s wide (accuracy ± 1000 ms).
+    pub fn from_urc(utc_ms: i64, system_ms: i64) -> NetworkTime {
+        NetworkTime {
+            source: "ctze",
+            ..NetworkTime::measure(utc_ms, 1000, system_ms)
         }
     }
 }
@@ -185,9 +220,17 @@ pub struct ModemStatus {
     pub signal: Option<SignalReport>,
     /// Wall clock (ms) of the signal sample.
     pub sampled_at_ms: Option<i64>,
+    /// PSM timers the network granted (`+CEREG` level 4/5).
     pub psm: Option<PsmGranted>,
-    /// eDRX cycle in seconds as the module reports it set.
-    pub edrx_s: Option<f64>,
+    /// PSM timers requested (`[modem] psm`), once the module took the request.
+    pub psm_requested: Option<PsmGranted>,
+    /// eDRX requested and granted (`AT+CEDRXRDP`, read after init and with each signal sample).
+    pub edrx: Option<EdrxStatus>,
+    /// A module socket is open (the socket bridge's session).
+    pub socket_open: bool,
+    /// Link-disturbing setters the supervisor holds back while a socket is open on a live
+    /// link; they run when it closes.
+    pub deferred: Vec<String>,
     pub network_time: Option<NetworkTime>,
     pub ladder: LadderStatus,
     pub last_error: Option<String>,

@@ -26,7 +26,7 @@ use super::profile::{self, Profile};
 use super::reply::{self, RegStatus, Registration};
 use super::signal::Signal;
 use super::status::{
-    timer_secs, ModemState, ModemStatus, NetworkTime, PsmGranted, RegistrationStatus, SignalReport,
+    timer_secs, ModemState, ModemStatus, PsmGranted, RegistrationStatus, SignalReport,
 };
 use super::timeouts;
 use super::timers::{cedrxs_command, cpsms_command, Timer};
@@ -85,6 +85,8 @@ pub struct ModemSupervisor {
     next_signal: Instant,
     /// The clock source last reported (an event when it changes).
     clock: crate::time::ClockSource,
+    /// The engine's view: a module socket is open (deferral of link-disturbing setters).
+    socket_open: watch::Receiver<bool>,
 }
 
 /// Why an init or step did not complete.
@@ -131,7 +133,6 @@ impl ModemSupervisor {
         let now = Instant::now();
         ModemSupervisor {
             cfg,
-            at,
             opts,
             status,
             events,
@@ -144,6 +145,8 @@ impl ModemSupervisor {
             last_stat: None,
             next_signal: now,
             clock: crate::time::clock_source(),
+            socket_open: at.socket_open(),
+            at,
         }
     }
 
@@ -171,6 +174,7 @@ impl ModemSupervisor {
         let mut urcs = self.at.urcs();
         let mut opens = self.at.port_opens();
         let mut silences = self.at.silences();
+        let mut socket_open = self.at.socket_open();
         let mut need_init = true;
         // Polls happen on their period (or when the signal is due), not on every URC.
         let mut next_poll = Instant::now();
@@ -236,6 +240,11 @@ impl ModemSupervisor {
                     if changed.is_err() { return; }
                     debug!("a modem command got no answer at all: polling now");
                     next_poll = Instant::now();
+                }
+                changed = socket_open.changed() => {
+                    if changed.is_err() { return; }
+                    socket_open.borrow_and_update();
+                    self.socket_changed().await;
                 }
                 changed = opens.changed() => {
                     if changed.is_err() { return; }
@@ -303,7 +312,10 @@ impl ModemSupervisor {
                 });
                 false
             }
-            Some(UrcKind::TimeZone) => false,
+            Some(UrcKind::TimeZone) => {
+                self.on_time_zone(&u.line);
+                false
+            }
             _ => false,
         }
     }
@@ -408,6 +420,10 @@ impl ModemSupervisor {
                 break;
             }
         }
+        if network::ctzr_supported(profile.id) {
+            // +CTZE with the network's time at every registration (a clock source).
+            self.soft("AT+CTZR=2").await;
+        }
         if let Some(apn) = self.cfg.apn.clone() {
             self.soft(&format!("AT+CGDCONT=1,\"IP\",\"{apn}\"")).await;
         }
@@ -417,18 +433,20 @@ impl ModemSupervisor {
                 Timer::Seconds(psm.active.as_secs()),
             );
             if let Ok(cmd) = cpsms_command(Some(request)) {
-                self.soft(&cmd).await;
+                if self.soft(&cmd).await {
+                    self.set(|s| {
+                        s.psm_requested = Some(PsmGranted {
+                            tau_s: Some(psm.tau.as_secs()),
+                            active_s: Some(psm.active.as_secs()),
+                        })
+                    });
+                }
             }
         }
         if let Some(edrx) = self.cfg.edrx {
             if let Ok(cmd) = cedrxs_command(Some(edrx.as_millis() as u64)) {
                 if self.soft(&cmd).await {
-                    if let Ok(x) = self.at.call("AT+CEDRXS?").await {
-                        let ms = reply::find_line("CEDRXS", "+CEDRXS:", &x.lines)
-                            .ok()
-                            .and_then(|l| reply::cedrxs(l).ok().flatten());
-                        self.set(|s| s.edrx_s = ms.map(|(_, ms)| ms as f64 / 1000.0));
-                    }
+                    self.read_edrx().await;
                 }
             }
         }
@@ -460,8 +478,12 @@ impl ModemSupervisor {
         Ok(())
     }
 
-    /// A setter whose failure is noted, not fatal; true when it succeeded.
+    /// A setter whose failure is noted, not fatal; true when it succeeded or is deferred
+    /// (a link-disturbing setter while a socket is open on a live link: `network::hold`).
     async fn soft(&self, cmd: &str) -> bool {
+        if self.hold(cmd) {
+            return true;
+        }
         match self.at.call(cmd).await {
             Ok(_) => true,
             Err(e) => {
@@ -554,6 +576,7 @@ impl ModemSupervisor {
             self.next_signal = Instant::now() + self.cfg.signal_every;
             self.sample_signal().await?;
             self.read_time().await;
+            self.read_edrx().await;
         }
         // NTP may have set the system clock meanwhile: noticed at the latest one poll later.
         self.note_clock_source();
@@ -574,64 +597,6 @@ impl ModemSupervisor {
             });
         }
         Ok(())
-    }
-
-    /// `AT+CCLK?`: the network time in the status and, with `set_clock`, the correction of an
-    /// untrusted system clock (replaced only when the new reading disagrees with it or is more
-    /// accurate, see `time::should_replace`).
-    async fn read_time(&mut self) {
-        let sent = Instant::now();
-        let Ok(x) = self.at.call("AT+CCLK?").await else {
-            return;
-        };
-        let rtt = sent.elapsed();
-        // The offset is against the system clock itself, never the corrected one.
-        let system = crate::time::system_now_ms();
-        let Some(clock) = reply::find_line("CCLK", "+CCLK:", &x.lines)
-            .ok()
-            .and_then(|l| reply::cclk(l).ok())
-        else {
-            return;
-        };
-        // A module without network time reports its build date or 1970-ish: not a source.
-        if !crate::time::is_trusted(clock.utc_ms) {
-            return;
-        }
-        let rtt_ms = u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX);
-        let t = NetworkTime::measure(clock.utc_ms, rtt_ms, system);
-        self.set(|s| s.network_time = Some(t));
-        if self.cfg.set_clock {
-            let new = crate::time::Correction {
-                offset_ms: t.offset_ms,
-                accuracy_ms: t.accuracy_ms,
-            };
-            if crate::time::should_replace(crate::time::network_correction(), new) {
-                crate::time::set_network_correction(new.offset_ms, new.accuracy_ms);
-            }
-        }
-    }
-
-    /// One `clock_source` event (and a log line) when the daemon's clock source changed
-    /// (untrusted -> network, network -> system, ...); offset updates are not changes.
-    fn note_clock_source(&mut self) {
-        let now = crate::time::clock_source();
-        if now.as_str() == self.clock.as_str() {
-            return;
-        }
-        let was = self.clock;
-        self.clock = now;
-        info!(
-            source = now.as_str(),
-            was = was.as_str(),
-            "clock source changed"
-        );
-        let mut ev = serde_json::json!({"event": "clock_source", "was": was.as_str()});
-        if let (serde_json::Value::Object(m), serde_json::Value::Object(src)) =
-            (&mut ev, now.json())
-        {
-            m.extend(src);
-        }
-        self.event(ev);
     }
 
     fn update_ladder_counts(&mut self) {
@@ -669,6 +634,9 @@ impl ModemSupervisor {
 
 #[path = "supervisor_recovery.rs"]
 mod recovery;
+
+#[path = "supervisor_network.rs"]
+mod network;
 
 /// The model line of an ATI reply: the line a profile matched, else the first.
 fn first_model_line(lines: &[String]) -> Option<String> {
