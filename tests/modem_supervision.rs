@@ -215,7 +215,12 @@ async fn bc95_no_space_replies_and_echo_off() {
             active_s: Some(30)
         })
     );
-    assert_eq!(s.edrx_s, Some(81.92));
+    let edrx = s.edrx.expect("eDRX read back (CEDRXRDP)");
+    assert_eq!(
+        (edrx.requested_s, edrx.granted_s, edrx.paging_window_s),
+        (Some(81.92), Some(81.92), Some(10.24))
+    );
+    assert_eq!(s.psm_requested, s.psm);
     let t = s.network_time.expect("network time from CCLK");
     assert!(t.offset_ms.abs() < 5_000, "{t:?}");
     assert!(s.last_error.is_none(), "{:?}", s.last_error);

@@ -5,7 +5,8 @@
 //! replies into one `Signal`, and `timers` decodes and encodes the PSM/eDRX timer bits;
 //! `profile` is the table of known modules (detection from ATI / AT+CGMM / AT+CGMR, and per
 //! module: echo default, signal commands, reset command and boot marker, socket dialect,
-//! limits); `timeouts` is the per-command timeout table; `socket_cmd` builds and parses the
+//! limits); `timeouts` is the per-command timeout table; `at_class` classifies a command line
+//! (socket, link-disturbing, reset: priority, deferral, refusal); `socket_cmd` builds and parses the
 //! socket commands of each dialect (NSO*, QI*, CSO*). The dialects are those of
 //! docs/dev/modem-dialects.md. No file here does I/O, uses tokio or reads a clock; the task
 //! that owns the serial port (not here) drives them.
