@@ -3,7 +3,9 @@
 //! engine's priority queues) and the engine tracks the module socket it opens and closes; and,
 //! through the real daemon, `gasdtu modem at AT+CFUN=0` is refused without `--force` (and
 //! logged as forced with it), while `gasdtu status` shows the eDRX the network granted beside
-//! the one requested. Every wait is on a condition with a deadline.
+//! the one requested; and the supervisor holds a link-disturbing setter back while a module
+//! socket is open (shown as `deferred`), runs it when the socket closes, and takes the
+//! network time from the `+CTZE` URC. Every wait is on a condition with a deadline.
 
 mod common;
 
@@ -18,7 +20,12 @@ use std::time::Duration;
 use common::modem::{ModemSim, SimArgs};
 use common::remote::run_daemon;
 use common::{gasdtu, wait_for, Proc};
-use gasdtu::modem::{socket_cmd, AtEngine, AtError, AtHandle, EngineOptions, Exchange, Priority};
+use gasdtu::config::{ModemConfig, ModemMode};
+use gasdtu::modem::{
+    socket_cmd, AtEngine, AtError, AtHandle, EngineOptions, Exchange, ModemStatus, ModemSupervisor,
+    Priority, SupervisorOptions,
+};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn start_sim(dir: &Path, model: &str) -> ModemSim {
@@ -253,4 +260,137 @@ fn modem_at_refuses_link_breaking_commands_without_force_and_status_shows_grante
             && l.contains("refused")),
         "{refused}"
     );
+}
+
+/// The engine and the supervisor on the simulator's port, with `[modem] edrx` 300 s (the
+/// module's 327.68 s cycle) and a signal sample (with CCLK and CEDRXRDP) every `every`.
+fn supervised(
+    sim: &ModemSim,
+    every: Duration,
+) -> (AtHandle, watch::Receiver<ModemStatus>, CancellationToken) {
+    let mut cfg = ModemConfig::new(ModemMode::Socket, sim.port.display().to_string());
+    cfg.baud = 115_200;
+    cfg.signal_every = every;
+    cfg.register_within = Duration::from_secs(600);
+    cfg.edrx = Some(Duration::from_secs(300));
+    let stop = CancellationToken::new();
+    let (engine, at) = AtEngine::new(
+        cfg.port.clone(),
+        cfg.baud,
+        EngineOptions {
+            wake_after: Duration::from_secs(20),
+            timeout_scale: 0.5,
+        },
+    );
+    let (tx, status) = watch::channel(ModemStatus::default());
+    let sup = ModemSupervisor::new(
+        cfg,
+        at.clone(),
+        SupervisorOptions {
+            poll_every: Duration::from_secs(2),
+            poll_fast: Duration::from_millis(300),
+            boot_timeout: Duration::from_secs(4),
+            min_gap: Duration::from_millis(300),
+            max_gap: Duration::from_secs(2),
+        },
+        Arc::new(tx),
+        None,
+    );
+    tokio::spawn(engine.run(stop.clone()));
+    tokio::spawn(sup.run(stop.clone()));
+    (at, status, stop)
+}
+
+async fn wait_status(
+    rx: &mut watch::Receiver<ModemStatus>,
+    what: &str,
+    pred: impl FnMut(&ModemStatus) -> bool,
+) -> ModemStatus {
+    let got = match tokio::time::timeout(Duration::from_secs(30), rx.wait_for(pred)).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    got.unwrap_or_else(|| {
+        panic!(
+            "timed out waiting for {what}; status: {}",
+            serde_json::to_string_pretty(&*rx.borrow()).unwrap_or_default()
+        )
+    })
+}
+
+const REQUESTED: &str = "AT+CEDRXS=1,5,\"1010\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_disturbing_setter_waits_for_the_socket_to_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bc95");
+    let (at, mut status, stop) = supervised(&sim, Duration::from_secs(2));
+    wait_status(&mut status, "link up with eDRX granted", |s| {
+        s.link_up && s.edrx.is_some_and(|e| e.granted_s == Some(81.92))
+    })
+    .await;
+    // The bridge's part, by hand: a module socket opens.
+    let x = at
+        .call(&socket_cmd::nso_create(0))
+        .await
+        .expect("socket created");
+    let id = socket_cmd::nso_created(&x).expect("socket id");
+    wait_status(&mut status, "socket_open", |s| s.socket_open).await;
+    // Someone changes the module's eDRX request: the supervisor wants ours back, but a
+    // CEDRXS set is held while the socket is open.
+    at.call("AT+CEDRXS=1,5,\"0010\"")
+        .await
+        .expect("forced eDRX change");
+    let s = wait_status(&mut status, "the re-set deferred", |s| {
+        !s.deferred.is_empty()
+    })
+    .await;
+    assert_eq!(s.deferred, [REQUESTED], "{s:?}");
+    assert_eq!(s.edrx.and_then(|e| e.requested_s), Some(20.48), "{s:?}");
+    // Socket traffic goes on meanwhile.
+    let read = at.call(&socket_cmd::nso_read(id, 64)).await;
+    assert!(
+        !matches!(read, Err(AtError::Silent { .. } | AtError::Timeout { .. })),
+        "{read:?}"
+    );
+    // Still held a sample later (the module's request still differs; listed once).
+    let sampled = s.sampled_at_ms;
+    wait_status(&mut status, "another sample (and eDRX read)", |n| {
+        n.sampled_at_ms > sampled
+    })
+    .await;
+    assert_eq!(status.borrow().deferred, [REQUESTED]);
+    // The socket closes: the held command runs, the module asks for ours again.
+    at.call(&socket_cmd::nso_close(id)).await.expect("close");
+    let s = wait_status(&mut status, "deferred run after close", |s| {
+        !s.socket_open
+            && s.deferred.is_empty()
+            && s.edrx.is_some_and(|e| e.requested_s == Some(327.68))
+    })
+    .await;
+    assert_eq!(s.edrx.and_then(|e| e.granted_s), Some(81.92), "{s:?}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ctze_urc_is_a_network_time_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = start_sim(dir.path(), "bg96");
+    // CCLK only at init: a later network time reading can only be the URC's.
+    let (_at, mut status, stop) = supervised(&sim, Duration::from_secs(600));
+    let s = wait_status(&mut status, "link up with the CCLK time", |s| {
+        s.link_up && s.network_time.is_some()
+    })
+    .await;
+    assert_eq!(s.network_time.map(|t| t.source), Some("cclk"));
+    // Registration comes back in 1 s: the module reports +CTZE (AT+CTZR=2 at init).
+    assert_eq!(sim.control("deregister 1"), "ok");
+    let s = wait_status(&mut status, "a +CTZE network time", |s| {
+        s.network_time.is_some_and(|t| t.source == "ctze")
+    })
+    .await;
+    let t = s.network_time.expect("network time");
+    assert_eq!(t.accuracy_ms, 1000);
+    assert!(t.offset_ms.abs() < 5_000, "{t:?}");
+    stop.cancel();
 }

@@ -203,9 +203,9 @@ async fn bc95_no_space_replies_and_echo_off() {
     // The timers the network granted (CEREG level 5), the eDRX cycle set, the network time.
     let s = wait_status(
         &mut r.status,
-        "PSM timers granted",
+        "PSM timers and eDRX granted",
         Duration::from_secs(10),
-        |s| s.psm.is_some(),
+        |s| s.psm.is_some() && s.edrx.is_some_and(|e| e.granted_s.is_some()),
     )
     .await;
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The supervisor's network half (a child module of `supervisor`, sharing the task's state):
 //! the network time (`AT+CCLK?` polls and the `+CTZE`/`+CTZV` URCs that `AT+CTZR=2` turns on,
 //! both feeding the status and, with `set_clock`, `crate::time`'s correction), the clock-source
-//! events, the eDRX the network granted (`AT+CEDRXRDP`), and the deferral of link-disturbing
+//! events, the eDRX the network granted (`AT+CEDRXRDP`; the module's request set again when it
+//! no longer matches `[modem] edrx`), and the deferral of link-disturbing
 //! setters while a module socket is open on a live link (`at_class::defer`): a held command
 //! shows in `ModemStatus::deferred` and runs when the socket closes.
 
@@ -11,6 +12,7 @@ use tracing::{debug, info};
 use super::super::at_class::{self, AtClass, Disturb};
 use super::super::reply;
 use super::super::status::{EdrxStatus, NetworkTime};
+use super::super::timers::{cedrxs_command, decode_edrx, encode_edrx};
 use super::ModemSupervisor;
 
 /// Profiles whose modules take `AT+CTZR=2` (time-zone reports with the network's time).
@@ -89,6 +91,21 @@ impl ModemSupervisor {
         };
         let edrx = EdrxStatus::from_dynamic(dynamic, requested_ms);
         self.set(|s| s.edrx = Some(edrx));
+        // The module asks for another cycle than ours (a field engineer's command, a firmware
+        // that lost it): set ours again (deferred while a socket is open on a live link).
+        let ours = encode_edrx(requested.as_millis() as u64)
+            .and_then(|bits| decode_edrx("CEDRXS", &bits))
+            .ok();
+        let theirs = dynamic.and_then(|d| d.requested_ms);
+        if theirs.is_some() && ours.is_some() && theirs != ours {
+            if let Ok(cmd) = cedrxs_command(Some(requested.as_millis() as u64)) {
+                info!(
+                    cmd,
+                    "modem: the module's eDRX request changed: setting ours again"
+                );
+                self.soft(&cmd).await;
+            }
+        }
     }
 
     /// `AT+CCLK?`: the network time in the status and, with `set_clock`, the correction of an
