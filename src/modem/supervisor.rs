@@ -397,7 +397,11 @@ impl ModemSupervisor {
         if shutdown.is_cancelled() {
             return Err(Trouble::Shutdown);
         }
-        self.set(|s| s.state = ModemState::Starting);
+        // Init sends every setter again: nothing deferred from before is still wanted.
+        self.set(|s| {
+            s.state = ModemState::Starting;
+            s.deferred.clear();
+        });
         let mut answered = self.at.call("AT").await;
         if matches!(&answered, Err(e) if e.unresponsive()) {
             answered = self.at.call("AT").await;
