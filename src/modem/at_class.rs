@@ -182,12 +182,15 @@ const SOCKETS: &[(&str, SocketOp)] = &[
     ("+CSOCL", SocketOp::Close),
     ("+CSOC", SocketOp::Open),
     ("+CSO", SocketOp::Data),
-    // SIM7080 CA*: CAOPEN, CASEND, CARECV, CACLOSE, CASTATE, CACFG, CASSLCFG, CACID.
+    // SIM7080 CA*: CAOPEN, CASEND, CARECV, CACLOSE, CASTATE, CAACK, CASERVER, CACFG,
+    // CASSLCFG, CACID.
     ("+CAOPEN", SocketOp::Open),
     ("+CACLOSE", SocketOp::Close),
     ("+CASEND", SocketOp::Data),
     ("+CARECV", SocketOp::Data),
     ("+CASTATE", SocketOp::Data),
+    ("+CAACK", SocketOp::Data),
+    ("+CASERVER", SocketOp::Open),
     ("+CACFG", SocketOp::Setup),
     ("+CASSLCFG", SocketOp::Setup),
     ("+CACID", SocketOp::Setup),
@@ -389,6 +392,8 @@ mod tests {
             ("AT+CACFG=\"timeout\",0,10", Socket(Setup)),
             ("AT+CASSLCFG=0,\"SSL\",1", Socket(Setup)),
             ("AT+CACID=0", Socket(Setup)),
+            ("AT+CAACK=0", Socket(Data)),
+            ("AT+CASERVER=0,0,\"TCP\",8883", Socket(Open)),
             // Link-disturbing setters.
             ("AT+CGATT=1", Disturbing(Attach)),
             ("AT+CGATT=0", Disturbing(Attach)),
