@@ -252,6 +252,115 @@ fn cases() -> Vec<Case> {
             vec![Event::Empty, x("AT+CGMR", &["> x"], Final::Ok)],
         ),
         (
+            "SIM7080 CASEND: bare \">\" prompt, raw payload, OK",
+            vec![
+                (
+                    Some(Request::with_prompt("AT+CASEND=0,5")),
+                    b"AT+CASEND=0,5\r\r\n>",
+                ),
+                (Some(Request::payload()), b"\r\nOK\r\n"),
+            ],
+            vec![
+                x("AT+CASEND=0,5", &[], Final::Prompt),
+                Event::Empty,
+                x("", &[], Final::Ok),
+            ],
+        ),
+        (
+            "SIM7080 CARECV: binary inside the line, containing CRLF OK CRLF",
+            vec![(
+                req("AT+CARECV=0,1460"),
+                b"AT+CARECV=0,1460\r\r\n+CARECV: 9,\r\nOK\r\n>,\n\r\n\r\nOK\r\n",
+            )],
+            vec![xd(
+                "AT+CARECV=0,1460",
+                &["+CARECV: 9"],
+                b"\r\nOK\r\n>,\n",
+                Final::Ok,
+            )],
+        ),
+        (
+            "SIM7080 CARECV: nothing buffered",
+            vec![(req("AT+CARECV=0,1460"), b"\r\n+CARECV: 0\r\n\r\nOK\r\n")],
+            vec![
+                Event::Empty,
+                x("AT+CARECV=0,1460", &["+CARECV: 0"], Final::Ok),
+            ],
+        ),
+        (
+            "SIM7080 CARECV length over the bound is read as a line",
+            vec![(req("AT+CARECV=0,1460"), b"\r\n+CARECV: 2000,ab\r\n\r\nOK\r\n")],
+            vec![
+                Event::Empty,
+                Event::Error(StreamError::DataTooLong {
+                    line: "+CARECV: 2000".into(),
+                    len: 2000,
+                }),
+                x("AT+CARECV=0,1460", &["+CARECV: 2000,ab"], Final::Ok),
+            ],
+        ),
+        (
+            "\"+CARECV: n,\" outside an AT+CARECV is a plain line",
+            vec![(req("AT+CGMR"), b"\r\n+CARECV: 2,\r\n\r\nOK\r\n")],
+            vec![Event::Empty, x("AT+CGMR", &["+CARECV: 2,"], Final::Ok)],
+        ),
+        (
+            "SIM7080 open, data and state URCs",
+            vec![
+                (
+                    req("AT+CNACT=0,1"),
+                    b"AT+CNACT=0,1\r\r\nOK\r\n\r\n+APP PDP: 0,ACTIVE\r\n",
+                ),
+                (
+                    req("AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",8883"),
+                    b"\r\n+CAOPEN: 0,0\r\n\r\nOK\r\n\r\n+CADATAIND: 0\r\n\r\n+CASTATE: 0,0\r\n",
+                ),
+            ],
+            vec![
+                x("AT+CNACT=0,1", &[], Final::Ok),
+                urc("+APP PDP: 0,ACTIVE"),
+                Event::Empty,
+                x(
+                    "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",8883",
+                    &["+CAOPEN: 0,0"],
+                    Final::Ok,
+                ),
+                urc("+CADATAIND: 0"),
+                urc("+CASTATE: 0,0"),
+            ],
+        ),
+        (
+            "BC66 inline hex send ends at SEND OK, not at its OK",
+            vec![
+                (
+                    req("AT+QISEND=0,2,4142"),
+                    b"AT+QISEND=0,2,4142\r\r\nOK\r\n\r\nSEND OK\r\n",
+                ),
+                (req("AT+QISEND=0,1,41"), b"\r\nOK\r\n\r\nSEND FAIL\r\n"),
+            ],
+            vec![
+                x("AT+QISEND=0,2,4142", &[], Final::SendOk),
+                Event::Empty,
+                x("AT+QISEND=0,1,41", &[], Final::SendFail),
+            ],
+        ),
+        (
+            "BC66 hex read, empty read, CLOSE OK",
+            vec![
+                (req("AT+QIRD=0,512"), b"\r\n+QIRD: 2,4142\r\n\r\nOK\r\n"),
+                (req("AT+QIRD=0,512"), b"\r\n+QIRD: 0\r\n\r\nOK\r\n"),
+                (req("AT+QICLOSE=0"), b"\r\nCLOSE OK\r\n"),
+            ],
+            vec![
+                Event::Empty,
+                x("AT+QIRD=0,512", &["+QIRD: 2,4142"], Final::Ok),
+                Event::Empty,
+                x("AT+QIRD=0,512", &["+QIRD: 0"], Final::Ok),
+                Event::Empty,
+                x("AT+QICLOSE=0", &[], Final::Ok),
+            ],
+        ),
+        (
             "BC95 reboot text at idle",
             vec![(
                 None,
@@ -354,6 +463,7 @@ fn urc_at_every_line_boundary() {
         let binary = steps.iter().any(|(r, b)| {
             r.as_ref().is_some_and(|r| r.expects_prompt)
                 || b.windows(6).any(|w| w == b"+QIRD:" || w == b"\"recv\"")
+                || b.windows(8).any(|w| w == b"+CARECV:")
         });
         if binary {
             continue;
@@ -517,6 +627,9 @@ fn urc_kinds() {
         ("+QIOPEN: 1,566", Some(Qiopen)),
         ("+CSONMI: 0,2,41", Some(Csonmi)),
         ("+CSOERR: 0,4", Some(Csoerr)),
+        ("+CADATAIND: 0", Some(Cadataind)),
+        ("+CASTATE: 0,0", Some(Castate)),
+        ("+APP PDP: 0,ACTIVE", Some(AppPdp)),
         ("+CTZV:+32", Some(TimeZone)),
         ("+CTZE: \"+32\",0,\"2026/12/02,11:30:00\"", Some(TimeZone)),
         ("RDY", Some(Boot)),
@@ -554,6 +667,10 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
         Just(b"+CEREG:1".to_vec()),
         Just(b"+CME ERROR: 4".to_vec()),
         Just(b"AT+QIRD=0,1500".to_vec()),
+        Just(b">".to_vec()),
+        Just(b"+CARECV: 3,".to_vec()),
+        Just(b"+CARECV: 9999,".to_vec()),
+        Just(b"SEND OK".to_vec()),
     ];
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
 }
@@ -565,7 +682,7 @@ proptest! {
     /// panic, and every exchange respects the bounds.
     #[test]
     fn never_panics(bytes in stream(), cuts in prop::collection::vec(0usize..64, 0..16),
-                    ops in prop::collection::vec(0u8..4, 0..16)) {
+                    ops in prop::collection::vec(0u8..7, 0..16)) {
         let mut p = AtParser::new();
         let mut rest: &[u8] = &bytes;
         let mut ops = ops.into_iter();
@@ -574,6 +691,9 @@ proptest! {
                 Some(0) => { p.begin(Request::new("AT+QIRD=0,1500")); }
                 Some(1) => { p.begin(Request::with_prompt("AT+QISEND=0,2")); }
                 Some(2) => { p.abort(); }
+                Some(3) => { p.begin(Request::new("AT+CARECV=0,1500")); }
+                Some(4) => { p.begin(Request::with_prompt("AT+CASEND=0,2")); }
+                Some(5) => { p.begin(Request::new("AT+QISEND=0,2,4142")); }
                 _ => {}
             }
             let (head, tail) = rest.split_at(cut.min(rest.len()));
@@ -591,8 +711,14 @@ proptest! {
     /// The events do not depend on how the stream is chunked.
     #[test]
     fn chunking_does_not_matter(bytes in stream(), cuts in prop::collection::vec(0usize..32, 0..12),
-                                prompt in any::<bool>()) {
-        let request = if prompt { Request::with_prompt("AT+QISEND=0,2") } else { Request::new("AT+QIRD=0,1500") };
+                                which in 0u8..5) {
+        let request = match which {
+            0 => Request::with_prompt("AT+QISEND=0,2"),
+            1 => Request::with_prompt("AT+CASEND=0,2"),
+            2 => Request::new("AT+CARECV=0,1500"),
+            3 => Request::new("AT+QISEND=0,2,4142"),
+            _ => Request::new("AT+QIRD=0,1500"),
+        };
         let mut one = AtParser::new();
         one.begin(request.clone());
         let want = one.feed(&bytes);
