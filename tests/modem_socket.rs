@@ -184,3 +184,13 @@ async fn socket_mode_delivers_over_tls_through_a_bg96() {
 async fn socket_mode_delivers_over_tls_through_a_bc95() {
     through_the_module("bc95").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_delivers_over_tls_through_a_bc66() {
+    through_the_module("bc66").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_delivers_over_tls_through_a_sim7080() {
+    through_the_module("sim7080").await;
+}
