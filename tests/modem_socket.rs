@@ -106,6 +106,8 @@ async fn session(model: &str, netclose: bool) {
         SimArgs {
             rtt: Some("0.5s"),
             seed: Some(11),
+            // With the close, also a +CEREG URC inside a third of the replies and now and then.
+            faults: if netclose { &["urc=0.3:2s"] } else { &[] },
             ..SimArgs::default()
         },
     );
