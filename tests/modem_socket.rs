@@ -108,7 +108,6 @@ async fn session(model: &str, netclose: bool) {
             seed: Some(11),
             // With the close, also a +CEREG URC inside a third of the replies and now and then.
             faults: if netclose { &["urc=0.3:2s"] } else { &[] },
-            ..SimArgs::default()
         },
     );
 
