@@ -10,7 +10,7 @@ use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 use super::*;
 
-fn x(command: &str, lines: &[&str], result: Final) -> Event {
+pub(super) fn x(command: &str, lines: &[&str], result: Final) -> Event {
     Event::Exchange(Exchange {
         command: command.to_string(),
         lines: lines.iter().map(|s| s.to_string()).collect(),
@@ -20,7 +20,7 @@ fn x(command: &str, lines: &[&str], result: Final) -> Event {
     })
 }
 
-fn xd(command: &str, lines: &[&str], data: &[u8], result: Final) -> Event {
+pub(super) fn xd(command: &str, lines: &[&str], data: &[u8], result: Final) -> Event {
     match x(command, lines, result) {
         Event::Exchange(mut e) => {
             e.data = Some(data.to_vec());
@@ -30,7 +30,7 @@ fn xd(command: &str, lines: &[&str], data: &[u8], result: Final) -> Event {
     }
 }
 
-fn urc(line: &str) -> Event {
+pub(super) fn urc(line: &str) -> Event {
     Event::Urc(Urc {
         line: line.to_string(),
         kind: urc_kind(line),
@@ -69,18 +69,21 @@ fn bytewise(b: &[u8]) -> Vec<Vec<u8>> {
     b.iter().map(|&c| vec![c]).collect()
 }
 
-type Case = (
+#[path = "at_tests_bc66_sim7080.rs"]
+mod bc66_sim7080;
+
+pub(super) type Case = (
     &'static str,
     Vec<(Option<Request>, &'static [u8])>,
     Vec<Event>,
 );
 
-fn req(t: &str) -> Option<Request> {
+pub(super) fn req(t: &str) -> Option<Request> {
     Some(Request::new(t))
 }
 
 fn cases() -> Vec<Case> {
-    vec![
+    let mut v: Vec<Case> = vec![
         (
             "echo on, CSQ",
             vec![(req("AT+CSQ"), b"AT+CSQ\r\r\n+CSQ: 22,99\r\n\r\nOK\r\n")],
@@ -252,115 +255,6 @@ fn cases() -> Vec<Case> {
             vec![Event::Empty, x("AT+CGMR", &["> x"], Final::Ok)],
         ),
         (
-            "SIM7080 CASEND: bare \">\" prompt, raw payload, OK",
-            vec![
-                (
-                    Some(Request::with_prompt("AT+CASEND=0,5")),
-                    b"AT+CASEND=0,5\r\r\n>",
-                ),
-                (Some(Request::payload()), b"\r\nOK\r\n"),
-            ],
-            vec![
-                x("AT+CASEND=0,5", &[], Final::Prompt),
-                Event::Empty,
-                x("", &[], Final::Ok),
-            ],
-        ),
-        (
-            "SIM7080 CARECV: binary inside the line, containing CRLF OK CRLF",
-            vec![(
-                req("AT+CARECV=0,1460"),
-                b"AT+CARECV=0,1460\r\r\n+CARECV: 9,\r\nOK\r\n>,\n\r\n\r\nOK\r\n",
-            )],
-            vec![xd(
-                "AT+CARECV=0,1460",
-                &["+CARECV: 9"],
-                b"\r\nOK\r\n>,\n",
-                Final::Ok,
-            )],
-        ),
-        (
-            "SIM7080 CARECV: nothing buffered",
-            vec![(req("AT+CARECV=0,1460"), b"\r\n+CARECV: 0\r\n\r\nOK\r\n")],
-            vec![
-                Event::Empty,
-                x("AT+CARECV=0,1460", &["+CARECV: 0"], Final::Ok),
-            ],
-        ),
-        (
-            "SIM7080 CARECV length over the bound is read as a line",
-            vec![(req("AT+CARECV=0,1460"), b"\r\n+CARECV: 2000,ab\r\n\r\nOK\r\n")],
-            vec![
-                Event::Empty,
-                Event::Error(StreamError::DataTooLong {
-                    line: "+CARECV: 2000".into(),
-                    len: 2000,
-                }),
-                x("AT+CARECV=0,1460", &["+CARECV: 2000,ab"], Final::Ok),
-            ],
-        ),
-        (
-            "\"+CARECV: n,\" outside an AT+CARECV is a plain line",
-            vec![(req("AT+CGMR"), b"\r\n+CARECV: 2,\r\n\r\nOK\r\n")],
-            vec![Event::Empty, x("AT+CGMR", &["+CARECV: 2,"], Final::Ok)],
-        ),
-        (
-            "SIM7080 open, data and state URCs",
-            vec![
-                (
-                    req("AT+CNACT=0,1"),
-                    b"AT+CNACT=0,1\r\r\nOK\r\n\r\n+APP PDP: 0,ACTIVE\r\n",
-                ),
-                (
-                    req("AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",8883"),
-                    b"\r\n+CAOPEN: 0,0\r\n\r\nOK\r\n\r\n+CADATAIND: 0\r\n\r\n+CASTATE: 0,0\r\n",
-                ),
-            ],
-            vec![
-                x("AT+CNACT=0,1", &[], Final::Ok),
-                urc("+APP PDP: 0,ACTIVE"),
-                Event::Empty,
-                x(
-                    "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",8883",
-                    &["+CAOPEN: 0,0"],
-                    Final::Ok,
-                ),
-                urc("+CADATAIND: 0"),
-                urc("+CASTATE: 0,0"),
-            ],
-        ),
-        (
-            "BC66 inline hex send ends at SEND OK, not at its OK",
-            vec![
-                (
-                    req("AT+QISEND=0,2,4142"),
-                    b"AT+QISEND=0,2,4142\r\r\nOK\r\n\r\nSEND OK\r\n",
-                ),
-                (req("AT+QISEND=0,1,41"), b"\r\nOK\r\n\r\nSEND FAIL\r\n"),
-            ],
-            vec![
-                x("AT+QISEND=0,2,4142", &[], Final::SendOk),
-                Event::Empty,
-                x("AT+QISEND=0,1,41", &[], Final::SendFail),
-            ],
-        ),
-        (
-            "BC66 hex read, empty read, CLOSE OK",
-            vec![
-                (req("AT+QIRD=0,512"), b"\r\n+QIRD: 2,4142\r\n\r\nOK\r\n"),
-                (req("AT+QIRD=0,512"), b"\r\n+QIRD: 0\r\n\r\nOK\r\n"),
-                (req("AT+QICLOSE=0"), b"\r\nCLOSE OK\r\n"),
-            ],
-            vec![
-                Event::Empty,
-                x("AT+QIRD=0,512", &["+QIRD: 2,4142"], Final::Ok),
-                Event::Empty,
-                x("AT+QIRD=0,512", &["+QIRD: 0"], Final::Ok),
-                Event::Empty,
-                x("AT+QICLOSE=0", &[], Final::Ok),
-            ],
-        ),
-        (
             "BC95 reboot text at idle",
             vec![(
                 None,
@@ -424,7 +318,9 @@ fn cases() -> Vec<Case> {
                 ),
             ],
         ),
-    ]
+    ];
+    v.extend(bc66_sim7080::cases());
+    v
 }
 
 #[test]
