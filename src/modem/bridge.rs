@@ -532,6 +532,17 @@ mod tests {
     }
 
     #[test]
+    fn every_socket_dialect_has_its_close_command() {
+        let close = |id: &str| close_cmd(profile::by_id(id).expect("profile"), 0);
+        assert_eq!(close("bc95").as_deref(), Some("AT+NSOCL=0"));
+        assert_eq!(close("bc66").as_deref(), Some("AT+QICLOSE=0"));
+        assert_eq!(close("bg96").as_deref(), Some("AT+QICLOSE=0"));
+        assert_eq!(close("sim7020").as_deref(), Some("AT+CSOCL=0"));
+        assert_eq!(close("sim7080").as_deref(), Some("AT+CACLOSE=0"));
+        assert_eq!(close("generic"), None);
+    }
+
+    #[test]
     fn targets_resolve_from_literals_localhost_and_the_configured_hosts() {
         let hosts = vec![(
             "broker.example.net".to_string(),
