@@ -1,5 +1,6 @@
 //! `gasdtu simulate --modem <model>` end to end: the real binary on a pty pair made by socat,
-//! AT spoken from the test through the other pty end as raw bytes. Per model: a transcript
+//! AT spoken from the test through the other pty end as raw bytes. Per model (BC66 and SIM7080:
+//! the socket round trip only): a transcript
 //! (ATI, registration within a deadline, the model's signal command, BC95's missing spaces),
 //! a socket round trip through the module to a local TCP echo server (bytes intact, the
 //! model's data URC formats, the peer's close URC, and pacing: a 2 KB transfer takes at least
@@ -175,6 +176,12 @@ impl Sim {
 
     fn stats(&self) -> serde_json::Value {
         serde_json::from_str(self.control("stats").trim()).expect("stats is JSON")
+    }
+
+    /// Send `line`; its reply must be exactly `want` (for replies that do not end in OK).
+    fn send_expect(&mut self, line: &str, want: &str) {
+        self.term.send(format!("{line}\r").as_bytes());
+        assert_eq!(self.term.until(want), want, "{line}");
     }
 
     /// Poll AT+CEREG? until the module reports registered (home).
@@ -477,6 +484,115 @@ fn sim7020_socket_round_trip_hex() {
     eprintln!("sim7020: 2 KB echoed in {took:?}");
     s.term.until("\r\n+CSOERR: 0,4\r\n");
     assert_eq!(s.term.cmd("AT+CSOCL=0"), "\r\nOK\r\n");
+}
+
+#[test]
+fn bc66_socket_round_trip_hex_data_format() {
+    let mut s = start("bc66", &[]);
+    s.term.until(boot_end("bc66"));
+    s.term.cmd("ATE0");
+    s.wait_registered("+CEREG: 0,1\r\n");
+    let data = payload();
+    let port = echo_server(data.len());
+    assert_eq!(s.term.cmd("AT+QICFG=\"dataformat\",1,1"), "\r\nOK\r\n");
+    s.term
+        .cmd(&format!("AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",{port},0,0"));
+    s.term.until("\r\n+QIOPEN: 0,0\r\n");
+    let t0 = Instant::now();
+    for part in data.chunks(512) {
+        let r = s
+            .term
+            .cmd(&format!("AT+QISEND=0,{},{}", part.len(), hex(part)));
+        assert_eq!(r, "\r\nOK\r\n");
+        s.term.until("\r\nSEND OK\r\n");
+    }
+    s.term.until("\r\n+QIURC: \"recv\",0\r\n");
+    let mut got = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while got.len() < data.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} bytes",
+            got.len(),
+            data.len()
+        );
+        let r = s.term.cmd("AT+QIRD=0,512");
+        let line = r
+            .lines()
+            .find(|l| l.starts_with("+QIRD: "))
+            .unwrap_or_else(|| panic!("{r:?}"));
+        let body = &line["+QIRD: ".len()..];
+        let (n, h) = body.split_once(',').unwrap_or((body, ""));
+        let bytes = unhex(h);
+        assert_eq!(bytes.len(), n.parse::<usize>().unwrap(), "{line}");
+        assert!(bytes.len() <= 512);
+        if bytes.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        got.extend(bytes);
+    }
+    let took = t0.elapsed();
+    assert_eq!(got, data);
+    assert!(took >= lower_bound(data.len()), "{took:?}");
+    eprintln!("bc66: 2 KB echoed in {took:?}");
+    s.term.until("\r\n+QIURC: \"closed\",0\r\n");
+    s.send_expect("AT+QICLOSE=0", "\r\nCLOSE OK\r\n");
+}
+
+#[test]
+fn sim7080_ca_socket_round_trip_binary_in_the_line() {
+    let mut s = start("sim7080", &[]);
+    s.term.until(boot_end("sim7080"));
+    s.term.cmd("ATE0");
+    s.wait_registered("+CEREG: 0,1\r\n");
+    // 2 KB that start with what would end a reply if it were read as lines.
+    let mut data = b"\r\nOK\r\n".to_vec();
+    data.extend(&payload()[6..]);
+    let port = echo_server(data.len());
+    assert_eq!(s.term.cmd("AT+CNACT=0,1"), "\r\nOK\r\n");
+    s.term.until("\r\n+APP PDP: 0,ACTIVE\r\n");
+    assert_eq!(
+        s.term
+            .cmd(&format!("AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",{port}")),
+        "\r\n+CAOPEN: 0,0\r\n\r\nOK\r\n"
+    );
+    let t0 = Instant::now();
+    for part in data.chunks(1460) {
+        s.term
+            .send(format!("AT+CASEND=0,{}\r", part.len()).as_bytes());
+        s.term.until("\r\n>");
+        s.term.send(part);
+        s.term.until("\r\nOK\r\n");
+    }
+    s.term.until("\r\n+CADATAIND: 0\r\n");
+    let mut got = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while got.len() < data.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} bytes",
+            got.len(),
+            data.len()
+        );
+        s.term.send(b"AT+CARECV=0,1460\r");
+        s.term.until("+CARECV: ");
+        let head = String::from_utf8_lossy(&s.term.until_any(&[b",", b"\r\n"])).into_owned();
+        let n: usize = head.trim_end_matches([',', '\r', '\n']).parse().unwrap();
+        assert!(n <= 1460);
+        if head.ends_with(',') {
+            got.extend(s.term.take(n));
+        } else {
+            assert_eq!(n, 0);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s.term.until("\r\nOK\r\n");
+    }
+    let took = t0.elapsed();
+    assert_eq!(got, data, "bytes arrive intact");
+    assert!(took >= lower_bound(data.len()), "{took:?}");
+    eprintln!("sim7080: 2 KB echoed in {took:?}");
+    s.term.until("\r\n+CASTATE: 0,0\r\n");
+    assert_eq!(s.term.cmd("AT+CACLOSE=0"), "\r\nOK\r\n");
 }
 
 #[test]

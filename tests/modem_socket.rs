@@ -3,8 +3,12 @@
 //! a pty pair, its sockets paced at NB-IoT rates with a 0.5 s RTT): the forwarder connects to
 //! the modem bridge (an HTTP CONNECT proxy on loopback), the bridge drives the module's AT
 //! socket commands through the AT engine, and TLS runs end to end under the broker's name. Run
-//! for the BG96 dialect (QI*, raw bytes after a prompt, pushed data) and the BC95 dialect (NSO*,
-//! hex, "data waiting" + NSORF reads). The forwarder's link gate follows the supervisor.
+//! for the BG96 dialect (QI*, raw bytes after a prompt, pushed data), the BC95 dialect (NSO*,
+//! hex, "data waiting" + NSORF reads), the BC66 dialect (QI* in hex data format, inline hex
+//! sends, hex QIRD reads) and the SIM7080 dialect (CA*, bare ">" prompt, binary inside
+//! +CARECV); for the last two also a network close of the module socket mid-session, after
+//! which the bridge opens a new one and every reading arrives. The forwarder's link gate
+//! follows the supervisor.
 
 mod common;
 
@@ -51,7 +55,33 @@ fn readings_delivered(sub: &Subscriber) -> usize {
         .sum()
 }
 
+/// Distinct readings delivered (device, read): redeliveries after a reconnect count once.
+fn distinct_readings(sub: &Subscriber) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    for d in sub
+        .snapshot()
+        .iter()
+        .filter(|m| m.topic.ends_with("/data"))
+        .filter_map(|m| decode(&m.payload).ok())
+    {
+        for dev in d["data"].as_array().cloned().unwrap_or_default() {
+            for r in dev["reads"].as_array().cloned().unwrap_or_default() {
+                for (k, v) in r["v"].as_object().cloned().unwrap_or_default() {
+                    seen.insert(format!("{}|{}|{k}|{v}", dev["dev"], r["t"]));
+                }
+            }
+        }
+    }
+    seen.len()
+}
+
 async fn through_the_module(model: &str) {
+    session(model, false).await
+}
+
+/// One forwarding session through the simulated `model`; with `netclose`, the network closes
+/// the module socket while a second batch is under way, and every reading still arrives.
+async fn session(model: &str, netclose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
         .with_test_writer()
@@ -76,7 +106,8 @@ async fn through_the_module(model: &str) {
         SimArgs {
             rtt: Some("0.5s"),
             seed: Some(11),
-            ..SimArgs::default()
+            // With the close, also a +CEREG URC inside a third of the replies and now and then.
+            faults: if netclose { &["urc=0.3:2s"] } else { &[] },
         },
     );
 
@@ -142,6 +173,46 @@ async fn through_the_module(model: &str) {
     })
     .await;
     assert!(st.acked >= 1, "{st:?}");
+    if netclose {
+        let opened = |sim: &ModemSim| -> u64 {
+            let st: serde_json::Value =
+                serde_json::from_str(sim.control("stats").trim()).expect("stats JSON");
+            st["sockets_opened"].as_u64().unwrap_or(0)
+        };
+        let before = opened(&sim);
+        for i in 3..6 {
+            store
+                .commit(
+                    &[common::readings(&format!("meter{i}"), 0, 10, |i| {
+                        Value::Float(500.0 + i as f64 / 10.0)
+                    })],
+                    &[],
+                    &stamp,
+                )
+                .unwrap();
+        }
+        wake.notify_one();
+        assert_eq!(sim.control("close-sockets").trim(), "ok");
+        wait_until(
+            &format!("{model}: 60 distinct readings after the close"),
+            T,
+            || (distinct_readings(&sub) == 60).then_some(()),
+        )
+        .await;
+        wait_until("everything acknowledged after the reconnect", T, || {
+            let s = store.stats().ok()?;
+            (link.borrow().state == LinkState::Connected
+                && s.pending_entries == 0
+                && s.sealed_messages == 0)
+                .then_some(())
+        })
+        .await;
+        // The bridge really opened a new module socket.
+        assert!(
+            opened(&sim) > before,
+            "no new module socket after the close"
+        );
+    }
     // The module was really in the path: the supervisor saw it registered and detected.
     let s = status.borrow().clone();
     assert_eq!(s.model.as_deref(), Some(model), "{s:?}");
@@ -183,4 +254,24 @@ async fn socket_mode_delivers_over_tls_through_a_bg96() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_mode_delivers_over_tls_through_a_bc95() {
     through_the_module("bc95").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_delivers_over_tls_through_a_bc66() {
+    through_the_module("bc66").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_delivers_over_tls_through_a_sim7080() {
+    through_the_module("sim7080").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc66_network_close_mid_session_loses_nothing() {
+    session("bc66", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim7080_network_close_mid_session_loses_nothing() {
+    session("sim7080", true).await;
 }

@@ -14,16 +14,18 @@
 //! minus the linger), and bytes up/down on air from the simulator's `stats` counters before and
 //! after (the module's socket bytes, i.e. TCP payload: TLS records carrying MQTT; no IP/TCP
 //! headers, no radio-layer overhead). Scenarios: BG96 x {JSON, CBOR} x {TLS resumption on,
-//! off (`Forwarder::without_tls_resumption`: a fresh session cache per attempt)}, then BC95
-//! with CBOR + resumption. Each scenario starts fresh (simulator, store, forwarder); its
+//! off (`Forwarder::without_tls_resumption`: a fresh session cache per attempt)}, then BC95,
+//! BC66 (hex data format) and SIM7080 (CA* sockets) with CBOR + resumption. Each scenario starts fresh (simulator, store, forwarder); its
 //! start-up session and one warm-up report are shown apart and not counted.
 //!
 //! Knobs: GASDTU_BENCH_REPORTS (measured reports per scenario, default 10), GASDTU_BENCH_LOG
 //! (a tracing filter for the in-process stack, e.g. `gasdtu=debug`; off by default),
-//! GASDTU_BENCH_ONLY (run only the scenarios whose label contains it, e.g. `bc95`).
+//! GASDTU_BENCH_ONLY (run only the scenarios whose label contains one of its comma-separated
+//! parts, e.g. `bc95` or `bc66,sim7080`), GASDTU_BENCH_OUT (the result file's name in
+//! bench-results/, default `nbiot_sessions`: a partial run can be written beside the full one).
 //! Fails (non-zero) only when it cannot measure: socat or mosquitto missing, a child died, a
 //! session that does not connect, drain or end within its deadline, or readings missing at the
-//! subscriber. Never on a speed. Writes bench-results/nbiot_sessions.txt.
+//! subscriber. Never on a speed. Writes bench-results/nbiot_sessions.txt (or GASDTU_BENCH_OUT).
 //! Each session's line also shows the forwarder's own figures (`own:`, the `gasdtu status`
 //! line), for comparison with the outside measurements.
 //! Run: `cargo bench --bench nbiot_sessions`. The report's text is built in report.rs.
@@ -626,15 +628,18 @@ fn run() -> Res<()> {
             });
         }
     }
-    scenarios.push(Scenario {
-        model: "bc95",
-        encoding: Encoding::Cbor,
-        resume: true,
-    });
+    for model in ["bc95", "bc66", "sim7080"] {
+        scenarios.push(Scenario {
+            model,
+            encoding: Encoding::Cbor,
+            resume: true,
+        });
+    }
     let only = std::env::var("GASDTU_BENCH_ONLY").unwrap_or_default();
     let mut outs = Vec::new();
     for (i, sc) in scenarios.into_iter().enumerate() {
-        if !sc.label().contains(only.as_str()) {
+        let label = sc.label();
+        if !only.split(',').any(|part| label.contains(part.trim())) {
             continue;
         }
         eprintln!("scenario {}: {}", i + 1, sc.label());
@@ -642,7 +647,15 @@ fn run() -> Res<()> {
         outs.push(o);
     }
     rt.shutdown_timeout(Duration::from_secs(5));
-    support::publish(NAME, &report::render(&outs, reports, &machine, &started))
+    let name = std::env::var("GASDTU_BENCH_OUT")
+        .ok()
+        .filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .unwrap_or_else(|| NAME.to_string());
+    support::publish(&name, &report::render(&outs, reports, &machine, &started))
 }
 
 fn main() {

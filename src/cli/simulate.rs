@@ -49,9 +49,10 @@ e.g. --fault crc=0.1 --fault slow=0.2:800ms --fault 3:exception=0.05:6 --fault 4
 Values follow the point names of the gas data model (daily flow cycle in UTC, rising
 totalizers, pressure noise around 400 kPa, temperature around 10 °C); --set pins one.
 
-NB-IoT modem (--modem bc95|bg96|sim7020 --modem-port PATH, alone or with the above): speaks
-AT on PATH, registers after --modem-register-delay, opens real TCP connections to 127.0.0.1
-only behind its socket commands, paced at --modem-up-bps / --modem-down-bps / --modem-rtt.
+NB-IoT modem (--modem bc95|bc66|bg96|sim7020|sim7080 --modem-port PATH, alone or with the
+above): speaks AT on PATH, registers after --modem-register-delay, opens real TCP connections
+to 127.0.0.1 only behind its socket commands, paced at --modem-up-bps / --modem-down-bps /
+--modem-rtt.
   gasdtu simulate --modem bg96 --modem-port /tmp/modem --modem-control /tmp/modem.ctl \\
       --modem-fault urc=0.2 --modem-fault sleep:20s
 Modem faults (--modem-fault, repeatable): KIND[=PROBABILITY][:ARG], probability per command.
@@ -126,7 +127,7 @@ pub struct SimulateOptions {
     /// Stop by itself after this long (e.g. 30s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Simulate an NB-IoT module on --modem-port: bc95, bg96 or sim7020.
+    /// Simulate an NB-IoT module on --modem-port: bc95, bc66, bg96, sim7020 or sim7080.
     #[arg(long, value_name = "MODEL", requires = "modem_port")]
     modem: Option<Model>,
     /// The modem's serial port (or one end of a pty pair).

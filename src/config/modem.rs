@@ -296,14 +296,6 @@ pub(crate) fn parse_modem(
         let dialect = profile::by_id(id).map(|p| p.socket);
         let why = match dialect {
             Some(profile::SocketDialect::None) => Some("has no AT socket commands"),
-            // SIM7080's CA* sockets put binary data inside a line (+CARECV): not implemented.
-            Some(profile::SocketDialect::Ca) => {
-                Some("speaks the CA* socket dialect, which gasdtu does not drive yet")
-            }
-            // BC66's hex receive (`+QIRD` with hex data) is not implemented either.
-            Some(profile::SocketDialect::QiHex) => {
-                Some("receives socket data in hex, which gasdtu does not read yet")
-            }
             _ => None,
         };
         if let Some(why) = why {

@@ -10,9 +10,14 @@
 //!
 //! Framing follows docs/dev/modem-dialects.md: lines end with LF (CRs around a line are
 //! stripped, so "\r\n<line>\r\n", an echo "AT...\r\r\n" and BC95's style all read the same);
-//! the `"> "` prompt has no line end and is recognised only while a command that expects it is
-//! in flight; after `+QIRD: <n>` (an information line) or a push-mode `+QIURC: "recv",<id>,<n>`
-//! (a URC) the next `n` raw bytes are data, whatever they contain.
+//! the data prompt has no line end and is recognised only while a command that expects it is
+//! in flight: `"> "` (Quectel) or a bare `">"` (SIM7080; one space right after it is dropped);
+//! after `+QIRD: <n>` (an information line) or a push-mode `+QIURC: "recv",<id>,<n>` (a URC)
+//! the next `n` raw bytes are data, whatever they contain; SIM7080's `+CARECV: <n>,` carries
+//! its `n` raw bytes inside the line, right after the comma (recognised only while an
+//! `AT+CARECV=` is in flight). An inline-hex send `AT+QISEND=<id>,<len>,<hex>` (BC66) is
+//! answered `OK` then `SEND OK`: its exchange ends at `SEND OK` / `SEND FAIL`, so the late
+//! `SEND OK` can never be read as the final result of the next command.
 //!
 //! Classification of a complete, non-empty line while a command is in flight, in order: the
 //! echo (equal to the command, once, dropped); a final result code (ends the exchange); a known
@@ -30,7 +35,8 @@ use thiserror::Error;
 pub const MAX_LINE: usize = 2048;
 /// Most information lines kept per exchange; further lines are dropped with one error event.
 pub const MAX_INFO_LINES: usize = 64;
-/// Largest length-prefixed binary payload accepted (`+QIRD: <n>`, push `+QIURC: "recv"`).
+/// Largest length-prefixed binary payload accepted (`+QIRD: <n>`, push `+QIURC: "recv"`,
+/// `+CARECV: <n>,`).
 pub const MAX_DATA: usize = 1500;
 
 /// A command about to be written to the port.
@@ -134,6 +140,12 @@ pub enum UrcKind {
     Csonmi,
     /// `+CSOERR:` SIM7020 socket error / closed.
     Csoerr,
+    /// `+CADATAIND: <cid>` SIM7080 data waiting.
+    Cadataind,
+    /// `+CASTATE: <cid>,<state>` SIM7080 socket state (0 = closed).
+    Castate,
+    /// `+APP PDP: <pdpidx>,ACTIVE|DEACTIVE` SIM7080 PDP context state.
+    AppPdp,
     /// `+CFUN:` radio state (boot URC on Quectel/SIMCom).
     Cfun,
     /// `+CPIN:` SIM state (boot URC).
@@ -158,6 +170,9 @@ const URC_PREFIXES: &[(&str, UrcKind)] = &[
     ("+NSOCLI:", UrcKind::Nsocli),
     ("+CSONMI:", UrcKind::Csonmi),
     ("+CSOERR:", UrcKind::Csoerr),
+    ("+CADATAIND:", UrcKind::Cadataind),
+    ("+CASTATE:", UrcKind::Castate),
+    ("+APP PDP:", UrcKind::AppPdp),
     ("+CFUN:", UrcKind::Cfun),
     ("+CPIN:", UrcKind::Cpin),
     ("+CTZV:", UrcKind::TimeZone),
@@ -256,6 +271,9 @@ pub struct AtParser {
     binary: Option<Binary>,
     in_flight: Option<InFlight>,
     events: VecDeque<Event>,
+    /// A bare `">"` prompt just ended an exchange: one space right after it is the rest of a
+    /// `"> "` prompt, not data or a line.
+    after_prompt: bool,
 }
 
 impl AtParser {
@@ -319,6 +337,9 @@ impl AtParser {
             }
             let byte = bytes[i];
             i += 1;
+            if std::mem::take(&mut self.after_prompt) && byte == b' ' {
+                continue;
+            }
             if byte == b'\n' {
                 if self.discarding {
                     self.discarding = false;
@@ -345,16 +366,56 @@ impl AtParser {
                 continue;
             }
             self.line.push(byte);
-            if byte == b' ' && self.line == b"> " {
-                if let Some(f) = &self.in_flight {
-                    if f.request.expects_prompt {
-                        self.line.clear();
-                        self.finish(Final::Prompt);
-                    }
-                }
+            if byte == b'>' && self.line == b">" && self.expects_prompt() {
+                self.line.clear();
+                self.after_prompt = true;
+                self.finish(Final::Prompt);
+            } else if byte == b',' {
+                self.inline_binary();
             }
         }
         self.events.drain(..).collect()
+    }
+
+    fn expects_prompt(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.request.expects_prompt)
+    }
+
+    /// At a comma: the line so far is `+CARECV: <n>,` of an `AT+CARECV=` in flight, so the
+    /// next `n` bytes are its data (kept as the exchange's payload, the line as `+CARECV: <n>`).
+    fn inline_binary(&mut self) {
+        let Some(f) = &self.in_flight else { return };
+        if !f
+            .request
+            .text
+            .to_ascii_uppercase()
+            .starts_with("AT+CARECV=")
+        {
+            return;
+        }
+        let Some(len) = carecv_len(&self.line) else {
+            return;
+        };
+        let line = String::from_utf8_lossy(&self.line[..self.line.len() - 1])
+            .trim_matches('\r')
+            .trim_end()
+            .to_string();
+        if len > MAX_DATA {
+            // Read on as a line (it will not parse); the stream resyncs at its LF.
+            self.events
+                .push_back(Event::Error(StreamError::DataTooLong { line, len }));
+            return;
+        }
+        self.line.clear();
+        if let Some(f) = &mut self.in_flight {
+            f.got_line = true;
+            if f.lines.len() < MAX_INFO_LINES {
+                f.lines.push(line.clone());
+            }
+        }
+        self.start_binary(line, len, DataTarget::Exchange);
     }
 
     fn finish_binary(&mut self) {
@@ -396,6 +457,10 @@ impl AtParser {
             return;
         }
         if let Some(result) = final_result(&line) {
+            if result == Final::Ok && inline_send(&f.request.text) {
+                // BC66: OK (command taken), then SEND OK / SEND FAIL ends it.
+                return;
+            }
             self.finish(result);
             return;
         }
@@ -477,6 +542,8 @@ pub fn final_result(line: &str) -> Option<Final> {
         "ERROR" => return Some(Final::Error),
         "SEND OK" => return Some(Final::SendOk),
         "SEND FAIL" => return Some(Final::SendFail),
+        // BC66 AT+QICLOSE.
+        "CLOSE OK" => return Some(Final::Ok),
         _ => {}
     }
     if let Some(rest) = line.strip_prefix("+CME ERROR:") {
@@ -516,6 +583,28 @@ fn qird_len(line: &str) -> Option<usize> {
         return None;
     }
     (n > 0).then_some(n)
+}
+
+/// `+CARECV: <n>,` (the line so far, ending at the comma): the `n` raw bytes that follow.
+fn carecv_len(line: &[u8]) -> Option<usize> {
+    let start = line.iter().position(|&b| b != b'\r')?;
+    let rest = line[start..]
+        .strip_prefix(b"+CARECV:")?
+        .strip_suffix(b",")?;
+    let digits = std::str::from_utf8(rest).ok()?.trim();
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// BC66's inline-hex send `AT+QISEND=<id>,<len>,<hex>` (three arguments): answered `OK`, then
+/// `SEND OK` once the data left.
+fn inline_send(command: &str) -> bool {
+    let c = command.as_bytes();
+    c.len() > 10
+        && c[..10].eq_ignore_ascii_case(b"AT+QISEND=")
+        && command.bytes().filter(|&b| b == b',').count() == 2
 }
 
 /// Push mode `+QIURC: "recv",<id>,<n>`: the number of raw bytes that follow.

@@ -10,7 +10,7 @@ use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 use super::*;
 
-fn x(command: &str, lines: &[&str], result: Final) -> Event {
+pub(super) fn x(command: &str, lines: &[&str], result: Final) -> Event {
     Event::Exchange(Exchange {
         command: command.to_string(),
         lines: lines.iter().map(|s| s.to_string()).collect(),
@@ -20,7 +20,7 @@ fn x(command: &str, lines: &[&str], result: Final) -> Event {
     })
 }
 
-fn xd(command: &str, lines: &[&str], data: &[u8], result: Final) -> Event {
+pub(super) fn xd(command: &str, lines: &[&str], data: &[u8], result: Final) -> Event {
     match x(command, lines, result) {
         Event::Exchange(mut e) => {
             e.data = Some(data.to_vec());
@@ -30,7 +30,7 @@ fn xd(command: &str, lines: &[&str], data: &[u8], result: Final) -> Event {
     }
 }
 
-fn urc(line: &str) -> Event {
+pub(super) fn urc(line: &str) -> Event {
     Event::Urc(Urc {
         line: line.to_string(),
         kind: urc_kind(line),
@@ -69,18 +69,21 @@ fn bytewise(b: &[u8]) -> Vec<Vec<u8>> {
     b.iter().map(|&c| vec![c]).collect()
 }
 
-type Case = (
+#[path = "at_tests_bc66_sim7080.rs"]
+mod bc66_sim7080;
+
+pub(super) type Case = (
     &'static str,
     Vec<(Option<Request>, &'static [u8])>,
     Vec<Event>,
 );
 
-fn req(t: &str) -> Option<Request> {
+pub(super) fn req(t: &str) -> Option<Request> {
     Some(Request::new(t))
 }
 
 fn cases() -> Vec<Case> {
-    vec![
+    let mut v: Vec<Case> = vec![
         (
             "echo on, CSQ",
             vec![(req("AT+CSQ"), b"AT+CSQ\r\r\n+CSQ: 22,99\r\n\r\nOK\r\n")],
@@ -315,7 +318,9 @@ fn cases() -> Vec<Case> {
                 ),
             ],
         ),
-    ]
+    ];
+    v.extend(bc66_sim7080::cases());
+    v
 }
 
 #[test]
@@ -354,6 +359,7 @@ fn urc_at_every_line_boundary() {
         let binary = steps.iter().any(|(r, b)| {
             r.as_ref().is_some_and(|r| r.expects_prompt)
                 || b.windows(6).any(|w| w == b"+QIRD:" || w == b"\"recv\"")
+                || b.windows(8).any(|w| w == b"+CARECV:")
         });
         if binary {
             continue;
@@ -517,6 +523,9 @@ fn urc_kinds() {
         ("+QIOPEN: 1,566", Some(Qiopen)),
         ("+CSONMI: 0,2,41", Some(Csonmi)),
         ("+CSOERR: 0,4", Some(Csoerr)),
+        ("+CADATAIND: 0", Some(Cadataind)),
+        ("+CASTATE: 0,0", Some(Castate)),
+        ("+APP PDP: 0,ACTIVE", Some(AppPdp)),
         ("+CTZV:+32", Some(TimeZone)),
         ("+CTZE: \"+32\",0,\"2026/12/02,11:30:00\"", Some(TimeZone)),
         ("RDY", Some(Boot)),
@@ -554,6 +563,10 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
         Just(b"+CEREG:1".to_vec()),
         Just(b"+CME ERROR: 4".to_vec()),
         Just(b"AT+QIRD=0,1500".to_vec()),
+        Just(b">".to_vec()),
+        Just(b"+CARECV: 3,".to_vec()),
+        Just(b"+CARECV: 9999,".to_vec()),
+        Just(b"SEND OK".to_vec()),
     ];
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
 }
@@ -565,7 +578,7 @@ proptest! {
     /// panic, and every exchange respects the bounds.
     #[test]
     fn never_panics(bytes in stream(), cuts in prop::collection::vec(0usize..64, 0..16),
-                    ops in prop::collection::vec(0u8..4, 0..16)) {
+                    ops in prop::collection::vec(0u8..7, 0..16)) {
         let mut p = AtParser::new();
         let mut rest: &[u8] = &bytes;
         let mut ops = ops.into_iter();
@@ -574,6 +587,9 @@ proptest! {
                 Some(0) => { p.begin(Request::new("AT+QIRD=0,1500")); }
                 Some(1) => { p.begin(Request::with_prompt("AT+QISEND=0,2")); }
                 Some(2) => { p.abort(); }
+                Some(3) => { p.begin(Request::new("AT+CARECV=0,1500")); }
+                Some(4) => { p.begin(Request::with_prompt("AT+CASEND=0,2")); }
+                Some(5) => { p.begin(Request::new("AT+QISEND=0,2,4142")); }
                 _ => {}
             }
             let (head, tail) = rest.split_at(cut.min(rest.len()));
@@ -591,8 +607,14 @@ proptest! {
     /// The events do not depend on how the stream is chunked.
     #[test]
     fn chunking_does_not_matter(bytes in stream(), cuts in prop::collection::vec(0usize..32, 0..12),
-                                prompt in any::<bool>()) {
-        let request = if prompt { Request::with_prompt("AT+QISEND=0,2") } else { Request::new("AT+QIRD=0,1500") };
+                                which in 0u8..5) {
+        let request = match which {
+            0 => Request::with_prompt("AT+QISEND=0,2"),
+            1 => Request::with_prompt("AT+CASEND=0,2"),
+            2 => Request::new("AT+CARECV=0,1500"),
+            3 => Request::new("AT+QISEND=0,2,4142"),
+            _ => Request::new("AT+QIRD=0,1500"),
+        };
         let mut one = AtParser::new();
         one.begin(request.clone());
         let want = one.feed(&bytes);

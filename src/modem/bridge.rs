@@ -1,5 +1,6 @@
 //! Socket mode (issue 11): the module's AT sockets offered to the MQTT client as an HTTP
-//! CONNECT proxy on loopback. UART-only NB-IoT modules (BC95/BC28, BC66/BC660K, SIM7020) have
+//! CONNECT proxy on loopback. UART-only NB-IoT modules (BC95/BC28, BC66/BC660K, SIM7020, and
+//! SIM7080 used without its PPP) have
 //! no PPP: gasdtu opens the TCP connection with their socket commands and moves the bytes
 //! itself. The forwarder reaches the broker through this proxy (`Forwarder::with_proxy`), so TLS
 //! runs end to end from gasdtu to the broker under the broker's real name (SNI, certificate
@@ -41,8 +42,10 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const QIOPEN_WAIT: Duration = Duration::from_secs(150);
 /// Reads of one "data waiting" burst (each at most the profile's `max_read`).
 const MAX_READS_PER_BURST: usize = 64;
-/// The connect id used for `QI*` sockets.
+/// The connect id used for `QI*` sockets (and the SIM7080's `CA*` cid).
 const QI_ID: u8 = 0;
+/// Longest wait for `+APP PDP: 0,ACTIVE` after `AT+CNACT=0,1`'s OK (SIM7080).
+const CNACT_WAIT: Duration = Duration::from_secs(30);
 
 /// Why one proxied connection failed (answered `502` when the CONNECT was not yet answered).
 #[derive(Debug, Error)]
@@ -63,6 +66,8 @@ pub enum BridgeError {
     OpenFailed(u16),
     #[error("no +QIOPEN result within {0:?}")]
     OpenTimeout(Duration),
+    #[error("the PDP context did not come up (no +APP PDP: 0,ACTIVE within {0:?})")]
+    PdpTimeout(Duration),
     #[error("URCs lost ({0} skipped): the byte stream cannot be trusted")]
     Lagged(u64),
     #[error("the network closed the module socket")]
@@ -283,7 +288,7 @@ async fn open(
             }
             Ok(id)
         }
-        SocketDialect::Qi => {
+        SocketDialect::Qi | SocketDialect::QiHex => {
             // Sockets need the PDP context active (QIACT); an already active context answers
             // ERROR, which is fine: QIOPEN says whether it worked.
             if let Some(act) = p.pdp_activation {
@@ -293,28 +298,54 @@ async fn open(
             }
             // A socket left from an earlier run would make QIOPEN fail: close it first.
             let _ = at.call(&socket_cmd::qi_close(QI_ID)).await;
-            at.call(&socket_cmd::qi_open(QI_ID, ip, port, true)).await?;
-            let deadline = tokio::time::Instant::now() + QIOPEN_WAIT;
-            loop {
-                let u = match tokio::time::timeout_at(deadline, urcs.recv()).await {
-                    Err(_) => return Err(BridgeError::OpenTimeout(QIOPEN_WAIT)),
-                    Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
-                        return Err(BridgeError::Lagged(n))
+            // BC66: hex data format before every open (a reboot resets it to text); buffer
+            // access mode (`+QIURC: "recv",<id>` then hex `AT+QIRD`).
+            let push = p.socket == SocketDialect::Qi;
+            if !push {
+                at.call(socket_cmd::QI_HEX_FORMAT).await?;
+            }
+            at.call(&socket_cmd::qi_open(QI_ID, ip, port, push)).await?;
+            wait_urc(
+                urcs,
+                QIOPEN_WAIT,
+                BridgeError::OpenTimeout(QIOPEN_WAIT),
+                |u| match u {
+                    SocketUrc::Opened { id, result } if id == QI_ID => Some(if result == 0 {
+                        Ok(id)
+                    } else {
+                        Err(BridgeError::OpenFailed(result))
+                    }),
+                    _ => None,
+                },
+            )
+            .await
+        }
+        SocketDialect::Ca => {
+            // `AT+CNACT=0,1` answers OK then `+APP PDP: 0,ACTIVE`; ERROR when it is already
+            // active (CAOPEN then says whether the network is there).
+            if let Some(act) = p.pdp_activation {
+                match at.call(act).await {
+                    Ok(_) => {
+                        wait_urc(
+                            urcs,
+                            CNACT_WAIT,
+                            BridgeError::PdpTimeout(CNACT_WAIT),
+                            |u| match u {
+                                SocketUrc::PdpActivated => Some(Ok(())),
+                                SocketUrc::PdpDeactivated => Some(Err(BridgeError::PdpLost)),
+                                _ => None,
+                            },
+                        )
+                        .await?
                     }
-                    Ok(Err(broadcast::error::RecvError::Closed)) => {
-                        return Err(AtError::Closed.into())
-                    }
-                    Ok(Ok(u)) => u,
-                };
-                if let Some(Ok(SocketUrc::Opened { id, result })) = socket_cmd::parse_urc(&u) {
-                    if id == QI_ID {
-                        return if result == 0 {
-                            Ok(id)
-                        } else {
-                            Err(BridgeError::OpenFailed(result))
-                        };
-                    }
+                    Err(e) => tracing::debug!("modem bridge: {act}: {e} (already active?)"),
                 }
+            }
+            let _ = at.call(&socket_cmd::ca_close(QI_ID)).await;
+            let x = at.call(&socket_cmd::ca_open(QI_ID, ip, port)).await?;
+            match socket_cmd::ca_opened(&x)? {
+                (id, 0) if id == QI_ID => Ok(id),
+                (_, result) => Err(BridgeError::OpenFailed(result)),
             }
         }
         SocketDialect::CsoHex => {
@@ -326,10 +357,31 @@ async fn open(
             }
             Ok(id)
         }
-        // BC66 (hex receive) and SIM7080 (CA*) are not driven yet; `check` refuses them by
-        // name, this catches `model = "auto"` finding one.
-        d @ (SocketDialect::QiHex | SocketDialect::Ca | SocketDialect::None) => {
-            Err(BridgeError::Unsupported(d))
+        // `check` refuses socket mode for `generic` by name; this catches `model = "auto"`
+        // finding a module without socket commands.
+        SocketDialect::None => Err(BridgeError::Unsupported(SocketDialect::None)),
+    }
+}
+
+/// Wait (bounded) for the socket URC `pick` decides on; other URCs are skipped.
+async fn wait_urc<T>(
+    urcs: &mut broadcast::Receiver<Urc>,
+    within: Duration,
+    timeout: BridgeError,
+    mut pick: impl FnMut(SocketUrc) -> Option<Result<T, BridgeError>>,
+) -> Result<T, BridgeError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let u = match tokio::time::timeout_at(deadline, urcs.recv()).await {
+            Err(_) => return Err(timeout),
+            Ok(Err(broadcast::error::RecvError::Lagged(n))) => return Err(BridgeError::Lagged(n)),
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Err(AtError::Closed.into()),
+            Ok(Ok(u)) => u,
+        };
+        if let Some(Ok(su)) = socket_cmd::parse_urc(&u) {
+            if let Some(r) = pick(su) {
+                return r;
+            }
         }
     }
 }
@@ -339,7 +391,8 @@ fn close_cmd(p: &Profile, id: u8) -> Option<String> {
         SocketDialect::NsoHex => Some(socket_cmd::nso_close(id)),
         SocketDialect::Qi | SocketDialect::QiHex => Some(socket_cmd::qi_close(id)),
         SocketDialect::CsoHex => Some(socket_cmd::cso_close(id)),
-        SocketDialect::Ca | SocketDialect::None => None,
+        SocketDialect::Ca => Some(socket_cmd::ca_close(id)),
+        SocketDialect::None => None,
     }
 }
 
@@ -352,9 +405,17 @@ async fn read_waiting(at: &AtHandle, p: &Profile, id: u8) -> Result<Vec<u8>, Bri
                 let x = at.call(&socket_cmd::nso_read(id, p.max_read)).await?;
                 socket_cmd::nso_read_reply(&x)?
             }
-            SocketDialect::Qi | SocketDialect::QiHex => {
+            SocketDialect::Qi => {
                 let x = at.call(&socket_cmd::qi_read(id, p.max_read)).await?;
                 socket_cmd::qi_read_reply(&x)?
+            }
+            SocketDialect::QiHex => {
+                let x = at.call(&socket_cmd::qi_read(id, p.max_read)).await?;
+                socket_cmd::qi_hex_read_reply(&x)?
+            }
+            SocketDialect::Ca => {
+                let x = at.call(&socket_cmd::ca_read(id, p.max_read)).await?;
+                socket_cmd::ca_read_reply(&x)?
             }
             d => return Err(BridgeError::Unsupported(d)),
         };
@@ -468,6 +529,17 @@ mod tests {
             assert!(parse_connect(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert!(parse_connect(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn every_socket_dialect_has_its_close_command() {
+        let close = |id: &str| close_cmd(profile::by_id(id).expect("profile"), 0);
+        assert_eq!(close("bc95").as_deref(), Some("AT+NSOCL=0"));
+        assert_eq!(close("bc66").as_deref(), Some("AT+QICLOSE=0"));
+        assert_eq!(close("bg96").as_deref(), Some("AT+QICLOSE=0"));
+        assert_eq!(close("sim7020").as_deref(), Some("AT+CSOCL=0"));
+        assert_eq!(close("sim7080").as_deref(), Some("AT+CACLOSE=0"));
+        assert_eq!(close("generic"), None);
     }
 
     #[test]

@@ -6,10 +6,9 @@
 //! socket dialect, max data bytes per send, whether socket data is hex, the PDP activation
 //! command, PSM/eDRX support. Adding a module is adding a row. No I/O.
 //!
-//! Rows for BC95/BC28, BG95/BG96 and SIM7020 follow docs/dev/modem-dialects.md (the simulator
-//! implements the same). BC66/BC660K and SIM7080 are from vendor manuals, not simulated, and
-//! marked unverified in the sheet: their socket dialects (inline-hex `AT+QISEND=<id>,<len>,<hex>`,
-//! SIMCom `AT+CA*`) have open/send/close builders but no field transcript yet.
+//! Rows follow docs/dev/modem-dialects.md (the simulator implements the same). BC66/BC660K and
+//! SIM7080 come from vendor manuals and are simulated, but no field transcript has confirmed
+//! their socket dialects (BC66 `QI*` in hex data format, SIMCom `AT+CA*`) yet.
 
 use super::reply::{cesq, csq, find_line, ReplyError};
 use super::signal::{ceng, nuestats, qcsq, qeng_lines, Signal};
@@ -95,7 +94,7 @@ pub struct Profile {
     pub hex_data: bool,
     /// Command that activates the PDP context before sockets (`None`: attach does it).
     pub pdp_activation: Option<&'static str>,
-    /// Most bytes asked per read command (NSORF, QIRD).
+    /// Most bytes asked per read command (NSORF, QIRD, CARECV).
     pub max_read: usize,
     pub psm: bool,
     pub edrx: bool,

@@ -1,6 +1,7 @@
 //! The AT socket dialects (pure core): builders of the open / connect / send / read / close
 //! commands of BC95/BC28 (`NSO*`, hex), BG95/BG96 (`QI*`, raw bytes after a prompt), BC66/BC660K
-//! (`QI*` with inline hex sends) and SIM7020 (`CSO*`, hex), the parsers of their replies and
+//! (`QI*` in hex data format: inline hex sends and hex reads), SIM7020 (`CSO*`, hex) and
+//! SIM7080 (`CA*`, raw bytes after a bare `>` prompt and inside `+CARECV:`), the parsers of their replies and
 //! data / close URCs, send chunking to the module's per-command maximum, and bounded hex
 //! decoding. It never does I/O and never panics on any reply (fuzzed); every length a module
 //! reports is checked against the data that came with it and against `at::MAX_DATA`.
@@ -261,6 +262,91 @@ pub fn qi_close(id: u8) -> String {
     format!("AT+QICLOSE={id}")
 }
 
+// ---- BC66 / BC660K: QI* in hex data format ---------------------------------------------------
+
+/// `AT+QICFG="dataformat",1,1`: sends and reads in hex (sent before every open, so a module
+/// reboot never leaves it in text mode).
+pub const QI_HEX_FORMAT: &str = "AT+QICFG=\"dataformat\",1,1";
+
+/// The `+QIRD: <n>,<hex>` line of a hex-mode `AT+QIRD` (`+QIRD: 0`: nothing buffered).
+pub fn qi_hex_read_reply(x: &Exchange) -> Result<Received, SocketError> {
+    const R: &str = "QIRD";
+    let line = x
+        .lines
+        .iter()
+        .find(|l| l.starts_with("+QIRD:"))
+        .ok_or(ReplyError::NoLine { reply: R })?;
+    let f = Fields::split(R, body(R, "+QIRD:", line)?)?;
+    let said: usize = f.num(0, "length")?;
+    if said > MAX_DATA {
+        return Err(ReplyError::bad(R, "length", line).into());
+    }
+    let data = decode_hex(R, f.opt(1).unwrap_or(""))?;
+    if data.len() != said {
+        return Err(SocketError::LengthMismatch {
+            reply: R,
+            said,
+            got: data.len(),
+        });
+    }
+    Ok(Received {
+        data,
+        remaining: None,
+    })
+}
+
+// ---- SIM7080: CA* ---------------------------------------------------------------------------
+
+/// `AT+CAOPEN=<cid>,0,"TCP","<ip>",<port>` (PDP context 0).
+pub fn ca_open(cid: u8, ip: IpAddr, port: u16) -> String {
+    format!("AT+CAOPEN={cid},0,\"TCP\",\"{ip}\",{port}")
+}
+
+/// The `+CAOPEN: <cid>,<result>` line of `AT+CAOPEN` (result 0 = connected).
+pub fn ca_opened(x: &Exchange) -> Result<(u8, u16), SocketError> {
+    const R: &str = "CAOPEN";
+    let line = x
+        .lines
+        .iter()
+        .find(|l| l.starts_with("+CAOPEN:"))
+        .ok_or(ReplyError::NoLine { reply: R })?;
+    let f = Fields::split(R, body(R, "+CAOPEN:", line)?)?;
+    Ok((f.num(0, "cid")?, f.num(1, "result")?))
+}
+
+/// `AT+CARECV=<cid>,<max>`.
+pub fn ca_read(cid: u8, max: usize) -> String {
+    format!("AT+CARECV={cid},{}", max.clamp(1, MAX_DATA))
+}
+
+/// The `+CARECV: <n>` line and the `n` raw bytes the parser took from inside it.
+pub fn ca_read_reply(x: &Exchange) -> Result<Received, SocketError> {
+    const R: &str = "CARECV";
+    let line = x
+        .lines
+        .iter()
+        .find(|l| l.starts_with("+CARECV:"))
+        .ok_or(ReplyError::NoLine { reply: R })?;
+    let said: usize = Fields::split(R, body(R, "+CARECV:", line)?)?.num(0, "length")?;
+    let data = x.data.clone().unwrap_or_default();
+    if data.len() != said {
+        return Err(SocketError::LengthMismatch {
+            reply: R,
+            said,
+            got: data.len(),
+        });
+    }
+    Ok(Received {
+        data,
+        remaining: None,
+    })
+}
+
+/// `AT+CACLOSE=<cid>`.
+pub fn ca_close(cid: u8) -> String {
+    format!("AT+CACLOSE={cid}")
+}
+
 // ---- SIM7020: CSO* -------------------------------------------------------------------------
 
 /// `AT+CSOC=1,1,1` (IPv4, TCP, IP protocol).
@@ -301,8 +387,11 @@ pub enum SocketUrc {
     Closed { id: u8 },
     /// A socket error other than a close (`+CSOERR: <s>,<err>`).
     Failed { id: u8, code: u16 },
-    /// The PDP context is gone (`+QIURC: "pdpdeact",<ctx>`): every socket with it.
+    /// The PDP context is gone (`+QIURC: "pdpdeact",<ctx>`, `+APP PDP: <n>,DEACTIVE`): every
+    /// socket with it.
     PdpDeactivated,
+    /// The PDP context is up (`+APP PDP: <n>,ACTIVE` after `AT+CNACT=<n>,1`).
+    PdpActivated,
 }
 
 /// The socket event of a URC; `None` for URCs that are not about sockets (or unknown
@@ -334,6 +423,29 @@ pub fn parse_urc(urc: &Urc) -> Option<Result<SocketUrc, SocketError>> {
                 code => SocketUrc::Failed { id, code },
             })
         }),
+        UrcKind::Cadataind => fields_of("CADATAIND", "+CADATAIND:", l).and_then(|f| {
+            Ok(SocketUrc::DataWaiting {
+                id: f.num(0, "cid")?,
+                len: None,
+            })
+        }),
+        UrcKind::Castate => {
+            let r = fields_of("CASTATE", "+CASTATE:", l)
+                .and_then(|f| Ok((f.num::<u8>(0, "cid")?, f.num::<u8>(1, "state")?)));
+            match r {
+                // 0 closed; 1 connected, 2 listening: nothing to do.
+                Ok((id, 0)) => Ok(SocketUrc::Closed { id }),
+                Ok(_) => return None,
+                Err(e) => Err(e),
+            }
+        }
+        UrcKind::AppPdp => {
+            fields_of("APP PDP", "+APP PDP:", l).and_then(|f| match f.str(1, "state")? {
+                "ACTIVE" => Ok(SocketUrc::PdpActivated),
+                "DEACTIVE" => Ok(SocketUrc::PdpDeactivated),
+                other => Err(ReplyError::bad("APP PDP", "state", other)),
+            })
+        }
         UrcKind::Csonmi => return Some(csonmi(l)),
         UrcKind::Qiurc => return qiurc(urc),
         _ => return None,

@@ -192,6 +192,101 @@ fn qi_and_cso_replies() {
 }
 
 #[test]
+fn bc66_and_sim7080_commands_and_replies() {
+    assert_eq!(QI_HEX_FORMAT, "AT+QICFG=\"dataformat\",1,1");
+    assert_eq!(
+        ca_open(0, LOCAL, 8883),
+        "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",8883"
+    );
+    assert_eq!(ca_read(0, 1460), "AT+CARECV=0,1460");
+    assert_eq!(ca_read(0, 99_999), "AT+CARECV=0,1500");
+    assert_eq!(ca_close(0), "AT+CACLOSE=0");
+    let ca = send_steps(profile("sim7080"), 0, b"Hi").expect("sim7080");
+    assert_eq!(
+        ca,
+        vec![SendStep::Prompt {
+            command: "AT+CASEND=0,2".into(),
+            payload: b"Hi"
+        }]
+    );
+
+    // BC66 hex reads: data, empty, length checks, bad hex, over the bound.
+    let read = |reply: &[u8]| qi_hex_read_reply(&exchange("AT+QIRD=0,512", reply));
+    assert_eq!(
+        read(b"\r\n+QIRD: 5,48656c6C6F\r\n\r\nOK\r\n").map(|r| r.data),
+        Ok(b"Hello".to_vec())
+    );
+    assert_eq!(
+        read(b"\r\n+QIRD: 0\r\n\r\nOK\r\n").map(|r| r.data),
+        Ok(vec![])
+    );
+    assert_eq!(
+        read(b"\r\n+QIRD: 3,4869\r\n\r\nOK\r\n"),
+        Err(SocketError::LengthMismatch {
+            reply: "QIRD",
+            said: 3,
+            got: 2
+        })
+    );
+    assert!(matches!(
+        read(b"\r\n+QIRD: 1,4G\r\n\r\nOK\r\n"),
+        Err(SocketError::Hex { .. })
+    ));
+    assert!(read(b"\r\n+QIRD: 99999999,41\r\n\r\nOK\r\n").is_err());
+    assert!(read(b"\r\nOK\r\n").is_err());
+
+    // SIM7080: CAOPEN result line, CARECV's raw bytes taken from inside the line.
+    let x = exchange(
+        "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",8883",
+        b"\r\n+CAOPEN: 0,0\r\n\r\nOK\r\n",
+    );
+    assert_eq!(ca_opened(&x), Ok((0, 0)));
+    let x = exchange(
+        "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",9",
+        b"\r\n+CAOPEN: 0,1\r\n\r\nOK\r\n",
+    );
+    assert_eq!(ca_opened(&x), Ok((0, 1)));
+    assert!(ca_opened(&exchange("AT+CAOPEN=0,0", b"\r\nOK\r\n")).is_err());
+    let x = exchange(
+        "AT+CARECV=0,1460",
+        b"\r\n+CARECV: 6,\r\nOK\r\n\r\n\r\nOK\r\n",
+    );
+    assert_eq!(
+        ca_read_reply(&x).map(|r| r.data),
+        Ok(b"\r\nOK\r\n".to_vec())
+    );
+    let x = exchange("AT+CARECV=0,1460", b"\r\n+CARECV: 0\r\n\r\nOK\r\n");
+    assert_eq!(ca_read_reply(&x).map(|r| r.data), Ok(vec![]));
+    // Over the bound: the parser read it as a line without data.
+    let x = exchange("AT+CARECV=0,1460", b"\r\n+CARECV: 1501,x\r\n\r\nOK\r\n");
+    assert!(matches!(
+        ca_read_reply(&x),
+        Err(SocketError::LengthMismatch { said: 1501, .. })
+    ));
+
+    use SocketUrc::*;
+    let got: Vec<_> = urcs(
+        b"\r\n+APP PDP: 0,ACTIVE\r\n\r\n+CADATAIND: 0\r\n\r\n+CASTATE: 0,1\r\n\
+\r\n+CASTATE: 0,0\r\n\r\n+APP PDP: 0,DEACTIVE\r\n\r\n+APP PDP: 0,MAYBE\r\n\r\n+CADATAIND: x\r\n",
+    )
+    .iter()
+    .map(parse_urc)
+    .collect();
+    assert_eq!(
+        got[..5].to_vec(),
+        vec![
+            Some(Ok(PdpActivated)),
+            Some(Ok(DataWaiting { id: 0, len: None })),
+            None,
+            Some(Ok(Closed { id: 0 })),
+            Some(Ok(PdpDeactivated)),
+        ]
+    );
+    assert!(matches!(got[5], Some(Err(SocketError::Reply(_)))));
+    assert!(matches!(got[6], Some(Err(SocketError::Reply(_)))));
+}
+
+#[test]
 fn socket_urcs() {
     let stream = b"\r\n+NSONMI:1,5\r\n\r\n+NSOCLI: 1\r\n\r\n+QIOPEN: 0,0\r\n\r\n+QIOPEN: 1,566\r\n\
 \r\n+QIURC: \"recv\",0\r\n\r\n+QIURC: \"recv\",0,3\r\nA\r\n\r\n+QIURC: \"closed\",0\r\n\
@@ -267,10 +362,16 @@ fn urc_line() -> impl Strategy<Value = String> {
         Just("+QIURC:"),
         Just("+CSONMI:"),
         Just("+CSOERR:"),
+        Just("+CADATAIND:"),
+        Just("+CASTATE:"),
+        Just("+APP PDP:"),
+        Just("+CAOPEN:"),
+        Just("+CARECV:"),
     ];
     let field = prop_oneof![
         "-?[0-9]{0,6}",
         "\"(recv|closed|pdpdeact)\"",
+        "(ACTIVE|DEACTIVE)",
         "[0-9A-Fa-f]{0,12}",
         ".{0,4}"
     ];
@@ -302,6 +403,9 @@ proptest! {
         let _ = nso_read_reply(&x);
         let _ = qi_read_reply(&x);
         let _ = cso_created(&x);
+        let _ = qi_hex_read_reply(&x);
+        let _ = ca_opened(&x);
+        let _ = ca_read_reply(&x);
     }
 }
 

@@ -1,7 +1,8 @@
 //! The simulated module's non-socket commands: the generic 3GPP set (AT, ATE0/1, ATI, CGMM,
 //! CGMR, CGSN, CIMI, CPIN, CFUN, CEREG, CGATT, COPS, CSQ, CESQ, CCLK, CPSMS, CEDRXS, CGPADDR,
 //! CMEE, CGDCONT) and each model's own signal, band and reset commands (BC95 NUESTATS / NBAND /
-//! NRB, BG96 QCSQ / QENG / QPOWD / CFUN=1,1, SIM7020 CENG / CRESET). Pure: replies are text,
+//! NRB, BC66 QRST, BG96 QCSQ / QENG / QPOWD / CFUN=1,1, SIM7020 CENG / CRESET, SIM7080
+//! CFUN=1,1; BC66 and SIM7080 report signal through the generic CESQ / CSQ). Pure: replies are text,
 //! side effects are changes to `Modem` and `After` entries.
 
 use std::time::{Duration, Instant};
@@ -105,7 +106,7 @@ impl Modem {
                 let fun = at::num(a, 0, 0, 1)?;
                 let reset = if a.len() > 1 { at::num(a, 1, 0, 1)? } else { 0 };
                 if reset == 1 {
-                    if m != Model::Bg96 {
+                    if !matches!(m, Model::Bg96 | Model::Sim7080) {
                         return Ok(Reply::bad());
                     }
                     self.after.push(After::Reboot);
@@ -257,6 +258,11 @@ impl Modem {
                 } else {
                     Reply::ok()
                 }
+            }
+            (Model::Bc66, "+QRST", Op::Set(a)) => {
+                at::num(a, 0, 1, 1)?;
+                self.after.push(After::Reboot);
+                Reply::ok()
             }
             (Model::Sim7020, "+CRESET", Op::Exec) => {
                 self.after.push(After::Reboot);

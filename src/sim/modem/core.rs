@@ -131,6 +131,8 @@ pub struct Modem {
     pub(super) reg: Reg,
     pub(super) attached: bool,
     pub(super) pdp: bool,
+    /// BC66 `AT+QICFG="dataformat",<send>,<recv>`: hex (true) or text; text after every boot.
+    pub(super) hex_format: (bool, bool),
     /// A SIM is inserted.
     pub(super) sim: bool,
     pub(super) psm: (u8, String, String),
@@ -168,6 +170,7 @@ impl Modem {
             reg: Reg::RadioOff,
             attached: false,
             pdp: false,
+            hex_format: (false, false),
             sim: true,
             psm: (0, "00100110".into(), "00000011".into()),
             edrx: (0, "0101".into()),
@@ -280,6 +283,7 @@ impl Modem {
         self.ctzr = 0;
         self.attached = false;
         self.pdp = false;
+        self.hex_format = (false, false);
         self.line.clear();
         self.overflow = false;
         self.raw = None;

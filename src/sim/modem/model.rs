@@ -1,5 +1,5 @@
-//! What differs between the simulated module models (Quectel BC95, Quectel BG96, SIMCom
-//! SIM7020), as data: identification texts, boot text, echo default, the BC95's missing space
+//! What differs between the simulated module models (Quectel BC95, Quectel BC66, Quectel BG96,
+//! SIMCom SIM7020, SIMCom SIM7080), as data: identification texts, boot text, echo default, the BC95's missing space
 //! after "+XXX:", socket limits. Pure; the texts follow the AT dialect sheet
 //! (docs of issue 11), not any one firmware.
 
@@ -10,8 +10,10 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
     Bc95,
+    Bc66,
     Bg96,
     Sim7020,
+    Sim7080,
 }
 
 impl FromStr for Model {
@@ -19,10 +21,12 @@ impl FromStr for Model {
     fn from_str(s: &str) -> Result<Model, String> {
         match s.to_ascii_lowercase().as_str() {
             "bc95" | "bc28" => Ok(Model::Bc95),
+            "bc66" | "bc660" | "bc660k" => Ok(Model::Bc66),
             "bg96" | "bg95" => Ok(Model::Bg96),
             "sim7020" | "sim7020e" => Ok(Model::Sim7020),
+            "sim7080" | "sim7080g" => Ok(Model::Sim7080),
             other => Err(format!(
-                "unknown modem model `{other}` (expected bc95, bg96 or sim7020)"
+                "unknown modem model `{other}` (expected bc95, bc66, bg96, sim7020 or sim7080)"
             )),
         }
     }
@@ -32,8 +36,10 @@ impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Model::Bc95 => "bc95",
+            Model::Bc66 => "bc66",
             Model::Bg96 => "bg96",
             Model::Sim7020 => "sim7020",
+            Model::Sim7080 => "sim7080",
         })
     }
 }
@@ -43,7 +49,7 @@ impl fmt::Display for Model {
 pub enum BootCause {
     /// Power applied (power-on or power cycle).
     PowerOn,
-    /// The model's reset command (AT+NRB, AT+CFUN=1,1, AT+CRESET) or a reboot fault.
+    /// The model's reset command (AT+NRB, AT+QRST=1, AT+CFUN=1,1, AT+CRESET) or a reboot fault.
     Command,
 }
 
@@ -70,8 +76,10 @@ impl Model {
     pub fn ati(self) -> &'static [&'static str] {
         match self {
             Model::Bc95 => &["Quectel", "BC95-B8", "Revision:BC95HBR01A01"],
+            Model::Bc66 => &["Quectel_Ltd", "Quectel_BC66", "Revision: BC66NBR01A10"],
             Model::Bg96 => &["Quectel", "BG96", "Revision: BG96MAR02A07M1G"],
             Model::Sim7020 => &["SIM7020E R1752"],
+            Model::Sim7080 => &["SIM7080 R1951.03"],
         }
     }
 
@@ -79,8 +87,10 @@ impl Model {
     pub fn cgmm(self) -> &'static str {
         match self {
             Model::Bc95 => "BC95-B8",
+            Model::Bc66 => "Quectel_BC66",
             Model::Bg96 => "BG96",
             Model::Sim7020 => "SIMCOM_SIM7020E",
+            Model::Sim7080 => "SIMCOM_SIM7080G",
         }
     }
 
@@ -88,8 +98,10 @@ impl Model {
     pub fn cgmr(self) -> &'static str {
         match self {
             Model::Bc95 => "Revision:BC95HBR01A01",
+            Model::Bc66 => "Revision: BC66NBR01A10",
             Model::Bg96 => "Revision: BG96MAR02A07M1G",
             Model::Sim7020 => "Revision:1752B05SIM7020E",
+            Model::Sim7080 => "Revision:1951B08SIM7080",
         }
     }
 
@@ -117,7 +129,9 @@ impl Model {
                 "+QIND: SMS DONE",
                 "APP RDY",
             ],
-            Model::Sim7020 => vec!["RDY", "+CFUN: 1", "+CPIN: READY"],
+            // BC66: no end-of-boot marker gasdtu relies on (the engine polls AT).
+            Model::Bc66 => vec!["RDY", "+CPIN: READY"],
+            Model::Sim7020 | Model::Sim7080 => vec!["RDY", "+CFUN: 1", "+CPIN: READY"],
         }
     }
 
@@ -125,24 +139,27 @@ impl Model {
     pub fn max_sockets(self) -> usize {
         match self {
             Model::Bc95 => 7,
+            Model::Bc66 => 5,
             Model::Bg96 => 12,
             Model::Sim7020 => 5,
+            Model::Sim7080 => 13,
         }
     }
 
     /// The largest payload one send command accepts, in bytes.
     pub fn max_send(self) -> usize {
         match self {
-            Model::Bc95 | Model::Sim7020 => 512,
-            Model::Bg96 => 1460,
+            Model::Bc95 | Model::Bc66 | Model::Sim7020 => 512,
+            Model::Bg96 | Model::Sim7080 => 1460,
         }
     }
 
     /// The largest payload one received-data URC or read reply carries, in bytes.
     pub fn max_chunk(self) -> usize {
         match self {
-            Model::Bc95 | Model::Sim7020 => 512,
+            Model::Bc95 | Model::Bc66 | Model::Sim7020 => 512,
             Model::Bg96 => 1500,
+            Model::Sim7080 => 1460,
         }
     }
 }
@@ -156,6 +173,13 @@ mod tests {
         assert_eq!("BG96".parse::<Model>(), Ok(Model::Bg96));
         assert_eq!("bc28".parse::<Model>(), Ok(Model::Bc95));
         assert!("sim800".parse::<Model>().is_err());
+        assert_eq!("BC660K".parse::<Model>(), Ok(Model::Bc66));
+        assert_eq!("sim7080g".parse::<Model>(), Ok(Model::Sim7080));
+        for m in [Model::Bc66, Model::Sim7080] {
+            assert_eq!(m.to_string().parse::<Model>(), Ok(m));
+            let detected = crate::modem::profile::detect(m.ati()).id;
+            assert_eq!(detected, m.to_string(), "ATI of {m} detects its profile");
+        }
         assert_eq!(Model::Bc95.info("+CEREG", "0,1"), "+CEREG:0,1");
         assert_eq!(Model::Bg96.info("+CEREG", "0,1"), "+CEREG: 0,1");
         assert_eq!(Model::Bc95.cme(4), "+CME ERROR:4");

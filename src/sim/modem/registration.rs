@@ -125,6 +125,9 @@ impl Modem {
         if self.pdp && self.model == Model::Bg96 {
             self.urc("+QIURC: \"pdpdeact\",1", now);
         }
+        if self.pdp && self.model == Model::Sim7080 {
+            self.urc("+APP PDP: 0,DEACTIVE", now);
+        }
         self.pdp = false;
     }
 

@@ -2,9 +2,11 @@
 //! network speaks: BC95 NSOCR / NSOCO / NSOSD / NSORF / NSOCL with +NSONMI and +NSOCLI (hex),
 //! BG96 QIACT / QIOPEN (+QIOPEN URC) / QISEND ("> " prompt, raw bytes) / QIRD / QICLOSE with
 //! +QIURC recv (buffer or push mode) and closed, SIM7020 CSOC / CSOCON / CSOSEND / CSOCL with
-//! +CSONMI and +CSOERR (hex). Only 127.0.0.1 / localhost may be reached; per-send size limits
-//! and socket counts are the model's; a socket holds at most `TX_BUFFER_MAX` bytes the link
-//! has not carried yet (beyond: BC95 "+CME ERROR:159", BG96 "SEND FAIL", SIM7020 ERROR). Pure: TCP is requested through `Out`.
+//! +CSONMI and +CSOERR (hex); the BC66 (`sockets_bc66`) and SIM7080 (`sockets_sim7080`)
+//! handlers share the slots, connections and network side here. Only 127.0.0.1 / localhost may
+//! be reached; per-send size limits and socket counts are the model's; a socket holds at most
+//! `TX_BUFFER_MAX` bytes the link has not carried yet (beyond: BC95 "+CME ERROR:159", BG96 and
+//! BC66 "SEND FAIL", SIM7020 and SIM7080 ERROR). Pure: TCP is requested through `Out`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -53,7 +55,7 @@ pub(super) enum SockState {
 
 /// What became of a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
+pub(super) enum Sent {
     Ok,
     NotOpen,
     /// The socket's transmit buffer is full (the link is slower than the host).
@@ -70,6 +72,7 @@ impl Modem {
     pub(super) fn socket_command(&mut self, cmd: &Cmd, now: Instant) -> Option<Reply> {
         let Op::Set(args) = &cmd.op else {
             return match (self.model, cmd.name.as_str(), &cmd.op) {
+                (Model::Sim7080, "+CNACT", Op::Read) => Some(self.cnact_read()),
                 (Model::Bg96, "+QIACT", Op::Read) => Some(if self.pdp {
                     Reply::lines([format!(
                         "+QIACT: 1,1,1,\"{}\"",
@@ -93,8 +96,18 @@ impl Modem {
                 self.network_close_all(now);
                 Reply::ok()
             }),
-            (Model::Bg96, "+QIOPEN") => self.qiopen(args),
+            (Model::Bg96 | Model::Bc66, "+QIOPEN") => self.qiopen(args),
             (Model::Bg96, "+QISEND") => self.qisend(args),
+            (Model::Bc66, "+QISEND") if args.len() >= 3 => self.qisend_inline(args),
+            (Model::Bc66, "+QISEND") => self.qisend(args),
+            (Model::Bc66, "+QICFG") => self.qicfg(args),
+            (Model::Bc66, "+QIRD") => self.qird_bc66(args),
+            (Model::Bc66, "+QICLOSE") => self.qiclose_bc66(args),
+            (Model::Sim7080, "+CNACT") => self.cnact(args, now),
+            (Model::Sim7080, "+CAOPEN") => self.caopen(args),
+            (Model::Sim7080, "+CASEND") => self.casend(args),
+            (Model::Sim7080, "+CARECV") => self.carecv(args),
+            (Model::Sim7080, "+CACLOSE") => self.close_cmd(args, false),
             (Model::Bg96, "+QIRD") => self.qird(args),
             (Model::Bg96, "+QICLOSE") => self.close_cmd(args, true),
             (Model::Sim7020, "+CSOC") => self.csoc(args),
@@ -105,7 +118,7 @@ impl Modem {
         Some(r.unwrap_or_else(Reply::from))
     }
 
-    fn slot_arg(&self, args: &[Arg], i: usize) -> Result<usize, at::BadArg> {
+    pub(super) fn slot_arg(&self, args: &[Arg], i: usize) -> Result<usize, at::BadArg> {
         at::num(args, i, 0, self.socks.len() as i64 - 1).map(|s| s as usize)
     }
 
@@ -117,7 +130,11 @@ impl Modem {
         self.socks.get(slot)?.as_ref().map(|s| s.state)
     }
 
-    fn new_sock(&mut self, slot: usize, push: bool, notify: bool) {
+    pub(super) fn is_open(&self, slot: usize) -> bool {
+        self.state(slot) == Some(SockState::Open)
+    }
+
+    pub(super) fn new_sock(&mut self, slot: usize, push: bool, notify: bool) {
         self.socks[slot] = Some(Sock {
             conn: 0,
             state: SockState::Created,
@@ -131,7 +148,7 @@ impl Modem {
     }
 
     /// Ask the runner for the TCP connection behind `slot`.
-    fn connect(&mut self, slot: usize, port: u16) -> u64 {
+    pub(super) fn connect(&mut self, slot: usize, port: u16) -> u64 {
         let conn = self.next_conn;
         self.next_conn += 1;
         if let Some(s) = self.socks[slot].as_mut() {
@@ -144,7 +161,7 @@ impl Modem {
         conn
     }
 
-    fn send(&mut self, slot: usize, bytes: Vec<u8>) -> Sent {
+    pub(super) fn send(&mut self, slot: usize, bytes: Vec<u8>) -> Sent {
         let Some(s) = self.socks[slot].as_mut() else {
             return Sent::NotOpen;
         };
@@ -163,7 +180,7 @@ impl Modem {
     }
 
     /// NSOCL / CSOCL / QICLOSE: the host closes a socket (QICLOSE of a free id is OK).
-    fn close_cmd(&mut self, args: &[Arg], free_ok: bool) -> Result<Reply, at::BadArg> {
+    pub(super) fn close_cmd(&mut self, args: &[Arg], free_ok: bool) -> Result<Reply, at::BadArg> {
         let slot = self.slot_arg(args, 0)?;
         match self.socks[slot].take() {
             Some(s) => {
@@ -287,7 +304,12 @@ impl Modem {
         if self.socks[slot].is_some() {
             return Ok(Reply::fin(Final::Cme(563)));
         }
-        if !local_host(host) || !self.pdp {
+        // BG96: after QIACT; BC66: the context comes with the attach.
+        let ready = match self.model {
+            Model::Bc66 => self.attached,
+            _ => self.pdp,
+        };
+        if !local_host(host) || !ready {
             self.after.push(After::Urc(format!("+QIOPEN: {slot},566")));
             return Ok(Reply::ok());
         }
@@ -323,7 +345,12 @@ impl Modem {
     /// The bytes after a QISEND prompt have all arrived.
     pub(super) fn raw_complete(&mut self, raw: RawInput, _now: Instant) {
         let ok = self.send(raw.slot, raw.got) == Sent::Ok;
-        let line = if ok { "SEND OK" } else { "SEND FAIL" };
+        let line = match (self.model, ok) {
+            (Model::Sim7080, true) => "OK",
+            (Model::Sim7080, false) => "ERROR",
+            (_, true) => "SEND OK",
+            (_, false) => "SEND FAIL",
+        };
         self.write(Self::framed(line), Duration::ZERO);
     }
 
@@ -405,8 +432,9 @@ impl Modem {
     fn close_urc(&self, slot: usize) -> String {
         match self.model {
             Model::Bc95 => format!("+NSOCLI: {slot}"),
-            Model::Bg96 => format!("+QIURC: \"closed\",{slot}"),
+            Model::Bg96 | Model::Bc66 => format!("+QIURC: \"closed\",{slot}"),
             Model::Sim7020 => format!("+CSOERR: {slot},4"),
+            Model::Sim7080 => format!("+CASTATE: {slot},0"),
         }
     }
 
@@ -446,9 +474,15 @@ impl Modem {
     }
 
     fn connect_failed(&mut self, slot: usize, conn: u64, now: Instant) {
-        if self.model == Model::Bg96 {
+        if matches!(self.model, Model::Bg96 | Model::Bc66) {
             self.socks[slot] = None;
             self.urc(&format!("+QIOPEN: {slot},566"), now);
+        } else if self.model == Model::Sim7080 {
+            self.socks[slot] = None;
+            if self.pending_connect() == Some(conn) {
+                self.write(Self::framed(&format!("+CAOPEN: {slot},1")), Duration::ZERO);
+                self.resolve(Final::Ok, now);
+            }
         } else {
             if let Some(s) = self.socks[slot].as_mut() {
                 s.state = SockState::Created;
@@ -481,9 +515,13 @@ impl Modem {
                 if let Some(s) = self.socks[slot].as_mut() {
                     s.state = SockState::Open;
                 }
-                if self.model == Model::Bg96 {
+                if matches!(self.model, Model::Bg96 | Model::Bc66) {
                     self.urc(&format!("+QIOPEN: {slot},0"), now);
                 } else if self.pending_connect() == Some(conn) {
+                    if self.model == Model::Sim7080 {
+                        let line = Self::framed(&format!("+CAOPEN: {slot},0"));
+                        self.write(line, Duration::ZERO);
+                    }
                     self.resolve(Final::Ok, now);
                 }
             }
@@ -524,12 +562,16 @@ impl Modem {
         let Some(s) = self.socks[slot].as_mut() else {
             return;
         };
-        let pushed = model == Model::Sim7020 || (model == Model::Bg96 && s.push);
+        let pushed =
+            model == Model::Sim7020 || (matches!(model, Model::Bg96 | Model::Bc66) && s.push);
         if pushed {
             for part in bytes.chunks(chunk) {
                 if model == Model::Sim7020 {
                     let hex = at::hex_encode(part);
                     self.urc(&format!("+CSONMI: {slot},{},{hex}", hex.len()), now);
+                } else if model == Model::Bc66 {
+                    let line = self.bc66_push_urc(slot, part);
+                    self.urc(&line, now);
                 } else {
                     let line = format!("+QIURC: \"recv\",{slot},{}", part.len());
                     self.urc_raw(&line, part, now);
@@ -550,7 +592,11 @@ impl Modem {
                 }
             }
         } else if was_empty && keep > 0 {
-            self.urc(&format!("+QIURC: \"recv\",{slot}"), now);
+            let line = match model {
+                Model::Sim7080 => format!("+CADATAIND: {slot}"),
+                _ => format!("+QIURC: \"recv\",{slot}"),
+            };
+            self.urc(&line, now);
         }
     }
 }

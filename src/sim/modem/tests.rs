@@ -416,8 +416,24 @@ fn random_input_never_panics_and_stays_bounded() {
         b"NRB",
         b"CRESET",
         b"QPOWD",
+        b"QICFG",
+        b"\"dataformat\"",
+        b"QICLOSE",
+        b"QRST",
+        b"CNACT",
+        b"CAOPEN",
+        b"CASEND",
+        b"CARECV",
+        b"CACLOSE",
+        b"\"TCP\"",
     ];
-    for model in [Model::Bc95, Model::Bg96, Model::Sim7020] {
+    for model in [
+        Model::Bc95,
+        Model::Bc66,
+        Model::Bg96,
+        Model::Sim7020,
+        Model::Sim7080,
+    ] {
         let (mut m, t0) = modem_with(model, &["urc=0.3:1s", "cme=0.05", "reboot=0.01"]);
         let mut t = t0;
         let mut conns = Vec::new();

@@ -287,3 +287,132 @@ fn a_full_transmit_buffer_is_busy_until_the_link_carries_it() {
     assert_eq!(results[4], "\r\n> \r\nSEND OK\r\n");
     assert_eq!(results[5], "\r\n> \r\nSEND FAIL\r\n", "5 x 1460 > 8 KiB");
 }
+
+#[test]
+fn bc66_sockets_in_hex_data_format() {
+    let (mut m, t) = registered(Model::Bc66);
+    assert_eq!(ask(&mut m, "AT+QICFG=\"dataformat\",1,1", t), ok(&[]));
+    assert_eq!(
+        ask(&mut m, "AT+QICFG=\"bogus\",1,1", t),
+        "\r\n+CME ERROR: 50\r\n"
+    );
+    // Not local: refused asynchronously, as on the BG96.
+    assert_eq!(
+        ask(&mut m, "AT+QIOPEN=1,0,\"TCP\",\"example.com\",80,0,0", t),
+        "\r\nOK\r\n\r\n+QIOPEN: 0,566\r\n"
+    );
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), "\r\nOK\r\n");
+    let (conn, port) = connects(&outs)[0];
+    assert_eq!(port, 9000);
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+QIOPEN: 0,0\r\n");
+    // Inline hex send: OK, then SEND OK.
+    m.feed(b"AT+QISEND=0,3,41420D\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), "\r\nOK\r\n\r\nSEND OK\r\n");
+    assert_eq!(sends(&outs), vec![b"AB\r".to_vec()]);
+    assert_eq!(
+        ask(&mut m, "AT+QISEND=0,2,414243", t),
+        "\r\n+CME ERROR: 50\r\n"
+    );
+    // Buffer mode: one recv URC, then hex reads until "+QIRD: 0".
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"hello".to_vec(),
+        },
+        t,
+    );
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"!".to_vec(),
+        },
+        t,
+    );
+    assert_eq!(serial(&m.take_out()), "\r\n+QIURC: \"recv\",0\r\n");
+    assert_eq!(ask(&mut m, "AT+QIRD=0,3", t), ok(&["+QIRD: 3,68656C"]));
+    assert_eq!(ask(&mut m, "AT+QIRD=0,512", t), ok(&["+QIRD: 3,6C6F21"]));
+    assert_eq!(ask(&mut m, "AT+QIRD=0,512", t), ok(&["+QIRD: 0"]));
+    assert_eq!(ask(&mut m, "AT+QIRD=0,513", t), "\r\n+CME ERROR: 50\r\n");
+    m.on_net(NetEvent::Closed { conn }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+QIURC: \"closed\",0\r\n");
+    assert_eq!(ask(&mut m, "AT+QICLOSE=0", t), "\r\nCLOSE OK\r\n");
+    assert_eq!(ask(&mut m, "AT+QICLOSE=0", t), "\r\nCLOSE OK\r\n");
+    // A reboot puts the module back in text data format: reads are raw, not hex.
+    m.reboot(t);
+    let t = t + Duration::from_secs(5);
+    m.tick(t);
+    ask(&mut m, "ATE0", t);
+    m.take_out();
+    assert_eq!(m.hex_format, (false, false));
+}
+
+#[test]
+fn sim7080_ca_sockets() {
+    let (mut m, t) = registered(Model::Sim7080);
+    // No PDP context: CAOPEN fails with a result code.
+    assert_eq!(
+        ask(&mut m, "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",9000", t),
+        ok(&["+CAOPEN: 0,1"])
+    );
+    assert_eq!(
+        ask(&mut m, "AT+CNACT?", t),
+        ok(&["+CNACT: 0,0,\"0.0.0.0\""])
+    );
+    assert_eq!(
+        ask(&mut m, "AT+CNACT=0,1", t),
+        "\r\nOK\r\n\r\n+APP PDP: 0,ACTIVE\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+CNACT=0,1", t), "\r\nERROR\r\n");
+    assert_eq!(
+        ask(&mut m, "AT+CNACT?", t),
+        ok(&["+CNACT: 0,1,\"10.1.2.3\""])
+    );
+    assert_eq!(
+        ask(&mut m, "AT+CAOPEN=0,0,\"TCP\",\"example.com\",80", t),
+        ok(&["+CAOPEN: 0,1"])
+    );
+    m.feed(b"AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",9000\r", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), "");
+    let (conn, _) = connects(&outs)[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    assert_eq!(serial(&m.take_out()), ok(&["+CAOPEN: 0,0"]));
+    assert_eq!(
+        ask(&mut m, "AT+CAOPEN=0,0,\"TCP\",\"127.0.0.1\",9000", t),
+        ok(&["+CAOPEN: 0,4"])
+    );
+    // CASEND: bare ">" prompt, raw bytes (CR LF OK CR LF inside is data), OK.
+    m.feed(b"AT+CASEND=0,6\r\n", t);
+    assert_eq!(serial(&m.take_out()), "\r\n>");
+    m.feed(b"\r\nOK\r\n", t);
+    let outs = m.take_out();
+    assert_eq!(serial(&outs), "\r\nOK\r\n");
+    assert_eq!(sends(&outs), vec![b"\r\nOK\r\n".to_vec()]);
+    assert_eq!(ask(&mut m, "AT+CASEND=0,1461", t), "\r\n+CME ERROR: 50\r\n");
+    // Data waiting: one URC, binary inside the +CARECV line.
+    m.on_net(
+        NetEvent::Data {
+            conn,
+            bytes: b"a\r\nOK\r\nb".to_vec(),
+        },
+        t,
+    );
+    assert_eq!(serial(&m.take_out()), "\r\n+CADATAIND: 0\r\n");
+    assert_eq!(
+        ask(&mut m, "AT+CARECV=0,1460", t),
+        "\r\n+CARECV: 8,a\r\nOK\r\nb\r\n\r\nOK\r\n"
+    );
+    assert_eq!(ask(&mut m, "AT+CARECV=0,1460", t), ok(&["+CARECV: 0"]));
+    m.on_net(NetEvent::Closed { conn }, t);
+    assert_eq!(serial(&m.take_out()), "\r\n+CASTATE: 0,0\r\n");
+    assert_eq!(ask(&mut m, "AT+CACLOSE=0", t), ok(&[]));
+    assert_eq!(ask(&mut m, "AT+CACLOSE=0", t), "\r\nERROR\r\n");
+    // Registration lost: the PDP context goes with it.
+    m.lose_registration(Duration::from_secs(5), t);
+    let text = serial(&m.take_out());
+    assert!(text.contains("+APP PDP: 0,DEACTIVE"), "{text}");
+}
