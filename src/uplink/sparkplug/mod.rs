@@ -1,0 +1,22 @@
+//! Sparkplug B (Eclipse Sparkplug 3.0) for the uplink, the pure core: the payload schema as
+//! prost structs (`proto`), topics and id validation (`topic`), the metric model built from the
+//! config with datatypes and stable aliases (`metrics`), the edge node's encoders, seq/bdSeq
+//! counters and report-by-exception filter (`encode`) and the bounded NCMD/DCMD decoder
+//! (`decode`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
+
+pub mod decode;
+pub mod encode;
+pub mod metrics;
+pub mod proto;
+pub mod topic;
+
+#[cfg(test)]
+mod tests;
+
+pub use decode::{decode_dcmd, decode_ncmd, CommandError, NodeCommand, WriteRequest};
+pub use encode::{
+    dbirth, ddata, ddeath, nbirth, ndata, ndeath, next_bd_seq, EncodeError, Exceptions,
+    MetricUpdate, NodeState, Seq, Update,
+};
+pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
+pub use topic::{EdgeNode, IdError, MessageType, TopicError};
