@@ -31,7 +31,7 @@ impl Seq {
     }
 
     /// The number for the next message.
-    pub fn next(&mut self) -> u64 {
+    pub fn take(&mut self) -> u64 {
         let s = self.0;
         self.0 = self.0.wrapping_add(1);
         u64::from(s)
@@ -308,7 +308,7 @@ pub fn nbirth(
             true,
         )?);
     }
-    Ok(payload(now_ms, Some(seq.next()), metrics))
+    Ok(payload(now_ms, Some(seq.take()), metrics))
 }
 
 /// NDATA: the node metrics whose value differs between `before` and `after` (alias only).
@@ -330,7 +330,7 @@ pub fn ndata(
     if metrics.is_empty() {
         return Ok(None);
     }
-    Ok(Some(payload(now_ms, Some(seq.next()), metrics)))
+    Ok(Some(payload(now_ms, Some(seq.take()), metrics)))
 }
 
 /// DBIRTH: every metric of the device, with its latest state from `current` (by name; a
@@ -364,7 +364,7 @@ pub fn dbirth(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(payload(now_ms, Some(seq.next()), metrics))
+    Ok(payload(now_ms, Some(seq.take()), metrics))
 }
 
 /// DDATA: the given updates (already filtered by exception, see `Exceptions`) by alias, each
@@ -391,12 +391,12 @@ pub fn ddata(
         }
         metrics.push(m);
     }
-    Ok(payload(now_ms, Some(seq.next()), metrics))
+    Ok(payload(now_ms, Some(seq.take()), metrics))
 }
 
 /// DDEATH: the device went offline (or is removed); timestamp and seq only.
 pub fn ddeath(now_ms: u64, seq: &mut Seq) -> Vec<u8> {
-    payload(now_ms, Some(seq.next()), Vec::new())
+    payload(now_ms, Some(seq.take()), Vec::new())
 }
 
 /// Report by exception: remembers what was last sent per device and metric, and keeps only

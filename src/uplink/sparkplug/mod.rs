@@ -11,6 +11,8 @@ pub mod proto;
 pub mod topic;
 
 #[cfg(test)]
+mod command_tests;
+#[cfg(test)]
 mod tests;
 
 pub use decode::{decode_dcmd, decode_ncmd, CommandError, NodeCommand, WriteRequest};

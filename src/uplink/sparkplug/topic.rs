@@ -305,7 +305,8 @@ mod tests {
             })
         ));
         // (topic, parse result): other nodes are None, ours but malformed is an error.
-        let cases: [(&str, Result<Option<(MessageType, Option<&str>)>, ()>); 9] = [
+        type Parsed<'a> = Result<Option<(MessageType, Option<&'a str>)>, ()>;
+        let cases: [(&str, Parsed); 9] = [
             ("spBv1.0/gas/NCMD/gw-2", Ok(None)),
             ("spBv1.0/water/NCMD/gw-1", Ok(None)),
             ("spAv1.0/gas/NCMD/gw-1", Ok(None)),
