@@ -22,3 +22,9 @@ pub use encode::{
 };
 pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
 pub use topic::{EdgeNode, IdError, MessageType, TopicError};
+
+/// Why a config with `[uplink] protocol = "sparkplug"` is refused by `run`, SIGHUP reloads and
+/// config pushes until the forwarder speaks it (`gasdtu check` warns with it too).
+pub const NOT_WIRED: &str = "sparkplug is not wired yet: [uplink] protocol = \"sparkplug\" is \
+     accepted by the validator but the forwarder only speaks the gasdtu protocol; remove \
+     protocol (or set it to \"gasdtu\") to run this gateway";
