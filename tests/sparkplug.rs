@@ -5,7 +5,8 @@
 //! Google's protobuf runtime, tests/py/sparkplug_decode.py), and every field it reads is
 //! checked: topic parts, timestamps, seq, names, aliases (DDATA resolved through the DBIRTH as
 //! a host does), datatypes, values, flags and properties. Then the real binary: `check`
-//! accepts a Sparkplug config with the not-wired warning and `run` refuses it.
+//! accepts a Sparkplug config with the not-wired warning, `run` refuses it, and a running
+//! daemon refuses a SIGHUP reload into it and keeps running.
 
 mod common;
 
@@ -439,4 +440,56 @@ fn check_accepts_and_run_refuses_a_sparkplug_config() {
         err.contains("refusing to start: sparkplug is not wired yet"),
         "{err}"
     );
+}
+
+#[test]
+fn a_reload_to_sparkplug_is_refused_and_the_daemon_keeps_running() {
+    use common::{signal, sigterm, wait_exit, Lines, Proc};
+    use std::time::Duration;
+    // A device that accepts and never answers: the daemon runs, polling it.
+    let device = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = device.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[gateway]\nid = \"sp\"\nstate_dir = \"{}\"\nprofile_dirs = []\n[buses.lan]\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout = \"300ms\"\n[devices.pt1]\nbus = \"lan\"\nunit = 1\npoll = \"1s\"\npoints.pressure = {{ table = \"holding\", address = 0, type = \"u16\" }}\n",
+        dir.path().join("state").display()
+    );
+    let path = dir.path().join("gasdtu.toml");
+    std::fs::write(&path, &base).unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut p = Proc::spawn(
+        "gasdtu run",
+        Command::new(common::gasdtu())
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--socket")
+            .arg(&socket)
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let log = Lines::collect(p.child.stderr.take().unwrap());
+    log.wait_line("the ready line", Duration::from_secs(20), |l| {
+        l.contains("ready")
+    });
+    std::fs::write(
+        &path,
+        base + "[uplink]\nhost = \"127.0.0.1\"\nport = 1\ntls = false\nprotocol = \"sparkplug\"\n[uplink.sparkplug]\ngroup_id = \"gas\"\n",
+    )
+    .unwrap();
+    signal(p.child.id(), "HUP");
+    log.wait_line("the refusal", Duration::from_secs(20), |l| {
+        l.contains("reload refused") && l.contains("sparkplug is not wired yet")
+    });
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the daemon must keep running on the old config:\n{}",
+        log.snapshot().join("\n")
+    );
+    sigterm(&p.child);
+    let st = wait_exit(&mut p.child, Duration::from_secs(20)).expect("exits after SIGTERM");
+    assert!(st.success(), "{st:?}\n{}", log.snapshot().join("\n"));
+    drop(device);
 }
