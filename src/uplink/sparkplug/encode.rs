@@ -161,7 +161,6 @@ fn alarm_props(
 
 /// The metric of one update; `birth` adds name, datatype and the static properties.
 fn metric_of(
-    device: &str,
     def: &MetricDef,
     u: Option<&MetricUpdate>,
     birth: bool,
@@ -229,7 +228,6 @@ fn metric_of(
             }
         }
     }
-    let _ = device;
     m.properties = props(ps);
     Ok(m)
 }
@@ -354,15 +352,7 @@ pub fn dbirth(
     let metrics = dev
         .metrics
         .iter()
-        .map(|def| {
-            metric_of(
-                &dev.device,
-                def,
-                by_name.get(def.name.as_str()).copied(),
-                true,
-                true,
-            )
-        })
+        .map(|def| metric_of(def, by_name.get(def.name.as_str()).copied(), true, true))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(payload(now_ms, Some(seq.take()), metrics))
 }
@@ -385,7 +375,7 @@ pub fn ddata(
                 device: dev.device.clone(),
                 name: u.name.clone(),
             })?;
-        let mut m = metric_of(&dev.device, def, Some(u), false, *quality_changed)?;
+        let mut m = metric_of(def, Some(u), false, *quality_changed)?;
         if historical {
             m.is_historical = Some(true);
         }
