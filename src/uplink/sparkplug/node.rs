@@ -31,6 +31,8 @@ pub enum SessionError {
     Topic(#[from] TopicError),
     #[error("unknown device {0:?}")]
     UnknownDevice(String),
+    #[error("device {0:?} has no DBIRTH in this session: its backlog waits for the birth")]
+    NotBorn(String),
     #[error("{what} is {bytes} bytes, over max_payload ({max}); a birth cannot be split: raise uplink.max_payload")]
     TooLarge {
         what: String,
@@ -183,6 +185,10 @@ impl EdgeSession {
             .ok_or_else(|| SessionError::UnknownDevice(device.to_string()))?
             .clone();
         let changed: Vec<(MetricUpdate, bool)> = if historical {
+            // A host resolves aliases through the birth of this session.
+            if !self.born.contains(device) {
+                return Err(SessionError::NotBorn(device.to_string()));
+            }
             updates.into_iter().map(|u| (u, true)).collect()
         } else {
             let cur = self.current.entry(device.to_string()).or_default();

@@ -227,6 +227,11 @@ fn commands_rebirth_and_write() {
 #[test]
 fn backlog_is_historical_complete_and_leaves_the_live_state() {
     let (mut s, _) = session(1024);
+    // Before the births a host could not resolve the aliases: refused.
+    assert_eq!(
+        s.readings("fc1", vec![upd("count", 10, Value::Int(5))], true, 1),
+        Err(SessionError::NotBorn("fc1".into()))
+    );
     s.births(1).unwrap();
     s.readings("fc1", vec![upd("count", 100, Value::Int(5))], false, 101)
         .unwrap();
