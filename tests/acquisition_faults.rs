@@ -128,6 +128,7 @@ fn config(bus: BusConfig, devices: Vec<DeviceConfig>) -> Config {
         alarms: Vec::new(),
         remote: None,
         modem: None,
+        sparkplug: None,
     }
 }
 

@@ -187,12 +187,13 @@ pub fn parse_with_profiles(
         Field::Absent => Some(StoreConfig::default()),
         Field::Invalid => None,
     };
-    let uplink = match root.table(&mut d, "uplink") {
-        Field::Value(sec, _) => {
-            super::uplink::parse_uplink(&mut d, sec, &gw_id, base_dir).map(Some)
-        }
-        Field::Absent => Some(None),
-        Field::Invalid => None,
+    let (uplink, sparkplug) = match root.table(&mut d, "uplink") {
+        Field::Value(sec, _) => match super::uplink::parse_uplink(&mut d, sec, &gw_id, base_dir) {
+            Some((up, sp)) => (Some(Some(up)), sp),
+            None => (None, None),
+        },
+        Field::Absent => (Some(None), None),
+        Field::Invalid => (None, None),
     };
     let alarms = match root.table(&mut d, "alarms") {
         Field::Value(sec, _) => super::alarms::parse_alarms(&mut d, sec, &devices),
@@ -246,6 +247,7 @@ pub fn parse_with_profiles(
         alarms,
         remote,
         modem,
+        sparkplug,
     };
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {

@@ -12,7 +12,8 @@
 //! (bounded reads of regular files only, UTF-8 positions), `pem` (PEM certificates and keys),
 //! `wire_time` (per-bus request plan and wire time for `gasdtu check`), `remote` (the
 //! `[remote]` section: signing keys, remote-write allow-list), `modem` (the `[modem]`
-//! section: mode, AT port, profile, timers, reset caps, `[modem.power]`).
+//! section: mode, AT port, profile, timers, reset caps, `[modem.power]`), `sparkplug`
+//! (`[uplink] protocol` and `[uplink.sparkplug]`).
 
 mod alarms;
 mod bus;
@@ -36,6 +37,7 @@ pub mod profiles;
 mod remote;
 mod sections;
 mod show;
+mod sparkplug;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -55,6 +57,7 @@ pub use modem::{
 pub use remote::{MAX_CONFIRM_WITHIN, MAX_KEEP_CONFIGS, MAX_KEYS, MIN_CONFIRM_WITHIN};
 pub use sections::{resolve_path, DEFAULT_PROFILE_DIRS, DEFAULT_STATE_DIR};
 pub use show::{published_lines, show_device};
+pub use sparkplug::SparkplugConfig;
 pub use wire_time::{bus_timing, check_report, summary, BusTiming, Summary, Verdict};
 
 use std::path::PathBuf;
@@ -84,6 +87,9 @@ pub struct Config {
     /// `[modem]`: the NB-IoT module to supervise (docs/config.md); `None` when the section is
     /// absent or `mode = "none"`.
     pub modem: Option<ModemConfig>,
+    /// `[uplink] protocol = "sparkplug"` with its `[uplink.sparkplug]` ids; `None` for the
+    /// gasdtu protocol (the default) or without `[uplink]` (docs/sparkplug.md).
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// `[remote]`: who may operate this gateway over MQTT and how config pushes are kept

@@ -14,6 +14,7 @@ mod fuzz;
 mod hostile;
 mod profile_cases;
 mod remote_section;
+mod sparkplug_section;
 mod store_uplink;
 
 /// A document with a gateway, an RTU bus `a` and a TCP bus `t`, plus `rest`.

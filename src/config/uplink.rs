@@ -1,8 +1,9 @@
 //! The `[uplink]` section: the broker (host, port, TLS material checked as PEM, server-name
 //! override), the MQTT credentials and strings that end up in packets (bounded, no control
 //! characters), timing (keepalive, connect timeout, reconnect backoff, the PUBACK stall
-//! timeout), payload size, rate limit, encoding and data format (1 or 2), and the session mode (`always` or
-//! `on_demand` with its linger). Every error carries its key path and line:column; the only
+//! timeout), payload size, rate limit, encoding and data format (1 or 2), the session mode (`always` or
+//! `on_demand` with its linger) and the protocol (`sparkplug` module: `protocol`,
+//! `[uplink.sparkplug]`). Every error carries its key path and line:column; the only
 //! I/O is reading the PEM files it names (bounded).
 
 use std::path::{Path, PathBuf};
@@ -92,13 +93,13 @@ fn packet_text(
     }
 }
 
-/// `[uplink]`: the MQTT connection.
+/// `[uplink]`: the MQTT connection, and the Sparkplug settings when `protocol = "sparkplug"`.
 pub(crate) fn parse_uplink(
     d: &mut Diags<'_>,
     mut sec: Section<'_, '_>,
     gw_id: &str,
     base_dir: &Path,
-) -> Option<UplinkConfig> {
+) -> Option<(UplinkConfig, Option<super::SparkplugConfig>)> {
     let mut ok = true;
     let host = match packet_text(d, &mut sec, "host", MAX_HOST) {
         Field::Value(s, sp) if s.trim().is_empty() || s.contains(char::is_whitespace) => {
@@ -405,11 +406,13 @@ pub(crate) fn parse_uplink(
             Duration::from_secs(600),
         )
         .or(Duration::from_secs(30));
+    let sparkplug = super::sparkplug::parse_protocol(d, &mut sec, gw_id);
     sec.finish(d, |_| None);
     if !ok {
         return None;
     }
-    Some(UplinkConfig {
+    let sparkplug = sparkplug.ok()?;
+    let up = UplinkConfig {
         host: host?,
         port: port? as u16,
         tls: tls?,
@@ -434,5 +437,6 @@ pub(crate) fn parse_uplink(
         linger: linger?,
         check_in: check_in?,
         ack_timeout: ack_timeout?,
-    })
+    };
+    Some((up, sparkplug))
 }

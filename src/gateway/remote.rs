@@ -247,6 +247,10 @@ async fn handle_push(
             errs.push(json!({"path": "gateway.commissioned", "message":
                 "a push cannot set commissioned = false (the gateway would idle at its next start, unreachable)"}));
         }
+        if loaded.config.sparkplug.is_some() {
+            errs.push(json!({"path": "uplink.protocol",
+                "message": crate::uplink::sparkplug::NOT_WIRED}));
+        }
         if !errs.is_empty() {
             break 'refused refuse(Some(push.version), signer, errs);
         }

@@ -9,6 +9,7 @@ pub mod forwarder;
 pub mod inbox;
 pub mod payload;
 pub mod session;
+pub mod sparkplug;
 pub mod tls;
 
 pub use forwarder::Forwarder;

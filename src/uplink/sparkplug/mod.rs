@@ -1,0 +1,34 @@
+//! Sparkplug B (Eclipse Sparkplug 3.0) for the uplink, the pure core: the payload schema as
+//! prost structs (`proto`), topics and id validation (`topic`), the metric model built from the
+//! config with datatypes and stable aliases (`metrics`), the edge node's encoders, seq/bdSeq
+//! counters and report-by-exception filter (`encode`), the bounded NCMD/DCMD decoder
+//! (`decode`) and the session that says what to publish when (`node`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
+
+pub mod decode;
+pub mod encode;
+pub mod metrics;
+pub mod node;
+pub mod proto;
+pub mod topic;
+
+#[cfg(test)]
+mod command_tests;
+#[cfg(test)]
+mod node_tests;
+#[cfg(test)]
+mod tests;
+
+pub use decode::{decode_dcmd, decode_ncmd, CommandError, NodeCommand, WriteRequest};
+pub use encode::{
+    dbirth, ddata, ddeath, nbirth, ndata, ndeath, next_bd_seq, EncodeError, Exceptions,
+    MetricUpdate, NodeState, Seq, Update,
+};
+pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
+pub use node::{CommandFailure, CommandOutcome, EdgeSession, Publish, SessionError};
+pub use topic::{EdgeNode, IdError, MessageType, TopicError};
+
+/// Why a config with `[uplink] protocol = "sparkplug"` is refused by `run`, SIGHUP reloads and
+/// config pushes until the forwarder speaks it (`gasdtu check` warns with it too).
+pub const NOT_WIRED: &str = "sparkplug is not wired yet: [uplink] protocol = \"sparkplug\" is \
+     accepted by the validator but the forwarder only speaks the gasdtu protocol; remove \
+     protocol (or set it to \"gasdtu\") to run this gateway";
