@@ -7,12 +7,14 @@
 
 pub mod forwarder;
 pub mod inbox;
+pub mod ingest_seal;
 pub mod payload;
 pub mod session;
 pub mod tls;
 
 pub use forwarder::Forwarder;
 pub use inbox::{Inbound, InboundKind};
+pub use ingest_seal::IngestSeal;
 pub use payload::{decode, encode_messages, CodecError, Packed};
 pub use session::{ByteCount, HandshakeClock, LinkMeter, SessionFigures};
 pub use tls::{client_config, client_config_with, SessionCache, TlsError};
