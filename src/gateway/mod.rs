@@ -819,6 +819,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "reconnects": l.reconnects,
         "tls_resumptions": l.tls_resumptions,
         "tls_full_handshakes": l.tls_full_handshakes,
+        "sealed_at_ingest": l.sealed_at_ingest,
         "session": l.session.to_json(),
         "store_error": l.store_error,
         "last_seq": l.last_seq,

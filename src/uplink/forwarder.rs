@@ -1334,6 +1334,10 @@ impl<O: Outbox> Forwarder<O> {
             s.armed = false;
             match self.blocking(|o| o.take_presealed()).await? {
                 Ok(v) => {
+                    let n = v.len() as u64;
+                    if n > 0 {
+                        self.status.send_modify(|st| st.sealed_at_ingest += n);
+                    }
                     for m in v {
                         s.last_seq = s.last_seq.max(m.seq);
                         s.resend.push_back(m);

@@ -134,6 +134,9 @@ pub struct LinkStatus {
     /// TLS handshakes that verified the broker's certificate (full ones), since start: a
     /// connection the broker let resume adds none.
     pub tls_full_handshakes: u64,
+    /// Messages the ingest commit sealed for this forwarder (issue 13: one transaction per
+    /// poll cycle) that it took over and published, since start.
+    pub sealed_at_ingest: u64,
     /// The current session's figures while connected, else the last session's (phases,
     /// bytes, messages: `session::SessionFigures`); default before the first CONNACK.
     pub session: SessionFigures,
@@ -163,6 +166,7 @@ impl Default for LinkStatus {
             inbound_purges: 0,
             tls_resumptions: 0,
             tls_full_handshakes: 0,
+            sealed_at_ingest: 0,
             session: SessionFigures::default(),
         }
     }
