@@ -277,4 +277,42 @@ pub trait Outbox: Send + Sync + 'static {
     fn last_seq(&self) -> Result<u64, OutboxError> {
         Ok(0)
     }
+
+    /// Stop sealing at ingest (`IngestSealer::disarm`) and hand over the messages the ingest
+    /// commits sealed since the last call, in seq order. Under the outbox's own lock, so no
+    /// ingest seal is under way when it returns: the caller may seal and publish itself.
+    /// (`unacked` also empties the hand-over: it returns those messages too.)
+    fn take_presealed(&self) -> Result<Vec<Sealed>, OutboxError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One message an ingest commit may seal (`IngestSealer::pack`): what a `SealRequest` says,
+/// and the builder of its payload for the sequence number it gets.
+pub struct PlannedSeal {
+    pub topic: String,
+    pub entries: Vec<i64>,
+    pub readings: u64,
+    /// The payload for `seq`, or why the message cannot be sent as is (the ingest then seals
+    /// nothing; the forwarder deals with it the old way).
+    pub build: Box<dyn FnOnce(u64) -> Result<Vec<u8>, String> + Send>,
+}
+
+/// The forwarder's side of sealing inside the ingest commit (issue 13, docs/store.md "Flash
+/// wear"): while the forwarder is connected and idle it arms the sealer; an ingest commit that
+/// finds it armed packs one look of pending entries exactly as the forwarder would, seals them
+/// in the same transaction and hands the sealed messages over. Every method is called under
+/// the store's lock (`armed`/`pack`/`hand_over` from the commit, `disarm`/`take` from
+/// `Outbox::take_presealed` and `unacked`) except `arm`, which the forwarder calls itself.
+pub trait IngestSealer: Send + Sync {
+    /// `Some(live_since_ms)` of the forwarder's session while armed.
+    fn armed(&self) -> Option<i64>;
+    /// No sealing at ingest until armed again.
+    fn disarm(&self);
+    /// The messages the forwarder would make of this look of `Outbox::pending`, in seal order.
+    fn pack(&self, entries: &[Entry]) -> Vec<PlannedSeal>;
+    /// Messages sealed by a committed ingest transaction (appended, in seq order).
+    fn hand_over(&self, sealed: Vec<Sealed>);
+    /// Take what was handed over.
+    fn take(&self) -> Vec<Sealed>;
 }

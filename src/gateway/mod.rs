@@ -559,7 +559,11 @@ impl Gateway {
     }
 
     fn start_forwarder(&self) -> Option<(CancellationToken, JoinHandle<()>)> {
+        // The previous forwarder's sealer goes with it (issue 13: sealing at ingest).
+        self.store.set_ingest_sealer(None);
         let up = self.cfg.uplink.clone()?;
+        let seal = Arc::new(crate::uplink::IngestSeal::new(&up, &self.cfg.gateway.id));
+        self.store.set_ingest_sealer(Some(seal.clone()));
         let stop = CancellationToken::new();
         let progress = self.progress.clone();
         let link_tx = self.link_tx.clone();
@@ -578,7 +582,8 @@ impl Gateway {
             self.wake.clone(),
             fwd_tx,
         )
-        .with_heartbeat(Arc::new(move || progress.tick_uplink()));
+        .with_heartbeat(Arc::new(move || progress.tick_uplink()))
+        .with_ingest_seal(seal);
         // With a modem: no attempt while its link is down; in socket mode through its bridge.
         let fwd = match &self.modem {
             Some(m) => {
@@ -814,6 +819,7 @@ fn link_json(l: &LinkStatus) -> serde_json::Value {
         "reconnects": l.reconnects,
         "tls_resumptions": l.tls_resumptions,
         "tls_full_handshakes": l.tls_full_handshakes,
+        "sealed_at_ingest": l.sealed_at_ingest,
         "session": l.session.to_json(),
         "store_error": l.store_error,
         "last_seq": l.last_seq,

@@ -31,6 +31,7 @@ mod deferred;
 mod dict;
 mod export;
 mod limits;
+mod presealed;
 mod schema;
 mod sealing;
 pub mod seq;
@@ -335,6 +336,8 @@ pub struct CommitInfo {
     pub held: usize,
     /// Earlier held batches released (re-stamped) by this commit's trusted clock.
     pub released: usize,
+    /// Messages sealed inside this commit for an armed forwarder (`presealed`).
+    pub presealed: usize,
 }
 
 pub struct Store {
@@ -372,6 +375,8 @@ struct Inner {
     wal_pages: u64,
     /// Acknowledgements not written yet (see `deferred`).
     deferred: deferred::Deferred,
+    /// The forwarder's sealer for sealing inside the ingest commit (`presealed`).
+    sealer: Option<Arc<dyn crate::outbox::IngestSealer>>,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -641,6 +646,7 @@ impl Store {
                 held_rows,
                 wal_pages,
                 deferred: Default::default(),
+                sealer: None,
             }),
             counters: Mutex::new(counters),
             live: true,
@@ -709,6 +715,7 @@ impl Store {
                 held_rows: false,
                 wal_pages: 0,
                 deferred: Default::default(),
+                sealer: None,
             }),
             counters: Mutex::new(StoreStats::default()),
             live: false,
@@ -833,9 +840,12 @@ impl Store {
             untrusted_base,
             held_rows,
             deferred,
+            seq_hwm,
+            reserved,
+            sealer,
             ..
         } = g;
-        let tx = conn
+        let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
@@ -987,9 +997,21 @@ impl Store {
             info.entry_ids.push(id);
         }
         alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
+        // The forwarder waits, connected and idle: seal what it would seal now, in this
+        // transaction (one fsync per cycle instead of two; a failed seal keeps the readings).
+        let presealed = match sealer.as_deref() {
+            Some(s) => self.preseal(&mut tx, dict, *seq_hwm, reserved, s, &mut next),
+            None => Vec::new(),
+        };
         tx.commit().map_err(self.sql("commit"))?;
         self.publish_stats(next);
         *deferred = Default::default();
+        if let (Some(s), Some(last)) = (sealer.as_deref(), presealed.last()) {
+            *seq_hwm = last.seq;
+            info.presealed = presealed.len();
+            s.disarm();
+            s.hand_over(presealed);
+        }
         Ok(info)
     }
 

@@ -36,102 +36,18 @@ impl Outbox for Store {
     fn pending(&self, limit: usize, live_since_ms: i64) -> Result<Vec<Entry>, OutboxError> {
         let mut g = self.lock();
         let super::Inner { conn, dict, .. } = &mut *g;
-        let mut out = Vec::with_capacity(limit.min(1024));
+        Ok(self.pending_in(conn, dict, limit, live_since_ms)?)
+    }
 
-        // Alarms, then replies, then events, each oldest first. One query per kind: each is
-        // a range of the `entry_pending (kind, created_ms)` index read in order, where one
-        // query ordered by a priority expression would sort every pending row first.
-        for code in PRIORITY {
-            let room = limit.saturating_sub(out.len());
-            if room == 0 {
-                break;
+    fn take_presealed(&self) -> Result<Vec<Sealed>, OutboxError> {
+        let g = self.lock();
+        Ok(match &g.sealer {
+            Some(s) => {
+                s.disarm();
+                s.take()
             }
-            let mut stmt = conn
-                .prepare_cached(PENDING_JSON)
-                .map_err(self.sql("pending alarms/replies/events"))?;
-            let rows = stmt
-                .query_map([room as i64, code], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                    ))
-                })
-                .map_err(self.sql("pending alarms/replies/events"))?;
-            for row in rows {
-                let (id, kind, reply, created_ms, body) =
-                    row.map_err(self.sql("pending alarms/replies/events"))?;
-                let decode = |why: String| StoreError::Decode {
-                    path: self.path.clone(),
-                    id,
-                    why,
-                };
-                let kind =
-                    match kind {
-                        0 => EntryKind::Alarm,
-                        1 => EntryKind::Event,
-                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
-                            || decode(format!("reply topic code {reply:?} is unknown")),
-                        )?),
-                    };
-                let json =
-                    serde_json::from_slice(&body).map_err(|e| decode(format!("JSON body: {e}")))?;
-                out.push(Entry {
-                    id,
-                    kind,
-                    historical: false,
-                    created_ms,
-                    body: EntryBody::Json(json),
-                });
-            }
-        }
-
-        // Live data newest first, then the backlog oldest first.
-        let queries = [
-            (
-                "live data",
-                format!(
-                    "SELECT {DATA_COLS}, created_ms FROM entry WHERE status = 0 AND kind = 2 \
-                     AND created_ms >= ?2 ORDER BY created_ms DESC, id DESC LIMIT ?1"
-                ),
-                false,
-            ),
-            (
-                "backlog",
-                format!(
-                    "SELECT {DATA_COLS}, created_ms FROM entry WHERE status = 0 AND kind = 2 \
-                     AND created_ms < ?2 ORDER BY created_ms, id LIMIT ?1"
-                ),
-                true,
-            ),
-        ];
-        for (what, sql, historical) in queries {
-            let room = limit.saturating_sub(out.len());
-            if room == 0 {
-                break;
-            }
-            let mut stmt = conn.prepare_cached(&sql).map_err(self.sql(what))?;
-            let rows: Vec<(DataRow, i64)> = stmt
-                .query_map(rusqlite::params![room as i64, live_since_ms], |r| {
-                    Ok((DataRow::from_row(r)?, r.get(7)?))
-                })
-                .map_err(self.sql(what))?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(self.sql(what))?;
-            for (row, created_ms) in rows {
-                let batch = decode_batch(conn, dict, &self.path, &row)?;
-                out.push(Entry {
-                    id: row.id,
-                    kind: EntryKind::Data,
-                    historical,
-                    created_ms,
-                    body: EntryBody::Batch(batch),
-                });
-            }
-        }
-        Ok(out)
+            None => Vec::new(),
+        })
     }
 
     fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
@@ -310,6 +226,11 @@ impl Outbox for Store {
 
     fn unacked(&self) -> Result<Vec<Sealed>, OutboxError> {
         let g = self.lock();
+        // Everything sealed is read here, what the ingest handed over too (not twice).
+        if let Some(s) = &g.sealer {
+            s.disarm();
+            s.take();
+        }
         let mut stmt = g
             .conn
             .prepare_cached(
@@ -359,9 +280,119 @@ fn bounded_reason(reason: &str) -> String {
 }
 
 impl Store {
+    /// `Outbox::pending` on `conn` (also inside a transaction: the ingest commit's look).
+    pub(super) fn pending_in(
+        &self,
+        conn: &rusqlite::Connection,
+        dict: &mut super::dict::Dict,
+        limit: usize,
+        live_since_ms: i64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+
+        // Alarms, then replies, then events, each oldest first. One query per kind: each is
+        // a range of the `entry_pending (kind, created_ms)` index read in order, where one
+        // query ordered by a priority expression would sort every pending row first.
+        for code in PRIORITY {
+            let room = limit.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let mut stmt = conn
+                .prepare_cached(PENDING_JSON)
+                .map_err(self.sql("pending alarms/replies/events"))?;
+            let rows = stmt
+                .query_map([room as i64, code], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                    ))
+                })
+                .map_err(self.sql("pending alarms/replies/events"))?;
+            for row in rows {
+                let (id, kind, reply, created_ms, body) =
+                    row.map_err(self.sql("pending alarms/replies/events"))?;
+                let decode = |why: String| StoreError::Decode {
+                    path: self.path.clone(),
+                    id,
+                    why,
+                };
+                let kind =
+                    match kind {
+                        0 => EntryKind::Alarm,
+                        1 => EntryKind::Event,
+                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
+                            || decode(format!("reply topic code {reply:?} is unknown")),
+                        )?),
+                    };
+                let json =
+                    serde_json::from_slice(&body).map_err(|e| decode(format!("JSON body: {e}")))?;
+                out.push(Entry {
+                    id,
+                    kind,
+                    historical: false,
+                    created_ms,
+                    body: EntryBody::Json(json),
+                });
+            }
+        }
+
+        // Live data newest first, then the backlog oldest first.
+        let queries = [
+            (
+                "live data",
+                format!(
+                    "SELECT {DATA_COLS}, created_ms FROM entry WHERE status = 0 AND kind = 2 \
+                     AND created_ms >= ?2 ORDER BY created_ms DESC, id DESC LIMIT ?1"
+                ),
+                false,
+            ),
+            (
+                "backlog",
+                format!(
+                    "SELECT {DATA_COLS}, created_ms FROM entry WHERE status = 0 AND kind = 2 \
+                     AND created_ms < ?2 ORDER BY created_ms, id LIMIT ?1"
+                ),
+                true,
+            ),
+        ];
+        for (what, sql, historical) in queries {
+            let room = limit.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let mut stmt = conn.prepare_cached(&sql).map_err(self.sql(what))?;
+            let rows: Vec<(DataRow, i64)> = stmt
+                .query_map(rusqlite::params![room as i64, live_since_ms], |r| {
+                    Ok((DataRow::from_row(r)?, r.get(7)?))
+                })
+                .map_err(self.sql(what))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(self.sql(what))?;
+            for (row, created_ms) in rows {
+                let batch = decode_batch(conn, dict, &self.path, &row)?;
+                out.push(Entry {
+                    id: row.id,
+                    kind: EntryKind::Data,
+                    historical,
+                    created_ms,
+                    body: EntryBody::Batch(batch),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a message binding `entries` is published retained: one of them is a reply on
     /// a retained topic (`ReplyTopic::retain`).
-    fn retained(&self, tx: &rusqlite::Connection, entries: &[i64]) -> Result<bool, OutboxError> {
+    pub(super) fn retained(
+        &self,
+        tx: &rusqlite::Connection,
+        entries: &[i64],
+    ) -> Result<bool, OutboxError> {
         let mut st = tx
             .prepare_cached("SELECT kind, reply_topic FROM entry WHERE id = ?1")
             .map_err(self.sql("seal retain"))?;
@@ -382,7 +413,11 @@ impl Store {
     }
 
     /// `NotPending` unless every entry exists and is pending.
-    fn check_pending(&self, tx: &rusqlite::Connection, entries: &[i64]) -> Result<(), OutboxError> {
+    pub(super) fn check_pending(
+        &self,
+        tx: &rusqlite::Connection,
+        entries: &[i64],
+    ) -> Result<(), OutboxError> {
         let mut st = tx
             .prepare_cached("SELECT status FROM entry WHERE id = ?1")
             .map_err(self.sql("seal check"))?;
@@ -409,7 +444,7 @@ impl Store {
 
     /// The sequence number after `hwm`, reserving a new block in the side file first when the
     /// reservation is used up.
-    fn reserve_next(&self, hwm: u64, reserved: &mut u64) -> Result<u64, OutboxError> {
+    pub(super) fn reserve_next(&self, hwm: u64, reserved: &mut u64) -> Result<u64, OutboxError> {
         let seq = seq::next_seq(hwm).map_err(StoreError::from)?;
         if let Some(r) = seq::needs_reservation(seq, *reserved) {
             seq::write(&self.reserve_path, r).map_err(|source| StoreError::Io {
@@ -424,7 +459,7 @@ impl Store {
 
     /// Persist message `seq`, bind `entries` to it, move the high-water mark (in `tx`).
     #[allow(clippy::too_many_arguments)]
-    fn insert_message(
+    pub(super) fn insert_message(
         &self,
         tx: &rusqlite::Connection,
         seq: u64,

@@ -57,12 +57,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::{route, AckReq, AckToken, Inbound, Route, MAX_INCOMING_PACKET};
+use super::ingest_seal::IngestSeal;
 use super::payload::{encode_messages, Packed};
 use super::session::{ByteCount, HandshakeClock, LinkMeter, Moments, SessionFigures};
 use super::tls::{client_config_with, SessionCache, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
-use crate::outbox::{DeadLetter, Outbox, OutboxError, SealRequest, Sealed};
+use crate::outbox::{DeadLetter, IngestSealer, Outbox, OutboxError, SealRequest, Sealed};
 
 /// Why a session ended (each ends the session the same way; the variants keep the message
 /// honest about where the failure was).
@@ -183,6 +184,8 @@ pub struct Forwarder<O: Outbox> {
     meter: Option<Arc<LinkMeter>>,
     /// When the TLS handshake of the current attempt completed (rustls key-log hook).
     handshake: Arc<HandshakeClock>,
+    /// Sealing inside the ingest commit, armed while idle (`with_ingest_seal`).
+    ingest: Option<Arc<IngestSeal>>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -324,6 +327,8 @@ struct Session {
     /// CONNACK of this session, and whether it was drained once since (`drain_ms`).
     connack: Option<Instant>,
     drained: bool,
+    /// The ingest sealer is armed by this session (`with_ingest_seal`).
+    armed: bool,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -359,7 +364,16 @@ impl<O: Outbox> Forwarder<O> {
             proxy: None,
             meter: None,
             handshake: HandshakeClock::new(),
+            ingest: None,
         }
+    }
+
+    /// Arm `seal` (installed in the store, `Store::set_ingest_sealer`) whenever connected, not
+    /// rate-limited and idle, so the ingest commit seals the next readings itself; what it
+    /// sealed is taken with `Outbox::take_presealed` and published like a resend.
+    pub fn with_ingest_seal(mut self, seal: Arc<IngestSeal>) -> Self {
+        self.ingest = Some(seal);
+        self
     }
 
     /// Receive requests from `<root>/cmd/req` and `<root>/config/set` on `tx`: persistent
@@ -495,6 +509,10 @@ impl<O: Outbox> Forwarder<O> {
                     let mut connected = false;
                     let began = Instant::now();
                     let r = self.session(&shutdown, &mut connected, sessions).await;
+                    if let Some(i) = &self.ingest {
+                        // What it sealed meanwhile is read by the next session's `unacked`.
+                        i.disarm();
+                    }
                     if connected {
                         let ms = began.elapsed().as_millis() as u64;
                         self.update_figures(Some(ms));
@@ -1071,6 +1089,12 @@ impl<O: Outbox> Forwarder<O> {
             if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
                 return Err(self.why_ended(e, &mut rx, &mut s).await);
             }
+            if let Some(i) = &self.ingest {
+                if !s.armed && bucket.is_none() && self.idle_for_ingest(&s) {
+                    i.arm(live_since);
+                    s.armed = true;
+                }
+            }
             if self.inbox_drained_after_busy(&s) {
                 // The broker redelivers what we left unacknowledged only in a new session.
                 self.send_acks(&client, &mut s);
@@ -1236,6 +1260,17 @@ impl<O: Outbox> Forwarder<O> {
         self.status.send_modify(|st| st.session.drain_ms = Some(ms));
     }
 
+    /// Would seal new entries right away: nothing waiting its turn, window not full, no hold.
+    fn idle_for_ingest(&self, s: &Session) -> bool {
+        s.outstanding < usize::from(self.cfg.inflight.max(1))
+            && !s.more
+            && s.staged.is_empty()
+            && s.resend.is_empty()
+            && !s.need_unacked
+            && s.store_hold.is_none()
+            && s.hold_until.is_none()
+    }
+
     /// Nothing to send, resend, seal or acknowledge, no PUBACK awaited, no hold.
     fn quiet(s: &Session) -> bool {
         s.outstanding == 0
@@ -1293,6 +1328,27 @@ impl<O: Outbox> Forwarder<O> {
         let window = usize::from(self.cfg.inflight.max(1));
         if Self::store_held(s) {
             return Ok(());
+        }
+        if s.armed && s.more {
+            // Disarmed under the store's lock: from here on only this task seals.
+            s.armed = false;
+            match self.blocking(|o| o.take_presealed()).await? {
+                Ok(v) => {
+                    let n = v.len() as u64;
+                    if n > 0 {
+                        self.status.send_modify(|st| st.sealed_at_ingest += n);
+                    }
+                    for m in v {
+                        s.last_seq = s.last_seq.max(m.seq);
+                        s.resend.push_back(m);
+                    }
+                }
+                Err(e @ OutboxError::Store(_)) => {
+                    self.store_failed(s, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         if s.need_unacked {
             match self.blocking(|o| o.unacked()).await? {
@@ -1792,7 +1848,7 @@ fn pem_stamp(c: &UplinkConfig) -> PemStamp {
 
 /// Why the client would refuse a QoS 1 PUBLISH of `len` payload bytes on `topic` with an
 /// outgoing limit of `limit` bytes (pure; `None` when it fits).
-fn refusal_reason(topic: &str, len: usize, limit: usize) -> Option<String> {
+pub(super) fn refusal_reason(topic: &str, len: usize, limit: usize) -> Option<String> {
     let packet = publish_packet_len(topic, len);
     (packet > limit).then(|| {
         format!(

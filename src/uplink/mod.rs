@@ -7,6 +7,7 @@
 
 pub mod forwarder;
 pub mod inbox;
+pub mod ingest_seal;
 pub mod payload;
 pub mod session;
 pub mod sparkplug;
@@ -14,6 +15,7 @@ pub mod tls;
 
 pub use forwarder::Forwarder;
 pub use inbox::{Inbound, InboundKind};
+pub use ingest_seal::IngestSeal;
 pub use payload::{decode, encode_messages, CodecError, Packed};
 pub use session::{ByteCount, HandshakeClock, LinkMeter, SessionFigures};
 pub use tls::{client_config, client_config_with, SessionCache, TlsError};
@@ -133,6 +135,9 @@ pub struct LinkStatus {
     /// TLS handshakes that verified the broker's certificate (full ones), since start: a
     /// connection the broker let resume adds none.
     pub tls_full_handshakes: u64,
+    /// Messages the ingest commit sealed for this forwarder (issue 13: one transaction per
+    /// poll cycle) that it took over and published, since start.
+    pub sealed_at_ingest: u64,
     /// The current session's figures while connected, else the last session's (phases,
     /// bytes, messages: `session::SessionFigures`); default before the first CONNACK.
     pub session: SessionFigures,
@@ -162,6 +167,7 @@ impl Default for LinkStatus {
             inbound_purges: 0,
             tls_resumptions: 0,
             tls_full_handshakes: 0,
+            sealed_at_ingest: 0,
             session: SessionFigures::default(),
         }
     }
