@@ -502,6 +502,7 @@ async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
     let (mut r, _) = supervised(&sim, "bc95", |_| {}).await;
     let mut opens = r.at.port_opens();
     let before = *opens.borrow_and_update();
+    let inits = r.status.borrow().inits;
     let pty = sim.pty.take().expect("the pty pair");
     let (a, b) = (pty.a.clone(), pty.b.clone());
     pty.unplug();
@@ -513,6 +514,72 @@ async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
         .expect("engine running");
     r.at.call("AT").await.expect("AT on the reopened port");
     ready(&mut r, "bc95").await;
+    // Set up again exactly once for the reopen.
+    wait_status(
+        &mut r.status,
+        "the init after the reopen",
+        Duration::from_secs(30),
+        |s| s.inits == inits + 1,
+    )
+    .await;
+    two_samples(&mut r).await;
+    assert_eq!(r.status.borrow().inits, inits + 1);
+}
+
+/// Two more signal samples (about two poll periods: time for a spurious init to show).
+async fn two_samples(r: &mut Running) {
+    for _ in 0..2 {
+        let at = r.status.borrow().sampled_at_ms;
+        wait_status(
+            &mut r.status,
+            "the next signal sample",
+            Duration::from_secs(30),
+            |s| s.link_up && s.sampled_at_ms > at,
+        )
+        .await;
+    }
+}
+
+/// The daemon starts with the module long powered on: its boot text waits in the port and the
+/// port's first open bumps the open counter. Neither is a reboot: the init sequence runs once
+/// (the simulator's `AT` count says so too); a real reboot runs it exactly once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_runs_once_at_start_and_once_per_reboot() {
+    for model in ["bg96", "bc95"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = start_sim(dir.path(), model, &[]);
+        // The boot text is in the port before the supervisor starts (the module ran first).
+        common::wait_for("the simulator's boot text", Duration::from_secs(10), || {
+            sim_stat(&sim, "bytes_out").filter(|n| *n > 0)
+        });
+        let (mut r, s) = supervised(&sim, model, |_| {}).await;
+        assert_eq!(s.inits, 1, "{model}: {s:?}");
+        two_samples(&mut r).await;
+        assert_eq!(
+            r.status.borrow().inits,
+            1,
+            "{model}: init ran again without a reboot"
+        );
+        assert_eq!(sim.control("reboot"), "ok");
+        wait_status(
+            &mut r.status,
+            "the init after the reboot",
+            Duration::from_secs(30),
+            |s| s.inits == 2,
+        )
+        .await;
+        ready(&mut r, model).await;
+        two_samples(&mut r).await;
+        assert_eq!(r.status.borrow().inits, 2, "{model}: one reboot, one init");
+        assert_eq!(sim_stat(&sim, "reboots"), Some(1), "{model}");
+    }
+}
+
+/// A counter of the simulator's `stats`.
+fn sim_stat(sim: &ModemSim, name: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(&sim.control("stats"))
+        .ok()
+        .and_then(|v| v[name].as_u64())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,8 @@ pub struct Stats {
     pub commands: u64,
     /// Bytes received on the serial line, also while hung or powered down.
     pub bytes_in: u64,
+    /// Bytes written to the serial line (boot text included).
+    pub bytes_out: u64,
     pub power_cycles: u64,
     pub reboots: u64,
     pub sockets_opened: u64,
