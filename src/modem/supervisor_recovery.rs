@@ -1,8 +1,8 @@
 //! The supervisor's recovery half (a child module of `supervisor`, so it shares the task's
 //! state): asking the reset ladder (`climb`), carrying out a step (`take`: radio cycle, the
 //! profile's reset command, a power cycle) and waiting for the module's boot marker
-//! (`wait_boot`), or dropping the boot text an init already follows (`stale_boot_text`). Each step taken or capped becomes a `modem_reset` event and shows in
-//! `ModemStatus::ladder`.
+//! (`wait_boot`), or dropping the boot text an init already follows (`stale_boot_text`).
+//! Each step taken or capped becomes a `modem_reset` event and shows in `ModemStatus::ladder`.
 
 use std::time::Duration;
 

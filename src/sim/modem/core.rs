@@ -172,7 +172,7 @@ impl Modem {
             pdp: false,
             sim: true,
             psm: (0, "00100110".into(), "00000011".into()),
-            edrx: (0, "0101".into()),
+            edrx: (0, super::commands::EDRX_DEFAULT.into()),
             signal: Signal::default(),
             socks: vec![None; settings.model.max_sockets()],
             next_conn: 1,
