@@ -189,6 +189,15 @@ fn the_daemon_supervises_the_modem_and_status_shows_it() {
         "{m}"
     );
     assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
+    // One init at daemon start, still one a signal sample later (the port's first open and
+    // the boot text waiting in it are no reboots).
+    let sampled = m["sampled_at_ms"].as_i64();
+    let later = common::wait_for("the next signal sample", Duration::from_secs(30), || {
+        daemon
+            .status()
+            .filter(|v| v["modem"]["sampled_at_ms"].as_i64() > sampled)
+    });
+    assert_eq!(later["modem"]["inits"], 1, "{}", later["modem"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
