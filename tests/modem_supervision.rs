@@ -2,149 +2,31 @@
 //! (`gasdtu simulate --modem <model>`) on a pty pair: detection of each simulated model,
 //! registration, signal sampling, URCs inside replies, and a hang recovered by the reset ladder
 //! climbing to a power cycle (a command that writes `power-cycle` to the simulator's control
-//! socket). Every wait is on the status watch (or an event) with a deadline.
+//! socket), and the init sequence run once per start, reboot and port reopen. The start-and-
+//! wait fixture is tests/common/modem_sim.rs. Every wait is on the status watch (or an event)
+//! with a deadline.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use common::modem::{ModemSim, SimArgs};
-use common::remote::run_daemon;
-use common::{gasdtu, Proc, PtyPair};
-use gasdtu::config::{ModemConfig, ModemMode, PowerConfig, PowerSwitch, PsmRequest};
-use gasdtu::modem::status::{ModemState, PsmGranted};
-use gasdtu::modem::{
-    AtEngine, AtHandle, EngineOptions, ModemStatus, ModemSupervisor, SupervisorOptions, UrcKind,
+use common::modem_sim::{
+    config, engine_only, gateway_toml, ready, sim_stat, start, start_sim, supervised, two_samples,
+    wait_status, Daemon,
 };
-use tokio::sync::{mpsc, watch};
+use common::PtyPair;
+use gasdtu::config::{ModemMode, PowerConfig, PowerSwitch, PsmRequest};
+use gasdtu::modem::status::{ModemState, PsmGranted};
+use gasdtu::modem::{AtEngine, EngineOptions, ModemStatus, UrcKind};
 use tokio_util::sync::CancellationToken;
-
-/// The simulator of `model` (seed 7) with `faults`.
-fn start_sim(dir: &Path, model: &str, faults: &[&str]) -> ModemSim {
-    ModemSim::start(
-        dir,
-        model,
-        SimArgs {
-            seed: Some(7),
-            faults,
-            ..SimArgs::default()
-        },
-    )
-}
-
-struct Running {
-    at: AtHandle,
-    status: watch::Receiver<ModemStatus>,
-    events: mpsc::Receiver<serde_json::Value>,
-    stop: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn start(cfg: ModemConfig) -> Running {
-    let stop = CancellationToken::new();
-    let (engine, at) = AtEngine::new(
-        cfg.port.clone(),
-        cfg.baud,
-        EngineOptions {
-            wake_after: Duration::from_secs(20),
-            timeout_scale: 0.5,
-        },
-    );
-    let (tx, status) = watch::channel(ModemStatus::default());
-    let (ev_tx, events) = mpsc::channel(64);
-    let sup = ModemSupervisor::new(
-        cfg,
-        at.clone(),
-        SupervisorOptions {
-            poll_every: Duration::from_secs(2),
-            poll_fast: Duration::from_millis(300),
-            boot_timeout: Duration::from_secs(4),
-            min_gap: Duration::from_millis(300),
-            max_gap: Duration::from_secs(2),
-        },
-        Arc::new(tx),
-        Some(ev_tx),
-    );
-    tokio::spawn(engine.run(stop.clone()));
-    tokio::spawn(sup.run(stop.clone()));
-    Running {
-        at,
-        status,
-        events,
-        stop,
-    }
-}
-
-fn config(port: &Path) -> ModemConfig {
-    let mut c = ModemConfig::new(ModemMode::Os, port.display().to_string());
-    c.baud = 115_200;
-    c.signal_every = Duration::from_secs(2);
-    c.register_within = Duration::from_secs(600);
-    c
-}
-
-async fn wait_status(
-    rx: &mut watch::Receiver<ModemStatus>,
-    what: &str,
-    deadline: Duration,
-    pred: impl FnMut(&ModemStatus) -> bool,
-) -> ModemStatus {
-    let got = match tokio::time::timeout(deadline, rx.wait_for(pred)).await {
-        Ok(Ok(s)) => Some(s.clone()),
-        Ok(Err(_)) => panic!("status channel closed waiting for {what}"),
-        Err(_) => None,
-    };
-    match got {
-        Some(s) => s,
-        None => panic!(
-            "timed out after {deadline:?} waiting for {what}; status: {}",
-            serde_json::to_string_pretty(&*rx.borrow()).unwrap_or_default()
-        ),
-    }
-}
-
-async fn ready(r: &mut Running, model: &str) -> ModemStatus {
-    wait_status(
-        &mut r.status,
-        &format!("{model}: detected, registered, attached, signal sampled"),
-        Duration::from_secs(30),
-        |s| {
-            s.model.as_deref() == Some(model)
-                && s.link_up
-                && s.state == ModemState::Registered
-                && s.signal.is_some_and(|g| g.rsrp_dbm.is_some())
-        },
-    )
-    .await
-}
-
-/// The supervisor on `sim`'s port (`config`, then `tweak`), once `model` is ready.
-async fn supervised(
-    sim: &ModemSim,
-    model: &str,
-    tweak: impl FnOnce(&mut ModemConfig),
-) -> (Running, ModemStatus) {
-    let mut cfg = config(&sim.port);
-    tweak(&mut cfg);
-    let mut r = start(cfg);
-    let s = ready(&mut r, model).await;
-    (r, s)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bg96_detection_registration_signal_and_urcs_inside_replies() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A "+CEREG" URC inside every reply, and more at random moments.
     let sim = start_sim(dir.path(), "bg96", &["urc:1s"]);
-    let mut r = start(config(&sim.port));
+    let mut r = start(config(&sim.port, ModemMode::Os));
     let mut urcs = r.at.urcs();
     let s = ready(&mut r, "bg96").await;
     let reg = s.registration.expect("registration");
@@ -293,56 +175,6 @@ async fn a_hang_climbs_the_ladder_to_a_power_cycle_and_the_module_answers_again(
     assert_eq!(steps, ["module_reset", "power_cycle"]);
 }
 
-/// `gasdtu run` with `config` and its status socket in `dir`; `status()` reads `gasdtu status --json`.
-struct Daemon {
-    _proc: Proc,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config_text: &str) -> Daemon {
-        let config = dir.join("gasdtu.toml");
-        std::fs::write(&config, config_text).expect("write the config");
-        Daemon {
-            _proc: run_daemon(&config, &dir.join("daemon.log")),
-            socket: config.with_extension("sock"),
-        }
-    }
-
-    fn status(&self) -> Option<serde_json::Value> {
-        let out = Command::new(gasdtu())
-            .args(["status", "--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    /// Wait until `gasdtu status` shows `model` registered with a signal sample.
-    fn wait_modem_ready(&self, model: &str) -> serde_json::Value {
-        common::wait_for(
-            "gasdtu status to show the modem registered with a signal sample",
-            Duration::from_secs(60),
-            || {
-                self.status().filter(|v| {
-                    let m = &v["modem"];
-                    m["model"] == model
-                        && m["link_up"] == true
-                        && m["signal"]["rsrp_dbm"].is_number()
-                })
-            },
-        )
-    }
-}
-
-fn gateway_toml(dir: &Path, sim: &ModemSim, mode: &str) -> String {
-    format!(
-        "[gateway]\nid = \"modem-gw\"\nstate_dir = \"{}\"\n\n[modem]\nmode = \"{mode}\"\nport = \"{}\"\nbaud = 115200\nsignal_every = \"10s\"\n",
-        dir.join("state").display(),
-        sim.port.display()
-    )
-}
-
 #[test]
 fn the_daemon_supervises_the_modem_and_status_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -357,6 +189,15 @@ fn the_daemon_supervises_the_modem_and_status_shows_it() {
         "{m}"
     );
     assert_eq!(m["ladder"]["resets_today"], 0, "{m}");
+    // One init at daemon start, still one a signal sample later (the port's first open and
+    // the boot text waiting in it are no reboots).
+    let sampled = m["sampled_at_ms"].as_i64();
+    let later = common::wait_for("the next signal sample", Duration::from_secs(30), || {
+        daemon
+            .status()
+            .filter(|v| v["modem"]["sampled_at_ms"].as_i64() > sampled)
+    });
+    assert_eq!(later["modem"]["inits"], 1, "{}", later["modem"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,21 +240,6 @@ async fn registration_and_signal_appear_in_health() {
     assert!(m["rsrp"].is_number() && m["sinr"].is_number(), "{m}");
     assert!(m["cell"].is_string(), "{m}");
     assert_eq!(m["link_up"], true, "{m}");
-}
-
-/// The engine alone on a simulator port.
-fn engine_only(port: &Path, wake_after: Duration) -> (AtHandle, CancellationToken) {
-    let stop = CancellationToken::new();
-    let (engine, at) = AtEngine::new(
-        port.display().to_string(),
-        115_200,
-        EngineOptions {
-            wake_after,
-            timeout_scale: 0.5,
-        },
-    );
-    tokio::spawn(engine.run(stop.clone()));
-    (at, stop)
 }
 
 /// The simulator's `sleep` quirk: after 1 s without a command, the first one is answered by
@@ -502,6 +328,7 @@ async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
     let (mut r, _) = supervised(&sim, "bc95", |_| {}).await;
     let mut opens = r.at.port_opens();
     let before = *opens.borrow_and_update();
+    let inits = r.status.borrow().inits;
     let pty = sim.pty.take().expect("the pty pair");
     let (a, b) = (pty.a.clone(), pty.b.clone());
     pty.unplug();
@@ -513,6 +340,51 @@ async fn a_vanished_port_is_reopened_and_the_module_set_up_again() {
         .expect("engine running");
     r.at.call("AT").await.expect("AT on the reopened port");
     ready(&mut r, "bc95").await;
+    // Set up again exactly once for the reopen.
+    wait_status(
+        &mut r.status,
+        "the init after the reopen",
+        Duration::from_secs(30),
+        |s| s.inits == inits + 1,
+    )
+    .await;
+    two_samples(&mut r).await;
+    assert_eq!(r.status.borrow().inits, inits + 1);
+}
+
+/// The daemon starts with the module long powered on: its boot text waits in the port and the
+/// port's first open bumps the open counter. Neither is a reboot: the init sequence runs once
+/// (the simulator's `AT` count says so too); a real reboot runs it exactly once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_runs_once_at_start_and_once_per_reboot() {
+    for model in ["bg96", "bc95"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = start_sim(dir.path(), model, &[]);
+        // The boot text is in the port before the supervisor starts (the module ran first).
+        common::wait_for("the simulator's boot text", Duration::from_secs(10), || {
+            sim_stat(&sim, "bytes_out").filter(|n| *n > 0)
+        });
+        let (mut r, s) = supervised(&sim, model, |_| {}).await;
+        assert_eq!(s.inits, 1, "{model}: {s:?}");
+        two_samples(&mut r).await;
+        assert_eq!(
+            r.status.borrow().inits,
+            1,
+            "{model}: init ran again without a reboot"
+        );
+        assert_eq!(sim.control("reboot"), "ok");
+        wait_status(
+            &mut r.status,
+            "the init after the reboot",
+            Duration::from_secs(30),
+            |s| s.inits == 2,
+        )
+        .await;
+        ready(&mut r, model).await;
+        two_samples(&mut r).await;
+        assert_eq!(r.status.borrow().inits, 2, "{model}: one reboot, one init");
+        assert_eq!(sim_stat(&sim, "reboots"), Some(1), "{model}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

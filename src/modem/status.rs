@@ -241,6 +241,9 @@ pub struct ModemStatus {
     /// (`None` while not registered).
     pub registered_in_ms: Option<u64>,
     pub registered_since_ms: Option<i64>,
+    /// Init sequences run since the supervisor started (one per start, module boot or port
+    /// reopen).
+    pub inits: u64,
 }
 
 /// The small `modem` object of `<root>/health`: registration, RSRP, SINR, ECL and cell.

@@ -87,6 +87,9 @@ pub struct ModemSupervisor {
     clock: crate::time::ClockSource,
     /// The engine's view: a module socket is open (deferral of link-disturbing setters).
     socket_open: watch::Receiver<bool>,
+    /// The start of a boot text the last init followed was seen, its end (the profile's boot
+    /// marker, e.g. BG96's `APP RDY` after `RDY`) not yet: that end is no new boot.
+    boot_pending: bool,
 }
 
 /// Why an init or step did not complete.
@@ -146,6 +149,7 @@ impl ModemSupervisor {
             next_signal: now,
             clock: crate::time::clock_source(),
             socket_open: at.socket_open(),
+            boot_pending: false,
             at,
         }
     }
@@ -180,7 +184,7 @@ impl ModemSupervisor {
         let mut next_poll = Instant::now();
         loop {
             if need_init {
-                match self.init(&shutdown).await {
+                match self.init(&mut urcs, &mut opens, &shutdown).await {
                     Ok(()) => {
                         need_init = false;
                         self.unanswered = 0;
@@ -297,8 +301,15 @@ impl ModemSupervisor {
                 }
                 false
             }
+            Some(UrcKind::Boot) if self.boot_pending && self.profile.boot_complete(&u.line) => {
+                // The end of the boot text whose start the last init already followed.
+                debug!(line = %u.line, "modem boot complete");
+                self.boot_pending = false;
+                false
+            }
             Some(UrcKind::Boot) => {
                 info!(line = %u.line, "modem rebooted");
+                self.boot_pending = false;
                 // Let the rest of the boot text pass before talking to it.
                 if self.profile.boot_marker.is_some() && !self.profile.boot_complete(&u.line) {
                     let _ = self.wait_boot(urcs, shutdown).await;
@@ -393,7 +404,18 @@ impl ModemSupervisor {
     }
 
     /// ATE0, detection, CMEE, CEREG level, APN, PSM/eDRX; then one poll.
-    async fn init(&mut self, shutdown: &CancellationToken) -> Result<(), Trouble> {
+    ///
+    /// Once the module answers the first `AT`, what happened before it is behind this init:
+    /// the port open that caused it (or the first one) is marked seen, and the boot text that
+    /// arrived before that answer (buffered in the port since power-on, or the rest of the
+    /// text that triggered this init) is dropped rather than taken for another reboot. Only a
+    /// reopen or boot text after that answer inits again.
+    async fn init(
+        &mut self,
+        urcs: &mut broadcast::Receiver<Urc>,
+        opens: &mut watch::Receiver<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Trouble> {
         if shutdown.is_cancelled() {
             return Err(Trouble::Shutdown);
         }
@@ -407,6 +429,9 @@ impl ModemSupervisor {
             answered = self.at.call("AT").await;
         }
         answered?;
+        opens.borrow_and_update();
+        self.stale_boot_text(urcs, shutdown).await;
+        self.set(|s| s.inits += 1);
         self.at.call("ATE0").await?;
         let (profile, text) = self.detect().await?;
         if self.profile.id != profile.id {

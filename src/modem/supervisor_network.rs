@@ -16,6 +16,9 @@ use super::super::timers::{cedrxs_command, decode_edrx, encode_edrx};
 use super::ModemSupervisor;
 
 /// Profiles whose modules take `AT+CTZR=2` (time-zone reports with the network's time).
+/// Not sim7080: its family (SIM7070/SIM7080/SIM7090) reports network time through SIMCom's
+/// own `AT+CLTS=1` (`*PSUTTZ`, `+CTZV`, `DST:` URCs), and no `AT+CTZR` was found for it; it
+/// keeps the `AT+CCLK?` polls only.
 const CTZR: &[&str] = &["bc95", "bc66", "bg96", "sim7020"];
 
 /// Whether the module of profile `id` is told to report `+CTZE` (pure).

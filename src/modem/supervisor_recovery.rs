@@ -1,8 +1,8 @@
 //! The supervisor's recovery half (a child module of `supervisor`, so it shares the task's
 //! state): asking the reset ladder (`climb`), carrying out a step (`take`: radio cycle, the
 //! profile's reset command, a power cycle) and waiting for the module's boot marker
-//! (`wait_boot`). Each step taken or capped becomes a `modem_reset` event and shows in
-//! `ModemStatus::ladder`.
+//! (`wait_boot`), or dropping the boot text an init already follows (`stale_boot_text`).
+//! Each step taken or capped becomes a `modem_reset` event and shows in `ModemStatus::ladder`.
 
 use std::time::Duration;
 
@@ -146,6 +146,33 @@ impl ModemSupervisor {
                     return Err(Trouble::Power(e));
                 }
                 self.wait_boot(urcs, shutdown).await
+            }
+        }
+    }
+
+    /// Drops the boot lines already received (init follows them) and handles the other URCs
+    /// queued with them as usual.
+    pub(super) async fn stale_boot_text(
+        &mut self,
+        urcs: &mut broadcast::Receiver<Urc>,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            match urcs.try_recv() {
+                Ok(u) if u.kind == Some(UrcKind::Boot) => {
+                    debug!(line = %u.line, "modem boot text from before init");
+                    // The model may not be known yet: any model's marker ends the text.
+                    self.boot_pending = !super::super::profile::PROFILES
+                        .iter()
+                        .any(|p| p.boot_complete(&u.line));
+                }
+                Ok(u) => {
+                    self.on_urc(&u, urcs, shutdown).await;
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    debug!(lost = n, "modem URCs from before init lost");
+                }
+                Err(_) => return,
             }
         }
     }

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod forwarder;
 /// The NB-IoT module simulator (`gasdtu simulate --modem`) on a pty pair.
 pub mod modem;
+/// The modem tests' start-and-wait fixture: simulator, engine, supervisor, daemon, waits.
+pub mod modem_sim;
 /// MQTT: test PKI, mosquitto, subscriber, publisher.
 pub mod mqtt;
 /// The remote-operations harness (issue 10): daemon, ops CLI, signed requests, answers.

@@ -44,6 +44,8 @@ const KNOWN: &[&str] = &[
 /// time window it gives with it ("0011", 10.24 s).
 pub const EDRX_GRANT_MAX: &str = "0101";
 pub const EDRX_PTW: &str = "0011";
+/// The module's eDRX request before any `AT+CEDRXS` set (and after mode 3): "0101".
+pub const EDRX_DEFAULT: &str = "0101";
 
 /// `+CCLK` body for a UTC time in ms: `"yy/MM/dd,hh:mm:ss+zz"`, local time (UTC + zz*15 min).
 pub fn cclk(utc_ms: i64) -> String {
@@ -178,6 +180,9 @@ impl Modem {
                 self.psm = (mode, t3412, t3324);
                 Reply::ok()
             }
+            // 27.007 7.40: one line per access technology with eDRX enabled; with eDRX off
+            // none, just OK (as u-blox and Quectel modules answer).
+            ("+CEDRXS", Op::Read) if self.edrx.0 == 0 => Reply::ok(),
             ("+CEDRXS", Op::Read) => info("+CEDRXS", &format!("5,\"{}\"", self.edrx.1)),
             ("+CEDRXRDP", Op::Exec) => {
                 let (mode, requested) = &self.edrx;
@@ -207,7 +212,12 @@ impl Modem {
                 } else {
                     self.edrx.1.clone()
                 };
-                self.edrx = (mode, bits);
+                // Mode 3: off, and the parameters back to the module's default.
+                self.edrx = if mode == 3 {
+                    (0, EDRX_DEFAULT.into())
+                } else {
+                    (mode, bits)
+                };
                 Reply::ok()
             }
             ("+CGPADDR", Op::Exec) | ("+CGPADDR", Op::Set(_)) => {

@@ -83,6 +83,8 @@ pub struct Stats {
     pub commands: u64,
     /// Bytes received on the serial line, also while hung or powered down.
     pub bytes_in: u64,
+    /// Bytes written to the serial line (boot text included).
+    pub bytes_out: u64,
     pub power_cycles: u64,
     pub reboots: u64,
     pub sockets_opened: u64,
@@ -173,7 +175,7 @@ impl Modem {
             hex_format: (false, false),
             sim: true,
             psm: (0, "00100110".into(), "00000011".into()),
-            edrx: (0, "0101".into()),
+            edrx: (0, super::commands::EDRX_DEFAULT.into()),
             signal: Signal::default(),
             socks: vec![None; settings.model.max_sockets()],
             next_conn: 1,

@@ -167,6 +167,7 @@ impl ModemServer {
                     if let Err(e) = stream.write_all(&bytes).await {
                         return Stop::Lost(e.to_string());
                     }
+                    modem.stats.bytes_out += bytes.len() as u64;
                 }
             }
             let now = Instant::now();

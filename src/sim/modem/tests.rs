@@ -103,7 +103,9 @@ fn generic_commands_per_model() {
             "AT+CPSMS?",
             ok(&["+CPSMS:0,,,\"00100110\",\"00000011\""]),
         ),
-        (Model::Bg96, "AT+CEDRXS?", ok(&["+CEDRXS: 5,\"0101\""])),
+        // eDRX off (the default): no line, as 27.007 and real modules answer.
+        (Model::Bg96, "AT+CEDRXS?", ok(&[])),
+        (Model::Bc95, "AT+CEDRXS?", ok(&[])),
         (Model::Bg96, "AT+CGPADDR", ok(&["+CGPADDR: 0,\"10.1.2.3\""])),
         (Model::Bc95, "AT+NBAND?", ok(&["+NBAND:8"])),
         (
@@ -540,4 +542,55 @@ fn edrx_read_dynamic_and_time_zone_urcs() {
         crate::modem::reply::ctzv(line).map(|z| z.utc_ms),
         Ok(Some(WALL))
     );
+}
+
+#[test]
+fn cedrxs_read_lists_only_an_enabled_request() {
+    // (commands before, the AT+CEDRXS? answer after them)
+    let cases: Vec<(Model, &[&str], String)> = vec![
+        (Model::Bg96, &[], ok(&[])),
+        (
+            Model::Bg96,
+            &["AT+CEDRXS=1,5,\"1010\""],
+            ok(&["+CEDRXS: 5,\"1010\""]),
+        ),
+        (
+            Model::Bc95,
+            &["AT+CEDRXS=2,5,\"0010\""],
+            ok(&["+CEDRXS:5,\"0010\""]),
+        ),
+        // Off again: no line, though the module keeps the value for the next enable.
+        (
+            Model::Bg96,
+            &["AT+CEDRXS=1,5,\"1010\"", "AT+CEDRXS=0"],
+            ok(&[]),
+        ),
+        (
+            Model::Bg96,
+            &["AT+CEDRXS=1,5,\"1010\"", "AT+CEDRXS=0", "AT+CEDRXS=1"],
+            ok(&["+CEDRXS: 5,\"1010\""]),
+        ),
+        // Mode 3: off and back to the default value.
+        (
+            Model::Sim7020,
+            &["AT+CEDRXS=1,5,\"1010\"", "AT+CEDRXS=3"],
+            ok(&[]),
+        ),
+        (
+            Model::Sim7020,
+            &["AT+CEDRXS=1,5,\"1010\"", "AT+CEDRXS=3", "AT+CEDRXS=1"],
+            ok(&["+CEDRXS: 5,\"0101\""]),
+        ),
+    ];
+    for (model, before, want) in cases {
+        let (mut m, t) = registered(model);
+        for cmd in before {
+            assert_eq!(ask(&mut m, cmd, t), ok(&[]), "{model:?} {cmd}");
+        }
+        assert_eq!(
+            ask(&mut m, "AT+CEDRXS?", t),
+            want,
+            "{model:?} after {before:?}"
+        );
+    }
 }
