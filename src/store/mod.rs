@@ -31,7 +31,7 @@ mod deferred;
 mod dict;
 mod export;
 mod limits;
-mod presealed;
+pub mod presealed;
 mod schema;
 mod sealing;
 pub mod seq;

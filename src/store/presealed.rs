@@ -20,7 +20,7 @@ use super::dict::Dict;
 use super::Store;
 use crate::outbox::{IngestSealer, OutboxError, Sealed};
 
-/// Pending entries looked at per ingest seal: the forwarder's own look (`FETCH`). A look
+/// Pending entries looked at per ingest seal; the forwarder's `FETCH` is this constant. A look
 /// that comes back full is a backlog and left to the forwarder.
 pub const LOOK: usize = 32;
 /// Most messages sealed by one ingest commit.

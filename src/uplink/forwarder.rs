@@ -123,8 +123,9 @@ const ACK_BATCH: usize = 64;
 /// they take of the client's request channel (sized for them), so a burst of acks can never
 /// make a data publish request fail.
 const ACK_WINDOW: usize = 8;
-/// Pending entries fetched per look at the outbox.
-const FETCH: usize = 32;
+/// Pending entries fetched per look at the outbox: the ingest seal's look too, so the messages
+/// it seals are byte for byte the ones this forwarder would pack.
+const FETCH: usize = crate::store::presealed::LOOK;
 /// How often the outbox is looked at when nobody wakes the forwarder.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// Outbox access held after a store error: 1 s, doubling per consecutive error, up to 30 s.
