@@ -297,6 +297,10 @@ pub fn qi_hex_read_reply(x: &Exchange) -> Result<Received, SocketError> {
 
 // ---- SIM7080: CA* ---------------------------------------------------------------------------
 
+/// Deactivate BG96's context 1 (what its manual asks after `+QIURC: "pdpdeact"`, before
+/// `AT+QIACT` again).
+pub const QI_DEACT: &str = "AT+QIDEACT=1";
+
 /// `AT+CAOPEN=<cid>,0,"TCP","<ip>",<port>` (PDP context 0).
 pub fn ca_open(cid: u8, ip: IpAddr, port: u16) -> String {
     format!("AT+CAOPEN={cid},0,\"TCP\",\"{ip}\",{port}")

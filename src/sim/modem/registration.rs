@@ -119,15 +119,19 @@ impl Modem {
             return;
         }
         self.reg = Reg::Lost { until: now + d };
+        let was_attached = self.attached;
         self.attached = false;
         self.cereg_urc(now);
+        // The context's loss is reported before its sockets' (it is what closed them): BG96
+        // after QIACT, BC66 whenever attached (its context comes with the attach), SIM7080
+        // after CNACT.
+        match self.model {
+            Model::Bg96 if self.pdp => self.urc("+QIURC: \"pdpdeact\",1", now),
+            Model::Bc66 if was_attached => self.urc("+QIURC: \"pdpdeact\",1", now),
+            Model::Sim7080 if self.pdp => self.urc("+APP PDP: 0,DEACTIVE", now),
+            _ => {}
+        }
         self.network_close_all(now);
-        if self.pdp && self.model == Model::Bg96 {
-            self.urc("+QIURC: \"pdpdeact\",1", now);
-        }
-        if self.pdp && self.model == Model::Sim7080 {
-            self.urc("+APP PDP: 0,DEACTIVE", now);
-        }
         self.pdp = false;
     }
 
