@@ -334,3 +334,8 @@ async fn sim7080_pdp_loss_mid_session_reactivates_and_loses_nothing() {
 async fn bc66_pdp_loss_mid_session_loses_nothing() {
     session("bc66", Disruption::PdpLoss).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bg96_pdp_loss_mid_session_reactivates_and_loses_nothing() {
+    session("bg96", Disruption::PdpLoss).await;
+}
