@@ -1,7 +1,8 @@
 //! Per-command timeouts (pure core): how long the engine waits for a command's final result,
 //! from docs/dev/modem-dialects.md, plus the waits that are not a command's (boot text after a
 //! reset, the `+QIOPEN` URC after its OK, the after-sleep retry), and which commands may be
-//! resent blindly after the after-sleep bare CRLF (`safe_to_retry`). Matched on the command
+//! resent blindly after the after-sleep bare CRLF (`safe_to_retry`). Data sends are sized from
+//! their payload instead (`send_timeout`). Matched on the command
 //! text's prefix, case-insensitively; the first matching row wins, so specific rows come
 //! first. No I/O, no clock.
 
