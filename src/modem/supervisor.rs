@@ -300,6 +300,8 @@ impl ModemSupervisor {
             }
             Some(UrcKind::Boot) => {
                 info!(line = %u.line, "modem rebooted");
+                // Its PDP context is whatever the boot made of it.
+                self.set(|s| s.pdp_active = None);
                 // Let the rest of the boot text pass before talking to it.
                 if self.profile.boot_marker.is_some() && !self.profile.boot_complete(&u.line) {
                     let _ = self.wait_boot(urcs, shutdown).await;
