@@ -430,3 +430,17 @@ fn sim7080_ca_sockets() {
     let text = serial(&m.take_out());
     assert!(text.contains("+APP PDP: 0,DEACTIVE"), "{text}");
 }
+
+#[test]
+fn denial_and_sim_removal_report_the_pdp_context_lost() {
+    let (mut m, t) = registered(Model::Sim7080);
+    ask(&mut m, "AT+CNACT=0,1", t);
+    m.take_out();
+    m.deny(15, t);
+    let text = serial(&m.take_out());
+    assert!(text.contains("+APP PDP: 0,DEACTIVE"), "{text}");
+    let (mut m, t) = registered(Model::Bc66);
+    m.set_sim(false, t);
+    let text = serial(&m.take_out());
+    assert!(text.contains("+QIURC: \"pdpdeact\",1"), "{text}");
+}
