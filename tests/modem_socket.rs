@@ -7,7 +7,9 @@
 //! hex, "data waiting" + NSORF reads), the BC66 dialect (QI* in hex data format, inline hex
 //! sends, hex QIRD reads) and the SIM7080 dialect (CA*, bare ">" prompt, binary inside
 //! +CARECV); for the last two also a network close of the module socket mid-session, after
-//! which the bridge opens a new one and every reading arrives. The forwarder's link gate
+//! which the bridge opens a new one and every reading arrives, and a registration loss that
+//! takes the PDP context with it (`+APP PDP: 0,DEACTIVE`, `+QIURC: "pdpdeact"`): the status
+//! shows the context down then up again and every reading arrives. The forwarder's link gate
 //! follows the supervisor.
 
 mod common;
@@ -76,12 +78,23 @@ fn distinct_readings(sub: &Subscriber) -> usize {
 }
 
 async fn through_the_module(model: &str) {
-    session(model, false).await
+    session(model, Disruption::None).await
 }
 
-/// One forwarding session through the simulated `model`; with `netclose`, the network closes
-/// the module socket while a second batch is under way, and every reading still arrives.
-async fn session(model: &str, netclose: bool) {
+/// What happens to the module socket while a second batch is under way.
+#[derive(Clone, Copy, PartialEq)]
+enum Disruption {
+    None,
+    /// The network closes the module socket.
+    NetClose,
+    /// Registration lost for a few seconds: the module reports its PDP context deactivated.
+    PdpLoss,
+}
+
+/// One forwarding session through the simulated `model`; with a disruption while a second
+/// batch is under way, every reading still arrives.
+async fn session(model: &str, disruption: Disruption) {
+    let netclose = disruption != Disruption::None;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
         .with_test_writer()
@@ -107,7 +120,11 @@ async fn session(model: &str, netclose: bool) {
             rtt: Some("0.5s"),
             seed: Some(11),
             // With the close, also a +CEREG URC inside a third of the replies and now and then.
-            faults: if netclose { &["urc=0.3:2s"] } else { &[] },
+            faults: if disruption == Disruption::NetClose {
+                &["urc=0.3:2s"]
+            } else {
+                &[]
+            },
         },
     );
 
@@ -117,6 +134,20 @@ async fn session(model: &str, netclose: bool) {
     mc.signal_every = Duration::from_secs(30);
     let (engine, at) = AtEngine::new(mc.port.clone(), mc.baud, EngineOptions::default());
     let (status_tx, status) = watch::channel(ModemStatus::default());
+    // Every PDP state the supervisor published, in order.
+    let pdp_seen = Arc::new(std::sync::Mutex::new(Vec::<Option<bool>>::new()));
+    {
+        let (mut status, seen) = (status.clone(), pdp_seen.clone());
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let p = status.borrow_and_update().pdp_active;
+                let mut seen = seen.lock().unwrap();
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+            }
+        });
+    }
     let sup = ModemSupervisor::new(
         mc,
         at.clone(),
@@ -192,7 +223,15 @@ async fn session(model: &str, netclose: bool) {
                 .unwrap();
         }
         wake.notify_one();
-        assert_eq!(sim.control("close-sockets").trim(), "ok");
+        if disruption == Disruption::PdpLoss {
+            assert_eq!(sim.control("deregister 3").trim(), "ok");
+            wait_until("the supervisor saw the PDP context go", T, || {
+                (status.borrow().pdp_active == Some(false)).then_some(())
+            })
+            .await;
+        } else {
+            assert_eq!(sim.control("close-sockets").trim(), "ok");
+        }
         wait_until(
             &format!("{model}: 60 distinct readings after the close"),
             T,
@@ -212,6 +251,16 @@ async fn session(model: &str, netclose: bool) {
             opened(&sim) > before,
             "no new module socket after the close"
         );
+        if disruption == Disruption::PdpLoss {
+            // Down, then up again (the bridge re-activated it for the new socket).
+            let seen = pdp_seen.lock().unwrap().clone();
+            let down = seen.iter().position(|p| *p == Some(false));
+            assert!(
+                down.is_some_and(|d| seen[d..].contains(&Some(true))),
+                "PDP states seen: {seen:?}"
+            );
+            assert_eq!(status.borrow().pdp_active, Some(true));
+        }
     }
     // The module was really in the path: the supervisor saw it registered and detected.
     let s = status.borrow().clone();
@@ -268,10 +317,25 @@ async fn socket_mode_delivers_over_tls_through_a_sim7080() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bc66_network_close_mid_session_loses_nothing() {
-    session("bc66", true).await;
+    session("bc66", Disruption::NetClose).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim7080_network_close_mid_session_loses_nothing() {
-    session("sim7080", true).await;
+    session("sim7080", Disruption::NetClose).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim7080_pdp_loss_mid_session_reactivates_and_loses_nothing() {
+    session("sim7080", Disruption::PdpLoss).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc66_pdp_loss_mid_session_loses_nothing() {
+    session("bc66", Disruption::PdpLoss).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bg96_pdp_loss_mid_session_reactivates_and_loses_nothing() {
+    session("bg96", Disruption::PdpLoss).await;
 }

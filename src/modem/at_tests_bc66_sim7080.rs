@@ -104,6 +104,18 @@ pub(super) fn cases() -> Vec<Case> {
             ],
         ),
         (
+            "BC66 hex push URC carries its data inside the line: no raw bytes read after it",
+            vec![(
+                req("AT+CGMR"),
+                b"\r\n+QIURC: \"recv\",0,2,4142\r\n\r\nOK\r\n",
+            )],
+            vec![
+                Event::Empty,
+                urc("+QIURC: \"recv\",0,2,4142"),
+                x("AT+CGMR", &[], Final::Ok),
+            ],
+        ),
+        (
             "BC66 hex read, empty read, CLOSE OK",
             vec![
                 (req("AT+QIRD=0,512"), b"\r\n+QIRD: 2,4142\r\n\r\nOK\r\n"),

@@ -74,6 +74,12 @@ pub enum BridgeError {
     ClosedByNetwork,
     #[error("the PDP context was deactivated")]
     PdpLost,
+    #[error("the PDP context is down and {cmd} did not bring it up: {source}")]
+    PdpActivation {
+        cmd: &'static str,
+        #[source]
+        source: AtError,
+    },
     #[error("loopback side: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -225,7 +231,9 @@ impl SocketBridge {
             let ip = resolve(&host, &self.hosts).ok_or(BridgeError::Unresolved(host.clone()))?;
             let profile = self.profile().ok_or(BridgeError::NotReady)?;
             let mut urcs = self.at.urcs();
-            let id = open(&self.at, profile, ip, port, &mut urcs).await?;
+            // After a deactivation URC the context must come back before any open.
+            let pdp_down = self.status.borrow().pdp_active == Some(false);
+            let id = open(&self.at, profile, ip, port, pdp_down, &mut urcs).await?;
             tracing::info!(%host, %ip, port, socket = id, module = profile.id,
                 "modem bridge: module socket open");
             Ok::<_, BridgeError>((profile, id, urcs))
@@ -276,6 +284,7 @@ async fn open(
     p: &Profile,
     ip: IpAddr,
     port: u16,
+    pdp_down: bool,
     urcs: &mut broadcast::Receiver<Urc>,
 ) -> Result<u8, BridgeError> {
     match p.socket {
@@ -290,10 +299,22 @@ async fn open(
         }
         SocketDialect::Qi | SocketDialect::QiHex => {
             // Sockets need the PDP context active (QIACT); an already active context answers
-            // ERROR, which is fine: QIOPEN says whether it worked.
+            // ERROR, which is fine: QIOPEN says whether it worked. Not after the module said
+            // the context is gone: then the activation must work.
             if let Some(act) = p.pdp_activation {
-                if let Err(e) = at.call(act).await {
-                    tracing::debug!("modem bridge: {act}: {e} (already active?)");
+                if pdp_down && p.socket == SocketDialect::Qi {
+                    // The module keeps a deactivated context's state until QIDEACT.
+                    let _ = at.call(socket_cmd::QI_DEACT).await;
+                }
+                match at.call(act).await {
+                    Err(e) if pdp_down => {
+                        return Err(BridgeError::PdpActivation {
+                            cmd: act,
+                            source: e,
+                        })
+                    }
+                    Err(e) => tracing::debug!("modem bridge: {act}: {e} (already active?)"),
+                    Ok(_) => {}
                 }
             }
             // A socket left from an earlier run would make QIOPEN fail: close it first.
@@ -337,6 +358,12 @@ async fn open(
                             },
                         )
                         .await?
+                    }
+                    Err(e) if pdp_down => {
+                        return Err(BridgeError::PdpActivation {
+                            cmd: act,
+                            source: e,
+                        })
                     }
                     Err(e) => tracing::debug!("modem bridge: {act}: {e} (already active?)"),
                 }

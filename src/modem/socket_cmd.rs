@@ -221,7 +221,8 @@ pub fn nso_close(id: u8) -> String {
 // ---- BG95 / BG96 (and BC66/BC660K opens): QI* ----------------------------------------------
 
 /// `AT+QIOPEN=1,<id>,"TCP","<ip>",<port>,0,<access>`: push mode (1) delivers data in
-/// `+QIURC: "recv",<id>,<n>` URCs, buffer mode (0) needs `AT+QIRD`.
+/// `+QIURC: "recv",<id>,<n>` URCs (BG96: raw bytes after the line; BC66 in hex data format:
+/// `+QIURC: "recv",<id>,<n>,<hex>`, inside the line), buffer mode (0) needs `AT+QIRD`.
 pub fn qi_open(id: u8, ip: IpAddr, port: u16, push: bool) -> String {
     format!(
         "AT+QIOPEN=1,{id},\"TCP\",\"{ip}\",{port},0,{}",
@@ -296,6 +297,10 @@ pub fn qi_hex_read_reply(x: &Exchange) -> Result<Received, SocketError> {
 }
 
 // ---- SIM7080: CA* ---------------------------------------------------------------------------
+
+/// Deactivate BG96's context 1 (what its manual asks after `+QIURC: "pdpdeact"`, before
+/// `AT+QIACT` again).
+pub const QI_DEACT: &str = "AT+QIDEACT=1";
 
 /// `AT+CAOPEN=<cid>,0,"TCP","<ip>",<port>` (PDP context 0).
 pub fn ca_open(cid: u8, ip: IpAddr, port: u16) -> String {
@@ -487,6 +492,20 @@ fn qiurc(urc: &Urc) -> Option<Result<SocketUrc, SocketError>> {
     Some(match f.opt(0)? {
         "closed" => id().map(|id| SocketUrc::Closed { id }),
         "pdpdeact" => Ok(SocketUrc::PdpDeactivated),
+        // BC66 push mode in hex data format: the data inside the line, hex (bounded by
+        // `at::MAX_LINE` and `decode_hex`'s `MAX_DATA`).
+        "recv" if f.opt(3).is_some() => id().and_then(|id| {
+            let said = f.num::<usize>(2, "length")?;
+            let data = decode_hex("QIURC recv (hex push)", f.opt(3).unwrap_or_default())?;
+            if data.len() != said {
+                return Err(SocketError::LengthMismatch {
+                    reply: "QIURC recv (hex push)",
+                    said,
+                    got: data.len(),
+                });
+            }
+            Ok(SocketUrc::Data { id, data })
+        }),
         "recv" => id().and_then(|id| match (f.opt_num::<usize>(2, "length"), &urc.data) {
             (Ok(Some(said)), Some(data)) if data.len() == said => Ok(SocketUrc::Data {
                 id,

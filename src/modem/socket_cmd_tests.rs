@@ -427,3 +427,49 @@ fn the_largest_send_of_every_profile_fits_the_engines_command_limit() {
         }
     }
 }
+
+#[test]
+fn bc66_hex_push_urcs_are_parsed_and_bounded() {
+    use SocketUrc::*;
+    let big = format!("+QIURC: \"recv\",0,1501,{}", "41".repeat(1501));
+    let cases: Vec<(String, Result<SocketUrc, &str>)> = vec![
+        (
+            "+QIURC: \"recv\",0,4,41420D0A".into(),
+            Ok(Data {
+                id: 0,
+                data: b"AB\r\n".to_vec(),
+            }),
+        ),
+        (
+            "+QIURC: \"recv\",2,2,\"6f6B\"".into(),
+            Ok(Data {
+                id: 2,
+                data: b"ok".to_vec(),
+            }),
+        ),
+        (
+            "+QIURC: \"recv\",0,3,4142".into(),
+            Err("length 3 does not match the 2 bytes"),
+        ),
+        ("+QIURC: \"recv\",0,2,41G2".into(), Err("hex")),
+        ("+QIURC: \"recv\",0,2,414".into(), Err("hex")),
+        ("+QIURC: \"recv\",0,x,4142".into(), Err("length")),
+        ("+QIURC: \"recv\",z,2,4142".into(), Err("id")),
+        (big, Err("1500")),
+    ];
+    for (line, want) in cases {
+        let u = Urc {
+            kind: Some(UrcKind::Qiurc),
+            line: line.clone(),
+            data: None,
+        };
+        match (parse_urc(&u), want) {
+            (Some(Ok(got)), Ok(want)) => assert_eq!(got, want, "{line}"),
+            (Some(Err(e)), Err(names)) => {
+                let text = e.to_string();
+                assert!(text.contains(names), "{line}: {text}");
+            }
+            (got, want) => panic!("{line}: got {got:?}, want {want:?}"),
+        }
+    }
+}

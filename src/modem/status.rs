@@ -228,6 +228,11 @@ pub struct ModemStatus {
     pub edrx: Option<EdrxStatus>,
     /// A module socket is open (the socket bridge's session).
     pub socket_open: bool,
+    /// The socket-mode PDP context: `Some(false)` once the module reported it deactivated
+    /// (`+QIURC: "pdpdeact"`, `+APP PDP: <n>,DEACTIVE`), `Some(true)` once it reported it
+    /// active (`+APP PDP: <n>,ACTIVE`) or a module socket opened; `None` until known. While
+    /// false the socket bridge activates it (CNACT / QIACT) before opening and insists.
+    pub pdp_active: Option<bool>,
     /// Link-disturbing setters the supervisor holds back while a socket is open on a live
     /// link; they run when it closes.
     pub deferred: Vec<String>,

@@ -25,6 +25,7 @@ use super::ladder::{permanent_reject, Input, Ladder, Policy};
 use super::profile::{self, Profile};
 use super::reply::{self, RegStatus, Registration};
 use super::signal::Signal;
+use super::socket_cmd::{self, SocketUrc};
 use super::status::{
     timer_secs, ModemState, ModemStatus, PsmGranted, RegistrationStatus, SignalReport,
 };
@@ -310,17 +311,27 @@ impl ModemSupervisor {
             Some(UrcKind::Boot) => {
                 info!(line = %u.line, "modem rebooted");
                 self.boot_pending = false;
+                // Its PDP context is whatever the boot made of it.
+                self.set(|s| s.pdp_active = None);
                 // Let the rest of the boot text pass before talking to it.
                 if self.profile.boot_marker.is_some() && !self.profile.boot_complete(&u.line) {
                     let _ = self.wait_boot(urcs, shutdown).await;
                 }
                 true
             }
-            Some(UrcKind::Qiurc) if u.line.contains("pdpdeact") => {
-                self.set(|s| {
-                    s.attached = Some(false);
-                    s.ip = None;
-                });
+            Some(UrcKind::Qiurc | UrcKind::AppPdp) => {
+                match socket_cmd::parse_urc(u) {
+                    Some(Ok(SocketUrc::PdpDeactivated)) => {
+                        info!(line = %u.line, "modem PDP context deactivated");
+                        self.set(|s| {
+                            s.attached = Some(false);
+                            s.ip = None;
+                            s.pdp_active = Some(false);
+                        });
+                    }
+                    Some(Ok(SocketUrc::PdpActivated)) => self.set(|s| s.pdp_active = Some(true)),
+                    _ => {}
+                }
                 false
             }
             Some(UrcKind::TimeZone) => {

@@ -52,7 +52,13 @@ impl ModemSupervisor {
     /// The socket opened or closed: the status says so; on close, what was deferred runs.
     pub(super) async fn socket_changed(&mut self) {
         let open = *self.socket_open.borrow_and_update();
-        self.set(|s| s.socket_open = open);
+        self.set(|s| {
+            s.socket_open = open;
+            // A socket opened: its PDP context is up.
+            if open {
+                s.pdp_active = Some(true);
+            }
+        });
         if open {
             return;
         }

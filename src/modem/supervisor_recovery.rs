@@ -107,6 +107,7 @@ impl ModemSupervisor {
             s.state = ModemState::Starting;
             s.attached = None;
             s.ip = None;
+            s.pdp_active = None;
         });
         // Registration gets its full bound again after every step; the module starts over.
         self.missing_since = Instant::now();

@@ -1,7 +1,8 @@
 //! The simulated module's registration machine: searching after power-on or AT+CFUN=1,
-//! registered (and attached) after the configured delay, lost for a while (sockets closed,
-//! BG96's "pdpdeact"), denied with an EMM reject cause, radio off, no SIM; the "+CEREG" body
-//! for each URC level 0..5 in the model's spelling. Pure: part of `Modem`.
+//! registered (and attached) after the configured delay, lost for a while, denied with an EMM
+//! reject cause, no SIM (each: the PDP context's loss reported first, BG96's and BC66's
+//! "pdpdeact", SIM7080's "+APP PDP: 0,DEACTIVE", then the sockets closed), radio off; the
+//! "+CEREG" body for each URC level 0..5 in the model's spelling. Pure: part of `Modem`.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +76,10 @@ impl Modem {
             self.start_search(now, Duration::ZERO);
         } else {
             self.reg = Reg::Idle;
+            let was_attached = self.attached;
             self.attached = false;
             self.cereg_urc(now);
+            self.pdp_lost(was_attached, now);
             self.network_close_all(now);
             self.pdp = false;
         }
@@ -119,16 +122,24 @@ impl Modem {
             return;
         }
         self.reg = Reg::Lost { until: now + d };
+        let was_attached = self.attached;
         self.attached = false;
         self.cereg_urc(now);
+        self.pdp_lost(was_attached, now);
         self.network_close_all(now);
-        if self.pdp && self.model == Model::Bg96 {
-            self.urc("+QIURC: \"pdpdeact\",1", now);
-        }
-        if self.pdp && self.model == Model::Sim7080 {
-            self.urc("+APP PDP: 0,DEACTIVE", now);
-        }
         self.pdp = false;
+    }
+
+    /// The PDP context went with the registration: its loss is reported before its sockets'
+    /// (it is what closed them): BG96 after QIACT, BC66 whenever it was attached (its context
+    /// comes with the attach), SIM7080 after CNACT.
+    fn pdp_lost(&mut self, was_attached: bool, now: Instant) {
+        match self.model {
+            Model::Bg96 if self.pdp => self.urc("+QIURC: \"pdpdeact\",1", now),
+            Model::Bc66 if was_attached => self.urc("+QIURC: \"pdpdeact\",1", now),
+            Model::Sim7080 if self.pdp => self.urc("+APP PDP: 0,DEACTIVE", now),
+            _ => {}
+        }
     }
 
     /// The network refuses registration with EMM `cause` until `register_now`, a radio off/on
@@ -138,8 +149,10 @@ impl Modem {
             return;
         }
         self.reg = Reg::Denied { cause };
+        let was_attached = self.attached;
         self.attached = false;
         self.cereg_urc(now);
+        self.pdp_lost(was_attached, now);
         self.network_close_all(now);
         self.pdp = false;
     }

@@ -213,12 +213,26 @@ fn registration_loss_closes_sockets() {
     let outs = m.take_out();
     assert_eq!(
         serial(&outs),
-        "\r\n+QIURC: \"closed\",0\r\n\r\n+QIURC: \"pdpdeact\",1\r\n"
+        "\r\n+QIURC: \"pdpdeact\",1\r\n\r\n+QIURC: \"closed\",0\r\n"
     );
     assert!(outs.contains(&Out::Close {
         conn,
         graceful: false
     }));
+}
+
+#[test]
+fn bc66_registration_loss_reports_the_context_then_the_socket() {
+    let (mut m, t) = registered(Model::Bc66);
+    m.feed(b"AT+QIOPEN=1,0,\"TCP\",\"127.0.0.1\",9000,0,0\r", t);
+    let (conn, _) = connects(&m.take_out())[0];
+    m.on_net(NetEvent::Connected { conn, ok: true }, t);
+    m.take_out();
+    m.lose_registration(Duration::from_secs(10), t);
+    let text = serial(&m.take_out());
+    let pdp = text.find("+QIURC: \"pdpdeact\",1").expect("pdpdeact URC");
+    let closed = text.find("+QIURC: \"closed\",0").expect("closed URC");
+    assert!(pdp < closed, "{text}");
 }
 
 #[test]
@@ -415,4 +429,18 @@ fn sim7080_ca_sockets() {
     m.lose_registration(Duration::from_secs(5), t);
     let text = serial(&m.take_out());
     assert!(text.contains("+APP PDP: 0,DEACTIVE"), "{text}");
+}
+
+#[test]
+fn denial_and_sim_removal_report_the_pdp_context_lost() {
+    let (mut m, t) = registered(Model::Sim7080);
+    ask(&mut m, "AT+CNACT=0,1", t);
+    m.take_out();
+    m.deny(15, t);
+    let text = serial(&m.take_out());
+    assert!(text.contains("+APP PDP: 0,DEACTIVE"), "{text}");
+    let (mut m, t) = registered(Model::Bc66);
+    m.set_sim(false, t);
+    let text = serial(&m.take_out());
+    assert!(text.contains("+QIURC: \"pdpdeact\",1"), "{text}");
 }
