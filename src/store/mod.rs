@@ -35,6 +35,7 @@ mod schema;
 mod sealing;
 pub mod seq;
 pub mod space;
+pub mod sparkplug_meta;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -60,6 +61,7 @@ pub use commands::{
 };
 pub use export::{ExportFilter, StoreStats, StoredBatch};
 pub use limits::Eviction;
+pub use sparkplug_meta::BdSeqClaim;
 
 use crate::time::{rfc3339_ms, unix_ms};
 use blob::RawSample;
