@@ -93,7 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn survives_a_clean_reopen_and_an_unclean_end() {
+    fn survives_a_clean_reopen_and_a_forgotten_store() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         s.claim_bd_seq(next_bd_seq).unwrap();
@@ -109,6 +109,71 @@ mod tests {
         let s = open(dir.path());
         assert_eq!(
             s.claim_bd_seq(next_bd_seq).unwrap(),
+            BdSeqClaim {
+                previous: Some(2),
+                bd_seq: 3
+            }
+        );
+    }
+
+    /// Where the child half of `a_claim_survives_kill_9` opens the store.
+    const CHILD_DIR: &str = "GASDTU_TEST_BD_SEQ_CHILD_DIR";
+
+    /// The child half of `a_claim_survives_kill_9`, run by it in a separate process: claims,
+    /// says so, and waits to be killed. Run on its own (no `CHILD_DIR`), it has nothing to do.
+    #[test]
+    fn kill_9_child() {
+        let Some(dir) = std::env::var_os(CHILD_DIR) else {
+            return;
+        };
+        let s = open(Path::new(&dir));
+        let c = s.claim_bd_seq(next_bd_seq).unwrap();
+        println!("claimed {}", c.bd_seq);
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn a_claim_survives_kill_9() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        s.claim_bd_seq(next_bd_seq).unwrap();
+        s.claim_bd_seq(next_bd_seq).unwrap();
+        drop(s);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::sparkplug_meta::tests::kill_9_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                // libtest prints "test <name> ... " on the same line first.
+                if let Some((_, n)) = line.rsplit_once("claimed ") {
+                    let _ = tx.send(n.trim().to_string());
+                    return;
+                }
+            }
+        });
+        let claimed = rx.recv_timeout(std::time::Duration::from_secs(60));
+        // SIGKILL: no Drop, no checkpoint, no close.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(claimed.as_deref(), Ok("2"), "the child's claim");
+        assert_eq!(
+            open(dir.path()).claim_bd_seq(next_bd_seq).unwrap(),
             BdSeqClaim {
                 previous: Some(2),
                 bd_seq: 3
