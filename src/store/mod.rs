@@ -36,6 +36,7 @@ mod schema;
 mod sealing;
 pub mod seq;
 pub mod space;
+pub mod sparkplug_meta;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -61,6 +62,7 @@ pub use commands::{
 };
 pub use export::{ExportFilter, StoreStats, StoredBatch};
 pub use limits::Eviction;
+pub use sparkplug_meta::BdSeqClaim;
 
 use crate::time::{rfc3339_ms, unix_ms};
 use blob::RawSample;

@@ -2,8 +2,10 @@
 //! prost structs (`proto`), topics and id validation (`topic`), the metric model built from the
 //! config with datatypes and stable aliases (`metrics`), the edge node's encoders, seq/bdSeq
 //! counters and report-by-exception filter (`encode`), the bounded NCMD/DCMD decoder
-//! (`decode`) and the session that says what to publish when (`node`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
+//! (`decode`), DCMD writes as remote write commands (`dcmd`) and the session that says what to
+//! publish when (`node`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
 
+pub mod dcmd;
 pub mod decode;
 pub mod encode;
 pub mod metrics;
@@ -14,10 +16,13 @@ pub mod topic;
 #[cfg(test)]
 mod command_tests;
 #[cfg(test)]
+mod dcmd_tests;
+#[cfg(test)]
 mod node_tests;
 #[cfg(test)]
 mod tests;
 
+pub use dcmd::{dcmd_commands, dcmd_id};
 pub use decode::{decode_dcmd, decode_ncmd, CommandError, NodeCommand, WriteRequest};
 pub use encode::{
     dbirth, ddata, ddeath, nbirth, ndata, ndeath, next_bd_seq, EncodeError, Exceptions,
