@@ -35,11 +35,6 @@ fn kills() -> usize {
 /// (device, point, read time in ms)
 type Key = (String, String, i64);
 
-fn ms(rfc3339: &str) -> i64 {
-    let t = humantime::parse_rfc3339(rfc3339).unwrap_or_else(|e| panic!("bad time {rfc3339}: {e}"));
-    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
 struct Site {
     dir: tempfile::TempDir,
     pki: Pki,
@@ -175,7 +170,7 @@ profile = "evc-dcba"
                 (
                     v["device"].as_str().unwrap().to_string(),
                     v["point"].as_str().unwrap().to_string(),
-                    ms(v["read_at"].as_str().unwrap()),
+                    rfc3339_ms(v["read_at"].as_str().unwrap()),
                 )
             })
             // The evc-dcba profile's integer/fraction halves are `publish = false`: stored
@@ -224,18 +219,8 @@ fn received(sub: &Subscriber) -> Received {
         if v["hist"] == true {
             r.historical += 1;
         }
-        for d in v["data"].as_array().unwrap() {
-            let dev = d["dev"].as_str().unwrap();
-            for read in d["reads"].as_array().unwrap() {
-                let t = ms(read["t"].as_str().unwrap());
-                for key in ["v", "bad"] {
-                    if let Some(obj) = read[key].as_object() {
-                        for p in obj.keys() {
-                            r.readings.insert((dev.to_string(), p.clone(), t));
-                        }
-                    }
-                }
-            }
+        for key in data_readings(&v) {
+            r.readings.insert(key);
         }
     }
     r

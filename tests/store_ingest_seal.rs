@@ -79,30 +79,9 @@ fn ingest_seals_exactly_what_the_forwarder_builds() {
 /// (the library test never connects).
 fn uplink_config_plain(encoding: Encoding, format: PayloadFormat) -> gasdtu::config::UplinkConfig {
     gasdtu::config::UplinkConfig {
-        host: "127.0.0.1".into(),
-        port: 1883,
-        tls: false,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        server_name: None,
-        username: None,
-        password: None,
-        client_id: "gasdtu-gw-x".into(),
-        topic_root: "gasdtu/gw-x".into(),
-        keepalive: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(400),
-        max_payload: 1024,
-        rate_limit: None,
         encoding,
         format,
-        inflight: 4,
-        session: gasdtu::config::SessionMode::Always,
-        linger: Duration::from_secs(20),
-        check_in: Duration::from_secs(3600),
-        ack_timeout: Duration::from_secs(30),
+        ..uplink::plain_uplink_config(1883, "gw-x")
     }
 }
 
@@ -172,7 +151,7 @@ async fn the_daemon_delivers_every_reading_once_in_seq_order() {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             let s = |k: &str| v[k].as_str().unwrap().to_string();
-            (s("device"), s("point"), ms(&s("read_at")))
+            (s("device"), s("point"), rfc3339_ms(&s("read_at")))
         })
         // The evc-dcba halves are `publish = false`: stored, never sent.
         .filter(|(_, p, _)| !(p.ends_with("_int") || p.ends_with("_frac")))
@@ -201,11 +180,6 @@ async fn the_daemon_delivers_every_reading_once_in_seq_order() {
     assert!(committed.len() >= 40, "{} readings", committed.len());
 }
 
-fn ms(rfc3339: &str) -> i64 {
-    let t = humantime::parse_rfc3339(rfc3339).unwrap_or_else(|e| panic!("bad time {rfc3339}: {e}"));
-    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
 /// Per reading (device, point, read time in ms): how often it arrived; and the sequence
 /// numbers of the messages with one, in arrival order.
 #[allow(clippy::type_complexity)]
@@ -221,18 +195,8 @@ fn arrived(sub: &Subscriber) -> (BTreeMap<(String, String, i64), usize>, Vec<u64
         if !m.topic.ends_with("/data") {
             continue;
         }
-        for d in v["data"].as_array().unwrap() {
-            let dev = d["dev"].as_str().unwrap();
-            for read in d["reads"].as_array().unwrap() {
-                let t = ms(read["t"].as_str().unwrap());
-                for key in ["v", "bad"] {
-                    if let Some(obj) = read[key].as_object() {
-                        for p in obj.keys() {
-                            *by.entry((dev.to_string(), p.clone(), t)).or_insert(0) += 1;
-                        }
-                    }
-                }
-            }
+        for key in data_readings(&v) {
+            *by.entry(key).or_insert(0) += 1;
         }
     }
     (by, seqs)

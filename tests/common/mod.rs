@@ -27,7 +27,7 @@ pub use cli::{gasdtu_run, run_program, Run};
 #[allow(unused_imports)]
 pub use mqtt::*;
 #[allow(unused_imports)] // each test crate uses what it needs
-pub use uplink::{int_readings, readings, uplink_config};
+pub use uplink::{data_readings, int_readings, readings, rfc3339_ms, uplink_config};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
