@@ -14,9 +14,10 @@
 //! minus the linger), and bytes up/down on air from the simulator's `stats` counters before and
 //! after (the module's socket bytes, i.e. TCP payload: TLS records carrying MQTT; no IP/TCP
 //! headers, no radio-layer overhead). Scenarios: BG96 x {JSON, CBOR} x {TLS resumption on,
-//! off (`Forwarder::without_tls_resumption`: a fresh session cache per attempt)}, then BC95,
-//! BC66 (hex data format) and SIM7080 (CA* sockets) with CBOR + resumption. Each scenario starts fresh (simulator, store, forwarder); its
-//! start-up session and one warm-up report are shown apart and not counted.
+//! off (`Forwarder::without_tls_resumption`: a fresh session cache per attempt)}, BG96 CBOR in
+//! data format 2, then BC95, BC66 (hex data format) and SIM7080 (CA* sockets) with CBOR +
+//! resumption. Each scenario starts fresh (simulator, store, forwarder); its start-up session
+//! and one warm-up report are shown apart and not counted.
 //!
 //! Knobs: GASDTU_BENCH_REPORTS (measured reports per scenario, default 10), GASDTU_BENCH_LOG
 //! (a tracing filter for the in-process stack, e.g. `gasdtu=debug`; off by default),
@@ -39,7 +40,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use gasdtu::config::{Encoding, ModemConfig, ModemMode, SessionMode, StoreConfig, UplinkConfig};
+use gasdtu::config::{
+    Encoding, ModemConfig, ModemMode, PayloadFormat, SessionMode, StoreConfig, UplinkConfig,
+};
 use gasdtu::model::{Quality, Sample, SampleBatch, Value};
 use gasdtu::modem::{
     link_gate, AtEngine, EngineOptions, ModemStatus, ModemSupervisor, SocketBridge,
@@ -65,17 +68,22 @@ const DEVICES: [usize; 6] = [9, 9, 8, 8, 8, 8];
 struct Scenario {
     model: &'static str,
     encoding: Encoding,
+    format: PayloadFormat,
     resume: bool,
 }
 
 impl Scenario {
     fn label(&self) -> String {
         format!(
-            "{} {} resumption {}",
+            "{} {}{} resumption {}",
             self.model,
             match self.encoding {
                 Encoding::Json => "JSON",
                 Encoding::Cbor => "CBOR",
+            },
+            match self.format {
+                PayloadFormat::V1 => "",
+                PayloadFormat::V2 => " format 2",
             },
             if self.resume { "on" } else { "off" }
         )
@@ -228,7 +236,13 @@ impl Station {
     }
 }
 
-fn uplink(ca: &Path, port: u16, root: &str, encoding: Encoding) -> UplinkConfig {
+fn uplink(
+    ca: &Path,
+    port: u16,
+    root: &str,
+    encoding: Encoding,
+    format: PayloadFormat,
+) -> UplinkConfig {
     UplinkConfig {
         host: "localhost".into(),
         port,
@@ -248,7 +262,7 @@ fn uplink(ca: &Path, port: u16, root: &str, encoding: Encoding) -> UplinkConfig 
         max_payload: 1024,
         rate_limit: None,
         encoding,
-        format: Default::default(),
+        format,
         inflight: 8,
         session: SessionMode::OnDemand,
         linger: LINGER,
@@ -486,7 +500,7 @@ async fn scenario(
     let root = format!("gasdtu/nb{idx}");
     let extra_store = store.clone();
     let mut fwd = Forwarder::new(
-        uplink(ca, tls_port, &root, sc.encoding),
+        uplink(ca, tls_port, &root, sc.encoding, sc.format),
         &format!("gw-nb{idx}"),
         store.clone(),
         wake.clone(),
@@ -624,14 +638,23 @@ fn run() -> Res<()> {
             scenarios.push(Scenario {
                 model: "bg96",
                 encoding,
+                format: PayloadFormat::V1,
                 resume,
             });
         }
     }
+    // Data format 2 (schema once per message, positional values, decimal mantissas).
+    scenarios.push(Scenario {
+        model: "bg96",
+        encoding: Encoding::Cbor,
+        format: PayloadFormat::V2,
+        resume: true,
+    });
     for model in ["bc95", "bc66", "sim7080"] {
         scenarios.push(Scenario {
             model,
             encoding: Encoding::Cbor,
+            format: PayloadFormat::V1,
             resume: true,
         });
     }
