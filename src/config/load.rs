@@ -249,12 +249,44 @@ pub fn parse_with_profiles(
         modem,
         sparkplug,
     };
+    check_sparkplug(&mut d, &config);
+    if d.has_errors() {
+        return Err(d.take_errors());
+    }
     warn_config(&mut d, &config, &bus_spans);
     Ok(Loaded {
         config,
         warnings: d.take_warnings(),
         origins,
     })
+}
+
+/// Sparkplug mode: the devices must make a metric model, and every device's largest DBIRTH
+/// (measured by the encoder, docs/sparkplug.md) must fit `[uplink] max_payload`.
+fn check_sparkplug(d: &mut Diags<'_>, config: &Config) {
+    use crate::uplink::sparkplug::{build, size};
+    let (Some(_), Some(up)) = (&config.sparkplug, &config.uplink) else {
+        return;
+    };
+    let model = match build(config) {
+        Ok(m) => m,
+        Err(e) => {
+            d.error("uplink.protocol", None, format!("sparkplug: {e}"));
+            return;
+        }
+    };
+    for o in size::oversize_births(config, &model, up.max_payload) {
+        d.error(
+            &join("devices", &o.device),
+            None,
+            format!(
+                "sparkplug: the DBIRTH of device `{}` can be {} bytes (every metric at its \
+                 widest value), over uplink.max_payload = {}: raise [uplink] max_payload to at \
+                 least {} (or publish fewer points of this device)",
+                o.device, o.size, up.max_payload, o.size
+            ),
+        );
+    }
 }
 
 /// Warnings on a valid configuration: empty buses and poll cycles that do not fit the wire.

@@ -2,8 +2,8 @@
 //! prost structs (`proto`), topics and id validation (`topic`), the metric model built from the
 //! config with datatypes and stable aliases (`metrics`), the edge node's encoders, seq/bdSeq
 //! counters and report-by-exception filter (`encode`), the bounded NCMD/DCMD decoder
-//! (`decode`), DCMD writes as remote write commands (`dcmd`) and the session that says what to
-//! publish when (`node`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
+//! (`decode`), DCMD writes as remote write commands (`dcmd`), the session that says what to
+//! publish when (`node`) and the largest DBIRTH per device, checked against `max_payload` (`size`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
 
 pub mod dcmd;
 pub mod decode;
@@ -11,6 +11,7 @@ pub mod encode;
 pub mod metrics;
 pub mod node;
 pub mod proto;
+pub mod size;
 pub mod topic;
 
 #[cfg(test)]
