@@ -11,6 +11,8 @@ pub mod forwarder;
 pub mod modem;
 /// The modem tests' start-and-wait fixture: simulator, engine, supervisor, daemon, waits.
 pub mod modem_sim;
+/// The simulator with a test speaking AT to it raw through the pty's other end.
+pub mod modem_term;
 /// MQTT: test PKI, mosquitto, subscriber, publisher.
 pub mod mqtt;
 /// The remote-operations harness (issue 10): daemon, ops CLI, signed requests, answers.
