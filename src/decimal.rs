@@ -29,6 +29,18 @@ pub struct Decimal {
     pub exponent: i32,
 }
 
+/// The powers of ten that are exact in f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// 10^-k, the nearest doubles (as `1.0 / POW10[k]` computes them, pinned in the tests).
+const NEG_POW10: [f64; 23] = [
+    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
+    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
+];
+
 /// A small stack buffer for float formatting (no allocation on the polling path).
 struct Buf {
     bytes: [u8; 64],
@@ -133,10 +145,29 @@ impl Decimal {
     }
 
     /// The decimal a finite float stands for (`meant`); `None` for NaN and infinities.
+    /// Whole numbers below 10^15 and the decimal scales 10^-k (0.1, 0.01, ...: a point's scale
+    /// and offset, at every scaled reading) are read without formatting: their shortest
+    /// representation is the number itself (pinned against the formatting path in the tests).
     pub fn of(x: f64) -> Option<Decimal> {
         if !x.is_finite() {
             return None;
         }
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            return Some(Decimal::from_int(x as i128));
+        }
+        if x > 0.0 && x < 1.0 {
+            if let Some(k) = NEG_POW10.iter().position(|&p| p == x) {
+                return Some(Decimal {
+                    mantissa: 1,
+                    exponent: -(k as i32),
+                });
+            }
+        }
+        Decimal::of_formatted(x)
+    }
+
+    /// `of` through the shortest representation (`{:e}`) of `meant(x)`; `x` finite.
+    fn of_formatted(x: f64) -> Option<Decimal> {
         let mut b = Buf::new();
         write!(b, "{:e}", meant(x)).ok()?;
         parse_sci(b.as_str())
@@ -189,10 +220,6 @@ impl Decimal {
 
     /// The nearest f64 (correctly rounded).
     pub fn to_f64(self) -> f64 {
-        const POW10: [f64; 23] = [
-            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-        ];
         // Both operands exact in f64: one IEEE operation rounds correctly (Clinger's fast path).
         if self.mantissa.unsigned_abs() < (1u128 << 53) {
             let m = self.mantissa as f64;
@@ -289,6 +316,51 @@ mod tests {
         }
         assert_eq!(Decimal::of(f64::NAN), None);
         assert_eq!(Decimal::of(f64::NEG_INFINITY), None);
+    }
+
+    #[test]
+    fn fast_paths_of_decimal_of_agree_with_formatting() {
+        let mut xs: Vec<f64> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            7.0,
+            10.0,
+            100.0,
+            123_000.0,
+            -8998.0,
+            16_777_216.0,
+            4_294_967_295.0,
+            999_999_999_999_999.0,
+            -999_999_999_999_999.0,
+            // Just outside the whole-number fast path: formatting decides.
+            1e15,
+            9_007_199_254_740_992.0,
+            0.5,
+            0.25,
+            1.5,
+            0.2,
+            0.3,
+            0.05,
+        ];
+        for k in 1..POW10.len() {
+            assert_eq!(
+                NEG_POW10[k].to_bits(),
+                (1.0 / POW10[k]).to_bits(),
+                "10^-{k}"
+            );
+            xs.push(1.0 / POW10[k]);
+            xs.push(-1.0 / POW10[k]);
+            xs.push(POW10[k]);
+        }
+        for x in xs {
+            assert_eq!(Decimal::of(x), Decimal::of_formatted(x), "{x:?}");
+        }
+        // The fast paths are taken where they are meant to be (same value, no formatting).
+        assert_eq!(Decimal::of(0.1), Some(dec(1, -1)));
+        assert_eq!(Decimal::of(0.001), Some(dec(1, -3)));
+        assert_eq!(Decimal::of(-8998.0), Some(dec(-8998, 0)));
     }
 
     #[test]
