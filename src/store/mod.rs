@@ -1079,8 +1079,6 @@ fn db_and_wal_bytes(path: &Path) -> u64 {
 /// the flash is written in (docs/store.md, "Flash wear": measured against 1 KiB and 4 KiB).
 pub const NEW_DB_PAGE_SIZE: u64 = 512;
 
-/// WAL pages before an automatic checkpoint: 4 MiB of pages (SQLite's default of 1000 pages at
-/// 4 KiB) unless the size cap is small, then an eighth of the cap (at least 64 KiB).
 /// Prepared statements stay prepared across cycles (bench-results/cpu_profile.txt: 6.6 % of
 /// the daemon's CPU went to re-preparing them).
 /// - Room for every constant statement of a cycle (rusqlite keeps 16 by default; the write,
@@ -1101,6 +1099,9 @@ fn tune_statements(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// WAL pages before an automatic checkpoint: 4,096,000 bytes of pages (SQLite's default of
+/// 1000 pages at 4 KiB) unless the size cap is small, then an eighth of the cap (at least
+/// 64 KiB).
 fn wal_pages(max_bytes: u64, page_size: u64) -> u64 {
     (max_bytes / 8).clamp(16 * 4096, 1000 * 4096) / page_size.max(512)
 }
