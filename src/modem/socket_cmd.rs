@@ -237,17 +237,26 @@ pub fn qi_read(id: u8, max: usize) -> String {
 
 /// The `+QIRD: <n>` line and the `n` raw bytes the parser attached to the exchange.
 pub fn qi_read_reply(x: &Exchange) -> Result<Received, SocketError> {
-    const R: &str = "QIRD";
+    raw_read_reply(x, "QIRD", "+QIRD:")
+}
+
+/// A read whose `<prefix> <n>` line comes with `n` raw bytes the parser attached to the
+/// exchange (after the line for QIRD, inside it for CARECV): the bytes, checked against `n`.
+fn raw_read_reply(
+    x: &Exchange,
+    reply: &'static str,
+    prefix: &str,
+) -> Result<Received, SocketError> {
     let line = x
         .lines
         .iter()
-        .find(|l| l.starts_with("+QIRD:"))
-        .ok_or(ReplyError::NoLine { reply: R })?;
-    let said: usize = Fields::split(R, body(R, "+QIRD:", line)?)?.num(0, "length")?;
+        .find(|l| l.starts_with(prefix))
+        .ok_or(ReplyError::NoLine { reply })?;
+    let said: usize = Fields::split(reply, body(reply, prefix, line)?)?.num(0, "length")?;
     let data = x.data.clone().unwrap_or_default();
     if data.len() != said {
         return Err(SocketError::LengthMismatch {
-            reply: R,
+            reply,
             said,
             got: data.len(),
         });
@@ -326,25 +335,7 @@ pub fn ca_read(cid: u8, max: usize) -> String {
 
 /// The `+CARECV: <n>` line and the `n` raw bytes the parser took from inside it.
 pub fn ca_read_reply(x: &Exchange) -> Result<Received, SocketError> {
-    const R: &str = "CARECV";
-    let line = x
-        .lines
-        .iter()
-        .find(|l| l.starts_with("+CARECV:"))
-        .ok_or(ReplyError::NoLine { reply: R })?;
-    let said: usize = Fields::split(R, body(R, "+CARECV:", line)?)?.num(0, "length")?;
-    let data = x.data.clone().unwrap_or_default();
-    if data.len() != said {
-        return Err(SocketError::LengthMismatch {
-            reply: R,
-            said,
-            got: data.len(),
-        });
-    }
-    Ok(Received {
-        data,
-        remaining: None,
-    })
+    raw_read_reply(x, "CARECV", "+CARECV:")
 }
 
 /// `AT+CACLOSE=<cid>`.
