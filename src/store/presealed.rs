@@ -18,7 +18,7 @@ use rusqlite::Transaction;
 use super::counters::Next;
 use super::dict::Dict;
 use super::Store;
-use crate::outbox::{IngestSealer, OutboxError, Sealed};
+use crate::outbox::{IngestSealer, OutboxError, SealRequest, Sealed};
 
 /// Pending entries looked at per ingest seal; the forwarder's `FETCH` is this constant. A look
 /// that comes back full is a backlog and left to the forwarder.
@@ -86,24 +86,17 @@ impl Store {
             let mut out = Vec::with_capacity(plan.len());
             let mut hwm = hwm;
             for p in plan {
-                let seq = self.reserve_next(hwm, reserved).map_err(Declined::Failed)?;
-                let retain = self.retained(&sp, &p.entries).map_err(Declined::Failed)?;
-                let payload =
-                    (p.build)(seq).map_err(|why| Declined::Failed(OutboxError::Build(why)))?;
-                self.insert_message(&sp, seq, &p.topic, &payload, p.readings, &p.entries, next)
-                    .map_err(Declined::Failed)?;
-                if retain {
-                    sp.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
-                        .map_err(|e| Declined::Failed(self.sql("retain")(e).into()))?;
-                }
-                hwm = seq;
-                out.push(Sealed {
-                    seq,
-                    topic: p.topic,
-                    payload,
+                let req = SealRequest {
+                    topic: &p.topic,
+                    entries: &p.entries,
                     readings: p.readings,
-                    retain,
-                });
+                };
+                let m = self
+                    .seal_message(&sp, hwm, reserved, &req, p.build, next)
+                    .map_err(Declined::Failed)?
+                    .map_err(|why| Declined::Failed(OutboxError::Build(why)))?;
+                hwm = m.seq;
+                out.push(m);
             }
             Ok(out)
         })();

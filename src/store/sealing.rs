@@ -181,30 +181,17 @@ impl Outbox for Store {
                     stop = Some(e);
                     break;
                 }
-                let seq = self.reserve_next(hwm, &mut inner.reserved)?;
-                let retain = self.retained(&tx, q.entries)?;
-                let payload = match build(i, seq) {
-                    Ok(p) => p,
+                let build = |seq| build(i, seq);
+                match self.seal_message(&tx, hwm, &mut inner.reserved, q, build, &mut next)? {
+                    Ok(m) => {
+                        hwm = m.seq;
+                        out.push(m);
+                    }
                     Err(why) => {
                         stop = Some(OutboxError::Build(why));
                         break;
                     }
-                };
-                self.insert_message(
-                    &tx, seq, q.topic, &payload, q.readings, q.entries, &mut next,
-                )?;
-                if retain {
-                    tx.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
-                        .map_err(self.sql("retain"))?;
                 }
-                hwm = seq;
-                out.push(Sealed {
-                    seq,
-                    topic: q.topic.to_string(),
-                    payload,
-                    readings: q.readings,
-                    retain,
-                });
             }
             Ok(())
         })();
@@ -384,6 +371,47 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Seal one message in `tx`: the number after `hwm` (reserving a new block first when the
+    /// reservation is used up), the payload `build` makes for it, its row (retained when one of
+    /// its entries asks for it) and its entries bound. `Ok(Err(why))`: `build` refused, nothing
+    /// written, no number consumed (the caller's `hwm` stays).
+    pub(super) fn seal_message(
+        &self,
+        tx: &rusqlite::Connection,
+        hwm: u64,
+        reserved: &mut u64,
+        req: &SealRequest<'_>,
+        build: impl FnOnce(u64) -> Result<Vec<u8>, String>,
+        next: &mut super::counters::Next,
+    ) -> Result<Result<Sealed, String>, OutboxError> {
+        let seq = self.reserve_next(hwm, reserved)?;
+        let retain = self.retained(tx, req.entries)?;
+        let payload = match build(seq) {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
+        };
+        self.insert_message(
+            tx,
+            seq,
+            req.topic,
+            &payload,
+            req.readings,
+            req.entries,
+            next,
+        )?;
+        if retain {
+            tx.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
+                .map_err(self.sql("retain"))?;
+        }
+        Ok(Ok(Sealed {
+            seq,
+            topic: req.topic.to_string(),
+            payload,
+            readings: req.readings,
+            retain,
+        }))
     }
 
     /// Whether a message binding `entries` is published retained: one of them is a reply on
