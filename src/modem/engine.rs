@@ -7,11 +7,11 @@
 //! delays a socket command that arrives after it. Each gets the deadline of the core's
 //! timeout table (`timeouts::timeout_for`). The engine also tracks whether a module socket is
 //! open (`AtHandle::socket_open`): a successful open-class command sets it, any close-class
-//! command, a boot URC or a port reopen clears it (the bridge serves one socket at a time). URCs are broadcast whenever they arrive, including
-//! between a command's lines and its final result. The engine carries the field quirks: a
-//! module idle longer than `wake_after` is woken with a bare `AT` first; a safe command
-//! answered only by a bare CRLF (the module slept) is retried once after
-//! `timeouts::SLEEP_RETRY`; nothing at all before the deadline is `AtError::Silent` (hang
+//! command, a boot URC or a port reopen clears it (the bridge serves one socket at a time).
+//! URCs are broadcast whenever they arrive, including between a command's lines and its final
+//! result. The engine carries the field quirks: a module idle longer than `wake_after` is
+//! woken with a bare `AT` first; a safe command answered only by a bare CRLF (the module
+//! slept) is retried once after `timeouts::SLEEP_RETRY`; nothing at all before the deadline is `AtError::Silent` (hang
 //! suspected: the supervisor's reset ladder decides). A port that fails or vanishes (USB
 //! modules re-enumerate) is reopened with backoff, and every reopen bumps `port_opens`.
 //! It never interprets replies (that is the supervisor's, with the pure `reply` parsers) and
