@@ -17,6 +17,8 @@ pub mod modem_term;
 pub mod mqtt;
 /// The remote-operations harness (issue 10): daemon, ops CLI, signed requests, answers.
 pub mod remote;
+/// The Sparkplug end-to-end rig: broker, pymodbus device, host, `gasdtu run` in Sparkplug mode.
+pub mod spb_gw;
 /// The independent Sparkplug host (tests/py/sparkplug_host.py) as a child process.
 pub mod spb_host;
 /// The systemd unit's text and entries (the package tests).

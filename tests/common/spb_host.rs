@@ -1,6 +1,6 @@
 //! The Sparkplug tests' independent host (issue 14): tests/py/sparkplug_host.py (pysparkplug
 //! 0.6.1 on paho-mqtt) as a child process connected to the test broker, its stdout JSON lines
-//! collected (`SpbHost::messages`, `wait_msg`), commands sent on its stdin and answered by an
+//! collected (`SpbHost::messages`, `wait_msgs`), commands sent on its stdin and answered by an
 //! ack line (`SpbHost::command`). Every wait has a deadline.
 
 use std::io::Write;
@@ -124,24 +124,6 @@ impl SpbHost {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// Wait for the first message after index `from` that satisfies `pred`; returns its index
-    /// and the message.
-    pub fn wait_msg(
-        &self,
-        what: &str,
-        from: usize,
-        deadline: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> (usize, Value) {
-        self.wait_msgs(what, deadline, |msgs| {
-            msgs.iter()
-                .enumerate()
-                .skip(from)
-                .find(|(_, m)| pred(m))
-                .map(|(i, m)| (i, m.clone()))
-        })
     }
 
     /// Send one command (a JSON object, see the script) and wait (at most 15 s) for its ack;
