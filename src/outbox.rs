@@ -220,6 +220,16 @@ pub trait Outbox: Send + Sync + 'static {
     /// Sealed messages not yet acknowledged, by sequence number (resent after a reconnect).
     fn unacked(&self) -> Result<Vec<Sealed>, OutboxError>;
 
+    /// The entries sealed message `seq` carries, in id order (empty once it was acknowledged
+    /// or set aside): the Sparkplug forwarder derives its publishes from them at publish
+    /// time. `historical` is false; the caller knows whether the message is backlog.
+    fn entries_of(&self, seq: u64) -> Result<Vec<Entry>, OutboxError> {
+        let _ = seq;
+        Err(OutboxError::Store(
+            "this outbox cannot read the entries of a sealed message".into(),
+        ))
+    }
+
     /// The broker acknowledged message `seq`: delete it and its entries (their batches stay
     /// as history until the history bound evicts them).
     fn ack(&self, seq: u64) -> Result<(), OutboxError>;

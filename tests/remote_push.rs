@@ -162,25 +162,6 @@ async fn config_pushes_apply_confirm_refuse_and_roll_back() {
         "{rej}"
     );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
-    // -- a push to the Sparkplug protocol, which the forwarder does not speak yet: refused
-    let sp = cfg(&["pcv1", "pcv2"], "f32", broker.port).replacen(
-        "max_payload = 16384\n",
-        "max_payload = 16384\nprotocol = \"sparkplug\"\n\n[uplink.sparkplug]\ngroup_id = \"gas\"\n",
-        1,
-    );
-    assert!(sp.contains("protocol = \"sparkplug\""));
-    ops.publish(&set, gw.push("sp1", &sp, "30s"), false).await;
-    let (rej, _) = gw.state(&sub, "sp1", "rejected", &log).await;
-    assert!(
-        rej["errors"]
-            .as_array()
-            .is_some_and(|es| es.iter().any(|e| e["path"] == "uplink.protocol"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("sparkplug is not wired yet")))),
-        "{rej}"
-    );
-    assert_eq!(std::fs::read_to_string(&config).unwrap(), v1);
     // The redelivery of v1 (handled before bad1, one request at a time) was not applied again.
     assert_eq!(
         gw.push_events(&sub, "v1", "pending_confirm"),

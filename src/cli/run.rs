@@ -111,14 +111,6 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             None => return Ok(0),
         }
     }
-    if loaded.config.sparkplug.is_some() {
-        eprintln!(
-            "gasdtu run: refusing to start: {}",
-            crate::uplink::sparkplug::NOT_WIRED
-        );
-        tracing::error!("refusing to start: {}", crate::uplink::sparkplug::NOT_WIRED);
-        return Ok(1);
-    }
     let state_dir = &loaded.config.gateway.state_dir;
     if let Err(e) = access::check_root_in_foreign_dir(state_dir, args.allow_root_store) {
         eprintln!("gasdtu run: {e}");
@@ -202,12 +194,6 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
             // A running gateway is not idled by a reload: that takes a restart.
             Reload::Apply(l) if !l.config.gateway.commissioned => {
                 tracing::error!("reload refused, the running config stays in force: {} sets [gateway] commissioned = false; restart the service to idle it", global.config.display());
-            }
-            Reload::Apply(l) if l.config.sparkplug.is_some() => {
-                tracing::error!(
-                    "reload refused, the running config stays in force: {}",
-                    crate::uplink::sparkplug::NOT_WIRED
-                );
             }
             Reload::Apply(l) => {
                 for w in &l.warnings {

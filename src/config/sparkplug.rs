@@ -92,11 +92,6 @@ pub(crate) fn parse_protocol(
             let edge = id_key(d, &mut sec, "edge_node_id").or(gw_id.to_string());
             let host = id_key(d, &mut sec, "primary_host_id").opt();
             sec.finish(d, |_| None);
-            d.warn(
-                &up.key_path("protocol"),
-                protocol_span,
-                crate::uplink::sparkplug::NOT_WIRED,
-            );
             match (group, edge, host) {
                 (Field::Value(group_id, _), Some(edge_node_id), Ok(primary_host_id)) => {
                     Ok(Some(SparkplugConfig {

@@ -400,9 +400,14 @@ impl Gateway {
         }
         lock(&self.interlocks).reconfigure(&new);
         // The forwarder's session kind (persistent with an inbox) follows `[remote]`.
+        // Sparkplug: the metric model (devices, points, alarm rules) is the births' content,
+        // so a change of it is a new session (new bdSeq, births again).
         let uplink_changed = new.uplink != self.cfg.uplink
             || new.gateway.id != self.cfg.gateway.id
-            || new.remote.is_some() != self.cfg.remote.is_some();
+            || new.remote.is_some() != self.cfg.remote.is_some()
+            || new.sparkplug != self.cfg.sparkplug
+            || (new.sparkplug.is_some()
+                && (new.devices != self.cfg.devices || new.alarms != self.cfg.alarms));
         let modem_changed = new.modem != self.cfg.modem;
         self.cfg = new;
         if modem_changed {
@@ -599,6 +604,10 @@ impl Gateway {
             }
             None => fwd,
         };
+        let fwd = match self.sparkplug_link(self.cfg.uplink.as_ref()) {
+            Some(link) => fwd.with_sparkplug(link),
+            None => fwd,
+        };
         let fwd = fwd.with_health_extra({
             // O(1) counters: the buffer depth in `<root>/health`, and the modem's small object.
             let store = self.store.clone();
@@ -660,6 +669,45 @@ impl Gateway {
             }
         });
         Some((stop, both))
+    }
+
+    /// With `protocol = "sparkplug"`: the edge node the forwarder speaks as (its bdSeq in the
+    /// store). A model the validator accepted always builds; if not, the gasdtu protocol stays.
+    fn sparkplug_link(
+        &self,
+        up: Option<&crate::config::UplinkConfig>,
+    ) -> Option<crate::uplink::SparkplugLink> {
+        let sp = self.cfg.sparkplug.as_ref()?;
+        let up = up?;
+        let built = crate::uplink::sparkplug::EdgeNode::new(&sp.group_id, &sp.edge_node_id)
+            .map_err(|e| e.to_string())
+            .and_then(|edge| {
+                crate::uplink::sparkplug::build(&self.cfg)
+                    .map(|model| (edge, model))
+                    .map_err(|e| e.to_string())
+            });
+        let (edge, model) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(
+                    "sparkplug: cannot describe this gateway ({e}): speaking the gasdtu protocol"
+                );
+                return None;
+            }
+        };
+        let transport = match &self.modem {
+            Some(m) if m.proxy().is_some() => "modem-socket",
+            Some(_) => "modem",
+            None if up.tls => "tls",
+            None => "tcp",
+        };
+        Some(crate::uplink::SparkplugLink::with_store(
+            edge,
+            model,
+            sp.primary_host_id.clone(),
+            transport.to_string(),
+            self.store.clone(),
+        ))
     }
 
     async fn start_status_socket(&mut self, path: &std::path::Path, config: Option<&PathBuf>) {

@@ -13,7 +13,8 @@
 //! on `config/state`, and hands a valid one to the owner of `Gateway::apply`
 //! (`super::push::PushOwner` in the run loop); without an owner (the demo)
 //! `refuse_config_push` refuses them. Executing an authorized command (and bounding its
-//! result) is `ops`.
+//! result) is `ops`; a Sparkplug DCMD (`InboundKind::Dcmd`) becomes write commands in `dcmd`
+//! and runs on the same exactly-once path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::remote::sign::Kind;
 use crate::store::{Begin, Store, StoreError};
 use crate::uplink::{Inbound, InboundKind, LinkStatus};
 
+mod dcmd;
 mod ops;
 
 use ops::{bounded, execute, executed_status};
@@ -101,6 +103,10 @@ impl RemoteService {
             };
             let handled = match inbound.kind {
                 InboundKind::Command => handle_command(&self.ctx, &inbound.payload).await,
+                InboundKind::Dcmd => {
+                    let device = inbound.device.clone().unwrap_or_default();
+                    dcmd::handle_dcmd(&self.ctx, &device, &inbound.payload).await
+                }
                 InboundKind::ConfigPush => match self.ctx.pushes.clone() {
                     None => refuse_config_push(&self.ctx, &inbound.payload).await,
                     Some(tx) => {
@@ -247,10 +253,6 @@ async fn handle_push(
             errs.push(json!({"path": "gateway.commissioned", "message":
                 "a push cannot set commissioned = false (the gateway would idle at its next start, unreachable)"}));
         }
-        if loaded.config.sparkplug.is_some() {
-            errs.push(json!({"path": "uplink.protocol",
-                "message": crate::uplink::sparkplug::NOT_WIRED}));
-        }
         if !errs.is_empty() {
             break 'refused refuse(Some(push.version), signer, errs);
         }
@@ -316,6 +318,21 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
     if let Err(e) = request::authorize_command(&cmd.op, env.signer.as_ref(), &remote) {
         return reject(ctx, Some(&cmd.id), Some(&cmd.id), op, &e, &signer).await;
     }
+    run_authorized(ctx, &cfg, &remote, &cmd, &signer, now).await
+}
+
+/// An authorized command, exactly once: `command_begin`, execute, `command_finish` (or the
+/// stored answer of an earlier delivery). Shared by `cmd/req` and Sparkplug DCMD writes.
+async fn run_authorized(
+    ctx: &RemoteContext,
+    cfg: &Config,
+    remote: &crate::config::RemoteConfig,
+    cmd: &request::Command,
+    signer: &str,
+    now: i64,
+) -> Handled {
+    let op = cmd.op.name();
+    let signer = signer.to_string();
     let begin = {
         let (store, id, exp) = (ctx.store.clone(), cmd.id.clone(), cmd.expires_ms);
         blocking(move || store.command_begin(&id, op, exp, now)).await
@@ -349,8 +366,8 @@ async fn handle_command(ctx: &RemoteContext, payload: &[u8]) -> Handled {
             reject(ctx, Some(&cmd.id), Some(&cmd.id), op, &e, &signer).await
         }
         Ok(Begin::New) => {
-            let outcome = execute(ctx, &cfg, &remote, &cmd.op, &signer).await;
-            let outcome = bounded(&cfg, &cmd.op, outcome);
+            let outcome = execute(ctx, cfg, remote, &cmd.op, &signer).await;
+            let outcome = bounded(cfg, &cmd.op, outcome);
             let at = crate::time::now_ms();
             let result = match outcome {
                 Ok(v) => request::result_json(&cmd.id, op, Status::Ok, Some(v), None, at),

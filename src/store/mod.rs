@@ -8,7 +8,8 @@
 //! (trust floor and re-stamp math), `seq` (the side-file reservation and where numbering
 //! starts), `wal` (pure: committed transactions a damaged WAL would lose), `dict` (device and
 //! point dictionaries), `access` (store files this user cannot write; root in the service's
-//! directory), `sealing` (the `Outbox` impl), `limits` (eviction), `space` (the size
+//! directory), `sealing` (the `Outbox` impl; `sealed_entries`: the entries of one sealed
+//! message, for the Sparkplug forwarder), `limits` (eviction), `space` (the size
 //! cap clamped to the file system, the full-disk ballast), `counters` (O(1) statistics),
 //! `export` (history read-out and the statistics type), `commands` (remote commands exactly
 //! once, replies, history resend).
@@ -33,6 +34,7 @@ mod export;
 mod limits;
 pub mod presealed;
 mod schema;
+mod sealed_entries;
 mod sealing;
 pub mod seq;
 pub mod space;

@@ -244,6 +244,10 @@ impl Outbox for Store {
             .collect())
     }
 
+    fn entries_of(&self, seq: u64) -> Result<Vec<Entry>, OutboxError> {
+        Ok(self.sealed_entries(seq)?)
+    }
+
     fn ack(&self, seq: u64) -> Result<(), OutboxError> {
         self.ack_many(&[seq])
     }

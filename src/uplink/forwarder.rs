@@ -41,6 +41,11 @@
 //! only in a new session: once the inbox is empty again the forwarder ends the session
 //! cleanly and reconnects (`SessionError::InboxBacklog`). The data path is the same with or
 //! without an inbox.
+//!
+//! With `with_sparkplug` (issue 14) it is a Sparkplug B edge node: the child module `spb`
+//! claims the bdSeq, sets NDEATH as the will, subscribes NCMD/DCMD/STATE, queues the births
+//! and translates each sealed message into this session's publishes; this file only calls it
+//! at connect, CONNACK, SUBACK, fill, PUBACK, incoming publishes and the goodbye.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -64,6 +69,9 @@ use super::tls::{client_config_with, SessionCache, TlsError};
 use super::{max_packet, now_ms, publish_packet_len, LinkState, LinkStatus, Topics};
 use crate::config::UplinkConfig;
 use crate::outbox::{DeadLetter, IngestSealer, Outbox, OutboxError, SealRequest, Sealed};
+
+pub mod spb;
+pub use spb::SparkplugLink;
 
 /// Why a session ended (each ends the session the same way; the variants keep the message
 /// honest about where the failure was).
@@ -115,6 +123,13 @@ pub enum SessionError {
     /// cleanly so the radio can sleep (not a failure).
     #[error("session ended on demand (nothing left to send)")]
     Asleep,
+    /// Sparkplug: the bdSeq could not be claimed (no connect), or the births could not be
+    /// built.
+    #[error("sparkplug: {0}")]
+    Sparkplug(String),
+    /// Sparkplug: the primary host application published STATE offline after our births.
+    #[error("sparkplug: primary host {host:?} went offline: ending the session, births again when it is back")]
+    PrimaryHostOffline { host: String },
 }
 
 /// Most events taken at once before their PUBACKs are acknowledged together.
@@ -187,6 +202,8 @@ pub struct Forwarder<O: Outbox> {
     handshake: Arc<HandshakeClock>,
     /// Sealing inside the ingest commit, armed while idle (`with_ingest_seal`).
     ingest: Option<Arc<IngestSeal>>,
+    /// Speak Sparkplug B (`with_sparkplug`); `None`: gasdtu's own topics.
+    sparkplug: Option<Arc<SparkplugLink>>,
 }
 
 /// How long after the link went down retries stay at `reconnect_min`: a broker that is back
@@ -330,6 +347,8 @@ struct Session {
     drained: bool,
     /// The ingest sealer is armed by this session (`with_ingest_seal`).
     armed: bool,
+    /// Sparkplug mode: this session's edge node (`spb`).
+    sp: Option<spb::SpSession>,
 }
 
 impl<O: Outbox> Forwarder<O> {
@@ -366,6 +385,7 @@ impl<O: Outbox> Forwarder<O> {
             meter: None,
             handshake: HandshakeClock::new(),
             ingest: None,
+            sparkplug: None,
         }
     }
 
@@ -541,7 +561,8 @@ impl<O: Outbox> Forwarder<O> {
                 }
                 Err(e) => {
                     if let SessionError::IncomingTooLarge { .. } = e {
-                        if self.inbox.is_some() {
+                        // A Sparkplug session is clean: nothing to purge.
+                        if self.inbox.is_some() && self.sparkplug.is_none() {
                             purge = true;
                         }
                         self.status.send_modify(|s| s.inbound_oversized += 1);
@@ -601,12 +622,15 @@ impl<O: Outbox> Forwarder<O> {
             o.set_clean_session(true);
             o.set_max_packet_size(max.max(16 * 1024), max);
         }
-        o.set_last_will(LastWill::new(
-            self.topics.status(),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
+        if self.sparkplug.is_none() {
+            // Sparkplug: NDEATH is the will (`spb_connect`), one will per connection.
+            o.set_last_will(LastWill::new(
+                self.topics.status(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         if let Some(u) = &c.username {
             o.set_credentials(u.clone(), c.password.clone().unwrap_or_default());
         }
@@ -965,7 +989,8 @@ impl<O: Outbox> Forwarder<O> {
     ) -> Result<(), SessionError> {
         let attempt = Instant::now();
         self.handshake.reset();
-        let opts = self.options()?;
+        let mut opts = self.options()?;
+        let sp = self.spb_connect(&mut opts).await?;
         // Publishes within the window, status and health; with an inbox also the SUBSCRIBE
         // and at most ACK_WINDOW inbound PUBACKs.
         let mut cap = usize::from(self.cfg.inflight.max(1)) + 2;
@@ -1052,29 +1077,40 @@ impl<O: Outbox> Forwarder<O> {
             more: true,
             need_unacked: true,
             store_delay: STORE_RETRY_MIN,
+            sp,
             ..Session::default()
         };
         // With an inbox: this session's ack channel, and the subscriptions (again after every
         // CONNACK: re-subscribing is idempotent and repairs a session the broker lost).
         let mut ack_rx = None;
+        let mut filters = Vec::new();
         if self.inbox.is_some() {
             let (tx, rx) = mpsc::unbounded_channel();
             s.ack_tx = Some(tx);
             ack_rx = Some(rx);
-            let filters = [self.topics.cmd_req(), self.topics.config_set()]
-                .map(|t| SubscribeFilter::new(t, QoS::AtLeastOnce));
+            filters.extend([self.topics.cmd_req(), self.topics.config_set()]);
+        }
+        // Sparkplug: NCMD, DCMD (and STATE) in the same SUBSCRIBE, after the requests'.
+        filters.extend(self.spb_filters(&s));
+        if !filters.is_empty() {
             client
-                .try_subscribe_many(filters)
+                .try_subscribe_many(
+                    filters
+                        .into_iter()
+                        .map(|t| SubscribeFilter::new(t, QoS::AtLeastOnce)),
+                )
                 .map_err(|e| SessionError::Internal(format!("subscribe request refused: {e}")))?;
         }
-        self.publish(
-            &client,
-            &mut s,
-            None,
-            self.topics.status(),
-            b"online".to_vec(),
-            true,
-        )?;
+        if s.sp.is_none() {
+            self.publish(
+                &client,
+                &mut s,
+                None,
+                self.topics.status(),
+                b"online".to_vec(),
+                true,
+            )?;
+        }
         // on_demand sessions publish health once, at their end (with the session's figures):
         // one at the connect too would cost ~330 B per report on NB-IoT for nothing new.
         if self.cfg.session != crate::config::SessionMode::OnDemand {
@@ -1100,6 +1136,7 @@ impl<O: Outbox> Forwarder<O> {
                 // The broker redelivers what we left unacknowledged only in a new session.
                 self.send_acks(&client, &mut s);
                 let refused = s.busy;
+                self.spb_farewell(&client, &s);
                 self.renew(&client, &mut rx).await;
                 return Err(SessionError::InboxBacklog { refused });
             }
@@ -1122,6 +1159,7 @@ impl<O: Outbox> Forwarder<O> {
                     // The last word on the tail: the highest seq sealed, retained, so a
                     // consumer can tell what it should have received from this run.
                     let _ = self.publish_health(&client, &mut s).await;
+                    self.spb_farewell(&client, &s);
                     self.goodbye(&client, &mut rx).await;
                     return Ok(());
                 }
@@ -1199,7 +1237,10 @@ impl<O: Outbox> Forwarder<O> {
                     }
                     self.flush_acks(&mut s).await?;
                     let _ = self.publish_health(&client, &mut s).await;
-                    let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "asleep");
+                    if s.sp.is_none() {
+                        let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "asleep");
+                    }
+                    self.spb_farewell(&client, &s);
                     let _ = client.try_disconnect();
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
                         while let Some(Ok(ev)) = rx.recv().await {
@@ -1270,6 +1311,7 @@ impl<O: Outbox> Forwarder<O> {
             && !s.need_unacked
             && s.store_hold.is_none()
             && s.hold_until.is_none()
+            && s.sp.as_ref().is_none_or(|sp| sp.born() && sp.queue_empty())
     }
 
     /// Nothing to send, resend, seal or acknowledge, no PUBACK awaited, no hold.
@@ -1284,6 +1326,7 @@ impl<O: Outbox> Forwarder<O> {
             && s.acks_queued == 0
             && s.store_hold.is_none()
             && s.hold_until.is_none()
+            && spb::idle(s)
     }
 
     /// Request one QoS 1 publish, recording it in the FIFO first.
@@ -1327,6 +1370,10 @@ impl<O: Outbox> Forwarder<O> {
         live_since: i64,
     ) -> Result<(), SessionError> {
         let window = usize::from(self.cfg.inflight.max(1));
+        // Sparkplug: births first, and what is derived already before anything new.
+        if !self.spb_drain(client, s, window)? {
+            return Ok(());
+        }
         if Self::store_held(s) {
             return Ok(());
         }
@@ -1355,6 +1402,7 @@ impl<O: Outbox> Forwarder<O> {
             match self.blocking(|o| o.unacked()).await? {
                 Ok(v) => {
                     s.resend = v.into();
+                    self.spb_resumed(s);
                     s.need_unacked = false;
                     self.store_ok(s);
                 }
@@ -1365,7 +1413,7 @@ impl<O: Outbox> Forwarder<O> {
                 Err(e) => return Err(e.into()),
             }
         }
-        while s.outstanding < window && s.hold_until.is_none() {
+        while s.outstanding < window && s.hold_until.is_none() && spb::idle(s) {
             if let Some(m) = s.resend.front() {
                 if let Some(reason) = self.refusal(&m.topic, m.payload.len()) {
                     // Sealed with a larger limit (an older config or version): set aside.
@@ -1383,7 +1431,7 @@ impl<O: Outbox> Forwarder<O> {
                     }
                 }
                 let Some(m) = s.resend.pop_front() else { break };
-                self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain)?;
+                self.send_sealed(client, s, m, window).await?;
                 continue;
             }
             if s.staged.is_empty() {
@@ -1491,8 +1539,8 @@ impl<O: Outbox> Forwarder<O> {
             }
             for m in sealed {
                 s.last_seq = s.last_seq.max(m.seq);
-                if s.outstanding < window && s.resend.is_empty() {
-                    self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain)?;
+                if s.outstanding < window && s.resend.is_empty() && spb::idle(s) {
+                    self.send_sealed(client, s, m, window).await?;
                 } else {
                     s.resend.push_back(m);
                 }
@@ -1710,6 +1758,7 @@ impl<O: Outbox> Forwarder<O> {
         }
         let payload = serde_json::to_vec(&h).unwrap_or_default();
         self.publish(client, s, None, self.topics.health(), payload, true)?;
+        self.spb_node_state(s);
         s.health_at = Some(Instant::now());
         s.health_seq = last_seq;
         self.status.send_modify(|st| {
@@ -1781,15 +1830,32 @@ impl<O: Outbox> Forwarder<O> {
                     s.outstanding = s.outstanding.saturating_sub(1);
                     if let Some(seq) = seq {
                         // Acknowledged in the outbox by `flush_acks`, together with every
-                        // other PUBACK that is already waiting.
-                        s.acked.push(seq);
+                        // other PUBACK that is already waiting (Sparkplug: once every
+                        // publish derived from it was acknowledged).
+                        if spb::part_acked(s, seq) {
+                            s.acked.push(seq);
+                        }
                     }
                 }
                 None => tracing::warn!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
             },
-            Event::Incoming(Packet::Publish(p)) => self.on_publish(p, s),
-            Event::Incoming(Packet::SubAck(a)) if self.inbox.is_some() => {
-                if a.return_codes
+            Event::Incoming(Packet::Publish(p)) => {
+                if !self.spb_on_publish(&p, s) {
+                    self.on_publish(p, s);
+                }
+                if let Some(e) = self.spb_host_gone(s) {
+                    return Err(e);
+                }
+            }
+            Event::Incoming(Packet::SubAck(a)) if self.inbox.is_some() || s.sp.is_some() => {
+                // The requests' filters come first in the one SUBSCRIBE, Sparkplug's after.
+                let n = if self.inbox.is_some() { 2 } else { 0 };
+                let (req, sp) = a.return_codes.split_at(n.min(a.return_codes.len()));
+                self.spb_subscribed(s, sp)?;
+                if self.inbox.is_none() {
+                    return Ok(());
+                }
+                if req
                     .iter()
                     .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
                 {
@@ -1814,13 +1880,16 @@ impl<O: Outbox> Forwarder<O> {
         Ok(())
     }
 
-    /// Graceful end: retained `offline`, then DISCONNECT (which suppresses the last will).
+    /// Graceful end: retained `offline` (Sparkplug: NDEATH was queued by `spb_farewell`),
+    /// then DISCONNECT (which suppresses the last will).
     async fn goodbye(
         &self,
         client: &AsyncClient,
         rx: &mut mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
     ) {
-        let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "offline");
+        if self.sparkplug.is_none() {
+            let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "offline");
+        }
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while let Some(Ok(ev)) = rx.recv().await {

@@ -28,6 +28,9 @@ pub enum InboundKind {
     Command,
     /// `<root>/config/set`: a config push envelope.
     ConfigPush,
+    /// A Sparkplug DCMD (`spBv1.0/<group>/DCMD/<edge>/<device>`, `Inbound::device`): remote
+    /// writes (`sparkplug::dcmd_commands`), docs/sparkplug.md.
+    Dcmd,
 }
 
 impl InboundKind {
@@ -36,6 +39,7 @@ impl InboundKind {
         match self {
             InboundKind::Command => MAX_COMMAND_BYTES,
             InboundKind::ConfigPush => MAX_PUSH_BYTES,
+            InboundKind::Dcmd => super::sparkplug::decode::MAX_COMMAND_BYTES,
         }
     }
 
@@ -44,6 +48,7 @@ impl InboundKind {
         match self {
             InboundKind::Command => "cmd/req",
             InboundKind::ConfigPush => "config/set",
+            InboundKind::Dcmd => "DCMD",
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct Inbound {
     pub retained: bool,
     /// The DUP flag: the broker sent it before in an earlier session (a redelivery).
     pub duplicate: bool,
+    /// `Dcmd`: the device of its topic.
+    pub device: Option<String>,
     ack: AckToken,
     /// The forwarder's single slot for an oversized request, freed when this is dropped.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -99,9 +106,16 @@ impl Inbound {
             retained,
             duplicate,
             ack,
+            device: None,
             oversized: false,
             permit: None,
         }
+    }
+
+    /// A DCMD to `device`.
+    pub(crate) fn for_device(mut self, device: String) -> Inbound {
+        self.device = Some(device);
+        self
     }
 
     /// Mark as over its bound, holding the forwarder's oversized slot until dropped.

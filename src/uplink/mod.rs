@@ -13,7 +13,7 @@ pub mod session;
 pub mod sparkplug;
 pub mod tls;
 
-pub use forwarder::Forwarder;
+pub use forwarder::{Forwarder, SparkplugLink};
 pub use inbox::{Inbound, InboundKind};
 pub use ingest_seal::IngestSeal;
 pub use payload::{decode, encode_messages, CodecError, Packed};

@@ -3,7 +3,9 @@
 //! config with datatypes and stable aliases (`metrics`), the edge node's encoders, seq/bdSeq
 //! counters and report-by-exception filter (`encode`), the bounded NCMD/DCMD decoder
 //! (`decode`), DCMD writes as remote write commands (`dcmd`), the session that says what to
-//! publish when (`node`) and the largest DBIRTH per device, checked against `max_payload` (`size`). No I/O; not wired into the forwarder yet (docs/sparkplug.md).
+//! publish when (`node`), the largest DBIRTH per device, checked against `max_payload`
+//! (`size`), and the entries of a sealed outbox message as this session's publishes
+//! (`translate`). No I/O: the forwarder drives it (`uplink::forwarder::spb`, docs/sparkplug.md).
 
 pub mod dcmd;
 pub mod decode;
@@ -13,6 +15,7 @@ pub mod node;
 pub mod proto;
 pub mod size;
 pub mod topic;
+pub mod translate;
 
 #[cfg(test)]
 mod command_tests;
@@ -22,6 +25,8 @@ mod dcmd_tests;
 mod node_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod translate_tests;
 
 pub use dcmd::{dcmd_commands, dcmd_id};
 pub use decode::{decode_dcmd, decode_ncmd, CommandError, NodeCommand, WriteRequest};
@@ -31,10 +36,5 @@ pub use encode::{
 };
 pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
 pub use node::{CommandFailure, CommandOutcome, EdgeSession, Publish, SessionError};
-pub use topic::{EdgeNode, IdError, MessageType, TopicError};
-
-/// Why a config with `[uplink] protocol = "sparkplug"` is refused by `run`, SIGHUP reloads and
-/// config pushes until the forwarder speaks it (`gasdtu check` warns with it too).
-pub const NOT_WIRED: &str = "sparkplug is not wired yet: [uplink] protocol = \"sparkplug\" is \
-     accepted by the validator but the forwarder only speaks the gasdtu protocol; remove \
-     protocol (or set it to \"gasdtu\") to run this gateway";
+pub use topic::{state_topic, EdgeNode, IdError, MessageType, TopicError};
+pub use translate::{translate, Translated};

@@ -2,8 +2,8 @@
 //! to a Sparkplug edge node (connect, subscribed, readings, a device going offline, a command,
 //! node figures changing). It owns the bdSeq of the connect (the caller persists it before
 //! CONNECT), the seq counter, the last known state of every metric (for rebirths) and the
-//! report-by-exception filter, and splits DDATA at `max_payload`. The forwarder (next round)
-//! drives it and publishes what it returns; it does no I/O and reads no clock.
+//! report-by-exception filter, and splits DDATA at `max_payload`. The forwarder
+//! (`uplink::forwarder::spb`) drives it and publishes what it returns; it does no I/O and reads no clock.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -108,6 +108,43 @@ impl EdgeSession {
 
     pub fn bd_seq(&self) -> u8 {
         self.bd_seq
+    }
+
+    /// The metric model this session describes.
+    pub fn model(&self) -> &NodeModel {
+        &self.model
+    }
+
+    /// The device went offline in this session (DDEATH) and has not read since.
+    pub fn is_offline(&self, device: &str) -> bool {
+        self.offline.contains(device)
+    }
+
+    /// Keep `updates` as the device's known state without publishing anything (an alarm of a
+    /// dead device: its next DBIRTH carries it).
+    pub fn remember(
+        &mut self,
+        device: &str,
+        updates: Vec<MetricUpdate>,
+    ) -> Result<(), SessionError> {
+        let dev = self
+            .model
+            .device(device)
+            .ok_or_else(|| SessionError::UnknownDevice(device.to_string()))?;
+        for u in &updates {
+            if dev.by_name(&u.name).is_none() {
+                return Err(EncodeError::UnknownMetric {
+                    device: device.to_string(),
+                    name: u.name.clone(),
+                }
+                .into());
+            }
+        }
+        let cur = self.current.entry(device.to_string()).or_default();
+        for u in updates {
+            cur.insert(u.name.clone(), u);
+        }
+        Ok(())
     }
 
     /// The subscriptions to make before `births`: NCMD and DCMD of this node.
