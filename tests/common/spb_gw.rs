@@ -133,9 +133,15 @@ impl Rig {
             };
             if exited.is_some() || std::time::Instant::now() > end {
                 let log = self.log_text();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                // The poll batches drown everything else: leave them out.
+                let tail: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .filter(|l| !l.contains("gateway::consumer"))
+                    .take(40)
+                    .collect();
                 panic!(
-                    "waiting for {what}: {}; {} messages:\n{}\ngateway log (last 40 lines, newest first):\n{}",
+                    "waiting for {what}: {}; {} messages:\n{}\ngateway log (last 40 lines but poll batches, newest first):\n{}",
                     match exited {
                         Some(st) => format!("the gateway exited ({st})"),
                         None => format!("timed out after {deadline:?}"),
@@ -182,15 +188,23 @@ impl Rig {
 
     /// Every stored reading of `device` (`gasdtu export --format jsonl`).
     pub fn export(&self, device: &str) -> Vec<Value> {
+        self.try_export(device)
+            .unwrap_or_else(|e| panic!("gasdtu export: {e}"))
+    }
+
+    /// `export`, or the error when there is no store yet.
+    pub fn try_export(&self, device: &str) -> Result<Vec<Value>, String> {
         let cfg = self.config.to_str().unwrap();
         let r = gasdtu_run(&[
             "export", "--config", cfg, "--format", "jsonl", "--device", device,
         ]);
-        assert_eq!(r.code, 0, "gasdtu export: {}", r.stderr);
-        r.stdout
+        if r.code != 0 {
+            return Err(r.stderr);
+        }
+        Ok(r.stdout
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("export line {l}: {e}")))
-            .collect()
+            .collect())
     }
 
     /// Write holding register `addr` of `unit` on the device directly (Modbus function 6,

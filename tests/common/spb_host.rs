@@ -64,12 +64,29 @@ impl SpbHost {
             .collect()
     }
 
-    /// Every Sparkplug message received so far, in arrival order.
+    /// Every Sparkplug message received so far, in arrival order, without the broker's
+    /// redeliveries (DUP set, same topic, seq, bdSeq and timestamp as one received before:
+    /// mosquitto resends what it had not recorded as acknowledged when it restarts).
     pub fn messages(&self) -> Vec<Value> {
-        self.lines()
-            .into_iter()
-            .filter(|v| v.get("topic").is_some() && v.get("ack").is_none())
-            .collect()
+        let key = |v: &Value| {
+            (
+                v["topic"].clone(),
+                v["seq"].clone(),
+                v["bd_seq"].clone(),
+                v["timestamp"].clone(),
+            )
+        };
+        let mut out: Vec<Value> = Vec::new();
+        for v in self.lines() {
+            if v.get("topic").is_none() || v.get("ack").is_some() {
+                continue;
+            }
+            if v["dup"] == true && out.iter().any(|o| key(o) == key(&v)) {
+                continue;
+            }
+            out.push(v);
+        }
+        out
     }
 
     /// Wait until the subscription was made `n` times in total (1 after the start, +1 per
@@ -196,8 +213,9 @@ pub fn summary(msgs: &[Value]) -> String {
                 })
                 .unwrap_or_default();
             format!(
-                "{} {} seq={} bd={} {}{}",
+                "{}{} {} seq={} bd={} {}{}",
                 m["type"].as_str().unwrap_or("?"),
+                if m["dup"] == true { "(dup)" } else { "" },
                 m["device"].as_str().unwrap_or("-"),
                 m["seq"],
                 m["bd_seq"],

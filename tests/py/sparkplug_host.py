@@ -8,6 +8,8 @@ to `spBv1.0/<group>/#` and prints one JSON line per event on stdout:
   {"event": "subscribed", "n": N}           the subscription is in place (N-th time)
   {"event": "connected" | "disconnected", "rc": RC}
   {"type": "DDATA", "topic": ..., ...}       one line per received message, see `describe`
+                                             (with "dup": the broker's DUP flag)
+  {"event": "network_error", "error": ...}   paho's loop failed; the host reconnects
   {"ack": "<cmd>", "ok": true, ...}          the answer to each stdin command
   {"ack": "<cmd>", "ok": false, "error": "..."}
 
@@ -44,6 +46,7 @@ import json
 import math
 import sys
 import threading
+import time
 
 import pysparkplug
 from pysparkplug import DataType, MessageType, Metric, QoS, Topic
@@ -158,9 +161,9 @@ def masked_small_ints(raw_pb, births, topic):
     return copy.SerializeToString() if changed else None
 
 
-def describe(topic_str, raw, qos, retain, births, pysparkplug_births):
+def describe(topic_str, raw, qos, retain, dup, births, pysparkplug_births):
     """One JSON object for a received message."""
-    entry = {"topic": topic_str, "qos": qos, "retain": retain}
+    entry = {"topic": topic_str, "qos": qos, "retain": retain, "dup": dup}
     try:
         topic = Topic.from_str(topic_str)
     except Exception as e:
@@ -294,6 +297,7 @@ class Host(pysparkplug.Client):
                     bytes(msg.payload),
                     msg.qos,
                     bool(msg.retain),
+                    bool(msg.dup),
                     self.births,
                     self.pysparkplug_births,
                 )
@@ -434,8 +438,32 @@ def main():
     def on_connect(_c):
         emit({"event": "connected", "rc": 0})
 
-    # The broker is addressed as localhost: the test certificate names localhost.
-    host.connect("localhost", port=a.port, keepalive=a.keepalive, callback=on_connect)
+    # The broker is addressed as localhost: the test certificate names localhost. paho
+    # 1.6.1's own network thread dies on an ssl.SSLEOFError raised while writing to a broker
+    # that is going away (mosquitto stopped by a test): this thread runs paho's loop and, on
+    # such an error, reconnects and runs it again, so the host survives broker restarts.
+    def network():
+        try:
+            host.connect(
+                "localhost",
+                port=a.port,
+                keepalive=a.keepalive,
+                callback=on_connect,
+                blocking=True,
+            )
+            return
+        except Exception as e:
+            emit({"event": "network_error", "error": f"{type(e).__name__}: {e}"})
+        while True:
+            try:
+                host._client.reconnect()
+                host._client.loop_forever(retry_first_connection=True)
+                return
+            except Exception as e:
+                emit({"event": "network_error", "error": f"{type(e).__name__}: {e}"})
+                time.sleep(0.2)
+
+    threading.Thread(target=network, daemon=True).start()
     while True:
         line = sys.stdin.readline(MAX_LINE + 1)
         if not line:
@@ -448,7 +476,7 @@ def main():
             continue
         if line.strip():
             emit(run_command(host, line))
-    host.disconnect()
+    host._client.disconnect()
 
 
 if __name__ == "__main__":
