@@ -101,6 +101,36 @@ impl SpSession {
     }
 }
 
+impl SpSession {
+    /// Message `seq` became `n` publishes (plus one that never comes while `parked`): `true`
+    /// when there is nothing to wait for, so it is acknowledged at once.
+    fn expect(&mut self, seq: u64, n: usize, parked: bool) -> bool {
+        let n = n + usize::from(parked);
+        if n == 0 {
+            return true;
+        }
+        self.parts.insert(seq, n);
+        false
+    }
+
+    /// A PUBACK of a publish carrying `seq`: `true` when `seq` is now wholly acknowledged
+    /// (or was never split: a gasdtu-topic publish).
+    fn acked(&mut self, seq: u64) -> bool {
+        match self.parts.get_mut(&seq) {
+            None => true,
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.parts.remove(&seq);
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
 /// The queue is empty (true without Sparkplug).
 pub(super) fn idle(s: &Session) -> bool {
     s.sp.as_ref().is_none_or(SpSession::queue_empty)
@@ -108,21 +138,7 @@ pub(super) fn idle(s: &Session) -> bool {
 
 /// A PUBACK for outbox message `seq` came: true when `seq` is now wholly acknowledged.
 pub(super) fn part_acked(s: &mut Session, seq: u64) -> bool {
-    let Some(sp) = s.sp.as_mut() else {
-        return true;
-    };
-    match sp.parts.get_mut(&seq) {
-        None => true,
-        Some(n) => {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                sp.parts.remove(&seq);
-                true
-            } else {
-                false
-            }
-        }
-    }
+    s.sp.as_mut().is_none_or(|sp| sp.acked(seq))
 }
 
 /// The `STATE` payload's `online` (Sparkplug 3.0: `{"online": true, "timestamp": ..}`).
@@ -333,16 +349,14 @@ impl<O: Outbox> Forwarder<O> {
         for why in &t.skipped {
             tracing::warn!(seq, "sparkplug: left out of message {seq}: {why}");
         }
-        let n = t.publishes.len() + usize::from(t.parked);
         if t.parked {
             tracing::info!(seq, "sparkplug: backlog of a device without a DBIRTH in this session waits for the next session");
         }
-        if n == 0 {
+        if sp.expect(seq, t.publishes.len(), t.parked) {
             // Report by exception filtered all of it: delivered.
             s.acked.push(seq);
             return Ok(());
         }
-        sp.parts.insert(seq, n);
         sp.queue
             .extend(t.publishes.into_iter().map(|p| (Some(seq), p)));
         self.spb_drain(client, s, window)?;
@@ -491,6 +505,75 @@ impl<O: Outbox> Forwarder<O> {
                 false,
                 sp.will.payload.clone(),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp() -> SpSession {
+        let model = NodeModel {
+            node: Vec::new(),
+            devices: Vec::new(),
+        };
+        let state = NodeState {
+            transport: "tcp".into(),
+            reconnects: 0,
+            buffer_depth: 0,
+        };
+        let (edge, will) = EdgeSession::connect(
+            EdgeNode::new("g", "e").unwrap(),
+            model,
+            None,
+            state.clone(),
+            1024,
+            1,
+        )
+        .unwrap();
+        SpSession {
+            edge,
+            will,
+            queue: VecDeque::new(),
+            parts: HashMap::new(),
+            resumed_upto: 0,
+            subscribed: false,
+            host_online: true,
+            born: false,
+            host_gone: false,
+            sent_state: state,
+        }
+    }
+
+    #[test]
+    fn a_message_is_acked_when_all_its_publishes_are() {
+        let mut s = sp();
+        // Nothing derived (report by exception): acknowledged at once.
+        assert!(s.expect(1, 0, false));
+        // Three publishes: only the third PUBACK acknowledges it.
+        assert!(!s.expect(2, 3, false));
+        assert!(!s.acked(2));
+        assert!(!s.acked(2));
+        assert!(s.acked(2));
+        // A publish on a gasdtu topic (events, replies) was never split.
+        assert!(s.acked(3));
+        // Parked: its own publishes acked, the message is not (resent next session).
+        assert!(!s.expect(4, 1, true));
+        assert!(!s.acked(4));
+        // Parked with nothing else: still not acknowledged.
+        assert!(!s.expect(5, 0, true));
+    }
+
+    #[test]
+    fn state_payloads_say_online_or_nothing() {
+        assert_eq!(
+            state_online(br#"{"online":true,"timestamp":1}"#),
+            Some(true)
+        );
+        assert_eq!(state_online(br#"{"online":false}"#), Some(false));
+        for bad in [&b"ONLINE"[..], br#"{"online":"yes"}"#, b"", br#"[1]"#] {
+            assert_eq!(state_online(bad), None, "{bad:?}");
         }
     }
 }

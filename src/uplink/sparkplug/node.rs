@@ -115,6 +115,11 @@ impl EdgeSession {
         &self.model
     }
 
+    /// The latest read time of the device's known state (UTC ms), if any.
+    pub fn last_read_ms(&self, device: &str) -> Option<u64> {
+        self.current.get(device)?.values().map(|u| u.at_ms).max()
+    }
+
     /// The device went offline in this session (DDEATH) and has not read since.
     pub fn is_offline(&self, device: &str) -> bool {
         self.offline.contains(device)

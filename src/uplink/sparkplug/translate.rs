@@ -3,8 +3,9 @@
 //! (docs/sparkplug.md, "How the forwarder speaks Sparkplug"). Data entries (readings of one
 //! device and poll cycle) go to `EdgeSession::readings` (by exception when live, whole and
 //! flagged `is_historical` when backlog or resent), a live batch of a device gone offline to
-//! `EdgeSession::device_offline` (DDEATH); alarm transitions become the `Alarms/<rule>` metric of
-//! their device. Samples without a metric in the model (points with `publish = false`, report
+//! `EdgeSession::device_offline` (DDEATH); a live batch read before the device's newest known
+//! state (the outbox sends live data newest first) goes as history, so it never overwrites the
+//! current value; alarm transitions become the `Alarms/<rule>` metric of their device. Samples without a metric in the model (points with `publish = false`, report
 //! aggregates, points removed since) are left out. No I/O, no clock (`now_ms` is an argument).
 
 use super::encode::{MetricUpdate, Update};
@@ -99,7 +100,13 @@ fn batch(
     if updates.is_empty() {
         return Ok(Vec::new());
     }
-    session.readings(device, updates, historical, now_ms)
+    // The outbox sends live data newest first: a read older than what the host already has
+    // as current must not overwrite it, so it goes as history.
+    let newest = updates.iter().map(|u| u.at_ms).max().unwrap_or(0);
+    let stale = session
+        .last_read_ms(device)
+        .is_some_and(|last| newest < last);
+    session.readings(device, updates, historical || stale, now_ms)
 }
 
 /// An alarm transition (docs/alarms.md: `alarm`, `dev`, `state`, `limit`, `message`, `t`) as
