@@ -3,7 +3,8 @@
 //! device and publishes to a real mosquitto, where tests/py/sparkplug_host.py (pysparkplug
 //! 0.6.1, subscribed before the gateway starts) decodes every message and sends NCMD, DCMD
 //! and STATE. Cases here: births, seq and aliases against the device's values (1), bdSeq
-//! across kill -9 (2), NCMD Rebirth (5), DCMD writes (6), primary host STATE gating (7). The
+//! across kill -9 (2), NCMD Rebirth (5), DCMD writes (6), primary host STATE gating (7), and
+//! a dead device (DDEATH, then DBIRTH when it answers again). The
 //! outage and resend cases are in tests/sparkplug_host_outage.rs. Every wait has a deadline.
 
 mod common;
@@ -392,4 +393,41 @@ fn with_a_primary_host_no_births_until_its_state_is_online() {
         nb2["bd_seq"].as_u64().is_some_and(|b| b != bd),
         "a new session has a new bdSeq: {nb2}"
     );
+}
+
+#[test]
+fn a_dead_device_gets_its_ddeath_and_a_dbirth_when_it_answers_again() {
+    let mut rig = Rig::new("host-ddeath", None);
+    rig.start();
+    let (i, _) = rig.wait_msg("NBIRTH", 0, WAIT, |m| kind(m) == "NBIRTH");
+    rig.wait_msg("a DDATA of meter", i, WAIT, |m| {
+        kind(m) == "DDATA" && m["device"] == "meter"
+    });
+    rig.stop_device();
+    let (j, _) = rig.wait_msg("DDEATH of meter", i, WAIT, |m| {
+        kind(m) == "DDEATH" && m["device"] == "meter"
+    });
+    rig.restart_device();
+    let (k, db) = rig.wait_msg("DBIRTH of meter when it is back", j, WAIT, |m| {
+        kind(m) == "DBIRTH" && m["device"] == "meter"
+    });
+    // Born again with what it reads now (or without a value yet, then DDATA).
+    assert!(metric(&db, "neg").is_some(), "{db}");
+    rig.wait_msgs("meter's values after its rebirth", WAIT, |msgs| {
+        msgs[k..]
+            .iter()
+            .filter(|m| matches!(kind(m), "DBIRTH" | "DDATA") && m["device"] == "meter")
+            .any(|m| metric(m, "neg").is_some_and(|x| x["value"] == -1234))
+            .then_some(())
+    });
+    let msgs = rig.host.messages();
+    assert_eq!(
+        msgs.iter().filter(|m| kind(m) == "NBIRTH").count(),
+        1,
+        "a dead device is not a node rebirth:\n{}",
+        summary(&msgs)
+    );
+    let (_, s) = session(&msgs, 0).unwrap();
+    assert_seq(&s);
+    assert_aliases(&s);
 }

@@ -51,7 +51,7 @@ pub struct Rig {
     pub dir: tempfile::TempDir,
     pub pki: Pki,
     pub broker: Broker,
-    _device: Proc,
+    device: Option<Proc>,
     /// The pymodbus device's own port (the test's writes bypass the tap).
     pub device_port: u16,
     pub tap: ModbusTap,
@@ -68,15 +68,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let (pki, broker) = mutual_tls_broker(dir.path());
         let device_port = super::free_port();
-        let mut device = Proc::spawn(
-            "pymodbus device",
-            Command::new(python())
-                .arg(repo_root().join("tests/py/pymodbus_device.py"))
-                .args(["--tcp", &device_port.to_string()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
-        device.wait_stdout_line("ready", Duration::from_secs(30));
+        let device = start_device(device_port);
         let tap = ModbusTap::start(device_port);
         let host = SpbHost::start(&pki, broker.port, GROUP, host_id);
         let config = dir.path().join("gasdtu.toml");
@@ -90,7 +82,7 @@ impl Rig {
             dir,
             pki,
             broker,
-            _device: device,
+            device: Some(device),
             device_port,
             tap,
             host,
@@ -98,6 +90,17 @@ impl Rig {
             log,
             daemon: None,
         }
+    }
+
+    /// Kill the pymodbus device (its registers go back to the script's values on restart).
+    pub fn stop_device(&mut self) {
+        drop(self.device.take());
+    }
+
+    /// Start the pymodbus device again on the same port.
+    pub fn restart_device(&mut self) {
+        assert!(self.device.is_none(), "the device is running");
+        self.device = Some(start_device(self.device_port));
     }
 
     /// Start `gasdtu run` (log appended across restarts).
@@ -229,6 +232,20 @@ impl Rig {
     }
 }
 
+/// tests/py/pymodbus_device.py on 127.0.0.1:`port`, serving when this returns.
+fn start_device(port: u16) -> Proc {
+    let mut device = Proc::spawn(
+        "pymodbus device",
+        Command::new(python())
+            .arg(repo_root().join("tests/py/pymodbus_device.py"))
+            .args(["--tcp", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    device.wait_stdout_line("ready", Duration::from_secs(30));
+    device
+}
+
 /// The gateway's config (see the module paragraph).
 pub fn config_text(
     dir: &std::path::Path,
@@ -255,6 +272,7 @@ timeout = "1s"
 bus = "lan"
 unit = 1
 poll = "1s"
+offline_after = 1
 points.pressure = {{ table = "holding", address = 0, type = "f32", unit = "kPa" }}
 points.temperature = {{ table = "holding", address = 2, type = "f32", order = "CDAB" }}
 points.big = {{ table = "holding", address = 4, type = "u32" }}
@@ -269,6 +287,7 @@ points.coil1 = {{ table = "coil", address = 1, type = "bit" }}
 bus = "lan"
 unit = 2
 poll = "1s"
+offline_after = 1
 points.level = {{ table = "holding", address = 0, type = "u16" }}
 points.setpoint = {{ table = "holding", address = 1, type = "u16", writable = true }}
 points.other = {{ table = "holding", address = 2, type = "u16", writable = true }}
