@@ -24,7 +24,7 @@ use crate::store::{BdSeqClaim, StoreError};
 use crate::uplink::inbox::{AckReq, AckToken, Inbound, InboundKind};
 use crate::uplink::now_ms;
 use crate::uplink::sparkplug::{
-    next_bd_seq, state_topic, translate, CommandOutcome, EdgeNode, EdgeSession, MessageType,
+    next_bd_seq, state_topic, translate, Carry, CommandOutcome, EdgeNode, EdgeSession, MessageType,
     NodeModel, NodeState, Publish,
 };
 
@@ -44,6 +44,8 @@ pub struct SparkplugLink {
     pub transport: String,
     pub claim: ClaimFn,
     pub depth: DepthFn,
+    /// What the last session knew (values for the births, devices offline), for the next.
+    carry: Arc<std::sync::Mutex<Option<Carry>>>,
 }
 
 impl SparkplugLink {
@@ -63,6 +65,7 @@ impl SparkplugLink {
             transport,
             claim: Arc::new(move || claimer.claim_bd_seq(next_bd_seq)),
             depth: Arc::new(move || store.stats().map(|s| s.pending_entries).unwrap_or(0)),
+            carry: Arc::default(),
         }
     }
 }
@@ -88,6 +91,15 @@ pub(super) struct SpSession {
     host_gone: bool,
     /// Node figures last sent (NBIRTH / NDATA).
     sent_state: NodeState,
+    /// Where this session leaves what it knew when it ends (`Drop`).
+    carry: Arc<std::sync::Mutex<Option<Carry>>>,
+}
+
+impl Drop for SpSession {
+    fn drop(&mut self) {
+        let mut c = self.carry.lock().unwrap_or_else(|p| p.into_inner());
+        *c = Some(self.edge.carry());
+    }
 }
 
 impl SpSession {
@@ -178,7 +190,7 @@ impl<O: Outbox> Forwarder<O> {
             .map_err(|e| SessionError::Sparkplug(format!("cannot claim the bdSeq: {e}")))?;
         let state = self.node_state(&link);
         let now = now_ms().max(0) as u64;
-        let (edge, will) = EdgeSession::connect(
+        let (mut edge, will) = EdgeSession::connect(
             link.edge.clone(),
             link.model.clone(),
             c.previous,
@@ -187,6 +199,10 @@ impl<O: Outbox> Forwarder<O> {
             now,
         )
         .map_err(|e| SessionError::Sparkplug(e.to_string()))?;
+        let known = link.carry.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(known) = known {
+            edge.resume(known);
+        }
         opts.set_clean_session(true);
         opts.set_last_will(LastWill::new(
             will.topic.clone(),
@@ -209,6 +225,7 @@ impl<O: Outbox> Forwarder<O> {
             born: false,
             host_gone: false,
             sent_state: state,
+            carry: link.carry.clone(),
         }))
     }
 
@@ -543,6 +560,7 @@ mod tests {
             born: false,
             host_gone: false,
             sent_state: state,
+            carry: Arc::default(),
         }
     }
 

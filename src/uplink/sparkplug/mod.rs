@@ -35,6 +35,6 @@ pub use encode::{
     MetricUpdate, NodeState, Seq, Update,
 };
 pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
-pub use node::{CommandFailure, CommandOutcome, EdgeSession, Publish, SessionError};
+pub use node::{Carry, CommandFailure, CommandOutcome, EdgeSession, Publish, SessionError};
 pub use topic::{state_topic, EdgeNode, IdError, MessageType, TopicError};
 pub use translate::{translate, Translated};

@@ -52,6 +52,15 @@ pub enum CommandOutcome {
     Writes(Vec<WriteRequest>),
 }
 
+/// What one session knows that the next one (same process) should start from: the last known
+/// state of every metric (so its births carry values) and the devices known offline (no
+/// DBIRTH until they read again).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Carry {
+    current: HashMap<String, HashMap<String, MetricUpdate>>,
+    offline: BTreeSet<String>,
+}
+
 /// One MQTT session of the edge node.
 #[derive(Debug)]
 pub struct EdgeSession {
@@ -108,6 +117,37 @@ impl EdgeSession {
 
     pub fn bd_seq(&self) -> u8 {
         self.bd_seq
+    }
+
+    /// What the next session of this process starts from (`resume`).
+    pub fn carry(&self) -> Carry {
+        Carry {
+            current: self.current.clone(),
+            offline: self.offline.clone(),
+        }
+    }
+
+    /// Start from what an earlier session knew (before `births`): metrics and devices the
+    /// model no longer has are dropped.
+    pub fn resume(&mut self, c: Carry) {
+        let model = &self.model;
+        self.current = c
+            .current
+            .into_iter()
+            .filter_map(|(d, m)| {
+                let dev = model.device(&d)?;
+                let m: HashMap<_, _> = m
+                    .into_iter()
+                    .filter(|(n, _)| dev.by_name(n).is_some())
+                    .collect();
+                Some((d, m))
+            })
+            .collect();
+        self.offline = c
+            .offline
+            .into_iter()
+            .filter(|d| model.device(d).is_some())
+            .collect();
     }
 
     /// The metric model this session describes.

@@ -1,7 +1,8 @@
 //! Table tests of `translate`: outbox entries (data batches, alarm transitions) become this
 //! session's publishes with the right topics, seq, aliases and `is_historical` flag; samples
 //! without a metric are left out; a live offline batch is one DDEATH; a live batch older than
-//! the known state goes as history; backlog of a device dead in this session is parked.
+//! the known state goes as history; backlog of a device dead in this session is parked; the
+//! next session of the process births with the last values (`Carry`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -282,4 +283,70 @@ fn alarms_become_their_rule_metric_with_properties() {
     let t = translate(&mut s, &[odd, ghost], false, 9_000);
     assert_eq!(t.skipped.len(), 2, "{t:?}");
     assert!(t.skipped[1].contains("entry 9") && t.skipped[1].contains("gone"));
+}
+
+#[test]
+fn the_next_session_births_with_the_last_values_and_without_dead_devices() {
+    let mut s = session();
+    let live = data(
+        1,
+        "fc1",
+        true,
+        false,
+        vec![sample("pressure", Some(Value::Float(4.5)), 5_000)],
+    );
+    translate(&mut s, &[live], false, 5_500);
+    let dead = data(2, "fc2", false, false, vec![]);
+    translate(&mut s, &[dead], false, 5_500);
+    let (mut next, _) = EdgeSession::connect(
+        EdgeNode::new("gas", "gw-1").unwrap(),
+        model(),
+        Some(0),
+        NodeState {
+            transport: "tcp".into(),
+            reconnects: 1,
+            buffer_depth: 0,
+        },
+        1024,
+        6_000,
+    )
+    .unwrap();
+    next.resume(s.carry());
+    let births = next.births(6_000).unwrap();
+    let topics: Vec<&str> = births.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["spBv1.0/gas/NBIRTH/gw-1", "spBv1.0/gas/DBIRTH/gw-1/fc1"],
+        "fc2 is still offline: no DBIRTH until it reads"
+    );
+    let p = dec(&births[1]);
+    let m = p
+        .metrics
+        .iter()
+        .find(|m| m.name.as_deref() == Some("pressure"))
+        .unwrap();
+    assert_eq!(m.value, Some(metric::Value::FloatValue(4.5)));
+    assert_eq!(m.timestamp, Some(5_000), "with its read time");
+    // Without the carry the birth has no value.
+    let (mut fresh, _) = EdgeSession::connect(
+        EdgeNode::new("gas", "gw-1").unwrap(),
+        model(),
+        Some(1),
+        NodeState {
+            transport: "tcp".into(),
+            reconnects: 1,
+            buffer_depth: 0,
+        },
+        1024,
+        6_000,
+    )
+    .unwrap();
+    let b = fresh.births(6_000).unwrap();
+    let p = dec(&b[1]);
+    let m = p
+        .metrics
+        .iter()
+        .find(|m| m.name.as_deref() == Some("pressure"))
+        .unwrap();
+    assert_eq!(m.value, None);
 }
