@@ -4,8 +4,10 @@
 //! then DDATA whose aliases resolve through the birth and whose seq follow on; NCMD Rebirth
 //! births again with the same bdSeq; a DCMD write to an allow-listed point reaches the device
 //! (its read-back shows in a later DDATA) and a DCMD to a point outside `[remote.writes]` is
-//! refused (`not_allowed` on `cmd/res`, under the DCMD's `spb:` id); SIGTERM publishes NDEATH with the
-//! bdSeq of the NBIRTH; the next start claims bdSeq + 1. Every wait has a deadline.
+//! refused (`not_allowed` on `cmd/res`, under the DCMD's `spb:` id); after a broker outage the
+//! new births come first, then the readings polled meanwhile as `is_historical` DDATA with
+//! their read times; SIGTERM publishes NDEATH with the bdSeq of the NBIRTH; the next start
+//! claims bdSeq + 1. Every wait has a deadline.
 
 mod common;
 
@@ -93,8 +95,9 @@ fn command(name: &str, datatype: u32, value: metric::Value) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn births_data_rebirth_dcmd_and_ndeath_on_a_real_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let (pki, broker) = mutual_tls_broker(dir.path());
-    let sub = Subscriber::start(&pki, broker.port, "#", "spb-watch", false);
+    let (pki, mut broker) = mutual_tls_broker(dir.path());
+    // Persistent: it misses nothing while the broker restarts.
+    let sub = Subscriber::start(&pki, broker.port, "#", "spb-watch", true);
     sub.wait_subscribed(1, WAIT).await;
     let (_sim, modbus) = simulate_tcp(&["1:pt-float"], &[]);
     let path = dir.path().join("gasdtu.toml");
@@ -211,19 +214,72 @@ async fn births_data_rebirth_dcmd_and_ndeath_on_a_real_broker() {
         "{refused}"
     );
 
-    // 4. SIGTERM: NDEATH with the bdSeq of the NBIRTH before DISCONNECT.
+    // 4. An outage: readings polled meanwhile come after the new births, as history, whole.
+    broker.stop();
+    wait_until("three polls buffered during the outage", WAIT, || {
+        let out = std::process::Command::new(common::gasdtu())
+            .args(["queue", "--json", "--config"])
+            .arg(&path)
+            .output()
+            .ok()?;
+        let q: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        // pcv1 has four points per poll.
+        (q["pending_readings"].as_u64()? >= 12).then_some(())
+    })
+    .await;
+    let down_at = gasdtu::time::now_ms() as u64;
+    let seen = sparkplug(&sub.snapshot()).len();
+    broker.start();
+    let pressure = named(&birth, "pressure").alias;
+    let after = wait_until("the new births, then historical DDATA", WAIT, || {
+        let s = sparkplug(&sub.snapshot());
+        let rest = s[seen..].to_vec();
+        let n = rest.iter().position(|m| m.kind == "NBIRTH")?;
+        let hist = rest[n..]
+            .iter()
+            .filter(|m| {
+                m.kind == "DDATA"
+                    && m.payload
+                        .metrics
+                        .iter()
+                        .any(|x| x.alias == pressure && x.is_historical == Some(true))
+            })
+            .count();
+        (hist >= 3).then(|| rest[n..].to_vec())
+    })
+    .await;
+    let bd = bd_seq(&after[0].payload).expect("bdSeq");
+    assert!(bd >= 1, "a new connect claims a new bdSeq");
+    assert_eq!(after[1].kind, "DBIRTH", "births first: {after:?}");
+    for m in after.iter().filter(|m| m.kind == "DDATA") {
+        for x in m
+            .payload
+            .metrics
+            .iter()
+            .filter(|x| x.is_historical == Some(true))
+        {
+            assert!(
+                x.timestamp.is_some_and(|t| t <= down_at),
+                "history carries its read time: {x:?}"
+            );
+        }
+    }
+
+    // 5. SIGTERM: NDEATH with the bdSeq of this session's NBIRTH before DISCONNECT.
+    let before = sparkplug(&sub.snapshot()).len();
     common::sigterm(&gw.child);
     common::wait_exit(&mut gw.child, WAIT).expect("exits after SIGTERM");
     let death = wait_until("NDEATH", WAIT, || {
-        sparkplug(&sub.snapshot())
-            .into_iter()
+        sparkplug(&sub.snapshot())[before..]
+            .iter()
             .find(|m| m.kind == "NDEATH")
+            .cloned()
     })
     .await;
-    assert_eq!(bd_seq(&death.payload), Some(0), "{}", logs());
+    assert_eq!(bd_seq(&death.payload), Some(bd), "{}", logs());
     assert_eq!(death.payload.seq, None);
 
-    // 5. The next start claims the next bdSeq.
+    // 6. The next start claims the next bdSeq.
     let seen = sparkplug(&sub.snapshot()).len();
     let _gw = start_daemon(&path, &dir.path().join("run2.log"));
     let nb = wait_until("the second run's NBIRTH", WAIT, || {
@@ -233,6 +289,6 @@ async fn births_data_rebirth_dcmd_and_ndeath_on_a_real_broker() {
             .cloned()
     })
     .await;
-    assert_eq!(bd_seq(&nb.payload), Some(1));
+    assert_eq!(bd_seq(&nb.payload), Some(bd + 1));
     assert_eq!(nb.payload.seq, Some(0));
 }

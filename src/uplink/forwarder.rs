@@ -1431,7 +1431,7 @@ impl<O: Outbox> Forwarder<O> {
                     }
                 }
                 let Some(m) = s.resend.pop_front() else { break };
-                self.send_sealed(client, s, m, window).await?;
+                self.send_sealed(client, s, m, window, live_since).await?;
                 continue;
             }
             if s.staged.is_empty() {
@@ -1540,7 +1540,7 @@ impl<O: Outbox> Forwarder<O> {
             for m in sealed {
                 s.last_seq = s.last_seq.max(m.seq);
                 if s.outstanding < window && s.resend.is_empty() && spb::idle(s) {
-                    self.send_sealed(client, s, m, window).await?;
+                    self.send_sealed(client, s, m, window, live_since).await?;
                 } else {
                     s.resend.push_back(m);
                 }

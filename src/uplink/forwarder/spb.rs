@@ -19,7 +19,7 @@ use std::sync::Arc;
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, SubscribeReasonCode};
 
 use super::{Forwarder, Session, SessionError};
-use crate::outbox::{Outbox, OutboxError, Sealed};
+use crate::outbox::{EntryKind, Outbox, OutboxError, Sealed};
 use crate::store::{BdSeqClaim, StoreError};
 use crate::uplink::inbox::{AckReq, AckToken, Inbound, InboundKind};
 use crate::uplink::now_ms;
@@ -338,15 +338,15 @@ impl<O: Outbox> Forwarder<O> {
         s: &mut Session,
         m: Sealed,
         window: usize,
+        live_since: i64,
     ) -> Result<(), SessionError> {
         let translate_it = s.sp.is_some()
-            && (m.topic == self.topics.data()
-                || m.topic == self.topics.for_kind(crate::outbox::EntryKind::Alarm));
+            && (m.topic == self.topics.data() || m.topic == self.topics.for_kind(EntryKind::Alarm));
         if !translate_it {
             return self.publish(client, s, Some(m.seq), m.topic, m.payload, m.retain);
         }
         let seq = m.seq;
-        let entries = match self.blocking(move |o| o.entries_of(seq)).await? {
+        let mut entries = match self.blocking(move |o| o.entries_of(seq)).await? {
             Ok(v) => v,
             Err(e @ OutboxError::Store(_)) => {
                 // Not published: sent again in the next session (or set aside there).
@@ -362,6 +362,10 @@ impl<O: Outbox> Forwarder<O> {
             return Ok(());
         };
         let historical = seq <= sp.resumed_upto;
+        // Committed before this session began: backlog (what `pending` says too).
+        for e in &mut entries {
+            e.historical = e.kind == EntryKind::Data && e.created_ms < live_since;
+        }
         let t = translate(&mut sp.edge, &entries, historical, now_ms().max(0) as u64);
         for why in &t.skipped {
             tracing::warn!(seq, "sparkplug: left out of message {seq}: {why}");
