@@ -7,7 +7,8 @@
 //! refused (`not_allowed` on `cmd/res`, under the DCMD's `spb:` id); after a broker outage the
 //! new births come first, then the readings polled meanwhile as `is_historical` DDATA with
 //! their read times; SIGTERM publishes NDEATH with the bdSeq of the NBIRTH; the next start
-//! claims bdSeq + 1. Every wait has a deadline.
+//! claims bdSeq + 1 and its DBIRTH carries the newest stored readings. Every wait has a
+//! deadline.
 
 mod common;
 
@@ -282,13 +283,27 @@ async fn births_data_rebirth_dcmd_and_ndeath_on_a_real_broker() {
     // 6. The next start claims the next bdSeq.
     let seen = sparkplug(&sub.snapshot()).len();
     let _gw = start_daemon(&path, &dir.path().join("run2.log"));
-    let nb = wait_until("the second run's NBIRTH", WAIT, || {
-        sparkplug(&sub.snapshot())[seen..]
-            .iter()
-            .find(|m| m.kind == "NBIRTH")
-            .cloned()
+    let births = wait_until("the second run's NBIRTH and DBIRTH", WAIT, || {
+        let s = sparkplug(&sub.snapshot())[seen..].to_vec();
+        let n = s.iter().position(|m| m.kind == "NBIRTH")?;
+        (s.len() > n + 1).then(|| s[n..n + 2].to_vec())
     })
     .await;
+    let nb = &births[0];
     assert_eq!(bd_seq(&nb.payload), Some(bd + 1));
     assert_eq!(nb.payload.seq, Some(0));
+    // The first DBIRTH of a process carries the newest stored reading, not nulls.
+    assert_eq!(births[1].kind, "DBIRTH");
+    let p = named(&births[1].payload, "pressure");
+    assert!(
+        p.value.is_some()
+            && p.timestamp
+                .is_some_and(|t| t <= gasdtu::time::now_ms() as u64),
+        "{p:?}"
+    );
+    assert_eq!(
+        named(&births[1].payload, "setpoint").value,
+        Some(metric::Value::IntValue(42)),
+        "the value written by the DCMD, read back and stored"
+    );
 }

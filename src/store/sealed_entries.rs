@@ -1,10 +1,12 @@
-//! The entries of one sealed message (`Outbox::entries_of`): one indexed read
-//! (`entry_sealed`), data rows rebuilt into their batches, alarm/event/reply rows as their JSON.
-//! The Sparkplug forwarder derives a message's publishes from them at publish time (the sealed
-//! payload stays the gasdtu one: docs/sparkplug.md).
+//! What the Sparkplug forwarder reads back from the store: the entries of one sealed message
+//! (`Outbox::entries_of`: one indexed read (`entry_sealed`), data rows rebuilt into their
+//! batches, alarm/event/reply rows as their JSON), from which it derives a message's publishes
+//! at publish time (the sealed payload stays the gasdtu one: docs/sparkplug.md), and the newest
+//! batch of a device (`newest_batch`), the values of the first DBIRTH after a restart.
 
-use super::export::{decode_batch, DataRow};
+use super::export::{decode_batch, DataRow, DATA_COLS};
 use super::{Store, StoreError};
+use crate::model::SampleBatch;
 use crate::outbox::{Entry, EntryBody, EntryKind, ReplyTopic};
 
 const SQL: &str = "SELECT id, kind, reply_topic, created_ms, source, read_ms, slot_ms, online, \
@@ -97,5 +99,32 @@ impl Store {
             });
         }
         Ok(out)
+    }
+}
+
+impl Store {
+    /// The most recently read data batch of `device` still in the history, if any (read only;
+    /// once per device at the forwarder's first Sparkplug session).
+    pub fn newest_batch(&self, device: &str) -> Result<Option<SampleBatch>, StoreError> {
+        let mut g = self.lock();
+        let super::Inner { conn, dict, .. } = &mut *g;
+        let sql = format!(
+            "SELECT {DATA_COLS} FROM entry WHERE kind = 2 AND source IN \
+             (SELECT id FROM source WHERE device = ?1) ORDER BY read_ms DESC LIMIT 1"
+        );
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(self.sql("newest batch of a device"))?;
+        let row = stmt
+            .query_map([device], DataRow::from_row)
+            .map_err(self.sql("newest batch of a device"))?
+            .next()
+            .transpose()
+            .map_err(self.sql("newest batch of a device"))?;
+        drop(stmt);
+        match row {
+            Some(r) => Ok(Some(decode_batch(conn, dict, &self.path, &r)?)),
+            None => Ok(None),
+        }
     }
 }

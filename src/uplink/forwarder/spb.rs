@@ -4,7 +4,9 @@
 //! (`SparkplugLink::claim`, on a blocking thread; a failed claim means no connect) and NDEATH
 //! becomes the will (QoS 1, not retained, clean session); after CONNACK it subscribes NCMD,
 //! DCMD (and the primary host's STATE); on the SUBACK (and, with a primary host, its STATE
-//! `online: true`) it queues NBIRTH and the DBIRTHs, and only then does the outbox drain.
+//! `online: true`) it queues NBIRTH and the DBIRTHs (carrying the last session's values, or
+//! for the first one the newest stored reading of each device), and only then does the outbox
+//! drain.
 //! Each sealed outbox message (store seq `N`) is translated at publish time
 //! (`sparkplug::translate`): its publishes wait in a queue drained within the inflight window,
 //! each carrying `N` in the ack FIFO, and `N` is acknowledged in the outbox when all of them
@@ -24,8 +26,8 @@ use crate::store::{BdSeqClaim, StoreError};
 use crate::uplink::inbox::{AckReq, AckToken, Inbound, InboundKind};
 use crate::uplink::now_ms;
 use crate::uplink::sparkplug::{
-    next_bd_seq, state_topic, translate, Carry, CommandOutcome, EdgeNode, EdgeSession, MessageType,
-    NodeModel, NodeState, Publish,
+    next_bd_seq, state_topic, translate, updates_of, Carry, CommandOutcome, EdgeNode, EdgeSession,
+    MessageType, NodeModel, NodeState, Publish,
 };
 
 /// Claims the bdSeq of the next CONNECT (`Store::claim_bd_seq(next_bd_seq)`), committed
@@ -33,6 +35,9 @@ use crate::uplink::sparkplug::{
 pub type ClaimFn = Arc<dyn Fn() -> Result<BdSeqClaim, StoreError> + Send + Sync>;
 /// Outbox entries waiting (the node's `Buffer/Depth`): O(1), called on the forwarder's task.
 pub type DepthFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+/// The newest stored batch of a device (`Store::newest_batch`): the values of the first
+/// DBIRTH of this forwarder. Runs on a blocking thread.
+pub type SeedFn = Arc<dyn Fn(&str) -> Option<crate::model::SampleBatch> + Send + Sync>;
 
 /// What the forwarder needs to be a Sparkplug edge node.
 pub struct SparkplugLink {
@@ -44,6 +49,7 @@ pub struct SparkplugLink {
     pub transport: String,
     pub claim: ClaimFn,
     pub depth: DepthFn,
+    pub seed: SeedFn,
     /// What the last session knew (values for the births, devices offline), for the next.
     carry: Arc<std::sync::Mutex<Option<Carry>>>,
 }
@@ -58,6 +64,7 @@ impl SparkplugLink {
         store: Arc<crate::store::Store>,
     ) -> SparkplugLink {
         let claimer = store.clone();
+        let seeder = store.clone();
         SparkplugLink {
             edge,
             model,
@@ -65,6 +72,7 @@ impl SparkplugLink {
             transport,
             claim: Arc::new(move || claimer.claim_bd_seq(next_bd_seq)),
             depth: Arc::new(move || store.stats().map(|s| s.pending_entries).unwrap_or(0)),
+            seed: Arc::new(move |d| seeder.newest_batch(d).ok().flatten()),
             carry: Arc::default(),
         }
     }
@@ -200,8 +208,9 @@ impl<O: Outbox> Forwarder<O> {
         )
         .map_err(|e| SessionError::Sparkplug(e.to_string()))?;
         let known = link.carry.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(known) = known {
-            edge.resume(known);
+        match known {
+            Some(known) => edge.resume(known),
+            None => self.spb_seed(&link, &mut edge).await,
         }
         opts.set_clean_session(true);
         opts.set_last_will(LastWill::new(
@@ -227,6 +236,40 @@ impl<O: Outbox> Forwarder<O> {
             sent_state: state,
             carry: link.carry.clone(),
         }))
+    }
+
+    /// The first session of this forwarder: every device's newest stored reading becomes its
+    /// known state, so the first DBIRTHs carry values (with their read times).
+    async fn spb_seed(&self, link: &Arc<SparkplugLink>, edge: &mut EdgeSession) {
+        let devices: Vec<String> = link
+            .model
+            .devices
+            .iter()
+            .map(|d| d.device.clone())
+            .collect();
+        let seed = link.seed.clone();
+        let Ok(batches) = tokio::task::spawn_blocking(move || {
+            devices
+                .into_iter()
+                .filter_map(|d| seed(&d).map(|b| (d, b)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        else {
+            return;
+        };
+        for (device, b) in batches {
+            let Some(dev) = edge.model().device(&device) else {
+                continue;
+            };
+            if !b.online {
+                continue;
+            }
+            let updates = updates_of(dev, &b);
+            if let Err(e) = edge.remember(&device, updates) {
+                tracing::debug!(device = %device, "sparkplug: no birth values from the store: {e}");
+            }
+        }
     }
 
     /// The filters to subscribe after CONNACK: NCMD, DCMD and the primary host's STATE.

@@ -37,4 +37,4 @@ pub use encode::{
 pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
 pub use node::{Carry, CommandFailure, CommandOutcome, EdgeSession, Publish, SessionError};
 pub use topic::{state_topic, EdgeNode, IdError, MessageType, TopicError};
-pub use translate::{translate, Translated};
+pub use translate::{translate, updates_of, Translated};

@@ -9,7 +9,7 @@
 //! aggregates, points removed since) are left out. No I/O, no clock (`now_ms` is an argument).
 
 use super::encode::{MetricUpdate, Update};
-use super::metrics::ALARMS_PREFIX;
+use super::metrics::{DeviceModel, ALARMS_PREFIX};
 use super::node::{EdgeSession, Publish, SessionError};
 use crate::model::SampleBatch;
 use crate::outbox::{Entry, EntryBody, EntryKind};
@@ -64,6 +64,22 @@ fn at_ms(t: std::time::SystemTime) -> u64 {
     u64::try_from(crate::time::unix_ms(t)).unwrap_or(0)
 }
 
+/// The samples of `b` that are metrics of `dev`, as metric updates with their read times.
+pub fn updates_of(dev: &DeviceModel, b: &SampleBatch) -> Vec<MetricUpdate> {
+    b.samples
+        .iter()
+        .filter(|s| dev.by_name(&s.point).is_some())
+        .map(|s| MetricUpdate {
+            name: s.point.to_string(),
+            at_ms: at_ms(s.read_at),
+            update: Update::Point {
+                value: s.value.clone(),
+                good: s.quality.is_good() && s.value.is_some(),
+            },
+        })
+        .collect()
+}
+
 fn batch(
     session: &mut EdgeSession,
     b: &SampleBatch,
@@ -84,19 +100,7 @@ fn batch(
             .into_iter()
             .collect());
     }
-    let updates: Vec<MetricUpdate> = b
-        .samples
-        .iter()
-        .filter(|s| dev.by_name(&s.point).is_some())
-        .map(|s| MetricUpdate {
-            name: s.point.to_string(),
-            at_ms: at_ms(s.read_at),
-            update: Update::Point {
-                value: s.value.clone(),
-                good: s.quality.is_good() && s.value.is_some(),
-            },
-        })
-        .collect();
+    let updates = updates_of(dev, b);
     if updates.is_empty() {
         return Ok(Vec::new());
     }
