@@ -227,7 +227,26 @@ fn kill_9_gives_an_ndeath_matching_the_nbirth_and_the_restart_the_next_bd_seq() 
         let bd = nb["bd_seq"].as_u64().expect("bdSeq in NBIRTH");
         // Born completely before the kill, so the NDEATH is the will of this very connect.
         rig.wait_msg("the DBIRTHs", i, WAIT, |m| {
-            kind(m) == "DBIRTH" && m["device"] == "ctl"
+            kind(m) == "DBIRTH" && m["device"] == "meter"
+        });
+        if round > 0 {
+            // A restarted process births with the newest reading its store holds.
+            let (_, db) = rig.wait_msg("DBIRTH of meter", i, WAIT, |m| {
+                kind(m) == "DBIRTH" && m["device"] == "meter"
+            });
+            let neg = metric(&db, "neg").unwrap();
+            assert_eq!(
+                (&neg["value"], &neg["properties"]["Quality"]["value"]),
+                (&json!(-1234), &json!(192)),
+                "{db}"
+            );
+            assert!(neg["timestamp"].as_u64() < nb["timestamp"].as_u64(), "{db}");
+        }
+        // Something stored before the kill, for the next run's births.
+        common::wait_for("a stored reading of meter", WAIT, || {
+            rig.try_export("meter")
+                .is_ok_and(|r| r.iter().any(|x| x["point"] == "neg"))
+                .then_some(())
         });
         rig.kill9();
         // keepalive 2 s: the broker fires the will within 1.5 x 2 s of silence.
