@@ -1136,8 +1136,9 @@ impl<O: Outbox> Forwarder<O> {
                 // The broker redelivers what we left unacknowledged only in a new session.
                 self.send_acks(&client, &mut s);
                 let refused = s.busy;
-                self.spb_farewell(&client, &s);
-                self.renew(&client, &mut rx).await;
+                if self.spb_farewell(&client, &s) {
+                    self.renew(&client, &mut rx).await;
+                }
                 return Err(SessionError::InboxBacklog { refused });
             }
             let hold = s.hold_until;
@@ -1159,8 +1160,9 @@ impl<O: Outbox> Forwarder<O> {
                     // The last word on the tail: the highest seq sealed, retained, so a
                     // consumer can tell what it should have received from this run.
                     let _ = self.publish_health(&client, &mut s).await;
-                    self.spb_farewell(&client, &s);
-                    self.goodbye(&client, &mut rx).await;
+                    if self.spb_farewell(&client, &s) {
+                        self.goodbye(&client, &mut rx).await;
+                    }
                     return Ok(());
                 }
                 Some(a) = next_ack(&mut ack_rx) => {
@@ -1240,8 +1242,9 @@ impl<O: Outbox> Forwarder<O> {
                     if s.sp.is_none() {
                         let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "asleep");
                     }
-                    self.spb_farewell(&client, &s);
-                    let _ = client.try_disconnect();
+                    if self.spb_farewell(&client, &s) {
+                        let _ = client.try_disconnect();
+                    }
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
                         while let Some(Ok(ev)) = rx.recv().await {
                             if ev == Event::Outgoing(Outgoing::Disconnect) {

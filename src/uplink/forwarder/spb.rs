@@ -560,16 +560,21 @@ impl<O: Outbox> Forwarder<O> {
         sp.sent_state = state;
     }
 
-    /// Before a clean DISCONNECT: NDEATH (the DISCONNECT suppresses the will). Best effort.
-    pub(super) fn spb_farewell(&self, client: &AsyncClient, s: &Session) {
-        if let Some(sp) = &s.sp {
-            let _ = client.try_publish(
+    /// Before a clean DISCONNECT: NDEATH (the DISCONNECT suppresses the will). `false` when it
+    /// could not be queued: then the caller must not DISCONNECT (the connection is dropped and
+    /// the broker publishes the will), or the host would never learn the node is gone.
+    pub(super) fn spb_farewell(&self, client: &AsyncClient, s: &Session) -> bool {
+        let Some(sp) = &s.sp else {
+            return true;
+        };
+        client
+            .try_publish(
                 sp.will.topic.clone(),
                 QoS::AtLeastOnce,
                 false,
                 sp.will.payload.clone(),
-            );
-        }
+            )
+            .is_ok()
     }
 }
 

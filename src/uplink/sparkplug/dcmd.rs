@@ -7,7 +7,8 @@
 //! the expiry from the payload timestamp (a DCMD queued at the broker for minutes is refused,
 //! not run late). Sparkplug has no signatures, so a DCMD is an unsigned write: refused unless
 //! `[remote] allow_unsigned = true` and no keys. All or nothing: one refused metric refuses the
-//! whole DCMD. No I/O, no clock (`now_ms` is an argument); not wired yet (docs/sparkplug.md).
+//! whole DCMD. No I/O, no clock (`now_ms` is an argument); run by `gateway::remote::dcmd`
+//! (docs/sparkplug.md).
 
 use prost::Message;
 
