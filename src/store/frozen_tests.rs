@@ -357,3 +357,25 @@ fn the_recipe_code_round_trips_and_names_an_unknown_encoder() {
     assert_eq!(Recipe::guess(b"\xa1\x00\x00", &[1]), None);
     assert_eq!(Recipe::guess(b"", &[1]), None);
 }
+
+#[test]
+fn a_message_stored_by_schema_v5_keeps_its_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut c = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        crate::store::schema::migrate_to(&mut c, 5).unwrap();
+        c.execute(
+            "INSERT INTO message (seq, topic, payload, readings, created_ms) \
+             VALUES (77, 'r/data', x'7b7d', 1, 5)",
+            [],
+        )
+        .unwrap();
+        c.execute("INSERT INTO meta (key, value) VALUES ('seq_hwm', 77)", [])
+            .unwrap();
+    }
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let m = store.unacked().unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!((m[0].seq, m[0].payload.as_slice()), (77, &b"{}"[..]));
+}
