@@ -9,7 +9,8 @@
 //! fit, keeps its payload as before). Sealed entries are never evicted (`limits`: only pending,
 //! held and history rows go), so a frozen message stays buildable until it is acknowledged or
 //! set aside. What the bytes depend on that a config reload can change (gateway id, encoding,
-//! format) is in the row, never read from the running config.
+//! format) is in the row, never read from the running config. Also here: the read of the
+//! unacknowledged messages behind `Outbox::unacked` (`Store::unacked_rows`), which rebuilds.
 
 use std::path::Path;
 
