@@ -31,6 +31,7 @@ mod counters;
 mod deferred;
 mod dict;
 mod export;
+mod frozen;
 mod limits;
 pub mod presealed;
 mod schema;
@@ -154,6 +155,13 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("database {}: entry {id} is unreadable: {why}", path.display())]
     Decode { path: PathBuf, id: i64, why: String },
+    /// A sealed message stored without its payload cannot be rebuilt from its entries.
+    #[error("database {}: message {seq} cannot be rebuilt: {why}", path.display())]
+    Unbuildable {
+        path: PathBuf,
+        seq: u64,
+        why: String,
+    },
     /// No sequence number may be issued (see `seq`).
     #[error(transparent)]
     Sequence(#[from] seq::SeqError),

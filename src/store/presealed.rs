@@ -92,7 +92,7 @@ impl Store {
                     readings: p.readings,
                 };
                 let m = self
-                    .seal_message(&sp, hwm, reserved, &req, p.build, next)
+                    .seal_message(&sp, dict, hwm, reserved, &req, p.build, next)
                     .map_err(Declined::Failed)?
                     .map_err(|why| Declined::Failed(OutboxError::Build(why)))?;
                 hwm = m.seq;

@@ -99,6 +99,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE entry ADD COLUMN reply_topic INTEGER;   -- kind 3 only: 0 cmd/res, 1 config/state
     ALTER TABLE message ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v6: frozen payloads (issue 13, store/frozen.rs): a message whose payload the entries
+    // bound to it rebuild byte for byte stores an empty payload and its recipe (encoder
+    // version, wire, hist, entry order) and the gateway id it was built with; NULL recipe:
+    // the payload is stored as before.
+    r#"
+    ALTER TABLE message ADD COLUMN recipe INTEGER;
+    ALTER TABLE message ADD COLUMN gw TEXT;
+    "#,
 ];
 
 /// The version this binary writes.

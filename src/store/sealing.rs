@@ -9,7 +9,7 @@ use rusqlite::TransactionBehavior;
 
 use super::counters::Tally;
 use super::export::{decode_batch, DataRow, DATA_COLS};
-use super::{add_meta, deferred, entry_state, get_meta, seq, set_meta, Store, StoreError};
+use super::{add_meta, deferred, entry_state, frozen, get_meta, seq, set_meta, Store, StoreError};
 use crate::outbox::{
     DeadLetter, Entry, EntryBody, EntryKind, Outbox, OutboxError, ReplyTopic, SealRequest, Sealed,
     DEAD_LETTER_REASON_MAX,
@@ -59,11 +59,12 @@ impl Outbox for Store {
             .map_err(self.sql("begin dead letter"))?;
         let mut next = self.next_stats();
         deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
-        let found: Option<(String, Vec<u8>, i64)> = tx
+        type Row = (String, Vec<u8>, i64, Option<i64>, Option<String>);
+        let found: Option<Row> = tx
             .query_row(
-                "SELECT topic, payload, readings FROM message WHERE seq = ?1",
+                "SELECT topic, payload, readings, recipe, gw FROM message WHERE seq = ?1",
                 [seq as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .map(Some)
             .or_else(|e| match e {
@@ -71,16 +72,22 @@ impl Outbox for Store {
                 e => Err(e),
             })
             .map_err(self.sql("dead letter lookup"))?;
-        let Some((topic, payload, readings)) = found else {
+        let Some((topic, stored, readings, recipe, gw)) = found else {
             return Ok(None);
         };
+        // Rebuilt before its entries leave (a frozen payload is kept as bytes here).
+        let recipe = recipe.map(|c| (c, gw));
+        let payload = frozen::payload_of(&tx, &mut inner.dict, &self.path, seq, stored, recipe)
+            .map_err(|e| tracing::warn!(seq, error = %e, "dead letter kept without payload"))
+            .ok();
         let d = DeadLetter {
             seq,
             topic,
-            bytes: payload.len() as u64,
+            bytes: payload.as_ref().map_or(0, |p| p.len() as u64),
             reason: bounded_reason(reason),
         };
-        self.set_aside(&tx, &d, readings.max(0) as u64, Some(&payload), &mut next)?;
+        let p = payload.as_deref();
+        self.set_aside(&tx, &d, readings.max(0) as u64, p, &mut next)?;
         tx.commit().map_err(self.sql("commit dead letter"))?;
         self.publish_stats(next);
         inner.deferred = Default::default();
@@ -107,7 +114,7 @@ impl Outbox for Store {
         let seq = self.reserve_next(inner.seq_hwm, &mut inner.reserved)?;
         // Bound to a placeholder message first, so the entries leave exactly as a sealed
         // message's do (the same counters, the same history rule).
-        self.insert_message(&tx, seq, topic, &[], readings, entries, &mut next)?;
+        self.insert_message(&tx, seq, topic, (&[], None), readings, entries, &mut next)?;
         let d = DeadLetter {
             seq,
             topic: topic.to_string(),
@@ -182,7 +189,8 @@ impl Outbox for Store {
                     break;
                 }
                 let build = |seq| build(i, seq);
-                match self.seal_message(&tx, hwm, &mut inner.reserved, q, build, &mut next)? {
+                let (reserved, dict) = (&mut inner.reserved, &mut inner.dict);
+                match self.seal_message(&tx, dict, hwm, reserved, q, build, &mut next)? {
                     Ok(m) => {
                         hwm = m.seq;
                         out.push(m);
@@ -212,36 +220,14 @@ impl Outbox for Store {
     }
 
     fn unacked(&self) -> Result<Vec<Sealed>, OutboxError> {
-        let g = self.lock();
-        // Everything sealed is read here, what the ingest handed over too (not twice).
-        if let Some(s) = &g.sealer {
-            s.disarm();
-            s.take();
+        let (out, broken) = self.unacked_rows()?;
+        // A frozen payload that cannot be rebuilt (a damaged row) must not block the outbox:
+        // set aside as a dead letter (no payload), reported by its event.
+        for (seq, why) in broken {
+            tracing::error!(seq, error = %why, "sealed message unbuildable: set aside");
+            self.dead_letter(seq, &format!("payload cannot be rebuilt: {why}"))?;
         }
-        let mut stmt = g
-            .conn
-            .prepare_cached(
-                "SELECT seq, topic, payload, readings, retain FROM message ORDER BY seq",
-            )
-            .map_err(self.sql("unacked"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Sealed {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    topic: r.get(1)?,
-                    payload: r.get(2)?,
-                    readings: r.get::<_, i64>(3)? as u64,
-                    retain: r.get(4)?,
-                })
-            })
-            .map_err(self.sql("unacked"))?
-            .collect::<rusqlite::Result<Vec<Sealed>>>()
-            .map_err(self.sql("unacked"))?;
-        // Acknowledged but not written yet: not to be resent.
-        Ok(rows
-            .into_iter()
-            .filter(|m| !g.deferred.contains(m.seq))
-            .collect())
+        Ok(out)
     }
 
     fn entries_of(&self, seq: u64) -> Result<Vec<Entry>, OutboxError> {
@@ -379,11 +365,14 @@ impl Store {
 
     /// Seal one message in `tx`: the number after `hwm` (reserving a new block first when the
     /// reservation is used up), the payload `build` makes for it, its row (retained when one of
-    /// its entries asks for it) and its entries bound. `Ok(Err(why))`: `build` refused, nothing
-    /// written, no number consumed (the caller's `hwm` stays).
+    /// its entries asks for it; frozen, without its bytes, when its entries rebuild them:
+    /// `frozen`) and its entries bound. `Ok(Err(why))`: `build` refused, nothing written, no
+    /// number consumed (the caller's `hwm` stays).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn seal_message(
         &self,
         tx: &rusqlite::Connection,
+        dict: &mut super::dict::Dict,
         hwm: u64,
         reserved: &mut u64,
         req: &SealRequest<'_>,
@@ -396,11 +385,12 @@ impl Store {
             Ok(p) => p,
             Err(why) => return Ok(Err(why)),
         };
+        let recipe = frozen::freeze(tx, dict, &self.path, seq, req.entries, &payload);
         self.insert_message(
             tx,
             seq,
             req.topic,
-            &payload,
+            (&payload, recipe.as_ref()),
             req.readings,
             req.entries,
             next,
@@ -489,29 +479,32 @@ impl Store {
         Ok(seq)
     }
 
-    /// Persist message `seq`, bind `entries` to it, move the high-water mark (in `tx`).
+    /// Persist message `seq`, bind `entries` to it, move the high-water mark (in `tx`). With a
+    /// recipe the payload is not stored (an empty blob): readers rebuild it (`frozen`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_message(
         &self,
         tx: &rusqlite::Connection,
         seq: u64,
         topic: &str,
-        payload: &[u8],
+        (payload, recipe): (&[u8], Option<&frozen::Recipe>),
         readings: u64,
         entries: &[i64],
         next: &mut super::counters::Next,
     ) -> Result<(), OutboxError> {
         tx.prepare_cached(
-            "INSERT INTO message (seq, topic, payload, readings, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO message (seq, topic, payload, readings, created_ms, recipe, gw) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .and_then(|mut s| {
             s.execute(rusqlite::params![
                 seq as i64,
                 topic,
-                payload,
+                if recipe.is_some() { &[][..] } else { payload },
                 readings as i64,
-                crate::time::now_ms()
+                crate::time::now_ms(),
+                recipe.map(frozen::Recipe::code),
+                recipe.map(|r| r.gw.as_str()),
             ])
         })
         .map_err(self.sql("insert message"))?;
