@@ -3,15 +3,16 @@
 //! under way while the message with it still fits, else it starts the next one (split by
 //! samples when it does not fit alone). Sizes are measured by building the message
 //! (`Packed::worst_len`), the costly part: measuring every prefix made a message of n batches
-//! cost n builds of up to n batches (issue 13, bench-results/cpu_round5.txt). Here a run of
-//! consecutive batches is first packed whole and measured once; only when that does not fit is
-//! the run packed batch by batch as before. Adding a batch does not make a message smaller, so
-//! when the whole run fits every prefix fits and the messages are the ones the batch-by-batch
-//! rule makes (pinned by `pack_tests`). The one exception is format 2's schema table: a batch
-//! that gives a device the same points as another device merges two schemas and can shrink the
-//! message; then the whole run may keep a batch the batch-by-batch rule would have moved to the
-//! next message, still within the limit (the forwarder and the ingest seal both pack here, so
-//! they agree). Pure: no I/O.
+//! cost n + 1 builds of up to n + 1 batches, and each batch that started a message one build
+//! per sample (issue 13, bench-results/cpu_round5.txt). Here, for a run of consecutive batches,
+//! the number of batches the message takes is guessed (all of them, or as many as the last
+//! message took) and only checked: it fits and one more does not. A batch that starts a message
+//! is tried whole before it is split by samples. Adding a batch or a sample does not make a
+//! message smaller, so the messages are the ones the one-by-one rule makes (pinned by
+//! `pack_tests`). The one exception is format 2's schema table: a batch that gives a device the
+//! same points as another device merges two schemas and can shrink the message; then a message
+//! may keep a batch the one-by-one rule would have moved to the next message, still within the
+//! limit (the forwarder and the ingest seal both pack here, so they agree). Pure: no I/O.
 
 use super::{fit_json, Body, Packed, Wire};
 use crate::config::{Encoding, PayloadFormat};
@@ -32,8 +33,8 @@ pub fn encode_messages(
     pack(entries, gateway, max_payload, wire.into(), true)
 }
 
-/// `encode_messages`; `whole_runs` false measures every batch (the reference the tests pin
-/// the fast path to).
+/// `encode_messages`; `whole_runs` false measures every batch and sample one by one (the
+/// reference the tests pin the fast path to).
 pub(super) fn pack(
     entries: &[Entry],
     gateway: &str,
@@ -45,8 +46,10 @@ pub(super) fn pack(
         gateway,
         max_payload,
         wire,
+        whole_runs,
         out: Vec::new(),
         cur: None,
+        last_take: None,
     };
     let mut i = 0;
     while i < entries.len() {
@@ -55,15 +58,13 @@ pub(super) fn pack(
         } else {
             0
         };
-        if run > 1 && p.whole_run(&entries[i..i + run]) {
+        if run > 0 {
+            p.run(&entries[i..i + run]);
             i += run;
-            continue;
+        } else {
+            p.step(&entries[i]);
+            i += 1;
         }
-        // One entry at a time; a run that did not fit whole goes batch by batch.
-        for e in &entries[i..i + run.max(1)] {
-            p.step(e);
-        }
-        i += run.max(1);
     }
     p.out.extend(p.cur);
     p.out
@@ -87,40 +88,87 @@ struct Packer<'a> {
     gateway: &'a str,
     max_payload: usize,
     wire: Wire,
+    /// Batches and samples tried whole first (false: one by one, the reference).
+    whole_runs: bool,
     out: Vec<Packed>,
     cur: Option<Packed>,
+    /// Entries the last message closed in a run held: the next guess.
+    last_take: Option<usize>,
 }
 
 impl Packer<'_> {
-    /// Add a run of batches (same `historical`) to the message under way in one go when the
-    /// result fits, measured once. False (nothing changed) when it does not.
-    fn whole_run(&mut self, run: &[Entry]) -> bool {
+    fn fits(&self, m: &Packed) -> bool {
+        m.worst_len(self.gateway) <= self.max_payload
+    }
+
+    /// A run of batches of the same kind (live or backlog), as the one-by-one rule packs them.
+    fn run(&mut self, run: &[Entry]) {
         let Some(historical) = run.first().map(|e| e.historical) else {
-            return true;
+            return;
         };
-        let mut m = match &self.cur {
-            Some(c) if c.historical() == Some(historical) => c.clone(),
-            _ => Packed::data(historical, self.wire),
-        };
-        for e in run {
-            if let EntryBody::Batch(b) = &e.body {
-                m.add_batch(b);
-                m.entries.push(e.id);
-            }
-        }
-        if m.worst_len(self.gateway) > self.max_payload {
-            return false;
-        }
         if self.cur.as_ref().and_then(Packed::historical) != Some(historical) {
             self.out.extend(self.cur.take());
         }
-        self.cur = Some(m);
-        true
+        let mut i = 0;
+        while i < run.len() {
+            let base = self
+                .cur
+                .take()
+                .unwrap_or_else(|| Packed::data(historical, self.wire));
+            let rest = &run[i..];
+            let with = |k: usize| {
+                let mut m = base.clone();
+                for e in &rest[..k] {
+                    if let EntryBody::Batch(b) = &e.body {
+                        m.add_batch(b);
+                        m.entries.push(e.id);
+                    }
+                }
+                m
+            };
+            // The most batches of `rest` that fit with `base` (none: nothing to check), from a
+            // guess: up while one more fits, down while it does not.
+            let had = base.entries.len();
+            let guess = match self.last_take {
+                Some(t) if t > had => t - had,
+                _ => rest.len(),
+            };
+            let mut k = guess.clamp(1, rest.len());
+            let mut m = with(k);
+            if self.fits(&m) {
+                while k < rest.len() {
+                    let more = with(k + 1);
+                    if !self.fits(&more) {
+                        break;
+                    }
+                    k += 1;
+                    m = more;
+                }
+            } else {
+                loop {
+                    k -= 1;
+                    m = with(k);
+                    if k == 0 || self.fits(&m) {
+                        break;
+                    }
+                }
+            }
+            i += k;
+            if i == run.len() {
+                self.cur = Some(m);
+                break;
+            }
+            // `run[i]` does not fit with what is there: it starts the next message.
+            self.last_take = Some(m.entries.len());
+            if let EntryBody::Batch(b) = &run[i].body {
+                self.start_afresh(m, &run[i], b);
+            }
+            i += 1;
+        }
     }
 
-    /// The batch-by-batch rule for one entry.
+    /// The one-by-one rule for one entry.
     fn step(&mut self, e: &Entry) {
-        let (gateway, max_payload, wire) = (self.gateway, self.max_payload, self.wire);
         match &e.body {
             EntryBody::Json(v) => {
                 self.out.extend(self.cur.take());
@@ -130,7 +178,7 @@ impl Packer<'_> {
                     readings: 0,
                     encoding: Encoding::Json,
                     format: PayloadFormat::V1,
-                    body: Body::Json(fit_json(v, gateway, max_payload)),
+                    body: Body::Json(fit_json(v, self.gateway, self.max_payload)),
                 });
             }
             EntryBody::Batch(b) => {
@@ -140,35 +188,54 @@ impl Packer<'_> {
                 let base = self
                     .cur
                     .take()
-                    .unwrap_or_else(|| Packed::data(e.historical, wire));
+                    .unwrap_or_else(|| Packed::data(e.historical, self.wire));
                 let mut whole = base.clone();
                 whole.add_batch(b);
-                if whole.worst_len(gateway) <= max_payload {
+                if self.fits(&whole) {
                     whole.entries.push(e.id);
                     self.cur = Some(whole);
                     return;
                 }
-                // Does not fit with what is there: start afresh, splitting if needed.
-                let mut m = if base.is_empty() {
-                    base
-                } else {
-                    self.out.push(base);
-                    Packed::data(e.historical, wire)
-                };
+                self.start_afresh(base, e, b);
+            }
+        }
+    }
+
+    /// Batch `b` of entry `e` does not fit with `base` (the message under way, of the same
+    /// kind): `base` goes out unless empty, `b` starts the next message, split by samples if
+    /// it does not fit alone.
+    fn start_afresh(&mut self, base: Packed, e: &Entry, b: &crate::model::SampleBatch) {
+        let mut m = if base.is_empty() {
+            base
+        } else {
+            self.out.push(base);
+            Packed::data(e.historical, self.wire)
+        };
+        let mut alone = None;
+        if self.whole_runs && m.is_empty() {
+            let mut whole = m.clone();
+            whole.add_batch(b);
+            if self.fits(&whole) {
+                alone = Some(whole);
+            }
+        }
+        match alone {
+            Some(whole) => m = whole,
+            None => {
                 for s in &b.samples {
                     let mut next = m.clone();
                     next.add_sample(&b.device, s);
-                    if next.worst_len(gateway) <= max_payload || m.is_empty() {
+                    if self.fits(&next) || m.is_empty() {
                         m = next;
                     } else {
                         self.out.push(m);
-                        m = Packed::data(e.historical, wire);
+                        m = Packed::data(e.historical, self.wire);
                         m.add_sample(&b.device, s);
                     }
                 }
-                m.entries.push(e.id);
-                self.cur = Some(m);
             }
         }
+        m.entries.push(e.id);
+        self.cur = Some(m);
     }
 }
