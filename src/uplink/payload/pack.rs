@@ -127,15 +127,24 @@ impl Packer<'_> {
                 m
             };
             // The most batches of `rest` that fit with `base` (none: nothing to check), from a
-            // guess: up while one more fits, down while it does not.
+            // guess (all of them, or what the last message of this run took): up while one
+            // more fits, down while it does not.
             let had = base.entries.len();
+            let guessed = matches!(self.last_take, Some(t) if t > had);
             let guess = match self.last_take {
                 Some(t) if t > had => t - had,
                 _ => rest.len(),
             };
             let mut k = guess.clamp(1, rest.len());
             let mut m = with(k);
-            if self.fits(&m) {
+            let mut fits = self.fits(&m);
+            if !fits && !guessed {
+                // The whole run does not fit and there is no guess yet: one more at a time.
+                k = 0;
+                m = with(0);
+                fits = true;
+            }
+            if fits {
                 while k < rest.len() {
                     let more = with(k + 1);
                     if !self.fits(&more) {
