@@ -25,7 +25,9 @@ use thiserror::Error;
 use crate::config::{Encoding, PayloadFormat};
 use crate::decimal::meant;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
-use crate::outbox::{Entry, EntryBody, EntryKind};
+use crate::outbox::EntryKind;
+
+pub use pack::encode_messages;
 
 #[derive(Debug, Error)]
 pub enum CodecError {
@@ -337,75 +339,6 @@ fn longest_string(v: &mut Json) -> Option<&mut String> {
     }
 }
 
-/// Pack entries (in send order) into messages of at most `max_payload` bytes. Data batches
-/// are combined while they fit; a batch larger than the limit is split by samples (never
-/// dropped); a single sample that alone exceeds the limit still gets its own message. An
-/// alarm/event that exceeds the limit is cut to fit (`fit_json`). Live and historical data
-/// never share a message. Order is preserved. `wire`: an `Encoding` (format 1) or
-/// `(Encoding, PayloadFormat)`.
-pub fn encode_messages(
-    entries: &[Entry],
-    gateway: &str,
-    max_payload: usize,
-    wire: impl Into<Wire>,
-) -> Vec<Packed> {
-    let wire = wire.into();
-    let mut out: Vec<Packed> = Vec::new();
-    let mut cur: Option<Packed> = None;
-    for e in entries {
-        match &e.body {
-            EntryBody::Json(v) => {
-                out.extend(cur.take());
-                out.push(Packed {
-                    kind: e.kind,
-                    entries: vec![e.id],
-                    readings: 0,
-                    encoding: Encoding::Json,
-                    format: PayloadFormat::V1,
-                    body: Body::Json(fit_json(v, gateway, max_payload)),
-                });
-            }
-            EntryBody::Batch(b) => {
-                if cur.as_ref().and_then(Packed::historical) != Some(e.historical) {
-                    out.extend(cur.take());
-                }
-                let base = cur
-                    .take()
-                    .unwrap_or_else(|| Packed::data(e.historical, wire));
-                let mut whole = base.clone();
-                whole.add_batch(b);
-                if whole.worst_len(gateway) <= max_payload {
-                    whole.entries.push(e.id);
-                    cur = Some(whole);
-                    continue;
-                }
-                // Does not fit with what is there: start afresh, splitting if needed.
-                let mut m = if base.is_empty() {
-                    base
-                } else {
-                    out.push(base);
-                    Packed::data(e.historical, wire)
-                };
-                for s in &b.samples {
-                    let mut next = m.clone();
-                    next.add_sample(&b.device, s);
-                    if next.worst_len(gateway) <= max_payload || m.is_empty() {
-                        m = next;
-                    } else {
-                        out.push(m);
-                        m = Packed::data(e.historical, wire);
-                        m.add_sample(&b.device, s);
-                    }
-                }
-                m.entries.push(e.id);
-                cur = Some(m);
-            }
-        }
-    }
-    out.extend(cur);
-    out
-}
-
 /// `BadReason` as sent: the reason word first (`timeout`, `crc`, `exception`, `decode`, `io`,
 /// `protocol`, `input`), then `: detail` where there is one.
 pub fn reason_text(r: &BadReason) -> String {
@@ -574,10 +507,13 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
 }
 
 mod decode;
+mod pack;
 mod v2;
 mod v2_decode;
 pub use decode::{decode, decode_kind, PayloadKind};
 
+#[cfg(test)]
+mod pack_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

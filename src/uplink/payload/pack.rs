@@ -1,0 +1,250 @@
+//! Packing entries into messages (`encode_messages`): which entries go together, in order, each
+//! message at most `max_payload` bytes. The rule is greedy: a data batch joins the message
+//! under way while the message with it still fits, else it starts the next one (split by
+//! samples when it does not fit alone). Sizes are measured by building the message
+//! (`Packed::worst_len`), the costly part: measuring every prefix made a message of n batches
+//! cost n + 1 builds of up to n + 1 batches, and each batch that started a message one build
+//! per sample (issue 13, bench-results/cpu_round5.txt). Here, for a run of consecutive batches,
+//! the number of batches the message takes is guessed (all of them, or as many as the last
+//! message took) and only checked: it fits and one more does not. A batch that starts a message
+//! is tried whole before it is split by samples. Adding a batch or a sample does not make a
+//! message smaller, so the messages are the ones the one-by-one rule makes (pinned by
+//! `pack_tests`). The one exception is format 2's schema table: a batch that gives a device the
+//! same points as another device merges two schemas and can shrink the message; then a message
+//! may keep a batch the one-by-one rule would have moved to the next message, still within the
+//! limit (the forwarder and the ingest seal both pack here, so they agree). Pure: no I/O.
+
+use super::{fit_json, Body, Packed, Wire};
+use crate::config::{Encoding, PayloadFormat};
+use crate::outbox::{Entry, EntryBody};
+
+/// Pack entries (in send order) into messages of at most `max_payload` bytes. Data batches
+/// are combined while they fit; a batch larger than the limit is split by samples (never
+/// dropped); a single sample that alone exceeds the limit still gets its own message. An
+/// alarm/event that exceeds the limit is cut to fit (`fit_json`). Live and historical data
+/// never share a message. Order is preserved. `wire`: an `Encoding` (format 1) or
+/// `(Encoding, PayloadFormat)`.
+pub fn encode_messages(
+    entries: &[Entry],
+    gateway: &str,
+    max_payload: usize,
+    wire: impl Into<Wire>,
+) -> Vec<Packed> {
+    pack(entries, gateway, max_payload, wire.into(), true)
+}
+
+/// `encode_messages`; `whole_runs` false measures every batch and sample one by one (the
+/// reference the tests pin the fast path to).
+pub(super) fn pack(
+    entries: &[Entry],
+    gateway: &str,
+    max_payload: usize,
+    wire: Wire,
+    whole_runs: bool,
+) -> Vec<Packed> {
+    let mut p = Packer {
+        gateway,
+        max_payload,
+        wire,
+        whole_runs,
+        out: Vec::new(),
+        cur: None,
+        last_take: None,
+    };
+    let mut i = 0;
+    while i < entries.len() {
+        let run = if whole_runs {
+            batch_run(&entries[i..])
+        } else {
+            0
+        };
+        if run > 0 {
+            p.run(&entries[i..i + run]);
+            i += run;
+        } else {
+            p.step(&entries[i]);
+            i += 1;
+        }
+    }
+    p.out.extend(p.cur);
+    p.out
+}
+
+/// How many entries from the first are data batches of the same kind (live or backlog).
+fn batch_run(entries: &[Entry]) -> usize {
+    let Some(first) = entries.first() else {
+        return 0;
+    };
+    if !matches!(first.body, EntryBody::Batch(_)) {
+        return 0;
+    }
+    entries
+        .iter()
+        .take_while(|e| matches!(e.body, EntryBody::Batch(_)) && e.historical == first.historical)
+        .count()
+}
+
+struct Packer<'a> {
+    gateway: &'a str,
+    max_payload: usize,
+    wire: Wire,
+    /// Batches and samples tried whole first (false: one by one, the reference).
+    whole_runs: bool,
+    out: Vec<Packed>,
+    cur: Option<Packed>,
+    /// Entries the last message closed in a run held: the next guess.
+    last_take: Option<usize>,
+}
+
+impl Packer<'_> {
+    fn fits(&self, m: &Packed) -> bool {
+        m.worst_len(self.gateway) <= self.max_payload
+    }
+
+    /// A run of batches of the same kind (live or backlog), as the one-by-one rule packs them.
+    fn run(&mut self, run: &[Entry]) {
+        let Some(historical) = run.first().map(|e| e.historical) else {
+            return;
+        };
+        if self.cur.as_ref().and_then(Packed::historical) != Some(historical) {
+            self.out.extend(self.cur.take());
+        }
+        let mut i = 0;
+        while i < run.len() {
+            let base = self
+                .cur
+                .take()
+                .unwrap_or_else(|| Packed::data(historical, self.wire));
+            let rest = &run[i..];
+            let with = |k: usize| {
+                let mut m = base.clone();
+                for e in &rest[..k] {
+                    if let EntryBody::Batch(b) = &e.body {
+                        m.add_batch(b);
+                        m.entries.push(e.id);
+                    }
+                }
+                m
+            };
+            // The most batches of `rest` that fit with `base` (none: nothing to check), from a
+            // guess (all of them, or what the last message of this run took): up while one
+            // more fits, down while it does not.
+            let had = base.entries.len();
+            let guessed = matches!(self.last_take, Some(t) if t > had);
+            let guess = match self.last_take {
+                Some(t) if t > had => t - had,
+                _ => rest.len(),
+            };
+            let mut k = guess.clamp(1, rest.len());
+            let mut m = with(k);
+            let mut fits = self.fits(&m);
+            if !fits && !guessed {
+                // The whole run does not fit and there is no guess yet: one more at a time.
+                k = 0;
+                m = with(0);
+                fits = true;
+            }
+            if fits {
+                while k < rest.len() {
+                    let more = with(k + 1);
+                    if !self.fits(&more) {
+                        break;
+                    }
+                    k += 1;
+                    m = more;
+                }
+            } else {
+                loop {
+                    k -= 1;
+                    m = with(k);
+                    if k == 0 || self.fits(&m) {
+                        break;
+                    }
+                }
+            }
+            i += k;
+            if i == run.len() {
+                self.cur = Some(m);
+                break;
+            }
+            // `run[i]` does not fit with what is there: it starts the next message.
+            self.last_take = Some(m.entries.len());
+            if let EntryBody::Batch(b) = &run[i].body {
+                self.start_afresh(m, &run[i], b);
+            }
+            i += 1;
+        }
+    }
+
+    /// The one-by-one rule for one entry.
+    fn step(&mut self, e: &Entry) {
+        match &e.body {
+            EntryBody::Json(v) => {
+                self.out.extend(self.cur.take());
+                self.out.push(Packed {
+                    kind: e.kind,
+                    entries: vec![e.id],
+                    readings: 0,
+                    encoding: Encoding::Json,
+                    format: PayloadFormat::V1,
+                    body: Body::Json(fit_json(v, self.gateway, self.max_payload)),
+                });
+            }
+            EntryBody::Batch(b) => {
+                if self.cur.as_ref().and_then(Packed::historical) != Some(e.historical) {
+                    self.out.extend(self.cur.take());
+                }
+                let base = self
+                    .cur
+                    .take()
+                    .unwrap_or_else(|| Packed::data(e.historical, self.wire));
+                let mut whole = base.clone();
+                whole.add_batch(b);
+                if self.fits(&whole) {
+                    whole.entries.push(e.id);
+                    self.cur = Some(whole);
+                    return;
+                }
+                self.start_afresh(base, e, b);
+            }
+        }
+    }
+
+    /// Batch `b` of entry `e` does not fit with `base` (the message under way, of the same
+    /// kind): `base` goes out unless empty, `b` starts the next message, split by samples if
+    /// it does not fit alone.
+    fn start_afresh(&mut self, base: Packed, e: &Entry, b: &crate::model::SampleBatch) {
+        let mut m = if base.is_empty() {
+            base
+        } else {
+            self.out.push(base);
+            Packed::data(e.historical, self.wire)
+        };
+        let mut alone = None;
+        if self.whole_runs && m.is_empty() {
+            let mut whole = m.clone();
+            whole.add_batch(b);
+            if self.fits(&whole) {
+                alone = Some(whole);
+            }
+        }
+        match alone {
+            Some(whole) => m = whole,
+            None => {
+                for s in &b.samples {
+                    let mut next = m.clone();
+                    next.add_sample(&b.device, s);
+                    if self.fits(&next) || m.is_empty() {
+                        m = next;
+                    } else {
+                        self.out.push(m);
+                        m = Packed::data(e.historical, self.wire);
+                        m.add_sample(&b.device, s);
+                    }
+                }
+            }
+        }
+        m.entries.push(e.id);
+        self.cur = Some(m);
+    }
+}
