@@ -361,3 +361,35 @@ fn the_session_publishes_ndata_when_the_modem_changes() {
         Some(metric::Value::IntValue(-2i32 as u32))
     );
 }
+
+#[test]
+fn the_nbirth_size_bound_holds_and_grows_with_the_modem() {
+    let without = super::size::nbirth_max_size(&build(&cfg(BASE)).unwrap());
+    let m = with_modem();
+    let with = super::size::nbirth_max_size(&m);
+    assert!(with > without, "{with} <= {without}");
+    // A real NBIRTH with wide figures stays within the bound.
+    let wide = ModemFigures {
+        state: "unresponsive".into(),
+        registered: false,
+        rsrp_dbm: Some(-140),
+        rssi_dbm: Some(-113),
+        sinr_db: Some(-20),
+        ecl: Some(2),
+        pdp_active: Some(false),
+        resets_today: 40,
+        inits: 1_000_000,
+    };
+    let real = NodeState {
+        transport: "modem-socket".into(),
+        reconnects: 1 << 40,
+        buffer_depth: 1 << 40,
+        modem: Some(wide),
+    };
+    let mut s = Seq::new();
+    let n = nbirth(&m, 255, &real, 253_402_300_799_999, &mut s)
+        .unwrap()
+        .len();
+    assert!(n <= with, "{n} > {with}");
+    println!("NBIRTH bound: {without} B without modem, {with} B with");
+}
