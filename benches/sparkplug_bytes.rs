@@ -96,6 +96,7 @@ fn main() {
         transport: "tcp".into(),
         reconnects: 0,
         buffer_depth: 0,
+        modem: None,
     };
     let nb = nbirth(&model, 0, &state, T0, &mut seq).expect("nbirth");
     let mut birth_bytes = 0;

@@ -114,6 +114,7 @@ fn an_independent_decoder_reads_every_field() {
         transport: "tcp".into(),
         reconnects: 3,
         buffer_depth: 12,
+        modem: None,
     };
     let mut seq = Seq::new();
     let birth_state = vec![

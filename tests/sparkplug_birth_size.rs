@@ -143,3 +143,39 @@ fn the_reported_size_bounds_a_real_full_length_dbirth() {
     assert_eq!(over.len(), 1);
     assert_eq!((over[0].device.as_str(), over[0].size), ("big", max));
 }
+
+/// Only `small`, with a `[modem]`: the NBIRTH carries the `Modem/` metrics.
+fn modem_config(max_payload: usize) -> String {
+    format!(
+        "[gateway]\nid = \"gw-1\"\nstate_dir = \"STATE\"\nprofile_dirs = []\n\
+         [buses.b]\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 1\n\
+         [devices.small]\nbus = \"b\"\nunit = 1\n\
+         points.p = {{ table = \"input\", address = 0, type = \"f32\", unit = \"bar\" }}\n\
+         [modem]\nmode = \"os\"\nport = \"/dev/ttyS2\"\n\
+         [uplink]\nhost = \"127.0.0.1\"\nport = 1\ntls = false\nmax_payload = {max_payload}\n\
+         protocol = \"sparkplug\"\n[uplink.sparkplug]\ngroup_id = \"gas\"\n"
+    )
+}
+
+#[test]
+fn check_refuses_an_nbirth_with_modem_metrics_over_max_payload() {
+    // The bound `check` compares (a large limit: the config loads).
+    let text = modem_config(256 * 1024);
+    let cfg = gasdtu::config::parse_str(&text, "t.toml", std::path::Path::new("/"))
+        .unwrap()
+        .config;
+    let nb = size::nbirth_max_size(&build(&cfg).unwrap());
+    assert!(nb > 256, "{nb}");
+    let (code, all) = check(&modem_config(256));
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("uplink.max_payload"), "{all}");
+    assert!(
+        all.contains(&format!("the NBIRTH can be {nb} bytes")),
+        "{all}"
+    );
+    assert!(all.contains("with the modem's"), "{all}");
+    for (limit, want) in [(nb, Some(0)), (nb - 1, Some(1))] {
+        let (code, all) = check(&modem_config(limit));
+        assert_eq!(code, want, "limit {limit}: {all}");
+    }
+}

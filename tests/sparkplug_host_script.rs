@@ -67,6 +67,7 @@ async fn the_host_reads_gasdtu_payloads_and_sends_commands_gasdtu_decodes() {
         transport: "tcp".into(),
         reconnects: 0,
         buffer_depth: 0,
+        modem: None,
     };
     let mut seq = Seq::new();
     let born = vec![

@@ -261,8 +261,9 @@ pub fn parse_with_profiles(
     })
 }
 
-/// Sparkplug mode: the devices must make a metric model, and every device's largest DBIRTH
-/// (measured by the encoder, docs/sparkplug.md) must fit `[uplink] max_payload`.
+/// Sparkplug mode: the devices must make a metric model, and the largest NBIRTH and every
+/// device's largest DBIRTH (measured by the encoder, docs/sparkplug.md) must fit `[uplink]
+/// max_payload`.
 fn check_sparkplug(d: &mut Diags<'_>, config: &Config) {
     use crate::uplink::sparkplug::{build, size};
     let (Some(_), Some(up)) = (&config.sparkplug, &config.uplink) else {
@@ -275,6 +276,24 @@ fn check_sparkplug(d: &mut Diags<'_>, config: &Config) {
             return;
         }
     };
+    let nb = size::nbirth_max_size(&model);
+    if nb > up.max_payload {
+        d.error(
+            "uplink.max_payload",
+            None,
+            format!(
+                "sparkplug: the NBIRTH can be {nb} bytes (every node metric at its widest \
+                 value{}), over uplink.max_payload = {}: raise [uplink] max_payload to at least \
+                 {nb}",
+                if config.modem.is_some() {
+                    ", with the modem's"
+                } else {
+                    ""
+                },
+                up.max_payload
+            ),
+        );
+    }
     for o in size::oversize_births(config, &model, up.max_payload) {
         d.error(
             &join("devices", &o.device),

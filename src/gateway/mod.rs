@@ -701,13 +701,21 @@ impl Gateway {
             None if up.tls => "tls",
             None => "tcp",
         };
-        Some(crate::uplink::SparkplugLink::with_store(
+        let link = crate::uplink::SparkplugLink::with_store(
             edge,
             model,
             sp.primary_host_id.clone(),
             transport.to_string(),
             self.store.clone(),
-        ))
+        );
+        if self.cfg.modem.is_none() {
+            return Some(link);
+        }
+        // The `Modem/` node metrics (the model has them with a `[modem]`).
+        let modem_rx = self.modem_status.subscribe();
+        Some(link.with_modem(Arc::new(move || {
+            crate::uplink::sparkplug::ModemFigures::from_status(&modem_rx.borrow())
+        })))
     }
 
     async fn start_status_socket(&mut self, path: &std::path::Path, config: Option<&PathBuf>) {

@@ -212,6 +212,7 @@ mod tests {
             transport: "tcp".into(),
             reconnects: 0,
             buffer_depth: 0,
+            modem: None,
         };
         let (session, will) =
             EdgeSession::connect(edge, model, c.previous, state, 65_536, 1_000).unwrap();

@@ -27,7 +27,7 @@ use crate::uplink::inbox::{AckReq, AckToken, Inbound, InboundKind};
 use crate::uplink::now_ms;
 use crate::uplink::sparkplug::{
     next_bd_seq, state_topic, translate, updates_of, Carry, CommandOutcome, EdgeNode, EdgeSession,
-    MessageType, NodeModel, NodeState, Publish,
+    MessageType, ModemFigures, NodeModel, NodeState, Publish,
 };
 
 /// Claims the bdSeq of the next CONNECT (`Store::claim_bd_seq(next_bd_seq)`), committed
@@ -38,6 +38,8 @@ pub type DepthFn = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The newest stored batch of a device (`Store::newest_batch`): the values of the first
 /// DBIRTH of this forwarder. Runs on a blocking thread.
 pub type SeedFn = Arc<dyn Fn(&str) -> Option<crate::model::SampleBatch> + Send + Sync>;
+/// The modem's figures now (`Modem/...`; a `watch` borrow): O(1), on the forwarder's task.
+pub type ModemFn = Arc<dyn Fn() -> ModemFigures + Send + Sync>;
 
 /// What the forwarder needs to be a Sparkplug edge node.
 pub struct SparkplugLink {
@@ -50,6 +52,8 @@ pub struct SparkplugLink {
     pub claim: ClaimFn,
     pub depth: DepthFn,
     pub seed: SeedFn,
+    /// With a `[modem]` (and `Modem/` metrics in the model): its figures.
+    pub modem: Option<ModemFn>,
     /// What the last session knew (values for the births, devices offline), for the next.
     carry: Arc<std::sync::Mutex<Option<Carry>>>,
 }
@@ -73,8 +77,15 @@ impl SparkplugLink {
             claim: Arc::new(move || claimer.claim_bd_seq(next_bd_seq)),
             depth: Arc::new(move || store.stats().map(|s| s.pending_entries).unwrap_or(0)),
             seed: Arc::new(move |d| seeder.newest_batch(d).ok().flatten()),
+            modem: None,
             carry: Arc::default(),
         }
+    }
+
+    /// The node has a modem: its figures go out as the `Modem/` node metrics.
+    pub fn with_modem(mut self, figures: ModemFn) -> SparkplugLink {
+        self.modem = Some(figures);
+        self
     }
 }
 
@@ -179,6 +190,7 @@ impl<O: Outbox> Forwarder<O> {
             transport: link.transport.clone(),
             reconnects: self.status.borrow().reconnects,
             buffer_depth: (link.depth)(),
+            modem: link.modem.as_ref().map(|f| f()),
         }
     }
 
@@ -540,7 +552,8 @@ impl<O: Outbox> Forwarder<O> {
             .then_some(SessionError::PrimaryHostOffline { host })
     }
 
-    /// NDATA when the node's figures changed (after a health publish: rate-limited like it).
+    /// NDATA when the node's figures (link, buffer, modem) changed (after a health publish:
+    /// rate-limited like it).
     pub(super) fn spb_node_state(&self, s: &mut Session) {
         let (Some(link), Some(sp)) = (self.sparkplug.clone(), s.sp.as_mut()) else {
             return;
@@ -591,6 +604,7 @@ mod tests {
             transport: "tcp".into(),
             reconnects: 0,
             buffer_depth: 0,
+            modem: None,
         };
         let (edge, will) = EdgeSession::connect(
             EdgeNode::new("g", "e").unwrap(),

@@ -13,6 +13,7 @@ use super::metrics::{
     to_proto, DeviceModel, MetricDef, MetricKind, NodeModel, SpType, ValueError, BD_SEQ,
     BUFFER_DEPTH, LINK_RECONNECTS, LINK_TRANSPORT, REBIRTH,
 };
+use super::modem::ModemFigures;
 use super::proto::{metric, property_value, Metric, Payload, PropertySet, PropertyValue};
 use crate::model::Value;
 
@@ -49,7 +50,7 @@ pub fn next_bd_seq(previous: Option<u8>) -> u8 {
 }
 
 /// The node's own figures, as the NBIRTH and NDATA carry them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeState {
     /// How the broker is reached: "tcp", "modem-ppp", "modem-socket" ...
     pub transport: String,
@@ -57,6 +58,8 @@ pub struct NodeState {
     pub reconnects: u64,
     /// Outbox entries waiting to be sent.
     pub buffer_depth: u64,
+    /// The modem's figures (`Modem/...`), when the node has one.
+    pub modem: Option<ModemFigures>,
 }
 
 /// Why a message could not be encoded.
@@ -258,31 +261,47 @@ pub fn ndeath(bd_seq: u8, now_ms: u64) -> Vec<u8> {
     payload(now_ms, None, vec![bd_seq_metric(bd_seq, now_ms)])
 }
 
-fn node_value(name: &str, state: &NodeState) -> Value {
-    match name {
+/// A node metric's value; `None`: null (a modem figure not known, or no modem figures).
+fn node_value(name: &str, state: &NodeState) -> Option<Value> {
+    Some(match name {
         REBIRTH => Value::Bool(false),
         LINK_TRANSPORT => Value::Text(state.transport.clone()),
         LINK_RECONNECTS => Value::UInt(state.reconnects),
         BUFFER_DEPTH => Value::UInt(state.buffer_depth),
-        _ => Value::Bool(false),
-    }
+        _ => return state.modem.as_ref()?.value(name),
+    })
 }
 
 fn node_metric(
     def: &MetricDef,
-    v: &Value,
+    v: Option<&Value>,
     now_ms: u64,
     birth: bool,
 ) -> Result<Metric, EncodeError> {
+    let value = v
+        .map(|v| to_proto(def.datatype, v))
+        .transpose()
+        .map_err(|why| EncodeError::Value {
+            name: def.name.clone(),
+            why,
+        })?;
+    let unit = def.unit.as_ref().filter(|_| birth).map(|u| {
+        (
+            "engUnit",
+            prop(
+                SpType::String,
+                Some(property_value::Value::StringValue(u.clone())),
+            ),
+        )
+    });
     Ok(Metric {
         name: birth.then(|| def.name.clone()),
         alias: Some(def.alias),
         timestamp: Some(now_ms),
         datatype: birth.then(|| def.datatype.code()),
-        value: Some(to_proto(def.datatype, v).map_err(|why| EncodeError::Value {
-            name: def.name.clone(),
-            why,
-        })?),
+        is_null: value.is_none().then_some(true),
+        value,
+        properties: props(unit.into_iter().collect()),
         ..Metric::default()
     })
 }
@@ -301,7 +320,7 @@ pub fn nbirth(
     for def in &model.node {
         metrics.push(node_metric(
             def,
-            &node_value(&def.name, state),
+            node_value(&def.name, state).as_ref(),
             now_ms,
             true,
         )?);
@@ -322,7 +341,7 @@ pub fn ndata(
     for def in &model.node {
         let v = node_value(&def.name, after);
         if v != node_value(&def.name, before) {
-            metrics.push(node_metric(def, &v, now_ms, false)?);
+            metrics.push(node_metric(def, v.as_ref(), now_ms, false)?);
         }
     }
     if metrics.is_empty() {

@@ -402,11 +402,19 @@ pub fn build(cfg: &Config) -> Result<NodeModel, ModelError> {
         (REBIRTH, SpType::Boolean),
     ]
     .into_iter()
-    .map(|(name, t)| MetricDef {
+    .map(|(name, t)| (name, t, None))
+    .chain(
+        cfg.modem
+            .is_some()
+            .then_some(super::modem::MODEM_METRICS)
+            .into_iter()
+            .flatten(),
+    )
+    .map(|(name, t, unit)| MetricDef {
         name: name.to_string(),
         alias: alias_for("", name, &mut taken),
         datatype: t,
-        unit: None,
+        unit: unit.map(str::to_string),
         kind: MetricKind::Node,
     })
     .collect();

@@ -1,6 +1,6 @@
 //! Sparkplug B (Eclipse Sparkplug 3.0) for the uplink, the pure core: the payload schema as
 //! prost structs (`proto`), topics and id validation (`topic`), the metric model built from the
-//! config with datatypes and stable aliases (`metrics`), the edge node's encoders, seq/bdSeq
+//! config with datatypes and stable aliases (`metrics`), the modem's health as node metrics (`modem`), the edge node's encoders, seq/bdSeq
 //! counters and report-by-exception filter (`encode`), the bounded NCMD/DCMD decoder
 //! (`decode`), DCMD writes as remote write commands (`dcmd`), the session that says what to
 //! publish when (`node`), the largest DBIRTH per device, checked against `max_payload`
@@ -11,6 +11,7 @@ pub mod dcmd;
 pub mod decode;
 pub mod encode;
 pub mod metrics;
+pub mod modem;
 pub mod node;
 pub mod proto;
 pub mod size;
@@ -21,6 +22,8 @@ pub mod translate;
 mod command_tests;
 #[cfg(test)]
 mod dcmd_tests;
+#[cfg(test)]
+mod modem_tests;
 #[cfg(test)]
 mod node_tests;
 #[cfg(test)]
@@ -35,6 +38,7 @@ pub use encode::{
     MetricUpdate, NodeState, Seq, Update,
 };
 pub use metrics::{build, DeviceModel, MetricDef, MetricKind, ModelError, NodeModel, SpType};
+pub use modem::ModemFigures;
 pub use node::{Carry, CommandFailure, CommandOutcome, EdgeSession, Publish, SessionError};
 pub use topic::{state_topic, EdgeNode, IdError, MessageType, TopicError};
 pub use translate::{translate, updates_of, Translated};

@@ -18,6 +18,7 @@ fn session(max: usize) -> (EdgeSession, Publish) {
             transport: "tcp".into(),
             reconnects: 0,
             buffer_depth: 0,
+            modem: None,
         },
         max,
         1000,

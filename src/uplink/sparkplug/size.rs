@@ -1,11 +1,13 @@
 //! The largest DBIRTH each device can send, measured by the real encoder: every metric of the
 //! device's model at its widest value (the longest varint of its datatype, strings at their
 //! configured length, alarms active with a limit and a message), timestamps at their widest
-//! plausible value and seq at 255. The config validator compares it with `[uplink]
+//! plausible value and seq at 255; and the largest NBIRTH (with a modem, its `Modem/` metrics
+//! all known at their widest). The config validator compares them with `[uplink]
 //! max_payload` so a gateway never starts with a birth it could not publish. Pure.
 
-use super::encode::{dbirth, MetricUpdate, Seq, Update};
+use super::encode::{dbirth, nbirth, MetricUpdate, NodeState, Seq, Update};
 use super::metrics::{DeviceModel, MetricKind, NodeModel, SpType};
+use super::modem::{ModemFigures, MODEM_METRICS};
 use crate::config::Config;
 use crate::model::{DataType, Value};
 
@@ -63,6 +65,36 @@ pub fn dbirth_max_size(dev: &DeviceModel, string_len: impl Fn(&str) -> usize) ->
     // Every value above fits its datatype by construction; an error would be a model bug,
     // counted as "does not fit" rather than hidden.
     dbirth(dev, &current, WIDEST_MS, &mut seq).map_or(usize::MAX, |b| b.len())
+}
+
+/// The longest `Link/Transport` value ("modem-socket") and `Modem/State` ("unresponsive").
+const WIDEST_WORD: &str = "modem-socket";
+
+/// The size in bytes of the largest NBIRTH of `model`: counters at their maximum, signal
+/// figures at the most negative Int32 (sign-extended: the longest varint), every `Modem/`
+/// figure known (a null metric is shorter), bdSeq 255.
+pub fn nbirth_max_size(model: &NodeModel) -> usize {
+    let has_modem = MODEM_METRICS
+        .iter()
+        .any(|(name, _, _)| model.node_metric(name).is_some());
+    let state = NodeState {
+        transport: WIDEST_WORD.to_string(),
+        reconnects: u64::MAX,
+        buffer_depth: u64::MAX,
+        modem: has_modem.then(|| ModemFigures {
+            state: WIDEST_WORD.to_string(),
+            registered: true,
+            rsrp_dbm: Some(i32::MIN),
+            rssi_dbm: Some(i32::MIN),
+            sinr_db: Some(i32::MIN),
+            ecl: Some(i32::MIN),
+            pdp_active: Some(true),
+            resets_today: u64::MAX,
+            inits: u64::MAX,
+        }),
+    };
+    let mut seq = Seq::new();
+    nbirth(model, 255, &state, WIDEST_MS, &mut seq).map_or(usize::MAX, |b| b.len())
 }
 
 /// One device whose largest DBIRTH exceeds the limit.

@@ -368,6 +368,7 @@ fn state() -> NodeState {
         transport: "tcp".into(),
         reconnects: 2,
         buffer_depth: 17,
+        modem: None,
     }
 }
 
