@@ -15,21 +15,28 @@ use super::*;
 use crate::model::{Quality, Sample, SampleBatch, Value};
 use crate::outbox::{Entry, EntryBody, EntryKind};
 
-fn session() -> EdgeSession {
-    let (mut s, _) = EdgeSession::connect(
+/// A session of node `gas/gw-1` on the test model, connected at `now_ms` with the previous
+/// bdSeq `prev` and `reconnects` so far; births not yet taken.
+fn connect_at(prev: Option<u8>, reconnects: u64, now_ms: u64) -> EdgeSession {
+    let (s, _) = EdgeSession::connect(
         EdgeNode::new("gas", "gw-1").unwrap(),
         model(),
-        None,
+        prev,
         NodeState {
             transport: "tcp".into(),
-            reconnects: 0,
+            reconnects,
             buffer_depth: 0,
             modem: None,
         },
         1024,
-        1000,
+        now_ms,
     )
     .unwrap();
+    s
+}
+
+fn session() -> EdgeSession {
+    let mut s = connect_at(None, 0, 1000);
     let births = s.births(1000).unwrap();
     assert_eq!(births.len(), 3, "NBIRTH and two DBIRTHs");
     s
@@ -299,20 +306,7 @@ fn the_next_session_births_with_the_last_values_and_without_dead_devices() {
     translate(&mut s, &[live], false, 5_500);
     let dead = data(2, "fc2", false, false, vec![]);
     translate(&mut s, &[dead], false, 5_500);
-    let (mut next, _) = EdgeSession::connect(
-        EdgeNode::new("gas", "gw-1").unwrap(),
-        model(),
-        Some(0),
-        NodeState {
-            transport: "tcp".into(),
-            reconnects: 1,
-            buffer_depth: 0,
-            modem: None,
-        },
-        1024,
-        6_000,
-    )
-    .unwrap();
+    let mut next = connect_at(Some(0), 1, 6_000);
     next.resume(s.carry());
     let births = next.births(6_000).unwrap();
     let topics: Vec<&str> = births.iter().map(|p| p.topic.as_str()).collect();
@@ -330,20 +324,7 @@ fn the_next_session_births_with_the_last_values_and_without_dead_devices() {
     assert_eq!(m.value, Some(metric::Value::FloatValue(4.5)));
     assert_eq!(m.timestamp, Some(5_000), "with its read time");
     // Without the carry the birth has no value.
-    let (mut fresh, _) = EdgeSession::connect(
-        EdgeNode::new("gas", "gw-1").unwrap(),
-        model(),
-        Some(1),
-        NodeState {
-            transport: "tcp".into(),
-            reconnects: 1,
-            buffer_depth: 0,
-            modem: None,
-        },
-        1024,
-        6_000,
-    )
-    .unwrap();
+    let mut fresh = connect_at(Some(1), 1, 6_000);
     let b = fresh.births(6_000).unwrap();
     let p = dec(&b[1]);
     let m = p
