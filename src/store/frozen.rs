@@ -18,10 +18,10 @@ use rusqlite::Connection;
 use serde::Deserialize;
 
 use super::dict::Dict;
-use super::export::{decode_batch, DataRow};
+use super::sealed_entries::{EntryRow, ENTRY_COLS};
 use super::{Store, StoreError};
 use crate::config::{Encoding, PayloadFormat};
-use crate::outbox::{Entry, EntryBody, EntryKind, OutboxError, ReplyTopic, Sealed};
+use crate::outbox::{Entry, OutboxError, Sealed};
 use crate::uplink::payload::{encode_messages, Wire};
 
 /// The encoder whose bytes `rebuild` reproduces. The payload formats are contracts
@@ -227,59 +227,12 @@ pub(super) fn load_entries(
         source,
     };
     let mut st = conn
-        .prepare_cached(
-            "SELECT id, kind, reply_topic, created_ms, body, source, read_ms, slot_ms, online, \
-             failed_cycles FROM entry WHERE id = ?1",
-        )
+        .prepare_cached(&format!("SELECT {ENTRY_COLS} FROM entry WHERE id = ?1"))
         .map_err(sql)?;
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {
-        let (kind, reply, created_ms, row) = st
-            .query_row([id], |r| {
-                Ok((
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    DataRow {
-                        id: r.get(0)?,
-                        body: r.get(4)?,
-                        source: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
-                        read_ms: r.get(6)?,
-                        slot_ms: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
-                        online: r.get::<_, Option<bool>>(8)?.unwrap_or(true),
-                        failed_cycles: r.get::<_, Option<u32>>(9)?.unwrap_or(0),
-                    },
-                ))
-            })
-            .map_err(sql)?;
-        let decode = |why: String| StoreError::Decode {
-            path: path.to_path_buf(),
-            id,
-            why,
-        };
-        let kind = match kind {
-            0 => EntryKind::Alarm,
-            1 => EntryKind::Event,
-            2 => EntryKind::Data,
-            _ => EntryKind::Reply(
-                reply
-                    .and_then(ReplyTopic::from_code)
-                    .ok_or_else(|| decode(format!("reply topic code {reply:?} is unknown")))?,
-            ),
-        };
-        let body = match kind {
-            EntryKind::Data => EntryBody::Batch(decode_batch(conn, dict, path, &row)?),
-            _ => EntryBody::Json(
-                serde_json::from_slice(&row.body).map_err(|e| decode(format!("JSON body: {e}")))?,
-            ),
-        };
-        out.push(Entry {
-            id,
-            kind,
-            historical,
-            created_ms,
-            body,
-        });
+        let row = st.query_row([id], EntryRow::from_row).map_err(sql)?;
+        out.push(row.decode(conn, dict, path, historical)?);
     }
     Ok(out)
 }

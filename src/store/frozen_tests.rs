@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::{Encoding, PayloadFormat};
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
-use crate::outbox::{IngestSealer, Outbox, SealRequest, Sealed};
+use crate::outbox::{EntryBody, EntryKind, IngestSealer, Outbox, ReplyTopic, SealRequest, Sealed};
 use crate::store::{ClockStamp, Store, StoreConfig};
 use crate::time::from_unix_ms;
 

@@ -4,13 +4,98 @@
 //! at publish time (the sealed payload stays the gasdtu one: docs/sparkplug.md), and the newest
 //! batch of a device (`newest_batch`), the values of the first DBIRTH after a restart.
 
+use std::path::Path;
+
+use super::dict::Dict;
 use super::export::{decode_batch, DataRow, DATA_COLS};
 use super::{Store, StoreError};
 use crate::model::SampleBatch;
 use crate::outbox::{Entry, EntryBody, EntryKind, ReplyTopic};
 
-const SQL: &str = "SELECT id, kind, reply_topic, created_ms, source, read_ms, slot_ms, online, \
-     failed_cycles, body FROM entry WHERE msg_seq = ?1 ORDER BY id";
+/// The `entry` columns `EntryRow::from_row` reads, in its order.
+pub(super) const ENTRY_COLS: &str = "id, kind, reply_topic, created_ms, source, read_ms, slot_ms, \
+     online, failed_cycles, body";
+
+/// One `entry` row selected as `ENTRY_COLS`, its body not decoded yet: what `entries_of` and
+/// the frozen-payload rebuild (`frozen::load_entries`) both turn into an outbox `Entry`.
+pub(super) struct EntryRow {
+    kind: i64,
+    reply: Option<i64>,
+    created_ms: i64,
+    source: Option<i64>,
+    data: DataRow,
+}
+
+impl EntryRow {
+    pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+        Ok(EntryRow {
+            kind: r.get(1)?,
+            reply: r.get(2)?,
+            created_ms: r.get(3)?,
+            source: r.get(4)?,
+            data: DataRow {
+                id: r.get(0)?,
+                source: 0,
+                read_ms: r.get(5)?,
+                slot_ms: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+                online: r.get::<_, Option<bool>>(7)?.unwrap_or(true),
+                failed_cycles: r.get::<_, Option<u32>>(8)?.unwrap_or(0),
+                body: r.get(9)?,
+            },
+        })
+    }
+
+    /// The outbox entry: a data row as its batch, an alarm, event or reply as its JSON.
+    pub(super) fn decode(
+        self,
+        conn: &rusqlite::Connection,
+        dict: &mut Dict,
+        path: &Path,
+        historical: bool,
+    ) -> Result<Entry, StoreError> {
+        let EntryRow {
+            kind,
+            reply,
+            created_ms,
+            source,
+            mut data,
+        } = self;
+        let id = data.id;
+        let decode = |why: String| StoreError::Decode {
+            path: path.to_path_buf(),
+            id,
+            why,
+        };
+        let (kind, body) = match kind {
+            2 => {
+                data.source = source.ok_or_else(|| decode("data entry without a source".into()))?;
+                let batch = decode_batch(conn, dict, path, &data)?;
+                (EntryKind::Data, EntryBody::Batch(batch))
+            }
+            0 | 1 | 3 => {
+                let kind =
+                    match kind {
+                        0 => EntryKind::Alarm,
+                        1 => EntryKind::Event,
+                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
+                            || decode(format!("reply topic code {reply:?} is unknown")),
+                        )?),
+                    };
+                let json = serde_json::from_slice(&data.body)
+                    .map_err(|e| decode(format!("JSON body: {e}")))?;
+                (kind, EntryBody::Json(json))
+            }
+            k => return Err(decode(format!("entry kind {k} is unknown"))),
+        };
+        Ok(Entry {
+            id,
+            kind,
+            historical,
+            created_ms,
+            body,
+        })
+    }
+}
 
 impl Store {
     /// `Outbox::entries_of`: the entries bound to message `seq`, in id order.
@@ -20,85 +105,19 @@ impl Store {
         let Ok(seq) = i64::try_from(seq) else {
             return Ok(Vec::new());
         };
+        let sql = format!("SELECT {ENTRY_COLS} FROM entry WHERE msg_seq = ?1 ORDER BY id");
         let mut stmt = conn
-            .prepare_cached(SQL)
+            .prepare_cached(&sql)
             .map_err(self.sql("entries of a message"))?;
-        type Row = (
-            i64,
-            i64,
-            Option<i64>,
-            i64,
-            Option<i64>,
-            i64,
-            Option<i64>,
-            Option<bool>,
-            Option<u32>,
-            Vec<u8>,
-        );
-        let rows: Vec<Row> = stmt
-            .query_map([seq], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })
+        let rows: Vec<EntryRow> = stmt
+            .query_map([seq], EntryRow::from_row)
             .map_err(self.sql("entries of a message"))?
             .collect::<rusqlite::Result<_>>()
             .map_err(self.sql("entries of a message"))?;
         drop(stmt);
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, kind, reply, created_ms, source, read_ms, slot_ms, online, failed, body) in rows {
-            let decode = |why: String| StoreError::Decode {
-                path: self.path.clone(),
-                id,
-                why,
-            };
-            let (kind, body) = match kind {
-                2 => {
-                    let row = DataRow {
-                        id,
-                        source: source
-                            .ok_or_else(|| decode("data entry without a source".into()))?,
-                        read_ms,
-                        slot_ms: slot_ms.unwrap_or(0),
-                        online: online.unwrap_or(true),
-                        failed_cycles: failed.unwrap_or(0),
-                        body,
-                    };
-                    let batch = decode_batch(conn, dict, &self.path, &row)?;
-                    (EntryKind::Data, EntryBody::Batch(batch))
-                }
-                0 | 1 | 3 => {
-                    let kind = match kind {
-                        0 => EntryKind::Alarm,
-                        1 => EntryKind::Event,
-                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
-                            || decode(format!("reply topic code {reply:?} is unknown")),
-                        )?),
-                    };
-                    let json = serde_json::from_slice(&body)
-                        .map_err(|e| decode(format!("JSON body: {e}")))?;
-                    (kind, EntryBody::Json(json))
-                }
-                k => return Err(decode(format!("entry kind {k} is unknown"))),
-            };
-            out.push(Entry {
-                id,
-                kind,
-                historical: false,
-                created_ms,
-                body,
-            });
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(|row| row.decode(conn, dict, &self.path, false))
+            .collect()
     }
 }
 
