@@ -210,6 +210,7 @@ fn daemon_pattern(dir: &Path, cycles: usize) -> (f64, f64, f64, u64) {
                 topic: "gasdtu/gw/data",
                 entries: g,
                 readings: 50,
+                rebuildable: false,
             })
             .collect();
         let (sealed, err) = store.seal_many(&reqs, &mut |_, _| Ok(vec![0x5a; 600]));

@@ -112,7 +112,11 @@ fn shortest_digits(x: f64) -> usize {
     if write!(b, "{x:e}").is_err() {
         return usize::MAX;
     }
-    let s = b.as_str();
+    sci_digits(b.as_str())
+}
+
+/// Significant digits of a `{:e}` representation.
+fn sci_digits(s: &str) -> usize {
     let mant = s.split('e').next().unwrap_or("");
     mant.bytes().filter(u8::is_ascii_digit).count()
 }
@@ -166,10 +170,20 @@ impl Decimal {
         Decimal::of_formatted(x)
     }
 
-    /// `of` through the shortest representation (`{:e}`) of `meant(x)`; `x` finite.
+    /// `of` through the shortest representation (`{:e}`) of `meant(x)`; `x` finite. One
+    /// formatting of `x` serves both `meant`'s digit count and the digits (the payload encoders
+    /// call this for every float of every message they measure: issue 13); an f32 that needs
+    /// more than 15 digits takes its f32 digits, which are those of `meant(x)` (at most 9
+    /// digits survive f64 unchanged).
     fn of_formatted(x: f64) -> Option<Decimal> {
         let mut b = Buf::new();
-        write!(b, "{:e}", meant(x)).ok()?;
+        write!(b, "{x:e}").ok()?;
+        let f = x as f32;
+        if f64::from(f) == x && sci_digits(b.as_str()) > F64_EXACT_DIGITS {
+            let mut b32 = Buf::new();
+            write!(b32, "{f:e}").ok()?;
+            return parse_sci(b32.as_str());
+        }
         parse_sci(b.as_str())
     }
 
@@ -356,6 +370,31 @@ mod tests {
         }
         for x in xs {
             assert_eq!(Decimal::of(x), Decimal::of_formatted(x), "{x:?}");
+        }
+        // The one-formatting path equals the definition: the digits of `meant(x)`, over
+        // f32 register values (noise digits), f64 results and random bit patterns.
+        let by_meant = |x: f64| {
+            let mut b = Buf::new();
+            write!(b, "{:e}", meant(x)).ok()?;
+            parse_sci(b.as_str())
+        };
+        let mut bits = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20_000u32 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let f32_reg = f64::from(f32::from_bits(bits as u32));
+            let scaled = f64::from(i) * 0.1 - 1000.0;
+            for x in [
+                f32_reg,
+                scaled,
+                f64::from_bits(bits),
+                f64::from(i as f32 / 7.0),
+            ] {
+                if x.is_finite() {
+                    assert_eq!(Decimal::of_formatted(x), by_meant(x), "{x:?}");
+                }
+            }
         }
         // The fast paths are taken where they are meant to be (same value, no formatting).
         assert_eq!(Decimal::of(0.1), Some(dec(1, -1)));

@@ -132,6 +132,9 @@ pub struct SealRequest<'a> {
     pub topic: &'a str,
     pub entries: &'a [i64],
     pub readings: u64,
+    /// The caller builds the payload from exactly these entries, each whole, nothing cut
+    /// (`Packed::rebuildable`): the store may keep a recipe instead of the bytes.
+    pub rebuildable: bool,
 }
 
 #[derive(Debug, Error)]
@@ -303,6 +306,8 @@ pub struct PlannedSeal {
     pub topic: String,
     pub entries: Vec<i64>,
     pub readings: u64,
+    /// `SealRequest::rebuildable`.
+    pub rebuildable: bool,
     /// The payload for `seq`, or why the message cannot be sent as is (the ingest then seals
     /// nothing; the forwarder deals with it the old way).
     pub build: Box<dyn FnOnce(u64) -> Result<Vec<u8>, String> + Send>,

@@ -229,11 +229,13 @@ mod tests {
                 topic: "r/data",
                 entries: &info.entry_ids[..1],
                 readings: 4,
+                rebuildable: false,
             },
             SealRequest {
                 topic: "r/data",
                 entries: &info.entry_ids[1..],
                 readings: 4,
+                rebuildable: false,
             },
         ];
         let (sealed, err) =
@@ -321,6 +323,7 @@ mod tests {
                 topic: "r/data",
                 entries: std::slice::from_ref(id),
                 readings: 4,
+                rebuildable: false,
             })
             .collect();
         let hwm = store.last_seq().unwrap();

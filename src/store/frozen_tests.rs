@@ -103,6 +103,7 @@ fn seal_all(
                 topic: "r/data",
                 entries: &p.entries,
                 readings: p.readings,
+                rebuildable: p.rebuildable,
             })
             .collect();
         let (sealed, err) = store.seal_many(&reqs, &mut |i, seq| {

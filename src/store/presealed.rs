@@ -90,6 +90,7 @@ impl Store {
                     topic: &p.topic,
                     entries: &p.entries,
                     readings: p.readings,
+                    rebuildable: p.rebuildable,
                 };
                 let m = self
                     .seal_message(&sp, dict, hwm, reserved, &req, p.build, next)

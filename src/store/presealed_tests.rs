@@ -68,6 +68,7 @@ impl IngestSealer for Fake {
                         vec![]
                     },
                     readings: 3,
+                    rebuildable: false,
                     build: Box::new(move |seq| {
                         if fail {
                             Err("refused".into())

@@ -152,6 +152,7 @@ impl Outbox for Store {
             topic,
             entries,
             readings,
+            rebuildable: false,
         }];
         let (mut sealed, err) = self.seal_many(&req, &mut |_, seq| build(seq));
         match (sealed.pop(), err) {
@@ -385,7 +386,11 @@ impl Store {
             Ok(p) => p,
             Err(why) => return Ok(Err(why)),
         };
-        let recipe = frozen::freeze(tx, dict, &self.path, seq, req.entries, &payload);
+        let recipe = if req.rebuildable {
+            frozen::freeze(tx, dict, &self.path, seq, req.entries, &payload)
+        } else {
+            None
+        };
         self.insert_message(
             tx,
             seq,

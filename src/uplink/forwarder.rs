@@ -1519,6 +1519,7 @@ impl<O: Outbox> Forwarder<O> {
                             topic: t,
                             entries: &p.entries,
                             readings: p.readings,
+                            rebuildable: p.rebuildable,
                         })
                         .collect();
                     // A payload the client would refuse is never sealed as is: the build

@@ -76,11 +76,12 @@ impl IngestSealer for IngestSeal {
             let topic = self.topics.for_kind(p.kind);
             let gw = self.gateway_id.clone();
             let t = topic.clone();
-            let (entries, readings) = (p.entries.clone(), p.readings);
+            let (entries, readings, rebuildable) = (p.entries.clone(), p.readings, p.rebuildable);
             PlannedSeal {
                 topic,
                 entries,
                 readings,
+                rebuildable,
                 build: Box::new(move |seq| {
                     let b = p.build(&gw, seq).map_err(|e| e.to_string())?;
                     match refusal_reason(&t, b.len(), limit) {

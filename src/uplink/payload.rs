@@ -73,6 +73,10 @@ pub struct Packed {
     /// several messages is bound to the last of them (earlier parts carry no entry).
     pub entries: Vec<i64>,
     pub readings: u64,
+    /// Packing exactly `entries` again with no size limit gives this very message (every
+    /// entry whole in it, nothing cut): its payload is a pure function of its entries, so the
+    /// store may keep the recipe instead of the bytes (store::frozen). Set by the packer.
+    pub rebuildable: bool,
     encoding: Encoding,
     format: PayloadFormat,
     body: Body,
@@ -107,6 +111,7 @@ impl Packed {
             kind: EntryKind::Data,
             entries: Vec::new(),
             readings: 0,
+            rebuildable: false,
             encoding: wire.encoding,
             format: wire.format,
             body: Body::Data {
@@ -272,6 +277,7 @@ pub fn fit_json(v: &Json, gateway: &str, max_payload: usize) -> Json {
             kind: EntryKind::Event,
             entries: Vec::new(),
             readings: 0,
+            rebuildable: false,
             encoding: Encoding::Json,
             format: PayloadFormat::V1,
             body: Body::Json(v.clone()),

@@ -67,7 +67,44 @@ pub(super) fn pack(
         }
     }
     p.out.extend(p.cur);
+    mark_rebuildable(&mut p.out, entries);
     p.out
+}
+
+/// A data message is rebuildable when it carries exactly the samples of the entries bound to
+/// it: no part of a batch split over several messages (the message holding the first part
+/// carries more readings than its bound entries, the one the split entry is bound to fewer).
+/// Whole batches in send order pack into the same message again when nothing limits the size.
+fn mark_rebuildable(out: &mut [Packed], entries: &[Entry]) {
+    let samples: std::collections::HashMap<i64, usize> = entries
+        .iter()
+        .filter_map(|e| match &e.body {
+            EntryBody::Batch(b) => Some((e.id, b.samples.len())),
+            EntryBody::Json(_) => None,
+        })
+        .collect();
+    for m in out {
+        if m.historical().is_none() {
+            continue; // alarm/event/reply: decided when it was cut (or not)
+        }
+        let bound = m
+            .entries
+            .iter()
+            .map(|id| samples.get(id).copied())
+            .sum::<Option<usize>>();
+        m.rebuildable = !m.entries.is_empty() && bound == Some(m.readings as usize);
+    }
+}
+
+/// Of `k` batches that measured `len` bytes on top of a message of `base` bytes, how many fit
+/// in `max` if each takes the same share (at most `k - 1`: all `k` did not fit).
+fn proportional(base: usize, len: usize, k: usize, max: usize) -> usize {
+    let per_batch = len.saturating_sub(base).max(1) as u128;
+    let room = max.saturating_sub(base) as u128;
+    let est = room * k as u128 / per_batch;
+    usize::try_from(est)
+        .unwrap_or(usize::MAX)
+        .min(k.saturating_sub(1))
 }
 
 /// How many entries from the first are data batches of the same kind (live or backlog).
@@ -137,12 +174,15 @@ impl Packer<'_> {
             };
             let mut k = guess.clamp(1, rest.len());
             let mut m = with(k);
-            let mut fits = self.fits(&m);
+            let len = m.worst_len(self.gateway);
+            let mut fits = len <= self.max_payload;
             if !fits && !guessed {
-                // The whole run does not fit and there is no guess yet: one more at a time.
-                k = 0;
-                m = with(0);
-                fits = true;
+                // The whole run does not fit and there is no guess yet: as many batches as the
+                // room left would hold if each took the same share of what the run measured
+                // (batches of one poll cycle are alike), then walk from there.
+                k = proportional(base.worst_len(self.gateway), len, k, self.max_payload);
+                m = with(k);
+                fits = k == 0 || self.fits(&m);
             }
             if fits {
                 while k < rest.len() {
@@ -181,13 +221,16 @@ impl Packer<'_> {
         match &e.body {
             EntryBody::Json(v) => {
                 self.out.extend(self.cur.take());
+                let fitted = fit_json(v, self.gateway, self.max_payload);
                 self.out.push(Packed {
                     kind: e.kind,
                     entries: vec![e.id],
                     readings: 0,
+                    // Cut to fit: no longer what the entry rebuilds.
+                    rebuildable: fitted == *v,
                     encoding: Encoding::Json,
                     format: PayloadFormat::V1,
-                    body: Body::Json(fit_json(v, self.gateway, self.max_payload)),
+                    body: Body::Json(fitted),
                 });
             }
             EntryBody::Batch(b) => {

@@ -79,3 +79,36 @@ fn a_live_cycle_is_one_message_when_it_fits() {
         assert_eq!(msgs, pack(&entries, "gw-1", 1 << 20, wire, false));
     }
 }
+
+#[test]
+fn a_message_is_rebuildable_exactly_when_its_entries_alone_pack_into_it_again() {
+    // What the store relies on to keep a recipe instead of the bytes (store::frozen): packing
+    // the entries bound to a message, with no limit, gives that message back. Split batches
+    // (small limits) and alarms cut to fit are not rebuildable; whole ones are.
+    let entries = stream(3, 20);
+    for wire in WIRES {
+        let (mut yes, mut no) = (0, 0);
+        for limit in [1, 120, 300, 1000, 4000, 1 << 20] {
+            for m in pack(&entries, "gw-1", limit, wire, true) {
+                let own: Vec<Entry> = m
+                    .entries
+                    .iter()
+                    .filter_map(|id| entries.iter().find(|e| e.id == *id).cloned())
+                    .collect();
+                let again = pack(&own, "gw-1", usize::MAX, wire, true);
+                let same = again.len() == 1 && again[0] == m;
+                assert_eq!(
+                    m.rebuildable, same,
+                    "{wire:?} limit {limit}: {:?}",
+                    m.entries
+                );
+                if m.rebuildable {
+                    yes += 1;
+                } else {
+                    no += 1;
+                }
+            }
+        }
+        assert!(yes > 0 && no > 0, "{wire:?}: {yes} rebuildable, {no} not");
+    }
+}
