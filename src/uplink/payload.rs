@@ -17,9 +17,9 @@
 //! names and units per message, one time offset per device read, decimal mantissas and
 //! deltas in CBOR. `Wire` says which encoding and format `encode_messages` writes.
 
-use crate::time::{rfc3339_ms, unix_ms};
+use crate::time::unix_ms;
 use ciborium::Value as Cbor;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 use thiserror::Error;
 
 use crate::config::{Encoding, PayloadFormat};
@@ -166,8 +166,7 @@ impl Packed {
                     devices,
                 },
                 Encoding::Json,
-            ) => serde_json::to_vec(&data_json(gateway, seq, *historical, devices))
-                .map_err(|e| CodecError::Encode(e.to_string())),
+            ) => json1::to_vec(gateway, seq, *historical, devices),
             (
                 Body::Data {
                     historical,
@@ -185,6 +184,17 @@ impl Packed {
 
     /// Size with the largest possible sequence number (what the packer measures).
     fn worst_len(&self, gateway: &str) -> usize {
+        if let (
+            Body::Data {
+                historical,
+                devices,
+            },
+            Encoding::Json,
+            PayloadFormat::V1,
+        ) = (&self.body, self.encoding, self.format)
+        {
+            return json1::len(gateway, u64::MAX, *historical, devices);
+        }
         self.build(gateway, u64::MAX)
             .map(|b| b.len())
             .unwrap_or(usize::MAX)
@@ -404,52 +414,6 @@ fn sorted_reads(g: &DeviceGroup) -> Vec<&ReadGroup> {
     reads
 }
 
-fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
-    let data: Vec<Json> = devices
-        .iter()
-        .map(|g| {
-            let mut dev = Map::new();
-            dev.insert("dev".into(), Json::from(g.device.as_str()));
-            let units: Map<String, Json> = g
-                .points
-                .iter()
-                .filter_map(|(p, u)| u.as_ref().map(|u| (p.clone(), Json::from(u.as_str()))))
-                .collect();
-            if !units.is_empty() {
-                dev.insert("unit".into(), Json::Object(units));
-            }
-            let reads: Vec<Json> = sorted_reads(g)
-                .into_iter()
-                .map(|r| {
-                    let mut v = Map::new();
-                    let mut bad = Map::new();
-                    for (i, item) in &r.items {
-                        let name = g.points[*i].0.clone();
-                        match item {
-                            Ok(x) => {
-                                v.insert(name, value_json(x));
-                            }
-                            Err(reason) => {
-                                bad.insert(name, Json::from(reason.as_str()));
-                            }
-                        }
-                    }
-                    let mut o = Map::new();
-                    o.insert("t".into(), Json::from(rfc3339_ms(r.t_ms)));
-                    o.insert("v".into(), Json::Object(v));
-                    if !bad.is_empty() {
-                        o.insert("bad".into(), Json::Object(bad));
-                    }
-                    Json::Object(o)
-                })
-                .collect();
-            dev.insert("reads".into(), Json::Array(reads));
-            Json::Object(dev)
-        })
-        .collect();
-    json!({"gw": gateway, "seq": seq, "hist": historical, "data": data})
-}
-
 fn cbor_int(i: i64) -> Cbor {
     Cbor::Integer(i.into())
 }
@@ -513,11 +477,14 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
 }
 
 mod decode;
+mod json1;
 mod pack;
 mod v2;
 mod v2_decode;
 pub use decode::{decode, decode_kind, PayloadKind};
 
+#[cfg(test)]
+mod json1_tests;
 #[cfg(test)]
 mod pack_tests;
 #[cfg(test)]

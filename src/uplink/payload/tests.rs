@@ -12,6 +12,7 @@ use serde_json::{json, Value as Json};
 use super::*;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
 use crate::outbox::{Entry, EntryBody, EntryKind};
+use crate::time::rfc3339_ms;
 
 /// Every encoding in both formats.
 pub(super) const WIRES: [Wire; 4] = [

@@ -1,0 +1,113 @@
+//! `json1` writes the very bytes the documented object gives through `serde_json::Value` (the
+//! encoder before issue 13's round 7, kept here as the reference): every wire fixture of the
+//! payload tests, backlog and live, bad readings, units, text and non-finite values.
+
+use serde_json::{json, Map, Value as Json};
+
+use super::tests::{badq, batch, device, good, T0};
+use super::*;
+use crate::model::BadReason;
+use crate::time::rfc3339_ms;
+
+fn tree(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
+    let data: Vec<Json> = devices
+        .iter()
+        .map(|g| {
+            let mut dev = Map::new();
+            dev.insert("dev".into(), Json::from(g.device.as_str()));
+            let units: Map<String, Json> = g
+                .points
+                .iter()
+                .filter_map(|(p, u)| u.as_ref().map(|u| (p.clone(), Json::from(u.as_str()))))
+                .collect();
+            if !units.is_empty() {
+                dev.insert("unit".into(), Json::Object(units));
+            }
+            let reads: Vec<Json> = sorted_reads(g)
+                .into_iter()
+                .map(|r| {
+                    let mut v = Map::new();
+                    let mut bad = Map::new();
+                    for (i, item) in &r.items {
+                        let name = g.points[*i].0.clone();
+                        match item {
+                            Ok(x) => {
+                                v.insert(name, value_json(x));
+                            }
+                            Err(reason) => {
+                                bad.insert(name, Json::from(reason.as_str()));
+                            }
+                        }
+                    }
+                    let mut o = Map::new();
+                    o.insert("t".into(), Json::from(rfc3339_ms(r.t_ms)));
+                    o.insert("v".into(), Json::Object(v));
+                    if !bad.is_empty() {
+                        o.insert("bad".into(), Json::Object(bad));
+                    }
+                    Json::Object(o)
+                })
+                .collect();
+            dev.insert("reads".into(), Json::Array(reads));
+            Json::Object(dev)
+        })
+        .collect();
+    json!({"gw": gateway, "seq": seq, "hist": historical, "data": data})
+}
+
+fn groups(entries: &[crate::outbox::Entry]) -> Vec<(bool, Vec<DeviceGroup>)> {
+    let mut out = Vec::new();
+    for limit in [1usize << 20, 600, 200] {
+        for p in encode_messages(entries, "gw-1", limit, Encoding::Json) {
+            if let Body::Data {
+                historical,
+                devices,
+            } = p.body
+            {
+                out.push((historical, devices));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_direct_writer_gives_the_bytes_of_the_value_tree() {
+    let odd = |point: &str, value: Value| good(point, value, None, T0 + 7);
+    let mut entries = Vec::new();
+    for (i, d) in ["dev-a", "dev-b", "dév \"q\""].iter().enumerate() {
+        entries.push(device(i as i64 + 1, d, 12, T0 + i as u64 * 1000));
+    }
+    entries.push(batch(
+        10,
+        "dev-a",
+        vec![
+            badq("pressure", BadReason::Timeout, Some("kPa"), T0 + 1500),
+            odd("zeta", Value::Float(f64::NAN)),
+            odd("alpha", Value::Float(f64::NEG_INFINITY)),
+            odd("Beta", Value::Float(f64::from(4.2f32))),
+            odd("mid", Value::Float(-0.0)),
+            odd("int", Value::Int(-7)),
+            odd("uint", Value::UInt(u64::MAX)),
+            odd("on", Value::Bool(true)),
+            odd("txt", Value::Text("a\u{1}b\n".into())),
+        ],
+        false,
+    ));
+    let mut hist = device(11, "dev-h", 5, T0 - 60_000);
+    hist.historical = true;
+    entries.push(hist);
+    let all = groups(&entries);
+    assert!(all.len() > 5, "{}", all.len());
+    for (historical, devices) in all {
+        for seq in [0, 42, u64::MAX] {
+            let want = serde_json::to_vec(&tree("gw-1", seq, historical, &devices)).unwrap();
+            let got = json1::to_vec("gw-1", seq, historical, &devices).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(json1::len("gw-1", seq, historical, &devices), want.len());
+        }
+    }
+}
