@@ -17,6 +17,8 @@
 //! names and units per message, one time offset per device read, decimal mantissas and
 //! deltas in CBOR. `Wire` says which encoding and format `encode_messages` writes.
 
+use std::sync::Arc;
+
 use crate::time::unix_ms;
 use ciborium::Value as Cbor;
 use serde_json::{Map, Value as Json};
@@ -49,9 +51,12 @@ struct ReadGroup {
 
 #[derive(Debug, Clone, PartialEq)]
 struct DeviceGroup {
-    device: String,
+    /// Names shared with the samples (`Arc`): the packer adds every sample of a message
+    /// several times while it measures, and a copy of each name each time was a large part
+    /// of its cost (issue 13).
+    device: Arc<str>,
     /// Point names in first-seen order, with their units.
-    points: Vec<(String, Option<String>)>,
+    points: Vec<(Arc<str>, Option<Arc<str>>)>,
     reads: Vec<ReadGroup>,
 }
 
@@ -207,25 +212,25 @@ impl Packed {
         }
     }
 
-    fn add_sample(&mut self, device: &str, s: &Sample) {
+    fn add_sample(&mut self, device: &Arc<str>, s: &Sample) {
         let Body::Data { devices, .. } = &mut self.body else {
             return;
         };
-        let unit = s.unit.as_deref().map(str::to_string);
+        let unit = s.unit.as_deref();
         // JSON keys values and units by point name: a point whose unit changed (a config
         // reload between two batches of the backlog) starts another group of the device, so
         // each reading keeps its own unit.
         let gi = match devices.iter().position(|g| {
-            g.device == device
+            g.device == *device
                 && !g
                     .points
                     .iter()
-                    .any(|(p, u)| p.as_str() == &*s.point && *u != unit)
+                    .any(|(p, u)| *p == s.point && u.as_deref() != unit)
         }) {
             Some(i) => i,
             None => {
                 devices.push(DeviceGroup {
-                    device: device.to_string(),
+                    device: device.clone(),
                     points: Vec::new(),
                     reads: Vec::new(),
                 });
@@ -236,11 +241,11 @@ impl Packed {
         let pi = match g
             .points
             .iter()
-            .position(|(p, u)| p.as_str() == &*s.point && *u == unit)
+            .position(|(p, u)| *p == s.point && u.as_deref() == unit)
         {
             Some(i) => i,
             None => {
-                g.points.push((s.point.to_string(), unit));
+                g.points.push((s.point.clone(), s.unit.clone()));
                 g.points.len() - 1
             }
         };
@@ -430,12 +435,12 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
             let names = g
                 .points
                 .iter()
-                .map(|(p, _)| Cbor::Text(p.clone()))
+                .map(|(p, _)| Cbor::Text(p.to_string()))
                 .collect();
             let units = g
                 .points
                 .iter()
-                .map(|(_, u)| u.clone().map(Cbor::Text).unwrap_or(Cbor::Null))
+                .map(|(_, u)| u.as_deref().map_or(Cbor::Null, |u| Cbor::Text(u.into())))
                 .collect();
             let mut prev = base;
             let reads = sorted_reads(g)
@@ -460,7 +465,7 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
                 })
                 .collect();
             Cbor::Array(vec![
-                Cbor::Text(g.device.clone()),
+                Cbor::Text(g.device.to_string()),
                 Cbor::Array(names),
                 Cbor::Array(units),
                 Cbor::Array(reads),

@@ -105,10 +105,10 @@ impl Serialize for Device<'_> {
         let units = by_name(
             g.points
                 .iter()
-                .filter_map(|(p, u)| u.as_deref().map(|u| (p.as_str(), u))),
+                .filter_map(|(p, u)| u.as_deref().map(|u| (&**p, u))),
         );
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("dev", &g.device)?;
+        m.serialize_entry("dev", &*g.device)?;
         m.serialize_entry(
             "reads",
             &Seq(sorted_reads(g).into_iter().map(|r| Read(g, r))),
@@ -126,7 +126,7 @@ struct Read<'a>(&'a DeviceGroup, &'a ReadGroup);
 impl Serialize for Read<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (g, r) = (self.0, self.1);
-        let name = |i: usize| g.points.get(i).map_or("", |(p, _)| p.as_str());
+        let name = |i: usize| g.points.get(i).map_or("", |(p, _)| &**p);
         let values = by_name(r.items.iter().filter_map(|(i, item)| match item {
             Ok(v) => Some((name(*i), Val(v))),
             Err(_) => None,

@@ -14,11 +14,11 @@ fn tree(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> J
         .iter()
         .map(|g| {
             let mut dev = Map::new();
-            dev.insert("dev".into(), Json::from(g.device.as_str()));
+            dev.insert("dev".into(), Json::from(&*g.device));
             let units: Map<String, Json> = g
                 .points
                 .iter()
-                .filter_map(|(p, u)| u.as_ref().map(|u| (p.clone(), Json::from(u.as_str()))))
+                .filter_map(|(p, u)| u.as_ref().map(|u| (p.to_string(), Json::from(&**u))))
                 .collect();
             if !units.is_empty() {
                 dev.insert("unit".into(), Json::Object(units));
@@ -29,7 +29,7 @@ fn tree(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> J
                     let mut v = Map::new();
                     let mut bad = Map::new();
                     for (i, item) in &r.items {
-                        let name = g.points[*i].0.clone();
+                        let name = g.points[*i].0.to_string();
                         match item {
                             Ok(x) => {
                                 v.insert(name, value_json(x));

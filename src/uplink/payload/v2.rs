@@ -7,6 +7,8 @@
 //! delta-coded against its previous read in the same device entry. The reader is
 //! `v2_decode`; keep both and the document in step.
 
+use std::sync::Arc;
+
 use ciborium::Value as Cbor;
 use serde_json::{Map, Value as Json};
 
@@ -34,7 +36,7 @@ pub(super) enum Kind {
 /// Devices grouped by their point list (names and units, in order): one schema each, in
 /// first-seen order.
 struct Schema<'a> {
-    points: &'a [(String, Option<String>)],
+    points: &'a [(Arc<str>, Option<Arc<str>>)],
     devices: Vec<&'a DeviceGroup>,
 }
 
@@ -109,10 +111,7 @@ fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
             let mut o = Map::new();
             o.insert(
                 "pts".into(),
-                s.points
-                    .iter()
-                    .map(|(p, _)| Json::from(p.as_str()))
-                    .collect(),
+                s.points.iter().map(|(p, _)| Json::from(&**p)).collect(),
             );
             if s.points.iter().any(|(_, u)| u.is_some()) {
                 o.insert(
@@ -127,7 +126,7 @@ fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
                 .devices
                 .iter()
                 .map(|g| {
-                    let mut a = vec![Json::from(g.device.as_str())];
+                    let mut a = vec![Json::from(&*g.device)];
                     for r in sorted_reads(g) {
                         a.push(Json::from(r.t_ms.saturating_sub(base)));
                         let (vals, bad) = slots(n, r);
@@ -135,7 +134,7 @@ fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
                         if !bad.is_empty() {
                             let m: Map<String, Json> = bad
                                 .into_iter()
-                                .map(|(i, why)| (s.points[i].0.clone(), Json::from(why)))
+                                .map(|(i, why)| (s.points[i].0.to_string(), Json::from(why)))
                                 .collect();
                             a.push(Json::Object(m));
                         }
@@ -238,13 +237,13 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
             let names = s
                 .points
                 .iter()
-                .map(|(p, _)| Cbor::Text(p.clone()))
+                .map(|(p, _)| Cbor::Text(p.to_string()))
                 .collect();
             let units = if s.points.iter().any(|(_, u)| u.is_some()) {
                 Cbor::Array(
                     s.points
                         .iter()
-                        .map(|(_, u)| u.clone().map_or(Cbor::Null, Cbor::Text))
+                        .map(|(_, u)| u.as_deref().map_or(Cbor::Null, |u| Cbor::Text(u.into())))
                         .collect(),
                 )
             } else {
@@ -260,7 +259,7 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
                 .iter()
                 .map(|g| {
                     let mut prev = vec![0i128; n];
-                    let mut a = vec![Cbor::Text(g.device.clone())];
+                    let mut a = vec![Cbor::Text(g.device.to_string())];
                     for r in sorted_reads(g) {
                         a.push(Cbor::Integer(r.t_ms.saturating_sub(base).into()));
                         let (vals, bad) = slots(n, r);
