@@ -73,10 +73,13 @@ impl std::fmt::Write for Buf {
     }
 }
 
-/// Digits and exponent of a shortest representation in `{:e}` form (`-8.998e2`, `1e-7`).
+/// The decimal a shortest representation spells: `{:e}` form (`-8.998e2`, `1e-7`) or plain
+/// (`-899.8`, `0.001`, `100.0`), as `zmij` and `{:e}` write them.
 fn parse_sci(s: &str) -> Option<Decimal> {
-    let (digits, exp) = s.split_once('e')?;
-    let mut exponent: i32 = exp.parse().ok()?;
+    let (digits, mut exponent) = match s.split_once(['e', 'E']) {
+        Some((d, e)) => (d, e.parse::<i32>().ok()?),
+        None => (s, 0),
+    };
     let (neg, digits) = match digits.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, digits),
@@ -106,19 +109,45 @@ fn parse_sci(s: &str) -> Option<Decimal> {
     )
 }
 
-/// Significant digits of the shortest representation of a finite `x`.
-fn shortest_digits(x: f64) -> usize {
-    let mut b = Buf::new();
-    if write!(b, "{x:e}").is_err() {
-        return usize::MAX;
-    }
-    sci_digits(b.as_str())
+/// The shortest representation of a finite `x` as `zmij` writes it, several times faster
+/// than `{:e}` (issue 13: the encoders ask for every float of every message they measure).
+/// Its length is the shortest; where it has at most 15 digits it is also the very decimal
+/// `{:e}` writes (any two decimals of 15 digits are different doubles). Longer, `zmij` may
+/// pick another of the same length than `{:e}`'s closest: callers let `{:e}` decide then.
+fn shortest_zmij(x: f64) -> Option<Decimal> {
+    let mut b = zmij::Buffer::new();
+    parse_sci(b.format_finite(x))
 }
 
-/// Significant digits of a `{:e}` representation.
-fn sci_digits(s: &str) -> usize {
-    let mant = s.split('e').next().unwrap_or("");
-    mant.bytes().filter(u8::is_ascii_digit).count()
+/// Significant decimal digits that always survive a round trip through f32.
+const F32_EXACT_DIGITS: usize = 6;
+
+/// The shortest representation of a finite f32, as `{:e}` writes it: `zmij`'s up to 6 digits
+/// (the only one of that length, as `shortest_zmij` for f64), `{:e}`'s beyond.
+fn shortest32(f: f32) -> Option<Decimal> {
+    let mut b = zmij::Buffer::new();
+    match parse_sci(b.format_finite(f)) {
+        Some(d) if digits(d) <= F32_EXACT_DIGITS => Some(d),
+        _ => formatted(f),
+    }
+}
+
+/// The digits `{:e}` writes for `x` (f64 or f32).
+fn formatted(x: impl std::fmt::LowerExp) -> Option<Decimal> {
+    let mut b = Buf::new();
+    write!(b, "{x:e}").ok()?;
+    parse_sci(b.as_str())
+}
+
+/// Significant digits of a normalized decimal.
+fn digits(d: Decimal) -> usize {
+    let mut m = d.mantissa.unsigned_abs();
+    let mut n = 1;
+    while m >= 10 {
+        m /= 10;
+        n += 1;
+    }
+    n
 }
 
 /// The value a float stands for (see the module documentation): an exact f32 whose shortest
@@ -129,14 +158,13 @@ pub fn meant(x: f64) -> f64 {
         return x;
     }
     let f = x as f32;
-    if f64::from(f) != x || shortest_digits(x) <= F64_EXACT_DIGITS {
+    if f64::from(f) != x || (x.fract() == 0.0 && x.abs() < 1e15) {
+        return x; // not an f32, or a whole number of at most 15 digits
+    }
+    if shortest_zmij(x).is_none_or(|d| digits(d) <= F64_EXACT_DIGITS) {
         return x;
     }
-    let mut b = Buf::new();
-    if write!(b, "{f:e}").is_err() {
-        return x;
-    }
-    b.as_str().parse::<f64>().unwrap_or(x)
+    shortest32(f).map_or(x, Decimal::to_f64)
 }
 
 impl Decimal {
@@ -171,20 +199,20 @@ impl Decimal {
     }
 
     /// `of` through the shortest representation (`{:e}`) of `meant(x)`; `x` finite. One
-    /// formatting of `x` serves both `meant`'s digit count and the digits (the payload encoders
-    /// call this for every float of every message they measure: issue 13); an f32 that needs
-    /// more than 15 digits takes its f32 digits, which are those of `meant(x)` (at most 9
-    /// digits survive f64 unchanged).
+    /// `zmij` formatting of `x` serves both `meant`'s digit count and, up to 15 digits, the
+    /// digits (the payload encoders call this for every float of every message they measure:
+    /// issue 13); an f32 that needs more takes its f32 digits, which are those of `meant(x)`
+    /// (at most 9 digits survive f64 unchanged); any other long one takes `{:e}`'s.
     fn of_formatted(x: f64) -> Option<Decimal> {
-        let mut b = Buf::new();
-        write!(b, "{x:e}").ok()?;
-        let f = x as f32;
-        if f64::from(f) == x && sci_digits(b.as_str()) > F64_EXACT_DIGITS {
-            let mut b32 = Buf::new();
-            write!(b32, "{f:e}").ok()?;
-            return parse_sci(b32.as_str());
+        let d = shortest_zmij(x)?;
+        if digits(d) <= F64_EXACT_DIGITS {
+            return Some(d);
         }
-        parse_sci(b.as_str())
+        let f = x as f32;
+        if f64::from(f) == x {
+            return shortest32(f);
+        }
+        formatted(x)
     }
 
     /// Trailing zeros moved into the exponent (one representation per value).
@@ -373,11 +401,24 @@ mod tests {
         }
         // The one-formatting path equals the definition: the digits of `meant(x)`, over
         // f32 register values (noise digits), f64 results and random bit patterns.
-        let by_meant = |x: f64| {
-            let mut b = Buf::new();
-            write!(b, "{:e}", meant(x)).ok()?;
-            parse_sci(b.as_str())
+        // The definition, through core's `{:e}` (Grisu/Dragon, shortest and closest).
+        let meant_ref = |x: f64| -> f64 {
+            let f = x as f32;
+            let s = format!("{x:e}");
+            let n = s
+                .split('e')
+                .next()
+                .unwrap_or("")
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .count();
+            if !x.is_finite() || f64::from(f) != x || n <= F64_EXACT_DIGITS {
+                x
+            } else {
+                format!("{f:e}").parse().unwrap_or(x)
+            }
         };
+        let by_meant = |x: f64| parse_sci(&format!("{:e}", meant_ref(x)));
         let mut bits = 0x9e37_79b9_7f4a_7c15u64;
         for i in 0..20_000u32 {
             bits ^= bits << 13;
@@ -390,9 +431,11 @@ mod tests {
                 scaled,
                 f64::from_bits(bits),
                 f64::from(i as f32 / 7.0),
+                f64::from(i as f32 / 100.0 - 50.0), // f32 registers of few digits
             ] {
                 if x.is_finite() {
                     assert_eq!(Decimal::of_formatted(x), by_meant(x), "{x:?}");
+                    assert_eq!(meant(x).to_bits(), meant_ref(x).to_bits(), "{x:?}");
                 }
             }
         }

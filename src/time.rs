@@ -231,10 +231,40 @@ fn year(y: i64) -> String {
 /// RFC 3339 UTC with milliseconds: `2025-03-01T10:00:00.120Z`.
 pub fn rfc3339_ms(ms: i64) -> String {
     let (y, mo, d, h, mi, s, milli) = civil(ms);
-    format!(
-        "{}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z",
-        year(y)
-    )
+    if !(0..=9999).contains(&y) {
+        return format!(
+            "{}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z",
+            year(y)
+        );
+    }
+    // Every JSON data read carries one: digits by hand, not through `format!` (issue 13).
+    let mut b = [0u8; 24];
+    let mut put = |at: usize, v: u32, n: usize| {
+        let mut v = v;
+        for i in (0..n).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y as u32, 4);
+    put(5, mo, 2);
+    put(8, d, 2);
+    put(11, h, 2);
+    put(14, mi, 2);
+    put(17, s, 2);
+    put(20, milli, 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        b[at] = c;
+    }
+    b.iter().map(|&c| c as char).collect()
 }
 
 /// RFC 3339 UTC to the second: `2025-03-01T10:00:00Z`.
@@ -282,6 +312,14 @@ mod tests {
         ];
         for (ms, want) in cases {
             assert_eq!(rfc3339_ms(*ms), *want, "ms {ms}");
+        }
+        // The hand-written digits agree with `format!` over years 0..=9999.
+        let mut ms = -62_167_219_200_000i64;
+        while ms < 253_402_300_800_000 {
+            let (y, mo, d, h, mi, s, milli) = civil(ms);
+            let want = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z");
+            assert_eq!(rfc3339_ms(ms), want, "ms {ms}");
+            ms += 7_777_777_777;
         }
     }
 
