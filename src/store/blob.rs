@@ -176,11 +176,15 @@ pub fn encode(samples: &[RawSample]) -> Vec<u8> {
     out
 }
 
-/// Decode a blob; `kind_of` resolves a point id to its value kind.
+/// Decode a blob; `kind_of` resolves a point id to its value kind. The common shape is read
+/// by `blob_fast`, anything else here.
 pub fn decode(
     blob: &[u8],
     kind_of: &mut dyn FnMut(i64) -> Option<ValueKind>,
 ) -> Result<Vec<RawSample>, String> {
+    if let Some(samples) = super::blob_fast::decode(blob, kind_of) {
+        return Ok(samples);
+    }
     let v: Cbor = ciborium::from_reader(blob).map_err(|e| format!("not CBOR: {e}"))?;
     let Cbor::Array(items) = v else {
         return Err("blob is not an array".into());

@@ -25,6 +25,7 @@
 pub mod access;
 mod alarm_state;
 mod blob;
+mod blob_fast;
 pub mod clock;
 mod commands;
 mod counters;

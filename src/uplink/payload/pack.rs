@@ -186,7 +186,12 @@ impl Packer<'_> {
             }
             if fits {
                 while k < rest.len() {
-                    let more = with(k + 1);
+                    // One batch more on top of what fits (not all of them again from `base`).
+                    let mut more = m.clone();
+                    if let EntryBody::Batch(b) = &rest[k].body {
+                        more.add_batch(b);
+                        more.entries.push(rest[k].id);
+                    }
                     if !self.fits(&more) {
                         break;
                     }
