@@ -167,7 +167,8 @@ fn run() -> Res<()> {
     wait_port(port_w, Duration::from_secs(10))?;
 
     let mut run_i = Watched {
-        proc: daemon(&bin, &cfg_i, "info")?,
+        // Every batch line (INFO shows only a device's changes since issue 13 round 7).
+        proc: daemon(&bin, &cfg_i, "info,gasdtu::batch=debug")?,
         start: None,
     };
     {

@@ -114,6 +114,8 @@ profile = "mvt-dpspt"
             .arg("--poll-now")
             .arg("--socket")
             .arg(&socket)
+            // Every batch, not only the changes (INFO): the test counts them.
+            .args(["--log-level", "info,gasdtu::batch=debug"])
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::alarms::AlarmService;
+use crate::gateway::batch_log::BatchLog;
 use crate::gateway::interlocks::{self, Interlocks};
 use crate::gateway::status_socket::DeviceBoard;
 use crate::gateway::BusPorts;
@@ -85,6 +86,7 @@ pub struct Consumer {
     /// The interlock table (rebuilt by a reload) and the bus tasks' request channels.
     interlocks: Option<(Arc<Mutex<Interlocks>>, BusPorts)>,
     give_up: CancellationToken,
+    batch_log: BatchLog,
     memory_readings: usize,
     /// The watchdog's board: a bus beats when its batch is received (polling is alive), and
     /// every commit attempt is bracketed (a hung commit stops the pings, a failing one not).
@@ -170,6 +172,7 @@ impl Consumer {
             alarms: None,
             interlocks: None,
             give_up: CancellationToken::new(),
+            batch_log: BatchLog::default(),
             memory_readings: MEMORY_READINGS,
             progress: None,
         }
@@ -409,7 +412,7 @@ impl Consumer {
                     for it in &group {
                         let b = &it.raw;
                         self.board.observe(b);
-                        log_batch(b);
+                        self.batch_log.log(b);
                         for f in &self.on_commit {
                             f(b);
                         }
@@ -588,22 +591,4 @@ fn commit_group(
             .commit_routed(&history, &outbox, ex, &stamp)
             .map(|_| 0),
     }
-}
-
-fn log_batch(b: &SampleBatch) {
-    let good = b.samples.iter().filter(|s| s.quality.is_good()).count();
-    let bad = b.samples.len() - good;
-    let first_bad = b.samples.iter().find_map(|s| match &s.quality {
-        crate::model::Quality::Bad(r) => Some(format!("{}: {r}", s.point)),
-        crate::model::Quality::Good => None,
-    });
-    tracing::info!(
-        device = %b.device,
-        bus = %b.bus,
-        good,
-        bad,
-        online = b.online,
-        first_bad = first_bad.as_deref().unwrap_or(""),
-        "batch"
-    );
 }

@@ -16,6 +16,7 @@
 pub mod alarms;
 #[cfg(test)]
 mod alarms_tests;
+mod batch_log;
 pub mod bus_proxy;
 pub mod consumer;
 pub mod interlocks;
