@@ -107,12 +107,15 @@ impl Store {
         let mut next = self.next_stats();
         let now = crate::time::now_ms();
         let mut fresh = Vec::new();
+        // The lookups and tallies in ONE read transaction: one WAL read lock for all of them
+        // instead of a lock and unlock (fcntl) around every statement (issue 13). Nothing is
+        // written here; ending it is free.
+        let rx = inner.conn.transaction().map_err(self.sql("begin ack lookup"))?;
         for &seq in seqs {
             if inner.deferred.contains(seq) || fresh.contains(&seq) {
                 continue; // a duplicate PUBACK
             }
-            let known: Option<i64> = inner
-                .conn
+            let known: Option<i64> = rx
                 .prepare_cached("SELECT seq FROM message WHERE seq = ?1")
                 .and_then(|mut st| st.query_row([seq as i64], |r| r.get(0)).optional())
                 .map_err(self.sql("ack lookup"))?;
@@ -120,10 +123,14 @@ impl Store {
                 fresh.push(seq); // else unknown or already acknowledged: a no-op
             }
         }
+        let mut all = Vec::new();
         if !fresh.is_empty() {
-            let mut all = inner.deferred.seqs.clone();
+            all = inner.deferred.seqs.clone();
             all.extend_from_slice(&fresh);
-            account(&inner.conn, &fresh, now, &all, &mut next).map_err(self.sql("ack tally"))?;
+            account(&rx, &fresh, now, &all, &mut next).map_err(self.sql("ack tally"))?;
+        }
+        rx.commit().map_err(self.sql("end ack lookup"))?;
+        if !fresh.is_empty() {
             inner.deferred.seqs = all;
             inner.deferred.since.get_or_insert_with(Instant::now);
             inner.deferred.last_ms = now;
