@@ -11,6 +11,7 @@
 use super::Global;
 use crate::config;
 use crate::gateway::push::{self, PushOwner};
+use crate::gateway::resident::{self, AfterStart};
 use crate::gateway::systemd::{try_reload, Notifier, Reload, SignalAsk, Signals};
 use crate::gateway::{Gateway, Options};
 use crate::store::access;
@@ -134,6 +135,9 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         pushes: Some(push_tx),
         ..Options::default()
     };
+    // Parsing, logging set-up and the loader are done: their pages go back before the gateway
+    // starts, so start-up's peak RSS does not hold them and the gateway's start-up at once.
+    resident::release("config loaded");
     let mut gw = match Gateway::start(loaded.config, opts).await {
         Ok(gw) => gw,
         Err(e) => {
@@ -144,6 +148,9 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     };
     tracing::info!(config = %global.config.display(), "ready");
     notifier.ready();
+    // The start-up code's pages go back to the page cache now and once more when the first
+    // cycles have run (issue 13, peak RSS).
+    let mut resident = AfterStart::started(std::time::Instant::now());
 
     for body in reports {
         let mut ev = serde_json::json!({"event": "config_push", "status": body["status"],
@@ -177,6 +184,7 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                 continue;
             }
             _ = tick.tick() => {
+                resident.tick(std::time::Instant::now());
                 owner.tick(&mut gw).await;
                 continue;
             }
