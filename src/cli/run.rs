@@ -47,6 +47,8 @@ pub fn tighten_umask() -> u32 {
 
 pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     tighten_umask();
+    // The loader's relocation tables and code are done with (issue 13, peak RSS).
+    resident::release("exec");
     // Root in the service's state directory: refused before anything is written there (the
     // push recovery below writes too).
     let raw = super::socket::raw_gateway(&global.config);
