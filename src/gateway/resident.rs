@@ -13,17 +13,24 @@
 //!
 //! `gasdtu run` releases first thing (the dynamic loader's relocation pass and its tables) and
 //! once before the gateway starts (config parsing, logging set-up); `AfterStart` right after it
-//! started, twice more while the first cycles, connections and commits run (`SETTLE`), then
+//! started, at 2, 5, 10 and 30 s while the first cycles, connections and commits run (`SETTLE`), then
 //! every `EVERY`. Each release also trims the heap (`malloc_trim`). 64-bit Linux only (the amd64 and
 //! arm64 builds); elsewhere a no-op.
 
 use std::time::{Duration, Instant};
 
-/// When the releases after start-up run, counted from `started`: the first cycles, the broker
-/// session and the first commits and seals have run by the last one (W1 and a 5-minute station
+/// When the releases after start-up run, counted from `started`. The first cycles, the broker
+/// session and the first commits and seals bring their one-off code in during the first
+/// seconds (W1: +1 MiB by 10 s), so the early ones keep the peak down; by the last one they
+/// have all run (W1 and a 5-minute station
 /// alike: a station's first poll is aligned, but the code it runs is the code of the first W1
 /// cycles; what a late first poll brings back is the steady code anyway).
-pub const SETTLE: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(30)];
+pub const SETTLE: [Duration; 4] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
 
 /// After the settled releases, one every `EVERY`: rare paths (a reconnect, the store's limits
 /// check, a status query) bring their code back, and a long run would otherwise creep up to all of
@@ -237,20 +244,20 @@ mod tests {
         let mut a = AfterStart::started(t0);
         a.tick(t0 + SETTLE[0] / 2);
         assert_eq!(a.done, 0);
-        a.tick(t0 + SETTLE[0]);
-        assert_eq!(a.done, 1);
-        a.tick(t0 + SETTLE[0]);
-        assert_eq!(a.done, 1);
-        a.tick(t0 + SETTLE[1] + SETTLE[1]);
-        assert_eq!(a.done, 2);
-        let t2 = t0 + SETTLE[1] + SETTLE[1];
-        a.tick(t2 + EVERY / 2);
-        assert_eq!(a.done, 2);
-        a.tick(t2 + EVERY);
-        assert_eq!(a.done, 3);
-        a.tick(t2 + EVERY + EVERY / 2);
-        assert_eq!(a.done, 3);
-        a.tick(t2 + EVERY * 2);
-        assert_eq!(a.done, 4);
+        for (i, after) in SETTLE.iter().enumerate() {
+            a.tick(t0 + *after);
+            assert_eq!(a.done, i + 1);
+            a.tick(t0 + *after);
+            assert_eq!(a.done, i + 1, "one release per delay");
+        }
+        let last = t0 + SETTLE[SETTLE.len() - 1];
+        a.tick(last + EVERY / 2);
+        assert_eq!(a.done, SETTLE.len());
+        a.tick(last + EVERY);
+        assert_eq!(a.done, SETTLE.len() + 1);
+        a.tick(last + EVERY + EVERY / 2);
+        assert_eq!(a.done, SETTLE.len() + 1);
+        a.tick(last + EVERY * 2);
+        assert_eq!(a.done, SETTLE.len() + 2);
     }
 }
