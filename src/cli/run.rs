@@ -11,7 +11,6 @@
 use super::Global;
 use crate::config;
 use crate::gateway::push::{self, PushOwner};
-use crate::gateway::resident::{self, AfterStart};
 use crate::gateway::systemd::{try_reload, Notifier, Reload, SignalAsk, Signals};
 use crate::gateway::{Gateway, Options};
 use crate::store::access;
@@ -47,8 +46,6 @@ pub fn tighten_umask() -> u32 {
 
 pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     tighten_umask();
-    // The loader's relocation tables and code are done with (issue 13, peak RSS).
-    resident::release("exec");
     // Root in the service's state directory: refused before anything is written there (the
     // push recovery below writes too).
     let raw = super::socket::raw_gateway(&global.config);
@@ -137,9 +134,6 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
         pushes: Some(push_tx),
         ..Options::default()
     };
-    // Parsing, logging set-up and the loader are done: their pages go back before the gateway
-    // starts, so start-up's peak RSS does not hold them and the gateway's start-up at once.
-    resident::release("config loaded");
     let mut gw = match Gateway::start(loaded.config, opts).await {
         Ok(gw) => gw,
         Err(e) => {
@@ -150,9 +144,6 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     };
     tracing::info!(config = %global.config.display(), "ready");
     notifier.ready();
-    // The start-up code's pages go back to the page cache now and once more when the first
-    // cycles have run (issue 13, peak RSS).
-    let mut resident = AfterStart::started(std::time::Instant::now());
 
     for body in reports {
         let mut ev = serde_json::json!({"event": "config_push", "status": body["status"],
@@ -186,7 +177,6 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                 continue;
             }
             _ = tick.tick() => {
-                resident.tick(std::time::Instant::now());
                 owner.tick(&mut gw).await;
                 continue;
             }

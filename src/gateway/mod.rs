@@ -26,7 +26,6 @@ pub mod progress;
 pub mod push;
 pub mod read_window;
 pub mod remote;
-pub mod resident;
 pub mod status_socket;
 pub mod systemd;
 
