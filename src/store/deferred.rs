@@ -110,7 +110,10 @@ impl Store {
         // The lookups and tallies in ONE read transaction: one WAL read lock for all of them
         // instead of a lock and unlock (fcntl) around every statement (issue 13). Nothing is
         // written here; ending it is free.
-        let rx = inner.conn.transaction().map_err(self.sql("begin ack lookup"))?;
+        let rx = inner
+            .conn
+            .transaction()
+            .map_err(self.sql("begin ack lookup"))?;
         for &seq in seqs {
             if inner.deferred.contains(seq) || fresh.contains(&seq) {
                 continue; // a duplicate PUBACK
