@@ -72,19 +72,7 @@ impl EntryRow {
                 let batch = decode_batch(conn, dict, path, &data)?;
                 (EntryKind::Data, EntryBody::Batch(batch))
             }
-            0 | 1 | 3 => {
-                let kind =
-                    match kind {
-                        0 => EntryKind::Alarm,
-                        1 => EntryKind::Event,
-                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
-                            || decode(format!("reply topic code {reply:?} is unknown")),
-                        )?),
-                    };
-                let json = serde_json::from_slice(&data.body)
-                    .map_err(|e| decode(format!("JSON body: {e}")))?;
-                (kind, EntryBody::Json(json))
-            }
+            0 | 1 | 3 => json_entry(kind, reply, &data.body).map_err(decode)?,
             k => return Err(decode(format!("entry kind {k} is unknown"))),
         };
         Ok(Entry {
@@ -95,6 +83,26 @@ impl EntryRow {
             body,
         })
     }
+}
+
+/// The kind and body of an alarm (0), event (1) or reply (3) entry row: its JSON body, and for
+/// a reply the topic its code names. `Err` says why the row does not decode.
+pub(super) fn json_entry(
+    kind: i64,
+    reply: Option<i64>,
+    body: &[u8],
+) -> Result<(EntryKind, EntryBody), String> {
+    let kind = match kind {
+        0 => EntryKind::Alarm,
+        1 => EntryKind::Event,
+        _ => EntryKind::Reply(
+            reply
+                .and_then(ReplyTopic::from_code)
+                .ok_or_else(|| format!("reply topic code {reply:?} is unknown"))?,
+        ),
+    };
+    let json = serde_json::from_slice(body).map_err(|e| format!("JSON body: {e}"))?;
+    Ok((kind, EntryBody::Json(json)))
 }
 
 impl Store {

@@ -293,27 +293,20 @@ impl Store {
             for row in rows {
                 let (id, kind, reply, created_ms, body) =
                     row.map_err(self.sql("pending alarms/replies/events"))?;
-                let decode = |why: String| StoreError::Decode {
-                    path: self.path.clone(),
-                    id,
-                    why,
-                };
-                let kind =
-                    match kind {
-                        0 => EntryKind::Alarm,
-                        1 => EntryKind::Event,
-                        _ => EntryKind::Reply(reply.and_then(ReplyTopic::from_code).ok_or_else(
-                            || decode(format!("reply topic code {reply:?} is unknown")),
-                        )?),
-                    };
-                let json =
-                    serde_json::from_slice(&body).map_err(|e| decode(format!("JSON body: {e}")))?;
+                let (kind, body) =
+                    super::sealed_entries::json_entry(kind, reply, &body).map_err(|why| {
+                        StoreError::Decode {
+                            path: self.path.clone(),
+                            id,
+                            why,
+                        }
+                    })?;
                 out.push(Entry {
                     id,
                     kind,
                     historical: false,
                     created_ms,
-                    body: EntryBody::Json(json),
+                    body,
                 });
             }
         }
