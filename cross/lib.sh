@@ -19,6 +19,8 @@ cross_die() {
 # triple_of ARCH LIBC: the Rust target. LIBC is musl (static) or gnu (glibc, floor above).
 triple_of() {
   case "$1/$2" in
+    amd64/musl) echo x86_64-unknown-linux-musl ;;
+    amd64/gnu) cross_die "amd64 glibc builds are the host's own: cargo build --release (cross/build amd64 is the static one)" ;;
     arm64/musl) echo aarch64-unknown-linux-musl ;;
     armhf/musl) echo armv7-unknown-linux-musleabihf ;;
     arm64/gnu) echo aarch64-unknown-linux-gnu ;;
@@ -36,8 +38,10 @@ zig_target_of() {
   if [ "$2" = gnu ]; then echo "$t.$GLIBC_FLOOR"; else echo "$t"; fi
 }
 
+# qemu_of ARCH: the qemu-user that runs ARCH here; empty for amd64, which runs natively.
 qemu_of() {
   case "$1" in
+    amd64) echo "" ;;
     arm64) echo qemu-aarch64 ;;
     armhf) echo qemu-arm ;;
     *) cross_die "unknown architecture '$1' (arm64, armhf)" ;;
@@ -47,6 +51,7 @@ qemu_of() {
 # Debian's multiarch name: where libc6-<arch>-cross puts the sysroot qemu runs gnu builds with.
 multiarch_of() {
   case "$1" in
+    amd64) echo x86_64-linux-gnu ;;
     arm64) echo aarch64-linux-gnu ;;
     armhf) echo arm-linux-gnueabihf ;;
     *) cross_die "unknown architecture '$1' (arm64, armhf)" ;;
@@ -101,4 +106,24 @@ set_deb_depends() {
   sed -i "/^Architecture:/a Depends: $2" "$dir/pkg/DEBIAN/control"
   dpkg-deb -Zxz --root-owner-group -b "$dir/pkg" "$1" >/dev/null
   rm -rf "$dir"
+}
+
+# build_static_amd64: the static x86_64 binary (target/x86_64-unknown-linux-musl/release/gasdtu).
+# Not through cargo-zigbuild like the ARM builds: zig's linker has no --symbol-ordering-file,
+# and this build is the one the W1 figures of issue 13 are measured on, so it must get the
+# profile-guided function order (build.rs, packaging/link-order-x86_64-unknown-linux-musl.txt).
+# Rust links it with the host cc driving rust-lld against Rust's self-contained musl; zig (the
+# same venv) only compiles the C parts (bundled SQLite, ring) for musl.
+build_static_amd64() {
+  local sysroot cc
+  sysroot=$(rustc --print sysroot)
+  cc="$PWD/$CROSS_VENV/bin/zigcc-x86_64-linux-musl"
+  cat >"$cc" <<EOW
+#!/bin/sh
+exec "$PWD/$CROSS_VENV/bin/cargo-zigbuild" zig cc -- -fno-sanitize=all -target x86_64-linux-musl "\$@"
+EOW
+  chmod +x "$cc"
+  CC_x86_64_unknown_linux_musl="$cc" AR_x86_64_unknown_linux_musl=ar \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-arg=-fuse-ld=lld -C link-arg=-B$sysroot/lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld" \
+    cargo build --release --locked --target x86_64-unknown-linux-musl
 }
