@@ -84,6 +84,53 @@ fn parse_sci(s: &str) -> Option<Decimal> {
         Some(d) => (true, d),
         None => (false, digits),
     };
+    // A float's shortest digits (at most 17) fit a u64: its arithmetic is several times cheaper
+    // than i128's (issue 13, CPU per reading). Longer digit strings take the i128 path.
+    let written_exponent = exponent;
+    let mut mantissa: u64 = 0;
+    let mut after_point = false;
+    for c in digits.bytes() {
+        match c {
+            b'.' => after_point = true,
+            b'0'..=b'9' => {
+                let Some(m) = mantissa
+                    .checked_mul(10)
+                    .and_then(|m| m.checked_add(u64::from(c - b'0')))
+                else {
+                    return parse_sci_wide(neg, digits, written_exponent);
+                };
+                mantissa = m;
+                if after_point {
+                    exponent = exponent.checked_sub(1)?;
+                }
+            }
+            _ => return None,
+        }
+    }
+    if mantissa == 0 {
+        return Some(Decimal {
+            mantissa: 0,
+            exponent: 0,
+        });
+    }
+    // As `normalized`, in u64.
+    while mantissa % 10 == 0 {
+        let Some(e) = exponent.checked_add(1) else {
+            break;
+        };
+        mantissa /= 10;
+        exponent = e;
+    }
+    let m = i128::from(mantissa);
+    Some(Decimal {
+        mantissa: if neg { -m } else { m },
+        exponent,
+    })
+}
+
+/// `parse_sci` for digit strings beyond a u64 (more than 19 digits): the same rules in i128.
+/// `digits` is the unsigned part before the exponent, `exponent` the written exponent.
+fn parse_sci_wide(neg: bool, digits: &str, mut exponent: i32) -> Option<Decimal> {
     let mut mantissa: i128 = 0;
     let mut after_point = false;
     for c in digits.bytes() {
@@ -313,6 +360,58 @@ mod tests {
             mantissa: m,
             exponent: e,
         }
+    }
+
+    /// The u64 fast path of `parse_sci` reads every string as the i128 rules do: signs,
+    /// points, trailing zeros, exponents at the edge of i32, more digits than a u64 holds, and
+    /// malformed input.
+    #[test]
+    fn parse_sci_u64_path_matches_the_i128_rules() {
+        let cases = [
+            "0",
+            "-0.0",
+            "0e5",
+            "100.0",
+            "1e2",
+            "-8.998e2",
+            "1.5e-7",
+            "0.001",
+            "400.20000000000005",
+            "1.7976931348623157e308",
+            "5e-324",
+            "18446744073709551615",
+            "18446744073709551616",
+            "184467440737095516150",
+            "123456789012345678901234567890e-10",
+            "-99999999999999999999.5",
+            "1e2147483647",
+            "10e2147483647",
+            "1.0e-2147483648",
+            "",
+            "-",
+            "1e",
+            "1.2.3",
+            "--1",
+            "1x",
+        ];
+        for s in cases {
+            let (digits, exponent) = match s.split_once(['e', 'E']) {
+                Some((d, e)) => (d, e.parse::<i32>().ok()),
+                None => (s, Some(0)),
+            };
+            let (neg, digits) = match digits.strip_prefix('-') {
+                Some(d) => (true, d),
+                None => (false, digits),
+            };
+            let want = exponent.and_then(|e| parse_sci_wide(neg, digits, e));
+            assert_eq!(parse_sci(s), want, "{s:?}");
+        }
+        assert_eq!(parse_sci("100.0"), Some(dec(1, 2)));
+        assert_eq!(parse_sci("-8.998e2"), Some(dec(-8998, -1)));
+        assert_eq!(
+            parse_sci("184467440737095516150"),
+            Some(dec(18446744073709551615, 1))
+        );
     }
 
     #[test]

@@ -216,39 +216,45 @@ impl Packed {
         let Body::Data { devices, .. } = &mut self.body else {
             return;
         };
-        let unit = s.unit.as_deref();
         // JSON keys values and units by point name: a point whose unit changed (a config
         // reload between two batches of the backlog) starts another group of the device, so
-        // each reading keeps its own unit.
-        let gi = match devices.iter().position(|g| {
-            g.device == *device
-                && !g
-                    .points
-                    .iter()
-                    .any(|(p, u)| *p == s.point && u.as_deref() != unit)
-        }) {
-            Some(i) => i,
+        // each reading keeps its own unit. A point name is in a group at most once (it is
+        // added only to a group that does not have it), so one scan of the group's points
+        // decides: same unit, it is there; another unit, try the next group; absent, add it.
+        // Names are mostly the same `Arc` (the store's dictionary): pointers are compared first.
+        let mut slot = None;
+        for (gi, g) in devices.iter().enumerate() {
+            if !same_name(&g.device, device) {
+                continue;
+            }
+            match g.points.iter().position(|(p, _)| same_name(p, &s.point)) {
+                Some(pi) if same_unit(&g.points[pi].1, &s.unit) => {
+                    slot = Some((gi, Some(pi)));
+                    break;
+                }
+                Some(_) => continue,
+                None => {
+                    slot = Some((gi, None));
+                    break;
+                }
+            }
+        }
+        let (gi, pi) = match slot {
+            Some(found) => found,
             None => {
                 devices.push(DeviceGroup {
                     device: device.clone(),
                     points: Vec::new(),
                     reads: Vec::new(),
                 });
-                devices.len() - 1
+                (devices.len() - 1, None)
             }
         };
         let g = &mut devices[gi];
-        let pi = match g
-            .points
-            .iter()
-            .position(|(p, u)| *p == s.point && u.as_deref() == unit)
-        {
-            Some(i) => i,
-            None => {
-                g.points.push((s.point.clone(), s.unit.clone()));
-                g.points.len() - 1
-            }
-        };
+        let pi = pi.unwrap_or_else(|| {
+            g.points.push((s.point.clone(), s.unit.clone()));
+            g.points.len() - 1
+        });
         let t_ms = unix_ms(s.read_at);
         let item = match (&s.quality, &s.value) {
             (Quality::Good, Some(v)) => Ok(v.clone()),
@@ -274,6 +280,19 @@ impl Packed {
         for s in &b.samples {
             self.add_sample(&b.device, s);
         }
+    }
+}
+
+/// Two names are equal: the same allocation, or the same text.
+fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+fn same_unit(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_name(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
