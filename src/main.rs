@@ -78,12 +78,6 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
-/// Static (musl) builds allocate with mimalloc: musl's own malloc cost 18 % of the daemon's
-/// instructions on W1, glibc's 10 % (bench-results/cpu_round8.txt, Cargo.toml).
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The async runtime. The daemon (`run`) gets a current-thread runtime: its work per cycle is
 /// small and I/O bound (20 Modbus transactions, one commit on the blocking pool, a few
 /// publishes), so a second worker only adds cross-thread wake-ups (futex, context switches)
