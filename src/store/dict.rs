@@ -25,6 +25,8 @@ pub struct Dict {
     source_names: HashMap<i64, (Arc<str>, Arc<str>)>,
     points: HashMap<PointKey, i64>,
     point_defs: HashMap<i64, PointDef>,
+    /// The unit of a point without one, shared (a lookup per reading must not allocate).
+    no_unit: Arc<str>,
 }
 
 impl Dict {
@@ -64,11 +66,11 @@ impl Dict {
         conn: &Connection,
         source: i64,
         name: &Arc<str>,
-        unit: Option<&str>,
+        unit: Option<&Arc<str>>,
         value: Option<&Value>,
     ) -> rusqlite::Result<i64> {
         let kind = ValueKind::of(value);
-        let unit: Arc<str> = unit.unwrap_or("").into();
+        let unit: Arc<str> = unit.unwrap_or(&self.no_unit).clone();
         let key = (source, name.clone(), unit.clone(), kind);
         if let Some(id) = self.points.get(&key) {
             return Ok(*id);

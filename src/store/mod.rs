@@ -919,7 +919,7 @@ impl Store {
                 let mut raw = Vec::with_capacity(b.samples.len());
                 for s in &b.samples {
                     let pid = dict
-                        .point_id(&tx, src, &s.point, s.unit.as_deref(), s.value.as_ref())
+                        .point_id(&tx, src, &s.point, s.unit.as_ref(), s.value.as_ref())
                         .map_err(self.sql("point dictionary"))?;
                     raw.push(RawSample {
                         point_id: pid,
