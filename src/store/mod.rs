@@ -12,7 +12,8 @@
 //! message, for the Sparkplug forwarder), `limits` (eviction), `space` (the size
 //! cap clamped to the file system, the full-disk ballast), `counters` (O(1) statistics),
 //! `export` (history read-out and the statistics type), `commands` (remote commands exactly
-//! once, replies, history resend).
+//! once, replies, history resend), `sqlite_heap` (SQLite's allocations from the Rust global
+//! allocator, for the static builds).
 //!
 //! Thread-safety: `Store` is `Send + Sync`; one `std::sync::Mutex` guards the connection (every
 //! method is one short synchronous transaction, so async callers use `spawn_blocking`; a
@@ -41,6 +42,7 @@ mod sealing;
 pub mod seq;
 pub mod space;
 pub mod sparkplug_meta;
+pub mod sqlite_heap;
 #[cfg(test)]
 mod tests;
 mod wal;

@@ -58,6 +58,49 @@ struct DeviceGroup {
     /// Point names in first-seen order, with their units.
     points: Vec<(Arc<str>, Option<Arc<str>>)>,
     reads: Vec<ReadGroup>,
+    /// Its format-1 JSON length once measured (`json1::len`), copied with the group and
+    /// forgotten by `add_sample`: the packer measures each candidate message whole, and most
+    /// of a candidate's groups are unchanged copies of the last one's (issue 13).
+    json_len: Measured,
+}
+
+/// A length measured once, or not yet. Never part of a group's equality.
+#[derive(Debug)]
+struct Measured(std::sync::atomic::AtomicUsize);
+
+impl Measured {
+    const UNKNOWN: usize = usize::MAX;
+
+    fn unknown() -> Measured {
+        Measured(std::sync::atomic::AtomicUsize::new(Self::UNKNOWN))
+    }
+
+    fn get(&self) -> Option<usize> {
+        let n = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (n != Self::UNKNOWN).then_some(n)
+    }
+
+    fn set(&self, n: usize) {
+        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn forget(&mut self) {
+        *self.0.get_mut() = Self::UNKNOWN;
+    }
+}
+
+impl Clone for Measured {
+    fn clone(&self) -> Measured {
+        Measured(std::sync::atomic::AtomicUsize::new(
+            self.0.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
+}
+
+impl PartialEq for Measured {
+    fn eq(&self, _: &Measured) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,11 +289,13 @@ impl Packed {
                     device: device.clone(),
                     points: Vec::new(),
                     reads: Vec::new(),
+                    json_len: Measured::unknown(),
                 });
                 (devices.len() - 1, None)
             }
         };
         let g = &mut devices[gi];
+        g.json_len.forget();
         let pi = pi.unwrap_or_else(|| {
             g.points.push((s.point.clone(), s.unit.clone()));
             g.points.len() - 1

@@ -2,7 +2,8 @@
 //! I/O): the bytes `serde_json` gives for the documented object (keys in byte order, as its
 //! `Map` sorts them; floats by the `meant` rule), without building a `serde_json::Value` tree
 //! first. The packer measures every message it tries (`Packed::worst_len`), so this writer
-//! runs several times per message; `len` measures without keeping the bytes (issue 13: the
+//! runs several times per message; `len` measures without keeping the bytes, one device
+//! object at a time, and a device group keeps its length until it changes (issue 13: the
 //! tree of maps, cloned point names and formatted floats was the largest CPU cost per
 //! reading, bench-results/cpu_round7.txt). `payload_tests` pins the bytes to the tree's.
 
@@ -26,13 +27,33 @@ pub(super) fn to_vec(
     Ok(out)
 }
 
-/// The message's length in bytes (`to_vec(..).len()`), without the bytes.
+/// The message's length in bytes (`to_vec(..).len()`), without the bytes: the message with
+/// no devices, plus each device object (measured once per change of its group, kept in the
+/// group), plus the commas between them.
 pub(super) fn len(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> usize {
-    let mut n = Count(0);
-    match serde_json::to_writer(&mut n, &Msg::new(gateway, seq, historical, devices)) {
-        Ok(()) => n.0,
-        Err(_) => usize::MAX,
+    let Some(mut total) = count(&Msg::new(gateway, seq, historical, &[])) else {
+        return usize::MAX;
+    };
+    for (i, g) in devices.iter().enumerate() {
+        let n = match g.json_len.get() {
+            Some(n) => n,
+            None => {
+                let Some(n) = count(&Device(g)) else {
+                    return usize::MAX;
+                };
+                g.json_len.set(n);
+                n
+            }
+        };
+        total += n + usize::from(i > 0);
     }
+    total
+}
+
+/// The length of `v`'s JSON.
+fn count(v: &impl Serialize) -> Option<usize> {
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, v).ok().map(|()| n.0)
 }
 
 /// A writer that only counts.

@@ -111,3 +111,42 @@ fn the_direct_writer_gives_the_bytes_of_the_value_tree() {
         }
     }
 }
+
+/// A group keeps its measured length only until it changes: a message grown sample by sample
+/// (new device, new point, another read time, a unit change, a repeated point), measured after
+/// every step and through clones, always measures what it writes.
+#[test]
+fn a_group_measured_once_is_measured_again_after_it_changes() {
+    let samples = [
+        ("dev-a", good("p", Value::Float(1.25), Some("kPa"), T0)),
+        ("dev-b", good("p", Value::Float(2.5), Some("kPa"), T0)),
+        ("dev-a", good("t", Value::Float(21.0), Some("°C"), T0)),
+        (
+            "dev-a",
+            good("p", Value::Float(1.5), Some("kPa"), T0 + 1000),
+        ),
+        (
+            "dev-a",
+            good("p", Value::Float(1.75), Some("bar"), T0 + 1000),
+        ),
+        ("dev-b", badq("q", BadReason::Timeout, None, T0)),
+        ("dev-a", good("p", Value::Float(12345.678), Some("kPa"), T0)),
+        ("dev-c", good("on", Value::Bool(true), None, T0 + 5)),
+    ];
+    let mut m = Packed::data(false, Wire::from(Encoding::Json));
+    for (device, s) in &samples {
+        let before = m.clone();
+        m.add_sample(&Arc::from(*device), s);
+        for (what, p) in [("grown", &m), ("clone", &m.clone()), ("before", &before)] {
+            let Body::Data { devices, .. } = &p.body else {
+                unreachable!()
+            };
+            for _ in 0..2 {
+                let want = json1::to_vec("gw-1", u64::MAX, false, devices)
+                    .unwrap()
+                    .len();
+                assert_eq!(json1::len("gw-1", u64::MAX, false, devices), want, "{what}");
+            }
+        }
+    }
+}

@@ -156,19 +156,32 @@ fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
     Json::Object(m)
 }
 
-/// The decimal `x` stands for as a mantissa at 10^`e` (`None`: does not fit a slot).
-pub(super) fn mantissa_at(x: f64, e: i32) -> Option<i128> {
+/// The decimal `x` stands for (`d`, its `Decimal::of`) as a mantissa at 10^`e` (`None`: does
+/// not fit a slot).
+fn scaled(x: f64, d: Option<Decimal>, e: i32) -> Option<i128> {
     if x == 0.0 && x.is_sign_negative() {
         return None;
     }
-    let d = Decimal::of(x)?;
+    let d = d?;
     let shift = u32::try_from(d.exponent.checked_sub(e)?).ok()?;
     let m = d.mantissa.checked_mul(10i128.checked_pow(shift)?)?;
     (m.abs() <= MAX_SLOT).then_some(m)
 }
 
+/// `Decimal::of` of the floats of one message, each computed once: the schema's exponent and
+/// the value's slot both need it, and it was a sixth of a format-2 CBOR seal's instructions
+/// (issue 13). Keyed by the float's bits (one message: a few hundred entries at most).
+#[derive(Default)]
+struct Decimals(std::collections::HashMap<u64, Option<Decimal>, foldhash::fast::RandomState>);
+
+impl Decimals {
+    fn of(&mut self, x: f64) -> Option<Decimal> {
+        *self.0.entry(x.to_bits()).or_insert_with(|| Decimal::of(x))
+    }
+}
+
 /// The kind of point `i` of a schema, from every value it has in the message.
-fn kind_of(s: &Schema<'_>, i: usize) -> Kind {
+fn kind_of(s: &Schema<'_>, i: usize, dec: &mut Decimals) -> Kind {
     let values = s.devices.iter().flat_map(|g| {
         g.reads.iter().flat_map(move |r| {
             r.items.iter().filter_map(move |(j, item)| match item {
@@ -183,7 +196,7 @@ fn kind_of(s: &Schema<'_>, i: usize) -> Kind {
         match v {
             Value::Float(x) => {
                 floats += 1;
-                if let Some(d) = Decimal::of(*x).filter(|d| d.mantissa != 0) {
+                if let Some(d) = dec.of(*x).filter(|d| d.mantissa != 0) {
                     exp = Some(exp.map_or(d.exponent, |e| e.min(d.exponent)));
                 }
             }
@@ -209,9 +222,9 @@ fn kind_cbor(k: Kind) -> Cbor {
 
 /// One value in its slot: an integer slot (delta to `prev`, which it updates) where the kind
 /// allows, else the value as it is.
-fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128) -> Cbor {
+fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128, dec: &mut Decimals) -> Cbor {
     let abs = match (kind, v) {
-        (Kind::Decimal(e), Value::Float(x)) => mantissa_at(*x, e),
+        (Kind::Decimal(e), Value::Float(x)) => scaled(*x, dec.of(*x), e),
         (Kind::Integer, Value::Int(i)) => Some(i128::from(*i)),
         (Kind::Integer, Value::UInt(u)) => Some(i128::from(*u)),
         _ => None,
@@ -229,11 +242,12 @@ fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128) -> Cbor {
 /// [scale]|null, [device]]`, device `[name, dt, v…, {index: reason}?, dt, v…]`.
 fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Cbor {
     let base = base_ms(devices);
+    let mut dec = Decimals::default();
     let sch: Vec<Cbor> = schemas(devices)
         .into_iter()
         .map(|s| {
             let n = s.points.len();
-            let kinds: Vec<Kind> = (0..n).map(|i| kind_of(&s, i)).collect();
+            let kinds: Vec<Kind> = (0..n).map(|i| kind_of(&s, i, &mut dec)).collect();
             let names = s
                 .points
                 .iter()
@@ -265,7 +279,7 @@ fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup])
                         let (vals, bad) = slots(n, r);
                         for (i, v) in vals.into_iter().enumerate() {
                             a.push(match v {
-                                Some(v) => slot_cbor(v, kinds[i], &mut prev[i]),
+                                Some(v) => slot_cbor(v, kinds[i], &mut prev[i], &mut dec),
                                 None => Cbor::Null,
                             });
                         }
