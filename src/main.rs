@@ -67,7 +67,7 @@ enum Command {
 /// back to the kernel only above 1 MiB of free top, so a cycle's allocate/free pattern does not
 /// shrink and regrow the heap (brk/madvise and page faults every cycle); bench-results/cpu_round3.txt.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn tune_heap() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
@@ -86,7 +86,7 @@ fn limit_malloc_arenas() {
 static HEAP: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 #[cfg(target_env = "musl")]
-fn limit_malloc_arenas() {
+fn tune_heap() {
     // Before any SQLite call: main's first statement. A failure would only mean SQLite keeps
     // musl's malloc (slower, same results), so it is reported and ignored.
     if let Err(e) = gasdtu::store::sqlite_heap::route_to_global_allocator() {
@@ -95,7 +95,7 @@ fn limit_malloc_arenas() {
 }
 
 #[cfg(not(any(all(target_os = "linux", target_env = "gnu"), target_env = "musl")))]
-fn limit_malloc_arenas() {}
+fn tune_heap() {}
 
 /// The async runtime. The daemon (`run`) gets a current-thread runtime: its work per cycle is
 /// small and I/O bound (20 Modbus transactions, one commit on the blocking pool, a few
@@ -115,7 +115,7 @@ fn runtime(daemon: bool) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_heap();
     let cli = Cli::parse();
     let global = cli::Global {
         config: cli.config,
