@@ -83,7 +83,68 @@ fn tune_heap() {
 /// above, and SQLite allocates from it too (`store::sqlite_heap`).
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static HEAP: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static HEAP: musl_heap::Heap = musl_heap::Heap::new();
+
+/// dlmalloc behind std's mutex. dlmalloc's own global allocator locks a pthread mutex, and
+/// musl's `pthread_mutex_unlock` took ~45 instructions a call: with ~40 allocations a reading
+/// the lock alone was ~6 % of the daemon's instructions on W1 (callgrind) and ~5 % of its CPU
+/// samples (perf), bench-results/cpu_round10.txt. std's mutex is a futex word: one atomic
+/// operation each way, no system call unless two threads meet (the runtime thread and one
+/// SQLite commit on the blocking pool, rarely at the same instant). It never allocates, so it
+/// can guard the allocator.
+#[cfg(target_env = "musl")]
+mod musl_heap {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::{Mutex, MutexGuard};
+
+    pub struct Heap(Mutex<Dl>);
+
+    struct Dl(dlmalloc::Dlmalloc);
+
+    // SAFETY: the allocator state holds raw pointers into memory it mapped itself; it is only
+    // ever reached through the mutex, by one thread at a time.
+    unsafe impl Send for Dl {}
+
+    impl Heap {
+        pub const fn new() -> Heap {
+            Heap(Mutex::new(Dl(dlmalloc::Dlmalloc::new())))
+        }
+
+        fn lock(&self) -> MutexGuard<'_, Dl> {
+            // A panic while allocating leaves dlmalloc's state as consistent as it was before
+            // the call (it does not unwind through a half-done split): keep allocating.
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+
+    // SAFETY: every call forwards the caller's layout to dlmalloc under the lock, which is
+    // what dlmalloc's own GlobalAlloc does with its pthread mutex.
+    unsafe impl GlobalAlloc for Heap {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            unsafe { self.lock().0.malloc(layout.size(), layout.align()) }
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { self.lock().0.free(ptr, layout.size(), layout.align()) }
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            unsafe { self.lock().0.calloc(layout.size(), layout.align()) }
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            unsafe {
+                self.lock()
+                    .0
+                    .realloc(ptr, layout.size(), layout.align(), new_size)
+            }
+        }
+    }
+}
 
 #[cfg(target_env = "musl")]
 fn tune_heap() {

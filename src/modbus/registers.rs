@@ -83,6 +83,24 @@ fn to_be_bytes(regs: &[u16], order: WordOrder) -> Vec<u8> {
     out
 }
 
+/// `to_be_bytes` of the first `N / 2` registers into an array: the numeric types, decoded for
+/// every point of every poll, without the two vectors (issue 13: they were a quarter of the
+/// bus task's instructions). Missing registers read as zero; callers check the width first.
+fn be<const N: usize>(regs: &[u16], order: WordOrder) -> [u8; N] {
+    let n = N / 2;
+    let mut out = [0u8; N];
+    for (k, pair) in out.chunks_exact_mut(2).enumerate() {
+        let at = if order.swaps_words() { n - 1 - k } else { k };
+        let [hi, lo] = regs.get(at).copied().unwrap_or(0).to_be_bytes();
+        pair.copy_from_slice(&if order.swaps_bytes() {
+            [lo, hi]
+        } else {
+            [hi, lo]
+        });
+    }
+    out
+}
+
 /// Inverse of `to_be_bytes`: big-endian bytes to registers as they go on the wire.
 fn from_be_bytes(bytes: &[u8], order: WordOrder) -> Vec<u16> {
     let mut words: Vec<u16> = bytes
@@ -137,18 +155,18 @@ pub fn decode_raw(
             }
             Value::Bool(regs[0] >> b & 1 == 1)
         }
-        DataType::U16 => Value::UInt(u16::from_be_bytes(b2(&to_be_bytes(regs, order))) as u64),
-        DataType::I16 => Value::Int(i16::from_be_bytes(b2(&to_be_bytes(regs, order))) as i64),
-        DataType::U32 => Value::UInt(u32::from_be_bytes(b4(&to_be_bytes(regs, order))) as u64),
-        DataType::I32 => Value::Int(i32::from_be_bytes(b4(&to_be_bytes(regs, order))) as i64),
-        DataType::U64 => Value::UInt(u64::from_be_bytes(b8(&to_be_bytes(regs, order)))),
-        DataType::I64 => Value::Int(i64::from_be_bytes(b8(&to_be_bytes(regs, order)))),
-        DataType::F32 => Value::Float(f32::from_be_bytes(b4(&to_be_bytes(regs, order))) as f64),
-        DataType::F64 => Value::Float(f64::from_be_bytes(b8(&to_be_bytes(regs, order)))),
+        DataType::U16 => Value::UInt(u16::from_be_bytes(be(regs, order)) as u64),
+        DataType::I16 => Value::Int(i16::from_be_bytes(be(regs, order)) as i64),
+        DataType::U32 => Value::UInt(u32::from_be_bytes(be(regs, order)) as u64),
+        DataType::I32 => Value::Int(i32::from_be_bytes(be(regs, order)) as i64),
+        DataType::U64 => Value::UInt(u64::from_be_bytes(be(regs, order))),
+        DataType::I64 => Value::Int(i64::from_be_bytes(be(regs, order))),
+        DataType::F32 => Value::Float(f32::from_be_bytes(be(regs, order)) as f64),
+        DataType::F64 => Value::Float(f64::from_be_bytes(be(regs, order))),
         // A bad digit is reported with the register as it came off the wire (what mbpoll or
         // the meter's manual shows), not the byte-swapped word it was read as.
         DataType::Bcd16 => {
-            let w = u16::from_be_bytes(b2(&to_be_bytes(regs, order)));
+            let w = u16::from_be_bytes(be(regs, order));
             Value::UInt(bcd_digits(w).map_err(|_| DecodeError::Bcd(regs[0]))? as u64)
         }
         DataType::Bcd32 => {
@@ -179,8 +197,8 @@ pub fn decode_raw(
             Value::UInt(v)
         }
         DataType::IntReal => {
-            let int = u32::from_be_bytes(b4(&to_be_bytes(&regs[..2], order)));
-            let frac = f32::from_be_bytes(b4(&to_be_bytes(&regs[2..], order)));
+            let int = u32::from_be_bytes(be(&regs[..2], order));
+            let frac = f32::from_be_bytes(be(&regs[2..], order));
             Value::Float(int_real(int, frac)?)
         }
         DataType::String(n) => {
@@ -211,16 +229,6 @@ fn int_real(int: u32, frac: f32) -> Result<f64, DecodeError> {
         None => int.to_string(),
     };
     text.parse::<f64>().map_err(|_| DecodeError::Fraction(frac))
-}
-
-fn b2(v: &[u8]) -> [u8; 2] {
-    [v[0], v[1]]
-}
-fn b4(v: &[u8]) -> [u8; 4] {
-    [v[0], v[1], v[2], v[3]]
-}
-fn b8(v: &[u8]) -> [u8; 8] {
-    [v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]
 }
 
 /// Apply scale and offset. Identity scaling keeps integers exact; anything else is a float,

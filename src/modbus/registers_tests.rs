@@ -548,3 +548,30 @@ fn bits_ignore_scale_when_encoding() {
         Ok(vec![0])
     );
 }
+
+/// The fixed-width arrangement of the numeric types (`be`) is `to_be_bytes` for every word
+/// order and width: each register distinct, so a swapped word or byte shows.
+#[test]
+fn fixed_width_bytes_equal_the_general_arrangement() {
+    let wire = [0x0102u16, 0x0304, 0x0506, 0x0708];
+    for order in [O::Abcd, O::Cdab, O::Badc, O::Dcba] {
+        assert_eq!(
+            be::<2>(&wire[..1], order).to_vec(),
+            to_be_bytes(&wire[..1], order)
+        );
+        assert_eq!(
+            be::<4>(&wire[..2], order).to_vec(),
+            to_be_bytes(&wire[..2], order)
+        );
+        assert_eq!(
+            be::<8>(&wire, order).to_vec(),
+            to_be_bytes(&wire, order),
+            "{order:?}"
+        );
+    }
+    assert_eq!(
+        be::<4>(&[0x0102], O::Abcd),
+        [1, 2, 0, 0],
+        "a missing register reads as zero"
+    );
+}

@@ -1,9 +1,9 @@
 //! Format 1 JSON `data` messages written straight from the packed device groups (pure core, no
 //! I/O): the bytes `serde_json` gives for the documented object (keys in byte order, as its
 //! `Map` sorts them; floats by the `meant` rule), without building a `serde_json::Value` tree
-//! first. The packer measures every message it tries (`Packed::worst_len`), so this writer
-//! runs several times per message; `len` measures without keeping the bytes, one device
-//! object at a time, and a device group keeps its length until it changes (issue 13: the
+//! first. The packer measures every message it tries (`Packed::worst_len`): each device
+//! object is written once per change of its group and kept in the group, `len` adds their
+//! lengths and `to_vec` joins them into the message (issue 13: the
 //! tree of maps, cloned point names and formatted floats was the largest CPU cost per
 //! reading, bench-results/cpu_round7.txt). `payload_tests` pins the bytes to the tree's.
 
@@ -14,8 +14,46 @@ use crate::decimal::meant;
 use crate::model::Value;
 use crate::time::rfc3339_ms;
 
-/// The message's bytes.
+/// The message's bytes: the message with no devices, with each device object (written once
+/// per change of its group, kept in the group) spliced into its `data` array.
 pub(super) fn to_vec(
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) -> Result<Vec<u8>, CodecError> {
+    let encode = |e: serde_json::Error| CodecError::Encode(e.to_string());
+    let empty = serde_json::to_vec(&Msg::new(gateway, seq, historical, &[])).map_err(encode)?;
+    // `Msg` writes `data` first, so the empty message starts with the array's opening.
+    let Some(rest) = empty.strip_prefix(DATA_OPEN) else {
+        return whole(gateway, seq, historical, devices);
+    };
+    let mut parts = Vec::with_capacity(devices.len());
+    for g in devices {
+        match device_json(g) {
+            Some(b) => parts.push(b),
+            None => return whole(gateway, seq, historical, devices),
+        }
+    }
+    let len = empty.len() + parts.iter().map(|b| b.len() + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(DATA_OPEN);
+    for (i, b) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b);
+    }
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+/// What `Msg` writes before the device objects.
+const DATA_OPEN: &[u8] = b"{\"data\":[";
+
+/// The message's bytes written in one pass, ignoring the groups' kept objects: the reference
+/// `to_vec` and `len` are pinned to, and the fallback should the splice not apply.
+pub(super) fn whole(
     gateway: &str,
     seq: u64,
     historical: bool,
@@ -27,25 +65,22 @@ pub(super) fn to_vec(
     Ok(out)
 }
 
+/// A group's device object, written once per change of the group.
+fn device_json(g: &DeviceGroup) -> Option<&[u8]> {
+    g.json.get_or_write(|| serde_json::to_vec(&Device(g)).ok())
+}
+
 /// The message's length in bytes (`to_vec(..).len()`), without the bytes: the message with
-/// no devices, plus each device object (measured once per change of its group, kept in the
-/// group), plus the commas between them.
+/// no devices, plus each device object, plus the commas between them.
 pub(super) fn len(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> usize {
     let Some(mut total) = count(&Msg::new(gateway, seq, historical, &[])) else {
         return usize::MAX;
     };
     for (i, g) in devices.iter().enumerate() {
-        let n = match g.json_len.get() {
-            Some(n) => n,
-            None => {
-                let Some(n) = count(&Device(g)) else {
-                    return usize::MAX;
-                };
-                g.json_len.set(n);
-                n
-            }
+        let Some(b) = device_json(g) else {
+            return usize::MAX;
         };
-        total += n + usize::from(i > 0);
+        total += b.len() + usize::from(i > 0);
     }
     total
 }

@@ -112,11 +112,11 @@ fn the_direct_writer_gives_the_bytes_of_the_value_tree() {
     }
 }
 
-/// A group keeps its measured length only until it changes: a message grown sample by sample
-/// (new device, new point, another read time, a unit change, a repeated point), measured after
-/// every step and through clones, always measures what it writes.
+/// A group keeps its written object only until it changes: a message grown sample by sample
+/// (new device, new point, another read time, a unit change, a repeated point), measured and
+/// written after every step and through clones, always gives what one pass over it writes.
 #[test]
-fn a_group_measured_once_is_measured_again_after_it_changes() {
+fn a_group_written_once_is_written_again_after_it_changes() {
     let samples = [
         ("dev-a", good("p", Value::Float(1.25), Some("kPa"), T0)),
         ("dev-b", good("p", Value::Float(2.5), Some("kPa"), T0)),
@@ -142,10 +142,17 @@ fn a_group_measured_once_is_measured_again_after_it_changes() {
                 unreachable!()
             };
             for _ in 0..2 {
-                let want = json1::to_vec("gw-1", u64::MAX, false, devices)
-                    .unwrap()
-                    .len();
-                assert_eq!(json1::len("gw-1", u64::MAX, false, devices), want, "{what}");
+                let want = json1::whole("gw-1", u64::MAX, false, devices).unwrap();
+                assert_eq!(
+                    json1::len("gw-1", u64::MAX, false, devices),
+                    want.len(),
+                    "{what}"
+                );
+                assert_eq!(
+                    json1::to_vec("gw-1", u64::MAX, false, devices).unwrap(),
+                    want,
+                    "{what}"
+                );
             }
         }
     }

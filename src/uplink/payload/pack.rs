@@ -107,6 +107,37 @@ fn proportional(base: usize, len: usize, k: usize, max: usize) -> usize {
         .min(k.saturating_sub(1))
 }
 
+/// Each batch of a run as the device groups it makes alone (`groups_alone`), made the first
+/// time the batch is tried and copied into every candidate message after: a candidate's
+/// groups then keep their written JSON instead of being written again per candidate.
+struct Alone<'e> {
+    run: &'e [Entry],
+    wire: Wire,
+    groups: Vec<Option<Vec<super::DeviceGroup>>>,
+}
+
+impl<'e> Alone<'e> {
+    fn new(run: &'e [Entry], wire: Wire) -> Self {
+        Alone {
+            run,
+            wire,
+            groups: vec![None; run.len()],
+        }
+    }
+
+    /// Entry `i` of the run into `m`: its batch and its id.
+    fn add(&mut self, m: &mut Packed, i: usize) {
+        let (Some(e), Some(slot)) = (self.run.get(i), self.groups.get_mut(i)) else {
+            return;
+        };
+        if let EntryBody::Batch(b) = &e.body {
+            let alone = slot.get_or_insert_with(|| super::groups_alone(b, self.wire));
+            m.add_batch_alone(b, alone);
+            m.entries.push(e.id);
+        }
+    }
+}
+
 /// How many entries from the first are data batches of the same kind (live or backlog).
 fn batch_run(entries: &[Entry]) -> usize {
     let Some(first) = entries.first() else {
@@ -146,6 +177,7 @@ impl Packer<'_> {
         if self.cur.as_ref().and_then(Packed::historical) != Some(historical) {
             self.out.extend(self.cur.take());
         }
+        let mut alone = Alone::new(run, self.wire);
         let mut i = 0;
         while i < run.len() {
             let base = self
@@ -153,13 +185,10 @@ impl Packer<'_> {
                 .take()
                 .unwrap_or_else(|| Packed::data(historical, self.wire));
             let rest = &run[i..];
-            let with = |k: usize| {
+            let with = |k: usize, alone: &mut Alone| {
                 let mut m = base.clone();
-                for e in &rest[..k] {
-                    if let EntryBody::Batch(b) = &e.body {
-                        m.add_batch(b);
-                        m.entries.push(e.id);
-                    }
+                for j in i..i + k {
+                    alone.add(&mut m, j);
                 }
                 m
             };
@@ -173,7 +202,7 @@ impl Packer<'_> {
                 _ => rest.len(),
             };
             let mut k = guess.clamp(1, rest.len());
-            let mut m = with(k);
+            let mut m = with(k, &mut alone);
             let len = m.worst_len(self.gateway);
             let mut fits = len <= self.max_payload;
             if !fits && !guessed {
@@ -181,17 +210,14 @@ impl Packer<'_> {
                 // room left would hold if each took the same share of what the run measured
                 // (batches of one poll cycle are alike), then walk from there.
                 k = proportional(base.worst_len(self.gateway), len, k, self.max_payload);
-                m = with(k);
+                m = with(k, &mut alone);
                 fits = k == 0 || self.fits(&m);
             }
             if fits {
                 while k < rest.len() {
                     // One batch more on top of what fits (not all of them again from `base`).
                     let mut more = m.clone();
-                    if let EntryBody::Batch(b) = &rest[k].body {
-                        more.add_batch(b);
-                        more.entries.push(rest[k].id);
-                    }
+                    alone.add(&mut more, i + k);
                     if !self.fits(&more) {
                         break;
                     }
@@ -201,7 +227,7 @@ impl Packer<'_> {
             } else {
                 loop {
                     k -= 1;
-                    m = with(k);
+                    m = with(k, &mut alone);
                     if k == 0 || self.fits(&m) {
                         break;
                     }

@@ -57,6 +57,21 @@ fn whole_runs_pack_exactly_as_batch_by_batch() {
             let fast = pack(&entries, "gw-1", limit, wire, true);
             let each = pack(&entries, "gw-1", limit, wire, false);
             assert_eq!(fast, each, "{wire:?} limit {limit}");
+            // Groups copied between candidates keep JSON that is still theirs.
+            for m in &fast {
+                if let (
+                    Body::Data {
+                        historical,
+                        devices,
+                    },
+                    Encoding::Json,
+                    PayloadFormat::V1,
+                ) = (&m.body, m.encoding, m.format)
+                {
+                    let want = json1::whole("gw-1", 9, *historical, devices).unwrap();
+                    assert_eq!(m.build("gw-1", 9).unwrap(), want, "{wire:?} limit {limit}");
+                }
+            }
             // And they are real messages within the limit (or a lone sample over it).
             let bound: Vec<i64> = fast.iter().flat_map(|m| m.entries.clone()).collect();
             let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();

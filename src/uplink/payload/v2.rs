@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
+#[cfg(test)]
 use ciborium::Value as Cbor;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value as Json};
 
 use super::{sorted_reads, value_cbor, value_json, CodecError, DeviceGroup, ReadGroup};
@@ -91,12 +93,198 @@ pub(super) fn build(
     match encoding {
         Encoding::Json => serde_json::to_vec(&data_json(gateway, seq, historical, devices))
             .map_err(|e| CodecError::Encode(e.to_string())),
-        Encoding::Cbor => {
-            let mut out = Vec::new();
-            ciborium::into_writer(&data_cbor(gateway, seq, historical, devices), &mut out)
-                .map_err(|e| CodecError::Encode(e.to_string()))?;
-            Ok(out)
+        Encoding::Cbor => cbor_to_vec(gateway, seq, historical, devices),
+    }
+}
+
+/// The CBOR message `data_cbor` describes, written straight from the device groups: no
+/// `ciborium::Value` tree. The packer measures every message it tries by building it, and
+/// building and dropping the tree was ~30 % of a format-2 CBOR run's instructions (issue 13,
+/// bench-results/cpu_round10.txt). Every item goes through ciborium's serializer exactly as
+/// the tree's `Serialize` sends it (definite lengths, the shortest integer heads, floats
+/// narrowed only when lossless), so the bytes are the tree's: `data_cbor` is kept as the
+/// reference the tests pin them to (`v2_tests`).
+fn cbor_to_vec(
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) -> Result<Vec<u8>, CodecError> {
+    let mut dec = Decimals::default();
+    let sch: Vec<(Schema<'_>, Vec<Kind>)> = schemas(devices)
+        .into_iter()
+        .map(|s| {
+            let kinds = (0..s.points.len())
+                .map(|i| kind_of(&s, i, &mut dec))
+                .collect();
+            (s, kinds)
+        })
+        .collect();
+    let msg = CborMsg {
+        gateway,
+        seq,
+        historical,
+        base: base_ms(devices),
+        sch: &sch,
+        dec: std::cell::RefCell::new(dec),
+    };
+    let mut out = Vec::with_capacity(256);
+    ciborium::into_writer(&msg, &mut out).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// `{0: gw, 1: seq, 2: hist, 3: base ms, 5: [schema]}`.
+struct CborMsg<'a> {
+    gateway: &'a str,
+    seq: u64,
+    historical: bool,
+    base: i64,
+    sch: &'a [(Schema<'a>, Vec<Kind>)],
+    /// The message's decimals (`kind_of` filled it; the slots read it again).
+    dec: std::cell::RefCell<Decimals>,
+}
+
+impl Serialize for CborMsg<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry(&0u8, self.gateway)?;
+        m.serialize_entry(&1u8, &self.seq)?;
+        m.serialize_entry(&2u8, &self.historical)?;
+        m.serialize_entry(&3u8, &self.base)?;
+        m.serialize_entry(
+            &5u8,
+            &Items(self.sch.len(), || {
+                self.sch.iter().map(|(schema, kinds)| CborSchema {
+                    schema,
+                    kinds,
+                    base: self.base,
+                    dec: &self.dec,
+                })
+            }),
+        )?;
+        m.end()
+    }
+}
+
+/// A definite-length CBOR array of `.0` items, made by `.1` (called once).
+struct Items<F>(usize, F);
+
+impl<F, I> Serialize for Items<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut q = s.serialize_seq(Some(self.0))?;
+        for x in (self.1)() {
+            q.serialize_element(&x)?;
         }
+        q.end()
+    }
+}
+
+/// `[[names], [units]|null, [scale]|null, [device]]`.
+struct CborSchema<'a> {
+    schema: &'a Schema<'a>,
+    kinds: &'a [Kind],
+    base: i64,
+    dec: &'a std::cell::RefCell<Decimals>,
+}
+
+impl Serialize for CborSchema<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let points = self.schema.points;
+        let mut q = s.serialize_seq(Some(4))?;
+        q.serialize_element(&Items(points.len(), || points.iter().map(|(p, _)| &**p)))?;
+        if points.iter().any(|(_, u)| u.is_some()) {
+            q.serialize_element(&Items(points.len(), || {
+                points.iter().map(|(_, u)| u.as_deref())
+            }))?;
+        } else {
+            q.serialize_element(&())?;
+        }
+        if self.kinds.iter().all(|k| *k == Kind::Literal) {
+            q.serialize_element(&())?;
+        } else {
+            q.serialize_element(&Items(self.kinds.len(), || {
+                self.kinds.iter().map(|k| KindItem(*k))
+            }))?;
+        }
+        let devices = &self.schema.devices;
+        q.serialize_element(&Items(devices.len(), || {
+            devices.iter().map(|g| CborDevice {
+                g,
+                kinds: self.kinds,
+                base: self.base,
+                dec: self.dec,
+            })
+        }))?;
+        q.end()
+    }
+}
+
+/// A point's `scale` entry: `null`, its exponent, or `true`.
+struct KindItem(Kind);
+
+impl Serialize for KindItem {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Kind::Literal => s.serialize_unit(),
+            Kind::Decimal(e) => s.serialize_i32(e),
+            Kind::Integer => s.serialize_bool(true),
+        }
+    }
+}
+
+/// `[name, dt, v…, {index: reason}?, dt, v…]`.
+struct CborDevice<'a> {
+    g: &'a DeviceGroup,
+    kinds: &'a [Kind],
+    base: i64,
+    dec: &'a std::cell::RefCell<Decimals>,
+}
+
+impl Serialize for CborDevice<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.kinds.len();
+        let reads = sorted_reads(self.g);
+        let len = 1 + reads
+            .iter()
+            .map(|r| 1 + n + usize::from(r.items.iter().any(|(_, it)| it.is_err())))
+            .sum::<usize>();
+        let mut dec = self.dec.borrow_mut();
+        let mut prev = vec![0i128; n];
+        let mut q = s.serialize_seq(Some(len))?;
+        q.serialize_element(&*self.g.device)?;
+        for r in reads {
+            q.serialize_element(&r.t_ms.saturating_sub(self.base))?;
+            let (vals, bad) = slots(n, r);
+            for ((v, kind), prev) in vals.into_iter().zip(self.kinds).zip(&mut prev) {
+                match v.map(|v| (v, slot_delta(v, *kind, prev, &mut dec))) {
+                    None => q.serialize_element(&())?,
+                    Some((_, Some(delta))) => q.serialize_element(&delta)?,
+                    Some((v, None)) => q.serialize_element(&value_cbor(v))?,
+                }
+            }
+            if !bad.is_empty() {
+                q.serialize_element(&BadMap(&bad))?;
+            }
+        }
+        q.end()
+    }
+}
+
+/// `{index: reason}` of one read's bad points.
+struct BadMap<'a>(&'a [(usize, &'a str)]);
+
+impl Serialize for BadMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (i, why) in self.0 {
+            m.serialize_entry(&(*i as u64), why)?;
+        }
+        m.end()
     }
 }
 
@@ -212,6 +400,7 @@ fn kind_of(s: &Schema<'_>, i: usize, dec: &mut Decimals) -> Kind {
     }
 }
 
+#[cfg(test)]
 fn kind_cbor(k: Kind) -> Cbor {
     match k {
         Kind::Literal => Cbor::Null,
@@ -220,27 +409,40 @@ fn kind_cbor(k: Kind) -> Cbor {
     }
 }
 
-/// One value in its slot: an integer slot (delta to `prev`, which it updates) where the kind
-/// allows, else the value as it is.
-fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128, dec: &mut Decimals) -> Cbor {
+/// The delta an integer slot holds for `v` (and `prev` becomes `v`'s integer), or `None`: the
+/// kind does not scale `v`, or `v` does not fit a slot, and it is written as it is. Slots are
+/// at most `MAX_SLOT` in magnitude, so a delta always fits an i64.
+fn slot_delta(v: &Value, kind: Kind, prev: &mut i128, dec: &mut Decimals) -> Option<i64> {
     let abs = match (kind, v) {
         (Kind::Decimal(e), Value::Float(x)) => scaled(*x, dec.of(*x), e),
         (Kind::Integer, Value::Int(i)) => Some(i128::from(*i)),
         (Kind::Integer, Value::UInt(u)) => Some(i128::from(*u)),
         _ => None,
-    };
-    match abs.and_then(|m| Some((m, ciborium::value::Integer::try_from(m - *prev).ok()?))) {
-        Some((m, delta)) => {
-            *prev = m;
-            Cbor::Integer(delta)
-        }
+    }?;
+    let delta = i64::try_from(abs - *prev).ok()?;
+    *prev = abs;
+    Some(delta)
+}
+
+/// One value in its slot as a tree item (the reference writer).
+#[cfg(test)]
+fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128, dec: &mut Decimals) -> Cbor {
+    match slot_delta(v, kind, prev, dec) {
+        Some(delta) => Cbor::Integer(delta.into()),
         None => value_cbor(v),
     }
 }
 
 /// `{0: gw, 1: seq, 2: hist, 3: base ms, 5: [schema]}`, schema `[[names], [units]|null,
-/// [scale]|null, [device]]`, device `[name, dt, v…, {index: reason}?, dt, v…]`.
-fn data_cbor(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Cbor {
+/// [scale]|null, [device]]`, device `[name, dt, v…, {index: reason}?, dt, v…]`, as a value tree:
+/// the reference `cbor_to_vec`'s bytes are pinned to.
+#[cfg(test)]
+pub(super) fn data_cbor(
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) -> Cbor {
     let base = base_ms(devices);
     let mut dec = Decimals::default();
     let sch: Vec<Cbor> = schemas(devices)

@@ -423,3 +423,74 @@ fn decode_never_panics_on_schema_shaped_format_2() {
     })
     .unwrap();
 }
+
+/// The CBOR writer (`v2::cbor_to_vec`, no value tree) gives the value tree's bytes
+/// (`v2::data_cbor`) for any message: decimal-looking floats (slots at the point's exponent,
+/// deltas), arbitrary doubles (literals, narrowed floats), integers at the slot bound and
+/// beyond it, text, bad readings, several read times, units that differ between devices
+/// (schemas shared or not), at packing limits that split batches.
+#[test]
+fn cbor_writer_gives_the_value_trees_bytes() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let value = prop_oneof![
+        (-2_000_000i64..2_000_000, 0u32..5)
+            .prop_map(|(m, d)| Value::Float(m as f64 / 10f64.powi(d as i32))),
+        any::<f64>().prop_map(Value::Float),
+        any::<f32>().prop_map(|x| Value::Float(f64::from(x))),
+        Just(Value::Float(-0.0)),
+        (-(1i64 << 54)..(1i64 << 54)).prop_map(Value::Int),
+        any::<i64>().prop_map(Value::Int),
+        any::<u64>().prop_map(Value::UInt),
+        any::<bool>().prop_map(Value::Bool),
+        "[a-z]{0,4}".prop_map(Value::Text),
+    ];
+    let sample = (
+        prop::sample::select(vec!["p", "q", "r"]),
+        prop::option::of(value),
+        prop::sample::select(vec![None, Some("bar"), Some("kPa")]),
+        0u64..3,
+    )
+        .prop_map(|(p, v, unit, k)| match v {
+            Some(v) => good(p, v, unit, T0 + k * 1000),
+            None => badq(p, BadReason::Timeout, unit, T0 + k * 1000),
+        });
+    let entries = prop::collection::vec(
+        (
+            prop::sample::select(vec!["d1", "d2", "d3"]),
+            prop::collection::vec(sample, 1..8),
+        ),
+        1..6,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (dev, s))| batch(i as i64 + 1, dev, s, false))
+            .collect::<Vec<Entry>>()
+    });
+    TestRunner::new(Config {
+        cases: 1500,
+        rng_seed: RngSeed::Fixed(0x9a5d_0014),
+        failure_persistence: None,
+        ..Config::default()
+    })
+    .run(&(entries, 96usize..4096), |(entries, limit)| {
+        for m in encode_messages(&entries, "gw-1", limit, V2_CBOR) {
+            let Body::Data {
+                historical,
+                devices,
+            } = &m.body
+            else {
+                continue;
+            };
+            for seq in [0, 7, u64::MAX] {
+                let mut want = Vec::new();
+                ciborium::into_writer(&v2::data_cbor("gw-1", seq, *historical, devices), &mut want)
+                    .unwrap();
+                prop_assert_eq!(hex(&m.build("gw-1", seq).unwrap()), hex(&want));
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+}
