@@ -65,21 +65,27 @@ struct DeviceGroup {
     json: Written,
 }
 
-/// Bytes written once, or not yet. Never part of a group's equality.
+/// Bytes written once, or not yet, in a cell the copies of a group share: a copy made before
+/// the bytes were written finds them written by another (the packer copies a batch's groups
+/// into each candidate message). A group that changes gets a cell of its own (`forget`).
+/// Never part of a group's equality.
 #[derive(Debug, Clone, Default)]
-struct Written(std::sync::OnceLock<Arc<Vec<u8>>>);
+struct Written(Arc<std::sync::OnceLock<Vec<u8>>>);
 
 impl Written {
     /// The bytes, written by `write` the first time (`None`: it failed, and nothing is kept).
     fn get_or_write(&self, write: impl FnOnce() -> Option<Vec<u8>>) -> Option<&[u8]> {
         if self.0.get().is_none() {
-            let _ = self.0.set(Arc::new(write()?));
+            let _ = self.0.set(write()?);
         }
         self.0.get().map(|b| b.as_slice())
     }
 
     fn forget(&mut self) {
-        self.0.take();
+        match Arc::get_mut(&mut self.0) {
+            Some(cell) => drop(cell.take()),
+            None => self.0 = Arc::default(),
+        }
     }
 }
 
