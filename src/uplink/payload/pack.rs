@@ -12,7 +12,9 @@
 //! `pack_tests`). The one exception is format 2's schema table: a batch that gives a device the
 //! same points as another device merges two schemas and can shrink the message; then a message
 //! may keep a batch the one-by-one rule would have moved to the next message, still within the
-//! limit (the forwarder and the ingest seal both pack here, so they agree). Pure: no I/O.
+//! limit (the forwarder and the ingest seal both pack here, so they agree). Each batch of a
+//! run is made into its device groups once (`Alone`) and copied into every candidate, so a
+//! device object is written once and only measured after (issue 13). Pure: no I/O.
 
 use super::{fit_json, Body, Packed, Wire};
 use crate::config::{Encoding, PayloadFormat};
