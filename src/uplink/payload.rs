@@ -222,18 +222,25 @@ impl Packed {
         }
     }
 
+    /// A format 1 JSON data message's kind (historical or live) and device groups.
+    fn json1_data(&self) -> Option<(bool, &[DeviceGroup])> {
+        match (&self.body, self.encoding, self.format) {
+            (
+                Body::Data {
+                    historical,
+                    devices,
+                },
+                Encoding::Json,
+                PayloadFormat::V1,
+            ) => Some((*historical, devices)),
+            _ => None,
+        }
+    }
+
     /// Size with the largest possible sequence number (what the packer measures).
     fn worst_len(&self, gateway: &str) -> usize {
-        if let (
-            Body::Data {
-                historical,
-                devices,
-            },
-            Encoding::Json,
-            PayloadFormat::V1,
-        ) = (&self.body, self.encoding, self.format)
-        {
-            return json1::len(gateway, u64::MAX, *historical, devices);
+        if let Some((historical, devices)) = self.json1_data() {
+            return json1::len(gateway, u64::MAX, historical, devices);
         }
         self.build(gateway, u64::MAX)
             .map(|b| b.len())

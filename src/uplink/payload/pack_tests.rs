@@ -59,16 +59,8 @@ fn whole_runs_pack_exactly_as_batch_by_batch() {
             assert_eq!(fast, each, "{wire:?} limit {limit}");
             // Groups copied between candidates keep JSON that is still theirs.
             for m in &fast {
-                if let (
-                    Body::Data {
-                        historical,
-                        devices,
-                    },
-                    Encoding::Json,
-                    PayloadFormat::V1,
-                ) = (&m.body, m.encoding, m.format)
-                {
-                    let want = json1::whole("gw-1", 9, *historical, devices).unwrap();
+                if let Some((historical, devices)) = m.json1_data() {
+                    let want = json1::whole("gw-1", 9, historical, devices).unwrap();
                     assert_eq!(m.build("gw-1", 9).unwrap(), want, "{wire:?} limit {limit}");
                 }
             }
