@@ -124,6 +124,7 @@ pub fn scan(r: &mut impl Read, db_page_size: Option<u32>) -> io::Result<WalScan>
     let mut in_prefix_since_commit = 0u64;
     let mut after_break_frames = 0u64;
     let mut last_lost_commit = 0u64;
+    let mut last_real = 0u64;
     loop {
         if fill(r, &mut frame)? < frame.len() {
             break; // a partial frame at the end is a torn write: normal
@@ -157,6 +158,7 @@ pub fn scan(r: &mut impl Read, db_page_size: Option<u32>) -> io::Result<WalScan>
         let real = page_no != 0 && salt == salts && (header_ok || verifies(prev_stored));
         prev_stored = stored;
         if real {
+            last_real = out.frames;
             after_break_frames += 1;
             if db_size != 0 {
                 out.lost_commits += 1;
@@ -167,9 +169,12 @@ pub fn scan(r: &mut impl Read, db_page_size: Option<u32>) -> io::Result<WalScan>
     if !header_ok && out.frames > 0 {
         out.break_at = Some(1);
     }
-    // Only the very last transaction, ending in the file's last frame, broken: indistinguishable
-    // from a commit interrupted by power loss (it never returned Ok). Not a loss.
-    if header_ok && out.lost_commits == 1 && last_lost_commit == out.frames {
+    // Only the very last transaction of this generation broken, its commit frame the last
+    // frame with this generation's salts: indistinguishable from a commit interrupted by a
+    // kill or power loss (it never returned Ok). Not a loss. Frames of an older generation may
+    // follow it: SQLite writes a frame's header and its page in two writes, so a kill between
+    // them leaves this generation's commit header over the stale page of a restarted WAL.
+    if header_ok && out.lost_commits == 1 && last_lost_commit == last_real {
         out.lost_commits = 0;
     }
     if out.lost_commits > 0 {
@@ -297,6 +302,26 @@ mod tests {
                 0,
                 0,
                 Some(11),
+            ),
+            (
+                "kill -9 between a commit frame's header and page, restarted WAL",
+                txns(false, 3).frame(50, true).smash(6, 4).old_generation(6),
+                3,
+                0,
+                0,
+                Some(7),
+            ),
+            (
+                "broken commit followed by a real frame of its generation",
+                txns(false, 3)
+                    .frame(50, true)
+                    .smash(6, 4)
+                    .frame(51, false)
+                    .old_generation(4),
+                3,
+                1,
+                2,
+                Some(7),
             ),
             (
                 "old generation after a restart",
