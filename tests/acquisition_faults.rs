@@ -811,6 +811,64 @@ async fn a_vanished_port_gives_bad_batches_and_good_ones_return() {
     stop.cancel();
 }
 
+/// Another program holds the port (an engineer's terminal, or a forked process's copy of the
+/// link's own descriptor): serialport's exclusive `flock` fails. The link tries the open three
+/// times over 120 ms before it says so (a copy that lives a moment costs no transaction), then
+/// names the port, the reason and the tries; once the holder lets go, reads are good again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_another_descriptor_holds_is_tried_three_times_then_named_busy() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pty = pty_pair(dir.path(), "held").await;
+    let a = device("a", RS485, 1, vec![u16_point("v", 0)]);
+    let sim = simulator(&[&a], &[(1, "v", Value::UInt(4242))], Faults::none());
+    let stop = CancellationToken::new();
+    let _serial = serve_serial(&sim, &pty.b, &stop);
+
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&pty.a)
+        .unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    let locked = unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(locked, 0, "the holder takes the port's lock");
+
+    let mut link = Link::new(rtu_bus(&pty.a, ms(300), 0));
+    let t0 = std::time::Instant::now();
+    match link.read(1, Table::HoldingRegister, 0, 1).await {
+        Err(TxError::Io(m)) => {
+            let want = format!(
+                "cannot open {}: Unable to acquire exclusive lock on serial port (3 tries over 120 ms)",
+                pty.a.display()
+            );
+            assert_eq!(m, want);
+        }
+        other => panic!("a held port gave {other:?}"),
+    }
+    assert!(t0.elapsed() >= ms(120), "both settle waits were taken");
+    assert_eq!((link.stats.opens, link.stats.open_failures), (1, 1));
+
+    drop(holder);
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match link.read(1, Table::HoldingRegister, 0, 1).await {
+            Ok(v) => {
+                assert_eq!(v, vec![4242]);
+                break;
+            }
+            Err(e) => assert!(
+                tokio::time::Instant::now() < end,
+                "no good read 10 s after the holder let go: {e}"
+            ),
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    stop.cancel();
+}
+
 // ------------------------------------------------------------------------------------------
 // 5. RTU over TCP
 

@@ -234,6 +234,9 @@ struct Conn {
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// Waits before the second and third try of a serial open that failed (see `settled`).
+const SERIAL_SETTLE: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
+
 /// Counters a link keeps about its own traffic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkStats {
@@ -310,15 +313,17 @@ impl Link {
         self.stats.opens += 1;
         let tap = Arc::new(TapLog::default());
         let res = match &self.bus.transport {
-            Transport::Rtu(s) => open_serial(s).map(|port| {
-                tokio_modbus::client::rtu::attach_slave(
-                    Tap {
-                        inner: port,
-                        log: tap.clone(),
-                    },
-                    Slave(1),
-                )
-            }),
+            Transport::Rtu(s) => settled(&SERIAL_SETTLE, || open_serial(s))
+                .await
+                .map(|port| {
+                    tokio_modbus::client::rtu::attach_slave(
+                        Tap {
+                            inner: port,
+                            log: tap.clone(),
+                        },
+                        Slave(1),
+                    )
+                }),
             Transport::Tcp { host, port } => {
                 connect_tcp(host, *port, self.bus.timeout).await.map(|s| {
                     tokio_modbus::client::tcp::attach_slave(
@@ -639,6 +644,37 @@ fn protocol_detail(p: &tokio_modbus::ProtocolError) -> String {
     }
 }
 
+/// Try `open`, and once more after each wait of `settle` while it fails. This link's own
+/// previous descriptor of a serial port can outlive its close for a moment: a process forked
+/// anywhere in the daemon holds a copy of every descriptor until it execs (serialport's
+/// exclusive `flock` then says the port is busy), and a tty's last close may still be draining
+/// output. A transaction must not fail, nor the link back off for seconds, for that. A port
+/// that stays busy or missing fails with the last error and how long it was tried.
+async fn settled<T>(settle: &[Duration], mut open: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut waited = Duration::ZERO;
+    for wait in settle {
+        match open() {
+            Ok(t) => return Ok(t),
+            Err(e) => tracing::debug!("open failed ({e}); trying again in {wait:?}"),
+        }
+        tokio::time::sleep(*wait).await;
+        waited += *wait;
+    }
+    open().map_err(|e| {
+        if settle.is_empty() {
+            return e;
+        }
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e} ({} tries over {} ms)",
+                settle.len() + 1,
+                waited.as_millis()
+            ),
+        )
+    })
+}
+
 fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
     use tokio_serial::SerialPort;
     let builder = tokio_serial::new(&s.port, s.baud)
@@ -682,6 +718,45 @@ async fn connect_tcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A serial open that fails `fails` times, then opens: tried at most once per wait plus
+    /// once, each wait taken in full before the next try; a failure at the end names the
+    /// last error, the tries and the time they took.
+    #[tokio::test]
+    async fn a_failed_serial_open_is_tried_again_after_each_settle_wait() {
+        let settle = [Duration::from_millis(3), Duration::from_millis(7)];
+        // (failures before it opens, result, tries made, least time taken in ms)
+        let cases: &[(u32, Result<u32, &str>, u32, u64)] = &[
+            (0, Ok(1), 1, 0),
+            (1, Ok(2), 2, 3),
+            (2, Ok(3), 3, 10),
+            (3, Err("busy 3 (3 tries over 10 ms)"), 3, 10),
+            (9, Err("busy 3 (3 tries over 10 ms)"), 3, 10),
+        ];
+        for &(fails, ref want, tries, least_ms) in cases {
+            let mut n = 0u32;
+            let t0 = Instant::now();
+            let got = settled(&settle, || {
+                n += 1;
+                if n <= fails {
+                    Err(io::Error::new(io::ErrorKind::NotFound, format!("busy {n}")))
+                } else {
+                    Ok(n)
+                }
+            })
+            .await
+            .map_err(|e| e.to_string());
+            assert_eq!(got, want.map_err(String::from), "{fails} failures");
+            assert_eq!(n, tries, "{fails} failures");
+            assert!(
+                t0.elapsed() >= Duration::from_millis(least_ms),
+                "{fails} failures"
+            );
+        }
+        // No waits: one try, the error as it is.
+        let e = settled::<()>(&[], || Err(io::Error::other("gone"))).await;
+        assert_eq!(e.map_err(|e| e.to_string()), Err("gone".to_string()));
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()
