@@ -353,6 +353,9 @@ pub struct CommitInfo {
     pub released: usize,
     /// Messages sealed inside this commit for an armed forwarder (`presealed`).
     pub presealed: usize,
+    /// The commit's batches were all that was pending: an ingest seal would look at them as
+    /// built in memory (`presealed::Fresh`), not read back.
+    pub fresh_look: bool,
 }
 
 pub struct Store {
@@ -895,6 +898,8 @@ impl Store {
             *untrusted_base = Some((stamp.boot_id.clone(), stamp.base()));
         }
 
+        // This commit's pending data rows (the ingest seal's look without reading back).
+        let mut fresh = Vec::with_capacity(batches.len());
         {
             let mut ins = tx
                 .prepare_cached(
@@ -907,7 +912,7 @@ impl Store {
                 .iter()
                 .map(|b| (b, false))
                 .chain(history.iter().map(|b| (b, true)));
-            for (b, history_only) in all {
+            for (i, (b, history_only)) in all.enumerate() {
                 let slot_ms = unix_ms(b.slot);
                 let raw_read = b
                     .samples
@@ -1001,7 +1006,16 @@ impl Store {
                 ])
                 .map_err(self.sql("insert batch"))?;
                 next.insert_data(st, b.samples.len() as u64, raw_read + off);
-                info.entry_ids.push(tx.last_insert_rowid());
+                let id = tx.last_insert_rowid();
+                if st == entry_state::PENDING {
+                    fresh.push(presealed::FreshRow {
+                        id,
+                        created_ms: created,
+                        batch: i,
+                        offset_ms: off,
+                    });
+                }
+                info.entry_ids.push(id);
                 info.readings += b.samples.len() as u64;
             }
         }
@@ -1014,8 +1028,18 @@ impl Store {
         alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
         // The forwarder waits, connected and idle: seal what it would seal now, in this
         // transaction (one fsync per cycle instead of two; a failed seal keeps the readings).
+        // Only this commit's batches pending: the look is built from them, not read back.
+        let only_fresh = extra.is_empty()
+            && info.released == 0
+            && next.s.pending_entries == fresh.len() as u64
+            && !presealed::read_back_forced();
+        let fresh = only_fresh.then_some(presealed::Fresh {
+            batches,
+            rows: &fresh,
+        });
+        info.fresh_look = fresh.is_some();
         let presealed = match sealer.as_deref() {
-            Some(s) => self.preseal(&mut tx, dict, *seq_hwm, reserved, s, &mut next),
+            Some(s) => self.preseal(&mut tx, dict, *seq_hwm, reserved, s, fresh, &mut next),
             None => Vec::new(),
         };
         tx.commit().map_err(self.sql("commit"))?;

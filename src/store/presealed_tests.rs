@@ -265,3 +265,215 @@ fn unacked_takes_the_hand_over_so_nothing_is_sent_twice() {
         0
     );
 }
+
+/// Always armed (live since `live_since`); records each look and seals nothing, so the
+/// look's entries stay pending and can be read back.
+struct Recorder {
+    live_since: Mutex<i64>,
+    looks: Mutex<Vec<Vec<Entry>>>,
+}
+
+impl IngestSealer for Recorder {
+    fn armed(&self) -> Option<i64> {
+        Some(*self.live_since.lock().unwrap())
+    }
+    fn disarm(&self) {}
+    fn pack(&self, entries: &[Entry]) -> Vec<PlannedSeal> {
+        self.looks.lock().unwrap().push(entries.to_vec());
+        Vec::new()
+    }
+    fn hand_over(&self, _: Vec<Sealed>) {}
+    fn take(&self) -> Vec<Sealed> {
+        Vec::new()
+    }
+}
+
+/// Seal and acknowledge everything pending (the next commit's batches are then all of it).
+fn clear_pending(store: &Store) {
+    let ids: Vec<i64> = store
+        .pending(100, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    if !ids.is_empty() {
+        let m = store
+            .seal("gw/x", &ids, 0, &mut |_| Ok(b"x".to_vec()))
+            .unwrap();
+        store.ack(m.seq).unwrap();
+    }
+}
+
+/// A batch of every kind of sample: floats (one not exact in f32), an integer, text, a bad
+/// reading with a detail, a unit and none, read times with sub-millisecond parts.
+fn varied(device: &str, read_ms: i64) -> crate::model::SampleBatch {
+    use crate::model::{BadReason, Quality, Sample, Value};
+    use crate::time::from_unix_ms;
+    let at = |dt_us: u64| from_unix_ms(read_ms) + std::time::Duration::from_micros(dt_us);
+    let s = |p: &str, v: Option<Value>, unit: Option<&str>, q: Quality, dt_us| Sample {
+        point: p.into(),
+        value: v,
+        unit: unit.map(Arc::from),
+        quality: q,
+        read_at: at(dt_us),
+    };
+    crate::model::SampleBatch {
+        device: device.into(),
+        bus: "rtu0".into(),
+        slot: from_unix_ms(read_ms - 250) + std::time::Duration::from_micros(700),
+        samples: vec![
+            s(
+                "flow",
+                Some(Value::Float(0.1)),
+                Some("m3/h"),
+                Quality::Good,
+                0,
+            ),
+            s(
+                "t",
+                Some(Value::Float(f64::from(21.3f32))),
+                None,
+                Quality::Good,
+                1_500,
+            ),
+            s("n", Some(Value::Int(-7)), None, Quality::Good, 2_999),
+            s("u", Some(Value::UInt(u64::MAX)), None, Quality::Good, 10),
+            s(
+                "state",
+                Some(Value::Text("ok \"q\"".into())),
+                None,
+                Quality::Good,
+                0,
+            ),
+            s(
+                "p",
+                None,
+                Some("bar"),
+                Quality::Bad(BadReason::Exception {
+                    code: 2,
+                    meaning: "illegal data address".into(),
+                }),
+                40_000,
+            ),
+            s("alarm", Some(Value::Bool(true)), None, Quality::Good, 0),
+        ],
+        online: false,
+        failed_cycles: 3,
+    }
+}
+
+#[test]
+fn the_look_built_in_memory_is_the_look_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    clear_pending(&store);
+    let rec = Arc::new(Recorder {
+        live_since: Mutex::new(0),
+        looks: Mutex::default(),
+    });
+    store.set_ingest_sealer(Some(rec.clone()));
+    let untrusted = 5_000_000; // ms after the epoch: a clock not set yet
+    let stamp_of = |wall_ms: i64, boot: &str| ClockStamp {
+        wall_ms,
+        mono_ms: 1_000_000,
+        boot_id: boot.into(),
+    };
+    // (what, batches, stamp, live since)
+    let cases: Vec<(&str, Vec<crate::model::SampleBatch>, ClockStamp, i64)> = vec![
+        (
+            "trusted: live, newest first",
+            vec![varied("a", T0), varied("b", T0 + 3), varied("c", T0 - 9)],
+            stamp_of(T0 + 10, "b1"),
+            0,
+        ),
+        (
+            "trusted, the forwarder's session began after the commit: backlog, oldest first",
+            vec![varied("a", T0 + 20), varied("b", T0 + 21)],
+            stamp_of(T0 + 30, "b1"),
+            T0 + 31,
+        ),
+        (
+            "clock not set, read times trusted: created at the read, split live/backlog",
+            vec![
+                varied("a", T0 + 50),
+                varied("b", T0 + 40),
+                varied("c", T0 + 60),
+                varied("d", T0 + 45),
+            ],
+            stamp_of(untrusted, "b2"),
+            T0 + 45,
+        ),
+        (
+            "restamped with this boot's untrusted base",
+            vec![varied("a", untrusted + 100), varied("b", untrusted + 7)],
+            stamp_of(T0 + 70, "b2"),
+            0,
+        ),
+        (
+            "estimated: no untrusted stamp of this boot known",
+            vec![varied("a", untrusted + 100)],
+            stamp_of(T0 + 80, "b3"),
+            0,
+        ),
+    ];
+    for (what, batches, stamp, live_since) in cases {
+        clear_pending(&store);
+        *rec.live_since.lock().unwrap() = live_since;
+        let info = store.commit(&batches, &[], &stamp).unwrap();
+        assert!(info.fresh_look, "{what}: the look is built in memory");
+        assert_eq!(info.held, 0, "{what}");
+        let look = rec.looks.lock().unwrap().pop().expect(what);
+        let back = store.pending(LOOK, live_since).unwrap();
+        assert_eq!(look.len(), batches.len(), "{what}");
+        assert_eq!(look, back, "{what}");
+    }
+    // The same look read back (the reference path) gives the same entries.
+    clear_pending(&store);
+    FORCE_READ_BACK.with(|f| f.set(true));
+    let info = store
+        .commit(&[varied("a", T0 + 90)], &[], &stamp_of(T0 + 95, "b1"))
+        .unwrap();
+    FORCE_READ_BACK.with(|f| f.set(false));
+    assert!(!info.fresh_look);
+    let look = rec.looks.lock().unwrap().pop().unwrap();
+    assert_eq!(look, store.pending(LOOK, 0).unwrap());
+}
+
+#[test]
+fn an_older_pending_entry_an_event_or_a_release_makes_the_look_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    clear_pending(&store);
+    let rec = Arc::new(Recorder {
+        live_since: Mutex::new(0),
+        looks: Mutex::default(),
+    });
+    store.set_ingest_sealer(Some(rec.clone()));
+    // Something older pending: it must be in the look.
+    let first = store.commit(&batches(1), &[], &stamp()).unwrap();
+    assert!(first.fresh_look);
+    let second = store.commit(&batches(2), &[], &stamp()).unwrap();
+    assert!(!second.fresh_look, "an older entry pending");
+    let look = rec.looks.lock().unwrap().pop().unwrap();
+    assert_eq!(look.len(), 3);
+    assert!(look.iter().any(|e| e.id == first.entry_ids[0]));
+    // An event in the same commit.
+    clear_pending(&store);
+    let ev = (EntryKind::Event, serde_json::json!({"event": "x"}));
+    let info = store.commit(&batches(1), &[ev], &stamp()).unwrap();
+    assert!(!info.fresh_look, "an event in the commit");
+    assert_eq!(rec.looks.lock().unwrap().pop().unwrap().len(), 2);
+    // Held rows released by this commit's trusted clock.
+    clear_pending(&store);
+    let unset = ClockStamp {
+        wall_ms: 5_000_000,
+        mono_ms: 1_000,
+        boot_id: "boot".into(),
+    };
+    let held = crate::store::tests::int_batch("h", 5_000_000, 2);
+    assert_eq!(store.commit(&[held], &[], &unset).unwrap().held, 1);
+    let info = store.commit(&batches(1), &[], &stamp()).unwrap();
+    assert_eq!(info.released, 1);
+    assert!(!info.fresh_look, "held rows released");
+    assert_eq!(rec.looks.lock().unwrap().pop().unwrap().len(), 2);
+}

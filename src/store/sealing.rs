@@ -191,7 +191,7 @@ impl Outbox for Store {
                 }
                 let build = |seq| build(i, seq);
                 let (reserved, dict) = (&mut inner.reserved, &mut inner.dict);
-                match self.seal_message(&tx, dict, hwm, reserved, q, build, &mut next)? {
+                match self.seal_message(&tx, dict, hwm, reserved, q, None, build, &mut next)? {
                     Ok(m) => {
                         hwm = m.seq;
                         out.push(m);
@@ -360,8 +360,9 @@ impl Store {
     /// Seal one message in `tx`: the number after `hwm` (reserving a new block first when the
     /// reservation is used up), the payload `build` makes for it, its row (retained when one of
     /// its entries asks for it; frozen, without its bytes, when its entries rebuild them:
-    /// `frozen`) and its entries bound. `Ok(Err(why))`: `build` refused, nothing written, no
-    /// number consumed (the caller's `hwm` stays).
+    /// `frozen`) and its entries bound. `retain`: whether it is published retained when the
+    /// caller knows its entries' kinds (`None`: looked up, `retained`). `Ok(Err(why))`:
+    /// `build` refused, nothing written, no number consumed (the caller's `hwm` stays).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn seal_message(
         &self,
@@ -370,11 +371,15 @@ impl Store {
         hwm: u64,
         reserved: &mut u64,
         req: &SealRequest<'_>,
+        retain: Option<bool>,
         build: impl FnOnce(u64) -> Result<Vec<u8>, String>,
         next: &mut super::counters::Next,
     ) -> Result<Result<Sealed, String>, OutboxError> {
         let seq = self.reserve_next(hwm, reserved)?;
-        let retain = self.retained(tx, req.entries)?;
+        let retain = match retain {
+            Some(r) => r,
+            None => self.retained(tx, req.entries)?,
+        };
         let payload = match build(seq) {
             Ok(p) => p,
             Err(why) => return Ok(Err(why)),
