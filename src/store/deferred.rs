@@ -92,7 +92,7 @@ pub(crate) fn account(
 ) -> rusqlite::Result<()> {
     for &seq in seqs {
         let s = seq as i64;
-        let t = Tally::of(c, "msg_seq = ?1", &[&s])?;
+        let t = Tally::of_message(c, s)?;
         next.ack(&t, 1, now_ms);
     }
     next.refresh_pending_skipping(c, deferred)

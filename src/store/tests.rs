@@ -1235,3 +1235,36 @@ fn pending_statements_are_not_reprepared() {
         .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
         .unwrap());
 }
+
+#[test]
+fn the_tally_of_one_message_is_the_grouped_tally_of_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    // A message of two batches and an event, a message of one batch, an unknown seq.
+    let ev = (EntryKind::Event, serde_json::json!({"event": "door"}));
+    let ids = store
+        .commit(
+            &[batch("a", T0 + 5, 4), batch("b", T0 - 70, 2)],
+            &[ev],
+            &stamp_at(T0 + 10),
+        )
+        .unwrap()
+        .entry_ids;
+    let m1 = store.seal("t", &ids, 6, &mut |_| Ok(vec![1])).unwrap();
+    let more = store
+        .commit(&[batch("c", T0 + 20, 3)], &[], &stamp_at(T0 + 30))
+        .unwrap()
+        .entry_ids;
+    let m2 = store.seal("t", &more, 3, &mut |_| Ok(vec![2])).unwrap();
+    let g = store.lock();
+    for seq in [m1.seq as i64, m2.seq as i64, 999] {
+        let grouped = counters::Tally::of(&g.conn, "msg_seq = ?1", &[&seq]).unwrap();
+        let one = counters::Tally::of_message(&g.conn, seq).unwrap();
+        assert_eq!(format!("{grouped:?}"), format!("{one:?}"), "message {seq}");
+    }
+    let one = counters::Tally::of_message(&g.conn, m1.seq as i64).unwrap();
+    assert_eq!(one.entries[1], 3);
+    assert_eq!(one.readings[1], 6);
+    assert_eq!(one.min_read[1], Some(T0 - 70));
+    assert_eq!(one.max_read[1], Some(T0 + 5));
+}
