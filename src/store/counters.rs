@@ -57,6 +57,11 @@ pub(crate) fn scan(c: &Connection, seq_hwm: u64) -> rusqlite::Result<StoreStats>
     Ok(s)
 }
 
+/// `Tally::of_message`'s statement.
+pub(crate) const MESSAGE_TALLY: &str = "SELECT COUNT(*), COALESCE(SUM(readings), 0), \
+     MIN(CASE WHEN kind = 2 THEN read_ms END), MAX(CASE WHEN kind = 2 THEN read_ms END) \
+     FROM entry WHERE msg_seq = ?1 AND status = 1";
+
 /// What a set of rows holds, per status (0 pending, 1 sealed, 2 delivered, 3 held).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Tally {
@@ -117,12 +122,7 @@ impl Tally {
     /// the `GROUP BY` sorter (the sorter was most of the cost of every PUBACK, issue 13).
     pub fn of_message(tx: &Connection, seq: i64) -> rusqlite::Result<Tally> {
         let mut t = Tally::default();
-        let mut st = tx.prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(readings), 0), \
-                    MIN(CASE WHEN kind = 2 THEN read_ms END), \
-                    MAX(CASE WHEN kind = 2 THEN read_ms END) \
-             FROM entry WHERE msg_seq = ?1 AND status = 1",
-        )?;
+        let mut st = tx.prepare_cached(MESSAGE_TALLY)?;
         st.query_row([seq], |r| {
             t.entries[1] = r.get::<_, i64>(0)?.max(0) as u64;
             t.readings[1] = r.get::<_, i64>(1)?.max(0) as u64;

@@ -250,6 +250,28 @@ impl Outbox for Store {
 }
 
 /// A refusal reason as kept and reported: at most `DEAD_LETTER_REASON_MAX` characters.
+/// `(lowest, highest)` when `ids` are two or more distinct consecutive numbers in any order
+/// (so `BETWEEN` names exactly them).
+fn id_run(ids: &[i64]) -> Option<(i64, i64)> {
+    if ids.len() < 2 {
+        return None;
+    }
+    let lo = *ids.iter().min()?;
+    let hi = *ids.iter().max()?;
+    if hi.checked_sub(lo)? != ids.len() as i64 - 1 {
+        return None;
+    }
+    // Distinct: a repeat would leave a gap in a span this short.
+    let mut seen = vec![false; ids.len()];
+    for &id in ids {
+        let i = (id - lo) as usize;
+        if std::mem::replace(&mut seen[i], true) {
+            return None;
+        }
+    }
+    Some((lo, hi))
+}
+
 fn bounded_reason(reason: &str) -> String {
     match reason.char_indices().nth(DEAD_LETTER_REASON_MAX) {
         Some((cut, _)) => format!("{}…", &reason[..cut]),
@@ -511,7 +533,17 @@ impl Store {
             ])
         })
         .map_err(self.sql("insert message"))?;
-        {
+        if let Some((lo, hi)) = id_run(entries) {
+            // One statement for a run of consecutive ids (a batch group of one poll cycle):
+            // the same rows, without a statement per row (issue 13).
+            tx.prepare_cached(
+                "UPDATE entry SET status = ?3, msg_seq = ?1 WHERE id BETWEEN ?2 AND ?4",
+            )
+            .and_then(|mut up| {
+                up.execute(rusqlite::params![seq as i64, lo, entry_state::SEALED, hi])
+            })
+            .map_err(self.sql("bind entries"))?;
+        } else {
             let mut up = tx
                 .prepare_cached("UPDATE entry SET status = ?3, msg_seq = ?1 WHERE id = ?2")
                 .map_err(self.sql("bind entries"))?;
@@ -586,6 +618,25 @@ mod tests {
     use crate::store::{ClockStamp, StoreConfig};
 
     const T0: i64 = crate::store::clock::MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
+
+    #[test]
+    fn a_run_of_consecutive_ids_is_bound_with_one_range() {
+        let cases: &[(&[i64], Option<(i64, i64)>)] = &[
+            (&[], None),
+            (&[7], None),
+            (&[7, 8], Some((7, 8))),
+            (&[12, 11, 10, 9], Some((9, 12))),
+            (&[3, 5, 4], Some((3, 5))),
+            (&[3, 5], None),
+            (&[4, 4], None),
+            (&[4, 5, 5], None),
+            (&[1, 2, 4], None),
+            (&[i64::MIN, i64::MAX], None),
+        ];
+        for (ids, want) in cases {
+            assert_eq!(id_run(ids), *want, "{ids:?}");
+        }
+    }
 
     fn batch(read_ms: i64) -> SampleBatch {
         crate::store::tests::int_batch("d", read_ms, 3)

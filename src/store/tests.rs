@@ -1211,15 +1211,7 @@ fn pending_statements_are_not_reprepared() {
         "the pending statement was compiled again"
     );
     drop(st);
-    let tally = g
-        .conn
-        .prepare_cached(
-            "SELECT status, COUNT(*), COALESCE(SUM(readings), 0), \
-                    MIN(CASE WHEN kind = 2 THEN read_ms END), \
-                    MAX(CASE WHEN kind = 2 THEN read_ms END) \
-             FROM entry WHERE msg_seq = ?1 GROUP BY status",
-        )
-        .unwrap();
+    let tally = g.conn.prepare_cached(counters::MESSAGE_TALLY).unwrap();
     assert_eq!(
         tally.get_status(rusqlite::StatementStatus::RePrepare),
         0,
