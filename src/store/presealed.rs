@@ -145,6 +145,7 @@ impl Store {
     /// Seal, in a savepoint of `tx`, what the armed `sealer` packs of one look of pending
     /// entries. Returns the messages sealed (empty when not armed, declined or failed, in
     /// which case nothing of it stays in `tx` or `next`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn preseal(
         &self,
         tx: &mut Transaction<'_>,

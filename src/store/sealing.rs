@@ -621,7 +621,8 @@ mod tests {
 
     #[test]
     fn a_run_of_consecutive_ids_is_bound_with_one_range() {
-        let cases: &[(&[i64], Option<(i64, i64)>)] = &[
+        type Case<'a> = (&'a [i64], Option<(i64, i64)>);
+        let cases: &[Case] = &[
             (&[], None),
             (&[7], None),
             (&[7, 8], Some((7, 8))),

@@ -255,6 +255,12 @@ impl Packed {
     }
 
     fn add_sample(&mut self, device: &Arc<str>, s: &Sample) {
+        self.add_sample_in(device, s, 1);
+    }
+
+    /// `add_sample`, a new group or read made with room for `room` points (the batch's size:
+    /// growing them one push at a time was 1.7 % of W1's instructions, issue 13).
+    fn add_sample_in(&mut self, device: &Arc<str>, s: &Sample, room: usize) {
         let Body::Data { devices, .. } = &mut self.body else {
             return;
         };
@@ -286,7 +292,7 @@ impl Packed {
             None => {
                 devices.push(DeviceGroup {
                     device: device.clone(),
-                    points: Vec::new(),
+                    points: Vec::with_capacity(room),
                     reads: Vec::new(),
                     json: Written::default(),
                 });
@@ -312,17 +318,18 @@ impl Packed {
             .rposition(|r| r.t_ms == t_ms && r.items.iter().all(|(i, _)| *i != pi));
         match ri {
             Some(ri) => g.reads[ri].items.push((pi, item)),
-            None => g.reads.push(ReadGroup {
-                t_ms,
-                items: vec![(pi, item)],
-            }),
+            None => {
+                let mut items = Vec::with_capacity(room);
+                items.push((pi, item));
+                g.reads.push(ReadGroup { t_ms, items });
+            }
         }
         self.readings += 1;
     }
 
     fn add_batch(&mut self, b: &SampleBatch) {
         for s in &b.samples {
-            self.add_sample(&b.device, s);
+            self.add_sample_in(&b.device, s, b.samples.len());
         }
     }
 
