@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 
 /// Significant decimal digits that always survive a round trip through f64.
-const F64_EXACT_DIGITS: usize = 15;
+const F64_EXACT_DIGITS: u32 = 15;
 
 /// `mantissa × 10^exponent`, exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,14 +167,14 @@ fn shortest_zmij(x: f64) -> Option<Decimal> {
 }
 
 /// Significant decimal digits that always survive a round trip through f32.
-const F32_EXACT_DIGITS: usize = 6;
+const F32_EXACT_DIGITS: u32 = 6;
 
 /// The shortest representation of a finite f32, as `{:e}` writes it: `zmij`'s up to 6 digits
 /// (the only one of that length, as `shortest_zmij` for f64), `{:e}`'s beyond.
 fn shortest32(f: f32) -> Option<Decimal> {
     let mut b = zmij::Buffer::new();
     match parse_sci(b.format_finite(f)) {
-        Some(d) if digits(d) <= F32_EXACT_DIGITS => Some(d),
+        Some(d) if fits_digits(d, F32_EXACT_DIGITS) => Some(d),
         _ => formatted(f),
     }
 }
@@ -186,15 +186,11 @@ fn formatted(x: impl std::fmt::LowerExp) -> Option<Decimal> {
     parse_sci(b.as_str())
 }
 
-/// Significant digits of a normalized decimal.
-fn digits(d: Decimal) -> usize {
-    let mut m = d.mantissa.unsigned_abs();
-    let mut n = 1;
-    while m >= 10 {
-        m /= 10;
-        n += 1;
-    }
-    n
+/// A normalized decimal has at most `n` significant digits: its mantissa is below 10^n (one
+/// comparison where counting them took a 128-bit division per digit, at every float of every
+/// message measured: issue 13).
+fn fits_digits(d: Decimal, n: u32) -> bool {
+    d.mantissa.unsigned_abs() < 10u128.pow(n)
 }
 
 /// The value a float stands for (see the module documentation): an exact f32 whose shortest
@@ -208,7 +204,7 @@ pub fn meant(x: f64) -> f64 {
     if f64::from(f) != x || (x.fract() == 0.0 && x.abs() < 1e15) {
         return x; // not an f32, or a whole number of at most 15 digits
     }
-    if shortest_zmij(x).is_none_or(|d| digits(d) <= F64_EXACT_DIGITS) {
+    if shortest_zmij(x).is_none_or(|d| fits_digits(d, F64_EXACT_DIGITS)) {
         return x;
     }
     shortest32(f).map_or(x, Decimal::to_f64)
@@ -252,7 +248,7 @@ impl Decimal {
     /// (at most 9 digits survive f64 unchanged); any other long one takes `{:e}`'s.
     fn of_formatted(x: f64) -> Option<Decimal> {
         let d = shortest_zmij(x)?;
-        if digits(d) <= F64_EXACT_DIGITS {
+        if fits_digits(d, F64_EXACT_DIGITS) {
             return Some(d);
         }
         let f = x as f32;
@@ -511,7 +507,7 @@ mod tests {
                 .bytes()
                 .filter(u8::is_ascii_digit)
                 .count();
-            if !x.is_finite() || f64::from(f) != x || n <= F64_EXACT_DIGITS {
+            if !x.is_finite() || f64::from(f) != x || n <= F64_EXACT_DIGITS as usize {
                 x
             } else {
                 format!("{f:e}").parse().unwrap_or(x)
