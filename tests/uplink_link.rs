@@ -13,6 +13,8 @@
 //!   a command published while asleep arrives in it (persistent session).
 //! - Through an HTTP CONNECT proxy the TLS session runs end to end under the broker's name
 //!   (the proxy sees only `CONNECT localhost:<port>` and ciphertext).
+//! - PUBACKs of one burst reach the outbox in one call once none is outstanding
+//!   (`ACK_COALESCE`), and every message is acknowledged.
 
 mod common;
 
@@ -54,6 +56,13 @@ struct Relay {
 
 impl Relay {
     async fn start(upstream: u16) -> Relay {
+        Relay::start_paced(upstream, None).await
+    }
+
+    /// `start`, the broker's bytes handed on one TLS record at a time, `pace` apart (each
+    /// MQTT packet the broker writes is a record of its own: PUBACKs arrive one by one, as
+    /// over a slow radio link).
+    async fn start_paced(upstream: u16, pace: Option<Duration>) -> Relay {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -68,7 +77,10 @@ impl Relay {
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
                 tokio::spawn(pump(dr, uw, n, frz.clone()));
-                tokio::spawn(pump(ur, dw, n, frz.clone()));
+                match pace {
+                    Some(p) => tokio::spawn(pace_records(ur, dw, p)),
+                    None => tokio::spawn(pump(ur, dw, n, frz.clone())),
+                };
             }
         });
         Relay {
@@ -105,6 +117,29 @@ async fn pump(
             std::future::pending::<()>().await;
         }
         if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Copy TLS records from `r` to `w` one at a time, sleeping `pace` before each.
+async fn pace_records(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    pace: Duration,
+) {
+    let mut head = [0u8; 5];
+    let mut body = vec![0u8; 1 << 15];
+    loop {
+        if r.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
+        if len > body.len() || r.read_exact(&mut body[..len]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(pace).await;
+        if w.write_all(&head).await.is_err() || w.write_all(&body[..len]).await.is_err() {
             return;
         }
     }
@@ -476,4 +511,88 @@ async fn through_an_http_connect_proxy_tls_runs_end_to_end_under_the_brokers_nam
     let targets = proxy.targets.lock().unwrap().clone();
     assert_eq!(targets, vec![format!("localhost:{}", r.broker.port)]);
     run.stop().await;
+}
+
+/// The rig's store, recording the size of every `ack_many` call the forwarder makes.
+struct CountingAcks {
+    store: Arc<Store>,
+    calls: Mutex<Vec<usize>>,
+}
+
+impl gasdtu::outbox::Outbox for CountingAcks {
+    fn pending(
+        &self,
+        limit: usize,
+        live_since_ms: i64,
+    ) -> Result<Vec<gasdtu::outbox::Entry>, gasdtu::outbox::OutboxError> {
+        self.store.pending(limit, live_since_ms)
+    }
+    fn seal(
+        &self,
+        topic: &str,
+        entries: &[i64],
+        readings: u64,
+        build: &mut dyn FnMut(u64) -> Result<Vec<u8>, String>,
+    ) -> Result<gasdtu::outbox::Sealed, gasdtu::outbox::OutboxError> {
+        self.store.seal(topic, entries, readings, build)
+    }
+    fn unacked(&self) -> Result<Vec<gasdtu::outbox::Sealed>, gasdtu::outbox::OutboxError> {
+        self.store.unacked()
+    }
+    fn ack(&self, seq: u64) -> Result<(), gasdtu::outbox::OutboxError> {
+        self.ack_many(&[seq])
+    }
+    fn ack_many(&self, seqs: &[u64]) -> Result<(), gasdtu::outbox::OutboxError> {
+        self.calls.lock().unwrap().push(seqs.len());
+        self.store.ack_many(seqs)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
+    let r = rig();
+    let stamp = ClockStamp::now();
+    // Twenty-four batches, a payload limit that holds one or two of them: over ten messages.
+    let batches: Vec<_> = (0..24)
+        .map(|i| int_readings(&format!("d{i}"), 0, 3))
+        .collect();
+    r.store.commit(&batches, &[], &stamp).unwrap();
+    let outbox = Arc::new(CountingAcks {
+        store: r.store.clone(),
+        calls: Mutex::default(),
+    });
+    // PUBACKs 15 ms apart: without coalescing, each is its own outbox call.
+    let relay = Relay::start_paced(r.broker.port, Some(Duration::from_millis(15))).await;
+    let cfg = UplinkConfig {
+        max_payload: 256,
+        inflight: 20,
+        ..uplink(&r.pki, relay.port)
+    };
+    let (tx, status) = watch::channel(LinkStatus::default());
+    let shutdown = CancellationToken::new();
+    let f = Forwarder::new(cfg, GW, outbox.clone(), Arc::new(Notify::new()), tx);
+    let task = tokio::spawn(f.run(shutdown.clone()));
+    let st = wait_until("every message acknowledged in the store", T, || {
+        let stats = r.store.stats().ok()?;
+        let st = status.borrow().clone();
+        let all = st.published > 0 && st.acked == st.published;
+        (stats.pending_entries == 0 && stats.sealed_messages == 0 && all).then_some(st)
+    })
+    .await;
+    let calls = outbox.calls.lock().unwrap().clone();
+    let acked: usize = calls.iter().sum();
+    assert_eq!(
+        acked as u64, st.acked,
+        "every PUBACK recorded once: {calls:?}"
+    );
+    assert!(acked >= 10, "{calls:?}");
+    assert!(
+        calls.len() * 4 <= acked,
+        "PUBACKs recorded in bursts, not one call each: {calls:?}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("forwarder stops")
+        .unwrap();
 }

@@ -134,6 +134,12 @@ pub enum SessionError {
 
 /// Most events taken at once before their PUBACKs are acknowledged together.
 const ACK_BATCH: usize = 64;
+/// Longest a PUBACK waits for the rest of its burst before the outbox records it: PUBACKs
+/// are recorded when none is outstanding any more (the burst is complete), `ACK_BATCH` wait,
+/// or the oldest is this old. One outbox call (a blocking-pool hand-off and a read
+/// transaction) per burst instead of one per message (issue 13, CPU per reading). A crash
+/// meanwhile only resends (same seq, same payload).
+const ACK_COALESCE: Duration = Duration::from_millis(250);
 /// Inbound PUBACKs handed to the client and not yet written by its event loop: bounds what
 /// they take of the client's request channel (sized for them), so a burst of acks can never
 /// make a data publish request fail.
@@ -314,8 +320,10 @@ struct Session {
     more: bool,
     /// Rate limit: do not publish before this instant.
     hold_until: Option<Instant>,
-    /// PUBACKed sequence numbers not yet acknowledged in the outbox (flushed together).
+    /// PUBACKed sequence numbers not yet acknowledged in the outbox (flushed together), and
+    /// when the oldest of them came (`ACK_COALESCE`).
     acked: Vec<u64>,
+    acked_since: Option<Instant>,
     /// Sealed messages from before this session still to be read from the outbox.
     need_unacked: bool,
     /// After a store error: no outbox access before this instant.
@@ -1121,149 +1129,166 @@ impl<O: Outbox> Forwarder<O> {
             .rate_limit
             .map(|r| Bucket::new(r, self.cfg.max_payload));
 
-        loop {
-            self.beat();
-            if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
-                return Err(self.why_ended(e, &mut rx, &mut s).await);
-            }
-            if let Some(i) = &self.ingest {
-                if !s.armed && bucket.is_none() && self.idle_for_ingest(&s) {
-                    i.arm(live_since);
-                    s.armed = true;
+        // The session's loop; whichever way it ends, PUBACKs waiting for their burst are
+        // recorded first (`ACK_COALESCE`: else only resent, same seq, same payload).
+        let r: Result<(), SessionError> = async {
+            loop {
+                self.beat();
+                if let Err(e) = self.fill(&client, &mut s, &mut bucket, live_since).await {
+                    return Err(self.why_ended(e, &mut rx, &mut s).await);
                 }
-            }
-            if self.inbox_drained_after_busy(&s) {
-                // The broker redelivers what we left unacknowledged only in a new session.
-                self.send_acks(&client, &mut s);
-                let refused = s.busy;
-                if self.spb_farewell(&client, &s) {
-                    self.renew(&client, &mut rx).await;
+                if let Some(i) = &self.ingest {
+                    if !s.armed && bucket.is_none() && self.idle_for_ingest(&s) {
+                        i.arm(live_since);
+                        s.armed = true;
+                    }
                 }
-                return Err(SessionError::InboxBacklog { refused });
-            }
-            let hold = s.hold_until;
-            let store_hold = s.store_hold;
-            let health_due = self.health_due(&s);
-            let stall_at = self.stall_at(&s);
-            let linger_end = self.linger_end(&mut s);
-            self.note_drained(&mut s);
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    // PUBACKs already granted leave before DISCONNECT (best effort).
-                    if let Some(rx) = ack_rx.as_mut() {
-                        while let Ok(a) = rx.try_recv() {
-                            s.acks.push_back(a);
+                if self.inbox_drained_after_busy(&s) {
+                    // The broker redelivers what we left unacknowledged only in a new session.
+                    self.send_acks(&client, &mut s);
+                    let refused = s.busy;
+                    if self.spb_farewell(&client, &s) {
+                        self.renew(&client, &mut rx).await;
+                    }
+                    return Err(SessionError::InboxBacklog { refused });
+                }
+                let hold = s.hold_until;
+                let store_hold = s.store_hold;
+                let health_due = self.health_due(&s);
+                let stall_at = self.stall_at(&s);
+                let linger_end = self.linger_end(&mut s);
+                let ack_due = s.acked_since.map(|t| t + ACK_COALESCE);
+                self.note_drained(&mut s);
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        // PUBACKs already granted leave before DISCONNECT (best effort).
+                        if let Some(rx) = ack_rx.as_mut() {
+                            while let Ok(a) = rx.try_recv() {
+                                s.acks.push_back(a);
+                            }
+                            self.send_acks(&client, &mut s);
+                        }
+                        // PUBACKs still waiting for their burst are recorded (else only resent).
+                        let _ = self.flush_acks(&mut s).await;
+                        // The last word on the tail: the highest seq sealed, retained, so a
+                        // consumer can tell what it should have received from this run.
+                        let _ = self.publish_health(&client, &mut s).await;
+                        if self.spb_farewell(&client, &s) {
+                            self.goodbye(&client, &mut rx).await;
+                        }
+                        return Ok(());
+                    }
+                    Some(a) = next_ack(&mut ack_rx) => {
+                        s.acks.push_back(a);
+                        if let Some(rx) = ack_rx.as_mut() {
+                            while let Ok(a) = rx.try_recv() {
+                                s.acks.push_back(a);
+                            }
                         }
                         self.send_acks(&client, &mut s);
                     }
-                    // The last word on the tail: the highest seq sealed, retained, so a
-                    // consumer can tell what it should have received from this run.
-                    let _ = self.publish_health(&client, &mut s).await;
-                    if self.spb_farewell(&client, &s) {
-                        self.goodbye(&client, &mut rx).await;
-                    }
-                    return Ok(());
-                }
-                Some(a) = next_ack(&mut ack_rx) => {
-                    s.acks.push_back(a);
-                    if let Some(rx) = ack_rx.as_mut() {
-                        while let Ok(a) = rx.try_recv() {
-                            s.acks.push_back(a);
-                        }
-                    }
-                    self.send_acks(&client, &mut s);
-                }
-                ev = rx.recv() => {
-                    match ev {
-                        Some(Ok(ev)) => self.on_event(ev, &mut s).await?,
-                        Some(Err(e)) => {
-                            self.flush_acks(&mut s).await?;
-                            self.on_connection_error(&e, &mut s).await?;
-                            return Err(self.ended(e));
-                        }
-                        None => return Err(self.conn_err("connection to", "event loop ended")),
-                    }
-                    // Take every event already waiting, then acknowledge their PUBACKs in one
-                    // outbox transaction (one fsync instead of one per message).
-                    for _ in 0..ACK_BATCH {
-                        match rx.try_recv() {
-                            Ok(Ok(ev)) => self.on_event(ev, &mut s).await?,
-                            Ok(Err(e)) => {
+                    ev = rx.recv() => {
+                        match ev {
+                            Some(Ok(ev)) => self.on_event(ev, &mut s).await?,
+                            Some(Err(e)) => {
                                 self.flush_acks(&mut s).await?;
                                 self.on_connection_error(&e, &mut s).await?;
                                 return Err(self.ended(e));
                             }
-                            Err(_) => break,
+                            None => return Err(self.conn_err("connection to", "event loop ended")),
                         }
-                    }
-                    self.send_acks(&client, &mut s);
-                    self.flush_acks(&mut s).await?;
-                },
-                _ = tokio::time::sleep_until(health_due) => {
-                    self.publish_health(&client, &mut s).await?;
-                }
-                _ = self.wake.notified() => {
-                    s.more = true;
-                    // A commit may have brought alarms: drop what is packed but not sealed
-                    // (still pending in the store) so the next look sends them first. Without
-                    // this, a rate-limited link sent up to FETCH staged entries ahead of an
-                    // alarm (seconds at NB-IoT rates; benches/alarm_latency.rs).
-                    s.staged.clear();
-                }
-                _ = tokio::time::sleep_until(hold.unwrap_or_else(Instant::now)), if hold.is_some() => {
-                    s.hold_until = None;
-                }
-                _ = tokio::time::sleep_until(store_hold.unwrap_or_else(Instant::now)), if store_hold.is_some() => {
-                    // Retry the outbox: acknowledgements kept meanwhile first, then the fill.
-                    s.store_hold = None;
-                    s.more = true;
-                    self.flush_acks(&mut s).await?;
-                }
-                _ = tokio::time::sleep_until(stall_at.unwrap_or_else(Instant::now)), if stall_at.is_some() => {
-                    self.flush_acks(&mut s).await?;
-                    return Err(SessionError::Stalled {
-                        after: self.cfg.ack_timeout,
-                        outstanding: s.outstanding,
-                    });
-                }
-                _ = tokio::time::sleep_until(linger_end.unwrap_or_else(Instant::now)), if linger_end.is_some() => {
-                    // Drained and lingered: the last word on health, then a clean DISCONNECT
-                    // (no will) so the module can sleep; the broker keeps the persistent
-                    // session and queues commands until the next one.
-                    if let Some(rx) = ack_rx.as_mut() {
-                        while let Ok(a) = rx.try_recv() {
-                            s.acks.push_back(a);
-                        }
-                        self.send_acks(&client, &mut s);
-                    }
-                    self.flush_acks(&mut s).await?;
-                    let _ = self.publish_health(&client, &mut s).await;
-                    if s.sp.is_none() {
-                        let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "asleep");
-                    }
-                    if self.spb_farewell(&client, &s) {
-                        let _ = client.try_disconnect();
-                    }
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-                        while let Some(Ok(ev)) = rx.recv().await {
-                            if ev == Event::Outgoing(Outgoing::Disconnect) {
-                                break;
+                        // Take every event already waiting, then acknowledge their PUBACKs in one
+                        // outbox transaction (one fsync instead of one per message).
+                        for _ in 0..ACK_BATCH {
+                            match rx.try_recv() {
+                                Ok(Ok(ev)) => self.on_event(ev, &mut s).await?,
+                                Ok(Err(e)) => {
+                                    self.flush_acks(&mut s).await?;
+                                    self.on_connection_error(&e, &mut s).await?;
+                                    return Err(self.ended(e));
+                                }
+                                Err(_) => break,
                             }
                         }
-                    })
-                    .await;
-                    return Err(SessionError::Asleep);
-                }
-                _ = tokio::time::sleep(IDLE_RECHECK) => {
-                    s.more = true;
-                    // Acknowledgements the store deferred are written once old enough.
-                    if let Ok(Err(e)) = self.blocking(|o| o.settle()).await {
-                        tracing::debug!(error = %e, "cannot write deferred acknowledgements yet");
+                        self.send_acks(&client, &mut s);
+                        if s.outstanding == 0 || s.acked.len() >= ACK_BATCH {
+                            self.flush_acks(&mut s).await?;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(ack_due.unwrap_or_else(Instant::now)), if ack_due.is_some() => {
+                        self.flush_acks(&mut s).await?;
+                    }
+                    _ = tokio::time::sleep_until(health_due) => {
+                        self.publish_health(&client, &mut s).await?;
+                    }
+                    _ = self.wake.notified() => {
+                        s.more = true;
+                        // A commit may have brought alarms: drop what is packed but not sealed
+                        // (still pending in the store) so the next look sends them first. Without
+                        // this, a rate-limited link sent up to FETCH staged entries ahead of an
+                        // alarm (seconds at NB-IoT rates; benches/alarm_latency.rs).
+                        s.staged.clear();
+                    }
+                    _ = tokio::time::sleep_until(hold.unwrap_or_else(Instant::now)), if hold.is_some() => {
+                        s.hold_until = None;
+                    }
+                    _ = tokio::time::sleep_until(store_hold.unwrap_or_else(Instant::now)), if store_hold.is_some() => {
+                        // Retry the outbox: acknowledgements kept meanwhile first, then the fill.
+                        s.store_hold = None;
+                        s.more = true;
+                        self.flush_acks(&mut s).await?;
+                    }
+                    _ = tokio::time::sleep_until(stall_at.unwrap_or_else(Instant::now)), if stall_at.is_some() => {
+                        self.flush_acks(&mut s).await?;
+                        return Err(SessionError::Stalled {
+                            after: self.cfg.ack_timeout,
+                            outstanding: s.outstanding,
+                        });
+                    }
+                    _ = tokio::time::sleep_until(linger_end.unwrap_or_else(Instant::now)), if linger_end.is_some() => {
+                        // Drained and lingered: the last word on health, then a clean DISCONNECT
+                        // (no will) so the module can sleep; the broker keeps the persistent
+                        // session and queues commands until the next one.
+                        if let Some(rx) = ack_rx.as_mut() {
+                            while let Ok(a) = rx.try_recv() {
+                                s.acks.push_back(a);
+                            }
+                            self.send_acks(&client, &mut s);
+                        }
+                        self.flush_acks(&mut s).await?;
+                        let _ = self.publish_health(&client, &mut s).await;
+                        if s.sp.is_none() {
+                            let _ = client.try_publish(self.topics.status(), QoS::AtLeastOnce, true, "asleep");
+                        }
+                        if self.spb_farewell(&client, &s) {
+                            let _ = client.try_disconnect();
+                        }
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                            while let Some(Ok(ev)) = rx.recv().await {
+                                if ev == Event::Outgoing(Outgoing::Disconnect) {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                        return Err(SessionError::Asleep);
+                    }
+                    _ = tokio::time::sleep(IDLE_RECHECK) => {
+                        s.more = true;
+                        // Acknowledgements the store deferred are written once old enough.
+                        if let Ok(Err(e)) = self.blocking(|o| o.settle()).await {
+                            tracing::debug!(error = %e, "cannot write deferred acknowledgements yet");
+                        }
                     }
                 }
             }
         }
+        .await;
+        if r.is_err() && !s.acked.is_empty() {
+            let _ = self.flush_acks(&mut s).await;
+        }
+        r
     }
 
     /// When the session counts as stalled: publishes await PUBACK and the broker has sent
@@ -1781,6 +1806,7 @@ impl<O: Outbox> Forwarder<O> {
             return Ok(());
         }
         let seqs = std::mem::take(&mut s.acked);
+        s.acked_since = None;
         let n = seqs.len() as u64;
         let kept = seqs.clone();
         match self.blocking(move |o| o.ack_many(&seqs)).await? {
@@ -1838,6 +1864,7 @@ impl<O: Outbox> Forwarder<O> {
                         // publish derived from it was acknowledged).
                         if spb::part_acked(s, seq) {
                             s.acked.push(seq);
+                            s.acked_since.get_or_insert_with(Instant::now);
                         }
                     }
                 }
