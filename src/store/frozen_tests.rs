@@ -380,3 +380,47 @@ fn a_message_stored_by_schema_v5_keeps_its_payload() {
     assert_eq!(m.len(), 1);
     assert_eq!((m[0].seq, m[0].payload.as_slice()), (77, &b"{}"[..]));
 }
+
+#[test]
+fn the_head_read_from_the_tail_is_the_head_of_the_whole_payload() {
+    let full = |p: &[u8]| -> Option<(String, bool, bool)> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            gw: String,
+            #[serde(default)]
+            hist: Option<bool>,
+            #[serde(default)]
+            v: Option<serde_json::Value>,
+        }
+        let h: Head = serde_json::from_slice(p).ok()?;
+        let v2 = h.v.and_then(|v| v.as_u64()) == Some(2);
+        Some((h.gw, h.hist.unwrap_or(false), v2))
+    };
+    let cases: &[(&str, bool)] = &[
+        (
+            r#"{"data":[{"dev":"m","reads":[]}],"gw":"gw-1","hist":true,"seq":7}"#,
+            true,
+        ),
+        // A point named gw in a nested object, before the top-level key.
+        (
+            r#"{"data":[{"dev":"m","reads":[{"t":"x","v":{"a":1,"gw":2}}],"unit":{"a":"b","gw":"c"}}],"gw":"real","hist":false,"seq":1}"#,
+            true,
+        ),
+        // A device whose name holds the key's bytes (escaped quotes never match).
+        (
+            r#"{"data":[{"dev":"x\",\"gw\":\"evil","reads":[]}],"gw":"real","hist":false,"seq":2}"#,
+            true,
+        ),
+        (r#"{"data":[],"gw":"g","hist":false,"seq":3,"v":2}"#, true),
+        // Not data first: the whole payload is read.
+        (r#"{"alarm":{"gw":"inner"},"gw":"outer","seq":4}"#, false),
+        (r#"{"data":[1],"gw":"g""#, false),
+    ];
+    for (p, tail) in cases {
+        let b = p.as_bytes();
+        assert_eq!(super::data_tail(b).is_some(), *tail, "{p}");
+        let got =
+            super::json_head(b).map(|(gw, hist, w)| (gw, hist, w.format == PayloadFormat::V2));
+        assert_eq!(got, full(b), "{p}");
+    }
+}

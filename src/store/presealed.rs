@@ -204,6 +204,9 @@ impl Store {
                 hwm = m.seq;
                 out.push(m);
             }
+            if !out.is_empty() {
+                self.set_hwm(&sp, hwm).map_err(Declined::Failed)?;
+            }
             Ok(out)
         })();
         let r = r.and_then(|out| {

@@ -115,6 +115,7 @@ impl Outbox for Store {
         // Bound to a placeholder message first, so the entries leave exactly as a sealed
         // message's do (the same counters, the same history rule).
         self.insert_message(&tx, seq, topic, (&[], None), readings, entries, &mut next)?;
+        self.set_hwm(&tx, seq)?;
         let d = DeadLetter {
             seq,
             topic: topic.to_string(),
@@ -201,6 +202,9 @@ impl Outbox for Store {
                         break;
                     }
                 }
+            }
+            if !out.is_empty() {
+                self.set_hwm(&tx, hwm)?;
             }
             Ok(())
         })();
@@ -504,8 +508,8 @@ impl Store {
         Ok(seq)
     }
 
-    /// Persist message `seq`, bind `entries` to it, move the high-water mark (in `tx`). With a
-    /// recipe the payload is not stored (an empty blob): readers rebuild it (`frozen`).
+    /// Persist message `seq` and bind `entries` to it (in `tx`; the caller records the
+    /// high-water mark, `set_hwm`, once after its last message). With a recipe the payload is not stored (an empty blob): readers rebuild it (`frozen`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_message(
         &self,
@@ -552,8 +556,14 @@ impl Store {
                     .map_err(self.sql("bind entries"))?;
             }
         }
-        set_meta(tx, "seq_hwm", seq as i64).map_err(self.sql("seq_hwm"))?;
         next.seal(entries.len() as u64, seq);
+        Ok(())
+    }
+
+    /// Record the highest sequence number sealed in `tx` (once per transaction, after its
+    /// last `insert_message`).
+    pub(super) fn set_hwm(&self, tx: &rusqlite::Connection, seq: u64) -> Result<(), OutboxError> {
+        set_meta(tx, "seq_hwm", seq as i64).map_err(self.sql("seq_hwm"))?;
         Ok(())
     }
 
