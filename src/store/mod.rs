@@ -34,6 +34,7 @@ mod deferred;
 mod dict;
 mod export;
 mod frozen;
+mod ingest;
 mod limits;
 pub mod presealed;
 mod schema;
@@ -53,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use thiserror::Error;
 
 pub use crate::alarm::AlarmWrites;
@@ -70,9 +71,7 @@ pub use export::{ExportFilter, StoreStats, StoredBatch};
 pub use limits::Eviction;
 pub use sparkplug_meta::BdSeqClaim;
 
-use crate::time::{rfc3339_ms, unix_ms};
-use blob::RawSample;
-use clock::{is_trusted, restamp_offset};
+use crate::time::rfc3339_ms;
 use dict::Dict;
 
 /// File name of the database inside the state directory.
@@ -841,217 +840,6 @@ impl Store {
             g.dict.clear();
         }
         r
-    }
-
-    fn commit_locked(
-        &self,
-        g: &mut Inner,
-        history: &[SampleBatch],
-        batches: &[SampleBatch],
-        extra: &[(EntryKind, serde_json::Value)],
-        alarms: &AlarmWrites,
-        stamp: &ClockStamp,
-    ) -> Result<CommitInfo, StoreError> {
-        let Inner {
-            conn,
-            dict,
-            untrusted_base,
-            held_rows,
-            deferred,
-            seq_hwm,
-            reserved,
-            sealer,
-            ..
-        } = g;
-        let mut tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.sql("begin commit"))?;
-        let mut info = CommitInfo::default();
-        let mut next = self.next_stats();
-        // Acknowledgements since the last write ride along (one fsync for both).
-        deferred::apply(&tx, deferred, &mut next).map_err(self.sql("deferred acks"))?;
-
-        // Base of the untrusted clock of this boot, for batches read before the clock was set
-        // but committed after.
-        let mut this_boot_untrusted = match untrusted_base {
-            Some((b, base)) if *b == stamp.boot_id => Some(*base),
-            _ => None,
-        };
-        if stamp.trusted() {
-            if *held_rows {
-                if this_boot_untrusted.is_none() {
-                    this_boot_untrusted = tx
-                        .query_row(
-                            "SELECT clock_base FROM entry WHERE status = 3 AND boot_id = ?1 \
-                             ORDER BY id DESC LIMIT 1",
-                            [&*stamp.boot_id],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(self.sql("held clock base"))?;
-                }
-                info.released =
-                    release_held(&tx, stamp, &mut next).map_err(self.sql("release held"))?;
-                *held_rows = false;
-            }
-        } else {
-            *untrusted_base = Some((stamp.boot_id.clone(), stamp.base()));
-        }
-
-        // This commit's pending data rows (the ingest seal's look without reading back).
-        let mut fresh = Vec::with_capacity(batches.len());
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO entry (kind, status, created_ms, read_ms, source, slot_ms, online, \
-                     failed_cycles, readings, clock, boot_id, clock_base, body) \
-                     VALUES (2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
-                .map_err(self.sql("prepare insert"))?;
-            let all = batches
-                .iter()
-                .map(|b| (b, false))
-                .chain(history.iter().map(|b| (b, true)));
-            for (i, (b, history_only)) in all.enumerate() {
-                let slot_ms = unix_ms(b.slot);
-                let raw_read = b
-                    .samples
-                    .iter()
-                    .map(|s| unix_ms(s.read_at))
-                    .min()
-                    .unwrap_or(slot_ms);
-                let src = dict
-                    .source_id(&tx, &b.device, &b.bus)
-                    .map_err(self.sql("source dictionary"))?;
-                let mut raw = Vec::with_capacity(b.samples.len());
-                for s in &b.samples {
-                    let pid = dict
-                        .point_id(&tx, src, &s.point, s.unit.as_ref(), s.value.as_ref())
-                        .map_err(self.sql("point dictionary"))?;
-                    raw.push(RawSample {
-                        point_id: pid,
-                        value: s.value.clone(),
-                        dt_ms: unix_ms(s.read_at) - raw_read,
-                        quality: s.quality.clone(),
-                    });
-                }
-                let body = blob::encode(&raw);
-                // (status, clock, offset, boot, base, created)
-                let (st, clk, off, boot, base, created): (i64, ClockState, i64, _, _, i64) =
-                    if is_trusted(raw_read) {
-                        let created = if stamp.trusted() {
-                            stamp.wall_ms
-                        } else {
-                            raw_read
-                        };
-                        (
-                            entry_state::PENDING,
-                            ClockState::Trusted,
-                            0,
-                            None,
-                            None,
-                            created,
-                        )
-                    } else if stamp.trusted() {
-                        match this_boot_untrusted {
-                            Some(ub) => (
-                                entry_state::PENDING,
-                                ClockState::Restamped,
-                                restamp_offset(ub, stamp.base()),
-                                None,
-                                None,
-                                stamp.wall_ms,
-                            ),
-                            // No untrusted stamp of this boot known: place it at the commit.
-                            None => (
-                                entry_state::PENDING,
-                                ClockState::Estimated,
-                                stamp.wall_ms - raw_read,
-                                None,
-                                None,
-                                stamp.wall_ms,
-                            ),
-                        }
-                    } else {
-                        info.held += 1;
-                        *held_rows = true;
-                        (
-                            entry_state::HELD,
-                            ClockState::Held,
-                            0,
-                            Some(&*stamp.boot_id),
-                            Some(stamp.base()),
-                            stamp.wall_ms,
-                        )
-                    };
-                // History-only rows are never sent (held ones are the documented edge).
-                let st = if history_only && st == entry_state::PENDING {
-                    entry_state::DELIVERED
-                } else {
-                    st
-                };
-                ins.execute(rusqlite::params![
-                    st,
-                    created,
-                    raw_read + off,
-                    src,
-                    slot_ms + off,
-                    b.online,
-                    b.failed_cycles,
-                    b.samples.len() as i64,
-                    clk as i64,
-                    boot,
-                    base,
-                    body,
-                ])
-                .map_err(self.sql("insert batch"))?;
-                next.insert_data(st, b.samples.len() as u64, raw_read + off);
-                let id = tx.last_insert_rowid();
-                if st == entry_state::PENDING {
-                    fresh.push(presealed::FreshRow {
-                        id,
-                        created_ms: created,
-                        batch: i,
-                        offset_ms: off,
-                    });
-                }
-                info.entry_ids.push(id);
-                info.readings += b.samples.len() as u64;
-            }
-        }
-        for (kind, json) in extra {
-            let id =
-                insert_json(&tx, *kind, json, stamp.wall_ms).map_err(self.sql("insert entry"))?;
-            next.insert_json();
-            info.entry_ids.push(id);
-        }
-        alarm_state::write(&tx, alarms).map_err(self.sql("alarm state"))?;
-        // The forwarder waits, connected and idle: seal what it would seal now, in this
-        // transaction (one fsync per cycle instead of two; a failed seal keeps the readings).
-        // Only this commit's batches pending: the look is built from them, not read back.
-        let only_fresh = extra.is_empty()
-            && info.released == 0
-            && next.s.pending_entries == fresh.len() as u64
-            && !presealed::read_back_forced();
-        let fresh = only_fresh.then_some(presealed::Fresh {
-            batches,
-            rows: &fresh,
-        });
-        info.fresh_look = fresh.is_some();
-        let presealed = match sealer.as_deref() {
-            Some(s) => self.preseal(&mut tx, dict, *seq_hwm, reserved, s, fresh, &mut next),
-            None => Vec::new(),
-        };
-        tx.commit().map_err(self.sql("commit"))?;
-        self.publish_stats(next);
-        *deferred = Default::default();
-        if let (Some(s), Some(last)) = (sealer.as_deref(), presealed.last()) {
-            *seq_hwm = last.seq;
-            info.presealed = presealed.len();
-            s.disarm();
-            s.hand_over(presealed);
-        }
-        Ok(info)
     }
 
     /// Cheap durability probe for tests and `status`: the pragmas in force on this connection.

@@ -11,14 +11,16 @@
 //! sealed messages are handed over after the commit (`IngestSealer::hand_over`) and the
 //! sealer disarmed; the forwarder takes them with `Outbox::take_presealed`.
 //!
-//! The look without reading back (`Fresh`): when the commit's own batches are all that is
-//! pending (the live counter says so, and the commit added no alarm or event and released no
-//! held row), the entries are built from the batches in memory exactly as `pending_in` would
-//! decode them from their rows (read times shifted by the row's clock offset and cut to the
-//! millisecond, names and values as stored), in its order: live newest first, then backlog
-//! oldest first. Reading them back and decoding the blobs was 7 % of W1's instructions
-//! (bench-results/cpu_round11.txt). A counter that were ever wrong would only leave older
-//! entries to the forwarder's own seal, never lose one.
+//! The look without reading back (`Look::Fresh`): when the commit's own batches will be all
+//! that is pending (the live counter says nothing else is, and the commit adds no alarm or
+//! event and released no held row), the entries are built from the batches in memory exactly
+//! as `pending_in` would decode them from their rows (read times shifted by the row's clock
+//! offset and cut to the millisecond, names and values as stored), in its order: live newest
+//! first, then backlog oldest first, with the ids the rows will get. The messages are sealed
+//! before the rows are written, and `ingest` writes each row already bound to its message.
+//! Reading back and decoding was 7 % of W1's instructions, binding the rows by UPDATE most of
+//! the rest of the seal's SQL (bench-results/cpu_round11.txt). A counter that were ever wrong
+//! would only leave older entries to the forwarder's own seal, never lose one.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use rusqlite::Transaction;
 
 use super::counters::Next;
 use super::dict::Dict;
+use super::sealing::Known;
 use super::Store;
 use crate::model::{Sample, SampleBatch};
 use crate::outbox::{Entry, EntryBody, EntryKind, IngestSealer, OutboxError, SealRequest, Sealed};
@@ -36,6 +39,20 @@ use crate::time::{from_unix_ms, unix_ms};
 pub const LOOK: usize = 32;
 /// Most messages sealed by one ingest commit.
 pub const MAX_MESSAGES: usize = 32;
+
+/// Where the ingest seal's look comes from.
+pub(super) enum Look<'a> {
+    /// The pending entries read back inside the transaction (`pending_in`).
+    ReadBack,
+    /// The commit's own batches, not written yet (`ingest`).
+    Fresh(Fresh<'a>),
+}
+
+/// What an ingest seal sealed: each message with the entries it binds.
+#[derive(Default)]
+pub(super) struct Presealed {
+    pub bound: Vec<(Sealed, Vec<i64>)>,
+}
 
 /// Why an ingest commit sealed nothing (logged at debug; the forwarder seals instead).
 #[derive(Debug)]
@@ -143,8 +160,10 @@ impl Store {
     }
 
     /// Seal, in a savepoint of `tx`, what the armed `sealer` packs of one look of pending
-    /// entries. Returns the messages sealed (empty when not armed, declined or failed, in
-    /// which case nothing of it stays in `tx` or `next`).
+    /// entries. Returns the messages sealed with the entries each binds (empty when not
+    /// armed, declined or failed, in which case nothing of it stays in `tx` or `next`). With
+    /// `Look::Fresh` the rows are not written yet: the messages are, and the caller writes
+    /// the rows bound to them and counts the seals (`ingest`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn preseal(
         &self,
@@ -153,24 +172,25 @@ impl Store {
         hwm: u64,
         reserved: &mut u64,
         sealer: &dyn IngestSealer,
-        fresh: Option<Fresh<'_>>,
+        look: Look<'_>,
         next: &mut Next,
-    ) -> Vec<Sealed> {
+    ) -> Presealed {
         let Some(live_since) = sealer.armed() else {
-            return Vec::new();
+            return Presealed::default();
         };
+        let rows_later = matches!(look, Look::Fresh(_));
         let before = next.clone();
         let sp = match tx.savepoint() {
             Ok(sp) => sp,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot seal at ingest: savepoint");
-                return Vec::new();
+                return Presealed::default();
             }
         };
-        let r = (|| -> Result<Vec<Sealed>, Declined> {
-            let entries = match &fresh {
-                Some(f) => f.entries(live_since),
-                None => self
+        let r = (|| -> Result<Vec<(Sealed, Vec<i64>)>, Declined> {
+            let entries = match &look {
+                Look::Fresh(f) => f.entries(live_since),
+                Look::ReadBack => self
                     .pending_in(&sp, dict, LOOK, live_since)
                     .map_err(|e| Declined::Failed(e.into()))?,
             };
@@ -194,15 +214,20 @@ impl Store {
                     rebuildable: p.rebuildable,
                 };
                 // The look holds every entry of the plan: no query per entry for the retain flag.
-                let retain = entries
-                    .iter()
-                    .any(|e| p.entries.contains(&e.id) && e.kind.retain());
+                let known = Known {
+                    retain: Some(
+                        entries
+                            .iter()
+                            .any(|e| p.entries.contains(&e.id) && e.kind.retain()),
+                    ),
+                    rows_later,
+                };
                 let m = self
-                    .seal_message(&sp, dict, hwm, reserved, &req, Some(retain), p.build, next)
+                    .seal_message(&sp, dict, hwm, reserved, &req, known, p.build, next)
                     .map_err(Declined::Failed)?
                     .map_err(|why| Declined::Failed(OutboxError::Build(why)))?;
                 hwm = m.seq;
-                out.push(m);
+                out.push((m, p.entries));
             }
             if !out.is_empty() {
                 self.set_hwm(&sp, hwm).map_err(Declined::Failed)?;
@@ -215,7 +240,7 @@ impl Store {
                 .map_err(|e| Declined::Failed(self.sql("release seal savepoint")(e).into()))
         });
         match r {
-            Ok(out) => out,
+            Ok(bound) => Presealed { bound },
             Err(why) => {
                 // The savepoint rolled back (dropped): the readings stand, nothing sealed.
                 *next = before;
@@ -229,7 +254,7 @@ impl Store {
                         tracing::debug!(error = %e, "not sealed at ingest; the forwarder seals")
                     }
                 }
-                Vec::new()
+                Presealed::default()
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::outbox::{Entry, EntryKind, Outbox, PlannedSeal};
-use crate::store::{ClockStamp, StoreConfig};
+use crate::store::{entry_state, ClockStamp, StoreConfig};
 
 const T0: i64 = crate::store::clock::MIN_TRUSTED_UNIX_MS + 10 * 86_400_000;
 
@@ -476,4 +476,96 @@ fn an_older_pending_entry_an_event_or_a_release_makes_the_look_read_back() {
     assert_eq!(info.released, 1);
     assert!(!info.fresh_look, "held rows released");
     assert_eq!(rec.looks.lock().unwrap().pop().unwrap().len(), 2);
+}
+
+#[test]
+fn rows_are_written_once_already_bound_when_they_are_all_that_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, fake) = open(dir.path(), Fake::default());
+    let s0 = store.last_seq().unwrap();
+    fake.armed.lock().unwrap().replace(T0);
+    // Three batches for the outbox and one history-only batch in the same commit.
+    let history = [crate::store::tests::int_batch("slow", T0 - 500, 2)];
+    let info = store
+        .commit_routed(&history, &batches(3), &[], &stamp())
+        .unwrap();
+    assert!(info.fresh_look);
+    assert_eq!(info.presealed, 3);
+    // The ids are consecutive, in the order given, after the largest before.
+    let ids = &info.entry_ids;
+    assert_eq!(ids.len(), 4);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let (looked, _) = fake.seen.lock().unwrap()[0].clone();
+    assert_eq!(looked, vec![ids[2], ids[1], ids[0]], "live, newest first");
+    // Each row bound to its message as written; the history row delivered, unbound.
+    let handed = store.take_presealed().unwrap();
+    let rows: Vec<(i64, i64, Option<i64>)> = {
+        let g = store.lock();
+        let mut st = g
+            .conn
+            .prepare("SELECT id, status, msg_seq FROM entry WHERE id >= ?1 ORDER BY id")
+            .unwrap();
+        st.query_map([ids[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let seq_of = |id: i64| {
+        handed
+            .iter()
+            .find(|m| m.payload.ends_with(format!(":{id}").as_bytes()))
+            .map(|m| m.seq as i64)
+    };
+    assert_eq!(
+        rows,
+        vec![
+            (ids[0], entry_state::SEALED, seq_of(ids[0])),
+            (ids[1], entry_state::SEALED, seq_of(ids[1])),
+            (ids[2], entry_state::SEALED, seq_of(ids[2])),
+            (ids[3], entry_state::DELIVERED, None),
+        ]
+    );
+    assert!(rows.iter().take(3).all(|r| r.2.is_some()));
+    assert_eq!(store.unacked().unwrap(), handed);
+    assert_eq!(store.last_seq().unwrap(), s0 + 3);
+    assert!(store.pending(100, 0).unwrap().is_empty());
+    counters_exact(&store);
+    // Acknowledged: the readings become history like any sealed row's.
+    store
+        .ack_many(&handed.iter().map(|m| m.seq).collect::<Vec<_>>())
+        .unwrap();
+    store.flush_acks().unwrap();
+    counters_exact(&store);
+    let s = store.stats().unwrap();
+    assert_eq!((s.sealed_messages, s.pending_readings), (0, 0));
+    assert_eq!(s.history_readings, 3 * 3 + 2);
+}
+
+#[test]
+fn a_refused_build_writes_the_rows_pending_with_the_same_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, fake) = open(
+        dir.path(),
+        Fake {
+            fail_at: Some(1),
+            ..Fake::default()
+        },
+    );
+    let s0 = store.last_seq().unwrap();
+    fake.armed.lock().unwrap().replace(T0);
+    let info = store.commit(&batches(3), &[], &stamp()).unwrap();
+    assert!(info.fresh_look);
+    assert_eq!(info.presealed, 0);
+    let pending: Vec<i64> = store
+        .pending(100, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut want = info.entry_ids.clone();
+    want.reverse();
+    assert_eq!(pending, want, "every row pending, live newest first");
+    assert_eq!(store.last_seq().unwrap(), s0, "no number consumed");
+    assert!(store.unacked().unwrap().is_empty());
+    counters_exact(&store);
 }

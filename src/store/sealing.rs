@@ -192,7 +192,16 @@ impl Outbox for Store {
                 }
                 let build = |seq| build(i, seq);
                 let (reserved, dict) = (&mut inner.reserved, &mut inner.dict);
-                match self.seal_message(&tx, dict, hwm, reserved, q, None, build, &mut next)? {
+                match self.seal_message(
+                    &tx,
+                    dict,
+                    hwm,
+                    reserved,
+                    q,
+                    Known::default(),
+                    build,
+                    &mut next,
+                )? {
                     Ok(m) => {
                         hwm = m.seq;
                         out.push(m);
@@ -274,6 +283,16 @@ fn id_run(ids: &[i64]) -> Option<(i64, i64)> {
         }
     }
     Some((lo, hi))
+}
+
+/// What the caller of `seal_message` knows of the message's entries.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Known {
+    /// Whether it is published retained (`None`: looked up, `retained`).
+    pub retain: Option<bool>,
+    /// The entries' rows are written after the message, already bound to it (the ingest
+    /// commit's fresh look, `ingest`): no binding, no rebuild check, no counter change here.
+    pub rows_later: bool,
 }
 
 fn bounded_reason(reason: &str) -> String {
@@ -386,9 +405,8 @@ impl Store {
     /// Seal one message in `tx`: the number after `hwm` (reserving a new block first when the
     /// reservation is used up), the payload `build` makes for it, its row (retained when one of
     /// its entries asks for it; frozen, without its bytes, when its entries rebuild them:
-    /// `frozen`) and its entries bound. `retain`: whether it is published retained when the
-    /// caller knows its entries' kinds (`None`: looked up, `retained`). `Ok(Err(why))`:
-    /// `build` refused, nothing written, no number consumed (the caller's `hwm` stays).
+    /// `frozen`) and its entries bound (unless `known.rows_later`). `Ok(Err(why))`: `build`
+    /// refused, nothing written, no number consumed (the caller's `hwm` stays).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn seal_message(
         &self,
@@ -397,12 +415,12 @@ impl Store {
         hwm: u64,
         reserved: &mut u64,
         req: &SealRequest<'_>,
-        retain: Option<bool>,
+        known: Known,
         build: impl FnOnce(u64) -> Result<Vec<u8>, String>,
         next: &mut super::counters::Next,
     ) -> Result<Result<Sealed, String>, OutboxError> {
         let seq = self.reserve_next(hwm, reserved)?;
-        let retain = match retain {
+        let retain = match known.retain {
             Some(r) => r,
             None => self.retained(tx, req.entries)?,
         };
@@ -410,20 +428,18 @@ impl Store {
             Ok(p) => p,
             Err(why) => return Ok(Err(why)),
         };
-        let recipe = if req.rebuildable {
-            frozen::freeze(tx, dict, &self.path, seq, req.entries, &payload)
-        } else {
-            None
+        let recipe = match (req.rebuildable, known.rows_later) {
+            (false, _) => None,
+            // Checked against the rows once they are written (debug builds: `ingest`).
+            (true, true) => frozen::Recipe::guess(&payload, req.entries),
+            (true, false) => frozen::freeze(tx, dict, &self.path, seq, req.entries, &payload),
         };
-        self.insert_message(
-            tx,
-            seq,
-            req.topic,
-            (&payload, recipe.as_ref()),
-            req.readings,
-            req.entries,
-            next,
-        )?;
+        let content = (&payload[..], recipe.as_ref());
+        if known.rows_later {
+            self.insert_message_row(tx, seq, req.topic, content, req.readings)?;
+        } else {
+            self.insert_message(tx, seq, req.topic, content, req.readings, req.entries, next)?;
+        }
         if retain {
             tx.execute("UPDATE message SET retain = 1 WHERE seq = ?1", [seq as i64])
                 .map_err(self.sql("retain"))?;
@@ -509,34 +525,19 @@ impl Store {
     }
 
     /// Persist message `seq` and bind `entries` to it (in `tx`; the caller records the
-    /// high-water mark, `set_hwm`, once after its last message). With a recipe the payload is not stored (an empty blob): readers rebuild it (`frozen`).
+    /// high-water mark, `set_hwm`, once after its last message).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_message(
         &self,
         tx: &rusqlite::Connection,
         seq: u64,
         topic: &str,
-        (payload, recipe): (&[u8], Option<&frozen::Recipe>),
+        content: (&[u8], Option<&frozen::Recipe>),
         readings: u64,
         entries: &[i64],
         next: &mut super::counters::Next,
     ) -> Result<(), OutboxError> {
-        tx.prepare_cached(
-            "INSERT INTO message (seq, topic, payload, readings, created_ms, recipe, gw) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(rusqlite::params![
-                seq as i64,
-                topic,
-                if recipe.is_some() { &[][..] } else { payload },
-                readings as i64,
-                crate::time::now_ms(),
-                recipe.map(frozen::Recipe::code),
-                recipe.map(|r| r.gw.as_str()),
-            ])
-        })
-        .map_err(self.sql("insert message"))?;
+        self.insert_message_row(tx, seq, topic, content, readings)?;
         if let Some((lo, hi)) = id_run(entries) {
             // One statement for a run of consecutive ids (a batch group of one poll cycle):
             // the same rows, without a statement per row (issue 13).
@@ -557,6 +558,35 @@ impl Store {
             }
         }
         next.seal(entries.len() as u64, seq);
+        Ok(())
+    }
+
+    /// Message `seq`'s row alone (its entries bound by the caller). With a recipe the payload
+    /// is not stored (an empty blob): readers rebuild it (`frozen`).
+    pub(super) fn insert_message_row(
+        &self,
+        tx: &rusqlite::Connection,
+        seq: u64,
+        topic: &str,
+        (payload, recipe): (&[u8], Option<&frozen::Recipe>),
+        readings: u64,
+    ) -> Result<(), OutboxError> {
+        tx.prepare_cached(
+            "INSERT INTO message (seq, topic, payload, readings, created_ms, recipe, gw) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(rusqlite::params![
+                seq as i64,
+                topic,
+                if recipe.is_some() { &[][..] } else { payload },
+                readings as i64,
+                crate::time::now_ms(),
+                recipe.map(frozen::Recipe::code),
+                recipe.map(|r| r.gw.as_str()),
+            ])
+        })
+        .map_err(self.sql("insert message"))?;
         Ok(())
     }
 

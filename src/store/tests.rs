@@ -559,7 +559,7 @@ fn migrations_from_empty_and_from_previous_version() {
             [],
         )
         .unwrap();
-        let body = blob::encode(&[RawSample {
+        let body = blob::encode(&[blob::RawSample {
             point_id: 1,
             value: Some(Value::Float(2.5)),
             dt_ms: 0,
