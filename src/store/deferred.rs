@@ -57,8 +57,15 @@ pub(crate) fn apply(tx: &Connection, d: &Deferred, next: &mut Next) -> rusqlite:
     if d.is_empty() {
         return Ok(());
     }
-    for &seq in &d.seqs {
-        retire(tx, seq as i64)?;
+    let seqs: Vec<i64> = d.seqs.iter().map(|&q| q as i64).collect();
+    match super::sealing::id_run(&seqs) {
+        // A burst of consecutive numbers (the usual case): three statements for all of them.
+        Some((lo, hi)) => retire_run(tx, lo, hi)?,
+        None => {
+            for &seq in &seqs {
+                retire(tx, seq)?;
+            }
+        }
     }
     set_meta(tx, "last_ack_ms", d.last_ms)?;
     next.stale_oldest_pending();
@@ -78,6 +85,19 @@ pub(crate) fn retire(tx: &Connection, seq: i64) -> rusqlite::Result<usize> {
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM message WHERE seq = ?1")?
         .execute([seq])
+}
+
+/// `retire` for every message numbered `lo..=hi` (the caller acknowledges exactly those).
+fn retire_run(tx: &Connection, lo: i64, hi: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE entry SET status = 2, msg_seq = NULL WHERE msg_seq BETWEEN ?1 AND ?2 AND kind = 2",
+    )?
+    .execute([lo, hi])?;
+    tx.prepare_cached("DELETE FROM entry WHERE msg_seq BETWEEN ?1 AND ?2")?
+        .execute([lo, hi])?;
+    tx.prepare_cached("DELETE FROM message WHERE seq BETWEEN ?1 AND ?2")?
+        .execute([lo, hi])?;
+    Ok(())
 }
 
 /// The counters' view of acknowledging `seqs` at `now_ms` (rows unchanged): readings become
@@ -405,5 +425,81 @@ mod tests {
             page_size(fresh.path()),
             crate::store::NEW_DB_PAGE_SIZE as i64
         );
+    }
+
+    #[test]
+    fn a_burst_of_consecutive_acks_retires_exactly_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let alarm = (
+            crate::outbox::EntryKind::Alarm,
+            serde_json::json!({"alarm": "hi"}),
+        );
+        let info = store
+            .commit(
+                &[batch(T0), batch(T0 + 1), batch(T0 + 2), batch(T0 + 3)],
+                &[alarm],
+                &stamp(T0 + 100),
+            )
+            .unwrap();
+        let ids = &info.entry_ids;
+        // Five messages: the alarm in the third.
+        let order = [ids[0], ids[1], ids[4], ids[2], ids[3]];
+        let reqs: Vec<SealRequest<'_>> = order
+            .iter()
+            .map(|id| SealRequest {
+                topic: "r/x",
+                entries: std::slice::from_ref(id),
+                readings: 4,
+                rebuildable: false,
+            })
+            .collect();
+        let (sealed, err) = store.seal_many(&reqs, &mut |i, _| Ok(vec![i as u8]));
+        assert!(err.is_none(), "{err:?}");
+        let s: Vec<u64> = sealed.iter().map(|m| m.seq).collect();
+        let rows = |store: &Store| -> Vec<(i64, i64, Option<i64>)> {
+            let g = store.lock();
+            let mut st = g
+                .conn
+                .prepare("SELECT id, status, msg_seq FROM entry WHERE id >= ?1 ORDER BY id")
+                .unwrap();
+            st.query_map([ids[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        // The first three, acknowledged out of order, are one run.
+        store.ack_many(&[s[1], s[0], s[2]]).unwrap();
+        store
+            .commit(&[batch(T0 + 4)], &[], &stamp(T0 + 200))
+            .unwrap();
+        assert_eq!(on_disk(dir.path()), vec![s[3], s[4]]);
+        let after = rows(&store);
+        assert_eq!(after[0], (ids[0], 2, None));
+        assert_eq!(after[1], (ids[1], 2, None));
+        assert_eq!(after[2], (ids[2], 1, Some(s[3] as i64)));
+        assert_eq!(after[3], (ids[3], 1, Some(s[4] as i64)));
+        let alarms: i64 = store
+            .lock()
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM entry WHERE kind != 2 AND id >= ?1",
+                [ids[0]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(alarms, 0, "the alarm row left with its message: {after:?}");
+        let live = store.stats().unwrap();
+        let mut scan = store.stats_scan().unwrap();
+        scan.bytes_on_disk = live.bytes_on_disk;
+        assert_eq!(live, scan);
+        // Not a run: the last one alone, then its neighbour.
+        store.ack_many(&[s[4]]).unwrap();
+        store.flush_acks().unwrap();
+        assert_eq!(on_disk(dir.path()), vec![s[3]]);
+        store.ack_many(&[s[3]]).unwrap();
+        store.flush_acks().unwrap();
+        assert!(on_disk(dir.path()).is_empty());
+        assert_eq!(store.stats().unwrap().history_readings, 16);
     }
 }

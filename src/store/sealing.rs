@@ -265,7 +265,7 @@ impl Outbox for Store {
 /// A refusal reason as kept and reported: at most `DEAD_LETTER_REASON_MAX` characters.
 /// `(lowest, highest)` when `ids` are two or more distinct consecutive numbers in any order
 /// (so `BETWEEN` names exactly them).
-fn id_run(ids: &[i64]) -> Option<(i64, i64)> {
+pub(super) fn id_run(ids: &[i64]) -> Option<(i64, i64)> {
     if ids.len() < 2 {
         return None;
     }
