@@ -15,6 +15,8 @@
 //!   (the proxy sees only `CONNECT localhost:<port>` and ciphertext).
 //! - PUBACKs of one burst reach the outbox in one call once none is outstanding
 //!   (`ACK_COALESCE`), and every message is acknowledged.
+//! - Sealed at ingest, cycle after cycle: the forwarder takes the messages without a look of
+//!   its own when the store says nothing else is pending.
 
 mod common;
 
@@ -513,10 +515,12 @@ async fn through_an_http_connect_proxy_tls_runs_end_to_end_under_the_brokers_nam
     run.stop().await;
 }
 
-/// The rig's store, recording the size of every `ack_many` call the forwarder makes.
+/// The rig's store, recording the size of every `ack_many` call the forwarder makes and
+/// counting its looks (`pending`).
 struct CountingAcks {
     store: Arc<Store>,
     calls: Mutex<Vec<usize>>,
+    looks: AtomicUsize,
 }
 
 impl gasdtu::outbox::Outbox for CountingAcks {
@@ -525,7 +529,17 @@ impl gasdtu::outbox::Outbox for CountingAcks {
         limit: usize,
         live_since_ms: i64,
     ) -> Result<Vec<gasdtu::outbox::Entry>, gasdtu::outbox::OutboxError> {
+        self.looks.fetch_add(1, Ordering::SeqCst);
         self.store.pending(limit, live_since_ms)
+    }
+    fn take_presealed(&self) -> Result<Vec<gasdtu::outbox::Sealed>, gasdtu::outbox::OutboxError> {
+        self.store.take_presealed()
+    }
+    #[allow(clippy::type_complexity)]
+    fn try_take_presealed(
+        &self,
+    ) -> Option<Result<(Vec<gasdtu::outbox::Sealed>, bool), gasdtu::outbox::OutboxError>> {
+        self.store.try_take_presealed()
     }
     fn seal(
         &self,
@@ -560,6 +574,7 @@ async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
     let outbox = Arc::new(CountingAcks {
         store: r.store.clone(),
         calls: Mutex::default(),
+        looks: AtomicUsize::new(0),
     });
     // PUBACKs 15 ms apart: without coalescing, each is its own outbox call.
     let relay = Relay::start_paced(r.broker.port, Some(Duration::from_millis(15))).await;
@@ -589,6 +604,78 @@ async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
     assert!(
         calls.len() * 4 <= acked,
         "PUBACKs recorded in bursts, not one call each: {calls:?}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("forwarder stops")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sealed_at_ingest_are_taken_without_a_look_of_their_own() {
+    let r = rig();
+    let outbox = Arc::new(CountingAcks {
+        store: r.store.clone(),
+        calls: Mutex::default(),
+        looks: AtomicUsize::new(0),
+    });
+    let cfg = uplink(&r.pki, r.broker.port);
+    let seal = Arc::new(gasdtu::uplink::IngestSeal::new(&cfg, GW));
+    r.store.set_ingest_sealer(Some(seal.clone()));
+    let (tx, status) = watch::channel(LinkStatus::default());
+    let shutdown = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let f = Forwarder::new(cfg, GW, outbox.clone(), wake.clone(), tx).with_ingest_seal(seal);
+    let task = tokio::spawn(f.run(shutdown.clone()));
+    let stamp = ClockStamp::now();
+    let sealed_at_ingest = || status.borrow().sealed_at_ingest;
+    let mut looks_before = None;
+    for cycle in 0..6u32 {
+        // Wait until the forwarder is idle and armed again (the previous cycle delivered).
+        wait_until("the previous cycle delivered", T, || {
+            let st = r.store.stats().ok()?;
+            (st.pending_entries == 0 && st.sealed_messages == 0).then_some(())
+        })
+        .await;
+        if cycle == 1 {
+            looks_before = Some(outbox.looks.load(Ordering::SeqCst));
+        }
+        // The forwarder arms once idle; give it the moment it needs (no sleep: poll).
+        let before = sealed_at_ingest();
+        let batch = int_readings(&format!("d{cycle}"), 0, 3);
+        let mut info = r
+            .store
+            .commit(std::slice::from_ref(&batch), &[], &stamp)
+            .unwrap();
+        while info.presealed == 0 {
+            // Not armed yet (the forwarder was still busy): send it, then try the next one.
+            wake.notify_one();
+            wait_until("the readings delivered", T, || {
+                let st = r.store.stats().ok()?;
+                (st.pending_entries == 0 && st.sealed_messages == 0).then_some(())
+            })
+            .await;
+            info = r
+                .store
+                .commit(std::slice::from_ref(&batch), &[], &stamp)
+                .unwrap();
+        }
+        wake.notify_one();
+        wait_until("the sealed message taken", T, || {
+            (sealed_at_ingest() > before).then_some(())
+        })
+        .await;
+    }
+    wait_until("everything acknowledged", T, || {
+        let st = r.store.stats().ok()?;
+        (st.pending_entries == 0 && st.sealed_messages == 0).then_some(())
+    })
+    .await;
+    let looks = outbox.looks.load(Ordering::SeqCst) - looks_before.unwrap_or(0);
+    assert!(
+        looks <= 2,
+        "five cycles sealed at ingest cost {looks} looks of the forwarder's own"
     );
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)

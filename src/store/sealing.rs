@@ -50,6 +50,29 @@ impl Outbox for Store {
         })
     }
 
+    fn try_take_presealed(&self) -> Option<Result<(Vec<Sealed>, bool), OutboxError>> {
+        let g = match self.inner.try_lock() {
+            Ok(g) => g,
+            // Busy (or poisoned): the blocking path takes them.
+            Err(_) => return None,
+        };
+        let sealed = match &g.sealer {
+            Some(s) => {
+                s.disarm();
+                s.take()
+            }
+            None => Vec::new(),
+        };
+        let drained = self.live
+            && self
+                .counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending_entries
+                == 0;
+        Some(Ok((sealed, drained)))
+    }
+
     fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
         let mut g = self.lock();
         let inner = &mut *g;

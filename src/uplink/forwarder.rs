@@ -1406,10 +1406,19 @@ impl<O: Outbox> Forwarder<O> {
             return Ok(());
         }
         if s.armed && s.more {
-            // Disarmed under the store's lock: from here on only this task seals.
+            // Disarmed under the store's lock: from here on only this task seals. Taken at
+            // once when the lock is free (and told whether anything is left to look for),
+            // else on a blocking thread.
             s.armed = false;
-            match self.blocking(|o| o.take_presealed()).await? {
-                Ok(v) => {
+            let taken = match self.outbox.try_take_presealed() {
+                Some(r) => r,
+                None => self
+                    .blocking(|o| o.take_presealed())
+                    .await?
+                    .map(|v| (v, false)),
+            };
+            match taken {
+                Ok((v, drained)) => {
                     let n = v.len() as u64;
                     if n > 0 {
                         self.status.send_modify(|st| st.sealed_at_ingest += n);
@@ -1417,6 +1426,10 @@ impl<O: Outbox> Forwarder<O> {
                     for m in v {
                         s.last_seq = s.last_seq.max(m.seq);
                         s.resend.push_back(m);
+                    }
+                    if drained && s.staged.is_empty() {
+                        // Nothing pending: what an empty look would say (a commit wakes us).
+                        s.more = false;
                     }
                 }
                 Err(e @ OutboxError::Store(_)) => {
