@@ -72,8 +72,11 @@ impl Store {
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
         let mut next = self.next_stats();
-        // Acknowledgements since the last write ride along (one fsync for both).
-        deferred::apply(&tx, deferred, &mut next).map_err(self.sql("deferred acks"))?;
+        // Acknowledgements ride along (one fsync for both) once enough wait (`RIPE_COUNT`).
+        let acks = deferred.ripe(std::time::Instant::now());
+        if acks {
+            deferred::apply(&tx, deferred, &mut next).map_err(self.sql("deferred acks"))?;
+        }
 
         // Base of the untrusted clock of this boot, for batches read before the clock was set
         // but committed after.
@@ -238,7 +241,9 @@ impl Store {
         };
         tx.commit().map_err(self.sql("commit"))?;
         self.publish_stats(next);
-        *deferred = Default::default();
+        if acks {
+            *deferred = Default::default();
+        }
         if let (Some(s), Some(last)) = (sealer.as_deref(), presealed.last()) {
             *seq_hwm = last.seq;
             info.presealed = presealed.len();

@@ -107,6 +107,7 @@ fn open(dir: &std::path::Path, fake: Fake) -> (Store, Arc<Fake>) {
             .seal("gw/event", &ids, 0, &mut |_| Ok(b"e".to_vec()))
             .unwrap();
         store.ack(m.seq).unwrap();
+        store.flush_acks().unwrap();
     }
     store.set_ingest_sealer(Some(fake.clone()));
     (store, fake)
