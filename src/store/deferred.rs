@@ -518,17 +518,6 @@ mod tests {
         let (sealed, err) = store.seal_many(&reqs, &mut |i, _| Ok(vec![i as u8]));
         assert!(err.is_none(), "{err:?}");
         let s: Vec<u64> = sealed.iter().map(|m| m.seq).collect();
-        let rows = |store: &Store| -> Vec<(i64, i64, Option<i64>)> {
-            let g = store.lock();
-            let mut st = g
-                .conn
-                .prepare("SELECT id, status, msg_seq FROM entry WHERE id >= ?1 ORDER BY id")
-                .unwrap();
-            st.query_map([ids[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
         // The first three, acknowledged out of order, are one run.
         store.ack_many(&[s[1], s[0], s[2]]).unwrap();
         store.flush_acks().unwrap();
@@ -536,7 +525,7 @@ mod tests {
             .commit(&[batch(T0 + 4)], &[], &stamp(T0 + 200))
             .unwrap();
         assert_eq!(on_disk(dir.path()), vec![s[3], s[4]]);
-        let after = rows(&store);
+        let after = crate::store::tests::entry_rows(&store, ids[0]);
         assert_eq!(after[0], (ids[0], 2, None));
         assert_eq!(after[1], (ids[1], 2, None));
         assert_eq!(after[2], (ids[2], 1, Some(s[3] as i64)));

@@ -96,19 +96,7 @@ fn open(dir: &std::path::Path, fake: Fake) -> (Store, Arc<Fake>) {
         ..fake
     });
     // Events of the open itself are pending: sealed and acknowledged out of the way.
-    let ids: Vec<i64> = store
-        .pending(100, 0)
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    if !ids.is_empty() {
-        let m = store
-            .seal("gw/event", &ids, 0, &mut |_| Ok(b"e".to_vec()))
-            .unwrap();
-        store.ack(m.seq).unwrap();
-        store.flush_acks().unwrap();
-    }
+    clear_pending(&store);
     store.set_ingest_sealer(Some(fake.clone()));
     (store, fake)
 }
@@ -185,9 +173,19 @@ fn a_failed_seal_keeps_the_readings_and_consumes_no_number() {
     let s0 = store.last_seq().unwrap();
     fake.armed.lock().unwrap().replace(T0);
     let info = store.commit(&batches(3), &[], &stamp()).unwrap();
+    assert!(info.fresh_look, "sealed as written, then refused");
     assert_eq!(info.presealed, 0);
     assert_eq!(info.readings, 9, "the readings committed");
-    assert_eq!(store.pending(100, 0).unwrap().len(), 3, "all still pending");
+    // Every row written pending with the ids it was packed with, live newest first.
+    let pending: Vec<i64> = store
+        .pending(100, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut want = info.entry_ids.clone();
+    want.reverse();
+    assert_eq!(pending, want, "all still pending");
     // Still armed after a failure (nothing was handed over).
     assert_eq!(fake.armed(), Some(T0));
     assert!(
@@ -289,7 +287,8 @@ impl IngestSealer for Recorder {
     }
 }
 
-/// Seal and acknowledge everything pending (the next commit's batches are then all of it).
+/// Seal and acknowledge everything pending, the acknowledgement written (the next commit's
+/// batches are then all that is pending, and the rows are gone).
 fn clear_pending(store: &Store) {
     let ids: Vec<i64> = store
         .pending(100, 0)
@@ -302,6 +301,7 @@ fn clear_pending(store: &Store) {
             .seal("gw/x", &ids, 0, &mut |_| Ok(b"x".to_vec()))
             .unwrap();
         store.ack(m.seq).unwrap();
+        store.flush_acks().unwrap();
     }
 }
 
@@ -500,17 +500,7 @@ fn rows_are_written_once_already_bound_when_they_are_all_that_is_pending() {
     assert_eq!(looked, vec![ids[2], ids[1], ids[0]], "live, newest first");
     // Each row bound to its message as written; the history row delivered, unbound.
     let handed = store.take_presealed().unwrap();
-    let rows: Vec<(i64, i64, Option<i64>)> = {
-        let g = store.lock();
-        let mut st = g
-            .conn
-            .prepare("SELECT id, status, msg_seq FROM entry WHERE id >= ?1 ORDER BY id")
-            .unwrap();
-        st.query_map([ids[0]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let rows = crate::store::tests::entry_rows(&store, ids[0]);
     let seq_of = |id: i64| {
         handed
             .iter()
@@ -540,33 +530,4 @@ fn rows_are_written_once_already_bound_when_they_are_all_that_is_pending() {
     let s = store.stats().unwrap();
     assert_eq!((s.sealed_messages, s.pending_readings), (0, 0));
     assert_eq!(s.history_readings, 3 * 3 + 2);
-}
-
-#[test]
-fn a_refused_build_writes_the_rows_pending_with_the_same_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, fake) = open(
-        dir.path(),
-        Fake {
-            fail_at: Some(1),
-            ..Fake::default()
-        },
-    );
-    let s0 = store.last_seq().unwrap();
-    fake.armed.lock().unwrap().replace(T0);
-    let info = store.commit(&batches(3), &[], &stamp()).unwrap();
-    assert!(info.fresh_look);
-    assert_eq!(info.presealed, 0);
-    let pending: Vec<i64> = store
-        .pending(100, 0)
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    let mut want = info.entry_ids.clone();
-    want.reverse();
-    assert_eq!(pending, want, "every row pending, live newest first");
-    assert_eq!(store.last_seq().unwrap(), s0, "no number consumed");
-    assert!(store.unacked().unwrap().is_empty());
-    counters_exact(&store);
 }

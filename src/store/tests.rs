@@ -45,6 +45,20 @@ pub(super) fn int_batch(device: &str, read_ms: i64, points: i64) -> SampleBatch 
     }
 }
 
+/// `(id, status, msg_seq)` of the entry rows from `from_id` on, by id (what the rows say,
+/// not the counters).
+pub(super) fn entry_rows(store: &Store, from_id: i64) -> Vec<(i64, i64, Option<i64>)> {
+    let g = store.lock();
+    let mut st = g
+        .conn
+        .prepare("SELECT id, status, msg_seq FROM entry WHERE id >= ?1 ORDER BY id")
+        .unwrap();
+    st.query_map([from_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 fn batch(device: &str, read_ms: i64, points: usize) -> SampleBatch {
     let samples = (0..points)
         .map(|i| {
