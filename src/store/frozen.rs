@@ -389,10 +389,7 @@ impl Store {
         let mut g = self.lock();
         let inner = &mut *g;
         // Everything sealed is read here, what the ingest handed over too (not twice).
-        if let Some(s) = &inner.sealer {
-            s.disarm();
-            s.take();
-        }
+        inner.take_handed_over();
         type Row = (Sealed, Option<(i64, Option<String>)>);
         let rows = inner
             .conn

@@ -148,6 +148,21 @@ fn as_stored(b: &SampleBatch, offset_ms: i64) -> SampleBatch {
     }
 }
 
+impl super::Inner {
+    /// Disarm the installed sealer and take what the ingest commits handed it over (under
+    /// the store's lock, so no ingest seal is under way afterwards).
+    #[inline]
+    pub(super) fn take_handed_over(&self) -> Vec<Sealed> {
+        match &self.sealer {
+            Some(s) => {
+                s.disarm();
+                s.take()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
 impl Store {
     /// Install (or with `None` remove) the forwarder's sealer for sealing at ingest. A new
     /// forwarder replaces the old one's; what the old one was handed is in `unacked()`.

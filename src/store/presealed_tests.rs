@@ -287,6 +287,18 @@ impl IngestSealer for Recorder {
     }
 }
 
+/// A store with nothing pending and a `Recorder` installed, live since 0.
+fn recording(dir: &std::path::Path) -> (Store, Arc<Recorder>) {
+    let (store, _) = Store::open(dir, &StoreConfig::default()).unwrap();
+    clear_pending(&store);
+    let rec = Arc::new(Recorder {
+        live_since: Mutex::new(0),
+        looks: Mutex::default(),
+    });
+    store.set_ingest_sealer(Some(rec.clone()));
+    (store, rec)
+}
+
 /// Seal and acknowledge everything pending, the acknowledgement written (the next commit's
 /// batches are then all that is pending, and the rows are gone).
 fn clear_pending(store: &Store) {
@@ -366,13 +378,7 @@ fn varied(device: &str, read_ms: i64) -> crate::model::SampleBatch {
 #[test]
 fn the_look_built_in_memory_is_the_look_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-    clear_pending(&store);
-    let rec = Arc::new(Recorder {
-        live_since: Mutex::new(0),
-        looks: Mutex::default(),
-    });
-    store.set_ingest_sealer(Some(rec.clone()));
+    let (store, rec) = recording(dir.path());
     let untrusted = 5_000_000; // ms after the epoch: a clock not set yet
     let stamp_of = |wall_ms: i64, boot: &str| ClockStamp {
         wall_ms,
@@ -443,13 +449,7 @@ fn the_look_built_in_memory_is_the_look_read_back() {
 #[test]
 fn an_older_pending_entry_an_event_or_a_release_makes_the_look_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-    clear_pending(&store);
-    let rec = Arc::new(Recorder {
-        live_since: Mutex::new(0),
-        looks: Mutex::default(),
-    });
-    store.set_ingest_sealer(Some(rec.clone()));
+    let (store, rec) = recording(dir.path());
     // Something older pending: it must be in the look.
     let first = store.commit(&batches(1), &[], &stamp()).unwrap();
     assert!(first.fresh_look);

@@ -40,14 +40,7 @@ impl Outbox for Store {
     }
 
     fn take_presealed(&self) -> Result<Vec<Sealed>, OutboxError> {
-        let g = self.lock();
-        Ok(match &g.sealer {
-            Some(s) => {
-                s.disarm();
-                s.take()
-            }
-            None => Vec::new(),
-        })
+        Ok(self.lock().take_handed_over())
     }
 
     fn try_take_presealed(&self) -> Option<Result<(Vec<Sealed>, bool), OutboxError>> {
@@ -56,13 +49,7 @@ impl Outbox for Store {
             // Busy (or poisoned): the blocking path takes them.
             Err(_) => return None,
         };
-        let sealed = match &g.sealer {
-            Some(s) => {
-                s.disarm();
-                s.take()
-            }
-            None => Vec::new(),
-        };
+        let sealed = g.take_handed_over();
         let drained = self.live
             && self
                 .counters
