@@ -176,7 +176,8 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
                 owner.tick(&mut gw).await;
                 continue;
             }
-            _ = tick.tick() => {
+            // Only while a push awaits confirmation: an idle daemon has no 1 s wake-up.
+            _ = tick.tick(), if pending => {
                 owner.tick(&mut gw).await;
                 continue;
             }
