@@ -24,6 +24,7 @@ use crate::gateway::batch_log::BatchLog;
 use crate::gateway::interlocks::{self, Interlocks};
 use crate::gateway::status_socket::DeviceBoard;
 use crate::gateway::BusPorts;
+use crate::modbus::NextPolls;
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
@@ -91,6 +92,8 @@ pub struct Consumer {
     /// The watchdog's board: a bus beats when its batch is received (polling is alive), and
     /// every commit attempt is bracketed (a hung commit stops the pings, a failing one not).
     progress: Option<super::progress::Progress>,
+    /// When the bus tasks poll next (`gather` ends early once none will send soon).
+    next_polls: Option<Arc<NextPolls>>,
 }
 
 /// Batches dropped from memory and not yet reported.
@@ -175,6 +178,7 @@ impl Consumer {
             batch_log: BatchLog::default(),
             memory_readings: MEMORY_READINGS,
             progress: None,
+            next_polls: None,
         }
     }
 
@@ -210,6 +214,13 @@ impl Consumer {
     }
 
     /// Readings held in memory while the store fails (default `MEMORY_READINGS`).
+    /// End a cycle's gathering window as soon as every bus task has sent its cycle (see
+    /// `gather`); without it the window is always waited out.
+    pub fn with_next_polls(mut self, polls: Arc<NextPolls>) -> Self {
+        self.next_polls = Some(polls);
+        self
+    }
+
     pub fn with_memory_bound(mut self, readings: usize) -> Self {
         self.memory_readings = readings.max(1);
         self
@@ -313,6 +324,36 @@ impl Consumer {
         }
     }
 
+    /// Receive the rest of a poll cycle: for `GATHER` after its first batch, or until no bus
+    /// task can send anything before that window would close (`NextPolls`: each has sent its
+    /// cycle and polls next later), whichever comes first. `open` turns false when the
+    /// channel closes (then there is nothing more to wait for).
+    async fn gather(&mut self, held: &mut Held, open: &mut bool) {
+        let until_ms = crate::time::now_ms().saturating_add(GATHER.as_millis() as i64);
+        let quiet = |polls: &Option<Arc<NextPolls>>| {
+            polls.as_ref().is_some_and(|p| p.quiet_until(until_ms))
+        };
+        if quiet(&self.next_polls) {
+            return;
+        }
+        let window = tokio::time::sleep(GATHER);
+        tokio::pin!(window);
+        while *open {
+            tokio::select! {
+                _ = &mut window => return,
+                b = self.rx.recv() => match b {
+                    Some(b) => {
+                        self.hold(b, held);
+                        if quiet(&self.next_polls) {
+                            return;
+                        }
+                    }
+                    None => *open = false,
+                },
+            }
+        }
+    }
+
     /// Take everything already waiting on the channel; false once it is closed.
     fn drain_waiting(&mut self, held: &mut Held) -> bool {
         loop {
@@ -355,8 +396,7 @@ impl Consumer {
                 }
                 // The other devices of this poll cycle are a few ms behind: one commit (one
                 // fsync) for the cycle instead of one each (flash wear, docs/store.md).
-                let gather = tokio::time::sleep(GATHER);
-                self.receiving(gather, &mut held, &mut open).await;
+                self.gather(&mut held, &mut open).await;
             }
             if open {
                 open = self.drain_waiting(&mut held);

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::modbus::Acquisition;
+use crate::modbus::{Acquisition, NextPolls};
 use crate::model::SampleBatch;
 use crate::outbox::EntryKind;
 use crate::report::Reporter;
@@ -160,6 +160,8 @@ pub struct Gateway {
     interlocks: Arc<Mutex<Interlocks>>,
     ports: BusPorts,
     tx: mpsc::Sender<SampleBatch>,
+    /// When each bus task polls next, across reloads (the consumer's gathering window).
+    next_polls: Arc<NextPolls>,
     acq_stop: CancellationToken,
     acq: Acquisition,
     consumer: JoinHandle<ConsumerReport>,
@@ -218,7 +220,8 @@ impl Gateway {
         let progress = Progress::for_config(&cfg);
         let (tx, rx) = mpsc::channel(crate::modbus::CHANNEL_BATCHES);
         let acq_stop = CancellationToken::new();
-        let acq = crate::modbus::start_with(&cfg, &acq_stop, opts.poll_now, &tx);
+        let next_polls = NextPolls::new();
+        let acq = crate::modbus::start_with(&cfg, &acq_stop, opts.poll_now, &tx, &next_polls);
         let ports: BusPorts = Arc::new(Mutex::new(acq.ports.clone()));
         let proxy = BusProxy::over(ports.clone());
         let interlocks = Arc::new(Mutex::new(Interlocks::new(&cfg)));
@@ -241,6 +244,7 @@ impl Gateway {
             .with_alarms(alarms.clone())
             .with_interlocks(interlocks.clone(), ports.clone())
             .with_memory_bound(opts.memory_readings)
+            .with_next_polls(next_polls.clone())
             .give_up_on(give_up.clone())
             .with_startup_event(serde_json::json!({
                 "event": "started",
@@ -273,6 +277,7 @@ impl Gateway {
             interlocks,
             ports,
             tx,
+            next_polls,
             acq_stop,
             acq,
             consumer,
@@ -437,7 +442,13 @@ impl Gateway {
                 .store(self.cfg.uplink.is_some(), Ordering::Relaxed);
         }
         self.acq_stop = CancellationToken::new();
-        self.acq = crate::modbus::start_with(&self.cfg, &self.acq_stop, self.poll_now, &self.tx);
+        self.acq = crate::modbus::start_with(
+            &self.cfg,
+            &self.acq_stop,
+            self.poll_now,
+            &self.tx,
+            &self.next_polls,
+        );
         // The interlocks and the bus proxy see the new bus tasks from here on.
         *lock(&self.ports) = self.acq.ports.clone();
         self.live.devices.store(self.acq.devices, Ordering::Relaxed);

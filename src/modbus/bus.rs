@@ -100,6 +100,9 @@ pub struct BusTask {
     /// once every sender is gone (its `recv` would return `None` at once, forever, and spin
     /// the task).
     requests: Option<mpsc::Receiver<BusRequest>>,
+    /// Where this task says when its next poll cycle starts (`NextPolls`: the consumer ends
+    /// its gathering window once every bus has sent its cycle).
+    next_poll: Option<super::PollSlot>,
 }
 
 /// A write to a writable point of a device on this bus, answered with the read-back value.
@@ -256,6 +259,7 @@ impl BusTask {
             tx,
             poll_at_start: false,
             requests: None,
+            next_poll: None,
         }
     }
 
@@ -271,6 +275,12 @@ impl BusTask {
     /// transactions (through the daemon). The bus keeps one owner.
     pub fn with_requests(mut self, rx: mpsc::Receiver<BusRequest>) -> Self {
         self.requests = Some(rx);
+        self
+    }
+
+    /// Say in `slot` when the next poll cycle starts (set after every cycle, before sleeping).
+    pub fn with_next_poll(mut self, slot: super::PollSlot) -> Self {
+        self.next_poll = Some(slot);
         self
     }
 
@@ -410,7 +420,12 @@ impl BusTask {
                 d.next = schedule::resync(d.next, now, d.cfg.poll, d.cfg.phase);
             }
             // No device (all left out at planning): no schedule, requests are still served.
-            let wait = self.devices.iter().map(|d| d.next).min().map(|next| {
+            let next = self.devices.iter().map(|d| d.next).min();
+            if let Some(slot) = &self.next_poll {
+                // After this cycle's batches were sent: the consumer need not wait for more.
+                slot.set(next);
+            }
+            let wait = next.map(|next| {
                 next.duration_since(crate::time::now())
                     .unwrap_or(Duration::ZERO)
             });

@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod link;
+pub mod next_polls;
 pub mod planner;
 pub mod registers;
 pub mod reply;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Transport};
 use crate::model::SampleBatch;
+pub use next_polls::{NextPolls, PollSlot};
 
 /// Capacity of the sample channel, in batches. Sized so that several full cycles of a large
 /// site fit while the consumer commits.
@@ -53,16 +55,18 @@ pub fn start(
     poll_at_start: bool,
 ) -> (Acquisition, mpsc::Receiver<SampleBatch>) {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    (start_with(config, shutdown, poll_at_start, &tx), rx)
+    let polls = NextPolls::new();
+    (start_with(config, shutdown, poll_at_start, &tx, &polls), rx)
 }
 
 /// Like `start`, sending into an existing channel (a config reload starts a new generation of
-/// bus tasks feeding the same consumer).
+/// bus tasks feeding the same consumer); every bus task says in `polls` when it polls next.
 pub fn start_with(
     config: &Config,
     shutdown: &CancellationToken,
     poll_at_start: bool,
     tx: &mpsc::Sender<SampleBatch>,
+    polls: &NextPolls,
 ) -> Acquisition {
     let mut acq = Acquisition {
         tasks: Vec::new(),
@@ -90,7 +94,8 @@ pub fn start_with(
         );
         let task = bus::BusTask::new(bus.clone(), devices, tx.clone())
             .poll_at_start(poll_at_start)
-            .with_requests(rrx);
+            .with_requests(rrx)
+            .with_next_poll(polls.slot());
         acq.devices += task.device_count();
         acq.reads_per_cycle += task.reads_per_cycle();
         acq.tasks.push(tokio::spawn(task.run(shutdown.clone())));
