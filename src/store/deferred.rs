@@ -13,7 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::tx::Tx;
 
 use super::counters::{Next, Tally};
 use super::{set_meta, Store, StoreError};
@@ -146,9 +148,7 @@ impl Store {
         // The lookups and tallies in ONE read transaction: one WAL read lock for all of them
         // instead of a lock and unlock (fcntl) around every statement (issue 13). Nothing is
         // written here; ending it is free.
-        let rx = inner
-            .conn
-            .transaction()
+        let rx = Tx::deferred(&inner.conn)
             .map_err(self.sql("begin ack lookup"))?;
         for &seq in seqs {
             if inner.deferred.contains(seq) || fresh.contains(&seq) {
@@ -202,9 +202,7 @@ impl Store {
         if inner.deferred.is_empty() {
             return Ok(());
         }
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let tx = Tx::immediate(&inner.conn)
             .map_err(self.sql("begin ack"))?;
         let mut next = self.next_stats();
         apply(&tx, &inner.deferred, &mut next).map_err(self.sql("ack"))?;

@@ -13,7 +13,9 @@
 //! frozen payload from the written rows and compare (as `frozen::freeze` does). Otherwise
 //! the rows are written pending and the seal (if armed) reads its look back.
 
-use rusqlite::{OptionalExtension, TransactionBehavior};
+use rusqlite::OptionalExtension;
+
+use super::tx::Tx;
 
 use super::blob::{self, RawSample};
 use super::clock::{is_trusted, restamp_offset, ClockStamp, ClockState};
@@ -67,8 +69,7 @@ impl Store {
             sealer,
             ..
         } = g;
-        let mut tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let mut tx = Tx::immediate(conn)
             .map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
         let mut next = self.next_stats();

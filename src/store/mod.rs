@@ -44,6 +44,7 @@ pub mod seq;
 pub mod space;
 pub mod sparkplug_meta;
 pub mod sqlite_heap;
+mod tx;
 #[cfg(test)]
 mod tests;
 mod wal;

@@ -24,7 +24,6 @@
 
 use std::sync::Arc;
 
-use rusqlite::Transaction;
 
 use super::counters::Next;
 use super::dict::Dict;
@@ -182,7 +181,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn preseal(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut super::tx::Tx<'_>,
         dict: &mut Dict,
         hwm: u64,
         reserved: &mut u64,
@@ -250,7 +249,7 @@ impl Store {
             Ok(out)
         })();
         let r = r.and_then(|out| {
-            sp.commit()
+            sp.release()
                 .map(|()| out)
                 .map_err(|e| Declined::Failed(self.sql("release seal savepoint")(e).into()))
         });

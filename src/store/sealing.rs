@@ -5,7 +5,7 @@
 //! `dead_letter` event is committed in the same transaction). Each method is one short
 //! transaction under the store's lock.
 
-use rusqlite::TransactionBehavior;
+use super::tx::Tx;
 
 use super::counters::Tally;
 use super::export::{decode_batch, DataRow, DATA_COLS};
@@ -63,9 +63,7 @@ impl Outbox for Store {
     fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let tx = Tx::immediate(&inner.conn)
             .map_err(self.sql("begin dead letter"))?;
         let mut next = self.next_stats();
         deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
@@ -114,9 +112,7 @@ impl Outbox for Store {
     ) -> Result<DeadLetter, OutboxError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let tx = Tx::immediate(&inner.conn)
             .map_err(self.sql("begin dead letter"))?;
         let mut next = self.next_stats();
         deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
@@ -180,9 +176,7 @@ impl Outbox for Store {
     ) -> (Vec<Sealed>, Option<OutboxError>) {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = match inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let tx = match Tx::immediate(&inner.conn)
             .map_err(self.sql("begin seal"))
         {
             Ok(tx) => tx,
