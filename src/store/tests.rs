@@ -1274,3 +1274,50 @@ fn the_tally_of_one_message_is_the_grouped_tally_of_its_rows() {
     assert_eq!(one.min_read[1], Some(T0 - 70));
     assert_eq!(one.max_read[1], Some(T0 + 5));
 }
+
+#[test]
+fn the_wal_is_prefilled_to_its_limit_and_recovers_from_a_crash_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("gasdtu.db-wal");
+    let (store, _) = open(dir.path());
+    let limit = store.lock().wal_pages * store.page_size;
+    let first = vec![batch("a", T0, 10), batch("b", T0, 10)];
+    store.commit(&first, &[], &stamp_at(T0 + 100)).unwrap();
+    let before = std::fs::metadata(&wal).unwrap().len();
+    assert!(before < limit, "a fresh WAL holds a few frames: {before}");
+
+    assert!(store.prefill_wal().unwrap(), "the WAL is filled once");
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), limit);
+    assert!(!store.prefill_wal().unwrap(), "and only once");
+    // enforce_limits keeps it so (and does not write it again).
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(T0 as u64 + 200);
+    store.enforce_limits(t).unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), limit);
+
+    // Commits after the fill overwrite the zeros; the file keeps its length.
+    let second = vec![batch("a", T0 + 1000, 10)];
+    store.commit(&second, &[], &stamp_at(T0 + 1100)).unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), limit);
+
+    // The files as a kill -9 leaves them (the store still open, nothing checkpointed).
+    for f in ["gasdtu.db", "gasdtu.db-wal", "gasdtu.db-shm"] {
+        std::fs::copy(dir.path().join(f), crash.path().join(f)).unwrap();
+    }
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name();
+        if !crash.path().join(&name).exists() && f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), crash.path().join(&name)).unwrap();
+        }
+    }
+    drop(store);
+    let (copy, events) = open(crash.path());
+    assert!(
+        events.is_empty(),
+        "trailing zero frames are no lost commit: {events:?}"
+    );
+    let got: Vec<SampleBatch> = all(&copy).into_iter().map(|b| b.batch).collect();
+    let want: Vec<SampleBatch> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(got, want);
+}
