@@ -248,6 +248,22 @@ pub trait Outbox: Send + Sync + 'static {
         Ok(())
     }
 
+    /// `ack_many` without waiting (callable from an async task): the acknowledgements are
+    /// noted in memory and recorded as `ack_many` would by the outbox's next use of its
+    /// database (the next ingest commit, `unacked`, a seal, `settle` when the forwarder idles)
+    /// or by `absorb_noted`; until then only its counters lag. `false` when this outbox cannot (or holds too many already):
+    /// the caller then calls `ack_many` on a blocking thread. One blocking-pool hand-off and
+    /// two wake-ups fewer per poll cycle (issue 13).
+    fn note_acks(&self, seqs: &[u64]) -> bool {
+        let _ = seqs;
+        false
+    }
+
+    /// Record what `note_acks` kept now (a blocking call, like `ack_many`).
+    fn absorb_noted(&self) -> Result<(), OutboxError> {
+        Ok(())
+    }
+
     /// Write acknowledgements the store deferred once they are old enough (the forwarder
     /// calls this when idle). Cheap when there is nothing to do.
     fn settle(&self) -> Result<(), OutboxError> {

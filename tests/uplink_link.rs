@@ -522,6 +522,10 @@ struct CountingAcks {
     store: Arc<Store>,
     calls: Mutex<Vec<usize>>,
     looks: AtomicUsize,
+    /// Pass `note_acks` on to the store (else refuse it, as an outbox that cannot does), and
+    /// the acknowledgements noted so.
+    notes: bool,
+    noted: AtomicUsize,
 }
 
 impl gasdtu::outbox::Outbox for CountingAcks {
@@ -561,6 +565,19 @@ impl gasdtu::outbox::Outbox for CountingAcks {
         self.calls.lock().unwrap().push(seqs.len());
         self.store.ack_many(seqs)
     }
+    fn note_acks(&self, seqs: &[u64]) -> bool {
+        let kept = self.notes && self.store.note_acks(seqs);
+        if kept {
+            self.noted.fetch_add(seqs.len(), Ordering::SeqCst);
+        }
+        kept
+    }
+    fn absorb_noted(&self) -> Result<(), gasdtu::outbox::OutboxError> {
+        gasdtu::outbox::Outbox::absorb_noted(&*self.store)
+    }
+    fn settle(&self) -> Result<(), gasdtu::outbox::OutboxError> {
+        gasdtu::outbox::Outbox::settle(&*self.store)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,6 +593,8 @@ async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
         store: r.store.clone(),
         calls: Mutex::default(),
         looks: AtomicUsize::new(0),
+        notes: false,
+        noted: AtomicUsize::new(0),
     });
     // PUBACKs 15 ms apart: without coalescing, each is its own outbox call.
     let relay = Relay::start_paced(r.broker.port, Some(Duration::from_millis(15))).await;
@@ -614,12 +633,63 @@ async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubacks_are_noted_without_a_hand_off_and_recorded_when_the_forwarder_idles() {
+    let r = rig();
+    let stamp = ClockStamp::now();
+    let batches: Vec<_> = (0..24)
+        .map(|i| int_readings(&format!("d{i}"), 0, 3))
+        .collect();
+    r.store.commit(&batches, &[], &stamp).unwrap();
+    let outbox = Arc::new(CountingAcks {
+        store: r.store.clone(),
+        calls: Mutex::default(),
+        looks: AtomicUsize::new(0),
+        notes: true,
+        noted: AtomicUsize::new(0),
+    });
+    let cfg = UplinkConfig {
+        max_payload: 256,
+        inflight: 20,
+        ..uplink(&r.pki, r.broker.port)
+    };
+    let (tx, status) = watch::channel(LinkStatus::default());
+    let shutdown = CancellationToken::new();
+    let f = Forwarder::new(cfg, GW, outbox.clone(), Arc::new(Notify::new()), tx);
+    let task = tokio::spawn(f.run(shutdown.clone()));
+    // No commit follows: the noted PUBACKs are recorded by the forwarder's own store calls
+    // (a seal, or `settle` once it idles), without `ack_many`.
+    let st = wait_until("every message acknowledged in the store", T, || {
+        let stats = r.store.stats().ok()?;
+        let st = status.borrow().clone();
+        let all = st.published > 0 && st.acked == st.published;
+        (stats.pending_entries == 0 && stats.sealed_messages == 0 && all).then_some(st)
+    })
+    .await;
+    assert!(st.acked >= 10, "{st:?}");
+    assert_eq!(outbox.noted.load(Ordering::SeqCst) as u64, st.acked);
+    assert!(
+        outbox.calls.lock().unwrap().is_empty(),
+        "no PUBACK took a blocking hand-off of its own"
+    );
+    assert!(gasdtu::outbox::Outbox::unacked(&*r.store)
+        .unwrap()
+        .is_empty());
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("forwarder stops")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sealed_at_ingest_are_taken_without_a_look_of_their_own() {
     let r = rig();
     let outbox = Arc::new(CountingAcks {
         store: r.store.clone(),
         calls: Mutex::default(),
         looks: AtomicUsize::new(0),
+        notes: false,
+        noted: AtomicUsize::new(0),
     });
     let cfg = uplink(&r.pki, r.broker.port);
     let seal = Arc::new(gasdtu::uplink::IngestSeal::new(&cfg, GW));

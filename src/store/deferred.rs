@@ -136,20 +136,77 @@ pub(crate) fn account(
     next.refresh_pending_skipping(c, deferred)
 }
 
+/// Acknowledgements noted without the connection (`Store::note_acks`), in PUBACK order: the
+/// forwarder's task hands them over without a blocking-pool round trip, and the store's next
+/// use of its connection (the ingest commit of the next poll cycle, `unacked`, a seal, an
+/// eviction, `settle`, `absorb_noted`) records them as `defer_acks` would (issue 13: one thread
+/// hand-off and two wake-ups fewer per cycle). Until then they only lag in the counters;
+/// `unacked` and every write record them first. Lost in a crash like deferred ones: resent.
+pub(crate) type Noted = Vec<u64>;
+
+/// Noted acknowledgements held at most; beyond, `note_acks` refuses (the forwarder then
+/// records them itself on a blocking thread).
+pub const NOTED_MAX: usize = MAX_COUNT;
+
 impl Store {
+    /// `Outbox::note_acks`: keep `seqs` for the next use of the connection. Never touches
+    /// SQLite or the connection's lock; false (nothing kept) when `NOTED_MAX` would be passed.
+    pub fn note_acks(&self, seqs: &[u64]) -> bool {
+        let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        if n.len() + seqs.len() > NOTED_MAX {
+            return false;
+        }
+        n.extend_from_slice(seqs);
+        true
+    }
+
+    /// How many acknowledgements are noted and not recorded yet.
+    #[cfg(test)]
+    pub(crate) fn noted_len(&self) -> usize {
+        self.noted.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Record the noted acknowledgements (`defer_acks` of them) under the connection's lock,
+    /// before anything that reads or writes what they change. Never fails the caller: if the
+    /// lookup fails they stay noted, and meanwhile they are at worst resent (at least once).
+    pub(super) fn absorb_noted_in(&self, inner: &mut super::Inner) {
+        let seqs = {
+            let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            if n.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *n)
+        };
+        if let Err(e) = self.defer_locked(inner, &seqs) {
+            tracing::debug!(error = %e, "noted acknowledgements not recorded yet");
+            let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            let later = std::mem::replace(&mut *n, seqs);
+            n.extend(later);
+        }
+    }
+
+    /// `Outbox::absorb_noted`: record the noted acknowledgements now.
+    pub(crate) fn absorb_noted_now(&self) {
+        let mut g = self.lock();
+        self.absorb_noted_in(&mut g);
+    }
+
     /// `Outbox::ack_many`: record `seqs` as acknowledged (see the module doc); writes only
     /// when the bound is reached.
     pub(crate) fn defer_acks(&self, seqs: &[u64]) -> Result<(), StoreError> {
         let mut g = self.lock();
-        let inner = &mut *g;
+        self.absorb_noted_in(&mut g);
+        self.defer_locked(&mut g, seqs)
+    }
+
+    fn defer_locked(&self, inner: &mut super::Inner, seqs: &[u64]) -> Result<(), StoreError> {
         let mut next = self.next_stats();
         let now = crate::time::now_ms();
         let mut fresh = Vec::new();
         // The lookups and tallies in ONE read transaction: one WAL read lock for all of them
         // instead of a lock and unlock (fcntl) around every statement (issue 13). Nothing is
         // written here; ending it is free.
-        let rx = Tx::deferred(&inner.conn)
-            .map_err(self.sql("begin ack lookup"))?;
+        let rx = Tx::deferred(&inner.conn).map_err(self.sql("begin ack lookup"))?;
         for &seq in seqs {
             if inner.deferred.contains(seq) || fresh.contains(&seq) {
                 continue; // a duplicate PUBACK
@@ -185,6 +242,7 @@ impl Store {
     /// wait). Cheap when there is nothing to do (no SQLite call).
     pub fn settle(&self) -> Result<(), StoreError> {
         let mut g = self.lock();
+        self.absorb_noted_in(&mut g);
         if g.deferred.due(Instant::now()) {
             self.write_deferred(&mut g)?;
         }
@@ -199,11 +257,11 @@ impl Store {
     }
 
     pub(super) fn write_deferred(&self, inner: &mut super::Inner) -> Result<(), StoreError> {
+        self.absorb_noted_in(inner);
         if inner.deferred.is_empty() {
             return Ok(());
         }
-        let tx = Tx::immediate(&inner.conn)
-            .map_err(self.sql("begin ack"))?;
+        let tx = Tx::immediate(&inner.conn).map_err(self.sql("begin ack"))?;
         let mut next = self.next_stats();
         apply(&tx, &inner.deferred, &mut next).map_err(self.sql("ack"))?;
         tx.commit().map_err(self.sql("commit ack"))?;
@@ -337,6 +395,65 @@ mod tests {
         let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
         assert!(store.unacked().unwrap().is_empty());
         assert_eq!(store.stats().unwrap().history_readings, 12);
+    }
+
+    #[test]
+    fn noted_acks_are_recorded_by_the_next_use_of_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..3 {
+            let info = store
+                .commit(&[batch(T0 + i)], &[], &stamp(T0 + 100 + i))
+                .unwrap();
+            let m = store
+                .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
+                .unwrap();
+            seqs.push(m.seq);
+        }
+        let before = store.stats().unwrap();
+        assert_eq!(before.sealed_messages, 3);
+
+        // Noted: nothing recorded yet, only kept (the counters lag).
+        assert!(store.note_acks(&seqs[..2]));
+        assert_eq!(store.noted_len(), 2);
+        assert_eq!(store.stats().unwrap().sealed_messages, 3);
+        assert_eq!(store.lock().deferred.seqs, Vec::<u64>::new());
+
+        // The next ingest commit records them (as `ack_many`: deferred, counted at once).
+        store
+            .commit(&[batch(T0 + 10)], &[], &stamp(T0 + 110))
+            .unwrap();
+        assert_eq!(store.noted_len(), 0);
+        assert_eq!(store.lock().deferred.seqs, seqs[..2].to_vec());
+        let st = store.stats().unwrap();
+        assert_eq!((st.sealed_messages, st.history_readings), (1, 8));
+        let mut scan = store.stats_scan().unwrap();
+        scan.bytes_on_disk = st.bytes_on_disk;
+        assert_eq!(st, scan);
+
+        // `unacked` records noted ones first: an acknowledged message is never resent. A
+        // repeated or unknown seq is a no-op, as with `ack_many`.
+        assert!(store.note_acks(&[seqs[2], seqs[0], 999_999]));
+        let un: Vec<u64> = store.unacked().unwrap().iter().map(|m| m.seq).collect();
+        assert!(un.is_empty(), "{un:?}");
+        assert_eq!(store.lock().deferred.seqs, seqs);
+        assert_eq!(store.stats().unwrap().sealed_messages, 0);
+
+        // Bounded: beyond `NOTED_MAX` the caller records them itself.
+        assert!(!store.note_acks(&vec![1; NOTED_MAX + 1]));
+        assert_eq!(store.noted_len(), 0, "nothing of a refused call is kept");
+
+        // A clean drop writes what is noted too.
+        let info = store
+            .commit(&[batch(T0 + 20)], &[], &stamp(T0 + 120))
+            .unwrap();
+        let m = store
+            .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"y".to_vec()))
+            .unwrap();
+        assert!(store.note_acks(&[m.seq]));
+        drop(store);
+        assert!(on_disk(dir.path()).is_empty());
     }
 
     #[test]

@@ -388,6 +388,8 @@ impl Store {
     pub(super) fn unacked_rows(&self) -> Result<(Vec<Sealed>, Unbuilt), OutboxError> {
         let mut g = self.lock();
         let inner = &mut *g;
+        // Noted PUBACKs first: an acknowledged message is not resent.
+        self.absorb_noted_in(inner);
         // Everything sealed is read here, what the ingest handed over too (not twice).
         inner.take_handed_over();
         type Row = (Sealed, Option<(i64, Option<String>)>);

@@ -69,8 +69,7 @@ impl Store {
             sealer,
             ..
         } = g;
-        let mut tx = Tx::immediate(conn)
-            .map_err(self.sql("begin commit"))?;
+        let mut tx = Tx::immediate(conn).map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
         let mut next = self.next_stats();
         // Acknowledgements ride along (one fsync for both) once enough wait (`RIPE_COUNT`).

@@ -244,6 +244,7 @@ impl Store {
             g.wal_pages = pages;
         }
         let inner = &mut *g;
+        self.absorb_noted_in(inner);
         let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

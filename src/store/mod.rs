@@ -44,9 +44,9 @@ pub mod seq;
 pub mod space;
 pub mod sparkplug_meta;
 pub mod sqlite_heap;
-mod tx;
 #[cfg(test)]
 mod tests;
+mod tx;
 mod wal;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -376,6 +376,10 @@ pub struct Store {
     /// This opening's generation (see `commands`): a `running` command row of another
     /// generation was interrupted by the end of an earlier process.
     generation: i64,
+    /// Acknowledgements the forwarder noted without waiting (`Outbox::note_acks`), recorded
+    /// as `ack_many` by the store's next use of its connection (`deferred::Noted`). Its own
+    /// lock, never held across SQLite: lock order `inner` before `noted`.
+    noted: Mutex<deferred::Noted>,
 }
 
 struct Inner {
@@ -674,6 +678,7 @@ impl Store {
             reserve_path,
             cfg: cfg.clone(),
             generation: commands::new_generation(),
+            noted: Default::default(),
         };
         // Tell upstream (through the outbox) what happened to the store.
         let upstream: Vec<(EntryKind, serde_json::Value)> = events
@@ -743,6 +748,7 @@ impl Store {
             path,
             cfg: StoreConfig::default(),
             generation: commands::new_generation(),
+            noted: Default::default(),
         })
     }
 
@@ -835,6 +841,8 @@ impl Store {
         stamp: &ClockStamp,
     ) -> Result<CommitInfo, StoreError> {
         let mut g = self.lock();
+        // PUBACKs noted since the last cycle ride on this trip to the blocking pool.
+        self.absorb_noted_in(&mut g);
         let r = self.commit_locked(&mut g, history, batches, extra, alarms, stamp);
         if r.is_err() {
             // Dictionary rows inserted by the failed transaction are gone.

@@ -24,7 +24,6 @@
 
 use std::sync::Arc;
 
-
 use super::counters::Next;
 use super::dict::Dict;
 use super::sealing::Known;

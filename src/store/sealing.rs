@@ -63,8 +63,8 @@ impl Outbox for Store {
     fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<DeadLetter>, OutboxError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = Tx::immediate(&inner.conn)
-            .map_err(self.sql("begin dead letter"))?;
+        self.absorb_noted_in(inner);
+        let tx = Tx::immediate(&inner.conn).map_err(self.sql("begin dead letter"))?;
         let mut next = self.next_stats();
         deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
         type Row = (String, Vec<u8>, i64, Option<i64>, Option<String>);
@@ -112,8 +112,8 @@ impl Outbox for Store {
     ) -> Result<DeadLetter, OutboxError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = Tx::immediate(&inner.conn)
-            .map_err(self.sql("begin dead letter"))?;
+        self.absorb_noted_in(inner);
+        let tx = Tx::immediate(&inner.conn).map_err(self.sql("begin dead letter"))?;
         let mut next = self.next_stats();
         deferred::apply(&tx, &inner.deferred, &mut next).map_err(self.sql("deferred acks"))?;
         self.check_pending(&tx, entries)?;
@@ -176,9 +176,8 @@ impl Outbox for Store {
     ) -> (Vec<Sealed>, Option<OutboxError>) {
         let mut g = self.lock();
         let inner = &mut *g;
-        let tx = match Tx::immediate(&inner.conn)
-            .map_err(self.sql("begin seal"))
-        {
+        self.absorb_noted_in(inner);
+        let tx = match Tx::immediate(&inner.conn).map_err(self.sql("begin seal")) {
             Ok(tx) => tx,
             Err(e) => return (Vec::new(), Some(e.into())),
         };
@@ -259,6 +258,15 @@ impl Outbox for Store {
     fn ack_many(&self, seqs: &[u64]) -> Result<(), OutboxError> {
         // Deferred: written with the next write transaction (see `deferred`).
         Ok(self.defer_acks(seqs)?)
+    }
+
+    fn note_acks(&self, seqs: &[u64]) -> bool {
+        Store::note_acks(self, seqs)
+    }
+
+    fn absorb_noted(&self) -> Result<(), OutboxError> {
+        self.absorb_noted_now();
+        Ok(())
     }
 
     fn settle(&self) -> Result<(), OutboxError> {

@@ -160,9 +160,17 @@ mod tests {
         c.execute_batch("CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE q (p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED); PRAGMA foreign_keys = ON").unwrap();
         let tx = Tx::immediate(&c).unwrap();
         tx.execute("INSERT INTO q VALUES (7)", []).unwrap();
-        assert!(tx.commit().is_err(), "a deferred foreign key fails the COMMIT");
-        assert!(c.is_autocommit(), "the failed transaction was rolled back at drop");
-        let n: i64 = c.query_row("SELECT COUNT(*) FROM q", [], |r| r.get(0)).unwrap();
+        assert!(
+            tx.commit().is_err(),
+            "a deferred foreign key fails the COMMIT"
+        );
+        assert!(
+            c.is_autocommit(),
+            "the failed transaction was rolled back at drop"
+        );
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM q", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
     }
 }

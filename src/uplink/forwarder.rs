@@ -1276,7 +1276,8 @@ impl<O: Outbox> Forwarder<O> {
                     }
                     _ = tokio::time::sleep(IDLE_RECHECK) => {
                         s.more = true;
-                        // Acknowledgements the store deferred are written once old enough.
+                        // PUBACKs noted in the outbox are recorded (no ingest commit came to do
+                        // it: a slow schedule), deferred ones written once old enough.
                         if let Ok(Err(e)) = self.blocking(|o| o.settle()).await {
                             tracing::debug!(error = %e, "cannot write deferred acknowledgements yet");
                         }
@@ -1771,7 +1772,11 @@ impl<O: Outbox> Forwarder<O> {
     ) -> Result<(), SessionError> {
         let known = self.status.borrow().dead_letters;
         let (last_seq, dead) = match self
-            .blocking(|o| Ok((o.last_seq()?, o.dead_letter_count()?)))
+            .blocking(|o| {
+                // What the health reports follows every PUBACK seen so far.
+                o.absorb_noted()?;
+                Ok((o.last_seq()?, o.dead_letter_count()?))
+            })
             .await?
         {
             Ok((l, d)) => (l.max(s.last_seq), d),
@@ -1821,17 +1826,21 @@ impl<O: Outbox> Forwarder<O> {
         let seqs = std::mem::take(&mut s.acked);
         s.acked_since = None;
         let n = seqs.len() as u64;
-        let kept = seqs.clone();
-        match self.blocking(move |o| o.ack_many(&seqs)).await? {
-            Ok(()) => self.store_ok(s),
-            Err(e @ OutboxError::Store(_)) => {
-                let mut later = std::mem::take(&mut s.acked);
-                s.acked = kept;
-                s.acked.append(&mut later);
-                self.store_failed(s, &e);
-                return Ok(());
+        // Noted in memory and recorded by the outbox's next transaction (no hand-off), unless
+        // it cannot: then recorded now on a blocking thread.
+        if !self.outbox.note_acks(&seqs) {
+            let kept = seqs.clone();
+            match self.blocking(move |o| o.ack_many(&seqs)).await? {
+                Ok(()) => self.store_ok(s),
+                Err(e @ OutboxError::Store(_)) => {
+                    let mut later = std::mem::take(&mut s.acked);
+                    s.acked = kept;
+                    s.acked.append(&mut later);
+                    self.store_failed(s, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         self.status.send_modify(|st| {
             st.acked += n;
