@@ -580,28 +580,31 @@ impl gasdtu::outbox::Outbox for CountingAcks {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
+/// A rig with twenty-four batches committed (with a payload limit of 256 bytes, which holds
+/// one or two of them: over ten messages) and its store behind a `CountingAcks`.
+fn burst(notes: bool) -> (Rig, Arc<CountingAcks>) {
     let r = rig();
-    let stamp = ClockStamp::now();
-    // Twenty-four batches, a payload limit that holds one or two of them: over ten messages.
     let batches: Vec<_> = (0..24)
         .map(|i| int_readings(&format!("d{i}"), 0, 3))
         .collect();
-    r.store.commit(&batches, &[], &stamp).unwrap();
+    r.store.commit(&batches, &[], &ClockStamp::now()).unwrap();
     let outbox = Arc::new(CountingAcks {
         store: r.store.clone(),
         calls: Mutex::default(),
         looks: AtomicUsize::new(0),
-        notes: false,
+        notes,
         noted: AtomicUsize::new(0),
     });
-    // PUBACKs 15 ms apart: without coalescing, each is its own outbox call.
-    let relay = Relay::start_paced(r.broker.port, Some(Duration::from_millis(15))).await;
+    (r, outbox)
+}
+
+/// Run a forwarder over `outbox`, connecting to `port`, until the store has every message
+/// acknowledged and the link status says every publish was; then stop it. The status then.
+async fn drain_burst(r: &Rig, outbox: &Arc<CountingAcks>, port: u16) -> LinkStatus {
     let cfg = UplinkConfig {
         max_payload: 256,
         inflight: 20,
-        ..uplink(&r.pki, relay.port)
+        ..uplink(&r.pki, port)
     };
     let (tx, status) = watch::channel(LinkStatus::default());
     let shutdown = CancellationToken::new();
@@ -614,6 +617,20 @@ async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
         (stats.pending_entries == 0 && stats.sealed_messages == 0 && all).then_some(st)
     })
     .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("forwarder stops")
+        .unwrap();
+    st
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
+    let (r, outbox) = burst(false);
+    // PUBACKs 15 ms apart: without coalescing, each is its own outbox call.
+    let relay = Relay::start_paced(r.broker.port, Some(Duration::from_millis(15))).await;
+    let st = drain_burst(&r, &outbox, relay.port).await;
     let calls = outbox.calls.lock().unwrap().clone();
     let acked: usize = calls.iter().sum();
     assert_eq!(
@@ -625,46 +642,14 @@ async fn the_pubacks_of_a_burst_reach_the_outbox_together() {
         calls.len() * 2 <= acked,
         "PUBACKs recorded in bursts, not one call each: {calls:?}"
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("forwarder stops")
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubacks_are_noted_without_a_hand_off_and_recorded_when_the_forwarder_idles() {
-    let r = rig();
-    let stamp = ClockStamp::now();
-    let batches: Vec<_> = (0..24)
-        .map(|i| int_readings(&format!("d{i}"), 0, 3))
-        .collect();
-    r.store.commit(&batches, &[], &stamp).unwrap();
-    let outbox = Arc::new(CountingAcks {
-        store: r.store.clone(),
-        calls: Mutex::default(),
-        looks: AtomicUsize::new(0),
-        notes: true,
-        noted: AtomicUsize::new(0),
-    });
-    let cfg = UplinkConfig {
-        max_payload: 256,
-        inflight: 20,
-        ..uplink(&r.pki, r.broker.port)
-    };
-    let (tx, status) = watch::channel(LinkStatus::default());
-    let shutdown = CancellationToken::new();
-    let f = Forwarder::new(cfg, GW, outbox.clone(), Arc::new(Notify::new()), tx);
-    let task = tokio::spawn(f.run(shutdown.clone()));
+    let (r, outbox) = burst(true);
     // No commit follows: the noted PUBACKs are recorded by the forwarder's own store calls
     // (a seal, or `settle` once it idles), without `ack_many`.
-    let st = wait_until("every message acknowledged in the store", T, || {
-        let stats = r.store.stats().ok()?;
-        let st = status.borrow().clone();
-        let all = st.published > 0 && st.acked == st.published;
-        (stats.pending_entries == 0 && stats.sealed_messages == 0 && all).then_some(st)
-    })
-    .await;
+    let st = drain_burst(&r, &outbox, r.broker.port).await;
     assert!(st.acked >= 10, "{st:?}");
     assert_eq!(outbox.noted.load(Ordering::SeqCst) as u64, st.acked);
     assert!(
@@ -674,11 +659,6 @@ async fn pubacks_are_noted_without_a_hand_off_and_recorded_when_the_forwarder_id
     assert!(gasdtu::outbox::Outbox::unacked(&*r.store)
         .unwrap()
         .is_empty());
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("forwarder stops")
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,20 +397,26 @@ mod tests {
         assert_eq!(store.stats().unwrap().history_readings, 12);
     }
 
+    /// `n` batches committed one by one, each sealed into a message of its own: their seqs.
+    fn one_message_each(store: &Store, n: i64) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let info = store
+                    .commit(&[batch(T0 + i)], &[], &stamp(T0 + 100 + i))
+                    .unwrap();
+                store
+                    .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
+                    .unwrap()
+                    .seq
+            })
+            .collect()
+    }
+
     #[test]
     fn noted_acks_are_recorded_by_the_next_use_of_the_connection() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-        let mut seqs = Vec::new();
-        for i in 0..3 {
-            let info = store
-                .commit(&[batch(T0 + i)], &[], &stamp(T0 + 100 + i))
-                .unwrap();
-            let m = store
-                .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
-                .unwrap();
-            seqs.push(m.seq);
-        }
+        let seqs = one_message_each(&store, 3);
         let before = store.stats().unwrap();
         assert_eq!(before.sealed_messages, 3);
 
@@ -460,16 +466,7 @@ mod tests {
     fn the_ingest_commit_writes_acks_once_enough_wait() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-        let mut seqs = Vec::new();
-        for i in 0..RIPE_COUNT as i64 {
-            let info = store
-                .commit(&[batch(T0 + i)], &[], &stamp(T0 + 100 + i))
-                .unwrap();
-            let m = store
-                .seal("r/data", &info.entry_ids, 4, &mut |_| Ok(b"x".to_vec()))
-                .unwrap();
-            seqs.push(m.seq);
-        }
+        let seqs = one_message_each(&store, RIPE_COUNT as i64);
         // Acknowledged one short of the count: commits leave them deferred.
         store.ack_many(&seqs[..RIPE_COUNT - 1]).unwrap();
         store
