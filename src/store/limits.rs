@@ -165,48 +165,8 @@ impl Store {
                 Ok(false) => {}
                 Err(e) => tracing::debug!(error = %e, "store ballast not written"),
             }
-            if let Err(e) = self.prefill_wal() {
-                tracing::debug!(error = %e, "WAL not prefilled");
-            }
         }
         Ok(ev)
-    }
-
-    /// Zero-fill the WAL up to its size limit (`journal_size_limit`, where a checkpoint
-    /// restarts it) once it has a header, so that commits overwrite blocks it already owns:
-    /// while it grows toward its checkpoint size every commit's `fdatasync` would otherwise
-    /// also write a new file size and the allocation of new blocks (issue 13; the WAL only
-    /// grows in the first minutes after each start, then it is reused from its beginning).
-    /// SQLite ignores what follows the last valid frame (a zero frame fails the salt and
-    /// checksum checks, and `wal` never counts it as a lost commit). Done with SQLite's write
-    /// lock held, so no other connection appends frames meanwhile, and only when the file
-    /// system keeps its free-space floor (and the ballast) afterwards. `Ok(true)` when it
-    /// wrote; cheap (one `stat`) once the WAL is that long.
-    pub(crate) fn prefill_wal(&self) -> Result<bool, StoreError> {
-        let wal = super::sibling(&self.path, "-wal");
-        let len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).ok();
-        let g = self.lock();
-        let limit = g.wal_pages * self.page_size;
-        match len(&wal) {
-            Some(have) if have >= super::wal::HEADER_LEN as u64 && have < limit => {}
-            _ => return Ok(false),
-        }
-        let tx = super::tx::Tx::immediate(&g.conn).map_err(self.sql("begin WAL prefill"))?;
-        // Measured again under the write lock (another connection may have appended).
-        let have = len(&wal).unwrap_or(limit);
-        let io = |source| StoreError::Io {
-            what: "cannot prefill the WAL",
-            path: wal.clone(),
-            source,
-        };
-        let sp = super::space::fs_space(self.dir()).map_err(io)?;
-        let keep = super::space::floor(sp.total) + super::space::ballast_size(sp.total);
-        if have >= limit || sp.avail < keep.saturating_add(limit - have) {
-            return Ok(false);
-        }
-        super::space::zero_fill(&wal, have, limit).map_err(io)?;
-        drop(tx); // nothing written through SQLite: ends as a rollback
-        Ok(true)
     }
 
     fn dir(&self) -> &std::path::Path {

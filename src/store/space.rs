@@ -103,26 +103,6 @@ pub struct FsSpace {
     pub avail: u64,
 }
 
-/// Zero-fill the existing file at `path` from byte `from` up to `to` (a no-op unless `to >
-/// from`), then sync it: later writes below `to` overwrite blocks the file already owns, so
-/// their `fdatasync` writes no block allocation and no new size (the WAL, see
-/// `Store::prefill_wal`). Never creates or truncates the file.
-pub fn zero_fill(path: &Path, from: u64, to: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    if to <= from {
-        return Ok(());
-    }
-    let f = std::fs::OpenOptions::new().write(true).open(path)?;
-    let chunk = vec![0u8; 64 * 1024];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(chunk.len() as u64) as usize;
-        f.write_all_at(&chunk[..n], at)?;
-        at += n as u64;
-    }
-    f.sync_data()
-}
-
 /// `statvfs(3)` of the file system holding `path`.
 pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
     let c = CString::new(path.as_os_str().as_bytes())
