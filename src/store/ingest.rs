@@ -128,8 +128,11 @@ impl Store {
                     && rows.iter().any(|r| r.status == entry_state::PENDING)
                     && !presealed::read_back_forced() =>
             {
+                // Cached: parsing and compiling it every cycle was ~2 % of the daemon's CPU
+                // on W1 (issue 13, perf).
                 let max: i64 = tx
-                    .query_row("SELECT COALESCE(MAX(id), 0) FROM entry", [], |r| r.get(0))
+                    .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM entry")
+                    .and_then(|mut st| st.query_row([], |r| r.get(0)))
                     .map_err(self.sql("largest entry id"))?;
                 (0..=EXPLICIT_IDS_BELOW).contains(&max).then_some(max + 1)
             }
