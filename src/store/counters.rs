@@ -62,6 +62,11 @@ pub(crate) const MESSAGE_TALLY: &str = "SELECT COUNT(*), COALESCE(SUM(readings),
      MIN(CASE WHEN kind = 2 THEN read_ms END), MAX(CASE WHEN kind = 2 THEN read_ms END) \
      FROM entry WHERE msg_seq = ?1 AND status = 1";
 
+/// `MESSAGE_TALLY` for the messages numbered `?1..=?2` together.
+pub(crate) const MESSAGES_TALLY: &str = "SELECT COUNT(*), COALESCE(SUM(readings), 0), \
+     MIN(CASE WHEN kind = 2 THEN read_ms END), MAX(CASE WHEN kind = 2 THEN read_ms END) \
+     FROM entry WHERE msg_seq BETWEEN ?1 AND ?2 AND status = 1";
+
 /// What a set of rows holds, per status (0 pending, 1 sealed, 2 delivered, 3 held).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Tally {
@@ -121,15 +126,28 @@ impl Tally {
     /// all sealed (status 1) until it is retired, so one aggregate row answers it without
     /// the `GROUP BY` sorter (the sorter was most of the cost of every PUBACK, issue 13).
     pub fn of_message(tx: &Connection, seq: i64) -> rusqlite::Result<Tally> {
+        Tally::of_messages(tx, seq, seq)
+    }
+
+    /// `of_message` summed over the messages numbered `lo..=hi` (one statement for a burst
+    /// of PUBACKs instead of one per message, issue 13). Sums and extremes of the rows bound
+    /// to them, as if each message's tally had been added.
+    pub fn of_messages(tx: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Tally> {
         let mut t = Tally::default();
-        let mut st = tx.prepare_cached(MESSAGE_TALLY)?;
-        st.query_row([seq], |r| {
+        let mut read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
             t.entries[1] = r.get::<_, i64>(0)?.max(0) as u64;
             t.readings[1] = r.get::<_, i64>(1)?.max(0) as u64;
             t.min_read[1] = r.get(2)?;
             t.max_read[1] = r.get(3)?;
             Ok(())
-        })?;
+        };
+        if lo == hi {
+            tx.prepare_cached(MESSAGE_TALLY)?
+                .query_row([lo], &mut read)?;
+        } else {
+            tx.prepare_cached(MESSAGES_TALLY)?
+                .query_row([lo, hi], &mut read)?;
+        }
         Ok(t)
     }
 
