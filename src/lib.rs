@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod decimal;
 pub mod gateway;
+pub mod memcpy;
 pub mod modbus;
 pub mod model;
 pub mod modem;

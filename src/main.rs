@@ -85,35 +85,71 @@ fn tune_heap() {
 #[global_allocator]
 static HEAP: musl_heap::Heap = musl_heap::Heap::new();
 
-/// dlmalloc behind std's mutex. dlmalloc's own global allocator locks a pthread mutex, and
-/// musl's `pthread_mutex_unlock` took ~45 instructions a call: with ~40 allocations a reading
-/// the lock alone was ~6 % of the daemon's instructions on W1 (callgrind) and ~5 % of its CPU
-/// samples (perf), bench-results/cpu_round10.txt. std's mutex is a futex word: one atomic
-/// operation each way, no system call unless two threads meet (the runtime thread and one
-/// SQLite commit on the blocking pool, rarely at the same instant). It never allocates, so it
-/// can guard the allocator.
+/// dlmalloc behind a spin lock. dlmalloc's own global allocator locks a pthread mutex, and
+/// musl's `pthread_mutex_unlock` took ~45 instructions a call (~6 % of the daemon's
+/// instructions on W1, bench-results/cpu_round10.txt); std's futex mutex that replaced it still
+/// made two locked read-modify-writes per call (the unlock swaps to learn about waiters), ~4 %
+/// of the daemon's CPU samples on W1 (bench-results/cpu_round14.txt). Here the lock is one
+/// compare-and-swap and the unlock a plain release store. Only two threads allocate (the
+/// runtime thread and one SQLite commit on the blocking pool) and a critical section is one
+/// dlmalloc call (tens of nanoseconds), so a waiter spins briefly and then yields the CPU
+/// (`sched_yield`: no allocation, no lock) until the holder is scheduled again.
 #[cfg(target_env = "musl")]
 mod musl_heap {
     use std::alloc::{GlobalAlloc, Layout};
-    use std::sync::{Mutex, MutexGuard};
+    use std::cell::UnsafeCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    pub struct Heap(Mutex<Dl>);
+    pub struct Heap {
+        locked: AtomicBool,
+        dl: UnsafeCell<dlmalloc::Dlmalloc>,
+    }
 
-    struct Dl(dlmalloc::Dlmalloc);
+    // SAFETY: `dl` is only ever reached by the one thread that holds `locked` (see `with`).
+    unsafe impl Sync for Heap {}
 
-    // SAFETY: the allocator state holds raw pointers into memory it mapped itself; it is only
-    // ever reached through the mutex, by one thread at a time.
-    unsafe impl Send for Dl {}
+    /// Releases the lock when dropped, also if dlmalloc's call unwinds (it does not: it
+    /// aborts on a corrupted heap).
+    struct Held<'a>(&'a AtomicBool);
+
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+
+    /// Spins before the first yield.
+    const SPINS: u32 = 100;
 
     impl Heap {
         pub const fn new() -> Heap {
-            Heap(Mutex::new(Dl(dlmalloc::Dlmalloc::new())))
+            Heap {
+                locked: AtomicBool::new(false),
+                dl: UnsafeCell::new(dlmalloc::Dlmalloc::new()),
+            }
         }
 
-        fn lock(&self) -> MutexGuard<'_, Dl> {
-            // A panic while allocating leaves dlmalloc's state as consistent as it was before
-            // the call (it does not unwind through a half-done split): keep allocating.
-            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        #[inline]
+        fn with<R>(&self, f: impl FnOnce(&mut dlmalloc::Dlmalloc) -> R) -> R {
+            let mut spins = 0u32;
+            while self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                // Test before trying again: the waiter reads, it does not bounce the line.
+                while self.locked.load(Ordering::Relaxed) {
+                    if spins < SPINS {
+                        spins += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            let _held = Held(&self.locked);
+            // SAFETY: this thread holds the lock until `_held` is dropped.
+            f(unsafe { &mut *self.dl.get() })
         }
     }
 
@@ -122,28 +158,52 @@ mod musl_heap {
     unsafe impl GlobalAlloc for Heap {
         #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            unsafe { self.lock().0.malloc(layout.size(), layout.align()) }
+            self.with(|d| unsafe { d.malloc(layout.size(), layout.align()) })
         }
 
         #[inline]
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { self.lock().0.free(ptr, layout.size(), layout.align()) }
+            self.with(|d| unsafe { d.free(ptr, layout.size(), layout.align()) })
         }
 
         #[inline]
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            unsafe { self.lock().0.calloc(layout.size(), layout.align()) }
+            self.with(|d| unsafe { d.calloc(layout.size(), layout.align()) })
         }
 
         #[inline]
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            unsafe {
-                self.lock()
-                    .0
-                    .realloc(ptr, layout.size(), layout.align(), new_size)
-            }
+            self.with(|d| unsafe { d.realloc(ptr, layout.size(), layout.align(), new_size) })
         }
     }
+}
+
+/// `memcpy` of the static x86_64 build: one `rep movsb` (`gasdtu::memcpy`), in place of musl's.
+/// Everything in the process that copies memory (Rust's `copy_nonoverlapping`, SQLite, musl's
+/// own `memmove` for upward-safe moves) links to this definition; musl's is then not linked.
+///
+/// # Safety
+/// The C `memcpy` contract.
+#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's contract is `copy_up`'s.
+    unsafe { gasdtu::memcpy::copy_up(dst, src, n) };
+    dst
+}
+
+/// The second name of musl's x86_64 `memcpy` object: musl's `memmove` jumps to
+/// `__memcpy_fwd` for the moves that may go upward. Defined here too, so that the linker has
+/// no reason to pull musl's `memcpy` object in (it would define `memcpy` a second time).
+///
+/// # Safety
+/// The C `memcpy` contract, with a destination below an overlapping source allowed.
+#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
+#[no_mangle]
+pub unsafe extern "C" fn __memcpy_fwd(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's contract is `copy_up`'s.
+    unsafe { gasdtu::memcpy::copy_up(dst, src, n) };
+    dst
 }
 
 #[cfg(target_env = "musl")]
