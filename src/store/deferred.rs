@@ -208,29 +208,6 @@ pub(crate) fn account(
 /// `unacked` and every write record them first. Lost in a crash like deferred ones: resent.
 pub(crate) type Noted = Vec<u64>;
 
-/// The noted acknowledgements taken by the ingest commit, which looks them up inside its own
-/// transaction: whatever is still in `seqs` when this is dropped (the lookup or the commit
-/// failed) is noted again, ahead of what was noted meanwhile.
-pub(crate) struct TakenNoted<'a> {
-    store: &'a Store,
-    pub seqs: Noted,
-}
-
-impl<'a> TakenNoted<'a> {
-    pub fn take(store: &'a Store) -> TakenNoted<'a> {
-        TakenNoted {
-            store,
-            seqs: store.take_noted(),
-        }
-    }
-}
-
-impl Drop for TakenNoted<'_> {
-    fn drop(&mut self) {
-        self.store.restore_noted(std::mem::take(&mut self.seqs));
-    }
-}
-
 /// Noted acknowledgements held at most; beyond, `note_acks` refuses (the forwarder then
 /// records them itself on a blocking thread).
 pub const NOTED_MAX: usize = MAX_COUNT;
@@ -301,14 +278,14 @@ impl Store {
         Ok(())
     }
 
-    /// Take the noted acknowledgements for a caller that records them itself;
-    /// `restore_noted` puts back what it could not record.
-    fn take_noted(&self) -> Noted {
+    /// Take the noted acknowledgements for a caller that records them itself (the ingest
+    /// commit, inside its own transaction); `restore_noted` puts them back if it failed.
+    pub(super) fn take_noted(&self) -> Noted {
         std::mem::take(&mut *self.noted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Put back what `take_noted` gave, ahead of anything noted since (PUBACK order).
-    fn restore_noted(&self, seqs: Noted) {
+    pub(super) fn restore_noted(&self, seqs: Noted) {
         if seqs.is_empty() {
             return;
         }

@@ -52,6 +52,7 @@ impl Store {
     pub(super) fn commit_locked(
         &self,
         g: &mut Inner,
+        noted: &mut deferred::Noted,
         history: &[SampleBatch],
         batches: &[SampleBatch],
         extra: &[(EntryKind, serde_json::Value)],
@@ -74,13 +75,12 @@ impl Store {
         let mut next = self.next_stats();
         let (now, now_ms) = (std::time::Instant::now(), crate::time::now_ms());
         // PUBACKs noted since the last cycle, looked up in this transaction rather than in a
-        // read transaction of their own (issue 13). A failed lookup or commit leaves them
-        // noted (`TakenNoted` puts them back) and a failed lookup does not fail the commit.
-        let mut noted = deferred::TakenNoted::take(self);
+        // read transaction of their own (issue 13). A failed lookup leaves them noted (the
+        // caller puts them back) and the commit goes on.
         let mut absorbed = None;
-        if !noted.seqs.is_empty() {
+        if !noted.is_empty() {
             let mut trial = next.clone();
-            match deferred::lookup(&tx, deferred, &noted.seqs, now_ms, &mut trial) {
+            match deferred::lookup(&tx, deferred, noted, now_ms, &mut trial) {
                 Ok(found) => {
                     next = trial;
                     absorbed = Some(found);
@@ -275,7 +275,7 @@ impl Store {
         tx.commit().map_err(self.sql("commit"))?;
         self.publish_stats(next);
         if let Some(found) = absorbed {
-            noted.seqs.clear();
+            noted.clear();
             if let (Some(all), false) = (found, acks) {
                 deferred.take_in(all, now_ms);
             }

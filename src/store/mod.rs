@@ -842,8 +842,10 @@ impl Store {
     ) -> Result<CommitInfo, StoreError> {
         let mut g = self.lock();
         // PUBACKs noted since the last cycle ride on this trip to the blocking pool, looked
-        // up inside the ingest transaction (what it could not record is noted again).
-        let r = self.commit_locked(&mut g, history, batches, extra, alarms, stamp);
+        // up inside the ingest transaction; what it could not record is noted again.
+        let mut noted = self.take_noted();
+        let r = self.commit_locked(&mut g, &mut noted, history, batches, extra, alarms, stamp);
+        self.restore_noted(noted);
         if r.is_err() {
             // Dictionary rows inserted by the failed transaction are gone.
             g.dict.clear();
