@@ -62,13 +62,6 @@ impl Deferred {
                 .is_some_and(|s| now.duration_since(s) >= RIPE_AGE)
     }
 
-    /// The acknowledgements `lookup` found are deferred from now on: `all` is its result.
-    pub fn take_in(&mut self, all: Vec<u64>, now_ms: i64) {
-        self.seqs = all;
-        self.since.get_or_insert_with(Instant::now);
-        self.last_ms = now_ms;
-    }
-
     fn due(&self, now: Instant) -> bool {
         self.seqs.len() >= MAX_COUNT || self.since.is_some_and(|s| now.duration_since(s) >= MAX_AGE)
     }
@@ -125,63 +118,6 @@ fn retire_run(tx: &Connection, lo: i64, hi: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// `defer_acks` of `seqs` as far as the connection goes, in the caller's transaction `c`:
-/// the numbers not deferred yet that are still sealed are looked up and counted in `next`
-/// as acknowledged. Returns what `d.seqs` becomes (`Deferred::take_in`), or None when
-/// nothing is new (duplicates, unknown or already retired numbers). Reads only.
-pub(crate) fn lookup(
-    c: &Connection,
-    d: &Deferred,
-    seqs: &[u64],
-    now_ms: i64,
-    next: &mut Next,
-) -> rusqlite::Result<Option<Vec<u64>>> {
-    let mut asked: Vec<u64> = Vec::with_capacity(seqs.len());
-    for &seq in seqs {
-        if !d.contains(seq) && !asked.contains(&seq) {
-            asked.push(seq); // else a duplicate PUBACK
-        }
-    }
-    // The usual burst: consecutive numbers, all still sealed. Two statements for all of
-    // them (their count, then their rows' tally) instead of two per message.
-    let ids: Vec<i64> = asked.iter().map(|&q| q as i64).collect();
-    let mut fresh = Vec::new();
-    let mut burst = None;
-    if let Some((lo, hi)) = super::sealing::id_run(&ids) {
-        let known: i64 = c
-            .prepare_cached("SELECT COUNT(*) FROM message WHERE seq BETWEEN ?1 AND ?2")?
-            .query_row([lo, hi], |r| r.get(0))?;
-        if known == hi - lo + 1 {
-            burst = Some(Tally::of_messages(c, lo, hi)?);
-            fresh = std::mem::take(&mut asked);
-        }
-    }
-    if burst.is_none() {
-        for seq in asked {
-            let known: Option<i64> = c
-                .prepare_cached("SELECT seq FROM message WHERE seq = ?1")?
-                .query_row([seq as i64], |r| r.get(0))
-                .optional()?;
-            if known.is_some() {
-                fresh.push(seq); // else unknown or already acknowledged: a no-op
-            }
-        }
-    }
-    if fresh.is_empty() {
-        return Ok(None);
-    }
-    let mut all = d.seqs.clone();
-    all.extend_from_slice(&fresh);
-    match &burst {
-        Some(t) => {
-            next.ack(t, fresh.len() as u64, now_ms);
-            next.refresh_pending_skipping(c, &all)?;
-        }
-        None => account(c, &fresh, now_ms, &all, next)?,
-    }
-    Ok(Some(all))
-}
-
 /// The counters' view of acknowledging `seqs` at `now_ms` (rows unchanged): readings become
 /// history, the messages are gone, the oldest pending read time skips every message in
 /// `deferred` (which includes `seqs`).
@@ -234,13 +170,18 @@ impl Store {
     /// before anything that reads or writes what they change. Never fails the caller: if the
     /// lookup fails they stay noted, and meanwhile they are at worst resent (at least once).
     pub(super) fn absorb_noted_in(&self, inner: &mut super::Inner) {
-        let seqs = self.take_noted();
-        if seqs.is_empty() {
-            return;
-        }
+        let seqs = {
+            let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            if n.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *n)
+        };
         if let Err(e) = self.defer_locked(inner, &seqs) {
             tracing::debug!(error = %e, "noted acknowledgements not recorded yet");
-            self.restore_noted(seqs);
+            let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            let later = std::mem::replace(&mut *n, seqs);
+            n.extend(later);
         }
     }
 
@@ -261,37 +202,67 @@ impl Store {
     fn defer_locked(&self, inner: &mut super::Inner, seqs: &[u64]) -> Result<(), StoreError> {
         let mut next = self.next_stats();
         let now = crate::time::now_ms();
+        let mut fresh = Vec::new();
         // The lookups and tallies in ONE read transaction: one WAL read lock for all of them
         // instead of a lock and unlock (fcntl) around every statement (issue 13). Nothing is
         // written here; ending it is free.
         let rx = Tx::deferred(&inner.conn).map_err(self.sql("begin ack lookup"))?;
-        let found =
-            lookup(&rx, &inner.deferred, seqs, now, &mut next).map_err(self.sql("ack lookup"))?;
+        let mut asked: Vec<u64> = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if !inner.deferred.contains(seq) && !asked.contains(&seq) {
+                asked.push(seq); // else a duplicate PUBACK
+            }
+        }
+        // The usual burst: consecutive numbers, all still sealed. Two statements for all of
+        // them (their count, then their rows' tally) instead of two per message.
+        let ids: Vec<i64> = asked.iter().map(|&q| q as i64).collect();
+        let mut burst = None;
+        if let Some((lo, hi)) = super::sealing::id_run(&ids) {
+            let known: i64 = rx
+                .prepare_cached("SELECT COUNT(*) FROM message WHERE seq BETWEEN ?1 AND ?2")
+                .and_then(|mut st| st.query_row([lo, hi], |r| r.get(0)))
+                .map_err(self.sql("ack lookup"))?;
+            if known == hi - lo + 1 {
+                let t = Tally::of_messages(&rx, lo, hi).map_err(self.sql("ack tally"))?;
+                burst = Some(t);
+                fresh = std::mem::take(&mut asked);
+            }
+        }
+        if burst.is_none() {
+            for seq in asked {
+                let known: Option<i64> = rx
+                    .prepare_cached("SELECT seq FROM message WHERE seq = ?1")
+                    .and_then(|mut st| st.query_row([seq as i64], |r| r.get(0)).optional())
+                    .map_err(self.sql("ack lookup"))?;
+                if known.is_some() {
+                    fresh.push(seq); // else unknown or already acknowledged: a no-op
+                }
+            }
+        }
+        let mut all = Vec::new();
+        if !fresh.is_empty() {
+            all = inner.deferred.seqs.clone();
+            all.extend_from_slice(&fresh);
+            match &burst {
+                Some(t) => {
+                    next.ack(t, fresh.len() as u64, now);
+                    next.refresh_pending_skipping(&rx, &all)
+                }
+                None => account(&rx, &fresh, now, &all, &mut next),
+            }
+            .map_err(self.sql("ack tally"))?;
+        }
         rx.commit().map_err(self.sql("end ack lookup"))?;
-        if let Some(all) = found {
-            inner.deferred.take_in(all, now);
+        if !fresh.is_empty() {
+            inner.deferred.seqs = all;
+            inner.deferred.since.get_or_insert_with(Instant::now);
+            inner.deferred.last_ms = now;
             self.publish_stats(next);
         }
         if inner.deferred.due(Instant::now()) {
             self.write_deferred(inner)?;
         }
         Ok(())
-    }
-
-    /// Take the noted acknowledgements for a caller that records them itself (the ingest
-    /// commit, inside its own transaction); `restore_noted` puts them back if it failed.
-    pub(super) fn take_noted(&self) -> Noted {
-        std::mem::take(&mut *self.noted.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Put back what `take_noted` gave, ahead of anything noted since (PUBACK order).
-    pub(super) fn restore_noted(&self, seqs: Noted) {
-        if seqs.is_empty() {
-            return;
-        }
-        let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
-        let later = std::mem::replace(&mut *n, seqs);
-        n.extend(later);
     }
 
     /// Write the deferred acknowledgements now if the oldest is `MAX_AGE` old (or too many
@@ -516,47 +487,6 @@ mod tests {
         assert!(store.note_acks(&[m.seq]));
         drop(store);
         assert!(on_disk(dir.path()).is_empty());
-    }
-
-    /// The ingest commit looks the noted acknowledgements up inside its own transaction: if
-    /// that transaction fails they stay noted (counters unmoved), and the next commit that
-    /// succeeds records them.
-    #[test]
-    fn noted_acks_stay_noted_when_the_ingest_commit_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-        let seqs = one_message_each(&store, 3);
-        let before = store.stats().unwrap();
-        // Another connection makes every new row fail, after the lookups ran.
-        let c = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
-        c.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON entry BEGIN SELECT RAISE(ABORT, 'no'); END;",
-        )
-        .unwrap();
-        assert!(store.note_acks(&seqs));
-        assert!(store
-            .commit(&[batch(T0 + 10)], &[], &stamp(T0 + 110))
-            .is_err());
-        assert_eq!(store.noted_len(), 3);
-        assert!(store.lock().deferred.seqs.is_empty());
-        let st = store.stats().unwrap();
-        assert_eq!(
-            (st.sealed_messages, st.history_readings),
-            (before.sealed_messages, before.history_readings)
-        );
-        // Noted meanwhile: recorded after the first ones, in PUBACK order.
-        assert!(store.note_acks(&[seqs[2]]));
-        c.execute_batch("DROP TRIGGER refuse").unwrap();
-        store
-            .commit(&[batch(T0 + 20)], &[], &stamp(T0 + 120))
-            .unwrap();
-        assert_eq!(store.noted_len(), 0);
-        assert_eq!(store.lock().deferred.seqs, seqs);
-        let st = store.stats().unwrap();
-        assert_eq!((st.sealed_messages, st.history_readings), (0, 12));
-        let mut scan = store.stats_scan().unwrap();
-        scan.bytes_on_disk = st.bytes_on_disk;
-        assert_eq!(st, scan);
     }
 
     /// A burst of consecutive PUBACKs is looked up and tallied in one go: the counters end

@@ -52,7 +52,6 @@ impl Store {
     pub(super) fn commit_locked(
         &self,
         g: &mut Inner,
-        noted: &mut deferred::Noted,
         history: &[SampleBatch],
         batches: &[SampleBatch],
         extra: &[(EntryKind, serde_json::Value)],
@@ -73,39 +72,10 @@ impl Store {
         let mut tx = Tx::immediate(conn).map_err(self.sql("begin commit"))?;
         let mut info = CommitInfo::default();
         let mut next = self.next_stats();
-        let (now, now_ms) = (std::time::Instant::now(), crate::time::now_ms());
-        // PUBACKs noted since the last cycle, looked up in this transaction rather than in a
-        // read transaction of their own (issue 13). A failed lookup leaves them noted (the
-        // caller puts them back) and the commit goes on.
-        let mut absorbed = None;
-        if !noted.is_empty() {
-            let mut trial = next.clone();
-            match deferred::lookup(&tx, deferred, noted, now_ms, &mut trial) {
-                Ok(found) => {
-                    next = trial;
-                    absorbed = Some(found);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "noted acknowledgements not recorded yet");
-                }
-            }
-        }
-        let with_noted;
-        let pending_acks: &deferred::Deferred = match &absorbed {
-            Some(Some(all)) => {
-                with_noted = deferred::Deferred {
-                    seqs: all.clone(),
-                    since: Some(deferred.since.unwrap_or(now)),
-                    last_ms: now_ms,
-                };
-                &with_noted
-            }
-            _ => deferred,
-        };
         // Acknowledgements ride along (one fsync for both) once enough wait (`RIPE_COUNT`).
-        let acks = pending_acks.ripe(now);
+        let acks = deferred.ripe(std::time::Instant::now());
         if acks {
-            deferred::apply(&tx, pending_acks, &mut next).map_err(self.sql("deferred acks"))?;
+            deferred::apply(&tx, deferred, &mut next).map_err(self.sql("deferred acks"))?;
         }
 
         // Base of the untrusted clock of this boot, for batches read before the clock was set
@@ -274,12 +244,6 @@ impl Store {
         };
         tx.commit().map_err(self.sql("commit"))?;
         self.publish_stats(next);
-        if let Some(found) = absorbed {
-            noted.clear();
-            if let (Some(all), false) = (found, acks) {
-                deferred.take_in(all, now_ms);
-            }
-        }
         if acks {
             *deferred = Default::default();
         }

@@ -841,11 +841,9 @@ impl Store {
         stamp: &ClockStamp,
     ) -> Result<CommitInfo, StoreError> {
         let mut g = self.lock();
-        // PUBACKs noted since the last cycle ride on this trip to the blocking pool, looked
-        // up inside the ingest transaction; what it could not record is noted again.
-        let mut noted = self.take_noted();
-        let r = self.commit_locked(&mut g, &mut noted, history, batches, extra, alarms, stamp);
-        self.restore_noted(noted);
+        // PUBACKs noted since the last cycle ride on this trip to the blocking pool.
+        self.absorb_noted_in(&mut g);
+        let r = self.commit_locked(&mut g, history, batches, extra, alarms, stamp);
         if r.is_err() {
             // Dictionary rows inserted by the failed transaction are gone.
             g.dict.clear();
