@@ -57,13 +57,8 @@ pub(crate) fn scan(c: &Connection, seq_hwm: u64) -> rusqlite::Result<StoreStats>
     Ok(s)
 }
 
-/// `Tally::of_message`'s statement.
+/// `Tally::of_messages`'s statement (messages `?1..=?2`; one message is `?1 = ?2`).
 pub(crate) const MESSAGE_TALLY: &str = "SELECT COUNT(*), COALESCE(SUM(readings), 0), \
-     MIN(CASE WHEN kind = 2 THEN read_ms END), MAX(CASE WHEN kind = 2 THEN read_ms END) \
-     FROM entry WHERE msg_seq = ?1 AND status = 1";
-
-/// `MESSAGE_TALLY` for the messages numbered `?1..=?2` together.
-pub(crate) const MESSAGES_TALLY: &str = "SELECT COUNT(*), COALESCE(SUM(readings), 0), \
      MIN(CASE WHEN kind = 2 THEN read_ms END), MAX(CASE WHEN kind = 2 THEN read_ms END) \
      FROM entry WHERE msg_seq BETWEEN ?1 AND ?2 AND status = 1";
 
@@ -134,20 +129,13 @@ impl Tally {
     /// to them, as if each message's tally had been added.
     pub fn of_messages(tx: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Tally> {
         let mut t = Tally::default();
-        let mut read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+        tx.prepare_cached(MESSAGE_TALLY)?.query_row([lo, hi], |r| {
             t.entries[1] = r.get::<_, i64>(0)?.max(0) as u64;
             t.readings[1] = r.get::<_, i64>(1)?.max(0) as u64;
             t.min_read[1] = r.get(2)?;
             t.max_read[1] = r.get(3)?;
             Ok(())
-        };
-        if lo == hi {
-            tx.prepare_cached(MESSAGE_TALLY)?
-                .query_row([lo], &mut read)?;
-        } else {
-            tx.prepare_cached(MESSAGES_TALLY)?
-                .query_row([lo, hi], &mut read)?;
-        }
+        })?;
         Ok(t)
     }
 
