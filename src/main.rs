@@ -223,10 +223,13 @@ fn tune_heap() {}
 /// publishes), so a second worker only adds cross-thread wake-ups (futex, context switches)
 /// and a thread with its own stack and allocator state; SQLite still runs on the blocking pool,
 /// never on the runtime thread. The other verbs (the demo's simulator and broker, the
-/// commissioning tools) keep two workers.
+/// commissioning tools) keep two workers. The daemon's runtime gathers the replies of a burst
+/// of requests before it parks (`modbus::gather`).
 fn runtime(daemon: bool) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = if daemon {
-        tokio::runtime::Builder::new_current_thread()
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.on_thread_park(gasdtu::modbus::gather::on_park);
+        b
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(2);

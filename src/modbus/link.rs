@@ -19,6 +19,7 @@ use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
+use crate::modbus::gather;
 use crate::modbus::reply::{self, Answer, Expect};
 
 use crate::config::{BusConfig, Parity, SerialSettings, Transport};
@@ -456,7 +457,9 @@ impl Link {
             conn.tap.take();
             conn.ctx.set_slave(Slave(unit));
             let fut = run_op(&mut conn.ctx, &op);
+            let in_flight = gather::Transaction::start();
             let res = tokio::time::timeout(timeout, fut).await;
+            drop(in_flight);
             self.last_end = Some(Instant::now());
             let stray = conn.tap.take();
             let outcome = match res {

@@ -5,6 +5,7 @@
 //! the channels in `Acquisition`, served by the bus's own task.
 
 pub mod bus;
+pub mod gather;
 pub mod link;
 pub mod next_polls;
 pub mod planner;
