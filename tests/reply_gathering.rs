@@ -87,46 +87,26 @@ fn parks_per_burst(hook: bool) -> f64 {
         }
         let before = parks.load(Ordering::Relaxed);
         for _ in 0..BURSTS {
-            let reads = links
-                .iter_mut()
-                .map(|l| l.read(1, Table::HoldingRegister, 0, 4));
-            let got = futures_join_all(reads).await;
-            for (i, r) in got.into_iter().enumerate() {
+            // One task per device, all spawned before the runtime's next pass: the requests go
+            // out together, as at a poll instant.
+            let mut reads = tokio::task::JoinSet::new();
+            for (i, mut l) in links.drain(..).enumerate() {
+                reads.spawn(async move {
+                    let r = l.read(1, Table::HoldingRegister, 0, 4).await;
+                    (i, l, r)
+                });
+            }
+            let mut got = reads.join_all().await;
+            got.sort_by_key(|(i, _, _)| *i);
+            for (i, l, r) in got {
                 assert_eq!(r.unwrap(), vec![100 + i as u16; 4], "device {i}");
+                links.push(l);
             }
             // A pause between bursts, as between poll cycles.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         f64::from(parks.load(Ordering::Relaxed) - before) / f64::from(BURSTS)
     })
-}
-
-/// Polls every future to completion on the current task (no extra crate for `join_all`).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let set: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    let mut set: Vec<Option<_>> = set.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, fut) in out.iter_mut().zip(set.iter_mut()) {
-            if let Some(f) = fut {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *slot = Some(v);
-                        *fut = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 #[test]
