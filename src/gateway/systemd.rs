@@ -179,6 +179,9 @@ impl Watchdog {
         }
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Nobody to tell (run by hand, no NOTIFY_SOCKET): the STATUS text (live counters, a
+        // store stat, two file sizes) is not built at all; stalls are still logged.
+        let status = self.status.as_ref().filter(|_| self.notifier.active());
         let mut last_status = String::new();
         let mut stalled = false;
         loop {
@@ -187,7 +190,7 @@ impl Watchdog {
                 _ = shutdown.cancelled() => return,
             }
             let health = self.progress.health();
-            let mut text = self.status.as_ref().map(|f| f()).unwrap_or_default();
+            let mut text = status.map(|f| f()).unwrap_or_default();
             match &health {
                 Health::Ok => {
                     if stalled {
@@ -212,7 +215,7 @@ impl Watchdog {
                     text = stalled_line(part, *silent_for, &text);
                 }
             }
-            if self.status.is_some() && text != last_status {
+            if status.is_some() && text != last_status {
                 self.notifier.status(&text);
                 last_status = text;
             }
@@ -490,6 +493,50 @@ mod tests {
             out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
         out
+    }
+
+    #[tokio::test]
+    async fn watchdog_builds_no_status_text_when_nobody_listens() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let progress = Progress::new(Duration::from_secs(3600));
+        progress.tick_poll("a");
+        let shutdown = CancellationToken::new();
+        // Two watchdogs ticking every 10 ms side by side: one with a service manager listening
+        // (the control), one without.
+        let counted = |notifier: Notifier| {
+            let calls = std::sync::Arc::new(AtomicUsize::new(0));
+            let dog = Watchdog::new(notifier, progress.clone())
+                .with_timeout(Some(Duration::from_millis(20)))
+                .with_status({
+                    let calls = calls.clone();
+                    move || {
+                        calls.fetch_add(1, Relaxed);
+                        "polling 1 device".to_string()
+                    }
+                });
+            (calls, tokio::spawn(dog.run(shutdown.clone())))
+        };
+        let (heard, t1) = counted(Notifier::to_socket(&path));
+        let (unheard, t2) = counted(Notifier::disabled());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while heard.load(Relaxed) < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the control never built its status"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        t1.await.unwrap();
+        t2.await.unwrap();
+        assert_eq!(
+            unheard.load(Relaxed),
+            0,
+            "status text built with nobody listening"
+        );
     }
 
     #[tokio::test]
