@@ -1,7 +1,8 @@
 //! `IngestSeal`: the forwarder's half of sealing inside the ingest commit (issue 13,
 //! docs/store.md "Flash wear"). It owns the "armed" flag (set by the forwarder when it is
 //! connected, not rate-limited and idle: it would seal the next readings right away), packs a
-//! look of pending entries with the forwarder's own packer (`encode_messages` with the same
+//! look of pending entries with the forwarder's own packer (`encode_messages_hinted`, the guess
+//! carried from one commit's seal to the next, with the same
 //! gateway id, payload limit, encoding and format, topics from the same root; a payload the
 //! client would refuse is not built, so the forwarder sets it aside as before), and keeps
 //! what the ingest commit sealed until the forwarder takes it (`Outbox::take_presealed`).
@@ -10,7 +11,7 @@
 use std::sync::Mutex;
 
 use super::forwarder::refusal_reason;
-use super::payload::encode_messages;
+use super::payload::encode_messages_hinted;
 use super::{max_packet, Topics};
 use crate::config::UplinkConfig;
 use crate::outbox::{Entry, IngestSealer, PlannedSeal, Sealed};
@@ -30,6 +31,10 @@ pub struct IngestSeal {
     topics: Topics,
     cfg: UplinkConfig,
     state: Mutex<State>,
+    /// The packer's guess from the last commit's seal (`encode_messages_hinted`): one poll
+    /// cycle is packed like the one before. Apart from `state`, so the forwarder's `take` and
+    /// `arm` never wait on a pack.
+    hint: Mutex<Option<usize>>,
 }
 
 impl IngestSeal {
@@ -40,6 +45,7 @@ impl IngestSeal {
             topics: Topics::new(&cfg.topic_root),
             cfg: cfg.clone(),
             state: Mutex::new(State::default()),
+            hint: Mutex::new(None),
         }
     }
 
@@ -65,33 +71,38 @@ impl IngestSealer for IngestSeal {
 
     fn pack(&self, entries: &[Entry]) -> Vec<PlannedSeal> {
         let limit = max_packet(self.cfg.max_payload);
-        encode_messages(
+        let mut hint = *self.hint.lock().unwrap_or_else(|p| p.into_inner());
+        let packed = encode_messages_hinted(
             entries,
             &self.gateway_id,
             self.cfg.max_payload,
             (self.cfg.encoding, self.cfg.format),
-        )
-        .into_iter()
-        .map(|p| {
-            let topic = self.topics.for_kind(p.kind);
-            let gw = self.gateway_id.clone();
-            let t = topic.clone();
-            let (entries, readings, rebuildable) = (p.entries.clone(), p.readings, p.rebuildable);
-            PlannedSeal {
-                topic,
-                entries,
-                readings,
-                rebuildable,
-                build: Box::new(move |seq| {
-                    let b = p.build(&gw, seq).map_err(|e| e.to_string())?;
-                    match refusal_reason(&t, b.len(), limit) {
-                        Some(why) => Err(why),
-                        None => Ok(b),
-                    }
-                }),
-            }
-        })
-        .collect()
+            &mut hint,
+        );
+        *self.hint.lock().unwrap_or_else(|p| p.into_inner()) = hint;
+        packed
+            .into_iter()
+            .map(|p| {
+                let topic = self.topics.for_kind(p.kind);
+                let gw = self.gateway_id.clone();
+                let t = topic.clone();
+                let (entries, readings, rebuildable) =
+                    (p.entries.clone(), p.readings, p.rebuildable);
+                PlannedSeal {
+                    topic,
+                    entries,
+                    readings,
+                    rebuildable,
+                    build: Box::new(move |seq| {
+                        let b = p.build(&gw, seq).map_err(|e| e.to_string())?;
+                        match refusal_reason(&t, b.len(), limit) {
+                            Some(why) => Err(why),
+                            None => Ok(b),
+                        }
+                    }),
+                }
+            })
+            .collect()
     }
 
     fn hand_over(&self, sealed: Vec<Sealed>) {
@@ -108,6 +119,7 @@ mod tests {
     //! The packer is the forwarder's: same messages, same topics, same bytes for a seq.
 
     use super::*;
+    use crate::uplink::payload::encode_messages;
     use std::time::Duration;
 
     use crate::config::{Encoding, PayloadFormat, SessionMode};

@@ -29,7 +29,7 @@ use crate::decimal::meant;
 use crate::model::{BadReason, Quality, Sample, SampleBatch, Value};
 use crate::outbox::EntryKind;
 
-pub use pack::encode_messages;
+pub use pack::{encode_messages, encode_messages_hinted};
 
 #[derive(Debug, Error)]
 pub enum CodecError {
@@ -241,6 +241,17 @@ impl Packed {
     fn worst_len(&self, gateway: &str) -> usize {
         if let Some((historical, devices)) = self.json1_data() {
             return json1::len(gateway, u64::MAX, historical, devices);
+        }
+        if let (
+            Body::Data {
+                historical,
+                devices,
+            },
+            PayloadFormat::V2,
+        ) = (&self.body, self.format)
+        {
+            return v2::len(self.encoding, gateway, u64::MAX, *historical, devices)
+                .unwrap_or(usize::MAX);
         }
         self.build(gateway, u64::MAX)
             .map(|b| b.len())

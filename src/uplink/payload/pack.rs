@@ -32,7 +32,23 @@ pub fn encode_messages(
     max_payload: usize,
     wire: impl Into<Wire>,
 ) -> Vec<Packed> {
-    pack(entries, gateway, max_payload, wire.into(), true)
+    pack(entries, gateway, max_payload, wire.into(), true, &mut None)
+}
+
+/// `encode_messages` with a guess carried from one call to the next: `hint` is how many
+/// batches a message took the last time a run of batches did not fit in one (`None` at
+/// first), and becomes this call's. A caller that packs the same kind of entries again and
+/// again (the ingest seal: one poll cycle each time) then measures from where the last call
+/// ended instead of from the whole run. The messages are the same with any hint (within the
+/// limit either way where format 2's schema exception above applies).
+pub fn encode_messages_hinted(
+    entries: &[Entry],
+    gateway: &str,
+    max_payload: usize,
+    wire: impl Into<Wire>,
+    hint: &mut Option<usize>,
+) -> Vec<Packed> {
+    pack(entries, gateway, max_payload, wire.into(), true, hint)
 }
 
 /// `encode_messages`; `whole_runs` false measures every batch and sample one by one (the
@@ -43,6 +59,7 @@ pub(super) fn pack(
     max_payload: usize,
     wire: Wire,
     whole_runs: bool,
+    hint: &mut Option<usize>,
 ) -> Vec<Packed> {
     let mut p = Packer {
         gateway,
@@ -51,7 +68,7 @@ pub(super) fn pack(
         whole_runs,
         out: Vec::new(),
         cur: None,
-        last_take: None,
+        last_take: *hint,
     };
     let mut i = 0;
     while i < entries.len() {
@@ -68,6 +85,7 @@ pub(super) fn pack(
             i += 1;
         }
     }
+    *hint = p.last_take;
     p.out.extend(p.cur);
     mark_rebuildable(&mut p.out, entries);
     p.out
@@ -198,7 +216,6 @@ impl Packer<'_> {
             // guess (all of them, or what the last message of this run took): up while one
             // more fits, down while it does not.
             let had = base.entries.len();
-            let guessed = matches!(self.last_take, Some(t) if t > had);
             let guess = match self.last_take {
                 Some(t) if t > had => t - had,
                 _ => rest.len(),
@@ -207,10 +224,11 @@ impl Packer<'_> {
             let mut m = with(k, &mut alone);
             let len = m.worst_len(self.gateway);
             let mut fits = len <= self.max_payload;
-            if !fits && !guessed {
-                // The whole run does not fit and there is no guess yet: as many batches as the
-                // room left would hold if each took the same share of what the run measured
-                // (batches of one poll cycle are alike), then walk from there.
+            if !fits {
+                // Too many (the whole run, or the guess): as many batches as the room left
+                // would hold if each took the same share of what the `k` measured (batches of
+                // one poll cycle are alike), then walk from there. A guess carried over from
+                // another call can be far off; this keeps the walk short either way.
                 k = proportional(base.worst_len(self.gateway), len, k, self.max_payload);
                 m = with(k, &mut alone);
                 fits = k == 0 || self.fits(&m);

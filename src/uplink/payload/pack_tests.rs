@@ -54,9 +54,21 @@ fn whole_runs_pack_exactly_as_batch_by_batch() {
         let mut limits = vec![1, 120, 300, 600, 1000, 1500, 2500, 4000, 6000, 9000];
         limits.push(1 << 20);
         for limit in limits {
-            let fast = pack(&entries, "gw-1", limit, wire, true);
-            let each = pack(&entries, "gw-1", limit, wire, false);
+            let fast = pack(&entries, "gw-1", limit, wire, true, &mut None);
+            let each = pack(&entries, "gw-1", limit, wire, false, &mut None);
             assert_eq!(fast, each, "{wire:?} limit {limit}");
+            // A guess carried over from an earlier call, right or far off, changes nothing;
+            // the hint becomes what this call's messages took.
+            for start in [Some(1), Some(3), Some(17), Some(1000)] {
+                let mut hint = start;
+                let hinted = pack(&entries, "gw-1", limit, wire, true, &mut hint);
+                assert_eq!(hinted, fast, "{wire:?} limit {limit} hint {start:?}");
+                let mut fresh = None;
+                pack(&entries, "gw-1", limit, wire, true, &mut fresh);
+                if fresh.is_some() {
+                    assert_eq!(hint, fresh, "{wire:?} limit {limit} hint {start:?}");
+                }
+            }
             // Groups copied between candidates keep JSON that is still theirs.
             for m in &fast {
                 if let Some((historical, devices)) = m.json1_data() {
@@ -83,7 +95,10 @@ fn a_live_cycle_is_one_message_when_it_fits() {
         let msgs = encode_messages(&entries, "gw-1", 1 << 20, wire);
         assert_eq!(msgs.len(), 1, "{wire:?}");
         assert_eq!(msgs[0].readings, 200, "{wire:?}");
-        assert_eq!(msgs, pack(&entries, "gw-1", 1 << 20, wire, false));
+        assert_eq!(
+            msgs,
+            pack(&entries, "gw-1", 1 << 20, wire, false, &mut None)
+        );
     }
 }
 
@@ -96,13 +111,13 @@ fn a_message_is_rebuildable_exactly_when_its_entries_alone_pack_into_it_again() 
     for wire in WIRES {
         let (mut yes, mut no) = (0, 0);
         for limit in [1, 120, 300, 1000, 4000, 1 << 20] {
-            for m in pack(&entries, "gw-1", limit, wire, true) {
+            for m in pack(&entries, "gw-1", limit, wire, true, &mut None) {
                 let own: Vec<Entry> = m
                     .entries
                     .iter()
                     .filter_map(|id| entries.iter().find(|e| e.id == *id).cloned())
                     .collect();
-                let again = pack(&own, "gw-1", usize::MAX, wire, true);
+                let again = pack(&own, "gw-1", usize::MAX, wire, true, &mut None);
                 let same = again.len() == 1 && again[0] == m;
                 assert_eq!(
                     m.rebuildable, same,

@@ -90,10 +90,53 @@ pub(super) fn build(
     historical: bool,
     devices: &[DeviceGroup],
 ) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(256);
+    write(encoding, gateway, seq, historical, devices, &mut out)?;
+    Ok(out)
+}
+
+/// The length of `build`'s bytes, counted as they are written and never kept: the packer
+/// measures every message it tries (issue 13).
+pub(super) fn len(
+    encoding: Encoding,
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) -> Result<usize, CodecError> {
+    let mut n = Counted(0);
+    write(encoding, gateway, seq, historical, devices, &mut n)?;
+    Ok(n.0)
+}
+
+/// A writer that only counts the bytes written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write<W: std::io::Write>(
+    encoding: Encoding,
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+    out: W,
+) -> Result<(), CodecError> {
     match encoding {
-        Encoding::Json => serde_json::to_vec(&data_json(gateway, seq, historical, devices))
+        Encoding::Json => serde_json::to_writer(out, &data_json(gateway, seq, historical, devices))
             .map_err(|e| CodecError::Encode(e.to_string())),
-        Encoding::Cbor => cbor_to_vec(gateway, seq, historical, devices),
+        Encoding::Cbor => {
+            Decimals::with(|dec| cbor_write(gateway, seq, historical, devices, dec, out))
+        }
     }
 }
 
@@ -104,19 +147,18 @@ pub(super) fn build(
 /// the tree's `Serialize` sends it (definite lengths, the shortest integer heads, floats
 /// narrowed only when lossless), so the bytes are the tree's: `data_cbor` is kept as the
 /// reference the tests pin them to (`v2_tests`).
-fn cbor_to_vec(
+fn cbor_write<W: std::io::Write>(
     gateway: &str,
     seq: u64,
     historical: bool,
     devices: &[DeviceGroup],
-) -> Result<Vec<u8>, CodecError> {
-    let mut dec = Decimals::default();
+    dec: &std::cell::RefCell<Decimals>,
+    out: W,
+) -> Result<(), CodecError> {
     let sch: Vec<(Schema<'_>, Vec<Kind>)> = schemas(devices)
         .into_iter()
         .map(|s| {
-            let kinds = (0..s.points.len())
-                .map(|i| kind_of(&s, i, &mut dec))
-                .collect();
+            let kinds = kinds_of(&s, &mut dec.borrow_mut());
             (s, kinds)
         })
         .collect();
@@ -126,11 +168,9 @@ fn cbor_to_vec(
         historical,
         base: base_ms(devices),
         sch: &sch,
-        dec: std::cell::RefCell::new(dec),
+        dec,
     };
-    let mut out = Vec::with_capacity(256);
-    ciborium::into_writer(&msg, &mut out).map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(out)
+    ciborium::into_writer(&msg, out).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// `{0: gw, 1: seq, 2: hist, 3: base ms, 5: [schema]}`.
@@ -140,8 +180,8 @@ struct CborMsg<'a> {
     historical: bool,
     base: i64,
     sch: &'a [(Schema<'a>, Vec<Kind>)],
-    /// The message's decimals (`kind_of` filled it; the slots read it again).
-    dec: std::cell::RefCell<Decimals>,
+    /// The decimals (`kinds_of` filled them in; the slots read them again).
+    dec: &'a std::cell::RefCell<Decimals>,
 }
 
 impl Serialize for CborMsg<'_> {
@@ -158,7 +198,7 @@ impl Serialize for CborMsg<'_> {
                     schema,
                     kinds,
                     base: self.base,
-                    dec: &self.dec,
+                    dec: self.dec,
                 })
             }),
         )?;
@@ -356,48 +396,75 @@ fn scaled(x: f64, d: Option<Decimal>, e: i32) -> Option<i128> {
     (m.abs() <= MAX_SLOT).then_some(m)
 }
 
-/// `Decimal::of` of the floats of one message, each computed once: the schema's exponent and
-/// the value's slot both need it, and it was a sixth of a format-2 CBOR seal's instructions
-/// (issue 13). Keyed by the float's bits (one message: a few hundred entries at most).
+/// `Decimal::of` of floats, each computed once: the schema's exponent and the value's slot
+/// both need it, and the packer builds each message several times while it measures (it was
+/// a sixth of a format-2 CBOR seal's instructions, issue 13). Keyed by the float's bits.
 #[derive(Default)]
 struct Decimals(std::collections::HashMap<u64, Option<Decimal>, foldhash::fast::RandomState>);
 
+/// Entries a thread's `Decimals` keeps before it starts afresh: a W1 poll cycle has 200
+/// floats, so the builds of one pack (and the seal's final build) find theirs, and the cache
+/// stays a few tens of KiB.
+const DECIMALS_KEPT: usize = 512;
+
+thread_local! {
+    /// The decimals of this thread's recent builds (a pure cache: `Decimal::of` is a function
+    /// of the float's bits, so a hit gives what computing it again gives).
+    static DECIMALS: std::cell::RefCell<Decimals> = std::cell::RefCell::default();
+}
+
 impl Decimals {
     fn of(&mut self, x: f64) -> Option<Decimal> {
+        if self.0.len() >= DECIMALS_KEPT && !self.0.contains_key(&x.to_bits()) {
+            self.0.clear();
+        }
         *self.0.entry(x.to_bits()).or_insert_with(|| Decimal::of(x))
+    }
+
+    /// `f` with this thread's cache.
+    fn with<R>(f: impl FnOnce(&std::cell::RefCell<Decimals>) -> R) -> R {
+        DECIMALS.with(|d| f(d))
     }
 }
 
-/// The kind of point `i` of a schema, from every value it has in the message.
-fn kind_of(s: &Schema<'_>, i: usize, dec: &mut Decimals) -> Kind {
-    let values = s.devices.iter().flat_map(|g| {
-        g.reads.iter().flat_map(move |r| {
-            r.items.iter().filter_map(move |(j, item)| match item {
-                Ok(v) if *j == i => Some(v),
-                _ => None,
-            })
-        })
-    });
-    let (mut floats, mut ints, mut others) = (0usize, 0usize, 0usize);
-    let mut exp: Option<i32> = None;
-    for v in values {
+/// The kind of each point of a schema, from every value it has in the message (one pass over
+/// the reads).
+fn kinds_of(s: &Schema<'_>, dec: &mut Decimals) -> Vec<Kind> {
+    #[derive(Clone, Default)]
+    struct Seen {
+        floats: usize,
+        ints: usize,
+        others: usize,
+        exp: Option<i32>,
+    }
+    let mut seen = vec![Seen::default(); s.points.len()];
+    let items = s
+        .devices
+        .iter()
+        .flat_map(|g| g.reads.iter().flat_map(|r| r.items.iter()));
+    for (j, item) in items {
+        let (Ok(v), Some(p)) = (item, seen.get_mut(*j)) else {
+            continue;
+        };
         match v {
             Value::Float(x) => {
-                floats += 1;
+                p.floats += 1;
                 if let Some(d) = dec.of(*x).filter(|d| d.mantissa != 0) {
-                    exp = Some(exp.map_or(d.exponent, |e| e.min(d.exponent)));
+                    p.exp = Some(p.exp.map_or(d.exponent, |e| e.min(d.exponent)));
                 }
             }
-            Value::Int(v) if i128::from(*v).abs() <= MAX_SLOT => ints += 1,
-            Value::UInt(v) if i128::from(*v) <= MAX_SLOT => ints += 1,
-            _ => others += 1,
+            Value::Int(v) if i128::from(*v).abs() <= MAX_SLOT => p.ints += 1,
+            Value::UInt(v) if i128::from(*v) <= MAX_SLOT => p.ints += 1,
+            _ => p.others += 1,
         }
     }
-    match (floats, ints, others) {
-        (f, 0, 0) if f > 0 => Kind::Decimal(exp.unwrap_or(0)),
-        (0, i, 0) if i > 0 => Kind::Integer,
-        _ => Kind::Literal,
-    }
+    seen.into_iter()
+        .map(|p| match (p.floats, p.ints, p.others) {
+            (f, 0, 0) if f > 0 => Kind::Decimal(p.exp.unwrap_or(0)),
+            (0, i, 0) if i > 0 => Kind::Integer,
+            _ => Kind::Literal,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -435,7 +502,7 @@ fn slot_cbor(v: &Value, kind: Kind, prev: &mut i128, dec: &mut Decimals) -> Cbor
 
 /// `{0: gw, 1: seq, 2: hist, 3: base ms, 5: [schema]}`, schema `[[names], [units]|null,
 /// [scale]|null, [device]]`, device `[name, dt, v…, {index: reason}?, dt, v…]`, as a value tree:
-/// the reference `cbor_to_vec`'s bytes are pinned to.
+/// the reference `cbor_write`'s bytes are pinned to.
 #[cfg(test)]
 pub(super) fn data_cbor(
     gateway: &str,
@@ -449,7 +516,7 @@ pub(super) fn data_cbor(
         .into_iter()
         .map(|s| {
             let n = s.points.len();
-            let kinds: Vec<Kind> = (0..n).map(|i| kind_of(&s, i, &mut dec)).collect();
+            let kinds = kinds_of(&s, &mut dec);
             let names = s
                 .points
                 .iter()

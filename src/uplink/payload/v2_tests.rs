@@ -424,8 +424,9 @@ fn decode_never_panics_on_schema_shaped_format_2() {
     .unwrap();
 }
 
-/// The CBOR writer (`v2::cbor_to_vec`, no value tree) gives the value tree's bytes
-/// (`v2::data_cbor`) for any message: decimal-looking floats (slots at the point's exponent,
+/// The CBOR writer (`v2::cbor_write`, no value tree, with the thread's decimals cache warm
+/// from the cases before) gives the value tree's bytes (`v2::data_cbor`, a fresh cache) and
+/// `v2::len` counts them, for any message: decimal-looking floats (slots at the point's exponent,
 /// deltas), arbitrary doubles (literals, narrowed floats), integers at the slot bound and
 /// beyond it, text, bad readings, several read times, units that differ between devices
 /// (schemas shared or not), at packing limits that split batches.
@@ -488,6 +489,12 @@ fn cbor_writer_gives_the_value_trees_bytes() {
                 ciborium::into_writer(&v2::data_cbor("gw-1", seq, *historical, devices), &mut want)
                     .unwrap();
                 prop_assert_eq!(hex(&m.build("gw-1", seq).unwrap()), hex(&want));
+                // What the packer measures is what the writer writes, JSON as CBOR.
+                let counted = v2::len(Encoding::Cbor, "gw-1", seq, *historical, devices);
+                prop_assert_eq!(counted.unwrap(), want.len());
+                let json = v2::build(Encoding::Json, "gw-1", seq, *historical, devices).unwrap();
+                let counted = v2::len(Encoding::Json, "gw-1", seq, *historical, devices);
+                prop_assert_eq!(counted.unwrap(), json.len());
             }
         }
         Ok(())
