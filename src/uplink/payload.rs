@@ -170,15 +170,8 @@ impl Packed {
 
     /// The payload of this message as gateway `gateway` with sequence number `seq`.
     pub fn build(&self, gateway: &str, seq: u64) -> Result<Vec<u8>, CodecError> {
-        if let (
-            Body::Data {
-                historical,
-                devices,
-            },
-            PayloadFormat::V2,
-        ) = (&self.body, self.format)
-        {
-            return v2::build(self.encoding, gateway, seq, *historical, devices);
+        if let Some((historical, devices)) = self.v2_data() {
+            return v2::build(self.encoding, gateway, seq, historical, devices);
         }
         match (&self.body, self.encoding) {
             (Body::Json(v), _) => {
@@ -237,20 +230,27 @@ impl Packed {
         }
     }
 
+    /// A format-2 data message's kind (historical) and device groups.
+    fn v2_data(&self) -> Option<(bool, &[DeviceGroup])> {
+        match (&self.body, self.format) {
+            (
+                Body::Data {
+                    historical,
+                    devices,
+                },
+                PayloadFormat::V2,
+            ) => Some((*historical, devices)),
+            _ => None,
+        }
+    }
+
     /// Size with the largest possible sequence number (what the packer measures).
     fn worst_len(&self, gateway: &str) -> usize {
         if let Some((historical, devices)) = self.json1_data() {
             return json1::len(gateway, u64::MAX, historical, devices);
         }
-        if let (
-            Body::Data {
-                historical,
-                devices,
-            },
-            PayloadFormat::V2,
-        ) = (&self.body, self.format)
-        {
-            return v2::len(self.encoding, gateway, u64::MAX, *historical, devices)
+        if let Some((historical, devices)) = self.v2_data() {
+            return v2::len(self.encoding, gateway, u64::MAX, historical, devices)
                 .unwrap_or(usize::MAX);
         }
         self.build(gateway, u64::MAX)

@@ -95,8 +95,8 @@ fn count(v: &impl Serialize) -> Option<usize> {
     serde_json::to_writer(&mut n, v).ok().map(|()| n.0)
 }
 
-/// A writer that only counts.
-struct Count(usize);
+/// A writer that only counts (also `v2::len`'s).
+pub(super) struct Count(pub(super) usize);
 
 impl std::io::Write for Count {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -104,23 +104,9 @@ pub(super) fn len(
     historical: bool,
     devices: &[DeviceGroup],
 ) -> Result<usize, CodecError> {
-    let mut n = Counted(0);
+    let mut n = super::json1::Count(0);
     write(encoding, gateway, seq, historical, devices, &mut n)?;
     Ok(n.0)
-}
-
-/// A writer that only counts the bytes written to it.
-struct Counted(usize);
-
-impl std::io::Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn write<W: std::io::Write>(
