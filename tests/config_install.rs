@@ -11,9 +11,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gasdtu::gateway::push::owed_report;
 use gasdtu::remote::confirm::{Action, Input, Machine, Now, Reason, MAX_PENDING_STARTS};
 use gasdtu::remote::install::{
-    sha256_hex, ConfigStatus, InstallError, InstallRequest, Installer, Recovery, Source, Step,
+    sha256_hex, ConfigStatus, InstallError, InstallRequest, Installer, OwedStatus, Recovery,
+    Source, Step, INTERRUPTED, LOCAL_EDIT_AT_START,
 };
 
 /// A profile `id` (the built-in pt-float, renamed) whose pressure register is at `address`.
@@ -97,7 +99,34 @@ fn old_state(site: &Site) -> String {
     i.install(&push("v1", &a, &[("meter", profile("meter", 2))]), i64::MAX)
         .unwrap();
     i.confirm().unwrap();
+    let owed = i
+        .owed()
+        .unwrap()
+        .and_then(|c| c.owed)
+        .expect("applied owed");
+    assert!(i.settle(&owed).unwrap());
     a
+}
+
+/// The report the running record owes: (status, push version, push sha256, reason).
+fn owed(site: &Site) -> Option<(OwedStatus, String, String, Option<String>)> {
+    site.installer()
+        .owed()
+        .unwrap()
+        .and_then(|c| c.owed)
+        .map(|o| (o.status, o.push_version, o.push_sha256, o.reason))
+}
+
+/// Settle what is owed; then nothing is owed, also after another start.
+fn settle_all(site: &Site) {
+    let i = site.installer();
+    if let Some(o) = i.owed().unwrap().and_then(|c| c.owed) {
+        assert!(i.settle(&o).unwrap());
+        assert!(!i.settle(&o).unwrap(), "settled once");
+    }
+    assert_eq!(owed(site), None);
+    let _ = site.installer().recover().unwrap();
+    assert_eq!(owed(site), None, "a start after the report owes nothing");
 }
 
 fn push(version: &str, config: &str, profiles: &[(&str, String)]) -> InstallRequest {
@@ -238,6 +267,11 @@ fn a_crash_after_any_install_step_leaves_old_or_new_never_a_mix() {
                 assert_eq!(p.previous_version, "v1");
                 let r = site.installer().running().unwrap().unwrap();
                 assert_eq!(r.status, ConfigStatus::PendingConfirm);
+                assert_eq!(
+                    owed(&site),
+                    None,
+                    "{step:?}: still pending, nothing to report"
+                );
             }
             // Before the intent was recorded nothing happened (a stray history copy at
             // most): the push was not acknowledged, the broker delivers it again.
@@ -248,6 +282,7 @@ fn a_crash_after_any_install_step_leaves_old_or_new_never_a_mix() {
                     (r.version.as_str(), r.status),
                     ("v1", ConfigStatus::Applied)
                 );
+                assert_eq!(owed(&site), None, "{step:?}");
             }
             Recovery::Interrupted { version } if !committed => {
                 assert_eq!(version, "v2");
@@ -257,6 +292,23 @@ fn a_crash_after_any_install_step_leaves_old_or_new_never_a_mix() {
                     (r.version.as_str(), r.status),
                     ("v1", ConfigStatus::Applied)
                 );
+                // The refusal is owed, with the push's sha256, until it is queued.
+                assert_eq!(
+                    owed(&site),
+                    Some((
+                        OwedStatus::Rejected,
+                        "v2".into(),
+                        sha256_hex(new.as_bytes()),
+                        Some(INTERRUPTED.into())
+                    )),
+                    "{step:?}"
+                );
+                let (body, _, _) = owed_report(&r).unwrap();
+                assert_eq!(
+                    (&body["status"], &body["push"]["version"], &body["version"]),
+                    (&"rejected".into(), &"v2".into(), &"v1".into())
+                );
+                settle_all(&site);
             }
             other => panic!("{step:?}: wrong verdict {other:?}"),
         }
@@ -333,6 +385,17 @@ fn a_crash_after_any_rollback_step_completes_the_rollback() {
             Recovery::Clean if step == Step::RollbackPendingRemoved => {}
             other => panic!("{step:?}: wrong verdict {other:?}"),
         }
+        // Wherever the crash came, the rolled_back report is owed until it is queued.
+        assert_eq!(
+            owed(&site),
+            Some((
+                OwedStatus::RolledBack,
+                "v2".into(),
+                sha256_hex(new.as_bytes()),
+                Some("test rollback".into())
+            )),
+            "{step:?}"
+        );
         let r = site.installer().running().unwrap().unwrap();
         assert_eq!(
             (r.version.as_str(), r.status, r.source, r.reason.as_deref()),
@@ -366,6 +429,31 @@ fn a_crash_after_any_confirm_step_keeps_the_new_config() {
             ("v2", ConfigStatus::Applied)
         );
         assert_eq!(site.installer().pending().unwrap(), None);
+        // The crash came before the `applied` report was queued: it is owed, also when the
+        // pending record was gone and current.json still said pending_confirm.
+        assert_eq!(
+            owed(&site),
+            Some((
+                OwedStatus::Applied,
+                "v2".into(),
+                sha256_hex(new.as_bytes()),
+                None
+            )),
+            "{step:?}"
+        );
+        let (body, ev, _) = owed_report(&r).unwrap();
+        assert_eq!(
+            (&body["status"], &body["push"]["version"], &body["version"]),
+            (&"applied".into(), &"v2".into(), &"v2".into())
+        );
+        assert_eq!(
+            (&ev["event"], &ev["status"]),
+            (&"config_push".into(), &"applied".into())
+        );
+        // A second start before the report went out still owes it.
+        assert_eq!(site.installer().recover().unwrap(), Recovery::Clean);
+        assert!(owed(&site).is_some(), "{step:?}");
+        settle_all(&site);
     }
 }
 
@@ -511,6 +599,13 @@ fn a_local_edit_while_pending_wins_and_is_reported() {
     let r = i.running().unwrap().unwrap();
     assert_eq!((r.version.as_str(), r.source), ("local", Source::Local));
     assert_eq!(r.sha256, sha256_hex(local.as_bytes()));
+    let (body, _, _) = owed_report(&r).unwrap();
+    assert_eq!(
+        (&body["status"], &body["push"]["version"], &body["version"]),
+        (&"rolled_back".into(), &"v2".into(), &"local".into())
+    );
+    assert_eq!(body["reason"], LOCAL_EDIT_AT_START);
+    settle_all(&site);
     // Nothing pending now, and an edit between runs is recorded as local too.
     std::fs::write(&site.config, config(&site.state, 8, false)).unwrap();
     assert_eq!(i.recover().unwrap(), Recovery::Clean);
@@ -527,7 +622,7 @@ fn a_local_edit_while_running_takes_over_from_the_pending_push() {
     let i = site.installer();
     i.install(&new_push(&site), i64::MAX).unwrap();
     // The file is still the push: nothing to take over (a SIGHUP without an edit).
-    assert_eq!(i.take_local_edit().unwrap(), None);
+    assert_eq!(i.take_local_edit("edited").unwrap(), None);
     assert!(i.pending().unwrap().is_some());
     let local = config(&site.state, 7, true);
     std::fs::write(&site.config, &local).unwrap();
@@ -537,14 +632,19 @@ fn a_local_edit_while_running_takes_over_from_the_pending_push() {
         Err(InstallError::LocalEdit { .. })
     ));
     // ...so the edit can take over: pending dropped, the file recorded as local, untouched.
-    assert_eq!(i.take_local_edit().unwrap(), Some("v2".to_string()));
+    assert_eq!(i.take_local_edit("edited").unwrap(), Some("v2".to_string()));
     assert_eq!(i.pending().unwrap(), None);
     assert_eq!(site.read(), local);
     let r = i.running().unwrap().unwrap();
     assert_eq!((r.version.as_str(), r.source), ("local", Source::Local));
     assert_eq!(r.sha256, sha256_hex(local.as_bytes()));
-    assert_eq!(i.take_local_edit().unwrap(), None, "only once");
+    assert_eq!(
+        owed(&site).map(|o| (o.0, o.1, o.3)),
+        Some((OwedStatus::RolledBack, "v2".into(), Some("edited".into())))
+    );
+    assert_eq!(i.take_local_edit("edited").unwrap(), None, "only once");
     assert_eq!(i.recover().unwrap(), Recovery::Clean);
+    settle_all(&site);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use super::Global;
 use crate::config;
-use crate::gateway::push::{self, PushOwner};
+use crate::gateway::push::PushOwner;
 use crate::gateway::systemd::{try_reload, Notifier, Reload, SignalAsk, Signals};
 use crate::gateway::{Gateway, Options};
 use crate::store::access;
@@ -58,11 +58,12 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     // Config pushes: finish what a crash left (a pending push continues its window, a crash
     // loop or an unloadable pending config rolls back) before the config is loaded.
     let mut owner = push_owner(&global.config, raw.as_ref());
-    let mut reports = owner.as_mut().map(|o| o.recover()).unwrap_or_default();
+    if let Some(o) = owner.as_mut() {
+        o.recover();
+    }
     let mut first = config::load_file(&global.config);
     if let (Err(e), Some(o)) = (&first, owner.as_mut()) {
-        if let Some(report) = o.rollback_unloadable(&e.to_string()) {
-            reports.push(report);
+        if o.rollback_unloadable(&e.to_string()) {
             first = config::load_file(&global.config);
         }
     }
@@ -145,21 +146,8 @@ pub async fn run(args: RunArgs, global: &Global) -> anyhow::Result<u8> {
     tracing::info!(config = %global.config.display(), "ready");
     notifier.ready();
 
-    for body in reports {
-        let mut ev = serde_json::json!({"event": "config_push", "status": body["status"],
-            "reason": body["reason"], "at_start": true});
-        // The push the report is about and the version in force, when the report names them.
-        for (k, v) in [
-            ("version", &body["push"]["version"]),
-            ("sha256", &body["push"]["sha256"]),
-            ("running_version", &body["version"]),
-        ] {
-            if v.as_str().is_some_and(|s| !s.is_empty()) {
-                ev[k] = v.clone();
-            }
-        }
-        push::queue(&gw, body, ev).await;
-    }
+    // What the recovery (or an earlier process killed before it could) still has to report.
+    owner.report_owed(&gw, true).await;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut link = gw.link();

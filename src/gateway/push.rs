@@ -7,6 +7,8 @@
 //! PUBACK received after the apply confirms it, the deadline rolls it back (the previous config
 //! is applied again and `rolled_back` is queued through the outbox, so it is delivered once the
 //! link is back). A redelivery of the version in force is acknowledged and not applied again.
+//! The reports that end a push (`applied`, `rolled_back`, `rejected`) are owed by the
+//! installer's record until they are in the store (`report_owed`): no kill loses one.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +19,9 @@ use super::Gateway;
 use crate::config::{self, Config};
 use crate::outbox::ReplyTopic;
 use crate::remote::confirm::{Action, Input, Machine, Now};
-use crate::remote::install::{InstallError, InstallRequest, Installer, Recovery};
+use crate::remote::install::{
+    InstallError, InstallRequest, Installer, Owed, OwedStatus, Recovery, RunningConfig,
+};
 use crate::remote::request::Push;
 use crate::store::Begin;
 use crate::uplink::Inbound;
@@ -39,8 +43,8 @@ pub struct PushOwner {
     config_path: PathBuf,
     machine: Machine,
     epoch: Instant,
-    /// The push awaiting confirmation: version, sha256, wall ms of its apply.
-    pending: Option<(String, String, i64)>,
+    /// The push awaiting confirmation: version, wall ms of its apply.
+    pending: Option<(String, i64)>,
     /// Log lines from before logging was set up (`take_notes`).
     notes: Vec<String>,
 }
@@ -107,11 +111,10 @@ impl PushOwner {
         }
     }
 
-    /// At start, before the config is loaded: finish what a crash left. Returns the
-    /// `config/state` reports to queue once the store is open (a crash loop has been rolled
-    /// back already); what it found is kept for the log (`take_notes`).
-    pub fn recover(&mut self) -> Vec<Json> {
-        let mut out = Vec::new();
+    /// At start, before the config is loaded: finish what a crash left (a crash loop is
+    /// rolled back here already). What it found is kept for the log (`take_notes`); the
+    /// `config/state` report it owes is queued by `report_owed` once the store is open.
+    pub fn recover(&mut self) {
         match self.installer.recover() {
             Ok(Recovery::Clean) => {}
             Ok(Recovery::Pending(p)) => {
@@ -126,70 +129,39 @@ impl PushOwner {
                     confirm_by_ms: p.confirm_by_ms,
                     window_ms: p.window_ms,
                 });
-                self.pending = Some((p.version.clone(), p.sha256.clone(), p.applied_at_ms));
+                self.pending = Some((p.version.clone(), p.applied_at_ms));
                 for a in acts {
                     if let Action::Rollback(reason) = a {
                         match self.installer.rollback(&reason.to_string()) {
-                            Ok(rb) => {
-                                self.pending = None;
-                                out.push(state_json(
-                                    &rb.version,
-                                    &rb.sha256,
-                                    "rolled_back",
-                                    crate::time::now_ms(),
-                                    Some((&rb.dropped_version, &p.sha256)),
-                                    &[],
-                                    Some(&rb.reason),
-                                ));
-                            }
+                            Ok(_) => self.pending = None,
                             Err(e) => self.notes.push(format!("rollback at start failed: {e}")),
                         }
                     }
                 }
             }
-            Ok(Recovery::Interrupted { version }) => {
-                self.notes.push(format!(
-                    "config push {version} was interrupted before it took effect"
-                ));
-                out.push(json!({"status": "rejected", "push": {"version": version},
-                    "errors": [{"message": "the install was interrupted (restart); the previous config stays in force"}]}));
-            }
-            Ok(Recovery::LocalEdit { dropped_version }) => {
-                self.notes.push(format!(
-                    "config push {dropped_version} dropped: the config file was edited locally"
-                ));
-                out.push(
-                    json!({"status": "rolled_back", "push": {"version": dropped_version},
-                    "reason": "the config file was edited locally while the push was pending"}),
-                );
-            }
-            Ok(Recovery::RolledBack(rb)) => {
-                self.notes.push(format!(
-                    "an interrupted rollback of config push {} was completed",
-                    rb.dropped_version
-                ));
-                out.push(state_json(
-                    &rb.version,
-                    &rb.sha256,
-                    "rolled_back",
-                    crate::time::now_ms(),
-                    Some((&rb.dropped_version, "")),
-                    &[],
-                    Some(&rb.reason),
-                ));
-            }
+            Ok(Recovery::Interrupted { version }) => self.notes.push(format!(
+                "config push {version} was interrupted before it took effect"
+            )),
+            Ok(Recovery::LocalEdit { dropped_version }) => self.notes.push(format!(
+                "config push {dropped_version} dropped: the config file was edited locally"
+            )),
+            Ok(Recovery::RolledBack(rb)) => self.notes.push(format!(
+                "an interrupted rollback of config push {} was completed",
+                rb.dropped_version
+            )),
             Err(e) => self.notes.push(format!(
                 "config push records unreadable, carrying on with the config file in force: {e}"
             )),
         }
-        out
     }
 
     /// A pending push whose config failed to load at start: roll back to the previous one.
-    /// When a rollback happened (load the file again), the `config/state` report to queue:
-    /// the version back in force and the push undone, like every `rolled_back` state.
-    pub fn rollback_unloadable(&mut self, why: &str) -> Option<Json> {
-        let (_, sha, _) = self.pending.clone()?;
+    /// True when a rollback happened (load the file again); its `rolled_back` report is owed
+    /// like every other (`report_owed`).
+    pub fn rollback_unloadable(&mut self, why: &str) -> bool {
+        if self.pending.is_none() {
+            return false;
+        }
         match self
             .installer
             .rollback(&format!("the pushed config failed to load at start: {why}"))
@@ -201,21 +173,51 @@ impl PushOwner {
                 ));
                 self.pending = None;
                 self.machine = Machine::new();
-                Some(state_json(
-                    &rb.version,
-                    &rb.sha256,
-                    "rolled_back",
-                    crate::time::now_ms(),
-                    Some((&rb.dropped_version, &sha)),
-                    &[],
-                    Some(&rb.reason),
-                ))
+                true
             }
             Err(e) => {
                 self.notes
                     .push(format!("rollback of an unloadable push failed: {e}"));
-                None
+                false
             }
+        }
+    }
+
+    /// Queue the `config/state` report (and its `config_push` event) that the running record
+    /// still owes, if any, then clear it (`Installer::settle`). Called after every
+    /// confirmation, rollback and local edit, and at start for what a crash left unreported.
+    pub async fn report_owed(&self, gw: &Gateway, at_start: bool) {
+        let inst = self.installer.clone();
+        let owed = match tokio::task::spawn_blocking(move || inst.owed()).await {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::error!("cannot read the config record's owed report: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("config record task failed: {e}");
+                return;
+            }
+        };
+        let Some((body, mut ev, o)) = owed_report(&owed) else {
+            return;
+        };
+        if at_start {
+            ev["at_start"] = Json::Bool(true);
+        }
+        if !queue(gw, body, ev).await {
+            return;
+        }
+        let inst = self.installer.clone();
+        match tokio::task::spawn_blocking(move || inst.settle(&o)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "cannot clear the config record's owed report (it may be sent again): {e}"
+                )
+            }
+            Err(e) => tracing::error!("config record task failed: {e}"),
         }
     }
 
@@ -348,11 +350,7 @@ impl PushOwner {
         let now = self.now();
         self.machine = Machine::new();
         self.machine.step(Input::Applied { at: now, window_ms });
-        self.pending = Some((
-            installed.version.clone(),
-            installed.sha256.clone(),
-            now.wall_ms,
-        ));
+        self.pending = Some((installed.version.clone(), now.wall_ms));
         let body = state_json(
             &installed.version,
             &installed.sha256,
@@ -375,18 +373,19 @@ impl PushOwner {
     /// stays what it is until the reload of the edit (which may itself be refused). True when a
     /// pending push was ended.
     pub async fn local_edit(&mut self, gw: &Gateway, seen_at: &str) -> bool {
-        let Some((version, sha, _)) = self.pending.clone() else {
+        let Some((version, _)) = self.pending.clone() else {
             return false;
         };
+        let why = format!(
+            "the config file {} was edited locally while the push was pending ({seen_at}): the local edit takes over from the push",
+            self.config_path.display()
+        );
         let inst = self.installer.clone();
-        let taken = tokio::task::spawn_blocking(move || {
-            inst.take_local_edit()
-                .and_then(|t| Ok((t, inst.running()?)))
-        })
-        .await;
-        let running = match taken {
-            Ok(Ok((Some(_), running))) => running,
-            Ok(Ok((None, _))) => return false,
+        let w = why.clone();
+        let taken = tokio::task::spawn_blocking(move || inst.take_local_edit(&w)).await;
+        match taken {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return false,
             Ok(Err(e)) => {
                 tracing::error!("cannot hand the pending push over to the local edit: {e}");
                 return false;
@@ -395,30 +394,11 @@ impl PushOwner {
                 tracing::error!("install task failed: {e}");
                 return false;
             }
-        };
+        }
         self.pending = None;
         self.machine = Machine::new();
-        let why = format!(
-            "the config file {} was edited locally while the push was pending ({seen_at}): the local edit takes over from the push",
-            self.config_path.display()
-        );
         tracing::warn!(%version, "{why}");
-        let (run_version, run_sha) = running
-            .map(|r| (r.version, r.sha256))
-            .unwrap_or_else(|| ("local".to_string(), String::new()));
-        let body = state_json(
-            &run_version,
-            &run_sha,
-            "rolled_back",
-            crate::time::now_ms(),
-            Some((&version, &sha)),
-            &[],
-            Some(&why),
-        );
-        let ev = json!({"event": "config_push", "status": "rolled_back",
-            "version": version, "sha256": sha, "running_version": run_version,
-            "reason": why});
-        queue(gw, body, ev).await;
+        self.report_owed(gw, false).await;
         true
     }
 
@@ -429,7 +409,7 @@ impl PushOwner {
 
     /// Called every second or so: confirm on a PUBACK after the apply, roll back at the deadline.
     pub async fn tick(&mut self, gw: &mut Gateway) {
-        let Some((version, sha, applied_ms)) = self.pending.clone() else {
+        let Some((version, applied_ms)) = self.pending.clone() else {
             return;
         };
         let now = self.now();
@@ -454,26 +434,15 @@ impl PushOwner {
                     }
                     self.pending = None;
                     tracing::info!(%version, "config push confirmed");
-                    let body = state_json(
-                        &version,
-                        &sha,
-                        "applied",
-                        applied_ms,
-                        Some((&version, &sha)),
-                        &[],
-                        None,
-                    );
-                    let ev = json!({"event": "config_push", "status": "applied",
-                        "version": version, "sha256": sha});
-                    queue(gw, body, ev).await;
+                    self.report_owed(gw, false).await;
                 }
                 Action::Rollback(reason) => {
                     let why = reason.to_string();
                     tracing::error!(%version, "config push rolled back: {why}");
                     let inst = self.installer.clone();
                     let w = why.clone();
-                    let rb = match tokio::task::spawn_blocking(move || inst.rollback(&w)).await {
-                        Ok(Ok(rb)) => rb,
+                    match tokio::task::spawn_blocking(move || inst.rollback(&w)).await {
+                        Ok(Ok(_)) => {}
                         Ok(Err(InstallError::LocalEdit { .. })) => {
                             // Edited on site without a SIGHUP: the edit takes over (it is
                             // loaded at the next SIGHUP or restart).
@@ -497,19 +466,7 @@ impl PushOwner {
                         }
                         Err(e) => tracing::error!("the previous config does not load: {e}"),
                     }
-                    let body = state_json(
-                        &rb.version,
-                        &rb.sha256,
-                        "rolled_back",
-                        crate::time::now_ms(),
-                        Some((&version, &sha)),
-                        &[],
-                        Some(&why),
-                    );
-                    let ev = json!({"event": "config_push", "status": "rolled_back",
-                        "version": version, "sha256": sha, "running_version": rb.version,
-                        "reason": why});
-                    queue(gw, body, ev).await;
+                    self.report_owed(gw, false).await;
                 }
                 Action::Report(_) => {}
             }
@@ -528,17 +485,73 @@ async fn settle(gw: &Gateway, id: &str, result: Json) {
     }
 }
 
-/// Queue a `config/state` report with its event (through the outbox).
-pub async fn queue(gw: &Gateway, body: Json, ev: Json) {
+/// The `config/state` body and `config_push` event of the report `running` owes, with the
+/// owed record to settle once queued. None when it owes nothing.
+pub fn owed_report(running: &RunningConfig) -> Option<(Json, Json, Owed)> {
+    let o = running.owed.clone()?;
+    let push = Some((o.push_version.as_str(), o.push_sha256.as_str()));
+    let reason = o.reason.as_deref();
+    let body = match o.status {
+        OwedStatus::Applied => state_json(
+            &running.version,
+            &running.sha256,
+            "applied",
+            running.applied_at_ms,
+            push,
+            &[],
+            None,
+        ),
+        OwedStatus::RolledBack => state_json(
+            &running.version,
+            &running.sha256,
+            "rolled_back",
+            running.applied_at_ms,
+            push,
+            &[],
+            reason,
+        ),
+        OwedStatus::Rejected => state_json(
+            &running.version,
+            &running.sha256,
+            "rejected",
+            running.applied_at_ms,
+            push,
+            &[json!({"message": reason.unwrap_or_default()})],
+            None,
+        ),
+    };
+    let mut ev = json!({"event": "config_push", "status": body["status"],
+        "version": o.push_version, "running_version": running.version});
+    if !o.push_sha256.is_empty() {
+        ev["sha256"] = Json::String(o.push_sha256.clone());
+    }
+    if let Some(r) = reason {
+        ev["reason"] = Json::String(r.to_string());
+    }
+    Some((body, ev, o))
+}
+
+/// Queue a `config/state` report with its event (through the outbox). True once it is in the
+/// store.
+pub async fn queue(gw: &Gateway, body: Json, ev: Json) -> bool {
     let store = gw.store().clone();
     match tokio::task::spawn_blocking(move || {
         store.queue_reply(ReplyTopic::ConfigState, &body, Some(&ev))
     })
     .await
     {
-        Ok(Ok(())) => gw.wake_forwarder(),
-        Ok(Err(e)) => tracing::error!("cannot queue a config/state report: {e}"),
-        Err(e) => tracing::error!("config/state task failed: {e}"),
+        Ok(Ok(())) => {
+            gw.wake_forwarder();
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!("cannot queue a config/state report: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::error!("config/state task failed: {e}");
+            false
+        }
     }
 }
 
@@ -557,6 +570,62 @@ mod tests {
         }
         assert_ne!(push_id("v1", &sha), push_id("v2", &sha));
         assert_ne!(push_id("v1", &sha), push_id("v1", &"cd".repeat(32)));
+    }
+
+    #[test]
+    fn owed_reports_name_the_push_and_the_config_in_force() {
+        use crate::remote::install::{ConfigStatus, Source};
+        let running = |owed: Option<Owed>| RunningConfig {
+            version: "v1".into(),
+            sha256: "aa".into(),
+            applied_at_ms: 0,
+            source: Source::Rollback,
+            status: ConfigStatus::RolledBack,
+            reason: None,
+            profiles: None,
+            owed,
+        };
+        assert!(owed_report(&running(None)).is_none());
+        let cases = [
+            (OwedStatus::Applied, None, "applied"),
+            (OwedStatus::RolledBack, Some("no broker"), "rolled_back"),
+            (OwedStatus::Rejected, Some("interrupted"), "rejected"),
+        ];
+        for (status, reason, name) in cases {
+            let o = Owed {
+                status,
+                push_version: "v2".into(),
+                push_sha256: "bb".into(),
+                reason: reason.map(String::from),
+            };
+            let (body, ev, back) = owed_report(&running(Some(o.clone()))).unwrap();
+            assert_eq!(back, o, "{name}: the owed record to settle");
+            assert_eq!(
+                (&body["status"], &body["version"], &body["sha256"]),
+                (&json!(name), &json!("v1"), &json!("aa")),
+                "{name}"
+            );
+            assert_eq!(
+                body["push"],
+                json!({"version": "v2", "sha256": "bb"}),
+                "{name}"
+            );
+            assert_eq!(
+                (&ev["event"], &ev["status"], &ev["version"], &ev["sha256"]),
+                (
+                    &json!("config_push"),
+                    &json!(name),
+                    &json!("v2"),
+                    &json!("bb")
+                )
+            );
+            assert_eq!(ev["running_version"], "v1");
+            match status {
+                OwedStatus::Applied => assert!(body["reason"].is_null() && ev["reason"].is_null()),
+                OwedStatus::RolledBack => assert_eq!(body["reason"], "no broker"),
+                OwedStatus::Rejected => assert_eq!(body["errors"][0]["message"], "interrupted"),
+            }
+        }
     }
 
     #[test]

@@ -155,6 +155,34 @@ pub struct RunningConfig {
     /// The profile set in force (`None`: no pushed profiles).
     #[serde(default)]
     pub profiles: Option<String>,
+    /// The `config/state` report this record's state change still owes (see `Owed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<Owed>,
+}
+
+/// The outcome an owed report gives (`config/state`'s `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwedStatus {
+    Applied,
+    RolledBack,
+    Rejected,
+}
+
+/// A `config/state` report that a confirmation, a rollback or a recovery still owes. It is
+/// written into `current.json` in the same atomic write as the state change it reports and
+/// cleared by `settle` once the report is queued, so a kill between the change and the queue
+/// (or a kill at start before the store is open) loses no report: the next start finds it
+/// (`owed`) and queues it. At least once: a kill between the queue and `settle` reports twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owed {
+    pub status: OwedStatus,
+    /// The push the report is about (its sha256 is empty when not known).
+    pub push_version: String,
+    pub push_sha256: String,
+    /// Why: a rollback's reason, a refusal's message.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A push that awaits confirmation, as a restart finds it.
@@ -458,6 +486,7 @@ impl Installer {
             status: ConfigStatus::PendingConfirm,
             reason: None,
             profiles: new_profiles.clone(),
+            owed: None,
         })?;
         self.step(Step::CurrentWritten);
         self.clean(Some(&record))?;
@@ -484,13 +513,22 @@ impl Installer {
         let Some(mut p) = self.read_pending()? else {
             match self.read_current()? {
                 Some(mut c) if c.sha256 == sha => {
-                    // Confirmed, but the crash came before current.json said so.
+                    // Confirmed, but the crash came before current.json said so (and so
+                    // before its report was queued).
                     if c.status == ConfigStatus::PendingConfirm {
                         c.status = ConfigStatus::Applied;
+                        c.owed = Some(Owed {
+                            status: OwedStatus::Applied,
+                            push_version: c.version.clone(),
+                            push_sha256: c.sha256.clone(),
+                            reason: None,
+                        });
                         self.write_current(&c)?;
                     }
                 }
-                _ => self.record_local(&sha, now, &pointer)?,
+                // Edited while stopped: recorded as local, still owing what the old record
+                // owed (a report about a push is true whatever came after it).
+                other => self.record_local(&sha, now, &pointer, other.and_then(|c| c.owed))?,
             }
             self.clean(None)?;
             return Ok(Recovery::Clean);
@@ -513,6 +551,7 @@ impl Installer {
                 status: ConfigStatus::PendingConfirm,
                 reason: None,
                 profiles: p.profiles.clone(),
+                owed: None,
             };
             if self.read_current()?.as_ref() != Some(&current) {
                 self.write_current(&current)?;
@@ -522,15 +561,35 @@ impl Installer {
             self.clean(Some(&p))?;
             return Ok(Recovery::Pending(pending_info(&p)));
         } else if old_in_place {
-            // Died before the commit point: the old config stands, with its profiles.
+            // Died before the commit point: the old config stands, with its profiles. The
+            // refusal is owed before the record that tells it goes.
             self.switch_profiles(&pointer, p.previous.profiles.as_deref())?;
+            let owed = Owed {
+                status: OwedStatus::Rejected,
+                push_version: p.version.clone(),
+                push_sha256: p.sha256.clone(),
+                reason: Some(INTERRUPTED.to_string()),
+            };
+            match self.read_current()? {
+                Some(mut c) if c.sha256 == sha => {
+                    c.owed = Some(owed);
+                    self.write_current(&c)?;
+                }
+                _ => self.record_local(&sha, now, &pointer, Some(owed))?,
+            }
             self.remove_pending()?;
             self.clean(None)?;
             return Ok(Recovery::Interrupted { version: p.version });
         }
-        // Neither: a local edit. It wins; the profiles stay as they are.
+        // Neither: a local edit. It wins; the profiles stay as they are. Recorded (with the
+        // report it owes) before the pending record goes.
+        self.record_local(
+            &sha,
+            now,
+            &pointer,
+            Some(local_edit_owed(&p, LOCAL_EDIT_AT_START)),
+        )?;
         self.remove_pending()?;
-        self.record_local(&sha, now, &pointer)?;
         self.clean(None)?;
         Ok(Recovery::LocalEdit {
             dropped_version: p.version,
@@ -559,6 +618,12 @@ impl Installer {
             status: ConfigStatus::Applied,
             reason: None,
             profiles: p.profiles.clone(),
+            owed: Some(Owed {
+                status: OwedStatus::Applied,
+                push_version: p.version.clone(),
+                push_sha256: p.sha256.clone(),
+                reason: None,
+            }),
         })?;
         self.step(Step::ConfirmCurrentWritten);
         self.clean(None)
@@ -592,7 +657,7 @@ impl Installer {
     /// `recover()` decides at start: the pending record is dropped, the file is recorded as
     /// `local`, the profiles stay as they are. Returns the dropped push's version, or None
     /// when nothing is pending, a rollback is under way, or the file is still the push.
-    pub fn take_local_edit(&self) -> Result<Option<String>, InstallError> {
+    pub fn take_local_edit(&self, reason: &str) -> Result<Option<String>, InstallError> {
         let Some(p) = self.read_pending()? else {
             return Ok(None);
         };
@@ -604,10 +669,29 @@ impl Installer {
             return Ok(None);
         }
         let pointer = self.pointer()?;
+        let owed = local_edit_owed(&p, reason);
+        self.record_local(&sha, crate::time::now_ms(), &pointer, Some(owed))?;
         self.remove_pending()?;
-        self.record_local(&sha, crate::time::now_ms(), &pointer)?;
         self.clean(None)?;
         Ok(Some(p.version))
+    }
+
+    /// The running record, when it owes a `config/state` report (see `Owed`).
+    pub fn owed(&self) -> Result<Option<RunningConfig>, InstallError> {
+        Ok(self.read_current()?.filter(|c| c.owed.is_some()))
+    }
+
+    /// `owed`'s report is queued: clear it, unless the record changed since (then it owes
+    /// another report, or none). True when it was cleared.
+    pub fn settle(&self, owed: &Owed) -> Result<bool, InstallError> {
+        match self.read_current()? {
+            Some(mut c) if c.owed.as_ref() == Some(owed) => {
+                c.owed = None;
+                self.write_current(&c)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The running config as recorded, if any.
@@ -670,6 +754,12 @@ impl Installer {
             status: ConfigStatus::RolledBack,
             reason: Some(reason.to_string()),
             profiles: p.previous.profiles.clone(),
+            owed: Some(Owed {
+                status: OwedStatus::RolledBack,
+                push_version: p.version.clone(),
+                push_sha256: p.sha256.clone(),
+                reason: Some(reason.to_string()),
+            }),
         })?;
         self.step(Step::RollbackCurrentWritten);
         self.remove_pending()?;
@@ -683,7 +773,13 @@ impl Installer {
         })
     }
 
-    fn record_local(&self, sha: &str, now: i64, pointer: &Pointer) -> Result<(), InstallError> {
+    fn record_local(
+        &self,
+        sha: &str,
+        now: i64,
+        pointer: &Pointer,
+        owed: Option<Owed>,
+    ) -> Result<(), InstallError> {
         self.write_current(&RunningConfig {
             version: LOCAL_VERSION.to_string(),
             sha256: sha.to_string(),
@@ -692,6 +788,7 @@ impl Installer {
             status: ConfigStatus::Applied,
             reason: None,
             profiles: pointer.id(),
+            owed,
         })
     }
 
@@ -945,6 +1042,22 @@ impl Installer {
             sync_dir(&sets)?;
         }
         Ok(())
+    }
+}
+
+/// The reason reported for an install cut short before its commit point.
+pub const INTERRUPTED: &str =
+    "the install was interrupted (restart); the previous config stays in force";
+/// The reason reported for a pending push that a local edit found at start ended.
+pub const LOCAL_EDIT_AT_START: &str =
+    "the config file was edited locally while the push was pending";
+
+fn local_edit_owed(p: &PendingRecord, reason: &str) -> Owed {
+    Owed {
+        status: OwedStatus::RolledBack,
+        push_version: p.version.clone(),
+        push_sha256: p.sha256.clone(),
+        reason: Some(reason.to_string()),
     }
 }
 
