@@ -501,6 +501,7 @@ fn float_json(x: f64) -> Json {
         .unwrap_or(Json::Null)
 }
 
+#[cfg(test)]
 fn value_json(v: &Value) -> Json {
     match v {
         Value::Bool(b) => Json::Bool(*b),

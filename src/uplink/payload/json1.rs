@@ -448,15 +448,10 @@ fn write_pairs(
 }
 
 /// A reading's value as `Val` serializes it.
-fn write_value(out: &mut Vec<u8>, v: &Value) {
+pub(super) fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => {
-            if *i < 0 {
-                out.push(b'-');
-            }
-            write_u64(out, i.unsigned_abs());
-        }
+        Value::Int(i) => write_i64(out, *i),
         Value::UInt(u) => write_u64(out, *u),
         Value::Float(x) if x.is_nan() => out.extend_from_slice(b"\"NaN\""),
         Value::Float(x) if x.is_infinite() => {
@@ -475,8 +470,16 @@ fn write_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// `i` in decimal, as `serde_json` writes an i64.
+pub(super) fn write_i64(out: &mut Vec<u8>, i: i64) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, i.unsigned_abs());
+}
+
 /// `u` in decimal.
-fn write_u64(out: &mut Vec<u8>, u: u64) {
+pub(super) fn write_u64(out: &mut Vec<u8>, u: u64) {
     let mut b = [0u8; 20];
     let mut at = b.len();
     let mut u = u;
@@ -493,7 +496,7 @@ fn write_u64(out: &mut Vec<u8>, u: u64) {
 
 /// `s` as a JSON string, escaped as `serde_json` escapes it (`format_escaped_str`): `\"`,
 /// `\\`, `\b \t \n \f \r`, other control characters `\u00xx`, everything else verbatim.
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     out.push(b'"');
     if b.iter().all(|&c| escape(c) == 0) {

@@ -12,9 +12,12 @@ use std::sync::Arc;
 #[cfg(test)]
 use ciborium::Value as Cbor;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+#[cfg(test)]
 use serde_json::{Map, Value as Json};
 
-use super::{sorted_reads, value_cbor, value_json, CodecError, DeviceGroup, ReadGroup};
+#[cfg(test)]
+use super::value_json;
+use super::{sorted_reads, value_cbor, CodecError, DeviceGroup, ReadGroup};
 use crate::config::Encoding;
 use crate::decimal::Decimal;
 use crate::model::Value;
@@ -91,12 +94,24 @@ pub(super) fn build(
     devices: &[DeviceGroup],
 ) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
-    write(encoding, gateway, seq, historical, devices, &mut out)?;
+    match encoding {
+        Encoding::Json => json_write(&mut out, gateway, seq, historical, devices),
+        Encoding::Cbor => {
+            Decimals::with(|dec| cbor_write(gateway, seq, historical, devices, dec, &mut out))?
+        }
+    }
     Ok(out)
 }
 
-/// The length of `build`'s bytes, counted as they are written and never kept: the packer
-/// measures every message it tries (issue 13).
+thread_local! {
+    /// Where `len` writes a JSON message it only measures (kept between calls: no allocation
+    /// per measurement once it has grown to a message's size).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The length of `build`'s bytes, never kept: the packer measures every message it tries
+/// (issue 13). CBOR is counted as it is written; JSON is written to a scratch buffer the
+/// thread keeps.
 pub(super) fn len(
     encoding: Encoding,
     gateway: &str,
@@ -104,24 +119,22 @@ pub(super) fn len(
     historical: bool,
     devices: &[DeviceGroup],
 ) -> Result<usize, CodecError> {
-    let mut n = super::json1::Count(0);
-    write(encoding, gateway, seq, historical, devices, &mut n)?;
-    Ok(n.0)
-}
-
-fn write<W: std::io::Write>(
-    encoding: Encoding,
-    gateway: &str,
-    seq: u64,
-    historical: bool,
-    devices: &[DeviceGroup],
-    out: W,
-) -> Result<(), CodecError> {
     match encoding {
-        Encoding::Json => serde_json::to_writer(out, &data_json(gateway, seq, historical, devices))
-            .map_err(|e| CodecError::Encode(e.to_string())),
+        Encoding::Json => Ok(SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            json_write(&mut b, gateway, seq, historical, devices);
+            let n = b.len();
+            // A rare huge message leaves no huge buffer behind.
+            if b.capacity() > 1 << 20 {
+                *b = Vec::new();
+            }
+            n
+        })),
         Encoding::Cbor => {
-            Decimals::with(|dec| cbor_write(gateway, seq, historical, devices, dec, out))
+            let mut n = super::json1::Count(0);
+            Decimals::with(|dec| cbor_write(gateway, seq, historical, devices, dec, &mut n))?;
+            Ok(n.0)
         }
     }
 }
@@ -314,9 +327,109 @@ impl Serialize for BadMap<'_> {
     }
 }
 
+/// The JSON message `data_json` describes, written straight to bytes: no `serde_json::Value`
+/// tree (building, serializing and dropping it was about half of a format-2 JSON run's
+/// instructions, issue 13). Keys in byte order as `serde_json`'s `Map` sorts them, values and
+/// strings through json1's writers (pinned to `serde_json`'s bytes there); `data_json` stays
+/// as the reference the tests pin these bytes to (`v2_tests`).
+fn json_write(
+    out: &mut Vec<u8>,
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) {
+    use super::json1::{write_i64, write_str, write_u64, write_value};
+    let base = base_ms(devices);
+    out.extend_from_slice(b"{\"gw\":");
+    write_str(out, gateway);
+    out.extend_from_slice(if historical {
+        b",\"hist\":true,\"sch\":["
+    } else {
+        b",\"hist\":false,\"sch\":["
+    });
+    let mut bad_sorted: Vec<(&str, &str)> = Vec::new();
+    for (k, s) in schemas(devices).into_iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        let n = s.points.len();
+        out.extend_from_slice(b"{\"dev\":[");
+        for (j, g) in s.devices.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            write_str(out, &g.device);
+            for r in sorted_reads(g) {
+                out.push(b',');
+                write_i64(out, r.t_ms.saturating_sub(base));
+                let (vals, bad) = slots(n, r);
+                for v in vals {
+                    out.push(b',');
+                    match v {
+                        Some(v) => write_value(out, v),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+                if !bad.is_empty() {
+                    // As a `Map` collects them: by name, the last of equal names winning.
+                    bad_sorted.clear();
+                    bad_sorted.extend(bad.iter().map(|&(i, why)| (&*s.points[i].0, why)));
+                    bad_sorted.sort_by(|a, b| a.0.cmp(b.0));
+                    out.extend_from_slice(b",{");
+                    let mut first = true;
+                    for (m, &(name, why)) in bad_sorted.iter().enumerate() {
+                        if bad_sorted.get(m + 1).is_some_and(|next| next.0 == name) {
+                            continue;
+                        }
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        write_str(out, name);
+                        out.push(b':');
+                        write_str(out, why);
+                    }
+                    out.push(b'}');
+                }
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"],\"pts\":[");
+        for (j, (p, _)) in s.points.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_str(out, p);
+        }
+        out.push(b']');
+        if s.points.iter().any(|(_, u)| u.is_some()) {
+            out.extend_from_slice(b",\"unit\":[");
+            for (j, (_, u)) in s.points.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                match u {
+                    Some(u) => write_str(out, u),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"seq\":");
+    write_u64(out, seq);
+    out.extend_from_slice(b",\"t\":");
+    write_i64(out, base);
+    out.extend_from_slice(b",\"v\":2}");
+}
+
 /// `{"v":2,"gw","seq","hist","t": base ms,"sch":[{"pts":[…],"unit":[…]?,"dev":[[name, dt,
-/// v…, {bad}?, dt, v…]]}]}`.
-fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
+/// v…, {bad}?, dt, v…]]}]}` as a value tree: the reference `json_write`'s bytes are pinned to.
+#[cfg(test)]
+pub(super) fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
     let base = base_ms(devices);
     let sch: Vec<Json> = schemas(devices)
         .into_iter()

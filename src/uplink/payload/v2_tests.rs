@@ -429,7 +429,8 @@ fn decode_never_panics_on_schema_shaped_format_2() {
 /// `v2::len` counts them, for any message: decimal-looking floats (slots at the point's exponent,
 /// deltas), arbitrary doubles (literals, narrowed floats), integers at the slot bound and
 /// beyond it, text, bad readings, several read times, units that differ between devices
-/// (schemas shared or not), at packing limits that split batches.
+/// (schemas shared or not), at packing limits that split batches. The same for the JSON
+/// writer (`v2::json_write` against `v2::data_json` through serde_json).
 #[test]
 fn cbor_writer_gives_the_value_trees_bytes() {
     use proptest::prelude::*;
@@ -495,6 +496,13 @@ fn cbor_writer_gives_the_value_trees_bytes() {
                 let json = v2::build(Encoding::Json, "gw-1", seq, *historical, devices).unwrap();
                 let counted = v2::len(Encoding::Json, "gw-1", seq, *historical, devices);
                 prop_assert_eq!(counted.unwrap(), json.len());
+                // The JSON writer (no value tree) gives the tree's bytes through serde_json.
+                let tree = v2::data_json("gw-1", seq, *historical, devices);
+                let want = serde_json::to_vec(&tree).unwrap();
+                prop_assert_eq!(
+                    String::from_utf8_lossy(&json),
+                    String::from_utf8_lossy(&want)
+                );
             }
         }
         Ok(())
