@@ -457,16 +457,59 @@ pub(super) fn write_value(out: &mut Vec<u8>, v: &Value) {
         Value::Float(x) if x.is_infinite() => {
             out.extend_from_slice(if *x > 0.0 { b"\"inf\"" } else { b"\"-inf\"" })
         }
-        Value::Float(x) => {
-            let m = meant(*x);
-            if m.is_finite() {
-                // What `serde_json` writes for a finite f64 (its `write_f64`).
-                out.extend_from_slice(zmij::Buffer::new().format_finite(m).as_bytes());
-            } else {
-                out.extend_from_slice(b"null");
-            }
-        }
+        Value::Float(x) => FLOATS.with(|f| f.borrow_mut().write(out, *x)),
         Value::Text(t) => write_str(out, t),
+    }
+}
+
+/// A finite float as written: `serde_json`'s bytes for `meant(x)` (its `write_f64`, at most
+/// 24 bytes), or `null` where `meant` is not finite.
+#[derive(Clone, Copy)]
+struct Formatted {
+    len: u8,
+    bytes: [u8; 24],
+}
+
+/// Formatted floats, each formatted once: the packer writes every format-2 message several
+/// times while it measures, and `meant` with the formatting was a seventh of a format-2 JSON
+/// run's instructions (issue 13). Keyed by the float's bits; a pure cache (the bytes are a
+/// function of the bits).
+#[derive(Default)]
+struct Floats(std::collections::HashMap<u64, Formatted, foldhash::fast::RandomState>);
+
+/// Entries a thread's `Floats` keeps before it starts afresh (a W1 poll cycle has 200 floats:
+/// the builds of one pack find theirs, and the cache stays ~16 KiB).
+const FLOATS_KEPT: usize = 512;
+
+thread_local! {
+    static FLOATS: std::cell::RefCell<Floats> = std::cell::RefCell::default();
+}
+
+impl Floats {
+    fn write(&mut self, out: &mut Vec<u8>, x: f64) {
+        let key = x.to_bits();
+        if let Some(f) = self.0.get(&key) {
+            out.extend_from_slice(&f.bytes[..usize::from(f.len)]);
+            return;
+        }
+        let m = meant(x);
+        let start = out.len();
+        if m.is_finite() {
+            // What `serde_json` writes for a finite f64 (its `write_f64`).
+            out.extend_from_slice(zmij::Buffer::new().format_finite(m).as_bytes());
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        let written = &out[start..];
+        if written.len() <= 24 {
+            if self.0.len() >= FLOATS_KEPT {
+                self.0.clear();
+            }
+            let mut bytes = [0u8; 24];
+            bytes[..written.len()].copy_from_slice(written);
+            let len = written.len() as u8;
+            self.0.insert(key, Formatted { len, bytes });
+        }
     }
 }
 
