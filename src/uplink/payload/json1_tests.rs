@@ -165,14 +165,18 @@ type Items = Vec<(usize, Result<Value, String>)>;
 fn group(device: &str, points: &[(&str, Option<&str>)], reads: Vec<(i64, Items)>) -> DeviceGroup {
     DeviceGroup {
         device: Arc::from(device),
-        points: points
-            .iter()
-            .map(|(p, u)| (Arc::from(*p), u.map(Arc::from)))
-            .collect(),
-        reads: reads
-            .into_iter()
-            .map(|(t_ms, items)| ReadGroup { t_ms, items })
-            .collect(),
+        points: Arc::new(
+            points
+                .iter()
+                .map(|(p, u)| (Arc::from(*p), u.map(Arc::from)))
+                .collect(),
+        ),
+        reads: Arc::new(
+            reads
+                .into_iter()
+                .map(|(t_ms, items)| ReadGroup { t_ms, items })
+                .collect(),
+        ),
         json: Written::default(),
     }
 }

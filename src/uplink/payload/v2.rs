@@ -429,7 +429,12 @@ fn json_write(
 /// `{"v":2,"gw","seq","hist","t": base ms,"sch":[{"pts":[…],"unit":[…]?,"dev":[[name, dt,
 /// v…, {bad}?, dt, v…]]}]}` as a value tree: the reference `json_write`'s bytes are pinned to.
 #[cfg(test)]
-pub(super) fn data_json(gateway: &str, seq: u64, historical: bool, devices: &[DeviceGroup]) -> Json {
+pub(super) fn data_json(
+    gateway: &str,
+    seq: u64,
+    historical: bool,
+    devices: &[DeviceGroup],
+) -> Json {
     let base = base_ms(devices);
     let sch: Vec<Json> = schemas(devices)
         .into_iter()
