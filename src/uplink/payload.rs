@@ -67,22 +67,32 @@ struct DeviceGroup {
     /// of a candidate's groups are unchanged copies of the last one's; the message's bytes are
     /// then these objects joined (issue 13).
     json: Written,
+    /// What format 2 CBOR's `kinds_of` needs of the group, per point (`v2::Seen`), found
+    /// once and shared by the copies like `json` (issue 13: found again for every candidate
+    /// message, it was ~7 % of a format-2 CBOR run's instructions).
+    seen: Written<Vec<v2::Seen>>,
 }
 
 /// Bytes written once, or not yet, in a cell the copies of a group share: a copy made before
 /// the bytes were written finds them written by another (the packer copies a batch's groups
 /// into each candidate message). A group that changes gets a cell of its own (`forget`).
 /// Never part of a group's equality.
-#[derive(Debug, Clone, Default)]
-struct Written(Arc<std::sync::OnceLock<Vec<u8>>>);
+#[derive(Debug, Clone)]
+struct Written<T = Vec<u8>>(Arc<std::sync::OnceLock<T>>);
 
-impl Written {
-    /// The bytes, written by `write` the first time (`None`: it failed, and nothing is kept).
-    fn get_or_write(&self, write: impl FnOnce() -> Option<Vec<u8>>) -> Option<&[u8]> {
+impl<T> Default for Written<T> {
+    fn default() -> Self {
+        Written(Arc::default())
+    }
+}
+
+impl<T> Written<T> {
+    /// The value, written by `write` the first time (`None`: it failed, and nothing is kept).
+    fn get_or_write(&self, write: impl FnOnce() -> Option<T>) -> Option<&T> {
         if self.0.get().is_none() {
             let _ = self.0.set(write()?);
         }
-        self.0.get().map(|b| b.as_slice())
+        self.0.get()
     }
 
     fn forget(&mut self) {
@@ -93,8 +103,8 @@ impl Written {
     }
 }
 
-impl PartialEq for Written {
-    fn eq(&self, _: &Written) -> bool {
+impl<T> PartialEq for Written<T> {
+    fn eq(&self, _: &Written<T>) -> bool {
         true
     }
 }
@@ -310,12 +320,14 @@ impl Packed {
                     points: Arc::new(Vec::with_capacity(room)),
                     reads: Arc::default(),
                     json: Written::default(),
+                    seen: Written::default(),
                 });
                 (devices.len() - 1, None)
             }
         };
         let g = &mut devices[gi];
         g.json.forget();
+        g.seen.forget();
         let pi = pi.unwrap_or_else(|| {
             Arc::make_mut(&mut g.points).push((s.point.clone(), s.unit.clone()));
             g.points.len() - 1

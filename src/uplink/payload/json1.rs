@@ -71,7 +71,7 @@ pub(super) fn whole(
 
 /// A group's device object, written once per change of the group.
 fn device_json(g: &DeviceGroup) -> Option<&[u8]> {
-    g.json.get_or_write(|| device_bytes(g))
+    g.json.get_or_write(|| device_bytes(g)).map(Vec::as_slice)
 }
 
 /// The message's length in bytes (`to_vec(..).len()`), without the bytes: the message with

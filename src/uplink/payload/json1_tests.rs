@@ -178,6 +178,7 @@ fn group(device: &str, points: &[(&str, Option<&str>)], reads: Vec<(i64, Items)>
                 .collect(),
         ),
         json: Written::default(),
+        seen: Written::default(),
     }
 }
 

@@ -531,43 +531,94 @@ impl Decimals {
     }
 }
 
-/// The kind of each point of a schema, from every value it has in the message (one pass over
-/// the reads).
-fn kinds_of(s: &Schema<'_>, dec: &mut Decimals) -> Vec<Kind> {
-    #[derive(Clone, Default)]
-    struct Seen {
-        floats: usize,
-        ints: usize,
-        others: usize,
-        exp: Option<i32>,
+/// What the values of one point in one device group are (`kinds_of` merges a schema's).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Seen {
+    floats: usize,
+    ints: usize,
+    others: usize,
+    /// The smallest exponent of the non-zero floats' decimals.
+    exp: Option<i32>,
+}
+
+impl Seen {
+    fn add(&mut self, v: &Value, dec: &mut Decimals) {
+        match v {
+            Value::Float(x) => {
+                self.floats += 1;
+                if let Some(d) = dec.of(*x).filter(|d| d.mantissa != 0) {
+                    self.exp = Some(self.exp.map_or(d.exponent, |e| e.min(d.exponent)));
+                }
+            }
+            Value::Int(v) if i128::from(*v).abs() <= MAX_SLOT => self.ints += 1,
+            Value::UInt(v) if i128::from(*v) <= MAX_SLOT => self.ints += 1,
+            _ => self.others += 1,
+        }
     }
-    let mut seen = vec![Seen::default(); s.points.len()];
+
+    fn merge(&mut self, o: &Seen) {
+        self.floats += o.floats;
+        self.ints += o.ints;
+        self.others += o.others;
+        self.exp = match (self.exp, o.exp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn kind(&self) -> Kind {
+        match (self.floats, self.ints, self.others) {
+            (f, 0, 0) if f > 0 => Kind::Decimal(self.exp.unwrap_or(0)),
+            (0, i, 0) if i > 0 => Kind::Integer,
+            _ => Kind::Literal,
+        }
+    }
+}
+
+/// One pass over `items` (of a group, or of a whole schema) into one `Seen` per point.
+fn seen_of<'v>(
+    n: usize,
+    items: impl Iterator<Item = &'v (usize, Result<Value, String>)>,
+    dec: &mut Decimals,
+) -> Vec<Seen> {
+    let mut seen = vec![Seen::default(); n];
+    for (j, item) in items {
+        if let (Ok(v), Some(p)) = (item, seen.get_mut(*j)) {
+            p.add(v, dec);
+        }
+    }
+    seen
+}
+
+/// The kind of each point of a schema, from every value it has in the message: each device
+/// group's `Seen` (found once per group and kept in it, shared by its copies), merged.
+fn kinds_of(s: &Schema<'_>, dec: &mut Decimals) -> Vec<Kind> {
+    let n = s.points.len();
+    let mut all = vec![Seen::default(); n];
+    for g in &s.devices {
+        let items = || g.reads.iter().flat_map(|r| r.items.iter());
+        match g.seen.get_or_write(|| Some(seen_of(n, items(), dec))) {
+            Some(seen) if seen.len() == n => all.iter_mut().zip(seen).for_each(|(a, b)| a.merge(b)),
+            // (Cannot happen: the group's points are the schema's.)
+            _ => all
+                .iter_mut()
+                .zip(seen_of(n, items(), dec))
+                .for_each(|(a, b)| a.merge(&b)),
+        }
+    }
+    all.iter().map(Seen::kind).collect()
+}
+
+/// `kinds_of` in one pass over the schema's values, nothing kept: the reference.
+#[cfg(test)]
+fn kinds_reference(s: &Schema<'_>, dec: &mut Decimals) -> Vec<Kind> {
     let items = s
         .devices
         .iter()
         .flat_map(|g| g.reads.iter().flat_map(|r| r.items.iter()));
-    for (j, item) in items {
-        let (Ok(v), Some(p)) = (item, seen.get_mut(*j)) else {
-            continue;
-        };
-        match v {
-            Value::Float(x) => {
-                p.floats += 1;
-                if let Some(d) = dec.of(*x).filter(|d| d.mantissa != 0) {
-                    p.exp = Some(p.exp.map_or(d.exponent, |e| e.min(d.exponent)));
-                }
-            }
-            Value::Int(v) if i128::from(*v).abs() <= MAX_SLOT => p.ints += 1,
-            Value::UInt(v) if i128::from(*v) <= MAX_SLOT => p.ints += 1,
-            _ => p.others += 1,
-        }
-    }
-    seen.into_iter()
-        .map(|p| match (p.floats, p.ints, p.others) {
-            (f, 0, 0) if f > 0 => Kind::Decimal(p.exp.unwrap_or(0)),
-            (0, i, 0) if i > 0 => Kind::Integer,
-            _ => Kind::Literal,
-        })
+    seen_of(s.points.len(), items, dec)
+        .iter()
+        .map(Seen::kind)
         .collect()
 }
 
@@ -620,7 +671,7 @@ pub(super) fn data_cbor(
         .into_iter()
         .map(|s| {
             let n = s.points.len();
-            let kinds = kinds_of(&s, &mut dec);
+            let kinds = kinds_reference(&s, &mut dec);
             let names = s
                 .points
                 .iter()
