@@ -49,6 +49,9 @@ struct ReadGroup {
     items: Vec<(usize, Result<Value, String>)>,
 }
 
+/// A point's name and unit, shared with the samples.
+type PointName = (Arc<str>, Option<Arc<str>>);
+
 #[derive(Debug, Clone, PartialEq)]
 struct DeviceGroup {
     /// Names shared with the samples (`Arc`): the packer adds every sample of a message
@@ -60,7 +63,7 @@ struct DeviceGroup {
     /// and copying the vectors (and dropping the copies) was ~8 % of a format-2 run's
     /// instructions (issue 13); a copy is changed only when a later batch of the same device
     /// joins it, and `Arc::make_mut` copies it then.
-    points: Arc<Vec<(Arc<str>, Option<Arc<str>>)>>,
+    points: Arc<Vec<PointName>>,
     reads: Arc<Vec<ReadGroup>>,
     /// Its format-1 JSON object once written (`json1`), shared by the copies of the group and
     /// forgotten by `add_sample`: the packer measures each candidate message whole, and most
