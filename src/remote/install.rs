@@ -185,6 +185,18 @@ pub struct Owed {
     pub reason: Option<String>,
 }
 
+impl Owed {
+    /// The report `status` about push `version`/`sha256`, with its reason.
+    pub fn new(status: OwedStatus, version: &str, sha256: &str, reason: Option<&str>) -> Owed {
+        Owed {
+            status,
+            push_version: version.to_string(),
+            push_sha256: sha256.to_string(),
+            reason: reason.map(str::to_string),
+        }
+    }
+}
+
 /// A push that awaits confirmation, as a restart finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingInfo {
@@ -517,12 +529,7 @@ impl Installer {
                     // before its report was queued).
                     if c.status == ConfigStatus::PendingConfirm {
                         c.status = ConfigStatus::Applied;
-                        c.owed = Some(Owed {
-                            status: OwedStatus::Applied,
-                            push_version: c.version.clone(),
-                            push_sha256: c.sha256.clone(),
-                            reason: None,
-                        });
+                        c.owed = Some(Owed::new(OwedStatus::Applied, &c.version, &c.sha256, None));
                         self.write_current(&c)?;
                     }
                 }
@@ -564,12 +571,12 @@ impl Installer {
             // Died before the commit point: the old config stands, with its profiles. The
             // refusal is owed before the record that tells it goes.
             self.switch_profiles(&pointer, p.previous.profiles.as_deref())?;
-            let owed = Owed {
-                status: OwedStatus::Rejected,
-                push_version: p.version.clone(),
-                push_sha256: p.sha256.clone(),
-                reason: Some(INTERRUPTED.to_string()),
-            };
+            let owed = Owed::new(
+                OwedStatus::Rejected,
+                &p.version,
+                &p.sha256,
+                Some(INTERRUPTED),
+            );
             match self.read_current()? {
                 Some(mut c) if c.sha256 == sha => {
                     c.owed = Some(owed);
@@ -587,7 +594,12 @@ impl Installer {
             &sha,
             now,
             &pointer,
-            Some(local_edit_owed(&p, LOCAL_EDIT_AT_START)),
+            Some(Owed::new(
+                OwedStatus::RolledBack,
+                &p.version,
+                &p.sha256,
+                Some(LOCAL_EDIT_AT_START),
+            )),
         )?;
         self.remove_pending()?;
         self.clean(None)?;
@@ -618,12 +630,7 @@ impl Installer {
             status: ConfigStatus::Applied,
             reason: None,
             profiles: p.profiles.clone(),
-            owed: Some(Owed {
-                status: OwedStatus::Applied,
-                push_version: p.version.clone(),
-                push_sha256: p.sha256.clone(),
-                reason: None,
-            }),
+            owed: Some(Owed::new(OwedStatus::Applied, &p.version, &p.sha256, None)),
         })?;
         self.step(Step::ConfirmCurrentWritten);
         self.clean(None)
@@ -669,7 +676,7 @@ impl Installer {
             return Ok(None);
         }
         let pointer = self.pointer()?;
-        let owed = local_edit_owed(&p, reason);
+        let owed = Owed::new(OwedStatus::RolledBack, &p.version, &p.sha256, Some(reason));
         self.record_local(&sha, crate::time::now_ms(), &pointer, Some(owed))?;
         self.remove_pending()?;
         self.clean(None)?;
@@ -754,12 +761,12 @@ impl Installer {
             status: ConfigStatus::RolledBack,
             reason: Some(reason.to_string()),
             profiles: p.previous.profiles.clone(),
-            owed: Some(Owed {
-                status: OwedStatus::RolledBack,
-                push_version: p.version.clone(),
-                push_sha256: p.sha256.clone(),
-                reason: Some(reason.to_string()),
-            }),
+            owed: Some(Owed::new(
+                OwedStatus::RolledBack,
+                &p.version,
+                &p.sha256,
+                Some(reason),
+            )),
         })?;
         self.step(Step::RollbackCurrentWritten);
         self.remove_pending()?;
@@ -1051,15 +1058,6 @@ pub const INTERRUPTED: &str =
 /// The reason reported for a pending push that a local edit found at start ended.
 pub const LOCAL_EDIT_AT_START: &str =
     "the config file was edited locally while the push was pending";
-
-fn local_edit_owed(p: &PendingRecord, reason: &str) -> Owed {
-    Owed {
-        status: OwedStatus::RolledBack,
-        push_version: p.version.clone(),
-        push_sha256: p.sha256.clone(),
-        reason: Some(reason.to_string()),
-    }
-}
 
 fn pending_info(p: &PendingRecord) -> PendingInfo {
     PendingInfo {

@@ -50,7 +50,7 @@ struct ReadGroup {
 }
 
 /// A point's name and unit, shared with the samples.
-type PointName = (Arc<str>, Option<Arc<str>>);
+pub(super) type PointName = (Arc<str>, Option<Arc<str>>);
 
 #[derive(Debug, Clone, PartialEq)]
 struct DeviceGroup {

@@ -339,7 +339,7 @@ fn json_write(
     historical: bool,
     devices: &[DeviceGroup],
 ) {
-    use super::json1::{write_i64, write_str, write_u64, write_value};
+    use super::json1::{write_i64, write_str, write_u64};
     let base = base_ms(devices);
     out.extend_from_slice(b"{\"gw\":");
     write_str(out, gateway);
@@ -348,74 +348,23 @@ fn json_write(
     } else {
         b",\"hist\":false,\"sch\":["
     });
-    let mut bad_sorted: Vec<(&str, &str)> = Vec::new();
+    let mut scratch: Vec<(&str, &str)> = Vec::new();
     for (k, s) in schemas(devices).into_iter().enumerate() {
         if k > 0 {
             out.push(b',');
         }
-        let n = s.points.len();
         out.extend_from_slice(b"{\"dev\":[");
         for (j, g) in s.devices.iter().enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            out.push(b'[');
-            write_str(out, &g.device);
-            for r in sorted_reads(g) {
-                out.push(b',');
-                write_i64(out, r.t_ms.saturating_sub(base));
-                let (vals, bad) = slots(n, r);
-                for v in vals {
-                    out.push(b',');
-                    match v {
-                        Some(v) => write_value(out, v),
-                        None => out.extend_from_slice(b"null"),
-                    }
-                }
-                if !bad.is_empty() {
-                    // As a `Map` collects them: by name, the last of equal names winning.
-                    bad_sorted.clear();
-                    bad_sorted.extend(bad.iter().map(|&(i, why)| (&*s.points[i].0, why)));
-                    bad_sorted.sort_by(|a, b| a.0.cmp(b.0));
-                    out.extend_from_slice(b",{");
-                    let mut first = true;
-                    for (m, &(name, why)) in bad_sorted.iter().enumerate() {
-                        if bad_sorted.get(m + 1).is_some_and(|next| next.0 == name) {
-                            continue;
-                        }
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        write_str(out, name);
-                        out.push(b':');
-                        write_str(out, why);
-                    }
-                    out.push(b'}');
-                }
-            }
-            out.push(b']');
+            json_device(out, g, s.points, base, &mut scratch);
         }
-        out.extend_from_slice(b"],\"pts\":[");
-        for (j, (p, _)) in s.points.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            write_str(out, p);
-        }
-        out.push(b']');
+        out.extend_from_slice(b"],\"pts\":");
+        json_strings(out, s.points.iter().map(|(p, _)| Some(&**p)));
         if s.points.iter().any(|(_, u)| u.is_some()) {
-            out.extend_from_slice(b",\"unit\":[");
-            for (j, (_, u)) in s.points.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                match u {
-                    Some(u) => write_str(out, u),
-                    None => out.extend_from_slice(b"null"),
-                }
-            }
-            out.push(b']');
+            out.extend_from_slice(b",\"unit\":");
+            json_strings(out, s.points.iter().map(|(_, u)| u.as_deref()));
         }
         out.push(b'}');
     }
@@ -424,6 +373,69 @@ fn json_write(
     out.extend_from_slice(b",\"t\":");
     write_i64(out, base);
     out.extend_from_slice(b",\"v\":2}");
+}
+
+/// One device entry, `[name, dt, v…, {bad}?, dt, v…]`; `scratch` holds a read's bad points.
+fn json_device<'a>(
+    out: &mut Vec<u8>,
+    g: &'a DeviceGroup,
+    points: &'a [super::PointName],
+    base: i64,
+    scratch: &mut Vec<(&'a str, &'a str)>,
+) {
+    use super::json1::{write_i64, write_str, write_value};
+    out.push(b'[');
+    write_str(out, &g.device);
+    for r in sorted_reads(g) {
+        out.push(b',');
+        write_i64(out, r.t_ms.saturating_sub(base));
+        let (vals, bad) = slots(points.len(), r);
+        for v in vals {
+            out.push(b',');
+            match v {
+                Some(v) => write_value(out, v),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        if bad.is_empty() {
+            continue;
+        }
+        // As a `Map` collects them: by name, the last of equal names winning.
+        scratch.clear();
+        scratch.extend(bad.iter().map(|&(i, why)| (&*points[i].0, why)));
+        scratch.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend_from_slice(b",{");
+        let mut first = true;
+        for (m, &(name, why)) in scratch.iter().enumerate() {
+            if scratch.get(m + 1).is_some_and(|next| next.0 == name) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(out, name);
+            out.push(b':');
+            write_str(out, why);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// `[s, …]`, `None` as `null`.
+fn json_strings<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = Option<&'s str>>) {
+    out.push(b'[');
+    for (j, item) in items.enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        match item {
+            Some(t) => super::json1::write_str(out, t),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b']');
 }
 
 /// `{"v":2,"gw","seq","hist","t": base ms,"sch":[{"pts":[…],"unit":[…]?,"dev":[[name, dt,
